@@ -1,0 +1,183 @@
+"""One instrument's order book: price levels of resting orders in time priority. No matching here.
+
+Invariants (the matcher keeps them; ``check()`` asserts them):
+- ``bids``/``asks`` map price → Level, and hold only levels with at least one live order;
+- ``bid_prices``/``ask_prices`` hold exactly the keys of ``bids``/``asks``, sorted;
+- ``best_bid``/``best_ask`` are the highest bid / lowest ask price, or None;
+- a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, ``count`` their number;
+- ``orders`` maps order_id → every live Order on the book.
+
+A canceled order is marked dead and left in its level's deque: it is dropped when it reaches the
+front, or when dead orders outnumber live ones (compaction), so a cancel is O(1).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from sortedcontainers import SortedList
+
+from exchange.core.instruments import Instrument
+from exchange.core.orders import Order, Side
+
+BUY = Side.BUY
+
+
+class Level:
+    """The orders resting at one price, oldest first."""
+
+    __slots__ = ("price", "orders", "qty", "count")
+
+    def __init__(self, price: int):
+        self.price = price
+        self.orders: deque[Order] = deque()
+        self.qty = 0
+        self.count = 0
+
+    def live_orders(self) -> list[Order]:
+        return [order for order in self.orders if order.live]
+
+
+class OrderBook:
+    """Bids and asks of one instrument."""
+
+    __slots__ = ("instrument", "symbol", "bids", "asks", "bid_prices", "ask_prices",
+                 "best_bid", "best_ask", "orders", "last_top")
+
+    def __init__(self, instrument: Instrument):
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.bids: dict[int, Level] = {}
+        self.asks: dict[int, Level] = {}
+        self.bid_prices = SortedList()
+        self.ask_prices = SortedList()
+        self.best_bid: int | None = None
+        self.best_ask: int | None = None
+        self.orders: dict[str, Order] = {}
+        self.last_top: tuple = (None, 0, None, 0)  # the top of book last published
+
+    def add(self, order: Order) -> None:
+        """Rest ``order`` at the back of its price level."""
+        price = order.price
+        if order.side is BUY:
+            level = self.bids.get(price)
+            if level is None:
+                level = self.bids[price] = Level(price)
+                self.bid_prices.add(price)
+                if self.best_bid is None or price > self.best_bid:
+                    self.best_bid = price
+        else:
+            level = self.asks.get(price)
+            if level is None:
+                level = self.asks[price] = Level(price)
+                self.ask_prices.add(price)
+                if self.best_ask is None or price < self.best_ask:
+                    self.best_ask = price
+        level.orders.append(order)
+        level.qty += order.leaves_qty
+        level.count += 1
+        self.orders[order.order_id] = order
+
+    def remove(self, order: Order) -> None:
+        """Take a live ``order`` off the book, whatever its remaining quantity."""
+        order.live = False
+        del self.orders[order.order_id]
+        level = (self.bids if order.side is BUY else self.asks)[order.price]
+        level.qty -= order.leaves_qty
+        level.count -= 1
+        orders = level.orders
+        if level.count == 0:
+            self._drop_level(order.side, order.price)
+        elif orders[0] is order:
+            orders.popleft()
+        elif len(orders) > 2 * level.count + 16:
+            level.orders = deque(o for o in orders if o.live)
+
+    def reduce(self, order: Order, qty: int) -> None:
+        """Take ``qty`` off a live order's remaining quantity (it keeps its place; stays if > 0)."""
+        order.leaves_qty -= qty
+        (self.bids if order.side is BUY else self.asks)[order.price].qty -= qty
+        if order.leaves_qty == 0:
+            self.remove(order)
+
+    def _drop_level(self, side: Side, price: int) -> None:
+        if side is BUY:
+            del self.bids[price]
+            prices = self.bid_prices
+            prices.remove(price)
+            if price == self.best_bid:
+                self.best_bid = prices[-1] if prices else None
+        else:
+            del self.asks[price]
+            prices = self.ask_prices
+            prices.remove(price)
+            if price == self.best_ask:
+                self.best_ask = prices[0] if prices else None
+
+    def level_qty(self, side: Side, price: int) -> int:
+        level = (self.bids if side is BUY else self.asks).get(price)
+        return level.qty if level is not None else 0
+
+    def top(self) -> tuple:
+        """(bid_price, bid_qty, ask_price, ask_qty); None and 0 for an empty side."""
+        bid, ask = self.best_bid, self.best_ask
+        return (bid, self.bids[bid].qty if bid is not None else 0,
+                ask, self.asks[ask].qty if ask is not None else 0)
+
+    def levels(self, side: Side) -> list[Level]:
+        """Price levels of one side, best first."""
+        if side is BUY:
+            return [self.bids[p] for p in reversed(self.bid_prices)]
+        return [self.asks[p] for p in self.ask_prices]
+
+    def depth(self, side: Side, limit: int | None = None) -> list[tuple[int, int]]:
+        """(price, qty) of one side's levels, best first, at most ``limit`` of them."""
+        return [(level.price, level.qty) for level in self.levels(side)[:limit]]
+
+    def priority_orders(self, side: Side) -> list[Order]:
+        """Every live order of one side in matching priority."""
+        return [order for level in self.levels(side) for order in level.live_orders()]
+
+    def state(self) -> tuple:
+        """Everything that defines the book, in priority order (for digests and comparisons)."""
+        return (self.symbol,
+                tuple(o.state() for o in self.priority_orders(Side.BUY)),
+                tuple(o.state() for o in self.priority_orders(Side.SELL)))
+
+    def render(self) -> str:
+        """The book as ``bid | price | ask`` lines, asks on top, one line per order.
+
+        Quantities and prices are shown in decimal units, e.g.::
+
+                      |  101.00 | 2.0 carol
+              1.5 bob |  100.00 |
+        """
+        fmt_p, fmt_q = self.instrument.format_price, self.instrument.format_qty
+        lines = []
+        for level in reversed(self.levels(Side.SELL)):
+            for order in level.live_orders():
+                lines.append(f"{'':>16} | {fmt_p(level.price):>10} | {fmt_q(order.leaves_qty)} {order.user}")
+        for level in self.levels(Side.BUY):
+            for order in level.live_orders():
+                bid = f"{fmt_q(order.leaves_qty)} {order.user}"
+                lines.append(f"{bid:>16} | {fmt_p(level.price):>10} |")
+        return "\n".join(line.rstrip() for line in lines)
+
+    def check(self) -> None:
+        """Assert every invariant in the module docstring (used by tests and replay)."""
+        for side, levels, prices, best in ((Side.BUY, self.bids, self.bid_prices, self.best_bid),
+                                           (Side.SELL, self.asks, self.ask_prices, self.best_ask)):
+            assert list(prices) == sorted(levels), f"{side} price index out of step"
+            expected_best = (prices[-1] if side is BUY else prices[0]) if prices else None
+            assert best == expected_best, f"best {side} is {best}, expected {expected_best}"
+            for price, level in levels.items():
+                live = level.live_orders()
+                assert live, f"empty {side} level {price}"
+                assert level.count == len(live), f"{side} level {price} count out of step"
+                assert level.qty == sum(o.leaves_qty for o in live), f"{side} level {price} qty out of step"
+                for order in live:
+                    assert order.price == price and order.side is side and order.leaves_qty > 0
+                    assert self.orders.get(order.order_id) is order
+        assert len(self.orders) == sum(level.count for level in (*self.bids.values(), *self.asks.values()))
+        if self.best_bid is not None and self.best_ask is not None:
+            assert self.best_bid < self.best_ask, f"crossed book: {self.best_bid} >= {self.best_ask}"

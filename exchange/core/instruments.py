@@ -1,0 +1,138 @@
+"""Instruments and the one place where decimal text becomes integer ticks and lots."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from exchange.core.orders import SelfTradePrevention
+from exchange.errors import RejectCode
+
+# At most 12 integer digits and 12 fraction digits: anything longer is a typo or an attack.
+_DECIMAL_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
+DEFAULT_MAX_PRICE = "1000000000"  # one billion units of the quote currency
+
+
+class GridError(ValueError):
+    """A decimal value that is not on the instrument's grid; ``code`` and ``reason`` say why."""
+
+    def __init__(self, code: RejectCode, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def parse_decimal(text: str, what: str, code: RejectCode) -> Decimal:
+    """A plain positive decimal (digits, optional fraction), or GridError naming ``what``."""
+    if not _DECIMAL_TEXT.fullmatch(text):
+        if text.startswith("-"):
+            raise GridError(code, f"{what} {text} must be positive")
+        raise GridError(code, f"{what} {text!r} is not a plain decimal number of at most 12+12 digits")
+    value = Decimal(text)
+    if value == 0:
+        raise GridError(code, f"{what} {text} must be positive")
+    return value
+
+
+def _grid(text: str, what: str) -> Decimal:
+    try:
+        return parse_decimal(text, what, RejectCode.MALFORMED)
+    except GridError as e:
+        raise ValueError(e.reason) from None
+
+
+class Instrument:
+    """A tradable thing: its symbol, price and quantity grids, limits and self-trade default.
+
+    Built from decimal strings (as written in the config); afterwards everything is in
+    integer ticks and lots: ``min_qty``, ``max_qty`` in lots and ``max_price`` in ticks.
+    Raises ValueError if the grids or limits are inconsistent.
+    """
+
+    __slots__ = (
+        "symbol", "tick_size", "lot_size", "min_qty", "max_qty", "max_price", "stp_default",
+        "_tick", "_lot", "_price_places", "_qty_places",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        tick_size: str,
+        lot_size: str,
+        min_qty: str | None = None,
+        max_qty: str | None = None,
+        max_price: str | None = None,
+        stp_default: SelfTradePrevention = SelfTradePrevention.CANCEL_NEWEST,
+    ):
+        self.symbol = symbol
+        self.tick_size = tick_size
+        self.lot_size = lot_size
+        self._tick = _grid(tick_size, "tick_size")
+        self._lot = _grid(lot_size, "lot_size")
+        self._price_places = max(0, -self._tick.as_tuple().exponent)
+        self._qty_places = max(0, -self._lot.as_tuple().exponent)
+        self.min_qty = self._limit(min_qty or lot_size, self._lot, "min_qty", "lot_size")
+        self.max_qty = self._limit(max_qty or "1000000000", self._lot, "max_qty", "lot_size")
+        self.max_price = self._limit(max_price or DEFAULT_MAX_PRICE, self._tick, "max_price", "tick_size")
+        if self.min_qty > self.max_qty:
+            raise ValueError(f"min_qty {min_qty} is above max_qty {max_qty}")
+        self.stp_default = stp_default
+
+    @staticmethod
+    def _limit(text: str, unit: Decimal, what: str, unit_name: str) -> int:
+        count, rest = divmod(_grid(text, what), unit)
+        if rest:
+            raise ValueError(f"{what} {text} is not a multiple of {unit_name} {unit}")
+        return int(count)
+
+    def to_ticks(self, text: str) -> int:
+        """Price text → ticks; GridError(BAD_PRICE) if off the grid, not positive or too large."""
+        value = parse_decimal(text, "price", RejectCode.BAD_PRICE)
+        ticks, rest = divmod(value, self._tick)
+        if rest:
+            raise GridError(RejectCode.BAD_PRICE, f"price {text} is not a multiple of tick {self.tick_size}")
+        if ticks > self.max_price:
+            raise GridError(
+                RejectCode.BAD_PRICE,
+                f"price {text} is above the maximum {self.format_price(self.max_price)}",
+            )
+        return int(ticks)
+
+    def to_lots(self, text: str) -> int:
+        """Quantity text → lots; GridError(BAD_QTY) if off the grid, not positive or out of limits."""
+        value = parse_decimal(text, "quantity", RejectCode.BAD_QTY)
+        lots, rest = divmod(value, self._lot)
+        if rest:
+            raise GridError(RejectCode.BAD_QTY, f"quantity {text} is not a multiple of lot {self.lot_size}")
+        lots = int(lots)
+        reason = self.qty_problem(lots)
+        if reason:
+            raise GridError(RejectCode.BAD_QTY, reason)
+        return lots
+
+    def qty_problem(self, lots: int) -> str:
+        """Why ``lots`` is outside the limits, or "" if it is allowed."""
+        if lots < self.min_qty:
+            return f"quantity {self.format_qty(lots)} is below the minimum {self.format_qty(self.min_qty)}"
+        if lots > self.max_qty:
+            return f"quantity {self.format_qty(lots)} is above the maximum {self.format_qty(self.max_qty)}"
+        return ""
+
+    def price_problem(self, ticks: int) -> str:
+        """Why ``ticks`` is not an allowed price, or "" if it is."""
+        if ticks < 1:
+            return f"price must be at least one tick ({self.tick_size})"
+        if ticks > self.max_price:
+            return f"price {self.format_price(ticks)} is above the maximum {self.format_price(self.max_price)}"
+        return ""
+
+    def format_price(self, ticks: int) -> str:
+        """Ticks → decimal text with the tick's number of places (``430001`` → ``"4300.10"``)."""
+        return f"{ticks * self._tick:.{self._price_places}f}"
+
+    def format_qty(self, lots: int) -> str:
+        """Lots → decimal text with the lot's number of places."""
+        return f"{lots * self._lot:.{self._qty_places}f}"
+
+    def __repr__(self) -> str:
+        return f"Instrument({self.symbol!r}, tick_size={self.tick_size!r}, lot_size={self.lot_size!r})"

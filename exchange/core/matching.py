@@ -1,0 +1,469 @@
+"""The matcher: commands in, events out, for every book one engine owns.
+
+Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce).
+Rule 2: no I/O, no clock, no randomness. Same commands in, same events out, byte for byte.
+Rule 3: a client mistake is an ``OrderRejected`` event, never an exception; an exception here
+        is a bug (a broken invariant) and should crash the process.
+
+Theory of operation
+- Price-time priority: an incoming order (the taker) trades with the best-priced opposite level
+  first and, within a level, with the oldest resting order (the maker) first, at the maker's price.
+- ``handle`` validates the whole command before touching a book, then returns its events in this
+  order: the order's fate (accepted / rejected / canceled / replaced), each match as maker fill,
+  taker fill, trade, then the remainder's fate (rests, expires), then one ``DepthUpdate`` per price
+  level the command changed and a ``TopOfBook`` if the best bid or offer changed.
+- ``seq`` is assigned here, +1 per event across all the engine's books. Order and trade ids are
+  ``"<engine_id>-<n>"``, unique across a mesh of engines with distinct ids.
+- ``apply`` rebuilds the same state from the events alone (replay from a journal); ``digest``
+  makes "live state == replayed state" a one-line check.
+
+Order life cycle (status × event → status)
+
+    status            OrderFilled                 OrderCanceled  OrderExpired  OrderReplaced / OrderReduced
+    NEW               PARTIALLY_FILLED | FILLED   CANCELED       EXPIRED       NEW
+    PARTIALLY_FILLED  PARTIALLY_FILLED | FILLED   CANCELED       EXPIRED       PARTIALLY_FILLED
+    FILLED, CANCELED, EXPIRED: final; the order is no longer known to the book.
+
+Fill or kill counts the opposite liquidity in priority order up to the limit price and stops at the
+first order of the same user: if that is not enough, the order expires and no book is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import msgspec
+
+from exchange.core.book import OrderBook
+from exchange.core.instruments import Instrument
+from exchange.core.messages import (
+    CancelAll, CancelOrder, DepthUpdate, Event, OrderAccepted, OrderCanceled, OrderExpired,
+    OrderFilled, OrderReduced, OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder, TopOfBook,
+    Trade,
+)
+from exchange.core.orders import (
+    CancelReason, ExpireReason, Order, SelfTradePrevention, Side, TimeInForce,
+)
+from exchange.errors import RejectCode
+
+BUY, SELL = Side.BUY, Side.SELL
+GTC, IOC, FOK, POST = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.POST
+CANCEL_NEWEST = SelfTradePrevention.CANCEL_NEWEST
+CANCEL_OLDEST = SelfTradePrevention.CANCEL_OLDEST
+CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
+SELF_TRADE = CancelReason.SELF_TRADE
+
+
+class Matcher:
+    """The books of one engine, its sequence number and its id counters."""
+
+    def __init__(self, engine_id: int, instruments: Iterable[Instrument]):
+        self.engine_id = engine_id
+        self.books: dict[str, OrderBook] = {i.symbol: OrderBook(i) for i in instruments}
+        self.seq = 0  # the last event's sequence number
+        self.last_order_number = 0
+        self.last_trade_number = 0
+        self._id_prefix = f"{engine_id}-"
+        # (user, client_order_id) → order_id, for every order ever accepted (ids are never reused)
+        self.client_order_ids: dict[tuple[str, str], str] = {}
+        self._handlers = {
+            PlaceOrder: self._place,
+            CancelOrder: self._cancel,
+            ReplaceOrder: self._replace,
+            CancelAll: self._cancel_all,
+        }
+        self._replay_takers: dict[str, Order] = {}  # market orders between accept and expiry
+
+    def handle(self, command) -> list[Event]:
+        """Apply one command; return its events (possibly none, for an empty cancel-all)."""
+        return self._handlers[type(command)](command)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _place(self, cmd: PlaceOrder) -> list[Event]:
+        book = self.books.get(cmd.symbol)
+        if book is None:
+            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {cmd.symbol!r}")
+        instrument = book.instrument
+        qty, price, tif, side = cmd.qty, cmd.price, cmd.tif, cmd.side
+        if not instrument.min_qty <= qty <= instrument.max_qty:
+            return self._reject(cmd, RejectCode.BAD_QTY, instrument.qty_problem(qty))
+        if price is None:
+            if tif is GTC or tif is POST:
+                return self._reject(cmd, RejectCode.BAD_TIF,
+                                    f"a market order cannot be {tif.value}; it is IOC or FOK")
+        elif not 0 < price <= instrument.max_price:
+            return self._reject(cmd, RejectCode.BAD_PRICE, instrument.price_problem(price))
+        client_order_id = cmd.client_order_id
+        if client_order_id and (cmd.user, client_order_id) in self.client_order_ids:
+            return self._reject(cmd, RejectCode.DUPLICATE_ID,
+                                f"client order id #{client_order_id} was already used")
+        best = book.best_ask if side is BUY else book.best_bid
+        crosses = best is not None and (price is None or (price >= best if side is BUY else price <= best))
+        if tif is POST and crosses:
+            return self._reject(cmd, RejectCode.WOULD_CROSS,
+                                f"post-only order at {instrument.format_price(price)} would take liquidity"
+                                f" at {instrument.format_price(best)}")
+        if price is None and best is None:
+            return self._reject(cmd, RejectCode.NO_LIQUIDITY,
+                                f"no {'asks' if side is BUY else 'bids'} on {cmd.symbol} for a market order")
+
+        self.last_order_number = number = self.last_order_number + 1
+        order_id = self._id_prefix + str(number)
+        stp = cmd.stp or instrument.stp_default
+        ts = cmd.ts_received
+        self.seq = seq = self.seq + 1
+        events: list[Event] = [OrderAccepted(seq, ts, cmd.symbol, order_id, cmd.user, side, qty, price,
+                                             tif, stp, client_order_id)]
+        if client_order_id:
+            self.client_order_ids[(cmd.user, client_order_id)] = order_id
+        order = Order(order_id, cmd.user, side, price, qty, qty, tif, stp, client_order_id)
+
+        if tif is FOK and not self._fillable(book, order):
+            self._expire(book, order, ExpireReason.FOK, ts, events)
+            return events
+        touched: list[tuple[Side, int]] = []
+        if crosses:
+            self._match(book, order, ts, events, touched)
+        if order.leaves_qty and order.live:
+            if price is None:
+                self._expire(book, order, ExpireReason.MARKET, ts, events)
+            elif tif is IOC or tif is FOK:
+                self._expire(book, order, ExpireReason.IOC, ts, events)
+            else:
+                book.add(order)
+                touched.append((side, price))
+        self._book_changes(book, ts, touched, events)
+        return events
+
+    def _cancel(self, cmd: CancelOrder) -> list[Event]:
+        book = self.books.get(cmd.symbol)
+        if book is None:
+            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {cmd.symbol!r}")
+        order = self._find(book, cmd)
+        if order is None:
+            return self._reject_unknown(cmd)
+        events: list[Event] = []
+        self._cancel_resting(book, order, CancelReason.USER, cmd.ts_received, events)
+        self._book_changes(book, cmd.ts_received, [(order.side, order.price)], events)
+        return events
+
+    def _replace(self, cmd: ReplaceOrder) -> list[Event]:
+        book = self.books.get(cmd.symbol)
+        if book is None:
+            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {cmd.symbol!r}")
+        order = self._find(book, cmd)
+        if order is None:
+            return self._reject_unknown(cmd)
+        instrument = book.instrument
+        qty = cmd.qty
+        problem = instrument.qty_problem(qty)
+        if not problem and qty <= order.filled_qty:
+            problem = (f"quantity {instrument.format_qty(qty)} must be more than the"
+                       f" {instrument.format_qty(order.filled_qty)} already filled")
+        if problem:
+            return self._reject(cmd, RejectCode.BAD_QTY, problem, order.order_id)
+        price = order.price if cmd.price is None else cmd.price
+        problem = instrument.price_problem(price)
+        if problem:
+            return self._reject(cmd, RejectCode.BAD_PRICE, problem, order.order_id)
+        side = order.side
+        best = book.best_ask if side is BUY else book.best_bid
+        crosses = best is not None and (price >= best if side is BUY else price <= best)
+        if order.tif is POST and crosses:
+            return self._reject(cmd, RejectCode.WOULD_CROSS,
+                                f"post-only order at {instrument.format_price(price)} would take liquidity"
+                                f" at {instrument.format_price(best)}", order.order_id)
+
+        ts = cmd.ts_received
+        leaves = qty - order.filled_qty
+        keep_priority = price == order.price and qty <= order.qty
+        touched = [(side, order.price)]
+        self.seq = seq = self.seq + 1
+        events: list[Event] = [OrderReplaced(seq, ts, book.symbol, order.order_id, order.user, side, qty,
+                                             price, leaves, keep_priority, order.client_order_id)]
+        if keep_priority:
+            book.reduce(order, order.leaves_qty - leaves)
+            order.qty = qty
+        else:
+            book.remove(order)
+            order = Order(order.order_id, order.user, side, price, qty, leaves, order.tif, order.stp,
+                          order.client_order_id)
+            if crosses:
+                self._match(book, order, ts, events, touched)
+            if order.leaves_qty and order.live:
+                book.add(order)
+                touched.append((side, price))
+        self._book_changes(book, ts, touched, events)
+        return events
+
+    def _cancel_all(self, cmd: CancelAll) -> list[Event]:
+        if cmd.symbol is None:
+            books = list(self.books.values())
+        elif cmd.symbol in self.books:
+            books = [self.books[cmd.symbol]]
+        else:
+            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {cmd.symbol!r}")
+        events: list[Event] = []
+        ts = cmd.ts_received
+        for book in books:
+            mine = [order for order in book.orders.values() if order.user == cmd.user]
+            for order in mine:
+                self._cancel_resting(book, order, CancelReason.CANCEL_ALL, ts, events)
+            if mine:
+                self._book_changes(book, ts, [(o.side, o.price) for o in mine], events)
+        return events
+
+    # -- matching ------------------------------------------------------------------------------
+
+    def _match(self, book: OrderBook, taker: Order, ts: int, events: list,
+               touched: list[tuple[Side, int]]) -> None:
+        """Trade ``taker`` against the opposite side while it crosses; it may end canceled (STP)."""
+        buying = taker.side is BUY
+        levels = book.asks if buying else book.bids
+        maker_side = SELL if buying else BUY
+        limit = taker.price
+        symbol = book.symbol
+        prefix = self._id_prefix
+        while taker.leaves_qty:
+            best = book.best_ask if buying else book.best_bid
+            if best is None or (limit is not None and (best > limit if buying else best < limit)):
+                return
+            level = levels[best]
+            touched.append((maker_side, best))
+            orders = level.orders
+            while taker.leaves_qty and level.count:
+                maker = orders[0]
+                if not maker.live:
+                    orders.popleft()
+                    continue
+                if maker.user == taker.user:
+                    if self._prevent_self_trade(book, taker, maker, ts, events):
+                        return
+                    continue
+                qty = maker.leaves_qty if maker.leaves_qty < taker.leaves_qty else taker.leaves_qty
+                self.last_trade_number = number = self.last_trade_number + 1
+                trade_id = prefix + str(number)
+                taker.leaves_qty -= qty
+                seq = self.seq
+                events.append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side,
+                                          trade_id, qty, best, maker.leaves_qty - qty,
+                                          maker.qty - maker.leaves_qty + qty, True, maker.client_order_id))
+                events.append(OrderFilled(seq + 2, ts, symbol, taker.order_id, taker.user, taker.side,
+                                          trade_id, qty, best, taker.leaves_qty,
+                                          taker.qty - taker.leaves_qty, False, taker.client_order_id))
+                events.append(Trade(seq + 3, ts, symbol, trade_id, best, qty, taker.side))
+                self.seq = seq + 3
+                book.reduce(maker, qty)
+
+    def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
+                            events: list) -> bool:
+        """Apply the taker's STP mode against its own resting ``maker``; True if the taker is done."""
+        mode = taker.stp
+        if mode is CANCEL_NEWEST:
+            self._cancel_taker(book, taker, ts, events)
+            return True
+        if mode is CANCEL_OLDEST:
+            self._cancel_resting(book, maker, SELF_TRADE, ts, events)
+            return False
+        if mode is CANCEL_BOTH:
+            self._cancel_resting(book, maker, SELF_TRADE, ts, events)
+            self._cancel_taker(book, taker, ts, events)
+            return True
+        # DECREMENT: the smaller is canceled, the larger reduced by as much; equal: both canceled
+        if maker.leaves_qty < taker.leaves_qty:
+            reduced = maker.leaves_qty
+            self._cancel_resting(book, maker, SELF_TRADE, ts, events)
+            taker.leaves_qty -= reduced
+            taker.qty -= reduced
+            self.seq = seq = self.seq + 1
+            events.append(OrderReduced(seq, ts, book.symbol, taker.order_id, taker.user, taker.side,
+                                       reduced, taker.leaves_qty, taker.client_order_id))
+            return False
+        if maker.leaves_qty > taker.leaves_qty:
+            reduced = taker.leaves_qty
+            book.reduce(maker, reduced)
+            maker.qty -= reduced
+            self.seq = seq = self.seq + 1
+            events.append(OrderReduced(seq, ts, book.symbol, maker.order_id, maker.user, maker.side,
+                                       reduced, maker.leaves_qty, maker.client_order_id))
+        else:
+            self._cancel_resting(book, maker, SELF_TRADE, ts, events)
+        self._cancel_taker(book, taker, ts, events)
+        return True
+
+    def _fillable(self, book: OrderBook, taker: Order) -> bool:
+        """Whether a fill-or-kill order fills completely before reaching its own user's order."""
+        needed = taker.qty
+        if taker.side is BUY:
+            prices = book.ask_prices.irange(maximum=taker.price)
+            levels = book.asks
+        else:
+            prices = book.bid_prices.irange(minimum=taker.price, reverse=True)
+            levels = book.bids
+        for price in prices:
+            for maker in levels[price].orders:
+                if maker.live:
+                    if maker.user == taker.user:
+                        return False
+                    needed -= maker.leaves_qty
+                    if needed <= 0:
+                        return True
+        return False
+
+    # -- event helpers -------------------------------------------------------------------------
+
+    def _cancel_resting(self, book: OrderBook, order: Order, reason: CancelReason, ts: int,
+                        events: list) -> None:
+        self.seq = seq = self.seq + 1
+        events.append(OrderCanceled(seq, ts, book.symbol, order.order_id, order.user, order.side,
+                                    order.leaves_qty, reason, order.client_order_id))
+        book.remove(order)
+
+    def _cancel_taker(self, book: OrderBook, taker: Order, ts: int, events: list) -> None:
+        self.seq = seq = self.seq + 1
+        events.append(OrderCanceled(seq, ts, book.symbol, taker.order_id, taker.user, taker.side,
+                                    taker.leaves_qty, SELF_TRADE, taker.client_order_id))
+        taker.live = False
+
+    def _expire(self, book: OrderBook, order: Order, reason: ExpireReason, ts: int,
+                events: list) -> None:
+        self.seq = seq = self.seq + 1
+        events.append(OrderExpired(seq, ts, book.symbol, order.order_id, order.user, order.side,
+                                   order.leaves_qty, reason, order.client_order_id))
+        order.live = False
+
+    def _book_changes(self, book: OrderBook, ts: int, touched: list[tuple[Side, int]],
+                      events: list) -> None:
+        """One DepthUpdate per touched level, then a TopOfBook if the best bid or offer moved."""
+        symbol = book.symbol
+        seq = self.seq
+        if len(touched) > 1:
+            touched = list(dict.fromkeys(touched))
+        for side, price in touched:
+            level = (book.bids if side is BUY else book.asks).get(price)
+            seq += 1
+            events.append(DepthUpdate(seq, ts, symbol, side, price, level.qty if level is not None else 0))
+        bid, ask = book.best_bid, book.best_ask
+        top = (bid, book.bids[bid].qty if bid is not None else 0,
+               ask, book.asks[ask].qty if ask is not None else 0)
+        if top != book.last_top:
+            book.last_top = top
+            seq += 1
+            events.append(TopOfBook(seq, ts, symbol, *top))
+        self.seq = seq
+
+    def _reject(self, cmd, code: RejectCode, reason: str, order_id: str = "") -> list[Event]:
+        self.seq = seq = self.seq + 1
+        symbol = cmd.symbol or ""
+        order_id = order_id or getattr(cmd, "order_id", "")
+        return [OrderRejected(seq, cmd.ts_received, symbol, cmd.user, code, reason,
+                              getattr(cmd, "client_order_id", ""), order_id)]
+
+    def _find(self, book: OrderBook, cmd: CancelOrder | ReplaceOrder) -> Order | None:
+        """The user's open order named by the command, or None (never someone else's)."""
+        order_id = cmd.order_id
+        if not order_id and cmd.client_order_id:
+            order_id = self.client_order_ids.get((cmd.user, cmd.client_order_id), "")
+        order = book.orders.get(order_id)
+        if order is None or order.user != cmd.user:
+            return None
+        return order
+
+    def _reject_unknown(self, cmd: CancelOrder | ReplaceOrder) -> list[Event]:
+        name = cmd.order_id or f"#{cmd.client_order_id}"
+        if not cmd.order_id and not cmd.client_order_id:
+            return self._reject(cmd, RejectCode.MALFORMED, "name an order id or a client order id")
+        return self._reject(cmd, RejectCode.UNKNOWN_ORDER,
+                            f"no open order {name} of user {cmd.user} on {cmd.symbol}")
+
+    # -- replay and digest ---------------------------------------------------------------------
+
+    @classmethod
+    def rebuild(cls, engine_id: int, instruments: Iterable[Instrument],
+                events: Iterable[Event]) -> Matcher:
+        """A matcher in the state that produced ``events`` (as read back from a journal)."""
+        matcher = cls(engine_id, instruments)
+        for event in events:
+            matcher.apply(event)
+        return matcher
+
+    def apply(self, event: Event) -> None:
+        """Change state as the event says it changed; raise ValueError if the events disagree."""
+        if event.seq != self.seq + 1:
+            raise ValueError(f"event {event.seq} does not follow {self.seq}")
+        self.seq = event.seq
+        book = self.books.get(event.symbol)
+        match event:
+            case OrderAccepted():
+                order = Order(event.order_id, event.user, event.side, event.price, event.qty, event.qty,
+                              event.tif, event.stp, event.client_order_id)
+                self.last_order_number = self._number(event.order_id)
+                if event.client_order_id:
+                    self.client_order_ids[(event.user, event.client_order_id)] = event.order_id
+                if event.price is None:
+                    self._replay_takers[event.order_id] = order
+                else:
+                    book.add(order)  # rests at the back, as in live matching, until it fills
+            case OrderFilled():
+                order = self._replayed(book, event.order_id)
+                if order.live and order.order_id in book.orders:
+                    book.reduce(order, event.last_qty)
+                else:
+                    order.leaves_qty -= event.last_qty
+                if order.leaves_qty != event.leaves_qty:
+                    raise ValueError(f"event {event.seq}: {event.order_id} leaves {order.leaves_qty}")
+                if order.leaves_qty == 0:
+                    self._replay_takers.pop(event.order_id, None)
+            case Trade():
+                self.last_trade_number = self._number(event.trade_id)
+            case OrderCanceled() | OrderExpired():
+                order = self._replayed(book, event.order_id)
+                if event.order_id in book.orders:
+                    book.remove(order)
+                self._replay_takers.pop(event.order_id, None)
+            case OrderReduced():
+                order = self._replayed(book, event.order_id)
+                if event.order_id in book.orders:
+                    book.reduce(order, event.reduced_qty)
+                else:
+                    order.leaves_qty -= event.reduced_qty
+                order.qty -= event.reduced_qty
+            case OrderReplaced():
+                order = self._replayed(book, event.order_id)
+                if event.priority_kept:
+                    book.reduce(order, order.leaves_qty - event.leaves_qty)
+                    order.qty = event.qty
+                else:
+                    book.remove(order)
+                    book.add(Order(order.order_id, order.user, order.side, event.price, event.qty,
+                                   event.leaves_qty, order.tif, order.stp, order.client_order_id))
+            case TopOfBook():
+                book.last_top = (event.bid_price, event.bid_qty, event.ask_price, event.ask_qty)
+            case DepthUpdate():
+                if book.level_qty(event.side, event.price) != event.qty:
+                    raise ValueError(f"event {event.seq}: level {event.side.value} {event.price} is"
+                                     f" {book.level_qty(event.side, event.price)}, not {event.qty}")
+            case OrderRejected():
+                pass
+
+    def _replayed(self, book: OrderBook, order_id: str) -> Order:
+        order = book.orders.get(order_id) or self._replay_takers.get(order_id)
+        if order is None:
+            raise ValueError(f"event names order {order_id}, which is not open")
+        return order
+
+    @staticmethod
+    def _number(an_id: str) -> int:
+        return int(an_id.rsplit("-", 1)[1])
+
+    def state(self) -> tuple:
+        """Everything that defines this matcher's future behaviour."""
+        return (self.engine_id, self.seq, self.last_order_number, self.last_trade_number,
+                tuple(sorted(self.client_order_ids.items())),
+                tuple((book.state(), book.top(), book.last_top) for book in self.books.values()))
+
+    def digest(self) -> str:
+        """A short hex digest of ``state()``: equal digests mean equal books and counters."""
+        return hashlib.sha256(msgspec.msgpack.encode(self.state())).hexdigest()[:32]

@@ -1,0 +1,222 @@
+"""Commands into an engine and events out of it: frozen, tagged msgspec structs.
+
+These are the domain types *and* the wire types: a struct's class name is its tag on the wire,
+the ``kind`` column in the journal and the word in the docs. Structs are ``array_like`` (fields
+travel by position), so the evolution rule is strict: new fields get defaults and go last; a
+field's type never changes; nothing is ever renamed or removed.
+
+Every event carries ``seq``, the engine's sequence number (+1 per event, across all the
+engine's instruments), and ``ts_event``, the ``ts_received`` of the command that caused it.
+Prices are int ticks, quantities int lots (see exchange.core).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from exchange.core.orders import CancelReason, ExpireReason, SelfTradePrevention, Side, TimeInForce
+from exchange.errors import RejectCode
+
+
+class Command(msgspec.Struct, frozen=True, tag=True, array_like=True, gc=False):
+    """A request into an engine."""
+
+
+class PlaceOrder(Command):
+    """Place a limit order (``price`` in ticks) or a market order (``price`` None)."""
+
+    user: str
+    symbol: str
+    side: Side
+    qty: int
+    price: int | None = None
+    tif: TimeInForce = TimeInForce.GTC
+    stp: SelfTradePrevention | None = None  # None: the instrument's default
+    client_order_id: str = ""
+    ts_received: int = 0
+
+
+class CancelOrder(Command):
+    """Cancel one open order, named by ``order_id`` or by the user's ``client_order_id``."""
+
+    user: str
+    symbol: str
+    order_id: str = ""
+    client_order_id: str = ""
+    ts_received: int = 0
+
+
+class ReplaceOrder(Command):
+    """Change an open order's total ``qty`` and/or ``price`` (None keeps the price).
+
+    Reducing the quantity at the same price keeps time priority; anything else loses it.
+    ``qty`` is the new total ordered quantity and must exceed what is already filled.
+    """
+
+    user: str
+    symbol: str
+    qty: int
+    price: int | None = None
+    order_id: str = ""
+    client_order_id: str = ""
+    ts_received: int = 0
+
+
+class CancelAll(Command):
+    """Cancel all open orders of ``user``, on one instrument or (``symbol`` None) on all."""
+
+    user: str
+    symbol: str | None = None
+    ts_received: int = 0
+
+
+class Event(msgspec.Struct, frozen=True, tag=True, array_like=True, gc=False):
+    """A fact out of an engine."""
+
+
+class OrderAccepted(Event):
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    user: str
+    side: Side
+    qty: int
+    price: int | None  # None: a market order
+    tif: TimeInForce
+    stp: SelfTradePrevention
+    client_order_id: str = ""
+
+
+class OrderRejected(Event):
+    """A command refused; ``order_id`` names the target of a refused cancel or replace."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    user: str
+    code: RejectCode
+    reason: str
+    client_order_id: str = ""
+    order_id: str = ""
+
+
+class OrderFilled(Event):
+    """One order's share of a trade (two per trade: the maker's and the taker's)."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    user: str
+    side: Side
+    trade_id: str
+    last_qty: int
+    last_price: int
+    leaves_qty: int
+    filled_qty: int
+    maker: bool
+    client_order_id: str = ""
+
+
+class Trade(Event):
+    """A match, as the public sees it."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    trade_id: str
+    price: int
+    qty: int
+    taker_side: Side
+
+
+class OrderCanceled(Event):
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    user: str
+    side: Side
+    canceled_qty: int
+    reason: CancelReason
+    client_order_id: str = ""
+
+
+class OrderReplaced(Event):
+    """An order's new total ``qty``, ``price`` and ``leaves_qty`` after a replace."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    user: str
+    side: Side
+    qty: int
+    price: int
+    leaves_qty: int
+    priority_kept: bool
+    client_order_id: str = ""
+
+
+class OrderReduced(Event):
+    """Self-trade prevention (DECREMENT) took ``reduced_qty`` off an order that stays open."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    user: str
+    side: Side
+    reduced_qty: int
+    leaves_qty: int
+    client_order_id: str = ""
+
+
+class OrderExpired(Event):
+    """The unfilled part of an IOC, FOK or market order; it never rested."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    user: str
+    side: Side
+    expired_qty: int
+    reason: ExpireReason
+    client_order_id: str = ""
+
+
+class TopOfBook(Event):
+    """Best bid and offer after a command changed either; None price and 0 qty for an empty side."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    bid_price: int | None
+    bid_qty: int
+    ask_price: int | None
+    ask_qty: int
+
+
+class DepthUpdate(Event):
+    """The new total quantity resting at one price level; 0 means the level is gone."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    side: Side
+    price: int
+    qty: int
+
+
+AnyCommand = Union[PlaceOrder, CancelOrder, ReplaceOrder, CancelAll]
+AnyEvent = Union[
+    OrderAccepted, OrderRejected, OrderFilled, Trade, OrderCanceled, OrderReplaced, OrderReduced,
+    OrderExpired, TopOfBook, DepthUpdate,
+]
+ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCanceled, OrderReplaced, OrderReduced,
+                OrderExpired)  # private: they name a user
+MARKET_DATA_EVENTS = (Trade, TopOfBook, DepthUpdate)  # public

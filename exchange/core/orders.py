@@ -1,0 +1,94 @@
+"""Order vocabulary (side, time in force, self-trade prevention, reasons) and resting order state."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Side(enum.Enum):
+    """Which way an order trades."""
+
+    BUY = "BUY"  # rests on the bids, takes from the asks
+    SELL = "SELL"  # rests on the asks, takes from the bids
+
+
+class TimeInForce(enum.Enum):
+    """How long the unfilled part of an order lives."""
+
+    GTC = "GTC"  # good till canceled: the remainder rests on the book
+    IOC = "IOC"  # immediate or cancel: the remainder expires at once
+    FOK = "FOK"  # fill or kill: all of it at once, or nothing and the book untouched
+    POST = "POST"  # post only: rests, and is rejected if any of it would take liquidity
+
+
+class SelfTradePrevention(enum.Enum):
+    """What happens when an order would trade against a resting order of the same user."""
+
+    CANCEL_NEWEST = "CANCEL_NEWEST"  # cancel the incoming order's remainder (the default)
+    CANCEL_OLDEST = "CANCEL_OLDEST"  # cancel the resting order, keep matching
+    CANCEL_BOTH = "CANCEL_BOTH"  # cancel both
+    DECREMENT = "DECREMENT"  # reduce both by the smaller quantity; cancel what reaches zero
+
+
+class CancelReason(enum.Enum):
+    """Why an order left the book before it was filled."""
+
+    USER = "USER"  # the user asked (CANCEL)
+    CANCEL_ALL = "CANCEL_ALL"  # the user asked for all their orders (CANCELALL)
+    SELF_TRADE = "SELF_TRADE"  # self-trade prevention
+    DISCONNECT = "DISCONNECT"  # the session asked for cancel on disconnect and went away
+
+
+class ExpireReason(enum.Enum):
+    """Why the unfilled part of an order expired instead of resting."""
+
+    IOC = "IOC"  # immediate or cancel: no more liquidity at an acceptable price
+    MARKET = "MARKET"  # a market order never rests
+    FOK = "FOK"  # fill or kill could not fill completely; nothing was touched
+
+
+class OrderStatus(enum.Enum):
+    """Where an order is in its life cycle."""
+
+    NEW = "NEW"  # accepted, nothing filled, resting
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"  # some filled, the rest resting
+    FILLED = "FILLED"  # completely filled
+    CANCELED = "CANCELED"  # left the book by a cancel
+    EXPIRED = "EXPIRED"  # the remainder expired (IOC, FOK, market)
+    REJECTED = "REJECTED"  # never accepted
+
+
+class Order:
+    """A resting order's mutable state, owned by one OrderBook; never sent anywhere.
+
+    ``live`` turns False when the order leaves the book; its level drops it lazily.
+    """
+
+    __slots__ = ("order_id", "user", "side", "price", "qty", "leaves_qty", "tif", "stp",
+                 "client_order_id", "live")
+
+    def __init__(self, order_id: str, user: str, side: Side, price: int, qty: int, leaves_qty: int,
+                 tif: TimeInForce, stp: SelfTradePrevention, client_order_id: str):
+        self.order_id = order_id
+        self.user = user
+        self.side = side
+        self.price = price
+        self.qty = qty
+        self.leaves_qty = leaves_qty
+        self.tif = tif
+        self.stp = stp
+        self.client_order_id = client_order_id
+        self.live = True
+
+    @property
+    def filled_qty(self) -> int:
+        return self.qty - self.leaves_qty
+
+    def state(self) -> tuple:
+        """Everything that defines this order, for digests and comparisons."""
+        return (self.order_id, self.user, self.side.value, self.price, self.qty, self.leaves_qty,
+                self.tif.value, self.stp.value, self.client_order_id)
+
+    def __repr__(self) -> str:
+        return (f"Order({self.order_id} {self.user} {self.side.value} {self.leaves_qty}/{self.qty}"
+                f" @ {self.price})")
