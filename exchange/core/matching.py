@@ -138,10 +138,7 @@ class Matcher:
         return events
 
     def _cancel(self, cmd: CancelOrder) -> list[Event]:
-        book = self.books.get(cmd.symbol)
-        if book is None:
-            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {cmd.symbol!r}")
-        order = self._find(book, cmd)
+        book, order = self._find(cmd)
         if order is None:
             return self._reject_unknown(cmd)
         events: list[Event] = []
@@ -150,10 +147,7 @@ class Matcher:
         return events
 
     def _replace(self, cmd: ReplaceOrder) -> list[Event]:
-        book = self.books.get(cmd.symbol)
-        if book is None:
-            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {cmd.symbol!r}")
-        order = self._find(book, cmd)
+        book, order = self._find(cmd)
         if order is None:
             return self._reject_unknown(cmd)
         instrument = book.instrument
@@ -361,22 +355,29 @@ class Matcher:
         return [OrderRejected(seq, cmd.ts_received, symbol, cmd.user, code, reason,
                               getattr(cmd, "client_order_id", ""), order_id)]
 
-    def _find(self, book: OrderBook, cmd: CancelOrder | ReplaceOrder) -> Order | None:
-        """The user's open order named by the command, or None (never someone else's)."""
+    def _find(self, cmd: CancelOrder | ReplaceOrder) -> tuple[OrderBook | None, Order | None]:
+        """The user's open order named by the command and its book; never someone else's.
+
+        The command's ``symbol`` may be empty: the order id alone finds the book.
+        """
         order_id = cmd.order_id
         if not order_id and cmd.client_order_id:
             order_id = self.client_order_ids.get((cmd.user, cmd.client_order_id), "")
-        order = book.orders.get(order_id)
-        if order is None or order.user != cmd.user:
-            return None
-        return order
+        if cmd.symbol:
+            books = [self.books[cmd.symbol]] if cmd.symbol in self.books else []
+        else:
+            books = self.books.values()
+        for book in books:
+            order = book.orders.get(order_id)
+            if order is not None:
+                return (book, order) if order.user == cmd.user else (None, None)
+        return None, None
 
     def _reject_unknown(self, cmd: CancelOrder | ReplaceOrder) -> list[Event]:
         name = cmd.order_id or f"#{cmd.client_order_id}"
         if not cmd.order_id and not cmd.client_order_id:
             return self._reject(cmd, RejectCode.MALFORMED, "name an order id or a client order id")
-        return self._reject(cmd, RejectCode.UNKNOWN_ORDER,
-                            f"no open order {name} of user {cmd.user} on {cmd.symbol}")
+        return self._reject(cmd, RejectCode.UNKNOWN_ORDER, f"no open order {name} of user {cmd.user}")
 
     # -- replay and digest ---------------------------------------------------------------------
 

@@ -39,7 +39,10 @@ class PlaceOrder(Command):
 
 
 class CancelOrder(Command):
-    """Cancel one open order, named by ``order_id`` or by the user's ``client_order_id``."""
+    """Cancel one open order, named by ``order_id`` or by the user's ``client_order_id``.
+
+    ``symbol`` may be empty: the engine then looks the order up in all its books.
+    """
 
     user: str
     symbol: str
@@ -53,6 +56,7 @@ class ReplaceOrder(Command):
 
     Reducing the quantity at the same price keeps time priority; anything else loses it.
     ``qty`` is the new total ordered quantity and must exceed what is already filled.
+    ``symbol`` may be empty, as for CancelOrder.
     """
 
     user: str
