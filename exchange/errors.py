@@ -39,6 +39,7 @@ class RejectCode(enum.Enum):
     BUSY = "BUSY"  # the engine is waiting for the journal; try again shortly
     UNAVAILABLE = "UNAVAILABLE"  # the engine owning the instrument does not answer
     RATE_LIMITED = "RATE_LIMITED"  # the session sends faster than it may
+    INTERNAL = "INTERNAL"  # a bug in the gateway; the session is closed after this reply
 
 
 class ExchangeError(Exception):

@@ -1,0 +1,189 @@
+"""The one YAML file that describes a mesh, decoded into frozen, typed objects.
+
+``load_config(path)`` is the only reader of the file. Every mistake raises ConfigError naming
+the file, the key path and the problem. Decimal values (tick and lot sizes, limits) are quoted
+strings; API keys appear only as salted scrypt hashes (``exchange users add NAME`` makes one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from exchange.core.instruments import Instrument
+from exchange.core.orders import SelfTradePrevention
+from exchange.errors import ConfigError
+
+ZMQ_ENDPOINT = r"^(tcp://[A-Za-z0-9.\-]+:[0-9]{1,5}|ipc://.+)$"
+HOST_PORT = r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$"
+Endpoint = Annotated[str, Meta(pattern=ZMQ_ENDPOINT, description="tcp://host:port or ipc://path")]
+Decimal = Annotated[str, Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", description="a quoted decimal")]
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$")]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class InstrumentConfig(_Section):
+    symbol: Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9.\-/]{0,23}$")]
+    tick_size: Decimal
+    lot_size: Decimal
+    min_qty: Decimal | None = None
+    max_qty: Decimal | None = None
+    max_price: Decimal | None = None
+    stp_default: SelfTradePrevention = SelfTradePrevention.CANCEL_NEWEST
+
+    def build(self) -> Instrument:
+        return Instrument(self.symbol, self.tick_size, self.lot_size, self.min_qty, self.max_qty,
+                          self.max_price, self.stp_default)
+
+
+class EngineConfig(_Section):
+    name: Name
+    id: Annotated[int, Meta(ge=1, le=9999)]  # goes into every order and trade id: "<id>-<n>"
+    instruments: list[str]
+    commands: Endpoint  # PULL, bound: commands from gateways
+    publish: Endpoint  # PUB, bound: released market data, read by the notifier
+    replay: Endpoint  # ROUTER, bound: the journal writer fetches missed event batches here
+    max_undurable_events: Annotated[int, Meta(ge=1000)] = 200_000  # beyond this: stop reading commands
+
+
+class GatewayConfig(_Section):
+    text: Annotated[str, Meta(pattern=HOST_PORT)]  # host:port of the text protocol (TCP)
+    zmq: Endpoint  # ROUTER, bound: order entry for programs (DEALER + msgpack)
+    replies: Endpoint  # PULL, bound: acks, fills and order updates from engines
+    name: Name = "gateway"
+    max_line: Annotated[int, Meta(ge=64, le=65536)] = 1024  # longest accepted request line, bytes
+
+
+class JournalConfig(_Section):
+    path: str  # the SQLite file
+    events: Endpoint  # PULL, bound: event batches from engines
+    watermarks: Endpoint  # PUB, bound: durable sequence numbers, read by engines
+    synchronous: Annotated[str, Meta(pattern="^(FULL|NORMAL)$")] = "NORMAL"
+
+
+class NotifierConfig(_Section):
+    publish: Endpoint  # XPUB, bound: market data for subscribers
+
+
+class UserConfig(_Section):
+    name: Name
+    key_hash: str  # scrypt$<n>$<salt hex>$<hash hex>, made by `exchange users add`
+
+
+class Config(_Section):
+    instruments: list[InstrumentConfig]
+    engines: list[EngineConfig]
+    gateway: GatewayConfig
+    journal: JournalConfig
+    notifier: NotifierConfig
+    users: list[UserConfig] = []
+    var_dir: str = "var"  # per-role log files go here
+
+    def __post_init__(self) -> None:
+        symbols = [i.symbol for i in self.instruments]
+        for symbol in symbols:
+            if symbols.count(symbol) > 1:
+                raise ValueError(f"instrument {symbol} is defined twice - at `$.instruments`")
+        owners: dict[str, str] = {}
+        for n, engine in enumerate(self.engines):
+            for symbol in engine.instruments:
+                if symbol not in symbols:
+                    raise ValueError(f"engine {engine.name} names unknown instrument {symbol}"
+                                     f" - at `$.engines[{n}].instruments`")
+                if symbol in owners:
+                    raise ValueError(f"instrument {symbol} is owned by both {owners[symbol]} and"
+                                     f" {engine.name} - at `$.engines[{n}].instruments`")
+                owners[symbol] = engine.name
+        for symbol in symbols:
+            if symbol not in owners:
+                raise ValueError(f"instrument {symbol} is owned by no engine - at `$.engines`")
+        for what, values in (("engine name", [e.name for e in self.engines]),
+                             ("engine id", [e.id for e in self.engines]),
+                             ("user", [u.name for u in self.users]),
+                             ("endpoint", self.endpoints())):
+            for value in values:
+                if values.count(value) > 1:
+                    raise ValueError(f"{what} {value} is used twice")
+        for n, user in enumerate(self.users):
+            if not _KEY_HASH.fullmatch(user.key_hash):
+                raise ValueError(f"key_hash of {user.name} is not scrypt$<n>$<salt>$<hash>; make one with"
+                                 f" `exchange users add {user.name}` - at `$.users[{n}].key_hash`")
+
+    def endpoints(self) -> list[str]:
+        """Every address a role binds, for uniqueness checks and for tests."""
+        bound = [self.gateway.zmq, self.gateway.replies, f"tcp://{self.gateway.text}",
+                 self.journal.events, self.journal.watermarks, self.notifier.publish]
+        for engine in self.engines:
+            bound += [engine.commands, engine.publish, engine.replay]
+        return bound
+
+    def instrument_map(self) -> dict[str, Instrument]:
+        return {i.symbol: i.build() for i in self.instruments}
+
+    def engine(self, name: str) -> EngineConfig:
+        for engine in self.engines:
+            if engine.name == name:
+                return engine
+        raise ConfigError(f"no engine named {name!r}; the config has {[e.name for e in self.engines]}")
+
+    def engine_of(self, symbol: str) -> EngineConfig:
+        return next(e for e in self.engines if symbol in e.instruments)
+
+    def key_hash(self, user: str) -> str | None:
+        return next((u.key_hash for u in self.users if u.name == user), None)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML file at ``path``; ConfigError says what is wrong and where."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {e.strerror}") from None
+    try:
+        config = msgspec.yaml.decode(text, type=Config)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except msgspec.DecodeError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    for n, instrument in enumerate(config.instruments):
+        try:
+            instrument.build()
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e} - at `$.instruments[{n}]`") from None
+    return config
+
+
+# -- API keys ---------------------------------------------------------------------------------
+
+_KEY_HASH = re.compile(r"scrypt\$[0-9]+\$[0-9a-f]{32}\$[0-9a-f]{64}")
+_SCRYPT_N = 2**14
+
+
+def hash_key(key: str, salt: bytes | None = None, n: int = _SCRYPT_N) -> str:
+    """A salted scrypt hash of an API key, in the form the config stores."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.scrypt(key.encode(), salt=salt, n=n, r=8, p=1, dklen=32)
+    return f"scrypt${n}${salt.hex()}${digest.hex()}"
+
+
+def verify_key(key: str, key_hash: str) -> bool:
+    """Whether ``key`` matches ``key_hash``, compared in constant time."""
+    _, n, salt, expected = key_hash.split("$")
+    actual = hash_key(key, bytes.fromhex(salt), int(n)).split("$")[3]
+    return hmac.compare_digest(actual, expected)
+
+
+def new_key() -> str:
+    """A fresh random API key."""
+    return secrets.token_urlsafe(24)

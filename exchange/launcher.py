@@ -1,0 +1,115 @@
+"""Launcher role: `exchange up CONFIG` starts every role as a child process, watches and stops them.
+
+It creates no ZMQ context (children create their own after the exec). A child that dies is
+restarted with a growing backoff (0.5 s doubling to 10 s, reset once it has run for 30 s). On
+SIGINT or SIGTERM every child gets SIGTERM, and SIGKILL if it has not exited after a few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from exchange.config import Config
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 5.0
+BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 10.0, 30.0
+
+
+class Child:
+    """One role process and its restart bookkeeping."""
+
+    def __init__(self, role: str, name: str | None, config_path: str):
+        self.role, self.name = role, name
+        self.args = [sys.executable, "-m", "exchange", role, "--config", config_path]
+        if name:
+            self.args += ["--name", name]
+        self.label = f"{role} {name}" if name else role
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+        self.backoff = BACKOFF_FIRST_S
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL)
+        self.started = time.monotonic()
+        self.restart_at = None
+        log.info("started %s (pid %d)", self.label, self.process.pid)
+
+
+def roles(config: Config, config_path: str) -> list[Child]:
+    """The children of a mesh, in start order: journal writer, engines, notifier, gateway."""
+    return ([Child("journal-writer", None, config_path)]
+            + [Child("engine", e.name, config_path) for e in config.engines]
+            + [Child("notifier", None, config_path), Child("gateway", None, config_path)])
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run(config: Config, config_path: str) -> None:
+    """Start the mesh described by ``config`` and keep it running until SIGINT or SIGTERM."""
+    stopping = False
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    raise_fd_limit()
+    Path(config.var_dir).mkdir(parents=True, exist_ok=True)
+    children = roles(config, config_path)
+    for child in children:
+        child.start()
+    print(f"exchange is up: text orders on {config.gateway.text} (try: nc {config.gateway.text.replace(':', ' ')}),"
+          f" ZMQ orders on {config.gateway.zmq}, market data on {config.notifier.publish},"
+          f" journal in {config.journal.path}, logs in {config.var_dir}/. Ctrl-C stops.",
+          file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(0.2)
+            if stopping:
+                break
+            now = time.monotonic()
+            for child in children:
+                if child.restart_at is not None:
+                    if now >= child.restart_at and not stopping:
+                        child.start()
+                    continue
+                code = child.process.poll()
+                if code is None:
+                    if now - child.started > STABLE_AFTER_S:
+                        child.backoff = BACKOFF_FIRST_S
+                    continue
+                log.warning("%s exited with %s; restarting in %.1f s", child.label, code, child.backoff)
+                child.restart_at = now + child.backoff
+                child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+    finally:
+        stop_all(children)
+
+
+def stop_all(children: list[Child]) -> None:
+    """SIGTERM every child (gateway first), then SIGKILL whatever is still running after the grace."""
+    running = [c for c in reversed(children) if c.process and c.process.poll() is None]
+    for child in running:
+        child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in running:
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", child.label, STOP_GRACE_S)
+            child.process.kill()
+            child.process.wait()
+    log.info("stopped")

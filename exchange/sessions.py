@@ -1,0 +1,319 @@
+"""Order entry sessions, independent of transport: login, requests → engine commands, replies back.
+
+The gateway role wires this to sockets; this module never touches one. It keeps:
+- sessions (text or ZMQ), each with an ordered output queue: a request's reply holds back
+  anything queued after it, so every client sees ACK before the FILLs of that order and gets
+  replies in request order;
+- requests in flight, keyed by request id, until their engine's reply is released;
+- a view of every order its users placed (for STATUS, REPLACE and #client-order-id lookups).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from exchange.config import Config, verify_key
+from exchange.core.messages import (
+    CancelAll, Command, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
+    OrderRejected, OrderReplaced,
+)
+from exchange.core.orders import OrderStatus
+from exchange.errors import ProtocolError, RejectCode
+from exchange.protocol import (
+    CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest,
+    Out, PingRequest, PlaceRequest, Pong, Rej, ReplaceRequest, State, StatusRequest, cancel_all_command,
+    cancel_command, place_command, replace_command, reply_for_event,
+)
+from exchange.wire import Reply
+
+log = logging.getLogger(__name__)
+
+MAX_FINISHED_ORDERS = 100_000  # finished orders kept for STATUS
+
+
+class Session:
+    """One client connection. ``write`` takes a list of replies, in order."""
+
+    def __init__(self, session_id: int, write: Callable[[list[ClientReply]], None]):
+        self.id = session_id
+        self.user: str | None = None
+        self.write = write
+        self.queue: deque[list] = deque()  # [ready, replies] slots, flushed from the head
+
+    def reserve(self) -> list:
+        slot = [False, []]
+        self.queue.append(slot)
+        return slot
+
+    def fill(self, slot: list, replies: list[ClientReply] | Callable[[], list[ClientReply]]) -> None:
+        """Complete a reserved slot; a callable is called only when the slot's turn comes."""
+        slot[0] = True
+        if callable(replies):
+            slot[1] = replies
+        else:
+            slot[1].extend(replies)
+        self.flush()
+
+    def push(self, replies: list[ClientReply]) -> None:
+        self.queue.append([True, replies])
+        self.flush()
+
+    def flush(self) -> None:
+        out = []
+        while self.queue and self.queue[0][0]:
+            replies = self.queue.popleft()[1]
+            out.extend(replies() if callable(replies) else replies)
+        if out:
+            self.write(out)
+
+
+class OrderView:
+    """What the gateway knows of one order, from the events it has seen."""
+
+    __slots__ = ("order_id", "user", "symbol", "side", "price", "qty", "filled_qty", "leaves_qty",
+                 "status", "client_order_id")
+
+    def __init__(self, e: OrderAccepted):
+        self.order_id, self.user, self.symbol, self.side = e.order_id, e.user, e.symbol, e.side
+        self.price, self.qty, self.filled_qty, self.leaves_qty = e.price, e.qty, 0, e.qty
+        self.status = OrderStatus.NEW
+        self.client_order_id = e.client_order_id
+
+
+class Pending:
+    __slots__ = ("session", "slot", "kind", "waiting", "count", "key")
+
+    def __init__(self, session: Session, slot: list, kind: type, waiting: int = 1, key=None):
+        self.session, self.slot, self.kind, self.waiting, self.count, self.key = (
+            session, slot, kind, waiting, 0, key)
+
+
+class OrderEntry:
+    """The gateway's state and logic; ``send(engine_name, command, session_id, request_id)`` → bool."""
+
+    def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool]):
+        self.config = config
+        self.instruments = config.instrument_map()
+        self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
+        self.engine_by_id = {str(e.id): e.name for e in config.engines}
+        self.send = send
+        self.sessions: dict[int, Session] = {}
+        self.by_user: dict[str, set[Session]] = {}
+        self.pending: dict[int, Pending] = {}
+        self.orders: dict[str, OrderView] = {}
+        self.finished: OrderedDict[str, None] = OrderedDict()
+        self.client_order_ids: dict[tuple[str, str], str] = {}
+        self.in_flight_ids: dict[tuple[str, str], str] = {}  # placed, not yet answered → symbol
+        self._logins: set[bytes] = set()  # digests of keys that verified, to skip scrypt next time
+        self._next_session = self._next_request = 0
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def open(self, write: Callable[[list[ClientReply]], None]) -> Session:
+        self._next_session += 1
+        session = self.sessions[self._next_session] = Session(self._next_session, write)
+        return session
+
+    def close(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        if session.user:
+            self.by_user.get(session.user, set()).discard(session)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def on_request(self, session: Session, request: ClientRequest) -> None:
+        """Handle one request; its reply comes now or when the engine's answer is released."""
+        slot = session.reserve()
+        try:
+            replies = self._dispatch(session, request, slot)
+        except ProtocolError as e:
+            replies = [Rej(e.code, e.reason, getattr(request, "client_order_id", ""))]
+        if replies is not None:
+            session.fill(slot, replies)
+
+    def on_error(self, session: Session, error: ProtocolError, client_order_id: str = "") -> None:
+        session.fill(session.reserve(), [Rej(error.code, error.reason, client_order_id)])
+
+    def _dispatch(self, session: Session, request: ClientRequest, slot: list) -> list | None:
+        if isinstance(request, PingRequest):
+            return [Pong()]
+        if isinstance(request, LoginRequest):
+            return self._login(session, request)
+        user = session.user
+        if user is None:
+            raise ProtocolError(RejectCode.NOT_LOGGED_IN, "log in first: LOGIN <user> <key>")
+        ts = time.time_ns()
+        match request:
+            case PlaceRequest():
+                instrument = self.instruments.get(request.symbol)
+                if instrument is None:
+                    raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {request.symbol}; there are"
+                                        f" {', '.join(self.instruments)}")
+                command = place_command(request, instrument, user, ts)
+                key = (user, request.client_order_id) if request.client_order_id else None
+                if key and (key in self.client_order_ids or key in self.in_flight_ids):
+                    raise ProtocolError(RejectCode.DUPLICATE_ID,
+                                        f"client order id #{request.client_order_id} was already used")
+                return self._forward(session, slot, self.owner[request.symbol], command, key)
+            case CancelRequest():
+                key = (user, request.client_order_id)
+                if request.client_order_id and key in self.in_flight_ids:
+                    # placed but not yet acknowledged: the engine gets the cancel after the order
+                    return self._forward(session, slot, self.owner[self.in_flight_ids[key]],
+                                         cancel_command("", user, ts, request.client_order_id))
+                order_id = request.order_id or self.client_order_ids.get(key, "")
+                engine = self._engine_of(order_id)
+                if engine is None:
+                    raise self._unknown(user, request.order_id, request.client_order_id)
+                # an order this gateway has not seen may still be the user's: the engine decides
+                return self._forward(session, slot, engine, cancel_command(order_id, user, ts))
+            case ReplaceRequest():
+                key = (user, request.client_order_id)
+                if request.client_order_id and key in self.in_flight_ids:
+                    symbol, order_id = self.in_flight_ids[key], ""  # not yet acknowledged, as for CANCEL
+                else:
+                    view = self._own_order(user, request.order_id, request.client_order_id)
+                    symbol, order_id = view.symbol, view.order_id
+                command = replace_command(request, self.instruments[symbol], order_id, user, ts)
+                return self._forward(session, slot, self.owner[symbol], command)
+            case CancelAllRequest():
+                if request.symbol is not None and request.symbol not in self.instruments:
+                    raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {request.symbol}")
+                engines = ([self.owner[request.symbol]] if request.symbol
+                           else [e.name for e in self.config.engines])
+                self._next_request += 1
+                pending = self.pending[self._next_request] = Pending(session, slot, CancelAll, len(engines))
+                for engine in engines:
+                    if not self.send(engine, cancel_all_command(request.symbol, user, ts), session.id,
+                                     self._next_request):
+                        pending.waiting -= 1  # that engine is busy: its orders stay
+                if pending.waiting == 0:
+                    del self.pending[self._next_request]
+                    raise ProtocolError(RejectCode.BUSY, "the engines are busy; try again")
+                return None
+            case StatusRequest():
+                # answered in turn, after the replies to earlier requests (which may create the order)
+                return lambda: self._status(user, request)
+        raise ProtocolError(RejectCode.MALFORMED, f"unexpected request {type(request).__name__}")
+
+    def _status(self, user: str, request: StatusRequest) -> list[ClientReply]:
+        try:
+            view = self._own_order(user, request.order_id, request.client_order_id)
+        except ProtocolError as e:
+            return [Rej(e.code, e.reason)]
+        instrument = self.instruments[view.symbol]
+        return [State(view.order_id, view.client_order_id, view.status.value,
+                      instrument.format_qty(view.filled_qty), instrument.format_qty(view.leaves_qty),
+                      view.side, view.symbol,
+                      instrument.format_price(view.price) if view.price is not None else None)]
+
+    def _login(self, session: Session, request: LoginRequest) -> list:
+        if session.user is not None:
+            raise ProtocolError(RejectCode.ALREADY_LOGGED_IN, f"this session is logged in as {session.user}")
+        key_hash = self.config.key_hash(request.user)
+        seen = hashlib.sha256(f"{request.user}\0{request.key}\0{key_hash}".encode()).digest()
+        if key_hash is None or (seen not in self._logins and not verify_key(request.key, key_hash)):
+            log.info("session %d: failed login for %r", session.id, request.user)
+            raise ProtocolError(RejectCode.BAD_LOGIN, "unknown user or wrong key")
+        self._logins.add(seen)
+        session.user = request.user
+        self.by_user.setdefault(request.user, set()).add(session)
+        log.info("session %d: %s logged in", session.id, request.user)
+        return [LoginOk(request.user)]
+
+    def _own_order(self, user: str, order_id: str, client_order_id: str) -> OrderView:
+        if client_order_id:
+            order_id = self.client_order_ids.get((user, client_order_id), "")
+        view = self.orders.get(order_id)
+        if view is None or view.user != user:
+            raise self._unknown(user, order_id, client_order_id)
+        return view
+
+    @staticmethod
+    def _unknown(user: str, order_id: str, client_order_id: str) -> ProtocolError:
+        name = order_id or f"#{client_order_id}"
+        return ProtocolError(RejectCode.UNKNOWN_ORDER, f"no order {name} of user {user}")
+
+    def _engine_of(self, order_id: str) -> str | None:
+        return self.engine_by_id.get(order_id.split("-", 1)[0])
+
+    def _forward(self, session: Session, slot: list, engine: str, command: Command, key=None) -> None:
+        self._next_request += 1
+        if not self.send(engine, command, session.id, self._next_request):
+            raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
+        self.pending[self._next_request] = Pending(session, slot, type(command), 1, key)
+        if key:
+            self.in_flight_ids[key] = command.symbol
+        return None
+
+    # -- replies from engines ----------------------------------------------------------------
+
+    def on_reply(self, reply: Reply) -> None:
+        """An engine's released answer to one request: tell the requester, push to owners."""
+        pending = self.pending.get(reply.request_id)
+        answer = None
+        if pending is not None:
+            if pending.kind is CancelAll:
+                pending.count += sum(isinstance(e, OrderCanceled) for e in reply.events)
+                pending.waiting -= 1
+                if pending.waiting == 0:
+                    del self.pending[reply.request_id]
+                    pending.session.fill(pending.slot, [CancelAllOk(pending.count)])
+            else:
+                del self.pending[reply.request_id]
+                if pending.key:
+                    self.in_flight_ids.pop(pending.key, None)
+                answer = reply.events[0] if reply.events else None
+        for event in reply.events:
+            self._track(event)
+        requester = pending.session if pending is not None else None
+        own: list[ClientReply] = []  # what the requester hears, in its reply slot
+        for event in reply.events:
+            message = reply_for_event(event, self.instruments.get(event.symbol))
+            lines = [message]
+            if isinstance(event, OrderFilled) and event.leaves_qty == 0:
+                lines.append(Out(event.order_id, event.client_order_id, "FILLED"))
+            if event is answer:
+                own.extend(lines)
+                continue
+            if isinstance(event, (OrderAccepted, OrderRejected, OrderReplaced)):
+                continue  # answers only: no session gets an unsolicited ACK or REJ
+            for session in self.by_user.get(event.user, ()):
+                if session is requester:
+                    own.extend(lines)
+                else:
+                    session.push(lines)
+        if answer is not None and requester.id in self.sessions:
+            requester.fill(pending.slot, own)
+        elif requester is not None and own:
+            requester.push(own)
+
+    def _track(self, event) -> None:
+        if isinstance(event, OrderAccepted):
+            self.orders[event.order_id] = OrderView(event)
+            if event.client_order_id:
+                self.client_order_ids[(event.user, event.client_order_id)] = event.order_id
+            return
+        view = self.orders.get(getattr(event, "order_id", ""))
+        if view is None:
+            return
+        match event:
+            case OrderFilled():
+                view.filled_qty, view.leaves_qty = event.filled_qty, event.leaves_qty
+                view.status = OrderStatus.FILLED if event.leaves_qty == 0 else OrderStatus.PARTIALLY_FILLED
+            case OrderCanceled():
+                view.status, view.leaves_qty = OrderStatus.CANCELED, 0
+            case OrderExpired():
+                view.status, view.leaves_qty = OrderStatus.EXPIRED, 0
+            case OrderReplaced():
+                view.qty, view.price, view.leaves_qty = event.qty, event.price, event.leaves_qty
+            case OrderReduced():
+                view.qty, view.leaves_qty = view.qty - event.reduced_qty, event.leaves_qty
+        if view.leaves_qty == 0:
+            self.finished[view.order_id] = None
+            while len(self.finished) > MAX_FINISHED_ORDERS:
+                self.orders.pop(self.finished.popitem(last=False)[0], None)

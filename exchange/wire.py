@@ -1,0 +1,121 @@
+"""The messages roles send each other, and their encoders and decoders (built once).
+
+Every message is a frozen, ``array_like`` msgspec struct encoded with msgpack; schemas evolve
+only by appending fields with defaults (see docs/protocol.md). Decoding failures raise WireError.
+
+    gateway ──Request──▶ engine                      (PUSH → PULL)
+    engine ──EventBatch──▶ journal writer            (PUSH → PULL; replayed over ROUTER on request)
+    journal writer ──Durable──▶ engines              (PUB → SUB)
+    journal writer ──ReplayRequest──▶ engine         (DEALER → ROUTER)
+    engine ──Replies──▶ gateway                      (PUSH → PULL), released at the durable seq
+    engine ──[topic, MarketData]──▶ notifier ──▶ subscribers   (PUB → XSUB ▸ XPUB → SUB)
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from exchange.core.messages import AnyCommand, AnyEvent, DepthUpdate, TopOfBook, Trade
+from exchange.errors import WireError
+
+
+class _Wire(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    pass
+
+
+class Request(_Wire):
+    """A command from one gateway session; ``request_id`` pairs it with its reply."""
+
+    gateway: str
+    session: int
+    request_id: int
+    command: AnyCommand
+
+
+class Entry(_Wire):
+    """One command as the engine handled it, with the events it produced (maybe none)."""
+
+    gateway: str
+    session: int
+    request_id: int
+    command: AnyCommand
+    events: list[AnyEvent]
+
+
+class EventBatch(_Wire):
+    """Consecutive entries of one engine: events ``first_seq``..``last_seq`` (empty if last < first)."""
+
+    engine: str
+    epoch: int
+    batch: int  # +1 per batch of this engine, across epochs
+    first_seq: int
+    last_seq: int
+    entries: list[Entry]
+
+
+class Durable(_Wire):
+    """The journal holds every batch of ``engine`` up to ``batch`` (events up to ``seq``)."""
+
+    engine: str
+    epoch: int
+    batch: int
+    seq: int
+
+
+class ReplayRequest(_Wire):
+    """The journal writer asks an engine to send its batches again, from ``from_batch`` on."""
+
+    engine: str
+    from_batch: int
+
+
+class Reply(_Wire):
+    """The order events of one command, for the gateway session that sent it (and their users)."""
+
+    session: int
+    request_id: int
+    events: list[AnyEvent]
+
+
+class Replies(_Wire):
+    gateway: str
+    replies: list[Reply]
+
+
+MarketDataEvent = Trade | TopOfBook | DepthUpdate
+
+
+class MarketData(_Wire):
+    """One channel's events of one release, numbered gap-free per (symbol, channel) and epoch."""
+
+    symbol: str
+    channel: str  # "trade", "bbo" or "l2"
+    epoch: int
+    chan_seq: int
+    events: list[MarketDataEvent]
+
+
+CHANNELS = {Trade: "trade", TopOfBook: "bbo", DepthUpdate: "l2"}
+
+
+def topic(symbol: str, channel: str) -> bytes:
+    """The topic frame of a public channel; the trailing ``|`` stops prefix matches across names."""
+    return f"md.{symbol}.{channel}|".encode()
+
+
+encoder = msgspec.msgpack.Encoder()
+encode = encoder.encode
+
+
+class Decoder:
+    """A typed msgpack decoder that raises WireError (with a byte prefix) on bad frames."""
+
+    def __init__(self, type_):
+        self._decoder = msgspec.msgpack.Decoder(type_)
+        self._name = getattr(type_, "__name__", str(type_))
+
+    def decode(self, frame: bytes):
+        try:
+            return self._decoder.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise WireError(f"bad {self._name} frame ({e}): {bytes(frame[:32])!r}") from None
