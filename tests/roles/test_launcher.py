@@ -1,0 +1,77 @@
+"""`exchange up` starts every role, restarts one that dies, and stops them all cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from exchange.client import TextClient
+
+
+def child_pid(mesh, label: str) -> int:
+    """The pid the launcher last reported for ``label`` (e.g. "engine e2")."""
+    pids = re.findall(rf"started {label} \(pid (\d+)\)", mesh.log())
+    assert pids, f"the launcher never started {label}"
+    return int(pids[-1])
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not reached in {timeout} s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_up_stops_every_role_cleanly_on_signal(mesh, signum):
+    with TextClient(mesh.host, mesh.port) as alice:
+        assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+        assert alice.request("BUY AAPL 1 @ 1.00").startswith("ACK")  # through engine and journal
+    pids = [child_pid(mesh, label) for label in ("journal-writer", "engine e1", "engine e2", "notifier",
+                                                 "gateway")]
+    started = time.monotonic()
+    mesh.process.send_signal(signum)
+    assert mesh.process.wait(15) == 0
+    assert time.monotonic() - started < 10
+    assert not mesh.leftovers(), "a role outlived the launcher"
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    log = mesh.log()
+    for label in ("engine-e1", "engine-e2", "journal-writer", "notifier", "gateway"):
+        assert re.search(rf"{label} INFO stopped", log), f"{label} did not log a clean stop"
+    assert "Traceback" not in log
+
+
+def test_a_killed_engine_is_restarted_and_rebuilds_its_book_from_the_journal(mesh):
+    with TextClient(mesh.host, mesh.port) as alice:
+        assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+        ack = alice.request("SELL AAPL 5 @ 190.00 #keep")
+        order_id = ack.split()[1]
+        old_pid = child_pid(mesh, "engine e2")
+        os.kill(old_pid, signal.SIGKILL)
+        wait_until(lambda: child_pid(mesh, "engine e2") != old_pid, what="engine e2 restarted")
+        assert re.search(r"engine e2 exited with -9; restarting", mesh.log())
+
+    with TextClient(mesh.host, mesh.port) as bob:
+        assert bob.request("LOGIN bob bob-key") == "OK LOGIN bob"
+        # the restarted engine still has alice's order: bob's buy trades with it
+        deadline = time.monotonic() + 20
+        while True:
+            reply = bob.request("BUY AAPL 2 @ 190.00 IOC", timeout=20)
+            if reply.startswith("ACK") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # BUSY/UNAVAILABLE while the engine comes back
+        assert reply.startswith("ACK"), reply
+        fill = bob.next_pushed(timeout=20)
+        assert fill.startswith(f"FILL {reply.split()[1]} 2 @ 190.00 LEAVES 0 TRADE 2-")
+    assert re.search(r"engine-e2 INFO ready: engine e2 id 2 epoch 2, AAPL from batch \d+ seq [1-9]", mesh.log())
+    with TextClient(mesh.host, mesh.port) as alice:
+        assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+        assert alice.request(f"STATUS {order_id}").startswith(f"STATE {order_id} #keep PARTIALLY_FILLED 2 3")

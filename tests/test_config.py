@@ -1,0 +1,75 @@
+"""Every configuration mistake stops start-up with the file, the key path and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exchange.config import hash_key, load_config, verify_key
+from exchange.errors import ConfigError
+
+LOCAL = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
+
+
+def test_the_shipped_local_config_loads():
+    config = load_config(LOCAL)
+    assert [e.name for e in config.engines] == ["e1", "e2"]
+    assert sorted(config.instrument_map()) == ["AAPL", "BTC-USD", "ETH-USD"]
+    assert config.gateway.text == "127.0.0.1:7001"
+    assert config.gateway.zmq.endswith(":7002") and config.notifier.publish.endswith(":7003")
+    assert {u.name for u in config.users} == {"alice", "bob", "carol"}
+    assert verify_key("alice-key", config.key_hash("alice"))
+    assert not verify_key("bob-key", config.key_hash("alice"))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('tick_size: "0.01"', "tick_size: 0.01", "Expected `str`, got `float` - at `$.instruments[0].tick_size`"),
+    ('lot_size: "1"', 'lot_size: "1"\n    min_qty: "0.5"', "min_qty 0.5 is not a multiple of lot_size 1"),
+    ('lot_size: "1"', 'lot_size: "-1"', "at `$.instruments[2].lot_size`"),
+    ("instruments: [AAPL]", "instruments: [AAPL, BTC-USD]", "instrument BTC-USD is owned by both e1 and e2"),
+    ("instruments: [AAPL]", "instruments: [AAPL, DOGE]", "engine e2 names unknown instrument DOGE"),
+    ("instruments: [AAPL]", "instruments: []", "instrument AAPL is owned by no engine"),
+    ("tcp://127.0.0.1:7031", "tcp://127.0.0.1:7030", "endpoint tcp://127.0.0.1:7030 is used twice"),
+    ("tcp://127.0.0.1:7031", "127.0.0.1:7031", "at `$.engines[1].publish`"),
+    ("    id: 2\n", "    id: 1\n", "engine id 1 is used twice"),
+    ("synchronous: NORMAL", "synchronous: OFF", "at `$.journal.synchronous`"),
+    ("var_dir: var", "var_dir: var\nspeed: fast", "Object contains unknown field `speed`"),
+    ("  - name: bob\n    key_hash: scrypt", "  - name: bob\n    key_hash: plain-bob-key\n    x: scrypt",
+     "unknown field `x`"),
+])
+def test_a_bad_config_names_file_key_and_problem(tmp_path, old, new, message):
+    text = LOCAL.read_text()
+    assert old in text
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_a_plain_text_key_is_refused(tmp_path):
+    text = LOCAL.read_text()
+    start = text.index("key_hash: scrypt", text.index("name: bob"))
+    end = text.index("\n", start)
+    path = tmp_path / "bad.yaml"
+    path.write_text(text[:start] + "key_hash: bob-key" + text[end:])
+    with pytest.raises(ConfigError, match=r"key_hash of bob is not scrypt.*exchange users add bob"):
+        load_config(path)
+
+
+def test_a_missing_file_and_bad_yaml_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the config"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "broken.yaml"
+    path.write_text("instruments: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_key_hashes_are_salted_and_verify_only_their_key():
+    first, second = hash_key("s3cret"), hash_key("s3cret")
+    assert first != second and "s3cret" not in first
+    assert verify_key("s3cret", first) and verify_key("s3cret", second)
+    assert not verify_key("s3cret!", first)
