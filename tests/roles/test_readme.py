@@ -1,0 +1,83 @@
+"""The README's nc transcript works as written, and `exchange watch` shows the trade."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from exchange.client import TextClient
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def transcript(text: str) -> list[tuple[str, str, str]]:
+    """(user, direction, line) for each `user> …` / `user< …` line of the first text block."""
+    block = re.search(r"```text\n(.*?)```", text, re.S).group(1)
+    return [(m.group(1), m.group(2), m.group(3)) for m in re.finditer(r"^(\w+)([<>]) (.*)$", block, re.M)]
+
+
+def test_the_readme_transcript_works_as_written(mesh):
+    steps = transcript(README.read_text())
+    assert len(steps) >= 10
+    clients: dict[str, TextClient] = {}
+    try:
+        for user, direction, line in steps:
+            client = clients.get(user) or clients.setdefault(user, TextClient(mesh.host, mesh.port))
+            if direction == ">":
+                client.send_line(line)
+            else:
+                assert client.read_line() == line
+        for client in clients.values():  # nothing more than the README shows
+            client.send_line("PING")
+            assert client.read_line() == "PONG"
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_watch_prints_the_trade(mesh):
+    watch = subprocess.Popen([sys.executable, "-m", "exchange", "watch", "AAPL", "--config",
+                              str(mesh.config_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             bufsize=0)
+    try:
+        with TextClient(mesh.host, mesh.port) as alice, TextClient(mesh.host, mesh.port) as bob:
+            assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+            assert bob.request("LOGIN bob bob-key") == "OK LOGIN bob"
+            deadline = time.monotonic() + 20
+            seen = ""
+            while "BBO AAPL" not in seen:  # probe until watch's subscription has arrived
+                assert time.monotonic() < deadline, "watch never saw the book"
+                ack = alice.request("SELL AAPL 3 @ 200.00")
+                assert ack.startswith("ACK"), ack
+                assert alice.request(f"CANCEL {ack.split()[1]}").startswith("OUT")
+                time.sleep(0.3)
+                seen = _read_available(watch, 0.5)
+            assert alice.request("SELL AAPL 3 @ 200.00").startswith("ACK")
+            assert bob.request("BUY AAPL 2 @ 200.00").startswith("ACK")
+            trade = ""
+            deadline = time.monotonic() + 10
+            while "TRADE" not in trade and time.monotonic() < deadline:
+                trade += _read_available(watch, 0.5)
+            assert re.search(r"TRADE AAPL 2 @ 200\.00 BUY trade 2-1 seq \d+", trade), trade
+    finally:
+        watch.terminate()
+        watch.wait(10)
+
+
+def _read_available(process: subprocess.Popen, seconds: float) -> str:
+    """Whatever the process writes to stdout within ``seconds`` (unbuffered, so nothing hides)."""
+    out = b""
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+    return out.decode()
