@@ -78,7 +78,7 @@ class Engine:
             entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                  events))
             replies.append(Reply(request.session, request.request_id,
-                                 [e for e in events if isinstance(e, ORDER_EVENTS)]))
+                                 [e for e in events if isinstance(e, ORDER_EVENTS)], request.gateway))
             market_data.extend(e for e in events if isinstance(e, MARKET_DATA_EVENTS))
         if not entries:
             return None

@@ -15,12 +15,14 @@ import asyncio
 import logging
 import re
 import signal
+import time
 
 import msgspec
 import zmq
 import zmq.asyncio
 
 from exchange import mesh
+from exchange.journal import journal_order_events
 from exchange.config import Config
 from exchange.errors import ProtocolError, RejectCode, WireError
 from exchange.protocol import AnyRequest, ClientReply, format_reply, parse_line
@@ -30,6 +32,7 @@ from exchange.wire import Decoder, Replies, Request, encode
 log = logging.getLogger(__name__)
 
 MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a client that reads slower than this is disconnected
+REQUEST_TIMEOUT_S = 10.0  # an engine that has not answered by then is presumed gone
 _CLIENT_ORDER_ID = re.compile(r"(?:^|\s)#([A-Za-z0-9_.:\-]{1,36})(?:\s|$)")
 
 
@@ -108,9 +111,12 @@ class Gateway:
         self.replies = mesh.socket(self.ctx, zmq.PULL, bind=config.gateway.replies)  # ← engines
         self.router = mesh.socket(self.ctx, zmq.ROUTER, bind=config.gateway.zmq,
                                   max_msg_size=config.gateway.max_line * 4)  # ← ZMQ clients
-        self.entry = OrderEntry(config, self.send)
+        # each start is a new incarnation: replies to a previous one's requests only update views
+        self.name = f"{config.gateway.name}/{time.time_ns()}"
+        self.entry = OrderEntry(config, self.send, self.name)
         self.zmq_sessions: dict[bytes, Session] = {}
-        self.name = config.gateway.name
+        known = self.entry.load(journal_order_events(config.journal.path))
+        log.info("%d orders known from the journal", known)
 
     @staticmethod
     def _sync(sock: zmq.asyncio.Socket) -> zmq.Socket:
@@ -136,6 +142,13 @@ class Gateway:
                     continue
                 for reply in batch.replies:
                     self.entry.on_reply(reply)
+
+    async def expire_requests(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            late = self.entry.expire(REQUEST_TIMEOUT_S)
+            if late:
+                log.warning("%d requests got no answer from an engine in %.0f s", late, REQUEST_TIMEOUT_S)
 
     async def pump_zmq_clients(self) -> None:
         decoder = msgspec.msgpack.Decoder(AnyRequest)
@@ -180,7 +193,8 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     server = await loop.create_server(lambda: TextConnection(gateway.entry, config.gateway.max_line),
                                       host, int(port), backlog=1024, reuse_address=True)
-    tasks = [asyncio.create_task(gateway.pump_replies()), asyncio.create_task(gateway.pump_zmq_clients())]
+    tasks = [asyncio.create_task(gateway.pump_replies()), asyncio.create_task(gateway.pump_zmq_clients()),
+             asyncio.create_task(gateway.expire_requests())]
     log.info("ready: text protocol on %s, zmq on %s", config.gateway.text, config.gateway.zmq)
     try:
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],

@@ -146,6 +146,26 @@ def engine_events(conn: sqlite3.Connection, engine: str) -> Iterator:
         yield _event_decoder.decode(body)
 
 
+ORDER_EVENT_KINDS = ("OrderAccepted", "OrderFilled", "OrderCanceled", "OrderReplaced", "OrderReduced",
+                     "OrderExpired")
+
+
+def journal_order_events(path: str | Path) -> Iterator:
+    """Every order event in the journal at ``path`` (none if there is no journal yet), per engine in order."""
+    if not Path(path).exists():
+        return
+    conn = open_readonly(path)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
+            return
+        marks = ",".join("?" * len(ORDER_EVENT_KINDS))
+        for (body,) in conn.execute(f"SELECT body FROM events WHERE kind IN ({marks}) ORDER BY engine, seq",
+                                    ORDER_EVENT_KINDS):
+            yield _event_decoder.decode(body)
+    finally:
+        conn.close()
+
+
 def decode_event(body: str | bytes):
     return _event_decoder.decode(body)
 

@@ -14,11 +14,11 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from exchange.config import Config, verify_key
 from exchange.core.messages import (
-    CancelAll, Command, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
+    CancelAll, Command, OrderAccepted, PlaceOrder, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
     OrderRejected, OrderReplaced,
 )
 from exchange.core.orders import OrderStatus
@@ -75,9 +75,10 @@ class OrderView:
     """What the gateway knows of one order, from the events it has seen."""
 
     __slots__ = ("order_id", "user", "symbol", "side", "price", "qty", "filled_qty", "leaves_qty",
-                 "status", "client_order_id")
+                 "status", "client_order_id", "accepted")
 
     def __init__(self, e: OrderAccepted):
+        self.accepted = e
         self.order_id, self.user, self.symbol, self.side = e.order_id, e.user, e.symbol, e.side
         self.price, self.qty, self.filled_qty, self.leaves_qty = e.price, e.qty, 0, e.qty
         self.status = OrderStatus.NEW
@@ -85,18 +86,26 @@ class OrderView:
 
 
 class Pending:
-    __slots__ = ("session", "slot", "kind", "waiting", "count", "key")
+    """A request sent to engines whose answer has not been released yet."""
 
-    def __init__(self, session: Session, slot: list, kind: type, waiting: int = 1, key=None):
-        self.session, self.slot, self.kind, self.waiting, self.count, self.key = (
-            session, slot, kind, waiting, 0, key)
+    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also")
+
+    def __init__(self, session: Session, slot: list, command: Command, waiting: int = 1, key=None,
+                 sent: float = 0.0):
+        self.session, self.slot, self.command, self.waiting, self.key, self.sent = (
+            session, slot, command, waiting, key, sent)
+        self.count = 0  # orders canceled so far, for CANCELALL
+        self.also: list[tuple[Session, list]] = []  # resends of the same order, answered alike
 
 
 class OrderEntry:
     """The gateway's state and logic; ``send(engine_name, command, session_id, request_id)`` → bool."""
 
-    def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool]):
+    def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool],
+                 gateway: str = "gateway", clock: Callable[[], float] = time.monotonic):
         self.config = config
+        self.gateway = gateway  # this incarnation's name: replies to others' requests only update views
+        self.clock = clock
         self.instruments = config.instrument_map()
         self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
         self.engine_by_id = {str(e.id): e.name for e in config.engines}
@@ -107,7 +116,7 @@ class OrderEntry:
         self.orders: dict[str, OrderView] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
         self.client_order_ids: dict[tuple[str, str], str] = {}
-        self.in_flight_ids: dict[tuple[str, str], str] = {}  # placed, not yet answered → symbol
+        self.in_flight: dict[tuple[str, str], Pending] = {}  # (user, client order id) → its placement
         self._logins: set[bytes] = set()  # digests of keys that verified, to skip scrypt next time
         self._next_session = self._next_request = 0
 
@@ -155,15 +164,14 @@ class OrderEntry:
                                         f" {', '.join(self.instruments)}")
                 command = place_command(request, instrument, user, ts)
                 key = (user, request.client_order_id) if request.client_order_id else None
-                if key and (key in self.client_order_ids or key in self.in_flight_ids):
-                    raise ProtocolError(RejectCode.DUPLICATE_ID,
-                                        f"client order id #{request.client_order_id} was already used")
+                if key and (key in self.client_order_ids or key in self.in_flight):
+                    return self._resent(session, slot, key, command)
                 return self._forward(session, slot, self.owner[request.symbol], command, key)
             case CancelRequest():
                 key = (user, request.client_order_id)
-                if request.client_order_id and key in self.in_flight_ids:
+                if request.client_order_id and key in self.in_flight:
                     # placed but not yet acknowledged: the engine gets the cancel after the order
-                    return self._forward(session, slot, self.owner[self.in_flight_ids[key]],
+                    return self._forward(session, slot, self.owner[self.in_flight[key].command.symbol],
                                          cancel_command("", user, ts, request.client_order_id))
                 order_id = request.order_id or self.client_order_ids.get(key, "")
                 engine = self._engine_of(order_id)
@@ -173,8 +181,8 @@ class OrderEntry:
                 return self._forward(session, slot, engine, cancel_command(order_id, user, ts))
             case ReplaceRequest():
                 key = (user, request.client_order_id)
-                if request.client_order_id and key in self.in_flight_ids:
-                    symbol, order_id = self.in_flight_ids[key], ""  # not yet acknowledged, as for CANCEL
+                if request.client_order_id and key in self.in_flight:
+                    symbol, order_id = self.in_flight[key].command.symbol, ""  # not yet acknowledged
                 else:
                     view = self._own_order(user, request.order_id, request.client_order_id)
                     symbol, order_id = view.symbol, view.order_id
@@ -186,10 +194,11 @@ class OrderEntry:
                 engines = ([self.owner[request.symbol]] if request.symbol
                            else [e.name for e in self.config.engines])
                 self._next_request += 1
-                pending = self.pending[self._next_request] = Pending(session, slot, CancelAll, len(engines))
+                command = cancel_all_command(request.symbol, user, ts)
+                pending = self.pending[self._next_request] = Pending(session, slot, command, len(engines),
+                                                                     sent=self.clock())
                 for engine in engines:
-                    if not self.send(engine, cancel_all_command(request.symbol, user, ts), session.id,
-                                     self._next_request):
+                    if not self.send(engine, command, session.id, self._next_request):
                         pending.waiting -= 1  # that engine is busy: its orders stay
                 if pending.waiting == 0:
                     del self.pending[self._next_request]
@@ -245,19 +254,59 @@ class OrderEntry:
         self._next_request += 1
         if not self.send(engine, command, session.id, self._next_request):
             raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
-        self.pending[self._next_request] = Pending(session, slot, type(command), 1, key)
+        pending = self.pending[self._next_request] = Pending(session, slot, command, 1, key, self.clock())
         if key:
-            self.in_flight_ids[key] = command.symbol
+            self.in_flight[key] = pending
         return None
+
+    def _resent(self, session: Session, slot: list, key: tuple[str, str], command: PlaceOrder):
+        """A placement with a client order id seen before: the same order gets the original answer
+        (so a client may resend an order whose ACK it never got); a different one is refused."""
+        pending = self.in_flight.get(key)
+        if pending is not None:
+            if _same_order(pending.command, command):
+                pending.also.append((session, slot))
+                return None
+        else:
+            view = self.orders.get(self.client_order_ids[key])
+            if view is not None and _same_order(view.accepted, command):
+                return [reply_for_event(view.accepted, self.instruments[view.symbol])]
+        raise ProtocolError(RejectCode.DUPLICATE_ID, f"client order id #{key[1]} was already used")
+
+    def expire(self, timeout: float) -> int:
+        """Answer requests an engine has not answered within ``timeout`` seconds; return how many.
+
+        The outcome is unknown (the engine may have died with the command in its queue, or be
+        slow); the client resends a placement with the same client order id to learn it.
+        """
+        now = self.clock()
+        late = [(request_id, p) for request_id, p in self.pending.items() if now - p.sent > timeout]
+        for request_id, pending in late:
+            del self.pending[request_id]
+            if pending.key:
+                self.in_flight.pop(pending.key, None)
+            reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
+                      " order again with its #client-order-id, or ask STATUS")
+            cid = getattr(pending.command, "client_order_id", "")
+            for session, slot in [(pending.session, pending.slot), *pending.also]:
+                session.fill(slot, [Rej(RejectCode.UNAVAILABLE, reason, cid)])
+        return len(late)
+
+    def load(self, events: Iterable) -> int:
+        """Learn the orders of earlier sessions from journaled order events; return how many."""
+        before = len(self.orders)
+        for event in events:
+            self._track(event)
+        return len(self.orders) - before
 
     # -- replies from engines ----------------------------------------------------------------
 
     def on_reply(self, reply: Reply) -> None:
         """An engine's released answer to one request: tell the requester, push to owners."""
-        pending = self.pending.get(reply.request_id)
+        pending = self.pending.get(reply.request_id) if reply.gateway == self.gateway else None
         answer = None
         if pending is not None:
-            if pending.kind is CancelAll:
+            if isinstance(pending.command, CancelAll):
                 pending.count += sum(isinstance(e, OrderCanceled) for e in reply.events)
                 pending.waiting -= 1
                 if pending.waiting == 0:
@@ -266,7 +315,7 @@ class OrderEntry:
             else:
                 del self.pending[reply.request_id]
                 if pending.key:
-                    self.in_flight_ids.pop(pending.key, None)
+                    self.in_flight.pop(pending.key, None)
                 answer = reply.events[0] if reply.events else None
         for event in reply.events:
             self._track(event)
@@ -291,6 +340,10 @@ class OrderEntry:
             requester.fill(pending.slot, own)
         elif requester is not None and own:
             requester.push(own)
+        if pending is not None and answer is not None:
+            for session, slot in pending.also:
+                if session.id in self.sessions:
+                    session.fill(slot, [reply_for_event(answer, self.instruments.get(answer.symbol))])
 
     def _track(self, event) -> None:
         if isinstance(event, OrderAccepted):
@@ -317,3 +370,8 @@ class OrderEntry:
             self.finished[view.order_id] = None
             while len(self.finished) > MAX_FINISHED_ORDERS:
                 self.orders.pop(self.finished.popitem(last=False)[0], None)
+
+
+def _same_order(original: PlaceOrder | OrderAccepted, again: PlaceOrder) -> bool:
+    return (original.side, original.symbol, original.qty, original.price, original.tif) == (
+        again.side, again.symbol, again.qty, again.price, again.tif)

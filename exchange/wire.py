@@ -75,6 +75,7 @@ class Reply(_Wire):
     session: int
     request_id: int
     events: list[AnyEvent]
+    gateway: str = ""  # the gateway incarnation that sent the request
 
 
 class Replies(_Wire):
