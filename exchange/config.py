@@ -62,6 +62,7 @@ class GatewayConfig(_Section):
     replies: Endpoint  # PULL, bound: acks, fills and order updates from engines
     name: Name = "gateway"
     max_line: Annotated[int, Meta(ge=64, le=65536)] = 1024  # longest accepted request line, bytes
+    request_timeout: Annotated[float, Meta(gt=0)] = 10.0  # seconds to wait for an engine's answer
 
 
 class JournalConfig(_Section):

@@ -17,6 +17,7 @@ and answer BUSY instead of queueing without end.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from exchange.wire import (
 log = logging.getLogger(__name__)
 
 MAX_COMMANDS_PER_BATCH = 2000
+FLUSH_ON_STOP_S = 2.0
 
 
 def recover(path: str, name: str, engine_id: int, instruments: list) -> tuple[Matcher, journal.EnginePosition]:
@@ -183,11 +185,30 @@ def run(config: Config, name: str) -> None:
                 except zmq.Again:
                     break  # the journal writer is behind or away; it replays what it misses
                 engine.unsent.popleft()
+        _finish(engine, durable, durables, to_journal, replies, publish, config.gateway.name)
     finally:
         for sock in (commands, publish, replay, to_journal, durable, replies):
             sock.close()
         ctx.term()
-        log.info("stopped: engine %s at seq %d", name, matcher.seq)
+    log.info("stopped: engine %s at seq %d digest %s", name, matcher.seq, matcher.digest())
+
+
+def _finish(engine: Engine, durable, durables, to_journal, replies, publish, gateway: str) -> None:
+    """On a clean stop, give the journal a moment to make the last batches durable and release them."""
+    deadline = time.monotonic() + FLUSH_ON_STOP_S
+    while (engine.retained or engine.unsent) and time.monotonic() < deadline:
+        while engine.unsent:
+            try:
+                to_journal.send(engine.unsent[0], zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            engine.unsent.popleft()
+        if durable.poll(50):
+            for parts in mesh.drain(durable):
+                _release(engine, engine.on_durable(durables.decode(parts[-1])), replies, publish, gateway)
+    if engine.retained:
+        log.warning("stopping with %d events not yet durable (never acknowledged or published)",
+                    engine.retained_events)
 
 
 def _release(engine: Engine, released: tuple, replies: zmq.Socket, publish: zmq.Socket,

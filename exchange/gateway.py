@@ -22,7 +22,7 @@ import zmq
 import zmq.asyncio
 
 from exchange import mesh
-from exchange.journal import journal_order_events
+from exchange.journal import journal_order_events, order_history
 from exchange.config import Config
 from exchange.errors import ProtocolError, RejectCode, WireError
 from exchange.protocol import AnyRequest, ClientReply, format_reply, parse_line
@@ -32,7 +32,6 @@ from exchange.wire import Decoder, Replies, Request, encode
 log = logging.getLogger(__name__)
 
 MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a client that reads slower than this is disconnected
-REQUEST_TIMEOUT_S = 10.0  # an engine that has not answered by then is presumed gone
 _CLIENT_ORDER_ID = re.compile(r"(?:^|\s)#([A-Za-z0-9_.:\-]{1,36})(?:\s|$)")
 
 
@@ -113,7 +112,8 @@ class Gateway:
                                   max_msg_size=config.gateway.max_line * 4)  # ← ZMQ clients
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
-        self.entry = OrderEntry(config, self.send, self.name)
+        self.entry = OrderEntry(config, self.send, self.name,
+                                history=lambda order_id: order_history(config.journal.path, order_id))
         self.zmq_sessions: dict[bytes, Session] = {}
         known = self.entry.load(journal_order_events(config.journal.path))
         log.info("%d orders known from the journal", known)
@@ -146,9 +146,10 @@ class Gateway:
     async def expire_requests(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            late = self.entry.expire(REQUEST_TIMEOUT_S)
+            timeout = self.config.gateway.request_timeout
+            late = self.entry.expire(timeout)
             if late:
-                log.warning("%d requests got no answer from an engine in %.0f s", late, REQUEST_TIMEOUT_S)
+                log.warning("%d requests got no answer from an engine in %.1f s", late, timeout)
 
     async def pump_zmq_clients(self) -> None:
         decoder = msgspec.msgpack.Decoder(AnyRequest)

@@ -166,6 +166,22 @@ def journal_order_events(path: str | Path) -> Iterator:
         conn.close()
 
 
+def order_history(path: str | Path, order_id: str) -> list:
+    """The journaled order events of one order, in sequence order (empty if none or no journal)."""
+    if not Path(path).exists():
+        return []
+    conn = open_readonly(path)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
+            return []
+        marks = ",".join("?" * len(ORDER_EVENT_KINDS))
+        return [_event_decoder.decode(body) for (body,) in conn.execute(
+            f"SELECT body FROM events WHERE order_id=? AND kind IN ({marks}) ORDER BY seq",
+            (order_id, *ORDER_EVENT_KINDS))]
+    finally:
+        conn.close()
+
+
 def decode_event(body: str | bytes):
     return _event_decoder.decode(body)
 

@@ -102,8 +102,10 @@ class OrderEntry:
     """The gateway's state and logic; ``send(engine_name, command, session_id, request_id)`` → bool."""
 
     def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool],
-                 gateway: str = "gateway", clock: Callable[[], float] = time.monotonic):
+                 gateway: str = "gateway", clock: Callable[[], float] = time.monotonic,
+                 history: Callable[[str], Iterable] = lambda order_id: ()):
         self.config = config
+        self.history = history  # order_id → its journaled order events, for resends we never saw answered
         self.gateway = gateway  # this incarnation's name: replies to others' requests only update views
         self.clock = clock
         self.instruments = config.instrument_map()
@@ -273,6 +275,20 @@ class OrderEntry:
                 return [reply_for_event(view.accepted, self.instruments[view.symbol])]
         raise ProtocolError(RejectCode.DUPLICATE_ID, f"client order id #{key[1]} was already used")
 
+    def _original(self, rejected: OrderRejected, resent: PlaceOrder):
+        """The original acceptance of a resent order (from the journal), or the reject if it differs.
+
+        This happens when an engine accepted an order and stopped before its answer was released:
+        the client resent it, and the restarted engine knows the client order id.
+        """
+        if rejected.order_id not in self.orders:
+            for event in self.history(rejected.order_id):
+                self._track(event)
+        view = self.orders.get(rejected.order_id)
+        if view is not None and _same_order(view.accepted, resent):
+            return view.accepted
+        return rejected
+
     def expire(self, timeout: float) -> int:
         """Answer requests an engine has not answered within ``timeout`` seconds; return how many.
 
@@ -304,7 +320,7 @@ class OrderEntry:
     def on_reply(self, reply: Reply) -> None:
         """An engine's released answer to one request: tell the requester, push to owners."""
         pending = self.pending.get(reply.request_id) if reply.gateway == self.gateway else None
-        answer = None
+        answer = original = None
         if pending is not None:
             if isinstance(pending.command, CancelAll):
                 pending.count += sum(isinstance(e, OrderCanceled) for e in reply.events)
@@ -317,12 +333,16 @@ class OrderEntry:
                 if pending.key:
                     self.in_flight.pop(pending.key, None)
                 answer = reply.events[0] if reply.events else None
+                if (pending.key and isinstance(answer, OrderRejected) and answer.code is RejectCode.DUPLICATE_ID
+                        and answer.order_id):
+                    original = self._original(answer, pending.command)
         for event in reply.events:
             self._track(event)
         requester = pending.session if pending is not None else None
         own: list[ClientReply] = []  # what the requester hears, in its reply slot
         for event in reply.events:
-            message = reply_for_event(event, self.instruments.get(event.symbol))
+            message = reply_for_event(original if event is answer and original else event,
+                                      self.instruments.get(event.symbol))
             lines = [message]
             if isinstance(event, OrderFilled) and event.leaves_qty == 0:
                 lines.append(Out(event.order_id, event.client_order_id, "FILLED"))
@@ -343,7 +363,7 @@ class OrderEntry:
         if pending is not None and answer is not None:
             for session, slot in pending.also:
                 if session.id in self.sessions:
-                    session.fill(slot, [reply_for_event(answer, self.instruments.get(answer.symbol))])
+                    session.fill(slot, [reply_for_event(original or answer, self.instruments.get(answer.symbol))])
 
     def _track(self, event) -> None:
         if isinstance(event, OrderAccepted):

@@ -8,7 +8,7 @@ import pytest
 
 from exchange.config import load_config
 from exchange.core.matching import Matcher
-from exchange.core.messages import ORDER_EVENTS
+from exchange.core.messages import ORDER_EVENTS, OrderAccepted
 from exchange.protocol import format_reply, parse_line
 from exchange.sessions import OrderEntry
 from exchange.wire import Reply
@@ -157,3 +157,20 @@ def test_another_gateway_incarnation_learns_orders_from_the_journal_events(excha
     assert again.say("SELL AAPL 1 @ 11.00 #j1") == ["ACK 2-1 #j1 SELL AAPL 1 @ 11.00 GTC"]
     assert again.say("STATUS #j1") == ["STATE 2-1 #j1 NEW 0 1 SELL AAPL @ 11.00"]
     assert len(exchange.matchers["e2"].books["AAPL"].orders) == 1
+
+
+def test_a_resend_the_engine_knows_but_the_gateway_never_saw_answered_gets_the_original_ack():
+    first = Exchange("gw/1")
+    first.session("alice").say("BUY AAPL 2 @ 7.00 #lost", release=False)
+    first.outbox.clear()  # accepted and journaled, but the answer died with the engine
+    second = Exchange("gw/2")
+    second.matchers = first.matchers
+    order = first.matchers["e2"].books["AAPL"].orders["2-1"]
+    journaled = {"2-1": [OrderAccepted(1, 0, "AAPL", "2-1", "alice", order.side, 2, 700, order.tif, order.stp,
+                                       "lost")]}
+    second.entry.history = lambda order_id: journaled.get(order_id, [])
+    alice = second.session("alice")
+    assert alice.say("BUY AAPL 2 @ 7.00 #lost") == ["ACK 2-1 #lost BUY AAPL 2 @ 7.00 GTC"]
+    assert alice.say("BUY AAPL 3 @ 7.00 #lost") == [
+        "REJ #lost DUPLICATE_ID client order id #lost was already used"]
+    assert len(first.matchers["e2"].books["AAPL"].orders) == 1

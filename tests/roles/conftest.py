@@ -13,34 +13,15 @@ from pathlib import Path
 import pytest
 
 from exchange.config import Config, load_config
+from exchange.soak import loopback_config
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def write_config(tmp_path: Path) -> Path:
     """configs/local.yaml with every port replaced by a free one and every path inside tmp_path."""
-    text = (ROOT / "configs" / "local.yaml").read_text()
-    for old, new in zip((7001, 7002, 7003, 7010, 7011, 7012, 7020, 7021, 7022, 7030, 7031, 7032),
-                        free_ports(12)):
-        text = text.replace(f":{old}", f":{new}")
-    text = text.replace("var/journal.db", str(tmp_path / "journal.db"))
-    text = text.replace("var_dir: var", f"var_dir: {tmp_path / 'var'}")
-    path = tmp_path / "mesh.yaml"
-    path.write_text(text)
-    return path
+    return loopback_config(tmp_path)
 
 
 def wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float) -> None:
@@ -116,3 +97,17 @@ def mesh(tmp_path: Path):
             running.stop()
         finally:
             running.kill_leftovers()  # nothing of this mesh may outlive the test
+
+
+@pytest.fixture(scope="module")
+def module_mesh(tmp_path_factory):
+    """One mesh shared by the tests of a module, for tests that do not need a fresh one."""
+    running = Mesh(write_config(tmp_path_factory.mktemp("mesh")))
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        try:
+            running.stop()
+        finally:
+            running.kill_leftovers()
