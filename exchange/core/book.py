@@ -56,8 +56,8 @@ class OrderBook:
         self.orders: dict[str, Order] = {}
         self.last_top: tuple = (None, 0, None, 0)  # the top of book last published
 
-    def add(self, order: Order) -> None:
-        """Rest ``order`` at the back of its price level."""
+    def add(self, order: Order) -> Level:
+        """Rest ``order`` at the back of its price level; return that level."""
         price = order.price
         if order.side is BUY:
             level = self.bids.get(price)
@@ -77,6 +77,7 @@ class OrderBook:
         level.qty += order.leaves_qty
         level.count += 1
         self.orders[order.order_id] = order
+        return level
 
     def remove(self, order: Order) -> None:
         """Take a live ``order`` off the book, whatever its remaining quantity."""

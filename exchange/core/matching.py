@@ -52,7 +52,9 @@ GTC, IOC, FOK, POST = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInF
 CANCEL_NEWEST = SelfTradePrevention.CANCEL_NEWEST
 CANCEL_OLDEST = SelfTradePrevention.CANCEL_OLDEST
 CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
-SELF_TRADE = CancelReason.SELF_TRADE
+SELF_TRADE, USER_CANCEL = CancelReason.SELF_TRADE, CancelReason.USER
+# Enum members are looked up once: ``SomeEnum.MEMBER`` costs a class attribute lookup per use.
+EXPIRED_IOC, EXPIRED_FOK, EXPIRED_MARKET = ExpireReason.IOC, ExpireReason.FOK, ExpireReason.MARKET
 
 
 class Matcher:
@@ -97,8 +99,10 @@ class Matcher:
             return self._reject(cmd, RejectCode.BAD_PRICE, instrument.price_problem(price))
         client_order_id = cmd.client_order_id
         if client_order_id and (cmd.user, client_order_id) in self.client_order_ids:
+            # the reject names the original order, so a gateway can answer a resend with its outcome
             return self._reject(cmd, RejectCode.DUPLICATE_ID,
-                                f"client order id #{client_order_id} was already used")
+                                f"client order id #{client_order_id} was already used",
+                                self.client_order_ids[(cmd.user, client_order_id)])
         best = book.best_ask if side is BUY else book.best_bid
         crosses = best is not None and (price is None or (price >= best if side is BUY else price <= best))
         if tif is POST and crosses:
@@ -111,26 +115,39 @@ class Matcher:
 
         self.last_order_number = number = self.last_order_number + 1
         order_id = self._id_prefix + str(number)
+        user, symbol = cmd.user, cmd.symbol
         stp = cmd.stp or instrument.stp_default
         ts = cmd.ts_received
-        self.seq = seq = self.seq + 1
-        events: list[Event] = [OrderAccepted(seq, ts, cmd.symbol, order_id, cmd.user, side, qty, price,
-                                             tif, stp, client_order_id)]
+        seq = self.seq + 1
+        accepted = OrderAccepted(seq, ts, symbol, order_id, user, side, qty, price, tif, stp, client_order_id)
         if client_order_id:
-            self.client_order_ids[(cmd.user, client_order_id)] = order_id
-        order = Order(order_id, cmd.user, side, price, qty, qty, tif, stp, client_order_id)
+            self.client_order_ids[(user, client_order_id)] = order_id
+        order = Order(order_id, user, side, price, qty, qty, tif, stp, client_order_id)
 
+        if not crosses and (tif is GTC or tif is POST):
+            # Fast path for the most common command, a limit order that rests without trading:
+            # its level is the only one touched, so it needs no ``touched`` list and no top-of-book
+            # comparison (see _level_changed).
+            level = book.add(order)
+            events: list[Event] = [accepted]
+            self.seq = seq
+            at_best = price == (book.best_bid if side is BUY else book.best_ask)
+            self._level_changed(book, side, price, level.qty, at_best, ts, events)
+            return events
+
+        self.seq = seq
+        events = [accepted]
         if tif is FOK and not self._fillable(book, order):
-            self._expire(book, order, ExpireReason.FOK, ts, events)
+            self._expire(book, order, EXPIRED_FOK, ts, events)
             return events
         touched: list[tuple[Side, int]] = []
         if crosses:
             self._match(book, order, ts, events, touched)
         if order.leaves_qty and order.live:
             if price is None:
-                self._expire(book, order, ExpireReason.MARKET, ts, events)
+                self._expire(book, order, EXPIRED_MARKET, ts, events)
             elif tif is IOC or tif is FOK:
-                self._expire(book, order, ExpireReason.IOC, ts, events)
+                self._expire(book, order, EXPIRED_IOC, ts, events)
             else:
                 book.add(order)
                 touched.append((side, price))
@@ -141,9 +158,11 @@ class Matcher:
         book, order = self._find(cmd)
         if order is None:
             return self._reject_unknown(cmd)
+        side, price, ts = order.side, order.price, cmd.ts_received
+        at_best = price == (book.best_bid if side is BUY else book.best_ask)
         events: list[Event] = []
-        self._cancel_resting(book, order, CancelReason.USER, cmd.ts_received, events)
-        self._book_changes(book, cmd.ts_received, [(order.side, order.price)], events)
+        self._cancel_resting(book, order, USER_CANCEL, ts, events)
+        self._level_changed(book, side, price, book.level_qty(side, price), at_best, ts, events)
         return events
 
     def _replace(self, cmd: ReplaceOrder) -> list[Event]:
@@ -173,7 +192,7 @@ class Matcher:
         ts = cmd.ts_received
         leaves = qty - order.filled_qty
         keep_priority = price == order.price and qty <= order.qty
-        touched = [(side, order.price)]
+        touched = [] if keep_priority and qty == order.qty else [(side, order.price)]  # only changed levels
         self.seq = seq = self.seq + 1
         events: list[Event] = [OrderReplaced(seq, ts, book.symbol, order.order_id, order.user, side, qty,
                                              price, leaves, keep_priority, order.client_order_id)]
@@ -218,38 +237,43 @@ class Matcher:
         levels = book.asks if buying else book.bids
         maker_side = SELL if buying else BUY
         limit = taker.price
-        symbol = book.symbol
-        prefix = self._id_prefix
-        while taker.leaves_qty:
+        while taker.leaves_qty and taker.live:
             best = book.best_ask if buying else book.best_bid
             if best is None or (limit is not None and (best > limit if buying else best < limit)):
                 return
             level = levels[best]
-            touched.append((maker_side, best))
-            orders = level.orders
-            while taker.leaves_qty and level.count:
-                maker = orders[0]
-                if not maker.live:
-                    orders.popleft()
-                    continue
-                if maker.user == taker.user:
-                    if self._prevent_self_trade(book, taker, maker, ts, events):
-                        return
-                    continue
-                qty = maker.leaves_qty if maker.leaves_qty < taker.leaves_qty else taker.leaves_qty
-                self.last_trade_number = number = self.last_trade_number + 1
-                trade_id = prefix + str(number)
-                taker.leaves_qty -= qty
-                seq = self.seq
-                events.append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side,
-                                          trade_id, qty, best, maker.leaves_qty - qty,
-                                          maker.qty - maker.leaves_qty + qty, True, maker.client_order_id))
-                events.append(OrderFilled(seq + 2, ts, symbol, taker.order_id, taker.user, taker.side,
-                                          trade_id, qty, best, taker.leaves_qty,
-                                          taker.qty - taker.leaves_qty, False, taker.client_order_id))
-                events.append(Trade(seq + 3, ts, symbol, trade_id, best, qty, taker.side))
-                self.seq = seq + 3
-                book.reduce(maker, qty)
+            qty_before = level.qty
+            self._match_level(book, level, maker_side, taker, ts, events)
+            if level.qty != qty_before:  # STP may stop the taker with the level untouched
+                touched.append((maker_side, best))
+
+    def _match_level(self, book: OrderBook, level, maker_side: Side, taker: Order, ts: int,
+                     events: list) -> None:
+        """Trade ``taker`` against one level, oldest order first, until either is used up."""
+        symbol, prefix, price, orders = book.symbol, self._id_prefix, level.price, level.orders
+        while taker.leaves_qty and level.count:
+            maker = orders[0]
+            if not maker.live:
+                orders.popleft()
+                continue
+            if maker.user == taker.user:
+                if self._prevent_self_trade(book, taker, maker, ts, events):
+                    return
+                continue
+            qty = maker.leaves_qty if maker.leaves_qty < taker.leaves_qty else taker.leaves_qty
+            self.last_trade_number = number = self.last_trade_number + 1
+            trade_id = prefix + str(number)
+            taker.leaves_qty -= qty
+            seq = self.seq
+            events.append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side,
+                                      trade_id, qty, price, maker.leaves_qty - qty,
+                                      maker.qty - maker.leaves_qty + qty, True, maker.client_order_id))
+            events.append(OrderFilled(seq + 2, ts, symbol, taker.order_id, taker.user, taker.side,
+                                      trade_id, qty, price, taker.leaves_qty,
+                                      taker.qty - taker.leaves_qty, False, taker.client_order_id))
+            events.append(Trade(seq + 3, ts, symbol, trade_id, price, qty, taker.side))
+            self.seq = seq + 3
+            book.reduce(maker, qty)
 
     def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
                             events: list) -> bool:
@@ -327,6 +351,25 @@ class Matcher:
         events.append(OrderExpired(seq, ts, book.symbol, order.order_id, order.user, order.side,
                                    order.leaves_qty, reason, order.client_order_id))
         order.live = False
+
+    def _level_changed(self, book: OrderBook, side: Side, price: int, qty: int, at_best: bool, ts: int,
+                       events: list) -> None:
+        """The book changes of a command that touched one level: its DepthUpdate, then a TopOfBook
+        if the level is (for an addition) or was (for a removal) the best of its side.
+
+        Gives the same events as _book_changes, without its top-of-book comparison: a resting
+        order has ``leaves_qty`` > 0, so adding one at the best or taking one off the best always
+        changes the top, and a level behind the best never does. This relies on ``last_top``
+        being the top between commands (every command that changes a book ends by publishing it).
+        """
+        self.seq = seq = self.seq + 1
+        events.append(DepthUpdate(seq, ts, book.symbol, side, price, qty))
+        if at_best:
+            bid, ask = book.best_bid, book.best_ask
+            book.last_top = top = (bid, book.bids[bid].qty if bid is not None else 0,
+                                   ask, book.asks[ask].qty if ask is not None else 0)
+            self.seq = seq = seq + 1
+            events.append(TopOfBook(seq, ts, book.symbol, *top))
 
     def _book_changes(self, book: OrderBook, ts: int, touched: list[tuple[Side, int]],
                       events: list) -> None:

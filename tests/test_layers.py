@@ -1,0 +1,121 @@
+"""The architecture, tested: exchange.core imports nothing that does I/O, reads a clock or draws at random.
+
+The check parses the source with ``ast`` instead of importing it, so it cannot be fooled by what
+happens to be in ``sys.modules`` already. It follows imports of other ``exchange`` modules, so the
+core cannot reach the I/O list through a module outside ``core`` either.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "exchange"
+CORE = PACKAGE / "core"
+IO_MODULES = {"zmq", "sqlite3", "sqlite_utils", "socket", "asyncio", "time", "os", "random", "logging",
+              "threading", "subprocess"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def source_of(module: str) -> Path | None:
+    """The file of an ``exchange`` module, or None if there is none (e.g. a name inside a module)."""
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a source file names in an import, ``__import__`` or ``importlib.import_module``."""
+    package = module_name(path) if path.is_relative_to(ROOT) else ""
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]  # relative imports start from the file's package
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)  # may name a submodule
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            if name in ("__import__", "import_module") and isinstance(node.args[0].value, str):
+                found.add(node.args[0].value)
+    return found
+
+
+def reachable_from(paths: list[Path]) -> dict[Path, set[str]]:
+    """The files reachable from ``paths`` through imports of ``exchange`` modules, with their imports."""
+    seen: dict[Path, set[str]] = {}
+    todo = list(paths)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen[path] = imports(path)
+        for module in seen[path]:
+            if module == "exchange" or module.startswith("exchange."):
+                # importing a.b.c runs a/__init__, a/b/__init__ and a/b/c
+                parts = module.split(".")
+                for end in range(1, len(parts) + 1):
+                    source = source_of(".".join(parts[:end]))
+                    if source is not None:
+                        todo.append(source)
+    return seen
+
+
+def io_imports(names: set[str]) -> set[str]:
+    return {name for name in names if name.split(".")[0] in IO_MODULES}
+
+
+CORE_FILES = sorted(CORE.glob("*.py"))
+
+
+def test_the_core_is_where_the_layout_says():
+    assert {path.name for path in CORE_FILES} >= {"__init__.py", "instruments.py", "orders.py", "messages.py",
+                                                   "book.py", "matching.py"}
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda path: path.name)
+def test_core_module_imports_nothing_from_the_io_list(path):
+    assert io_imports(imports(path)) == set()
+
+
+def test_modules_the_core_reaches_import_nothing_from_the_io_list():
+    reached = reachable_from(CORE_FILES)
+    assert PACKAGE / "errors.py" in reached  # the walk does follow exchange imports
+    offenders = {module_name(path): sorted(io_imports(names)) for path, names in reached.items()
+                 if io_imports(names)}
+    assert offenders == {}
+
+
+def test_the_check_sees_every_form_of_import(tmp_path):
+    source = tmp_path / "sample.py"
+    source.write_text(
+        "import os.path\n"
+        "from time import monotonic\n"
+        "import json, socket as s\n"
+        "def later():\n"
+        "    import threading\n"
+        "    __import__('random')\n"
+        "    importlib.import_module('sqlite3')\n"
+        "    try:\n"
+        "        import zmq\n"
+        "    except ImportError:\n"
+        "        pass\n"
+    )
+    assert io_imports(imports(source)) == {"os.path", "time", "time.monotonic", "socket", "threading", "random",
+                                           "sqlite3", "zmq"}
