@@ -25,6 +25,7 @@ import zmq
 
 from exchange import journal, mesh
 from exchange.config import Config
+from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS
 from exchange.errors import WireError
@@ -46,16 +47,26 @@ def recover(path: str, name: str, engine_id: int, instruments: list) -> tuple[Ma
     conn = journal.open_readonly(path)
     try:
         position = journal.positions(conn).get(name, journal.EnginePosition())
-        matcher = Matcher.rebuild(engine_id, instruments, journal.engine_events(conn, name))
+        state = journal.latest_checkpoint(conn, name)
+        if state is None:
+            matcher = Matcher(engine_id, instruments)
+        else:
+            matcher = checkpoint.restore(instruments, state)
+            log.info("restored the checkpoint at seq %d", matcher.seq)
+        for event in journal.engine_events(conn, name, matcher.seq):
+            matcher.apply(event)
     finally:
         conn.close()
     return matcher, position
 
 
 class Engine:
-    def __init__(self, name: str, matcher: Matcher, position: journal.EnginePosition):
+    def __init__(self, name: str, matcher: Matcher, position: journal.EnginePosition,
+                 checkpoint_every: int = 100_000):
         self.name = name
         self.matcher = matcher
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seq = matcher.seq
         self.epoch = position.epoch + 1
         self.batch = position.batch  # the last batch number used
         self.durable_batch = position.batch
@@ -85,7 +96,10 @@ class Engine:
         if not entries:
             return None
         self.batch += 1
-        frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries))
+        state = b""
+        if self.matcher.seq - self.checkpoint_seq >= self.checkpoint_every:
+            state, self.checkpoint_seq = checkpoint.take(self.matcher), self.matcher.seq
+        frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state))
         count = self.matcher.seq - first_seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
@@ -126,7 +140,7 @@ def run(config: Config, name: str) -> None:
     spec = config.engine(name)
     instruments = [config.instrument_map()[symbol] for symbol in spec.instruments]
     matcher, position = recover(config.journal.path, name, spec.id, instruments)
-    engine = Engine(name, matcher, position)
+    engine = Engine(name, matcher, position, spec.checkpoint_every)
     stopper = mesh.Stopper()
     ctx = mesh.context()
     commands = mesh.socket(ctx, zmq.PULL, bind=spec.commands)  # ← gateways

@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import sqlite_utils
 
+from exchange.core import checkpoint
 from exchange.core.instruments import Instrument
 from exchange.core.messages import AnyCommand, AnyEvent
 from exchange.errors import JournalError
@@ -53,6 +54,9 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
         db["events"].create_index(["order_id"])
         db["events"].create_index(["user"])
         db["commands"].create_index(["user", "client_order_id"])
+    if "checkpoints" not in db.table_names():
+        db["checkpoints"].create({"engine": str, "seq": int, "epoch": int, "batch": int, "digest": str,
+                                  "state": bytes}, pk=("engine", "seq"))
     return db
 
 
@@ -73,9 +77,12 @@ class Writer:
         self.instruments = instruments
 
     def append(self, batches: Iterable[EventBatch]) -> None:
-        batch_rows, command_rows, event_rows = [], [], []
+        batch_rows, command_rows, event_rows, checkpoint_rows = [], [], [], []
         for b in batches:
             batch_rows.append((b.engine, b.batch, b.epoch, b.first_seq, b.last_seq))
+            if b.checkpoint:
+                state = checkpoint.read(b.checkpoint)
+                checkpoint_rows.append((b.engine, state.seq, b.epoch, b.batch, state.digest, b.checkpoint))
             for position, entry in enumerate(b.entries):
                 cmd = entry.command
                 last = entry.events[-1].seq if entry.events else None
@@ -91,6 +98,7 @@ class Writer:
             self.conn.executemany("INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                   command_rows)
             self.conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)
+            self.conn.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", checkpoint_rows)
 
     def _event_row(self, b: EventBatch, event) -> tuple:
         instrument = self.instruments.get(event.symbol)
@@ -111,6 +119,7 @@ class Writer:
         with self.conn:
             self.conn.execute("DELETE FROM batches WHERE engine=? AND batch>=?", (engine, from_batch))
             self.conn.execute("DELETE FROM commands WHERE engine=? AND batch>=?", (engine, from_batch))
+            self.conn.execute("DELETE FROM checkpoints WHERE engine=? AND seq>=?", (engine, from_seq))
             return self.conn.execute("DELETE FROM events WHERE engine=? AND seq>=?",
                                      (engine, from_seq)).rowcount
 
@@ -138,12 +147,23 @@ def positions(conn: sqlite3.Connection) -> dict[str, EnginePosition]:
     return result
 
 
-def engine_events(conn: sqlite3.Connection, engine: str) -> Iterator:
-    """Every journaled event of ``engine``, in sequence order."""
+def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> Iterator:
+    """Every journaled event of ``engine`` after ``after_seq``, in sequence order."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
         return
-    for (body,) in conn.execute("SELECT body FROM events WHERE engine=? ORDER BY seq", (engine,)):
-        yield _event_decoder.decode(body)
+    decode = _event_decoder.decode
+    for (body,) in conn.execute("SELECT body FROM events WHERE engine=? AND seq>? ORDER BY seq",
+                                (engine, after_seq)):
+        yield decode(body)
+
+
+def latest_checkpoint(conn: sqlite3.Connection, engine: str) -> bytes | None:
+    """The newest checkpoint of ``engine`` (its state bytes), or None."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='checkpoints'").fetchone():
+        return None
+    row = conn.execute("SELECT state FROM checkpoints WHERE engine=? ORDER BY seq DESC LIMIT 1",
+                       (engine,)).fetchone()
+    return row[0] if row else None
 
 
 ORDER_EVENT_KINDS = ("OrderAccepted", "OrderFilled", "OrderCanceled", "OrderReplaced", "OrderReduced",

@@ -51,6 +51,7 @@ class EventBatch(_Wire):
     first_seq: int
     last_seq: int
     entries: list[Entry]
+    checkpoint: bytes = b""  # the matcher's state after last_seq (exchange.core.checkpoint), now and then
 
 
 class Durable(_Wire):
