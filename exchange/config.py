@@ -54,7 +54,7 @@ class EngineConfig(_Section):
     publish: Endpoint  # PUB, bound: released market data, read by the notifier
     replay: Endpoint  # ROUTER, bound: the journal writer fetches missed event batches here
     max_undurable_events: Annotated[int, Meta(ge=1000)] = 200_000  # beyond this: stop reading commands
-    checkpoint_every: Annotated[int, Meta(ge=1000)] = 100_000  # events between checkpoints in the journal
+    checkpoint_every: Annotated[int, Meta(ge=100)] = 100_000  # events between checkpoints in the journal
 
 
 class GatewayConfig(_Section):

@@ -25,13 +25,14 @@ from exchange import mesh
 from exchange.journal import journal_order_events, order_history
 from exchange.config import Config
 from exchange.errors import ProtocolError, RejectCode, WireError
-from exchange.protocol import AnyRequest, ClientReply, format_reply, parse_line
+from exchange.protocol import AnyRequest, ClientReply, check_request, format_reply, parse_line
 from exchange.sessions import OrderEntry, Session
 from exchange.wire import Decoder, Replies, Request, encode
 
 log = logging.getLogger(__name__)
 
 MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a client that reads slower than this is disconnected
+MAX_ZMQ_MESSAGE = 64 * 1024  # larger frames cost the client its connection; smaller ones get TOO_LARGE
 _CLIENT_ORDER_ID = re.compile(r"(?:^|\s)#([A-Za-z0-9_.:\-]{1,36})(?:\s|$)")
 
 
@@ -66,14 +67,15 @@ class TextConnection(asyncio.Protocol):
         self.buffer = lines.pop()
         for line in lines:
             if self.discarding:
-                self.discarding = False  # the rest of an overlong line
+                self.discarding = False  # the rest of an overlong line, already answered
                 continue
             self.line_received(line)
         if len(self.buffer) > self.max_line:
             self.buffer = b""
-            self.discarding = True
-            self.entry.on_error(self.session, ProtocolError(
-                RejectCode.TOO_LARGE, f"line longer than {self.max_line} bytes; discarded"))
+            if not self.discarding:  # one answer per overlong line, however many pieces it comes in
+                self.discarding = True
+                self.entry.on_error(self.session, ProtocolError(
+                    RejectCode.TOO_LARGE, f"line longer than {self.max_line} bytes; discarded"))
 
     def line_received(self, raw: bytes) -> None:
         if len(raw) > self.max_line:
@@ -109,7 +111,7 @@ class Gateway:
         self.engines = {name: self._sync(sock) for name, sock in self.pushes.items()}
         self.replies = mesh.socket(self.ctx, zmq.PULL, bind=config.gateway.replies)  # ← engines
         self.router = mesh.socket(self.ctx, zmq.ROUTER, bind=config.gateway.zmq,
-                                  max_msg_size=config.gateway.max_line * 4)  # ← ZMQ clients
+                                  max_msg_size=MAX_ZMQ_MESSAGE)  # ← ZMQ clients
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
         self.entry = OrderEntry(config, self.send, self.name,
@@ -161,10 +163,18 @@ class Gateway:
                 session = self.zmq_sessions.get(identity)
                 if session is None:
                     session = self.zmq_sessions[identity] = self.entry.open(self._zmq_writer(sync, identity))
+                if len(parts) != 2 or len(parts[1]) > self.config.gateway.max_line:
+                    self.entry.on_error(session, ProtocolError(
+                        RejectCode.TOO_LARGE if len(parts) == 2 else RejectCode.MALFORMED,
+                        f"a request is one frame of at most {self.config.gateway.max_line} bytes"))
+                    continue
                 try:
-                    request = decoder.decode(parts[-1])
+                    request = check_request(decoder.decode(parts[1]))
                 except (msgspec.DecodeError, msgspec.ValidationError) as e:
                     self.entry.on_error(session, ProtocolError(RejectCode.MALFORMED, f"bad request: {e}"))
+                    continue
+                except ProtocolError as e:
+                    self.entry.on_error(session, e)
                     continue
                 self.entry.on_request(session, request)
 

@@ -195,6 +195,38 @@ _USAGE = {
 }
 
 
+def check_request(request: ClientRequest) -> ClientRequest:
+    """A request that came as a struct (over ZMQ), held to the text grammar; symbols upper-cased.
+
+    ProtocolError if a field could not have been written in a text line.
+    """
+    def bad(what: str, value: str) -> ProtocolError:
+        return ProtocolError(RejectCode.MALFORMED, f"{what} {value[:40]!r} is not allowed")
+
+    cid = getattr(request, "client_order_id", "")
+    if cid and not _CLIENT_ORDER_ID.fullmatch("#" + cid):
+        raise bad("client order id", cid)
+    match request:
+        case LoginRequest():
+            if not _NAME.fullmatch(request.user) or len(request.key) > 128:
+                raise _usage("LOGIN")
+        case PlaceRequest() | CancelAllRequest():
+            if request.symbol is not None:
+                if not _SYMBOL.fullmatch(request.symbol):
+                    raise bad("symbol", request.symbol)
+                request = msgspec.structs.replace(request, symbol=request.symbol.upper())
+        case CancelRequest() | ReplaceRequest() | StatusRequest():
+            if request.order_id and not _ORDER_ID.fullmatch(request.order_id):
+                raise bad("order id", request.order_id)
+            if bool(request.order_id) == bool(request.client_order_id):
+                raise ProtocolError(RejectCode.MALFORMED, "name exactly one of order_id and client_order_id")
+    for field in ("qty", "price"):
+        value = getattr(request, field, None)
+        if value is not None and len(value) > 40:
+            raise bad(field, value)
+    return request
+
+
 # -- requests → commands (at the edge: decimal text becomes ticks and lots here) ----------------
 
 def place_command(request: PlaceRequest, instrument: Instrument, user: str, ts: int) -> PlaceOrder:
@@ -217,8 +249,7 @@ def replace_command(request: ReplaceRequest, instrument: Instrument, order_id: s
         price = instrument.to_ticks(request.price) if request.price is not None else None
     except GridError as e:
         raise ProtocolError(e.code, e.reason) from None
-    return ReplaceOrder(user, instrument.symbol, qty, price, order_id,
-                        "" if order_id else request.client_order_id, ts)
+    return ReplaceOrder(user, instrument.symbol, qty, price, order_id, request.client_order_id, ts)
 
 
 def cancel_command(order_id: str, user: str, ts: int, client_order_id: str = "") -> CancelOrder:

@@ -180,7 +180,8 @@ class OrderEntry:
                 if engine is None:
                     raise self._unknown(user, request.order_id, request.client_order_id)
                 # an order this gateway has not seen may still be the user's: the engine decides
-                return self._forward(session, slot, engine, cancel_command(order_id, user, ts))
+                return self._forward(session, slot, engine,
+                                     cancel_command(order_id, user, ts, request.client_order_id))
             case ReplaceRequest():
                 key = (user, request.client_order_id)
                 if request.client_order_id and key in self.in_flight:
@@ -215,7 +216,7 @@ class OrderEntry:
         try:
             view = self._own_order(user, request.order_id, request.client_order_id)
         except ProtocolError as e:
-            return [Rej(e.code, e.reason)]
+            return [Rej(e.code, e.reason, request.client_order_id)]
         instrument = self.instruments[view.symbol]
         return [State(view.order_id, view.client_order_id, view.status.value,
                       instrument.format_qty(view.filled_qty), instrument.format_qty(view.leaves_qty),
@@ -351,7 +352,7 @@ class OrderEntry:
                 continue
             if isinstance(event, (OrderAccepted, OrderRejected, OrderReplaced)):
                 continue  # answers only: no session gets an unsolicited ACK or REJ
-            for session in self.by_user.get(event.user, ()):
+            for session in list(self.by_user.get(event.user, ())):  # a write may close a session
                 if session is requester:
                     own.extend(lines)
                 else:

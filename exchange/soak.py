@@ -209,7 +209,8 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeout: float | None = None) -> Path:
+def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeout: float | None = None,
+                    checkpoint_every: int | None = None, max_undurable_events: int | None = None) -> Path:
     """A copy of ``source`` (configs/local.yaml) in ``directory`` with free ports on 127.0.0.1 and
     the journal and logs inside ``directory``; returns its path."""
     text = source.read_text()
@@ -218,6 +219,12 @@ def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeou
         text = re.sub(rf"127\.0\.0\.1:{old}\b", f"127.0.0.1:{new}", text)
     text = text.replace("path: var/journal.db", f"path: {directory / 'journal.db'}")
     text = text.replace("var_dir: var", f"var_dir: {directory / 'var'}")
+    engine_options = ""
+    if checkpoint_every is not None:
+        engine_options += f"\n    checkpoint_every: {checkpoint_every}"
+    if max_undurable_events is not None:
+        engine_options += f"\n    max_undurable_events: {max_undurable_events}"
+    text = re.sub(r"(\n    replay: tcp://[0-9.:]+)", lambda m: m.group(1) + engine_options, text)
     if request_timeout is not None:
         text = text.replace("  replies: tcp", f"  request_timeout: {request_timeout}\n  replies: tcp", 1)
     path = directory / "mesh.yaml"
@@ -356,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         for role in ROLES if args.role == "all" else [args.role]:
             with tempfile.TemporaryDirectory(prefix="exchange-soak-") as tmp:
                 seed = args.seed + run
-                observed, faults, _ = soak(loopback_config(Path(tmp), request_timeout=2.0), role, args.duration,
+                config = loopback_config(Path(tmp), request_timeout=2.0, checkpoint_every=5000)
+                observed, faults, _ = soak(config, role, args.duration,
                                            seed, args.sessions, args.rate, args.kills)
                 print(f"run {run + 1} kill {role} x{args.kills} seed {seed}: {len(observed.acks)} acks,"
                       f" {len(observed.fills)} fills, {len(observed.trades)} trades seen,"

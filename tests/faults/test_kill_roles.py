@@ -14,10 +14,13 @@ DURATION_S = 5.0
 
 @pytest.mark.parametrize("role", ["engine", "journal-writer", "gateway", "notifier"])
 def test_killing_a_role_under_load_loses_nothing(tmp_path, role):
-    config = loopback_config(tmp_path, request_timeout=2.0)
+    # checkpoints every 200 events, so a restarted engine restores one and replays the rest
+    config = loopback_config(tmp_path, request_timeout=2.0, checkpoint_every=200)
     observed, faults, log = soak(config, role, DURATION_S, seed=hash(role) % 1000)
     assert faults == [], "\n".join(faults) + "\n--- mesh log tail ---\n" + log[-4000:]
     label = role if role != "engine" else "engine e"
     assert f"{label}" in log and "exited with -9; restarting" in log
     assert len(observed.acks) > 20, observed  # the load really ran, before and after the kill
     assert observed.fills, "no order crossed: the load is too thin to prove anything"
+    if role == "engine":
+        assert "restored the checkpoint at seq" in log
