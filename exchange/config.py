@@ -64,6 +64,7 @@ class GatewayConfig(_Section):
     name: Name = "gateway"
     max_line: Annotated[int, Meta(ge=64, le=65536)] = 1024  # longest accepted request line, bytes
     request_timeout: Annotated[float, Meta(gt=0)] = 10.0  # seconds to wait for an engine's answer
+    max_in_flight: Annotated[int, Meta(ge=1)] = 5000  # unanswered orders per engine before BUSY
 
 
 class JournalConfig(_Section):

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 
 from exchange.config import Config, verify_key
 from exchange.core.messages import (
-    CancelAll, Command, OrderAccepted, PlaceOrder, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
+    CancelAll, CancelOrder, Command, OrderAccepted, PlaceOrder, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
     OrderRejected, OrderReplaced,
 )
 from exchange.core.orders import OrderStatus
@@ -88,7 +88,7 @@ class OrderView:
 class Pending:
     """A request sent to engines whose answer has not been released yet."""
 
-    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also")
+    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine")
 
     def __init__(self, session: Session, slot: list, command: Command, waiting: int = 1, key=None,
                  sent: float = 0.0):
@@ -96,6 +96,7 @@ class Pending:
             session, slot, command, waiting, key, sent)
         self.count = 0  # orders canceled so far, for CANCELALL
         self.also: list[tuple[Session, list]] = []  # resends of the same order, answered alike
+        self.engine: str | None = None  # the one engine asked, if only one
 
 
 class OrderEntry:
@@ -115,6 +116,7 @@ class OrderEntry:
         self.sessions: dict[int, Session] = {}
         self.by_user: dict[str, set[Session]] = {}
         self.pending: dict[int, Pending] = {}
+        self.waiting_on: Counter[str] = Counter()  # requests in flight per engine
         self.orders: dict[str, OrderView] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
         self.client_order_ids: dict[tuple[str, str], str] = {}
@@ -254,13 +256,23 @@ class OrderEntry:
         return self.engine_by_id.get(order_id.split("-", 1)[0])
 
     def _forward(self, session: Session, slot: list, engine: str, command: Command, key=None) -> None:
+        if self.waiting_on[engine] >= self.config.gateway.max_in_flight and not isinstance(command, CancelOrder):
+            # the engine (or the journal behind it) is not keeping up: refuse rather than queue
+            raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
         self._next_request += 1
         if not self.send(engine, command, session.id, self._next_request):
             raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
         pending = self.pending[self._next_request] = Pending(session, slot, command, 1, key, self.clock())
+        pending.engine = engine
+        self.waiting_on[engine] += 1
         if key:
             self.in_flight[key] = pending
         return None
+
+    def _done(self, request_id: int) -> None:
+        pending = self.pending.pop(request_id)
+        if pending.engine is not None:
+            self.waiting_on[pending.engine] -= 1
 
     def _resent(self, session: Session, slot: list, key: tuple[str, str], command: PlaceOrder):
         """A placement with a client order id seen before: the same order gets the original answer
@@ -299,7 +311,7 @@ class OrderEntry:
         now = self.clock()
         late = [(request_id, p) for request_id, p in self.pending.items() if now - p.sent > timeout]
         for request_id, pending in late:
-            del self.pending[request_id]
+            self._done(request_id)
             if pending.key:
                 self.in_flight.pop(pending.key, None)
             reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
@@ -330,7 +342,7 @@ class OrderEntry:
                     del self.pending[reply.request_id]
                     pending.session.fill(pending.slot, [CancelAllOk(pending.count)])
             else:
-                del self.pending[reply.request_id]
+                self._done(reply.request_id)
                 if pending.key:
                     self.in_flight.pop(pending.key, None)
                 answer = reply.events[0] if reply.events else None

@@ -295,7 +295,7 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
                                     stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
     try:
         host, port = config.gateway.text.rsplit(":", 1)
-        _wait_for_gateway(host, int(port), launcher)
+        wait_for_mesh(host, int(port), launcher)
         observed, stop = Observed(), threading.Event()
         users = ["alice", "bob", "carol"]
         threads: list[threading.Thread] = [TradeWatcher(config.notifier.publish, observed, stop)]
@@ -329,7 +329,7 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
     return observed, errors + check(config, observed, log_text), log_text
 
 
-def _wait_for_gateway(host: str, port: int, launcher: subprocess.Popen, timeout: float = 30) -> None:
+def wait_for_mesh(host: str, port: int, launcher: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if launcher.poll() is not None:
