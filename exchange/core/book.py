@@ -79,8 +79,11 @@ class OrderBook:
         self.orders[order.order_id] = order
         return level
 
-    def remove(self, order: Order) -> None:
-        """Take a live ``order`` off the book, whatever its remaining quantity."""
+    def remove(self, order: Order) -> int:
+        """Take a live ``order`` off the book, whatever its remaining quantity.
+
+        Returns the quantity left at its price level (0 if the level is gone).
+        """
         order.live = False
         del self.orders[order.order_id]
         level = (self.bids if order.side is BUY else self.asks)[order.price]
@@ -93,6 +96,7 @@ class OrderBook:
             orders.popleft()
         elif len(orders) > 2 * level.count + 16:
             level.orders = deque(o for o in orders if o.live)
+        return level.qty
 
     def reduce(self, order: Order, qty: int) -> None:
         """Take ``qty`` off a live order's remaining quantity (it keeps its place; stays if > 0)."""
@@ -100,6 +104,23 @@ class OrderBook:
         (self.bids if order.side is BUY else self.asks)[order.price].qty -= qty
         if order.leaves_qty == 0:
             self.remove(order)
+
+    def fill_front(self, level: Level, order: Order, qty: int) -> None:
+        """Take ``qty`` off ``order``, the live order at the front of ``level`` (a match's maker).
+
+        The same as ``reduce(order, qty)``, minus the level lookup and the checks that ``remove``
+        needs for an order anywhere in a level: matching calls this once per trade.
+        """
+        order.leaves_qty -= qty
+        level.qty -= qty
+        if order.leaves_qty == 0:
+            order.live = False
+            del self.orders[order.order_id]
+            level.count -= 1
+            if level.count == 0:
+                self._drop_level(order.side, level.price)
+            else:
+                level.orders.popleft()
 
     def _drop_level(self, side: Side, price: int) -> None:
         if side is BUY:

@@ -1,6 +1,6 @@
 """The matcher: commands in, events out, for every book one engine owns.
 
-Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce).
+Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce/fill_front).
 Rule 2: no I/O, no clock, no randomness. Same commands in, same events out, byte for byte.
 Rule 3: a client mistake is an ``OrderRejected`` event, never an exception; an exception here
         is a bug (a broken invariant) and should crash the process.
@@ -16,6 +16,10 @@ Theory of operation
   ``"<engine_id>-<n>"``, unique across a mesh of engines with distinct ids.
 - ``apply`` rebuilds the same state from the events alone (replay from a journal); ``digest``
   makes "live state == replayed state" a one-line check.
+- Between commands, a book's ``last_top`` is its top of book: every command that changes a book
+  ends by publishing the top if it moved. The fast paths for a resting limit order and a cancel
+  rely on this: they touch one level, and a resting order has ``leaves_qty`` > 0, so the top moved
+  exactly when that level is (or was) the best of its side; no comparison is needed.
 
 Order life cycle (status × event → status)
 
@@ -127,13 +131,15 @@ class Matcher:
         if not crosses and (tif is GTC or tif is POST):
             # Fast path for the most common command, a limit order that rests without trading:
             # its level is the only one touched, so it needs no ``touched`` list and no top-of-book
-            # comparison (see _level_changed).
+            # comparison (see the module docstring).
             level = book.add(order)
-            events: list[Event] = [accepted]
-            self.seq = seq
-            at_best = price == (book.best_bid if side is BUY else book.best_ask)
-            self._level_changed(book, side, price, level.qty, at_best, ts, events)
-            return events
+            self.seq = seq = seq + 1
+            depth = DepthUpdate(seq, ts, symbol, side, price, level.qty)
+            if price != (book.best_bid if side is BUY else book.best_ask):
+                return [accepted, depth]
+            book.last_top = top = book.top()
+            self.seq = seq = seq + 1
+            return [accepted, depth, TopOfBook(seq, ts, symbol, *top)]
 
         self.seq = seq
         events = [accepted]
@@ -158,12 +164,21 @@ class Matcher:
         book, order = self._find(cmd)
         if order is None:
             return self._reject_unknown(cmd)
-        side, price, ts = order.side, order.price, cmd.ts_received
+        # Fast path: one level changes, so no ``touched`` list and no top-of-book comparison (see
+        # the module docstring).
+        side, price, ts, symbol = order.side, order.price, cmd.ts_received, book.symbol
         at_best = price == (book.best_bid if side is BUY else book.best_ask)
-        events: list[Event] = []
-        self._cancel_resting(book, order, USER_CANCEL, ts, events)
-        self._level_changed(book, side, price, book.level_qty(side, price), at_best, ts, events)
-        return events
+        self.seq = seq = self.seq + 1
+        canceled = OrderCanceled(seq, ts, symbol, order.order_id, order.user, side, order.leaves_qty,
+                                 USER_CANCEL, order.client_order_id)
+        left = book.remove(order)
+        self.seq = seq = seq + 1
+        depth = DepthUpdate(seq, ts, symbol, side, price, left)
+        if not at_best:
+            return [canceled, depth]
+        book.last_top = top = book.top()
+        self.seq = seq = seq + 1
+        return [canceled, depth, TopOfBook(seq, ts, symbol, *top)]
 
     def _replace(self, cmd: ReplaceOrder) -> list[Event]:
         book, order = self._find(cmd)
@@ -251,29 +266,34 @@ class Matcher:
                      events: list) -> None:
         """Trade ``taker`` against one level, oldest order first, until either is used up."""
         symbol, prefix, price, orders = book.symbol, self._id_prefix, level.price, level.orders
+        # This loop runs once per trade: the taker's fields that never change and the bound
+        # methods are read once, and each side's leaves_qty once per trade.
+        taker_side, taker_user = taker.side, taker.user
+        taker_id, taker_cid = taker.order_id, taker.client_order_id
+        append, fill_front = events.append, book.fill_front
         while taker.leaves_qty and level.count:
             maker = orders[0]
             if not maker.live:
                 orders.popleft()
                 continue
-            if maker.user == taker.user:
+            if maker.user == taker_user:
                 if self._prevent_self_trade(book, taker, maker, ts, events):
                     return
                 continue
-            qty = maker.leaves_qty if maker.leaves_qty < taker.leaves_qty else taker.leaves_qty
+            maker_leaves, taker_leaves = maker.leaves_qty, taker.leaves_qty
+            qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
+            taker.leaves_qty = taker_leaves = taker_leaves - qty
             self.last_trade_number = number = self.last_trade_number + 1
             trade_id = prefix + str(number)
-            taker.leaves_qty -= qty
             seq = self.seq
-            events.append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side,
-                                      trade_id, qty, price, maker.leaves_qty - qty,
-                                      maker.qty - maker.leaves_qty + qty, True, maker.client_order_id))
-            events.append(OrderFilled(seq + 2, ts, symbol, taker.order_id, taker.user, taker.side,
-                                      trade_id, qty, price, taker.leaves_qty,
-                                      taker.qty - taker.leaves_qty, False, taker.client_order_id))
-            events.append(Trade(seq + 3, ts, symbol, trade_id, price, qty, taker.side))
             self.seq = seq + 3
-            book.reduce(maker, qty)
+            append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id, qty,
+                               price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
+                               maker.client_order_id))
+            append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty, price,
+                               taker_leaves, taker.qty - taker_leaves, False, taker_cid))
+            append(Trade(seq + 3, ts, symbol, trade_id, price, qty, taker_side))
+            fill_front(level, maker, qty)
 
     def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
                             events: list) -> bool:
@@ -333,11 +353,12 @@ class Matcher:
     # -- event helpers -------------------------------------------------------------------------
 
     def _cancel_resting(self, book: OrderBook, order: Order, reason: CancelReason, ts: int,
-                        events: list) -> None:
+                        events: list) -> int:
+        """Cancel a resting order; return the quantity left at its level."""
         self.seq = seq = self.seq + 1
         events.append(OrderCanceled(seq, ts, book.symbol, order.order_id, order.user, order.side,
                                     order.leaves_qty, reason, order.client_order_id))
-        book.remove(order)
+        return book.remove(order)
 
     def _cancel_taker(self, book: OrderBook, taker: Order, ts: int, events: list) -> None:
         self.seq = seq = self.seq + 1
@@ -351,25 +372,6 @@ class Matcher:
         events.append(OrderExpired(seq, ts, book.symbol, order.order_id, order.user, order.side,
                                    order.leaves_qty, reason, order.client_order_id))
         order.live = False
-
-    def _level_changed(self, book: OrderBook, side: Side, price: int, qty: int, at_best: bool, ts: int,
-                       events: list) -> None:
-        """The book changes of a command that touched one level: its DepthUpdate, then a TopOfBook
-        if the level is (for an addition) or was (for a removal) the best of its side.
-
-        Gives the same events as _book_changes, without its top-of-book comparison: a resting
-        order has ``leaves_qty`` > 0, so adding one at the best or taking one off the best always
-        changes the top, and a level behind the best never does. This relies on ``last_top``
-        being the top between commands (every command that changes a book ends by publishing it).
-        """
-        self.seq = seq = self.seq + 1
-        events.append(DepthUpdate(seq, ts, book.symbol, side, price, qty))
-        if at_best:
-            bid, ask = book.best_bid, book.best_ask
-            book.last_top = top = (bid, book.bids[bid].qty if bid is not None else 0,
-                                   ask, book.asks[ask].qty if ask is not None else 0)
-            self.seq = seq = seq + 1
-            events.append(TopOfBook(seq, ts, book.symbol, *top))
 
     def _book_changes(self, book: OrderBook, ts: int, touched: list[tuple[Side, int]],
                       events: list) -> None:
@@ -406,11 +408,13 @@ class Matcher:
         order_id = cmd.order_id
         if not order_id and cmd.client_order_id:
             order_id = self.client_order_ids.get((cmd.user, cmd.client_order_id), "")
-        if cmd.symbol:
-            books = [self.books[cmd.symbol]] if cmd.symbol in self.books else []
-        else:
-            books = self.books.values()
-        for book in books:
+        if cmd.symbol:  # the usual case: one book to look in
+            book = self.books.get(cmd.symbol)
+            order = book.orders.get(order_id) if book is not None else None
+            if order is not None:
+                return (book, order) if order.user == cmd.user else (None, None)
+            return None, None
+        for book in self.books.values():
             order = book.orders.get(order_id)
             if order is not None:
                 return (book, order) if order.user == cmd.user else (None, None)

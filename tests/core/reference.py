@@ -1,7 +1,7 @@
 """A slow, obviously correct reference matcher, to test exchange.core.matching against.
 
-It re-implements the rules written in the docstrings of matching.py, orders.py and messages.py
-with nothing clever: each side of a book is a plain list of orders, sorted into priority again
+It re-implements the rules written in docs/orders.md and in the docstrings of matching.py,
+orders.py and messages.py, with nothing clever: each side of a book is a plain list of orders, sorted into priority again
 after every change (bids by price descending, asks ascending, then by arrival), and matching
 always looks at element 0 of the opposite list. It shares only the vocabulary with the core
 (enums, message structs, Instrument limits), never its book or matcher.
@@ -11,10 +11,11 @@ the reference does not model are zero or empty: ``seq``, ``ts_event`` and a reje
 ``reason`` (the test checks those separately), and no ``DepthUpdate`` or ``TopOfBook`` (the test
 checks them against the live book instead).
 
-Rules whose precedence no docstring fixes are written down here, so a change to them is a
-visible change of behaviour:
+The rules it follows where a reader could hesitate (the last one is written down nowhere else),
+so that a change to them is a visible change of behaviour:
 - a place is validated in this order: symbol, quantity, market order's time in force, price,
-  duplicate client order id; then against the book: post-only crossing, market order liquidity;
+  duplicate client order id (the reject names the original order); then against the book:
+  post-only crossing, market order liquidity;
 - a replace: quantity (limits, then above what is filled), price, post-only crossing;
 - cancel and replace name an order by ``order_id`` or, if that is empty, by the user's
   ``client_order_id``; a ``symbol`` narrows the search to that book (an unknown one finds
@@ -148,8 +149,8 @@ class ReferenceMatcher:
             return [self.reject(cmd, RejectCode.BAD_TIF)]
         if cmd.price is not None and not 1 <= cmd.price <= instrument.max_price:
             return [self.reject(cmd, RejectCode.BAD_PRICE)]
-        original = self.client_order_ids.get((cmd.user, cmd.client_order_id)) if cmd.client_order_id else None
-        if original:  # the reject names the original order
+        original = self.client_order_ids.get((cmd.user, cmd.client_order_id), "")
+        if cmd.client_order_id and original:
             return [self.reject(cmd, RejectCode.DUPLICATE_ID, original)]
         makers = book.side(opposite(cmd.side))
         if cmd.tif is POST and makers and within(cmd.side, cmd.price, makers[0].price):

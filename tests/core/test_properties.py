@@ -5,16 +5,16 @@ cancel, replace, cancel-all, every self-trade prevention mode, and bad input) to
 Matcher and to ``reference.ReferenceMatcher``, and after every command requires:
 - the same order events and trades, in the same order (seq, ts_event and reject reasons aside),
   the same books order by order in priority order, the same id counters and client order ids;
-- books never crossed (``OrderBook.check()``), quantity conserved order by order, seq +1 and
-  ts_event copied, events grouped as matching.py promises (order events, depth, top);
-- DepthUpdate events replayed onto an empty map give the live level totals, and the last
-  TopOfBook of each book is its ``top()``;
+- books never crossed, quantity conserved order by order, seq +1 and ts_event copied, events
+  grouped as matching.py promises (order events, then depth, then top of book, per book);
+- one DepthUpdate for each level that changed and no other: replayed onto an empty map, they
+  give the live level totals; the last TopOfBook of each book is its ``top()``;
 - a twin matcher given the same commands gives the same event bytes, and a replica fed only the
   events (``Matcher.apply``) has the same digest.
-At the end of a run, the commands are replayed from scratch (identical bytes) and the events,
-through msgpack, rebuild a matcher with the live digest.
+At the end of a run the commands are replayed from scratch (identical bytes), and the events,
+through msgpack, rebuild a matcher with the live digest. The ``@given`` tests below it check the
+same properties on plain command lists, fill-or-kill and post-only alone, and one crowded level.
 """
-
 from __future__ import annotations
 
 import itertools
@@ -24,7 +24,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
-from reference import ReferenceMatcher
+from reference import ReferenceMatcher, opposite
 
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
@@ -63,7 +63,7 @@ def limit_price(symbol: str, side: Side, n: int, width: int = 8) -> int:
 
 def good_qty(instrument: Instrument, n: int) -> int:
     """Small, so that orders fill partially and sweep levels; now and then the maximum."""
-    return instrument.max_qty if n == 7 else instrument.min_qty + n % 7
+    return instrument.max_qty if n % 16 == 15 else instrument.min_qty + n % 7
 
 
 def bad_qty(instrument: Instrument, n: int) -> int:
@@ -88,6 +88,25 @@ def encode_all(events) -> list[bytes]:
 def levels(matcher: Matcher) -> dict[tuple[str, Side, int], int]:
     return {(book.symbol, side, price): qty for book in matcher.books.values()
             for side in Side for price, qty in book.depth(side)}
+
+
+def handle_both(matcher: Matcher, reference: ReferenceMatcher, command) -> list:
+    """The matcher's events for ``command``, after checking them and every book against the
+    reference's: same order events and trades in the same order, same books, same counters."""
+    events = matcher.handle(command)
+    expected = reference.handle(command)
+    assert [comparable(e) for e in events if not isinstance(e, MARKET_DATA)] == expected
+    assert all(e.reason for e in events if isinstance(e, OrderRejected)), "a reject says why"
+    for symbol, book in matcher.books.items():
+        book.check()
+        bid, _, ask, _ = book.top()
+        assert bid is None or ask is None or bid < ask, f"{symbol} crossed: {bid} >= {ask}"
+        assert book.state() == reference.books[symbol].state()
+        assert book.top() == reference.books[symbol].top()
+    assert (matcher.last_order_number, matcher.last_trade_number) == \
+        (reference.last_order_number, reference.last_trade_number)
+    assert matcher.client_order_ids == reference.client_order_ids
+    return events
 
 
 @dataclass
@@ -126,7 +145,7 @@ any_targets = dict(aimed_at=st.tuples(st.sampled_from(["open", "open", "closed",
                    naming=st.sampled_from(["order_id", "order_id", "client_order_id", "neither"]),
                    scope=st.sampled_from(["", "own", "other", "unknown"]))
 whos = st.sampled_from(["owner", *USERS])
-new_qtys = st.tuples(st.just("delta"), st.integers(-4, 4))
+new_qtys = st.tuples(st.sampled_from(["delta", "delta", "filled+"]), st.integers(-4, 4))
 new_prices = st.tuples(st.sampled_from(["keep", "keep", "same", "band", "through"]), numbers)
 
 
@@ -248,11 +267,12 @@ class MatcherVersusReference(RuleBasedStateMachine):
         (how_qty, q), (how_price, p) = replacing
         instrument = BY_SYMBOL[home]
         qty, price = (order.qty, order.price) if order else (instrument.min_qty + 2, band_price(home, 5))
-        qty = {"delta": qty + q, "filled": qty - order.leaves_qty if order else 0,
+        filled = qty - order.leaves_qty if order else 0
+        qty = {"delta": qty + q, "filled": filled, "filled+": filled + abs(q) % 3,  # 0: refused
                "bad": bad_qty(instrument, q)}[how_qty]
-        if how_price == "through" and order:  # to the opposite best or beyond: it trades, or STP
-            best = self.matcher.books[home].best_ask if order.side is Side.BUY else self.matcher.books[home].best_bid
-            price = band_price(home, p) if best is None else best + (p % 3 if order.side is Side.BUY else -(p % 3))
+        makers = self.reference.books[home].side(opposite(order.side)) if order else []
+        if how_price == "through" and makers:  # to the opposite best or beyond: it trades, or STP
+            price = makers[0].price + (p % 3 if order.side is Side.BUY else -(p % 3))
         else:
             price = {"keep": None, "same": price, "bad": bad_price(instrument, p),
                      "band": limit_price(home, order.side, p) if order else band_price(home, p),
@@ -264,11 +284,7 @@ class MatcherVersusReference(RuleBasedStateMachine):
     def run(self, command) -> None:
         self.clean = False
         levels_before = levels(self.matcher)
-        events = self.matcher.handle(command)
-        expected = self.reference.handle(command)
-        assert [comparable(e) for e in events if not isinstance(e, MARKET_DATA)] == expected
-        assert all(e.reason for e in events if isinstance(e, OrderRejected)), "a reject says why"
-        self.check_books()
+        events = handle_both(self.matcher, self.reference, command)
         self.check_sequence(command, events)
         self.check_grouping(events)
         self.check_quantities(events)
@@ -280,16 +296,6 @@ class MatcherVersusReference(RuleBasedStateMachine):
         self.commands.append(command)
         self.events.extend(events)
         self.clean = True
-
-    def check_books(self) -> None:
-        matcher, reference = self.matcher, self.reference
-        for symbol, book in matcher.books.items():
-            book.check()  # includes: never crossed
-            assert book.state() == reference.books[symbol].state()
-            assert book.top() == reference.books[symbol].top()
-        assert (matcher.last_order_number, matcher.last_trade_number) == \
-            (reference.last_order_number, reference.last_trade_number)
-        assert matcher.client_order_ids == reference.client_order_ids
 
     def check_sequence(self, command, events) -> None:
         first = self.events[-1].seq + 1 if self.events else 1
@@ -319,7 +325,8 @@ class MatcherVersusReference(RuleBasedStateMachine):
             match e:
                 case OrderAccepted():
                     assert e.order_id not in accounts
-                    accounts[e.order_id] = Account(e.symbol, e.user, e.side, e.client_order_id, e.qty, leaves=e.qty)
+                    accounts[e.order_id] = Account(e.symbol, e.user, e.side, e.client_order_id, e.qty,
+                                                   leaves=e.qty)
                 case OrderFilled():
                     a = accounts[e.order_id]
                     assert a.open and 0 < e.last_qty <= a.leaves
@@ -327,6 +334,7 @@ class MatcherVersusReference(RuleBasedStateMachine):
                     a.leaves -= e.last_qty
                     assert (e.filled_qty, e.leaves_qty) == (a.filled, a.leaves)
                 case Trade():
+                    assert i >= 2, "a trade follows its two fills"
                     maker, taker = events[i - 2], events[i - 1]
                     assert isinstance(maker, OrderFilled) and maker.maker
                     assert isinstance(taker, OrderFilled) and not taker.maker
@@ -360,7 +368,8 @@ class MatcherVersusReference(RuleBasedStateMachine):
                            for order_id, a in accounts.items() if a.open}
 
     def check_market_data(self, events, levels_before) -> None:
-        """DepthUpdates carry every changed level's new total; TopOfBook follows every change."""
+        """A DepthUpdate with the new total for each level that changed, and for no other; a
+        TopOfBook whenever the top changed, and only then."""
         levels_after = levels(self.matcher)
         updated = {}
         for e in events:
@@ -375,11 +384,12 @@ class MatcherVersusReference(RuleBasedStateMachine):
                 top = (e.bid_price, e.bid_qty, e.ask_price, e.ask_qty)
                 assert top != self.published_top[e.symbol], "a TopOfBook that changes nothing"
                 self.published_top[e.symbol] = top
-        for key in levels_before.keys() | levels_after.keys():
-            if levels_before.get(key, 0) != levels_after.get(key, 0):
-                assert key in updated, f"level {key} changed without a DepthUpdate"
-        assert all(qty == levels_after.get(key, 0) for key, qty in updated.items())
-        assert self.depth == levels_after
+        changed = {key for key in levels_before.keys() | levels_after.keys()
+                   if levels_before.get(key, 0) != levels_after.get(key, 0)}
+        assert updated == {key: levels_after.get(key, 0) for key in changed}, "one per changed level"
+        assert self.depth == levels_after == {(symbol, side, price): qty
+                                              for symbol, book in self.reference.books.items()
+                                              for (side, price), qty in book.level_totals().items()}
         for symbol, book in self.matcher.books.items():
             assert self.published_top[symbol] == book.top()
 
@@ -403,7 +413,7 @@ TestMatcherVersusReference = MatcherVersusReference.TestCase
 # -- single properties over command lists ----------------------------------------------------------
 
 @st.composite
-def commands(draw):
+def any_command(draw):
     """One command with a mostly valid, narrow-band price, quantity and target."""
     kind = draw(st.sampled_from(["limit", "limit", "market", "cancel", "replace", "cancel-all"]))
     symbol = draw(st.sampled_from(SYMBOLS))
@@ -422,35 +432,35 @@ def commands(draw):
     return CancelAll(user, draw(st.sampled_from([None, symbol])))
 
 
-command_lists = st.lists(commands(), max_size=40).map(
+command_lists = st.lists(any_command(), max_size=40).map(
     lambda cs: [msgspec.structs.replace(c, ts_received=1_000 * i) for i, c in enumerate(cs, 1)])
 
 
-def run_all(commands_) -> tuple[Matcher, list]:
+def run_all(commands) -> tuple[Matcher, list]:
     matcher = Matcher(ENGINE_ID, INSTRUMENTS)
-    return matcher, [e for command in commands_ for e in matcher.handle(command)]
+    return matcher, [e for command in commands for e in matcher.handle(command)]
 
 
 @given(command_lists)
-def test_the_same_commands_give_the_same_event_bytes(commands_):
-    first, events = run_all(commands_)
-    second, again = run_all(commands_)
+def test_the_same_commands_give_the_same_event_bytes(commands):
+    first, events = run_all(commands)
+    second, again = run_all(commands)
     assert encode_all(again) == encode_all(events)
     assert second.digest() == first.digest()
 
 
 @given(command_lists)
-def test_rebuilding_from_any_prefix_of_the_journal_gives_the_live_state(commands_):
+def test_rebuilding_from_any_prefix_of_the_journal_gives_the_live_state(commands):
     matcher, journal = Matcher(ENGINE_ID, INSTRUMENTS), []
-    for command in commands_:
+    for command in commands:
         journal += [msgspec.msgpack.encode(e) for e in matcher.handle(command)]
         events = [msgspec.msgpack.decode(row, type=AnyEvent) for row in journal]
         assert Matcher.rebuild(ENGINE_ID, INSTRUMENTS, events).digest() == matcher.digest()
 
 
 @given(command_lists, users, sides, numbers, st.one_of(st.none(), numbers), st.sampled_from(SYMBOLS))
-def test_fill_or_kill_fills_completely_or_touches_nothing(commands_, user, side, q, p, symbol):
-    matcher, _ = run_all(commands_)
+def test_fill_or_kill_fills_completely_or_touches_nothing(commands, user, side, q, p, symbol):
+    matcher, _ = run_all(commands)
     book = matcher.books[symbol]
     before = book.state()
     qty = good_qty(BY_SYMBOL[symbol], q)
@@ -468,8 +478,8 @@ def test_fill_or_kill_fills_completely_or_touches_nothing(commands_, user, side,
 
 
 @given(command_lists, users, sides, numbers, numbers, st.sampled_from(SYMBOLS))
-def test_a_post_only_order_rests_whole_or_is_rejected(commands_, user, side, q, p, symbol):
-    matcher, _ = run_all(commands_)
+def test_a_post_only_order_rests_whole_or_is_rejected(commands, user, side, q, p, symbol):
+    matcher, _ = run_all(commands)
     book = matcher.books[symbol]
     before = book.state()
     qty, price = good_qty(BY_SYMBOL[symbol], q), band_price(symbol, p)
@@ -479,3 +489,24 @@ def test_a_post_only_order_rests_whole_or_is_rejected(commands_, user, side, q, 
     else:
         assert not any(isinstance(e, (OrderFilled, Trade, OrderCanceled)) for e in events)
         assert book.orders[events[0].order_id].leaves_qty == qty
+
+
+@given(st.lists(st.tuples(users, numbers), min_size=20, max_size=40),
+       st.lists(st.tuples(st.sampled_from(["cancel"] * 4 + ["take", "place"]), users, numbers),
+                min_size=30, max_size=60))
+def test_a_crowded_level_keeps_time_priority_through_cancels_and_takes(crowd, steps):
+    """Many orders at one price, most canceled from behind the first: the book leaves dead orders
+    in its queue and compacts it now and then, and must still match in time priority."""
+    matcher, reference = Matcher(ENGINE_ID, INSTRUMENTS), ReferenceMatcher(ENGINE_ID, INSTRUMENTS)
+    script = [("place", user, n) for user, n in crowd] + steps
+    for ts, (kind, user, n) in enumerate(script, 1):
+        resting = reference.books["ETH-USD"].bids
+        if kind == "cancel" and resting:
+            order = resting[-1 - n % len(resting)] if n % 8 else resting[0]
+            command = CancelOrder(order.user, "ETH-USD", order.order_id, ts_received=ts)
+        elif kind == "take":
+            command = PlaceOrder(user, "ETH-USD", Side.SELL, 1 + n % 4, 105, TimeInForce.IOC,
+                                 SelfTradePrevention.CANCEL_OLDEST, ts_received=ts)
+        else:
+            command = PlaceOrder(user, "ETH-USD", Side.BUY, 1 + n % 3, 105, ts_received=ts)
+        handle_both(matcher, reference, command)
