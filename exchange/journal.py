@@ -14,6 +14,8 @@ a restarting engine) open the same file read-only. WAL mode lets both run at onc
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import sqlite_utils
 from exchange.core import checkpoint
 from exchange.core.instruments import Instrument
 from exchange.core.messages import AnyCommand, AnyEvent
+from exchange.core.orders import Side
 from exchange.errors import JournalError
 from exchange.wire import EventBatch
 
@@ -31,6 +34,22 @@ _event_decoder = msgspec.json.Decoder(AnyEvent)
 _command_decoder = msgspec.json.Decoder(AnyCommand)
 
 _QTY_FIELDS = ("qty", "last_qty", "canceled_qty", "expired_qty", "reduced_qty")
+_FORMAT_CACHE_SIZE = 100_000
+_SIDE_TEXT = {side: side.value for side in Side}
+_ROW_PLANS: dict[type, tuple] = {}
+
+
+def _row_plan(kind: type) -> tuple:
+    """Which fields of an event type fill the events table's columns for people, worked out once:
+    price is ``price``, else ``last_price``; qty the first of _QTY_FIELDS it has; side ``side``,
+    else ``taker_side``."""
+    names = kind.__struct_fields__
+    plan = (kind.__name__, tuple(f for f in ("price", "last_price") if f in names),
+            next((f for f in _QTY_FIELDS if f in names), None),
+            tuple(f for f in ("side", "taker_side") if f in names),
+            "user" in names, "order_id" in names, "trade_id" in names)
+    _ROW_PLANS[kind] = plan
+    return plan
 
 
 def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Database:
@@ -68,6 +87,36 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+class _Checkpointer(threading.Thread):
+    """Copies the WAL into the database file from its own connection, off the writer's commit path.
+
+    SQLite would otherwise run that checkpoint (and, with synchronous=NORMAL, its fsync) inside
+    the commit that crosses ``wal_autocheckpoint`` pages; here it runs beside the writer (PASSIVE:
+    it never blocks it), at most every CHECKPOINT_EVERY_S. The writer's own autocheckpoint stays
+    on at WAL_SAFETY_PAGES, so the WAL stays bounded even if this thread falls behind.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(daemon=True, name="journal-checkpoint")
+        self.path = path
+        self.wanted = threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.path)
+        try:
+            while True:
+                self.wanted.wait()
+                self.wanted.clear()
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                time.sleep(CHECKPOINT_EVERY_S)
+        finally:
+            conn.close()
+
+
+CHECKPOINT_EVERY_S = 0.25
+WAL_SAFETY_PAGES = 65_536  # 256 MiB of 4 KiB pages
+
+
 class Writer:
     """Appends event batches to the journal, one transaction per call (group commit)."""
 
@@ -75,9 +124,19 @@ class Writer:
         self.db = db
         self.conn = db.conn
         self.instruments = instruments
+        self._checkpointer: _Checkpointer | None = None
+        path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+        if path and db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_PAGES}")
+            self._checkpointer = _Checkpointer(path)
+            self._checkpointer.start()
+        # decimal text of the prices and quantities seen lately, per instrument (formatting is slow)
+        self._prices: dict[str, dict[int, str]] = {symbol: {} for symbol in instruments}
+        self._qtys: dict[str, dict[int, str]] = {symbol: {} for symbol in instruments}
 
     def append(self, batches: Iterable[EventBatch]) -> None:
         batch_rows, command_rows, event_rows, checkpoint_rows = [], [], [], []
+        event_row = self._event_row
         for b in batches:
             batch_rows.append((b.engine, b.batch, b.epoch, b.first_seq, b.last_seq))
             if b.checkpoint:
@@ -85,34 +144,60 @@ class Writer:
                 checkpoint_rows.append((b.engine, state.seq, b.epoch, b.batch, state.digest, b.checkpoint))
             for position, entry in enumerate(b.entries):
                 cmd = entry.command
-                last = entry.events[-1].seq if entry.events else None
+                events = entry.events
                 command_rows.append((
-                    b.engine, b.batch, position, last, type(cmd).__name__, cmd.user, cmd.symbol,
-                    getattr(cmd, "order_id", None), getattr(cmd, "client_order_id", None),
+                    b.engine, b.batch, position, events[-1].seq if events else None, type(cmd).__name__,
+                    cmd.user, cmd.symbol, getattr(cmd, "order_id", None), getattr(cmd, "client_order_id", None),
                     cmd.ts_received, entry.gateway, entry.session, entry.request_id,
                     _json_encode(cmd).decode()))
-                for event in entry.events:
-                    event_rows.append(self._event_row(b, event))
+                for event in events:
+                    event_rows.append(event_row(b, event))
         with self.conn:
             self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?)", batch_rows)
             self.conn.executemany("INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                   command_rows)
             self.conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)
-            self.conn.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", checkpoint_rows)
+            if checkpoint_rows:
+                self.conn.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", checkpoint_rows)
+        if self._checkpointer is not None:
+            self._checkpointer.wanted.set()
 
     def _event_row(self, b: EventBatch, event) -> tuple:
-        instrument = self.instruments.get(event.symbol)
-        price = getattr(event, "price", None)
-        if price is None:
-            price = getattr(event, "last_price", None)
-        qty = next((getattr(event, f) for f in _QTY_FIELDS if hasattr(event, f)), None)
-        side = getattr(event, "side", None) or getattr(event, "taker_side", None)
-        return (b.engine, event.seq, b.epoch, b.batch, type(event).__name__, event.symbol,
-                getattr(event, "user", None), getattr(event, "order_id", None) or None,
-                getattr(event, "trade_id", None), side.value if side else None,
-                instrument.format_price(price) if instrument and price is not None else None,
-                instrument.format_qty(qty) if instrument and qty is not None else None,
-                event.ts_event, _json_encode(event).decode())
+        kind, price_fields, qty_field, side_fields, has_user, has_order, has_trade = (
+            _ROW_PLANS.get(type(event)) or _row_plan(type(event)))
+        symbol = event.symbol
+        price = qty = side = None
+        for name in price_fields:
+            price = getattr(event, name)
+            if price is not None:
+                break
+        for name in side_fields:
+            side = getattr(event, name)
+            if side:
+                break
+        if qty_field is not None:
+            qty = getattr(event, qty_field)
+        instrument = self.instruments.get(symbol)
+        price_text = qty_text = None
+        if instrument is not None:
+            if price is not None:
+                cache = self._prices[symbol]
+                price_text = cache.get(price)
+                if price_text is None:
+                    if len(cache) > _FORMAT_CACHE_SIZE:
+                        cache.clear()
+                    price_text = cache[price] = instrument.format_price(price)
+            if qty is not None:
+                cache = self._qtys[symbol]
+                qty_text = cache.get(qty)
+                if qty_text is None:
+                    if len(cache) > _FORMAT_CACHE_SIZE:
+                        cache.clear()
+                    qty_text = cache[qty] = instrument.format_qty(qty)
+        return (b.engine, event.seq, b.epoch, b.batch, kind, symbol,
+                event.user if has_user else None, (event.order_id or None) if has_order else None,
+                event.trade_id if has_trade else None, _SIDE_TEXT[side] if side else None,
+                price_text, qty_text, event.ts_event, _json_encode(event).decode())
 
     def truncate(self, engine: str, from_batch: int, from_seq: int) -> int:
         """Remove what an earlier epoch wrote at or after these positions; return events removed."""
@@ -155,6 +240,16 @@ def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> 
     for (body,) in conn.execute("SELECT body FROM events WHERE engine=? AND seq>? ORDER BY seq",
                                 (engine, after_seq)):
         yield decode(body)
+
+
+def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
+    """The last journaled Trade of each symbol of ``engine``."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
+        return {}
+    rows = conn.execute("SELECT body FROM events WHERE seq IN (SELECT MAX(seq) FROM events"
+                        " WHERE engine=? AND kind='Trade' GROUP BY symbol) AND engine=?", (engine, engine))
+    trades = [_event_decoder.decode(body) for (body,) in rows]
+    return {trade.symbol: trade for trade in trades}
 
 
 def latest_checkpoint(conn: sqlite3.Connection, engine: str) -> bytes | None:
