@@ -17,9 +17,13 @@ from collections import deque
 import msgspec
 import zmq
 
-from exchange import mesh
+from exchange import curve, mesh
+from exchange.market_data import Depth
 from exchange.protocol import AnyReply, ClientReply, ClientRequest
-from exchange.wire import Decoder, MarketData, encode, topic
+from exchange.wire import (
+    BookSnapshot, Decoder, MarketData, PrivateData, SnapshotReply, SnapshotRequest, encode, private_topic,
+    topic,
+)
 
 PUSHED = ("FILL ", "OUT ", "REDUCED ")  # lines the gateway sends without a request
 
@@ -147,6 +151,161 @@ class MarketDataClient:
         self.ctx.term()
 
     def __enter__(self) -> MarketDataClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BookFeed:
+    """A consistent, live book of one instrument: snapshot + deltas, re-synced by itself.
+
+        feed = BookFeed("tcp://127.0.0.1:7003", "tcp://127.0.0.1:7005", "BTC-USD")
+        while True:
+            for event in feed.poll(1.0):      # Trade, TopOfBook, DepthUpdate, in order
+                ...
+            feed.depth.levels(Side.BUY, 5)    # the book, as of the last event
+
+    It subscribes first, then asks for a snapshot, drops buffered messages the snapshot already
+    covers and applies the rest (the ZeroMQ Guide's Clone pattern). A gap in any channel's
+    ``chan_seq`` (seen on a message or a heartbeat), a new engine epoch, or silence longer than
+    ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often.
+    """
+
+    def __init__(self, publish: str, snapshots: str, symbol: str, silence_s: float = 3.0,
+                 snapshot_timeout_s: float = 2.0):
+        self.symbol = symbol
+        self.silence_s, self.snapshot_timeout_s = silence_s, snapshot_timeout_s
+        self.ctx = mesh.context()
+        self.sub = mesh.socket(self.ctx, zmq.SUB, connect=publish)
+        for channel in ("trade", "bbo", "l2"):
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
+        self.snapshot_endpoint = snapshots
+        self.dealer: zmq.Socket | None = None
+        self.messages, self.replies = Decoder(MarketData), Decoder(SnapshotReply)
+        self.depth = Depth(symbol)
+        self.synced = False
+        self.epoch = 0
+        self.chan_seq: dict[str, int] = {}
+        self.resyncs = -1  # the first sync is not a re-sync
+        self.last_heard = time.monotonic()
+        self.buffer: list[MarketData] = []
+        self.asked_at = 0.0
+
+    def poll(self, timeout: float = 1.0) -> list:
+        """Wait up to ``timeout`` s; return the events applied to ``depth`` meanwhile, in order."""
+        deadline = time.monotonic() + timeout
+        applied: list = []
+        if not self.synced and self.dealer is None:
+            self._ask()
+        while True:
+            left = deadline - time.monotonic()
+            socks = dict(self._poller().poll(max(0, int(left * 1000))))
+            now = time.monotonic()
+            if self.sub in socks:
+                for parts in mesh.drain(self.sub):
+                    self.last_heard = now
+                    message = self.messages.decode(parts[-1])
+                    if not self.synced:
+                        self.buffer.append(message)
+                    elif not self._apply(message, applied):
+                        self._resync()
+            if self.dealer is not None and self.dealer in socks:
+                self._on_snapshot(self.replies.decode(self.dealer.recv_multipart()[-1]), applied)
+            if self.dealer is not None and now - self.asked_at > self.snapshot_timeout_s:
+                self._ask()  # the snapshot (or our request) got lost: ask again
+            if self.synced and now - self.last_heard > self.silence_s:
+                self.last_heard = now
+                self._resync()  # heartbeats stopped: the notifier or our connection went away
+            if left <= 0:
+                return applied
+
+    def _poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        if self.dealer is not None:
+            poller.register(self.dealer, zmq.POLLIN)
+        return poller
+
+    def _ask(self) -> None:
+        if self.dealer is not None:
+            self.dealer.close(linger=0)
+        self.dealer = mesh.socket(self.ctx, zmq.DEALER, connect=self.snapshot_endpoint)
+        self.dealer.send(encode(SnapshotRequest(self.symbol)))
+        self.asked_at = time.monotonic()
+
+    def _resync(self) -> None:
+        self.synced = False
+        self.buffer = []
+        self._ask()
+
+    def _on_snapshot(self, reply, applied: list) -> None:
+        self.dealer.close(linger=0)
+        self.dealer = None
+        if not isinstance(reply, BookSnapshot):
+            raise ValueError(f"snapshot refused: {reply.reason}")
+        self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq)
+        self.epoch, self.chan_seq = reply.epoch, dict(reply.chan_seqs)
+        self.synced = True
+        self.resyncs += 1
+        buffered, self.buffer = self.buffer, []
+        for message in buffered:
+            if message.epoch < self.epoch or (
+                    message.epoch == self.epoch and message.chan_seq <= self.chan_seq[message.channel]):
+                continue  # already in the snapshot
+            if not self._apply(message, applied):
+                self._resync()
+                return
+
+    def _apply(self, message: MarketData, applied: list) -> bool:
+        """Apply one message in sequence; False if it shows that something was missed."""
+        expected = self.chan_seq.get(message.channel, 0)
+        if message.epoch != self.epoch:
+            return message.epoch < self.epoch  # older: stale, ignore; newer: the engine restarted
+        if not message.events:  # a heartbeat: the channel's current chan_seq
+            return message.chan_seq == expected
+        if message.chan_seq != expected + 1:
+            return False
+        self.chan_seq[message.channel] = message.chan_seq
+        for event in message.events:
+            self.depth.apply(event)
+            applied.append(event)
+        return True
+
+    def close(self) -> None:
+        if self.dealer is not None:
+            self.dealer.close(linger=0)
+        self.sub.close()
+        self.ctx.term()
+
+    def __enter__(self) -> BookFeed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PrivateFeed:
+    """A user's own order updates from the notifier's CURVE-protected private feed."""
+
+    def __init__(self, endpoint: str, server_public: bytes, user: str, public: bytes, secret: bytes):
+        self.ctx = mesh.context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        curve.make_client(self.sub, server_public, public, secret)
+        self.sub.setsockopt(zmq.SUBSCRIBE, private_topic(user))
+        self.sub.connect(endpoint)
+        self.decoder = Decoder(PrivateData)
+
+    def receive(self, timeout: float = 10.0) -> PrivateData:
+        if not self.sub.poll(int(1000 * timeout)):
+            raise TimeoutError("no private update in time")
+        return self.decoder.decode(self.sub.recv_multipart()[-1])
+
+    def close(self) -> None:
+        self.sub.close(linger=0)
+        self.ctx.term()
+
+    def __enter__(self) -> PrivateFeed:
         return self
 
     def __exit__(self, *exc) -> None:

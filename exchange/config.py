@@ -75,13 +75,17 @@ class JournalConfig(_Section):
 
 
 class NotifierConfig(_Section):
-    publish: Endpoint  # XPUB, bound: market data for subscribers
+    publish: Endpoint  # XPUB, bound: public market data for anyone
+    private: Endpoint  # XPUB with CURVE, bound: each user's own order updates, for that user only
+    snapshots: Endpoint  # ROUTER, bound: book snapshots for subscribers (relayed to the engines)
+    secret_key_file: str = "var/notifier.key"  # CURVE secret of the private feed; made if missing
+    io_threads: Annotated[int, Meta(ge=1, le=16)] = 1
 
 
 class UserConfig(_Section):
     name: Name
     key_hash: str  # scrypt$<n>$<salt hex>$<hash hex>, made by `exchange users add`
-
+    curve_public_key: Annotated[str, Meta(pattern=r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")] | None = None
 
 class Config(_Section):
     instruments: list[InstrumentConfig]
@@ -125,7 +129,8 @@ class Config(_Section):
     def endpoints(self) -> list[str]:
         """Every address a role binds, for uniqueness checks and for tests."""
         bound = [self.gateway.zmq, self.gateway.replies, f"tcp://{self.gateway.text}",
-                 self.journal.events, self.journal.watermarks, self.notifier.publish]
+                 self.journal.events, self.journal.watermarks, self.notifier.publish,
+                 self.notifier.private, self.notifier.snapshots]
         for engine in self.engines:
             bound += [engine.commands, engine.publish, engine.replay]
         return bound

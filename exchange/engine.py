@@ -4,14 +4,14 @@ Sockets (this process binds the stable side):
     commands  PULL   bound    ← gateways' Requests
     journal   PUSH   connect  → journal writer: EventBatch per drained set of commands
     durable   SUB    connect  ← journal writer: Durable watermarks
-    replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again
+    replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again;
+                                notifier: SnapshotRequest → the released book
     replies   PUSH   connect  → gateway: acks, fills and order updates, released at the watermark
-    publish   PUB    bound    → notifier: market data, released at the watermark
+    publish   PUB    bound    → notifier: market data and private order updates, released at the watermark
 
 Matching runs ahead of the journal; nothing leaves towards clients before the journal holds it
 (DESIGN.md guarantee 2). Batches stay in memory until durable, for replay; past
-``max_undurable_events`` the engine stops reading commands, so gateways see their queue fill up
-and answer BUSY instead of queueing without end.
+``max_undurable_events`` the engine stops reading commands.
 """
 
 from __future__ import annotations
@@ -29,21 +29,29 @@ from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS
 from exchange.errors import WireError
+from exchange.publisher import Publisher, released_depths
 from exchange.wire import (
-    CHANNELS, Decoder, Durable, Entry, EventBatch, MarketData, Replies, Reply, ReplayRequest,
-    Request, encode, topic,
+    Decoder, Durable, EngineRequest, Entry, EventBatch, Replies, Reply, ReplayRequest, Request,
+    SnapshotRequest, encode,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_COMMANDS_PER_BATCH = 2000
 FLUSH_ON_STOP_S = 2.0
+HEARTBEAT_S = 1.0
 
 
 def recover(path: str, name: str, engine_id: int, instruments: list) -> tuple[Matcher, journal.EnginePosition]:
     """The matcher rebuilt from the journal's events of this engine, and where they end."""
+    matcher, position, _ = recover_all(path, name, engine_id, instruments)
+    return matcher, position
+
+
+def recover_all(path: str, name: str, engine_id: int, instruments: list):
+    """(matcher, position, last trade per symbol) from the journal's events of this engine."""
     if not Path(path).exists():
-        return Matcher(engine_id, instruments), journal.EnginePosition()
+        return Matcher(engine_id, instruments), journal.EnginePosition(), {}
     conn = journal.open_readonly(path)
     try:
         position = journal.positions(conn).get(name, journal.EnginePosition())
@@ -55,9 +63,10 @@ def recover(path: str, name: str, engine_id: int, instruments: list) -> tuple[Ma
             log.info("restored the checkpoint at seq %d", matcher.seq)
         for event in journal.engine_events(conn, name, matcher.seq):
             matcher.apply(event)
+        last_trades = journal.last_trades(conn, name)
     finally:
         conn.close()
-    return matcher, position
+    return matcher, position, last_trades
 
 
 class Engine:
@@ -73,7 +82,6 @@ class Engine:
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
         self.retained_events = 0
         self.unreleased: deque[tuple[int, list[Reply], list]] = deque()  # (batch, replies, market data)
-        self.chan_seq: dict[tuple[str, str], int] = {}
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder) -> bytes | None:
@@ -120,118 +128,132 @@ class Engine:
             market_data.extend(batch_md)
         return replies, market_data
 
-    def market_data_frames(self, events: list) -> list[list[bytes]]:
-        """One [topic, MarketData] message per (symbol, channel), each with its next chan_seq."""
-        groups: dict[tuple[str, str], list] = {}
-        for event in events:
-            groups.setdefault((event.symbol, CHANNELS[type(event)]), []).append(event)
-        frames = []
-        for (symbol, channel), group in groups.items():
-            seq = self.chan_seq[(symbol, channel)] = self.chan_seq.get((symbol, channel), 0) + 1
-            frames.append([topic(symbol, channel), encode(MarketData(symbol, channel, self.epoch, seq, group))])
-        return frames
-
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]
 
 
-def run(config: Config, name: str) -> None:
-    """Run the engine ``name`` until SIGINT or SIGTERM."""
-    spec = config.engine(name)
-    instruments = [config.instrument_map()[symbol] for symbol in spec.instruments]
-    matcher, position = recover(config.journal.path, name, spec.id, instruments)
-    engine = Engine(name, matcher, position, spec.checkpoint_every)
-    stopper = mesh.Stopper()
-    ctx = mesh.context()
-    commands = mesh.socket(ctx, zmq.PULL, bind=spec.commands)  # ← gateways
-    publish = mesh.socket(ctx, zmq.PUB, bind=spec.publish)  # → notifier
-    replay = mesh.socket(ctx, zmq.ROUTER, bind=spec.replay)  # ← journal writer
-    to_journal = mesh.socket(ctx, zmq.PUSH, connect=config.journal.events)  # → journal writer
-    durable = mesh.socket(ctx, zmq.SUB, connect=config.journal.watermarks)  # ← journal writer
-    durable.setsockopt(zmq.SUBSCRIBE, b"")
-    replies = mesh.socket(ctx, zmq.PUSH, connect=config.gateway.replies)  # → gateway
-    requests, durables, replays = Decoder(Request), Decoder(Durable), Decoder(ReplayRequest)
-    log.info("ready: engine %s id %d epoch %d, %s from batch %d seq %d, commands on %s",
-             name, spec.id, engine.epoch, ",".join(spec.instruments), engine.batch, matcher.seq,
-             spec.commands)
-    busy = False
-    poller = zmq.Poller()
-    for sock in (durable, replay, commands):
-        poller.register(sock, zmq.POLLIN)
-    try:
+class EngineProcess:
+    """The engine's sockets around an Engine and its Publisher: one poll loop, one handler per socket."""
+
+    def __init__(self, config: Config, name: str):
+        self.config = config
+        self.spec = spec = config.engine(name)
+        instruments = [config.instrument_map()[symbol] for symbol in spec.instruments]
+        matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments)
+        self.engine = Engine(name, matcher, position, spec.checkpoint_every)
+        self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)
+        self.ctx = ctx = mesh.context()
+        self.commands = mesh.socket(ctx, zmq.PULL, bind=spec.commands)  # ← gateways
+        self.publish = mesh.socket(ctx, zmq.PUB, bind=spec.publish)  # → notifier
+        self.replay = mesh.socket(ctx, zmq.ROUTER, bind=spec.replay)  # ← journal writer, notifier
+        self.to_journal = mesh.socket(ctx, zmq.PUSH, connect=config.journal.events)  # → journal writer
+        self.durable = mesh.socket(ctx, zmq.SUB, connect=config.journal.watermarks)  # ← journal writer
+        self.durable.setsockopt(zmq.SUBSCRIBE, b"")
+        self.replies = mesh.socket(ctx, zmq.PUSH, connect=config.gateway.replies)  # → gateway
+        self.requests, self.durables, self.engine_requests = (
+            Decoder(Request), Decoder(Durable), Decoder(EngineRequest))
+
+    def run(self, stopper: mesh.Stopper) -> None:
+        engine, spec = self.engine, self.spec
+        log.info("ready: engine %s id %d epoch %d, %s from batch %d seq %d, commands on %s",
+                 engine.name, spec.id, engine.epoch, ",".join(spec.instruments), engine.batch,
+                 engine.matcher.seq, spec.commands)
+        busy = False
+        poller = zmq.Poller()
+        for sock in (self.durable, self.replay, self.commands):
+            poller.register(sock, zmq.POLLIN)
         while not stopper.requested:
             full = engine.retained_events >= spec.max_undurable_events
             if full != busy:
                 busy = full
-                poller.modify(commands, 0 if busy else zmq.POLLIN)
+                poller.modify(self.commands, 0 if busy else zmq.POLLIN)
                 log.warning("journal behind by %d events: %s", engine.retained_events,
                             "no longer reading commands" if busy else "reading commands again")
             ready = dict(poller.poll(100))
-            if durable in ready:
-                for parts in mesh.drain(durable):
-                    try:
-                        released = engine.on_durable(durables.decode(parts[-1]))
-                    except WireError as e:
-                        log.warning("durable: dropped %s", e)
-                        continue
-                    _release(engine, released, replies, publish, config.gateway.name)
-            if replay in ready:
-                for parts in mesh.drain(replay):
-                    try:
-                        request = replays.decode(parts[-1])
-                    except WireError as e:
-                        log.warning("replay: dropped %s", e)
-                        continue
-                    frames = engine.replay_frames(request)
-                    log.info("replay from batch %d: sending %d batches", request.from_batch, len(frames))
-                    try:
-                        for frame in frames:
-                            replay.send_multipart([parts[0], frame])
-                    except zmq.ZMQError as e:
-                        log.warning("replay: requester gone (%s)", e)
-            if commands in ready:
-                frame = engine.handle_requests(mesh.drain(commands, MAX_COMMANDS_PER_BATCH), requests)
+            if self.durable in ready:
+                self.on_durable()
+            if self.replay in ready:
+                self.on_engine_requests()
+            if self.commands in ready:
+                frame = engine.handle_requests(mesh.drain(self.commands, MAX_COMMANDS_PER_BATCH), self.requests)
                 if frame is not None:
                     engine.unsent.append(frame)
-            while engine.unsent:
-                try:
-                    to_journal.send(engine.unsent[0], zmq.NOBLOCK)
-                except zmq.Again:
-                    break  # the journal writer is behind or away; it replays what it misses
-                engine.unsent.popleft()
-        _finish(engine, durable, durables, to_journal, replies, publish, config.gateway.name)
-    finally:
-        for sock in (commands, publish, replay, to_journal, durable, replies):
-            sock.close()
-        ctx.term()
-    log.info("stopped: engine %s at seq %d digest %s", name, matcher.seq, matcher.digest())
+            self.send_to_journal()
+            for frames in self.publisher.heartbeats(time.monotonic()):
+                self.publish.send_multipart(frames)
 
-
-def _finish(engine: Engine, durable, durables, to_journal, replies, publish, gateway: str) -> None:
-    """On a clean stop, give the journal a moment to make the last batches durable and release them."""
-    deadline = time.monotonic() + FLUSH_ON_STOP_S
-    while (engine.retained or engine.unsent) and time.monotonic() < deadline:
+    def send_to_journal(self) -> None:
+        engine = self.engine
         while engine.unsent:
             try:
-                to_journal.send(engine.unsent[0], zmq.NOBLOCK)
+                self.to_journal.send(engine.unsent[0], zmq.NOBLOCK)
             except zmq.Again:
-                break
+                return  # the journal writer is behind or away; it replays what it misses
             engine.unsent.popleft()
-        if durable.poll(50):
-            for parts in mesh.drain(durable):
-                _release(engine, engine.on_durable(durables.decode(parts[-1])), replies, publish, gateway)
-    if engine.retained:
-        log.warning("stopping with %d events not yet durable (never acknowledged or published)",
-                    engine.retained_events)
+
+    def on_durable(self) -> None:
+        for parts in mesh.drain(self.durable):
+            try:
+                reply_list, market_data = self.engine.on_durable(self.durables.decode(parts[-1]))
+            except WireError as e:
+                log.warning("durable: dropped %s", e)
+                continue
+            if reply_list:
+                try:
+                    self.replies.send(encode(Replies(self.config.gateway.name, reply_list)), zmq.NOBLOCK)
+                except zmq.Again:
+                    log.warning("gateway not reading: %d replies dropped", len(reply_list))
+                events = [e for reply in reply_list for e in reply.events]
+                for frames in self.publisher.private(events):
+                    self.publish.send_multipart(frames)
+            for frames in self.publisher.market_data(market_data, time.monotonic()):
+                self.publish.send_multipart(frames)
+
+    def on_engine_requests(self) -> None:
+        for parts in mesh.drain(self.replay):
+            try:
+                request = self.engine_requests.decode(parts[-1])
+            except WireError as e:
+                log.warning("replay: dropped %s", e)
+                continue
+            envelope = parts[:-1]  # the requester's routing id (and, via the notifier, its client's)
+            if isinstance(request, SnapshotRequest):
+                frames = [encode(self.publisher.snapshot(request.symbol))]
+            else:
+                frames = self.engine.replay_frames(request)
+                log.info("replay from batch %d: sending %d batches", request.from_batch, len(frames))
+            try:
+                for frame in frames:
+                    self.replay.send_multipart([*envelope, frame])
+            except zmq.ZMQError as e:
+                log.warning("replay: requester gone (%s)", e)
+
+    def finish(self) -> None:
+        """On a clean stop, give the journal a moment to make the last batches durable and release them."""
+        engine = self.engine
+        deadline = time.monotonic() + FLUSH_ON_STOP_S
+        while (engine.retained or engine.unsent) and time.monotonic() < deadline:
+            self.send_to_journal()
+            if self.durable.poll(50):
+                self.on_durable()
+        if engine.retained:
+            log.warning("stopping with %d events not yet durable (never acknowledged or published)",
+                        engine.retained_events)
+
+    def close(self) -> None:
+        for sock in (self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies):
+            sock.close()
+        self.ctx.term()
 
 
-def _release(engine: Engine, released: tuple, replies: zmq.Socket, publish: zmq.Socket,
-             gateway: str) -> None:
-    reply_list, market_data = released
-    if reply_list:
-        try:
-            replies.send(encode(Replies(gateway, reply_list)), zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("gateway not reading: %d replies dropped", len(reply_list))
-    for frames in engine.market_data_frames(market_data):
-        publish.send_multipart(frames)
+def run(config: Config, name: str) -> None:
+    """Run the engine ``name`` until SIGINT or SIGTERM."""
+    stopper = mesh.Stopper()
+    process = EngineProcess(config, name)
+    try:
+        process.run(stopper)
+        process.finish()
+    finally:
+        process.close()
+    matcher = process.engine.matcher
+    log.info("stopped: engine %s at seq %d digest %s", name, matcher.seq, matcher.digest())

@@ -63,11 +63,20 @@ class Durable(_Wire):
     seq: int
 
 
-class ReplayRequest(_Wire):
+class ReplayRequest(_Wire, tag=True):
     """The journal writer asks an engine to send its batches again, from ``from_batch`` on."""
 
     engine: str
     from_batch: int
+
+
+class SnapshotRequest(_Wire, tag=True):
+    """A subscriber (through the notifier) asks for the released book of ``symbol``."""
+
+    symbol: str
+
+
+EngineRequest = ReplayRequest | SnapshotRequest
 
 
 class Reply(_Wire):
@@ -97,12 +106,50 @@ class MarketData(_Wire):
     events: list[MarketDataEvent]
 
 
+class BookSnapshot(_Wire, tag=True):
+    """The released book of one instrument, and the ``chan_seq`` of each channel it reflects.
+
+    A subscriber drops buffered messages at or below these, and applies the rest.
+    """
+
+    symbol: str
+    epoch: int
+    seq: int  # engine seq of the last event the snapshot includes
+    chan_seqs: dict[str, int]
+    bids: list[tuple[int, int]]  # (price, qty), best first
+    asks: list[tuple[int, int]]
+    top: TopOfBook | None
+    last_trade: Trade | None
+
+
+class SnapshotRefused(_Wire, tag=True):
+    symbol: str
+    reason: str
+
+
+SnapshotReply = BookSnapshot | SnapshotRefused
+
+
+class PrivateData(_Wire):
+    """One user's order events of one release, for their private topic."""
+
+    user: str
+    engine: str
+    epoch: int
+    events: list[AnyEvent]
+
+
 CHANNELS = {Trade: "trade", TopOfBook: "bbo", DepthUpdate: "l2"}
 
 
 def topic(symbol: str, channel: str) -> bytes:
     """The topic frame of a public channel; the trailing ``|`` stops prefix matches across names."""
     return f"md.{symbol}.{channel}|".encode()
+
+
+def private_topic(user: str) -> bytes:
+    """The topic frame of a user's private order updates (exact match thanks to the ``|``)."""
+    return f"priv.{user}|".encode()
 
 
 encoder = msgspec.msgpack.Encoder()

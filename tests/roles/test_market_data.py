@@ -1,0 +1,240 @@
+"""Market data on a real mesh: snapshots + deltas, re-sync, heartbeats, private feeds, fan-out."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from exchange import curve
+from exchange.client import BookFeed, MarketDataClient, PrivateFeed, TextClient
+from exchange.core.matching import Matcher
+from exchange.core.messages import OrderFilled, Trade
+from exchange.core.orders import Side
+from exchange.journal import engine_events, open_readonly
+
+# the demo users' CURVE secret keys (configs/local.yaml lists their public halves)
+DEMO_SECRETS = {"alice": b"t1zTwHdR5zUN0xRj@MwtK8C61yhKS3t<l]YwuQ0J", "bob": b"yLky.7YU5%BnZ[hh(K*6BU8R9FW22d7?iMdyyOJl"}
+
+
+def login(mesh, user: str) -> TextClient:
+    client = TextClient(mesh.host, mesh.port)
+    assert client.request(f"LOGIN {user} {user}-key") == f"OK LOGIN {user}"
+    return client
+
+
+def feed(mesh, symbol: str = "AAPL") -> BookFeed:
+    return BookFeed(mesh.config.notifier.publish, mesh.config.notifier.snapshots, symbol)
+
+
+def wait_synced(book: BookFeed, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not book.synced:
+        assert time.monotonic() < deadline, "never synced"
+        book.poll(0.2)
+
+
+def settle(*books: BookFeed, seconds: float = 1.5) -> None:
+    """Poll until every book has been synced and quiet (heartbeats only) for a while."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for book in books:
+            book.poll(0.05)
+
+
+def engine_book(mesh, symbol: str = "AAPL"):
+    """The book as the journal says it is (all of it is released once the mesh is quiet)."""
+    spec = mesh.config.engine_of(symbol)
+    instruments = [mesh.config.instrument_map()[s] for s in spec.instruments]
+    conn = open_readonly(mesh.config.journal.path)
+    try:
+        matcher = Matcher.rebuild(spec.id, instruments, engine_events(conn, spec.name))
+    finally:
+        conn.close()
+    book = matcher.books[symbol]
+    return (symbol, book.depth(Side.BUY), book.depth(Side.SELL))
+
+
+def trade_some(alice: TextClient, bob: TextClient, n: int, symbol: str = "AAPL") -> None:
+    for i in range(n):
+        assert alice.request(f"SELL {symbol} {1 + i % 3} @ {100 + i % 5}.00").startswith("ACK")
+        assert bob.request(f"BUY {symbol} 1 @ {100 + (i + 2) % 5}.00").startswith("ACK")
+
+
+def cross(alice: TextClient, bob: TextClient, n: int, symbol: str = "AAPL") -> None:
+    """Exactly ``n`` trades: each sell is met by a buy at its price."""
+    for i in range(n):
+        assert alice.request(f"SELL {symbol} 1 @ 90.{i % 100:02d}").startswith("ACK")
+        assert bob.request(f"BUY {symbol} 1 @ 90.{i % 100:02d}").startswith("ACK")
+
+
+def receive_trades(md: MarketDataClient, n: int, timeout: float = 15.0) -> list[Trade]:
+    trades: list[Trade] = []
+    deadline = time.monotonic() + timeout
+    while len(trades) < n:
+        assert time.monotonic() < deadline, f"only {len(trades)} of {n} trades arrived"
+        trades += [e for e in md.receive(timeout=10).events if isinstance(e, Trade)]
+    return trades
+
+
+def test_a_late_joiner_gets_the_engines_book_and_follows_it(mesh):
+    with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        early = feed(mesh)
+        wait_synced(early)
+        trade_some(alice, bob, 15)
+        late = feed(mesh)
+        wait_synced(late)
+        trade_some(alice, bob, 10)
+        settle(early, late)
+        expected = engine_book(mesh)
+        assert expected[1] and expected[2], "the session should leave both sides of the book"
+        assert early.depth.state() == late.depth.state() == expected
+        assert early.depth.last_trade == late.depth.last_trade and isinstance(late.depth.last_trade, Trade)
+        assert early.resyncs == late.resyncs == 0
+        early.close()
+        late.close()
+
+
+def test_a_subscriber_resyncs_by_itself_when_the_notifier_restarts(mesh):
+    with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        book = feed(mesh)
+        wait_synced(book)
+        trade_some(alice, bob, 5)
+        pid = int(re.findall(r"started notifier \(pid (\d+)\)", mesh.log())[-1])
+        os.kill(pid, signal.SIGKILL)
+        trade_some(alice, bob, 5)  # published while the notifier is down: lost to the feed
+        deadline = time.monotonic() + 30
+        while book.resyncs < 1:
+            assert time.monotonic() < deadline, "the feed never re-synced"
+            book.poll(0.2)
+        trade_some(alice, bob, 5)
+        settle(book, seconds=2)
+        assert book.depth.state() == engine_book(mesh)
+        book.close()
+
+
+def test_heartbeats_carry_the_last_sequence_of_every_channel(mesh):
+    with MarketDataClient(mesh.config.notifier.publish, ["ETH-USD"]) as md:
+        seen = {}
+        deadline = time.monotonic() + 10
+        while len(seen) < 3:
+            assert time.monotonic() < deadline, f"heartbeats seen only on {sorted(seen)}"
+            message = md.receive(timeout=5)
+            if not message.events:
+                seen[message.channel] = message.chan_seq
+        assert seen == {"trade": 0, "bbo": 0, "l2": 0}  # nothing traded yet on ETH-USD
+
+
+def test_a_stopped_subscriber_slows_nobody_and_catches_up_after(mesh, tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time\n"
+        "from exchange.client import BookFeed\n"
+        "book = BookFeed(sys.argv[1], sys.argv[2], 'AAPL')\n"
+        "print('ready', flush=True)\n"
+        "end = time.monotonic() + 60\n"
+        "while time.monotonic() < end:\n"
+        "    book.poll(0.2)\n"
+        "    if sys.stdin.closed or open(sys.argv[3]).read() == 'report':\n"
+        "        print('state', repr(book.depth.state()), 'resyncs', book.resyncs, flush=True)\n"
+        "        break\n")
+    control = tmp_path / "control"
+    control.write_text("")
+    slow = subprocess.Popen([sys.executable, str(script), mesh.config.notifier.publish,
+                             mesh.config.notifier.snapshots, str(control)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert slow.stdout.readline().strip() == "ready"
+        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+            time.sleep(1)
+            os.kill(slow.pid, signal.SIGSTOP)
+            others = [MarketDataClient(mesh.config.notifier.publish, ["AAPL"], channels=("trade",))
+                      for _ in range(3)]
+            time.sleep(0.5)  # subscriptions travel
+            cross(alice, bob, 30)
+            for md in others:
+                trades = [t.trade_id for t in receive_trades(md, 30)]
+                assert len(trades) == 30 and trades == sorted(trades, key=lambda t: int(t.split("-")[1]))
+                md.close()
+            os.kill(slow.pid, signal.SIGCONT)
+            time.sleep(4)  # it notices the gap (or silence) and re-syncs
+            control.write_text("report")
+            line = slow.stdout.readline()
+        assert line.startswith("state "), line
+        assert line.split(" resyncs ")[0] == f"state {engine_book(mesh)!r}"
+    finally:
+        os.kill(slow.pid, signal.SIGCONT)
+        slow.kill()
+        slow.wait()
+
+
+def test_fifty_subscribers_each_get_every_trade_in_order(mesh):
+    subscribers = [MarketDataClient(mesh.config.notifier.publish, ["BTC-USD"], channels=("trade",))
+                   for _ in range(55)]
+    try:
+        time.sleep(1.0)
+        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+            for i in range(20):
+                assert alice.request(f"SELL BTC-USD 0.01 @ {43000 + i}.00").startswith("ACK")
+                assert bob.request(f"BUY BTC-USD 0.01 @ {43000 + i}.00").startswith("ACK")
+        for md in subscribers:
+            got, seqs = [], []
+            deadline = time.monotonic() + 15
+            while len(got) < 20:
+                assert time.monotonic() < deadline, f"only {len(got)} of 20 trades arrived"
+                message = md.receive(timeout=10)
+                if message.events:
+                    seqs.append(message.chan_seq)
+                    got += [e.price for e in message.events if isinstance(e, Trade)]
+            assert got == [4300000 + 100 * i for i in range(20)]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    finally:
+        for md in subscribers:
+            md.close()
+
+
+def private(mesh, user: str, as_user: str | None = None, secret: bytes | None = None) -> PrivateFeed:
+    server = curve.public_key(curve.server_secret_key(mesh.config.notifier.secret_key_file))
+    secret = secret or DEMO_SECRETS[as_user or user]
+    return PrivateFeed(mesh.config.notifier.private, server, user, zmq.curve_public(secret), secret)
+
+
+def test_users_get_their_own_order_updates_and_nobody_elses(mesh):
+    mine = private(mesh, "alice")
+    prying = private(mesh, "bob", as_user="alice")  # alice's valid key asking for bob's topic
+    mallory_secret = zmq.curve_keypair()[1]
+    stranger = private(mesh, "bob", secret=mallory_secret)  # a key the config does not know
+    plain = zmq.Context()
+    no_key = plain.socket(zmq.SUB)
+    no_key.setsockopt(zmq.SUBSCRIBE, b"")  # everything, without CURVE
+    no_key.connect(mesh.config.notifier.private)
+    everything = private(mesh, "", as_user="alice")
+    everything.sub.setsockopt(zmq.SUBSCRIBE, b"")
+    everything.sub.setsockopt(zmq.SUBSCRIBE, b"priv.")
+    try:
+        time.sleep(1.0)
+        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+            ack = alice.request("SELL AAPL 4 @ 150.00 #p1")
+            assert bob.request("BUY AAPL 4 @ 150.00 #p2").startswith("ACK")
+        updates = []
+        deadline = time.monotonic() + 10
+        while not any(isinstance(e, OrderFilled) for e in updates):
+            assert time.monotonic() < deadline
+            message = mine.receive(timeout=10)
+            assert message.user == "alice"
+            updates += message.events
+        assert {e.user for e in updates} == {"alice"}
+        assert updates[0].order_id == ack.split()[1]
+        for sock in (prying.sub, stranger.sub, everything.sub, no_key):
+            assert not sock.poll(1000), "private data reached someone else"
+    finally:
+        for f in (mine, prying, stranger, everything):
+            f.close()
+        no_key.close(linger=0)
+        plain.term()
+    assert re.search(r"refused private subscription b'priv.bob\|' for user alice", mesh.log())
