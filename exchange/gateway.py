@@ -135,8 +135,10 @@ class Gateway:
         decoder = Decoder(Replies)
         sync = self._sync(self.replies)
         while True:
-            await self.replies.poll(zmq.POLLIN)
-            for parts in mesh.drain(sync):
+            # await one message, then drain the rest without awaiting (ZEROMQ.md, asyncio vs blocking);
+            # awaiting poll() alone spins: the edge-triggered FD keeps waking with nothing to read
+            first = await self.replies.recv_multipart()
+            for parts in [first, *mesh.drain(sync)]:
                 try:
                     batch = decoder.decode(parts[-1])
                 except WireError as e:
@@ -157,8 +159,8 @@ class Gateway:
         decoder = msgspec.msgpack.Decoder(AnyRequest)
         sync = self._sync(self.router)
         while True:
-            await self.router.poll(zmq.POLLIN)
-            for parts in mesh.drain(sync):
+            first = await self.router.recv_multipart()
+            for parts in [first, *mesh.drain(sync)]:
                 identity = parts[0]
                 session = self.zmq_sessions.get(identity)
                 if session is None:

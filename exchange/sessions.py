@@ -36,13 +36,21 @@ MAX_FINISHED_ORDERS = 100_000  # finished orders kept for STATUS
 
 
 class Session:
-    """One client connection. ``write`` takes a list of replies, in order."""
+    """One client connection. ``write`` takes a list of replies, in order.
+
+    Replies leave in request order: each request reserves a slot in ``queue``, and a slot that is
+    not answered yet holds back everything behind it. A pushed update (FILL, OUT, REDUCED) waits
+    in the queue only while a line about the same order is still queued (so an order's ACK always
+    comes before its fills); otherwise it leaves at once, so an order's lines stay in the order
+    things happened to it even when a request about it (a CANCEL, say) is still unanswered.
+    """
 
     def __init__(self, session_id: int, write: Callable[[list[ClientReply]], None]):
         self.id = session_id
         self.user: str | None = None
         self.write = write
         self.queue: deque[list] = deque()  # [ready, replies] slots, flushed from the head
+        self.held: Counter[str] = Counter()  # order id → queued lines about it
 
     def reserve(self) -> list:
         slot = [False, []]
@@ -56,19 +64,36 @@ class Session:
             slot[1] = replies
         else:
             slot[1].extend(replies)
+            self._count(replies, +1)
         self.flush()
 
     def push(self, replies: list[ClientReply]) -> None:
-        self.queue.append([True, replies])
-        self.flush()
+        if self.queue and any(self.held[getattr(r, "order_id", "")] for r in replies):
+            self.queue.append([True, replies])
+            self._count(replies, +1)
+            self.flush()
+        else:
+            self.write(replies)
 
     def flush(self) -> None:
         out = []
         while self.queue and self.queue[0][0]:
             replies = self.queue.popleft()[1]
-            out.extend(replies() if callable(replies) else replies)
+            if callable(replies):
+                out.extend(replies())
+            else:
+                out.extend(replies)
+                self._count(replies, -1)
         if out:
             self.write(out)
+
+    def _count(self, replies: list[ClientReply], step: int) -> None:
+        for reply in replies:
+            order_id = getattr(reply, "order_id", None)
+            if order_id:
+                self.held[order_id] += step
+                if not self.held[order_id]:
+                    del self.held[order_id]
 
 
 class OrderView:
@@ -88,7 +113,7 @@ class OrderView:
 class Pending:
     """A request sent to engines whose answer has not been released yet."""
 
-    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine")
+    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine", "lines")
 
     def __init__(self, session: Session, slot: list, command: Command, waiting: int = 1, key=None,
                  sent: float = 0.0):
@@ -97,6 +122,7 @@ class Pending:
         self.count = 0  # orders canceled so far, for CANCELALL
         self.also: list[tuple[Session, list]] = []  # resends of the same order, answered alike
         self.engine: str | None = None  # the one engine asked, if only one
+        self.lines: list[ClientReply] = []  # CANCELALL: the requester's OUT lines, until all engines answer
 
 
 class OrderEntry:
@@ -338,9 +364,6 @@ class OrderEntry:
             if isinstance(pending.command, CancelAll):
                 pending.count += sum(isinstance(e, OrderCanceled) for e in reply.events)
                 pending.waiting -= 1
-                if pending.waiting == 0:
-                    del self.pending[reply.request_id]
-                    pending.session.fill(pending.slot, [CancelAllOk(pending.count)])
             else:
                 self._done(reply.request_id)
                 if pending.key:
@@ -371,6 +394,11 @@ class OrderEntry:
                     session.push(lines)
         if answer is not None and requester.id in self.sessions:
             requester.fill(pending.slot, own)
+        elif pending is not None and isinstance(pending.command, CancelAll):
+            pending.lines.extend(own)  # the OUT lines follow "OK CANCELALL n", once every engine answered
+            if pending.waiting == 0:
+                del self.pending[reply.request_id]
+                pending.session.fill(pending.slot, [CancelAllOk(pending.count), *pending.lines])
         elif requester is not None and own:
             requester.push(own)
         if pending is not None and answer is not None:

@@ -174,3 +174,24 @@ def test_a_resend_the_engine_knows_but_the_gateway_never_saw_answered_gets_the_o
     assert alice.say("BUY AAPL 3 @ 7.00 #lost") == [
         "REJ #lost DUPLICATE_ID client order id #lost was already used"]
     assert len(first.matchers["e2"].books["AAPL"].orders) == 1
+
+
+def test_a_fill_before_a_cancel_reaches_the_client_before_the_cancels_answer(exchange):
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 5 @ 10.00")
+    bob.say("BUY AAPL 2 @ 10.00", release=False)  # fills part of alice's order first ...
+    alice.say("CANCEL 2-1", release=False)  # ... then she cancels the rest
+    exchange.release()
+    assert alice.take() == ["FILL 2-1 2 @ 10.00 LEAVES 3 TRADE 2-1", "OUT 2-1 CANCELED"]
+
+
+def test_an_unanswered_request_does_not_hold_back_fills_of_other_orders(exchange):
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 5 @ 10.00")
+    alice.say("BUY BTC-USD 1 @ 5.00", release=False)  # unanswered for now
+    exchange.outbox, held = [], exchange.outbox
+    bob.say("BUY AAPL 1 @ 10.00")
+    assert alice.take() == ["FILL 2-1 1 @ 10.00 LEAVES 4 TRADE 2-1"]
+    exchange.outbox = held
+    exchange.release()
+    assert alice.take() == ["ACK 1-1 BUY BTC-USD 1.0000 @ 5.00 GTC"]
