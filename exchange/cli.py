@@ -71,19 +71,72 @@ cli.command("notifier")(_role("notifier", False))
 @cli.command()
 @click.argument("symbol")
 @config_option
-def watch(symbol: str, config_path: str) -> None:
-    """Print trades and best bid/offer changes of SYMBOL as they happen (Ctrl-C stops)."""
-    from exchange.watch import watch as run_watch
+@click.option("--plain", is_flag=True, help="One line per event instead of a live view (the default when"
+              " the output is not a terminal).")
+@click.option("--depth", is_flag=True, help="With --plain, also print every price level change.")
+@click.option("--mine", "user", metavar="USER", default=None,
+              help="Also show USER's own order updates from the private feed (needs their CURVE secret key).")
+@click.option("--secret-key", envvar="EXCHANGE_CURVE_SECRET", default=None, metavar="Z85",
+              help="USER's CURVE secret key (or set EXCHANGE_CURVE_SECRET).")
+def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | None,
+          secret_key: str | None) -> None:
+    """Show SYMBOL's book, last trades and feed health live (Ctrl-C stops)."""
+    import sys
+
+    import zmq
+
+    from exchange import curve
+    from exchange.client import PrivateFeed
+    from exchange.watch import Watch, run_live, run_plain
 
     config = _load(config_path)
     symbol = symbol.upper()
     if symbol not in config.instrument_map():
         raise click.ClickException(f"no instrument {symbol}; there are {', '.join(config.instrument_map())}")
+    mine = None
+    if user:
+        if not secret_key:
+            raise click.ClickException("--mine needs the user's CURVE secret key: --secret-key or"
+                                       " EXCHANGE_CURVE_SECRET")
+        server = curve.public_key(curve.server_secret_key(config.notifier.secret_key_file))
+        secret = secret_key.encode()
+        mine = PrivateFeed(config.notifier.private, server, user, zmq.curve_public(secret), secret)
     stopping = []
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    click.echo(f"watching {symbol} on {config.notifier.publish} (Ctrl-C stops)", err=True)
-    run_watch(config, symbol, lambda line: click.echo(line), lambda: bool(stopping))
+    view = Watch(config, symbol, mine)
+    try:
+        if plain or not sys.stdout.isatty():
+            click.echo(f"watching {symbol} on {config.notifier.publish} (Ctrl-C stops)", err=True)
+            run_plain(view, click.echo, lambda: bool(stopping), depth)
+        else:
+            run_live(view, lambda: bool(stopping))
+    finally:
+        view.close()
+
+
+@cli.group()
+def keys() -> None:
+    """CURVE keys: make a key pair, or show the notifier's public key."""
+
+
+@keys.command("new")
+def keys_new() -> None:
+    """Make a CURVE key pair: the public half goes in the config, the secret stays with its owner."""
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    click.echo(f"public: {public.decode()}\nsecret: {secret.decode()}")
+
+
+@keys.command("notifier")
+@config_option
+def keys_notifier(config_path: str) -> None:
+    """Print the public key of the notifier's private feed (clients need it); makes the key if missing."""
+    from exchange import curve
+
+    config = _load(config_path)
+    click.echo(curve.public_key(curve.server_secret_key(config.notifier.secret_key_file)).decode())
 
 
 @cli.group()
@@ -94,10 +147,14 @@ def users() -> None:
 @users.command("add")
 @click.argument("name")
 def users_add(name: str) -> None:
-    """Make a new API key for NAME: prints the key once and the config line holding only its hash."""
+    """Make NAME's API key and CURVE key pair: prints the secrets once and the config lines holding only hashes and public keys."""
+    import zmq
+
     key = new_key()
+    public, secret = zmq.curve_keypair()
     click.echo(f"API key for {name} (shown once; give it to the user): {key}", err=True)
-    click.echo(f"  - name: {name}\n    key_hash: {hash_key(key)}")
+    click.echo(f"CURVE secret key for {name}'s private feed (shown once): {secret.decode()}", err=True)
+    click.echo(f"  - name: {name}\n    key_hash: {hash_key(key)}\n    curve_public_key: '{public.decode()}'")
 
 
 # -- exchange journal …: inspect the SQLite journal (exchange.journal_queries, exchange.journal_verify)

@@ -1,19 +1,33 @@
-"""`exchange watch SYMBOL`: one readable line per trade and best bid/offer change, as they happen."""
+"""`exchange watch SYMBOL`: a live view of one instrument's book, trades and feed health.
+
+Built on exchange.client.BookFeed, so what it shows is the re-synced, gap-checked book. With a
+terminal it redraws in place (rich); ``--plain`` (or a pipe) prints one line per event instead.
+``--mine`` adds the user's own order updates from the private feed.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
 
-import zmq
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
 
-from exchange import mesh
+from exchange.client import BookFeed, PrivateFeed
 from exchange.config import Config
 from exchange.core.instruments import Instrument
-from exchange.core.messages import TopOfBook, Trade
-from exchange.wire import Decoder, MarketData, topic
+from exchange.core.messages import DepthUpdate, TopOfBook, Trade
+from exchange.core.orders import Side
+from exchange.protocol import format_reply, reply_for_event
+
+LEVELS = 10
+TRADES = 12
 
 
 def describe(event, instrument: Instrument) -> str:
+    """One readable line for a market data event."""
     p, q = instrument.format_price, instrument.format_qty
     if isinstance(event, Trade):
         return (f"TRADE {event.symbol} {q(event.qty)} @ {p(event.price)} {event.taker_side.value}"
@@ -22,31 +36,83 @@ def describe(event, instrument: Instrument) -> str:
         bid = f"{q(event.bid_qty)} @ {p(event.bid_price)}" if event.bid_price is not None else "-"
         ask = f"{q(event.ask_qty)} @ {p(event.ask_price)}" if event.ask_price is not None else "-"
         return f"BBO {event.symbol} bid {bid} | ask {ask} seq {event.seq}"
+    if isinstance(event, DepthUpdate):
+        return f"L2 {event.symbol} {event.side.value} {q(event.qty)} @ {p(event.price)} seq {event.seq}"
     return repr(event)
 
 
-def watch(config: Config, symbol: str, emit: Callable[[str], None], stop: Callable[[], bool]) -> None:
-    """Print (via ``emit``) trades and top-of-book changes of ``symbol`` until ``stop()`` is true."""
-    instrument = config.instrument_map()[symbol]
-    ctx = mesh.context()
-    sub = mesh.socket(ctx, zmq.SUB, connect=config.notifier.publish)  # ← notifier
-    for channel in ("trade", "bbo"):
-        sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
-    decoder = Decoder(MarketData)
-    last: dict[str, tuple[int, int]] = {}
-    try:
+class Watch:
+    """Feeds plus what the view shows; ``step`` waits a little and returns new lines (plain mode)."""
+
+    def __init__(self, config: Config, symbol: str, mine: PrivateFeed | None = None):
+        self.instrument = config.instrument_map()[symbol]
+        self.feed = BookFeed(config.notifier.publish, config.notifier.snapshots, symbol)
+        self.mine = mine
+        self.trades: deque[Trade] = deque(maxlen=TRADES)
+        self.own: deque[str] = deque(maxlen=TRADES)
+        self.latency_ms: float | None = None
+        self.resyncs = 0
+
+    def step(self, timeout: float = 0.2, with_depth: bool = False) -> list[str]:
+        lines = []
+        for event in self.feed.poll(timeout):
+            if isinstance(event, Trade):
+                self.trades.appendleft(event)
+            self.latency_ms = (time.time_ns() - event.ts_event) / 1e6
+            if with_depth or not isinstance(event, DepthUpdate):
+                lines.append(describe(event, self.instrument))
+        if self.feed.resyncs > self.resyncs:
+            self.resyncs = self.feed.resyncs
+            lines.append(f"RESYNC {self.feed.symbol}: a gap or silence; book reloaded from a snapshot"
+                         f" (re-syncs so far: {self.resyncs})")
+        if self.mine is not None:
+            while self.mine.sub.poll(0):
+                for event in self.mine.receive(0).events:
+                    line = "MINE " + format_reply(reply_for_event(event, self.instrument))
+                    self.own.appendleft(line)
+                    lines.append(line)
+        return lines
+
+    def render(self) -> Group:
+        p, q = self.instrument.format_price, self.instrument.format_qty
+        depth = self.feed.depth
+        book = Table(title=f"{self.feed.symbol}", expand=False)
+        for column in ("bid qty", "bid", "ask", "ask qty"):
+            book.add_column(column, justify="right")
+        bids, asks = depth.levels(Side.BUY, LEVELS), depth.levels(Side.SELL, LEVELS)
+        for i in range(max(len(bids), len(asks), 1)):
+            bid = bids[i] if i < len(bids) else None
+            ask = asks[i] if i < len(asks) else None
+            book.add_row(q(bid[1]) if bid else "", p(bid[0]) if bid else "",
+                         p(ask[0]) if ask else "", q(ask[1]) if ask else "")
+        trades = Table(title="last trades")
+        for column in ("trade", "qty", "price", "taker"):
+            trades.add_column(column, justify="right")
+        for t in self.trades:
+            trades.add_row(t.trade_id, q(t.qty), p(t.price), t.taker_side.value)
+        seqs = " ".join(f"{channel} {seq}" for channel, seq in sorted(self.feed.chan_seq.items()))
+        latency = f"{self.latency_ms:.1f} ms" if self.latency_ms is not None else "-"
+        health = (f"{'synced' if self.feed.synced else 'syncing'} | epoch {self.feed.epoch} | {seqs} |"
+                  f" re-syncs {self.feed.resyncs} | last event {latency} after it happened")
+        parts = [book, trades, health]
+        if self.mine is not None:
+            parts += ["your orders:", *self.own]
+        return Group(*parts)
+
+    def close(self) -> None:
+        self.feed.close()
+        if self.mine is not None:
+            self.mine.close()
+
+
+def run_plain(watch: Watch, emit: Callable[[str], None], stop: Callable[[], bool], depth: bool) -> None:
+    while not stop():
+        for line in watch.step(0.2, with_depth=depth):
+            emit(line)
+
+
+def run_live(watch: Watch, stop: Callable[[], bool]) -> None:
+    with Live(watch.render(), auto_refresh=False) as live:
         while not stop():
-            if not sub.poll(200):
-                continue
-            for parts in mesh.drain(sub):
-                message = decoder.decode(parts[-1])
-                epoch, seq = last.get(message.channel, (message.epoch, message.chan_seq - 1))
-                if (epoch, seq + 1) != (message.epoch, message.chan_seq):
-                    emit(f"GAP {symbol} {message.channel}: expected {seq + 1}, got {message.chan_seq}"
-                         f" (epoch {message.epoch})")
-                last[message.channel] = (message.epoch, message.chan_seq)
-                for event in message.events:
-                    emit(describe(event, instrument))
-    finally:
-        sub.close()
-        ctx.term()
+            watch.step(0.1)
+            live.update(watch.render(), refresh=True)

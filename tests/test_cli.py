@@ -48,3 +48,21 @@ def test_users_add_prints_a_key_once_and_a_hash_that_verifies_it():
     key = re.search(r"API key for dave \(shown once; give it to the user\): (\S+)", result.output).group(1)
     key_hash = re.search(r"key_hash: (\S+)", result.output).group(1)
     assert key not in key_hash and verify_key(key, key_hash)
+
+
+def test_users_add_also_makes_a_curve_key_pair_for_the_private_feed():
+    import zmq
+
+    result = CliRunner().invoke(cli, ["users", "add", "erin"])
+    secret = re.search(r"CURVE secret key for erin's private feed \(shown once\): (\S+)", result.output).group(1)
+    public = re.search(r"curve_public_key: '(\S+)'", result.output).group(1)
+    assert zmq.curve_public(secret.encode()).decode() == public
+
+
+def test_keys_new_makes_a_matching_pair():
+    import zmq
+
+    result = CliRunner().invoke(cli, ["keys", "new"])
+    public = re.search(r"public: (\S+)", result.output).group(1)
+    secret = re.search(r"secret: (\S+)", result.output).group(1)
+    assert zmq.curve_public(secret.encode()).decode() == public
