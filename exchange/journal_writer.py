@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 REPLAY_RETRY_S = 0.5
 MAX_HELD_BATCHES = 10_000
+ANNOUNCE_S = 0.2  # repeat every watermark this often: a lost one (PUB/SUB, slow joiner) costs no more
 
 
 class Sequencer:
@@ -112,7 +113,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                             log.warning("%s: batches missing from %d; asking for a replay", engine, from_batch)
                             replay[engine].send(encode(ReplayRequest(engine, from_batch)), zmq.NOBLOCK)
             now = time.monotonic()
-            if now - last_announce > 1.0:
+            if now - last_announce > ANNOUNCE_S:
                 last_announce = now
                 changed = set(sequencer.positions)
             for engine in changed:

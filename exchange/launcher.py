@@ -72,9 +72,14 @@ def run(config: Config, config_path: str) -> None:
     children = roles(config, config_path)
     for child in children:
         child.start()
-    print(f"exchange is up: text orders on {config.gateway.text} (try: nc {config.gateway.text.replace(':', ' ')}),"
-          f" ZMQ orders on {config.gateway.zmq}, market data on {config.notifier.publish},"
-          f" journal in {config.journal.path}, logs in {config.var_dir}/. Ctrl-C stops.",
+    print(f"exchange is up (Ctrl-C stops):\n"
+          f"  orders, text protocol   {config.gateway.text}   (try: nc {config.gateway.text.replace(':', ' ')})\n"
+          f"  orders, ZMQ DEALER      {config.gateway.zmq}\n"
+          f"  market data, ZMQ SUB    {config.notifier.publish}   (try: exchange watch {config.instruments[0].symbol})\n"
+          f"  book snapshots, DEALER  {config.notifier.snapshots}\n"
+          f"  private updates, CURVE  {config.notifier.private}   (server key: exchange keys notifier)\n"
+          f"  journal                 {config.journal.path}   (try: exchange journal trades)\n"
+          f"  logs                    {config.var_dir}/",
           file=sys.stderr, flush=True)
     try:
         while True:
