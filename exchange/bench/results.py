@@ -1,0 +1,29 @@
+"""What a bench run yields: ``BenchResult``, its figures and checks, and its JSON form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class BenchResult:
+    options: dict
+    machine: dict
+    counts: dict = field(default_factory=dict)
+    throughput: dict = field(default_factory=dict)
+    latency_us: dict = field(default_factory=dict)  # kind → {count, p50, p90, p99, p99.9, max, mean}
+    market_data: dict = field(default_factory=dict)
+    journal: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)  # label → cores used (CPU seconds per second)
+    series: list = field(default_factory=list)  # per second: offered, acked, p99
+    checks: dict = field(default_factory=dict)  # name → list of faults (empty: passed)
+    profiles: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)  # kind → [(percentile, µs)] for the plot
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.checks.values())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=str)

@@ -1,0 +1,239 @@
+"""``run(options)``: start the processes, follow the run second by second, and collect the result.
+
+This process orchestrates: it starts the subscribers and load generators, tells them when to
+start, samples the journal's durable progress and the CPU of every process, and then hands the
+reports to ``checks.finish``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from exchange.bench import latency
+from exchange.bench.checks import finish
+from exchange.bench.load import worker_main
+from exchange.bench.options import BenchOptions
+from exchange.bench.profiles import start_profilers, summarise_profiles
+from exchange.bench.results import BenchResult
+from exchange.bench.subscribers import subscriber_main
+from exchange.bench.target import Mesh, bench_config, cpu_seconds, machine, machine_busy, running_roles, wait_ready
+from exchange.config import load_config
+
+
+def run(options: BenchOptions) -> BenchResult:
+    """Run one benchmark as ``options`` say; see the package docstring (``exchange.bench``)."""
+    say = options.progress or (lambda line: None)
+    work = Path(options.work_dir or tempfile.mkdtemp(prefix="exchange-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    mesh = None
+    if options.connect:
+        config_path, users = Path(options.config_path), options.users or [
+            (u, f"{u}-key") for u in ("alice", "bob", "carol")]
+    else:
+        config_path, users = bench_config(options.config_path, work, options.sessions)
+    config = load_config(config_path)
+    symbols = options.instruments or [i.symbol for i in config.instruments]
+    instruments = config.instrument_map()
+    unknown = [s for s in symbols if s not in instruments]
+    if unknown:
+        raise ValueError(f"no instrument {', '.join(unknown)}; there are {', '.join(instruments)}")
+    host, port = config.gateway.text.rsplit(":", 1)
+    ctx = multiprocessing.get_context("spawn")
+    workers, subscribers, profilers = [], [], []
+    try:
+        if not options.connect:
+            mesh = Mesh(config_path, config)
+            say(f"starting a mesh from {options.config_path} in {work}")
+        wait_ready(host, int(port), *users[0])
+        pids = mesh.pids() if mesh else running_roles(str(config_path))
+        baseline = _journal_position(config.journal.path)
+        stop = ctx.Event()
+        for n in range(options.subscribers):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=subscriber_main, args=(config.notifier.publish, symbols, child, stop),
+                            name=f"bench-subscriber-{n}", daemon=True)
+            p.start()
+            subscribers.append((p, parent))
+        n_workers = max(1, min(options.workers, options.sessions))
+        for n in range(n_workers):
+            plan = _plan(options, n, n_workers, users, symbols, instruments, host, int(port),
+                         config.gateway.request_timeout)
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=worker_main, args=(plan, child), name=f"bench-worker-{n}", daemon=True)
+            p.start()
+            workers.append((p, parent))
+        for p, conn in workers + subscribers:
+            _expect(conn, p, "ready", 120)
+        time.sleep(0.5)  # subscriptions reach the notifier (slow joiner)
+        start_wall = time.time() + 0.5
+        measure_from = start_wall + options.warmup
+        measure_to = measure_from + options.duration
+        for _, conn in subscribers:
+            conn.send(("window", (int(measure_from * 1e9), int(measure_to * 1e9))))
+        for _, conn in workers:
+            conn.send(("go", start_wall))
+        result = _measure(options, config, pids, workers, subscribers, start_wall, measure_from, measure_to,
+                          work, profilers, say)
+        stop.set()
+        md = [_expect(conn, p, "done", 30) for p, conn in subscribers]
+        finish(result, options, config, baseline, md, users)
+        return result
+    finally:
+        for p in profilers:
+            if p.poll() is None:
+                p.terminate()
+        for p, _ in workers + subscribers:
+            if p.is_alive():
+                p.terminate()
+            p.join(5)
+        if mesh is not None:
+            mesh.stop()
+        if options.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _plan(options, n, n_workers, users, symbols, instruments, host, port, request_timeout) -> dict:
+    sessions = []
+    for s in range(n, options.sessions, n_workers):
+        user, key = users[s % len(users)]
+        sessions.append((f"w{n}s{s}", user, key))
+    specs = [(s, instruments[s].tick_size, instruments[s].lot_size,
+              instruments[s].min_qty) for s in symbols]
+    return {"host": host, "port": port, "sessions": sessions, "instruments": specs,
+            "rate": None if options.rate is None else options.rate * len(sessions) / options.sessions,
+            "window": options.window, "warmup": options.warmup, "duration": options.duration,
+            "seed": options.seed * 1000 + n, "phase": 0.0, "request_timeout": request_timeout}
+
+
+def _expect(conn, process, what: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if conn.poll(0.2):
+            kind, value = conn.recv()
+            if kind == what:
+                return value
+            if kind == "error":
+                raise RuntimeError(f"{process.name}: {value}")
+        elif not process.is_alive():
+            raise RuntimeError(f"{process.name} exited with {process.exitcode}")
+    raise TimeoutError(f"{process.name}: no {what!r} in {timeout:.0f} s")
+
+
+def _measure(options, config, pids, workers, subscribers, start_wall, measure_from, measure_to, work,
+             profilers, say) -> BenchResult:
+    """Follow the run second by second; return the result with what the workers reported."""
+    result = BenchResult(options={k: v for k, v in asdict(options).items() if k != "progress"},
+                         machine=machine())
+    own = {f"load generator {n}": p.pid for n, (p, _) in enumerate(workers)}
+    own.update({f"subscriber {n}": p.pid for n, (p, _) in enumerate(subscribers)})
+    own["bench (this process)"] = os.getpid()
+    cpu_start: dict[str, float] = {}
+    busy_start = None
+    ticks: dict[int, list[dict]] = defaultdict(list)
+    journal_samples = []
+    done: dict[int, dict] = {}
+    drained: dict[int, int] = {}
+    reader = None
+    while len(done) < len(workers):
+        now = time.time()
+        if busy_start is None and now >= measure_from:
+            cpu_start = {label: cpu_seconds(pid) for label, pid in {**pids, **own}.items()}
+            busy_start = machine_busy()
+            if options.profile_dir:
+                profilers += start_profilers(pids, options.profile_dir, options.duration)
+        if busy_start is not None and not result.cpu and now >= measure_to:
+            cpu_end = {label: cpu_seconds(pid) for label, pid in {**pids, **own}.items()}
+            busy_end = machine_busy()
+            window = now - measure_from
+            result.cpu = {label: round((cpu_end[label] - cpu_start[label]) / window, 3)
+                          for label in cpu_end if cpu_end[label] is not None and cpu_start.get(label) is not None}
+            busy = (busy_end[0] - busy_start[0]) / max(1, busy_end[1] - busy_start[1]) * (os.cpu_count() or 1)
+            ours = sum(result.cpu.values())
+            result.cpu["machine, all processes"] = round(busy, 3)
+            result.cpu["not ours (other processes, kernel)"] = round(busy - ours, 3)
+        if reader is None and os.path.exists(config.journal.path):
+            reader = sqlite3.connect(f"file:{config.journal.path}?mode=ro", uri=True)
+        if reader is not None and now >= start_wall:
+            journal_samples.append((time.time_ns(), _durable(reader)))
+        for n, (p, conn) in enumerate(workers):
+            while n not in done and conn.poll():
+                kind, value = conn.recv()
+                if kind == "tick":
+                    ticks[n].append(value)
+                elif kind == "drained":
+                    drained[n] = value
+                    if len(drained) == len(workers):
+                        for _, c in workers:
+                            c.send(("ping", None))
+                elif kind == "done":
+                    done[n] = value
+                elif kind == "error":
+                    raise RuntimeError(f"{p.name}: {value}")
+            if n not in done and not p.is_alive():
+                raise RuntimeError(f"{p.name} exited with {p.exitcode}")
+        second = min((len(t) for t in ticks.values()), default=0)
+        if len(ticks) == len(workers) and second > len(result.series):
+            result.series.append(_progress(ticks, second - 1, start_wall, options, result, pids, say))
+        time.sleep(max(0.0, 1.0 - (time.time() - now)) if len(drained) < len(workers) else 0.05)
+    if reader is not None:
+        reader.close()
+    result.journal["samples"] = [(t, seqs) for t, seqs in journal_samples]
+    result.counts["workers"] = [done[n] for n in sorted(done)]
+    result.journal["measure_from_ns"], result.journal["measure_to_ns"] = int(measure_from * 1e9), int(measure_to * 1e9)
+    if options.profile_dir:
+        for p in profilers:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+        result.profiles = summarise_profiles(options.profile_dir)
+    return result
+
+
+def _progress(ticks, second, start_wall, options, result, pids, say) -> dict:
+    records = [t[second] for t in ticks.values()]
+    previous = [t[second - 1] for t in ticks.values()] if second else [{"sent": 0, "answered": 0}] * len(records)
+    sent = sum(r["sent"] for r in records) - sum(p["sent"] for p in previous)
+    acks = sum(r["acks"] for r in records)
+    answered = sum(r["answered"] for r in records) - sum(p["answered"] for p in previous)
+    entry = {"t": second + 1, "sent": sent, "answered": answered, "new_acks": acks,
+             "p50_us": max(r["p50"] for r in records), "p99_us": max(r["p99"] for r in records),
+             "max_us": max(r["max"] for r in records), "outstanding": sum(r["outstanding"] for r in records)}
+    phase = "warmup" if second + 1 <= options.warmup else "measure"
+    say(f"{second + 1:4d}s {phase:7s} sent {sent:7,d}/s answered {answered:7,d}/s"
+        f"  ack p50 {latency.us(entry['p50_us'])}"
+        f" p99 {latency.us(entry['p99_us'])} max {latency.us(entry['max_us'])}  outstanding {entry['outstanding']:,d}")
+    return entry
+
+
+def _durable(reader: sqlite3.Connection) -> dict:
+    try:
+        rows = reader.execute("SELECT engine, MAX(seq) FROM events GROUP BY engine").fetchall()
+        out = {}
+        for engine, seq in rows:
+            ts = reader.execute("SELECT ts_event FROM events WHERE engine=? AND seq=?", (engine, seq)).fetchone()
+            out[engine] = (seq, ts[0] if ts else 0)
+        return out
+    except sqlite3.Error:
+        return {}
+
+
+def _journal_position(path: str) -> dict[str, int]:
+    if not os.path.exists(path):
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {e: s for e, s in conn.execute("SELECT engine, MAX(seq) FROM events GROUP BY engine")}
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()

@@ -1,0 +1,130 @@
+"""The mesh under load: start a fresh one for the bench, or find the running one; CPU readings.
+
+CPU use comes from /proc (per process and for the whole machine), so it covers every role,
+the bench's own processes and what else the machine was doing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from exchange.config import Config, hash_key, new_key
+
+
+def bench_config(source: str, directory: Path, sessions: int) -> tuple[Path, list[tuple[str, str]]]:
+    """A copy of the config at ``source`` for a fresh mesh in ``directory``: free loopback ports,
+    its journal and logs inside ``directory``, and one new user per session (so that no session
+    receives another session's fills). Returns the new file and the (user, key) pairs."""
+    from exchange.soak import free_ports
+
+    text = Path(source).read_text()
+    ports = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
+    fresh = dict(zip(ports, map(str, free_ports(len(ports)))))  # one pass: a new port may be an old one
+    text = re.sub(r"127\.0\.0\.1:(\d+)\b", lambda m: f"127.0.0.1:{fresh[m.group(1)]}", text)
+    data = yaml.safe_load(text)
+    data["journal"]["path"] = str(directory / "journal.db")
+    data["var_dir"] = str(directory / "var")
+    if "secret_key_file" in data.get("notifier", {}):
+        data["notifier"]["secret_key_file"] = str(directory / "notifier.key")
+    users = [(f"bench{n + 1}", new_key()) for n in range(sessions)]
+    data["users"] = list(data.get("users") or []) + [{"name": u, "key_hash": hash_key(k, n=2**10)}
+                                                      for u, k in users]
+    path = directory / "bench.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, users
+
+
+class Mesh:
+    """A mesh started by ``exchange up`` for the bench, stopped by ``stop``."""
+
+    def __init__(self, config_path: Path, config: Config):
+        self.log_path = Path(config.var_dir) / "bench-launcher.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "exchange", "up", str(config_path)],
+                                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+
+    def pids(self) -> dict[str, int]:
+        found = re.findall(r"started ([\w-]+(?: \w+)?) \(pid (\d+)\)", self.log_path.read_text(errors="replace"))
+        return {label: int(pid) for label, pid in found}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def running_roles(config_path: str) -> dict[str, int]:
+    """Pids of the roles running with ``config_path`` (``exchange ROLE --config PATH [--name N]``)."""
+    wanted = os.path.realpath(config_path)
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        for role in ("gateway", "engine", "journal-writer", "notifier"):
+            if role in args and "--config" in args:
+                i = args.index("--config")
+                if i + 1 < len(args) and os.path.realpath(args[i + 1]) == wanted:
+                    name = args[args.index("--name") + 1] if "--name" in args else ""
+                    found[f"{role} {name}".strip()] = int(entry.name)
+    return found
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (None if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # (busy, total) jiffies
+
+
+def wait_ready(host: str, port: int, user: str, key: str, timeout: float = 60.0) -> None:
+    """Until a session can log in and every engine answers (CANCELALL goes to all of them)."""
+    from exchange.client import TextClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with TextClient(host, port, timeout=2) as probe:
+                if (probe.request(f"LOGIN {user} {key}") == f"OK LOGIN {user}"
+                        and probe.request("CANCELALL", timeout=5).startswith("OK CANCELALL")):
+                    return
+        except (OSError, TimeoutError):
+            time.sleep(0.2)
+    raise TimeoutError(f"the mesh on {host}:{port} did not answer in {timeout:.0f} s")
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    import zmq
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+            "sqlite": sqlite3.sqlite_version}
