@@ -92,8 +92,10 @@ class _Checkpointer(threading.Thread):
 
     SQLite would otherwise run that checkpoint (and, with synchronous=NORMAL, its fsync) inside
     the commit that crosses ``wal_autocheckpoint`` pages; here it runs beside the writer (PASSIVE:
-    it never blocks it), at most every CHECKPOINT_EVERY_S. The writer's own autocheckpoint stays
-    on at WAL_SAFETY_PAGES, so the WAL stays bounded even if this thread falls behind.
+    it never blocks it), at most every CHECKPOINT_EVERY_S. Under a steady stream of commits it
+    never quite catches up, and SQLite rewinds the WAL only after a checkpoint that did: so the
+    writer's own autocheckpoint stays on at WAL_SAFETY_PAGES, which bounds the WAL (and the file is
+    truncated back to WAL_SIZE_LIMIT after each rewind).
     """
 
     def __init__(self, path: str) -> None:
@@ -114,7 +116,8 @@ class _Checkpointer(threading.Thread):
 
 
 CHECKPOINT_EVERY_S = 0.25
-WAL_SAFETY_PAGES = 65_536  # 256 MiB of 4 KiB pages
+WAL_SAFETY_PAGES = 8_192  # 32 MiB of 4 KiB pages
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 class Writer:
@@ -128,6 +131,7 @@ class Writer:
         path = db.conn.execute("PRAGMA database_list").fetchone()[2]
         if path and db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_PAGES}")
+            self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._checkpointer = _Checkpointer(path)
             self._checkpointer.start()
         # decimal text of the prices and quantities seen lately, per instrument (formatting is slow)
