@@ -117,7 +117,7 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
 
 @cli.group()
 def keys() -> None:
-    """CURVE keys: make a key pair, or show the notifier's public key."""
+    """CURVE keys: make a key pair, or show the notifier's or the gateway's public key."""
 
 
 @keys.command("new")
@@ -137,6 +137,16 @@ def keys_notifier(config_path: str) -> None:
 
     config = _load(config_path)
     click.echo(curve.public_key(curve.server_secret_key(config.notifier.secret_key_file)).decode())
+
+
+@keys.command("gateway")
+@config_option
+def keys_gateway(config_path: str) -> None:
+    """Print the public key of the gateway's ZMQ order entry (CURVE clients need it); makes the key if missing."""
+    from exchange import curve
+
+    config = _load(config_path)
+    click.echo(curve.public_key(curve.server_secret_key(config.gateway.secret_key_file)).decode())
 
 
 @cli.group()

@@ -103,12 +103,20 @@ class TextClient:
 
 
 class ZmqClient:
-    """An order entry session over ZMQ (DEALER): msgpack requests in, msgpack replies out."""
+    """An order entry session over ZMQ (DEALER): msgpack requests in, msgpack replies out.
 
-    def __init__(self, endpoint: str, timeout: float = 10.0):
+    For a gateway with ``zmq_auth: curve`` give ``curve_keys=(gateway public key, own public key,
+    own secret key)`` (Z85): the session is then logged in as the user whose key it holds.
+    """
+
+    def __init__(self, endpoint: str, timeout: float = 10.0,
+                 curve_keys: tuple[bytes, bytes, bytes] | None = None):
         self.timeout = timeout
         self.ctx = mesh.context()
-        self.sock = mesh.socket(self.ctx, zmq.DEALER, connect=endpoint)
+        self.sock = mesh.socket(self.ctx, zmq.DEALER)
+        if curve_keys is not None:
+            curve.make_client(self.sock, *curve_keys)
+        self.sock.connect(endpoint)
         self.decoder = msgspec.msgpack.Decoder(AnyReply)
 
     def send(self, request: ClientRequest) -> None:

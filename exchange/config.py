@@ -40,10 +40,15 @@ class InstrumentConfig(_Section):
     max_qty: Decimal | None = None
     max_price: Decimal | None = None
     stp_default: SelfTradePrevention = SelfTradePrevention.CANCEL_NEWEST
+    max_notional: Decimal | None = None  # largest price × quantity of one order, in the quote currency
+    price_band: Decimal | None = None  # percent: limit prices this far from the last trade at most
+    reference_price: Decimal | None = None  # the band's centre until the instrument first trades
+    max_open_orders: Annotated[int, Meta(ge=1)] | None = None  # per user on this instrument
 
     def build(self) -> Instrument:
         return Instrument(self.symbol, self.tick_size, self.lot_size, self.min_qty, self.max_qty,
-                          self.max_price, self.stp_default)
+                          self.max_price, self.stp_default, self.max_notional, self.price_band,
+                          self.reference_price, self.max_open_orders)
 
 
 class EngineConfig(_Section):
@@ -65,6 +70,18 @@ class GatewayConfig(_Section):
     max_line: Annotated[int, Meta(ge=64, le=65536)] = 1024  # longest accepted request line, bytes
     request_timeout: Annotated[float, Meta(gt=0)] = 10.0  # seconds to wait for an engine's answer
     max_in_flight: Annotated[int, Meta(ge=1)] = 5000  # unanswered orders per engine before BUSY
+    # who may connect, and how much: docs/security.md
+    zmq_auth: Annotated[str, Meta(pattern="^(curve|login)$")] = "curve"  # ZMQ clients: CURVE key, or LOGIN
+    secret_key_file: str = "var/gateway.key"  # CURVE secret of the zmq endpoint; made if missing
+    max_connections: Annotated[int, Meta(ge=1)] = 1000  # text connections + ZMQ sessions, all users
+    max_sessions_per_user: Annotated[int, Meta(ge=1)] = 20  # a user's own max_sessions overrides it
+    max_rate: Annotated[float, Meta(gt=0)] = 1000.0  # requests per second per session, sustained
+    max_burst: Annotated[int, Meta(ge=1)] = 2000  # requests a session may send at once (bucket size)
+    idle_timeout: Annotated[float, Meta(ge=0)] = 300.0  # seconds without a request; 0: never
+    max_write_buffer: Annotated[int, Meta(ge=65536)] = 1024 * 1024  # unread reply bytes before a disconnect
+    login_failure_delay: Annotated[float, Meta(ge=0, le=30)] = 1.0  # seconds before a BAD_LOGIN answer
+    max_failed_logins: Annotated[int, Meta(ge=1)] = 5  # per address and per user name, in the window
+    failed_login_window: Annotated[float, Meta(gt=0)] = 60.0  # seconds
 
 
 class JournalConfig(_Section):
@@ -86,6 +103,10 @@ class UserConfig(_Section):
     name: Name
     key_hash: str  # scrypt$<n>$<salt hex>$<hash hex>, made by `exchange users add`
     curve_public_key: Annotated[str, Meta(pattern=r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")] | None = None
+    max_open_orders: Annotated[int, Meta(ge=1)] | None = None  # per instrument, besides the instrument's own
+    max_sessions: Annotated[int, Meta(ge=1)] | None = None  # None: gateway.max_sessions_per_user
+    max_rate: Annotated[float, Meta(gt=0)] | None = None  # None: gateway.max_rate (and max_burst)
+    cancel_on_disconnect: bool = False  # default for the user's sessions; LOGIN … CANCEL_ON_DISCONNECT asks too
 
 class Config(_Section):
     instruments: list[InstrumentConfig]
@@ -149,6 +170,9 @@ class Config(_Section):
 
     def key_hash(self, user: str) -> str | None:
         return next((u.key_hash for u in self.users if u.name == user), None)
+
+    def user(self, name: str) -> UserConfig | None:
+        return next((u for u in self.users if u.name == name), None)
 
 
 def load_config(path: str | Path) -> Config:

@@ -25,6 +25,12 @@ class RejectCode(enum.Enum):
     NOT_LOGGED_IN = "NOT_LOGGED_IN"  # an order verb before a successful LOGIN
     BAD_LOGIN = "BAD_LOGIN"  # unknown user or wrong key
     ALREADY_LOGGED_IN = "ALREADY_LOGGED_IN"  # a second LOGIN on one session
+    LOGIN_THROTTLED = "LOGIN_THROTTLED"  # too many failed logins from this address or for this user
+    # session limits: the gateway's, per user and per connection
+    RATE_LIMITED = "RATE_LIMITED"  # the session sends faster than it may (its token bucket is empty)
+    MAX_SESSIONS = "MAX_SESSIONS"  # the user already has as many sessions as allowed
+    MAX_CONNECTIONS = "MAX_CONNECTIONS"  # the gateway has all the connections it takes (sent with BYE)
+    IDLE_TIMEOUT = "IDLE_TIMEOUT"  # no request for too long; the session is closed (sent with BYE)
     # validation: the values, before any book is looked at
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"  # no instrument with this symbol
     BAD_PRICE = "BAD_PRICE"  # off the tick grid, not positive, too many digits or out of range
@@ -32,13 +38,17 @@ class RejectCode(enum.Enum):
     BAD_TIF = "BAD_TIF"  # a time in force that this order type cannot have
     DUPLICATE_ID = "DUPLICATE_ID"  # the user already used this client order id
     # book: depends on the state of the book
-    UNKNOWN_ORDER = "UNKNOWN_ORDER"  # no open order with this id belongs to the user
+    NOT_YOUR_ORDER = "NOT_YOUR_ORDER"  # no open order of the user has this id (or none at all: same answer)
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"  # no longer sent (NOT_YOUR_ORDER replaced it); old journals have it
     WOULD_CROSS = "WOULD_CROSS"  # a post-only order would take liquidity
     NO_LIQUIDITY = "NO_LIQUIDITY"  # a market order met an empty opposite side
+    # risk limits: the instrument's and the user's, checked by the engine
+    MAX_NOTIONAL = "MAX_NOTIONAL"  # price × quantity is above the instrument's max_notional
+    PRICE_BAND = "PRICE_BAND"  # the price is too far from the last trade (or the reference price)
+    MAX_OPEN_ORDERS = "MAX_OPEN_ORDERS"  # the user already has as many open orders as allowed
     # system: the exchange, not the request
     BUSY = "BUSY"  # the engine is waiting for the journal; try again shortly
     UNAVAILABLE = "UNAVAILABLE"  # the engine owning the instrument does not answer
-    RATE_LIMITED = "RATE_LIMITED"  # the session sends faster than it may
     INTERNAL = "INTERNAL"  # a bug in the gateway; the session is closed after this reply
 
 

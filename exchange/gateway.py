@@ -2,46 +2,51 @@
 
 Sockets:
     text     asyncio TCP server  ← people and programs typing the text protocol (docs/protocol.md)
-    zmq      ROUTER bound        ← programs with a DEALER: msgpack requests, msgpack replies
+    zmq      ROUTER bound        ← programs with a DEALER: msgpack requests, msgpack replies; a CURVE
+                                   server whose ZAP handler names each client's user (or plain, with
+                                   LOGIN, if ``gateway.zmq_auth`` is ``login``)
     engines  PUSH connect, one per engine → each engine's commands PULL
     replies  PULL bound          ← engines: Replies, released once the journal holds them
 
-One asyncio loop serves everything; the logic lives in exchange.sessions.OrderEntry.
+One asyncio loop serves everything; the logic lives in exchange.sessions.OrderEntry. scrypt for
+LOGIN runs on a small thread pool, so a login never stalls anyone else's orders. Bad input is
+bounded here (docs/security.md): lines are capped at ``max_line``; a client that stops reading
+is no longer read from, and is cut off once ``max_write_buffer`` bytes wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-import re
 import signal
 import time
 
-import msgspec
 import zmq
 import zmq.asyncio
 
-from exchange import mesh
+from exchange import curve, mesh
 from exchange.journal import journal_order_events, order_history
-from exchange.config import Config
+from exchange.config import Config, GatewayConfig
 from exchange.errors import ProtocolError, RejectCode, WireError
-from exchange.protocol import AnyRequest, ClientReply, check_request, format_reply, parse_line
+from exchange.protocol import Bye, ClientReply, Rej, decode_request, format_reply, parse_bytes
 from exchange.sessions import OrderEntry, Session
 from exchange.wire import Decoder, Replies, Request, encode
 
 log = logging.getLogger(__name__)
 
-MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a client that reads slower than this is disconnected
 MAX_ZMQ_MESSAGE = 64 * 1024  # larger frames cost the client its connection; smaller ones get TOO_LARGE
-_CLIENT_ORDER_ID = re.compile(r"(?:^|\s)#([A-Za-z0-9_.:\-]{1,36})(?:\s|$)")
+HANDSHAKE_MS = 3000  # a ZMQ client that has not finished its (CURVE) handshake by then is dropped
+LOGIN_THREADS = 2  # scrypt runs here, off the event loop; more would only let a login flood eat more CPU
 
 
 class TextConnection(asyncio.Protocol):
     """One TCP client: splits lines (with a length cap), answers each with one line."""
 
-    def __init__(self, entry: OrderEntry, max_line: int):
+    def __init__(self, entry: OrderEntry, config: GatewayConfig):
         self.entry = entry
-        self.max_line = max_line
+        self.max_line = config.max_line
+        self.max_write_buffer = config.max_write_buffer
         self.buffer = b""
         self.discarding = False
         self.transport: asyncio.Transport | None = None
@@ -49,20 +54,44 @@ class TextConnection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.session = self.entry.open(self.write)
+        # above this many unread bytes, stop reading the client's requests until it reads its replies
+        transport.set_write_buffer_limits(high=min(256 * 1024, self.max_write_buffer // 2))
+        peer = transport.get_extra_info("peername")
+        try:
+            self.session = self.entry.open(self.write, self.disconnect, peer[0] if peer else "")
+        except ProtocolError as e:  # no room: say so, and close
+            log.warning("refused a connection from %s: %s", peer, e.reason)
+            transport.write((format_reply(Bye(e.code, e.reason)) + "\n").encode())
+            transport.close()
 
     def connection_lost(self, exc) -> None:
-        self.entry.close(self.session)
+        if self.session is not None:
+            self.entry.close(self.session)
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()  # the client is not reading: take no more requests from it
+
+    def resume_writing(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def disconnect(self) -> None:
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # it does not read: a graceful close would wait for it forever
+        else:
+            self.transport.close()
 
     def write(self, replies: list[ClientReply]) -> None:
         if self.transport.is_closing():
             return
         self.transport.write("".join(format_reply(r) + "\n" for r in replies).encode())
-        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        if self.transport.get_write_buffer_size() > self.max_write_buffer:
             log.warning("session %d: client does not read its replies; disconnecting", self.session.id)
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self.session is None:
+            return
         lines = (self.buffer + data).split(b"\n")
         self.buffer = lines.pop()
         for line in lines:
@@ -74,24 +103,15 @@ class TextConnection(asyncio.Protocol):
             self.buffer = b""
             if not self.discarding:  # one answer per overlong line, however many pieces it comes in
                 self.discarding = True
-                self.entry.on_error(self.session, ProtocolError(
+                self.entry.on_error(self.session, Rej(
                     RejectCode.TOO_LARGE, f"line longer than {self.max_line} bytes; discarded"))
 
     def line_received(self, raw: bytes) -> None:
-        if len(raw) > self.max_line:
-            self.entry.on_error(self.session, ProtocolError(
-                RejectCode.TOO_LARGE, f"line longer than {self.max_line} bytes; discarded"))
+        if self.session.closed:
             return
-        try:
-            line = raw.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError:
-            self.entry.on_error(self.session, ProtocolError(RejectCode.MALFORMED, "the line is not UTF-8"))
-            return
-        try:
-            request = parse_line(line)
-        except ProtocolError as e:
-            match = _CLIENT_ORDER_ID.search(line)
-            self.entry.on_error(self.session, e, match.group(1) if match else "")
+        request = parse_bytes(raw, self.max_line)
+        if isinstance(request, Rej):
+            self.entry.on_error(self.session, request)
             return
         try:
             self.entry.on_request(self.session, request)
@@ -110,15 +130,37 @@ class Gateway:
                        for e in config.engines}  # → engines
         self.engines = {name: self._sync(sock) for name, sock in self.pushes.items()}
         self.replies = mesh.socket(self.ctx, zmq.PULL, bind=config.gateway.replies)  # ← engines
-        self.router = mesh.socket(self.ctx, zmq.ROUTER, bind=config.gateway.zmq,
-                                  max_msg_size=MAX_ZMQ_MESSAGE)  # ← ZMQ clients
+        self.keyed = config.gateway.zmq_auth == "curve"
+        self.auth = None
+        self.router = self._router()  # ← ZMQ clients
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
+        loop = asyncio.get_running_loop()
+        self.executor = concurrent.futures.ThreadPoolExecutor(LOGIN_THREADS, thread_name_prefix="login")
+
+        def run_blocking(fn, done) -> None:
+            loop.run_in_executor(self.executor, fn).add_done_callback(
+                lambda future: None if future.cancelled() else done(future.result()))
+
         self.entry = OrderEntry(config, self.send, self.name,
-                                history=lambda order_id: order_history(config.journal.path, order_id))
+                                history=lambda order_id: order_history(config.journal.path, order_id),
+                                run_blocking=run_blocking, later=loop.call_later)
         self.zmq_sessions: dict[bytes, Session] = {}
         known = self.entry.load(journal_order_events(config.journal.path))
         log.info("%d orders known from the journal", known)
+
+    def _router(self) -> zmq.asyncio.Socket:
+        """The ROUTER for ZMQ clients: a CURVE server with ZAP naming each client's user, or plain."""
+        sock = mesh.socket(self.ctx, zmq.ROUTER, max_msg_size=MAX_ZMQ_MESSAGE)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
+        sock.setsockopt(zmq.BACKLOG, 1024)
+        if self.keyed:
+            # the authenticator thread needs a plain context; a shadow shares the ZAP endpoint
+            self.auth = curve.UserAuthenticator(zmq.Context.shadow(self.ctx.underlying), self.config)
+            self.auth.start()
+            curve.make_server(sock, curve.server_secret_key(self.config.gateway.secret_key_file))
+        sock.bind(self.config.gateway.zmq)
+        return sock
 
     @staticmethod
     def _sync(sock: zmq.asyncio.Socket) -> zmq.Socket:
@@ -154,46 +196,77 @@ class Gateway:
             late = self.entry.expire(timeout)
             if late:
                 log.warning("%d requests got no answer from an engine in %.1f s", late, timeout)
+            self.entry.expire_idle()
 
     async def pump_zmq_clients(self) -> None:
-        decoder = msgspec.msgpack.Decoder(AnyRequest)
         sync = self._sync(self.router)
+        max_line = self.config.gateway.max_line
         while True:
-            first = await self.router.recv_multipart()
-            for parts in [first, *mesh.drain(sync)]:
-                identity = parts[0]
-                session = self.zmq_sessions.get(identity)
+            first = await self.router.recv_multipart(copy=False)
+            for parts in [first, *self._drain(sync)]:
+                identity = parts[0].bytes
+                session = self.zmq_sessions.get(identity) or self._zmq_session(sync, identity, parts[-1])
                 if session is None:
-                    session = self.zmq_sessions[identity] = self.entry.open(self._zmq_writer(sync, identity))
-                if len(parts) != 2 or len(parts[1]) > self.config.gateway.max_line:
-                    self.entry.on_error(session, ProtocolError(
-                        RejectCode.TOO_LARGE if len(parts) == 2 else RejectCode.MALFORMED,
-                        f"a request is one frame of at most {self.config.gateway.max_line} bytes"))
                     continue
-                try:
-                    request = check_request(decoder.decode(parts[1]))
-                except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    self.entry.on_error(session, ProtocolError(RejectCode.MALFORMED, f"bad request: {e}"))
+                if len(parts) != 2:
+                    self.entry.on_error(session, Rej(RejectCode.MALFORMED,
+                                                     f"a request is one frame of at most {max_line} bytes"))
                     continue
-                except ProtocolError as e:
-                    self.entry.on_error(session, e)
-                    continue
-                self.entry.on_request(session, request)
+                request = decode_request(parts[1].bytes, max_line)
+                if isinstance(request, Rej):
+                    self.entry.on_error(session, request)
+                else:
+                    self.entry.on_request(session, request)
+
+    @staticmethod
+    def _drain(sock: zmq.Socket, limit: int = 10_000) -> list[list[zmq.Frame]]:
+        messages = []
+        try:
+            while len(messages) < limit:
+                messages.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+        except zmq.Again:
+            pass
+        return messages
+
+    def _zmq_session(self, sock: zmq.Socket, identity: bytes, frame: zmq.Frame) -> Session | None:
+        """A new ZMQ client's session: its user is its CURVE key's (the ZAP User-Id), or none until LOGIN."""
+        user = frame.get("User-Id") if self.keyed else None
+        try:
+            address = frame.get("Peer-Address")
+        except zmq.ZMQError:
+            address = ""
+        try:
+            session = self.entry.open(self._zmq_writer(sock, identity), lambda: self._forget(identity),
+                                      address, user)
+        except ProtocolError as e:  # no room for it: this request gets the reason, and nothing else
+            try:
+                sock.send_multipart([identity, encode(Rej(e.code, e.reason))], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            return None
+        self.zmq_sessions[identity] = session
+        return session
+
+    def _forget(self, identity: bytes) -> None:
+        session = self.zmq_sessions.pop(identity, None)
+        if session is not None:
+            self.entry.close(session)
 
     def _zmq_writer(self, sock: zmq.Socket, identity: bytes):
         def write(replies: list[ClientReply]) -> None:
             try:
                 for reply in replies:
                     sock.send_multipart([identity, encode(reply)], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                session = self.zmq_sessions.pop(identity, None)
-                if session is not None:
-                    self.entry.close(session)
+            except zmq.ZMQError:  # gone, or not reading (its queue is full): the session ends
+                self._forget(identity)
         return write
 
     def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
         for sock in (*self.engines.values(), *self.pushes.values(), self.replies, self.router):
             sock.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
 
@@ -204,11 +277,12 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = await loop.create_server(lambda: TextConnection(gateway.entry, config.gateway.max_line),
+    server = await loop.create_server(lambda: TextConnection(gateway.entry, config.gateway),
                                       host, int(port), backlog=1024, reuse_address=True)
     tasks = [asyncio.create_task(gateway.pump_replies()), asyncio.create_task(gateway.pump_zmq_clients()),
              asyncio.create_task(gateway.expire_requests())]
-    log.info("ready: text protocol on %s, zmq on %s", config.gateway.text, config.gateway.zmq)
+    log.info("ready: text protocol on %s, zmq on %s (%s)", config.gateway.text, config.gateway.zmq,
+             "CURVE keys" if gateway.keyed else "LOGIN")
     try:
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                      return_when=asyncio.FIRST_COMPLETED)

@@ -36,6 +36,7 @@ class ClientRequest(msgspec.Struct, frozen=True, tag=True):
 class LoginRequest(ClientRequest):
     user: str
     key: str
+    cancel_on_disconnect: bool | None = None  # None: the user's default from the config
 
 
 class PlaceRequest(ClientRequest):
@@ -77,6 +78,36 @@ AnyRequest = (LoginRequest | PlaceRequest | CancelRequest | ReplaceRequest | Can
               | StatusRequest | PingRequest)
 
 
+def parse_bytes(raw: bytes, max_line: int) -> ClientRequest | Rej:
+    """One raw line (without its ``\\n``) → a request, or the Rej that answers it. Never raises.
+
+    The Rej echoes the line's ``#client-order-id`` when it names one.
+    """
+    if len(raw) > max_line:
+        return Rej(RejectCode.TOO_LARGE, f"line longer than {max_line} bytes; discarded")
+    try:
+        line = raw.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        return Rej(RejectCode.MALFORMED, "the line is not UTF-8")
+    try:
+        return parse_line(line)
+    except ProtocolError as e:
+        match = _ECHOED_ID.search(line)
+        return Rej(e.code, e.reason, match.group(1) if match else "")
+
+
+def decode_request(frame: bytes, max_size: int) -> ClientRequest | Rej:
+    """One ZMQ frame (a msgpack map) → a request held to the text grammar, or its Rej. Never raises."""
+    if len(frame) > max_size:
+        return Rej(RejectCode.TOO_LARGE, f"a request is one frame of at most {max_size} bytes")
+    try:
+        return check_request(_request_decoder.decode(frame))
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        return Rej(RejectCode.MALFORMED, f"bad request: {str(e)[:200]}")
+    except ProtocolError as e:
+        return Rej(e.code, e.reason)
+
+
 def parse_line(line: str) -> ClientRequest:
     """One request line (without its newline) → a request; ProtocolError if it is not one."""
     words = line.split()
@@ -96,9 +127,15 @@ def _usage(verb: str) -> ProtocolError:
 
 
 def _parse_login(verb: str, args: list[str]) -> LoginRequest:
-    if len(args) != 2 or not _NAME.fullmatch(args[0]) or len(args[1]) > 128:
+    if len(args) not in (2, 3) or not _NAME.fullmatch(args[0]) or len(args[1]) > 128:
         raise _usage(verb)
-    return LoginRequest(args[0], args[1])
+    cancel_on_disconnect = None
+    if len(args) == 3:
+        option = args[2].upper()
+        if option not in _LOGIN_OPTIONS:
+            raise _usage(verb)
+        cancel_on_disconnect = _LOGIN_OPTIONS[option]
+    return LoginRequest(args[0], args[1], cancel_on_disconnect)
 
 
 def _parse_place(verb: str, args: list[str]) -> PlaceRequest:
@@ -183,8 +220,10 @@ _PARSERS = {
     "REPLACE": _parse_replace, "CANCELALL": _parse_cancel_all, "STATUS": _parse_status,
     "PING": _parse_ping,
 }
+_LOGIN_OPTIONS = {"CANCEL_ON_DISCONNECT": True, "KEEP_ON_DISCONNECT": False}
+_ECHOED_ID = re.compile(r"(?:^|\s)#([A-Za-z0-9_.:\-]{1,36})(?:\s|$)")
 _USAGE = {
-    "LOGIN": "LOGIN <user> <key>",
+    "LOGIN": "LOGIN <user> <key> [CANCEL_ON_DISCONNECT|KEEP_ON_DISCONNECT]",
     "BUY": "BUY <symbol> <qty> [@ <price>] [GTC|IOC|FOK|POST] [STP=<mode>] [#<client-order-id>]",
     "SELL": "SELL <symbol> <qty> [@ <price>] [GTC|IOC|FOK|POST] [STP=<mode>] [#<client-order-id>]",
     "CANCEL": "CANCEL <order-id>|#<client-order-id>",
@@ -229,8 +268,12 @@ def check_request(request: ClientRequest) -> ClientRequest:
 
 # -- requests → commands (at the edge: decimal text becomes ticks and lots here) ----------------
 
-def place_command(request: PlaceRequest, instrument: Instrument, user: str, ts: int) -> PlaceOrder:
-    """The engine command for a BUY/SELL; ProtocolError if a value is off the instrument's grid."""
+def place_command(request: PlaceRequest, instrument: Instrument, user: str, ts: int,
+                  max_open_orders: int = 0) -> PlaceOrder:
+    """The engine command for a BUY/SELL; ProtocolError if a value is off the instrument's grid.
+
+    ``user`` and ``max_open_orders`` come from the session and the config, never from the request.
+    """
     try:
         qty = instrument.to_lots(request.qty)
         price = instrument.to_ticks(request.price) if request.price is not None else None
@@ -238,7 +281,7 @@ def place_command(request: PlaceRequest, instrument: Instrument, user: str, ts: 
         raise ProtocolError(e.code, e.reason) from None
     tif = request.tif or (TimeInForce.GTC if price is not None else TimeInForce.IOC)
     return PlaceOrder(user, instrument.symbol, request.side, qty, price, tif, request.stp,
-                      request.client_order_id, ts)
+                      request.client_order_id, ts, max_open_orders)
 
 
 def replace_command(request: ReplaceRequest, instrument: Instrument, order_id: str, user: str,
@@ -268,6 +311,7 @@ class ClientReply(msgspec.Struct, frozen=True, tag=True):
 
 class LoginOk(ClientReply):
     user: str
+    cancel_on_disconnect: bool = False  # the session's orders are canceled when it ends
 
 
 class Ack(ClientReply):
@@ -338,7 +382,15 @@ class Pong(ClientReply):
     pass
 
 
-AnyReply = LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong
+class Bye(ClientReply):
+    """The gateway ends the session (idle, or no room for it); the last line it gets."""
+
+    code: RejectCode
+    reason: str
+
+
+AnyReply = LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong | Bye
+_request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 
 
 def _cid(client_order_id: str) -> str:
@@ -373,9 +425,11 @@ def format_reply(reply: ClientReply) -> str:
         case CancelAllOk():
             return f"OK CANCELALL {reply.count}"
         case LoginOk():
-            return f"OK LOGIN {reply.user}"
+            return f"OK LOGIN {reply.user}" + (" CANCEL_ON_DISCONNECT" if reply.cancel_on_disconnect else "")
         case Pong():
             return "PONG"
+        case Bye():
+            return f"BYE {reply.code.value} {reply.reason}"
     raise TypeError(f"not a reply: {reply!r}")
 
 

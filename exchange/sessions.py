@@ -6,25 +6,33 @@ The gateway role wires this to sockets; this module never touches one. It keeps:
   replies in request order;
 - requests in flight, keyed by request id, until their engine's reply is released;
 - a view of every order its users placed (for STATUS, REPLACE and #client-order-id lookups).
+
+Who may do what (docs/security.md): the user of every command is the session's user, set by a
+LOGIN whose key verified (exchange.access.Logins, off the event loop) or by the connection's
+CURVE key; never a field of a request. Each session has a token bucket (RATE_LIMITED), each
+user a session cap (MAX_SESSIONS), the gateway a connection cap (MAX_CONNECTIONS), and a session
+that sends nothing for ``idle_timeout`` is closed. A session that asked for it has its open
+orders canceled when it ends, however it ends (CancelAll with reason DISCONNECT).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import math
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 
-from exchange.config import Config, verify_key
+from exchange.access import Logins, TokenBucket
+from exchange.config import Config
 from exchange.core.messages import (
     CancelAll, CancelOrder, Command, OrderAccepted, PlaceOrder, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
     OrderRejected, OrderReplaced,
 )
-from exchange.core.orders import OrderStatus
+from exchange.core.orders import CancelReason, OrderStatus
 from exchange.errors import ProtocolError, RejectCode
 from exchange.protocol import (
-    CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest,
+    Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest,
     Out, PingRequest, PlaceRequest, Pong, Rej, ReplaceRequest, State, StatusRequest, cancel_all_command,
     cancel_command, place_command, replace_command, reply_for_event,
 )
@@ -45,12 +53,25 @@ class Session:
     things happened to it even when a request about it (a CANCEL, say) is still unanswered.
     """
 
-    def __init__(self, session_id: int, write: Callable[[list[ClientReply]], None]):
+    def __init__(self, session_id: int, write: Callable[[list[ClientReply]], None],
+                 disconnect: Callable[[], None] = lambda: None, address: str = "",
+                 bucket: TokenBucket | None = None, now: float = 0.0):
         self.id = session_id
         self.user: str | None = None
         self.write = write
+        self.disconnect = disconnect  # ends the connection; the transport then calls OrderEntry.close
+        self.address = address  # the peer, for login throttling and logs
         self.queue: deque[list] = deque()  # [ready, replies] slots, flushed from the head
         self.held: Counter[str] = Counter()  # order id → queued lines about it
+        self.bucket = bucket
+        self.last_request = now
+        self.closed = False
+        self.keyed = False  # logged in by its connection's CURVE key (ZMQ), not by a LOGIN
+        self.login_seen = False
+        self.cancel_on_disconnect = False
+        self.max_open_orders = 0  # the user's own limit, copied into each PlaceOrder
+        self.own_orders: dict[str, None] = {}  # open orders this session placed, oldest first
+        self.waiting: deque[tuple[ClientRequest, list]] | None = None  # requests behind a LOGIN being checked
 
     def reserve(self) -> list:
         slot = [False, []]
@@ -68,6 +89,8 @@ class Session:
         self.flush()
 
     def push(self, replies: list[ClientReply]) -> None:
+        if self.closed:
+            return
         if self.queue and any(self.held[getattr(r, "order_id", "")] for r in replies):
             self.queue.append([True, replies])
             self._count(replies, +1)
@@ -76,6 +99,8 @@ class Session:
             self.write(replies)
 
     def flush(self) -> None:
+        if self.closed:
+            return
         out = []
         while self.queue and self.queue[0][0]:
             replies = self.queue.popleft()[1]
@@ -100,7 +125,7 @@ class OrderView:
     """What the gateway knows of one order, from the events it has seen."""
 
     __slots__ = ("order_id", "user", "symbol", "side", "price", "qty", "filled_qty", "leaves_qty",
-                 "status", "client_order_id", "accepted")
+                 "status", "client_order_id", "accepted", "session")
 
     def __init__(self, e: OrderAccepted):
         self.accepted = e
@@ -108,6 +133,7 @@ class OrderView:
         self.price, self.qty, self.filled_qty, self.leaves_qty = e.price, e.qty, 0, e.qty
         self.status = OrderStatus.NEW
         self.client_order_id = e.client_order_id
+        self.session: Session | None = None  # the session that placed it, while it is open
 
 
 class Pending:
@@ -130,7 +156,10 @@ class OrderEntry:
 
     def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool],
                  gateway: str = "gateway", clock: Callable[[], float] = time.monotonic,
-                 history: Callable[[str], Iterable] = lambda order_id: ()):
+                 history: Callable[[str], Iterable] = lambda order_id: (),
+                 run_blocking: Callable | None = None, later: Callable | None = None):
+        """``run_blocking(fn, done)`` runs scrypt for a LOGIN away from the caller's loop and
+        ``later(delay, fn)`` delays failed logins; both default to "now", for tests in memory."""
         self.config = config
         self.history = history  # order_id → its journaled order events, for resends we never saw answered
         self.gateway = gateway  # this incarnation's name: replies to others' requests only update views
@@ -147,26 +176,118 @@ class OrderEntry:
         self.finished: OrderedDict[str, None] = OrderedDict()
         self.client_order_ids: dict[tuple[str, str], str] = {}
         self.in_flight: dict[tuple[str, str], Pending] = {}  # (user, client order id) → its placement
-        self._logins: set[bytes] = set()  # digests of keys that verified, to skip scrypt next time
+        self.logins = Logins(config, run_blocking or (lambda fn, done: done(fn())),
+                             later or (lambda delay, fn: fn()), clock)
+        self.unsent: list[tuple[str, CancelAll]] = []  # disconnect cancels an engine had no room for
+        self._nobody = Session(0, lambda replies: None)  # answers to the gateway's own requests
         self._next_session = self._next_request = 0
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def open(self, write: Callable[[list[ClientReply]], None]) -> Session:
+    def open(self, write: Callable[[list[ClientReply]], None], disconnect: Callable[[], None] = lambda: None,
+             address: str = "", user: str | None = None) -> Session:
+        """A new session; ``user`` when the connection itself proved it (a CURVE key).
+
+        Raises ProtocolError MAX_CONNECTIONS (or MAX_SESSIONS for ``user``): no session is made.
+        """
+        gateway = self.config.gateway
+        if len(self.sessions) >= gateway.max_connections:
+            raise ProtocolError(RejectCode.MAX_CONNECTIONS, f"the gateway has {gateway.max_connections}"
+                                " connections, the most it takes; try again later")
+        if user is not None:
+            self._check_sessions(user)
+        now = self.clock()
         self._next_session += 1
-        session = self.sessions[self._next_session] = Session(self._next_session, write)
+        session = Session(self._next_session, write, disconnect, address,
+                          TokenBucket(gateway.max_rate, gateway.max_burst, now), now)
+        self.sessions[session.id] = session
+        if user is not None:
+            session.keyed = True
+            self._logged_in(session, user, None)
         return session
 
     def close(self, session: Session) -> None:
+        """The session ended (closed by either side, or expired); cancel its orders if it asked."""
+        if session.closed:
+            return
+        session.closed = True
         self.sessions.pop(session.id, None)
         if session.user:
             self.by_user.get(session.user, set()).discard(session)
+            if session.cancel_on_disconnect:
+                self._cancel_on_disconnect(session, list(session.own_orders))
+        session.own_orders.clear()
+
+    def expire_idle(self) -> int:
+        """Close every session that sent nothing for ``gateway.idle_timeout`` seconds; return how many."""
+        timeout = self.config.gateway.idle_timeout
+        if not timeout:
+            return 0
+        now = self.clock()
+        idle = [session for session in self.sessions.values() if now - session.last_request > timeout]
+        for session in idle:
+            log.info("session %d: idle for %.0f s; closing it", session.id, timeout)
+            session.write([Bye(RejectCode.IDLE_TIMEOUT, f"no request in {timeout:g} s; send PING to stay"
+                                                        " connected")])
+            session.disconnect()
+            self.close(session)
+        return len(idle)
+
+    def _check_sessions(self, user: str) -> None:
+        known = self.config.user(user)
+        limit = (known.max_sessions if known is not None else None) or self.config.gateway.max_sessions_per_user
+        if len(self.by_user.get(user, ())) >= limit:
+            raise ProtocolError(RejectCode.MAX_SESSIONS, f"user {user} has {limit} sessions, the most"
+                                " allowed; close one first")
+
+    def _logged_in(self, session: Session, user: str, request: LoginRequest | None) -> None:
+        known = self.config.user(user)
+        session.user = user
+        session.cancel_on_disconnect = known is not None and known.cancel_on_disconnect
+        if request is not None and request.cancel_on_disconnect is not None:
+            session.cancel_on_disconnect = request.cancel_on_disconnect
+        if known is not None:
+            session.max_open_orders = known.max_open_orders or 0
+            if known.max_rate is not None:
+                gateway = self.config.gateway
+                burst = max(1, math.ceil(gateway.max_burst * known.max_rate / gateway.max_rate))
+                session.bucket = TokenBucket(known.max_rate, burst, self.clock())
+        self.by_user.setdefault(user, set()).add(session)
+        log.info("session %d: %s logged in%s%s", session.id, user, " by CURVE key" if session.keyed else "",
+                 ", cancel on disconnect" if session.cancel_on_disconnect else "")
 
     # -- requests ----------------------------------------------------------------------------
 
     def on_request(self, session: Session, request: ClientRequest) -> None:
         """Handle one request; its reply comes now or when the engine's answer is released."""
+        slot = self._admit(session, getattr(request, "client_order_id", ""))
+        if slot is None:
+            return
+        if session.waiting is not None:  # a LOGIN is being checked: this request waits its turn
+            session.waiting.append((request, slot))
+            return
+        self._handle(session, request, slot)
+
+    def on_error(self, session: Session, error: Rej) -> None:
+        """Answer a line or frame that is not a request (its one reply)."""
+        slot = self._admit(session, error.client_order_id)
+        if slot is not None:
+            session.fill(slot, [error])
+
+    def _admit(self, session: Session, client_order_id: str) -> list | None:
+        """The slot for one more request of the session; None if it is answered RATE_LIMITED."""
+        if session.closed:
+            return None
+        now = self.clock()
+        session.last_request = now
         slot = session.reserve()
+        if session.bucket is not None and not session.bucket.take(now):
+            session.fill(slot, [Rej(RejectCode.RATE_LIMITED, f"more than {session.bucket.rate:g} requests"
+                                    " per second; slow down", client_order_id)])
+            return None
+        return slot
+
+    def _handle(self, session: Session, request: ClientRequest, slot: list) -> None:
         try:
             replies = self._dispatch(session, request, slot)
         except ProtocolError as e:
@@ -174,14 +295,11 @@ class OrderEntry:
         if replies is not None:
             session.fill(slot, replies)
 
-    def on_error(self, session: Session, error: ProtocolError, client_order_id: str = "") -> None:
-        session.fill(session.reserve(), [Rej(error.code, error.reason, client_order_id)])
-
     def _dispatch(self, session: Session, request: ClientRequest, slot: list) -> list | None:
         if isinstance(request, PingRequest):
             return [Pong()]
         if isinstance(request, LoginRequest):
-            return self._login(session, request)
+            return self._login(session, request, slot)
         user = session.user
         if user is None:
             raise ProtocolError(RejectCode.NOT_LOGGED_IN, "log in first: LOGIN <user> <key>")
@@ -192,7 +310,7 @@ class OrderEntry:
                 if instrument is None:
                     raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {request.symbol}; there are"
                                         f" {', '.join(self.instruments)}")
-                command = place_command(request, instrument, user, ts)
+                command = place_command(request, instrument, user, ts, session.max_open_orders)
                 key = (user, request.client_order_id) if request.client_order_id else None
                 if key and (key in self.client_order_ids or key in self.in_flight):
                     return self._resent(session, slot, key, command)
@@ -251,19 +369,46 @@ class OrderEntry:
                       view.side, view.symbol,
                       instrument.format_price(view.price) if view.price is not None else None)]
 
-    def _login(self, session: Session, request: LoginRequest) -> list:
+    def _login(self, session: Session, request: LoginRequest, slot: list) -> list | None:
+        if session.keyed:  # the CURVE key named the user; a LOGIN only sets the session's options
+            if request.user != session.user:
+                raise ProtocolError(RejectCode.BAD_LOGIN, f"this connection's key is {session.user}'s")
+            if session.login_seen:
+                raise ProtocolError(RejectCode.ALREADY_LOGGED_IN, f"this session is logged in as {session.user}")
+            session.login_seen = True
+            if request.cancel_on_disconnect is not None:
+                session.cancel_on_disconnect = request.cancel_on_disconnect
+            return [LoginOk(session.user, session.cancel_on_disconnect)]
         if session.user is not None:
             raise ProtocolError(RejectCode.ALREADY_LOGGED_IN, f"this session is logged in as {session.user}")
-        key_hash = self.config.key_hash(request.user)
-        seen = hashlib.sha256(f"{request.user}\0{request.key}\0{key_hash}".encode()).digest()
-        if key_hash is None or (seen not in self._logins and not verify_key(request.key, key_hash)):
-            log.info("session %d: failed login for %r", session.id, request.user)
-            raise ProtocolError(RejectCode.BAD_LOGIN, "unknown user or wrong key")
-        self._logins.add(seen)
-        session.user = request.user
-        self.by_user.setdefault(request.user, set()).add(session)
-        log.info("session %d: %s logged in", session.id, request.user)
-        return [LoginOk(request.user)]
+        session.waiting = deque()  # until the key is checked, later requests wait (replies stay in order)
+        self.logins.check(request.user, request.key, session.address,
+                          lambda error: self._checked(session, request, slot, error))
+        return None
+
+    def _checked(self, session: Session, request: LoginRequest, slot: list, error: ProtocolError | None) -> None:
+        """The LOGIN's key was checked: answer it, then the requests that waited behind it."""
+        waiting, session.waiting = session.waiting, None
+        if session.closed:
+            return
+        try:
+            if error is None:
+                try:
+                    self._check_sessions(request.user)
+                except ProtocolError as e:
+                    error = e
+            if error is None:
+                self._logged_in(session, request.user, request)
+                session.fill(slot, [LoginOk(request.user, session.cancel_on_disconnect)])
+            else:
+                session.fill(slot, [Rej(error.code, error.reason)])
+            for waited, waited_slot in waiting or ():
+                self._handle(session, waited, waited_slot)
+        except Exception:  # our bug: this session only ends, with a reason (STYLE.md 7.3)
+            log.exception("session %d: internal error; closing the session", session.id)
+            session.write([Rej(RejectCode.INTERNAL, "the gateway failed on this request; closing the session")])
+            session.disconnect()
+            self.close(session)
 
     def _own_order(self, user: str, order_id: str, client_order_id: str) -> OrderView:
         if client_order_id:
@@ -275,8 +420,9 @@ class OrderEntry:
 
     @staticmethod
     def _unknown(user: str, order_id: str, client_order_id: str) -> ProtocolError:
+        """Not an order of this user: the same answer for someone else's and for none at all."""
         name = order_id or f"#{client_order_id}"
-        return ProtocolError(RejectCode.UNKNOWN_ORDER, f"no order {name} of user {user}")
+        return ProtocolError(RejectCode.NOT_YOUR_ORDER, f"no order {name} of user {user}")
 
     def _engine_of(self, order_id: str) -> str | None:
         return self.engine_by_id.get(order_id.split("-", 1)[0])
@@ -299,6 +445,29 @@ class OrderEntry:
         pending = self.pending.pop(request_id)
         if pending.engine is not None:
             self.waiting_on[pending.engine] -= 1
+
+    def _cancel_on_disconnect(self, session: Session, order_ids: list[str]) -> None:
+        """Cancel those of ``order_ids`` that are still open: one CancelAll per engine, reason DISCONNECT."""
+        by_engine: dict[str, list[str]] = {}
+        for order_id in order_ids:
+            view = self.orders.get(order_id)
+            engine = self._engine_of(order_id)
+            if view is not None and view.leaves_qty and engine is not None:
+                by_engine.setdefault(engine, []).append(order_id)
+        for engine, ids in by_engine.items():
+            log.info("session %d of %s ended: canceling its %d open orders on %s", session.id, session.user,
+                     len(ids), engine)
+            self._send_own(engine, CancelAll(session.user, None, time.time_ns(), CancelReason.DISCONNECT,
+                                             tuple(ids)))
+
+    def _send_own(self, engine: str, command: CancelAll) -> None:
+        """Send a request of the gateway's own (no session waits for it); retried if the engine is busy."""
+        self._next_request += 1
+        if not self.send(engine, command, 0, self._next_request):
+            self.unsent.append((engine, command))
+            return
+        self.pending[self._next_request] = Pending(self._nobody, self._nobody.reserve(), command,
+                                                   sent=self.clock())
 
     def _resent(self, session: Session, slot: list, key: tuple[str, str], command: PlaceOrder):
         """A placement with a client order id seen before: the same order gets the original answer
@@ -334,6 +503,9 @@ class OrderEntry:
         The outcome is unknown (the engine may have died with the command in its queue, or be
         slow); the client resends a placement with the same client order id to learn it.
         """
+        unsent, self.unsent = self.unsent, []
+        for engine, command in unsent:
+            self._send_own(engine, command)
         now = self.clock()
         late = [(request_id, p) for request_id, p in self.pending.items() if now - p.sent > timeout]
         for request_id, pending in late:
@@ -374,6 +546,8 @@ class OrderEntry:
                     original = self._original(answer, pending.command)
         for event in reply.events:
             self._track(event)
+        if pending is not None and isinstance(original or answer, OrderAccepted):
+            self._placed(pending.session, (original or answer).order_id)
         requester = pending.session if pending is not None else None
         own: list[ClientReply] = []  # what the requester hears, in its reply slot
         for event in reply.events:
@@ -406,6 +580,18 @@ class OrderEntry:
                 if session.id in self.sessions:
                     session.fill(slot, [reply_for_event(original or answer, self.instruments.get(answer.symbol))])
 
+    def _placed(self, session: Session, order_id: str) -> None:
+        """``session`` placed ``order_id``: remember it while it is open, for cancel on disconnect."""
+        view = self.orders.get(order_id)
+        if view is None or not view.leaves_qty:
+            return
+        if session.closed:  # it ended while the order was on its way: cancel it now, if it asked
+            if session.cancel_on_disconnect:
+                self._cancel_on_disconnect(session, [order_id])
+            return
+        view.session = session
+        session.own_orders[order_id] = None
+
     def _track(self, event) -> None:
         if isinstance(event, OrderAccepted):
             self.orders[event.order_id] = OrderView(event)
@@ -428,6 +614,9 @@ class OrderEntry:
             case OrderReduced():
                 view.qty, view.leaves_qty = view.qty - event.reduced_qty, event.leaves_qty
         if view.leaves_qty == 0:
+            if view.session is not None:
+                view.session.own_orders.pop(view.order_id, None)
+                view.session = None
             self.finished[view.order_id] = None
             while len(self.finished) > MAX_FINISHED_ORDERS:
                 self.orders.pop(self.finished.popitem(last=False)[0], None)

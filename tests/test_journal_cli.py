@@ -216,7 +216,7 @@ def test_trades_name_maker_and_taker_and_match_either_side(built):
 def test_events_filter_by_kind_order_and_time(built):
     rejects = rows("events", "--kind", "OrderRejected", db=built.path)
     assert [(e["engine"], e["user"], e["detail"].split()[0]) for e in rejects] == [
-        ("e1", "carol", "BAD_QTY"), ("e1", "bob", "UNKNOWN_ORDER")]
+        ("e1", "carol", "BAD_QTY"), ("e1", "bob", "NOT_YOUR_ORDER")]
     history = rows("events", "--order-id", "1-1", "--oldest-first", db=built.path)
     assert [e["kind"] for e in history] == ["OrderAccepted", "OrderFilled", "OrderFilled", "OrderRejected",
                                             "OrderReplaced", "OrderCanceled"]  # bob's cancel of 1-1 refused

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from exchange.config import load_config
 from exchange.core.matching import Matcher
-from exchange.core.messages import ORDER_EVENTS, OrderAccepted
-from exchange.protocol import format_reply, parse_line
+from exchange.core.messages import ORDER_EVENTS, CancelAll, OrderAccepted, PlaceOrder
+from exchange.core.orders import CancelReason, OrderStatus
+from exchange.errors import ProtocolError, RejectCode
+from exchange.protocol import Rej, format_reply, parse_bytes
 from exchange.sessions import OrderEntry
 from exchange.wire import Reply
 
@@ -17,20 +20,40 @@ CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.ya
 
 
 class Exchange:
-    """OrderEntry wired to real matchers; engine answers wait in ``outbox`` until ``release()``."""
+    """OrderEntry wired to real matchers; engine answers wait in ``outbox`` until ``release()``.
 
-    def __init__(self, gateway: str = "gw/1"):
-        instruments = CONFIG.instrument_map()
-        self.matchers = {e.name: Matcher(e.id, [instruments[s] for s in e.instruments]) for e in CONFIG.engines}
+    Logins are checked at once unless ``deferred``: then scrypt runs and delayed answers wait in
+    ``blocking`` and ``timers`` until ``run_blocking()`` and ``run_timers()``.
+    """
+
+    def __init__(self, gateway: str = "gw/1", config=CONFIG, deferred: bool = False):
+        instruments = config.instrument_map()
+        self.matchers = {e.name: Matcher(e.id, [instruments[s] for s in e.instruments]) for e in config.engines}
         self.now = 0.0
         self.outbox: list[Reply] = []
+        self.sent: list = []  # every command, in order
         self.reachable = True
-        self.entry = OrderEntry(CONFIG, self.send, gateway, clock=lambda: self.now)
+        self.blocking: list = []
+        self.timers: list = []
+        self.entry = OrderEntry(config, self.send, gateway, clock=lambda: self.now,
+                                run_blocking=(lambda fn, done: self.blocking.append((fn, done))) if deferred else None,
+                                later=(lambda delay, fn: self.timers.append((delay, fn))) if deferred else None)
         self.gateway = gateway
+
+    def run_blocking(self) -> None:
+        blocking, self.blocking = self.blocking, []
+        for fn, done in blocking:
+            done(fn())
+
+    def run_timers(self) -> None:
+        timers, self.timers = self.timers, []
+        for _, fn in timers:
+            fn()
 
     def send(self, engine: str, command, session_id: int, request_id: int) -> bool:
         if not self.reachable:
             return False
+        self.sent.append(command)
         events = self.matchers[engine].handle(command)
         self.outbox.append(Reply(session_id, request_id, [e for e in events if isinstance(e, ORDER_EVENTS)],
                                  self.gateway))
@@ -49,14 +72,27 @@ class Exchange:
 
 
 class Client:
-    def __init__(self, exchange: Exchange):
+    def __init__(self, exchange: Exchange, address: str = "10.0.0.1", user: str | None = None):
         self.exchange = exchange
         self.lines: list[str] = []
-        self.session = exchange.entry.open(lambda replies: self.lines.extend(map(format_reply, replies)))
+        self.disconnected = False
+        self.session = exchange.entry.open(lambda replies: self.lines.extend(map(format_reply, replies)),
+                                           self.disconnect, address, user)
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+    def close(self) -> None:
+        """The client goes away (the transport tells the gateway)."""
+        self.exchange.entry.close(self.session)
 
     def say(self, line: str, release: bool = True) -> list[str]:
         """Send a line, release the engines' answers, return every line received since the last call."""
-        self.exchange.entry.on_request(self.session, parse_line(line))
+        request = parse_bytes(line.encode(), CONFIG.gateway.max_line)  # as the gateway does
+        if isinstance(request, Rej):
+            self.exchange.entry.on_error(self.session, request)
+        else:
+            self.exchange.entry.on_request(self.session, request)
         if release:
             self.exchange.release()
         return self.take()
@@ -195,3 +231,231 @@ def test_an_unanswered_request_does_not_hold_back_fills_of_other_orders(exchange
     exchange.outbox = held
     exchange.release()
     assert alice.take() == ["ACK 1-1 BUY BTC-USD 1.0000 @ 5.00 GTC"]
+
+
+# -- who may do what ----------------------------------------------------------------------------
+
+def configured(gateway: dict | None = None, users: dict | None = None):
+    """CONFIG with some gateway settings and some users' settings changed."""
+    config = CONFIG
+    if gateway:
+        config = msgspec.structs.replace(config, gateway=msgspec.structs.replace(config.gateway, **gateway))
+    if users:
+        config = msgspec.structs.replace(config, users=[
+            msgspec.structs.replace(u, **users.get(u.name, {})) for u in config.users])
+    return config
+
+
+def test_someone_elses_order_and_no_order_at_all_get_the_same_answer(exchange):
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 5 @ 150.00 #mine")
+    alice.say("BUY BTC-USD 1 @ 10.00 #done")
+    alice.say("CANCEL #done")
+    for verb in ("CANCEL {}", "REPLACE {} 10", "STATUS {}"):
+        for existing, missing in (("2-1", "2-99"), ("1-1", "1-99")):  # open, then finished
+            assert bob.say(verb.format(existing)) == [
+                line.replace(missing, existing) for line in bob.say(verb.format(missing))]
+            [line] = bob.say(verb.format(existing))
+            assert line.startswith("REJ NOT_YOUR_ORDER no ") and "alice" not in line
+    assert bob.say("CANCEL #mine") == ["REJ #mine NOT_YOUR_ORDER no order #mine of user bob"]
+    assert bob.say("CANCELALL") == ["OK CANCELALL 0"]
+    assert alice.take() == []
+    assert alice.say("STATUS #mine") == ["STATE 2-1 #mine NEW 0 5 SELL AAPL @ 150.00"]
+
+
+def test_the_key_is_checked_off_the_loop_and_later_requests_wait_for_the_login():
+    exchange = Exchange(deferred=True)
+    alice = Client(exchange)
+    for line in ("LOGIN alice alice-key", "BUY AAPL 1 @ 5.00 #w1", "HELLO", "PING"):
+        alice.say(line)
+    assert alice.take() == [] and len(exchange.blocking) == 1  # scrypt is running elsewhere
+    exchange.run_blocking()
+    exchange.release()
+    assert alice.take() == ["OK LOGIN alice", "ACK 2-1 #w1 BUY AAPL 1 @ 5.00 GTC",
+                            "REJ UNKNOWN_VERB unknown verb 'HELLO'; verbs are LOGIN, BUY, SELL, CANCEL, REPLACE,"
+                            " CANCELALL, STATUS, PING", "PONG"]
+    again = Client(exchange)
+    assert again.say("LOGIN alice alice-key") == ["OK LOGIN alice"]  # verified before: no scrypt
+    assert exchange.blocking == []
+
+
+def test_a_failed_login_is_answered_after_the_delay_and_the_requests_behind_it_wait():
+    exchange = Exchange(deferred=True)
+    mallory = Client(exchange)
+    mallory.say("LOGIN alice guess")
+    mallory.say("BUY AAPL 1 @ 5.00")
+    exchange.run_blocking()
+    assert mallory.take() == [] and [delay for delay, _ in exchange.timers] == [1.0]
+    exchange.run_timers()
+    assert mallory.take() == ["REJ BAD_LOGIN unknown user or wrong key",
+                              "REJ NOT_LOGGED_IN log in first: LOGIN <user> <key>"]
+
+
+def test_an_unknown_user_costs_a_key_check_like_a_known_one():
+    exchange = Exchange(deferred=True)
+    Client(exchange).say("LOGIN nobody some-key")
+    assert len(exchange.blocking) == 1
+    exchange.run_blocking()
+    exchange.run_timers()
+
+
+def test_failed_logins_are_throttled_per_address_and_per_user():
+    exchange = Exchange()
+    for n in range(5):
+        assert Client(exchange, f"10.0.1.{n}").say("LOGIN alice wrong") == [
+            "REJ BAD_LOGIN unknown user or wrong key"]
+    # alice's name is throttled from any address, even with her key; bob is not
+    assert Client(exchange, "10.0.9.9").say("LOGIN alice alice-key") == [
+        "REJ LOGIN_THROTTLED too many failed logins; try again in 60 s"]
+    assert Client(exchange, "10.0.9.9").say("LOGIN bob bob-key") == ["OK LOGIN bob"]
+    for n in range(5):
+        Client(exchange, "10.0.2.1").say(f"LOGIN user{n} wrong")
+    assert Client(exchange, "10.0.2.1").say("LOGIN bob bob-key")[0].startswith("REJ LOGIN_THROTTLED")
+    exchange.now = 61.0  # the failures are older than the window
+    assert Client(exchange, "10.0.2.1").say("LOGIN alice alice-key") == ["OK LOGIN alice"]
+
+
+def test_a_session_over_its_rate_is_refused_rate_limited_until_its_bucket_refills():
+    exchange = Exchange(config=configured(gateway={"max_rate": 2.0, "max_burst": 3}))
+    alice = exchange.session("alice")  # the LOGIN took one token
+    assert alice.say("PING") == alice.say("PING") == ["PONG"]
+    assert alice.say("BUY AAPL 1 @ 5.00 #r1") == [
+        "REJ #r1 RATE_LIMITED more than 2 requests per second; slow down"]
+    alice.session.closed = False
+    exchange.entry.on_error(alice.session, Rej(RejectCode.MALFORMED, "bad", "r2"))
+    assert alice.take() == ["REJ #r2 RATE_LIMITED more than 2 requests per second; slow down"]
+    exchange.now = 0.5
+    assert alice.say("PING") == ["PONG"]
+    assert alice.say("PING")[0].startswith("REJ RATE_LIMITED")
+    assert exchange.sent == []  # nothing over the rate reached an engine
+
+
+def test_a_users_own_rate_replaces_the_gateways():
+    exchange = Exchange(config=configured(gateway={"max_rate": 100.0, "max_burst": 100},
+                                          users={"bob": {"max_rate": 1.0}}))
+    bob = exchange.session("bob")
+    assert bob.say("PING") == ["PONG"]
+    assert bob.say("PING")[0].startswith("REJ RATE_LIMITED more than 1 requests per second")
+
+
+def test_a_user_may_have_at_most_max_sessions():
+    exchange = Exchange(config=configured(users={"alice": {"max_sessions": 2}}))
+    first, _ = exchange.session("alice"), exchange.session("alice")
+    assert Client(exchange).say("LOGIN alice alice-key") == [
+        "REJ MAX_SESSIONS user alice has 2 sessions, the most allowed; close one first"]
+    assert Client(exchange).say("LOGIN bob bob-key") == ["OK LOGIN bob"]
+    first.close()
+    assert Client(exchange).say("LOGIN alice alice-key") == ["OK LOGIN alice"]
+
+
+def test_the_gateway_takes_at_most_max_connections():
+    exchange = Exchange(config=configured(gateway={"max_connections": 2}))
+    first, _ = Client(exchange), Client(exchange)
+    with pytest.raises(ProtocolError) as refused:
+        Client(exchange)
+    assert (refused.value.code, refused.value.reason) == (
+        RejectCode.MAX_CONNECTIONS, "the gateway has 2 connections, the most it takes; try again later")
+    first.close()
+    Client(exchange)
+
+
+def test_an_idle_session_is_told_bye_and_closed_and_ping_keeps_one_alive():
+    exchange = Exchange(config=configured(gateway={"idle_timeout": 30.0}))
+    quiet, chatty = exchange.session("alice"), exchange.session("bob")
+    exchange.now = 20.0
+    chatty.say("PING")
+    exchange.now = 31.0
+    assert exchange.entry.expire_idle() == 1
+    assert quiet.take() == ["BYE IDLE_TIMEOUT no request in 30 s; send PING to stay connected"]
+    assert quiet.disconnected and quiet.session.closed and not chatty.disconnected
+    assert quiet.say("PING") == []  # a closed session takes nothing more
+
+
+def test_the_users_max_open_orders_goes_into_each_order():
+    exchange = Exchange(config=configured(users={"alice": {"max_open_orders": 2}}))
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("BUY AAPL 1 @ 5.00")
+    alice.say("BUY AAPL 1 @ 5.01")
+    assert alice.say("BUY AAPL 1 @ 5.02") == [
+        "REJ MAX_OPEN_ORDERS user alice has 2 open orders on AAPL, the most allowed; cancel one first"]
+    assert alice.say("BUY BTC-USD 1 @ 5.00")[0].startswith("ACK")  # per instrument
+    bob.say("BUY AAPL 1 @ 5.00")
+    assert [c.max_open_orders for c in exchange.sent if isinstance(c, PlaceOrder)] == [2, 2, 2, 2, 0]
+
+
+def test_a_curve_session_is_its_keys_user_and_login_only_sets_options(exchange):
+    keyed = Client(exchange, user="alice")
+    assert keyed.say("BUY AAPL 1 @ 5.00 #k") == ["ACK 2-1 #k BUY AAPL 1 @ 5.00 GTC"]
+    assert keyed.say("LOGIN bob bob-key") == ["REJ BAD_LOGIN this connection's key is alice's"]
+    assert keyed.say("LOGIN alice - CANCEL_ON_DISCONNECT") == ["OK LOGIN alice CANCEL_ON_DISCONNECT"]
+    assert keyed.say("LOGIN alice -")[0].startswith("REJ ALREADY_LOGGED_IN")
+    assert exchange.entry.orders["2-1"].user == "alice"
+
+
+# -- cancel on disconnect -----------------------------------------------------------------------
+
+def test_a_session_that_asked_has_its_own_open_orders_canceled_when_it_ends(exchange):
+    leaving = Client(exchange)
+    assert leaving.say("LOGIN alice alice-key CANCEL_ON_DISCONNECT") == ["OK LOGIN alice CANCEL_ON_DISCONNECT"]
+    staying, bob = exchange.session("alice"), exchange.session("bob")
+    leaving.say("SELL AAPL 5 @ 10.00 #c1")
+    leaving.say("BUY BTC-USD 1 @ 5.00 #c2")
+    leaving.say("BUY AAPL 1 @ 1.00 #c3")
+    leaving.say("CANCEL #c3")
+    bob.say("BUY AAPL 5 @ 10.00")  # fills #c1 completely
+    staying.say("BUY AAPL 2 @ 9.00 #s1")
+    staying.take()
+    leaving.take()
+    leaving.close()
+    exchange.release()
+    cancels = [c for c in exchange.sent if isinstance(c, CancelAll)]
+    assert [(c.user, c.reason, c.order_ids) for c in cancels] == [("alice", CancelReason.DISCONNECT, ("1-1",))]
+    assert staying.take() == ["OUT 1-1 #c2 CANCELED DISCONNECT"]
+    assert list(exchange.matchers["e2"].books["AAPL"].orders) == ["2-4"]  # #s1 stays
+    assert exchange.matchers["e1"].books["BTC-USD"].orders == {}
+    assert leaving.take() == []
+
+
+def test_a_session_that_did_not_ask_leaves_its_orders(exchange):
+    alice = exchange.session("alice")
+    alice.say("BUY AAPL 1 @ 5.00")
+    alice.close()
+    exchange.release()
+    assert not any(isinstance(c, CancelAll) for c in exchange.sent)
+    assert list(exchange.matchers["e2"].books["AAPL"].orders) == ["2-1"]
+
+
+def test_the_users_default_decides_unless_the_login_says_otherwise():
+    exchange = Exchange(config=configured(users={"alice": {"cancel_on_disconnect": True}}))
+    by_default, declined = Client(exchange), Client(exchange)
+    assert by_default.say("LOGIN alice alice-key") == ["OK LOGIN alice CANCEL_ON_DISCONNECT"]
+    assert declined.say("login alice alice-key keep_on_disconnect") == ["OK LOGIN alice"]
+    by_default.say("BUY AAPL 1 @ 5.00")
+    declined.say("BUY AAPL 1 @ 5.01")
+    by_default.close()
+    declined.close()
+    exchange.release()
+    assert list(exchange.matchers["e2"].books["AAPL"].orders) == ["2-2"]
+
+
+def test_an_order_still_on_its_way_when_the_session_ends_is_canceled_once_accepted(exchange):
+    alice = Client(exchange)
+    alice.say("LOGIN alice alice-key CANCEL_ON_DISCONNECT")
+    alice.say("BUY AAPL 1 @ 5.00 #late", release=False)
+    alice.close()
+    exchange.release()  # the ACK arrives for a session that is gone ...
+    exchange.release()  # ... and the gateway cancels the order
+    assert exchange.matchers["e2"].books["AAPL"].orders == {}
+    assert exchange.entry.orders["2-1"].status is OrderStatus.CANCELED
+
+
+def test_a_disconnect_cancel_the_engine_had_no_room_for_is_sent_again(exchange):
+    alice = Client(exchange)
+    alice.say("LOGIN alice alice-key CANCEL_ON_DISCONNECT")
+    alice.say("BUY AAPL 1 @ 5.00")
+    exchange.reachable = False
+    alice.close()
+    exchange.reachable = True
+    exchange.entry.expire(10.0)
+    exchange.release()
+    assert exchange.matchers["e2"].books["AAPL"].orders == {}

@@ -5,7 +5,10 @@ Invariants (the matcher keeps them; ``check()`` asserts them):
 - ``bid_prices``/``ask_prices`` hold exactly the keys of ``bids``/``asks``, sorted;
 - ``best_bid``/``best_ask`` are the highest bid / lowest ask price, or None;
 - a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, ``count`` their number;
-- ``orders`` maps order_id → every live Order on the book.
+- ``orders`` maps order_id → every live Order on the book;
+- ``open_orders`` maps user → how many of ``orders`` are theirs (users with none are absent).
+
+``last_price`` is the price of the book's last trade (None before the first); the matcher sets it.
 
 A canceled order is marked dead and left in its level's deque: it is dropped when it reaches the
 front, or when dead orders outnumber live ones (compaction), so a cancel is O(1).
@@ -42,7 +45,7 @@ class OrderBook:
     """Bids and asks of one instrument."""
 
     __slots__ = ("instrument", "symbol", "bids", "asks", "bid_prices", "ask_prices",
-                 "best_bid", "best_ask", "orders", "last_top")
+                 "best_bid", "best_ask", "orders", "last_top", "open_orders", "last_price")
 
     def __init__(self, instrument: Instrument):
         self.instrument = instrument
@@ -55,6 +58,8 @@ class OrderBook:
         self.best_ask: int | None = None
         self.orders: dict[str, Order] = {}
         self.last_top: tuple = (None, 0, None, 0)  # the top of book last published
+        self.open_orders: dict[str, int] = {}  # user → their orders on this book
+        self.last_price: int | None = None  # of the last trade
 
     def add(self, order: Order) -> Level:
         """Rest ``order`` at the back of its price level; return that level."""
@@ -77,6 +82,8 @@ class OrderBook:
         level.qty += order.leaves_qty
         level.count += 1
         self.orders[order.order_id] = order
+        open_orders = self.open_orders
+        open_orders[order.user] = open_orders.get(order.user, 0) + 1
         return level
 
     def remove(self, order: Order) -> int:
@@ -86,6 +93,7 @@ class OrderBook:
         """
         order.live = False
         del self.orders[order.order_id]
+        self._closed(order.user)
         level = (self.bids if order.side is BUY else self.asks)[order.price]
         level.qty -= order.leaves_qty
         level.count -= 1
@@ -116,11 +124,19 @@ class OrderBook:
         if order.leaves_qty == 0:
             order.live = False
             del self.orders[order.order_id]
+            self._closed(order.user)
             level.count -= 1
             if level.count == 0:
                 self._drop_level(order.side, level.price)
             else:
                 level.orders.popleft()
+
+    def _closed(self, user: str) -> None:
+        left = self.open_orders[user] - 1
+        if left:
+            self.open_orders[user] = left
+        else:
+            del self.open_orders[user]
 
     def _drop_level(self, side: Side, price: int) -> None:
         if side is BUY:
@@ -201,5 +217,9 @@ class OrderBook:
                     assert order.price == price and order.side is side and order.leaves_qty > 0
                     assert self.orders.get(order.order_id) is order
         assert len(self.orders) == sum(level.count for level in (*self.bids.values(), *self.asks.values()))
+        users: dict[str, int] = {}
+        for order in self.orders.values():
+            users[order.user] = users.get(order.user, 0) + 1
+        assert self.open_orders == users, f"open orders per user {self.open_orders}, expected {users}"
         if self.best_bid is not None and self.best_ask is not None:
             assert self.best_bid < self.best_ask, f"crossed book: {self.best_bid} >= {self.best_ask}"

@@ -20,6 +20,7 @@ class BookState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     symbol: str
     last_top: tuple[int | None, int, int | None, int]
     orders: list[tuple[str, str, Side, int, int, int, TimeInForce, SelfTradePrevention, str]]
+    last_price: int | None = None  # of the book's last trade (the price band's centre)
 
 
 class Checkpoint(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -44,7 +45,7 @@ def take(matcher: Matcher) -> bytes:
     for book in matcher.books.values():
         orders = [(o.order_id, o.user, o.side, o.price, o.qty, o.leaves_qty, o.tif, o.stp, o.client_order_id)
                   for side in (Side.BUY, Side.SELL) for o in book.priority_orders(side)]
-        books.append(BookState(book.symbol, book.last_top, orders))
+        books.append(BookState(book.symbol, book.last_top, orders, book.last_price))
     ids = [(user, cid, order_id) for (user, cid), order_id in matcher.client_order_ids.items()]
     return _encode(Checkpoint(matcher.engine_id, matcher.seq, matcher.last_order_number,
                               matcher.last_trade_number, ids, books, matcher.digest()))
@@ -63,6 +64,7 @@ def restore(instruments: Iterable[Instrument], data: bytes) -> Matcher:
         for fields in state.orders:
             book.add(Order(*fields))
         book.last_top = tuple(state.last_top)
+        book.last_price = state.last_price
     if matcher.digest() != checkpoint.digest:
         raise ValueError(f"checkpoint at seq {checkpoint.seq} does not restore to its digest")
     return matcher

@@ -47,11 +47,17 @@ class Instrument:
     Built from decimal strings (as written in the config); afterwards everything is in
     integer ticks and lots: ``min_qty``, ``max_qty`` in lots and ``max_price`` in ticks.
     Raises ValueError if the grids or limits are inconsistent.
+
+    Risk limits, each None when not set (the matcher checks them; see ``notional_problem`` and
+    ``band_problem``): ``max_notional`` in lots × ticks (so ``qty * price`` compares to it as is),
+    ``price_band`` as the fraction (numerator, denominator) of 100 %, ``reference_price`` in
+    ticks (the band's centre until the first trade) and ``max_open_orders`` per user.
     """
 
     __slots__ = (
         "symbol", "tick_size", "lot_size", "min_qty", "max_qty", "max_price", "stp_default",
-        "_tick", "_lot", "_price_places", "_qty_places",
+        "max_notional", "price_band", "reference_price", "max_open_orders",
+        "_tick", "_lot", "_price_places", "_qty_places", "_max_notional_text", "_band_text",
     )
 
     def __init__(
@@ -63,6 +69,10 @@ class Instrument:
         max_qty: str | None = None,
         max_price: str | None = None,
         stp_default: SelfTradePrevention = SelfTradePrevention.CANCEL_NEWEST,
+        max_notional: str | None = None,
+        price_band: str | None = None,
+        reference_price: str | None = None,
+        max_open_orders: int | None = None,
     ):
         self.symbol = symbol
         self.tick_size = tick_size
@@ -77,6 +87,23 @@ class Instrument:
         if self.min_qty > self.max_qty:
             raise ValueError(f"min_qty {min_qty} is above max_qty {max_qty}")
         self.stp_default = stp_default
+        self._max_notional_text = max_notional
+        # notional = qty × lot × price × tick; qty × price is an int, so compare it to max / (lot × tick)
+        self.max_notional = (int(_grid(max_notional, "max_notional") // (self._lot * self._tick))
+                             if max_notional is not None else None)
+        self._band_text = price_band
+        if price_band is not None:
+            band = _grid(price_band, "price_band").as_integer_ratio()
+            self.price_band: tuple[int, int] | None = (band[0], band[1] * 100)
+        else:
+            self.price_band = None
+        self.reference_price = (self._limit(reference_price, self._tick, "reference_price", "tick_size")
+                                if reference_price is not None else None)
+        if self.reference_price is not None and self.reference_price > self.max_price:
+            raise ValueError(f"reference_price {reference_price} is above max_price")
+        if max_open_orders is not None and max_open_orders < 1:
+            raise ValueError(f"max_open_orders {max_open_orders} must be at least 1")
+        self.max_open_orders = max_open_orders
 
     @staticmethod
     def _limit(text: str, unit: Decimal, what: str, unit_name: str) -> int:
@@ -125,6 +152,40 @@ class Instrument:
         if ticks > self.max_price:
             return f"price {self.format_price(ticks)} is above the maximum {self.format_price(self.max_price)}"
         return ""
+
+    def notional_problem(self, lots: int, ticks: int) -> str:
+        """Why ``lots`` at ``ticks`` is above ``max_notional``, or "" if it is allowed (or unlimited)."""
+        if self.max_notional is None or lots * ticks <= self.max_notional:
+            return ""
+        return (f"notional {self.format_notional(lots * ticks)} ({self.format_qty(lots)} at"
+                f" {self.format_price(ticks)}) is above the maximum {self._max_notional_text}")
+
+    def band(self, reference: int) -> tuple[int, int]:
+        """The lowest and highest price (ticks) allowed around ``reference`` by the price band."""
+        num, den = self.price_band
+        low = -(-reference * (den - num) // den) if den > num else 1  # rounded up
+        high = reference * (den + num) // den  # rounded down
+        return max(low, 1), high
+
+    def band_problem(self, ticks: int, last_price: int | None) -> str:
+        """Why ``ticks`` is outside the price band around the last trade (or the reference price)."""
+        if self.price_band is None:
+            return ""
+        reference, what = last_price, "the last trade"
+        if reference is None:
+            reference, what = self.reference_price, "the reference price"
+            if reference is None:
+                return ""  # nothing traded and no reference: no band yet
+        low, high = self.band(reference)
+        if low <= ticks <= high:
+            return ""
+        return (f"price {self.format_price(ticks)} is more than {self._band_text}% from {what}"
+                f" {self.format_price(reference)}; allowed {self.format_price(low)} to {self.format_price(high)}")
+
+    def format_notional(self, lots_ticks: int) -> str:
+        """A notional in lots × ticks → decimal text in the quote currency, without trailing zeros."""
+        text = f"{lots_ticks * self._lot * self._tick:.{self._price_places + self._qty_places}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
 
     def format_price(self, ticks: int) -> str:
         """Ticks → decimal text with the tick's number of places (``430001`` → ``"4300.10"``)."""

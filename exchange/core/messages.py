@@ -36,6 +36,7 @@ class PlaceOrder(Command):
     stp: SelfTradePrevention | None = None  # None: the instrument's default
     client_order_id: str = ""
     ts_received: int = 0
+    max_open_orders: int = 0  # the user's own limit, set by the gateway from the config; 0: none
 
 
 class CancelOrder(Command):
@@ -69,11 +70,17 @@ class ReplaceOrder(Command):
 
 
 class CancelAll(Command):
-    """Cancel all open orders of ``user``, on one instrument or (``symbol`` None) on all."""
+    """Cancel all open orders of ``user``, on one instrument or (``symbol`` None) on all.
+
+    ``order_ids``, when given, narrows it to those of the user's open orders (a session's own
+    orders, canceled when it disconnects); ``reason`` goes into every ``OrderCanceled``.
+    """
 
     user: str
     symbol: str | None = None
     ts_received: int = 0
+    reason: CancelReason = CancelReason.CANCEL_ALL
+    order_ids: tuple[str, ...] | None = None
 
 
 class Event(msgspec.Struct, frozen=True, tag=True, array_like=True, gc=False):

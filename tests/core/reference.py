@@ -313,7 +313,7 @@ class ReferenceMatcher:
             for order in book.orders():
                 if order.order_id == order_id and order.user == cmd.user:
                     return book, order
-        return self.reject(cmd, RejectCode.UNKNOWN_ORDER)
+        return self.reject(cmd, RejectCode.NOT_YOUR_ORDER)
 
     @staticmethod
     def reject(cmd, code: RejectCode, order_id: str = "") -> OrderRejected:

@@ -48,7 +48,7 @@ def test_cancel_or_replace_of_an_order_that_is_not_the_users_open_order_changes_
                buy("bob", "1", at="99.00"))
     before, state = market.book(), market.matcher.books["BTC-USD"].state()
     rejected, = market.handle(command)
-    assert (rejected.code.value, rejected.reason, rejected.user) == ("UNKNOWN_ORDER", reason, command.user)
+    assert (rejected.code.value, rejected.reason, rejected.user) == ("NOT_YOUR_ORDER", reason, command.user)
     assert (rejected.order_id, rejected.client_order_id) == (command.order_id, command.client_order_id)
     assert market.book() == before == drawn("| 100.00 | 1.000 alice")
     assert market.matcher.books["BTC-USD"].state() == state
@@ -77,7 +77,7 @@ def test_cancel_by_order_id_without_a_symbol_finds_the_book(market):
 
 def test_a_canceled_order_cannot_be_canceled_again(market):
     market.run(sell("alice", "1", at="100.00"), cancel("alice", "7-1"))
-    assert market(cancel("alice", "7-1")) == ["rejected alice UNKNOWN_ORDER 7-1: no open order 7-1 of user alice"]
+    assert market(cancel("alice", "7-1")) == ["rejected alice NOT_YOUR_ORDER 7-1: no open order 7-1 of user alice"]
 
 
 # -- replace -------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_the_transcript_shows_every_verb_pushed_line_and_reject_it_promises():
                     r"OK CANCELALL \d+", r"STATE .*", r"PONG"):
         assert _received(pattern), f"the transcript never shows a line like {pattern!r}"
     for code in ("NOT_LOGGED_IN", "BAD_LOGIN", "ALREADY_LOGGED_IN", "BAD_PRICE", "BAD_QTY", "BAD_TIF",
-                 "UNKNOWN_SYMBOL", "UNKNOWN_VERB", "MALFORMED", "DUPLICATE_ID", "UNKNOWN_ORDER", "WOULD_CROSS",
+                 "UNKNOWN_SYMBOL", "UNKNOWN_VERB", "MALFORMED", "DUPLICATE_ID", "NOT_YOUR_ORDER", "WOULD_CROSS",
                  "NO_LIQUIDITY"):
         assert _received(rf"REJ (#\S+ )?{code} .+"), f"the transcript never shows REJ {code}"
     # bob is refused alice's order, by its id and by her client order id

@@ -124,7 +124,7 @@ def test_a_second_login_is_rejected_and_the_session_stays_the_first_user(alice, 
     assert_rejected(alice, "LOGIN bob bob-key", "ALREADY_LOGGED_IN")
     order_id = ack_id(alice.request("BUY AAPL 1 @ 1.00 #who-am-i"))
     assert alice.request("STATUS #who-am-i") == f"STATE {order_id} #who-am-i NEW 0 1 BUY AAPL @ 1.00"
-    assert_rejected(bob, "STATUS #who-am-i", "UNKNOWN_ORDER", cid=None)
+    assert_rejected(bob, "STATUS #who-am-i", "NOT_YOUR_ORDER", cid=None)
 
 
 # -- the line itself ------------------------------------------------------------------------------
@@ -295,15 +295,15 @@ def test_a_client_order_id_is_taken_while_its_order_is_still_in_flight(module_me
     "CANCEL 1-999999", "CANCEL 9-1", "CANCEL #never", "REPLACE 1-999999 1", "REPLACE 2-999999 1 @ 5",
     "REPLACE #never 1", "STATUS 1-999999", "STATUS 9-1", "STATUS #never",
 ])
-def test_an_unknown_order_is_rejected_unknown_order(alice, line):
-    assert_rejected(alice, line, "UNKNOWN_ORDER", cid=None)
+def test_an_unknown_order_is_rejected_not_your_order(alice, line):
+    assert_rejected(alice, line, "NOT_YOUR_ORDER", cid=None)
 
 
 def test_a_finished_order_cannot_be_canceled_or_replaced(alice):
     order_id = ack_id(alice.request("BUY AAPL 1 @ 1.00 #done"))
     assert alice.request(f"CANCEL {order_id}") == f"OUT {order_id} #done CANCELED"
-    assert_rejected(alice, f"CANCEL {order_id}", "UNKNOWN_ORDER")
-    assert_rejected(alice, f"REPLACE {order_id} 2", "UNKNOWN_ORDER", cid=None)
+    assert_rejected(alice, f"CANCEL {order_id}", "NOT_YOUR_ORDER")
+    assert_rejected(alice, f"REPLACE {order_id} 2", "NOT_YOUR_ORDER", cid=None)
     assert alice.request(f"STATUS {order_id}") == f"STATE {order_id} #done CANCELED 0 0 BUY AAPL @ 1.00"
 
 
@@ -311,7 +311,7 @@ def test_bob_cannot_cancel_replace_or_see_alices_order(alice, bob):
     order_id = ack_id(alice.request("SELL AAPL 5 @ 150.00 #mine"))
     for line in (f"CANCEL {order_id}", "CANCEL #mine", f"REPLACE {order_id} 10", "REPLACE #mine 10 @ 1",
                  f"STATUS {order_id}", "STATUS #mine"):
-        reply = assert_rejected(bob, line, "UNKNOWN_ORDER", cid=None)
+        reply = assert_rejected(bob, line, "NOT_YOUR_ORDER", cid=None)
         assert "alice" not in reply, f"{line!r} → {reply!r} tells bob whose order it is"
     assert bob.request("CANCELALL AAPL") == "OK CANCELALL 0"
     assert bob.request("CANCELALL") == "OK CANCELALL 0"
@@ -340,13 +340,13 @@ def test_replace_to_a_quantity_at_or_below_the_filled_one_is_rejected_bad_qty(al
 # -- client order ids in rejects ------------------------------------------------------------------
 
 def test_status_reject_echoes_the_client_order_id_it_names(alice):
-    assert_rejected(alice, "STATUS #nope", "UNKNOWN_ORDER", cid="nope")
+    assert_rejected(alice, "STATUS #nope", "NOT_YOUR_ORDER", cid="nope")
 
 
 def test_cancel_reject_by_the_engine_echoes_the_client_order_id_it_names(alice):
     order_id = ack_id(alice.request("BUY AAPL 1 @ 1.00 #gone"))
     assert alice.request("CANCEL #gone") == f"OUT {order_id} #gone CANCELED"
-    assert_rejected(alice, "CANCEL #gone", "UNKNOWN_ORDER", cid="gone")
+    assert_rejected(alice, "CANCEL #gone", "NOT_YOUR_ORDER", cid="gone")
 
 
 def test_replace_reject_by_the_engine_echoes_the_client_order_id_it_names(alice, bob):
@@ -357,8 +357,8 @@ def test_replace_reject_by_the_engine_echoes_the_client_order_id_it_names(alice,
 
 
 def test_gateway_rejects_echo_the_client_order_id_they_name(alice):
-    assert_rejected(alice, "CANCEL #nope", "UNKNOWN_ORDER", cid="nope")
-    assert_rejected(alice, "REPLACE #nope 1", "UNKNOWN_ORDER", cid="nope")
+    assert_rejected(alice, "CANCEL #nope", "NOT_YOUR_ORDER", cid="nope")
+    assert_rejected(alice, "REPLACE #nope 1", "NOT_YOUR_ORDER", cid="nope")
     assert_rejected(alice, "BUY AAPL 1 @ 0.001 #e1", "BAD_PRICE", cid="e1")
 
 
@@ -376,7 +376,7 @@ def test_pipelined_requests_get_one_reply_each_in_request_order(alice):
     assert parse_rej(replies[4])[1] == "MALFORMED"
     assert replies[5] == f"STATE {order_id} #pipe NEW 0 1 BUY AAPL @ 1.00"
     assert replies[6] == f"OUT {order_id} #pipe CANCELED"
-    assert parse_rej(replies[7])[1] == "UNKNOWN_ORDER"
+    assert parse_rej(replies[7])[1] == "NOT_YOUR_ORDER"
     assert replies[8] == "PONG"
     with pytest.raises(TimeoutError):
         alice.read_line(timeout=0.3)
@@ -466,9 +466,9 @@ def test_zmq_login_rules_are_the_text_ones(module_mesh, zmq_carol):
     (PlaceRequest(Side.SELL, "DOGE-USD", "1", "1.00", client_order_id="z3"), "UNKNOWN_SYMBOL"),
     (PlaceRequest(Side.SELL, "AAPL", "1", None, TimeInForce.POST, client_order_id="z4"), "BAD_TIF"),
     (PlaceRequest(Side.SELL, "ETH-USD", "1", None, client_order_id="z5"), "NO_LIQUIDITY"),
-    (CancelRequest("1-999999"), "UNKNOWN_ORDER"),
-    (CancelRequest(client_order_id="z-never"), "UNKNOWN_ORDER"),
-    (StatusRequest("2-999999"), "UNKNOWN_ORDER"),
+    (CancelRequest("1-999999"), "NOT_YOUR_ORDER"),
+    (CancelRequest(client_order_id="z-never"), "NOT_YOUR_ORDER"),
+    (StatusRequest("2-999999"), "NOT_YOUR_ORDER"),
 ])
 def test_zmq_values_are_checked_like_text(zmq_carol, request_, code):
     zmq_rejected(zmq_carol, request_, code, getattr(request_, "client_order_id", ""))

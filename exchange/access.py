@@ -1,0 +1,133 @@
+"""Who may log in, and how fast anyone may ask: the gateway's bookkeeping for docs/security.md.
+
+No sockets and no clock of its own: callers pass ``now`` (seconds, one monotonic clock) or a
+clock, and the means to run scrypt elsewhere and to call back later. Memory is bounded whatever clients do: a throttle remembers at most ``MAX_TRACKED``
+addresses and user names, forgetting the oldest first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from exchange.config import Config, hash_key, verify_key
+from exchange.errors import ProtocolError, RejectCode
+
+log = logging.getLogger(__name__)
+
+MAX_TRACKED = 100_000  # addresses and user names with recent failed logins
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up; a request takes one."""
+
+    __slots__ = ("rate", "burst", "tokens", "last")
+
+    def __init__(self, rate: float, burst: int, now: float):
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.last = float(burst), now
+
+    def take(self, now: float) -> bool:
+        """Take a token if there is one; False means the caller is over its rate."""
+        tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
+
+class LoginThrottle:
+    """Failed logins per address and per user name, within a sliding window of ``window`` seconds.
+
+    Past ``limit`` failures for either, logins are refused without checking the key, until the
+    oldest failure leaves the window. Unknown user names count like known ones, so the answer
+    never tells whether a user exists.
+    """
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    def wait(self, address: str, user: str, now: float) -> float:
+        """Seconds until a login for ``user`` from ``address`` may be tried; 0 if it may now."""
+        longest = 0.0
+        for key in (("address", address), ("user", user)):
+            times = self._recent(key, now)
+            if times is not None and len(times) >= self.limit:
+                longest = max(longest, times[0] + self.window - now)
+        return longest
+
+    def failed(self, address: str, user: str, now: float) -> None:
+        for key in (("address", address), ("user", user)):
+            times = self._recent(key, now)
+            if times is None:
+                times = self.failures[key] = deque(maxlen=self.limit)
+            times.append(now)
+            self.failures.move_to_end(key)
+        while len(self.failures) > MAX_TRACKED:
+            self.failures.popitem(last=False)
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
+        times = self.failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self.failures[key]
+            return None
+        return times
+
+
+class Logins:
+    """LOGIN: the key checked against its scrypt hash off the event loop; failures slow and throttled.
+
+    ``run_blocking(fn, done)`` runs ``fn()`` away from the caller's loop and calls ``done(result)``
+    back on it; ``later(delay, fn)`` calls ``fn()`` after ``delay`` seconds. A key that verified
+    once is remembered by a digest, so that logging in again costs no scrypt. Keys are never
+    logged, and an unknown user costs one scrypt like a known one (the answer is the same).
+    """
+
+    def __init__(self, config: Config, run_blocking: Callable[[Callable[[], bool], Callable[[bool], None]], None],
+                 later: Callable[[float, Callable[[], None]], None], clock: Callable[[], float]):
+        self.config, self.run_blocking, self.later, self.clock = config, run_blocking, later, clock
+        gateway = config.gateway
+        self.delay = gateway.login_failure_delay
+        self.throttle = LoginThrottle(gateway.max_failed_logins, gateway.failed_login_window)
+        self.verified: set[bytes] = set()
+        self._unknown_user_hash = hash_key(secrets.token_urlsafe(16))
+
+    def check(self, user: str, key: str, address: str, done: Callable[[ProtocolError | None], None]) -> None:
+        """Decide whether ``user`` may log in with ``key`` from ``address``: ``done(None)`` if so,
+        else ``done(error)`` — at once, or after the failure delay."""
+        wait = self.throttle.wait(address, user, self.clock())
+        if wait > 0:
+            log.info("login for %r from %s throttled", user, address)
+            error = ProtocolError(RejectCode.LOGIN_THROTTLED,
+                                  f"too many failed logins; try again in {math.ceil(wait)} s")
+            self.later(self.delay, lambda: done(error))
+            return
+        known = self.config.user(user)
+        key_hash = known.key_hash if known is not None else self._unknown_user_hash
+        digest = hashlib.sha256(f"{user}\0{key}\0{key_hash}".encode()).digest()
+        if known is not None and digest in self.verified:
+            done(None)
+            return
+
+        def verified(ok: bool) -> None:
+            if ok and known is not None:
+                self.verified.add(digest)
+                done(None)
+                return
+            log.info("failed login for %r from %s", user, address)
+            self.throttle.failed(address, user, self.clock())
+            error = ProtocolError(RejectCode.BAD_LOGIN, "unknown user or wrong key")
+            self.later(self.delay, lambda: done(error))
+
+        self.run_blocking(lambda: verify_key(key, key_hash), verified)
