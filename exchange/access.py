@@ -7,6 +7,7 @@ addresses and user names, forgetting the oldest first.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -85,6 +86,12 @@ class LoginThrottle:
         return times
 
 
+@functools.cache
+def _unknown_user_hash() -> str:
+    """A hash no key matches: an unknown user's LOGIN costs one scrypt, like a known user's."""
+    return hash_key(secrets.token_urlsafe(16))
+
+
 class Logins:
     """LOGIN: the key checked against its scrypt hash off the event loop; failures slow and throttled.
 
@@ -101,7 +108,6 @@ class Logins:
         self.delay = gateway.login_failure_delay
         self.throttle = LoginThrottle(gateway.max_failed_logins, gateway.failed_login_window)
         self.verified: set[bytes] = set()
-        self._unknown_user_hash = hash_key(secrets.token_urlsafe(16))
 
     def check(self, user: str, key: str, address: str, done: Callable[[ProtocolError | None], None]) -> None:
         """Decide whether ``user`` may log in with ``key`` from ``address``: ``done(None)`` if so,
@@ -114,7 +120,7 @@ class Logins:
             self.later(self.delay, lambda: done(error))
             return
         known = self.config.user(user)
-        key_hash = known.key_hash if known is not None else self._unknown_user_hash
+        key_hash = known.key_hash if known is not None else _unknown_user_hash()
         digest = hashlib.sha256(f"{user}\0{key}\0{key_hash}".encode()).digest()
         if known is not None and digest in self.verified:
             done(None)

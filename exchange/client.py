@@ -32,9 +32,10 @@ class TextClient:
     """A text-protocol session over TCP. ``request`` sends a line and returns its one reply line;
     pushed lines (FILL, OUT, REDUCED) that arrive meanwhile are kept in ``pushed``."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, source: str | None = None):
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buffer = b""
         self.pushed: deque[str] = deque()
 

@@ -103,7 +103,9 @@ def decode_request(frame: bytes, max_size: int) -> ClientRequest | Rej:
     try:
         return check_request(_request_decoder.decode(frame))
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        return Rej(RejectCode.MALFORMED, f"bad request: {str(e)[:200]}")
+        # the decoder quotes what it was given: keep the reason one printable line
+        reason = "".join(c if c.isprintable() else "?" for c in str(e)[:200])
+        return Rej(RejectCode.MALFORMED, f"bad request: {reason}")
     except ProtocolError as e:
         return Rej(e.code, e.reason)
 

@@ -25,7 +25,7 @@ class GridError(ValueError):
 def parse_decimal(text: str, what: str, code: RejectCode) -> Decimal:
     """A plain positive decimal (digits, optional fraction), or GridError naming ``what``."""
     if not _DECIMAL_TEXT.fullmatch(text):
-        if text.startswith("-"):
+        if text.startswith("-") and _DECIMAL_TEXT.fullmatch(text[1:]):
             raise GridError(code, f"{what} {text} must be positive")
         raise GridError(code, f"{what} {text!r} is not a plain decimal number of at most 12+12 digits")
     value = Decimal(text)

@@ -106,20 +106,14 @@ NOT_PLAIN = [
 def test_price_that_is_not_plain_decimal_text_is_bad_price(text):
     code, reason = refusal(BTC.to_ticks, text)
     assert code is BAD_PRICE
-    if text.startswith("-"):
-        assert reason == f"price {text} must be positive"
-    else:
-        assert reason == f"price {text!r} is not a plain decimal number of at most 12+12 digits"
+    assert reason == f"price {text!r} is not a plain decimal number of at most 12+12 digits"  # quoted: any text
 
 
 @pytest.mark.parametrize("text", NOT_PLAIN)
 def test_quantity_that_is_not_plain_decimal_text_is_bad_qty(text):
     code, reason = refusal(BTC.to_lots, text)
     assert code is BAD_QTY
-    if text.startswith("-"):
-        assert reason == f"quantity {text} must be positive"
-    else:
-        assert reason == f"quantity {text!r} is not a plain decimal number of at most 12+12 digits"
+    assert reason == f"quantity {text!r} is not a plain decimal number of at most 12+12 digits"  # quoted: any text
 
 
 def test_grid_error_is_a_value_error_carrying_code_and_reason():
