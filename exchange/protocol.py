@@ -92,7 +92,8 @@ def parse_bytes(raw: bytes, max_line: int) -> ClientRequest | Rej:
     try:
         return parse_line(line)
     except ProtocolError as e:
-        match = _ECHOED_ID.search(line)
+        login = line.lstrip()[:6].upper() == "LOGIN "
+        match = _ECHOED_ID.search(line) if not login else None  # a LOGIN's words may be a key: never echoed
         return Rej(e.code, e.reason, match.group(1) if match else "")
 
 

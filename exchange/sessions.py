@@ -20,28 +20,26 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from exchange.access import Logins, TokenBucket
 from exchange.config import Config
 from exchange.core.messages import (
-    CancelAll, CancelOrder, Command, OrderAccepted, PlaceOrder, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
-    OrderRejected, OrderReplaced,
+    CancelAll, CancelOrder, Command, OrderAccepted, OrderCanceled, OrderFilled, OrderRejected, OrderReplaced,
+    PlaceOrder,
 )
-from exchange.core.orders import CancelReason, OrderStatus
+from exchange.core.orders import CancelReason
 from exchange.errors import ProtocolError, RejectCode
+from exchange.order_views import OrderViews, not_yours
 from exchange.protocol import (
     Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest,
-    Out, PingRequest, PlaceRequest, Pong, Rej, ReplaceRequest, State, StatusRequest, cancel_all_command,
+    Out, PingRequest, PlaceRequest, Pong, Rej, ReplaceRequest, StatusRequest, cancel_all_command,
     cancel_command, place_command, replace_command, reply_for_event,
 )
 from exchange.wire import Reply
 
 log = logging.getLogger(__name__)
-
-MAX_FINISHED_ORDERS = 100_000  # finished orders kept for STATUS
-
 
 class Session:
     """One client connection. ``write`` takes a list of replies, in order.
@@ -121,21 +119,6 @@ class Session:
                     del self.held[order_id]
 
 
-class OrderView:
-    """What the gateway knows of one order, from the events it has seen."""
-
-    __slots__ = ("order_id", "user", "symbol", "side", "price", "qty", "filled_qty", "leaves_qty",
-                 "status", "client_order_id", "accepted", "session")
-
-    def __init__(self, e: OrderAccepted):
-        self.accepted = e
-        self.order_id, self.user, self.symbol, self.side = e.order_id, e.user, e.symbol, e.side
-        self.price, self.qty, self.filled_qty, self.leaves_qty = e.price, e.qty, 0, e.qty
-        self.status = OrderStatus.NEW
-        self.client_order_id = e.client_order_id
-        self.session: Session | None = None  # the session that placed it, while it is open
-
-
 class Pending:
     """A request sent to engines whose answer has not been released yet."""
 
@@ -172,9 +155,10 @@ class OrderEntry:
         self.by_user: dict[str, set[Session]] = {}
         self.pending: dict[int, Pending] = {}
         self.waiting_on: Counter[str] = Counter()  # requests in flight per engine
-        self.orders: dict[str, OrderView] = {}
-        self.finished: OrderedDict[str, None] = OrderedDict()
-        self.client_order_ids: dict[tuple[str, str], str] = {}
+        self.views = OrderViews(self.instruments)
+        self.orders = self.views.orders  # order id → OrderView
+        self.client_order_ids = self.views.client_order_ids  # (user, client order id) → order id
+        self.load = self.views.load
         self.in_flight: dict[tuple[str, str], Pending] = {}  # (user, client order id) → its placement
         self.logins = Logins(config, run_blocking or (lambda fn, done: done(fn())),
                              later or (lambda delay, fn: fn()), clock)
@@ -324,7 +308,7 @@ class OrderEntry:
                 order_id = request.order_id or self.client_order_ids.get(key, "")
                 engine = self._engine_of(order_id)
                 if engine is None:
-                    raise self._unknown(user, request.order_id, request.client_order_id)
+                    raise not_yours(user, request.order_id, request.client_order_id)
                 # an order this gateway has not seen may still be the user's: the engine decides
                 return self._forward(session, slot, engine,
                                      cancel_command(order_id, user, ts, request.client_order_id))
@@ -333,7 +317,7 @@ class OrderEntry:
                 if request.client_order_id and key in self.in_flight:
                     symbol, order_id = self.in_flight[key].command.symbol, ""  # not yet acknowledged
                 else:
-                    view = self._own_order(user, request.order_id, request.client_order_id)
+                    view = self.views.own(user, request.order_id, request.client_order_id)
                     symbol, order_id = view.symbol, view.order_id
                 command = replace_command(request, self.instruments[symbol], order_id, user, ts)
                 return self._forward(session, slot, self.owner[symbol], command)
@@ -355,19 +339,8 @@ class OrderEntry:
                 return None
             case StatusRequest():
                 # answered in turn, after the replies to earlier requests (which may create the order)
-                return lambda: self._status(user, request)
+                return lambda: self.views.status(user, request)
         raise ProtocolError(RejectCode.MALFORMED, f"unexpected request {type(request).__name__}")
-
-    def _status(self, user: str, request: StatusRequest) -> list[ClientReply]:
-        try:
-            view = self._own_order(user, request.order_id, request.client_order_id)
-        except ProtocolError as e:
-            return [Rej(e.code, e.reason, request.client_order_id)]
-        instrument = self.instruments[view.symbol]
-        return [State(view.order_id, view.client_order_id, view.status.value,
-                      instrument.format_qty(view.filled_qty), instrument.format_qty(view.leaves_qty),
-                      view.side, view.symbol,
-                      instrument.format_price(view.price) if view.price is not None else None)]
 
     def _login(self, session: Session, request: LoginRequest, slot: list) -> list | None:
         if session.keyed:  # the CURVE key named the user; a LOGIN only sets the session's options
@@ -409,20 +382,6 @@ class OrderEntry:
             session.write([Rej(RejectCode.INTERNAL, "the gateway failed on this request; closing the session")])
             session.disconnect()
             self.close(session)
-
-    def _own_order(self, user: str, order_id: str, client_order_id: str) -> OrderView:
-        if client_order_id:
-            order_id = self.client_order_ids.get((user, client_order_id), "")
-        view = self.orders.get(order_id)
-        if view is None or view.user != user:
-            raise self._unknown(user, order_id, client_order_id)
-        return view
-
-    @staticmethod
-    def _unknown(user: str, order_id: str, client_order_id: str) -> ProtocolError:
-        """Not an order of this user: the same answer for someone else's and for none at all."""
-        name = order_id or f"#{client_order_id}"
-        return ProtocolError(RejectCode.NOT_YOUR_ORDER, f"no order {name} of user {user}")
 
     def _engine_of(self, order_id: str) -> str | None:
         return self.engine_by_id.get(order_id.split("-", 1)[0])
@@ -491,7 +450,7 @@ class OrderEntry:
         """
         if rejected.order_id not in self.orders:
             for event in self.history(rejected.order_id):
-                self._track(event)
+                self.views.track(event)
         view = self.orders.get(rejected.order_id)
         if view is not None and _same_order(view.accepted, resent):
             return view.accepted
@@ -519,13 +478,6 @@ class OrderEntry:
                 session.fill(slot, [Rej(RejectCode.UNAVAILABLE, reason, cid)])
         return len(late)
 
-    def load(self, events: Iterable) -> int:
-        """Learn the orders of earlier sessions from journaled order events; return how many."""
-        before = len(self.orders)
-        for event in events:
-            self._track(event)
-        return len(self.orders) - before
-
     # -- replies from engines ----------------------------------------------------------------
 
     def on_reply(self, reply: Reply) -> None:
@@ -545,7 +497,7 @@ class OrderEntry:
                         and answer.order_id):
                     original = self._original(answer, pending.command)
         for event in reply.events:
-            self._track(event)
+            self.views.track(event)
         if pending is not None and isinstance(original or answer, OrderAccepted):
             self._placed(pending.session, (original or answer).order_id)
         requester = pending.session if pending is not None else None
@@ -591,36 +543,6 @@ class OrderEntry:
             return
         view.session = session
         session.own_orders[order_id] = None
-
-    def _track(self, event) -> None:
-        if isinstance(event, OrderAccepted):
-            self.orders[event.order_id] = OrderView(event)
-            if event.client_order_id:
-                self.client_order_ids[(event.user, event.client_order_id)] = event.order_id
-            return
-        view = self.orders.get(getattr(event, "order_id", ""))
-        if view is None:
-            return
-        match event:
-            case OrderFilled():
-                view.filled_qty, view.leaves_qty = event.filled_qty, event.leaves_qty
-                view.status = OrderStatus.FILLED if event.leaves_qty == 0 else OrderStatus.PARTIALLY_FILLED
-            case OrderCanceled():
-                view.status, view.leaves_qty = OrderStatus.CANCELED, 0
-            case OrderExpired():
-                view.status, view.leaves_qty = OrderStatus.EXPIRED, 0
-            case OrderReplaced():
-                view.qty, view.price, view.leaves_qty = event.qty, event.price, event.leaves_qty
-            case OrderReduced():
-                view.qty, view.leaves_qty = view.qty - event.reduced_qty, event.leaves_qty
-        if view.leaves_qty == 0:
-            if view.session is not None:
-                view.session.own_orders.pop(view.order_id, None)
-                view.session = None
-            self.finished[view.order_id] = None
-            while len(self.finished) > MAX_FINISHED_ORDERS:
-                self.orders.pop(self.finished.popitem(last=False)[0], None)
-
 
 def _same_order(original: PlaceOrder | OrderAccepted, again: PlaceOrder) -> bool:
     return (original.side, original.symbol, original.qty, original.price, original.tif) == (

@@ -58,6 +58,17 @@ def test_a_line_over_max_line_is_too_large_whatever_it_holds(raw):
     assert parse_bytes(raw, MAX_LINE).code is RejectCode.TOO_LARGE
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40),
+       st.sampled_from(["LOGIN alice {}", "LOGIN alice {} extra", "login alice {} CANCEL_ON_DISCONNECT x",
+                        "LOGIN {}", "  LOGIN alice x{}" + "y" * 130, "LOGIN alice #{} #{}"]))
+def test_a_login_line_never_echoes_its_key(secret, template):
+    key = "K3Y" + secret
+    reply = parse_bytes(template.format(key, key).encode(), MAX_LINE)
+    if isinstance(reply, Rej):
+        assert key not in format_reply(reply) and not reply.client_order_id
+
+
 REQUEST_TYPES = ["LoginRequest", "PlaceRequest", "CancelRequest", "ReplaceRequest", "CancelAllRequest",
                  "StatusRequest", "PingRequest", "Nope", ""]
 values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(), st.text(max_size=50),

@@ -24,6 +24,7 @@ from exchange.client import PrivateFeed, TextClient, ZmqClient
 from exchange.config import hash_key
 from exchange.core.messages import OrderCanceled
 from exchange.core.orders import CancelReason, Side
+from exchange.errors import RejectCode
 from exchange.journal import decode_command
 from exchange.protocol import (
     Ack, Bye, CancelRequest, LoginOk, LoginRequest, PingRequest, PlaceRequest, Pong, Rej, State,
@@ -158,7 +159,7 @@ def test_a_zmq_client_is_the_user_of_its_curve_key_whatever_its_messages_say(sec
         ack = bob.receive()
         assert isinstance(ack, Ack), ack
         bob.send(LoginRequest("alice", "alice-key"))
-        assert bob.receive() == Rej(code=_code("BAD_LOGIN"), reason="this connection's key is bob's")
+        assert bob.receive() == Rej(code=RejectCode.BAD_LOGIN, reason="this connection's key is bob's")
         bob.send(LoginRequest("bob", "", cancel_on_disconnect=False))
         assert bob.receive() == LoginOk("bob", False)
         bob.send(StatusRequest(client_order_id="zk1"))
@@ -385,13 +386,8 @@ def test_a_zmq_session_that_goes_quiet_ends_and_its_orders_are_canceled(secure):
         bob.send(PlaceRequest(Side.BUY, "AAPL", "1", "3.00", client_order_id="zq1"))
         order_id = bob.receive().order_id
         assert pushed_lines(watching, 1, timeout=IDLE_S + 8) == [f"OUT {order_id} #zq1 CANCELED DISCONNECT"]
-        assert bob.receive() == Bye(_code("IDLE_TIMEOUT"), f"no request in {IDLE_S} s; send PING to stay connected")
+        assert bob.receive() == Bye(RejectCode.IDLE_TIMEOUT, f"no request in {IDLE_S} s; send PING to stay connected")
         bob.send(PingRequest())  # the connection is still there: a new session, logged in by its key again
         assert bob.receive() == Pong()
         bob.send(StatusRequest(client_order_id="zq1"))
         assert bob.receive().status == "CANCELED"
-
-
-def _code(name: str):
-    from exchange.errors import RejectCode
-    return RejectCode[name]
