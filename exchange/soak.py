@@ -233,6 +233,22 @@ def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeou
     return path
 
 
+def stop_mesh(launcher: subprocess.Popen | None, grace: float = 20.0) -> None:
+    """SIGTERM a launcher started in its own session, then SIGKILL whatever of its group is left."""
+    if launcher is None:
+        return
+    if launcher.poll() is None:
+        launcher.send_signal(signal.SIGTERM)
+        try:
+            launcher.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(launcher.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def role_pid(log_text: str, label: str) -> int:
     pids = re.findall(rf"started {label} \(pid (\d+)\)", log_text)
     if not pids:
@@ -316,16 +332,7 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
         errors = [f"{t.name}: {t.error!r}" for t in threads if getattr(t, "error", None)]
         errors += [f"{t.name} did not finish" for t in threads if t.is_alive()]
     finally:
-        if launcher.poll() is None:
-            launcher.send_signal(signal.SIGTERM)
-            try:
-                launcher.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(launcher.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_mesh(launcher)
     log_text = log_path.read_text(errors="replace")
     return observed, errors + check(config, observed, log_text), log_text
 

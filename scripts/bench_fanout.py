@@ -68,6 +68,8 @@ from pathlib import Path
 
 import yaml
 
+from exchange.soak import stop_mesh
+
 SYMBOL = "BTC-USD"
 PRICE, QTY = "43000.00", "0.01"
 SELLER, BUYER = ("alice", "alice-key"), ("bob", "bob-key")
@@ -445,18 +447,7 @@ def role_pids(log_text: str) -> dict[str, int]:
 
 
 def kill_group(process: subprocess.Popen | None) -> None:
-    if process is None:
-        return
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    stop_mesh(process, grace=15)
 
 
 def expect(conn, process, what: str, timeout: float):
