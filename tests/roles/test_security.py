@@ -17,9 +17,11 @@ from pathlib import Path
 import msgspec
 import pytest
 import zmq
+from click.testing import CliRunner
 
 from conftest import Mesh
 from exchange import curve, fuzz
+from exchange.cli import cli
 from exchange.client import PrivateFeed, TextClient, ZmqClient
 from exchange.config import hash_key
 from exchange.core.messages import OrderCanceled
@@ -107,7 +109,10 @@ def journal_rows(mesh: Mesh, sql: str, *args) -> list:
 
 
 def gateway_key(mesh: Mesh) -> bytes:
-    return curve.public_key(curve.server_secret_key(mesh.config.gateway.secret_key_file))
+    """The gateway's public key, as `exchange keys gateway` prints it for clients."""
+    result = CliRunner().invoke(cli, ["keys", "gateway", "--config", str(mesh.config_path)])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().encode()
 
 
 def keyed(mesh: Mesh, user: str, secret: bytes | None = None, timeout: float = 10) -> ZmqClient:
