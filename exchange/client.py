@@ -26,6 +26,9 @@ from exchange.wire import (
 )
 
 PUSHED = ("FILL ", "OUT ", "REDUCED ")  # lines the gateway sends without a request
+# a lagging SUB with libzmq's default queue (1,000) can hit an assertion (libzmq #3937); a deep
+# queue also lets a briefly busy subscriber catch up without a re-sync
+SUBSCRIBER_RCVHWM = 100_000
 
 
 class TextClient:
@@ -144,7 +147,7 @@ class MarketDataClient:
 
     def __init__(self, endpoint: str, symbols: list[str], channels=("trade", "bbo", "l2")):
         self.ctx = mesh.context()
-        self.sock = mesh.socket(self.ctx, zmq.SUB, connect=endpoint)
+        self.sock = mesh.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM, connect=endpoint)
         for symbol in symbols:
             for channel in channels:
                 self.sock.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
@@ -186,7 +189,7 @@ class BookFeed:
         self.symbol = symbol
         self.silence_s, self.snapshot_timeout_s = silence_s, snapshot_timeout_s
         self.ctx = mesh.context()
-        self.sub = mesh.socket(self.ctx, zmq.SUB, connect=publish)
+        self.sub = mesh.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM, connect=publish)
         for channel in ("trade", "bbo", "l2"):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
         self.snapshot_endpoint = snapshots

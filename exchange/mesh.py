@@ -37,9 +37,11 @@ def context() -> zmq.Context:
 
 
 def socket(ctx: zmq.Context, kind: int, *, bind: str | None = None, connect: str | None = None,
-           max_msg_size: int = MAX_MSG_SIZE) -> zmq.Socket:
+           max_msg_size: int = MAX_MSG_SIZE, rcvhwm: int | None = None) -> zmq.Socket:
     """A socket with the mesh's options (heartbeats, size cap, backlog), bound or connected."""
     sock = ctx.socket(kind)
+    if rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
