@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -185,19 +185,9 @@ class Writer:
         price_text = qty_text = None
         if instrument is not None:
             if price is not None:
-                cache = self._prices[symbol]
-                price_text = cache.get(price)
-                if price_text is None:
-                    if len(cache) > _FORMAT_CACHE_SIZE:
-                        cache.clear()
-                    price_text = cache[price] = instrument.format_price(price)
+                price_text = _cached_text(self._prices[symbol], price, instrument.format_price)
             if qty is not None:
-                cache = self._qtys[symbol]
-                qty_text = cache.get(qty)
-                if qty_text is None:
-                    if len(cache) > _FORMAT_CACHE_SIZE:
-                        cache.clear()
-                    qty_text = cache[qty] = instrument.format_qty(qty)
+                qty_text = _cached_text(self._qtys[symbol], qty, instrument.format_qty)
         return (b.engine, event.seq, b.epoch, b.batch, kind, symbol,
                 event.user if has_user else None, (event.order_id or None) if has_order else None,
                 event.trade_id if has_trade else None, _SIDE_TEXT[side] if side else None,
@@ -213,6 +203,16 @@ class Writer:
                                      (engine, from_seq)).rowcount
 
 
+def _cached_text(cache: dict[int, str], value: int, format_: Callable[[int], str]) -> str:
+    """``format_(value)``, remembered: formatting decimals is slow and the same values recur."""
+    text = cache.get(value)
+    if text is None:
+        if len(cache) > _FORMAT_CACHE_SIZE:
+            cache.clear()
+        text = cache[value] = format_(value)
+    return text
+
+
 class EnginePosition(msgspec.Struct, frozen=True):
     """Where an engine's journaled history ends."""
 
@@ -221,9 +221,14 @@ class EnginePosition(msgspec.Struct, frozen=True):
     seq: int = 0
 
 
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the journal has table ``name`` yet (readers may start before the writer made it)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
+
+
 def positions(conn: sqlite3.Connection) -> dict[str, EnginePosition]:
     """The last journaled batch of every engine (none while the writer has not made the schema)."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='batches'").fetchone():
+    if not has_table(conn, "batches"):
         return {}
     rows = conn.execute(
         "SELECT engine, epoch, batch, last_seq FROM batches b WHERE batch ="
@@ -238,7 +243,7 @@ def positions(conn: sqlite3.Connection) -> dict[str, EnginePosition]:
 
 def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> Iterator:
     """Every journaled event of ``engine`` after ``after_seq``, in sequence order."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
+    if not has_table(conn, "events"):
         return
     decode = _event_decoder.decode
     for (body,) in conn.execute("SELECT body FROM events WHERE engine=? AND seq>? ORDER BY seq",
@@ -248,7 +253,7 @@ def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> 
 
 def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
     """The last journaled Trade of each symbol of ``engine``."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
+    if not has_table(conn, "events"):
         return {}
     rows = conn.execute("SELECT body FROM events WHERE seq IN (SELECT MAX(seq) FROM events"
                         " WHERE engine=? AND kind='Trade' GROUP BY symbol) AND engine=?", (engine, engine))
@@ -258,7 +263,7 @@ def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
 
 def latest_checkpoint(conn: sqlite3.Connection, engine: str) -> bytes | None:
     """The newest checkpoint of ``engine`` (its state bytes), or None."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='checkpoints'").fetchone():
+    if not has_table(conn, "checkpoints"):
         return None
     row = conn.execute("SELECT state FROM checkpoints WHERE engine=? ORDER BY seq DESC LIMIT 1",
                        (engine,)).fetchone()
@@ -271,32 +276,25 @@ ORDER_EVENT_KINDS = ("OrderAccepted", "OrderFilled", "OrderCanceled", "OrderRepl
 
 def journal_order_events(path: str | Path) -> Iterator:
     """Every order event in the journal at ``path`` (none if there is no journal yet), per engine in order."""
-    if not Path(path).exists():
-        return
-    conn = open_readonly(path)
-    try:
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
-            return
-        marks = ",".join("?" * len(ORDER_EVENT_KINDS))
-        for (body,) in conn.execute(f"SELECT body FROM events WHERE kind IN ({marks}) ORDER BY engine, seq",
-                                    ORDER_EVENT_KINDS):
-            yield _event_decoder.decode(body)
-    finally:
-        conn.close()
+    return _order_events(path, "1", (), "engine, seq")
 
 
 def order_history(path: str | Path, order_id: str) -> list:
     """The journaled order events of one order, in sequence order (empty if none or no journal)."""
+    return list(_order_events(path, "order_id=?", (order_id,), "seq"))
+
+
+def _order_events(path: str | Path, where: str, params: tuple, order: str) -> Iterator:
     if not Path(path).exists():
-        return []
+        return
     conn = open_readonly(path)
     try:
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='events'").fetchone():
-            return []
+        if not has_table(conn, "events"):
+            return
         marks = ",".join("?" * len(ORDER_EVENT_KINDS))
-        return [_event_decoder.decode(body) for (body,) in conn.execute(
-            f"SELECT body FROM events WHERE order_id=? AND kind IN ({marks}) ORDER BY seq",
-            (order_id, *ORDER_EVENT_KINDS))]
+        for (body,) in conn.execute(f"SELECT body FROM events WHERE {where} AND kind IN ({marks}) ORDER BY {order}",
+                                    (*params, *ORDER_EVENT_KINDS)):
+            yield _event_decoder.decode(body)
     finally:
         conn.close()
 

@@ -208,7 +208,7 @@ def stats(conn: sqlite3.Connection, path: str | Path) -> dict:
             "SELECT engine, COUNT(*), MIN(seq), MAX(seq), MIN(ts_event), MAX(ts_event) FROM events"
             " GROUP BY engine"):
         engine(name).update(events=count, first_seq=first, last_seq=last, ts_first=ts_first, ts_last=ts_last)
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name='checkpoints'").fetchone():
+    if journal.has_table(conn, "checkpoints"):
         for (name, count) in conn.execute("SELECT engine, COUNT(*) FROM checkpoints GROUP BY engine"):
             engine(name)["checkpoints"] = count
     counts = [{"symbol": symbol, "kind": kind, "count": count} for symbol, kind, count in conn.execute(

@@ -55,13 +55,9 @@ def verify(conn: sqlite3.Connection, instruments: Mapping[str, Sequence[Instrume
 
 
 def _engines(conn: sqlite3.Connection) -> list[str]:
-    tables = ["batches", "events", *(["checkpoints"] if _has_checkpoints(conn) else [])]
+    tables = ["batches", "events", *(["checkpoints"] if journal.has_table(conn, "checkpoints") else [])]
     query = " UNION ".join(f"SELECT DISTINCT engine FROM {table}" for table in tables)
     return sorted(name for (name,) in conn.execute(query))
-
-
-def _has_checkpoints(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE name='checkpoints'").fetchone() is not None
 
 
 class _EngineCheck:
@@ -277,7 +273,7 @@ class _EngineCheck:
                        f" checked{unchecked}")
 
     def _checkpoints(self) -> dict[int, tuple]:
-        if not _has_checkpoints(self.conn):
+        if not journal.has_table(self.conn, "checkpoints"):
             return {}
         return {seq: (batch, digest, state) for seq, batch, digest, state in self.conn.execute(
             "SELECT seq, batch, digest, state FROM checkpoints WHERE engine=? ORDER BY seq", (self.engine,))}

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,10 @@ class Mesh:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture
-def mesh(tmp_path: Path):
-    running = Mesh(write_config(tmp_path))
+@contextmanager
+def running_mesh(directory: Path):
+    """A mesh started in ``directory``, stopped (and any leftover process killed) afterwards."""
+    running = Mesh(write_config(directory))
     try:
         running.wait_ready()
         yield running
@@ -99,15 +101,14 @@ def mesh(tmp_path: Path):
             running.kill_leftovers()  # nothing of this mesh may outlive the test
 
 
+@pytest.fixture
+def mesh(tmp_path: Path):
+    with running_mesh(tmp_path) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def module_mesh(tmp_path_factory):
     """One mesh shared by the tests of a module, for tests that do not need a fresh one."""
-    running = Mesh(write_config(tmp_path_factory.mktemp("mesh")))
-    try:
-        running.wait_ready()
+    with running_mesh(tmp_path_factory.mktemp("mesh")) as running:
         yield running
-    finally:
-        try:
-            running.stop()
-        finally:
-            running.kill_leftovers()
