@@ -1,7 +1,7 @@
 """Engine role: owns the books of some instruments; matches commands; releases output once durable.
 
 Sockets (this process binds the stable side):
-    commands  PULL   bound    ← gateways' Requests
+    commands  PULL   bound    ← gateways' Requests (several per message)
     journal   PUSH   connect  → journal writer: EventBatch per drained set of commands
     durable   SUB    connect  ← journal writer: Durable watermarks
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again;
@@ -32,7 +32,7 @@ from exchange.errors import WireError
 from exchange.publisher import Publisher, released_depths
 from exchange.wire import (
     Decoder, Durable, EngineRequest, Entry, EventBatch, Replies, Reply, ReplayRequest, Request,
-    SnapshotRequest, encode,
+    Requests, SnapshotRequest, encode,
 )
 
 log = logging.getLogger(__name__)
@@ -85,22 +85,24 @@ class Engine:
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder) -> bytes | None:
-        """Match every request; return the EventBatch frame (None if no request was valid)."""
+        """Match every request of every frame (each a Requests list); return the EventBatch frame
+        (None if no request was valid)."""
         handle = self.matcher.handle
         entries, replies, market_data = [], [], []
         first_seq = self.matcher.seq + 1
         for parts in frames:
             try:
-                request: Request = decoder.decode(parts[-1])
+                requests: list[Request] = decoder.decode(parts[-1])
             except WireError as e:
                 log.warning("commands: dropped %s", e)
                 continue
-            events = handle(request.command)
-            entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
-                                 events))
-            replies.append(Reply(request.session, request.request_id,
-                                 [e for e in events if isinstance(e, ORDER_EVENTS)], request.gateway))
-            market_data.extend(e for e in events if isinstance(e, MARKET_DATA_EVENTS))
+            for request in requests:
+                events = handle(request.command)
+                entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
+                                     events))
+                replies.append(Reply(request.session, request.request_id,
+                                     [e for e in events if isinstance(e, ORDER_EVENTS)], request.gateway))
+                market_data.extend(e for e in events if isinstance(e, MARKET_DATA_EVENTS))
         if not entries:
             return None
         self.batch += 1
@@ -151,7 +153,7 @@ class EngineProcess:
         self.durable.setsockopt(zmq.SUBSCRIBE, b"")
         self.replies = mesh.socket(ctx, zmq.PUSH, connect=config.gateway.replies)  # → gateway
         self.requests, self.durables, self.engine_requests = (
-            Decoder(Request), Decoder(Durable), Decoder(EngineRequest))
+            Decoder(Requests), Decoder(Durable), Decoder(EngineRequest))
 
     def run(self, stopper: mesh.Stopper) -> None:
         engine, spec = self.engine, self.spec

@@ -5,7 +5,7 @@ Sockets:
     zmq      ROUTER bound        ← programs with a DEALER: msgpack requests, msgpack replies; a CURVE
                                    server whose ZAP handler names each client's user (or plain, with
                                    LOGIN, if ``gateway.zmq_auth`` is ``login``)
-    engines  PUSH connect, one per engine → each engine's commands PULL
+    engines  PUSH connect, one per engine → each engine's commands PULL (one Requests per loop turn)
     replies  PULL bound          ← engines: Replies, released once the journal holds them
 
 One asyncio loop serves everything; the logic lives in exchange.sessions.OrderEntry. scrypt for
@@ -49,6 +49,7 @@ class TextConnection(asyncio.Protocol):
         self.max_write_buffer = config.max_write_buffer
         self.buffer = b""
         self.discarding = False
+        self.unwritten: list[str] = []  # reply lines of this event-loop turn, written together
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
 
@@ -76,15 +77,26 @@ class TextConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def disconnect(self) -> None:
+        self.flush()
         if self.transport.get_write_buffer_size():
             self.transport.abort()  # it does not read: a graceful close would wait for it forever
         else:
             self.transport.close()
 
     def write(self, replies: list[ClientReply]) -> None:
+        """Queue reply lines; they leave in one write at the end of this event-loop turn."""
+        if not self.unwritten:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.unwritten.append("".join(format_reply(r) + "\n" for r in replies))
+
+    def flush(self) -> None:
+        if not self.unwritten:
+            return
+        text = "".join(self.unwritten)
+        self.unwritten.clear()
         if self.transport.is_closing():
             return
-        self.transport.write("".join(format_reply(r) + "\n" for r in replies).encode())
+        self.transport.write(text.encode())
         if self.transport.get_write_buffer_size() > self.max_write_buffer:
             log.warning("session %d: client does not read its replies; disconnecting", self.session.id)
             self.transport.abort()
@@ -117,6 +129,7 @@ class TextConnection(asyncio.Protocol):
             self.entry.on_request(self.session, request)
         except Exception:  # our bug: this session only ends, with a reason (STYLE.md 7.3)
             log.exception("session %d: internal error; closing the session", self.session.id)
+            self.flush()
             self.transport.write(b"REJ INTERNAL the gateway failed on this request; closing the session\n")
             self.transport.close()
 
@@ -129,6 +142,8 @@ class Gateway:
         self.pushes = {e.name: mesh.socket(self.ctx, zmq.PUSH, connect=e.commands)
                        for e in config.engines}  # → engines
         self.engines = {name: self._sync(sock) for name, sock in self.pushes.items()}
+        self.outbox: dict[str, list[Request]] = {name: [] for name in self.engines}  # sent by flush_requests
+        self.flush_scheduled = False
         self.replies = mesh.socket(self.ctx, zmq.PULL, bind=config.gateway.replies)  # ← engines
         self.keyed = config.gateway.zmq_auth == "curve"
         self.auth = None
@@ -167,11 +182,26 @@ class Gateway:
         return zmq.Socket.shadow(sock.underlying)
 
     def send(self, engine: str, command, session_id: int, request_id: int) -> bool:
-        try:
-            self.engines[engine].send(encode(Request(self.name, session_id, request_id, command)), zmq.NOBLOCK)
-            return True
-        except zmq.Again:
+        """Queue a request for ``engine``, or return False if the way to it is full (the client gets
+        BUSY). The requests of one event-loop turn leave as one message (ZEROMQ.md: batch per hop)."""
+        outbox = self.outbox[engine]
+        if not outbox and not self.engines[engine].get(zmq.EVENTS) & zmq.POLLOUT:
             return False
+        outbox.append(Request(self.name, session_id, request_id, command))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_requests)
+        return True
+
+    def flush_requests(self) -> None:
+        self.flush_scheduled = False
+        for engine, outbox in self.outbox.items():
+            if outbox:
+                try:
+                    self.engines[engine].send(encode(outbox), zmq.NOBLOCK)
+                except zmq.Again:  # only if the engine went away since send() looked: they time out
+                    log.warning("engine %s: %d requests not sent, its queue is full", engine, len(outbox))
+                outbox.clear()
 
     async def pump_replies(self) -> None:
         decoder = Decoder(Replies)

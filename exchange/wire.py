@@ -3,7 +3,7 @@
 Every message is a frozen, ``array_like`` msgspec struct encoded with msgpack; schemas evolve
 only by appending fields with defaults (see docs/protocol.md). Decoding failures raise WireError.
 
-    gateway ──Request──▶ engine                      (PUSH → PULL)
+    gateway ──Requests──▶ engine                     (PUSH → PULL), one message per loop turn
     engine ──EventBatch──▶ journal writer            (PUSH → PULL; replayed over ROUTER on request)
     journal writer ──Durable──▶ engines              (PUB → SUB)
     journal writer ──ReplayRequest──▶ engine         (DEALER → ROUTER)
@@ -30,6 +30,9 @@ class Request(_Wire):
     session: int
     request_id: int
     command: AnyCommand
+
+
+Requests = list[Request]  # what a gateway sends an engine: the requests of one event-loop turn
 
 
 class Entry(_Wire):

@@ -24,7 +24,7 @@ from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, PlaceOrder
 from exchange.core.orders import Side
 from exchange.engine import Engine, recover
-from exchange.wire import Decoder, EventBatch, Request, encode
+from exchange.wire import Decoder, EventBatch, Request, Requests, encode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def build(path: Path, events: int, checkpoint_every: int, seed: int) -> Engine:
     instruments = [config.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
     engine = Engine("e1", Matcher(1, instruments), journal.EnginePosition(), checkpoint_every)
     writer = journal.Writer(journal.open_db(path), config.instrument_map())
-    requests, batches = Decoder(Request), Decoder(EventBatch)
+    requests, batches = Decoder(Requests), Decoder(EventBatch)
     rng = random.Random(seed)
     resting: list[str] = []
     i = 0
@@ -49,7 +49,7 @@ def build(path: Path, events: int, checkpoint_every: int, seed: int) -> Engine:
                                      rng.randint(1, 20), 4_300_000 + rng.randint(-20, 20),
                                      client_order_id=f"c{i}", ts_received=i)
                 resting.append(f"1-{engine.matcher.last_order_number + 1}")
-            frames.append([encode(Request("bench", 1, i, command))])
+            frames.append([encode([Request("bench", 1, i, command)])])
         writer.append([batches.decode(engine.handle_requests(frames, requests))])
     writer.conn.close()
     return engine

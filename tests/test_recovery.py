@@ -15,7 +15,7 @@ from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, PlaceOrder
 from exchange.core.orders import Side
 from exchange.engine import Engine, recover
-from exchange.wire import Decoder, EventBatch, Request, encode
+from exchange.wire import Decoder, EventBatch, Request, Requests, encode
 
 CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
 INSTRUMENTS = [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
@@ -38,10 +38,10 @@ def journaled_engine(path: Path, n: int, checkpoint_every: int, per_batch: int =
     """An engine that handled ``n`` commands, every batch of which the journal at ``path`` holds."""
     engine = Engine("e1", Matcher(1, INSTRUMENTS), journal.EnginePosition(), checkpoint_every)
     writer = journal.Writer(journal.open_db(path), CONFIG.instrument_map())
-    decoder, batches = Decoder(Request), Decoder(EventBatch)
+    decoder, batches = Decoder(Requests), Decoder(EventBatch)
     pending = []
     for i, command in enumerate(commands(n)):
-        pending.append([encode(Request("gw", 1, i, command))])
+        pending.append([encode([Request("gw", 1, i, command)])])
         if len(pending) == per_batch:
             writer.append([batches.decode(engine.handle_requests(pending, decoder))])
             pending = []
