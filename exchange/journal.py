@@ -69,10 +69,14 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
                              "symbol": str, "user": str, "order_id": str, "trade_id": str, "side": str,
                              "price": str, "qty": str, "ts_event": int, "body": str},
                             pk=("engine", "seq"))
-        db["events"].create_index(["kind", "symbol"])
-        db["events"].create_index(["order_id"])
-        db["events"].create_index(["user"])
-        db["commands"].create_index(["user", "client_order_id"])
+        # partial indexes: market data events (most rows) have no order, user or trade, and only
+        # trades are listed by time; every index row is paid for on the write path
+        for name, on in (("events_order_id", "events(order_id) WHERE order_id IS NOT NULL"),
+                         ("events_user", "events(user) WHERE user IS NOT NULL"),
+                         ("events_trade_id", "events(trade_id) WHERE trade_id IS NOT NULL"),
+                         ("events_trades_by_time", "events(ts_event) WHERE kind = 'Trade'"),
+                         ("commands_client_order_id", "commands(user, client_order_id)")):
+            db.execute(f"CREATE INDEX {name} ON {on}")
     if "checkpoints" not in db.table_names():
         db["checkpoints"].create({"engine": str, "seq": int, "epoch": int, "batch": int, "digest": str,
                                   "state": bytes}, pk=("engine", "seq"))

@@ -228,6 +228,9 @@ def stats(conn: sqlite3.Connection, path: str | Path) -> dict:
 def _where(kind: str | None, symbol: str | None, since_ns: int | None, until_ns: int | None,
            **equal: str | None) -> tuple[str, list]:
     clauses, args = ["1"], []
+    if kind is not None and kind.isalpha():
+        clauses.append(f"kind='{kind}'")  # a literal, so the partial index of trades can serve it
+        kind = None
     for column, value in (("kind", kind), ("symbol", symbol), *equal.items()):
         if value is not None:
             clauses.append(f"{column}=?")
