@@ -109,7 +109,8 @@ class Engine:
         state = b""
         if self.matcher.seq - self.checkpoint_seq >= self.checkpoint_every:
             state, self.checkpoint_seq = checkpoint.take(self.matcher), self.matcher.seq
-        frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state))
+        frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state,
+                                  time.time_ns()))
         count = self.matcher.seq - first_seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count

@@ -2,7 +2,8 @@
 
 Tables (one row per thing; ``body`` is the exact message as JSON, the other columns are for people):
 
-    batches   engine, batch, epoch, first_seq, last_seq        one row per EventBatch written
+    batches   engine, batch, epoch, first_seq, last_seq,       one row per EventBatch written, with
+              ts_matched, ts_written                           when it was matched and written (wall ns)
     commands  engine, batch, position, kind, user, symbol, ...  every command, accepted or rejected
     events    engine, seq, epoch, batch, kind, symbol, user, order_id, trade_id, side, price, qty, ...
 
@@ -60,7 +61,7 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
     db.execute(f"PRAGMA synchronous={synchronous}")
     if "batches" not in db.table_names():
         db["batches"].create({"engine": str, "batch": int, "epoch": int, "first_seq": int,
-                              "last_seq": int}, pk=("engine", "batch"))
+                              "last_seq": int, "ts_matched": int, "ts_written": int}, pk=("engine", "batch"))
         db["commands"].create({"engine": str, "batch": int, "position": int, "seq": int, "kind": str,
                                "user": str, "symbol": str, "order_id": str, "client_order_id": str,
                                "ts_received": int, "gateway": str, "session": int, "request_id": int,
@@ -77,6 +78,9 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
                          ("events_trades_by_time", "events(ts_event) WHERE kind = 'Trade'"),
                          ("commands_client_order_id", "commands(user, client_order_id)")):
             db.execute(f"CREATE INDEX {name} ON {on}")
+    if "ts_written" not in db["batches"].columns_dict:  # a journal from before these columns
+        db["batches"].add_column("ts_matched", int)
+        db["batches"].add_column("ts_written", int)
     if "checkpoints" not in db.table_names():
         db["checkpoints"].create({"engine": str, "seq": int, "epoch": int, "batch": int, "digest": str,
                                   "state": bytes}, pk=("engine", "seq"))
@@ -145,8 +149,9 @@ class Writer:
     def append(self, batches: Iterable[EventBatch]) -> None:
         batch_rows, command_rows, event_rows, checkpoint_rows = [], [], [], []
         event_row = self._event_row
+        ts_written = time.time_ns()
         for b in batches:
-            batch_rows.append((b.engine, b.batch, b.epoch, b.first_seq, b.last_seq))
+            batch_rows.append((b.engine, b.batch, b.epoch, b.first_seq, b.last_seq, b.ts_matched or None, ts_written))
             if b.checkpoint:
                 state = checkpoint.read(b.checkpoint)
                 checkpoint_rows.append((b.engine, state.seq, b.epoch, b.batch, state.digest, b.checkpoint))
@@ -161,7 +166,8 @@ class Writer:
                 for event in events:
                     event_rows.append(event_row(b, event))
         with self.conn:
-            self.conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?)", batch_rows)
+            self.conn.executemany("INSERT INTO batches (engine, batch, epoch, first_seq, last_seq, ts_matched,"
+                                  " ts_written) VALUES (?,?,?,?,?,?,?)", batch_rows)
             self.conn.executemany("INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                   command_rows)
             self.conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)

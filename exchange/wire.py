@@ -55,6 +55,7 @@ class EventBatch(_Wire):
     last_seq: int
     entries: list[Entry]
     checkpoint: bytes = b""  # the matcher's state after last_seq (exchange.core.checkpoint), now and then
+    ts_matched: int = 0  # wall clock (ns) when the engine finished matching the batch
 
 
 class Durable(_Wire):

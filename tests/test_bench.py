@@ -7,12 +7,18 @@ is consistent, i.e. that the bench would catch a wrong mesh, and that its report
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from click.testing import CliRunner
 
+from exchange import journal
 from exchange.bench import BenchOptions, run, summary
+from exchange.bench.stages import STAGES, ack_stages
+from exchange.core.messages import PlaceOrder
+from exchange.core.orders import Side
 from exchange.cli import cli
 from exchange.soak import loopback_config
+from exchange.wire import Entry, EventBatch
 
 
 def test_a_short_open_loop_run_answers_every_request_once_and_adds_up(tmp_path):
@@ -34,6 +40,38 @@ def test_a_short_open_loop_run_answers_every_request_once_and_adds_up(tmp_path):
     assert set(result.cpu) >= {"gateway", "journal-writer", "engine e1", "engine e2", "notifier",
                                "load generator 0", "load generator 1"}, result.cpu
     assert json.loads(result.to_json())["checks"] == {name: [] for name in result.checks}
+    stages = result.ack_stages_us
+    assert list(stages) == [name for name, _ in STAGES], text
+    assert all(v["count"] > 0 and 0 <= v["p50"] <= v["p99"] for v in stages.values()), stages
+
+
+def test_ack_stages_follow_each_sampled_ack_through_the_journal_timestamps(tmp_path):
+    path = tmp_path / "journal.db"
+    writer = journal.Writer(journal.open_db(path), {})
+    command = PlaceOrder("alice", "AAPL", Side.BUY, 1, 100, client_order_id="c1", ts_received=1_000_000)
+    writer.append([EventBatch("e1", 1, 1, 1, 0, [Entry("gw", 1, 1, command, [])], b"", ts_matched=3_000_000)])
+    writer.conn.close()
+    written = journal.open_readonly(path).execute("SELECT ts_written FROM batches").fetchone()[0]
+    traced = [("alice", "c1", 0, written + 10_000_000), ("alice", "unknown", 0, 1), ("bob", "c1", 0, 1)]
+    stages = ack_stages(str(path), traced)
+    assert [(v["count"], v["p50"]) for v in stages.values()] == [
+        (1, 1000), (1, 2000), (1, (written - 3_000_000) // 1000), (1, 10_000)]
+
+
+def test_a_journal_from_before_batch_timestamps_gets_the_columns(tmp_path):
+    path = tmp_path / "old.db"
+    journal.open_db(path).conn.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE batches")
+    conn.execute("CREATE TABLE batches (engine TEXT, batch INTEGER, epoch INTEGER, first_seq INTEGER,"
+                 " last_seq INTEGER, PRIMARY KEY (engine, batch))")
+    conn.execute("INSERT INTO batches VALUES ('e1', 1, 1, 1, 5)")
+    conn.commit()
+    conn.close()
+    db = journal.open_db(path)
+    assert db.conn.execute("SELECT * FROM batches").fetchall() == [("e1", 1, 1, 1, 5, None, None)]
+    journal.Writer(db, {}).append([EventBatch("e1", 1, 2, 6, 5, [], b"", ts_matched=7)])
+    assert db.conn.execute("SELECT batch, ts_matched FROM batches WHERE batch = 2").fetchone() == (2, 7)
 
 
 def test_the_command_reports_and_writes_json(tmp_path):

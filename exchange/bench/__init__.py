@@ -37,6 +37,7 @@ The package, in the order a run goes through it:
     subscribers.py  the market data subscriber processes
     latency.py      HdrHistogram settings, cheap recording, percentiles in µs
     checks.py       after the run: merge the reports, check them, compare with the journal
+    stages.py       where an ACK's time goes: sampled ACKs followed through the journal's timestamps
     results.py      BenchResult: figures, checks and the JSON form
     report.py       summary() table and plot()
     profiles.py     py-spy records of every role, and summarise_profiles()

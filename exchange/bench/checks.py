@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 
 from hdrh.histogram import HdrHistogram
 
-from exchange.bench import latency
+from exchange.bench import latency, stages
 from exchange.bench.latency import HIGHEST_US, KINDS
 from exchange.bench.options import BenchOptions
 from exchange.bench.results import BenchResult
@@ -77,6 +77,7 @@ def finish(result: BenchResult, options: BenchOptions, config: Config, baseline:
     result.counts["fills"] = sum(f[0] + f[1] for f in fills)
     more = sum(r["fault_count"] for r in reports) - len(checks["answers match requests"])
     checks["answers match requests"] += [f"... and {more} more"] if more else []
+    result.ack_stages_us = stages.ack_stages(config.journal.path, [t for r in reports for t in r["traced"]])
     checks["journal agrees"] = _check_journal(config.journal.path, baseline, answers, result.counts["fills"],
                                               options.connect)
     # market data

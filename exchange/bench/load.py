@@ -61,6 +61,7 @@ class Worker:
         self.histograms = {k: HdrHistogram(1, HIGHEST_US, 3) for k in KINDS[:4]}
         self.fills = [[0, 0, 0, 0] for _ in self.instruments]  # buy count, sell count, buy units, sell units
         self.acked_in_second: Counter[int] = Counter()
+        self.traced: list[tuple[str, str, int, int]] = []  # sampled ACKs: user, cid, due, read (perf ns)
         self.sessions: list[Session] = []
         self.running = False
         self.start = self.measure_from = self.end = 0
@@ -148,6 +149,7 @@ async def _generate(plan: dict, conn) -> None:
     for session in w.sessions:
         session.transport.close()
     times = os.times()
+    wall_offset = time.time_ns() - time.perf_counter_ns()  # the journal's timestamps are wall clock
     conn.send(("done", {
         "sent": {name: w.sent[kind] for kind, name in enumerate(("new", "cross", "cancel", "replace", "login", "ping"))},
         "answered": w.answered, "unanswered": w.outstanding(), "answers": dict(w.answers),
@@ -155,6 +157,7 @@ async def _generate(plan: dict, conn) -> None:
         "rejects": dict(w.rejects), "faults": w.faults, "fault_count": w.fault_count,
         "histograms": {k: h.encode() for k, h in w.histograms.items()},
         "fills": w.fills, "acked_per_second": dict(w.acked_in_second),
+        "traced": [(user, cid, due + wall_offset, read + wall_offset) for user, cid, due, read in w.traced],
         "cpu_s": times.user + times.system}))
 
 

@@ -35,6 +35,12 @@ def summary(result: BenchResult) -> str:
     s = result.market_data["spread_us"]
     lines.append(f"{'md spread first→last':22s} {s['count']:>9,d} " + " ".join(
         f"{latency.us(s[p]):>9s}" for p in ("p50", "p90", "p99", "p99.9", "max")))
+    if result.ack_stages_us:
+        count = next(iter(result.ack_stages_us.values()))["count"]
+        lines += ["", f"{'where an ACK goes':26s} {'p50':>9s} {'p90':>9s} {'p99':>9s}"
+                  f"   ({count:,} sampled ACKs of new orders, journal timestamps)"]
+        for name, v in result.ack_stages_us.items():
+            lines.append(f"  {name:24s} " + " ".join(f"{latency.us(v[p]):>9s}" for p in ("p50", "p90", "p99")))
     lines += ["", f"market data: {result.market_data['messages']} messages per subscriber,"
               f" gaps {result.market_data['gaps']}",
               f"journal: {result.journal['durable_events_per_s']:,.0f} events/s made durable; lag (age of the"

@@ -13,6 +13,7 @@ class BenchResult:
     counts: dict = field(default_factory=dict)
     throughput: dict = field(default_factory=dict)
     latency_us: dict = field(default_factory=dict)  # kind → {count, p50, p90, p99, p99.9, max, mean}
+    ack_stages_us: dict = field(default_factory=dict)  # stage → {count, p50, p90, p99, max}: bench.stages
     market_data: dict = field(default_factory=dict)
     journal: dict = field(default_factory=dict)
     cpu: dict = field(default_factory=dict)  # label → cores used (CPU seconds per second)

@@ -13,6 +13,8 @@ import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
+from exchange.bench.stages import TRACE_EVERY
+
 if TYPE_CHECKING:
     from exchange.bench.load import Worker
 
@@ -193,6 +195,8 @@ class Session(asyncio.Protocol):
             w.recent.append(latency_us)
             if measured:
                 w.latencies["ack"].append(latency_us)
+                if w.answers["accepted"] % TRACE_EVERY == 0:
+                    w.traced.append((self.user, cid.decode(), t_sched, now))
             return
         if first == b"OUT" and kind == CANCEL and words[2] == b"#" + cid:
             w.acked_in_second[int(now - w.start) // 1_000_000_000] += 1
