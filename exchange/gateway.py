@@ -293,6 +293,7 @@ class Gateway:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.flush_requests()  # e.g. the cancels of sessions that asked for cancel on disconnect
         for sock in (*self.engines.values(), *self.pushes.values(), self.replies, self.router):
             sock.close()
         if self.auth is not None:
