@@ -8,7 +8,7 @@ Sockets:
     engines  PUSH connect, one per engine → each engine's commands PULL (one Requests per loop turn)
     replies  PULL bound          ← engines: Replies, released once the journal holds them
 
-One asyncio loop serves everything; the logic lives in exchange.sessions.OrderEntry. scrypt for
+One asyncio loop serves everything; the logic lives in exchange.order_entry.OrderEntry. scrypt for
 LOGIN runs on a small thread pool, so a login never stalls anyone else's orders. Bad input is
 bounded here (docs/security.md): lines are capped at ``max_line``; a client that stops reading
 is no longer read from, and is cut off once ``max_write_buffer`` bytes wait for it.
@@ -30,7 +30,8 @@ from exchange.journal import journal_order_events, order_history
 from exchange.config import Config, GatewayConfig
 from exchange.errors import ProtocolError, RejectCode, WireError
 from exchange.protocol import Bye, ClientReply, Rej, decode_request, format_reply, parse_bytes
-from exchange.sessions import OrderEntry, Session
+from exchange.order_entry import OrderEntry
+from exchange.sessions import Session
 from exchange.wire import Decoder, Replies, Request, encode
 
 log = logging.getLogger(__name__)

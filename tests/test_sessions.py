@@ -13,7 +13,7 @@ from exchange.core.messages import ORDER_EVENTS, CancelAll, OrderAccepted, Place
 from exchange.core.orders import CancelReason, OrderStatus
 from exchange.errors import ProtocolError, RejectCode
 from exchange.protocol import Rej, format_reply, parse_bytes
-from exchange.sessions import OrderEntry
+from exchange.order_entry import OrderEntry
 from exchange.wire import Reply
 
 CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
