@@ -156,8 +156,8 @@ class Gateway:
         sock.setsockopt(zmq.BACKLOG, 1024)
         if self.keyed:
             # the authenticator thread needs a plain context; a shadow shares the ZAP endpoint
-            self.auth = curve.UserAuthenticator(zmq.Context.shadow(self.ctx.underlying), self.config)
-            self.auth.start()
+            self.auth = curve.start_authenticator(zmq.Context.shadow(self.ctx.underlying),
+                                                  users=curve.user_keys(self.config))
             curve.make_server(sock, curve.server_secret_key(self.config.gateway.secret_key_file))
         sock.bind(self.config.gateway.zmq)
         return sock

@@ -36,8 +36,7 @@ class Notifier:
         self.config = config
         self.ctx = ctx = zmq.Context(io_threads=config.notifier.io_threads)
         ctx.linger = mesh.LINGER_MS
-        self.auth = curve.UserAuthenticator(ctx, config)
-        self.auth.start()
+        self.auth = curve.start_authenticator(ctx, users=curve.user_keys(config))
         self.public = self._xpub(config.notifier.publish)  # ← anyone
         self.private = self._xpub(config.notifier.private, manual=True)  # ← users with CURVE keys
         self.snapshots = mesh.socket(ctx, zmq.ROUTER, bind=config.notifier.snapshots,
