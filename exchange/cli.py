@@ -56,7 +56,10 @@ def _role(role: str, needs_name: bool):
                 raise click.ClickException(str(e)) from None
         label = f"{role}-{name}" if needs_name else role
         mesh.setup_logging(label, config.var_dir)
-        importlib.import_module(f"exchange.{role.replace('-', '_')}").run(config, name or role)
+        try:
+            importlib.import_module(f"exchange.{role.replace('-', '_')}").run(config, name or role)
+        except ExchangeError as e:  # e.g. its mesh secret key file is missing
+            raise click.ClickException(str(e)) from None
 
     command.__doc__ = f"Run the {role} role (normally started by `exchange up`)."
     return command
