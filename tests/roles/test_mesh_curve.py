@@ -25,7 +25,7 @@ from exchange.client import TextClient
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side, TimeInForce
 from exchange.mesh_curve import secret_key_path
-from exchange.wire import Request, encode
+from exchange.wire import BookSnapshot, Decoder, Request, SnapshotReply, SnapshotRequest, encode
 from test_end_to_end import subscribed, wait_for_trade
 
 HANDSHAKE_S = 5
@@ -142,8 +142,6 @@ def test_every_internal_link_works_encrypted(curve_mesh):
 
 
 def test_the_replay_links_work_encrypted(curve_mesh, ctx):
-    from exchange.wire import BookSnapshot, Decoder, SnapshotReply, SnapshotRequest
-
     dealer = ctx.socket(zmq.DEALER)  # notifier → engine replay ROUTER carries the snapshot
     dealer.linger = 0
     dealer.connect(curve_mesh.config.notifier.snapshots)
