@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
@@ -40,7 +40,7 @@ class MeshSecurity:
 
     role: str
     public: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a log line, even by accident
     public_keys: dict[str, bytes]  # role → Z85 public key
 
     @classmethod

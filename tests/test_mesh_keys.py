@@ -133,6 +133,7 @@ def test_each_role_loads_its_own_secret_and_every_role_key(tmp_path, keyed):
     security = MeshSecurity.for_role(config, "engine-e1")
     assert security.public == config.mesh_curve.public_keys["engine-e1"].encode()
     assert sorted(security.role_keys().values()) == sorted(ROLES)
+    assert security.secret.decode() not in repr(security)  # a log line that names it shows no secret
 
 
 def test_a_role_without_its_secret_or_with_another_roles_fails_to_start(tmp_path, keyed):
