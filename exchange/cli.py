@@ -56,7 +56,10 @@ def _role(role: str, needs_name: bool):
                 raise click.ClickException(str(e)) from None
         label = f"{role}-{name}" if needs_name else role
         mesh.setup_logging(label, config.var_dir)
-        importlib.import_module(f"exchange.{role.replace('-', '_')}").run(config, name or role)
+        try:
+            importlib.import_module(f"exchange.{role.replace('-', '_')}").run(config, name or role)
+        except ExchangeError as e:  # e.g. its mesh secret key file is missing
+            raise click.ClickException(str(e)) from None
 
     command.__doc__ = f"Run the {role} role (normally started by `exchange up`)."
     return command
@@ -117,7 +120,7 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
 
 @cli.group()
 def keys() -> None:
-    """CURVE keys: make a key pair, or show the notifier's or the gateway's public key."""
+    """CURVE keys: make a key pair, the mesh's key pairs, or show the notifier's or the gateway's public key."""
 
 
 @keys.command("new")
@@ -127,6 +130,36 @@ def keys_new() -> None:
 
     public, secret = zmq.curve_keypair()
     click.echo(f"public: {public.decode()}\nsecret: {secret.decode()}")
+
+
+@keys.command("mesh")
+@click.argument("config_path", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
+              help="Where to write each role's secret key file, <role>.key_secret (mode 0600).")
+@click.option("--force", is_flag=True, help="Replace the secret key files that exist already (every role"
+              " then needs its new one).")
+def keys_mesh(config_path: str, directory: str, force: bool) -> None:
+    """Make a CURVE key pair per role of CONFIG_PATH for encrypted internal links; print the mesh_curve section.
+
+    Secret key files that exist already are kept (and their public keys printed) unless --force.
+    Give each host the files of the roles it runs; paste the printed section into the config.
+    """
+    from exchange.mesh_curve import config_section, make_key_pairs
+
+    try:
+        config = load_config(config_path, mesh_keys=False)
+        public_keys, kept = make_key_pairs(config, directory, force)
+    except ExchangeError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{e.filename or directory}: {e.strerror}") from None
+    made = [role for role in public_keys if role not in kept]
+    if made:
+        click.echo(f"wrote secret keys of {', '.join(made)} to {directory}/ (mode 0600)", err=True)
+    if kept:
+        click.echo(f"kept the secret keys of {', '.join(kept)} that were in {directory}/ (--force replaces"
+                   f" them)", err=True)
+    click.echo(config_section(directory, public_keys), nl=False)
 
 
 @keys.command("notifier")

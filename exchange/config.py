@@ -26,6 +26,8 @@ HOST_PORT = r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$"
 Endpoint = Annotated[str, Meta(pattern=ZMQ_ENDPOINT, description="tcp://host:port or ipc://path")]
 Decimal = Annotated[str, Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", description="a quoted decimal")]
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$")]
+CurveKey = Annotated[str, Meta(pattern=r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$",
+                               description="a CURVE public key: 40 Z85 characters")]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -60,6 +62,10 @@ class EngineConfig(_Section):
     replay: Endpoint  # ROUTER, bound: the journal writer fetches missed event batches here
     max_undurable_events: Annotated[int, Meta(ge=1000)] = 200_000  # beyond this: stop reading commands
     checkpoint_every: Annotated[int, Meta(ge=100)] = 100_000  # events between checkpoints in the journal
+
+    @property
+    def role(self) -> str:
+        return f"engine-{self.name}"
 
 
 class GatewayConfig(_Section):
@@ -102,11 +108,19 @@ class NotifierConfig(_Section):
 class UserConfig(_Section):
     name: Name
     key_hash: str  # scrypt$<n>$<salt hex>$<hash hex>, made by `exchange users add`
-    curve_public_key: Annotated[str, Meta(pattern=r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")] | None = None
+    curve_public_key: CurveKey | None = None
     max_open_orders: Annotated[int, Meta(ge=1)] | None = None  # per instrument, besides the instrument's own
     max_sessions: Annotated[int, Meta(ge=1)] | None = None  # None: gateway.max_sessions_per_user
     max_rate: Annotated[float, Meta(gt=0)] | None = None  # None: gateway.max_rate (and max_burst)
     cancel_on_disconnect: bool = False  # default for the user's sessions; LOGIN … CANCEL_ON_DISCONNECT asks too
+
+
+class MeshCurveConfig(_Section):
+    """CURVE on every mesh-internal link (docs/security.md); without this section, links are plain."""
+
+    secret_key_dir: str  # holds <role>.key_secret; each host needs only the files of its own roles
+    public_keys: dict[str, CurveKey]  # role (journal-writer, engine-<name>, gateway, notifier) → public key
+
 
 class Config(_Section):
     instruments: list[InstrumentConfig]
@@ -116,6 +130,7 @@ class Config(_Section):
     notifier: NotifierConfig
     users: list[UserConfig] = []
     var_dir: str = "var"  # per-role log files go here
+    mesh_curve: MeshCurveConfig | None = None  # None: internal links are plain (fine on one host)
 
     def __post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -156,6 +171,10 @@ class Config(_Section):
             bound += [engine.commands, engine.publish, engine.replay]
         return bound
 
+    def roles(self) -> list[str]:
+        """Every role's name, as its log file and its mesh key are named: journal-writer, engine-<name>, …"""
+        return ["journal-writer", *(e.role for e in self.engines), "notifier", "gateway"]
+
     def instrument_map(self) -> dict[str, Instrument]:
         return {i.symbol: i.build() for i in self.instruments}
 
@@ -175,8 +194,12 @@ class Config(_Section):
         return next((u for u in self.users if u.name == name), None)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate the YAML file at ``path``; ConfigError says what is wrong and where."""
+def load_config(path: str | Path, mesh_keys: bool = True) -> Config:
+    """Read and validate the YAML file at ``path``; ConfigError says what is wrong and where.
+
+    ``mesh_keys=False`` skips the check that ``mesh_curve`` lists a key for every role, for
+    `exchange keys mesh`, which makes those keys.
+    """
     path = Path(path)
     try:
         text = path.read_bytes()
@@ -193,7 +216,47 @@ def load_config(path: str | Path) -> Config:
             instrument.build()
         except ValueError as e:
             raise ConfigError(f"{path}: {e} - at `$.instruments[{n}]`") from None
+    if config.mesh_curve is not None and mesh_keys:
+        try:
+            _check_mesh_keys(config, config.mesh_curve)
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from None
     return config
+
+
+def _check_mesh_keys(config: Config, section: MeshCurveConfig) -> None:
+    """One valid key per role, none shared with another role or a user, and no key for no role."""
+    at = "`$.mesh_curve.public_keys"
+    roles = config.roles()
+    for role in roles:
+        if role not in section.public_keys:
+            raise ValueError(f"no public key for {role}; `exchange keys mesh` makes one per role - at {at}`")
+    owners: dict[str, str] = {u.curve_public_key: f"user {u.name}" for u in config.users if u.curve_public_key}
+    for role, key in section.public_keys.items():
+        if role not in roles:
+            raise ValueError(f"{role} is not a role of this mesh; the roles are {', '.join(roles)} - at {at}`")
+        if not _is_z85_key(key):
+            raise ValueError(f"the key of {role} is not a valid Z85 CURVE key - at {at}.{role}`")
+        if key in owners:
+            raise ValueError(f"{role} has the same key as {owners[key]}; each role needs its own key pair"
+                             f" - at {at}.{role}`")
+        owners[key] = role
+
+
+_Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+
+
+def _is_z85_key(text: str) -> bool:
+    """Whether ``text`` is 40 Z85 characters that decode to 32 bytes (each 5-character group < 2**32)."""
+    if len(text) != 40 or any(c not in _Z85 for c in text):
+        return False
+    for start in range(0, 40, 5):
+        value = 0
+        for c in text[start:start + 5]:
+            value = value * 85 + _Z85.index(c)
+        if value >= 2**32:
+            return False
+    return True
 
 
 # -- API keys ---------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Sockets (this process binds the stable side):
     replies   PUSH   connect  → gateway: acks, fills and order updates, released at the watermark
     publish   PUB    bound    → notifier: market data and private order updates, released at the watermark
 
+With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
+connected ones CURVE clients of the journal writer and the gateway (exchange.mesh_curve).
+
 Matching runs ahead of the journal; nothing leaves towards clients before the journal holds it
 (DESIGN.md guarantee 2). Batches stay in memory until durable, for replay; past
 ``max_undurable_events`` the engine stops reading commands.
@@ -23,12 +26,13 @@ from pathlib import Path
 
 import zmq
 
-from exchange import journal, mesh
+from exchange import curve, journal, mesh
 from exchange.config import Config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS
 from exchange.errors import WireError
+from exchange.mesh_curve import MeshSecurity
 from exchange.publisher import Publisher, released_depths
 from exchange.wire import (
     Decoder, Durable, EngineRequest, Entry, EventBatch, Replies, Reply, ReplayRequest, Request,
@@ -141,18 +145,24 @@ class EngineProcess:
     def __init__(self, config: Config, name: str):
         self.config = config
         self.spec = spec = config.engine(name)
+        self.security = security = MeshSecurity.for_role(config, spec.role)  # before recovery: fail fast
         instruments = [config.instrument_map()[symbol] for symbol in spec.instruments]
         matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments)
         self.engine = Engine(name, matcher, position, spec.checkpoint_every)
         self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)
         self.ctx = ctx = mesh.context()
-        self.commands = mesh.socket(ctx, zmq.PULL, bind=spec.commands)  # ← gateways
-        self.publish = mesh.socket(ctx, zmq.PUB, bind=spec.publish)  # → notifier
-        self.replay = mesh.socket(ctx, zmq.ROUTER, bind=spec.replay)  # ← journal writer, notifier
-        self.to_journal = mesh.socket(ctx, zmq.PUSH, connect=config.journal.events)  # → journal writer
-        self.durable = mesh.socket(ctx, zmq.SUB, connect=config.journal.watermarks)  # ← journal writer
+        self.auth = curve.start_authenticator(ctx, roles=security.role_keys()) if security else None
+        self.commands = mesh.socket(ctx, zmq.PULL, bind=spec.commands, security=security)  # ← gateways
+        self.publish = mesh.socket(ctx, zmq.PUB, bind=spec.publish, security=security)  # → notifier
+        self.replay = mesh.socket(ctx, zmq.ROUTER, bind=spec.replay,
+                                  security=security)  # ← journal writer, notifier
+        self.to_journal = mesh.socket(ctx, zmq.PUSH, connect=config.journal.events, security=security,
+                                      peer="journal-writer")  # → journal writer
+        self.durable = mesh.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
+                                   peer="journal-writer")  # ← journal writer
         self.durable.setsockopt(zmq.SUBSCRIBE, b"")
-        self.replies = mesh.socket(ctx, zmq.PUSH, connect=config.gateway.replies)  # → gateway
+        self.replies = mesh.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
+                                   peer="gateway")  # → gateway
         self.requests, self.durables, self.engine_requests = (
             Decoder(Requests), Decoder(Durable), Decoder(EngineRequest))
 
@@ -246,6 +256,8 @@ class EngineProcess:
     def close(self) -> None:
         for sock in (self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies):
             sock.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
 

@@ -8,6 +8,10 @@ Sockets:
     engines  PUSH connect, one per engine → each engine's commands PULL (one Requests per loop turn)
     replies  PULL bound          ← engines: Replies, released once the journal holds them
 
+With ``mesh_curve`` on, ``replies`` is a CURVE server that admits mesh roles only and the PUSHes
+are CURVE clients of their engines (exchange.mesh_curve); one ZAP handler serves both the users
+of ``zmq`` and the roles of ``replies``, each in its own ZAP domain (exchange.curve).
+
 One asyncio loop serves everything; the logic lives in exchange.order_entry.OrderEntry. scrypt for
 LOGIN runs on a small thread pool, so a login never stalls anyone else's orders. Bad input is
 bounded here (docs/security.md): lines are capped at ``max_line``; a client that stops reading
@@ -29,6 +33,7 @@ from exchange import curve, mesh
 from exchange.journal import journal_order_events, order_history
 from exchange.config import Config, GatewayConfig
 from exchange.errors import ProtocolError, RejectCode, WireError
+from exchange.mesh_curve import MeshSecurity
 from exchange.protocol import Bye, ClientReply, Rej, decode_request, format_reply, parse_bytes
 from exchange.order_entry import OrderEntry
 from exchange.sessions import Session
@@ -140,14 +145,21 @@ class Gateway:
         self.config = config
         self.ctx = zmq.asyncio.Context()
         self.ctx.linger = mesh.LINGER_MS
-        self.pushes = {e.name: mesh.socket(self.ctx, zmq.PUSH, connect=e.commands)
-                       for e in config.engines}  # → engines
+        security = MeshSecurity.for_role(config, "gateway")
+        self.keyed = config.gateway.zmq_auth == "curve"
+        self.auth = None
+        if self.keyed or security is not None:
+            # the authenticator thread needs a plain context; a shadow shares the ZAP endpoint
+            self.auth = curve.start_authenticator(zmq.Context.shadow(self.ctx.underlying),
+                                                  users=curve.user_keys(config) if self.keyed else None,
+                                                  roles=security.role_keys() if security else None)
+        self.pushes = {e.name: mesh.socket(self.ctx, zmq.PUSH, connect=e.commands, security=security,
+                                           peer=e.role) for e in config.engines}  # → engines
         self.engines = {name: self._sync(sock) for name, sock in self.pushes.items()}
         self.outbox: dict[str, list[Request]] = {name: [] for name in self.engines}  # sent by flush_requests
         self.flush_scheduled = False
-        self.replies = mesh.socket(self.ctx, zmq.PULL, bind=config.gateway.replies)  # ← engines
-        self.keyed = config.gateway.zmq_auth == "curve"
-        self.auth = None
+        self.replies = mesh.socket(self.ctx, zmq.PULL, bind=config.gateway.replies,
+                                   security=security)  # ← engines
         self.router = self._router()  # ← ZMQ clients
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
@@ -171,9 +183,6 @@ class Gateway:
         sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         sock.setsockopt(zmq.BACKLOG, 1024)
         if self.keyed:
-            # the authenticator thread needs a plain context; a shadow shares the ZAP endpoint
-            self.auth = curve.UserAuthenticator(zmq.Context.shadow(self.ctx.underlying), self.config)
-            self.auth.start()
             curve.make_server(sock, curve.server_secret_key(self.config.gateway.secret_key_file))
         sock.bind(self.config.gateway.zmq)
         return sock

@@ -5,6 +5,9 @@ Sockets:
     watermarks  PUB     bound    → engines: Durable after each group commit, and every second
     replay      DEALER  connect  → each engine's replay ROUTER: ReplayRequest when a batch is missing
 
+With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
+DEALERs CURVE clients of their engines (exchange.mesh_curve).
+
 Batches of one engine must arrive in order, ``batch`` +1 each. A batch from the future is held
 and the missing ones are requested again; a batch seen before is dropped; a batch of a newer
 epoch (the engine restarted and rebuilt from this journal) replaces whatever an older epoch
@@ -18,9 +21,10 @@ import time
 
 import zmq
 
-from exchange import journal, mesh
+from exchange import curve, journal, mesh
 from exchange.config import Config
 from exchange.errors import WireError
+from exchange.mesh_curve import MeshSecurity
 from exchange.wire import Decoder, Durable, EventBatch, ReplayRequest, encode
 
 log = logging.getLogger(__name__)
@@ -66,14 +70,17 @@ class Sequencer:
 def run(config: Config, name: str = "journal-writer") -> None:
     """Run the journal writer until SIGINT or SIGTERM."""
     spec = config.journal
+    security = MeshSecurity.for_role(config, "journal-writer")  # before the journal: fail fast
     db = journal.open_db(spec.path, spec.synchronous)
     writer = journal.Writer(db, config.instrument_map())
     sequencer = Sequencer(journal.positions(db.conn))
     stopper = mesh.Stopper()
     ctx = mesh.context()
-    events = mesh.socket(ctx, zmq.PULL, bind=spec.events)  # ← engines
-    watermarks = mesh.socket(ctx, zmq.PUB, bind=spec.watermarks)  # → engines
-    replay = {e.name: mesh.socket(ctx, zmq.DEALER, connect=e.replay) for e in config.engines}  # → engines
+    auth = curve.start_authenticator(ctx, roles=security.role_keys()) if security else None
+    events = mesh.socket(ctx, zmq.PULL, bind=spec.events, security=security)  # ← engines
+    watermarks = mesh.socket(ctx, zmq.PUB, bind=spec.watermarks, security=security)  # → engines
+    replay = {e.name: mesh.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
+              for e in config.engines}  # → engines
     batches = Decoder(EventBatch)
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
     for engine, sock in replay.items():  # whatever the engines produced while we were away
@@ -122,6 +129,8 @@ def run(config: Config, name: str = "journal-writer") -> None:
     finally:
         for sock in (events, watermarks, *replay.values()):
             sock.close()
+        if auth is not None:
+            auth.stop()
         ctx.term()
         db.conn.close()
         log.info("stopped: %d batches written", written)

@@ -6,8 +6,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
+
+if TYPE_CHECKING:
+    from exchange.mesh_curve import MeshSecurity
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,13 @@ def context() -> zmq.Context:
 
 
 def socket(ctx: zmq.Context, kind: int, *, bind: str | None = None, connect: str | None = None,
-           max_msg_size: int = MAX_MSG_SIZE, rcvhwm: int | None = None) -> zmq.Socket:
-    """A socket with the mesh's options (heartbeats, size cap, backlog), bound or connected."""
+           max_msg_size: int = MAX_MSG_SIZE, rcvhwm: int | None = None,
+           security: MeshSecurity | None = None, peer: str | None = None) -> zmq.Socket:
+    """A socket with the mesh's options (heartbeats, size cap, backlog), bound or connected.
+
+    With ``security`` (mesh_curve on), a bound socket is a CURVE server that admits mesh roles only,
+    and a connected one a CURVE client of the role ``peer``, which is bound at ``connect``.
+    """
     sock = ctx.socket(kind)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
@@ -50,11 +59,21 @@ def socket(ctx: zmq.Context, kind: int, *, bind: str | None = None, connect: str
     if kind == zmq.ROUTER:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     if bind:
+        if security is not None:
+            security.serve(sock)
         sock.setsockopt(zmq.BACKLOG, 1024)
         sock.bind(bind)
     if connect:
-        sock.connect(connect)
+        connect_to(sock, connect, security, peer)
     return sock
+
+
+def connect_to(sock: zmq.Socket, endpoint: str, security: MeshSecurity | None = None,
+               peer: str | None = None) -> None:
+    """Connect ``sock`` to ``endpoint``; with ``security``, as a CURVE client of the role ``peer`` there."""
+    if security is not None:
+        security.client_of(sock, peer)
+    sock.connect(endpoint)
 
 
 def drain(sock: zmq.Socket, limit: int = 10_000) -> list[list[bytes]]:

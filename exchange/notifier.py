@@ -7,6 +7,9 @@ Sockets:
     snapshots  ROUTER  bound    ← subscribers' SnapshotRequests, relayed to the owning engine
     engines    DEALER  connect  → each engine's ROUTER, for those snapshots
 
+With ``mesh_curve`` on, ``upstream`` and ``engines`` are CURVE clients of their engines
+(exchange.mesh_curve); the notifier binds no mesh socket, so its ZAP handler serves users only.
+
 Messages pass through unchanged: one message per (symbol, channel) per engine release, so fan-out
 is paid per batch. PUB drops for a subscriber that cannot keep up; it sees the gap in ``chan_seq``
 and re-syncs from a snapshot. On the private feed, XPUB_MANUAL hands every subscription to this
@@ -23,6 +26,7 @@ import zmq
 from exchange import curve, mesh
 from exchange.config import Config
 from exchange.errors import WireError
+from exchange.mesh_curve import MeshSecurity
 from exchange.wire import Decoder, SnapshotRefused, SnapshotRequest, encode, private_topic
 
 log = logging.getLogger(__name__)
@@ -34,19 +38,20 @@ MAX_SUBSCRIPTION_SIZE = 4096  # CURVE handshakes need about 512 bytes
 class Notifier:
     def __init__(self, config: Config):
         self.config = config
+        security = MeshSecurity.for_role(config, "notifier")
         self.ctx = ctx = zmq.Context(io_threads=config.notifier.io_threads)
         ctx.linger = mesh.LINGER_MS
-        self.auth = curve.UserAuthenticator(ctx, config)
-        self.auth.start()
+        self.auth = curve.start_authenticator(ctx, users=curve.user_keys(config))
         self.public = self._xpub(config.notifier.publish)  # ← anyone
         self.private = self._xpub(config.notifier.private, manual=True)  # ← users with CURVE keys
         self.snapshots = mesh.socket(ctx, zmq.ROUTER, bind=config.notifier.snapshots,
                                      max_msg_size=MAX_SUBSCRIPTION_SIZE)  # ← subscribers
         self.upstream = mesh.socket(ctx, zmq.XSUB)  # → engines
         for engine in config.engines:
-            self.upstream.connect(engine.publish)
+            mesh.connect_to(self.upstream, engine.publish, security, engine.role)
         self.upstream.send(b"\x01")  # everything: public and private topics are split here
-        self.engines = {e.name: mesh.socket(ctx, zmq.DEALER, connect=e.replay) for e in config.engines}
+        self.engines = {e.name: mesh.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
+                        for e in config.engines}
         self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
         self.forwarded = self.refused = 0
 
