@@ -6,19 +6,10 @@ import signal
 
 import click
 
-from exchange.config import Config, hash_key, load_config, new_key
+from exchange.cli_common import DEFAULT_CONFIG, config_option, load
+from exchange.cli_journal import journal_group
+from exchange.config import hash_key, load_config, new_key
 from exchange.errors import ExchangeError
-
-DEFAULT_CONFIG = "configs/local.yaml"
-config_option = click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True,
-                             type=click.Path(dir_okay=False), help="The mesh's YAML file.")
-
-
-def _load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ExchangeError as e:
-        raise click.ClickException(str(e)) from None
 
 
 @click.group()
@@ -33,7 +24,7 @@ def up(config_path: str) -> None:
     """Start the whole mesh described by CONFIG_PATH and keep it running until Ctrl-C."""
     from exchange import launcher, mesh
 
-    config = _load(config_path)
+    config = load(config_path)
     mesh.setup_logging("launcher", config.var_dir)
     launcher.run(config, config_path)
 
@@ -46,7 +37,7 @@ def _role(role: str, needs_name: bool):
 
         from exchange import mesh
 
-        config = _load(config_path)
+        config = load(config_path)
         if needs_name and not name:
             raise click.ClickException(f"--name is required; engines are {[e.name for e in config.engines]}")
         if needs_name:
@@ -92,7 +83,7 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
     from exchange.client import PrivateFeed
     from exchange.watch import Watch, run_live, run_plain
 
-    config = _load(config_path)
+    config = load(config_path)
     symbol = symbol.upper()
     if symbol not in config.instrument_map():
         raise click.ClickException(f"no instrument {symbol}; there are {', '.join(config.instrument_map())}")
@@ -168,7 +159,7 @@ def keys_notifier(config_path: str) -> None:
     """Print the public key of the notifier's private feed (clients need it); makes the key if missing."""
     from exchange import curve
 
-    config = _load(config_path)
+    config = load(config_path)
     click.echo(curve.public_key(curve.server_secret_key(config.notifier.secret_key_file)).decode())
 
 
@@ -178,7 +169,7 @@ def keys_gateway(config_path: str) -> None:
     """Print the public key of the gateway's ZMQ order entry (CURVE clients need it); makes the key if missing."""
     from exchange import curve
 
-    config = _load(config_path)
+    config = load(config_path)
     click.echo(curve.public_key(curve.server_secret_key(config.gateway.secret_key_file)).decode())
 
 
@@ -199,221 +190,6 @@ def users_add(name: str) -> None:
     click.echo(f"CURVE secret key for {name}'s private feed (shown once): {secret.decode()}", err=True)
     click.echo(f"  - name: {name}\n    key_hash: {hash_key(key)}\n    curve_public_key: '{public.decode()}'")
 
-
-# -- exchange journal …: inspect the SQLite journal (exchange.journal_queries, exchange.journal_verify)
-
-db_option = click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
-                         help="The journal file; default: journal.path of the config.")
-output_options = (
-    click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects, for programs."),
-    click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row, for programs."),
-)
-
-
-class _Time(click.ParamType):
-    """An ISO-8601 time (UTC unless it names an offset), as int ns since the UNIX epoch."""
-
-    name = "TIME"
-
-    def convert(self, value, param, ctx):
-        from exchange.journal_queries import to_ns
-
-        if isinstance(value, int):
-            return value
-        try:
-            return to_ns(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-
-
-filter_options = (
-    click.option("--symbol", default=None, help="Only this instrument."),
-    click.option("--user", default=None, help="Only this user's."),
-    click.option("--order-id", default=None, help="Only this order's (an exchange order id like 1-42)."),
-    click.option("--since", "since_ns", type=_Time(), default=None,
-                 help="From this ISO-8601 time on, inclusive (UTC unless given, e.g. 2026-11-25T13:52Z)."),
-    click.option("--until", "until_ns", type=_Time(), default=None, help="Before this ISO-8601 time."),
-    click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
-                 help="At most this many rows; 0 for all."),
-    click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first)."),
-)
-
-
-def _options(*options):
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return decorate
-
-
-def _open_journal(config_path: str, db_path: str | None):
-    """(config, journal path, read-only connection); one ClickException for any library error."""
-    from exchange.journal_queries import open_journal
-
-    config = _load(config_path)
-    path = db_path or config.journal.path
-    try:
-        return config, path, open_journal(path)
-    except ExchangeError as e:
-        raise click.ClickException(str(e)) from None
-
-
-def _emit(rows: list[dict], columns: tuple[str, ...], as_json: bool, as_csv: bool, empty: str) -> None:
-    """Rows as JSON, CSV, or an aligned table for people (times in ISO-8601 UTC)."""
-    import csv
-    import io
-    import json
-
-    if as_json and as_csv:
-        raise click.UsageError("--json and --csv exclude each other; give one")
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    elif as_csv:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        click.echo(out.getvalue(), nl=False)
-    elif not rows:
-        click.echo(empty)
-    else:
-        click.echo(_table(rows))
-
-
-def _table(rows: list[dict]) -> str:
-    from exchange.journal_queries import to_iso
-
-    columns = list(rows[0])
-    cells = [[_cell(column, row[column], to_iso) for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[n]) for line in cells)) for n, column in enumerate(columns)]
-    numeric = [all(_is_number(row[column]) for row in rows if row[column] is not None) for column in columns]
-
-    def line(values) -> str:
-        return "  ".join(v.rjust(w) if right else v.ljust(w)
-                         for v, w, right in zip(values, widths, numeric)).rstrip()
-
-    return "\n".join([line(columns), line("-" * w for w in widths), *(line(values) for values in cells)])
-
-
-def _cell(column: str, value, to_iso) -> str:
-    if value is None:
-        return ""
-    if column.startswith("ts_") and isinstance(value, int):
-        return to_iso(value)
-    return str(value)
-
-
-def _is_number(value) -> bool:
-    """Whether to right-align: ints and decimal text like the journal's prices and quantities."""
-    return isinstance(value, int) or (isinstance(value, str) and value.replace(".", "", 1).isdigit())
-
-
-@cli.group("journal")
-def journal_group() -> None:
-    """Inspect the SQLite journal: orders, trades, events and stats; verify that it is whole."""
-
-
-def _event_kinds() -> list[str]:
-    from typing import get_args
-
-    from exchange.core.messages import AnyEvent
-
-    return [kind.__name__ for kind in get_args(AnyEvent)]
-
-
-def _query(name: str, columns: str, empty: str, what: str, extra=()):
-    """One `exchange journal NAME` command: filters in, rows of journal_queries.NAME out (with the
-    CSV header journal_queries.COLUMNS, even when no row matches)."""
-    @_options(config_option, db_option, *filter_options, *extra, *output_options)
-    def command(config_path: str, db_path: str | None, as_json: bool, as_csv: bool, symbol: str | None,
-                **filters) -> None:
-        from exchange import journal_queries
-
-        config, _, conn = _open_journal(config_path, db_path)
-        try:
-            rows = getattr(journal_queries, name)(conn, config.instrument_map(),
-                                                  symbol=symbol and symbol.upper(), **filters)
-        finally:
-            conn.close()
-        _emit(rows, getattr(journal_queries, columns), as_json, as_csv, empty)
-
-    command.__doc__ = what
-    return journal_group.command(name)(command)
-
-
-_query("orders", "ORDER_COLUMNS", "no orders match",
-       "Orders, one row each, from their events: price, qty, filled, leaves, status.")
-_query("trades", "TRADE_COLUMNS", "no trades match",
-       "Trades with their maker and taker; --user and --order-id match either side.")
-_query("events", "EVENT_COLUMNS", "no events match",
-       "Journaled events, newest first: the journal's columns and a detail from the body.",
-       extra=(click.option("--kind", default=None, help="Only this event kind, e.g. OrderFilled.",
-                           type=click.Choice(_event_kinds(), case_sensitive=False)),))
-
-
-@journal_group.command("stats")
-@_options(config_option, db_option, *output_options)
-def journal_stats(config_path: str, db_path: str | None, as_json: bool, as_csv: bool) -> None:
-    """Size, time span, sequence ranges per engine, and event counts per instrument and kind."""
-    import json
-
-    from exchange.journal_queries import COUNT_COLUMNS, stats, to_iso
-
-    _, path, conn = _open_journal(config_path, db_path)
-    try:
-        found = stats(conn, path)
-    finally:
-        conn.close()
-    if as_json and as_csv:
-        raise click.UsageError("--json and --csv exclude each other; give one")
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
-    elif as_csv:
-        _emit(found["counts"], COUNT_COLUMNS, False, True, "")
-    else:
-        span = "no events"
-        if found["ts_first"] is not None:
-            seconds = (found["ts_last"] - found["ts_first"]) / 1e9
-            span = f"{to_iso(found['ts_first'])} .. {to_iso(found['ts_last'])} ({seconds:,.3f} s)"
-        click.echo(f"journal   {found['path']}, {found['size_bytes']:,} bytes\n"
-                   f"time      {span}\n"
-                   f"totals    {found['events']:,} events, {found['commands']:,} commands,"
-                   f" {found['batches']:,} batches, {found['checkpoints']:,} checkpoints\n")
-        if found["engines"]:
-            click.echo(_table(found["engines"]) + "\n")
-        if found["counts"]:
-            click.echo(_table(found["counts"]))
-
-
-@journal_group.command("verify")
-@_options(config_option, db_option)
-def journal_verify(config_path: str, db_path: str | None) -> None:
-    """Check sequences, batches, fills and trades, and replay every engine; exit 1 on any fault."""
-    from exchange.journal_queries import stats
-    from exchange.journal_verify import verify
-
-    config, path, conn = _open_journal(config_path, db_path)
-    instruments = config.instrument_map()
-    try:
-        faults = verify(conn, {e.name: [instruments[s] for s in e.instruments] for e in config.engines},
-                        {e.name: e.id for e in config.engines})
-        found = stats(conn, path)
-    finally:
-        conn.close()
-    if faults:
-        for fault in faults:
-            click.echo(fault)
-        click.echo(f"FAULTY: {path}: {len(faults)} fault{'s' if len(faults) != 1 else ''}")
-        raise SystemExit(1)
-    engines = "; ".join(
-        f"{e['engine']} events {e['first_seq'] or 0}..{e['last_seq'] or 0} in {e['batches']} batches"
-        for e in found["engines"]) or "no events"
-    click.echo(f"OK: {path}: {engines}; sequences, orders, trades and replay agree"
-               f" ({found['checkpoints']} checkpoints checked)")
-
-
-# -- exchange bench: end-to-end load over the text protocol (exchange.bench) ----------------------
 
 @cli.command()
 @config_option
@@ -473,7 +249,7 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
         except ImportError:
             raise click.ClickException("--plot needs matplotlib: pip install 'exchange[plot]'"
                                        " (or pip install 'matplotlib>=3.7')") from None
-    _load(config_path)
+    load(config_path)
     options = bench_lib.BenchOptions(
         config_path=config_path, connect=connect, rate=None if as_fast else rate, duration=duration,
         warmup=warmup, sessions=sessions, subscribers=subscribers, instruments=symbols or None,
@@ -491,3 +267,6 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
         click.echo(f"plot: {plot_path}", err=True)
     if not result.ok:
         raise SystemExit(1)
+
+
+cli.add_command(journal_group)
