@@ -134,7 +134,7 @@ class Matcher:
                                 f"no {'asks' if side is BUY else 'bids'} on {cmd.symbol} for a market order")
 
         self.last_order_number = number = self.last_order_number + 1
-        order_id = self._id_prefix + str(number)
+        order_id = f"{self._id_prefix}{number}"
         user, symbol = cmd.user, cmd.symbol
         stp = cmd.stp or instrument.stp_default
         ts = cmd.ts_received
@@ -148,14 +148,22 @@ class Matcher:
             # Fast path for the most common command, a limit order that rests without trading:
             # its level is the only one touched, so it needs no ``touched`` list and no top-of-book
             # comparison (see the module docstring).
-            level = book.add(order)
-            self.seq = seq = seq + 1
-            depth = DepthUpdate(seq, ts, symbol, side, price, level.qty)
-            if price != (book.best_bid if side is BUY else book.best_ask):
-                return [accepted, depth]
-            book.last_top = top = book.top()
-            self.seq = seq = seq + 1
-            return [accepted, depth, TopOfBook(seq, ts, symbol, *top)]
+            level_qty = book.add(order).qty
+            if side is BUY:
+                if price != book.best_bid:
+                    self.seq = seq = seq + 1
+                    return [accepted, DepthUpdate(seq, ts, symbol, side, price, level_qty)]
+                _, _, ask, ask_qty = book.last_top  # the other side did not move
+                book.last_top = top = (price, level_qty, ask, ask_qty)
+            else:
+                if price != book.best_ask:
+                    self.seq = seq = seq + 1
+                    return [accepted, DepthUpdate(seq, ts, symbol, side, price, level_qty)]
+                bid, bid_qty, _, _ = book.last_top
+                book.last_top = top = (bid, bid_qty, price, level_qty)
+            self.seq = seq + 2
+            return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty),
+                    TopOfBook(seq + 2, ts, symbol, *top)]
 
         self.seq = seq
         events = [accepted]
@@ -177,24 +185,27 @@ class Matcher:
         return events
 
     def _cancel(self, cmd: CancelOrder) -> list[Event]:
-        book, order = self._find(cmd)
-        if order is None:
-            return self._reject_unknown(cmd)
+        # The usual case, an order id on the named book, is looked up here; ``_find`` does the rest.
+        book = self.books.get(cmd.symbol)
+        order = book.orders.get(cmd.order_id) if book is not None else None
+        if order is None or order.user != cmd.user:
+            book, order = self._find(cmd)
+            if order is None:
+                return self._reject_unknown(cmd)
         # Fast path: one level changes, so no ``touched`` list and no top-of-book comparison (see
         # the module docstring).
         side, price, ts, symbol = order.side, order.price, cmd.ts_received, book.symbol
-        at_best = price == (book.best_bid if side is BUY else book.best_ask)
-        self.seq = seq = self.seq + 1
-        canceled = OrderCanceled(seq, ts, symbol, order.order_id, order.user, side, order.leaves_qty,
+        seq = self.seq
+        canceled = OrderCanceled(seq + 1, ts, symbol, order.order_id, order.user, side, order.leaves_qty,
                                  USER_CANCEL, order.client_order_id)
+        if price != (book.best_bid if side is BUY else book.best_ask):
+            self.seq = seq + 2
+            return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, book.remove(order))]
         left = book.remove(order)
-        self.seq = seq = seq + 1
-        depth = DepthUpdate(seq, ts, symbol, side, price, left)
-        if not at_best:
-            return [canceled, depth]
         book.last_top = top = book.top()
-        self.seq = seq = seq + 1
-        return [canceled, depth, TopOfBook(seq, ts, symbol, *top)]
+        self.seq = seq + 3
+        return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, left),
+                TopOfBook(seq + 3, ts, symbol, *top)]
 
     def _replace(self, cmd: ReplaceOrder) -> list[Event]:
         book, order = self._find(cmd)
@@ -293,34 +304,41 @@ class Matcher:
                      events: list) -> None:
         """Trade ``taker`` against one level, oldest order first, until either is used up."""
         symbol, prefix, price, orders = book.symbol, self._id_prefix, level.price, level.orders
-        # This loop runs once per trade: the taker's fields that never change and the bound
-        # methods are read once, and each side's leaves_qty once per trade.
-        taker_side, taker_user = taker.side, taker.user
+        # This loop runs once per trade: the taker's fields, the counters and the bound methods
+        # live in locals, written back before self-trade prevention (which reads them) and at the end.
+        taker_side, taker_user, taker_qty = taker.side, taker.user, taker.qty
         taker_id, taker_cid = taker.order_id, taker.client_order_id
         append, fill_front = events.append, book.fill_front
-        while taker.leaves_qty and level.count:
+        taker_leaves, seq, number = taker.leaves_qty, self.seq, self.last_trade_number
+        traded = False
+        while taker_leaves and level.count:
             maker = orders[0]
             if not maker.live:
                 orders.popleft()
                 continue
             if maker.user == taker_user:
-                if self._prevent_self_trade(book, taker, maker, ts, events):
-                    return
+                self.seq, taker.leaves_qty = seq, taker_leaves
+                done = self._prevent_self_trade(book, taker, maker, ts, events)
+                seq, taker_leaves, taker_qty = self.seq, taker.leaves_qty, taker.qty
+                if done:
+                    break
                 continue
-            maker_leaves, taker_leaves = maker.leaves_qty, taker.leaves_qty
+            maker_leaves = maker.leaves_qty
             qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
-            taker.leaves_qty = taker_leaves = taker_leaves - qty
-            self.last_trade_number = number = self.last_trade_number + 1
-            trade_id = prefix + str(number)
-            seq = self.seq
-            self.seq = seq + 3
+            taker_leaves -= qty
+            number += 1
+            trade_id = f"{prefix}{number}"
             append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id, qty,
                                price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
                                maker.client_order_id))
             append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty, price,
-                               taker_leaves, taker.qty - taker_leaves, False, taker_cid))
-            append(Trade(seq + 3, ts, symbol, trade_id, price, qty, taker_side))
+                               taker_leaves, taker_qty - taker_leaves, False, taker_cid))
+            seq += 3
+            append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
             fill_front(level, maker, qty)
+            traded = True
+        self.seq, self.last_trade_number, taker.leaves_qty = seq, number, taker_leaves
+        if traded:
             book.last_price = price
 
     def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
