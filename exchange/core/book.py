@@ -82,8 +82,9 @@ class OrderBook:
         level.qty += order.leaves_qty
         level.count += 1
         self.orders[order.order_id] = order
+        user = order.user
         open_orders = self.open_orders
-        open_orders[order.user] = open_orders.get(order.user, 0) + 1
+        open_orders[user] = open_orders.get(user, 0) + 1
         return level
 
     def remove(self, order: Order) -> int:

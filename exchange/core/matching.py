@@ -92,11 +92,18 @@ class Matcher:
     # -- commands ------------------------------------------------------------------------------
 
     def _place(self, cmd: PlaceOrder) -> list[Event]:
-        book = self.books.get(cmd.symbol)
-        if book is None:
-            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {cmd.symbol!r}")
+        # Hot path: a Struct field costs more to read than a local, and a tuple assignment of four
+        # or more names builds a tuple, so each field is read once, one statement each.
+        symbol = cmd.symbol
+        try:
+            book = self.books[symbol]
+        except KeyError:
+            return self._reject(cmd, RejectCode.UNKNOWN_SYMBOL, f"no instrument {symbol!r}")
         instrument = book.instrument
-        qty, price, tif, side = cmd.qty, cmd.price, cmd.tif, cmd.side
+        qty = cmd.qty
+        price = cmd.price
+        tif = cmd.tif
+        side = cmd.side
         if not instrument.min_qty <= qty <= instrument.max_qty:
             return self._reject(cmd, RejectCode.BAD_QTY, instrument.qty_problem(qty))
         if price is None:
@@ -106,11 +113,12 @@ class Matcher:
         elif not 0 < price <= instrument.max_price:
             return self._reject(cmd, RejectCode.BAD_PRICE, instrument.price_problem(price))
         client_order_id = cmd.client_order_id
-        if client_order_id and (cmd.user, client_order_id) in self.client_order_ids:
+        user = cmd.user
+        if client_order_id and (user, client_order_id) in self.client_order_ids:
             # the reject names the original order, so a gateway can answer a resend with its outcome
             return self._reject(cmd, RejectCode.DUPLICATE_ID,
                                 f"client order id #{client_order_id} was already used",
-                                self.client_order_ids[(cmd.user, client_order_id)])
+                                self.client_order_ids[(user, client_order_id)])
         # risk limits come after DUPLICATE_ID, so that a resent order is always recognised as one
         if price is not None:
             if instrument.max_notional is not None and qty * price > instrument.max_notional:
@@ -123,19 +131,22 @@ class Matcher:
             problem = self._open_orders_problem(book, cmd)
             if problem:
                 return self._reject(cmd, RejectCode.MAX_OPEN_ORDERS, problem)
-        best = book.best_ask if side is BUY else book.best_bid
-        crosses = best is not None and (price is None or (price >= best if side is BUY else price <= best))
+        if side is BUY:
+            best = book.best_ask
+            crosses = best is not None and (price is None or price >= best)
+        else:
+            best = book.best_bid
+            crosses = best is not None and (price is None or price <= best)
         if tif is POST and crosses:
             return self._reject(cmd, RejectCode.WOULD_CROSS,
                                 f"post-only order at {instrument.format_price(price)} would take liquidity"
                                 f" at {instrument.format_price(best)}")
         if price is None and best is None:
             return self._reject(cmd, RejectCode.NO_LIQUIDITY,
-                                f"no {'asks' if side is BUY else 'bids'} on {cmd.symbol} for a market order")
+                                f"no {'asks' if side is BUY else 'bids'} on {symbol} for a market order")
 
         self.last_order_number = number = self.last_order_number + 1
         order_id = f"{self._id_prefix}{number}"
-        user, symbol = cmd.user, cmd.symbol
         stp = cmd.stp or instrument.stp_default
         ts = cmd.ts_received
         seq = self.seq + 1
@@ -151,19 +162,20 @@ class Matcher:
             level_qty = book.add(order).qty
             if side is BUY:
                 if price != book.best_bid:
-                    self.seq = seq = seq + 1
-                    return [accepted, DepthUpdate(seq, ts, symbol, side, price, level_qty)]
+                    self.seq = seq + 1
+                    return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
                 _, _, ask, ask_qty = book.last_top  # the other side did not move
-                book.last_top = top = (price, level_qty, ask, ask_qty)
+                book.last_top = (price, level_qty, ask, ask_qty)
+                top = TopOfBook(seq + 2, ts, symbol, price, level_qty, ask, ask_qty)
             else:
                 if price != book.best_ask:
-                    self.seq = seq = seq + 1
-                    return [accepted, DepthUpdate(seq, ts, symbol, side, price, level_qty)]
+                    self.seq = seq + 1
+                    return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
                 bid, bid_qty, _, _ = book.last_top
-                book.last_top = top = (bid, bid_qty, price, level_qty)
+                book.last_top = (bid, bid_qty, price, level_qty)
+                top = TopOfBook(seq + 2, ts, symbol, bid, bid_qty, price, level_qty)
             self.seq = seq + 2
-            return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty),
-                    TopOfBook(seq + 2, ts, symbol, *top)]
+            return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty), top]
 
         self.seq = seq
         events = [accepted]
@@ -194,7 +206,10 @@ class Matcher:
                 return self._reject_unknown(cmd)
         # Fast path: one level changes, so no ``touched`` list and no top-of-book comparison (see
         # the module docstring).
-        side, price, ts, symbol = order.side, order.price, cmd.ts_received, book.symbol
+        side = order.side
+        price = order.price
+        ts = cmd.ts_received
+        symbol = book.symbol
         seq = self.seq
         canceled = OrderCanceled(seq + 1, ts, symbol, order.order_id, order.user, side, order.leaves_qty,
                                  USER_CANCEL, order.client_order_id)
@@ -303,7 +318,10 @@ class Matcher:
     def _match_level(self, book: OrderBook, level, maker_side: Side, taker: Order, ts: int,
                      events: list) -> None:
         """Trade ``taker`` against one level, oldest order first, until either is used up."""
-        symbol, prefix, price, orders = book.symbol, self._id_prefix, level.price, level.orders
+        symbol = book.symbol
+        prefix = self._id_prefix
+        price = level.price
+        orders = level.orders
         # This loop runs once per trade: the taker's fields, the counters and the bound methods
         # live in locals, written back before self-trade prevention (which reads them) and at the end.
         taker_side, taker_user, taker_qty = taker.side, taker.user, taker.qty
