@@ -82,8 +82,9 @@ class OrderBook:
         level.qty += order.leaves_qty
         level.count += 1
         self.orders[order.order_id] = order
+        user = order.user
         open_orders = self.open_orders
-        open_orders[order.user] = open_orders.get(order.user, 0) + 1
+        open_orders[user] = open_orders.get(user, 0) + 1
         return level
 
     def remove(self, order: Order) -> int:
@@ -93,18 +94,24 @@ class OrderBook:
         """
         order.live = False
         del self.orders[order.order_id]
-        self._closed(order.user)
-        level = (self.bids if order.side is BUY else self.asks)[order.price]
-        level.qty -= order.leaves_qty
-        level.count -= 1
+        user, open_orders = order.user, self.open_orders
+        left = open_orders[user] - 1
+        if left:
+            open_orders[user] = left
+        else:
+            del open_orders[user]
+        side, price = order.side, order.price
+        level = (self.bids if side is BUY else self.asks)[price]
+        level.qty = qty = level.qty - order.leaves_qty
+        level.count = count = level.count - 1
         orders = level.orders
-        if level.count == 0:
-            self._drop_level(order.side, order.price)
+        if count == 0:
+            self._drop_level(side, price)
         elif orders[0] is order:
             orders.popleft()
-        elif len(orders) > 2 * level.count + 16:
+        elif len(orders) > 2 * count + 16:
             level.orders = deque(o for o in orders if o.live)
-        return level.qty
+        return qty
 
     def reduce(self, order: Order, qty: int) -> None:
         """Take ``qty`` off a live order's remaining quantity (it keeps its place; stays if > 0)."""
@@ -119,24 +126,22 @@ class OrderBook:
         The same as ``reduce(order, qty)``, minus the level lookup and the checks that ``remove``
         needs for an order anywhere in a level: matching calls this once per trade.
         """
-        order.leaves_qty -= qty
+        order.leaves_qty = leaves = order.leaves_qty - qty
         level.qty -= qty
-        if order.leaves_qty == 0:
+        if leaves == 0:
             order.live = False
             del self.orders[order.order_id]
-            self._closed(order.user)
-            level.count -= 1
-            if level.count == 0:
+            user, open_orders = order.user, self.open_orders
+            left = open_orders[user] - 1
+            if left:
+                open_orders[user] = left
+            else:
+                del open_orders[user]
+            level.count = count = level.count - 1
+            if count == 0:
                 self._drop_level(order.side, level.price)
             else:
                 level.orders.popleft()
-
-    def _closed(self, user: str) -> None:
-        left = self.open_orders[user] - 1
-        if left:
-            self.open_orders[user] = left
-        else:
-            del self.open_orders[user]
 
     def _drop_level(self, side: Side, price: int) -> None:
         if side is BUY:

@@ -196,6 +196,24 @@ def test_order_ids_and_trade_ids_carry_the_engine_id_and_count_separately():
     assert [e.trade_id for e in events if isinstance(e, Trade)] == ["12-1", "12-2"]
 
 
+@pytest.mark.parametrize("last", [0, 998, 999, 1_000, 1_998, 123_455, 999_999])
+def test_ids_count_on_across_each_thousand_and_after_a_restored_counter(last):
+    """Ids from 1000 on are built from a cached head per thousand; the counter alone decides."""
+    matcher = Matcher(12, [BTC])
+    for restored in (last, last + 1_000, last):  # a head cached for one thousand must not leak into another
+        matcher.last_order_number = matcher.last_trade_number = restored
+        ids = []
+        for n in range(3):
+            events = matcher.handle(PlaceOrder("alice", "BTC-USD", Side.SELL, 1000, 10_000 + n))
+            events += matcher.handle(PlaceOrder("bob", "BTC-USD", Side.BUY, 1000, 10_000 + n))
+            ids += [e.order_id for e in events if isinstance(e, OrderAccepted)]
+            ids += [e.trade_id for e in events if isinstance(e, Trade)]
+        expected = [f"12-{restored + 1}", f"12-{restored + 2}", f"12-{restored + 1}",
+                    f"12-{restored + 3}", f"12-{restored + 4}", f"12-{restored + 2}",
+                    f"12-{restored + 5}", f"12-{restored + 6}", f"12-{restored + 3}"]
+        assert ids == expected
+
+
 def test_rejected_commands_take_a_seq_but_no_order_id(market):
     market.run(PlaceOrder("bob", "NOPE", Side.BUY, 1, 1), PlaceOrder("bob", "BTC-USD", Side.BUY, 0, 100))
     assert market(sell("alice", "1", at="100.00"))[0] == "accepted 7-1 alice SELL 1.000 @ 100.00 GTC"
