@@ -10,30 +10,44 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
+import msgspec
+
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
     OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderReplaced,
 )
-from exchange.core.orders import OrderStatus
+from exchange.core.orders import OrderStatus, Side
 from exchange.errors import ProtocolError, RejectCode
 from exchange.protocol import ClientReply, Rej, State, StatusRequest
 
 MAX_FINISHED_ORDERS = 100_000  # finished orders kept for STATUS
 
 
-class OrderView:
-    """What the gateway knows of one order, from the events it has seen."""
+class OrderView(msgspec.Struct, eq=False, gc=False):
+    """What the gateway knows of one order, from the events it has seen.
 
-    __slots__ = ("order_id", "user", "symbol", "side", "price", "qty", "filled_qty", "leaves_qty",
-                 "status", "client_order_id", "accepted", "session")
+    A struct the cyclic garbage collector does not track (gc=False; it is never part of a cycle):
+    the gateway keeps up to MAX_FINISHED_ORDERS of them, and tracked, they made every full
+    collection pause the gateway for 50-150 ms under load.
+    """
 
-    def __init__(self, e: OrderAccepted):
-        self.accepted = e
-        self.order_id, self.user, self.symbol, self.side = e.order_id, e.user, e.symbol, e.side
-        self.price, self.qty, self.filled_qty, self.leaves_qty = e.price, e.qty, 0, e.qty
-        self.status = OrderStatus.NEW
-        self.client_order_id = e.client_order_id
-        self.session = None  # the session that placed it (sessions.Session), while the order is open
+    order_id: str
+    user: str
+    symbol: str
+    side: Side
+    price: int | None
+    qty: int
+    filled_qty: int
+    leaves_qty: int
+    status: OrderStatus
+    client_order_id: str
+    accepted: OrderAccepted
+    session: object = None  # the session that placed it (sessions.Session), while the order is open
+
+    @classmethod
+    def of(cls, e: OrderAccepted) -> OrderView:
+        return cls(e.order_id, e.user, e.symbol, e.side, e.price, e.qty, 0, e.qty, OrderStatus.NEW,
+                   e.client_order_id, e)
 
 
 class OrderViews:
@@ -76,7 +90,7 @@ class OrderViews:
     def track(self, event) -> None:
         """Update the view of the order the event is about (if it is an order event)."""
         if isinstance(event, OrderAccepted):
-            self.orders[event.order_id] = OrderView(event)
+            self.orders[event.order_id] = OrderView.of(event)
             if event.client_order_id:
                 self.client_order_ids[(event.user, event.client_order_id)] = event.order_id
             return

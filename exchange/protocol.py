@@ -29,7 +29,7 @@ _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-/]{0,23}")
 
 # -- requests -----------------------------------------------------------------------------------
 
-class ClientRequest(msgspec.Struct, frozen=True, tag=True):
+class ClientRequest(msgspec.Struct, frozen=True, tag=True, gc=False):
     """A request from a client; the ZMQ form is the msgpack map of these fields plus ``type``."""
 
 
@@ -308,7 +308,7 @@ def cancel_all_command(symbol: str | None, user: str, ts: int) -> CancelAll:
 
 # -- replies --------------------------------------------------------------------------------------
 
-class ClientReply(msgspec.Struct, frozen=True, tag=True):
+class ClientReply(msgspec.Struct, frozen=True, tag=True, gc=False):
     """A reply or a pushed update; the ZMQ form is the msgpack map of these fields plus ``type``."""
 
 
