@@ -133,41 +133,68 @@ def test_heartbeats_carry_the_last_sequence_of_every_channel(mesh):
 
 def test_a_stopped_subscriber_slows_nobody_and_catches_up_after(mesh, tmp_path):
     script = tmp_path / "slow.py"
-    script.write_text(
+    script.write_text(  # reports its book each time the control file asks, until told to stop
         "import sys, time\n"
         "from exchange.client import BookFeed\n"
         "book = BookFeed(sys.argv[1], sys.argv[2], 'AAPL')\n"
         "print('ready', flush=True)\n"
-        "end = time.monotonic() + 60\n"
+        "end, asked = time.monotonic() + 90, ''\n"
         "while time.monotonic() < end:\n"
         "    book.poll(0.2)\n"
-        "    if sys.stdin.closed or open(sys.argv[3]).read() == 'report':\n"
-        "        print('state', repr(book.depth.state()), 'resyncs', book.resyncs, flush=True)\n"
-        "        break\n")
+        "    ask = open(sys.argv[3]).read()\n"
+        "    if ask == 'stop':\n"
+        "        break\n"
+        "    if ask != asked:\n"
+        "        asked = ask\n"
+        "        print('state', repr(book.depth.state()), 'resyncs', book.resyncs, flush=True)\n")
     control = tmp_path / "control"
     control.write_text("")
     slow = subprocess.Popen([sys.executable, str(script), mesh.config.notifier.publish,
                              mesh.config.notifier.snapshots, str(control)], stdout=subprocess.PIPE, text=True)
+    others = []
     try:
         assert slow.stdout.readline().strip() == "ready"
         with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
-            time.sleep(1)
-            os.kill(slow.pid, signal.SIGSTOP)
             others = [MarketDataClient(mesh.config.notifier.publish, ["AAPL"], channels=("trade",))
                       for _ in range(3)]
-            time.sleep(0.5)  # subscriptions travel
+            joined: set[int] = set()
+            deadline = time.monotonic() + 20
+            while len(joined) < len(others):  # probe trades at 80.00 until every subscription arrived
+                assert time.monotonic() < deadline, f"only {len(joined)} subscribers joined"
+                assert alice.request("SELL AAPL 1 @ 80.00").startswith("ACK")
+                assert bob.request("BUY AAPL 1 @ 80.00").startswith("ACK")
+                for n, md in enumerate(others):
+                    while md.sock.poll(100):
+                        if any(isinstance(e, Trade) for e in md.receive(0).events):
+                            joined.add(n)
+            os.kill(slow.pid, signal.SIGSTOP)
             cross(alice, bob, 30)
+            # and the book changes while it is stopped, so catching up shows in its book
+            assert alice.request("SELL AAPL 5 @ 95.00").startswith("ACK")
+            assert bob.request("BUY AAPL 2 @ 85.00").startswith("ACK")
             for md in others:
-                trades = [t.trade_id for t in receive_trades(md, 30)]
+                trades = []
+                deadline = time.monotonic() + 15
+                while len(trades) < 30:
+                    assert time.monotonic() < deadline, f"only {len(trades)} of 30 trades arrived"
+                    trades += [e.trade_id for e in md.receive(timeout=10).events
+                               if isinstance(e, Trade) and e.price != 8000]
                 assert len(trades) == 30 and trades == sorted(trades, key=lambda t: int(t.split("-")[1]))
-                md.close()
             os.kill(slow.pid, signal.SIGCONT)
-            time.sleep(4)  # it notices the gap (or silence) and re-syncs
-            control.write_text("report")
+        expected = f"state {engine_book(mesh)!r}"
+        deadline = time.monotonic() + 30
+        for attempt in range(1000):  # it notices the gap (or the silence) and re-syncs by itself
+            control.write_text(f"report {attempt}")
             line = slow.stdout.readline()
-        assert line.startswith("state "), line
-        assert line.split(" resyncs ")[0] == f"state {engine_book(mesh)!r}"
+            assert line.startswith("state "), line
+            if line.split(" resyncs ")[0] == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert line.split(" resyncs ")[0] == expected
     finally:
+        control.write_text("stop")
+        for md in others:
+            md.close()
         os.kill(slow.pid, signal.SIGCONT)
         slow.kill()
         slow.wait()
