@@ -33,7 +33,6 @@ def _role(role: str, needs_name: bool):
     @config_option
     @click.option("--name", default=None, help="Which engine (engines only)." if needs_name else "Unused.")
     def command(config_path: str, name: str | None) -> None:
-        import gc
         import importlib
 
         from exchange import mesh
@@ -48,9 +47,6 @@ def _role(role: str, needs_name: bool):
                 raise click.ClickException(str(e)) from None
         label = f"{role}-{name}" if needs_name else role
         mesh.setup_logging(label, config.var_dir)
-        # what exists now (modules, classes, the config) lives as long as the process: keep it out
-        # of the cyclic collector's full collections, which pause the role's loop
-        gc.freeze()
         try:
             importlib.import_module(f"exchange.{role.replace('-', '_')}").run(config, name or role)
         except ExchangeError as e:  # e.g. its mesh secret key file is missing

@@ -41,7 +41,9 @@ from exchange.wire import (
 
 log = logging.getLogger(__name__)
 
-MAX_COMMANDS_PER_BATCH = 2000
+_SINGLE_REQUEST = Decoder(Request)
+
+MAX_MESSAGES_PER_BATCH = 200  # each holds one gateway loop turn's requests, bounded by max_in_flight
 FLUSH_ON_STOP_S = 2.0
 HEARTBEAT_S = 1.0
 
@@ -98,8 +100,11 @@ class Engine:
             try:
                 requests: list[Request] = decoder.decode(parts[-1])
             except WireError as e:
-                log.warning("commands: dropped %s", e)
-                continue
+                try:  # one Request per message, from a gateway older than Requests
+                    requests = [_SINGLE_REQUEST.decode(parts[-1])]
+                except WireError:
+                    log.warning("commands: dropped %s", e)
+                    continue
             for request in requests:
                 events = handle(request.command)
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
@@ -188,7 +193,7 @@ class EngineProcess:
             if self.replay in ready:
                 self.on_engine_requests()
             if self.commands in ready:
-                frame = engine.handle_requests(mesh.drain(self.commands, MAX_COMMANDS_PER_BATCH), self.requests)
+                frame = engine.handle_requests(mesh.drain(self.commands, MAX_MESSAGES_PER_BATCH), self.requests)
                 if frame is not None:
                     engine.unsent.append(frame)
             self.send_to_journal()
@@ -265,6 +270,7 @@ def run(config: Config, name: str) -> None:
     """Run the engine ``name`` until SIGINT or SIGTERM."""
     stopper = mesh.Stopper()
     process = EngineProcess(config, name)
+    mesh.freeze_startup_objects()
     try:
         process.run(stopper)
         process.finish()

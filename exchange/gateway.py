@@ -206,12 +206,16 @@ class Gateway:
     def flush_requests(self) -> None:
         self.flush_scheduled = False
         for engine, outbox in self.outbox.items():
-            if outbox:
-                try:
-                    self.engines[engine].send(encode(outbox), zmq.NOBLOCK)
-                except zmq.Again:  # only if the engine went away since send() looked: they time out
-                    log.warning("engine %s: %d requests not sent, its queue is full", engine, len(outbox))
-                outbox.clear()
+            if not outbox:
+                continue
+            requests = outbox.copy()
+            outbox.clear()
+            try:
+                self.engines[engine].send(encode(requests), zmq.NOBLOCK)
+            except zmq.ZMQError as e:  # only if the way to the engine closed since send() looked
+                log.warning("engine %s: %d requests not sent (%s)", engine, len(requests), e)
+                for request in requests:
+                    self.entry.not_sent(engine, request.request_id)
 
     async def pump_replies(self) -> None:
         decoder = Decoder(Replies)
@@ -313,6 +317,7 @@ class Gateway:
 
 async def serve(config: Config) -> None:
     gateway = Gateway(config)
+    mesh.freeze_startup_objects()
     host, port = config.gateway.text.rsplit(":", 1)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -70,17 +70,18 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
                              "symbol": str, "user": str, "order_id": str, "trade_id": str, "side": str,
                              "price": str, "qty": str, "ts_event": int, "body": str},
                             pk=("engine", "seq"))
-        # partial indexes: market data events (most rows) have no order, user or trade, and only
-        # trades are listed by time; every index row is paid for on the write path
-        for name, on in (("events_order_id", "events(order_id) WHERE order_id IS NOT NULL"),
-                         ("events_user", "events(user) WHERE user IS NOT NULL"),
-                         ("events_trade_id", "events(trade_id) WHERE trade_id IS NOT NULL"),
-                         ("events_trades_by_time", "events(ts_event) WHERE kind = 'Trade'"),
-                         ("commands_client_order_id", "commands(user, client_order_id)")):
-            db.execute(f"CREATE INDEX {name} ON {on}")
-    if "ts_written" not in db["batches"].columns_dict:  # a journal from before these columns
-        db["batches"].add_column("ts_matched", int)
-        db["batches"].add_column("ts_written", int)
+        db.execute("CREATE INDEX commands_client_order_id ON commands(user, client_order_id)")
+        db.execute("CREATE INDEX events_order_id ON events(order_id) WHERE order_id IS NOT NULL")
+        db.execute("CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL")
+    # partial indexes: market data events (most rows) have no order, user or trade, and only trades
+    # and accepted orders are listed by time; every index row is paid for on the write path
+    for name, on in (("events_trade_id", "events(trade_id) WHERE trade_id IS NOT NULL"),
+                     ("events_trades_by_time", "events(ts_event) WHERE kind = 'Trade'"),
+                     ("events_orders_by_time", "events(ts_event) WHERE kind = 'OrderAccepted'")):
+        db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
+    for column in ("ts_matched", "ts_written"):  # a journal from before these columns gets them
+        if column not in db["batches"].columns_dict:
+            db["batches"].add_column(column, int)
     if "checkpoints" not in db.table_names():
         db["checkpoints"].create({"engine": str, "seq": int, "epoch": int, "batch": int, "digest": str,
                                   "state": bytes}, pk=("engine", "seq"))

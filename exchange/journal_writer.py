@@ -85,6 +85,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
     for engine, sock in replay.items():  # whatever the engines produced while we were away
         sock.send(encode(ReplayRequest(engine, sequencer.positions.get(engine, journal.EnginePosition()).batch + 1)))
+    mesh.freeze_startup_objects()
     poller = zmq.Poller()
     for sock in (events, *replay.values()):
         poller.register(sock, zmq.POLLIN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -74,6 +75,14 @@ def connect_to(sock: zmq.Socket, endpoint: str, security: MeshSecurity | None = 
     if security is not None:
         security.client_of(sock, peer)
     sock.connect(endpoint)
+
+
+def freeze_startup_objects() -> None:
+    """Collect, then move every object alive now (modules, the config, a recovered book) out of the
+    cyclic collector's reach: they live as long as the process, and each full collection would
+    otherwise walk them all while the role's loop waits. Call once, after a role's setup."""
+    gc.collect()
+    gc.freeze()
 
 
 def drain(sock: zmq.Socket, limit: int = 10_000) -> list[list[bytes]]:

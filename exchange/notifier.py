@@ -142,6 +142,7 @@ def run(config: Config, name: str = "notifier") -> None:
     """Run the notifier until SIGINT or SIGTERM."""
     stopper = mesh.Stopper()
     notifier = Notifier(config)
+    mesh.freeze_startup_objects()
     try:
         notifier.run(stopper)
     finally:

@@ -124,6 +124,10 @@ class OrderEntry:
             self.by_user.get(session.user, set()).discard(session)
             if session.cancel_on_disconnect:
                 self._cancel_on_disconnect(session, list(session.own_orders))
+        for order_id in session.own_orders:
+            view = self.orders.get(order_id)
+            if view is not None and view.session is session:
+                view.session = None  # a closed session is kept by nothing (OrderView is not GC-tracked)
         session.own_orders.clear()
 
     def expire_idle(self) -> int:
@@ -380,6 +384,27 @@ class OrderEntry:
             return view.accepted
         return rejected
 
+    def not_sent(self, engine: str, request_id: int) -> None:
+        """The gateway could not hand this request to its engine after all: answer BUSY now, or keep
+        a cancel-on-disconnect for the next retry. A request to several engines (CANCELALL) is
+        left to its timeout: the other engines may have acted on it."""
+        pending = self.pending.get(request_id)
+        if pending is None:
+            return
+        if pending.session is self._nobody:
+            del self.pending[request_id]
+            self.unsent.append((engine, pending.command))
+            return
+        if pending.engine is None:
+            return
+        self._done(request_id)
+        if pending.key:
+            self.in_flight.pop(pending.key, None)
+        cid = getattr(pending.command, "client_order_id", "")
+        busy = Rej(RejectCode.BUSY, f"engine {pending.engine} is busy; try again", cid)
+        for session, slot in [(pending.session, pending.slot), *pending.also]:
+            session.fill(slot, [busy])
+
     def expire(self, timeout: float) -> int:
         """Answer requests an engine has not answered within ``timeout`` seconds; return how many.
 
@@ -467,6 +492,7 @@ class OrderEntry:
             return
         view.session = session
         session.own_orders[order_id] = None
+
 
 def _same_order(original: PlaceOrder | OrderAccepted, again: PlaceOrder) -> bool:
     return (original.side, original.symbol, original.qty, original.price, original.tif) == (

@@ -32,7 +32,9 @@ class Request(_Wire):
     command: AnyCommand
 
 
-Requests = list[Request]  # what a gateway sends an engine: the requests of one event-loop turn
+# What a gateway sends an engine: the requests of one event-loop turn. Engines still take a single
+# Request per message (gateways before this list); upgrade the engines before the gateways.
+Requests = list[Request]
 
 
 class Entry(_Wire):

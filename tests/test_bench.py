@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from click.testing import CliRunner
 
 from exchange import journal
@@ -58,14 +60,15 @@ def test_ack_stages_follow_each_sampled_ack_through_the_journal_timestamps(tmp_p
         (1, 1000), (1, 2000), (1, (written - 3_000_000) // 1000), (1, 10_000)]
 
 
-def test_a_journal_from_before_batch_timestamps_gets_the_columns(tmp_path):
+@pytest.mark.parametrize("had", [(), ("ts_matched",)])  # the second: a migration cut short by a crash
+def test_a_journal_from_before_batch_timestamps_gets_the_columns(tmp_path, had):
     path = tmp_path / "old.db"
     journal.open_db(path).conn.close()
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE batches")
     conn.execute("CREATE TABLE batches (engine TEXT, batch INTEGER, epoch INTEGER, first_seq INTEGER,"
-                 " last_seq INTEGER, PRIMARY KEY (engine, batch))")
-    conn.execute("INSERT INTO batches VALUES ('e1', 1, 1, 1, 5)")
+                 f" last_seq INTEGER, {''.join(c + ' INTEGER, ' for c in had)}PRIMARY KEY (engine, batch))")
+    conn.execute(f"INSERT INTO batches VALUES ('e1', 1, 1, 1, 5{', NULL' * len(had)})")
     conn.commit()
     conn.close()
     db = journal.open_db(path)

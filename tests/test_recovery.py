@@ -83,3 +83,12 @@ def test_a_checkpoint_that_does_not_match_its_digest_is_refused():
     forged = encode(msgspec.structs.replace(state, last_trade_number=state.last_trade_number + 1))
     with pytest.raises(ValueError, match="does not restore to its digest"):
         checkpoint.restore(INSTRUMENTS, forged)
+
+
+def test_an_engine_still_takes_one_request_per_message_from_an_older_gateway():
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), journal.EnginePosition(), 10**9)
+    place = PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000, ts_received=1)
+    frames = [[encode(Request("old-gw", 1, 1, place))], [encode([Request("gw", 1, 2, place)])], [b"junk"]]
+    frame = engine.handle_requests(frames, Decoder(Requests))
+    entries = Decoder(EventBatch).decode(frame).entries
+    assert [(e.gateway, e.request_id) for e in entries] == [("old-gw", 1), ("gw", 2)]

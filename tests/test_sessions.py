@@ -459,3 +459,31 @@ def test_a_disconnect_cancel_the_engine_had_no_room_for_is_sent_again(exchange):
     exchange.entry.expire(10.0)
     exchange.release()
     assert exchange.matchers["e2"].books["AAPL"].orders == {}
+
+
+def test_a_request_the_gateway_could_not_hand_over_is_answered_busy_at_once(exchange):
+    alice = exchange.session("alice")
+    alice.say("BUY AAPL 1 @ 5.00 #lost", release=False)
+    exchange.outbox.clear()  # as if the batch holding it never left the gateway
+    exchange.matchers["e2"] = Matcher(2, [CONFIG.instrument_map()["AAPL"]])
+    exchange.entry.not_sent("e2", exchange.entry._next_request)
+    [line] = alice.take()
+    assert line.startswith("REJ #lost BUSY"), line
+    assert alice.say("BUY AAPL 1 @ 5.00 #lost")[0].startswith("ACK 2-1 #lost")  # the resend is new
+
+
+def test_a_disconnect_cancel_that_could_not_be_handed_over_is_sent_again(exchange):
+    alice = Client(exchange)
+    alice.say("LOGIN alice alice-key CANCEL_ON_DISCONNECT")
+    alice.say("BUY AAPL 1 @ 5.00")
+    placed = exchange.sent[-1]
+    alice.close()  # sends the CancelAll ...
+    assert isinstance(exchange.sent[-1], CancelAll)
+    exchange.outbox.clear()  # ... whose batch never left: the engine still has the order
+    exchange.matchers["e2"] = engine = Matcher(2, [CONFIG.instrument_map()["AAPL"]])
+    engine.handle(placed)
+    exchange.entry.not_sent("e2", exchange.entry._next_request)
+    assert list(engine.books["AAPL"].orders) == ["2-1"]
+    exchange.entry.expire(10.0)  # the gateway sends it again, with the other unsent ones
+    exchange.release()
+    assert engine.books["AAPL"].orders == {}
