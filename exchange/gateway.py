@@ -25,6 +25,7 @@ import concurrent.futures
 import logging
 import signal
 import time
+from collections import deque
 
 import zmq
 import zmq.asyncio
@@ -42,6 +43,8 @@ from exchange.wire import Decoder, Replies, Request, encode
 log = logging.getLogger(__name__)
 
 MAX_ZMQ_MESSAGE = 64 * 1024  # larger frames cost the client its connection; smaller ones get TOO_LARGE
+MAX_ZMQ_BACKLOG = 10_000  # replies waiting for one ZMQ client before it is cut off
+ZMQ_STALL_S = 5.0  # seconds a ZMQ client may take no reply at all before it is cut off
 HANDSHAKE_MS = 3000  # a ZMQ client that has not finished its (CURVE) handshake by then is dropped
 LOGIN_THREADS = 2  # scrypt runs here, off the event loop; more would only let a login flood eat more CPU
 
@@ -140,6 +143,61 @@ class TextConnection(asyncio.Protocol):
             self.transport.close()
 
 
+class ZmqReplies:
+    """The replies to one ZMQ client, in order.
+
+    A reply the ROUTER cannot take at once waits here and is tried again every RETRY_S: the
+    client's queue may be full, or libzmq may not have seen yet that it has room again (it then
+    answers EHOSTUNREACH for a peer that is still there). A client that takes nothing for
+    ZMQ_STALL_S, or lets more than MAX_ZMQ_BACKLOG replies wait, is cut off, as a text client
+    that does not read is: its session ends.
+    """
+
+    RETRY_S = 0.002
+
+    def __init__(self, sock: zmq.Socket, identity: bytes, cut_off, wrote):
+        self.sock, self.identity, self.cut_off, self.wrote = sock, identity, cut_off, wrote
+        self.backlog: deque[bytes] = deque()
+        self.stalled_since = 0.0
+        self.retrying = self.closed = False
+
+    def write(self, replies: list[ClientReply]) -> None:
+        if self.closed:
+            return
+        self.backlog.extend(encode(reply) for reply in replies)
+        if not self.retrying:
+            self.stalled_since = time.monotonic()
+            self.send()
+        if len(self.backlog) > MAX_ZMQ_BACKLOG:
+            self.end(f"{len(self.backlog)} replies wait for it")
+
+    def send(self) -> None:
+        self.retrying = False
+        if self.closed:
+            return
+        try:
+            while self.backlog:
+                try:
+                    self.sock.send_multipart([self.identity, self.backlog[0]], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    if time.monotonic() - self.stalled_since > ZMQ_STALL_S:
+                        self.end(f"it took no reply for {ZMQ_STALL_S:g} s")
+                    else:
+                        self.retrying = True
+                        asyncio.get_running_loop().call_later(self.RETRY_S, self.send)
+                    return
+                self.backlog.popleft()
+                self.stalled_since = time.monotonic()
+        finally:
+            self.wrote()  # every send, failed ones too, may have taken the edge of the ROUTER's FD
+
+    def end(self, why: str) -> None:
+        log.warning("ZMQ client %s does not read its replies (%s); ending its session", self.identity.hex(), why)
+        self.closed = True
+        self.backlog.clear()
+        self.cut_off()
+
+
 class Gateway:
     def __init__(self, config: Config):
         self.config = config
@@ -161,6 +219,8 @@ class Gateway:
         self.replies = mesh.socket(self.ctx, zmq.PULL, bind=config.gateway.replies,
                                    security=security)  # ← engines
         self.router = self._router()  # ← ZMQ clients
+        self._sync_router = self._sync(self.router)
+        self.zmq_read_scheduled = False
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
         loop = asyncio.get_running_loop()
@@ -243,34 +303,52 @@ class Gateway:
             self.entry.expire_idle()
 
     async def pump_zmq_clients(self) -> None:
-        sync = self._sync(self.router)
-        max_line = self.config.gateway.max_line
-        while True:
-            first = await self.router.recv_multipart(copy=False)
-            for parts in [first, *self._drain(sync)]:
-                identity = parts[0].bytes
-                session = self.zmq_sessions.get(identity) or self._zmq_session(sync, identity, parts[-1])
-                if session is None:
-                    continue
-                if len(parts) != 2:
-                    self.entry.on_error(session, Rej(RejectCode.MALFORMED,
-                                                     f"a request is one frame of at most {max_line} bytes"))
-                    continue
-                request = decode_request(parts[1].bytes, max_line)
-                if isinstance(request, Rej):
-                    self.entry.on_error(session, request)
-                else:
-                    self.entry.on_request(session, request)
+        """Read the ZMQ clients' requests for as long as the gateway runs.
 
-    @staticmethod
-    def _drain(sock: zmq.Socket, limit: int = 10_000) -> list[list[zmq.Frame]]:
-        messages = []
+        The ROUTER's ZMQ_FD is edge-triggered, and the replies written to the same socket can
+        take the edge that announces new requests; an awaited receive would then sleep while
+        requests wait (a client's queue filled at 1,000 and it stalled). So the socket is read
+        whenever its FD wakes the loop *and* after every turn that wrote to it, each time for
+        as long as ZMQ_EVENTS says a message waits.
+        """
+        sync = self._sync(self.router)
+        loop = asyncio.get_running_loop()
+        fd = sync.get(zmq.FD)
+        loop.add_reader(fd, self.read_zmq_clients)
+        self.read_zmq_clients()
         try:
-            while len(messages) < limit:
-                messages.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
-        except zmq.Again:
-            pass
-        return messages
+            await asyncio.Event().wait()  # until the gateway stops (this task is cancelled)
+        finally:
+            loop.remove_reader(fd)
+
+    def read_zmq_clients(self) -> None:
+        self.zmq_read_scheduled = False
+        sync = self._sync_router
+        max_line = self.config.gateway.max_line
+        for _ in range(10_000):  # then let the rest of the loop run; the next turn goes on
+            if not sync.get(zmq.EVENTS) & zmq.POLLIN:
+                return
+            parts = sync.recv_multipart(zmq.NOBLOCK, copy=False)
+            identity = parts[0].bytes
+            session = self.zmq_sessions.get(identity) or self._zmq_session(sync, identity, parts[-1])
+            if session is None:
+                continue
+            if len(parts) != 2:
+                self.entry.on_error(session, Rej(RejectCode.MALFORMED,
+                                                 f"a request is one frame of at most {max_line} bytes"))
+                continue
+            request = decode_request(parts[1].bytes, max_line)
+            if isinstance(request, Rej):
+                self.entry.on_error(session, request)
+            else:
+                self.entry.on_request(session, request)
+        self.after_zmq_write()
+
+    def after_zmq_write(self) -> None:
+        """Read the ROUTER again at the end of this turn: a write may have taken its FD's edge."""
+        if not self.zmq_read_scheduled:
+            self.zmq_read_scheduled = True
+            asyncio.get_running_loop().call_soon(self.read_zmq_clients)
 
     def _zmq_session(self, sock: zmq.Socket, identity: bytes, frame: zmq.Frame) -> Session | None:
         """A new ZMQ client's session: its user is its CURVE key's (the ZAP User-Id), or none until LOGIN."""
@@ -297,13 +375,7 @@ class Gateway:
             self.entry.close(session)
 
     def _zmq_writer(self, sock: zmq.Socket, identity: bytes):
-        def write(replies: list[ClientReply]) -> None:
-            try:
-                for reply in replies:
-                    sock.send_multipart([identity, encode(reply)], zmq.NOBLOCK)
-            except zmq.ZMQError:  # gone, or not reading (its queue is full): the session ends
-                self._forget(identity)
-        return write
+        return ZmqReplies(sock, identity, lambda: self._forget(identity), self.after_zmq_write).write
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

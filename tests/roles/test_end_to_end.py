@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import time
 
 from exchange.client import MarketDataClient, TextClient, ZmqClient
@@ -102,3 +105,56 @@ def test_programs_trade_over_zmq_with_the_same_meaning(mesh):
         alice.send(PlaceRequest(Side.SELL, "BTC-USD", "0.00001", "43000.10"))
         rej = alice.receive()
         assert isinstance(rej, Rej) and rej.code.value == "BAD_QTY"
+
+
+BURST_CLIENT = """
+import json, sys, time
+import msgspec, zmq
+from exchange.protocol import AnyReply, Ack, Rej, parse_bytes
+endpoint, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+encode, decode = msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder(AnyReply).decode
+ctx = zmq.Context()
+socks = []
+for k in range(4):
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    user = ("alice", "bob", "carol")[(4 * worker + k) % 3]
+    sock.send(encode(parse_bytes(f"LOGIN {user} {user}-key".encode(), 1024)))
+    sock.recv()
+    socks.append(sock)
+answered = [0] * 4
+def read(timeout_ms):
+    for k, sock in enumerate(socks):
+        while sock.poll(timeout_ms if k == 0 else 0):
+            if isinstance(decode(sock.recv()), (Ack, Rej)):
+                answered[k] += 1
+deadline = time.monotonic() + 20
+for i in range(n):
+    for k, sock in enumerate(socks):  # blocks when the gateway does not read this client
+        sock.send(encode(parse_bytes(f"BUY AAPL 1 @ {50 + i % 10}.00 #w{worker}k{k}i{i}".encode(), 1024)))
+    if i % 50 == 0:
+        read(0)
+        time.sleep(0.02)
+while sum(answered) < 4 * n and time.monotonic() < deadline:
+    read(100)
+print(json.dumps(answered))
+"""
+
+
+def test_zmq_clients_bursting_past_their_queues_all_get_every_answer(mesh, tmp_path):
+    """Two processes with four DEALERs each send bursts of orders, reading between bursts: the
+    gateway keeps reading every client while it writes replies on the same ROUTER (whose FD is
+    edge-triggered, and a write can take the edge that announces new requests). It once stopped
+    reading a client for good, whose sends then blocked at its queue's 1,000 messages."""
+    script = tmp_path / "burst.py"
+    script.write_text(BURST_CLIENT)
+    n = 1500
+    workers = [subprocess.Popen([sys.executable, str(script), mesh.config.gateway.zmq, str(w), str(n)],
+                                stdout=subprocess.PIPE, text=True) for w in range(2)]
+    try:
+        outputs = [w.communicate(timeout=60)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait()
+    assert [json.loads(o) for o in outputs] == [[n] * 4, [n] * 4]
