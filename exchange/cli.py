@@ -204,7 +204,9 @@ def users_add(name: str) -> None:
 @click.option("--warmup", type=click.FloatRange(min=0), default=2, show_default=True,
               help="Seconds of load before measuring.")
 @click.option("--sessions", type=click.IntRange(min=1), default=8, show_default=True,
-              help="TCP order entry sessions.")
+              help="Order entry sessions (TCP text, or ZMQ with --zmq).")
+@click.option("--zmq", "over_zmq", is_flag=True,
+              help="Sessions use the gateway's ZMQ order entry (DEALER, msgpack) instead of the text port.")
 @click.option("--subscribers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Market data subscribers (one process each).")
 @click.option("--instruments", multiple=True,
@@ -225,10 +227,11 @@ def users_add(name: str) -> None:
 @click.option("--keep", "work_dir", type=click.Path(file_okay=False),
               help="Keep the started mesh's config, journal and logs in this folder.")
 def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration: float, warmup: float,
-          sessions: int, subscribers: int, instruments: tuple[str, ...], workers: int, window: int,
+          sessions: int, over_zmq: bool, subscribers: int, instruments: tuple[str, ...], workers: int,
+          window: int,
           users: tuple[str, ...], seed: int, json_path: str | None, plot_path: str | None,
           profile_dir: str | None, work_dir: str | None) -> None:
-    """Drive a mesh with a realistic order mix over TCP; report throughput, latency and checks.
+    """Drive a mesh with a realistic order mix over TCP (or ZMQ); report throughput, latency and checks.
 
     Starts a fresh mesh from --config (free loopback ports, a journal of its own) unless
     --connect. Exits 1 if a consistency check fails: every request answered exactly once, with
@@ -252,7 +255,7 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
     load(config_path)
     options = bench_lib.BenchOptions(
         config_path=config_path, connect=connect, rate=None if as_fast else rate, duration=duration,
-        warmup=warmup, sessions=sessions, subscribers=subscribers, instruments=symbols or None,
+        warmup=warmup, sessions=sessions, zmq=over_zmq, subscribers=subscribers, instruments=symbols or None,
         workers=workers, window=window, seed=seed, users=pairs or None, work_dir=work_dir,
         profile_dir=profile_dir, progress=lambda line: click.echo(line, err=True))
     try:

@@ -77,6 +77,15 @@ def test_a_journal_from_before_batch_timestamps_gets_the_columns(tmp_path, had):
     assert db.conn.execute("SELECT batch, ts_matched FROM batches WHERE batch = 2").fetchone() == (2, 7)
 
 
+def test_sessions_over_the_zmq_order_entry_pass_the_same_checks(tmp_path):
+    config = loopback_config(tmp_path)
+    result = run(BenchOptions(config_path=str(config), rate=200, duration=2, warmup=1, sessions=4,
+                              workers=2, subscribers=1, zmq=True, work_dir=str(tmp_path / "run")))
+    assert result.ok, summary(result)
+    assert result.counts["answered"] == result.counts["requests"] > 0.5 * 200 * 3
+    assert result.counts["answers"]["accepted"] > 0 and result.counts["fills"] > 0
+
+
 def test_the_command_reports_and_writes_json(tmp_path):
     config = loopback_config(tmp_path)
     out = tmp_path / "bench.json"

@@ -15,11 +15,13 @@ import signal
 import time
 from collections import Counter
 
+import zmq
 from hdrh.histogram import HdrHistogram
 
 from exchange.bench import latency
 from exchange.bench.latency import HIGHEST_US, KINDS
 from exchange.bench.session import PING, Session
+from exchange.bench.zmq_transport import DealerTransport
 
 MID_TICKS = 100_000  # every instrument trades around 100,000 ticks (1000.00 with a 0.01 tick)
 MID_AMPLITUDE_TICKS, MID_PERIOD_S = 20, 30.0
@@ -111,8 +113,13 @@ async def _generate(plan: dict, conn) -> None:
     w = Worker(plan)
     loop = asyncio.get_running_loop()
     host, port = plan["host"], plan["port"]
+    zmq_ctx = zmq.Context() if plan.get("zmq") else None
     for tag, user, key in plan["sessions"]:
-        _, session = await loop.create_connection(lambda: Session(w, tag, user, key), host, port)
+        if zmq_ctx is not None:
+            session = Session(w, tag, user, key)
+            DealerTransport(zmq_ctx, plan["zmq"], session)
+        else:
+            _, session = await loop.create_connection(lambda: Session(w, tag, user, key), host, port)
         w.sessions.append(session)
     await asyncio.wait_for(asyncio.gather(*(s.logged_in for s in w.sessions)), 60)
     conn.send(("ready", None))

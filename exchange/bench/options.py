@@ -13,6 +13,7 @@ class BenchOptions:
     duration: float = 10.0  # seconds measured, after the warmup
     warmup: float = 2.0
     sessions: int = 8
+    zmq: bool = False  # sessions over the gateway's ZMQ order entry (DEALER) instead of the text port
     subscribers: int = 2
     instruments: list[str] | None = None  # default: every instrument of the config
     workers: int = 2  # load generator processes

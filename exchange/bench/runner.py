@@ -47,6 +47,8 @@ def run(options: BenchOptions) -> BenchResult:
     if unknown:
         raise ValueError(f"no instrument {', '.join(unknown)}; there are {', '.join(instruments)}")
     host, port = config.gateway.text.rsplit(":", 1)
+    if options.zmq and config.gateway.zmq_auth != "login":
+        raise ValueError("--zmq needs gateway.zmq_auth: login in the config (sessions log in with LOGIN)")
     ctx = multiprocessing.get_context("spawn")
     workers, subscribers, profilers = [], [], []
     try:
@@ -67,6 +69,7 @@ def run(options: BenchOptions) -> BenchResult:
         for n in range(n_workers):
             plan = _plan(options, n, n_workers, users, symbols, instruments, host, int(port),
                          config.gateway.request_timeout)
+            plan["zmq"] = config.gateway.zmq if options.zmq else None
             parent, child = ctx.Pipe()
             p = ctx.Process(target=worker_main, args=(plan, child), name=f"bench-worker-{n}", daemon=True)
             p.start()
