@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,29 +85,34 @@ class Mesh:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-
-@contextmanager
-def running_mesh(directory: Path):
-    """A mesh started in ``directory``, stopped (and any leftover process killed) afterwards."""
-    running = Mesh(write_config(directory))
-    try:
-        running.wait_ready()
-        yield running
-    finally:
+    def close(self) -> None:
+        """Stop the mesh, and kill whatever did not stop: nothing of it may outlive the test."""
         try:
-            running.stop()
+            self.stop()
         finally:
-            running.kill_leftovers()  # nothing of this mesh may outlive the test
+            self.kill_leftovers()
+
+    def __enter__(self) -> Mesh:
+        """``with Mesh(path) as mesh``: ready when the block starts, closed when it ends."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @pytest.fixture
 def mesh(tmp_path: Path):
-    with running_mesh(tmp_path) as running:
+    with Mesh(write_config(tmp_path)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def module_mesh(tmp_path_factory):
     """One mesh shared by the tests of a module, for tests that do not need a fresh one."""
-    with running_mesh(tmp_path_factory.mktemp("mesh")) as running:
+    with Mesh(write_config(tmp_path_factory.mktemp("mesh"))) as running:
         yield running

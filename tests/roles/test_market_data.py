@@ -74,6 +74,21 @@ def cross(alice: TextClient, bob: TextClient, n: int, symbol: str = "AAPL") -> N
         assert bob.request(f"BUY {symbol} 1 @ 90.{i % 100:02d}").startswith("ACK")
 
 
+def wait_joined(alice: TextClient, bob: TextClient, subscribers: list[MarketDataClient], order: str) -> None:
+    """Trade ``order`` (e.g. "AAPL 1 @ 80.00") between alice and bob until every subscriber has
+    received a trade, i.e. every subscription has reached the notifier (no slow joiner left)."""
+    joined: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(joined) < len(subscribers):
+        assert time.monotonic() < deadline, f"only {len(joined)} of {len(subscribers)} subscribers joined"
+        assert alice.request(f"SELL {order}").startswith("ACK")
+        assert bob.request(f"BUY {order}").startswith("ACK")
+        for n, md in enumerate(subscribers):
+            while md.sock.poll(50):
+                if any(isinstance(e, Trade) for e in md.receive(0).events):
+                    joined.add(n)
+
+
 def receive_trades(md: MarketDataClient, n: int, timeout: float = 15.0) -> list[Trade]:
     trades: list[Trade] = []
     deadline = time.monotonic() + timeout
@@ -157,16 +172,7 @@ def test_a_stopped_subscriber_slows_nobody_and_catches_up_after(mesh, tmp_path):
         with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
             others = [MarketDataClient(mesh.config.notifier.publish, ["AAPL"], channels=("trade",))
                       for _ in range(3)]
-            joined: set[int] = set()
-            deadline = time.monotonic() + 20
-            while len(joined) < len(others):  # probe trades at 80.00 until every subscription arrived
-                assert time.monotonic() < deadline, f"only {len(joined)} subscribers joined"
-                assert alice.request("SELL AAPL 1 @ 80.00").startswith("ACK")
-                assert bob.request("BUY AAPL 1 @ 80.00").startswith("ACK")
-                for n, md in enumerate(others):
-                    while md.sock.poll(100):
-                        if any(isinstance(e, Trade) for e in md.receive(0).events):
-                            joined.add(n)
+            wait_joined(alice, bob, others, "AAPL 1 @ 80.00")
             os.kill(slow.pid, signal.SIGSTOP)
             cross(alice, bob, 30)
             # and the book changes while it is stopped, so catching up shows in its book
@@ -205,16 +211,7 @@ def test_fifty_subscribers_each_get_every_trade_in_order(mesh):
                    for _ in range(55)]
     try:
         with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
-            joined: set[int] = set()
-            deadline = time.monotonic() + 20
-            while len(joined) < len(subscribers):  # probe trades until every subscription has arrived
-                assert time.monotonic() < deadline, f"only {len(joined)} subscribers joined"
-                assert alice.request("SELL BTC-USD 0.01 @ 42000.00").startswith("ACK")
-                assert bob.request("BUY BTC-USD 0.01 @ 42000.00").startswith("ACK")
-                for n, md in enumerate(subscribers):
-                    while md.sock.poll(50):
-                        if any(isinstance(e, Trade) for e in md.receive(0).events):
-                            joined.add(n)
+            wait_joined(alice, bob, subscribers, "BTC-USD 0.01 @ 42000.00")
             for i in range(20):
                 assert alice.request(f"SELL BTC-USD 0.01 @ {43000 + i}.00").startswith("ACK")
                 assert bob.request(f"BUY BTC-USD 0.01 @ {43000 + i}.00").startswith("ACK")

@@ -41,15 +41,8 @@ def curve_mesh(tmp_path_factory):
     made = CliRunner().invoke(cli, ["keys", "mesh", str(path), "--dir", str(directory / "keys")])
     assert made.exit_code == 0, made.output
     path.write_text(path.read_text() + made.stdout)
-    running = Mesh(path)
-    try:
-        running.wait_ready()
+    with Mesh(path) as running:
         yield running
-    finally:
-        try:
-            running.stop()
-        finally:
-            running.kill_leftovers()
 
 
 @pytest.fixture

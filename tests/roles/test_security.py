@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import msgspec
@@ -40,45 +40,23 @@ DAVE = (f"  - name: dave\n    key_hash: {hash_key('dave-key', n=2**10)}\n    max
         f"    cancel_on_disconnect: true\n")
 
 
-def start(directory: Path, users: str = "", **gateway) -> Mesh:
-    """A mesh from configs/local.yaml on free loopback ports, with these gateway settings and extra users."""
+def config(directory: Path, users: str = "", **gateway) -> Path:
+    """configs/local.yaml on free loopback ports, with these gateway settings and extra users."""
     path = fuzz.fuzz_config(directory, users=0, secret_key_file=directory / "gateway.key", **gateway)
     path.write_text(path.read_text() + users)
-    running = Mesh(path)
-    try:
-        running.wait_ready()
-    except BaseException:
-        running.kill_leftovers()
-        raise
-    return running
+    return path
 
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
-    running = start(tmp_path_factory.mktemp("secure"), DAVE, zmq_auth="curve", idle_timeout=IDLE_S)
-    try:
+    with Mesh(config(tmp_path_factory.mktemp("secure"), DAVE, zmq_auth="curve", idle_timeout=IDLE_S)) as running:
         yield running
-    finally:
-        try:
-            running.stop()
-        finally:
-            running.kill_leftovers()
 
 
 @pytest.fixture
 def own_mesh(tmp_path):
-    started = []
-
-    def make(**gateway) -> Mesh:
-        started.append(start(tmp_path, **gateway))
-        return started[-1]
-
-    yield make
-    for running in started:
-        try:
-            running.stop()
-        finally:
-            running.kill_leftovers()
+    with ExitStack() as started:
+        yield lambda **gateway: started.enter_context(Mesh(config(tmp_path, **gateway)))
 
 
 def login(mesh: Mesh, user: str, option: str = "", source: str | None = None) -> TextClient:
@@ -139,17 +117,10 @@ def closed_by_gateway(client: TextClient, timeout: float = 10) -> list[str]:
 def test_fuzzing_the_gateway_from_several_connections_hurts_nobody(tmp_path):
     """Tens of thousands of random, binary, truncated, oversized and almost-valid lines (seeded)."""
     path = fuzz.fuzz_config(tmp_path, users=3)
-    running = Mesh(path)
-    try:
-        running.wait_ready()
+    with Mesh(path) as running:
         wait_for_mesh(running.host, running.port, running.process)  # engines and journal answer too
         report = fuzz.run(path, role_pid(running.log(), "gateway"), lines_per_connection=10_000, seed=7,
                           users=3, anonymous=3, duration=60)
-    finally:
-        try:
-            running.stop()
-        finally:
-            running.kill_leftovers()
     print(report.summary())
     assert report.faults == [], report.summary()
     assert report.lines == 60_000 and report.honest_orders > 0
