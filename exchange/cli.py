@@ -29,26 +29,34 @@ def up(config_path: str) -> None:
     launcher.run(config, config_path)
 
 
-def _role(role: str, needs_name: bool):
+def _role(role: str, name_help: str | None = None, name_required: bool = False):
+    """The command that runs ``role``; with ``name_help`` it takes --name (which engine, which notifier)."""
+
     @config_option
-    @click.option("--name", default=None, help="Which engine (engines only)." if needs_name else "Unused.")
+    @click.option("--name", default=None, help=name_help or "Unused.")
     def command(config_path: str, name: str | None) -> None:
         import importlib
 
         from exchange import mesh
 
         config = load(config_path)
-        if needs_name and not name:
+        if name_required and not name:
             raise click.ClickException(f"--name is required; engines are {[e.name for e in config.engines]}")
-        if needs_name:
-            try:
-                config.engine(name)
-            except ExchangeError as e:
-                raise click.ClickException(str(e)) from None
-        label = f"{role}-{name}" if needs_name else role
-        mesh.setup_logging(label, config.var_dir)
         try:
-            importlib.import_module(f"exchange.{role.replace('-', '_')}").run(config, name or role)
+            if role == "engine":
+                config.engine(name)
+            elif role == "notifier" and name:
+                config.notifier.replica(name)
+        except ExchangeError as e:
+            raise click.ClickException(str(e)) from None
+        label = f"{role}-{name}" if name_help and name else role
+        mesh.setup_logging(label, config.var_dir)
+        module = importlib.import_module(f"exchange.{role.replace('-', '_')}")
+        try:
+            if name_help:
+                module.run(config, name)
+            else:
+                module.run(config)
         except ExchangeError as e:  # e.g. its mesh secret key file is missing
             raise click.ClickException(str(e)) from None
 
@@ -56,10 +64,10 @@ def _role(role: str, needs_name: bool):
     return command
 
 
-cli.command("gateway")(_role("gateway", False))
-cli.command("engine")(_role("engine", True))
-cli.command("journal-writer")(_role("journal-writer", False))
-cli.command("notifier")(_role("notifier", False))
+cli.command("gateway")(_role("gateway"))
+cli.command("engine")(_role("engine", "Which engine.", name_required=True))
+cli.command("journal-writer")(_role("journal-writer"))
+cli.command("notifier")(_role("notifier", "Which replica (notifier.replicas); none: the first notifier."))
 
 
 @cli.command()
@@ -72,8 +80,10 @@ cli.command("notifier")(_role("notifier", False))
               help="Also show USER's own order updates from the private feed (needs their CURVE secret key).")
 @click.option("--secret-key", envvar="EXCHANGE_CURVE_SECRET", default=None, metavar="Z85",
               help="USER's CURVE secret key (or set EXCHANGE_CURVE_SECRET).")
+@click.option("--notifier", "replica", metavar="NAME", default=None,
+              help="Watch through this notifier replica (notifier.replicas) instead of the first notifier.")
 def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | None,
-          secret_key: str | None) -> None:
+          secret_key: str | None, replica: str | None) -> None:
     """Show SYMBOL's book, last trades and feed health live (Ctrl-C stops)."""
     import sys
 
@@ -87,21 +97,25 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
     symbol = symbol.upper()
     if symbol not in config.instrument_map():
         raise click.ClickException(f"no instrument {symbol}; there are {', '.join(config.instrument_map())}")
+    try:
+        notifier = config.notifier.replica(replica)
+    except ExchangeError as e:
+        raise click.ClickException(str(e)) from None
     mine = None
     if user:
         if not secret_key:
             raise click.ClickException("--mine needs the user's CURVE secret key: --secret-key or"
                                        " EXCHANGE_CURVE_SECRET")
-        server = curve.public_key(curve.server_secret_key(config.notifier.secret_key_file))
+        server = curve.public_key(curve.server_secret_key(notifier.secret_key_file))
         secret = secret_key.encode()
-        mine = PrivateFeed(config.notifier.private, server, user, zmq.curve_public(secret), secret)
+        mine = PrivateFeed(notifier.private, server, user, zmq.curve_public(secret), secret)
     stopping = []
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    view = Watch(config, symbol, mine)
+    view = Watch(config, symbol, mine, replica)
     try:
         if plain or not sys.stdout.isatty():
-            click.echo(f"watching {symbol} on {config.notifier.publish} (Ctrl-C stops)", err=True)
+            click.echo(f"watching {symbol} on {notifier.publish} (Ctrl-C stops)", err=True)
             run_plain(view, click.echo, lambda: bool(stopping), depth)
         else:
             run_live(view, lambda: bool(stopping))

@@ -97,12 +97,37 @@ class JournalConfig(_Section):
     synchronous: Annotated[str, Meta(pattern="^(FULL|NORMAL)$")] = "NORMAL"
 
 
+class NotifierReplicaConfig(_Section):
+    """One more notifier process: the same feeds (same chan_seqs) for its own subscribers."""
+
+    name: Name  # its role is notifier-<name>
+    publish: Endpoint
+    private: Endpoint
+    snapshots: Endpoint
+
+
 class NotifierConfig(_Section):
     publish: Endpoint  # XPUB, bound: public market data for anyone
     private: Endpoint  # XPUB with CURVE, bound: each user's own order updates, for that user only
     snapshots: Endpoint  # ROUTER, bound: book snapshots for subscribers (relayed to the engines)
-    secret_key_file: str = "var/notifier.key"  # CURVE secret of the private feed; made if missing
-    io_threads: Annotated[int, Meta(ge=1, le=16)] = 1
+    secret_key_file: str = "var/notifier.key"  # CURVE secret of the private feed (every replica's); made if missing
+    io_threads: Annotated[int, Meta(ge=1, le=16)] = 1  # per notifier process
+    replicas: list[NotifierReplicaConfig] = []  # more notifier processes, to spread many subscribers
+
+    def replica(self, name: str | None) -> NotifierConfig:
+        """The section as the notifier ``name`` runs it: its own endpoints (None: the first notifier's)."""
+        if name is None:
+            return msgspec.structs.replace(self, replicas=[])
+        for replica in self.replicas:
+            if replica.name == name:
+                return msgspec.structs.replace(self, publish=replica.publish, private=replica.private,
+                                               snapshots=replica.snapshots, replicas=[])
+        raise ConfigError(f"no notifier replica named {name!r}; the config has"
+                          f" {[r.name for r in self.replicas]} - at `$.notifier.replicas`")
+
+    def roles(self) -> list[str]:
+        """notifier, then notifier-<name> for each replica."""
+        return ["notifier", *(f"notifier-{r.name}" for r in self.replicas)]
 
 
 class UserConfig(_Section):
@@ -153,6 +178,7 @@ class Config(_Section):
         for what, values in (("engine name", [e.name for e in self.engines]),
                              ("engine id", [e.id for e in self.engines]),
                              ("user", [u.name for u in self.users]),
+                             ("notifier replica name", [r.name for r in self.notifier.replicas]),
                              ("endpoint", self.endpoints())):
             for value in values:
                 if values.count(value) > 1:
@@ -165,15 +191,16 @@ class Config(_Section):
     def endpoints(self) -> list[str]:
         """Every address a role binds, for uniqueness checks and for tests."""
         bound = [self.gateway.zmq, self.gateway.replies, f"tcp://{self.gateway.text}",
-                 self.journal.events, self.journal.watermarks, self.notifier.publish,
-                 self.notifier.private, self.notifier.snapshots]
+                 self.journal.events, self.journal.watermarks]
+        for notifier in (self.notifier, *self.notifier.replicas):
+            bound += [notifier.publish, notifier.private, notifier.snapshots]
         for engine in self.engines:
             bound += [engine.commands, engine.publish, engine.replay]
         return bound
 
     def roles(self) -> list[str]:
         """Every role's name, as its log file and its mesh key are named: journal-writer, engine-<name>, …"""
-        return ["journal-writer", *(e.role for e in self.engines), "notifier", "gateway"]
+        return ["journal-writer", *(e.role for e in self.engines), *self.notifier.roles(), "gateway"]
 
     def instrument_map(self) -> dict[str, Instrument]:
         return {i.symbol: i.build() for i in self.instruments}

@@ -29,11 +29,20 @@ def server_secret_key(path: str | Path) -> bytes:
     """The Z85 secret key stored at ``path``, made (readable by its owner only) if there is none."""
     path = Path(path)
     if not path.exists():
+        # written aside, then linked into place: when several notifiers start at once, one key wins
+        # and every one of them reads that key, never a half-written file
         path.parent.mkdir(parents=True, exist_ok=True)
         _, secret = zmq.curve_keypair()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secret + b"\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_bytes().strip()
 
 

@@ -45,16 +45,37 @@ class Child:
 
 
 def roles(config: Config, config_path: str) -> list[Child]:
-    """The children of a mesh, in start order: journal writer, engines, notifier, gateway."""
+    """The children of a mesh, in start order: journal writer, engines, notifiers, gateway."""
     return ([Child("journal-writer", None, config_path)]
             + [Child("engine", e.name, config_path) for e in config.engines]
-            + [Child("notifier", None, config_path), Child("gateway", None, config_path)])
+            + [Child("notifier", None, config_path)]
+            + [Child("notifier", r.name, config_path) for r in config.notifier.replicas]
+            + [Child("gateway", None, config_path)])
 
 
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def banner(config: Config) -> str:
+    """What `exchange up` prints once the roles are started: where to connect, and how to try it."""
+    notifier = config.notifier
+    lines = [
+        "exchange is up (Ctrl-C stops):",
+        f"  orders, text protocol   {config.gateway.text}   (try: nc {config.gateway.text.replace(':', ' ')})",
+        f"  orders, ZMQ DEALER      {config.gateway.zmq}",
+        f"  market data, ZMQ SUB    {notifier.publish}   (try: exchange watch {config.instruments[0].symbol})",
+        f"  book snapshots, DEALER  {notifier.snapshots}",
+        f"  private updates, CURVE  {notifier.private}   (server key: exchange keys notifier)",
+    ]
+    for replica in notifier.replicas:
+        lines.append(f"  notifier {replica.name}: market data {replica.publish}, snapshots {replica.snapshots},"
+                     f" private {replica.private}")
+    lines += [f"  journal                 {config.journal.path}   (try: exchange journal trades)",
+              f"  logs                    {config.var_dir}/"]
+    return "\n".join(lines)
 
 
 def run(config: Config, config_path: str) -> None:
@@ -72,15 +93,7 @@ def run(config: Config, config_path: str) -> None:
     children = roles(config, config_path)
     for child in children:
         child.start()
-    print(f"exchange is up (Ctrl-C stops):\n"
-          f"  orders, text protocol   {config.gateway.text}   (try: nc {config.gateway.text.replace(':', ' ')})\n"
-          f"  orders, ZMQ DEALER      {config.gateway.zmq}\n"
-          f"  market data, ZMQ SUB    {config.notifier.publish}   (try: exchange watch {config.instruments[0].symbol})\n"
-          f"  book snapshots, DEALER  {config.notifier.snapshots}\n"
-          f"  private updates, CURVE  {config.notifier.private}   (server key: exchange keys notifier)\n"
-          f"  journal                 {config.journal.path}   (try: exchange journal trades)\n"
-          f"  logs                    {config.var_dir}/",
-          file=sys.stderr, flush=True)
+    print(banner(config), file=sys.stderr, flush=True)
     try:
         while True:
             time.sleep(0.2)

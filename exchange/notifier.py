@@ -36,15 +36,18 @@ MAX_SUBSCRIPTION_SIZE = 4096  # CURVE handshakes need about 512 bytes
 
 
 class Notifier:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, replica: str | None = None):
+        """The first notifier of ``config``, or its replica named ``replica``."""
         self.config = config
-        security = MeshSecurity.for_role(config, "notifier")
-        self.ctx = ctx = zmq.Context(io_threads=config.notifier.io_threads)
+        self.section = section = config.notifier.replica(replica)
+        self.role = f"notifier-{replica}" if replica else "notifier"
+        security = MeshSecurity.for_role(config, self.role)
+        self.ctx = ctx = zmq.Context(io_threads=section.io_threads)
         ctx.linger = mesh.LINGER_MS
         self.auth = curve.start_authenticator(ctx, users=curve.user_keys(config))
-        self.public = self._xpub(config.notifier.publish)  # ← anyone
-        self.private = self._xpub(config.notifier.private, manual=True)  # ← users with CURVE keys
-        self.snapshots = mesh.socket(ctx, zmq.ROUTER, bind=config.notifier.snapshots,
+        self.public = self._xpub(section.publish)  # ← anyone
+        self.private = self._xpub(section.private, manual=True)  # ← users with CURVE keys
+        self.snapshots = mesh.socket(ctx, zmq.ROUTER, bind=section.snapshots,
                                      max_msg_size=MAX_SUBSCRIPTION_SIZE)  # ← subscribers
         self.upstream = mesh.socket(ctx, zmq.XSUB)  # → engines
         for engine in config.engines:
@@ -60,15 +63,15 @@ class Notifier:
         sock.setsockopt(zmq.SNDHWM, SUBSCRIBER_HWM)
         sock.setsockopt(zmq.BACKLOG, 1024)
         if manual:
-            curve.make_server(sock, curve.server_secret_key(self.config.notifier.secret_key_file))
+            curve.make_server(sock, curve.server_secret_key(self.section.secret_key_file))
             sock.setsockopt(zmq.XPUB_MANUAL, 1)
             sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         sock.bind(endpoint)
         return sock
 
     def run(self, stopper: mesh.Stopper) -> None:
-        log.info("ready: market data on %s, private feed on %s, snapshots on %s, from %d engines",
-                 self.config.notifier.publish, self.config.notifier.private, self.config.notifier.snapshots,
+        log.info("%s ready: market data on %s, private feed on %s, snapshots on %s, from %d engines",
+                 self.role, self.section.publish, self.section.private, self.section.snapshots,
                  len(self.config.engines))
         poller = zmq.Poller()
         for sock in (self.upstream, self.public, self.private, self.snapshots, *self.engines.values()):
@@ -138,10 +141,10 @@ class Notifier:
         self.ctx.term()
 
 
-def run(config: Config, name: str = "notifier") -> None:
-    """Run the notifier until SIGINT or SIGTERM."""
+def run(config: Config, replica: str | None = None) -> None:
+    """Run the first notifier, or the replica named ``replica``, until SIGINT or SIGTERM."""
     stopper = mesh.Stopper()
-    notifier = Notifier(config)
+    notifier = Notifier(config, replica)
     mesh.freeze_startup_objects()
     try:
         notifier.run(stopper)

@@ -44,9 +44,11 @@ def describe(event, instrument: Instrument) -> str:
 class Watch:
     """Feeds plus what the view shows; ``step`` waits a little and returns new lines (plain mode)."""
 
-    def __init__(self, config: Config, symbol: str, mine: PrivateFeed | None = None):
+    def __init__(self, config: Config, symbol: str, mine: PrivateFeed | None = None, notifier: str | None = None):
+        """``notifier``: the name of the replica to watch through (None: the first notifier)."""
         self.instrument = config.instrument_map()[symbol]
-        self.feed = BookFeed(config.notifier.publish, config.notifier.snapshots, symbol)
+        section = config.notifier.replica(notifier)
+        self.feed = BookFeed(section.publish, section.snapshots, symbol)
         self.mine = mine
         self.trades: deque[Trade] = deque(maxlen=TRADES)
         self.own: deque[str] = deque(maxlen=TRADES)

@@ -7,9 +7,9 @@ Per run:
 
 1. A fresh mesh (``exchange up``) from a loopback copy of configs/local.yaml
    (``exchange.soak.loopback_config``: free ports, its own journal, in a temporary folder), with
-   ``--io-threads`` / ``--set KEY=VALUE`` applied to that copy. ``--notifiers K`` starts K-1 more
-   notifier processes (``exchange notifier`` with a copy of the config that differs only in the
-   notifier's own endpoints) and spreads the subscribers over all K.
+   ``--io-threads`` / ``--set KEY=VALUE`` applied to that copy. ``--notifiers K`` adds K-1 notifier
+   replicas to that copy (``notifier.replicas``, started by ``exchange up`` like every role) and
+   spreads the subscribers over all K.
 2. ``--processes`` P subscriber processes, each holding N/P plain ZMQ SUB sockets (the mesh's
    socket options, as ``MarketDataClient`` and ``BookFeed`` use, and RCVHWM ``--sub-rcvhwm``)
    subscribed to one topic, ``md.<SYMBOL>.trade|``, all served by one loop per process (an epoll
@@ -42,7 +42,7 @@ thread: its Python loop, its ZMQ I/O threads), per subscriber process, for this 
 load driver) and for the whole machine ("not ours" = everything else on it).
 
 Everything started here is stopped at the end, also on Ctrl-C or an error: the subscriber
-processes, the mesh's process group and the extra notifiers' process groups.
+processes and the mesh's process group (replicas included).
 """
 
 from __future__ import annotations
@@ -412,8 +412,8 @@ def set_path(data: dict, dotted: str, value) -> None:
     data[keys[-1]] = value
 
 
-def make_configs(work: Path, args) -> tuple[Path, list[Path]]:
-    """The mesh's config (loopback copy of configs/local.yaml + edits) and one per extra notifier."""
+def make_config(work: Path, args) -> Path:
+    """The mesh's config: a loopback copy of configs/local.yaml, the edits, and K-1 notifier replicas."""
     from exchange.soak import free_ports, loopback_config
 
     path = loopback_config(work)
@@ -421,23 +421,21 @@ def make_configs(work: Path, args) -> tuple[Path, list[Path]]:
     data["notifier"]["io_threads"] = args.io_threads
     if args.transport == "ipc":
         data["notifier"]["publish"] = f"ipc://{work}/md-1.ipc"
+    replicas = []
+    for k in range(2, args.notifiers + 1):
+        ports = free_ports(3)
+        replicas.append({"name": f"n{k}",
+                         "publish": (f"ipc://{work}/md-{k}.ipc" if args.transport == "ipc"
+                                     else f"tcp://127.0.0.1:{ports[0]}"),
+                         "private": f"tcp://127.0.0.1:{ports[1]}",
+                         "snapshots": f"tcp://127.0.0.1:{ports[2]}"})
+    if replicas:
+        data["notifier"]["replicas"] = replicas
     for edit in args.set or []:
         key, _, value = edit.partition("=")
         set_path(data, key, yaml.safe_load(value))
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    extra = []
-    for k in range(2, args.notifiers + 1):
-        copy = yaml.safe_load(yaml.safe_dump(data))
-        ports = free_ports(3)
-        copy["notifier"]["publish"] = (f"ipc://{work}/md-{k}.ipc" if args.transport == "ipc"
-                                       else f"tcp://127.0.0.1:{ports[0]}")
-        copy["notifier"]["private"] = f"tcp://127.0.0.1:{ports[1]}"
-        copy["notifier"]["snapshots"] = f"tcp://127.0.0.1:{ports[2]}"
-        copy["notifier"]["secret_key_file"] = str(work / f"notifier-{k}.key")
-        extra_path = work / f"notifier-{k}.yaml"
-        extra_path.write_text(yaml.safe_dump(copy, sort_keys=False))
-        extra.append(extra_path)
-    return path, extra
+    return path
 
 
 def role_pids(log_text: str) -> dict[str, int]:
@@ -472,27 +470,19 @@ def one_run(args, run_no: int, say) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="exchange-fanout-"))
     launcher = None
-    notifiers: list[subprocess.Popen] = []
     subscribers: list[tuple] = []
     sessions: list[Session] = []
     try:
-        config_path, extra_paths = make_configs(work, args)
+        config_path = make_config(work, args)
         config = load_config(config_path)
         log_path = work / "launcher.log"
         with open(log_path, "wb") as log:
             launcher = subprocess.Popen([sys.executable, "-m", "exchange", "up", str(config_path)],
                                         stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        for k, extra in enumerate(extra_paths, start=2):
-            with open(work / f"notifier-{k}.log", "wb") as log:
-                notifiers.append(subprocess.Popen(
-                    [sys.executable, "-m", "exchange", "notifier", "--config", str(extra)],
-                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True))
         host, port = config.gateway.text.rsplit(":", 1)
         wait_for_mesh(host, int(port), launcher, timeout=60)
         pids = role_pids(log_path.read_text(errors="replace"))
-        for k, process in enumerate(notifiers, start=2):
-            pids[f"notifier {k}"] = process.pid
-        endpoints = [config.notifier.publish] + [load_config(p).notifier.publish for p in extra_paths]
+        endpoints = [config.notifier.publish] + [r.publish for r in config.notifier.replicas]
 
         # subscribers: socket j (over all processes) connects to notifier j % K
         ctx = multiprocessing.get_context("spawn")
@@ -611,8 +601,6 @@ def one_run(args, run_no: int, say) -> dict:
             process.join(5)
             if process.is_alive():
                 process.kill()
-        for process in notifiers:
-            kill_group(process)
         kill_group(launcher)
         if args.keep:
             say(f"  kept {work}")

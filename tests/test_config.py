@@ -73,3 +73,57 @@ def test_key_hashes_are_salted_and_verify_only_their_key():
     assert first != second and "s3cret" not in first
     assert verify_key("s3cret", first) and verify_key("s3cret", second)
     assert not verify_key("s3cret!", first)
+
+
+REPLICAS = """  secret_key_file: var/notifier.key
+  replicas:
+    - name: b
+      publish: tcp://127.0.0.1:7103
+      private: tcp://127.0.0.1:7104
+      snapshots: tcp://127.0.0.1:7105
+"""
+
+
+def with_replicas(tmp_path: Path, replicas: str = REPLICAS) -> Path:
+    text = LOCAL.read_text()
+    assert "  secret_key_file: var/notifier.key\n" in text
+    path = tmp_path / "replicas.yaml"
+    path.write_text(text.replace("  secret_key_file: var/notifier.key\n", replicas, 1))
+    return path
+
+
+def test_a_notifier_replica_is_one_more_role_on_its_own_endpoints(tmp_path):
+    config = load_config(with_replicas(tmp_path))
+    assert config.roles() == ["journal-writer", "engine-e1", "engine-e2", "notifier", "notifier-b", "gateway"]
+    first, b = config.notifier.replica(None), config.notifier.replica("b")
+    assert (first.publish, first.snapshots, first.private) == (
+        "tcp://127.0.0.1:7003", "tcp://127.0.0.1:7005", "tcp://127.0.0.1:7004")
+    assert (b.publish, b.snapshots, b.private) == ("tcp://127.0.0.1:7103", "tcp://127.0.0.1:7105", "tcp://127.0.0.1:7104")
+    assert b.secret_key_file == first.secret_key_file and b.io_threads == first.io_threads  # one service, shared
+    assert b.replicas == [] and first.replicas == []
+    assert {"tcp://127.0.0.1:7103", "tcp://127.0.0.1:7104", "tcp://127.0.0.1:7105"} <= set(config.endpoints())
+    with pytest.raises(ConfigError, match=r"no notifier replica named 'c'; the config has \['b'\]"):
+        config.notifier.replica("c")
+
+
+@pytest.mark.parametrize("change, message", [
+    (("7103", "7003"), "endpoint tcp://127.0.0.1:7003 is used twice"),
+    (("7105", "7031"), "endpoint tcp://127.0.0.1:7031 is used twice"),
+    (("- name: b", "- name: ../b"), "at `$.notifier.replicas[0].name`"),
+    (("      snapshots: tcp://127.0.0.1:7105\n", ""), "missing required field `snapshots` - at `$.notifier.replicas[0]`"),
+])
+def test_a_bad_notifier_replica_names_file_key_and_problem(tmp_path, change, message):
+    path = with_replicas(tmp_path, REPLICAS.replace(*change))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+
+
+def test_two_notifier_replicas_cannot_share_a_name(tmp_path):
+    twice = REPLICAS + """    - name: b
+      publish: tcp://127.0.0.1:7203
+      private: tcp://127.0.0.1:7204
+      snapshots: tcp://127.0.0.1:7205
+"""
+    with pytest.raises(ConfigError, match="notifier replica name b is used twice"):
+        load_config(with_replicas(tmp_path, twice))

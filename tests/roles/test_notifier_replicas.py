@@ -1,0 +1,134 @@
+"""Notifier replicas (notifier.replicas): more notifier processes serving the same feeds to their own subscribers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from conftest import Mesh, write_config
+from exchange import curve
+from exchange.client import BookFeed, MarketDataClient, PrivateFeed
+from exchange.core.messages import OrderAccepted, Trade
+from exchange.soak import free_ports
+from test_market_data import DEMO_SECRETS, cross, engine_book, login, settle, trade_some, wait_joined, wait_synced
+
+
+def with_replica(tmp_path: Path) -> Path:
+    """The loopback test config plus one notifier replica, b, on free ports."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    publish, private, snapshots = free_ports(3)
+    anchor = re.search(r"\n  secret_key_file: .*\n", text).group(0)
+    path.write_text(text.replace(anchor, anchor + (
+        "  replicas:\n"
+        "    - name: b\n"
+        f"      publish: tcp://127.0.0.1:{publish}\n"
+        f"      private: tcp://127.0.0.1:{private}\n"
+        f"      snapshots: tcp://127.0.0.1:{snapshots}\n"), 1))
+    return path
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    with Mesh(with_replica(tmp_path)) as running:
+        yield running
+
+
+def trades_by_chan_seq(md: MarketDataClient, n: int) -> dict[int, list[str]]:
+    """chan_seq → trade ids of the next messages that carry ``n`` trades in all (heartbeats skipped)."""
+    got: dict[int, list[str]] = {}
+    deadline = time.monotonic() + 15
+    while sum(map(len, got.values())) < n:
+        assert time.monotonic() < deadline, f"only {sum(map(len, got.values()))} of {n} trades arrived"
+        message = md.receive(timeout=10)
+        trades = [e.trade_id for e in message.events if isinstance(e, Trade) and e.price != 8000]
+        if trades:
+            got[message.chan_seq] = trades
+    return got
+
+
+def test_a_replica_serves_the_same_feed_with_the_same_sequences_and_its_own_snapshots(mesh):
+    first, b = mesh.config.notifier.replica(None), mesh.config.notifier.replica("b")
+    assert b.publish != first.publish
+    on_first = MarketDataClient(first.publish, ["AAPL"], channels=("trade",))
+    on_b = MarketDataClient(b.publish, ["AAPL"], channels=("trade",))
+    book_first = BookFeed(first.publish, first.snapshots, "AAPL")
+    book_b = BookFeed(b.publish, b.snapshots, "AAPL")
+    try:
+        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+            wait_joined(alice, bob, [on_first, on_b], "AAPL 1 @ 80.00")
+            wait_synced(book_first)
+            wait_synced(book_b)
+            cross(alice, bob, 20)
+            trade_some(alice, bob, 10)  # leaves a book behind
+        # the engines number the feed, so both notifiers carry the very same messages
+        assert trades_by_chan_seq(on_first, 20) == trades_by_chan_seq(on_b, 20)
+        settle(book_first, book_b)
+        assert book_first.depth.state() == book_b.depth.state() == engine_book(mesh)
+        assert book_first.resyncs == book_b.resyncs == 0
+    finally:
+        for client in (on_first, on_b, book_first, book_b):
+            client.close()
+
+
+def test_a_replica_serves_private_updates_with_the_same_server_key(mesh):
+    b = mesh.config.notifier.replica("b")
+    server = curve.public_key(curve.server_secret_key(b.secret_key_file))
+    secret = DEMO_SECRETS["alice"]
+    mine = PrivateFeed(b.private, server, "alice", zmq.curve_public(secret), secret)
+    try:
+        with login(mesh, "alice") as alice:
+            deadline = time.monotonic() + 15
+            while not mine.sub.poll(200):  # probe until the private subscription has reached notifier b
+                assert time.monotonic() < deadline, "alice's private feed on replica b never joined"
+                probe = alice.request("BUY AAPL 1 @ 1.00")
+                alice.request(f"CANCEL {probe.split()[1]}")
+            while mine.sub.poll(300):
+                mine.receive(0)
+            ack = alice.request("SELL AAPL 2 @ 150.00")
+        message = mine.receive(timeout=10)
+        assert message.user == "alice"
+        assert [type(e) for e in message.events] == [OrderAccepted]
+        assert message.events[0].order_id == ack.split()[1]
+    finally:
+        mine.close()
+
+
+def test_killing_a_replica_leaves_the_other_notifier_serving_and_it_comes_back(mesh):
+    first, b = mesh.config.notifier.replica(None), mesh.config.notifier.replica("b")
+    on_first = MarketDataClient(first.publish, ["AAPL"], channels=("trade",))
+    book_b = BookFeed(b.publish, b.snapshots, "AAPL")
+    try:
+        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+            wait_joined(alice, bob, [on_first], "AAPL 1 @ 80.00")
+            wait_synced(book_b)
+            pid = int(re.findall(r"started notifier b \(pid (\d+)\)", mesh.log())[-1])
+            os.kill(pid, signal.SIGKILL)
+            cross(alice, bob, 10)  # while b is down
+            assert len(trades_by_chan_seq(on_first, 10)) >= 1  # the first notifier did not notice
+            deadline = time.monotonic() + 30
+            while book_b.resyncs < 1:  # b is restarted by the launcher; its subscriber re-syncs by itself
+                assert time.monotonic() < deadline, "the feed on replica b never re-synced"
+                book_b.poll(0.2)
+            trade_some(alice, bob, 5)
+        settle(book_b, seconds=2)
+        assert book_b.depth.state() == engine_book(mesh)
+        assert re.search(r"notifier b exited with -9; restarting", mesh.log())
+    finally:
+        on_first.close()
+        book_b.close()
+
+
+def test_exchange_notifier_refuses_an_unknown_replica(mesh):
+    done = subprocess.run([sys.executable, "-m", "exchange", "notifier", "--config", str(mesh.config_path),
+                           "--name", "nope"], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "no notifier replica named 'nope'; the config has ['b']" in done.stderr
