@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 from click.testing import CliRunner
 
 from exchange.cli import cli
 from exchange.config import verify_key
+
+LOCAL = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
 
 
 def all_commands(group: click.Group, prefix: tuple = ()) -> list[tuple[tuple, click.Command]]:
@@ -66,3 +69,11 @@ def test_keys_new_makes_a_matching_pair():
     public = re.search(r"public: (\S+)", result.output).group(1)
     secret = re.search(r"secret: (\S+)", result.output).group(1)
     assert zmq.curve_public(secret.encode()).decode() == public
+
+
+def test_watch_and_notifier_refuse_a_notifier_replica_the_config_does_not_have():
+    runner = CliRunner()
+    for args in (["watch", "AAPL", "--plain", "--notifier", "nope"], ["notifier", "--name", "nope"]):
+        result = runner.invoke(cli, [*args, "--config", str(LOCAL)])
+        assert result.exit_code == 1, args
+        assert "no notifier replica named 'nope'; the config has []" in result.output, args
