@@ -29,6 +29,7 @@ PUSHED = ("FILL ", "OUT ", "REDUCED ")  # lines the gateway sends without a requ
 # a lagging SUB with libzmq's default queue (1,000) can hit an assertion (libzmq #3937); a deep
 # queue also lets a briefly busy subscriber catch up without a re-sync
 SUBSCRIBER_RCVHWM = 100_000
+MAX_AHEAD = 10_000  # messages a BookFeed holds past a gap while its other lines may fill it
 
 
 class TextClient:
@@ -182,17 +183,30 @@ class BookFeed:
     covers and applies the rest (the ZeroMQ Guide's Clone pattern). A gap in any channel's
     ``chan_seq`` (seen on a message or a heartbeat), a new engine epoch, or silence longer than
     ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often.
+
+    A/B feeds: given several notifiers (the first and its replicas, which carry the same messages
+    with the same ``chan_seq``s), it takes each message from whichever copy arrives first and
+    ignores the other. A message missing on one line is filled from another, and losing a
+    notifier costs no re-sync; a gap that no line fills within ``gap_wait_s`` does. Snapshots are
+    asked of the notifiers in turn, the next one whenever a request goes unanswered.
+
+        feed = BookFeed(["tcp://127.0.0.1:7003", "tcp://127.0.0.1:7103"],
+                        ["tcp://127.0.0.1:7005", "tcp://127.0.0.1:7105"], "BTC-USD")
     """
 
-    def __init__(self, publish: str, snapshots: str, symbol: str, silence_s: float = 3.0,
-                 snapshot_timeout_s: float = 2.0):
+    def __init__(self, publish: str | list[str], snapshots: str | list[str], symbol: str,
+                 silence_s: float = 3.0, snapshot_timeout_s: float = 2.0, gap_wait_s: float = 0.5):
         self.symbol = symbol
-        self.silence_s, self.snapshot_timeout_s = silence_s, snapshot_timeout_s
+        self.silence_s, self.snapshot_timeout_s, self.gap_wait_s = silence_s, snapshot_timeout_s, gap_wait_s
         self.ctx = mesh.context()
-        self.sub = mesh.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM, connect=publish)
+        self.lines = [publish] if isinstance(publish, str) else list(publish)
+        self.sub = mesh.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM)
         for channel in ("trade", "bbo", "l2"):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
-        self.snapshot_endpoint = snapshots
+        for endpoint in self.lines:
+            self.sub.connect(endpoint)
+        self.snapshot_endpoints = [snapshots] if isinstance(snapshots, str) else list(snapshots)
+        self.asks = 0  # snapshot requests so far; request n goes to snapshot_endpoints[n % len]
         self.dealer: zmq.Socket | None = None
         self.messages, self.replies = Decoder(MarketData), Decoder(SnapshotReply)
         self.depth = Depth(symbol)
@@ -203,6 +217,9 @@ class BookFeed:
         self.last_heard = time.monotonic()
         self.buffer: list[MarketData] = []
         self.asked_at = 0.0
+        # messages that came ahead of a gap, per channel by chan_seq, while another line may fill it
+        self.ahead: dict[str, dict[int, MarketData]] = {}
+        self.gap_since: float | None = None
 
     def poll(self, timeout: float = 1.0) -> list:
         """Wait up to ``timeout`` s; return the events applied to ``depth`` meanwhile, in order."""
@@ -229,6 +246,8 @@ class BookFeed:
             if self.synced and now - self.last_heard > self.silence_s:
                 self.last_heard = now
                 self._resync()  # heartbeats stopped: the notifier or our connection went away
+            if self.gap_since is not None and now - self.gap_since > self.gap_wait_s:
+                self._resync()  # no line had what we missed
             if left <= 0:
                 return applied
 
@@ -242,13 +261,17 @@ class BookFeed:
     def _ask(self) -> None:
         if self.dealer is not None:
             self.dealer.close(linger=0)
-        self.dealer = mesh.socket(self.ctx, zmq.DEALER, connect=self.snapshot_endpoint)
+        endpoint = self.snapshot_endpoints[self.asks % len(self.snapshot_endpoints)]
+        self.asks += 1
+        self.dealer = mesh.socket(self.ctx, zmq.DEALER, connect=endpoint)
         self.dealer.send(encode(SnapshotRequest(self.symbol)))
         self.asked_at = time.monotonic()
 
     def _resync(self) -> None:
         self.synced = False
         self.buffer = []
+        self.ahead = {}
+        self.gap_since = None
         self._ask()
 
     def _on_snapshot(self, reply, applied: list) -> None:
@@ -271,17 +294,39 @@ class BookFeed:
 
     def _apply(self, message: MarketData, applied: list) -> bool:
         """Apply one message in sequence; False if it shows that something was missed."""
-        expected = self.chan_seq.get(message.channel, 0)
         if message.epoch != self.epoch:
             return message.epoch < self.epoch  # older: stale, ignore; newer: the engine restarted
-        if not message.events:  # a heartbeat: the channel's current chan_seq
-            return message.chan_seq == expected
-        if message.chan_seq != expected + 1:
-            return False
-        self.chan_seq[message.channel] = message.chan_seq
-        for event in message.events:
-            self.depth.apply(event)
-            applied.append(event)
+        channel = message.channel
+        expected = self.chan_seq.get(channel, 0)
+        if message.chan_seq <= expected:
+            return True  # another line's copy came first (a heartbeat: nothing new)
+        if not message.events or message.chan_seq > expected + 1:
+            # a heartbeat naming a message we lack, or a message after a gap
+            if len(self.lines) == 1:
+                return False  # one line: nothing else can fill the gap
+            if message.events:
+                self.ahead.setdefault(channel, {})[message.chan_seq] = message
+            if self.gap_since is None:
+                self.gap_since = time.monotonic()
+            return len(self.ahead.get(channel, ())) <= MAX_AHEAD
+        ahead = self.ahead.get(channel)
+        while True:
+            self.chan_seq[channel] = message.chan_seq
+            for event in message.events:
+                self.depth.apply(event)
+                applied.append(event)
+            if not ahead:
+                break
+            message = ahead.pop(message.chan_seq + 1, None)
+            if message is None:
+                break
+        if ahead is not None:
+            for seq in [s for s in ahead if s <= self.chan_seq[channel]]:
+                del ahead[seq]
+            if not ahead:
+                del self.ahead[channel]
+        if not self.ahead:
+            self.gap_since = None
         return True
 
     def close(self) -> None:

@@ -132,3 +132,32 @@ def test_exchange_notifier_refuses_an_unknown_replica(mesh):
                            "--name", "nope"], capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert "no notifier replica named 'nope'; the config has ['b']" in done.stderr
+
+
+def test_a_feed_on_both_notifiers_loses_neither_messages_nor_sync_when_one_dies(mesh):
+    first, b = mesh.config.notifier.replica(None), mesh.config.notifier.replica("b")
+    both = BookFeed([first.publish, b.publish], [first.snapshots, b.snapshots], "AAPL")
+    try:
+        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+            wait_synced(both)
+            trade_some(alice, bob, 5)
+            for label, publish in (("notifier b", b.publish), ("notifier", first.publish)):  # one at a time
+                pid = int(re.findall(rf"started {label} \(pid (\d+)\)", mesh.log())[-1])
+                os.kill(pid, signal.SIGKILL)
+                trade_some(alice, bob, 5)  # while it is down, the other line carries everything
+                settle(both, seconds=1)
+                assert both.depth.state() == engine_book(mesh), label
+                # the launcher restarts it; once it forwards trades again (and the feed has had time to
+                # reconnect to it), the other notifier may go down in turn
+                deadline = time.monotonic() + 30
+                while len(re.findall(rf"started {label} \(pid", mesh.log())) < 2:
+                    assert time.monotonic() < deadline, f"{label} was not restarted"
+                    both.poll(0.2)
+                with MarketDataClient(publish, ["AAPL"], channels=("trade",)) as probe:
+                    wait_joined(alice, bob, [probe], "AAPL 1 @ 80.00")
+                settle(both, seconds=2)
+        settle(both, seconds=2)
+        assert both.depth.state() == engine_book(mesh)
+        assert both.resyncs == 0
+    finally:
+        both.close()

@@ -1,0 +1,148 @@
+"""BookFeed over A/B lines: two notifiers carry the same numbered messages; the feed takes each once.
+
+The two "notifiers" here are bare XPUB sockets and a snapshot ROUTER on ipc in a temporary folder,
+speaking the notifier's wire format, so that a test can choose exactly what each line loses.
+tests/roles/test_notifier_replicas.py does the same against real notifiers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from exchange.client import BookFeed
+from exchange.core.messages import Trade
+from exchange.core.orders import Side
+from exchange.wire import BookSnapshot, Decoder, MarketData, SnapshotRequest, encode, topic
+
+SYMBOL = "AAPL"
+
+
+def trade_message(chan_seq: int) -> MarketData:
+    trade = Trade(100 + chan_seq, 0, SYMBOL, f"1-{chan_seq}", 10_000 + chan_seq, 1, Side.BUY)
+    return MarketData(SYMBOL, "trade", 1, chan_seq, [trade])
+
+
+class Lines:
+    """Two public XPUBs (line A and line B) and one snapshot ROUTER, as a feed's notifiers."""
+
+    def __init__(self, folder, count: int = 2):
+        self.ctx = zmq.Context()
+        self.publish = [f"ipc://{folder}/line-{n}" for n in range(count)]
+        self.pubs = []
+        for endpoint in self.publish:
+            pub = self.ctx.socket(zmq.XPUB)
+            pub.bind(endpoint)
+            self.pubs.append(pub)
+        self.snapshots = f"ipc://{folder}/snapshots"
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.bind(self.snapshots)
+        self.requests = Decoder(SnapshotRequest)
+        self.answered = 0
+
+    def wait_subscribed(self, feed: BookFeed) -> None:
+        """Until every line has the feed's three subscriptions (and the feed its first snapshot)."""
+        for pub in self.pubs:
+            seen = 0
+            while seen < 3:
+                assert pub.poll(5000), "the feed never subscribed"
+                pub.recv()
+                seen += 1
+        self.answer(feed, chan_seq=0)
+
+    def answer(self, feed: BookFeed, chan_seq: int) -> None:
+        """Answer the feed's next snapshot request with an empty book at ``chan_seq``."""
+        deadline = time.monotonic() + 5
+        while not self.router.poll(0):
+            assert time.monotonic() < deadline, "no snapshot request"
+            feed.poll(0.05)
+        client, body = self.router.recv_multipart()
+        assert self.requests.decode(body).symbol == SYMBOL
+        snapshot = BookSnapshot(SYMBOL, 1, 0, {"trade": chan_seq, "bbo": 0, "l2": 0}, [], [], None, None)
+        self.router.send_multipart([client, encode(snapshot)])
+        self.answered += 1
+        while not feed.synced:
+            feed.poll(0.05)
+
+    def send(self, line: int, *chan_seqs: int) -> None:
+        for chan_seq in chan_seqs:
+            self.pubs[line].send_multipart([topic(SYMBOL, "trade"), encode(trade_message(chan_seq))])
+
+    def close(self) -> None:
+        for sock in (*self.pubs, self.router):
+            sock.close(linger=0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def lines(tmp_path):
+    made = Lines(tmp_path)
+    yield made
+    made.close()
+
+
+def applied_trades(feed: BookFeed, seconds: float = 0.5) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got += [e.trade_id for e in feed.poll(0.05) if isinstance(e, Trade)]
+    return got
+
+
+def test_a_message_lost_on_one_line_is_taken_from_the_other_without_a_resync(lines):
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=2.0) as feed:
+        lines.wait_subscribed(feed)
+        lines.send(0, 1, 2, 4, 5)  # line A lost 3
+        assert applied_trades(feed, 0.3) == ["1-1", "1-2"]  # 4 and 5 wait for 3
+        lines.send(1, 1, 2, 3, 4, 5, 6)  # line B, late, has it
+        lines.send(0, 6)
+        assert applied_trades(feed) == ["1-3", "1-4", "1-5", "1-6"]  # each once, in order
+        assert feed.chan_seq["trade"] == 6
+        assert feed.resyncs == 0 and lines.answered == 1
+
+
+def test_a_gap_no_line_fills_makes_the_feed_resync_after_the_wait(lines):
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3) as feed:
+        lines.wait_subscribed(feed)
+        lines.send(0, 1, 3)
+        lines.send(1, 1, 3)  # both lost 2
+        assert applied_trades(feed, 0.1) == ["1-1"]
+        lines.answer(feed, chan_seq=3)  # the resync's snapshot covers 2 and 3
+        lines.send(1, 4)
+        lines.send(0, 4)
+        assert applied_trades(feed) == ["1-4"]
+        assert feed.resyncs == 1 and lines.answered == 2
+
+
+def test_snapshot_requests_go_round_the_notifiers_in_turn(tmp_path):
+    lines = Lines(tmp_path)
+    try:
+        other = lines.ctx.socket(zmq.ROUTER)
+        other.bind(f"ipc://{tmp_path}/snapshots-b")
+        with BookFeed(lines.publish, [f"ipc://{tmp_path}/snapshots-b", lines.snapshots], SYMBOL,
+                      snapshot_timeout_s=0.2) as feed:
+            deadline = time.monotonic() + 5
+            while not other.poll(0):  # the first request goes to the first endpoint, which never answers
+                assert time.monotonic() < deadline
+                feed.poll(0.05)
+            other.recv_multipart()
+            lines.wait_subscribed(feed)  # the second goes to the next one, which does
+            assert feed.synced and feed.resyncs == 0
+        other.close(linger=0)
+    finally:
+        lines.close()
+
+
+def test_with_one_line_a_gap_resyncs_at_once(tmp_path):
+    lines = Lines(tmp_path, count=1)
+    try:
+        with BookFeed(lines.publish[0], lines.snapshots, SYMBOL, gap_wait_s=60) as feed:
+            lines.wait_subscribed(feed)
+            lines.send(0, 1, 3)
+            assert applied_trades(feed, 0.1) == ["1-1"]
+            lines.answer(feed, chan_seq=3)
+            assert feed.resyncs == 1
+    finally:
+        lines.close()
