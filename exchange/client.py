@@ -217,9 +217,11 @@ class BookFeed:
         self.last_heard = time.monotonic()
         self.buffer: list[MarketData] = []
         self.asked_at = 0.0
-        # messages that came ahead of a gap, per channel by chan_seq, while another line may fill it
+        # per channel with a gap that another line may still fill: the messages that came after it
+        # (by chan_seq), the highest chan_seq known to exist, and since when the gap is open
         self.ahead: dict[str, dict[int, MarketData]] = {}
-        self.gap_since: float | None = None
+        self.known: dict[str, int] = {}
+        self.gap_since: dict[str, float] = {}
 
     def poll(self, timeout: float = 1.0) -> list:
         """Wait up to ``timeout`` s; return the events applied to ``depth`` meanwhile, in order."""
@@ -246,7 +248,7 @@ class BookFeed:
             if self.synced and now - self.last_heard > self.silence_s:
                 self.last_heard = now
                 self._resync()  # heartbeats stopped: the notifier or our connection went away
-            if self.gap_since is not None and now - self.gap_since > self.gap_wait_s:
+            if self.gap_since and now - min(self.gap_since.values()) > self.gap_wait_s:
                 self._resync()  # no line had what we missed
             if left <= 0:
                 return applied
@@ -270,8 +272,7 @@ class BookFeed:
     def _resync(self) -> None:
         self.synced = False
         self.buffer = []
-        self.ahead = {}
-        self.gap_since = None
+        self.ahead, self.known, self.gap_since = {}, {}, {}
         self._ask()
 
     def _on_snapshot(self, reply, applied: list) -> None:
@@ -305,28 +306,24 @@ class BookFeed:
             if len(self.lines) == 1:
                 return False  # one line: nothing else can fill the gap
             if message.events:
-                self.ahead.setdefault(channel, {})[message.chan_seq] = message
-            if self.gap_since is None:
-                self.gap_since = time.monotonic()
-            return len(self.ahead.get(channel, ())) <= MAX_AHEAD
-        ahead = self.ahead.get(channel)
-        while True:
+                held = self.ahead.setdefault(channel, {})
+                held[message.chan_seq] = message
+                if len(held) > MAX_AHEAD:
+                    return False
+            self.known[channel] = max(self.known.get(channel, 0), message.chan_seq)
+            self.gap_since.setdefault(channel, time.monotonic())
+            return True
+        held = self.ahead.get(channel, {})
+        while message is not None:  # this message, then any held ones it makes contiguous
             self.chan_seq[channel] = message.chan_seq
             for event in message.events:
                 self.depth.apply(event)
                 applied.append(event)
-            if not ahead:
-                break
-            message = ahead.pop(message.chan_seq + 1, None)
-            if message is None:
-                break
-        if ahead is not None:
-            for seq in [s for s in ahead if s <= self.chan_seq[channel]]:
-                del ahead[seq]
-            if not ahead:
-                del self.ahead[channel]
-        if not self.ahead:
-            self.gap_since = None
+            message = held.pop(message.chan_seq + 1, None)
+        if self.chan_seq[channel] >= self.known.get(channel, 0):  # no gap left on this channel
+            self.ahead.pop(channel, None)
+            self.known.pop(channel, None)
+            self.gap_since.pop(channel, None)
         return True
 
     def close(self) -> None:

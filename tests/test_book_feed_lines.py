@@ -146,3 +146,20 @@ def test_with_one_line_a_gap_resyncs_at_once(tmp_path):
             assert feed.resyncs == 1
     finally:
         lines.close()
+
+
+def test_a_gap_on_a_quiet_channel_is_not_hidden_by_traffic_on_another(lines):
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3) as feed:
+        lines.wait_subscribed(feed)
+        heartbeat = MarketData(SYMBOL, "l2", 1, 1, [])  # l2 message 1 exists; neither line brought it
+        lines.pubs[0].send_multipart([topic(SYMBOL, "l2"), encode(heartbeat)])
+        deadline = time.monotonic() + 5
+        n = 0
+        while not lines.router.poll(0):  # trades keep flowing on both lines meanwhile
+            assert time.monotonic() < deadline, "the l2 gap never made the feed resync"
+            n += 1
+            lines.send(0, n)
+            lines.send(1, n)
+            feed.poll(0.05)
+        lines.answer(feed, chan_seq=n)
+        assert feed.resyncs == 1
