@@ -6,7 +6,9 @@ Invariants (the matcher keeps them; ``check()`` asserts them):
 - ``best_bid``/``best_ask`` are the highest bid / lowest ask price, or None;
 - a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, ``count`` their number;
 - ``orders`` maps order_id → every live Order on the book;
-- ``open_orders`` maps user → how many of ``orders`` are theirs (users with none are absent).
+- ``open_orders`` is None until a limit on open orders first needs it (``open_orders_of``); from
+  then on it maps user → how many of ``orders`` are theirs (users with none are absent). Most
+  venues set no such limit, and counting costs two dict operations per order added or removed.
 
 ``last_price`` is the price of the book's last trade (None before the first); the matcher sets it.
 
@@ -58,7 +60,10 @@ class OrderBook:
         self.best_ask: int | None = None
         self.orders: dict[str, Order] = {}
         self.last_top: tuple = (None, 0, None, 0)  # the top of book last published
-        self.open_orders: dict[str, int] = {}  # user → their orders on this book
+        # user → their orders on this book; None: not counted (no limit has needed it yet)
+        self.open_orders: dict[str, int] | None = None
+        if instrument.max_open_orders:
+            self.open_orders = {}
         self.last_price: int | None = None  # of the last trade
 
     def add(self, order: Order) -> Level:
@@ -82,9 +87,10 @@ class OrderBook:
         level.qty += order.leaves_qty
         level.count += 1
         self.orders[order.order_id] = order
-        user = order.user
         open_orders = self.open_orders
-        open_orders[user] = open_orders.get(user, 0) + 1
+        if open_orders is not None:
+            user = order.user
+            open_orders[user] = open_orders.get(user, 0) + 1
         return level
 
     def remove(self, order: Order) -> int:
@@ -94,12 +100,8 @@ class OrderBook:
         """
         order.live = False
         del self.orders[order.order_id]
-        user, open_orders = order.user, self.open_orders
-        left = open_orders[user] - 1
-        if left:
-            open_orders[user] = left
-        else:
-            del open_orders[user]
+        if self.open_orders is not None:
+            self._uncount(order.user)
         side, price = order.side, order.price
         level = (self.bids if side is BUY else self.asks)[price]
         level.qty = qty = level.qty - order.leaves_qty
@@ -131,17 +133,30 @@ class OrderBook:
         if leaves == 0:
             order.live = False
             del self.orders[order.order_id]
-            user, open_orders = order.user, self.open_orders
-            left = open_orders[user] - 1
-            if left:
-                open_orders[user] = left
-            else:
-                del open_orders[user]
+            if self.open_orders is not None:
+                self._uncount(order.user)
             level.count = count = level.count - 1
             if count == 0:
                 self._drop_level(order.side, level.price)
             else:
                 level.orders.popleft()
+
+    def open_orders_of(self, user: str) -> int:
+        """How many orders ``user`` has on this book; starts counting per user if not yet."""
+        open_orders = self.open_orders
+        if open_orders is None:
+            self.open_orders = open_orders = {}
+            for order in self.orders.values():
+                open_orders[order.user] = open_orders.get(order.user, 0) + 1
+        return open_orders.get(user, 0)
+
+    def _uncount(self, user: str) -> None:
+        open_orders = self.open_orders
+        left = open_orders[user] - 1
+        if left:
+            open_orders[user] = left
+        else:
+            del open_orders[user]
 
     def _drop_level(self, side: Side, price: int) -> None:
         if side is BUY:
@@ -225,6 +240,6 @@ class OrderBook:
         users: dict[str, int] = {}
         for order in self.orders.values():
             users[order.user] = users.get(order.user, 0) + 1
-        assert self.open_orders == users, f"open orders per user {self.open_orders}, expected {users}"
+        assert self.open_orders is None or self.open_orders == users, f"open orders per user {self.open_orders}, expected {users}"
         if self.best_bid is not None and self.best_ask is not None:
             assert self.best_bid < self.best_ask, f"crossed book: {self.best_bid} >= {self.best_ask}"

@@ -514,7 +514,7 @@ class Matcher:
         """Why the user may not rest another order on this book, or "" if they may."""
         limits = [n for n in (book.instrument.max_open_orders, cmd.max_open_orders) if n]
         limit = min(limits)
-        if book.open_orders.get(cmd.user, 0) < limit:
+        if book.open_orders_of(cmd.user) < limit:
             return ""
         return (f"user {cmd.user} has {limit} open orders on {book.symbol}, the most allowed;"
                 f" cancel one first")
