@@ -69,20 +69,10 @@ class OrderBook:
     def add(self, order: Order) -> Level:
         """Rest ``order`` at the back of its price level; return that level."""
         price = order.price
-        if order.side is BUY:
-            level = self.bids.get(price)
-            if level is None:
-                level = self.bids[price] = Level(price)
-                self.bid_prices.add(price)
-                if self.best_bid is None or price > self.best_bid:
-                    self.best_bid = price
-        else:
-            level = self.asks.get(price)
-            if level is None:
-                level = self.asks[price] = Level(price)
-                self.ask_prices.add(price)
-                if self.best_ask is None or price < self.best_ask:
-                    self.best_ask = price
+        side = order.side
+        level = (self.bids if side is BUY else self.asks).get(price)
+        if level is None:
+            level = self.new_level(side, price)
         level.orders.append(order)
         level.qty += order.leaves_qty
         level.count += 1
@@ -91,6 +81,21 @@ class OrderBook:
         if open_orders is not None:
             user = order.user
             open_orders[user] = open_orders.get(user, 0) + 1
+        return level
+
+    def new_level(self, side: Side, price: int) -> Level:
+        """A new, empty level at ``price`` (which has none yet); it may be the new best."""
+        level = Level(price)
+        if side is BUY:
+            self.bids[price] = level
+            self.bid_prices.add(price)
+            if self.best_bid is None or price > self.best_bid:
+                self.best_bid = price
+        else:
+            self.asks[price] = level
+            self.ask_prices.add(price)
+            if self.best_ask is None or price < self.best_ask:
+                self.best_ask = price
         return level
 
     def remove(self, order: Order) -> int:

@@ -1,6 +1,7 @@
 """The matcher: commands in, events out, for every book one engine owns.
 
-Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce/fill_front).
+Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce/fill_front,
+        or inlined copies of them on the hot paths, which say so).
 Rule 2: no I/O, no clock, no randomness. Same commands in, same events out, byte for byte.
 Rule 3: a client mistake is an ``OrderRejected`` event, never an exception; an exception here
         is a bug (a broken invariant) and should crash the process.
@@ -169,9 +170,19 @@ class Matcher:
         if not crosses and (tif is GTC or tif is POST):
             # Fast path for the most common command, a limit order that rests without trading:
             # its level is the only one touched, so it needs no ``touched`` list and no top-of-book
-            # comparison (see the module docstring).
-            level_qty = book.add(order).qty
+            # comparison (see the module docstring). ``book.add(order)`` is inlined: a Python call
+            # costs as much as the rest of it.
+            book.orders[order_id] = order
+            open_orders = book.open_orders
+            if open_orders is not None:
+                open_orders[user] = open_orders.get(user, 0) + 1
             if side is BUY:
+                level = book.bids.get(price)
+                if level is None:
+                    level = book.new_level(BUY, price)
+                level.orders.append(order)
+                level.count += 1
+                level.qty = level_qty = level.qty + qty
                 if price != book.best_bid:
                     self.seq = seq + 1
                     return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
@@ -179,6 +190,12 @@ class Matcher:
                 book.last_top = (price, level_qty, ask, ask_qty)
                 top = TopOfBook(seq + 2, ts, symbol, price, level_qty, ask, ask_qty)
             else:
+                level = book.asks.get(price)
+                if level is None:
+                    level = book.new_level(SELL, price)
+                level.orders.append(order)
+                level.count += 1
+                level.qty = level_qty = level.qty + qty
                 if price != book.best_ask:
                     self.seq = seq + 1
                     return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
