@@ -47,7 +47,8 @@ class OrderBook:
     """Bids and asks of one instrument."""
 
     __slots__ = ("instrument", "symbol", "bids", "asks", "bid_prices", "ask_prices",
-                 "best_bid", "best_ask", "orders", "last_top", "open_orders", "last_price")
+                 "best_bid", "best_ask", "orders", "last_top", "open_orders", "last_price",
+                 "limited")
 
     def __init__(self, instrument: Instrument):
         self.instrument = instrument
@@ -65,6 +66,9 @@ class OrderBook:
         if instrument.max_open_orders:
             self.open_orders = {}
         self.last_price: int | None = None  # of the last trade
+        # whether the instrument sets any risk limit (the matcher skips them all if not)
+        self.limited = (instrument.max_notional is not None or instrument.price_band is not None
+                        or bool(instrument.max_open_orders))
 
     def add(self, order: Order) -> Level:
         """Rest ``order`` at the back of its price level; return that level."""

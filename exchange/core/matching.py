@@ -131,18 +131,12 @@ class Matcher:
             return self._reject(cmd, RejectCode.DUPLICATE_ID,
                                 f"client order id #{client_order_id} was already used",
                                 self.client_order_ids[(user, client_order_id)])
-        # risk limits come after DUPLICATE_ID, so that a resent order is always recognised as one
-        if price is not None:
-            if instrument.max_notional is not None and qty * price > instrument.max_notional:
-                return self._reject(cmd, RejectCode.MAX_NOTIONAL, instrument.notional_problem(qty, price))
-            if instrument.price_band is not None:
-                problem = instrument.band_problem(price, book.last_price)
-                if problem:
-                    return self._reject(cmd, RejectCode.PRICE_BAND, problem)
-        if (tif is GTC or tif is POST) and (instrument.max_open_orders or cmd.max_open_orders):
-            problem = self._open_orders_problem(book, cmd)
-            if problem:
-                return self._reject(cmd, RejectCode.MAX_OPEN_ORDERS, problem)
+        # risk limits come after DUPLICATE_ID, so that a resent order is always recognised as one;
+        # ``book.limited`` is False when the instrument sets none, so usually this is one test
+        if book.limited or cmd.max_open_orders:
+            rejected = self._check_limits(book, cmd)
+            if rejected:
+                return rejected
         if side is BUY:
             best = book.best_ask
             crosses = best is not None and (price is None or price >= best)
@@ -559,6 +553,24 @@ class Matcher:
             if order is not None:
                 return (book, order) if order.user == cmd.user else (None, None)
         return None, None
+
+    def _check_limits(self, book: OrderBook, cmd: PlaceOrder) -> list[Event] | None:
+        """The rejection of a PlaceOrder that breaks a risk limit, or None (see ``handle``)."""
+        instrument = book.instrument
+        qty = cmd.qty
+        price = cmd.price
+        if price is not None:
+            if instrument.max_notional is not None and qty * price > instrument.max_notional:
+                return self._reject(cmd, RejectCode.MAX_NOTIONAL, instrument.notional_problem(qty, price))
+            if instrument.price_band is not None:
+                problem = instrument.band_problem(price, book.last_price)
+                if problem:
+                    return self._reject(cmd, RejectCode.PRICE_BAND, problem)
+        if (cmd.tif is GTC or cmd.tif is POST) and (instrument.max_open_orders or cmd.max_open_orders):
+            problem = self._open_orders_problem(book, cmd)
+            if problem:
+                return self._reject(cmd, RejectCode.MAX_OPEN_ORDERS, problem)
+        return None
 
     @staticmethod
     def _open_orders_problem(book: OrderBook, cmd: PlaceOrder) -> str:
