@@ -330,7 +330,7 @@ class Matcher:
             if order.leaves_qty and order.live:
                 book.add(order)
                 touched.append((side, price))
-        self._book_changes(book, ts, touched, events)
+        self._book_changes(book, ts, list(dict.fromkeys(touched)), events)
         return events
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
@@ -351,7 +351,7 @@ class Matcher:
             for order in mine:
                 self._cancel_resting(book, order, reason, ts, events)
             if mine:
-                self._book_changes(book, ts, [(o.side, o.price) for o in mine], events)
+                self._book_changes(book, ts, list(dict.fromkeys((o.side, o.price) for o in mine)), events)
         return events
 
     # -- matching ------------------------------------------------------------------------------
@@ -502,11 +502,14 @@ class Matcher:
 
     def _book_changes(self, book: OrderBook, ts: int, touched: list[tuple[Side, int]],
                       events: list) -> None:
-        """One DepthUpdate per touched level, then a TopOfBook if the best bid or offer moved."""
+        """One DepthUpdate per touched level, then a TopOfBook if the best bid or offer moved.
+
+        ``touched`` names each level once: a PlaceOrder's matching visits each opposite level
+        once and its remainder rests on the other side, so only ``_replace`` and ``_cancel_all``,
+        which can touch a level twice, deduplicate (hashing a ``Side`` is a Python-level call).
+        """
         symbol = book.symbol
         seq = self.seq
-        if len(touched) > 1:
-            touched = list(dict.fromkeys(touched))
         for side, price in touched:
             level = (book.bids if side is BUY else book.asks).get(price)
             seq += 1
