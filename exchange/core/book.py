@@ -110,14 +110,14 @@ class OrderBook:
         order.live = False
         del self.orders[order.order_id]
         if self.open_orders is not None:
-            self._uncount(order.user)
+            self.uncount(order.user)
         side, price = order.side, order.price
         level = (self.bids if side is BUY else self.asks)[price]
         level.qty = qty = level.qty - order.leaves_qty
         level.count = count = level.count - 1
         orders = level.orders
         if count == 0:
-            self._drop_level(side, price)
+            self.drop_level(side, price)
         elif orders[0] is order:
             orders.popleft()
         elif len(orders) > 2 * count + 16:
@@ -131,25 +131,6 @@ class OrderBook:
         if order.leaves_qty == 0:
             self.remove(order)
 
-    def fill_front(self, level: Level, order: Order, qty: int) -> None:
-        """Take ``qty`` off ``order``, the live order at the front of ``level`` (a match's maker).
-
-        The same as ``reduce(order, qty)``, minus the level lookup and the checks that ``remove``
-        needs for an order anywhere in a level: matching calls this once per trade.
-        """
-        order.leaves_qty = leaves = order.leaves_qty - qty
-        level.qty -= qty
-        if leaves == 0:
-            order.live = False
-            del self.orders[order.order_id]
-            if self.open_orders is not None:
-                self._uncount(order.user)
-            level.count = count = level.count - 1
-            if count == 0:
-                self._drop_level(order.side, level.price)
-            else:
-                level.orders.popleft()
-
     def open_orders_of(self, user: str) -> int:
         """How many orders ``user`` has on this book; starts counting per user if not yet."""
         open_orders = self.open_orders
@@ -159,7 +140,8 @@ class OrderBook:
                 open_orders[order.user] = open_orders.get(order.user, 0) + 1
         return open_orders.get(user, 0)
 
-    def _uncount(self, user: str) -> None:
+    def uncount(self, user: str) -> None:
+        """One order of ``user`` left the book (only while ``open_orders`` counts)."""
         open_orders = self.open_orders
         left = open_orders[user] - 1
         if left:
@@ -167,7 +149,8 @@ class OrderBook:
         else:
             del open_orders[user]
 
-    def _drop_level(self, side: Side, price: int) -> None:
+    def drop_level(self, side: Side, price: int) -> None:
+        """Forget the level at ``price``, whose last live order just left; the best may move."""
         if side is BUY:
             del self.bids[price]
             prices = self.bid_prices
@@ -249,6 +232,7 @@ class OrderBook:
         users: dict[str, int] = {}
         for order in self.orders.values():
             users[order.user] = users.get(order.user, 0) + 1
-        assert self.open_orders is None or self.open_orders == users, f"open orders per user {self.open_orders}, expected {users}"
+        assert self.open_orders is None or self.open_orders == users, (
+            f"open orders per user {self.open_orders}, expected {users}")
         if self.best_bid is not None and self.best_ask is not None:
             assert self.best_bid < self.best_ask, f"crossed book: {self.best_bid} >= {self.best_ask}"

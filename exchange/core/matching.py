@@ -1,7 +1,7 @@
 """The matcher: commands in, events out, for every book one engine owns.
 
-Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce/fill_front,
-        or inlined copies of them on the hot paths, which say so).
+Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce, or
+        copies of them inlined on the hot paths, which say so).
 Rule 2: no I/O, no clock, no randomness. Same commands in, same events out, byte for byte.
 Rule 3: a client mistake is an ``OrderRejected`` event, never an exception; an exception here
         is a bug (a broken invariant) and should crash the process.
@@ -246,7 +246,7 @@ class Matcher:
         order.live = False
         del book.orders[order.order_id]
         if book.open_orders is not None:
-            book._uncount(user)
+            book.uncount(user)
         if side is BUY:
             level = book.bids[price]
             at_best = price == book.best_bid
@@ -256,7 +256,7 @@ class Matcher:
         level.qty = left = level.qty - leaves
         level.count = count = level.count - 1
         if count == 0:
-            book._drop_level(side, price)
+            book.drop_level(side, price)
         else:  # the order stays in the deque, dead, unless it is at the front (see OrderBook.remove)
             orders = level.orders
             if orders[0] is order:
@@ -383,7 +383,7 @@ class Matcher:
         # live in locals, written back before self-trade prevention (which reads them) and at the end.
         taker_side, taker_user, taker_qty = taker.side, taker.user, taker.qty
         taker_id, taker_cid = taker.order_id, taker.client_order_id
-        append, fill_front = events.append, book.fill_front
+        append, book_orders = events.append, book.orders
         taker_leaves, seq, number = taker.leaves_qty, self.seq, self.last_trade_number
         head, base = self._trade_head, self._trade_base
         traded = False
@@ -416,8 +416,23 @@ class Matcher:
                                taker_leaves, taker_qty - taker_leaves, False, taker_cid))
             seq += 3
             append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
-            fill_front(level, maker, qty)
             traded = True
+            # ``book.reduce(maker, qty)``, inlined and cut to what the front order of a level we
+            # already hold needs: a filled maker leaves the book, and its level if it was the last
+            level.qty -= qty
+            if qty != maker_leaves:
+                maker.leaves_qty = maker_leaves - qty
+                continue
+            maker.leaves_qty = 0
+            maker.live = False
+            del book_orders[maker.order_id]
+            if book.open_orders is not None:
+                book.uncount(maker.user)
+            level.count = count = level.count - 1
+            if count:
+                orders.popleft()
+            else:
+                book.drop_level(maker_side, price)  # the loop ends: the level is used up
         self.seq, self.last_trade_number, taker.leaves_qty = seq, number, taker_leaves
         if traded:
             book.last_price = price
