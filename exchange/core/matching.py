@@ -358,84 +358,101 @@ class Matcher:
 
     def _match(self, book: OrderBook, taker: Order, ts: int, events: list,
                touched: list[tuple[Side, int]]) -> None:
-        """Trade ``taker`` against the opposite side while it crosses; it may end canceled (STP)."""
-        buying = taker.side is BUY
+        """Trade ``taker`` against the opposite side while it crosses; it may end canceled (STP).
+
+        Level by level, best first; within a level, oldest order first, until either is used up.
+        """
+        symbol = book.symbol
+        taker_side = taker.side
+        buying = taker_side is BUY
         levels = book.asks if buying else book.bids
         maker_side = SELL if buying else BUY
         limit = taker.price
-        while taker.leaves_qty and taker.live:
-            best = book.best_ask if buying else book.best_bid
-            if best is None or (limit is not None and (best > limit if buying else best < limit)):
-                return
-            level = levels[best]
-            qty_before = level.qty
-            self._match_level(book, level, maker_side, taker, ts, events)
-            if level.qty != qty_before:  # STP may stop the taker with the level untouched
-                touched.append((maker_side, best))
-
-    def _match_level(self, book: OrderBook, level, maker_side: Side, taker: Order, ts: int,
-                     events: list) -> None:
-        """Trade ``taker`` against one level, oldest order first, until either is used up."""
-        symbol = book.symbol
-        price = level.price
-        orders = level.orders
-        # This loop runs once per trade: the taker's fields, the counters and the bound methods
-        # live in locals, written back before self-trade prevention (which reads them) and at the end.
-        taker_side, taker_user, taker_qty = taker.side, taker.user, taker.qty
-        taker_id, taker_cid = taker.order_id, taker.client_order_id
-        append, book_orders = events.append, book.orders
-        taker_leaves, seq, number = taker.leaves_qty, self.seq, self.last_trade_number
-        head, base = self._trade_head, self._trade_base
-        traded = False
-        while taker_leaves and level.count:
-            maker = orders[0]
-            if not maker.live:
-                orders.popleft()
-                continue
-            if maker.user == taker_user:
-                self.seq, taker.leaves_qty = seq, taker_leaves
-                done = self._prevent_self_trade(book, taker, maker, ts, events)
-                seq, taker_leaves, taker_qty = self.seq, taker.leaves_qty, taker.qty
-                if done:
-                    break
-                continue
-            maker_leaves = maker.leaves_qty
-            qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
-            taker_leaves -= qty
-            number += 1
-            tail = number - base
-            if 0 <= tail < 1000:
-                trade_id = head + _TAILS[tail]
-            else:
-                trade_id, head, base = self._format_id(number)
-                self._trade_head, self._trade_base = head, base
-            append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id, qty,
-                               price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
-                               maker.client_order_id))
-            append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty, price,
-                               taker_leaves, taker_qty - taker_leaves, False, taker_cid))
-            seq += 3
-            append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
-            traded = True
-            # ``book.reduce(maker, qty)``, inlined and cut to what the front order of a level we
-            # already hold needs: a filled maker leaves the book, and its level if it was the last
-            level.qty -= qty
-            if qty != maker_leaves:
-                maker.leaves_qty = maker_leaves - qty
-                continue
-            maker.leaves_qty = 0
-            maker.live = False
-            del book_orders[maker.order_id]
-            if book.open_orders is not None:
-                book.uncount(maker.user)
-            level.count = count = level.count - 1
-            if count:
-                orders.popleft()
-            else:
-                book.drop_level(maker_side, price)  # the loop ends: the level is used up
-        self.seq, self.last_trade_number, taker.leaves_qty = seq, number, taker_leaves
-        if traded:
-            book.last_price = price
+        # The inner loop runs once per trade: the taker's fields, the counters, the level's qty and
+        # count and the bound methods live in locals, written back before self-trade prevention
+        # (which reads and changes them) and at the end of each level.
+        taker_user = taker.user
+        taker_qty = taker.qty
+        taker_id = taker.order_id
+        taker_cid = taker.client_order_id
+        append = events.append
+        book_orders = book.orders
+        counting = book.open_orders is not None  # no limit check runs while matching
+        taker_leaves = taker.leaves_qty
+        seq = self.seq
+        number = self.last_trade_number
+        head = self._trade_head
+        base = self._trade_base
+        while taker_leaves and taker.live:
+            price = book.best_ask if buying else book.best_bid
+            if price is None or (limit is not None and (price > limit if buying else price < limit)):
+                break
+            level = levels[price]
+            orders = level.orders
+            level_qty = qty_before = level.qty
+            count = level.count
+            first_number = number
+            while taker_leaves and count:
+                maker = orders[0]
+                if not maker.live:
+                    orders.popleft()
+                    continue
+                if maker.user == taker_user:
+                    level.qty = level_qty
+                    level.count = count
+                    self.seq = seq
+                    taker.leaves_qty = taker_leaves
+                    done = self._prevent_self_trade(book, taker, maker, ts, events)
+                    seq = self.seq
+                    taker_leaves = taker.leaves_qty
+                    taker_qty = taker.qty
+                    level_qty = level.qty
+                    count = level.count
+                    if done:
+                        break
+                    continue
+                maker_leaves = maker.leaves_qty
+                qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
+                taker_leaves -= qty
+                number += 1
+                tail = number - base
+                if 0 <= tail < 1000:
+                    trade_id = head + _TAILS[tail]
+                else:
+                    trade_id, head, base = self._format_id(number)
+                    self._trade_head, self._trade_base = head, base
+                append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id, qty,
+                                   price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
+                                   maker.client_order_id))
+                append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty, price,
+                                   taker_leaves, taker_qty - taker_leaves, False, taker_cid))
+                seq += 3
+                append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
+                # ``book.reduce(maker, qty)``, inlined and cut to what the front order of a level
+                # needs: a filled maker leaves the book, and its level if it was the last
+                level_qty -= qty
+                if qty != maker_leaves:
+                    maker.leaves_qty = maker_leaves - qty  # the taker is used up
+                    continue
+                maker.leaves_qty = 0
+                maker.live = False
+                del book_orders[maker.order_id]
+                if counting:
+                    book.uncount(maker.user)
+                count -= 1
+                if count:
+                    orders.popleft()
+                else:
+                    book.drop_level(maker_side, price)  # the level is used up
+            level.qty = level_qty
+            level.count = count
+            if level_qty != qty_before:  # STP may stop the taker with the level untouched
+                touched.append((maker_side, price))
+            if number != first_number:
+                book.last_price = price
+        self.seq = seq
+        self.last_trade_number = number
+        taker.leaves_qty = taker_leaves
 
     def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
                             events: list) -> bool:
