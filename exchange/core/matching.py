@@ -143,11 +143,12 @@ class Matcher:
         else:
             best = book.best_bid
             crosses = best is not None and (price is None or price <= best)
-        if tif is POST and crosses:
-            return self._reject(cmd, RejectCode.WOULD_CROSS,
-                                f"post-only order at {instrument.format_price(price)} would take liquidity"
-                                f" at {instrument.format_price(best)}")
-        if price is None and best is None:
+        if crosses:
+            if tif is POST:
+                return self._reject(cmd, RejectCode.WOULD_CROSS,
+                                    f"post-only order at {instrument.format_price(price)} would take"
+                                    f" liquidity at {instrument.format_price(best)}")
+        elif price is None:  # a market order crosses anything, so the other side is empty
             return self._reject(cmd, RejectCode.NO_LIQUIDITY,
                                 f"no {'asks' if side is BUY else 'bids'} on {symbol} for a market order")
 
