@@ -151,18 +151,19 @@ class OrderBook:
 
     def drop_level(self, side: Side, price: int) -> None:
         """Forget the level at ``price``, whose last live order just left; the best may move."""
+        # ``if self.bids`` rather than ``if prices``: a dict's length is C, a SortedList's a Python call
         if side is BUY:
             del self.bids[price]
             prices = self.bid_prices
             prices.remove(price)
             if price == self.best_bid:
-                self.best_bid = prices[-1] if prices else None
+                self.best_bid = prices[-1] if self.bids else None
         else:
             del self.asks[price]
             prices = self.ask_prices
             prices.remove(price)
             if price == self.best_ask:
-                self.best_ask = prices[0] if prices else None
+                self.best_ask = prices[0] if self.asks else None
 
     def level_qty(self, side: Side, price: int) -> int:
         level = (self.bids if side is BUY else self.asks).get(price)
