@@ -4,7 +4,9 @@ Invariants (the matcher keeps them; ``check()`` asserts them):
 - ``bids``/``asks`` map price → Level, and hold only levels with at least one live order;
 - ``bid_prices``/``ask_prices`` hold exactly the keys of ``bids``/``asks``, sorted;
 - ``best_bid``/``best_ask`` are the highest bid / lowest ask price, or None;
-- a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, ``count`` their number;
+- a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, and ``dead`` the number of
+  dead orders still in its deque; every live order has ``leaves_qty`` > 0, so a level has live
+  orders exactly when its ``qty`` is > 0 (no count of live orders is needed);
 - ``orders`` maps order_id → every live Order on the book;
 - ``open_orders`` is None until a limit on open orders first needs it (``open_orders_of``); from
   then on it maps user → how many of ``orders`` are theirs (users with none are absent). Most
@@ -31,13 +33,13 @@ BUY = Side.BUY
 class Level:
     """The orders resting at one price, oldest first."""
 
-    __slots__ = ("price", "orders", "qty", "count")
+    __slots__ = ("price", "orders", "qty", "dead")
 
     def __init__(self, price: int):
         self.price = price
         self.orders: deque[Order] = deque()
         self.qty = 0
-        self.count = 0
+        self.dead = 0
 
     def live_orders(self) -> list[Order]:
         return [order for order in self.orders if order.live]
@@ -79,7 +81,6 @@ class OrderBook:
             level = self.new_level(side, price)
         level.orders.append(order)
         level.qty += order.leaves_qty
-        level.count += 1
         self.orders[order.order_id] = order
         open_orders = self.open_orders
         if open_orders is not None:
@@ -114,15 +115,22 @@ class OrderBook:
         side, price = order.side, order.price
         level = (self.bids if side is BUY else self.asks)[price]
         level.qty = qty = level.qty - order.leaves_qty
-        level.count = count = level.count - 1
         orders = level.orders
-        if count == 0:
+        if qty == 0:
             self.drop_level(side, price)
         elif orders[0] is order:
             orders.popleft()
-        elif len(orders) > 2 * count + 16:
-            level.orders = deque(o for o in orders if o.live)
+        else:  # it stays in the deque, dead, until it reaches the front or dead orders outnumber live ones
+            level.dead = dead = level.dead + 1
+            if dead > len(orders) - dead + 16:
+                self.compact(level)
         return qty
+
+    @staticmethod
+    def compact(level: Level) -> None:
+        """Drop the dead orders from ``level``'s deque."""
+        level.orders = deque(o for o in level.orders if o.live)
+        level.dead = 0
 
     def reduce(self, order: Order, qty: int) -> None:
         """Take ``qty`` off a live order's remaining quantity (it keeps its place; stays if > 0)."""
@@ -224,12 +232,13 @@ class OrderBook:
             for price, level in levels.items():
                 live = level.live_orders()
                 assert live, f"empty {side} level {price}"
-                assert level.count == len(live), f"{side} level {price} count out of step"
+                assert level.dead == len(level.orders) - len(live), f"{side} level {price} dead out of step"
                 assert level.qty == sum(o.leaves_qty for o in live), f"{side} level {price} qty out of step"
                 for order in live:
                     assert order.price == price and order.side is side and order.leaves_qty > 0
                     assert self.orders.get(order.order_id) is order
-        assert len(self.orders) == sum(level.count for level in (*self.bids.values(), *self.asks.values()))
+        assert len(self.orders) == sum(len(level.orders) - level.dead
+                                       for level in (*self.bids.values(), *self.asks.values()))
         users: dict[str, int] = {}
         for order in self.orders.values():
             users[order.user] = users.get(order.user, 0) + 1

@@ -40,7 +40,6 @@ first order of the same user: if that is not enough, the order expires and no bo
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Iterable
 
 import msgspec
@@ -180,7 +179,6 @@ class Matcher:
                 if level is None:
                     level = book.new_level(BUY, price)
                 level.orders.append(order)
-                level.count += 1
                 level.qty = level_qty = level.qty + qty
                 if price != book.best_bid:
                     self.seq = seq + 1
@@ -193,7 +191,6 @@ class Matcher:
                 if level is None:
                     level = book.new_level(SELL, price)
                 level.orders.append(order)
-                level.count += 1
                 level.qty = level_qty = level.qty + qty
                 if price != book.best_ask:
                     self.seq = seq + 1
@@ -255,26 +252,27 @@ class Matcher:
             level = book.asks[price]
             at_best = price == book.best_ask
         level.qty = left = level.qty - leaves
-        level.count = count = level.count - 1
-        if count == 0:
+        if left == 0:  # it was the level's last live order
             book.drop_level(side, price)
-        else:  # the order stays in the deque, dead, unless it is at the front (see OrderBook.remove)
+        else:
             orders = level.orders
             if orders[0] is order:
                 orders.popleft()
-            elif len(orders) > 2 * count + 16:
-                level.orders = deque(o for o in orders if o.live)
+            else:  # it stays in the deque, dead (see OrderBook.remove)
+                level.dead = dead = level.dead + 1
+                if dead > len(orders) - dead + 16:
+                    book.compact(level)
         if not at_best:
             self.seq = seq + 2
             return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, left)]
         # The best level of ``side`` shrank or went; the other side of ``last_top`` did not move.
         if side is BUY:
             bid = book.best_bid
-            bid_qty = left if count else book.bids[bid].qty if bid is not None else 0
+            bid_qty = left if left else book.bids[bid].qty if bid is not None else 0
             _, _, ask, ask_qty = book.last_top
         else:
             ask = book.best_ask
-            ask_qty = left if count else book.asks[ask].qty if ask is not None else 0
+            ask_qty = left if left else book.asks[ask].qty if ask is not None else 0
             bid, bid_qty, _, _ = book.last_top
         book.last_top = (bid, bid_qty, ask, ask_qty)
         self.seq = seq + 3
@@ -369,8 +367,8 @@ class Matcher:
         levels = book.asks if buying else book.bids
         maker_side = SELL if buying else BUY
         limit = taker.price
-        # The inner loop runs once per trade: the taker's fields, the counters, the level's qty and
-        # count and the bound methods live in locals, written back before self-trade prevention
+        # The inner loop runs once per trade: the taker's fields, the counters, the level's qty
+        # and the bound methods live in locals, written back before self-trade prevention
         # (which reads and changes them) and at the end of each level.
         taker_user = taker.user
         taker_qty = taker.qty
@@ -391,16 +389,15 @@ class Matcher:
             level = levels[price]
             orders = level.orders
             level_qty = qty_before = level.qty
-            count = level.count
             first_number = number
-            while taker_leaves and count:
+            while taker_leaves and level_qty:  # (a level with live orders has qty > 0)
                 maker = orders[0]
                 if not maker.live:
                     orders.popleft()
+                    level.dead -= 1
                     continue
                 if maker.user == taker_user:
                     level.qty = level_qty
-                    level.count = count
                     self.seq = seq
                     taker.leaves_qty = taker_leaves
                     done = self._prevent_self_trade(book, taker, maker, ts, events)
@@ -408,7 +405,6 @@ class Matcher:
                     taker_leaves = taker.leaves_qty
                     taker_qty = taker.qty
                     level_qty = level.qty
-                    count = level.count
                     if done:
                         break
                     continue
@@ -440,13 +436,11 @@ class Matcher:
                 del book_orders[maker.order_id]
                 if counting:
                     book.uncount(maker.user)
-                count -= 1
-                if count:
+                if level_qty:
                     orders.popleft()
                 else:
                     book.drop_level(maker_side, price)  # the level is used up
             level.qty = level_qty
-            level.count = count
             if level_qty != qty_before:  # STP may stop the taker with the level untouched
                 touched.append((maker_side, price))
             if number != first_number:
