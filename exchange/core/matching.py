@@ -77,12 +77,9 @@ class Matcher:
         self.engine_id = engine_id
         self.books: dict[str, OrderBook] = {i.symbol: OrderBook(i) for i in instruments}
         self.seq = 0  # the last event's sequence number
-        self.last_order_number = 0
-        self.last_trade_number = 0
         self._id_prefix = f"{engine_id}-"
-        # head and first number of the current thousand of order / trade ids (see ``_format_id``)
-        self._order_head, self._order_base = "", -1000
-        self._trade_head, self._trade_base = "", -1000
+        self.last_order_number = 0  # these also set the cached heads of ids (see the properties)
+        self.last_trade_number = 0
         # (user, client_order_id) → order_id, for every order ever accepted (ids are never reused)
         self.client_order_ids: dict[tuple[str, str], str] = {}
         self._handlers = {  # PlaceOrder is handled in ``handle`` itself
@@ -91,6 +88,29 @@ class Matcher:
             CancelAll: self._cancel_all,
         }
         self._replay_takers: dict[str, Order] = {}  # market orders between accept and expiry
+
+    # The id counters are properties because each has a cache: the head and the first number of
+    # the current thousand of ids (see ``_format_id``). Setting a counter (a restore, a replay, a
+    # test) empties its cache, so the hot paths, where a counter only goes up from a number at or
+    # above that first number, need to test only the upper end of the thousand.
+
+    @property
+    def last_order_number(self) -> int:
+        return self._order_number
+
+    @last_order_number.setter
+    def last_order_number(self, number: int) -> None:
+        self._order_number = number
+        self._order_head, self._order_base = "", -1000  # no head: the next id is formatted whole
+
+    @property
+    def last_trade_number(self) -> int:
+        return self._trade_number
+
+    @last_trade_number.setter
+    def last_trade_number(self, number: int) -> None:
+        self._trade_number = number
+        self._trade_head, self._trade_base = "", -1000
 
     def handle(self, cmd) -> list[Event]:
         """Apply one command; return its events (possibly none, for an empty cancel-all).
@@ -151,9 +171,9 @@ class Matcher:
             return self._reject(cmd, RejectCode.NO_LIQUIDITY,
                                 f"no {'asks' if side is BUY else 'bids'} on {symbol} for a market order")
 
-        self.last_order_number = number = self.last_order_number + 1
-        tail = number - self._order_base
-        if 0 <= tail < 1000:
+        self._order_number = number = self._order_number + 1
+        tail = number - self._order_base  # >= 0 (see the id counters' properties)
+        if tail < 1000:
             order_id = self._order_head + _TAILS[tail]
         else:
             order_id, self._order_head, self._order_base = self._format_id(number)
@@ -379,7 +399,7 @@ class Matcher:
         counting = book.open_orders is not None  # no limit check runs while matching
         taker_leaves = taker.leaves_qty
         seq = self.seq
-        number = self.last_trade_number
+        number = self._trade_number
         head = self._trade_head
         base = self._trade_base
         while taker_leaves and taker.live:
@@ -412,8 +432,8 @@ class Matcher:
                 qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
                 taker_leaves -= qty
                 number += 1
-                tail = number - base
-                if 0 <= tail < 1000:
+                tail = number - base  # >= 0 (see the id counters' properties)
+                if tail < 1000:
                     trade_id = head + _TAILS[tail]
                 else:
                     trade_id, head, base = self._format_id(number)
@@ -446,7 +466,7 @@ class Matcher:
             if number != first_number:
                 book.last_price = price
         self.seq = seq
-        self.last_trade_number = number
+        self._trade_number = number
         taker.leaves_qty = taker_leaves
 
     def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
