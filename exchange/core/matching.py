@@ -438,11 +438,11 @@ class Matcher:
                 else:
                     trade_id, head, base = self._format_id(number)
                     self._trade_head, self._trade_base = head, base
-                append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id, qty,
-                                   price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
+                append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id,
+                                   qty, price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
                                    maker.client_order_id))
-                append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty, price,
-                                   taker_leaves, taker_qty - taker_leaves, False, taker_cid))
+                append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty,
+                                   price, taker_leaves, taker_qty - taker_leaves, False, taker_cid))
                 seq += 3
                 append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
                 # ``book.reduce(maker, qty)``, inlined and cut to what the front order of a level
