@@ -4,9 +4,13 @@ Invariants (the matcher keeps them; ``check()`` asserts them):
 - ``bids``/``asks`` map price → Level, and hold only levels with at least one live order;
 - ``bid_prices``/``ask_prices`` hold exactly the keys of ``bids``/``asks``, sorted;
 - ``best_bid``/``best_ask`` are the highest bid / lowest ask price, or None;
-- a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, ``count`` their number;
+- a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, and ``dead`` the number of
+  dead orders still in its deque; every live order has ``leaves_qty`` > 0, so a level has live
+  orders exactly when its ``qty`` is > 0 (no count of live orders is needed);
 - ``orders`` maps order_id → every live Order on the book;
-- ``open_orders`` maps user → how many of ``orders`` are theirs (users with none are absent).
+- ``open_orders`` is None until a limit on open orders first needs it (``open_orders_of``); from
+  then on it maps user → how many of ``orders`` are theirs (users with none are absent). Most
+  venues set no such limit, and counting costs two dict operations per order added or removed.
 
 ``last_price`` is the price of the book's last trade (None before the first); the matcher sets it.
 
@@ -29,13 +33,13 @@ BUY = Side.BUY
 class Level:
     """The orders resting at one price, oldest first."""
 
-    __slots__ = ("price", "orders", "qty", "count")
+    __slots__ = ("price", "orders", "qty", "dead")
 
     def __init__(self, price: int):
         self.price = price
         self.orders: deque[Order] = deque()
         self.qty = 0
-        self.count = 0
+        self.dead = 0
 
     def live_orders(self) -> list[Order]:
         return [order for order in self.orders if order.live]
@@ -45,7 +49,8 @@ class OrderBook:
     """Bids and asks of one instrument."""
 
     __slots__ = ("instrument", "symbol", "bids", "asks", "bid_prices", "ask_prices",
-                 "best_bid", "best_ask", "orders", "last_top", "open_orders", "last_price")
+                 "best_bid", "best_ask", "orders", "last_top", "open_orders", "last_price",
+                 "limited")
 
     def __init__(self, instrument: Instrument):
         self.instrument = instrument
@@ -58,33 +63,44 @@ class OrderBook:
         self.best_ask: int | None = None
         self.orders: dict[str, Order] = {}
         self.last_top: tuple = (None, 0, None, 0)  # the top of book last published
-        self.open_orders: dict[str, int] = {}  # user → their orders on this book
+        # user → their orders on this book; None: not counted (no limit has needed it yet)
+        self.open_orders: dict[str, int] | None = None
+        if instrument.max_open_orders:
+            self.open_orders = {}
         self.last_price: int | None = None  # of the last trade
+        # whether the instrument sets any risk limit (the matcher skips them all if not)
+        self.limited = (instrument.max_notional is not None or instrument.price_band is not None
+                        or bool(instrument.max_open_orders))
 
     def add(self, order: Order) -> Level:
         """Rest ``order`` at the back of its price level; return that level."""
         price = order.price
-        if order.side is BUY:
-            level = self.bids.get(price)
-            if level is None:
-                level = self.bids[price] = Level(price)
-                self.bid_prices.add(price)
-                if self.best_bid is None or price > self.best_bid:
-                    self.best_bid = price
-        else:
-            level = self.asks.get(price)
-            if level is None:
-                level = self.asks[price] = Level(price)
-                self.ask_prices.add(price)
-                if self.best_ask is None or price < self.best_ask:
-                    self.best_ask = price
+        side = order.side
+        level = (self.bids if side is BUY else self.asks).get(price)
+        if level is None:
+            level = self.new_level(side, price)
         level.orders.append(order)
         level.qty += order.leaves_qty
-        level.count += 1
         self.orders[order.order_id] = order
-        user = order.user
         open_orders = self.open_orders
-        open_orders[user] = open_orders.get(user, 0) + 1
+        if open_orders is not None:
+            user = order.user
+            open_orders[user] = open_orders.get(user, 0) + 1
+        return level
+
+    def new_level(self, side: Side, price: int) -> Level:
+        """A new, empty level at ``price`` (which has none yet); it may be the new best."""
+        level = Level(price)
+        if side is BUY:
+            self.bids[price] = level
+            self.bid_prices.add(price)
+            if self.best_bid is None or price > self.best_bid:
+                self.best_bid = price
+        else:
+            self.asks[price] = level
+            self.ask_prices.add(price)
+            if self.best_ask is None or price < self.best_ask:
+                self.best_ask = price
         return level
 
     def remove(self, order: Order) -> int:
@@ -94,24 +110,27 @@ class OrderBook:
         """
         order.live = False
         del self.orders[order.order_id]
-        user, open_orders = order.user, self.open_orders
-        left = open_orders[user] - 1
-        if left:
-            open_orders[user] = left
-        else:
-            del open_orders[user]
+        if self.open_orders is not None:
+            self.uncount(order.user)
         side, price = order.side, order.price
         level = (self.bids if side is BUY else self.asks)[price]
         level.qty = qty = level.qty - order.leaves_qty
-        level.count = count = level.count - 1
         orders = level.orders
-        if count == 0:
-            self._drop_level(side, price)
+        if qty == 0:
+            self.drop_level(side, price)
         elif orders[0] is order:
             orders.popleft()
-        elif len(orders) > 2 * count + 16:
-            level.orders = deque(o for o in orders if o.live)
+        else:  # it stays in the deque, dead, until it reaches the front or dead orders outnumber live ones
+            level.dead = dead = level.dead + 1
+            if dead > len(orders) - dead + 16:
+                self.compact(level)
         return qty
+
+    @staticmethod
+    def compact(level: Level) -> None:
+        """Drop the dead orders from ``level``'s deque."""
+        level.orders = deque(o for o in level.orders if o.live)
+        level.dead = 0
 
     def reduce(self, order: Order, qty: int) -> None:
         """Take ``qty`` off a live order's remaining quantity (it keeps its place; stays if > 0)."""
@@ -120,42 +139,39 @@ class OrderBook:
         if order.leaves_qty == 0:
             self.remove(order)
 
-    def fill_front(self, level: Level, order: Order, qty: int) -> None:
-        """Take ``qty`` off ``order``, the live order at the front of ``level`` (a match's maker).
+    def open_orders_of(self, user: str) -> int:
+        """How many orders ``user`` has on this book; starts counting per user if not yet."""
+        open_orders = self.open_orders
+        if open_orders is None:
+            self.open_orders = open_orders = {}
+            for order in self.orders.values():
+                open_orders[order.user] = open_orders.get(order.user, 0) + 1
+        return open_orders.get(user, 0)
 
-        The same as ``reduce(order, qty)``, minus the level lookup and the checks that ``remove``
-        needs for an order anywhere in a level: matching calls this once per trade.
-        """
-        order.leaves_qty = leaves = order.leaves_qty - qty
-        level.qty -= qty
-        if leaves == 0:
-            order.live = False
-            del self.orders[order.order_id]
-            user, open_orders = order.user, self.open_orders
-            left = open_orders[user] - 1
-            if left:
-                open_orders[user] = left
-            else:
-                del open_orders[user]
-            level.count = count = level.count - 1
-            if count == 0:
-                self._drop_level(order.side, level.price)
-            else:
-                level.orders.popleft()
+    def uncount(self, user: str) -> None:
+        """One order of ``user`` left the book (only while ``open_orders`` counts)."""
+        open_orders = self.open_orders
+        left = open_orders[user] - 1
+        if left:
+            open_orders[user] = left
+        else:
+            del open_orders[user]
 
-    def _drop_level(self, side: Side, price: int) -> None:
+    def drop_level(self, side: Side, price: int) -> None:
+        """Forget the level at ``price``, whose last live order just left; the best may move."""
+        # ``if self.bids`` rather than ``if prices``: a dict's length is C, a SortedList's a Python call
         if side is BUY:
             del self.bids[price]
             prices = self.bid_prices
             prices.remove(price)
             if price == self.best_bid:
-                self.best_bid = prices[-1] if prices else None
+                self.best_bid = prices[-1] if self.bids else None
         else:
             del self.asks[price]
             prices = self.ask_prices
             prices.remove(price)
             if price == self.best_ask:
-                self.best_ask = prices[0] if prices else None
+                self.best_ask = prices[0] if self.asks else None
 
     def level_qty(self, side: Side, price: int) -> int:
         level = (self.bids if side is BUY else self.asks).get(price)
@@ -216,15 +232,17 @@ class OrderBook:
             for price, level in levels.items():
                 live = level.live_orders()
                 assert live, f"empty {side} level {price}"
-                assert level.count == len(live), f"{side} level {price} count out of step"
+                assert level.dead == len(level.orders) - len(live), f"{side} level {price} dead out of step"
                 assert level.qty == sum(o.leaves_qty for o in live), f"{side} level {price} qty out of step"
                 for order in live:
                     assert order.price == price and order.side is side and order.leaves_qty > 0
                     assert self.orders.get(order.order_id) is order
-        assert len(self.orders) == sum(level.count for level in (*self.bids.values(), *self.asks.values()))
+        assert len(self.orders) == sum(len(level.orders) - level.dead
+                                       for level in (*self.bids.values(), *self.asks.values()))
         users: dict[str, int] = {}
         for order in self.orders.values():
             users[order.user] = users.get(order.user, 0) + 1
-        assert self.open_orders == users, f"open orders per user {self.open_orders}, expected {users}"
+        assert self.open_orders is None or self.open_orders == users, (
+            f"open orders per user {self.open_orders}, expected {users}")
         if self.best_bid is not None and self.best_ask is not None:
             assert self.best_bid < self.best_ask, f"crossed book: {self.best_bid} >= {self.best_ask}"

@@ -1,6 +1,7 @@
 """The matcher: commands in, events out, for every book one engine owns.
 
-Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce/fill_front).
+Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce, or
+        copies of them inlined on the hot paths, which say so).
 Rule 2: no I/O, no clock, no randomness. Same commands in, same events out, byte for byte.
 Rule 3: a client mistake is an ``OrderRejected`` event, never an exception; an exception here
         is a bug (a broken invariant) and should crash the process.
@@ -76,12 +77,9 @@ class Matcher:
         self.engine_id = engine_id
         self.books: dict[str, OrderBook] = {i.symbol: OrderBook(i) for i in instruments}
         self.seq = 0  # the last event's sequence number
-        self.last_order_number = 0
-        self.last_trade_number = 0
         self._id_prefix = f"{engine_id}-"
-        # head and first number of the current thousand of order / trade ids (see ``_format_id``)
-        self._order_head, self._order_base = "", -1000
-        self._trade_head, self._trade_base = "", -1000
+        self.last_order_number = 0  # these also set the cached heads of ids (see the properties)
+        self.last_trade_number = 0
         # (user, client_order_id) → order_id, for every order ever accepted (ids are never reused)
         self.client_order_ids: dict[tuple[str, str], str] = {}
         self._handlers = {  # PlaceOrder is handled in ``handle`` itself
@@ -91,14 +89,40 @@ class Matcher:
         }
         self._replay_takers: dict[str, Order] = {}  # market orders between accept and expiry
 
+    # The id counters are properties because each has a cache: the head and the first number of
+    # the current thousand of ids (see ``_format_id``). Setting a counter (a restore, a replay, a
+    # test) empties its cache, so the hot paths, where a counter only goes up from a number at or
+    # above that first number, need to test only the upper end of the thousand.
+
+    @property
+    def last_order_number(self) -> int:
+        return self._order_number
+
+    @last_order_number.setter
+    def last_order_number(self, number: int) -> None:
+        self._order_number = number
+        self._order_head, self._order_base = "", -1000  # no head: the next id is formatted whole
+
+    @property
+    def last_trade_number(self) -> int:
+        return self._trade_number
+
+    @last_trade_number.setter
+    def last_trade_number(self, number: int) -> None:
+        self._trade_number = number
+        self._trade_head, self._trade_base = "", -1000
+
     def handle(self, cmd) -> list[Event]:
         """Apply one command; return its events (possibly none, for an empty cancel-all).
 
-        A PlaceOrder, three commands in four, is handled right here (it saves a call); the other
-        commands go to their ``_handlers``.
+        A PlaceOrder, three commands in four, is handled right here (it saves a call); a cancel,
+        one in four, goes straight to ``_cancel``; the other commands go to their ``_handlers``.
         """
-        if type(cmd) is not PlaceOrder:
-            return self._handlers[type(cmd)](cmd)
+        kind = type(cmd)
+        if kind is not PlaceOrder:
+            if kind is CancelOrder:
+                return self._cancel(cmd)
+            return self._handlers[kind](cmd)
         # Hot path: a Struct field costs more to read than a local, and a tuple assignment of four
         # or more names builds a tuple, so each field is read once, one statement each.
         symbol = cmd.symbol
@@ -126,35 +150,30 @@ class Matcher:
             return self._reject(cmd, RejectCode.DUPLICATE_ID,
                                 f"client order id #{client_order_id} was already used",
                                 self.client_order_ids[(user, client_order_id)])
-        # risk limits come after DUPLICATE_ID, so that a resent order is always recognised as one
-        if price is not None:
-            if instrument.max_notional is not None and qty * price > instrument.max_notional:
-                return self._reject(cmd, RejectCode.MAX_NOTIONAL, instrument.notional_problem(qty, price))
-            if instrument.price_band is not None:
-                problem = instrument.band_problem(price, book.last_price)
-                if problem:
-                    return self._reject(cmd, RejectCode.PRICE_BAND, problem)
-        if (tif is GTC or tif is POST) and (instrument.max_open_orders or cmd.max_open_orders):
-            problem = self._open_orders_problem(book, cmd)
-            if problem:
-                return self._reject(cmd, RejectCode.MAX_OPEN_ORDERS, problem)
+        # risk limits come after DUPLICATE_ID, so that a resent order is always recognised as one;
+        # ``book.limited`` is False when the instrument sets none, so usually this is one test
+        if book.limited or cmd.max_open_orders:
+            rejected = self._check_limits(book, cmd)
+            if rejected:
+                return rejected
         if side is BUY:
             best = book.best_ask
             crosses = best is not None and (price is None or price >= best)
         else:
             best = book.best_bid
             crosses = best is not None and (price is None or price <= best)
-        if tif is POST and crosses:
-            return self._reject(cmd, RejectCode.WOULD_CROSS,
-                                f"post-only order at {instrument.format_price(price)} would take liquidity"
-                                f" at {instrument.format_price(best)}")
-        if price is None and best is None:
+        if crosses:
+            if tif is POST:
+                return self._reject(cmd, RejectCode.WOULD_CROSS,
+                                    f"post-only order at {instrument.format_price(price)} would take"
+                                    f" liquidity at {instrument.format_price(best)}")
+        elif price is None:  # a market order crosses anything, so the other side is empty
             return self._reject(cmd, RejectCode.NO_LIQUIDITY,
                                 f"no {'asks' if side is BUY else 'bids'} on {symbol} for a market order")
 
-        self.last_order_number = number = self.last_order_number + 1
-        tail = number - self._order_base
-        if 0 <= tail < 1000:
+        self._order_number = number = self._order_number + 1
+        tail = number - self._order_base  # >= 0 (see the id counters' properties)
+        if tail < 1000:
             order_id = self._order_head + _TAILS[tail]
         else:
             order_id, self._order_head, self._order_base = self._format_id(number)
@@ -169,9 +188,18 @@ class Matcher:
         if not crosses and (tif is GTC or tif is POST):
             # Fast path for the most common command, a limit order that rests without trading:
             # its level is the only one touched, so it needs no ``touched`` list and no top-of-book
-            # comparison (see the module docstring).
-            level_qty = book.add(order).qty
+            # comparison (see the module docstring). ``book.add(order)`` is inlined: a Python call
+            # costs as much as the rest of it.
+            book.orders[order_id] = order
+            open_orders = book.open_orders
+            if open_orders is not None:
+                open_orders[user] = open_orders.get(user, 0) + 1
             if side is BUY:
+                level = book.bids.get(price)
+                if level is None:
+                    level = book.new_level(BUY, price)
+                level.orders.append(order)
+                level.qty = level_qty = level.qty + qty
                 if price != book.best_bid:
                     self.seq = seq + 1
                     return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
@@ -179,6 +207,11 @@ class Matcher:
                 book.last_top = (price, level_qty, ask, ask_qty)
                 top = TopOfBook(seq + 2, ts, symbol, price, level_qty, ask, ask_qty)
             else:
+                level = book.asks.get(price)
+                if level is None:
+                    level = book.new_level(SELL, price)
+                level.orders.append(order)
+                level.qty = level_qty = level.qty + qty
                 if price != book.best_ask:
                     self.seq = seq + 1
                     return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
@@ -218,22 +251,53 @@ class Matcher:
             if order is None:
                 return self._reject_unknown(cmd)
         # Fast path: one level changes, so no ``touched`` list and no top-of-book comparison (see
-        # the module docstring).
+        # the module docstring). ``book.remove(order)`` is inlined.
         side = order.side
         price = order.price
+        leaves = order.leaves_qty
+        user = order.user
         ts = cmd.ts_received
         symbol = book.symbol
         seq = self.seq
-        canceled = OrderCanceled(seq + 1, ts, symbol, order.order_id, order.user, side, order.leaves_qty,
+        canceled = OrderCanceled(seq + 1, ts, symbol, order.order_id, user, side, leaves,
                                  USER_CANCEL, order.client_order_id)
-        if price != (book.best_bid if side is BUY else book.best_ask):
+        order.live = False
+        del book.orders[order.order_id]
+        if book.open_orders is not None:
+            book.uncount(user)
+        if side is BUY:
+            level = book.bids[price]
+            at_best = price == book.best_bid
+        else:
+            level = book.asks[price]
+            at_best = price == book.best_ask
+        level.qty = left = level.qty - leaves
+        if left == 0:  # it was the level's last live order
+            book.drop_level(side, price)
+        else:
+            orders = level.orders
+            if orders[0] is order:
+                orders.popleft()
+            else:  # it stays in the deque, dead (see OrderBook.remove)
+                level.dead = dead = level.dead + 1
+                if dead > len(orders) - dead + 16:
+                    book.compact(level)
+        if not at_best:
             self.seq = seq + 2
-            return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, book.remove(order))]
-        left = book.remove(order)
-        book.last_top = top = book.top()
+            return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, left)]
+        # The best level of ``side`` shrank or went; the other side of ``last_top`` did not move.
+        if side is BUY:
+            bid = book.best_bid
+            bid_qty = left if left else book.bids[bid].qty if bid is not None else 0
+            _, _, ask, ask_qty = book.last_top
+        else:
+            ask = book.best_ask
+            ask_qty = left if left else book.asks[ask].qty if ask is not None else 0
+            bid, bid_qty, _, _ = book.last_top
+        book.last_top = (bid, bid_qty, ask, ask_qty)
         self.seq = seq + 3
         return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, left),
-                TopOfBook(seq + 3, ts, symbol, *top)]
+                TopOfBook(seq + 3, ts, symbol, bid, bid_qty, ask, ask_qty)]
 
     def _replace(self, cmd: ReplaceOrder) -> list[Event]:
         book, order = self._find(cmd)
@@ -285,7 +349,7 @@ class Matcher:
             if order.leaves_qty and order.live:
                 book.add(order)
                 touched.append((side, price))
-        self._book_changes(book, ts, touched, events)
+        self._book_changes(book, ts, list(dict.fromkeys(touched)), events)
         return events
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
@@ -306,76 +370,104 @@ class Matcher:
             for order in mine:
                 self._cancel_resting(book, order, reason, ts, events)
             if mine:
-                self._book_changes(book, ts, [(o.side, o.price) for o in mine], events)
+                self._book_changes(book, ts, list(dict.fromkeys((o.side, o.price) for o in mine)), events)
         return events
 
     # -- matching ------------------------------------------------------------------------------
 
     def _match(self, book: OrderBook, taker: Order, ts: int, events: list,
                touched: list[tuple[Side, int]]) -> None:
-        """Trade ``taker`` against the opposite side while it crosses; it may end canceled (STP)."""
-        buying = taker.side is BUY
+        """Trade ``taker`` against the opposite side while it crosses; it may end canceled (STP).
+
+        Level by level, best first; within a level, oldest order first, until either is used up.
+        """
+        symbol = book.symbol
+        taker_side = taker.side
+        buying = taker_side is BUY
         levels = book.asks if buying else book.bids
         maker_side = SELL if buying else BUY
         limit = taker.price
-        while taker.leaves_qty and taker.live:
-            best = book.best_ask if buying else book.best_bid
-            if best is None or (limit is not None and (best > limit if buying else best < limit)):
-                return
-            level = levels[best]
-            qty_before = level.qty
-            self._match_level(book, level, maker_side, taker, ts, events)
-            if level.qty != qty_before:  # STP may stop the taker with the level untouched
-                touched.append((maker_side, best))
-
-    def _match_level(self, book: OrderBook, level, maker_side: Side, taker: Order, ts: int,
-                     events: list) -> None:
-        """Trade ``taker`` against one level, oldest order first, until either is used up."""
-        symbol = book.symbol
-        price = level.price
-        orders = level.orders
-        # This loop runs once per trade: the taker's fields, the counters and the bound methods
-        # live in locals, written back before self-trade prevention (which reads them) and at the end.
-        taker_side, taker_user, taker_qty = taker.side, taker.user, taker.qty
-        taker_id, taker_cid = taker.order_id, taker.client_order_id
-        append, fill_front = events.append, book.fill_front
-        taker_leaves, seq, number = taker.leaves_qty, self.seq, self.last_trade_number
-        head, base = self._trade_head, self._trade_base
-        traded = False
-        while taker_leaves and level.count:
-            maker = orders[0]
-            if not maker.live:
-                orders.popleft()
-                continue
-            if maker.user == taker_user:
-                self.seq, taker.leaves_qty = seq, taker_leaves
-                done = self._prevent_self_trade(book, taker, maker, ts, events)
-                seq, taker_leaves, taker_qty = self.seq, taker.leaves_qty, taker.qty
-                if done:
-                    break
-                continue
-            maker_leaves = maker.leaves_qty
-            qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
-            taker_leaves -= qty
-            number += 1
-            tail = number - base
-            if 0 <= tail < 1000:
-                trade_id = head + _TAILS[tail]
-            else:
-                trade_id, head, base = self._format_id(number)
-                self._trade_head, self._trade_base = head, base
-            append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id, qty,
-                               price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
-                               maker.client_order_id))
-            append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty, price,
-                               taker_leaves, taker_qty - taker_leaves, False, taker_cid))
-            seq += 3
-            append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
-            fill_front(level, maker, qty)
-            traded = True
-        self.seq, self.last_trade_number, taker.leaves_qty = seq, number, taker_leaves
-        if traded:
-            book.last_price = price
+        # The inner loop runs once per trade: the taker's fields, the counters, the level's qty
+        # and the bound methods live in locals, written back before self-trade prevention
+        # (which reads and changes them) and at the end of each level.
+        taker_user = taker.user
+        taker_qty = taker.qty
+        taker_id = taker.order_id
+        taker_cid = taker.client_order_id
+        append = events.append
+        book_orders = book.orders
+        counting = book.open_orders is not None  # no limit check runs while matching
+        taker_leaves = taker.leaves_qty
+        seq = self.seq
+        number = self._trade_number
+        head = self._trade_head
+        base = self._trade_base
+        while taker_leaves and taker.live:
+            price = book.best_ask if buying else book.best_bid
+            if price is None or (limit is not None and (price > limit if buying else price < limit)):
+                break
+            level = levels[price]
+            orders = level.orders
+            level_qty = qty_before = level.qty
+            first_number = number
+            while taker_leaves and level_qty:  # (a level with live orders has qty > 0)
+                maker = orders[0]
+                if not maker.live:
+                    orders.popleft()
+                    level.dead -= 1
+                    continue
+                if maker.user == taker_user:
+                    level.qty = level_qty
+                    self.seq = seq
+                    taker.leaves_qty = taker_leaves
+                    done = self._prevent_self_trade(book, taker, maker, ts, events)
+                    seq = self.seq
+                    taker_leaves = taker.leaves_qty
+                    taker_qty = taker.qty
+                    level_qty = level.qty
+                    if done:
+                        break
+                    continue
+                maker_leaves = maker.leaves_qty
+                qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
+                taker_leaves -= qty
+                number += 1
+                tail = number - base  # >= 0 (see the id counters' properties)
+                if tail < 1000:
+                    trade_id = head + _TAILS[tail]
+                else:
+                    trade_id, head, base = self._format_id(number)
+                    self._trade_head, self._trade_base = head, base
+                append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id,
+                                   qty, price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
+                                   maker.client_order_id))
+                append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty,
+                                   price, taker_leaves, taker_qty - taker_leaves, False, taker_cid))
+                seq += 3
+                append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
+                # ``book.reduce(maker, qty)``, inlined and cut to what the front order of a level
+                # needs: a filled maker leaves the book, and its level if it was the last
+                level_qty -= qty
+                if qty != maker_leaves:
+                    maker.leaves_qty = maker_leaves - qty  # the taker is used up
+                    continue
+                maker.leaves_qty = 0
+                maker.live = False
+                del book_orders[maker.order_id]
+                if counting:
+                    book.uncount(maker.user)
+                if level_qty:
+                    orders.popleft()
+                else:
+                    book.drop_level(maker_side, price)  # the level is used up
+            level.qty = level_qty
+            if level_qty != qty_before:  # STP may stop the taker with the level untouched
+                touched.append((maker_side, price))
+            if number != first_number:
+                book.last_price = price
+        self.seq = seq
+        self._trade_number = number
+        taker.leaves_qty = taker_leaves
 
     def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
                             events: list) -> bool:
@@ -457,11 +549,14 @@ class Matcher:
 
     def _book_changes(self, book: OrderBook, ts: int, touched: list[tuple[Side, int]],
                       events: list) -> None:
-        """One DepthUpdate per touched level, then a TopOfBook if the best bid or offer moved."""
+        """One DepthUpdate per touched level, then a TopOfBook if the best bid or offer moved.
+
+        ``touched`` names each level once: a PlaceOrder's matching visits each opposite level
+        once and its remainder rests on the other side, so only ``_replace`` and ``_cancel_all``,
+        which can touch a level twice, deduplicate (hashing a ``Side`` is a Python-level call).
+        """
         symbol = book.symbol
         seq = self.seq
-        if len(touched) > 1:
-            touched = list(dict.fromkeys(touched))
         for side, price in touched:
             level = (book.bids if side is BUY else book.asks).get(price)
             seq += 1
@@ -509,12 +604,30 @@ class Matcher:
                 return (book, order) if order.user == cmd.user else (None, None)
         return None, None
 
+    def _check_limits(self, book: OrderBook, cmd: PlaceOrder) -> list[Event] | None:
+        """The rejection of a PlaceOrder that breaks a risk limit, or None (see ``handle``)."""
+        instrument = book.instrument
+        qty = cmd.qty
+        price = cmd.price
+        if price is not None:
+            if instrument.max_notional is not None and qty * price > instrument.max_notional:
+                return self._reject(cmd, RejectCode.MAX_NOTIONAL, instrument.notional_problem(qty, price))
+            if instrument.price_band is not None:
+                problem = instrument.band_problem(price, book.last_price)
+                if problem:
+                    return self._reject(cmd, RejectCode.PRICE_BAND, problem)
+        if (cmd.tif is GTC or cmd.tif is POST) and (instrument.max_open_orders or cmd.max_open_orders):
+            problem = self._open_orders_problem(book, cmd)
+            if problem:
+                return self._reject(cmd, RejectCode.MAX_OPEN_ORDERS, problem)
+        return None
+
     @staticmethod
     def _open_orders_problem(book: OrderBook, cmd: PlaceOrder) -> str:
         """Why the user may not rest another order on this book, or "" if they may."""
         limits = [n for n in (book.instrument.max_open_orders, cmd.max_open_orders) if n]
         limit = min(limits)
-        if book.open_orders.get(cmd.user, 0) < limit:
+        if book.open_orders_of(cmd.user) < limit:
             return ""
         return (f"user {cmd.user} has {limit} open orders on {book.symbol}, the most allowed;"
                 f" cancel one first")

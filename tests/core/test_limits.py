@@ -12,7 +12,7 @@ from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.messages import CancelAll, PlaceOrder
 from exchange.core.orders import CancelReason, Side, TimeInForce
-from scenario import BTC, ETH, Market, buy, cancel_all, drawn, replace, sell
+from scenario import BTC, ETH, Market, buy, cancel, cancel_all, drawn, replace, sell
 
 LIMITED = Instrument("BTC-USD", tick_size="0.01", lot_size="0.001", max_qty="100", max_price="1000000",
                      max_notional="100000", price_band="10", reference_price="40000", max_open_orders=3)
@@ -113,6 +113,21 @@ def test_the_users_own_limit_in_the_command_applies_too(market):
     market.run(*limited[:2])
     assert refused(market, limited[2]).startswith("MAX_OPEN_ORDERS: user alice has 2 open orders on BTC-USD")
     market.run(buy("alice", "0.1", at="1.00"))  # without the field: no limit from the user
+
+
+def test_a_users_limit_counts_the_orders_that_rested_before_any_limit_was_asked_for(market):
+    # Without a limit the books do not count open orders per user; the first limited command
+    # counts what is already resting, and every later add, fill and cancel keeps the count.
+    market.run(*(buy("alice", "0.1", at=f"{100 + n}.00") for n in range(3)), sell("bob", "0.1", at="200.00"))
+    assert market.matcher.books["BTC-USD"].open_orders is None
+    limited = PlaceOrder("alice", "BTC-USD", Side.BUY, 100, 9000, TimeInForce.GTC, max_open_orders=3)
+    assert refused(market, limited).startswith("MAX_OPEN_ORDERS: user alice has 3 open orders")
+    market.run(sell("carol", "0.1", at="102.00"))  # fills alice's best bid: 2 left
+    market.run(limited)
+    assert refused(market, limited).startswith("MAX_OPEN_ORDERS")
+    market.run(cancel("alice", "7-1"))
+    market.run(limited)
+    assert market.matcher.books["BTC-USD"].open_orders == {"alice": 3, "bob": 1}
 
 
 # -- events unchanged for commands within the limits ---------------------------------------------
