@@ -82,8 +82,10 @@ cli.command("notifier")(_role("notifier", "Which replica (notifier.replicas); no
               help="USER's CURVE secret key (or set EXCHANGE_CURVE_SECRET).")
 @click.option("--notifier", "replica", metavar="NAME", default=None,
               help="Watch through this notifier replica (notifier.replicas) instead of the first notifier.")
+@click.option("--every-notifier", is_flag=True,
+              help="Take the book from the first notifier and every replica at once, as A/B lines.")
 def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | None,
-          secret_key: str | None, replica: str | None) -> None:
+          secret_key: str | None, replica: str | None, every_notifier: bool) -> None:
     """Show SYMBOL's book, last trades and feed health live (Ctrl-C stops)."""
     import sys
 
@@ -97,6 +99,8 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
     symbol = symbol.upper()
     if symbol not in config.instrument_map():
         raise click.ClickException(f"no instrument {symbol}; there are {', '.join(config.instrument_map())}")
+    if replica and every_notifier:
+        raise click.ClickException("--notifier and --every-notifier exclude each other")
     try:
         notifier = config.notifier.replica(replica)
     except ExchangeError as e:
@@ -112,10 +116,10 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
     stopping = []
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    view = Watch(config, symbol, mine, replica)
+    view = Watch(config, symbol, mine, replica, every_notifier)
     try:
         if plain or not sys.stdout.isatty():
-            click.echo(f"watching {symbol} on {notifier.publish} (Ctrl-C stops)", err=True)
+            click.echo(f"watching {symbol} on {', '.join(view.feed.lines)} (Ctrl-C stops)", err=True)
             run_plain(view, click.echo, lambda: bool(stopping), depth)
         else:
             run_live(view, lambda: bool(stopping))

@@ -44,11 +44,14 @@ def describe(event, instrument: Instrument) -> str:
 class Watch:
     """Feeds plus what the view shows; ``step`` waits a little and returns new lines (plain mode)."""
 
-    def __init__(self, config: Config, symbol: str, mine: PrivateFeed | None = None, notifier: str | None = None):
-        """``notifier``: the name of the replica to watch through (None: the first notifier)."""
+    def __init__(self, config: Config, symbol: str, mine: PrivateFeed | None = None, notifier: str | None = None,
+                 every_notifier: bool = False):
+        """``notifier``: the name of the replica to watch through (None: the first notifier);
+        ``every_notifier``: all of them at once, as A/B lines (see BookFeed)."""
         self.instrument = config.instrument_map()[symbol]
-        section = config.notifier.replica(notifier)
-        self.feed = BookFeed(section.publish, section.snapshots, symbol)
+        names = [None, *(r.name for r in config.notifier.replicas)] if every_notifier else [notifier]
+        sections = [config.notifier.replica(name) for name in names]
+        self.feed = BookFeed([s.publish for s in sections], [s.snapshots for s in sections], symbol)
         self.mine = mine
         self.trades: deque[Trade] = deque(maxlen=TRADES)
         self.own: deque[str] = deque(maxlen=TRADES)
@@ -94,7 +97,8 @@ class Watch:
             trades.add_row(t.trade_id, q(t.qty), p(t.price), t.taker_side.value)
         seqs = " ".join(f"{channel} {seq}" for channel, seq in sorted(self.feed.chan_seq.items()))
         latency = f"{self.latency_ms:.1f} ms" if self.latency_ms is not None else "-"
-        health = (f"{'synced' if self.feed.synced else 'syncing'} | epoch {self.feed.epoch} | {seqs} |"
+        lines = f" | {len(self.feed.lines)} lines" if len(self.feed.lines) > 1 else ""
+        health = (f"{'synced' if self.feed.synced else 'syncing'}{lines} | epoch {self.feed.epoch} | {seqs} |"
                   f" re-syncs {self.feed.resyncs} | last event {latency} after it happened")
         parts = [book, trades, health]
         if self.mine is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -35,6 +36,20 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: floa
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def read_available(process: subprocess.Popen, seconds: float) -> str:
+    """Whatever the process writes to stdout within ``seconds`` (unbuffered, so nothing hides)."""
+    out = b""
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+    return out.decode()
 
 
 class Mesh:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from conftest import Mesh, write_config
+from conftest import Mesh, read_available, write_config
 from exchange import curve
 from exchange.client import BookFeed, MarketDataClient, PrivateFeed
 from exchange.core.messages import OrderAccepted, Trade
@@ -161,3 +161,34 @@ def test_a_feed_on_both_notifiers_loses_neither_messages_nor_sync_when_one_dies(
         assert both.resyncs == 0
     finally:
         both.close()
+
+
+def test_watch_every_notifier_prints_each_trade_once(mesh):
+    watch = subprocess.Popen([sys.executable, "-m", "exchange", "watch", "AAPL", "--plain", "--every-notifier",
+                              "--config", str(mesh.config_path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, bufsize=0)
+    try:
+        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+            seen = ""
+            deadline = time.monotonic() + 20
+            while "BBO AAPL" not in seen:  # probe until watch's subscriptions have arrived
+                assert time.monotonic() < deadline, "watch never saw the book"
+                ack = alice.request("SELL AAPL 3 @ 200.00")
+                assert alice.request(f"CANCEL {ack.split()[1]}").startswith("OUT")
+                seen = read_available(watch, 0.5)
+            time.sleep(1.0)  # both lines joined, not just the faster one
+            for price in ("201.00", "202.00", "203.00"):
+                assert alice.request(f"SELL AAPL 1 @ {price}").startswith("ACK")
+                assert bob.request(f"BUY AAPL 1 @ {price}").startswith("ACK")
+            out = ""
+            deadline = time.monotonic() + 10
+            while out.count("TRADE AAPL") < 3 and time.monotonic() < deadline:
+                out += read_available(watch, 0.5)
+            out += read_available(watch, 1.0)  # a second copy of any trade would show up by now
+        trades = re.findall(r"TRADE AAPL 1 @ (20[123]\.00)", out)
+        assert trades == ["201.00", "202.00", "203.00"], out
+    finally:
+        watch.terminate()
+        _, err = watch.communicate(timeout=10)
+    first, b = mesh.config.notifier.replica(None), mesh.config.notifier.replica("b")
+    assert f"watching AAPL on {first.publish}, {b.publish}" in err.decode()

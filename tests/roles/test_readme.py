@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from conftest import read_available
 from exchange.client import TextClient
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -56,28 +55,14 @@ def test_watch_prints_the_trade(mesh):
                 assert ack.startswith("ACK"), ack
                 assert alice.request(f"CANCEL {ack.split()[1]}").startswith("OUT")
                 time.sleep(0.3)
-                seen = _read_available(watch, 0.5)
+                seen = read_available(watch, 0.5)
             assert alice.request("SELL AAPL 3 @ 200.00").startswith("ACK")
             assert bob.request("BUY AAPL 2 @ 200.00").startswith("ACK")
             trade = ""
             deadline = time.monotonic() + 10
             while "TRADE" not in trade and time.monotonic() < deadline:
-                trade += _read_available(watch, 0.5)
+                trade += read_available(watch, 0.5)
             assert re.search(r"TRADE AAPL 2 @ 200\.00 BUY trade 2-1 seq \d+", trade), trade
     finally:
         watch.terminate()
         watch.wait(10)
-
-
-def _read_available(process: subprocess.Popen, seconds: float) -> str:
-    """Whatever the process writes to stdout within ``seconds`` (unbuffered, so nothing hides)."""
-    out = b""
-    fd = process.stdout.fileno()
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        if select.select([fd], [], [], left)[0]:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            out += chunk
-    return out.decode()
