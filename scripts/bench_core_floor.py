@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from bench_core import ENGINE_ID, INSTRUMENT, cpu_model, make_stream
+from bench_core import ENGINE_ID, INSTRUMENT, cpu_model, make_stream, timed_run
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.messages import (
@@ -421,17 +421,6 @@ def events_only_handle(arguments: list[tuple]):
     return handle
 
 
-def timed_run(make_handle, commands: list) -> tuple[float, int]:
-    """Seconds to handle every command with a fresh ``make_handle()``, and the number of events."""
-    handle = make_handle()
-    gc.collect()
-    events = 0
-    start = time.perf_counter()
-    for command in commands:
-        events += len(handle(command))
-    return time.perf_counter() - start, events
-
-
 @dataclass
 class Comparison:
     """How far FloorMatcher's events agree with Matcher's on one stream."""
@@ -528,7 +517,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {name: [] for name in handlers}
     for run in range(1, args.runs + 1):  # the handlers take turns, so a change of load hits them all
         for name, make_handle in handlers.items():
-            seconds, events = timed_run(make_handle, commands)
+            seconds, events = timed_run(commands, make_handle)
             if events != events_total:
                 raise SystemExit(f"{name} made {events:,} events, not {events_total:,}")
             rates[name].append(len(commands) / seconds)

@@ -37,7 +37,7 @@ import time
 from array import array
 from pathlib import Path
 
-from bench_fanout import list_percentiles, machine, machine_busy, raise_fd_limit, thread_cpu, us
+from bench_fanout import expect, list_percentiles, machine, machine_busy, raise_fd_limit, thread_cpu, us
 
 PUBLISHER_HWM = 10_000  # the notifier's SUBSCRIBER_HWM
 SUBSCRIBER_HWM = 100_000  # as bench_fanout.py's subscribers
@@ -118,18 +118,6 @@ def subscriber_main(endpoint: str, count: int, conn) -> None:
     ctx.term()
 
 
-def expect(conn, process, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if conn.poll(0.2):
-            kind, value = conn.recv()
-            if kind == what:
-                return value
-        elif not process.is_alive():
-            raise RuntimeError(f"subscriber process {process.pid} died (exit code {process.exitcode})")
-    raise TimeoutError(f"no {what!r} from subscriber process {process.pid} within {timeout:.0f} s")
-
-
 def one_run(args, folder: Path) -> dict:
     import zmq
 
@@ -151,9 +139,10 @@ def one_run(args, folder: Path) -> dict:
     mp = multiprocessing.get_context("fork")
     workers = []
     try:
-        for share in shares:
+        for n, share in enumerate(shares):
             parent, child = mp.Pipe()
-            process = mp.Process(target=subscriber_main, args=(endpoint, share, child), daemon=True)
+            process = mp.Process(target=subscriber_main, args=(endpoint, share, child), name=f"subscriber-{n}",
+                                 daemon=True)
             process.start()
             workers.append((parent, process))
         for conn, process in workers:
