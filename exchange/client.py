@@ -187,8 +187,10 @@ class BookFeed:
     A/B feeds: given several notifiers (the first and its replicas, which carry the same messages
     with the same ``chan_seq``s), it takes each message from whichever copy arrives first and
     ignores the other. A message missing on one line is filled from another, and losing a
-    notifier costs no re-sync; a gap that no line fills within ``gap_wait_s`` does. Snapshots are
-    asked of the notifiers in turn, the next one whenever a request goes unanswered.
+    notifier costs no re-sync; a gap that no line fills within ``gap_wait_s`` does. Events stay in
+    order within each channel; messages held for a gap come out once it is filled, so they may
+    follow later events of other channels. Snapshots are asked of one notifier at a time, the
+    next one whenever a request goes unanswered.
 
         feed = BookFeed(["tcp://127.0.0.1:7003", "tcp://127.0.0.1:7103"],
                         ["tcp://127.0.0.1:7005", "tcp://127.0.0.1:7105"], "BTC-USD")
@@ -200,13 +202,15 @@ class BookFeed:
         self.silence_s, self.snapshot_timeout_s, self.gap_wait_s = silence_s, snapshot_timeout_s, gap_wait_s
         self.ctx = mesh.context()
         self.lines = [publish] if isinstance(publish, str) else list(publish)
+        self.snapshot_endpoints = [snapshots] if isinstance(snapshots, str) else list(snapshots)
+        if not self.lines or not self.snapshot_endpoints:
+            raise ValueError("BookFeed needs at least one publish and one snapshots endpoint")
         self.sub = mesh.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM)
         for channel in ("trade", "bbo", "l2"):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
         for endpoint in self.lines:
             self.sub.connect(endpoint)
-        self.snapshot_endpoints = [snapshots] if isinstance(snapshots, str) else list(snapshots)
-        self.asks = 0  # snapshot requests so far; request n goes to snapshot_endpoints[n % len]
+        self.snapshot_from = 0  # index into snapshot_endpoints: whom to ask; moves on when one does not answer
         self.dealer: zmq.Socket | None = None
         self.messages, self.replies = Decoder(MarketData), Decoder(SnapshotReply)
         self.depth = Depth(symbol)
@@ -224,7 +228,8 @@ class BookFeed:
         self.gap_since: dict[str, float] = {}
 
     def poll(self, timeout: float = 1.0) -> list:
-        """Wait up to ``timeout`` s; return the events applied to ``depth`` meanwhile, in order."""
+        """Wait up to ``timeout`` s; return the events applied to ``depth`` meanwhile, in order (with
+        several lines: in order per channel, see the class docstring)."""
         deadline = time.monotonic() + timeout
         applied: list = []
         if not self.synced and self.dealer is None:
@@ -244,7 +249,8 @@ class BookFeed:
             if self.dealer is not None and self.dealer in socks:
                 self._on_snapshot(self.replies.decode(self.dealer.recv_multipart()[-1]), applied)
             if self.dealer is not None and now - self.asked_at > self.snapshot_timeout_s:
-                self._ask()  # the snapshot (or our request) got lost: ask again
+                self.snapshot_from = (self.snapshot_from + 1) % len(self.snapshot_endpoints)
+                self._ask()  # the snapshot (or our request) got lost: ask again, the next notifier
             if self.synced and now - self.last_heard > self.silence_s:
                 self.last_heard = now
                 self._resync()  # heartbeats stopped: the notifier or our connection went away
@@ -263,9 +269,7 @@ class BookFeed:
     def _ask(self) -> None:
         if self.dealer is not None:
             self.dealer.close(linger=0)
-        endpoint = self.snapshot_endpoints[self.asks % len(self.snapshot_endpoints)]
-        self.asks += 1
-        self.dealer = mesh.socket(self.ctx, zmq.DEALER, connect=endpoint)
+        self.dealer = mesh.socket(self.ctx, zmq.DEALER, connect=self.snapshot_endpoints[self.snapshot_from])
         self.dealer.send(encode(SnapshotRequest(self.symbol)))
         self.asked_at = time.monotonic()
 
@@ -324,6 +328,8 @@ class BookFeed:
             self.ahead.pop(channel, None)
             self.known.pop(channel, None)
             self.gap_since.pop(channel, None)
+        elif channel in self.gap_since:  # a gap was filled, another is still open: it gets its own wait
+            self.gap_since[channel] = time.monotonic()
         return True
 
     def close(self) -> None:

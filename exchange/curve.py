@@ -17,6 +17,7 @@ handshake, so they never see anything.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import zmq
@@ -33,17 +34,27 @@ def server_secret_key(path: str | Path) -> bytes:
         # and every one of them reads that key, never a half-written file
         path.parent.mkdir(parents=True, exist_ok=True)
         _, secret = zmq.curve_keypair()
-        draft = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secret + b"\n")
+        fd, draft = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600, a new file
         try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secret + b"\n")
             os.link(draft, path)
         except FileExistsError:
-            pass
+            pass  # another process made it first: theirs is the key
+        except OSError:  # no hard links here: create it in place (a reader may then see it empty)
+            _write_new(path, secret)
         finally:
-            draft.unlink()
+            os.unlink(draft)
     return path.read_bytes().strip()
+
+
+def _write_new(path: Path, secret: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret + b"\n")
 
 
 def public_key(secret: bytes) -> bytes:

@@ -52,18 +52,22 @@ class Lines:
                 seen += 1
         self.answer(feed, chan_seq=0)
 
-    def answer(self, feed: BookFeed, chan_seq: int) -> None:
-        """Answer the feed's next snapshot request with an empty book at ``chan_seq``."""
-        deadline = time.monotonic() + 5
+    def answer(self, feed: BookFeed, chan_seq: int, within: float = 5.0) -> None:
+        """Answer the feed's snapshot requests with an empty book at ``chan_seq`` until it is synced;
+        the first request must come within ``within`` seconds."""
+        deadline = time.monotonic() + within
         while not self.router.poll(0):
-            assert time.monotonic() < deadline, "no snapshot request"
+            assert time.monotonic() < deadline, f"no snapshot request within {within} s"
             feed.poll(0.05)
-        client, body = self.router.recv_multipart()
-        assert self.requests.decode(body).symbol == SYMBOL
-        snapshot = BookSnapshot(SYMBOL, 1, 0, {"trade": chan_seq, "bbo": 0, "l2": 0}, [], [], None, None)
-        self.router.send_multipart([client, encode(snapshot)])
-        self.answered += 1
+        deadline = time.monotonic() + 5
         while not feed.synced:
+            assert time.monotonic() < deadline, "the feed never took the snapshot"
+            if self.router.poll(0):  # a request, or a repeat of it if ours came late
+                client, body = self.router.recv_multipart()
+                assert self.requests.decode(body).symbol == SYMBOL
+                snapshot = BookSnapshot(SYMBOL, 1, 0, {"trade": chan_seq, "bbo": 0, "l2": 0}, [], [], None, None)
+                self.router.send_multipart([client, encode(snapshot)])
+                self.answered += 1
             feed.poll(0.05)
 
     def send(self, line: int, *chan_seqs: int) -> None:
@@ -92,24 +96,56 @@ def applied_trades(feed: BookFeed, seconds: float = 0.5) -> list[str]:
 
 
 def test_a_message_lost_on_one_line_is_taken_from_the_other_without_a_resync(lines):
-    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=2.0) as feed:
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=1.0, silence_s=60) as feed:
         lines.wait_subscribed(feed)
         lines.send(0, 1, 2, 4, 5)  # line A lost 3
         assert applied_trades(feed, 0.3) == ["1-1", "1-2"]  # 4 and 5 wait for 3
         lines.send(1, 1, 2, 3, 4, 5, 6)  # line B, late, has it
         lines.send(0, 6)
-        assert applied_trades(feed) == ["1-3", "1-4", "1-5", "1-6"]  # each once, in order
-        assert feed.chan_seq["trade"] == 6
+        assert applied_trades(feed, 1.5) == ["1-3", "1-4", "1-5", "1-6"]  # each once, in order
+        # past gap_wait_s: the filled gap is closed, so it never makes the feed resync
+        assert feed.chan_seq["trade"] == 6 and not feed.ahead and not feed.gap_since
+        assert feed.synced and not lines.router.poll(0), "the feed asked for a snapshot again"
         assert feed.resyncs == 0 and lines.answered == 1
 
 
+def test_each_gap_gets_its_own_wait(lines):
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=1.5, silence_s=60) as feed:
+        lines.wait_subscribed(feed)
+        lines.send(0, 1, 2, 4, 5, 6)  # line A lost 3 ...
+        assert applied_trades(feed, 0.9) == ["1-1", "1-2"]
+        lines.send(0, 8)  # ... and 7
+        assert applied_trades(feed, 0.1) == []
+        lines.send(1, 1, 2, 3)  # B fills the first gap about 1 s after it opened
+        assert applied_trades(feed, 1.0) == ["1-3", "1-4", "1-5", "1-6"]
+        lines.send(1, 4, 5, 6, 7)  # and the second about 1 s after the first was filled: 2 s in all
+        assert applied_trades(feed, 0.3) == ["1-7", "1-8"]
+        assert feed.resyncs == 0 and lines.answered == 1
+
+
+def test_a_gap_on_a_busy_channel_resyncs_although_messages_keep_coming(lines):
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3, silence_s=60) as feed:
+        lines.wait_subscribed(feed)
+        n, start = 2, time.monotonic()
+        lines.send(0, 1)
+        lines.send(1, 1)
+        while not lines.router.poll(0):  # 2 is lost on both lines; 3, 4, ... keep coming on both
+            assert time.monotonic() - start < 2, "the gap never made the feed resync"
+            n += 1
+            lines.send(0, n)
+            lines.send(1, n)
+            feed.poll(0.05)
+        lines.answer(feed, chan_seq=n)
+        assert feed.resyncs == 1
+
+
 def test_a_gap_no_line_fills_makes_the_feed_resync_after_the_wait(lines):
-    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3) as feed:
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3, silence_s=60) as feed:
         lines.wait_subscribed(feed)
         lines.send(0, 1, 3)
         lines.send(1, 1, 3)  # both lost 2
         assert applied_trades(feed, 0.1) == ["1-1"]
-        lines.answer(feed, chan_seq=3)  # the resync's snapshot covers 2 and 3
+        lines.answer(feed, chan_seq=3, within=2.0)  # the resync's snapshot covers 2 and 3
         lines.send(1, 4)
         lines.send(0, 4)
         assert applied_trades(feed) == ["1-4"]
@@ -122,14 +158,14 @@ def test_snapshot_requests_go_round_the_notifiers_in_turn(tmp_path):
         other = lines.ctx.socket(zmq.ROUTER)
         other.bind(f"ipc://{tmp_path}/snapshots-b")
         with BookFeed(lines.publish, [f"ipc://{tmp_path}/snapshots-b", lines.snapshots], SYMBOL,
-                      snapshot_timeout_s=0.2) as feed:
+                      snapshot_timeout_s=0.5) as feed:
             deadline = time.monotonic() + 5
             while not other.poll(0):  # the first request goes to the first endpoint, which never answers
                 assert time.monotonic() < deadline
                 feed.poll(0.05)
             other.recv_multipart()
             lines.wait_subscribed(feed)  # the second goes to the next one, which does
-            assert feed.synced and feed.resyncs == 0
+            assert feed.synced and feed.resyncs == 0 and feed.snapshot_from == 1
         other.close(linger=0)
     finally:
         lines.close()
@@ -138,11 +174,11 @@ def test_snapshot_requests_go_round_the_notifiers_in_turn(tmp_path):
 def test_with_one_line_a_gap_resyncs_at_once(tmp_path):
     lines = Lines(tmp_path, count=1)
     try:
-        with BookFeed(lines.publish[0], lines.snapshots, SYMBOL, gap_wait_s=60) as feed:
+        with BookFeed(lines.publish[0], lines.snapshots, SYMBOL, gap_wait_s=60, silence_s=60) as feed:
             lines.wait_subscribed(feed)
             lines.send(0, 1, 3)
             assert applied_trades(feed, 0.1) == ["1-1"]
-            lines.answer(feed, chan_seq=3)
+            lines.answer(feed, chan_seq=3, within=1.0)
             assert feed.resyncs == 1
     finally:
         lines.close()
@@ -163,3 +199,8 @@ def test_a_gap_on_a_quiet_channel_is_not_hidden_by_traffic_on_another(lines):
             feed.poll(0.05)
         lines.answer(feed, chan_seq=n)
         assert feed.resyncs == 1
+
+
+def test_a_feed_needs_an_endpoint_of_each_kind():
+    with pytest.raises(ValueError, match="at least one publish and one snapshots endpoint"):
+        BookFeed([], ["ipc:///nowhere"], SYMBOL)

@@ -71,9 +71,11 @@ def test_keys_new_makes_a_matching_pair():
     assert zmq.curve_public(secret.encode()).decode() == public
 
 
-def test_watch_and_notifier_refuse_a_notifier_replica_the_config_does_not_have():
+def test_watch_and_notifier_refuse_a_notifier_replica_the_config_does_not_have(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's var/ is relative: nothing may appear here
     runner = CliRunner()
     for args in (["watch", "AAPL", "--plain", "--notifier", "nope"], ["notifier", "--name", "nope"]):
         result = runner.invoke(cli, [*args, "--config", str(LOCAL)])
         assert result.exit_code == 1, args
         assert "no notifier replica named 'nope'; the config has []" in result.output, args
+        assert list(tmp_path.iterdir()) == [], "refused before it set up logs or made keys"
