@@ -95,6 +95,19 @@ def applied_trades(feed: BookFeed, seconds: float = 0.5) -> list[str]:
     return got
 
 
+def trade_until_snapshot_asked(lines: Lines, feed: BookFeed, first: int, within: float) -> int:
+    """Send trades first, first + 1, … on both lines until the feed asks for a snapshot; the last sent."""
+    deadline = time.monotonic() + within
+    n = first - 1
+    while not lines.router.poll(0):
+        assert time.monotonic() < deadline, f"the feed did not resync within {within} s"
+        n += 1
+        lines.send(0, n)
+        lines.send(1, n)
+        feed.poll(0.05)
+    return n
+
+
 def test_a_message_lost_on_one_line_is_taken_from_the_other_without_a_resync(lines):
     with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=1.0, silence_s=60) as feed:
         lines.wait_subscribed(feed)
@@ -126,15 +139,9 @@ def test_each_gap_gets_its_own_wait(lines):
 def test_a_gap_on_a_busy_channel_resyncs_although_messages_keep_coming(lines):
     with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3, silence_s=60) as feed:
         lines.wait_subscribed(feed)
-        n, start = 2, time.monotonic()
         lines.send(0, 1)
         lines.send(1, 1)
-        while not lines.router.poll(0):  # 2 is lost on both lines; 3, 4, ... keep coming on both
-            assert time.monotonic() - start < 2, "the gap never made the feed resync"
-            n += 1
-            lines.send(0, n)
-            lines.send(1, n)
-            feed.poll(0.05)
+        n = trade_until_snapshot_asked(lines, feed, first=3, within=2)  # 2 is lost on both lines
         lines.answer(feed, chan_seq=n)
         assert feed.resyncs == 1
 
@@ -185,18 +192,11 @@ def test_with_one_line_a_gap_resyncs_at_once(tmp_path):
 
 
 def test_a_gap_on_a_quiet_channel_is_not_hidden_by_traffic_on_another(lines):
-    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3) as feed:
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, gap_wait_s=0.3, silence_s=60) as feed:
         lines.wait_subscribed(feed)
         heartbeat = MarketData(SYMBOL, "l2", 1, 1, [])  # l2 message 1 exists; neither line brought it
         lines.pubs[0].send_multipart([topic(SYMBOL, "l2"), encode(heartbeat)])
-        deadline = time.monotonic() + 5
-        n = 0
-        while not lines.router.poll(0):  # trades keep flowing on both lines meanwhile
-            assert time.monotonic() < deadline, "the l2 gap never made the feed resync"
-            n += 1
-            lines.send(0, n)
-            lines.send(1, n)
-            feed.poll(0.05)
+        n = trade_until_snapshot_asked(lines, feed, first=1, within=2)  # trades keep flowing meanwhile
         lines.answer(feed, chan_seq=n)
         assert feed.resyncs == 1
 
