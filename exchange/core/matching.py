@@ -194,27 +194,20 @@ class Matcher:
             open_orders = book.open_orders
             if open_orders is not None:
                 open_orders[user] = open_orders.get(user, 0) + 1
+            level = (book.bids if side is BUY else book.asks).get(price)
+            if level is None:
+                level = book.new_level(side, price)
+            level.orders.append(order)
+            level.qty = level_qty = level.qty + qty
+            if price != (book.best_bid if side is BUY else book.best_ask):
+                self.seq = seq + 1
+                return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
+            # it made or joined the best level; the other side did not move
             if side is BUY:
-                level = book.bids.get(price)
-                if level is None:
-                    level = book.new_level(BUY, price)
-                level.orders.append(order)
-                level.qty = level_qty = level.qty + qty
-                if price != book.best_bid:
-                    self.seq = seq + 1
-                    return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
-                _, _, ask, ask_qty = book.last_top  # the other side did not move
+                _, _, ask, ask_qty = book.last_top
                 book.last_top = (price, level_qty, ask, ask_qty)
                 top = TopOfBook(seq + 2, ts, symbol, price, level_qty, ask, ask_qty)
             else:
-                level = book.asks.get(price)
-                if level is None:
-                    level = book.new_level(SELL, price)
-                level.orders.append(order)
-                level.qty = level_qty = level.qty + qty
-                if price != book.best_ask:
-                    self.seq = seq + 1
-                    return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
                 bid, bid_qty, _, _ = book.last_top
                 book.last_top = (bid, bid_qty, price, level_qty)
                 top = TopOfBook(seq + 2, ts, symbol, bid, bid_qty, price, level_qty)

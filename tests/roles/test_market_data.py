@@ -232,10 +232,26 @@ def test_fifty_subscribers_each_get_every_trade_in_order(mesh):
             md.close()
 
 
-def private(mesh, user: str, as_user: str | None = None, secret: bytes | None = None) -> PrivateFeed:
-    server = curve.public_key(curve.server_secret_key(mesh.config.notifier.secret_key_file))
+def private(mesh, user: str, as_user: str | None = None, secret: bytes | None = None,
+            notifier: str | None = None) -> PrivateFeed:
+    """``user``'s private feed from the first notifier (or the replica ``notifier``), with the
+    CURVE key of ``as_user`` (default: ``user``) or ``secret``."""
+    section = mesh.config.notifier.replica(notifier)
+    server = curve.public_key(curve.server_secret_key(section.secret_key_file))
     secret = secret or DEMO_SECRETS[as_user or user]
-    return PrivateFeed(mesh.config.notifier.private, server, user, zmq.curve_public(secret), secret)
+    return PrivateFeed(section.private, server, user, zmq.curve_public(secret), secret)
+
+
+def wait_private_joined(client: TextClient, feed: PrivateFeed) -> None:
+    """Probe with orders of the feed's user until the feed gets an update (its subscription has
+    reached the notifier), then drain what the probes made."""
+    deadline = time.monotonic() + 15
+    while not feed.sub.poll(200):
+        assert time.monotonic() < deadline, "the private feed never joined"
+        probe = client.request("BUY AAPL 1 @ 1.00")
+        client.request(f"CANCEL {probe.split()[1]}")
+    while feed.sub.poll(300):
+        feed.receive(0)
 
 
 def test_users_get_their_own_order_updates_and_nobody_elses(mesh):
@@ -252,13 +268,7 @@ def test_users_get_their_own_order_updates_and_nobody_elses(mesh):
     everything.sub.setsockopt(zmq.SUBSCRIBE, b"priv.")
     try:
         with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
-            deadline = time.monotonic() + 15
-            while not mine.sub.poll(200):  # probe until alice's private subscription has arrived
-                assert time.monotonic() < deadline, "alice's private feed never joined"
-                probe = alice.request("BUY AAPL 1 @ 1.00")
-                alice.request(f"CANCEL {probe.split()[1]}")
-            while mine.sub.poll(300):
-                mine.receive(0)
+            wait_private_joined(alice, mine)
             ack = alice.request("SELL AAPL 4 @ 150.00 #p1")
             assert bob.request("BUY AAPL 4 @ 150.00 #p2").startswith("ACK")
         updates = []

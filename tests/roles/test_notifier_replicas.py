@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
 
 from conftest import Mesh, read_available, write_config
-from exchange import curve
-from exchange.client import BookFeed, MarketDataClient, PrivateFeed
+from exchange.client import BookFeed, MarketDataClient
 from exchange.core.messages import OrderAccepted, Trade
 from exchange.soak import free_ports
-from test_market_data import DEMO_SECRETS, cross, engine_book, login, settle, trade_some, wait_joined, wait_synced
+from test_market_data import (
+    cross, engine_book, login, private, settle, trade_some, wait_joined, wait_private_joined, wait_synced,
+)
 
 
 def with_replica(tmp_path: Path) -> Path:
@@ -80,19 +80,10 @@ def test_a_replica_serves_the_same_feed_with_the_same_sequences_and_its_own_snap
 
 
 def test_a_replica_serves_private_updates_with_the_same_server_key(mesh):
-    b = mesh.config.notifier.replica("b")
-    server = curve.public_key(curve.server_secret_key(b.secret_key_file))
-    secret = DEMO_SECRETS["alice"]
-    mine = PrivateFeed(b.private, server, "alice", zmq.curve_public(secret), secret)
+    mine = private(mesh, "alice", notifier="b")  # the same server key as the first notifier's
     try:
         with login(mesh, "alice") as alice:
-            deadline = time.monotonic() + 15
-            while not mine.sub.poll(200):  # probe until the private subscription has reached notifier b
-                assert time.monotonic() < deadline, "alice's private feed on replica b never joined"
-                probe = alice.request("BUY AAPL 1 @ 1.00")
-                alice.request(f"CANCEL {probe.split()[1]}")
-            while mine.sub.poll(300):
-                mine.receive(0)
+            wait_private_joined(alice, mine)
             ack = alice.request("SELL AAPL 2 @ 150.00")
         message = mine.receive(timeout=10)
         assert message.user == "alice"
