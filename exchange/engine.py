@@ -26,16 +26,16 @@ from pathlib import Path
 
 import zmq
 
-from exchange import curve, journal, mesh
+from exchange import curve, journal, journal_recovery, mesh
 from exchange.config import Config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS
-from exchange.errors import WireError
+from exchange.errors import JournalError, WireError
 from exchange.mesh_curve import MeshSecurity
 from exchange.publisher import Publisher, released_depths
 from exchange.wire import (
-    Decoder, Durable, EngineRequest, Entry, EventBatch, Replies, Reply, ReplayRequest, Request,
+    Decoder, Durable, EngineRequest, Entry, EventBatch, OpenEpoch, Replies, Reply, ReplayRequest, Request,
     Requests, SnapshotRequest, encode,
 )
 
@@ -55,11 +55,11 @@ def recover(path: str, name: str, engine_id: int, instruments: list) -> tuple[Ma
 
 
 def recover_all(path: str, name: str, engine_id: int, instruments: list):
-    """(matcher, position, last trade per symbol) from the journal's events of this engine."""
+    """(matcher, position, last trade per symbol) from the journal's events of this engine, all
+    read in one read transaction: a batch the writer commits meanwhile is in none of them."""
     if not Path(path).exists():
         return Matcher(engine_id, instruments), journal.EnginePosition(), {}
-    conn = journal.open_readonly(path)
-    try:
+    with journal.read_snapshot(path) as conn:
         position = journal.positions(conn).get(name, journal.EnginePosition())
         state = journal.latest_checkpoint(conn, name)
         if state is None:
@@ -70,19 +70,19 @@ def recover_all(path: str, name: str, engine_id: int, instruments: list):
         for event in journal.engine_events(conn, name, matcher.seq):
             matcher.apply(event)
         last_trades = journal.last_trades(conn, name)
-    finally:
-        conn.close()
     return matcher, position, last_trades
 
 
 class Engine:
-    def __init__(self, name: str, matcher: Matcher, position: journal.EnginePosition,
+    def __init__(self, name: str, matcher: Matcher, epoch: int, position: journal.EnginePosition,
                  checkpoint_every: int = 100_000):
+        """An engine in ``epoch`` (the journal writer's, new for this start) whose journaled history
+        ends at ``position``."""
         self.name = name
         self.matcher = matcher
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seq = matcher.seq
-        self.epoch = position.epoch + 1
+        self.epoch = epoch
         self.batch = position.batch  # the last batch number used
         self.durable_batch = position.batch
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
@@ -147,13 +147,21 @@ class Engine:
 class EngineProcess:
     """The engine's sockets around an Engine and its Publisher: one poll loop, one handler per socket."""
 
-    def __init__(self, config: Config, name: str):
+    def __init__(self, config: Config, name: str, stopper: mesh.Stopper):
         self.config = config
         self.spec = spec = config.engine(name)
         self.security = security = MeshSecurity.for_role(config, spec.role)  # before recovery: fail fast
         instruments = [config.instrument_map()[symbol] for symbol in spec.instruments]
+        opened = journal_recovery.ask(config, OpenEpoch(name, time.time_ns()), security,
+                                      stopped=lambda: stopper.requested)
+        held = journal.EnginePosition(opened.epoch, opened.batch, opened.seq)
         matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments)
-        self.engine = Engine(name, matcher, position, spec.checkpoint_every)
+        journal_recovery.check_visible({name: position}, {name: held}, config.journal.path)
+        if (position.batch, matcher.seq) != (held.batch, held.seq):  # the writer froze this history for us
+            raise JournalError(f"engine {name}: the journal holds batch {held.batch} seq {held.seq}, but its"
+                               f" events rebuild batch {position.batch} seq {matcher.seq}; run"
+                               " `exchange journal verify`")
+        self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every)
         self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)
         self.ctx = ctx = mesh.context()
         self.auth = curve.start_authenticator(ctx, roles=security.role_keys()) if security else None
@@ -269,7 +277,7 @@ class EngineProcess:
 def run(config: Config, name: str) -> None:
     """Run the engine ``name`` until SIGINT or SIGTERM."""
     stopper = mesh.Stopper()
-    process = EngineProcess(config, name)
+    process = EngineProcess(config, name, stopper)
     mesh.freeze_startup_objects()
     try:
         process.run(stopper)

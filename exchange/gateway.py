@@ -30,7 +30,7 @@ from collections import deque
 import zmq
 import zmq.asyncio
 
-from exchange import curve, mesh
+from exchange import curve, journal_recovery, mesh
 from exchange.journal import journal_order_events, order_history
 from exchange.config import Config, GatewayConfig
 from exchange.errors import ProtocolError, RejectCode, WireError
@@ -204,6 +204,7 @@ class Gateway:
         self.ctx = zmq.asyncio.Context()
         self.ctx.linger = mesh.LINGER_MS
         security = MeshSecurity.for_role(config, "gateway")
+        journal_recovery.require_history(config, security)  # before its views are loaded from the journal
         self.keyed = config.gateway.zmq_auth == "curve"
         self.auth = None
         if self.keyed or security is not None:

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -85,6 +86,9 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
     if "checkpoints" not in db.table_names():
         db["checkpoints"].create({"engine": str, "seq": int, "epoch": int, "batch": int, "digest": str,
                                   "state": bytes}, pk=("engine", "seq"))
+    if "epochs" not in db.table_names():
+        db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
+                            pk=("engine", "epoch"))
     return db
 
 
@@ -94,6 +98,19 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
         raise JournalError(f"{path}: no journal here")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     return conn
+
+
+@contextmanager
+def read_snapshot(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection inside one read transaction: every SELECT on it sees the journal as
+    it was at the first one, whatever the writer commits meanwhile (WAL snapshot isolation)."""
+    conn = open_readonly(path)
+    conn.isolation_level = None  # we say BEGIN ourselves: Python's sqlite3 would not for SELECTs
+    try:
+        conn.execute("BEGIN")
+        yield conn
+    finally:
+        conn.close()  # ends the read transaction; it changed nothing
 
 
 class _Checkpointer(threading.Thread):
@@ -204,14 +221,19 @@ class Writer:
                 event.trade_id if has_trade else None, _SIDE_TEXT[side] if side else None,
                 price_text, qty_text, event.ts_event, _json_encode(event).decode())
 
-    def truncate(self, engine: str, from_batch: int, from_seq: int) -> int:
-        """Remove what an earlier epoch wrote at or after these positions; return events removed."""
+    def open_epoch(self, engine: str, at: EnginePosition) -> int:
+        """Record a new epoch of ``engine``, whose history ends at ``at``, durably; return it.
+
+        Epochs only grow: the new one is above every epoch the engine ever had or was given, so an
+        epoch names one process start, and nothing an older start sent can pass for the new one's.
+        """
         with self.conn:
-            self.conn.execute("DELETE FROM batches WHERE engine=? AND batch>=?", (engine, from_batch))
-            self.conn.execute("DELETE FROM commands WHERE engine=? AND batch>=?", (engine, from_batch))
-            self.conn.execute("DELETE FROM checkpoints WHERE engine=? AND seq>=?", (engine, from_seq))
-            return self.conn.execute("DELETE FROM events WHERE engine=? AND seq>=?",
-                                     (engine, from_seq)).rowcount
+            (given,) = self.conn.execute("SELECT COALESCE(MAX(epoch), 0) FROM epochs WHERE engine=?",
+                                         (engine,)).fetchone()
+            epoch = max(given, at.epoch) + 1
+            self.conn.execute("INSERT INTO epochs VALUES (?,?,?,?,?)",
+                              (engine, epoch, at.batch, at.seq, time.time_ns()))
+        return epoch
 
 
 def _cached_text(cache: dict[int, str], value: int, format_: Callable[[int], str]) -> str:
@@ -238,7 +260,8 @@ def has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def positions(conn: sqlite3.Connection) -> dict[str, EnginePosition]:
-    """The last journaled batch of every engine (none while the writer has not made the schema)."""
+    """Where every engine's journaled history ends: its last batch and seq, and its current epoch
+    (the last one the writer opened for it, else its last batch's); none before the schema exists."""
     if not has_table(conn, "batches"):
         return {}
     rows = conn.execute(
@@ -249,7 +272,23 @@ def positions(conn: sqlite3.Connection) -> dict[str, EnginePosition]:
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE engine=?",
                            (engine,)).fetchone()[0]
         result[engine] = EnginePosition(epoch, batch, max(seq, last_seq))
+    if has_table(conn, "epochs"):
+        for engine, epoch in conn.execute("SELECT engine, MAX(epoch) FROM epochs GROUP BY engine"):
+            pos = result.get(engine, EnginePosition())
+            if epoch > pos.epoch:
+                result[engine] = EnginePosition(epoch, pos.batch, pos.seq)
     return result
+
+
+def read_positions(path: str | Path) -> dict[str, EnginePosition]:
+    """``positions`` of the journal at ``path`` as this process sees it (none if it sees no file)."""
+    if not Path(path).exists():
+        return {}
+    conn = open_readonly(path)
+    try:
+        return positions(conn)
+    finally:
+        conn.close()
 
 
 def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> Iterator:

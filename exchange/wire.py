@@ -9,6 +9,7 @@ only by appending fields with defaults (see docs/protocol.md). Decoding failures
     journal writer ──ReplayRequest──▶ engine         (DEALER → ROUTER)
     engine ──Replies──▶ gateway                      (PUSH → PULL), released at the durable seq
     engine ──[topic, MarketData]──▶ notifier ──▶ subscribers   (PUB → XSUB ▸ XPUB → SUB)
+    engine, gateway ──JournalRequest──▶ journal writer   (DEALER → ROUTER) at start: epochs, positions
 """
 
 from __future__ import annotations
@@ -83,6 +84,52 @@ class SnapshotRequest(_Wire, tag=True):
 
 
 EngineRequest = ReplayRequest | SnapshotRequest
+
+
+class OpenEpoch(_Wire, tag=True):
+    """An engine that starts asks the journal writer for a new epoch, and where its history ends.
+
+    The writer records the epoch before it answers and from then on drops every batch of an older
+    epoch of that engine, so an epoch is unique per process start and the engine's journaled
+    history cannot change while the engine rebuilds from it.
+    """
+
+    engine: str
+    nonce: int  # echoed in the answer, so a retried request takes only its own answer
+
+
+class GetPositions(_Wire, tag=True):
+    """A role that starts asks where each engine's journaled history ends (to check it can see it)."""
+
+    nonce: int
+
+
+JournalRequest = OpenEpoch | GetPositions
+
+
+class EpochOpened(_Wire, tag=True):
+    """The engine's new epoch; its journaled history ends at ``batch`` and ``seq``."""
+
+    engine: str
+    nonce: int
+    epoch: int
+    batch: int
+    seq: int
+
+
+class Positions(_Wire, tag=True):
+    """Where each engine's journaled history ends: engine → (epoch, batch, seq)."""
+
+    nonce: int
+    positions: dict[str, tuple[int, int, int]]
+
+
+class JournalRefused(_Wire, tag=True):
+    nonce: int
+    reason: str
+
+
+JournalReply = EpochOpened | Positions | JournalRefused
 
 
 class Reply(_Wire):

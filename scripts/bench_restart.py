@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(path: Path, events: int, checkpoint_every: int, seed: int) -> Engine:
     config = load_config(ROOT / "configs" / "local.yaml")
     instruments = [config.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
-    engine = Engine("e1", Matcher(1, instruments), journal.EnginePosition(), checkpoint_every)
+    engine = Engine("e1", Matcher(1, instruments), 1, journal.EnginePosition(), checkpoint_every)
     writer = journal.Writer(journal.open_db(path), config.instrument_map())
     requests, batches = Decoder(Requests), Decoder(EventBatch)
     rng = random.Random(seed)

@@ -36,7 +36,7 @@ def commands(n: int, seed: int = 7):
 
 def journaled_engine(path: Path, n: int, checkpoint_every: int, per_batch: int = 50) -> Engine:
     """An engine that handled ``n`` commands, every batch of which the journal at ``path`` holds."""
-    engine = Engine("e1", Matcher(1, INSTRUMENTS), journal.EnginePosition(), checkpoint_every)
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition(), checkpoint_every)
     writer = journal.Writer(journal.open_db(path), CONFIG.instrument_map())
     decoder, batches = Decoder(Requests), Decoder(EventBatch)
     pending = []
@@ -86,9 +86,30 @@ def test_a_checkpoint_that_does_not_match_its_digest_is_refused():
 
 
 def test_an_engine_still_takes_one_request_per_message_from_an_older_gateway():
-    engine = Engine("e1", Matcher(1, INSTRUMENTS), journal.EnginePosition(), 10**9)
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition(), 10**9)
     place = PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000, ts_received=1)
     frames = [[encode(Request("old-gw", 1, 1, place))], [encode([Request("gw", 1, 2, place)])], [b"junk"]]
     frame = engine.handle_requests(frames, Decoder(Requests))
     entries = Decoder(EventBatch).decode(frame).entries
     assert [(e.gateway, e.request_id) for e in entries] == [("old-gw", 1), ("gw", 2)]
+
+
+def test_a_batch_committed_while_an_engine_recovers_is_in_none_of_its_reads(tmp_path, monkeypatch):
+    """Position, checkpoint and events come from one read transaction: a commit landing between two
+    of the reads must not give an engine events beyond its position (it would reuse batch numbers)."""
+    path = tmp_path / "journal.db"
+    live = journaled_engine(path, 300, 10**9)
+    writer = journal.Writer(journal.open_db(path), CONFIG.instrument_map())
+    later = PlaceOrder("b", "ETH-USD", Side.SELL, 5, 100_000, ts_received=10**6)
+    frame = live.handle_requests([[encode([Request("gw", 1, 10**6, later)])]], Decoder(Requests))
+    read_checkpoint = journal.latest_checkpoint
+
+    def commit_then_read(conn, engine):
+        writer.append([Decoder(EventBatch).decode(frame)])  # the writer commits mid-recovery
+        return read_checkpoint(conn, engine)
+
+    monkeypatch.setattr(journal, "latest_checkpoint", commit_then_read)
+    rebuilt, position = recover(str(path), "e1", 1, INSTRUMENTS)
+    writer.conn.close()
+    assert (position.batch, position.seq) == (live.batch - 1, rebuilt.seq)
+    assert rebuilt.seq < live.matcher.seq

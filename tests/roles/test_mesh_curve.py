@@ -25,7 +25,7 @@ from exchange.client import TextClient
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side, TimeInForce
 from exchange.mesh_curve import secret_key_path
-from exchange.wire import BookSnapshot, Decoder, Request, SnapshotReply, SnapshotRequest, encode
+from exchange.wire import BookSnapshot, Decoder, OpenEpoch, Request, SnapshotReply, SnapshotRequest, encode
 from test_end_to_end import subscribed, wait_for_trade
 
 HANDSHAKE_S = 5
@@ -183,15 +183,19 @@ def test_an_outsider_key_hears_nothing_from_the_internal_feeds(curve_mesh, ctx, 
     assert not sub.poll(1500)
 
 
-@pytest.mark.parametrize("endpoint", ["commands", "publish", "watermarks", "events"])
+@pytest.mark.parametrize("endpoint", ["commands", "publish", "watermarks", "events", "recovery"])
 def test_a_plain_socket_cannot_connect_to_a_curve_mesh(curve_mesh, ctx, endpoint):
     config = curve_mesh.config
     address = {"commands": config.engine("e2").commands, "publish": config.engine("e2").publish,
-               "watermarks": config.journal.watermarks, "events": config.journal.events}[endpoint]
-    kind = zmq.PUSH if endpoint in ("commands", "events") else zmq.SUB
+               "watermarks": config.journal.watermarks, "events": config.journal.events,
+               "recovery": config.journal.recovery}[endpoint]
+    kind = {"commands": zmq.PUSH, "events": zmq.PUSH, "recovery": zmq.DEALER}.get(endpoint, zmq.SUB)
     sock, monitor = probe(ctx, kind, address)
     assert handshake(monitor, 3) != zmq.EVENT_HANDSHAKE_SUCCEEDED
-    if kind == zmq.PUSH:
+    if kind == zmq.DEALER:  # no epoch for a stranger
+        try_send(sock, encode(OpenEpoch("e2", 1)))
+        assert not sock.poll(1500)
+    elif kind == zmq.PUSH:
         try_send(sock, place("plain-1"))
         settle(curve_mesh)
         assert not journaled(curve_mesh, "plain-1")

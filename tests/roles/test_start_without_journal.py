@@ -1,0 +1,118 @@
+"""A role that needs the journal's history and cannot see it refuses to start, loudly.
+
+The journal writer runs where the journal is; engines and the gateway are started from another
+working directory, where the config's relative journal path names nothing. Before epochs came from
+the journal writer, such an engine started as epoch 1 with an empty book, and the writer's
+watermark for the old epoch 1 released its new, unjournaled batches.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from exchange import journal
+from exchange.config import load_config
+from exchange.core.matching import Matcher
+from exchange.core.messages import PlaceOrder
+from exchange.core.orders import Side
+from exchange.engine import Engine
+from exchange.soak import loopback_config
+from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+
+START_S = 60
+
+
+def relative_journal_config(tmp_path: Path) -> Path:
+    path = loopback_config(tmp_path)
+    path.write_text(path.read_text().replace(f"path: {tmp_path / 'journal.db'}", "path: journal.db"))
+    return path
+
+
+def journal_with_history(directory: Path, config) -> None:
+    """A journal in which engine e1 accepted one order in epoch 1."""
+    instruments = [config.instrument_map()[s] for s in config.engine("e1").instruments]
+    engine = Engine("e1", Matcher(1, instruments), 1, journal.EnginePosition())
+    order = PlaceOrder("alice", "BTC-USD", Side.BUY, 10, 4_300_000, ts_received=1)
+    frame = engine.handle_requests([[encode([Request("gw", 1, 1, order)])]], Decoder(Requests))
+    db = journal.open_db(directory / "journal.db")
+    journal.Writer(db, config.instrument_map()).append([Decoder(EventBatch).decode(frame)])
+    db.conn.close()
+
+
+class Role:
+    """One role started by hand, in ``cwd``, its stderr in a file."""
+
+    def __init__(self, config_path: Path, cwd: Path, role: str, *args: str):
+        cwd.mkdir(exist_ok=True)
+        self.err = cwd / f"{role}{''.join(args)}.stderr"
+        with open(self.err, "wb") as err:
+            self.process = subprocess.Popen([sys.executable, "-m", "exchange", role, "--config", str(config_path),
+                                             *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+
+    def text(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def wait_for(self, pattern: str) -> re.Match:
+        deadline = time.monotonic() + START_S
+        while time.monotonic() < deadline:
+            if found := re.search(pattern, self.text()):
+                return found
+            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.text()}"
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in {START_S} s:\n{self.text()}")
+
+    def exit_code(self) -> int:
+        return self.process.wait(START_S)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def test_engine_and_gateway_that_cannot_see_the_journal_refuse_to_start(tmp_path):
+    path = relative_journal_config(tmp_path)
+    config = load_config(path)
+    journal_with_history(tmp_path, config)
+    elsewhere = tmp_path / "elsewhere"
+    roles = [Role(path, tmp_path, "journal-writer")]
+    try:
+        roles[0].wait_for("ready: journal")
+        blind = Role(path, elsewhere, "engine", "--name", "e1")
+        roles.append(blind)
+        assert blind.exit_code() == 1
+        assert "this process cannot see the journal" in blind.text()
+        assert "ready" not in blind.text()
+
+        seeing = Role(path, tmp_path, "engine", "--name", "e1")
+        roles.append(seeing)
+        ready = seeing.wait_for(r"ready: engine e1 id 1 epoch (\d+), BTC-USD,ETH-USD from batch 1 seq (\d+)")
+        assert int(ready.group(1)) == 3  # 1 made the history; the blind start was given 2 and never used it
+        assert int(ready.group(2)) >= 1
+
+        blind_gateway = Role(path, elsewhere, "gateway")
+        roles.append(blind_gateway)
+        assert blind_gateway.exit_code() == 1
+        assert "holds engine e1's history up to batch 1" in blind_gateway.text()
+    finally:
+        for role in roles:
+            role.stop()
+
+
+def test_an_engine_waits_for_the_journal_writer_and_then_starts(tmp_path):
+    path = loopback_config(tmp_path)
+    engine = Role(path, tmp_path, "engine", "--name", "e2")
+    try:
+        engine.wait_for("waiting for the journal writer")
+        assert "ready" not in engine.text()  # no epoch, no start
+        writer = Role(path, tmp_path, "journal-writer")
+        try:
+            engine.wait_for(r"ready: engine e2 id 2 epoch 1,")
+        finally:
+            writer.stop()
+    finally:
+        engine.stop()

@@ -1,0 +1,118 @@
+"""The journal writer's decisions in memory: which batches it writes, holds, drops, and the epochs it opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exchange import journal
+from exchange.config import load_config
+from exchange.journal_writer import MAX_HELD_BATCHES, Sequencer, answer
+from exchange.wire import EpochOpened, EventBatch, GetPositions, JournalRefused, OpenEpoch, Positions
+
+CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
+P = journal.EnginePosition
+
+
+def batch(number: int, epoch: int = 1, engine: str = "e1", events: int = 2) -> EventBatch:
+    """Batch ``number`` of ``engine`` with ``events`` events, numbered as if every batch had that many."""
+    first = (number - 1) * events + 1
+    return EventBatch(engine, epoch, number, first, first + events - 1, [])
+
+
+def written(batches: list[EventBatch]) -> list[tuple[int, int]]:
+    return [(b.epoch, b.batch) for b in batches]
+
+
+def test_batches_in_order_are_written_and_advance_the_position():
+    sequencer = Sequencer({"e1": P(1, 0, 0)})
+    to_write, gaps = sequencer.accept([batch(1), batch(2)])
+    assert written(to_write) == [(1, 1), (1, 2)] and gaps == set()
+    assert sequencer.positions["e1"] == P(1, 2, 4)
+
+
+def test_a_batch_seen_before_is_dropped():
+    sequencer = Sequencer({"e1": P(1, 0, 0)})
+    sequencer.accept([batch(1), batch(2)])
+    to_write, gaps = sequencer.accept([batch(2), batch(1)])
+    assert to_write == [] and gaps == set()
+    assert sequencer.positions["e1"] == P(1, 2, 4)
+
+
+def test_a_batch_from_the_future_is_held_until_the_gap_is_filled():
+    sequencer = Sequencer({"e1": P(1, 0, 0)})
+    to_write, gaps = sequencer.accept([batch(1), batch(3), batch(4)])
+    assert written(to_write) == [(1, 1)] and gaps == {"e1"}
+    to_write, gaps = sequencer.accept([batch(2)])
+    assert written(to_write) == [(1, 2), (1, 3), (1, 4)] and gaps == set()
+    assert sequencer.held["e1"] == {}
+
+
+def test_held_batches_are_dropped_past_the_cap_and_written_when_replayed():
+    sequencer = Sequencer({"e1": P(1, 0, 0)})
+    sequencer.accept([batch(n) for n in range(2, MAX_HELD_BATCHES + 3)])
+    assert sequencer.held["e1"] == {}  # past the cap: the replay brings them again
+    to_write, gaps = sequencer.accept([batch(n) for n in range(1, 4)])
+    assert written(to_write) == [(1, 1), (1, 2), (1, 3)] and gaps == set()
+
+
+def test_engines_are_sequenced_apart():
+    sequencer = Sequencer({"e1": P(1, 0, 0), "e2": P(1, 0, 0)})
+    to_write, gaps = sequencer.accept([batch(2, engine="e2"), batch(1, engine="e1")])
+    assert written(to_write) == [(1, 1)] and gaps == {"e2"}
+
+
+def test_after_a_new_epoch_opens_the_older_epochs_batches_are_dropped_even_held_ones():
+    sequencer = Sequencer({"e1": P(1, 0, 0)})
+    sequencer.accept([batch(1), batch(3)])  # batch 3 held: the old start died before sending 2
+    assert sequencer.open_epoch("e1", 2) == P(2, 1, 2)
+    assert sequencer.held.get("e1") is None
+    to_write, gaps = sequencer.accept([batch(2, epoch=1), batch(4, epoch=1)])
+    assert to_write == [] and gaps == set()
+    to_write, _ = sequencer.accept([batch(2, epoch=2)])
+    assert written(to_write) == [(2, 2)]
+
+
+def test_a_batch_of_an_epoch_never_opened_is_not_written(caplog):
+    sequencer = Sequencer({"e1": P(1, 0, 0)})
+    to_write, gaps = sequencer.accept([batch(1, epoch=7), batch(2, epoch=7)])
+    assert to_write == [] and gaps == set()
+    assert caplog.text.count("never opened") == 1  # said once, not per batch
+
+
+@pytest.fixture
+def writer(tmp_path):
+    db = journal.open_db(tmp_path / "journal.db")
+    yield journal.Writer(db, CONFIG.instrument_map())
+    db.conn.close()
+
+
+def test_every_open_epoch_is_new_and_durable_even_if_the_engine_never_wrote(writer, tmp_path):
+    sequencer = Sequencer(journal.positions(writer.conn))
+    first = answer(OpenEpoch("e1", 11), sequencer, writer, CONFIG)
+    second = answer(OpenEpoch("e1", 12), sequencer, writer, CONFIG)  # the first start died at once
+    assert (first.nonce, second.nonce) == (11, 12)
+    assert isinstance(first, EpochOpened) and isinstance(second, EpochOpened)
+    assert second.epoch > first.epoch >= 1
+    writer.append([batch(1, epoch=second.epoch)])
+    # a writer that restarts knows both: the next start gets a newer epoch still
+    restarted = Sequencer(journal.read_positions(tmp_path / "journal.db"))
+    assert restarted.positions["e1"] == P(second.epoch, 1, 2)
+    third = answer(OpenEpoch("e1", 13), restarted, writer, CONFIG)
+    assert third.epoch == second.epoch + 1 and (third.batch, third.seq) == (1, 2)
+
+
+def test_an_unknown_engine_gets_no_epoch(writer):
+    sequencer = Sequencer({})
+    reply = answer(OpenEpoch("e9", 5), sequencer, writer, CONFIG)
+    assert reply == JournalRefused(5, "no engine e9 in this journal writer's config")
+    assert sequencer.positions == {}
+
+
+def test_positions_say_where_each_engines_history_ends(writer):
+    sequencer = Sequencer({})
+    opened = answer(OpenEpoch("e2", 1), sequencer, writer, CONFIG)
+    to_write, _ = sequencer.accept([batch(1, epoch=opened.epoch, engine="e2")])
+    writer.append(to_write)
+    assert answer(GetPositions(3), sequencer, writer, CONFIG) == Positions(3, {"e2": (opened.epoch, 1, 2)})
