@@ -31,7 +31,7 @@ from exchange.config import Config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS
-from exchange.errors import JournalError, WireError
+from exchange.errors import ConfigError, JournalError, WireError
 from exchange.mesh_curve import MeshSecurity
 from exchange.publisher import Publisher, released_depths
 from exchange.wire import (
@@ -60,6 +60,7 @@ def recover_all(path: str, name: str, engine_id: int, instruments: list):
     if not Path(path).exists():
         return Matcher(engine_id, instruments), journal.EnginePosition(), {}
     with journal.read_snapshot(path) as conn:
+        check_instruments(journal.engine_symbols(conn, name), name, instruments, path)
         position = journal.positions(conn).get(name, journal.EnginePosition())
         state = journal.latest_checkpoint(conn, name)
         if state is None:
@@ -71,6 +72,18 @@ def recover_all(path: str, name: str, engine_id: int, instruments: list):
             matcher.apply(event)
         last_trades = journal.last_trades(conn, name)
     return matcher, position, last_trades
+
+
+def check_instruments(history: dict[str, tuple[int, int, int]], name: str, instruments: list, path: str) -> None:
+    """Raise ConfigError if the journal holds history of an instrument the config no longer gives
+    this engine: its books could not be rebuilt, and its orders would be lost without a word."""
+    missing = sorted(set(history) - {i.symbol for i in instruments})
+    if missing:
+        rows = "; ".join(f"{symbol}: {history[symbol][0]} events, seq {history[symbol][1]}..{history[symbol][2]}"
+                         for symbol in missing)
+        raise ConfigError(f"engine {name}: the journal {path} holds history of {', '.join(missing)}, which"
+                          f" the config no longer gives this engine ({rows}); give it back to engine {name}"
+                          " (`engines[].instruments`), or start from a new journal")
 
 
 class Engine:
@@ -184,6 +197,7 @@ class EngineProcess:
         log.info("ready: engine %s id %d epoch %d, %s from batch %d seq %d, commands on %s",
                  engine.name, spec.id, engine.epoch, ",".join(spec.instruments), engine.batch,
                  engine.matcher.seq, spec.commands)
+        mesh.report_ready()
         busy = False
         poller = zmq.Poller()
         for sock in (self.durable, self.replay, self.commands):

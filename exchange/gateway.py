@@ -402,6 +402,7 @@ async def serve(config: Config) -> None:
              asyncio.create_task(gateway.expire_requests())]
     log.info("ready: text protocol on %s, zmq on %s (%s)", config.gateway.text, config.gateway.zmq,
              "CURVE keys" if gateway.keyed else "LOGIN")
+    mesh.report_ready()
     try:
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
                                      return_when=asyncio.FIRST_COMPLETED)

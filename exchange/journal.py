@@ -291,6 +291,16 @@ def read_positions(path: str | Path) -> dict[str, EnginePosition]:
         conn.close()
 
 
+def engine_symbols(conn: sqlite3.Connection, engine: str) -> dict[str, tuple[int, int, int]]:
+    """symbol → (events, first seq, last seq) of the instruments that ``engine``'s journaled events
+    changed (rejects change nothing, and may name an instrument the engine never had)."""
+    if not has_table(conn, "events"):
+        return {}
+    rows = conn.execute("SELECT symbol, COUNT(*), MIN(seq), MAX(seq) FROM events WHERE engine=?"
+                        " AND symbol IS NOT NULL AND kind != 'OrderRejected' GROUP BY symbol", (engine,))
+    return {symbol: (count, first, last) for symbol, count, first, last in rows}
+
+
 def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> Iterator:
     """Every journaled event of ``engine`` after ``after_seq``, in sequence order."""
     if not has_table(conn, "events"):

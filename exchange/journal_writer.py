@@ -117,6 +117,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
               for e in config.engines}  # → engines
     batches, requests = Decoder(EventBatch), Decoder(JournalRequest)
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
+    mesh.report_ready()
 
     def ask_replay(engine: str) -> None:
         from_batch = sequencer.positions.get(engine, journal.EnginePosition()).batch + 1

@@ -1,13 +1,17 @@
 """Launcher role: `exchange up CONFIG` starts every role as a child process, watches and stops them.
 
-It creates no ZMQ context (children create their own after the exec). A child that dies is
-restarted with a growing backoff (0.5 s doubling to 10 s, reset once it has run for 30 s). On
-SIGINT or SIGTERM every child gets SIGTERM, and SIGKILL if it has not exited after a few seconds.
+It creates no ZMQ context (children create their own after the exec). Each child gets the write
+end of a pipe and says "ready" on it once it serves (exchange.mesh.report_ready); the banner that
+says the exchange is up comes only when every child has, and a child that exits before it is ready
+is reported as such, with where its log is. A child that dies is restarted with a growing backoff
+(0.5 s doubling to 10 s, reset once it has run for 30 s). On SIGINT or SIGTERM every child gets
+SIGTERM, and SIGKILL if it has not exited after a few seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 import subprocess
@@ -16,11 +20,13 @@ import time
 from pathlib import Path
 
 from exchange.config import Config
+from exchange.mesh import READY_FD_ENV
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 10.0, 30.0
+WAITING_NOTE_S = 10.0  # while not every role is ready, say which are not this often
 
 
 class Child:
@@ -32,16 +38,43 @@ class Child:
         if name:
             self.args += ["--name", name]
         self.label = f"{role} {name}" if name else role
+        self.log_name = f"{role}-{name}" if name else role
         self.process: subprocess.Popen | None = None
         self.started = 0.0
         self.backoff = BACKOFF_FIRST_S
         self.restart_at: float | None = None
+        self.ready = False
+        self.ready_pipe: int | None = None  # read end; the child writes "ready" on the other
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL)
+        self.close_pipe()
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        env = {**os.environ, READY_FD_ENV: str(write)}
+        try:
+            self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, pass_fds=(write,), env=env)
+        finally:
+            os.close(write)
+        self.ready_pipe, self.ready = read, False
         self.started = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.label, self.process.pid)
+
+    def check_ready(self) -> bool:
+        """Whether the child has said it is ready (read without blocking)."""
+        if not self.ready and self.ready_pipe is not None:
+            try:
+                said = os.read(self.ready_pipe, 64)
+            except BlockingIOError:
+                return False
+            self.ready = said.startswith(b"ready")
+            self.close_pipe()  # said it, or closed the pipe without saying it (it exited)
+        return self.ready
+
+    def close_pipe(self) -> None:
+        if self.ready_pipe is not None:
+            os.close(self.ready_pipe)
+            self.ready_pipe = None
 
 
 def roles(config: Config, config_path: str) -> list[Child]:
@@ -93,7 +126,8 @@ def run(config: Config, config_path: str) -> None:
     children = roles(config, config_path)
     for child in children:
         child.start()
-    print(banner(config), file=sys.stderr, flush=True)
+    up = False
+    next_waiting_note = time.monotonic() + WAITING_NOTE_S
     try:
         while True:
             time.sleep(0.2)
@@ -105,16 +139,28 @@ def run(config: Config, config_path: str) -> None:
                     if now >= child.restart_at and not stopping:
                         child.start()
                     continue
+                ready = child.check_ready()
                 code = child.process.poll()
                 if code is None:
                     if now - child.started > STABLE_AFTER_S:
                         child.backoff = BACKOFF_FIRST_S
                     continue
-                log.warning("%s exited with %s; restarting in %.1f s", child.label, code, child.backoff)
+                child.close_pipe()
+                how = "" if ready else " before it was ready"
+                log.warning("%s exited with %s%s; restarting in %.1f s (its log: %s/%s.log)", child.label, code,
+                            how, child.backoff, config.var_dir, child.log_name)
                 child.restart_at = now + child.backoff
                 child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+            if not up and all(child.ready for child in children):
+                up = True
+                print(banner(config), file=sys.stderr, flush=True)
+            elif not up and now >= next_waiting_note:
+                next_waiting_note = now + WAITING_NOTE_S
+                log.warning("not up yet: waiting for %s", ", ".join(c.label for c in children if not c.ready))
     finally:
         stop_all(children)
+        for child in children:
+            child.close_pipe()
 
 
 def stop_all(children: list[Child]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -75,6 +76,21 @@ def connect_to(sock: zmq.Socket, endpoint: str, security: MeshSecurity | None = 
     if security is not None:
         security.client_of(sock, peer)
     sock.connect(endpoint)
+
+
+READY_FD_ENV = "EXCHANGE_READY_FD"  # the launcher passes a pipe's write end; a role says "ready" on it
+
+
+def report_ready() -> None:
+    """Tell the launcher that started this role (if any) that it is ready: one line on its pipe."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), b"ready\n")
+        os.close(int(fd))
+    except (OSError, ValueError):
+        log.warning("could not tell the launcher this role is ready (%s=%s)", READY_FD_ENV, fd)
 
 
 def freeze_startup_objects() -> None:

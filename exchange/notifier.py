@@ -73,6 +73,7 @@ class Notifier:
         log.info("%s ready: market data on %s, private feed on %s, snapshots on %s, from %d engines",
                  self.role, self.section.publish, self.section.private, self.section.snapshots,
                  len(self.config.engines))
+        mesh.report_ready()
         poller = zmq.Poller()
         for sock in (self.upstream, self.public, self.private, self.snapshots, *self.engines.values()):
             poller.register(sock, zmq.POLLIN)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import Mesh, write_config
 from exchange.client import TextClient
 
 
@@ -75,3 +76,29 @@ def test_a_killed_engine_is_restarted_and_rebuilds_its_book_from_the_journal(mes
     with TextClient(mesh.host, mesh.port) as alice:
         assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
         assert alice.request(f"STATUS {order_id}").startswith(f"STATE {order_id} #keep PARTIALLY_FILLED 2 3")
+
+
+def test_up_says_up_only_once_every_role_is_ready(mesh):
+    wait_until(lambda: "exchange is up" in mesh.log(), what="the banner")
+    log = mesh.log()
+    banner = log.index("exchange is up")
+    for label in ("journal-writer", "engine-e1", "engine-e2", "notifier", "gateway"):
+        assert re.search(rf"{label} INFO (\S+ )?ready", log[:banner]), f"{label} was not ready before the banner"
+
+
+def test_an_instrument_removed_after_it_traded_is_a_config_error_and_the_mesh_is_not_up(tmp_path):
+    path = write_config(tmp_path)
+    with Mesh(path) as mesh:
+        with TextClient(mesh.host, mesh.port) as alice:
+            assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+            assert alice.request("SELL BTC-USD 1 @ 100.00").startswith("ACK")
+            assert alice.request("BUY BTC-USD 1 @ 100.00").startswith("ACK")
+    text = path.read_text()
+    btc = text[text.index("  - symbol: BTC-USD"):text.index("  - symbol: ETH-USD")]
+    path.write_text(text.replace(btc, "").replace("[BTC-USD, ETH-USD]", "[ETH-USD]"))
+    with Mesh(path) as mesh:
+        wait_until(lambda: "engine e1 exited with 1 before it was ready" in mesh.log(), what="e1's refusal")
+        log = mesh.log()
+        assert "engine e1: the journal" in log and "holds history of BTC-USD, which the config no longer" in log
+        assert "Traceback" not in log
+        assert "exchange is up" not in log
