@@ -30,7 +30,7 @@ from exchange import curve, journal, journal_recovery, mesh
 from exchange.config import Config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
-from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS
+from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, PlaceOrder, ReplaceOrder
 from exchange.errors import ConfigError, JournalError, WireError
 from exchange.mesh_curve import MeshSecurity
 from exchange.publisher import Publisher, released_depths
@@ -96,6 +96,8 @@ class Engine:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seq = matcher.seq
         self.epoch = epoch
+        self.max_order_age_ns = 0  # 0: no limit (see handle_requests)
+        self.too_old = 0  # orders not executed because they came too late
         self.batch = position.batch  # the last batch number used
         self.durable_batch = position.batch
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
@@ -103,12 +105,19 @@ class Engine:
         self.unreleased: deque[tuple[int, list[Reply], list]] = deque()  # (batch, replies, market data)
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
 
-    def handle_requests(self, frames: list[list[bytes]], decoder: Decoder) -> bytes | None:
+    def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
         """Match every request of every frame (each a Requests list); return the EventBatch frame
-        (None if no request was valid)."""
+        (None if no request was valid).
+
+        A placement or replace received by its gateway more than ``max_order_age_ns`` before
+        ``now_ns`` is not executed: its gateway has answered it or is about to (UNAVAILABLE, outcome
+        unknown), and it must not trade behind that answer. It is journaled with no events and gets no
+        reply. Cancels always execute: late or not, they only take risk away.
+        """
         handle = self.matcher.handle
         entries, replies, market_data = [], [], []
         first_seq = self.matcher.seq + 1
+        oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
         for parts in frames:
             try:
                 requests: list[Request] = decoder.decode(parts[-1])
@@ -119,7 +128,12 @@ class Engine:
                     log.warning("commands: dropped %s", e)
                     continue
             for request in requests:
-                events = handle(request.command)
+                command = request.command
+                if command.ts_received < oldest and isinstance(command, (PlaceOrder, ReplaceOrder)):
+                    self.too_old += 1
+                    entries.append(Entry(request.gateway, request.session, request.request_id, command, []))
+                    continue
+                events = handle(command)
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                      events))
                 replies.append(Reply(request.session, request.request_id,
@@ -175,6 +189,8 @@ class EngineProcess:
                                f" events rebuild batch {position.batch} seq {matcher.seq}; run"
                                " `exchange journal verify`")
         self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every)
+        # half the gateway's wait: what executes is answered before the gateway gives up on it
+        self.engine.max_order_age_ns = int(config.gateway.request_timeout * 1e9 / 2)
         self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)
         self.ctx = ctx = mesh.context()
         self.auth = curve.start_authenticator(ctx, roles=security.role_keys()) if security else None
@@ -215,9 +231,15 @@ class EngineProcess:
             if self.replay in ready:
                 self.on_engine_requests()
             if self.commands in ready:
-                frame = engine.handle_requests(mesh.drain(self.commands, MAX_MESSAGES_PER_BATCH), self.requests)
+                too_old = engine.too_old
+                frame = engine.handle_requests(mesh.drain(self.commands, MAX_MESSAGES_PER_BATCH), self.requests,
+                                               time.time_ns())
                 if frame is not None:
                     engine.unsent.append(frame)
+                if engine.too_old > too_old:
+                    log.warning("%d orders came more than %.1f s after their gateway received them; not executed"
+                                " (their gateway answers UNAVAILABLE)", engine.too_old - too_old,
+                                engine.max_order_age_ns / 1e9)
             self.send_to_journal()
             for frames in self.publisher.heartbeats(time.monotonic()):
                 self.publish.send_multipart(frames)

@@ -1,0 +1,48 @@
+"""The engine's own rules around the matcher, in memory: what it executes, journals and answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exchange import journal
+from exchange.config import load_config
+from exchange.core.matching import Matcher
+from exchange.core.messages import CancelOrder, PlaceOrder
+from exchange.core.orders import Side
+from exchange.engine import Engine
+from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+
+CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
+INSTRUMENTS = [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
+S = 1_000_000_000  # ns
+
+
+def handle(engine: Engine, *commands, now_ns: int) -> EventBatch:
+    frames = [[encode([Request("gw", 1, n, command) for n, command in enumerate(commands)])]]
+    return Decoder(EventBatch).decode(engine.handle_requests(frames, Decoder(Requests), now_ns))
+
+
+def test_an_order_that_comes_too_late_is_journaled_but_not_executed_nor_answered():
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition())
+    engine.max_order_age_ns = 5 * S
+    now = 100 * S
+    late = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, ts_received=now - 6 * S)
+    fresh = PlaceOrder("bob", "BTC-USD", Side.BUY, 1, 100_000, ts_received=now - 4 * S)
+    batch = handle(engine, late, fresh, now_ns=now)
+    assert [(e.command, len(e.events)) for e in batch.entries][0] == (late, 0)  # in the journal, no events
+    assert engine.too_old == 1
+    assert engine.matcher.seq == len(batch.entries[1].events) > 0  # only the fresh order made events
+    assert all(e.user == "bob" for e in batch.entries[1].events if hasattr(e, "user"))
+    replies = engine.unreleased[-1][1]
+    assert [reply.request_id for reply in replies] == [1]  # only the fresh order is answered
+
+
+def test_a_cancel_executes_however_late_it_comes():
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition())
+    engine.max_order_age_ns = 5 * S
+    place = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, ts_received=1 * S)
+    accepted = handle(engine, place, now_ns=2 * S).entries[0].events[0]
+    cancel = CancelOrder("alice", "BTC-USD", accepted.order_id, "", ts_received=3 * S)
+    events = handle(engine, cancel, now_ns=60 * S).entries[0].events
+    assert [type(e).__name__ for e in events][0] == "OrderCanceled"
+    assert engine.too_old == 0
