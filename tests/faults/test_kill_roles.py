@@ -1,9 +1,13 @@
 """kill -9 each role under load; nothing acknowledged is lost, nothing is applied twice.
 
 A few seconds of load per role here; `scripts/soak` runs the same checks for as long as you like.
+Each run's seed is in its failure message; `FAULT_SEED=N` runs the load and the kill times of seed N.
 """
 
 from __future__ import annotations
+
+import os
+import zlib
 
 import pytest
 
@@ -16,8 +20,10 @@ DURATION_S = 5.0
 def test_killing_a_role_under_load_loses_nothing(tmp_path, role):
     # checkpoints every 200 events, so a restarted engine restores one and replays the rest
     config = loopback_config(tmp_path, request_timeout=2.0, checkpoint_every=200)
-    observed, faults, log = soak(config, role, DURATION_S, seed=hash(role) % 1000)
-    assert faults == [], "\n".join(faults) + "\n--- mesh log tail ---\n" + log[-4000:]
+    seed = int(os.environ.get("FAULT_SEED", zlib.crc32(role.encode()) % 1000))  # the same in every process
+    observed, faults, log = soak(config, role, DURATION_S, seed=seed)
+    assert faults == [], (f"seed {seed} (rerun with FAULT_SEED={seed})\n" + "\n".join(faults)
+                          + "\n--- mesh log tail ---\n" + log[-4000:])
     label = role if role != "engine" else "engine e"
     assert f"{label}" in log and "exited with -9; restarting" in log
     assert len(observed.acks) > 20, observed  # the load really ran, before and after the kill

@@ -37,7 +37,10 @@ def test_a_stalled_journal_turns_new_orders_into_busy_rejects_and_loses_nothing(
             os.kill(journal_pid, signal.SIGSTOP)
             # pipelined: the gateway must answer every line, BUSY once the engine stops reading
             alice.send_line("".join(f"BUY AAPL 1 @ 1.{i % 100:02d} #p{i}\n" for i in range(ORDERS)))
-            time.sleep(2)
+            deadline = time.monotonic() + 60
+            while "no longer reading commands" not in log_path.read_text(errors="replace"):
+                assert time.monotonic() < deadline, "the engine never stopped reading commands"
+                time.sleep(0.05)
             os.kill(journal_pid, signal.SIGCONT)
             replies = [alice.read_reply() for _ in range(ORDERS)]
             assert alice.request("PING") == "PONG"
