@@ -71,7 +71,6 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
                              "symbol": str, "user": str, "order_id": str, "trade_id": str, "side": str,
                              "price": str, "qty": str, "ts_event": int, "body": str},
                             pk=("engine", "seq"))
-        db.execute("CREATE INDEX commands_client_order_id ON commands(user, client_order_id)")
         db.execute("CREATE INDEX events_order_id ON events(order_id) WHERE order_id IS NOT NULL")
         db.execute("CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL")
     # partial indexes: market data events (most rows) have no order, user or trade, and only trades
@@ -80,6 +79,7 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
                      ("events_trades_by_time", "events(ts_event) WHERE kind = 'Trade'"),
                      ("events_orders_by_time", "events(ts_event) WHERE kind = 'OrderAccepted'")):
         db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
+    db.execute("DROP INDEX IF EXISTS commands_client_order_id")  # nothing read by it; every write paid for it
     for column in ("ts_matched", "ts_written"):  # a journal from before these columns gets them
         if column not in db["batches"].columns_dict:
             db["batches"].add_column(column, int)
