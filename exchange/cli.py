@@ -6,7 +6,7 @@ import signal
 
 import click
 
-from exchange.cli_common import DEFAULT_CONFIG, config_option, load
+from exchange.cli_common import CONFIG_ENV, DEFAULT_CONFIG, config_option, load, names
 from exchange.cli_journal import journal_group
 from exchange.config import hash_key, load_config, new_key
 from exchange.errors import ExchangeError
@@ -19,11 +19,16 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("config_path", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
-def up(config_path: str) -> None:
-    """Start the whole mesh described by CONFIG_PATH and keep it running until Ctrl-C."""
+@click.argument("config_file", required=False, metavar="[CONFIG]", type=click.Path(dir_okay=False))
+@config_option
+def up(config_file: str | None, config_path: str) -> None:
+    """Start the whole mesh of a config and keep it running until Ctrl-C.
+
+    CONFIG is the same as --config (either names the file).
+    """
     from exchange import launcher, mesh
 
+    config_path = config_file or config_path
     config = load(config_path)
     mesh.setup_logging("launcher", config.var_dir)
     launcher.run(config, config_path)
@@ -32,16 +37,14 @@ def up(config_path: str) -> None:
 def _role(role: str, name_help: str | None = None, name_required: bool = False):
     """The command that runs ``role``; with ``name_help`` it takes --name (which engine, which notifier)."""
 
-    @config_option
-    @click.option("--name", default=None, help=name_help or "Unused.")
-    def command(config_path: str, name: str | None) -> None:
+    def command(config_path: str, name: str | None = None) -> None:
         import importlib
 
         from exchange import mesh
 
         config = load(config_path)
         if name_required and not name:
-            raise click.ClickException(f"--name is required; engines are {[e.name for e in config.engines]}")
+            raise click.ClickException(f"--name is required; engines are {names(e.name for e in config.engines)}")
         try:
             if role == "engine":
                 config.engine(name)
@@ -61,6 +64,9 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
             raise click.ClickException(str(e)) from None
 
     command.__doc__ = f"Run the {role} role (normally started by `exchange up`)."
+    command = config_option(command)
+    if name_help:
+        command = click.option("--name", default=None, help=name_help)(command)
     return command
 
 
@@ -142,13 +148,13 @@ def keys_new() -> None:
 
 
 @keys.command("mesh")
-@click.argument("config_path", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+@config_option
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
               help="Where to write each role's secret key file, <role>.key_secret (mode 0600).")
 @click.option("--force", is_flag=True, help="Replace the secret key files that exist already (every role"
               " then needs its new one).")
 def keys_mesh(config_path: str, directory: str, force: bool) -> None:
-    """Make a CURVE key pair per role of CONFIG_PATH for encrypted internal links; print the mesh_curve section.
+    """Make a CURVE key pair per role of the config for encrypted internal links; print the mesh_curve section.
 
     Secret key files that exist already are kept (and their public keys printed) unless --force.
     Give each host the files of the roles it runs; paste the printed section into the config.
@@ -171,24 +177,38 @@ def keys_mesh(config_path: str, directory: str, force: bool) -> None:
     click.echo(config_section(directory, public_keys), nl=False)
 
 
+create_option = click.option("--create", is_flag=True, help="Make the secret key file first if there is none"
+                             " yet (the role makes it at its first start otherwise).")
+
+
 @keys.command("notifier")
 @config_option
-def keys_notifier(config_path: str) -> None:
-    """Print the public key of the notifier's private feed (clients need it); makes the key if missing."""
-    from exchange import curve
-
-    config = load(config_path)
-    click.echo(curve.public_key(curve.server_secret_key(config.notifier.secret_key_file)).decode())
+@create_option
+def keys_notifier(config_path: str, create: bool) -> None:
+    """Print the public key of the notifier's private feed, which clients need (--create makes the key)."""
+    _print_server_key(load(config_path).notifier.secret_key_file, "notifier", create)
 
 
 @keys.command("gateway")
 @config_option
-def keys_gateway(config_path: str) -> None:
-    """Print the public key of the gateway's ZMQ order entry (CURVE clients need it); makes the key if missing."""
+@create_option
+def keys_gateway(config_path: str, create: bool) -> None:
+    """Print the public key of the gateway's ZMQ order entry, which CURVE clients need (--create makes the key)."""
+    _print_server_key(load(config_path).gateway.secret_key_file, "gateway", create)
+
+
+def _print_server_key(path: str, role: str, create: bool) -> None:
+    from pathlib import Path
+
     from exchange import curve
 
-    config = load(config_path)
-    click.echo(curve.public_key(curve.server_secret_key(config.gateway.secret_key_file)).decode())
+    if not create and not Path(path).exists():
+        raise click.ClickException(f"{path}: no key yet; the {role} makes it when it first starts, or run"
+                                   f" `exchange keys {role} --create`")
+    try:
+        click.echo(curve.public_key(curve.server_secret_key(path)).decode())
+    except ExchangeError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @cli.group()
@@ -196,17 +216,88 @@ def users() -> None:
     """Manage users and their API keys."""
 
 
+@users.command("list")
+@config_option
+def users_list(config_path: str) -> None:
+    """List the config's users: name, whether they have a private-feed key, and their own limits."""
+    config = load(config_path)
+    for user in config.users:
+        limits = [f"{what} {value:g}" for what, value in (("max_open_orders", user.max_open_orders),
+                                                          ("max_sessions", user.max_sessions),
+                                                          ("max_rate", user.max_rate)) if value is not None]
+        if user.cancel_on_disconnect:
+            limits.append("cancel_on_disconnect")
+        feed = "private feed key" if user.curve_public_key else "no private feed key"
+        click.echo(f"{user.name}  {feed}{'  ' + ', '.join(limits) if limits else ''}")
+    if not config.users:
+        click.echo(f"no users in {config_path}; add one with `exchange users add NAME`", err=True)
+
+
 @users.command("add")
 @click.argument("name")
-def users_add(name: str) -> None:
-    """Make NAME's API key and CURVE key pair: prints the secrets once and the config lines holding only hashes and public keys."""
+@config_option
+@click.option("--dry-run", is_flag=True, help="Only print the lines for the config; change no file.")
+def users_add(name: str, config_path: str, dry_run: bool) -> None:
+    """Add user NAME to the config with a new API key and CURVE key pair; print the secrets once.
+
+    The config file gets only the key's hash and the public key, and is checked before it is
+    replaced. Running roles read users at start: restart the gateway and notifiers to admit NAME.
+    """
     import zmq
 
+    from exchange.config_users import add_user, check_name, user_block
+
+    try:
+        check_name(name)
+    except ExchangeError as e:
+        raise click.ClickException(str(e)) from None
     key = new_key()
     public, secret = zmq.curve_keypair()
+    block = user_block(name, hash_key(key), public.decode())
+    if dry_run:
+        click.echo(block, nl=False)
+    else:
+        try:
+            add_user(config_path, name, block)
+        except ExchangeError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"added {name} to {config_path}", err=True)
     click.echo(f"API key for {name} (shown once; give it to the user): {key}", err=True)
     click.echo(f"CURVE secret key for {name}'s private feed (shown once): {secret.decode()}", err=True)
-    click.echo(f"  - name: {name}\n    key_hash: {hash_key(key)}\n    curve_public_key: '{public.decode()}'")
+
+
+@users.command("remove")
+@click.argument("name")
+@config_option
+def users_remove(name: str, config_path: str) -> None:
+    """Remove user NAME from the config (their orders stay; restart the gateway to lock them out)."""
+    from exchange.config_users import remove_user
+
+    try:
+        remove_user(config_path, name)
+    except ExchangeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"removed {name} from {config_path}", err=True)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Check a config file without starting anything."""
+
+
+@config_group.command("check")
+@click.argument("config_file", required=False, metavar="[CONFIG]", type=click.Path(dir_okay=False))
+@config_option
+def config_check(config_file: str | None, config_path: str) -> None:
+    """Load and validate a config (CONFIG or --config) with every check a start makes; say what it holds."""
+    config = load(config_file or config_path)
+    hosts = sorted({e.split("://")[-1].rsplit(":", 1)[0] for e in config.endpoints()})
+    click.echo(f"OK: {config_file or config_path}: {len(config.instruments)} instruments"
+               f" ({names(i.symbol for i in config.instruments)}) on {len(config.engines)} engines"
+               f" ({names(e.name for e in config.engines)}); {len(config.users)} users"
+               f" ({names(u.name for u in config.users)}); notifier processes: {1 + len(config.notifier.replicas)};"
+               f" journal {config.journal.path}; binds on {names(hosts)};"
+               f" mesh links {'CURVE' if config.mesh_curve else 'plain'}")
 
 
 @cli.command()

@@ -8,8 +8,15 @@ from exchange.config import Config, load_config
 from exchange.errors import ExchangeError
 
 DEFAULT_CONFIG = "configs/local.yaml"
+CONFIG_ENV = "EXCHANGE_CONFIG"
 config_option = click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True,
-                             type=click.Path(dir_okay=False), help="The mesh's YAML file.")
+                             envvar=CONFIG_ENV, show_envvar=True, type=click.Path(dir_okay=False),
+                             help="The mesh's YAML file (relative paths inside it are relative to it).")
+
+
+def names(items) -> str:
+    """Names for a person: "e1, e2", or "none"."""
+    return ", ".join(items) or "none"
 
 
 def load(path: str) -> Config:

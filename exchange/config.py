@@ -3,12 +3,15 @@
 ``load_config(path)`` is the only reader of the file. Every mistake raises ConfigError naming
 the file, the key path and the problem. Decimal values (tick and lot sizes, limits) are quoted
 strings; API keys appear only as salted scrypt hashes (``exchange users add NAME`` makes one).
+Relative paths in the file (the journal, key files, ``var_dir``, ``ipc://`` endpoints) are relative
+to the file's folder, so every command means the same files wherever it runs from.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from pathlib import Path
@@ -124,7 +127,7 @@ class NotifierConfig(_Section):
                 return msgspec.structs.replace(self, publish=replica.publish, private=replica.private,
                                                snapshots=replica.snapshots, replicas=[])
         raise ConfigError(f"no notifier replica named {name!r}; the config has"
-                          f" {[r.name for r in self.replicas]} - at `$.notifier.replicas`")
+                          f" {', '.join(r.name for r in self.replicas) or 'none'} - at `$.notifier.replicas`")
 
     def roles(self) -> list[str]:
         """notifier, then notifier-<name> for each replica."""
@@ -210,7 +213,7 @@ class Config(_Section):
         for engine in self.engines:
             if engine.name == name:
                 return engine
-        raise ConfigError(f"no engine named {name!r}; the config has {[e.name for e in self.engines]}")
+        raise ConfigError(f"no engine named {name!r}; the config has {', '.join(e.name for e in self.engines)}")
 
     def engine_of(self, symbol: str) -> EngineConfig:
         return next(e for e in self.engines if symbol in e.instruments)
@@ -249,7 +252,30 @@ def load_config(path: str | Path, mesh_keys: bool = True) -> Config:
             _check_mesh_keys(config, config.mesh_curve)
         except ValueError as e:
             raise ConfigError(f"{path}: {e}") from None
-    return config
+    return _anchored(config, path.parent)
+
+
+_PATH_FIELDS = {"path", "var_dir", "secret_key_file", "secret_key_dir"}  # file and folder names in the file
+
+
+def _anchored(section, folder: Path):
+    """``section`` with every relative path and ``ipc://`` endpoint made absolute from ``folder``."""
+    changes = {}
+    for name in section.__struct_fields__:
+        value = getattr(section, name)
+        if isinstance(value, msgspec.Struct):
+            changes[name] = _anchored(value, folder)
+        elif isinstance(value, list) and value and isinstance(value[0], msgspec.Struct):
+            changes[name] = [_anchored(item, folder) for item in value]
+        elif isinstance(value, str) and value.startswith("ipc://"):
+            changes[name] = "ipc://" + _absolute(value[len("ipc://"):], folder)
+        elif isinstance(value, str) and name in _PATH_FIELDS:
+            changes[name] = _absolute(value, folder)
+    return msgspec.structs.replace(section, **changes) if changes else section
+
+
+def _absolute(path: str, folder: Path) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(os.path.abspath(folder), path))
 
 
 def _check_mesh_keys(config: Config, section: MeshCurveConfig) -> None:

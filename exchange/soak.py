@@ -217,9 +217,9 @@ def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeou
     ports = re.findall(r"127\.0\.0\.1:(\d+)", text)
     for old, new in zip(sorted(set(ports)), free_ports(len(set(ports)))):
         text = re.sub(rf"127\.0\.0\.1:{old}\b", f"127.0.0.1:{new}", text)
-    text = text.replace("path: var/journal.db", f"path: {directory / 'journal.db'}")
-    text = text.replace("var_dir: var", f"var_dir: {directory / 'var'}")
-    text = text.replace("secret_key_file: var/notifier.key", f"secret_key_file: {directory / 'notifier.key'}")
+    text = text.replace("path: ../var/journal.db", f"path: {directory / 'journal.db'}")
+    text = text.replace("var_dir: ../var", f"var_dir: {directory / 'var'}")
+    text = text.replace("secret_key_file: ../var/notifier.key", f"secret_key_file: {directory / 'notifier.key'}")
     engine_options = ""
     if checkpoint_every is not None:
         engine_options += f"\n    checkpoint_every: {checkpoint_every}"

@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from exchange.cli import cli
-from exchange.config import verify_key
+from exchange.config import load_config, verify_key
 
 LOCAL = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
 
@@ -45,21 +46,95 @@ def test_an_engine_needs_a_known_name():
     assert result.exit_code == 1 and "no engine named 'e9'" in result.output
 
 
-def test_users_add_prints_a_key_once_and_a_hash_that_verifies_it():
-    result = CliRunner().invoke(cli, ["users", "add", "dave"])
-    assert result.exit_code == 0
+def copy_of_local(tmp_path: Path) -> Path:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(LOCAL.read_text())
+    return path
+
+
+def test_users_add_writes_a_hash_to_the_config_that_verifies_the_key_shown_once(tmp_path):
+    path = copy_of_local(tmp_path)
+    result = CliRunner().invoke(cli, ["users", "add", "dave", "--config", str(path)])
+    assert result.exit_code == 0, result.output
     key = re.search(r"API key for dave \(shown once; give it to the user\): (\S+)", result.output).group(1)
-    key_hash = re.search(r"key_hash: (\S+)", result.output).group(1)
-    assert key not in key_hash and verify_key(key, key_hash)
+    dave = load_config(path).user("dave")
+    assert key not in path.read_text() and verify_key(key, dave.key_hash)
+    assert "# DEMO USERS ONLY" in path.read_text()  # the file's comments stay
+    assert [u.name for u in load_config(path).users] == ["alice", "bob", "carol", "dave"]
 
 
-def test_users_add_also_makes_a_curve_key_pair_for_the_private_feed():
+def test_users_add_also_makes_a_curve_key_pair_for_the_private_feed(tmp_path):
     import zmq
 
-    result = CliRunner().invoke(cli, ["users", "add", "erin"])
+    path = copy_of_local(tmp_path)
+    result = CliRunner().invoke(cli, ["users", "add", "erin", "--config", str(path)])
     secret = re.search(r"CURVE secret key for erin's private feed \(shown once\): (\S+)", result.output).group(1)
-    public = re.search(r"curve_public_key: '(\S+)'", result.output).group(1)
-    assert zmq.curve_public(secret.encode()).decode() == public
+    assert zmq.curve_public(secret.encode()).decode() == load_config(path).user("erin").curve_public_key
+
+
+def test_users_add_dry_run_prints_the_lines_and_changes_nothing(tmp_path):
+    path = copy_of_local(tmp_path)
+    result = CliRunner().invoke(cli, ["users", "add", "frank", "--dry-run", "--config", str(path)])
+    assert result.exit_code == 0 and "  - name: frank\n    key_hash: scrypt$" in result.output
+    assert path.read_text() == LOCAL.read_text()
+
+
+@pytest.mark.parametrize("name, why", [("bad name", "is not a user name"), ("alice", "user alice exists already"),
+                                       (".x", "is not a user name"), ("a" * 33, "is not a user name")])
+def test_users_add_refuses_what_the_config_would_refuse_and_writes_nothing(tmp_path, name, why):
+    path = copy_of_local(tmp_path)
+    result = CliRunner().invoke(cli, ["users", "add", name, "--config", str(path)])
+    assert result.exit_code == 1 and why in result.output and "API key" not in result.output
+    assert path.read_text() == LOCAL.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.yaml"]  # no draft left behind
+
+
+def test_users_remove_and_list(tmp_path):
+    path = copy_of_local(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["users", "remove", "bob", "--config", str(path)]).exit_code == 0
+    listed = runner.invoke(cli, ["users", "list", "--config", str(path)]).output
+    assert [line.split()[0] for line in listed.splitlines()] == ["alice", "carol"]
+    again = runner.invoke(cli, ["users", "remove", "bob", "--config", str(path)])
+    assert again.exit_code == 1 and "no user bob; there are alice, carol" in again.output
+    runner.invoke(cli, ["users", "remove", "alice", "--config", str(path)])
+    runner.invoke(cli, ["users", "remove", "carol", "--config", str(path)])
+    assert load_config(path).users == []
+    assert runner.invoke(cli, ["users", "add", "gina", "--config", str(path)]).exit_code == 0
+    assert [u.name for u in load_config(path).users] == ["gina"]
+
+
+def test_config_check_says_what_a_good_config_holds_and_what_is_wrong_with_a_bad_one(tmp_path):
+    good = CliRunner().invoke(cli, ["config", "check", str(LOCAL)])
+    assert good.exit_code == 0 and good.output.startswith(f"OK: {LOCAL}: 3 instruments (BTC-USD, ETH-USD, AAPL)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(LOCAL.read_text().replace('tick_size: "0.01"', "tick_size: 0.01", 1))
+    result = CliRunner().invoke(cli, ["config", "check"], env={"EXCHANGE_CONFIG": str(bad)})
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {bad}: Expected `str`, got `float` - at `$.instruments[0].tick_size`\n")
+
+
+def test_every_command_takes_the_config_the_same_way(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("instruments: []\n")
+    runner = CliRunner()
+    for args in (["up"], ["engine", "--name", "e1"], ["gateway"], ["journal-writer"], ["notifier"],
+                 ["journal", "stats"], ["users", "list"], ["keys", "notifier"], ["config", "check"],
+                 ["watch", "AAPL", "--plain"]):
+        by_option = runner.invoke(cli, [*args, "--config", str(bad)])
+        by_env = runner.invoke(cli, args, env={"EXCHANGE_CONFIG": str(bad)})
+        for result in (by_option, by_env):
+            assert result.exit_code == 1 and result.output.startswith(f"Error: {bad}: "), (args, result.output)
+
+
+def test_keys_gateway_only_prints_unless_asked_to_create(tmp_path):
+    path = copy_of_local(tmp_path)
+    result = CliRunner().invoke(cli, ["keys", "gateway", "--config", str(path)])
+    assert result.exit_code == 1 and "no key yet; the gateway makes it when it first starts" in result.output
+    assert not (tmp_path / "var").exists()
+    made = CliRunner().invoke(cli, ["keys", "gateway", "--create", "--config", str(path)])
+    assert made.exit_code == 0 and len(made.output.strip()) == 40
+    assert CliRunner().invoke(cli, ["keys", "gateway", "--config", str(path)]).output == made.output
 
 
 def test_keys_new_makes_a_matching_pair():
@@ -77,5 +152,5 @@ def test_watch_and_notifier_refuse_a_notifier_replica_the_config_does_not_have(t
     for args in (["watch", "AAPL", "--plain", "--notifier", "nope"], ["notifier", "--name", "nope"]):
         result = runner.invoke(cli, [*args, "--config", str(LOCAL)])
         assert result.exit_code == 1, args
-        assert "no notifier replica named 'nope'; the config has []" in result.output, args
+        assert "no notifier replica named 'nope'; the config has none" in result.output, args
         assert list(tmp_path.iterdir()) == [], "refused before it set up logs or made keys"

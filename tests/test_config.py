@@ -34,7 +34,7 @@ def test_the_shipped_local_config_loads():
     ("tcp://127.0.0.1:7031", "127.0.0.1:7031", "at `$.engines[1].publish`"),
     ("    id: 2\n", "    id: 1\n", "engine id 1 is used twice"),
     ("synchronous: NORMAL", "synchronous: OFF", "at `$.journal.synchronous`"),
-    ("var_dir: var", "var_dir: var\nspeed: fast", "Object contains unknown field `speed`"),
+    ("var_dir: ../var", "var_dir: ../var\nspeed: fast", "Object contains unknown field `speed`"),
     ("  - name: bob\n    key_hash: scrypt", "  - name: bob\n    key_hash: plain-bob-key\n    x: scrypt",
      "unknown field `x`"),
 ])
@@ -75,7 +75,7 @@ def test_key_hashes_are_salted_and_verify_only_their_key():
     assert not verify_key("s3cret!", first)
 
 
-REPLICAS = """  secret_key_file: var/notifier.key
+REPLICAS = """  secret_key_file: ../var/notifier.key
   replicas:
     - name: b
       publish: tcp://127.0.0.1:7103
@@ -86,9 +86,9 @@ REPLICAS = """  secret_key_file: var/notifier.key
 
 def with_replicas(tmp_path: Path, replicas: str = REPLICAS) -> Path:
     text = LOCAL.read_text()
-    assert "  secret_key_file: var/notifier.key\n" in text
+    assert "  secret_key_file: ../var/notifier.key\n" in text
     path = tmp_path / "replicas.yaml"
-    path.write_text(text.replace("  secret_key_file: var/notifier.key\n", replicas, 1))
+    path.write_text(text.replace("  secret_key_file: ../var/notifier.key\n", replicas, 1))
     return path
 
 
@@ -127,3 +127,26 @@ def test_two_notifier_replicas_cannot_share_a_name(tmp_path):
 """
     with pytest.raises(ConfigError, match="notifier replica name b is used twice"):
         load_config(with_replicas(tmp_path, twice))
+
+
+def test_relative_paths_are_relative_to_the_config_file_wherever_a_command_runs(tmp_path, monkeypatch):
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    text = LOCAL.read_text().replace("tcp://127.0.0.1:7030", "ipc://sockets/e2-commands")
+    (folder / "mesh.yaml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(Path("..") / "deploy" / "mesh.yaml")
+    assert config.journal.path == str(tmp_path / "var" / "journal.db")  # ../var from deploy/
+    assert config.var_dir == str(tmp_path / "var")
+    assert config.notifier.secret_key_file == str(tmp_path / "var" / "notifier.key")
+    assert config.gateway.secret_key_file == str(folder / "var" / "gateway.key")  # the default, also anchored
+    assert config.engine("e2").commands == f"ipc://{folder / 'sockets' / 'e2-commands'}"
+    assert config.engine("e1").commands == "tcp://127.0.0.1:7020"
+
+
+def test_absolute_paths_stay_as_they_are(tmp_path):
+    path = tmp_path / "mesh.yaml"
+    path.write_text(LOCAL.read_text().replace("path: ../var/journal.db", "path: /srv/exchange/journal.db"))
+    assert load_config(path).journal.path == "/srv/exchange/journal.db"

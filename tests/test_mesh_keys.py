@@ -20,7 +20,7 @@ ROLES = ["journal-writer", "engine-e1", "engine-e2", "notifier", "gateway"]
 
 
 def make_keys(tmp_path: Path, *options: str):
-    return CliRunner().invoke(cli, ["keys", "mesh", str(LOCAL), "--dir", str(tmp_path / "keys"), *options])
+    return CliRunner().invoke(cli, ["keys", "mesh", "--config", str(LOCAL), "--dir", str(tmp_path / "keys"), *options])
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def keyed(tmp_path) -> tuple[Path, str]:
 
 
 def local_text(tmp_path: Path) -> str:
-    return LOCAL.read_text().replace("var_dir: var", f"var_dir: {tmp_path / 'var'}")
+    return LOCAL.read_text().replace("var_dir: ../var", f"var_dir: {tmp_path / 'var'}")
 
 
 def test_keys_mesh_writes_one_owner_only_secret_per_role_and_prints_their_public_keys(tmp_path, keyed):

@@ -38,7 +38,7 @@ ALICE_SECRET = b"t1zTwHdR5zUN0xRj@MwtK8C61yhKS3t<l]YwuQ0J"  # the demo user's, d
 def curve_mesh(tmp_path_factory):
     directory = tmp_path_factory.mktemp("curve")
     path = write_config(directory)
-    made = CliRunner().invoke(cli, ["keys", "mesh", str(path), "--dir", str(directory / "keys")])
+    made = CliRunner().invoke(cli, ["keys", "mesh", "--config", str(path), "--dir", str(directory / "keys")])
     assert made.exit_code == 0, made.output
     path.write_text(path.read_text() + made.stdout)
     with Mesh(path) as running:
