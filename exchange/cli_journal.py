@@ -10,7 +10,8 @@ from exchange.errors import ExchangeError
 db_option = click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
                          help="The journal file; default: journal.path of the config.")
 output_options = (
-    click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects, for programs."),
+    click.option("--json", "as_json", is_flag=True,
+                 help="Print JSON, for programs: an array of row objects (stats: one object)."),
     click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row, for programs."),
 )
 
@@ -148,7 +149,9 @@ def _query(name: str, columns: str, empty: str, what: str, extra=()):
 
 
 _query("orders", "ORDER_COLUMNS", "no orders match",
-       "Orders, one row each, from their events: price, qty, filled, leaves, status.")
+       "Orders, one row each, from their events: price, qty, filled, leaves, status.",
+       extra=(click.option("--client-order-id", default=None, metavar="ID",
+                           help="Only orders placed with this client order id (with or without its #)."),))
 _query("trades", "TRADE_COLUMNS", "no trades match",
        "Trades with their maker and taker; --user and --order-id match either side.")
 _query("events", "EVENT_COLUMNS", "no events match",
@@ -160,7 +163,10 @@ _query("events", "EVENT_COLUMNS", "no events match",
 @journal_group.command("stats")
 @_options(config_option, db_option, *output_options)
 def journal_stats(config_path: str, db_path: str | None, as_json: bool, as_csv: bool) -> None:
-    """Size, time span, sequence ranges per engine, and event counts per instrument and kind."""
+    """Size, time span, sequence ranges per engine, and event counts per instrument and kind.
+
+    --json prints one object with all of it; --csv the counts per instrument and kind.
+    """
     import json
 
     from exchange.journal_queries import COUNT_COLUMNS, stats, to_iso

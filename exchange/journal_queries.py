@@ -75,11 +75,19 @@ def to_iso(ns: int) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
 
 
+# where an OrderAccepted body (a JSON array, tag first) holds the client order id
+_CLIENT_ORDER_ID_AT = f"$[{OrderAccepted.__struct_fields__.index('client_order_id') + 1}]"
+
+
 def orders(conn: sqlite3.Connection, instruments: Instruments, symbol: str | None = None,
            user: str | None = None, order_id: str | None = None, since_ns: int | None = None,
-           until_ns: int | None = None, limit: int | None = 50, oldest_first: bool = False) -> list[dict]:
+           until_ns: int | None = None, limit: int | None = 50, oldest_first: bool = False,
+           client_order_id: str | None = None) -> list[dict]:
     """One row per accepted order (time range: when it was accepted), built from all its events."""
     where, args = _where("OrderAccepted", symbol, since_ns, until_ns, user=user, order_id=order_id)
+    if client_order_id is not None:
+        where += f" AND json_extract(body, '{_CLIENT_ORDER_ID_AT}')=?"
+        args.append(client_order_id.removeprefix("#"))
     accepted = [journal.decode_event(body) for (body,) in conn.execute(
         f"SELECT body FROM events WHERE {where} {_order_by(oldest_first)} {_limit(limit)}", args)]
     later: dict[str, list] = {a.order_id: [] for a in accepted}

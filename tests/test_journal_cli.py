@@ -169,6 +169,10 @@ def test_orders_are_newest_first_and_built_from_all_their_events(built):
     (["--since", at(1)[:-1] + "+00:00", "--until", "2026-01-02T04:04:08+01:00"], ["1-3", "1-2"]),
     (["--user", "alice", "--symbol", "ETH-USD", "--oldest-first"], ["1-3", "1-6", "1-7"]),
     (["--user", "nobody"], []),
+    (["--client-order-id", "a1"], ["1-1"]),
+    (["--client-order-id", "#a1", "--user", "alice"], ["1-1"]),
+    (["--client-order-id", "a1", "--user", "bob"], []),
+    (["--client-order-id", "nope"], []),
 ])
 def test_orders_filters(built, args, expected):
     assert [o["order_id"] for o in rows("orders", *args, db=built.path)] == expected
