@@ -66,3 +66,14 @@ def test_watch_prints_the_trade(mesh):
     finally:
         watch.terminate()
         watch.wait(10)
+
+
+def test_the_exchange_command_the_readme_names_is_in_the_venv():
+    text = README.read_text()
+    assert "source .venv/bin/activate" in text and ".venv/bin/exchange" in text
+    exchange = Path(sys.prefix) / "bin" / "exchange"  # the venv scripts/test made and runs in
+    assert exchange.is_file()
+    for command in (["--help"], ["watch", "--help"], ["journal", "trades", "--help"], ["config", "check"]):
+        done = subprocess.run([str(exchange), *command], capture_output=True, text=True, timeout=60,
+                              cwd=README.parent)
+        assert done.returncode == 0, (command, done.stderr)
