@@ -13,7 +13,7 @@ With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh role
 connected ones CURVE clients of the journal writer and the gateway (exchange.mesh_curve).
 
 Matching runs ahead of the journal; nothing leaves towards clients before the journal holds it
-(DESIGN.md guarantee 2). Batches stay in memory until durable, for replay; past
+(docs/architecture.md, guarantee 2). Batches stay in memory until durable, for replay; past
 ``max_undurable_events`` the engine stops reading commands.
 """
 

@@ -1,7 +1,7 @@
 """Fault soak: run a mesh under a steady order flow, SIGKILL one role, and prove nothing was lost.
 
 Used by tests/faults (a few seconds per role) and by ``scripts/soak`` (as long as you like). The
-checks are DESIGN.md guarantees 2-4, read back from the journal after a clean stop:
+checks are the guarantees 2-4 of docs/architecture.md, read back from the journal after a clean stop:
 
 1. every ACK a client received is in the journal, and every FILL it saw is a journaled fill;
 2. every trade a market data subscriber saw is a journaled trade (no phantom trades);
