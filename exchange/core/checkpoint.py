@@ -2,7 +2,8 @@
 
 ``take(matcher)`` encodes the state after event ``matcher.seq``; ``restore(instruments, data)``
 builds a matcher in exactly that state (same digest), ready to ``apply`` the events that follow.
-Resting orders are stored per side in priority order, so time priority survives the round trip.
+Resting orders are stored in the order they entered their book: that is time priority within
+each level, and the order in which a cancel-all cancels them, so both survive the round trip.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def take(matcher: Matcher) -> bytes:
     books = []
     for book in matcher.books.values():
         orders = [(o.order_id, o.user, o.side, o.price, o.qty, o.leaves_qty, o.tif, o.stp, o.client_order_id)
-                  for side in (Side.BUY, Side.SELL) for o in book.priority_orders(side)]
+                  for o in book.orders.values()]
         books.append(BookState(book.symbol, book.last_top, orders, book.last_price))
     ids = [(user, cid, order_id) for (user, cid), order_id in matcher.client_order_ids.items()]
     return _encode(Checkpoint(matcher.engine_id, matcher.seq, matcher.last_order_number,

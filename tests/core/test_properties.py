@@ -10,7 +10,8 @@ Matcher and to ``reference.ReferenceMatcher``, and after every command requires:
 - one DepthUpdate for each level that changed and no other: replayed onto an empty map, they
   give the live level totals; the last TopOfBook of each book is its ``top()``;
 - a twin matcher given the same commands gives the same event bytes, and a replica fed only the
-  events (``Matcher.apply``) has the same digest.
+  events (``Matcher.apply``) has the same digest;
+- each book's per-user index (``OrderBook.user_orders``) is a scan of its orders, in both.
 At the end of a run the commands are replayed from scratch (identical bytes), and the events,
 through msgpack, rebuild a matcher with the live digest. The ``@given`` tests below it check the
 same properties on plain command lists, fill-or-kill and post-only alone, and one crowded level.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from reference import ReferenceMatcher, opposite
 
 from exchange.core.instruments import Instrument
@@ -223,6 +224,17 @@ class MatcherVersusReference(RuleBasedStateMachine):
     @rule(user=users, symbol=st.sampled_from([None, *SYMBOLS, UNKNOWN_SYMBOL]))
     def cancel_all(self, user, symbol):
         self.run(CancelAll(user, symbol, self.ts()))
+
+    @invariant()
+    def each_users_index_is_a_scan_of_the_book(self):
+        """``OrderBook.user_orders`` (what cancel-all reads) is each user's open orders, in the order
+        they entered the book, in the live matcher and in the one rebuilt from events alone."""
+        for matcher in (self.matcher, self.replica):
+            for book in matcher.books.values():
+                scan: dict[str, list[str]] = {}
+                for order in book.orders.values():
+                    scan.setdefault(order.user, []).append(order.order_id)
+                assert {user: list(orders) for user, orders in book.user_orders.items()} == scan
 
     # -- choosing arguments from the state --------------------------------------------------------
 
