@@ -29,6 +29,7 @@ import zmq
 from exchange import curve, journal, mesh
 from exchange.config import Config
 from exchange.core import checkpoint
+from exchange.core.client_order_ids import DEFAULT_WINDOW_NS
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS
 from exchange.errors import WireError
@@ -48,24 +49,32 @@ FLUSH_ON_STOP_S = 2.0
 HEARTBEAT_S = 1.0
 
 
-def recover(path: str, name: str, engine_id: int, instruments: list) -> tuple[Matcher, journal.EnginePosition]:
+def recover(path: str, name: str, engine_id: int, instruments: list,
+            client_order_id_window: int = DEFAULT_WINDOW_NS) -> tuple[Matcher, journal.EnginePosition]:
     """The matcher rebuilt from the journal's events of this engine, and where they end."""
-    matcher, position, _ = recover_all(path, name, engine_id, instruments)
+    matcher, position, _ = recover_all(path, name, engine_id, instruments, client_order_id_window)
     return matcher, position
 
 
-def recover_all(path: str, name: str, engine_id: int, instruments: list):
-    """(matcher, position, last trade per symbol) from the journal's events of this engine."""
+def recover_all(path: str, name: str, engine_id: int, instruments: list,
+                client_order_id_window: int = DEFAULT_WINDOW_NS):
+    """(matcher, position, last trade per symbol) from the journal's events of this engine.
+
+    ``client_order_id_window`` (ns) is the configured uniqueness window of client order ids; it
+    replaces the one a restored checkpoint was taken with, so a changed window applies from the
+    restart on.
+    """
     if not Path(path).exists():
-        return Matcher(engine_id, instruments), journal.EnginePosition(), {}
+        return Matcher(engine_id, instruments, client_order_id_window), journal.EnginePosition(), {}
     conn = journal.open_readonly(path)
     try:
         position = journal.positions(conn).get(name, journal.EnginePosition())
         state = journal.latest_checkpoint(conn, name)
         if state is None:
-            matcher = Matcher(engine_id, instruments)
+            matcher = Matcher(engine_id, instruments, client_order_id_window)
         else:
             matcher = checkpoint.restore(instruments, state)
+            matcher.client_order_ids.window = client_order_id_window
             log.info("restored the checkpoint at seq %d", matcher.seq)
         for event in journal.engine_events(conn, name, matcher.seq):
             matcher.apply(event)
@@ -77,11 +86,13 @@ def recover_all(path: str, name: str, engine_id: int, instruments: list):
 
 class Engine:
     def __init__(self, name: str, matcher: Matcher, position: journal.EnginePosition,
-                 checkpoint_every: int = 100_000):
+                 checkpoint_every: int = 100_000, checkpoint_part_size: int = checkpoint.DEFAULT_PART_SIZE):
         self.name = name
         self.matcher = matcher
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_part_size = checkpoint_part_size
         self.checkpoint_seq = matcher.seq
+        self.checkpoint_parts: deque[bytes] = deque()  # of the last checkpoint, one per batch
         self.epoch = position.epoch + 1
         self.batch = position.batch  # the last batch number used
         self.durable_batch = position.batch
@@ -115,9 +126,12 @@ class Engine:
         if not entries:
             return None
         self.batch += 1
-        state = b""
-        if self.matcher.seq - self.checkpoint_seq >= self.checkpoint_every:
-            state, self.checkpoint_seq = checkpoint.take(self.matcher), self.matcher.seq
+        # A checkpoint goes out one part per batch (each far below the mesh's message cap); the
+        # journal uses it once it holds every part. No digest of the books is computed here.
+        if not self.checkpoint_parts and self.matcher.seq - self.checkpoint_seq >= self.checkpoint_every:
+            self.checkpoint_parts.extend(checkpoint.take(self.matcher, self.checkpoint_part_size))
+            self.checkpoint_seq = self.matcher.seq
+        state = self.checkpoint_parts.popleft() if self.checkpoint_parts else b""
         frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state,
                                   time.time_ns()))
         count = self.matcher.seq - first_seq + 1
@@ -152,8 +166,9 @@ class EngineProcess:
         self.spec = spec = config.engine(name)
         self.security = security = MeshSecurity.for_role(config, spec.role)  # before recovery: fail fast
         instruments = [config.instrument_map()[symbol] for symbol in spec.instruments]
-        matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments)
-        self.engine = Engine(name, matcher, position, spec.checkpoint_every)
+        matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments,
+                                                     round(spec.client_order_id_window * 1e9))
+        self.engine = Engine(name, matcher, position, spec.checkpoint_every, spec.checkpoint_part_size)
         self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)
         self.ctx = ctx = mesh.context()
         self.auth = curve.start_authenticator(ctx, roles=security.role_keys()) if security else None

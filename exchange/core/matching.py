@@ -16,6 +16,8 @@ Theory of operation
   level the command changed and a ``TopOfBook`` if the best bid or offer changed.
 - ``seq`` is assigned here, +1 per event across all the engine's books. Order and trade ids are
   ``"<engine_id>-<n>"``, unique across a mesh of engines with distinct ids.
+- A client order id is reserved while its order is open and for a window after its acceptance
+  (``client_order_ids.py``); a PlaceOrder that reuses a reserved one is rejected DUPLICATE_ID.
 - Risk limits (``Instrument.max_notional``, ``price_band``, ``max_open_orders`` and the user's own
   ``PlaceOrder.max_open_orders``) are checked after DUPLICATE_ID, so that a resent order is always
   recognised, and before any book is touched. A command within them gives exactly the events it
@@ -46,6 +48,7 @@ from collections.abc import Iterable
 import msgspec
 
 from exchange.core.book import OrderBook
+from exchange.core.client_order_ids import DEFAULT_WINDOW_NS, ClientOrderIds
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
     CancelAll, CancelOrder, DepthUpdate, Event, OrderAccepted, OrderCanceled, OrderExpired,
@@ -74,15 +77,16 @@ _TAILS = tuple(f"{n:03d}" for n in range(1000))
 class Matcher:
     """The books of one engine, its sequence number and its id counters."""
 
-    def __init__(self, engine_id: int, instruments: Iterable[Instrument]):
+    def __init__(self, engine_id: int, instruments: Iterable[Instrument],
+                 client_order_id_window: int = DEFAULT_WINDOW_NS):
         self.engine_id = engine_id
         self.books: dict[str, OrderBook] = {i.symbol: OrderBook(i) for i in instruments}
         self.seq = 0  # the last event's sequence number
         self._id_prefix = f"{engine_id}-"
         self.last_order_number = 0  # these also set the cached heads of ids (see the properties)
         self.last_trade_number = 0
-        # (user, client_order_id) → order_id, for every order ever accepted (ids are never reused)
-        self.client_order_ids: dict[tuple[str, str], str] = {}
+        # (user, client_order_id) → order_id, while reserved (the uniqueness window, in ns)
+        self.client_order_ids = ClientOrderIds(client_order_id_window, self._is_open)
         self._handlers = {  # PlaceOrder is handled in ``handle`` itself
             CancelOrder: self._cancel,
             ReplaceOrder: self._replace,
@@ -146,11 +150,12 @@ class Matcher:
             return self._reject(cmd, RejectCode.BAD_PRICE, instrument.price_problem(price))
         client_order_id = cmd.client_order_id
         user = cmd.user
-        if client_order_id and (user, client_order_id) in self.client_order_ids:
-            # the reject names the original order, so a gateway can answer a resend with its outcome
-            return self._reject(cmd, RejectCode.DUPLICATE_ID,
-                                f"client order id #{client_order_id} was already used",
-                                self.client_order_ids[(user, client_order_id)])
+        if client_order_id:
+            original = self.client_order_ids.taken((user, client_order_id), cmd.ts_received)
+            if original:
+                # the reject names the original order, so a gateway can answer a resend with its outcome
+                return self._reject(cmd, RejectCode.DUPLICATE_ID,
+                                    f"client order id #{client_order_id} was already used", original)
         # risk limits come after DUPLICATE_ID, so that a resent order is always recognised as one;
         # ``book.limited`` is False when the instrument sets none, so usually this is one test
         if book.limited or cmd.max_open_orders:
@@ -183,7 +188,7 @@ class Matcher:
         seq = self.seq + 1
         accepted = OrderAccepted(seq, ts, symbol, order_id, user, side, qty, price, tif, stp, client_order_id)
         if client_order_id:
-            self.client_order_ids[(user, client_order_id)] = order_id
+            self.client_order_ids.add((user, client_order_id), order_id, symbol, ts)
         order = Order(order_id, user, side, price, qty, qty, tif, stp, client_order_id)
 
         if not crosses and (tif is GTC or tif is POST):
@@ -617,10 +622,10 @@ class Matcher:
     # -- replay and digest ---------------------------------------------------------------------
 
     @classmethod
-    def rebuild(cls, engine_id: int, instruments: Iterable[Instrument],
-                events: Iterable[Event]) -> Matcher:
+    def rebuild(cls, engine_id: int, instruments: Iterable[Instrument], events: Iterable[Event],
+                client_order_id_window: int = DEFAULT_WINDOW_NS) -> Matcher:
         """A matcher in the state that produced ``events`` (as read back from a journal)."""
-        matcher = cls(engine_id, instruments)
+        matcher = cls(engine_id, instruments, client_order_id_window)
         for event in events:
             matcher.apply(event)
         return matcher
@@ -637,7 +642,8 @@ class Matcher:
                               event.tif, event.stp, event.client_order_id)
                 self.last_order_number = self._number(event.order_id)
                 if event.client_order_id:
-                    self.client_order_ids[(event.user, event.client_order_id)] = event.order_id
+                    self.client_order_ids.add((event.user, event.client_order_id), event.order_id,
+                                              event.symbol, event.ts_event)
                 if event.price is None:
                     self._replay_takers[event.order_id] = order
                 else:
@@ -685,6 +691,9 @@ class Matcher:
             case OrderRejected():
                 pass
 
+    def _is_open(self, order_id: str, symbol: str) -> bool:
+        return order_id in self.books[symbol].orders
+
     def _replayed(self, book: OrderBook, order_id: str) -> Order:
         order = book.orders.get(order_id) or self._replay_takers.get(order_id)
         if order is None:
@@ -702,7 +711,7 @@ class Matcher:
         before price bands existed (journals hold checkpoint digests); checkpoints carry it.
         """
         return (self.engine_id, self.seq, self.last_order_number, self.last_trade_number,
-                tuple(sorted(self.client_order_ids.items())),
+                self.client_order_ids.state(),
                 tuple((book.state(), book.top(), book.last_top) for book in self.books.values()))
 
     def digest(self) -> str:
