@@ -65,6 +65,10 @@ class EngineConfig(_Section):
     replay: Endpoint  # ROUTER, bound: the journal writer fetches missed event batches here
     max_undurable_events: Annotated[int, Meta(ge=1000)] = 200_000  # beyond this: stop reading commands
     checkpoint_every: Annotated[int, Meta(ge=100)] = 100_000  # events between checkpoints in the journal
+    # bytes of state per checkpoint part (one part per event batch), far below the 64 MiB message cap
+    checkpoint_part_size: Annotated[int, Meta(ge=1024, le=32 * 1024 * 1024)] = 4 * 1024 * 1024
+    # seconds after its acceptance (and while its order is open) a client order id may not be reused
+    client_order_id_window: Annotated[float, Meta(ge=0, le=7 * 86400)] = 300.0
 
     @property
     def role(self) -> str:

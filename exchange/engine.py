@@ -29,6 +29,7 @@ import zmq
 from exchange import curve, journal, journal_recovery, mesh
 from exchange.config import Config
 from exchange.core import checkpoint
+from exchange.core.client_order_ids import DEFAULT_WINDOW_NS
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, PlaceOrder, ReplaceOrder
 from exchange.errors import ConfigError, JournalError, WireError
@@ -48,25 +49,33 @@ FLUSH_ON_STOP_S = 2.0
 HEARTBEAT_S = 1.0
 
 
-def recover(path: str, name: str, engine_id: int, instruments: list) -> tuple[Matcher, journal.EnginePosition]:
+def recover(path: str, name: str, engine_id: int, instruments: list,
+            client_order_id_window: int = DEFAULT_WINDOW_NS) -> tuple[Matcher, journal.EnginePosition]:
     """The matcher rebuilt from the journal's events of this engine, and where they end."""
-    matcher, position, _ = recover_all(path, name, engine_id, instruments)
+    matcher, position, _ = recover_all(path, name, engine_id, instruments, client_order_id_window)
     return matcher, position
 
 
-def recover_all(path: str, name: str, engine_id: int, instruments: list):
+def recover_all(path: str, name: str, engine_id: int, instruments: list,
+                client_order_id_window: int = DEFAULT_WINDOW_NS):
     """(matcher, position, last trade per symbol) from the journal's events of this engine, all
-    read in one read transaction: a batch the writer commits meanwhile is in none of them."""
+    read in one read transaction: a batch the writer commits meanwhile is in none of them.
+
+    ``client_order_id_window`` (ns) is the configured uniqueness window of client order ids; it
+    replaces the one a restored checkpoint was taken with, so a changed window applies from the
+    restart on.
+    """
     if not Path(path).exists():
-        return Matcher(engine_id, instruments), journal.EnginePosition(), {}
+        return Matcher(engine_id, instruments, client_order_id_window), journal.EnginePosition(), {}
     with journal.read_snapshot(path) as conn:
         check_instruments(journal.engine_symbols(conn, name), name, instruments, path)
         position = journal.positions(conn).get(name, journal.EnginePosition())
         state = journal.latest_checkpoint(conn, name)
         if state is None:
-            matcher = Matcher(engine_id, instruments)
+            matcher = Matcher(engine_id, instruments, client_order_id_window)
         else:
             matcher = checkpoint.restore(instruments, state)
+            matcher.client_order_ids.window = client_order_id_window
             log.info("restored the checkpoint at seq %d", matcher.seq)
         for event in journal.engine_events(conn, name, matcher.seq):
             matcher.apply(event)
@@ -88,13 +97,15 @@ def check_instruments(history: dict[str, tuple[int, int, int]], name: str, instr
 
 class Engine:
     def __init__(self, name: str, matcher: Matcher, epoch: int, position: journal.EnginePosition,
-                 checkpoint_every: int = 100_000):
+                 checkpoint_every: int = 100_000, checkpoint_part_size: int = checkpoint.DEFAULT_PART_SIZE):
         """An engine in ``epoch`` (the journal writer's, new for this start) whose journaled history
         ends at ``position``."""
         self.name = name
         self.matcher = matcher
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_part_size = checkpoint_part_size
         self.checkpoint_seq = matcher.seq
+        self.checkpoint_parts: deque[bytes] = deque()  # of the last checkpoint, one per batch
         self.epoch = epoch
         self.max_order_age_ns = 0  # 0: no limit (see handle_requests)
         self.too_old = 0  # orders not executed because they came too late
@@ -142,9 +153,12 @@ class Engine:
         if not entries:
             return None
         self.batch += 1
-        state = b""
-        if self.matcher.seq - self.checkpoint_seq >= self.checkpoint_every:
-            state, self.checkpoint_seq = checkpoint.take(self.matcher), self.matcher.seq
+        # A checkpoint goes out one part per batch (each far below the mesh's message cap); the
+        # journal uses it once it holds every part. No digest of the books is computed here.
+        if not self.checkpoint_parts and self.matcher.seq - self.checkpoint_seq >= self.checkpoint_every:
+            self.checkpoint_parts.extend(checkpoint.take(self.matcher, self.checkpoint_part_size))
+            self.checkpoint_seq = self.matcher.seq
+        state = self.checkpoint_parts.popleft() if self.checkpoint_parts else b""
         frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state,
                                   time.time_ns()))
         count = self.matcher.seq - first_seq + 1
@@ -182,13 +196,14 @@ class EngineProcess:
         opened = journal_recovery.ask(config, OpenEpoch(name, time.time_ns()), security,
                                       stopped=lambda: stopper.requested)
         held = journal.EnginePosition(opened.epoch, opened.batch, opened.seq)
-        matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments)
+        matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments,
+                                                     round(spec.client_order_id_window * 1e9))
         journal_recovery.check_visible({name: position}, {name: held}, config.journal.path)
         if (position.batch, matcher.seq) != (held.batch, held.seq):  # the writer froze this history for us
             raise JournalError(f"engine {name}: the journal holds batch {held.batch} seq {held.seq}, but its"
                                f" events rebuild batch {position.batch} seq {matcher.seq}; run"
                                " `exchange journal verify`")
-        self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every)
+        self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every, spec.checkpoint_part_size)
         # half the gateway's wait: what executes is answered before the gateway gives up on it
         self.engine.max_order_age_ns = int(config.gateway.request_timeout * 1e9 / 2)
         self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)

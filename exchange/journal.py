@@ -83,9 +83,14 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
     for column in ("ts_matched", "ts_written"):  # a journal from before these columns gets them
         if column not in db["batches"].columns_dict:
             db["batches"].add_column(column, int)
+    if "checkpoints" in db.table_names() and "part" not in db["checkpoints"].columns_dict:
+        # whole checkpoints of an older version, which this one cannot restore: a restart replays
+        # the events instead (they hold everything a checkpoint does)
+        db["checkpoints"].drop()
     if "checkpoints" not in db.table_names():
-        db["checkpoints"].create({"engine": str, "seq": int, "epoch": int, "batch": int, "digest": str,
-                                  "state": bytes}, pk=("engine", "seq"))
+        # one row per part (exchange.core.checkpoint): a checkpoint is usable once all its parts are in
+        db["checkpoints"].create({"engine": str, "seq": int, "part": int, "parts": int, "epoch": int,
+                                  "batch": int, "digest": str, "state": bytes}, pk=("engine", "seq", "part"))
     if "epochs" not in db.table_names():
         db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
                             pk=("engine", "epoch"))
@@ -171,8 +176,9 @@ class Writer:
         for b in batches:
             batch_rows.append((b.engine, b.batch, b.epoch, b.first_seq, b.last_seq, b.ts_matched or None, ts_written))
             if b.checkpoint:
-                state = checkpoint.read(b.checkpoint)
-                checkpoint_rows.append((b.engine, state.seq, b.epoch, b.batch, state.digest, b.checkpoint))
+                part = checkpoint.read(b.checkpoint)
+                checkpoint_rows.append((b.engine, part.seq, part.part, part.parts, b.epoch, b.batch, part.digest,
+                                        b.checkpoint))
             for position, entry in enumerate(b.entries):
                 cmd = entry.command
                 events = entry.events
@@ -190,7 +196,9 @@ class Writer:
                                   command_rows)
             self.conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)
             if checkpoint_rows:
-                self.conn.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", checkpoint_rows)
+                # a part an earlier epoch wrote at the same seq is the same bytes (same events, same state)
+                self.conn.executemany("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?,?,?)",
+                                      checkpoint_rows)
         if self._checkpointer is not None:
             self._checkpointer.wanted.set()
 
@@ -321,13 +329,30 @@ def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
     return {trade.symbol: trade for trade in trades}
 
 
-def latest_checkpoint(conn: sqlite3.Connection, engine: str) -> bytes | None:
-    """The newest checkpoint of ``engine`` (its state bytes), or None."""
+_WHOLE_CHECKPOINTS = ("SELECT seq, MIN(batch), MIN(digest) FROM checkpoints WHERE engine=? GROUP BY seq"
+                      " HAVING COUNT(*) = MIN(parts) AND MIN(parts) = MAX(parts)"
+                      " AND COUNT(DISTINCT digest) = 1 ORDER BY seq")
+
+
+def latest_checkpoint(conn: sqlite3.Connection, engine: str) -> list[bytes] | None:
+    """The parts of the newest whole checkpoint of ``engine`` (one with every part), or None."""
     if not has_table(conn, "checkpoints"):
         return None
-    row = conn.execute("SELECT state FROM checkpoints WHERE engine=? ORDER BY seq DESC LIMIT 1",
-                       (engine,)).fetchone()
-    return row[0] if row else None
+    row = conn.execute(f"SELECT seq FROM ({_WHOLE_CHECKPOINTS}) ORDER BY seq DESC LIMIT 1", (engine,)).fetchone()
+    return checkpoint_parts(conn, engine, row[0]) if row else None
+
+
+def whole_checkpoints(conn: sqlite3.Connection, engine: str) -> dict[int, tuple[int, str]]:
+    """seq → (batch of its first part, digest) of every checkpoint of ``engine`` with all its parts."""
+    if not has_table(conn, "checkpoints"):
+        return {}
+    return {seq: (batch, digest) for seq, batch, digest in conn.execute(_WHOLE_CHECKPOINTS, (engine,))}
+
+
+def checkpoint_parts(conn: sqlite3.Connection, engine: str, seq: int) -> list[bytes]:
+    """The stored parts of the checkpoint of ``engine`` at ``seq``, in order."""
+    return [state for (state,) in conn.execute(
+        "SELECT state FROM checkpoints WHERE engine=? AND seq=? ORDER BY part", (engine, seq))]
 
 
 ORDER_EVENT_KINDS = ("OrderAccepted", "OrderFilled", "OrderCanceled", "OrderReplaced", "OrderReduced",

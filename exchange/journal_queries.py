@@ -217,7 +217,7 @@ def stats(conn: sqlite3.Connection, path: str | Path) -> dict:
             " GROUP BY engine"):
         engine(name).update(events=count, first_seq=first, last_seq=last, ts_first=ts_first, ts_last=ts_last)
     if journal.has_table(conn, "checkpoints"):
-        for (name, count) in conn.execute("SELECT engine, COUNT(*) FROM checkpoints GROUP BY engine"):
+        for (name, count) in conn.execute("SELECT engine, COUNT(DISTINCT seq) FROM checkpoints GROUP BY engine"):
             engine(name)["checkpoints"] = count
     counts = [{"symbol": symbol, "kind": kind, "count": count} for symbol, kind, count in conn.execute(
         "SELECT symbol, kind, COUNT(*) FROM events GROUP BY symbol, kind ORDER BY symbol, kind")]

@@ -83,5 +83,5 @@ def check_visible(seen: Mapping[str, EnginePosition], held: Mapping[str, EngineP
             raise JournalError(
                 f"the journal writer holds engine {engine}'s history up to batch {pos.batch} seq {pos.seq},"
                 f" but the journal at {path} as this process sees it ends at batch {mine.batch} seq {mine.seq}:"
-                " this process cannot see the journal (is journal.path relative to another working"
-                " directory, or is the journal on another host?); refusing to start with a partial history")
+                " this process cannot see the journal (is the journal on another host, or does this config"
+                " name another file?); refusing to start with a partial history")

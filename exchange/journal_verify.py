@@ -273,24 +273,26 @@ class _EngineCheck:
                        f" checked{unchecked}")
 
     def _checkpoints(self) -> dict[int, tuple]:
-        if not journal.has_table(self.conn, "checkpoints"):
-            return {}
-        return {seq: (batch, digest, state) for seq, batch, digest, state in self.conn.execute(
-            "SELECT seq, batch, digest, state FROM checkpoints WHERE engine=? ORDER BY seq", (self.engine,))}
+        found = journal.whole_checkpoints(self.conn, self.engine)
+        if found and self.matcher is not None:  # replay with the client order id window they were taken with
+            first = journal.checkpoint_parts(self.conn, self.engine, min(found))[0]
+            self.matcher.client_order_ids.window = checkpoint.read(first).client_order_id_window
+        return found
 
     def check_checkpoint(self, seq: int) -> None:
         if self.matcher is None:
             return
-        batch, digest, state = self.checkpoints[seq]
+        batch, digest = self.checkpoints[seq]
         if batch in self.batches and self.batches[batch][2] != seq:
             self.fault(f"the checkpoint at event {seq} says batch {batch}, which ends at event"
                        f" {self.batches[batch][2]}")
-        replayed = self.matcher.digest()
+        replayed = checkpoint.digest_of(self.matcher)
         if digest != replayed:
             self.fault(f"the checkpoint at event {seq} has digest {digest}; the replayed state has {replayed}")
             return
         try:
-            restored = checkpoint.restore(self.instruments, state).digest()
+            restored = checkpoint.digest_of(checkpoint.restore(
+                self.instruments, journal.checkpoint_parts(self.conn, self.engine, seq)))
         except (ValueError, KeyError, msgspec.DecodeError, msgspec.ValidationError) as e:
             self.fault(f"the checkpoint at event {seq} does not restore: {e}")
             return

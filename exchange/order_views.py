@@ -2,7 +2,10 @@
 
 It answers STATUS, finds the order that a REPLACE or a #client-order-id names, and refuses
 someone else's order with the same answer as an order that does not exist (NOT_YOUR_ORDER).
-Memory is bounded: every open order, and the last ``MAX_FINISHED_ORDERS`` finished ones.
+Memory is bounded: every open order, the last ``MAX_FINISHED_ORDERS`` finished ones, and the
+client order ids the engines still reserve: with the same rule as the engines
+(exchange.core.client_order_ids), an id is kept while its order is open and for the window after
+the order's acceptance (by the events' ``ts_event``, which is the command's ``ts_received``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from exchange.core.client_order_ids import DEFAULT_WINDOW_NS, ClientOrderIds
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
     OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderReplaced,
@@ -55,14 +59,25 @@ class OrderView(msgspec.Struct, eq=False, gc=False):
 class OrderViews:
     """Every order the gateway has seen, by order id and by (user, client order id)."""
 
-    def __init__(self, instruments: dict[str, Instrument]):
+    def __init__(self, instruments: dict[str, Instrument], client_order_id_window: int = DEFAULT_WINDOW_NS):
+        """``client_order_id_window`` (ns): the longest of the engines' windows (see the module docstring)."""
         self.instruments = instruments
         self.orders: dict[str, OrderView] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
-        self.client_order_ids: dict[tuple[str, str], str] = {}
+        # (user, client order id) → order id, read like a dict (``in``, ``[]``, ``get``)
+        self.client_order_ids = ClientOrderIds(client_order_id_window, self._is_open)
+
+    def _is_open(self, order_id: str, symbol: str) -> bool:
+        view = self.orders.get(order_id)
+        return view is not None and view.leaves_qty > 0
 
     def load(self, events: Iterable) -> int:
-        """Learn the orders of earlier sessions from journaled order events; return how many."""
+        """Learn the orders of earlier sessions from journaled order events; return how many.
+
+        It needs only the order events (in sequence order per engine) of the orders that are
+        still open and of those accepted within the window before now: older closed orders
+        cannot be named by a client order id any more. Fed more, it keeps no more than that.
+        """
         before = len(self.orders)
         for event in events:
             self.track(event)
@@ -94,7 +109,8 @@ class OrderViews:
         if isinstance(event, OrderAccepted):
             self.orders[event.order_id] = OrderView.of(event)
             if event.client_order_id:
-                self.client_order_ids[(event.user, event.client_order_id)] = event.order_id
+                self.client_order_ids.add((event.user, event.client_order_id), event.order_id, event.symbol,
+                                          event.ts_event)
             return
         view = self.orders.get(getattr(event, "order_id", ""))
         if view is None:

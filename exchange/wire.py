@@ -57,7 +57,7 @@ class EventBatch(_Wire):
     first_seq: int
     last_seq: int
     entries: list[Entry]
-    checkpoint: bytes = b""  # the matcher's state after last_seq (exchange.core.checkpoint), now and then
+    checkpoint: bytes = b""  # now and then, one part of a checkpoint of the matcher (exchange.core.checkpoint)
     ts_matched: int = 0  # wall clock (ns) when the engine finished matching the batch
 
 

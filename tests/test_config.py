@@ -102,7 +102,7 @@ def test_a_notifier_replica_is_one_more_role_on_its_own_endpoints(tmp_path):
     assert b.secret_key_file == first.secret_key_file and b.io_threads == first.io_threads  # one service, shared
     assert b.replicas == [] and first.replicas == []
     assert {"tcp://127.0.0.1:7103", "tcp://127.0.0.1:7104", "tcp://127.0.0.1:7105"} <= set(config.endpoints())
-    with pytest.raises(ConfigError, match=r"no notifier replica named 'c'; the config has \['b'\]"):
+    with pytest.raises(ConfigError, match=r"no notifier replica named 'c'; the config has b - at"):
         config.notifier.replica("c")
 
 

@@ -72,7 +72,7 @@ class JournalBuilder:
         first = matcher.seq + 1
         entries = [Entry("gw", 1, n, command, matcher.handle(command)) for n, command in enumerate(commands)]
         self.batches[engine] += 1
-        state = checkpoint.take(matcher) if take_checkpoint else b""
+        state = checkpoint.take(matcher)[0] if take_checkpoint else b""  # small: one part
         batch = EventBatch(engine, 1, self.batches[engine], first, matcher.seq, entries, state)
         self.writer.append([batch])
         for entry in entries:
@@ -442,7 +442,7 @@ def test_events_round_trip_through_the_journal_and_verify_passes(batches, checkp
         entries = [Entry("gw", 1, i, command, matcher.handle(command)) for i, command in enumerate(batch)]
         state = b""
         if checkpoint_every and n % checkpoint_every == 0 and matcher.seq > checkpoint_seq:
-            state, checkpoint_seq = checkpoint.take(matcher), matcher.seq
+            state, checkpoint_seq = checkpoint.take(matcher)[0], matcher.seq  # small: one part
         writer.append([EventBatch("e1", 1, n, first_seq, matcher.seq, entries, state)])
         written += [event for entry in entries for event in entry.events]
     assert list(journal.engine_events(db.conn, "e1")) == written

@@ -13,7 +13,7 @@ from exchange.config import load_config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, PlaceOrder
-from exchange.core.orders import Side
+from exchange.core.orders import Side, TimeInForce
 from exchange.engine import Engine, recover
 from exchange.wire import Decoder, EventBatch, Request, Requests, encode
 
@@ -34,19 +34,21 @@ def commands(n: int, seed: int = 7):
                              client_order_id=f"c{i}" if i % 4 == 0 else "", ts_received=i)
 
 
-def journaled_engine(path: Path, n: int, checkpoint_every: int, per_batch: int = 50) -> Engine:
-    """An engine that handled ``n`` commands, every batch of which the journal at ``path`` holds."""
-    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition(), checkpoint_every)
+def journaled_engine(path: Path, n: int, checkpoint_every: int, per_batch: int = 50,
+                     engine: Engine | None = None, stream=None, max_frame: int | None = None) -> Engine:
+    """An engine that handled ``n`` commands (of ``stream``, by default ``commands``), every batch of
+    which the journal at ``path`` holds; with ``max_frame``, each batch's frame must fit in it."""
+    engine = engine or Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition(), checkpoint_every)
     writer = journal.Writer(journal.open_db(path), CONFIG.instrument_map())
     decoder, batches = Decoder(Requests), Decoder(EventBatch)
     pending = []
-    for i, command in enumerate(commands(n)):
+    for i, command in enumerate(stream if stream is not None else commands(n)):
         pending.append([encode([Request("gw", 1, i, command)])])
-        if len(pending) == per_batch:
-            writer.append([batches.decode(engine.handle_requests(pending, decoder))])
+        if len(pending) == per_batch or i == n - 1:
+            frame = engine.handle_requests(pending, decoder)
+            assert max_frame is None or len(frame) <= max_frame, f"a batch of {len(frame):,} bytes"
+            writer.append([batches.decode(frame)])
             pending = []
-    if pending:
-        writer.append([batches.decode(engine.handle_requests(pending, decoder))])
     writer.conn.close()
     return engine
 
@@ -71,18 +73,70 @@ def test_a_checkpoint_restores_every_order_in_priority_with_its_client_ids():
     for command in commands(2000, seed=3):
         matcher.handle(command)
     copy = checkpoint.restore(INSTRUMENTS, checkpoint.take(matcher))
-    assert copy.state() == matcher.state()
-    assert checkpoint.read(checkpoint.take(matcher)).digest == matcher.digest()
+    assert copy.state() == matcher.state() and copy.digest() == matcher.digest()
+    assert checkpoint.read(checkpoint.take(matcher)[0]).digest == checkpoint.digest_of(matcher)
 
 
-def test_a_checkpoint_that_does_not_match_its_digest_is_refused():
+@pytest.mark.parametrize("part_size", [1024, 5000, 10**6])
+def test_a_checkpoint_in_parts_restores_whole_and_each_part_holds_at_most_its_size(part_size):
+    matcher = Matcher(1, INSTRUMENTS)
+    for command in commands(2000, seed=3):
+        matcher.handle(command)
+    parts = checkpoint.take(matcher, part_size)
+    assert all(len(checkpoint.read(part).data) <= part_size for part in parts)
+    assert (len(parts) > 1) == (part_size < 10**6)
+    assert checkpoint.restore(INSTRUMENTS, reversed(parts)).digest() == matcher.digest()
+
+
+def test_a_checkpoint_that_does_not_match_its_digest_or_misses_a_part_is_refused():
     matcher = Matcher(1, INSTRUMENTS)
     for command in commands(200):
         matcher.handle(command)
-    state = checkpoint.read(checkpoint.take(matcher))
-    forged = encode(msgspec.structs.replace(state, last_trade_number=state.last_trade_number + 1))
-    with pytest.raises(ValueError, match="does not restore to its digest"):
-        checkpoint.restore(INSTRUMENTS, forged)
+    parts = checkpoint.take(matcher, 1024)
+    first = checkpoint.read(parts[0])
+    forged = encode(msgspec.structs.replace(first, data=first.data[:-1] + bytes([first.data[-1] ^ 1])))
+    with pytest.raises(ValueError, match="does not match its digest"):
+        checkpoint.restore(INSTRUMENTS, [forged, *parts[1:]])
+    with pytest.raises(ValueError, match="not one whole checkpoint"):
+        checkpoint.restore(INSTRUMENTS, parts[:-1])
+
+
+def many_client_order_ids(n: int):
+    """Orders with a new client order id each, one µs apart: a third rest (their ids stay reserved
+    while open), the rest are IOC orders that close at once (their ids leave after the window)."""
+    for i in range(n):
+        resting = i % 3 == 0
+        yield PlaceOrder(f"u{i % 5}", "BTC-USD", Side.BUY if resting else Side.SELL, 1,
+                         99_000 + i % 50 if resting else 101_000, TimeInForce.GTC if resting else TimeInForce.IOC,
+                         client_order_id=f"id-{i:06d}", ts_received=i * 1000)
+
+
+def test_a_checkpoint_bigger_than_the_message_cap_goes_out_in_parts_and_recovery_uses_it(tmp_path):
+    """The old breaking point at small scale: with a 16 KiB cap on a message (64 MiB in the mesh)
+    and 4 KiB checkpoint parts, 6,000 client order ids and 2,000 resting orders make a state many
+    times the cap. Every batch still fits, the journal holds whole checkpoints, a restart restores
+    the newest and replays the rest to the live state, and the window keeps the ids bounded."""
+    path, cap, window = tmp_path / "journal.db", 16 * 1024, 200_000  # window: 200 commands
+    engine = Engine("e1", Matcher(1, INSTRUMENTS, window), 1, journal.EnginePosition(), checkpoint_every=2000,
+                    checkpoint_part_size=4096)
+    live = journaled_engine(path, 6000, 0, per_batch=20, engine=engine, stream=many_client_order_ids(6000),
+                            max_frame=cap)
+    assert len(checkpoint.encoded(live.matcher)) > 4 * cap
+    ids = live.matcher.client_order_ids
+    assert 2000 <= len(ids) <= 2000 + 2 * 200  # the resting orders' and the last two windows' at most
+    conn = journal.open_readonly(path)
+    whole = journal.whole_checkpoints(conn, "e1")
+    newest = journal.latest_checkpoint(conn, "e1")
+    conn.close()
+    assert len(whole) >= 2 and len(newest) > 4
+    rebuilt, position = recover(str(path), "e1", 1, INSTRUMENTS, window)
+    assert rebuilt.digest() == live.matcher.digest() and position.seq == live.matcher.seq
+    again = PlaceOrder("u0", "BTC-USD", Side.BUY, 1, 99_000, client_order_id="id-000000", ts_received=10**9)
+    old = PlaceOrder("u1", "BTC-USD", Side.SELL, 1, 101_000, TimeInForce.IOC, client_order_id="id-000001",
+                     ts_received=10**9)
+    for command in (again, old):  # open: still reserved; closed long ago: free again
+        assert msgspec.msgpack.encode(rebuilt.handle(command)) == msgspec.msgpack.encode(live.matcher.handle(command))
+    assert [type(e).__name__ for e in rebuilt.handle(again)][:1] == ["OrderRejected"]
 
 
 def test_an_engine_still_takes_one_request_per_message_from_an_older_gateway():

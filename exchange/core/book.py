@@ -7,10 +7,10 @@ Invariants (the matcher keeps them; ``check()`` asserts them):
 - a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, and ``dead`` the number of
   dead orders still in its deque; every live order has ``leaves_qty`` > 0, so a level has live
   orders exactly when its ``qty`` is > 0 (no count of live orders is needed);
-- ``orders`` maps order_id → every live Order on the book;
-- ``open_orders`` is None until a limit on open orders first needs it (``open_orders_of``); from
-  then on it maps user → how many of ``orders`` are theirs (users with none are absent). Most
-  venues set no such limit, and counting costs two dict operations per order added or removed.
+- ``orders`` maps order_id → every live Order on the book, in the order they entered it;
+- ``user_orders`` maps user → their orders of ``orders`` (order_id → Order), in the same order;
+  users with none are absent. Cancel-all and the open-order limit read it, so that their cost is
+  the user's own orders, not the book's. Only ``add`` and ``unlist`` change these two maps.
 
 ``last_price`` is the price of the book's last trade (None before the first); the matcher sets it.
 
@@ -49,7 +49,7 @@ class OrderBook:
     """Bids and asks of one instrument."""
 
     __slots__ = ("instrument", "symbol", "bids", "asks", "bid_prices", "ask_prices",
-                 "best_bid", "best_ask", "orders", "last_top", "open_orders", "last_price",
+                 "best_bid", "best_ask", "orders", "last_top", "user_orders", "last_price",
                  "limited")
 
     def __init__(self, instrument: Instrument):
@@ -63,10 +63,7 @@ class OrderBook:
         self.best_ask: int | None = None
         self.orders: dict[str, Order] = {}
         self.last_top: tuple = (None, 0, None, 0)  # the top of book last published
-        # user → their orders on this book; None: not counted (no limit has needed it yet)
-        self.open_orders: dict[str, int] | None = None
-        if instrument.max_open_orders:
-            self.open_orders = {}
+        self.user_orders: dict[str, dict[str, Order]] = {}  # user → their orders on this book
         self.last_price: int | None = None  # of the last trade
         # whether the instrument sets any risk limit (the matcher skips them all if not)
         self.limited = (instrument.max_notional is not None or instrument.price_band is not None
@@ -81,11 +78,13 @@ class OrderBook:
             level = self.new_level(side, price)
         level.orders.append(order)
         level.qty += order.leaves_qty
-        self.orders[order.order_id] = order
-        open_orders = self.open_orders
-        if open_orders is not None:
-            user = order.user
-            open_orders[user] = open_orders.get(user, 0) + 1
+        order_id = order.order_id
+        self.orders[order_id] = order
+        mine = self.user_orders.get(order.user)
+        if mine is None:
+            self.user_orders[order.user] = {order_id: order}
+        else:
+            mine[order_id] = order
         return level
 
     def new_level(self, side: Side, price: int) -> Level:
@@ -108,10 +107,7 @@ class OrderBook:
 
         Returns the quantity left at its price level (0 if the level is gone).
         """
-        order.live = False
-        del self.orders[order.order_id]
-        if self.open_orders is not None:
-            self.uncount(order.user)
+        self.unlist(order)
         side, price = order.side, order.price
         level = (self.bids if side is BUY else self.asks)[price]
         level.qty = qty = level.qty - order.leaves_qty
@@ -139,23 +135,24 @@ class OrderBook:
         if order.leaves_qty == 0:
             self.remove(order)
 
-    def open_orders_of(self, user: str) -> int:
-        """How many orders ``user`` has on this book; starts counting per user if not yet."""
-        open_orders = self.open_orders
-        if open_orders is None:
-            self.open_orders = open_orders = {}
-            for order in self.orders.values():
-                open_orders[order.user] = open_orders.get(order.user, 0) + 1
-        return open_orders.get(user, 0)
+    def unlist(self, order: Order) -> None:
+        """``order`` is no longer live: take it out of ``orders`` and ``user_orders``.
 
-    def uncount(self, user: str) -> None:
-        """One order of ``user`` left the book (only while ``open_orders`` counts)."""
-        open_orders = self.open_orders
-        left = open_orders[user] - 1
-        if left:
-            open_orders[user] = left
-        else:
-            del open_orders[user]
+        Its level is the caller's to update (``remove`` does; the matcher's fill of a level's
+        front order does it its own way). Every path by which an order leaves a book comes here.
+        """
+        order.live = False
+        order_id = order.order_id
+        del self.orders[order_id]
+        mine = self.user_orders[order.user]
+        del mine[order_id]
+        if not mine:
+            del self.user_orders[order.user]
+
+    def open_orders_of(self, user: str) -> int:
+        """How many orders ``user`` has on this book."""
+        mine = self.user_orders.get(user)
+        return len(mine) if mine is not None else 0
 
     def drop_level(self, side: Side, price: int) -> None:
         """Forget the level at ``price``, whose last live order just left; the best may move."""
@@ -239,10 +236,12 @@ class OrderBook:
                     assert self.orders.get(order.order_id) is order
         assert len(self.orders) == sum(len(level.orders) - level.dead
                                        for level in (*self.bids.values(), *self.asks.values()))
-        users: dict[str, int] = {}
+        users: dict[str, list[str]] = {}
         for order in self.orders.values():
-            users[order.user] = users.get(order.user, 0) + 1
-        assert self.open_orders is None or self.open_orders == users, (
-            f"open orders per user {self.open_orders}, expected {users}")
+            users.setdefault(order.user, []).append(order.order_id)
+        indexed = {user: list(mine) for user, mine in self.user_orders.items()}
+        assert indexed == users, f"orders per user {indexed}, expected {users}"
+        for mine in self.user_orders.values():
+            assert all(self.orders[order_id] is order for order_id, order in mine.items())
         if self.best_bid is not None and self.best_ask is not None:
             assert self.best_bid < self.best_ask, f"crossed book: {self.best_bid} >= {self.best_ask}"

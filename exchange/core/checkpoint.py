@@ -1,12 +1,24 @@
 """Checkpoints: a matcher's whole state as bytes, so a restart replays only the events after it.
 
-``take(matcher)`` encodes the state after event ``matcher.seq``; ``restore(instruments, data)``
-builds a matcher in exactly that state (same digest), ready to ``apply`` the events that follow.
-Resting orders are stored per side in priority order, so time priority survives the round trip.
+``take(matcher, part_size)`` encodes the state after event ``matcher.seq`` and cuts it into parts
+of at most ``part_size`` bytes of state each, so that no message carrying one comes near the
+mesh's message size cap however big the books grow; ``restore(instruments, parts)`` builds a
+matcher in exactly that state, ready to ``apply`` the events that follow.
+
+Resting orders are stored in the order they entered their book: that is time priority within
+each level, and the order in which a cancel-all cancels them, so both survive the round trip.
+
+Each part carries the checkpoint's ``digest``: a sha256 of the encoded state (hashing bytes, in
+C, rather than building and sorting ``Matcher.state()``, so that taking a checkpoint does not
+stall the engine). The encoding is canonical (books in instrument order, orders and client order
+ids in the order the matcher keeps them, which replay reproduces), so the digest identifies the
+state: ``restore`` checks the parts against it and then that the restored matcher encodes to the
+very same bytes, and ``digest_of(matcher)`` gives a replayed matcher's digest to compare.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import msgspec
@@ -14,6 +26,8 @@ import msgspec
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.orders import Order, SelfTradePrevention, Side, TimeInForce
+
+DEFAULT_PART_SIZE = 4 * 1024 * 1024  # bytes of state per part, well under the mesh's 64 MiB cap
 
 
 class BookState(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -30,46 +44,87 @@ class Checkpoint(msgspec.Struct, frozen=True, array_like=True, gc=False):
     seq: int
     last_order_number: int
     last_trade_number: int
-    client_order_ids: list[tuple[str, str, str]]  # (user, client order id, order id)
+    client_order_id_window: int  # ns
+    client_order_ids: list[tuple[int, str, str, str, str, int]]  # ClientOrderIds.due, as it is
     books: list[BookState]
-    digest: str  # Matcher.digest() of this state, so a restore can prove itself
+
+
+class CheckpointPart(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Part ``part`` of ``parts`` of the encoded Checkpoint of an engine after event ``seq``."""
+
+    engine_id: int
+    seq: int
+    part: int  # 0 .. parts - 1
+    parts: int
+    digest: str  # sha256 of the whole encoded Checkpoint (32 hex digits)
+    client_order_id_window: int  # ns, as in the Checkpoint (a verifier replays with it)
+    data: bytes  # this part's slice of it
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decoder = msgspec.msgpack.Decoder(Checkpoint)
+_part_decoder = msgspec.msgpack.Decoder(CheckpointPart)
 
 
-def take(matcher: Matcher) -> bytes:
-    """The matcher's state as bytes."""
+def encoded(matcher: Matcher) -> bytes:
+    """The matcher's state, encoded canonically."""
     books = []
     for book in matcher.books.values():
         orders = [(o.order_id, o.user, o.side, o.price, o.qty, o.leaves_qty, o.tif, o.stp, o.client_order_id)
-                  for side in (Side.BUY, Side.SELL) for o in book.priority_orders(side)]
+                  for o in book.orders.values()]
         books.append(BookState(book.symbol, book.last_top, orders, book.last_price))
-    ids = [(user, cid, order_id) for (user, cid), order_id in matcher.client_order_ids.items()]
+    ids = matcher.client_order_ids
     return _encode(Checkpoint(matcher.engine_id, matcher.seq, matcher.last_order_number,
-                              matcher.last_trade_number, ids, books, matcher.digest()))
+                              matcher.last_trade_number, ids.window, list(ids.due), books))
 
 
-def restore(instruments: Iterable[Instrument], data: bytes) -> Matcher:
-    """A matcher in the state ``data`` holds; ValueError if it does not reproduce its digest."""
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def digest_of(matcher: Matcher) -> str:
+    """The digest a checkpoint of ``matcher`` would carry."""
+    return _digest(encoded(matcher))
+
+
+def take(matcher: Matcher, part_size: int = DEFAULT_PART_SIZE) -> list[bytes]:
+    """The matcher's state as one or more parts, each holding at most ``part_size`` bytes of it."""
+    data = encoded(matcher)
+    digest = _digest(data)
+    count = max(1, -(-len(data) // part_size))
+    window = matcher.client_order_ids.window
+    return [_encode(CheckpointPart(matcher.engine_id, matcher.seq, n, count, digest, window,
+                                   data[n * part_size:(n + 1) * part_size]))
+            for n in range(count)]
+
+
+def restore(instruments: Iterable[Instrument], parts: Iterable[bytes]) -> Matcher:
+    """A matcher in the state the parts hold; ValueError if they are not one whole checkpoint or
+    do not restore to exactly the state they hold."""
+    decoded = sorted((_part_decoder.decode(part) for part in parts), key=lambda p: p.part)
+    if not decoded or [p.part for p in decoded] != list(range(decoded[0].parts)) or \
+            len({(p.seq, p.digest) for p in decoded}) != 1:
+        raise ValueError("checkpoint parts are not one whole checkpoint")
+    data = b"".join(p.data for p in decoded)
+    if _digest(data) != decoded[0].digest:
+        raise ValueError(f"checkpoint at seq {decoded[0].seq} does not match its digest")
     checkpoint = _decoder.decode(data)
-    matcher = Matcher(checkpoint.engine_id, instruments)
+    matcher = Matcher(checkpoint.engine_id, instruments, checkpoint.client_order_id_window)
     matcher.seq = checkpoint.seq
     matcher.last_order_number = checkpoint.last_order_number
     matcher.last_trade_number = checkpoint.last_trade_number
-    matcher.client_order_ids = {(user, cid): order_id for user, cid, order_id in checkpoint.client_order_ids}
+    matcher.client_order_ids.from_due(checkpoint.client_order_ids)
     for state in checkpoint.books:
         book = matcher.books[state.symbol]
         for fields in state.orders:
             book.add(Order(*fields))
         book.last_top = tuple(state.last_top)
         book.last_price = state.last_price
-    if matcher.digest() != checkpoint.digest:
+    if encoded(matcher) != data:
         raise ValueError(f"checkpoint at seq {checkpoint.seq} does not restore to its digest")
     return matcher
 
 
-def read(data: bytes) -> Checkpoint:
-    """The checkpoint in ``data`` (its seq and digest, say), without building a matcher."""
-    return _decoder.decode(data)
+def read(part: bytes) -> CheckpointPart:
+    """One part's header and data (its seq and digest, say), without building a matcher."""
+    return _part_decoder.decode(part)

@@ -1,7 +1,8 @@
 """The matcher: commands in, events out, for every book one engine owns.
 
-Rule 1: all state changes to a book happen here (through OrderBook's add/remove/reduce, or
-        copies of them inlined on the hot paths, which say so).
+Rule 1: all state changes to a book happen here, through OrderBook's add/remove/reduce/unlist;
+        the hot paths update a level's quantity and queue themselves (they say so), but an order
+        enters or leaves the book's maps (``orders``, ``user_orders``) only in ``add`` and ``unlist``.
 Rule 2: no I/O, no clock, no randomness. Same commands in, same events out, byte for byte.
 Rule 3: a client mistake is an ``OrderRejected`` event, never an exception; an exception here
         is a bug (a broken invariant) and should crash the process.
@@ -15,6 +16,8 @@ Theory of operation
   level the command changed and a ``TopOfBook`` if the best bid or offer changed.
 - ``seq`` is assigned here, +1 per event across all the engine's books. Order and trade ids are
   ``"<engine_id>-<n>"``, unique across a mesh of engines with distinct ids.
+- A client order id is reserved while its order is open and for a window after its acceptance
+  (``client_order_ids.py``); a PlaceOrder that reuses a reserved one is rejected DUPLICATE_ID.
 - Risk limits (``Instrument.max_notional``, ``price_band``, ``max_open_orders`` and the user's own
   ``PlaceOrder.max_open_orders``) are checked after DUPLICATE_ID, so that a resent order is always
   recognised, and before any book is touched. A command within them gives exactly the events it
@@ -45,6 +48,7 @@ from collections.abc import Iterable
 import msgspec
 
 from exchange.core.book import OrderBook
+from exchange.core.client_order_ids import DEFAULT_WINDOW_NS, ClientOrderIds
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
     CancelAll, CancelOrder, DepthUpdate, Event, OrderAccepted, OrderCanceled, OrderExpired,
@@ -73,15 +77,16 @@ _TAILS = tuple(f"{n:03d}" for n in range(1000))
 class Matcher:
     """The books of one engine, its sequence number and its id counters."""
 
-    def __init__(self, engine_id: int, instruments: Iterable[Instrument]):
+    def __init__(self, engine_id: int, instruments: Iterable[Instrument],
+                 client_order_id_window: int = DEFAULT_WINDOW_NS):
         self.engine_id = engine_id
         self.books: dict[str, OrderBook] = {i.symbol: OrderBook(i) for i in instruments}
         self.seq = 0  # the last event's sequence number
         self._id_prefix = f"{engine_id}-"
         self.last_order_number = 0  # these also set the cached heads of ids (see the properties)
         self.last_trade_number = 0
-        # (user, client_order_id) → order_id, for every order ever accepted (ids are never reused)
-        self.client_order_ids: dict[tuple[str, str], str] = {}
+        # (user, client_order_id) → order_id, while reserved (the uniqueness window, in ns)
+        self.client_order_ids = ClientOrderIds(client_order_id_window, self._is_open)
         self._handlers = {  # PlaceOrder is handled in ``handle`` itself
             CancelOrder: self._cancel,
             ReplaceOrder: self._replace,
@@ -145,11 +150,12 @@ class Matcher:
             return self._reject(cmd, RejectCode.BAD_PRICE, instrument.price_problem(price))
         client_order_id = cmd.client_order_id
         user = cmd.user
-        if client_order_id and (user, client_order_id) in self.client_order_ids:
-            # the reject names the original order, so a gateway can answer a resend with its outcome
-            return self._reject(cmd, RejectCode.DUPLICATE_ID,
-                                f"client order id #{client_order_id} was already used",
-                                self.client_order_ids[(user, client_order_id)])
+        if client_order_id:
+            original = self.client_order_ids.taken((user, client_order_id), cmd.ts_received)
+            if original:
+                # the reject names the original order, so a gateway can answer a resend with its outcome
+                return self._reject(cmd, RejectCode.DUPLICATE_ID,
+                                    f"client order id #{client_order_id} was already used", original)
         # risk limits come after DUPLICATE_ID, so that a resent order is always recognised as one;
         # ``book.limited`` is False when the instrument sets none, so usually this is one test
         if book.limited or cmd.max_open_orders:
@@ -182,23 +188,14 @@ class Matcher:
         seq = self.seq + 1
         accepted = OrderAccepted(seq, ts, symbol, order_id, user, side, qty, price, tif, stp, client_order_id)
         if client_order_id:
-            self.client_order_ids[(user, client_order_id)] = order_id
+            self.client_order_ids.add((user, client_order_id), order_id, symbol, ts)
         order = Order(order_id, user, side, price, qty, qty, tif, stp, client_order_id)
 
         if not crosses and (tif is GTC or tif is POST):
             # Fast path for the most common command, a limit order that rests without trading:
             # its level is the only one touched, so it needs no ``touched`` list and no top-of-book
-            # comparison (see the module docstring). ``book.add(order)`` is inlined: a Python call
-            # costs as much as the rest of it.
-            book.orders[order_id] = order
-            open_orders = book.open_orders
-            if open_orders is not None:
-                open_orders[user] = open_orders.get(user, 0) + 1
-            level = (book.bids if side is BUY else book.asks).get(price)
-            if level is None:
-                level = book.new_level(side, price)
-            level.orders.append(order)
-            level.qty = level_qty = level.qty + qty
+            # comparison (see the module docstring).
+            level_qty = book.add(order).qty
             if price != (book.best_bid if side is BUY else book.best_ask):
                 self.seq = seq + 1
                 return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
@@ -244,37 +241,16 @@ class Matcher:
             if order is None:
                 return self._reject_unknown(cmd)
         # Fast path: one level changes, so no ``touched`` list and no top-of-book comparison (see
-        # the module docstring). ``book.remove(order)`` is inlined.
+        # the module docstring).
         side = order.side
         price = order.price
-        leaves = order.leaves_qty
-        user = order.user
         ts = cmd.ts_received
         symbol = book.symbol
         seq = self.seq
-        canceled = OrderCanceled(seq + 1, ts, symbol, order.order_id, user, side, leaves,
+        canceled = OrderCanceled(seq + 1, ts, symbol, order.order_id, order.user, side, order.leaves_qty,
                                  USER_CANCEL, order.client_order_id)
-        order.live = False
-        del book.orders[order.order_id]
-        if book.open_orders is not None:
-            book.uncount(user)
-        if side is BUY:
-            level = book.bids[price]
-            at_best = price == book.best_bid
-        else:
-            level = book.asks[price]
-            at_best = price == book.best_ask
-        level.qty = left = level.qty - leaves
-        if left == 0:  # it was the level's last live order
-            book.drop_level(side, price)
-        else:
-            orders = level.orders
-            if orders[0] is order:
-                orders.popleft()
-            else:  # it stays in the deque, dead (see OrderBook.remove)
-                level.dead = dead = level.dead + 1
-                if dead > len(orders) - dead + 16:
-                    book.compact(level)
+        at_best = price == (book.best_bid if side is BUY else book.best_ask)
+        left = book.remove(order)
         if not at_best:
             self.seq = seq + 2
             return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, left)]
@@ -355,8 +331,8 @@ class Matcher:
         events: list[Event] = []
         ts, user, reason, order_ids = cmd.ts_received, cmd.user, cmd.reason, cmd.order_ids
         for book in books:
-            if order_ids is None:
-                mine = [order for order in book.orders.values() if order.user == user]
+            if order_ids is None:  # the user's own orders, oldest first: no walk over the book
+                mine = list(book.user_orders.get(user, {}).values())
             else:  # only these, if they are open orders of the user's
                 found = (book.orders.get(order_id) for order_id in dict.fromkeys(order_ids))
                 mine = [order for order in found if order is not None and order.user == user]
@@ -388,8 +364,7 @@ class Matcher:
         taker_id = taker.order_id
         taker_cid = taker.client_order_id
         append = events.append
-        book_orders = book.orders
-        counting = book.open_orders is not None  # no limit check runs while matching
+        unlist = book.unlist
         taker_leaves = taker.leaves_qty
         seq = self.seq
         number = self._trade_number
@@ -438,17 +413,14 @@ class Matcher:
                                    price, taker_leaves, taker_qty - taker_leaves, False, taker_cid))
                 seq += 3
                 append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
-                # ``book.reduce(maker, qty)``, inlined and cut to what the front order of a level
-                # needs: a filled maker leaves the book, and its level if it was the last
+                # ``book.reduce(maker, qty)``, cut to what the front order of a level needs: a
+                # filled maker leaves the book, and its level if it was the last
                 level_qty -= qty
                 if qty != maker_leaves:
                     maker.leaves_qty = maker_leaves - qty  # the taker is used up
                     continue
                 maker.leaves_qty = 0
-                maker.live = False
-                del book_orders[maker.order_id]
-                if counting:
-                    book.uncount(maker.user)
+                unlist(maker)
                 if level_qty:
                     orders.popleft()
                 else:
@@ -499,18 +471,34 @@ class Matcher:
         return True
 
     def _fillable(self, book: OrderBook, taker: Order) -> bool:
-        """Whether a fill-or-kill order fills completely before reaching its own user's order."""
+        """Whether a fill-or-kill order fills completely before reaching its own user's order.
+
+        Level by level, best first, a level's ``qty`` at a time; it stops as soon as enough is
+        found. Only the level of the user's own best opposite order (from ``user_orders``) is
+        walked order by order, up to that order.
+        """
         needed = taker.qty
+        user = taker.user
+        maker_side = SELL if taker.side is BUY else BUY
+        own = [o.price for o in book.user_orders.get(user, {}).values() if o.side is maker_side]
         if taker.side is BUY:
             prices = book.ask_prices.irange(maximum=taker.price)
             levels = book.asks
+            stop = min(own) if own else None
         else:
             prices = book.bid_prices.irange(minimum=taker.price, reverse=True)
             levels = book.bids
+            stop = max(own) if own else None
         for price in prices:
-            for maker in levels[price].orders:
+            level = levels[price]
+            if price != stop:
+                needed -= level.qty
+                if needed <= 0:
+                    return True
+                continue
+            for maker in level.orders:  # the user's own order is in here: count up to it
                 if maker.live:
-                    if maker.user == taker.user:
+                    if maker.user == user:
                         return False
                     needed -= maker.leaves_qty
                     if needed <= 0:
@@ -634,10 +622,10 @@ class Matcher:
     # -- replay and digest ---------------------------------------------------------------------
 
     @classmethod
-    def rebuild(cls, engine_id: int, instruments: Iterable[Instrument],
-                events: Iterable[Event]) -> Matcher:
+    def rebuild(cls, engine_id: int, instruments: Iterable[Instrument], events: Iterable[Event],
+                client_order_id_window: int = DEFAULT_WINDOW_NS) -> Matcher:
         """A matcher in the state that produced ``events`` (as read back from a journal)."""
-        matcher = cls(engine_id, instruments)
+        matcher = cls(engine_id, instruments, client_order_id_window)
         for event in events:
             matcher.apply(event)
         return matcher
@@ -654,7 +642,8 @@ class Matcher:
                               event.tif, event.stp, event.client_order_id)
                 self.last_order_number = self._number(event.order_id)
                 if event.client_order_id:
-                    self.client_order_ids[(event.user, event.client_order_id)] = event.order_id
+                    self.client_order_ids.add((event.user, event.client_order_id), event.order_id,
+                                              event.symbol, event.ts_event)
                 if event.price is None:
                     self._replay_takers[event.order_id] = order
                 else:
@@ -702,6 +691,9 @@ class Matcher:
             case OrderRejected():
                 pass
 
+    def _is_open(self, order_id: str, symbol: str) -> bool:
+        return order_id in self.books[symbol].orders
+
     def _replayed(self, book: OrderBook, order_id: str) -> Order:
         order = book.orders.get(order_id) or self._replay_takers.get(order_id)
         if order is None:
@@ -719,7 +711,7 @@ class Matcher:
         before price bands existed (journals hold checkpoint digests); checkpoints carry it.
         """
         return (self.engine_id, self.seq, self.last_order_number, self.last_trade_number,
-                tuple(sorted(self.client_order_ids.items())),
+                self.client_order_ids.state(),
                 tuple((book.state(), book.top(), book.last_top) for book in self.books.values()))
 
     def digest(self) -> str:

@@ -16,6 +16,8 @@ so that a change to them is a visible change of behaviour:
 - a place is validated in this order: symbol, quantity, market order's time in force, price,
   duplicate client order id (the reject names the original order); then against the book:
   post-only crossing, market order liquidity;
+- a client order id is a duplicate while the last order that used it is open, or less than
+  ``client_order_id_window`` after that order's acceptance (by the commands' ``ts_received``);
 - a replace: quantity (limits, then above what is filled), price, post-only crossing;
 - cancel and replace name an order by ``order_id`` or, if that is empty, by the user's
   ``client_order_id``; a ``symbol`` narrows the search to that book (an unknown one finds
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from exchange.core.client_order_ids import DEFAULT_WINDOW_NS
 
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
@@ -116,13 +120,16 @@ class RefBook:
 class ReferenceMatcher:
     """The reference for ``exchange.core.matching.Matcher``: ``handle(command)`` → order events."""
 
-    def __init__(self, engine_id: int, instruments: Iterable[Instrument]):
+    def __init__(self, engine_id: int, instruments: Iterable[Instrument],
+                 client_order_id_window: int = DEFAULT_WINDOW_NS):
         self.engine_id = engine_id
+        self.client_order_id_window = client_order_id_window
         self.books = {i.symbol: RefBook(i) for i in instruments}
         self.last_order_number = 0
         self.last_trade_number = 0
         self.arrivals = 0
-        self.client_order_ids: dict[tuple[str, str], str] = {}  # every accepted order's
+        self.client_order_ids: dict[tuple[str, str], str] = {}  # every accepted order's, the last per key
+        self.accepted_at: dict[tuple[str, str], int] = {}  # when that order was accepted
 
     def handle(self, command) -> list:
         match command:
@@ -149,7 +156,7 @@ class ReferenceMatcher:
             return [self.reject(cmd, RejectCode.BAD_TIF)]
         if cmd.price is not None and not 1 <= cmd.price <= instrument.max_price:
             return [self.reject(cmd, RejectCode.BAD_PRICE)]
-        original = self.client_order_ids.get((cmd.user, cmd.client_order_id), "")
+        original = self.reserved(cmd.ts_received).get((cmd.user, cmd.client_order_id), "")
         if cmd.client_order_id and original:
             return [self.reject(cmd, RejectCode.DUPLICATE_ID, original)]
         makers = book.side(opposite(cmd.side))
@@ -164,6 +171,7 @@ class ReferenceMatcher:
                          cmd.client_order_id)
         if cmd.client_order_id:
             self.client_order_ids[(cmd.user, cmd.client_order_id)] = order.order_id
+            self.accepted_at[(cmd.user, cmd.client_order_id)] = cmd.ts_received
         events: list = [OrderAccepted(0, 0, book.symbol, order.order_id, order.user, order.side,
                                       order.qty, order.price, order.tif, order.stp,
                                       order.client_order_id)]
@@ -294,6 +302,12 @@ class ReferenceMatcher:
         return False
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def reserved(self, ts: int) -> dict[tuple[str, str], str]:
+        """The client order ids a new order may not use at ``ts``, and the orders that hold them."""
+        open_ids = {o.order_id for book in self.books.values() for o in book.orders()}
+        return {key: order_id for key, order_id in self.client_order_ids.items()
+                if order_id in open_ids or ts - self.accepted_at[key] < self.client_order_id_window}
 
     def rest(self, book: RefBook, order: RefOrder) -> None:
         self.arrivals += 1

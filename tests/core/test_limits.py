@@ -116,10 +116,9 @@ def test_the_users_own_limit_in_the_command_applies_too(market):
 
 
 def test_a_users_limit_counts_the_orders_that_rested_before_any_limit_was_asked_for(market):
-    # Without a limit the books do not count open orders per user; the first limited command
-    # counts what is already resting, and every later add, fill and cancel keeps the count.
+    # The book indexes every user's open orders (cancel-all reads it too), limit or not: the first
+    # limited command counts what is already resting, and every later add, fill and cancel keeps it.
     market.run(*(buy("alice", "0.1", at=f"{100 + n}.00") for n in range(3)), sell("bob", "0.1", at="200.00"))
-    assert market.matcher.books["BTC-USD"].open_orders is None
     limited = PlaceOrder("alice", "BTC-USD", Side.BUY, 100, 9000, TimeInForce.GTC, max_open_orders=3)
     assert refused(market, limited).startswith("MAX_OPEN_ORDERS: user alice has 3 open orders")
     market.run(sell("carol", "0.1", at="102.00"))  # fills alice's best bid: 2 left
@@ -127,7 +126,8 @@ def test_a_users_limit_counts_the_orders_that_rested_before_any_limit_was_asked_
     assert refused(market, limited).startswith("MAX_OPEN_ORDERS")
     market.run(cancel("alice", "7-1"))
     market.run(limited)
-    assert market.matcher.books["BTC-USD"].open_orders == {"alice": 3, "bob": 1}
+    book = market.matcher.books["BTC-USD"]
+    assert (book.open_orders_of("alice"), book.open_orders_of("bob"), book.open_orders_of("carol")) == (3, 1, 0)
 
 
 # -- events unchanged for commands within the limits ---------------------------------------------

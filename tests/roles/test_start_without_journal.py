@@ -1,9 +1,9 @@
 """A role that needs the journal's history and cannot see it refuses to start, loudly.
 
-The journal writer runs where the journal is; engines and the gateway are started from another
-working directory, where the config's relative journal path names nothing. Before epochs came from
-the journal writer, such an engine started as epoch 1 with an empty book, and the writer's
-watermark for the old epoch 1 released its new, unjournaled batches.
+The journal writer runs where the journal is; engines and the gateway are started as on another
+host, with a copy of the config in another folder, where its relative journal path names nothing.
+Before epochs came from the journal writer, such an engine started as epoch 1 with an empty book,
+and the writer's watermark for the old epoch 1 released its new, unjournaled batches.
 """
 
 from __future__ import annotations
@@ -78,11 +78,14 @@ def test_engine_and_gateway_that_cannot_see_the_journal_refuse_to_start(tmp_path
     path = relative_journal_config(tmp_path)
     config = load_config(path)
     journal_with_history(tmp_path, config)
-    elsewhere = tmp_path / "elsewhere"
+    elsewhere = tmp_path / "elsewhere"  # another host: the same config, no journal
+    elsewhere.mkdir()
+    copy = elsewhere / "mesh.yaml"
+    copy.write_text(path.read_text())
     roles = [Role(path, tmp_path, "journal-writer")]
     try:
         roles[0].wait_for("ready: journal")
-        blind = Role(path, elsewhere, "engine", "--name", "e1")
+        blind = Role(copy, elsewhere, "engine", "--name", "e1")
         roles.append(blind)
         assert blind.exit_code() == 1
         assert "this process cannot see the journal" in blind.text()
@@ -94,7 +97,7 @@ def test_engine_and_gateway_that_cannot_see_the_journal_refuse_to_start(tmp_path
         assert int(ready.group(1)) == 3  # 1 made the history; the blind start was given 2 and never used it
         assert int(ready.group(2)) >= 1
 
-        blind_gateway = Role(path, elsewhere, "gateway")
+        blind_gateway = Role(copy, elsewhere, "gateway")
         roles.append(blind_gateway)
         assert blind_gateway.exit_code() == 1
         assert "holds engine e1's history up to batch 1" in blind_gateway.text()
