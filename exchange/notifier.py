@@ -105,11 +105,14 @@ class Notifier:
             data = frame.bytes
             if not data or data[0] not in (0, 1):
                 continue
-            user = frame.get("User-Id")
             topic = data[1:]
             if data[0] == 0:
+                # narrows what a peer gets, so it needs no authorisation; libzmq also hands us the
+                # unsubscriptions of a peer that has gone, whose frame has no metadata left to read
                 self.private.setsockopt(zmq.UNSUBSCRIBE, topic)
-            elif user and topic == private_topic(user):
+                continue
+            user = subscriber(frame)
+            if user and topic == private_topic(user):
                 self.private.setsockopt(zmq.SUBSCRIBE, topic)
             else:
                 self.refused += 1
@@ -139,6 +142,14 @@ class Notifier:
             sock.close()
         self.auth.stop()
         self.ctx.term()
+
+
+def subscriber(frame: zmq.Frame) -> str | None:
+    """The User-Id that ZAP attached to the connection of a subscription frame (None if unreadable)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:  # EINVAL: no metadata, e.g. the connection is already gone
+        return None
 
 
 def run(config: Config, replica: str | None = None) -> None:
