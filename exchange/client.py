@@ -30,6 +30,7 @@ PUSHED = ("FILL ", "OUT ", "REDUCED ")  # lines the gateway sends without a requ
 # queue also lets a briefly busy subscriber catch up without a re-sync
 SUBSCRIBER_RCVHWM = 100_000
 MAX_AHEAD = 10_000  # messages a BookFeed holds past a gap while its other lines may fill it
+REFUSED_RETRY_S = 0.5  # a BookFeed refused a snapshot for now ("try again") asks again after this
 
 
 class TextClient:
@@ -221,6 +222,7 @@ class BookFeed:
         self.last_heard = time.monotonic()
         self.buffer: list[MarketData] = []
         self.asked_at = 0.0
+        self.retry_at = 0.0  # after a refusal for now: when to ask again
         # per channel with a gap that another line may still fill: the messages that came after it
         # (by chan_seq), the highest chan_seq known to exist, and since when the gap is open
         self.ahead: dict[str, dict[int, MarketData]] = {}
@@ -232,12 +234,17 @@ class BookFeed:
         several lines: in order per channel, see the class docstring)."""
         deadline = time.monotonic() + timeout
         applied: list = []
-        if not self.synced and self.dealer is None:
-            self._ask()
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
+            if not self.synced and self.dealer is None:
+                if now >= self.retry_at:
+                    self._ask()
+                else:
+                    left = min(left, self.retry_at - now)
             socks = dict(self._poller().poll(max(0, int(left * 1000))))
             now = time.monotonic()
+            left = deadline - now
             if self.sub in socks:
                 for parts in mesh.drain(self.sub):
                     self.last_heard = now
@@ -283,7 +290,10 @@ class BookFeed:
         self.dealer.close(linger=0)
         self.dealer = None
         if not isinstance(reply, BookSnapshot):
-            raise ValueError(f"snapshot refused: {reply.reason}")
+            if "try again" not in reply.reason:
+                raise ValueError(f"snapshot refused: {reply.reason}")
+            self.retry_at = time.monotonic() + REFUSED_RETRY_S  # too many requests at the notifier
+            return
         self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq)
         self.epoch, self.chan_seq = reply.epoch, dict(reply.chan_seqs)
         self.synced = True
