@@ -23,6 +23,26 @@ def start_watch(mesh, symbol: str, user: str, secret: bytes, config_path=None) -
         env={**os.environ, "EXCHANGE_CURVE_SECRET": secret.decode()})
 
 
+def read_until(watch: subprocess.Popen, wanted: bytes, out: bytes = b"", probe=None, timeout: float = 20) -> bytes:
+    """``out`` plus what watch prints until ``wanted`` is in it; ``probe()`` runs before each read."""
+    deadline = time.monotonic() + timeout
+    while wanted not in out:
+        assert time.monotonic() < deadline, out[-800:]
+        if probe is not None:
+            probe()
+        if select.select([watch.stdout], [], [], 0.5)[0]:
+            out += os.read(watch.stdout.fileno(), 65536)
+    return out
+
+
+def probe_with(client, order: str):
+    """A probe that places ``order`` and cancels it: a private update for watch, once it has joined."""
+    def probe() -> None:
+        ack = client.request(order)
+        client.request(f"CANCEL {ack.split()[1]}")
+    return probe
+
+
 def refusal(watch: subprocess.Popen) -> tuple[int, str]:
     """(exit code, stderr) of a watch that must stop by itself."""
     try:
@@ -34,28 +54,32 @@ def refusal(watch: subprocess.Popen) -> tuple[int, str]:
     return watch.returncode, err.decode()
 
 
+def test_watch_mine_shows_the_users_own_order_updates(module_mesh):
+    watch = start_watch(module_mesh, "AAPL", "alice", DEMO_SECRETS["alice"])
+    try:
+        with login(module_mesh, "alice") as alice:
+            out = read_until(watch, b"MINE ACK", probe=probe_with(alice, "SELL AAPL 3 @ 200.00"))  # joined
+            out = read_until(watch, b" GTC\n", out)  # the rest of that line
+            order = re.search(rb"MINE ACK (2-\d+) SELL AAPL 3 @ 200.00 GTC\n", out)
+            assert order, out[-800:]
+            out = read_until(watch, b"MINE OUT %s CANCELED" % order[1], out)
+            assert b"BBO AAPL" in read_until(watch, b"BBO AAPL", out)
+    finally:
+        watch.terminate()
+        watch.wait(10)
+
+
 def test_watch_mine_shows_each_order_in_its_own_instrument_and_says_when_it_is_filled(module_mesh):
     watch = start_watch(module_mesh, "ETH-USD", "alice", DEMO_SECRETS["alice"])
     try:
-        out = b""
         with login(module_mesh, "alice") as alice, login(module_mesh, "bob") as bob:
-            deadline = time.monotonic() + 20
-            while b"MINE ACK" not in out:  # until watch's private subscription has arrived
-                assert time.monotonic() < deadline, out[-500:]
-                ack = alice.request("BUY AAPL 1 @ 1.00")
-                alice.request(f"CANCEL {ack.split()[1]}")
-                if select.select([watch.stdout], [], [], 0.5)[0]:
-                    out += os.read(watch.stdout.fileno(), 65536)
+            out = read_until(watch, b"MINE ACK", probe=probe_with(alice, "BUY AAPL 1 @ 1.00"))  # joined
             buy = alice.request("BUY BTC-USD 0.5 @ 43000.10 #w1")  # not the watched instrument
             assert buy.startswith("ACK"), buy
             order = buy.split()[1]
             assert bob.request("SELL BTC-USD 0.2 @ 43000.10").startswith("ACK")
             assert bob.request("SELL BTC-USD 0.3 @ 43000.10").startswith("ACK")
-            while f"OUT {order}".encode() not in out:
-                assert time.monotonic() < deadline, out[-800:]
-                if select.select([watch.stdout], [], [], 0.5)[0]:
-                    out += os.read(watch.stdout.fileno(), 65536)
-        text = out.decode()
+            text = read_until(watch, f"OUT {order}".encode(), out).decode()
         assert f"MINE ACK {order} #w1 BUY BTC-USD 0.5000 @ 43000.10 GTC" in text
         assert re.search(rf"MINE FILL {order} #w1 0.2000 @ 43000.10 LEAVES 0.3000 TRADE \S+", text)
         assert re.search(rf"MINE FILL {order} #w1 0.3000 @ 43000.10 LEAVES 0.0000 TRADE \S+", text)
