@@ -95,11 +95,7 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
     """Show SYMBOL's book, last trades and feed health live (Ctrl-C stops)."""
     import sys
 
-    import zmq
-
-    from exchange import curve
-    from exchange.client import PrivateFeed
-    from exchange.watch import Watch, run_live, run_plain
+    from exchange.watch import Watch, private_feed, run_live, run_plain
 
     config = load(config_path)
     symbol = symbol.upper()
@@ -116,9 +112,10 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
         if not secret_key:
             raise click.ClickException("--mine needs the user's CURVE secret key: --secret-key or"
                                        " EXCHANGE_CURVE_SECRET")
-        server = curve.public_key(curve.server_secret_key(notifier.secret_key_file))
-        secret = secret_key.encode()
-        mine = PrivateFeed(notifier.private, server, user, zmq.curve_public(secret), secret)
+        try:
+            mine = private_feed(config, notifier, user, secret_key.encode())
+        except ExchangeError as e:  # the key is not the user's, or the notifier refused it
+            raise click.ClickException(str(e)) from None
     stopping = []
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

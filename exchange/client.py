@@ -16,6 +16,7 @@ from collections import deque
 
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from exchange import curve, mesh
 from exchange.market_data import Depth
@@ -25,11 +26,14 @@ from exchange.wire import (
     topic,
 )
 
+HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 PUSHED = ("FILL ", "OUT ", "REDUCED ")  # lines the gateway sends without a request
 # a lagging SUB with libzmq's default queue (1,000) can hit an assertion (libzmq #3937); a deep
 # queue also lets a briefly busy subscriber catch up without a re-sync
 SUBSCRIBER_RCVHWM = 100_000
 MAX_AHEAD = 10_000  # messages a BookFeed holds past a gap while its other lines may fill it
+REFUSED_RETRY_S = 0.5  # a BookFeed refused a snapshot for now ("try again") asks again after this
 
 
 class TextClient:
@@ -221,6 +225,7 @@ class BookFeed:
         self.last_heard = time.monotonic()
         self.buffer: list[MarketData] = []
         self.asked_at = 0.0
+        self.retry_at = 0.0  # after a refusal for now: when to ask again
         # per channel with a gap that another line may still fill: the messages that came after it
         # (by chan_seq), the highest chan_seq known to exist, and since when the gap is open
         self.ahead: dict[str, dict[int, MarketData]] = {}
@@ -232,12 +237,17 @@ class BookFeed:
         several lines: in order per channel, see the class docstring)."""
         deadline = time.monotonic() + timeout
         applied: list = []
-        if not self.synced and self.dealer is None:
-            self._ask()
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
+            if not self.synced and self.dealer is None:
+                if now >= self.retry_at:
+                    self._ask()
+                else:
+                    left = min(left, self.retry_at - now)
             socks = dict(self._poller().poll(max(0, int(left * 1000))))
             now = time.monotonic()
+            left = deadline - now
             if self.sub in socks:
                 for parts in mesh.drain(self.sub):
                     self.last_heard = now
@@ -283,7 +293,10 @@ class BookFeed:
         self.dealer.close(linger=0)
         self.dealer = None
         if not isinstance(reply, BookSnapshot):
-            raise ValueError(f"snapshot refused: {reply.reason}")
+            if "try again" not in reply.reason:
+                raise ValueError(f"snapshot refused: {reply.reason}")
+            self.retry_at = time.monotonic() + REFUSED_RETRY_S  # too many requests at the notifier
+            return
         self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq)
         self.epoch, self.chan_seq = reply.epoch, dict(reply.chan_seqs)
         self.synced = True
@@ -346,15 +359,32 @@ class BookFeed:
 
 
 class PrivateFeed:
-    """A user's own order updates from the notifier's CURVE-protected private feed."""
+    """A user's own order updates from the notifier's CURVE-protected private feed.
 
-    def __init__(self, endpoint: str, server_public: bytes, user: str, public: bytes, secret: bytes):
+    The notifier refuses a key it does not know during the CURVE handshake (its ZAP handler), so
+    nothing is ever sent to it. With ``admitted_within`` (seconds) the feed waits for the
+    handshake's outcome, seen on a socket monitor: PermissionError if the key was refused,
+    TimeoutError if the notifier did not answer in time. Without it, a refused key just stays silent.
+    """
+
+    def __init__(self, endpoint: str, server_public: bytes, user: str, public: bytes, secret: bytes,
+                 admitted_within: float | None = None):
         self.ctx = mesh.context()
         self.sub = self.ctx.socket(zmq.SUB)
         curve.make_client(self.sub, server_public, public, secret)
         self.sub.setsockopt(zmq.SUBSCRIBE, private_topic(user))
+        monitor = self.sub.get_monitor_socket(HANDSHAKE_EVENTS) if admitted_within is not None else None
         self.sub.connect(endpoint)
         self.decoder = Decoder(PrivateData)
+        if monitor is not None:
+            try:
+                refusal = handshake_refusal(monitor, admitted_within, f"{user}'s CURVE key", endpoint)
+            finally:
+                self.sub.disable_monitor()
+                monitor.close(linger=0)
+            if refusal is not None:
+                self.close()
+                raise refusal
 
     def receive(self, timeout: float = 10.0) -> PrivateData:
         if not self.sub.poll(int(1000 * timeout)):
@@ -370,3 +400,21 @@ class PrivateFeed:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def handshake_refusal(monitor: zmq.Socket, timeout: float, key: str, endpoint: str) -> Exception | None:
+    """None once a CURVE handshake succeeds on the monitored socket; else why not (the error to raise)."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not monitor.poll(int(left * 1000)):
+            break
+        event = recv_monitor_message(monitor)
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return None
+        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return PermissionError(f"the notifier refused {key}: it lists no user with this key"
+                                   f" (status {event['value']}); a new key needs the notifier restarted"
+                                   " with a config that lists it")
+        return PermissionError(f"the CURVE handshake with {endpoint} failed: was the notifier's public key"
+                               " the one it has now?")
+    return TimeoutError(f"no answer from {endpoint} to the CURVE handshake within {timeout:g} s")

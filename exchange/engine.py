@@ -47,6 +47,7 @@ _SINGLE_REQUEST = Decoder(Request)
 MAX_MESSAGES_PER_BATCH = 200  # each holds one gateway loop turn's requests, bounded by max_in_flight
 FLUSH_ON_STOP_S = 2.0
 HEARTBEAT_S = 1.0
+MAX_ENGINE_REQUESTS_PER_TURN = 64  # snapshot and replay requests read per loop turn; the rest wait in the socket
 
 
 def recover(path: str, name: str, engine_id: int, instruments: list,
@@ -222,6 +223,7 @@ class EngineProcess:
                                    peer="gateway")  # → gateway
         self.requests, self.durables, self.engine_requests = (
             Decoder(Requests), Decoder(Durable), Decoder(EngineRequest))
+        self.replays: dict[tuple[bytes, ...], int] = {}  # requester → next batch of a replay under way
 
     def run(self, stopper: mesh.Stopper) -> None:
         engine, spec = self.engine, self.spec
@@ -287,23 +289,51 @@ class EngineProcess:
                 self.publish.send_multipart(frames)
 
     def on_engine_requests(self) -> None:
-        for parts in mesh.drain(self.replay):
+        """Answer what waits on the replay socket, a bounded number per loop turn, never blocking.
+
+        Snapshots come from the publisher's cache (see Publisher.snapshot_frame). A reply that does
+        not fit the requester's queue is dropped: the notifier counts a request unanswered for a
+        while as lost, and its subscriber asks again. A replay that does not fit goes on from where
+        it stopped at the next call (``replays``).
+        """
+        self.resume_replays()
+        for parts in mesh.drain(self.replay, MAX_ENGINE_REQUESTS_PER_TURN):
             try:
                 request = self.engine_requests.decode(parts[-1])
             except WireError as e:
                 log.warning("replay: dropped %s", e)
                 continue
-            envelope = parts[:-1]  # the requester's routing id (and, via the notifier, its client's)
+            envelope = tuple(parts[:-1])  # the requester's routing id (and, via the notifier, its client's)
             if isinstance(request, SnapshotRequest):
-                frames = [encode(self.publisher.snapshot(request.symbol))]
+                self.answer(envelope, [self.publisher.snapshot_frame(request.symbol)])
             else:
-                frames = self.engine.replay_frames(request)
-                log.info("replay from batch %d: sending %d batches", request.from_batch, len(frames))
+                log.info("replay from batch %d requested", request.from_batch)
+                self.replays[envelope] = request.from_batch
+        self.resume_replays()
+
+    def resume_replays(self) -> None:
+        """Send each replay's next retained batches until the requester's queue is full."""
+        for envelope, from_batch in list(self.replays.items()):
+            frames = self.engine.replay_frames(ReplayRequest(self.name, from_batch))
+            sent = self.answer(envelope, frames)
+            if sent == len(frames) or sent < 0:
+                del self.replays[envelope]
+                if sent >= 0:
+                    log.info("replay from batch %d: sent up to the last batch (%d more)", from_batch, sent)
+            elif sent:  # retained batches are consecutive: the next one to send follows the last sent
+                self.replays[envelope] = max(from_batch, self.engine.retained[0][0]) + sent
+
+    def answer(self, envelope: tuple[bytes, ...], frames: list[bytes]) -> int:
+        """Send ``frames`` to ``envelope`` without blocking; how many went (-1: the requester is gone)."""
+        for sent, frame in enumerate(frames):
             try:
-                for frame in frames:
-                    self.replay.send_multipart([*envelope, frame])
-            except zmq.ZMQError as e:
+                self.replay.send_multipart([*envelope, frame], zmq.NOBLOCK)
+            except zmq.Again:
+                return sent  # its queue is full: it is not reading
+            except zmq.ZMQError as e:  # EHOSTUNREACH (ROUTER_MANDATORY): it left
                 log.warning("replay: requester gone (%s)", e)
+                return -1
+        return len(frames)
 
     def finish(self) -> None:
         """On a clean stop, give the journal a moment to make the last batches durable and release them."""

@@ -10,6 +10,12 @@ Sockets:
 With ``mesh_curve`` on, ``upstream`` and ``engines`` are CURVE clients of their engines
 (exchange.mesh_curve); the notifier binds no mesh socket, so its ZAP handler serves users only.
 
+Snapshot requests are bounded before they cost an engine anything: at most
+``MAX_SNAPSHOTS_PER_ENGINE`` relayed and unanswered per engine, and ``MAX_SNAPSHOTS_PER_CLIENT``
+per subscriber connection; beyond that, or when an engine cannot take a request at once, the
+subscriber gets ``SnapshotRefused`` with the reason. A request unanswered after
+``SNAPSHOT_TIMEOUT_S`` no longer counts. No send here ever blocks.
+
 Messages pass through unchanged: one message per (symbol, channel) per engine release, so fan-out
 is paid per batch. PUB drops for a subscriber that cannot keep up; it sees the gap in ``chan_seq``
 and re-syncs from a snapshot. On the private feed, XPUB_MANUAL hands every subscription to this
@@ -20,6 +26,8 @@ attached to the connection — and refuses the rest, the empty "everything" subs
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 
 import zmq
 
@@ -33,6 +41,56 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBER_HWM = 10_000
 MAX_SUBSCRIPTION_SIZE = 4096  # CURVE handshakes need about 512 bytes
+MAX_SNAPSHOTS_PER_ENGINE = 64  # requests relayed to one engine and not yet answered
+MAX_SNAPSHOTS_PER_CLIENT = 4  # the same, per subscriber connection (a BookFeed has one at a time)
+SNAPSHOT_TIMEOUT_S = 5.0  # after this, an unanswered request is taken as lost and no longer counts
+MAX_REQUESTS_PER_TURN = 1000  # snapshot requests read per loop turn, so the feed is forwarded meanwhile
+TOO_MANY = "too many snapshot requests; try again in a moment"
+
+
+class Outstanding:
+    """Snapshot requests relayed to engines and not yet answered, counted per engine and per client."""
+
+    def __init__(self) -> None:
+        self.requests: dict[bytes, tuple[str, bytes, float]] = {}  # token → (engine, client, when); oldest first
+        self.per_engine: Counter[str] = Counter()
+        self.per_client: Counter[bytes] = Counter()
+        self.next_token = 0
+
+    def refusal(self, engine: str, client: bytes) -> str | None:
+        """Why one more request of ``client`` to ``engine`` is refused now (None: it is not)."""
+        if self.per_client[client] >= MAX_SNAPSHOTS_PER_CLIENT:
+            return f"{TOO_MANY} (at most {MAX_SNAPSHOTS_PER_CLIENT} unanswered per connection)"
+        if self.per_engine[engine] >= MAX_SNAPSHOTS_PER_ENGINE:
+            return TOO_MANY
+        return None
+
+    def add(self, engine: str, client: bytes, now: float) -> bytes:
+        """Count a request; the token that its answer brings back."""
+        self.next_token += 1
+        token = self.next_token.to_bytes(8, "big")
+        self.requests[token] = (engine, client, now)
+        self.per_engine[engine] += 1
+        self.per_client[client] += 1
+        return token
+
+    def done(self, token: bytes) -> None:
+        """The request of ``token`` is answered (or lost); unknown tokens (expired) are ignored."""
+        entry = self.requests.pop(token, None)
+        if entry is not None:
+            engine, client, _ = entry
+            for counter, key in ((self.per_engine, engine), (self.per_client, client)):
+                counter[key] -= 1
+                if not counter[key]:
+                    del counter[key]
+
+    def expire(self, now: float) -> None:
+        """Forget requests unanswered for SNAPSHOT_TIMEOUT_S (an engine dropped them or restarted)."""
+        while self.requests:
+            token, (_, _, when) = next(iter(self.requests.items()))
+            if now - when < SNAPSHOT_TIMEOUT_S:
+                return
+            self.done(token)
 
 
 class Notifier:
@@ -56,7 +114,8 @@ class Notifier:
         self.engines = {e.name: mesh.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
                         for e in config.engines}
         self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
-        self.forwarded = self.refused = 0
+        self.outstanding = Outstanding()
+        self.forwarded = self.refused = self.snapshots_refused = 0
 
     def _xpub(self, endpoint: str, manual: bool = False) -> zmq.Socket:
         sock = mesh.socket(self.ctx, zmq.XPUB, max_msg_size=MAX_SUBSCRIPTION_SIZE)
@@ -88,13 +147,14 @@ class Notifier:
                 mesh.drain(self.public)  # subscriptions: nothing to do, upstream gets everything
             if self.private in ready:
                 self.authorise()
-            if self.snapshots in ready:
-                for parts in mesh.drain(self.snapshots):
-                    self.relay_request(parts, requests)
             for sock in self.engines.values():
                 if sock in ready:
                     for parts in mesh.drain(sock):
                         self.reply(parts)
+            self.outstanding.expire(time.monotonic())
+            if self.snapshots in ready:
+                for parts in mesh.drain(self.snapshots, MAX_REQUESTS_PER_TURN):
+                    self.relay_request(parts, requests)
 
     def authorise(self) -> None:
         """Decide each (un)subscription on the private feed at once, before the next recv (libzmq #1568)."""
@@ -106,17 +166,21 @@ class Notifier:
             data = frame.bytes
             if not data or data[0] not in (0, 1):
                 continue
-            user = frame.get("User-Id")
             topic = data[1:]
             if data[0] == 0:
+                # narrows what a peer gets, so it needs no authorisation; libzmq also hands us the
+                # unsubscriptions of a peer that has gone, whose frame has no metadata left to read
                 self.private.setsockopt(zmq.UNSUBSCRIBE, topic)
-            elif user and topic == private_topic(user):
+                continue
+            user = subscriber(frame)
+            if user and topic == private_topic(user):
                 self.private.setsockopt(zmq.SUBSCRIBE, topic)
             else:
                 self.refused += 1
                 log.warning("refused private subscription %r for user %s", topic[:64], user)
 
     def relay_request(self, parts: list[bytes], requests: Decoder) -> None:
+        """Pass a subscriber's SnapshotRequest to the engine of its symbol, or refuse it."""
         client, body = parts[0], parts[-1]
         try:
             request = requests.decode(body)
@@ -124,22 +188,46 @@ class Notifier:
             log.warning("snapshots: dropped %s", e)
             return
         engine = self.owner.get(request.symbol)
-        if engine is None:
-            self.reply([client, encode(SnapshotRefused(request.symbol, f"no instrument {request.symbol}"))])
-            return
-        self.engines[engine].send_multipart([client, body])
+        reason = f"no instrument {request.symbol}" if engine is None else self.outstanding.refusal(engine, client)
+        if reason is None:
+            token = self.outstanding.add(engine, client, time.monotonic())
+            try:  # re-encoded: the engine gets what was understood, not what was sent
+                self.engines[engine].send_multipart([client, token, encode(request)], zmq.NOBLOCK)
+                return
+            except zmq.Again:  # the engine is not connected, or not reading
+                self.outstanding.done(token)
+                reason = TOO_MANY
+        self.snapshots_refused += 1
+        self.answer(client, encode(SnapshotRefused(request.symbol, reason)))
 
     def reply(self, parts: list[bytes]) -> None:
+        """An engine's answer [client, token, reply]: count the request answered, pass the reply on."""
+        if len(parts) != 3:
+            log.warning("snapshots: dropped an engine reply of %d frames", len(parts))
+            return
+        client, token, body = parts
+        self.outstanding.done(token)
+        self.answer(client, body)
+
+    def answer(self, client: bytes, body: bytes) -> None:
         try:
-            self.snapshots.send_multipart(parts, zmq.NOBLOCK)
+            self.snapshots.send_multipart([client, body], zmq.NOBLOCK)
         except zmq.ZMQError:
-            pass  # the subscriber left; it will ask again if it still cares
+            pass  # the subscriber left or does not read; it will ask again if it still cares
 
     def close(self) -> None:
         for sock in (self.upstream, self.public, self.private, self.snapshots, *self.engines.values()):
             sock.close()
         self.auth.stop()
         self.ctx.term()
+
+
+def subscriber(frame: zmq.Frame) -> str | None:
+    """The User-Id that ZAP attached to the connection of a subscription frame (None if unreadable)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:  # EINVAL: no metadata, e.g. the connection is already gone
+        return None
 
 
 def run(config: Config, replica: str | None = None) -> None:
@@ -151,5 +239,5 @@ def run(config: Config, replica: str | None = None) -> None:
         notifier.run(stopper)
     finally:
         notifier.close()
-    log.info("stopped: %d messages forwarded, %d private subscriptions refused", notifier.forwarded,
-             notifier.refused)
+    log.info("stopped: %d messages forwarded, %d private subscriptions and %d snapshot requests refused",
+             notifier.forwarded, notifier.refused, notifier.snapshots_refused)

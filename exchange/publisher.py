@@ -5,7 +5,9 @@ snapshot needs. Invariants:
 - every (symbol, channel) has its own ``chan_seq``: 1, 2, 3, … within an engine epoch, +1 per message;
 - a heartbeat repeats the channel's current ``chan_seq`` with no events, after ``heartbeat_s`` of
   silence, so a subscriber that missed the last message notices even when the market is quiet;
-- ``snapshot(symbol)`` reflects exactly the messages published so far, stamped with their chan_seqs.
+- ``snapshot(symbol)`` reflects exactly the messages published so far, stamped with their chan_seqs;
+  ``snapshot_frame(symbol)`` is the same, encoded once per change of the book, so a burst of
+  requests costs the engine one build and then a send each.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ class Publisher:
         self.heartbeat_s = heartbeat_s
         self.chan_seq = {(symbol, channel): 0 for symbol in depths for channel in CHANNEL_NAMES}
         self.last_sent = dict.fromkeys(self.chan_seq, 0.0)
+        self.snapshot_frames: dict[str, bytes] = {}  # symbol → its encoded snapshot, until its book changes
 
     def market_data(self, events: list, now: float) -> list[list[bytes]]:
         """One [topic, MarketData] message per (symbol, channel) of these released events."""
         groups: dict[tuple[str, str], list] = {}
         for event in events:
             self.depths[event.symbol].apply(event)
+            self.snapshot_frames.pop(event.symbol, None)
             groups.setdefault((event.symbol, CHANNELS[type(event)]), []).append(event)
         frames = []
         for key, group in groups.items():
@@ -58,6 +62,15 @@ class Publisher:
                 self.last_sent[key] = now
                 frames.append([topic(*key), encode(MarketData(key[0], key[1], self.epoch, self.chan_seq[key], []))])
         return frames
+
+    def snapshot_frame(self, symbol: str) -> bytes:
+        """``snapshot(symbol)``, encoded; built again only once the book has changed."""
+        frame = self.snapshot_frames.get(symbol)
+        if frame is None:
+            frame = encode(self.snapshot(symbol))
+            if symbol in self.depths:
+                self.snapshot_frames[symbol] = frame
+        return frame
 
     def snapshot(self, symbol: str) -> BookSnapshot | SnapshotRefused:
         depth = self.depths.get(symbol)

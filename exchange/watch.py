@@ -2,7 +2,8 @@
 
 Built on exchange.client.BookFeed, so what it shows is the re-synced, gap-checked book. With a
 terminal it redraws in place (rich); ``--plain`` (or a pipe) prints one line per event instead.
-``--mine`` adds the user's own order updates from the private feed.
+``--mine`` adds the user's own order updates from the private feed, each told in its own
+instrument's units, once the notifier has admitted the user's key (``private_feed``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,43 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+import zmq
+
+from exchange import curve
 from exchange.client import BookFeed, PrivateFeed
-from exchange.config import Config
+from exchange.config import Config, NotifierConfig
 from exchange.core.instruments import Instrument
-from exchange.core.messages import DepthUpdate, TopOfBook, Trade
+from exchange.core.messages import DepthUpdate, OrderFilled, TopOfBook, Trade
 from exchange.core.orders import Side
-from exchange.protocol import format_reply, reply_for_event
+from exchange.errors import ExchangeError
+from exchange.protocol import Out, format_reply, reply_for_event
 
 LEVELS = 10
 TRADES = 12
+ADMITTED_WITHIN_S = 10.0  # how long --mine waits for the notifier's verdict on the user's key
+
+
+def private_feed(config: Config, notifier: NotifierConfig, user: str, secret: bytes) -> PrivateFeed:
+    """``user``'s private feed from ``notifier``, once the notifier has admitted the key ``secret``.
+
+    Raises ExchangeError, saying why, if the key is not the one the config lists for ``user`` or
+    the notifier refuses it (it knows another key for them: an outdated one on either side).
+    """
+    listed = config.user(user)
+    if listed is None or not listed.curve_public_key:
+        raise ExchangeError(f"the config lists no CURVE key for {user}; `exchange users add {user}` makes one")
+    try:
+        public = zmq.curve_public(secret)
+    except ValueError:
+        raise ExchangeError("the CURVE secret key given is not a key: it must be 40 characters of Z85") from None
+    if public.decode() != listed.curve_public_key:
+        raise ExchangeError(f"the CURVE secret key given is not {user}'s: its public half is {public.decode()},"
+                            f" the config lists {listed.curve_public_key}")
+    server = curve.public_key(curve.server_secret_key(notifier.secret_key_file))
+    try:
+        return PrivateFeed(notifier.private, server, user, public, secret, admitted_within=ADMITTED_WITHIN_S)
+    except (PermissionError, TimeoutError) as e:
+        raise ExchangeError(str(e)) from None
 
 
 def describe(event, instrument: Instrument) -> str:
@@ -48,7 +77,8 @@ class Watch:
                  every_notifier: bool = False):
         """``notifier``: the name of the replica to watch through (None: the first notifier);
         ``every_notifier``: all of them at once, as A/B lines (see BookFeed)."""
-        self.instrument = config.instrument_map()[symbol]
+        self.instruments = config.instrument_map()
+        self.instrument = self.instruments[symbol]
         names = [None, *(r.name for r in config.notifier.replicas)] if every_notifier else [notifier]
         sections = [config.notifier.replica(name) for name in names]
         self.feed = BookFeed([s.publish for s in sections], [s.snapshots for s in sections], symbol)
@@ -73,9 +103,13 @@ class Watch:
         if self.mine is not None:
             while self.mine.sub.poll(0):
                 for event in self.mine.receive(0).events:
-                    line = "MINE " + format_reply(reply_for_event(event, self.instrument))
-                    self.own.appendleft(line)
-                    lines.append(line)
+                    replies = [reply_for_event(event, self.instruments.get(event.symbol))]
+                    if isinstance(event, OrderFilled) and event.leaves_qty == 0:
+                        replies.append(Out(event.order_id, event.client_order_id, "FILLED"))
+                    for reply in replies:
+                        line = "MINE " + format_reply(reply)
+                        self.own.appendleft(line)
+                        lines.append(line)
         return lines
 
     def render(self) -> Group:

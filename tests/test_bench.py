@@ -10,7 +10,7 @@ import json
 import sqlite3
 
 import pytest
-
+import yaml
 from click.testing import CliRunner
 
 from exchange import journal
@@ -95,3 +95,44 @@ def test_the_command_reports_and_writes_json(tmp_path):
     assert outcome.exit_code == 0, outcome.output
     assert "check one answer per request: ok" in outcome.output
     assert json.loads(out.read_text())["counts"]["unanswered"] == 0
+
+
+LIMIT_CODES = {"PRICE_BAND", "BAD_PRICE", "BAD_QTY", "MAX_NOTIONAL", "MAX_OPEN_ORDERS"}
+
+
+def limited_config(tmp_path):
+    """The loopback config with every kind of instrument limit, each tight enough to matter."""
+    path = loopback_config(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    limits = {"BTC-USD": {"price_band": "2", "reference_price": "43000.00"},  # far from any default price
+              "ETH-USD": {"max_qty": "0.005", "price_band": "0.05"},  # 5 lots; ±0.05 % of the last trade
+              "AAPL": {"max_price": "999.00", "max_notional": "5000", "max_open_orders": 3, "min_qty": "2"}}
+    for instrument in data["instruments"]:
+        instrument.update(limits[instrument["symbol"]])
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_load_keeps_to_every_instruments_limits(tmp_path):
+    result = run(BenchOptions(config_path=str(limited_config(tmp_path)), rate=300, duration=3, warmup=1,
+                              sessions=4, workers=2, subscribers=1, work_dir=str(tmp_path / "run")))
+    text = summary(result)
+    assert result.ok, text
+    assert not LIMIT_CODES & set(result.counts["rejects"]), text
+    assert result.counts["answers"]["accepted"] > 0 and result.counts["fills"] > 0, text
+
+
+def test_the_report_explains_rejects_by_code_with_the_first_reason(tmp_path):
+    path = loopback_config(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["gateway"].update({"max_rate": 20, "max_burst": 5})  # the load goes faster than that
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run(BenchOptions(config_path=str(path), rate=200, duration=2, warmup=0, sessions=2,
+                              workers=1, subscribers=1, work_dir=str(tmp_path / "run")))
+    text = summary(result)
+    assert result.counts["rejects"].get("RATE_LIMITED", 0) > 0, text
+    reason = result.counts["reject_reasons"]["RATE_LIMITED"]
+    assert reason and "RATE_LIMITED" not in reason, reason
+    line = next(line for line in text.splitlines() if "RATE_LIMITED" in line)
+    assert line.split()[:2] == ["RATE_LIMITED", f"{result.counts['rejects']['RATE_LIMITED']:,}"], line
+    assert line.endswith(reason), line

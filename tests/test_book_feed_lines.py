@@ -15,7 +15,7 @@ import zmq
 from exchange.client import BookFeed
 from exchange.core.messages import Trade
 from exchange.core.orders import Side
-from exchange.wire import BookSnapshot, Decoder, MarketData, SnapshotRequest, encode, topic
+from exchange.wire import BookSnapshot, Decoder, MarketData, SnapshotRefused, SnapshotRequest, encode, topic
 
 SYMBOL = "AAPL"
 
@@ -204,3 +204,29 @@ def test_a_gap_on_a_quiet_channel_is_not_hidden_by_traffic_on_another(lines):
 def test_a_feed_needs_an_endpoint_of_each_kind():
     with pytest.raises(ValueError, match="at least one publish and one snapshots endpoint"):
         BookFeed([], ["ipc:///nowhere"], SYMBOL)
+
+
+def first_request(lines: Lines, feed: BookFeed) -> bytes:
+    """The routing id of the feed's first snapshot request (read, not answered)."""
+    deadline = time.monotonic() + 5
+    while not lines.router.poll(0):
+        assert time.monotonic() < deadline, "no snapshot request"
+        feed.poll(0.05)
+    return lines.router.recv_multipart()[0]
+
+
+def test_a_feed_refused_for_now_asks_again_and_syncs(lines):
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, silence_s=60) as feed:
+        client = first_request(lines, feed)
+        refusal = SnapshotRefused(SYMBOL, "too many snapshot requests; try again in a moment")
+        lines.router.send_multipart([client, encode(refusal)])
+        lines.answer(feed, chan_seq=0)  # the feed asks again, and takes this one
+        assert feed.synced and feed.resyncs == 0
+
+
+def test_a_feed_refused_for_good_says_why(lines):
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, silence_s=60) as feed:
+        client = first_request(lines, feed)
+        lines.router.send_multipart([client, encode(SnapshotRefused(SYMBOL, f"no instrument {SYMBOL}"))])
+        with pytest.raises(ValueError, match=f"snapshot refused: no instrument {SYMBOL}"):
+            feed.poll(2.0)

@@ -12,7 +12,8 @@ What it does, and why it can be trusted:
   and measures from the real send time: that finds the throughput ceiling.
 - **A realistic mix.** Passive limits a few ticks either side of a mid that moves (a sine over
   30 s, the same in every process), cancels and replaces of resting orders by client order id,
-  and crossing IOC orders that take liquidity.
+  and crossing IOC orders that take liquidity, all within each instrument's limits (price band,
+  price and quantity limits, max notional, max open orders), so that rejects mean something.
 - **Checked as it goes.** The gateway answers each session in request order, so replies are
   matched to requests in order; every answer must name the request's client order id and be of
   the right kind (ACK / ACK REPLACED / OUT CANCELED / REJ). Fills are checked per order
@@ -32,6 +33,7 @@ The package, in the order a run goes through it:
     options.py      BenchOptions: what a run is asked to do
     target.py       start a fresh mesh for the bench or find the running one; CPU readings from /proc
     runner.py       run(): start the processes, follow the run second by second, sample the journal
+    limits.py       what the load may send on each instrument: prices and sizes within its limits
     load.py         the load generator processes: the open-loop schedule, workers of several sessions
     session.py      one order entry session: the order mix, replies matched to requests and checked
     subscribers.py  the market data subscriber processes

@@ -37,17 +37,20 @@ def finish(result: BenchResult, options: BenchOptions, config: Config, baseline:
     sent: Counter[str] = Counter()
     answers: Counter[str] = Counter()
     rejects: Counter[str] = Counter()
+    reasons: dict[str, str] = {}  # code → the first reason given for it
     acked_per_second: Counter[int] = Counter()
     for report in reports:
         sent.update(report["sent"])
         answers.update(report["answers"])
         rejects.update(report["rejects"])
+        for code, reason in report["reject_reasons"].items():
+            reasons.setdefault(code, reason)
         acked_per_second.update({int(k): v for k, v in report["acked_per_second"].items()})
     requests = sum(v for k, v in sent.items() if k not in ("login", "ping"))
     answered = sum(r["answered"] for r in reports) - sent["login"] - sent["ping"]
     result.counts = {"sent": dict(sent), "requests": requests, "answered": answered,
                      "unanswered": sum(r["unanswered"] for r in reports), "answers": dict(answers),
-                     "rejects": dict(rejects), "late_fills": sum(r["late_fills"] for r in reports)}
+                     "rejects": dict(rejects.most_common()), "reject_reasons": reasons, "late_fills": sum(r["late_fills"] for r in reports)}
     first, last = int(options.warmup), int(options.warmup + options.duration)
     measured = [acked_per_second.get(s, 0) for s in range(first, last)]
     for entry in result.series:

@@ -20,11 +20,11 @@ from hdrh.histogram import HdrHistogram
 
 from exchange.bench import latency
 from exchange.bench.latency import HIGHEST_US, KINDS
+from exchange.bench.limits import InstrumentLoad
 from exchange.bench.session import PING, Session
 from exchange.bench.zmq_transport import DealerTransport
 
-MID_TICKS = 100_000  # every instrument trades around 100,000 ticks (1000.00 with a 0.01 tick)
-MID_AMPLITUDE_TICKS, MID_PERIOD_S = 20, 30.0
+MID_PERIOD_S = 30.0  # each instrument's mid swings around its centre (exchange.bench.limits) this slowly
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -35,9 +35,11 @@ class Worker:
         self.plan = plan
         self.rate = plan["rate"]
         self.random = random.Random(plan["seed"])
-        self.instruments = []  # (name, price formatter, qty texts by lots)
+        self.loads: list[InstrumentLoad] = plan["instruments"]
+        self.instruments = []  # (name, price formatter, qty texts by choice 1..10)
         self.units = []  # units of one lot in the qty text's last decimal place
-        for symbol, tick, lot, min_lots in plan["instruments"]:
+        for load in self.loads:
+            symbol, tick, lot = load.symbol, load.tick_size, load.lot_size
             tick_places, lot_places = _places(tick), _places(lot)
             tick_units, lot_units = _scaled(tick, tick_places), _scaled(lot, lot_places)
             cache: dict[int, bytes] = {}
@@ -48,7 +50,7 @@ class Worker:
                     text = cache[ticks] = _fixed(ticks * u, p)
                 return text
 
-            qtys = {lots: _fixed(max(lots, min_lots) * lot_units, lot_places) for lots in range(1, 11)}
+            qtys = {n: _fixed(lots * lot_units, lot_places) for n, lots in enumerate(load.lots, 1)}
             self.instruments.append((symbol.encode(), price, qtys))
             self.units.append(lot_units)
         self.sent: Counter[int] = Counter()
@@ -56,6 +58,7 @@ class Worker:
         self.late_fills = 0
         self.answers: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
+        self.reject_reasons: dict[str, str] = {}  # code → the reason of its first REJ
         self.faults: list[str] = []
         self.fault_count = 0
         self.latencies: dict[str, list[int]] = {k: [] for k in KINDS[:4]}  # measured, this second
@@ -73,9 +76,16 @@ class Worker:
         if len(self.faults) < 20:
             self.faults.append(text)
 
-    def mid(self, t: int) -> int:
+    def mid(self, t: int, symbol: int) -> int:
+        """The mid of instrument ``symbol`` (an index) at ``t``: its centre, swung by a slow sine."""
+        load = self.loads[symbol]
         phase = 2 * math.pi * ((t - self.start) / 1e9 + self.plan["phase"]) / MID_PERIOD_S
-        return MID_TICKS + round(MID_AMPLITUDE_TICKS * math.sin(phase))
+        return load.centre + round(load.swing * math.sin(phase))
+
+    def offset(self, symbol: int) -> int:
+        """How far from the mid the next order of instrument ``symbol`` rests."""
+        most = self.loads[symbol].offset
+        return self.random.randint(min(1, most), most)
 
     def outstanding(self) -> int:
         return sum(len(s.outstanding) for s in self.sessions)
@@ -161,7 +171,7 @@ async def _generate(plan: dict, conn) -> None:
         "sent": {name: w.sent[kind] for kind, name in enumerate(("new", "cross", "cancel", "replace", "login", "ping"))},
         "answered": w.answered, "unanswered": w.outstanding(), "answers": dict(w.answers),
         "late_fills": w.late_fills,
-        "rejects": dict(w.rejects), "faults": w.faults, "fault_count": w.fault_count,
+        "rejects": dict(w.rejects), "reject_reasons": w.reject_reasons, "faults": w.faults, "fault_count": w.fault_count,
         "histograms": {k: h.encode() for k, h in w.histograms.items()},
         "fills": w.fills, "acked_per_second": dict(w.acked_in_second),
         "traced": [(user, cid, due + wall_offset, read + wall_offset) for user, cid, due, read in w.traced],

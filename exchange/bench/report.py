@@ -21,7 +21,8 @@ def summary(result: BenchResult) -> str:
              f" fastest {t['acked_per_s_max_second']:,}): ACK, ACK REPLACED and OUT CANCELED answers",
              f"requests       {result.counts['requests']:,} sent, {result.counts['answered']:,} answered,"
              f" {result.counts['unanswered']:,} unanswered; answers {result.counts['answers']};"
-             f" rejects {result.counts['rejects']}; {result.counts['fills']:,} fills",
+             f" {result.counts['fills']:,} fills",
+             *_rejects(result.counts),
              f"ordering       {result.counts['late_fills']:,} fills reached their session after the OUT line"
              " answering a cancel of the order (the fill happened first)",
              "",
@@ -52,6 +53,17 @@ def summary(result: BenchResult) -> str:
         lines.append(f"check {name}: {'ok' if not faults else 'FAILED'}")
         lines += [f"    {f}" for f in faults[:10]]
     return "\n".join(lines)
+
+
+def _rejects(counts: dict) -> list[str]:
+    """The REJ answers by code, most first, each with the reason the first one gave."""
+    rejects = counts["rejects"]
+    if not rejects:
+        return ["rejects        none"]
+    lines = [f"rejects        {sum(rejects.values()):,} in all; by code, with the first reason given:"]
+    for code, n in sorted(rejects.items(), key=lambda item: -item[1]):
+        lines.append(f"    {code:16s} {n:>9,d}  {counts['reject_reasons'].get(code, '')}")
+    return lines
 
 
 def plot(result: BenchResult, path: str) -> None:

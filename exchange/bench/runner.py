@@ -18,8 +18,10 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from exchange.bench import latency
+from exchange import journal
+from exchange.bench import latency, limits
 from exchange.bench.checks import finish
+from exchange.bench.limits import InstrumentLoad
 from exchange.bench.load import worker_main
 from exchange.bench.options import BenchOptions
 from exchange.bench.profiles import start_profilers, summarise_profiles
@@ -58,6 +60,7 @@ def run(options: BenchOptions) -> BenchResult:
         wait_ready(host, int(port), *users[0])
         pids = mesh.pids() if mesh else running_roles(str(config_path))
         baseline = _journal_position(config.journal.path)
+        loads = _loads(config, symbols, options.sessions, len(users))
         stop = ctx.Event()
         for n in range(options.subscribers):
             parent, child = ctx.Pipe()
@@ -67,8 +70,7 @@ def run(options: BenchOptions) -> BenchResult:
             subscribers.append((p, parent))
         n_workers = max(1, min(options.workers, options.sessions))
         for n in range(n_workers):
-            plan = _plan(options, n, n_workers, users, symbols, instruments, host, int(port),
-                         config.gateway.request_timeout)
+            plan = _plan(options, n, n_workers, users, loads, host, int(port), config.gateway.request_timeout)
             plan["zmq"] = config.gateway.zmq if options.zmq else None
             parent, child = ctx.Pipe()
             p = ctx.Process(target=worker_main, args=(plan, child), name=f"bench-worker-{n}", daemon=True)
@@ -104,14 +106,27 @@ def run(options: BenchOptions) -> BenchResult:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _plan(options, n, n_workers, users, symbols, instruments, host, port, request_timeout) -> dict:
+def _loads(config, symbols: list[str], sessions: int, users: int) -> list[InstrumentLoad]:
+    """What the load may send on each instrument, within its limits around its last trade."""
+    instruments = config.instrument_map()
+    last_prices: dict[str, int] = {}
+    if os.path.exists(config.journal.path):
+        conn = journal.open_readonly(config.journal.path)
+        try:
+            for engine in config.engines:
+                last_prices.update({s: t.price for s, t in journal.last_trades(conn, engine.name).items()})
+        finally:
+            conn.close()
+    sessions_per_user = -(-sessions // users)
+    return [limits.plan(instruments[s], last_prices.get(s), sessions_per_user) for s in symbols]
+
+
+def _plan(options, n, n_workers, users, loads, host, port, request_timeout) -> dict:
     sessions = []
     for s in range(n, options.sessions, n_workers):
         user, key = users[s % len(users)]
         sessions.append((f"w{n}s{s}", user, key))
-    specs = [(s, instruments[s].tick_size, instruments[s].lot_size,
-              instruments[s].min_qty) for s in symbols]
-    return {"host": host, "port": port, "sessions": sessions, "instruments": specs,
+    return {"host": host, "port": port, "sessions": sessions, "instruments": loads,
             "rate": None if options.rate is None else options.rate * len(sessions) / options.sessions,
             "window": options.window, "warmup": options.warmup, "duration": options.duration,
             "seed": options.seed * 1000 + n, "phase": 0.0, "request_timeout": request_timeout}

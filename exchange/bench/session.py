@@ -48,10 +48,12 @@ class _Resting:
 
 
 class _Order:
-    __slots__ = ("buy", "symbol", "qtys", "filled", "leaves")
+    __slots__ = ("buy", "symbol", "qtys", "filled", "leaves", "resting", "largest")
 
-    def __init__(self, buy: bool, symbol: int, qty: int):
+    def __init__(self, buy: bool, symbol: int, qty: int, resting: bool):
         self.buy, self.symbol, self.qtys, self.filled, self.leaves = buy, symbol, [qty], 0, qty
+        self.largest = qty  # the largest quantity asked for, replaces in flight included
+        self.resting = resting  # a GTC order: it counts towards the instrument's max_open_orders until done
 
 
 class Session(asyncio.Protocol):
@@ -66,6 +68,7 @@ class Session(asyncio.Protocol):
         self.finished: OrderedDict[bytes, _Order] = OrderedDict()  # the last FINISHED_KEPT done ones
         self.resting = _Resting()
         self.crossing: dict[bytes, int] = {}  # cid → t_sched, until its first fill
+        self.open_gtc = [0] * len(worker.loads)  # per instrument: GTC orders sent and not yet done
         self.out: list[bytes] = []
         self.buffer = b""
         self.transport = None
@@ -104,32 +107,39 @@ class Session(asyncio.Protocol):
             self.resting.discard(cid)
             self.request(b"CANCEL #" + cid, CANCEL, cid, t_sched)
             return
-        symbol = w.random.randrange(len(w.instruments))
-        name, prices, qtys = w.instruments[symbol]
-        mid = w.mid(t_sched)
         if self.resting.items and roll < 0.25:
             cid = self.resting.items[w.random.randrange(len(self.resting))]
             order = self.orders[cid]
-            lots = w.random.randint(1, 10)
-            price = mid - w.random.randint(1, 10) if order.buy else mid + w.random.randint(1, 10)
-            price_text = w.instruments[order.symbol][1](price)
-            self.request(b"REPLACE #%s %s @ %s" % (cid, w.instruments[order.symbol][2][lots], price_text),
-                         REPLACE, cid, t_sched)
+            mid, offset = w.mid(t_sched, order.symbol), w.offset(order.symbol)
+            price = mid - offset if order.buy else mid + offset
+            _, prices, qtys = w.instruments[order.symbol]
+            # never below a quantity asked before: that much may be filled by now (BAD_QTY)
+            sizes = [lots * w.units[order.symbol] for lots in w.loads[order.symbol].lots]
+            choice = w.random.choice([n for n, qty in enumerate(sizes, 1) if qty >= order.largest] or [10])
+            order.largest = max(order.largest, sizes[choice - 1])
+            self.request(b"REPLACE #%s %s @ %s" % (cid, qtys[choice], prices(price)), REPLACE, cid, t_sched)
             return
+        symbol = w.random.randrange(len(w.instruments))
+        name, prices, qtys = w.instruments[symbol]
+        mid = w.mid(t_sched, symbol)
         self.count += 1
         cid = b"%sn%d" % (self.prefix, self.count)
         buy = w.random.random() < 0.5
-        lots = w.random.randint(1, 10)
-        if roll < 0.40:  # crossing: takes liquidity a few ticks through the mid
-            price = mid + 5 if buy else mid - 5
-            line = b"%s %s %s @ %s IOC #%s" % (b"BUY" if buy else b"SELL", name, qtys[lots], prices(price), cid)
+        choice = w.random.randint(1, 10)
+        max_resting = w.loads[symbol].max_resting
+        resting = not (roll < 0.40 or (max_resting is not None and self.open_gtc[symbol] >= max_resting))
+        if not resting:  # crossing: takes liquidity a few ticks through the mid
+            through = min(5, w.loads[symbol].offset)
+            price = mid + through if buy else mid - through
+            line = b"%s %s %s @ %s IOC #%s" % (b"BUY" if buy else b"SELL", name, qtys[choice], prices(price), cid)
             self.crossing[cid] = t_sched
             kind = CROSS
         else:  # passive, near the mid
-            price = mid - w.random.randint(1, 10) if buy else mid + w.random.randint(1, 10)
-            line = b"%s %s %s @ %s #%s" % (b"BUY" if buy else b"SELL", name, qtys[lots], prices(price), cid)
+            price = mid - w.offset(symbol) if buy else mid + w.offset(symbol)
+            line = b"%s %s %s @ %s #%s" % (b"BUY" if buy else b"SELL", name, qtys[choice], prices(price), cid)
             kind = NEW
-        self.orders[cid] = _Order(buy, symbol, w.units[symbol] * lots)
+            self.open_gtc[symbol] += 1
+        self.orders[cid] = _Order(buy, symbol, w.units[symbol] * w.loads[symbol].lots[choice - 1], resting)
         self.request(line, kind, cid, t_sched)
 
     def data_received(self, data: bytes) -> None:
@@ -169,9 +179,10 @@ class Session(asyncio.Protocol):
             if cid and words[1] != b"#" + cid:
                 w.fault(f"{self.tag}: {line[:80]!r} answers a request for #{cid.decode()}")
             w.rejects[code.decode()] += 1
+            if code.decode() not in w.reject_reasons:
+                w.reject_reasons[code.decode()] = line.split(code, 1)[1].strip().decode(errors="replace")
             if kind in (NEW, CROSS):
-                self.orders.pop(cid, None)
-                self.crossing.pop(cid, None)
+                self.finish(cid, finished=False)
             return
         if first == b"ACK" and kind in (NEW, CROSS, REPLACE) and words[2] == b"#" + cid:
             w.acked_in_second[int(now - w.start) // 1_000_000_000] += 1
@@ -247,14 +258,18 @@ class Session(asyncio.Protocol):
         if words[3] == b"FILLED" and order is not None and order.leaves != 0:
             self.w.fault(f"{self.tag}: #{cid.decode()} is OUT FILLED with {order.leaves} left")
 
-    def finish(self, cid: bytes) -> _Order | None:
+    def finish(self, cid: bytes, finished: bool = True) -> _Order | None:
+        """Forget an order that is done (``finished``: its late lines are still checked) or refused."""
         order = self.orders.pop(cid, None)
         self.resting.discard(cid)
         self.crossing.pop(cid, None)
         if order is not None:
-            self.finished[cid] = order
-            if len(self.finished) > FINISHED_KEPT:
-                self.finished.popitem(last=False)
+            if order.resting:
+                self.open_gtc[order.symbol] -= 1
+            if finished:
+                self.finished[cid] = order
+                if len(self.finished) > FINISHED_KEPT:
+                    self.finished.popitem(last=False)
         return order
 
 

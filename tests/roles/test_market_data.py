@@ -289,28 +289,3 @@ def test_users_get_their_own_order_updates_and_nobody_elses(mesh):
         plain.term()
     assert re.search(r"refused private subscription b'priv.bob\|' for user alice", mesh.log())
 
-
-def test_watch_mine_shows_the_users_own_order_updates(mesh):
-    import select
-
-    watch = subprocess.Popen([sys.executable, "-m", "exchange", "watch", "AAPL", "--plain", "--config",
-                              str(mesh.config_path), "--mine", "alice"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, bufsize=0,
-                             env={**os.environ, "EXCHANGE_CURVE_SECRET": DEMO_SECRETS["alice"].decode()})
-    try:
-        out = b""
-        with login(mesh, "alice") as alice:
-            deadline = time.monotonic() + 20
-            while b"MINE ACK" not in out:  # until watch's private subscription has arrived
-                assert time.monotonic() < deadline, out[-500:]
-                ack = alice.request("SELL AAPL 3 @ 200.00")
-                alice.request(f"CANCEL {ack.split()[1]}")
-                if select.select([watch.stdout], [], [], 0.5)[0]:
-                    out += os.read(watch.stdout.fileno(), 65536)
-        text = out.decode()
-        assert re.search(r"MINE ACK 2-\d+ SELL AAPL 3 @ 200.00 GTC", text)
-        assert re.search(r"MINE OUT 2-\d+ CANCELED", text)
-        assert "BBO AAPL" in text
-    finally:
-        watch.terminate()
-        watch.wait(10)
