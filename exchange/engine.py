@@ -258,6 +258,7 @@ class EngineProcess:
                                 " (their gateway answers UNAVAILABLE)", engine.too_old - too_old,
                                 engine.max_order_age_ns / 1e9)
             self.send_to_journal()
+            self.resume_replays()
             for frames in self.publisher.heartbeats(time.monotonic()):
                 self.publish.send_multipart(frames)
 
