@@ -25,6 +25,7 @@ from exchange.core.instruments import Instrument
 from exchange.core.messages import DepthUpdate, OrderFilled, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.errors import ExchangeError
+from exchange.journal_queries import to_iso
 from exchange.protocol import Out, format_reply, reply_for_event
 
 LEVELS = 10
@@ -95,11 +96,11 @@ class Watch:
                 self.trades.appendleft(event)
             self.latency_ms = (time.time_ns() - event.ts_event) / 1e6
             if with_depth or not isinstance(event, DepthUpdate):
-                lines.append(describe(event, self.instrument))
+                lines.append(f"{to_iso(event.ts_event)} {describe(event, self.instrument)}")
         if self.feed.resyncs > self.resyncs:
             self.resyncs = self.feed.resyncs
-            lines.append(f"RESYNC {self.feed.symbol}: a gap or silence; book reloaded from a snapshot"
-                         f" (re-syncs so far: {self.resyncs})")
+            lines.append(f"{to_iso(time.time_ns())} RESYNC {self.feed.symbol}: a gap or silence; book reloaded"
+                         f" from a snapshot (re-syncs so far: {self.resyncs})")
         if self.mine is not None:
             while self.mine.sub.poll(0):
                 for event in self.mine.receive(0).events:
@@ -107,7 +108,7 @@ class Watch:
                     if isinstance(event, OrderFilled) and event.leaves_qty == 0:
                         replies.append(Out(event.order_id, event.client_order_id, "FILLED"))
                     for reply in replies:
-                        line = "MINE " + format_reply(reply)
+                        line = f"{to_iso(event.ts_event)} MINE {format_reply(reply)}"
                         self.own.appendleft(line)
                         lines.append(line)
         return lines

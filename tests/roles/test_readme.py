@@ -62,7 +62,9 @@ def test_watch_prints_the_trade(mesh):
             deadline = time.monotonic() + 10
             while "TRADE" not in trade and time.monotonic() < deadline:
                 trade += read_available(watch, 0.5)
-            assert re.search(r"TRADE AAPL 2 @ 200\.00 BUY trade 2-1 seq \d+", trade), trade
+            # each line starts with when it happened (the event's ts_event, UTC)
+            assert re.search(r"^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z TRADE AAPL 2 @ 200\.00 BUY trade 2-1 seq \d+$",
+                             trade, re.M), trade
     finally:
         watch.terminate()
         watch.wait(10)
