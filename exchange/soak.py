@@ -210,10 +210,17 @@ def free_ports(n: int) -> list[int]:
 
 
 def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeout: float | None = None,
-                    checkpoint_every: int | None = None, max_undurable_events: int | None = None) -> Path:
+                    checkpoint_every: int | None = None, max_undurable_events: int | None = None,
+                    price_bands: bool = False) -> Path:
     """A copy of ``source`` (configs/local.yaml) in ``directory`` with free ports on 127.0.0.1 and
-    the journal and logs inside ``directory``; returns its path."""
+    the journal and logs inside ``directory``; returns its path.
+
+    Without ``price_bands`` the copy drops the demo's price bands, so that tests may trade at any
+    price they like (10.00 BTC-USD, say); the demo as shipped keeps them.
+    """
     text = source.read_text()
+    if not price_bands:
+        text = re.sub(r"\n    (price_band|reference_price): \"[0-9.]+\"", "", text)
     ports = re.findall(r"127\.0\.0\.1:(\d+)", text)
     for old, new in zip(sorted(set(ports)), free_ports(len(set(ports)))):
         text = re.sub(rf"127\.0\.0\.1:{old}\b", f"127.0.0.1:{new}", text)

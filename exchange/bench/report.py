@@ -20,7 +20,9 @@ def summary(result: BenchResult) -> str:
              f"acknowledged   {t['acked_per_s']:,.0f}/s sustained (slowest second {t['acked_per_s_min_second']:,},"
              f" fastest {t['acked_per_s_max_second']:,}): ACK, ACK REPLACED and OUT CANCELED answers",
              f"requests       {result.counts['requests']:,} sent, {result.counts['answered']:,} answered,"
-             f" {result.counts['unanswered']:,} unanswered; answers {result.counts['answers']};"
+             f" {result.counts['unanswered']:,} unanswered; answers: "
+             + (", ".join(f"{n:,} {kind}" for kind, n in sorted(result.counts['answers'].items(),
+                                                                 key=lambda item: -item[1])) or "none") + ";"
              f" {result.counts['fills']:,} fills",
              *_rejects(result.counts),
              f"ordering       {result.counts['late_fills']:,} fills reached their session after the OUT line"

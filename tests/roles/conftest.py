@@ -126,6 +126,13 @@ def mesh(tmp_path: Path):
         yield running
 
 
+@pytest.fixture
+def demo_mesh(tmp_path: Path):
+    """The demo as shipped (price bands and all), on free ports."""
+    with Mesh(loopback_config(tmp_path, price_bands=True)) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def module_mesh(tmp_path_factory):
     """One mesh shared by the tests of a module, for tests that do not need a fresh one."""

@@ -20,7 +20,8 @@ def transcript(text: str) -> list[tuple[str, str, str]]:
     return [(m.group(1), m.group(2), m.group(3)) for m in re.finditer(r"^(\w+)([<>]) (.*)$", block, re.M)]
 
 
-def test_the_readme_transcript_works_as_written(mesh):
+def test_the_readme_transcript_works_as_written(demo_mesh):
+    mesh = demo_mesh
     steps = transcript(README.read_text())
     assert len(steps) >= 10
     clients: dict[str, TextClient] = {}
@@ -68,6 +69,14 @@ def test_watch_prints_the_trade(mesh):
     finally:
         watch.terminate()
         watch.wait(10)
+
+
+def test_the_demo_refuses_a_price_far_from_the_market(demo_mesh):
+    with TextClient(demo_mesh.host, demo_mesh.port) as alice:
+        assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+        reply = alice.request("BUY BTC-USD 0.1 @ 999999999.99")
+        assert reply.startswith("REJ PRICE_BAND "), reply
+        assert alice.request("BUY BTC-USD 0.1 @ 43000.00").startswith("ACK")
 
 
 def test_the_exchange_command_the_readme_names_is_in_the_venv():
