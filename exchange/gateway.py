@@ -50,7 +50,12 @@ LOGIN_THREADS = 2  # scrypt runs here, off the event loop; more would only let a
 
 
 class TextConnection(asyncio.Protocol):
-    """One TCP client: splits lines (with a length cap), answers each with one line."""
+    """One TCP client: splits lines (with a length cap), answers each with one line.
+
+    Lines are taken only while the session has room for another unanswered request and the
+    client reads its replies; otherwise the connection is not read from, and what was read
+    already waits in ``buffer`` (at most one read, 256 KiB) until the session drains.
+    """
 
     def __init__(self, entry: OrderEntry, config: GatewayConfig):
         self.entry = entry
@@ -58,9 +63,14 @@ class TextConnection(asyncio.Protocol):
         self.max_write_buffer = config.max_write_buffer
         self.buffer = b""
         self.discarding = False
-        self.unwritten: list[str] = []  # reply lines of this event-loop turn, written together
+        self.unwritten: list[str] = []  # reply lines of this event-loop turn, written together ...
+        self.unwritten_size = 0  # ... unless they grow past UNWRITTEN_MAX characters
+        self.held = False  # the session has no room for another request: lines wait in ``buffer``
+        self.writing_paused = False  # the client does not read fast enough
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
+
+    UNWRITTEN_MAX = 64 * 1024
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -68,7 +78,8 @@ class TextConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=min(256 * 1024, self.max_write_buffer // 2))
         peer = transport.get_extra_info("peername")
         try:
-            self.session = self.entry.open(self.write, self.disconnect, peer[0] if peer else "")
+            self.session = self.entry.open(self.write, self.disconnect, peer[0] if peer else "",
+                                           resume=self.drained)
         except ProtocolError as e:  # no room: say so, and close
             log.warning("refused a connection from %s: %s", peer, e.reason)
             transport.write((format_reply(Bye(e.code, e.reason)) + "\n").encode())
@@ -79,10 +90,25 @@ class TextConnection(asyncio.Protocol):
             self.entry.close(self.session)
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         self.transport.pause_reading()  # the client is not reading: take no more requests from it
 
     def resume_writing(self) -> None:
-        if not self.transport.is_closing():
+        self.writing_paused = False
+        self.go_on()
+
+    def drained(self) -> None:
+        """The session has room again (called while it writes replies): go on at the end of this turn."""
+        asyncio.get_running_loop().call_soon(self.go_on)
+
+    def go_on(self) -> None:
+        """Take the lines that waited, then read the client again, if nothing holds it back."""
+        if self.transport.is_closing() or self.session is None or self.session.closed:
+            return
+        if self.held and not self.writing_paused:
+            self.held = False
+            self.take_lines()
+        if not self.held and not self.writing_paused:
             self.transport.resume_reading()
 
     def disconnect(self) -> None:
@@ -93,16 +119,22 @@ class TextConnection(asyncio.Protocol):
             self.transport.close()
 
     def write(self, replies: list[ClientReply]) -> None:
-        """Queue reply lines; they leave in one write at the end of this event-loop turn."""
+        """Queue reply lines; they leave in one write at the end of this event-loop turn, or at once
+        if many wait (so that the transport sees, and says, when the client does not read them)."""
         if not self.unwritten:
             asyncio.get_running_loop().call_soon(self.flush)
-        self.unwritten.append("".join(format_reply(r) + "\n" for r in replies))
+        text = "".join(format_reply(r) + "\n" for r in replies)
+        self.unwritten.append(text)
+        self.unwritten_size += len(text)
+        if self.unwritten_size > self.UNWRITTEN_MAX:
+            self.flush()
 
     def flush(self) -> None:
         if not self.unwritten:
             return
         text = "".join(self.unwritten)
         self.unwritten.clear()
+        self.unwritten_size = 0
         if self.transport.is_closing():
             return
         self.transport.write(text.encode())
@@ -113,14 +145,27 @@ class TextConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.session is None:
             return
-        lines = (self.buffer + data).split(b"\n")
-        self.buffer = lines.pop()
-        for line in lines:
+        self.buffer = self.buffer + data if self.buffer else data
+        self.take_lines()
+
+    def take_lines(self) -> None:
+        """Answer the whole lines in ``buffer`` while the session has room and the client reads."""
+        buffer, start = self.buffer, 0
+        while not self.session.closed:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if self.writing_paused or not self.session.has_room():
+                self.held = True  # go_on takes the rest, once the session drains or the client reads
+                self.transport.pause_reading()
+                break
+            line, start = buffer[start:end], end + 1
             if self.discarding:
                 self.discarding = False  # the rest of an overlong line, already answered
                 continue
             self.line_received(line)
-        if len(self.buffer) > self.max_line:
+        self.buffer = buffer[start:]
+        if not self.held and len(self.buffer) > self.max_line:
             self.buffer = b""
             if not self.discarding:  # one answer per overlong line, however many pieces it comes in
                 self.discarding = True

@@ -93,8 +93,9 @@ class OrderEntry:
     # -- sessions ----------------------------------------------------------------------------
 
     def open(self, write: Callable[[list[ClientReply]], None], disconnect: Callable[[], None] = lambda: None,
-             address: str = "", user: str | None = None) -> Session:
-        """A new session; ``user`` when the connection itself proved it (a CURVE key).
+             address: str = "", user: str | None = None, resume: Callable[[], None] = lambda: None) -> Session:
+        """A new session; ``user`` when the connection itself proved it (a CURVE key). ``resume``
+        is called when a session that had no room (``Session.has_room``) has room again.
 
         Raises ProtocolError MAX_CONNECTIONS (or MAX_SESSIONS for ``user``): no session is made.
         """
@@ -107,7 +108,7 @@ class OrderEntry:
         now = self.clock()
         self._next_session += 1
         session = Session(self._next_session, write, disconnect, address,
-                          TokenBucket(gateway.max_rate, gateway.max_burst, now), now)
+                          TokenBucket(gateway.max_rate, gateway.max_burst, now), now, gateway.max_unanswered, resume)
         self.sessions[session.id] = session
         if user is not None:
             session.keyed = True
@@ -187,17 +188,26 @@ class OrderEntry:
             session.fill(slot, [error])
 
     def _admit(self, session: Session, client_order_id: str) -> list | None:
-        """The slot for one more request of the session; None if it is answered RATE_LIMITED."""
+        """The slot for one more request of the session; None if it is answered RATE_LIMITED, or
+        ended because it has ``max_unanswered`` requests already (a transport that stops reading
+        at ``Session.has_room`` never gets there; a ZMQ client, which cannot be left unread, may)."""
         if session.closed:
+            return None
+        if not session.has_room():
+            limit = session.max_unanswered
+            log.warning("session %d: %d requests wait for their answers; closing it", session.id, limit)
+            session.write([Bye(RejectCode.RATE_LIMITED, f"more than {limit} requests wait for their answers;"
+                                                        " closing the session")])
+            session.disconnect()
+            self.close(session)
             return None
         now = self.clock()
         session.last_request = now
-        slot = session.reserve()
         if session.bucket is not None and not session.bucket.take(now):
-            session.fill(slot, [Rej(RejectCode.RATE_LIMITED, f"more than {session.bucket.rate:g} requests"
-                                    " per second; slow down", client_order_id)])
+            session.fill(session.reserve(), [Rej(RejectCode.RATE_LIMITED, f"more than {session.bucket.rate:g}"
+                                                 " requests per second; slow down", client_order_id)])
             return None
-        return slot
+        return session.reserve()
 
     def _handle(self, session: Session, request: ClientRequest, slot: list) -> None:
         try:
