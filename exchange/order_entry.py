@@ -313,8 +313,11 @@ class OrderEntry:
                 session.fill(slot, [LoginOk(request.user, session.cancel_on_disconnect)])
             else:
                 session.fill(slot, [Rej(error.code, error.reason)])
-            for waited, waited_slot in waiting or ():
-                self._handle(session, waited, waited_slot)
+            while waiting:
+                if session.waiting is not None:  # a LOGIN among them is being checked: the rest wait for it
+                    session.waiting.extend(waiting)
+                    break
+                self._handle(session, *waiting.popleft())
         except Exception:  # our bug: this session only ends, with a reason (STYLE.md 7.3)
             log.exception("session %d: internal error; closing the session", session.id)
             session.write([Rej(RejectCode.INTERNAL, "the gateway failed on this request; closing the session")])

@@ -291,6 +291,18 @@ def test_a_failed_login_is_answered_after_the_delay_and_the_requests_behind_it_w
                               "REJ NOT_LOGGED_IN log in first: LOGIN <user> <key>"]
 
 
+def test_requests_behind_a_second_login_wait_for_that_logins_answer():
+    exchange = Exchange(deferred=True)
+    alice = Client(exchange)
+    for line in ("LOGIN alice typo", "LOGIN alice alice-key", "STATUS 1-1"):  # one write
+        alice.say(line)
+    for _ in range(3):  # the first key's check and delay, then the second key's check
+        exchange.run_blocking()
+        exchange.run_timers()
+    assert alice.take() == ["REJ BAD_LOGIN unknown user or wrong key", "OK LOGIN alice",
+                            "REJ NOT_YOUR_ORDER no order 1-1 of user alice"]
+
+
 def test_an_unknown_user_costs_a_key_check_like_a_known_one():
     exchange = Exchange(deferred=True)
     Client(exchange).say("LOGIN nobody some-key")
