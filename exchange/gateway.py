@@ -13,7 +13,8 @@ are CURVE clients of their engines (exchange.mesh_curve); one ZAP handler serves
 of ``zmq`` and the roles of ``replies``, each in its own ZAP domain (exchange.curve).
 
 One asyncio loop serves everything; the logic lives in exchange.order_entry.OrderEntry. scrypt for
-LOGIN runs on a small thread pool, so a login never stalls anyone else's orders. Bad input is
+LOGIN and the journal reads for resent orders run on a small thread pool, so neither stalls
+anyone else's orders. Bad input is
 bounded here (docs/security.md): lines are capped at ``max_line``; a client that stops reading
 is no longer read from, and is cut off once ``max_write_buffer`` bytes wait for it.
 """
@@ -24,16 +25,18 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+import sqlite3
 import time
 from collections import deque
 
+import msgspec
 import zmq
 import zmq.asyncio
 
 from exchange import curve, mesh
 from exchange.journal import journal_order_events, order_history
 from exchange.config import Config, GatewayConfig
-from exchange.errors import ProtocolError, RejectCode, WireError
+from exchange.errors import JournalError, ProtocolError, RejectCode, WireError
 from exchange.mesh_curve import MeshSecurity
 from exchange.protocol import Bye, ClientReply, Rej, decode_request, format_reply, parse_bytes
 from exchange.order_entry import OrderEntry
@@ -46,7 +49,8 @@ MAX_ZMQ_MESSAGE = 64 * 1024  # larger frames cost the client its connection; sma
 MAX_ZMQ_BACKLOG = 10_000  # replies waiting for one ZMQ client before it is cut off
 ZMQ_STALL_S = 5.0  # seconds a ZMQ client may take no reply at all before it is cut off
 HANDSHAKE_MS = 3000  # a ZMQ client that has not finished its (CURVE) handshake by then is dropped
-LOGIN_THREADS = 2  # scrypt runs here, off the event loop; more would only let a login flood eat more CPU
+BLOCKING_THREADS = 2  # scrypt and journal reads run here, off the event loop; more would only let a
+#                      login flood eat more CPU
 
 
 class TextConnection(asyncio.Protocol):
@@ -179,13 +183,7 @@ class TextConnection(asyncio.Protocol):
         if isinstance(request, Rej):
             self.entry.on_error(self.session, request)
             return
-        try:
-            self.entry.on_request(self.session, request)
-        except Exception:  # our bug: this session only ends, with a reason (STYLE.md 7.3)
-            log.exception("session %d: internal error; closing the session", self.session.id)
-            self.flush()
-            self.transport.write(b"REJ INTERNAL the gateway failed on this request; closing the session\n")
-            self.transport.close()
+        self.entry.on_request(self.session, request)  # a bug there ends this session (OrderEntry.guarded)
 
 
 class ZmqReplies:
@@ -269,18 +267,25 @@ class Gateway:
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
         loop = asyncio.get_running_loop()
-        self.executor = concurrent.futures.ThreadPoolExecutor(LOGIN_THREADS, thread_name_prefix="login")
+        self.executor = concurrent.futures.ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking")
 
         def run_blocking(fn, done) -> None:
             loop.run_in_executor(self.executor, fn).add_done_callback(
                 lambda future: None if future.cancelled() else done(future.result()))
 
-        self.entry = OrderEntry(config, self.send, self.name,
-                                history=lambda order_id: order_history(config.journal.path, order_id),
+        self.entry = OrderEntry(config, self.send, self.name, history=self._history,
                                 run_blocking=run_blocking, later=loop.call_later)
         self.zmq_sessions: dict[bytes, Session] = {}
         known = self.entry.load(journal_order_events(config.journal.path))
         log.info("%d orders known from the journal", known)
+
+    def _history(self, order_id: str) -> list:
+        """The journaled events of one order (on the executor: SQLite never runs on the loop)."""
+        path = self.config.journal.path
+        try:
+            return order_history(path, order_id)
+        except (sqlite3.Error, msgspec.DecodeError) as e:
+            raise JournalError(f"{path}: {e}") from e
 
     def _router(self) -> zmq.asyncio.Socket:
         """The ROUTER for ZMQ clients: a CURVE server with ZAP naming each client's user, or plain."""
