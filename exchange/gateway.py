@@ -28,6 +28,7 @@ import signal
 import sqlite3
 import time
 from collections import deque
+from typing import NamedTuple
 
 import msgspec
 import zmq
@@ -236,9 +237,28 @@ class ZmqReplies:
 
     def end(self, why: str) -> None:
         log.warning("ZMQ client %s does not read its replies (%s); ending its session", self.identity.hex(), why)
+        self.close()
+        self.cut_off()
+
+    def close(self) -> None:
+        """Send nothing more, not even what waits."""
         self.closed = True
         self.backlog.clear()
-        self.cut_off()
+
+
+class ZmqSession(NamedTuple):
+    """A ZMQ client's session, bound to its routing id and to who its connection proved to be."""
+
+    proof: tuple[str | None, str]  # (the CURVE key's user, or None with zmq_auth: login; the peer address)
+    session: Session
+    replies: ZmqReplies
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    try:
+        return frame.get("Peer-Address")
+    except zmq.ZMQError:  # not every transport has one
+        return ""
 
 
 class Gateway:
@@ -275,7 +295,7 @@ class Gateway:
 
         self.entry = OrderEntry(config, self.send, self.name, history=self._history,
                                 run_blocking=run_blocking, later=loop.call_later)
-        self.zmq_sessions: dict[bytes, Session] = {}
+        self.zmq_sessions: dict[bytes, ZmqSession] = {}  # by routing id
         known = self.entry.load(journal_order_events(config.journal.path))
         log.info("%d orders known from the journal", known)
 
@@ -379,8 +399,7 @@ class Gateway:
             if not sync.get(zmq.EVENTS) & zmq.POLLIN:
                 return
             parts = sync.recv_multipart(zmq.NOBLOCK, copy=False)
-            identity = parts[0].bytes
-            session = self.zmq_sessions.get(identity) or self._zmq_session(sync, identity, parts[-1])
+            session = self._zmq_session(sync, parts[0].bytes, parts[-1])
             if session is None:
                 continue
             if len(parts) != 2:
@@ -401,31 +420,42 @@ class Gateway:
             asyncio.get_running_loop().call_soon(self.read_zmq_clients)
 
     def _zmq_session(self, sock: zmq.Socket, identity: bytes, frame: zmq.Frame) -> Session | None:
-        """A new ZMQ client's session: its user is its CURVE key's (the ZAP User-Id), or none until LOGIN."""
-        user = frame.get("User-Id") if self.keyed else None
+        """The session of the connection that sent ``frame``: the one bound to its routing id *and*
+        to who the connection is (its CURVE key's user, the ZAP User-Id, and its address), else a
+        new one (logged in as that user, or nobody until LOGIN).
+
+        The routing id is the client's choice, and a ROUTER gives one to a new connection only
+        once the connection that had it is gone. So a frame under a known routing id from someone
+        else means that session's client left: its session ends, and the newcomer gets its own.
+        """
+        proof = (frame.get("User-Id") if self.keyed else None, _peer_address(frame))
+        known = self.zmq_sessions.get(identity)
+        if known is not None:
+            if known.proof == proof:
+                return known.session
+            log.info("ZMQ routing id %s is another connection's now; ending session %d", identity.hex(),
+                     known.session.id)
+            known.replies.close()  # nothing more of the old session's goes to this routing id
+            self._forget(identity, known.replies)
+        replies = ZmqReplies(sock, identity, lambda: self._forget(identity, replies), self.after_zmq_write)
         try:
-            address = frame.get("Peer-Address")
-        except zmq.ZMQError:
-            address = ""
-        try:
-            session = self.entry.open(self._zmq_writer(sock, identity), lambda: self._forget(identity),
-                                      address, user)
+            session = self.entry.open(replies.write, lambda: self._forget(identity, replies), proof[1], proof[0],
+                                      login_timeout=self.config.gateway.zmq_login_timeout)
         except ProtocolError as e:  # no room for it: this request gets the reason, and nothing else
             try:
                 sock.send_multipart([identity, encode(Rej(e.code, e.reason))], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             return None
-        self.zmq_sessions[identity] = session
+        self.zmq_sessions[identity] = ZmqSession(proof, session, replies)
         return session
 
-    def _forget(self, identity: bytes) -> None:
-        session = self.zmq_sessions.pop(identity, None)
-        if session is not None:
-            self.entry.close(session)
-
-    def _zmq_writer(self, sock: zmq.Socket, identity: bytes):
-        return ZmqReplies(sock, identity, lambda: self._forget(identity), self.after_zmq_write).write
+    def _forget(self, identity: bytes, replies: ZmqReplies) -> None:
+        """End the session that writes to ``replies``, if it is still the one of ``identity``."""
+        known = self.zmq_sessions.get(identity)
+        if known is not None and known.replies is replies:
+            del self.zmq_sessions[identity]
+            self.entry.close(known.session)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -101,9 +101,11 @@ class OrderEntry:
     # -- sessions ----------------------------------------------------------------------------
 
     def open(self, write: Callable[[list[ClientReply]], None], disconnect: Callable[[], None] = lambda: None,
-             address: str = "", user: str | None = None, resume: Callable[[], None] = lambda: None) -> Session:
+             address: str = "", user: str | None = None, resume: Callable[[], None] = lambda: None,
+             login_timeout: float = 0.0) -> Session:
         """A new session; ``user`` when the connection itself proved it (a CURVE key). ``resume``
-        is called when a session that had no room (``Session.has_room``) has room again.
+        is called when a session that had no room (``Session.has_room``) has room again; a session
+        nobody logged in on ends after ``login_timeout`` seconds without a request, if given.
 
         Raises ProtocolError MAX_CONNECTIONS (or MAX_SESSIONS for ``user``): no session is made.
         """
@@ -117,6 +119,7 @@ class OrderEntry:
         self._next_session += 1
         session = Session(self._next_session, write, disconnect, address,
                           TokenBucket(gateway.max_rate, gateway.max_burst, now), now, gateway.max_unanswered, resume)
+        session.login_timeout = login_timeout
         self.sessions[session.id] = session
         if user is not None:
             session.keyed = True
@@ -140,19 +143,24 @@ class OrderEntry:
         session.own_orders.clear()
 
     def expire_idle(self) -> int:
-        """Close every session that sent nothing for ``gateway.idle_timeout`` seconds; return how many."""
-        timeout = self.config.gateway.idle_timeout
-        if not timeout:
-            return 0
+        """Close every session that sent nothing for ``gateway.idle_timeout`` seconds, or for its
+        ``login_timeout`` while nobody is logged in on it; return how many."""
         now = self.clock()
-        idle = [session for session in self.sessions.values() if now - session.last_request > timeout]
-        for session in idle:
-            log.info("session %d: idle for %.0f s; closing it", session.id, timeout)
+        idle = [(session, timeout) for session in self.sessions.values()
+                if (timeout := self._idle_timeout(session)) and now - session.last_request > timeout]
+        for session, timeout in idle:
+            log.info("session %d: idle for %g s; closing it", session.id, timeout)
             session.write([Bye(RejectCode.IDLE_TIMEOUT, f"no request in {timeout:g} s; send PING to stay"
                                                         " connected")])
             session.disconnect()
             self.close(session)
         return len(idle)
+
+    def _idle_timeout(self, session: Session) -> float:
+        timeout = self.config.gateway.idle_timeout
+        if session.login_timeout and session.user is None and session.waiting is None:  # no LOGIN being checked
+            return min(timeout, session.login_timeout) if timeout else session.login_timeout
+        return timeout
 
     def _check_sessions(self, user: str) -> None:
         known = self.config.user(user)

@@ -39,6 +39,7 @@ class Session:
         self.max_unanswered = max_unanswered
         self.resume = resume  # the transport reads the client again
         self.stopped = False  # has_room said no: resume when the queue is down to half
+        self.login_timeout = 0.0  # if set: the idle timeout while nobody is logged in on the session
         self.held: Counter[str] = Counter()  # order id → queued lines about it
         self.bucket = bucket
         self.last_request = now
