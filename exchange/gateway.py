@@ -274,8 +274,7 @@ class Gateway:
             self.auth = curve.start_authenticator(zmq.Context.shadow(self.ctx.underlying),
                                                   users=curve.user_keys(config) if self.keyed else None,
                                                   roles=security.role_keys() if security else None)
-        self.pushes = {e.name: mesh.socket(self.ctx, zmq.PUSH, connect=e.commands, security=security,
-                                           peer=e.role) for e in config.engines}  # → engines
+        self.pushes = {e.name: self._push(e.commands, security, e.role) for e in config.engines}  # → engines
         self.engines = {name: self._sync(sock) for name, sock in self.pushes.items()}
         self.outbox: dict[str, list[Request]] = {name: [] for name in self.engines}  # sent by flush_requests
         self.flush_scheduled = False
@@ -298,6 +297,15 @@ class Gateway:
         self.zmq_sessions: dict[bytes, ZmqSession] = {}  # by routing id
         known = self.entry.load(journal_order_events(config.journal.path))
         log.info("%d orders known from the journal", known)
+
+    def _push(self, endpoint: str, security: MeshSecurity | None, peer: str) -> zmq.asyncio.Socket:
+        """A PUSH to one engine that queues nothing while the engine is not connected (IMMEDIATE):
+        an order for an engine that is down is refused BUSY at once, rather than kept here and
+        run whenever the engine comes back."""
+        sock = mesh.socket(self.ctx, zmq.PUSH)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # before connecting: it applies to connections made after
+        mesh.connect_to(sock, endpoint, security, peer)
+        return sock
 
     def _history(self, order_id: str) -> list:
         """The journaled events of one order (on the executor: SQLite never runs on the loop)."""
