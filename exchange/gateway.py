@@ -160,9 +160,7 @@ class TextConnection(asyncio.Protocol):
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
-            if self.writing_paused or not self.session.has_room():
-                self.held = True  # go_on takes the rest, once the session drains or the client reads
-                self.transport.pause_reading()
+            if not self.may_take():
                 break
             line, start = buffer[start:end], end + 1
             if self.discarding:
@@ -170,12 +168,20 @@ class TextConnection(asyncio.Protocol):
                 continue
             self.line_received(line)
         self.buffer = buffer[start:]
-        if not self.held and len(self.buffer) > self.max_line:
+        if not self.held and len(self.buffer) > self.max_line and self.may_take():
             self.buffer = b""
             if not self.discarding:  # one answer per overlong line, however many pieces it comes in
                 self.discarding = True
                 self.entry.on_error(self.session, Rej(
                     RejectCode.TOO_LARGE, f"line longer than {self.max_line} bytes; discarded"))
+
+    def may_take(self) -> bool:
+        """Whether the session may take a request now; if not, stop reading until ``go_on``."""
+        if self.writing_paused or not self.session.has_room():
+            self.held = True  # go_on takes the rest, once the session drains or the client reads
+            self.transport.pause_reading()
+            return False
+        return True
 
     def line_received(self, raw: bytes) -> None:
         if self.session.closed:

@@ -94,3 +94,23 @@ def test_a_session_that_cannot_be_stopped_from_sending_is_told_bye_at_max_unansw
     exchange.run_timers()
     assert mallory.take() == []
     assert exchange.entry.sessions == {}
+
+
+def test_an_overlong_line_at_the_limit_waits_its_turn_instead_of_ending_the_session():
+    exchange = Exchange(config=configured(gateway={"max_unanswered": LIMIT}), deferred=True)
+
+    async def overlong() -> None:
+        transport = Transport()
+        connection = TextConnection(exchange.entry, exchange.entry.config.gateway)
+        connection.connection_made(transport)
+        connection.data_received(b"LOGIN alice wrong\n" + b"\n" * (LIMIT - 1) + b"x" * 2000)
+        assert transport.paused and not connection.session.closed
+        exchange.run_blocking()
+        exchange.run_timers()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        lines = transport.written.decode().splitlines()
+        assert len(lines) == LIMIT + 1 and lines[-1] == "REJ TOO_LARGE line longer than 1024 bytes; discarded"
+        assert not transport.paused and not transport.closed
+
+    asyncio.run(overlong())
