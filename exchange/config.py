@@ -91,7 +91,9 @@ class GatewayConfig(_Section):
     max_rate: Annotated[float, Meta(gt=0)] = 1000.0  # requests per second per session, sustained
     max_burst: Annotated[int, Meta(ge=1)] = 2000  # requests a session may send at once (bucket size)
     idle_timeout: Annotated[float, Meta(ge=0)] = 300.0  # seconds without a request; 0: never
+    zmq_login_timeout: Annotated[float, Meta(gt=0)] = 5.0  # the same, for a ZMQ session nobody logged in on
     max_write_buffer: Annotated[int, Meta(ge=65536)] = 1024 * 1024  # unread reply bytes before a disconnect
+    max_unanswered: Annotated[int, Meta(ge=16)] = 8192  # a session's requests not yet answered: reading stops
     login_failure_delay: Annotated[float, Meta(ge=0, le=30)] = 1.0  # seconds before a BAD_LOGIN answer
     max_failed_logins: Annotated[int, Meta(ge=1)] = 5  # per address and per user name, in the window
     failed_login_window: Annotated[float, Meta(gt=0)] = 60.0  # seconds

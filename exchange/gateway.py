@@ -13,7 +13,8 @@ are CURVE clients of their engines (exchange.mesh_curve); one ZAP handler serves
 of ``zmq`` and the roles of ``replies``, each in its own ZAP domain (exchange.curve).
 
 One asyncio loop serves everything; the logic lives in exchange.order_entry.OrderEntry. scrypt for
-LOGIN runs on a small thread pool, so a login never stalls anyone else's orders. Bad input is
+LOGIN and the journal reads for resent orders run on a small thread pool, so neither stalls
+anyone else's orders. Bad input is
 bounded here (docs/security.md): lines are capped at ``max_line``; a client that stops reading
 is no longer read from, and is cut off once ``max_write_buffer`` bytes wait for it.
 """
@@ -24,16 +25,19 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+import sqlite3
 import time
 from collections import deque
+from typing import NamedTuple
 
+import msgspec
 import zmq
 import zmq.asyncio
 
 from exchange import curve, journal_recovery, mesh
 from exchange.journal import journal_order_events, order_history
 from exchange.config import Config, GatewayConfig
-from exchange.errors import ProtocolError, RejectCode, WireError
+from exchange.errors import JournalError, ProtocolError, RejectCode, WireError
 from exchange.mesh_curve import MeshSecurity
 from exchange.protocol import Bye, ClientReply, Rej, decode_request, format_reply, parse_bytes
 from exchange.order_entry import OrderEntry
@@ -46,11 +50,17 @@ MAX_ZMQ_MESSAGE = 64 * 1024  # larger frames cost the client its connection; sma
 MAX_ZMQ_BACKLOG = 10_000  # replies waiting for one ZMQ client before it is cut off
 ZMQ_STALL_S = 5.0  # seconds a ZMQ client may take no reply at all before it is cut off
 HANDSHAKE_MS = 3000  # a ZMQ client that has not finished its (CURVE) handshake by then is dropped
-LOGIN_THREADS = 2  # scrypt runs here, off the event loop; more would only let a login flood eat more CPU
+BLOCKING_THREADS = 2  # scrypt and journal reads run here, off the event loop; more would only let a
+#                      login flood eat more CPU
 
 
 class TextConnection(asyncio.Protocol):
-    """One TCP client: splits lines (with a length cap), answers each with one line."""
+    """One TCP client: splits lines (with a length cap), answers each with one line.
+
+    Lines are taken only while the session has room for another unanswered request and the
+    client reads its replies; otherwise the connection is not read from, and what was read
+    already waits in ``buffer`` (at most one read, 256 KiB) until the session drains.
+    """
 
     def __init__(self, entry: OrderEntry, config: GatewayConfig):
         self.entry = entry
@@ -58,9 +68,14 @@ class TextConnection(asyncio.Protocol):
         self.max_write_buffer = config.max_write_buffer
         self.buffer = b""
         self.discarding = False
-        self.unwritten: list[str] = []  # reply lines of this event-loop turn, written together
+        self.unwritten: list[str] = []  # reply lines of this event-loop turn, written together ...
+        self.unwritten_size = 0  # ... unless they grow past UNWRITTEN_MAX characters
+        self.held = False  # the session has no room for another request: lines wait in ``buffer``
+        self.writing_paused = False  # the client does not read fast enough
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
+
+    UNWRITTEN_MAX = 64 * 1024
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -68,7 +83,8 @@ class TextConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=min(256 * 1024, self.max_write_buffer // 2))
         peer = transport.get_extra_info("peername")
         try:
-            self.session = self.entry.open(self.write, self.disconnect, peer[0] if peer else "")
+            self.session = self.entry.open(self.write, self.disconnect, peer[0] if peer else "",
+                                           resume=self.drained)
         except ProtocolError as e:  # no room: say so, and close
             log.warning("refused a connection from %s: %s", peer, e.reason)
             transport.write((format_reply(Bye(e.code, e.reason)) + "\n").encode())
@@ -79,10 +95,25 @@ class TextConnection(asyncio.Protocol):
             self.entry.close(self.session)
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         self.transport.pause_reading()  # the client is not reading: take no more requests from it
 
     def resume_writing(self) -> None:
-        if not self.transport.is_closing():
+        self.writing_paused = False
+        self.go_on()
+
+    def drained(self) -> None:
+        """The session has room again (called while it writes replies): go on at the end of this turn."""
+        asyncio.get_running_loop().call_soon(self.go_on)
+
+    def go_on(self) -> None:
+        """Take the lines that waited, then read the client again, if nothing holds it back."""
+        if self.transport.is_closing() or self.session is None or self.session.closed:
+            return
+        if self.held and not self.writing_paused:
+            self.held = False
+            self.take_lines()
+        if not self.held and not self.writing_paused:
             self.transport.resume_reading()
 
     def disconnect(self) -> None:
@@ -93,16 +124,22 @@ class TextConnection(asyncio.Protocol):
             self.transport.close()
 
     def write(self, replies: list[ClientReply]) -> None:
-        """Queue reply lines; they leave in one write at the end of this event-loop turn."""
+        """Queue reply lines; they leave in one write at the end of this event-loop turn, or at once
+        if many wait (so that the transport sees, and says, when the client does not read them)."""
         if not self.unwritten:
             asyncio.get_running_loop().call_soon(self.flush)
-        self.unwritten.append("".join(format_reply(r) + "\n" for r in replies))
+        text = "".join(format_reply(r) + "\n" for r in replies)
+        self.unwritten.append(text)
+        self.unwritten_size += len(text)
+        if self.unwritten_size > self.UNWRITTEN_MAX:
+            self.flush()
 
     def flush(self) -> None:
         if not self.unwritten:
             return
         text = "".join(self.unwritten)
         self.unwritten.clear()
+        self.unwritten_size = 0
         if self.transport.is_closing():
             return
         self.transport.write(text.encode())
@@ -113,19 +150,38 @@ class TextConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.session is None:
             return
-        lines = (self.buffer + data).split(b"\n")
-        self.buffer = lines.pop()
-        for line in lines:
+        self.buffer = self.buffer + data if self.buffer else data
+        self.take_lines()
+
+    def take_lines(self) -> None:
+        """Answer the whole lines in ``buffer`` while the session has room and the client reads."""
+        buffer, start = self.buffer, 0
+        while not self.session.closed:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if not self.may_take():
+                break
+            line, start = buffer[start:end], end + 1
             if self.discarding:
                 self.discarding = False  # the rest of an overlong line, already answered
                 continue
             self.line_received(line)
-        if len(self.buffer) > self.max_line:
+        self.buffer = buffer[start:]
+        if not self.held and len(self.buffer) > self.max_line and self.may_take():
             self.buffer = b""
             if not self.discarding:  # one answer per overlong line, however many pieces it comes in
                 self.discarding = True
                 self.entry.on_error(self.session, Rej(
                     RejectCode.TOO_LARGE, f"line longer than {self.max_line} bytes; discarded"))
+
+    def may_take(self) -> bool:
+        """Whether the session may take a request now; if not, stop reading until ``go_on``."""
+        if self.writing_paused or not self.session.has_room():
+            self.held = True  # go_on takes the rest, once the session drains or the client reads
+            self.transport.pause_reading()
+            return False
+        return True
 
     def line_received(self, raw: bytes) -> None:
         if self.session.closed:
@@ -134,13 +190,7 @@ class TextConnection(asyncio.Protocol):
         if isinstance(request, Rej):
             self.entry.on_error(self.session, request)
             return
-        try:
-            self.entry.on_request(self.session, request)
-        except Exception:  # our bug: this session only ends, with a reason (STYLE.md 7.3)
-            log.exception("session %d: internal error; closing the session", self.session.id)
-            self.flush()
-            self.transport.write(b"REJ INTERNAL the gateway failed on this request; closing the session\n")
-            self.transport.close()
+        self.entry.on_request(self.session, request)  # a bug there ends this session (OrderEntry.guarded)
 
 
 class ZmqReplies:
@@ -193,9 +243,28 @@ class ZmqReplies:
 
     def end(self, why: str) -> None:
         log.warning("ZMQ client %s does not read its replies (%s); ending its session", self.identity.hex(), why)
+        self.close()
+        self.cut_off()
+
+    def close(self) -> None:
+        """Send nothing more, not even what waits."""
         self.closed = True
         self.backlog.clear()
-        self.cut_off()
+
+
+class ZmqSession(NamedTuple):
+    """A ZMQ client's session, bound to its routing id and to who its connection proved to be."""
+
+    proof: tuple[str | None, str]  # (the CURVE key's user, or None with zmq_auth: login; the peer address)
+    session: Session
+    replies: ZmqReplies
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    try:
+        return frame.get("Peer-Address")
+    except zmq.ZMQError:  # not every transport has one
+        return ""
 
 
 class Gateway:
@@ -212,8 +281,7 @@ class Gateway:
             self.auth = curve.start_authenticator(zmq.Context.shadow(self.ctx.underlying),
                                                   users=curve.user_keys(config) if self.keyed else None,
                                                   roles=security.role_keys() if security else None)
-        self.pushes = {e.name: mesh.socket(self.ctx, zmq.PUSH, connect=e.commands, security=security,
-                                           peer=e.role) for e in config.engines}  # → engines
+        self.pushes = {e.name: self._push(e.commands, security, e.role) for e in config.engines}  # → engines
         self.engines = {name: self._sync(sock) for name, sock in self.pushes.items()}
         self.outbox: dict[str, list[Request]] = {name: [] for name in self.engines}  # sent by flush_requests
         self.flush_scheduled = False
@@ -225,18 +293,34 @@ class Gateway:
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
         loop = asyncio.get_running_loop()
-        self.executor = concurrent.futures.ThreadPoolExecutor(LOGIN_THREADS, thread_name_prefix="login")
+        self.executor = concurrent.futures.ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking")
 
         def run_blocking(fn, done) -> None:
             loop.run_in_executor(self.executor, fn).add_done_callback(
                 lambda future: None if future.cancelled() else done(future.result()))
 
-        self.entry = OrderEntry(config, self.send, self.name,
-                                history=lambda order_id: order_history(config.journal.path, order_id),
+        self.entry = OrderEntry(config, self.send, self.name, history=self._history,
                                 run_blocking=run_blocking, later=loop.call_later)
-        self.zmq_sessions: dict[bytes, Session] = {}
+        self.zmq_sessions: dict[bytes, ZmqSession] = {}  # by routing id
         known = self.entry.load(journal_order_events(config.journal.path))
         log.info("%d orders known from the journal", known)
+
+    def _push(self, endpoint: str, security: MeshSecurity | None, peer: str) -> zmq.asyncio.Socket:
+        """A PUSH to one engine that queues nothing while the engine is not connected (IMMEDIATE):
+        an order for an engine that is down is refused BUSY at once, rather than kept here and
+        run whenever the engine comes back."""
+        sock = mesh.socket(self.ctx, zmq.PUSH)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # before connecting: it applies to connections made after
+        mesh.connect_to(sock, endpoint, security, peer)
+        return sock
+
+    def _history(self, order_id: str) -> list:
+        """The journaled events of one order (on the executor: SQLite never runs on the loop)."""
+        path = self.config.journal.path
+        try:
+            return order_history(path, order_id)
+        except (sqlite3.Error, msgspec.DecodeError) as e:
+            raise JournalError(f"{path}: {e}") from e
 
     def _router(self) -> zmq.asyncio.Socket:
         """The ROUTER for ZMQ clients: a CURVE server with ZAP naming each client's user, or plain."""
@@ -330,8 +414,7 @@ class Gateway:
             if not sync.get(zmq.EVENTS) & zmq.POLLIN:
                 return
             parts = sync.recv_multipart(zmq.NOBLOCK, copy=False)
-            identity = parts[0].bytes
-            session = self.zmq_sessions.get(identity) or self._zmq_session(sync, identity, parts[-1])
+            session = self._zmq_session(sync, parts[0].bytes, parts[-1])
             if session is None:
                 continue
             if len(parts) != 2:
@@ -352,31 +435,42 @@ class Gateway:
             asyncio.get_running_loop().call_soon(self.read_zmq_clients)
 
     def _zmq_session(self, sock: zmq.Socket, identity: bytes, frame: zmq.Frame) -> Session | None:
-        """A new ZMQ client's session: its user is its CURVE key's (the ZAP User-Id), or none until LOGIN."""
-        user = frame.get("User-Id") if self.keyed else None
+        """The session of the connection that sent ``frame``: the one bound to its routing id *and*
+        to who the connection is (its CURVE key's user, the ZAP User-Id, and its address), else a
+        new one (logged in as that user, or nobody until LOGIN).
+
+        The routing id is the client's choice, and a ROUTER gives one to a new connection only
+        once the connection that had it is gone. So a frame under a known routing id from someone
+        else means that session's client left: its session ends, and the newcomer gets its own.
+        """
+        proof = (frame.get("User-Id") if self.keyed else None, _peer_address(frame))
+        known = self.zmq_sessions.get(identity)
+        if known is not None:
+            if known.proof == proof:
+                return known.session
+            log.info("ZMQ routing id %s is another connection's now; ending session %d", identity.hex(),
+                     known.session.id)
+            known.replies.close()  # nothing more of the old session's goes to this routing id
+            self._forget(identity, known.replies)
+        replies = ZmqReplies(sock, identity, lambda: self._forget(identity, replies), self.after_zmq_write)
         try:
-            address = frame.get("Peer-Address")
-        except zmq.ZMQError:
-            address = ""
-        try:
-            session = self.entry.open(self._zmq_writer(sock, identity), lambda: self._forget(identity),
-                                      address, user)
+            session = self.entry.open(replies.write, lambda: self._forget(identity, replies), proof[1], proof[0],
+                                      login_timeout=self.config.gateway.zmq_login_timeout)
         except ProtocolError as e:  # no room for it: this request gets the reason, and nothing else
             try:
                 sock.send_multipart([identity, encode(Rej(e.code, e.reason))], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             return None
-        self.zmq_sessions[identity] = session
+        self.zmq_sessions[identity] = ZmqSession(proof, session, replies)
         return session
 
-    def _forget(self, identity: bytes) -> None:
-        session = self.zmq_sessions.pop(identity, None)
-        if session is not None:
-            self.entry.close(session)
-
-    def _zmq_writer(self, sock: zmq.Socket, identity: bytes):
-        return ZmqReplies(sock, identity, lambda: self._forget(identity), self.after_zmq_write).write
+    def _forget(self, identity: bytes, replies: ZmqReplies) -> None:
+        """End the session that writes to ``replies``, if it is still the one of ``identity``."""
+        known = self.zmq_sessions.get(identity)
+        if known is not None and known.replies is replies:
+            del self.zmq_sessions[identity]
+            self.entry.close(known.session)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

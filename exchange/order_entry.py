@@ -30,7 +30,7 @@ from exchange.core.messages import (
     PlaceOrder,
 )
 from exchange.core.orders import CancelReason
-from exchange.errors import ProtocolError, RejectCode
+from exchange.errors import JournalError, ProtocolError, RejectCode
 from exchange.order_views import OrderViews, not_yours
 from exchange.protocol import (
     Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest,
@@ -57,6 +57,11 @@ class Pending:
         self.engine: str | None = None  # the one engine asked, if only one
         self.lines: list[ClientReply] = []  # CANCELALL: the requester's OUT lines, until all engines answer
 
+    def answer(self, replies: list[ClientReply]) -> None:
+        """Give the requester, and whoever resent the same order, these replies."""
+        for session, slot in [(self.session, self.slot), *self.also]:
+            session.fill(slot, replies)
+
 
 class OrderEntry:
     """The gateway's state and logic; ``send(engine_name, command, session_id, request_id)`` → bool."""
@@ -65,8 +70,10 @@ class OrderEntry:
                  gateway: str = "gateway", clock: Callable[[], float] = time.monotonic,
                  history: Callable[[str], Iterable] = lambda order_id: (),
                  run_blocking: Callable | None = None, later: Callable | None = None):
-        """``run_blocking(fn, done)`` runs scrypt for a LOGIN away from the caller's loop and
-        ``later(delay, fn)`` delays failed logins; both default to "now", for tests in memory."""
+        """``run_blocking(fn, done)`` runs ``fn`` (scrypt for a LOGIN, a journal read for a resend)
+        away from the caller's loop and calls ``done(result)`` back on it; ``later(delay, fn)``
+        delays failed logins; both default to "now", for tests in memory. ``history`` may raise
+        JournalError."""
         self.config = config
         self.history = history  # order_id → its journaled order events, for resends we never saw answered
         self.gateway = gateway  # this incarnation's name: replies to others' requests only update views
@@ -84,7 +91,8 @@ class OrderEntry:
         self.client_order_ids = self.views.client_order_ids  # (user, client order id) → order id
         self.load = self.views.load
         self.in_flight: dict[tuple[str, str], Pending] = {}  # (user, client order id) → its placement
-        self.logins = Logins(config, run_blocking or (lambda fn, done: done(fn())),
+        self.run_blocking = run_blocking or (lambda fn, done: done(fn()))
+        self.logins = Logins(config, self.run_blocking,
                              later or (lambda delay, fn: fn()), clock)
         self.unsent: list[tuple[str, CancelAll]] = []  # disconnect cancels an engine had no room for
         self._nobody = Session(0, lambda replies: None)  # answers to the gateway's own requests
@@ -93,8 +101,11 @@ class OrderEntry:
     # -- sessions ----------------------------------------------------------------------------
 
     def open(self, write: Callable[[list[ClientReply]], None], disconnect: Callable[[], None] = lambda: None,
-             address: str = "", user: str | None = None) -> Session:
-        """A new session; ``user`` when the connection itself proved it (a CURVE key).
+             address: str = "", user: str | None = None, resume: Callable[[], None] = lambda: None,
+             login_timeout: float = 0.0) -> Session:
+        """A new session; ``user`` when the connection itself proved it (a CURVE key). ``resume``
+        is called when a session that had no room (``Session.has_room``) has room again; a session
+        nobody logged in on ends after ``login_timeout`` seconds without a request, if given.
 
         Raises ProtocolError MAX_CONNECTIONS (or MAX_SESSIONS for ``user``): no session is made.
         """
@@ -107,7 +118,8 @@ class OrderEntry:
         now = self.clock()
         self._next_session += 1
         session = Session(self._next_session, write, disconnect, address,
-                          TokenBucket(gateway.max_rate, gateway.max_burst, now), now)
+                          TokenBucket(gateway.max_rate, gateway.max_burst, now), now, gateway.max_unanswered, resume)
+        session.login_timeout = login_timeout
         self.sessions[session.id] = session
         if user is not None:
             session.keyed = True
@@ -131,19 +143,24 @@ class OrderEntry:
         session.own_orders.clear()
 
     def expire_idle(self) -> int:
-        """Close every session that sent nothing for ``gateway.idle_timeout`` seconds; return how many."""
-        timeout = self.config.gateway.idle_timeout
-        if not timeout:
-            return 0
+        """Close every session that sent nothing for ``gateway.idle_timeout`` seconds, or for its
+        ``login_timeout`` while nobody is logged in on it; return how many."""
         now = self.clock()
-        idle = [session for session in self.sessions.values() if now - session.last_request > timeout]
-        for session in idle:
-            log.info("session %d: idle for %.0f s; closing it", session.id, timeout)
+        idle = [(session, timeout) for session in self.sessions.values()
+                if (timeout := self._idle_timeout(session)) and now - session.last_request > timeout]
+        for session, timeout in idle:
+            log.info("session %d: idle for %g s; closing it", session.id, timeout)
             session.write([Bye(RejectCode.IDLE_TIMEOUT, f"no request in {timeout:g} s; send PING to stay"
                                                         " connected")])
             session.disconnect()
             self.close(session)
         return len(idle)
+
+    def _idle_timeout(self, session: Session) -> float:
+        timeout = self.config.gateway.idle_timeout
+        if session.login_timeout and session.user is None and session.waiting is None:  # no LOGIN being checked
+            return min(timeout, session.login_timeout) if timeout else session.login_timeout
+        return timeout
 
     def _check_sessions(self, user: str) -> None:
         known = self.config.user(user)
@@ -172,6 +189,25 @@ class OrderEntry:
 
     def on_request(self, session: Session, request: ClientRequest) -> None:
         """Handle one request; its reply comes now or when the engine's answer is released."""
+        self.guarded(session, self._request, session, request)
+
+    def on_error(self, session: Session, error: Rej) -> None:
+        """Answer a line or frame that is not a request (its one reply)."""
+        self.guarded(session, self._error, session, error)
+
+    def guarded(self, session: Session, fn: Callable, *args) -> None:
+        """``fn(*args)`` on behalf of ``session``: a bug there ends that session only, after one
+        ``REJ INTERNAL`` (STYLE.md 7.3: the one exception to "our bugs crash")."""
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("session %d: internal error; closing the session", session.id)
+            if not session.closed:
+                session.write([Rej(RejectCode.INTERNAL, "the gateway failed on this request; closing the session")])
+                session.disconnect()
+                self.close(session)
+
+    def _request(self, session: Session, request: ClientRequest) -> None:
         slot = self._admit(session, getattr(request, "client_order_id", ""))
         if slot is None:
             return
@@ -180,24 +216,32 @@ class OrderEntry:
             return
         self._handle(session, request, slot)
 
-    def on_error(self, session: Session, error: Rej) -> None:
-        """Answer a line or frame that is not a request (its one reply)."""
+    def _error(self, session: Session, error: Rej) -> None:
         slot = self._admit(session, error.client_order_id)
         if slot is not None:
             session.fill(slot, [error])
 
     def _admit(self, session: Session, client_order_id: str) -> list | None:
-        """The slot for one more request of the session; None if it is answered RATE_LIMITED."""
+        """The slot for one more request of the session; None if it is answered RATE_LIMITED, or
+        ended because it has ``max_unanswered`` requests already (a transport that stops reading
+        at ``Session.has_room`` never gets there; a ZMQ client, which cannot be left unread, may)."""
         if session.closed:
+            return None
+        if not session.has_room():
+            limit = session.max_unanswered
+            log.warning("session %d: %d requests wait for their answers; closing it", session.id, limit)
+            session.write([Bye(RejectCode.RATE_LIMITED, f"more than {limit} requests wait for their answers;"
+                                                        " closing the session")])
+            session.disconnect()
+            self.close(session)
             return None
         now = self.clock()
         session.last_request = now
-        slot = session.reserve()
         if session.bucket is not None and not session.bucket.take(now):
-            session.fill(slot, [Rej(RejectCode.RATE_LIMITED, f"more than {session.bucket.rate:g} requests"
-                                    " per second; slow down", client_order_id)])
+            session.fill(session.reserve(), [Rej(RejectCode.RATE_LIMITED, f"more than {session.bucket.rate:g}"
+                                                 " requests per second; slow down", client_order_id)])
             return None
-        return slot
+        return session.reserve()
 
     def _handle(self, session: Session, request: ClientRequest, slot: list) -> None:
         try:
@@ -284,7 +328,7 @@ class OrderEntry:
             raise ProtocolError(RejectCode.ALREADY_LOGGED_IN, f"this session is logged in as {session.user}")
         session.waiting = deque()  # until the key is checked, later requests wait (replies stay in order)
         self.logins.check(request.user, request.key, session.address,
-                          lambda error: self._checked(session, request, slot, error))
+                          lambda error: self.guarded(session, self._checked, session, request, slot, error))
         return None
 
     def _checked(self, session: Session, request: LoginRequest, slot: list, error: ProtocolError | None) -> None:
@@ -292,24 +336,21 @@ class OrderEntry:
         waiting, session.waiting = session.waiting, None
         if session.closed:
             return
-        try:
-            if error is None:
-                try:
-                    self._check_sessions(request.user)
-                except ProtocolError as e:
-                    error = e
-            if error is None:
-                self._logged_in(session, request.user, request)
-                session.fill(slot, [LoginOk(request.user, session.cancel_on_disconnect)])
-            else:
-                session.fill(slot, [Rej(error.code, error.reason)])
-            for waited, waited_slot in waiting or ():
-                self._handle(session, waited, waited_slot)
-        except Exception:  # our bug: this session only ends, with a reason (STYLE.md 7.3)
-            log.exception("session %d: internal error; closing the session", session.id)
-            session.write([Rej(RejectCode.INTERNAL, "the gateway failed on this request; closing the session")])
-            session.disconnect()
-            self.close(session)
+        if error is None:
+            try:
+                self._check_sessions(request.user)
+            except ProtocolError as e:
+                error = e
+        if error is None:
+            self._logged_in(session, request.user, request)
+            session.fill(slot, [LoginOk(request.user, session.cancel_on_disconnect)])
+        else:
+            session.fill(slot, [Rej(error.code, error.reason)])
+        while waiting:
+            if session.waiting is not None:  # a LOGIN among them is being checked: the rest wait for it
+                session.waiting.extend(waiting)
+                break
+            self._handle(session, *waiting.popleft())
 
     def _engine_of(self, order_id: str) -> str | None:
         return self.engine_by_id.get(order_id.split("-", 1)[0])
@@ -371,18 +412,40 @@ class OrderEntry:
         raise ProtocolError(RejectCode.DUPLICATE_ID, f"client order id #{key[1]} was already used")
 
     def _original(self, rejected: OrderRejected, resent: PlaceOrder):
-        """The original acceptance of a resent order (from the journal), or the reject if it differs.
+        """The original acceptance of a resent order, or the reject if it differs.
 
         This happens when an engine accepted an order and stopped before its answer was released:
         the client resent it, and the restarted engine knows the client order id.
         """
-        if rejected.order_id not in self.orders:
-            for event in self.history(rejected.order_id):
-                self.views.track(event)
         view = self.orders.get(rejected.order_id)
         if view is not None and _same_order(view.accepted, resent):
             return view.accepted
         return rejected
+
+    def _look_up(self, reply: Reply, pending: Pending) -> None:
+        """Read the history of the order a resend duplicates from the journal, off the event loop;
+        then answer the reply. A journal that cannot be read answers this request only."""
+        order_id = reply.events[0].order_id
+
+        def read() -> list | JournalError:
+            try:
+                return list(self.history(order_id))
+            except JournalError as e:
+                return e
+
+        def done(history: list | JournalError) -> None:
+            if isinstance(history, JournalError):
+                log.warning("could not read order %s from the journal: %s", order_id, history)
+                pending.answer([Rej(RejectCode.UNAVAILABLE, f"could not tell from the journal whether this is"
+                                    f" order {order_id}; the outcome is unknown: send the same order again with its"
+                                    " #client-order-id, or ask STATUS", pending.command.client_order_id)])
+                self._replied(reply, None)  # the views learn the events; nobody else is answered
+                return
+            for event in history:
+                self.views.track(event)
+            self._replied(reply, pending)
+
+        self.run_blocking(read, lambda history: self.guarded(pending.session, done, history))
 
     def not_sent(self, engine: str, request_id: int) -> None:
         """The gateway could not hand this request to its engine after all: answer BUSY now, or keep
@@ -401,9 +464,7 @@ class OrderEntry:
         if pending.key:
             self.in_flight.pop(pending.key, None)
         cid = getattr(pending.command, "client_order_id", "")
-        busy = Rej(RejectCode.BUSY, f"engine {pending.engine} is busy; try again", cid)
-        for session, slot in [(pending.session, pending.slot), *pending.also]:
-            session.fill(slot, [busy])
+        pending.answer([Rej(RejectCode.BUSY, f"engine {pending.engine} is busy; try again", cid)])
 
     def expire(self, timeout: float) -> int:
         """Answer requests an engine has not answered within ``timeout`` seconds; return how many.
@@ -422,29 +483,38 @@ class OrderEntry:
                 self.in_flight.pop(pending.key, None)
             reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
                       " order again with its #client-order-id, or ask STATUS")
-            cid = getattr(pending.command, "client_order_id", "")
-            for session, slot in [(pending.session, pending.slot), *pending.also]:
-                session.fill(slot, [Rej(RejectCode.UNAVAILABLE, reason, cid)])
+            pending.answer([Rej(RejectCode.UNAVAILABLE, reason, getattr(pending.command, "client_order_id", ""))])
         return len(late)
 
     # -- replies from engines ----------------------------------------------------------------
 
     def on_reply(self, reply: Reply) -> None:
-        """An engine's released answer to one request: tell the requester, push to owners."""
+        """An engine's released answer to one request: tell the requester, push to owners.
+
+        A bug while answering ends the requester's session only (``guarded``)."""
         pending = self.pending.get(reply.request_id) if reply.gateway == self.gateway else None
+        if pending is None:
+            self._replied(reply, None)
+            return
+        if isinstance(pending.command, CancelAll):
+            pending.count += sum(isinstance(e, OrderCanceled) for e in reply.events)
+            pending.waiting -= 1
+        else:
+            self._done(reply.request_id)
+            if pending.key:
+                self.in_flight.pop(pending.key, None)
+            answer = reply.events[0] if reply.events else None
+            if _duplicate(pending, answer) and answer.order_id not in self.orders:
+                self._look_up(reply, pending)  # the engine knows the order and this gateway does not
+                return
+        self.guarded(pending.session, self._replied, reply, pending)
+
+    def _replied(self, reply: Reply, pending: Pending | None) -> None:
         answer = original = None
-        if pending is not None:
-            if isinstance(pending.command, CancelAll):
-                pending.count += sum(isinstance(e, OrderCanceled) for e in reply.events)
-                pending.waiting -= 1
-            else:
-                self._done(reply.request_id)
-                if pending.key:
-                    self.in_flight.pop(pending.key, None)
-                answer = reply.events[0] if reply.events else None
-                if (pending.key and isinstance(answer, OrderRejected) and answer.code is RejectCode.DUPLICATE_ID
-                        and answer.order_id):
-                    original = self._original(answer, pending.command)
+        if pending is not None and not isinstance(pending.command, CancelAll):
+            answer = reply.events[0] if reply.events else None
+            if _duplicate(pending, answer):
+                original = self._original(answer, pending.command)
         for event in reply.events:
             self.views.track(event)
         if pending is not None and isinstance(original or answer, OrderAccepted):
@@ -492,6 +562,12 @@ class OrderEntry:
             return
         view.session = session
         session.own_orders[order_id] = None
+
+
+def _duplicate(pending: Pending, answer) -> bool:
+    """Whether ``answer`` refuses a placement with a client order id the engine already holds (a resend)."""
+    return bool(pending.key and isinstance(answer, OrderRejected) and answer.code is RejectCode.DUPLICATE_ID
+                and answer.order_id)
 
 
 def _same_order(original: PlaceOrder | OrderAccepted, again: PlaceOrder) -> bool:

@@ -21,17 +21,25 @@ class Session:
     in the queue only while a line about the same order is still queued (so an order's ACK always
     comes before its fills); otherwise it leaves at once, so an order's lines stay in the order
     things happened to it even when a request about it (a CANCEL, say) is still unanswered.
+
+    The queue is bounded: ``has_room`` is False once ``max_unanswered`` slots wait, and the
+    transport then stops reading the client; ``resume`` is called when half of them are gone.
     """
 
     def __init__(self, session_id: int, write: Callable[[list[ClientReply]], None],
                  disconnect: Callable[[], None] = lambda: None, address: str = "",
-                 bucket: TokenBucket | None = None, now: float = 0.0):
+                 bucket: TokenBucket | None = None, now: float = 0.0, max_unanswered: int = 1 << 30,
+                 resume: Callable[[], None] = lambda: None):
         self.id = session_id
         self.user: str | None = None
         self.write = write
         self.disconnect = disconnect  # ends the connection; the transport then calls OrderEntry.close
         self.address = address  # the peer, for login throttling and logs
         self.queue: deque[list] = deque()  # [ready, replies] slots, flushed from the head
+        self.max_unanswered = max_unanswered
+        self.resume = resume  # the transport reads the client again
+        self.stopped = False  # has_room said no: resume when the queue is down to half
+        self.login_timeout = 0.0  # if set: the idle timeout while nobody is logged in on the session
         self.held: Counter[str] = Counter()  # order id → queued lines about it
         self.bucket = bucket
         self.last_request = now
@@ -42,6 +50,13 @@ class Session:
         self.max_open_orders = 0  # the user's own limit, copied into each PlaceOrder
         self.own_orders: dict[str, None] = {}  # open orders this session placed, oldest first
         self.waiting: deque[tuple[ClientRequest, list]] | None = None  # requests behind a LOGIN being checked
+
+    def has_room(self) -> bool:
+        """Whether the session may take one more request now; if not, ``resume`` says when."""
+        if len(self.queue) < self.max_unanswered:
+            return True
+        self.stopped = True
+        return False
 
     def reserve(self) -> list:
         slot = [False, []]
@@ -81,6 +96,9 @@ class Session:
                 self._count(replies, -1)
         if out:
             self.write(out)
+        if self.stopped and len(self.queue) <= self.max_unanswered // 2:
+            self.stopped = False
+            self.resume()
 
     def _count(self, replies: list[ClientReply], step: int) -> None:
         for reply in replies:

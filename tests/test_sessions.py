@@ -72,12 +72,13 @@ class Exchange:
 
 
 class Client:
-    def __init__(self, exchange: Exchange, address: str = "10.0.0.1", user: str | None = None):
+    def __init__(self, exchange: Exchange, address: str = "10.0.0.1", user: str | None = None,
+                 login_timeout: float = 0.0):
         self.exchange = exchange
         self.lines: list[str] = []
         self.disconnected = False
         self.session = exchange.entry.open(lambda replies: self.lines.extend(map(format_reply, replies)),
-                                           self.disconnect, address, user)
+                                           self.disconnect, address, user, login_timeout=login_timeout)
 
     def disconnect(self) -> None:
         self.disconnected = True
@@ -291,6 +292,18 @@ def test_a_failed_login_is_answered_after_the_delay_and_the_requests_behind_it_w
                               "REJ NOT_LOGGED_IN log in first: LOGIN <user> <key>"]
 
 
+def test_requests_behind_a_second_login_wait_for_that_logins_answer():
+    exchange = Exchange(deferred=True)
+    alice = Client(exchange)
+    for line in ("LOGIN alice typo", "LOGIN alice alice-key", "STATUS 1-1"):  # one write
+        alice.say(line)
+    for _ in range(3):  # the first key's check and delay, then the second key's check
+        exchange.run_blocking()
+        exchange.run_timers()
+    assert alice.take() == ["REJ BAD_LOGIN unknown user or wrong key", "OK LOGIN alice",
+                            "REJ NOT_YOUR_ORDER no order 1-1 of user alice"]
+
+
 def test_an_unknown_user_costs_a_key_check_like_a_known_one():
     exchange = Exchange(deferred=True)
     Client(exchange).say("LOGIN nobody some-key")
@@ -369,6 +382,24 @@ def test_an_idle_session_is_told_bye_and_closed_and_ping_keeps_one_alive():
     assert quiet.take() == ["BYE IDLE_TIMEOUT no request in 30 s; send PING to stay connected"]
     assert quiet.disconnected and quiet.session.closed and not chatty.disconnected
     assert quiet.say("PING") == []  # a closed session takes nothing more
+
+
+def test_a_session_nobody_logged_in_on_ends_after_its_login_timeout():
+    exchange = Exchange(config=configured(gateway={"idle_timeout": 30.0}), deferred=True)
+    anonymous, checking, failed = (Client(exchange, login_timeout=5.0) for _ in range(3))
+    keyed, text = Client(exchange, user="alice", login_timeout=5.0), Client(exchange)
+    failed.say("LOGIN bob wrong")
+    exchange.run_blocking()
+    exchange.run_timers()
+    assert failed.take() == ["REJ BAD_LOGIN unknown user or wrong key"]
+    checking.say("LOGIN bob bob-key")  # its key is still being checked at the deadline
+    exchange.now = 6.0
+    assert exchange.entry.expire_idle() == 2
+    bye = ["BYE IDLE_TIMEOUT no request in 5 s; send PING to stay connected"]
+    assert anonymous.take() == failed.take() == bye and anonymous.disconnected and failed.disconnected
+    assert not any(c.disconnected for c in (checking, keyed, text)) and checking.session.user is None
+    exchange.now = 31.0
+    assert exchange.entry.expire_idle() == 3  # the others have the idle timeout
 
 
 def test_the_users_max_open_orders_goes_into_each_order():

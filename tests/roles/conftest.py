@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from exchange.client import TextClient
 from exchange.config import Config, load_config
 from exchange.soak import loopback_config
 
@@ -67,9 +68,17 @@ class Mesh:
                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
     def wait_ready(self) -> None:
+        """Until the gateway listens and every engine answers it (the gateway refuses orders for
+        an engine it is not connected to yet, BUSY, rather than keep them)."""
         wait_for_port(self.host, self.port, self.process, START_TIMEOUT_S)
-        # the gateway listens last; engines and journal are up once a PING round trip
-        # through an engine works, which the tests do by themselves
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with TextClient(self.host, self.port, timeout=START_TIMEOUT_S) as carol:
+            assert carol.request("LOGIN carol carol-key") == "OK LOGIN carol"
+            for engine in self.config.engines:
+                while not carol.request(f"CANCELALL {engine.instruments[0]}").startswith("OK CANCELALL"):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"engine {engine.name} does not answer the gateway")
+                    time.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM the launcher; SIGKILL the whole process group if it does not stop in time."""
