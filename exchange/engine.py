@@ -315,7 +315,7 @@ class EngineProcess:
     def resume_replays(self) -> None:
         """Send each replay's next retained batches until the requester's queue is full."""
         for envelope, from_batch in list(self.replays.items()):
-            frames = self.engine.replay_frames(ReplayRequest(self.name, from_batch))
+            frames = self.engine.replay_frames(ReplayRequest(self.engine.name, from_batch))
             sent = self.answer(envelope, frames)
             if sent == len(frames) or sent < 0:
                 del self.replays[envelope]

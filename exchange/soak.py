@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -209,6 +210,20 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def without_price_bands(text: str) -> str:
+    """A config's text without its instruments' price bands (and their reference prices)."""
+    return re.sub(r"\n    (price_band|reference_price): \"[0-9.]+\"", "", text)
+
+
+def toy_config(source: Path = LOCAL_CONFIG) -> Config:
+    """configs/local.yaml as a Config without the demo's price bands: for tests in memory that
+    trade at whatever prices they like."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / source.name
+        path.write_text(without_price_bands(source.read_text()))
+        return load_config(path)
+
+
 def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeout: float | None = None,
                     checkpoint_every: int | None = None, max_undurable_events: int | None = None,
                     price_bands: bool = False) -> Path:
@@ -220,7 +235,7 @@ def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeou
     """
     text = source.read_text()
     if not price_bands:
-        text = re.sub(r"\n    (price_band|reference_price): \"[0-9.]+\"", "", text)
+        text = without_price_bands(text)
     ports = re.findall(r"127\.0\.0\.1:(\d+)", text)
     for old, new in zip(sorted(set(ports)), free_ports(len(set(ports)))):
         text = re.sub(rf"127\.0\.0\.1:{old}\b", f"127.0.0.1:{new}", text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exchange.soak import toy_config
 from exchange import journal
 from exchange.config import load_config
 from exchange.core.matching import Matcher
@@ -12,7 +13,7 @@ from exchange.core.orders import Side
 from exchange.engine import Engine
 from exchange.wire import Decoder, EventBatch, Request, Requests, encode
 
-CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
+CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 INSTRUMENTS = [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
 S = 1_000_000_000  # ns
 

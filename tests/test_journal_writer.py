@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from exchange.soak import toy_config
 from exchange import journal
 from exchange.config import load_config
 from exchange.journal_writer import MAX_HELD_BATCHES, Sequencer, answer
 from exchange.wire import EpochOpened, EventBatch, GetPositions, JournalRefused, OpenEpoch, Positions
 
-CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
+CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 P = journal.EnginePosition
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from exchange.soak import toy_config
 from exchange import journal
 from exchange.config import load_config
 from exchange.core import checkpoint
@@ -17,7 +18,7 @@ from exchange.core.orders import Side, TimeInForce
 from exchange.engine import Engine, recover
 from exchange.wire import Decoder, EventBatch, Request, Requests, encode
 
-CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
+CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 INSTRUMENTS = [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
 
 

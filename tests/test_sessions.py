@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from exchange.soak import toy_config
 from exchange.config import load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import ORDER_EVENTS, CancelAll, OrderAccepted, PlaceOrder
@@ -16,7 +17,7 @@ from exchange.protocol import Rej, format_reply, parse_bytes
 from exchange.order_entry import OrderEntry
 from exchange.wire import Reply
 
-CONFIG = load_config(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
+CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 
 
 class Exchange:

@@ -96,7 +96,7 @@ def test_an_instrument_removed_after_it_traded_is_a_config_error_and_the_mesh_is
     text = path.read_text()
     btc = text[text.index("  - symbol: BTC-USD"):text.index("  - symbol: ETH-USD")]
     path.write_text(text.replace(btc, "").replace("[BTC-USD, ETH-USD]", "[ETH-USD]"))
-    with Mesh(path) as mesh:
+    with Mesh(path, wait_for_engines=False) as mesh:  # e1 will not answer
         wait_until(lambda: "engine e1 exited with 1 before it was ready" in mesh.log(), what="e1's refusal")
         log = mesh.log()
         assert "engine e1: the journal" in log and "holds history of BTC-USD, which the config no longer" in log
