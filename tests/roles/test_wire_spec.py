@@ -3,10 +3,19 @@ the spec alone (examples/feed_client.py: pyzmq + msgpack, nothing of ``exchange`
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import msgpack
 import pytest
 import zmq
+from test_market_data import engine_book, login
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "feed_client.py"
 REPLY_TIMEOUT_MS = 10_000
 
 
@@ -92,3 +101,79 @@ def test_a_malformed_order_entry_request_is_answered_rej_malformed(module_mesh, 
 def test_an_order_entry_request_of_several_frames_is_answered_rej_malformed(module_mesh):
     reply = ask(module_mesh.config.gateway.zmq, b"", msgpack.packb({"type": "PingRequest"}))
     assert reply["type"] == "Rej" and reply["code"] == "MALFORMED", reply
+
+
+# -- the example client ----------------------------------------------------------------------------
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("feed_client", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_client_imports_only_pyzmq_msgpack_and_the_standard_library():
+    imported = set()
+    for node in ast.walk(ast.parse(EXAMPLE.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert "exchange" not in imported
+    assert imported - sys.stdlib_module_names <= {"zmq", "msgpack"}, imported
+
+
+def book_state(book) -> tuple:
+    return book.symbol, book.levels("BUY"), book.levels("SELL")
+
+
+def test_the_example_feed_decodes_a_snapshot_equal_to_the_engines_book_and_the_deltas_after_it(module_mesh):
+    client = load_example()
+    notifier = module_mesh.config.notifier
+    ctx = zmq.Context()
+    feed = client.Feed(ctx, notifier.publish, notifier.snapshots, "BTC-USD")
+    try:
+        with login(module_mesh, "alice") as alice, login(module_mesh, "bob") as bob:
+            for i in range(3):
+                assert alice.request(f"SELL BTC-USD 0.{i + 1} @ 4300{i}.50").startswith("ACK")
+                assert bob.request(f"BUY BTC-USD 0.2 @ 4200{i}.25").startswith("ACK")
+            assert bob.request("BUY BTC-USD 0.05 @ 43000.50").startswith("ACK")  # a trade
+            # every ACK came once its events were released, so the snapshot holds them all
+            book = feed.sync()
+            assert book_state(book) == engine_book(module_mesh, "BTC-USD")
+            assert book.levels("SELL")[0] == (4300050, 500)  # 0.1 - 0.05 left at 43000.50
+            assert book.last_trade[0] == "Trade" and book.last_trade[5:7] == [4300050, 500]
+            instrument = client.instruments(ctx, notifier.snapshots)["BTC-USD"]
+            lines = book.render(instrument).splitlines()
+            assert f"{'':16}       43000.50 0.0500" in lines and "          0.2000       42002.25" in lines
+            seen = feed.messages
+            assert alice.request("SELL BTC-USD 1 @ 45000").startswith("ACK")  # a delta after the snapshot
+            assert bob.request("BUY BTC-USD 0.1 @ 43001.50").startswith("ACK")  # a trade: all three channels
+            deadline = time.monotonic() + 15
+            while book_state(feed.book) != engine_book(module_mesh, "BTC-USD"):
+                assert time.monotonic() < deadline, f"the feed's book {book_state(feed.book)} never became the engine's"
+                feed.poll(0.2)
+            assert feed.messages > seen
+            assert (4500000, 10000) in feed.book.levels("SELL")
+        for user in ("alice", "bob"):
+            with login(module_mesh, user) as session:
+                assert session.request("CANCELALL").startswith("OK CANCELALL")
+    finally:
+        feed.close()
+        ctx.term()
+
+
+def test_the_example_client_gets_instruments_a_snapshot_and_places_and_cancels_an_order(module_mesh):
+    notifier = module_mesh.config.notifier
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--publish", notifier.publish, "--snapshots", notifier.snapshots,
+         "--order-entry", module_mesh.config.gateway.zmq, "--symbol", "AAPL", "--user", "carol",
+         "--key", "carol-key", "--qty", "3", "--price", "150.25"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout
+    assert "instrument BTC-USD: tick 0.01 lot 0.0001 qty 0.0001..1000.0000" in out
+    assert "snapshot chan_seqs {'trade': " in out
+    assert "place: {'type': 'Ack'" in out and "'price': '150.25'" in out
+    assert "cancel: {'type': 'Out'" in out and "'status': 'CANCELED'" in out
+    assert "               3         150.25" in out  # the order as the feed showed it, in decimal text
