@@ -114,6 +114,8 @@ class Book:
             lines.append(f"{'':>16} {instrument.price(price):>14} {instrument.qty(qty)}")
         for price, qty in self.levels("BUY")[:depth]:
             lines.append(f"{instrument.qty(qty):>16} {instrument.price(price):>14}")
+        if not self.bids and not self.asks:
+            lines.append("(no orders)")
         if self.last_trade is not None:
             _, _seq, _ts, _symbol, trade_id, price, qty, taker_side = self.last_trade[:8]
             lines.append(f"last trade {trade_id}: {instrument.qty(qty)} @ {instrument.price(price)}"
@@ -240,11 +242,20 @@ def wait_for_level(feed: Feed, side: str, price: int, qty: int, timeout: float) 
 
 
 def default_price(book: Book, instrument: Instrument, side: str) -> int:
-    """A price that rests without trading: join the best price of our side (or the far end of the grid)."""
-    levels = book.levels(side)
-    if levels:
-        return levels[0][0]
-    return 1 if side == "BUY" else instrument.ticks(instrument.max_price)
+    """A price that rests without trading and inside the price band: the best price of our side,
+    else halfway from the reference (the last trade, or the instrument's reference price) to the
+    band's edge (10 % away without a band), else the far end of the grid."""
+    ours = book.levels(side)
+    if ours:
+        return ours[0][0]
+    if book.last_trade is not None:
+        reference = book.last_trade[5]
+    elif instrument.reference_price is not None:
+        reference = instrument.ticks(instrument.reference_price)
+    else:
+        return 1 if side == "BUY" else instrument.ticks(instrument.max_price)
+    away = int(reference * Decimal(instrument.price_band or 20) / 200)
+    return reference - away if side == "BUY" else reference + away
 
 
 def main(argv: list[str] | None = None) -> int:

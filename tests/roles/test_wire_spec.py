@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import subprocess
 import sys
 import time
@@ -163,17 +164,20 @@ def test_the_example_feed_decodes_a_snapshot_equal_to_the_engines_book_and_the_d
         ctx.term()
 
 
-def test_the_example_client_gets_instruments_a_snapshot_and_places_and_cancels_an_order(module_mesh):
-    notifier = module_mesh.config.notifier
+def test_the_example_client_gets_instruments_a_snapshot_and_places_and_cancels_an_order(demo_mesh):
+    """As a newcomer runs it against the demo (price bands and all): only the endpoints are given."""
+    notifier = demo_mesh.config.notifier
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--publish", notifier.publish, "--snapshots", notifier.snapshots,
-         "--order-entry", module_mesh.config.gateway.zmq, "--symbol", "AAPL", "--user", "carol",
-         "--key", "carol-key", "--qty", "3", "--price", "150.25"],
+         "--order-entry", demo_mesh.config.gateway.zmq],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout
-    assert "instrument BTC-USD: tick 0.01 lot 0.0001 qty 0.0001..1000.0000" in out
-    assert "snapshot chan_seqs {'trade': " in out
-    assert "place: {'type': 'Ack'" in out and "'price': '150.25'" in out
-    assert "cancel: {'type': 'Out'" in out and "'status': 'CANCELED'" in out
-    assert "               3         150.25" in out  # the order as the feed showed it, in decimal text
+    assert "instrument BTC-USD: tick 0.01 lot 0.0001 qty 0.0001..1000.0000 price up to 1000000000.00 band 10%" in out
+    assert "snapshot chan_seqs {'trade': 0, 'bbo': 0, 'l2': 0}" in out
+    # half the band below the reference price 43000, for the least quantity
+    assert re.search(r"^place: \{'type': 'Ack', 'order_id': '1-1', 'client_order_id': 'example-\d+', 'side': 'BUY',"
+                     r" 'symbol': 'BTC-USD', 'qty': '0.0001', 'price': '40850.00', 'tif': 'POST'\}$", out, re.M), out
+    assert re.search(r"^cancel: \{'type': 'Out', 'order_id': '1-1', .*'status': 'CANCELED'", out, re.M), out
+    assert "          0.0001       40850.00" in out.splitlines()  # the order as the feed showed it
+    assert "feed: " in out
