@@ -28,6 +28,7 @@ CHANNELS = ("trade", "bbo", "l2")
 INSTRUMENT_FIELDS = ("symbol", "tick_size", "lot_size", "min_qty", "max_qty", "max_price", "price_band",
                      "reference_price", "max_notional", "max_open_orders", "stp_default")
 PUSHED = ("Fill", "Out", "Reduced")  # order entry messages that answer no request
+SILENCE_S = 3.0  # no market data (not even a heartbeat) for this long: re-sync
 
 
 class Instrument:
@@ -90,7 +91,7 @@ class Book:
         for event in events:
             match event[0]:
                 case "DepthUpdate":
-                    _, seq, _ts, _symbol, side, price, qty = event[:7]
+                    side, price, qty = event[4:7]
                     levels = self.bids if side == "BUY" else self.asks
                     if qty:
                         levels[price] = qty
@@ -137,48 +138,54 @@ class Feed:
         self.book: Book | None = None
         self.messages = 0  # MarketData messages decoded
         self.resyncs = 0
+        self.last_heard = time.monotonic()
 
     def sync(self, timeout: float = 10.0) -> Book:
-        """Take a snapshot and apply what was buffered meanwhile (steps 1-3 of docs/market-data.md)."""
+        """Take a snapshot, drop the buffered messages it covers and apply the rest (steps 1-3 of
+        docs/market-data.md); again while what follows the snapshot shows a gap."""
         deadline = time.monotonic() + timeout
+        while True:
+            snapshot, buffered = self._snapshot(deadline)
+            self.book = Book(snapshot)
+            self.last_heard = time.monotonic()
+            if all(self.book.apply(message) for message in buffered + self._drain()):
+                return self.book
+            self.resyncs += 1
+
+    def _snapshot(self, deadline: float) -> tuple[list, list[list]]:
+        """A BookSnapshot, and the MarketData that arrived while it was on its way."""
         dealer = self.ctx.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.connect(self.snapshots)
         buffered = []
         try:
             dealer.send(msgpack.packb(["SnapshotRequest", self.symbol]))
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no snapshot of {self.symbol} from {self.snapshots}")
+            while (left := deadline - time.monotonic()) > 0:
                 ready = dict(_poll((self.sub, dealer), left))
                 if self.sub in ready:
                     buffered += self._drain()
                 if dealer in ready:
                     answer = msgpack.unpackb(dealer.recv())
                     if answer[0] == "BookSnapshot":
-                        break
-                    if answer[0] == "SnapshotRefused" and "try again" in answer[2]:
-                        time.sleep(0.5)  # too many requests at the notifier right now
-                        dealer.send(msgpack.packb(["SnapshotRequest", self.symbol]))
-                        continue
-                    raise RuntimeError(f"snapshot refused: {answer}")
+                        return answer, buffered
+                    if answer[0] != "SnapshotRefused" or "try again" not in answer[2]:
+                        raise RuntimeError(f"snapshot refused: {answer}")
+                    time.sleep(0.5)  # too many requests at the notifier right now
+                    dealer.send(msgpack.packb(["SnapshotRequest", self.symbol]))
+            raise TimeoutError(f"no snapshot of {self.symbol} from {self.snapshots}")
         finally:
             dealer.close()
-        self.book = Book(answer)
-        if not all(self.book.apply(message) for message in buffered + self._drain()):
-            return self.resync(deadline - time.monotonic())
-        return self.book
-
-    def resync(self, timeout: float = 10.0) -> Book:
-        self.resyncs += 1
-        return self.sync(max(timeout, 1.0))
 
     def poll(self, timeout: float) -> None:
-        """Apply what arrives within ``timeout`` s; re-sync on a gap or a new epoch."""
+        """Apply what arrives within ``timeout`` s; re-sync on a gap, a new epoch or a silence."""
         if self.sub.poll(int(timeout * 1000)):
-            if not all(self.book.apply(message) for message in self._drain()):
-                self.resync()
+            self.last_heard = time.monotonic()
+            if all(self.book.apply(message) for message in self._drain()):
+                return
+        elif time.monotonic() - self.last_heard < SILENCE_S:
+            return  # every channel sends a heartbeat each second: quiet for longer means we lost the feed
+        self.resyncs += 1
+        self.sync()
 
     def _drain(self) -> list[list]:
         """Every MarketData waiting on the SUB socket: [topic, MarketData] messages."""
