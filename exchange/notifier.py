@@ -4,7 +4,8 @@ Sockets:
     upstream   XSUB    connect  → every engine's PUB (subscribed to everything)
     public     XPUB    bound    ← anyone: market data, topics ``md.<SYMBOL>.<channel>|``
     private    XPUB    bound    ← users with a CURVE key: their own ``priv.<user>|`` topic, nothing else
-    snapshots  ROUTER  bound    ← subscribers' SnapshotRequests, relayed to the owning engine
+    snapshots  ROUTER  bound    ← subscribers' SnapshotRequests, relayed to the owning engine, and
+                                  InstrumentsRequests, answered here from the config
     engines    DEALER  connect  → each engine's ROUTER, for those snapshots
 
 With ``mesh_curve`` on, ``upstream`` and ``engines`` are CURVE clients of their engines
@@ -14,7 +15,8 @@ Snapshot requests are bounded before they cost an engine anything: at most
 ``MAX_SNAPSHOTS_PER_ENGINE`` relayed and unanswered per engine, and ``MAX_SNAPSHOTS_PER_CLIENT``
 per subscriber connection; beyond that, or when an engine cannot take a request at once, the
 subscriber gets ``SnapshotRefused`` with the reason. A request unanswered after
-``SNAPSHOT_TIMEOUT_S`` no longer counts. No send here ever blocks.
+``SNAPSHOT_TIMEOUT_S`` no longer counts. A request that cannot be read is answered
+``RequestRefused`` saying what was wrong. No send here ever blocks.
 
 Messages pass through unchanged: one message per (symbol, channel) per engine release, so fan-out
 is paid per batch. PUB drops for a subscriber that cannot keep up; it sees the gap in ``chan_seq``
@@ -33,9 +35,11 @@ import zmq
 
 from exchange import curve, mesh
 from exchange.config import Config
-from exchange.errors import WireError
 from exchange.mesh_curve import MeshSecurity
-from exchange.wire import Decoder, SnapshotRefused, SnapshotRequest, encode, private_topic
+from exchange.wire import (
+    NOTIFIER_REQUEST_FORM, Instruments, InstrumentSpec, InstrumentsRequest, RequestRefused, SnapshotRefused,
+    SnapshotRequest, decode_notifier_request, encode, private_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,8 @@ class Notifier:
                         for e in config.engines}
         self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
         self.outstanding = Outstanding()
-        self.forwarded = self.refused = self.snapshots_refused = 0
+        self.instruments = instruments_frame(config)  # the answer to every InstrumentsRequest
+        self.forwarded = self.refused = self.snapshots_refused = self.malformed = 0
 
     def _xpub(self, endpoint: str, manual: bool = False) -> zmq.Socket:
         sock = mesh.socket(self.ctx, zmq.XPUB, max_msg_size=MAX_SUBSCRIPTION_SIZE)
@@ -136,7 +141,6 @@ class Notifier:
         poller = zmq.Poller()
         for sock in (self.upstream, self.public, self.private, self.snapshots, *self.engines.values()):
             poller.register(sock, zmq.POLLIN)
-        requests = Decoder(SnapshotRequest)
         while not stopper.requested:
             ready = dict(poller.poll(100))
             if self.upstream in ready:
@@ -154,7 +158,7 @@ class Notifier:
             self.outstanding.expire(time.monotonic())
             if self.snapshots in ready:
                 for parts in mesh.drain(self.snapshots, MAX_REQUESTS_PER_TURN):
-                    self.relay_request(parts, requests)
+                    self.on_request(parts)
 
     def authorise(self) -> None:
         """Decide each (un)subscription on the private feed at once, before the next recv (libzmq #1568)."""
@@ -179,14 +183,23 @@ class Notifier:
                 self.refused += 1
                 log.warning("refused private subscription %r for user %s", topic[:64], user)
 
-    def relay_request(self, parts: list[bytes], requests: Decoder) -> None:
+    def on_request(self, parts: list[bytes]) -> None:
+        """Answer a subscriber's request [client, request]: every one gets exactly one answer."""
+        client = parts[0]
+        request = (decode_notifier_request(parts[1]) if len(parts) == 2 else
+                   RequestRefused(f"a message of {len(parts) - 1} frames; {NOTIFIER_REQUEST_FORM}"))
+        match request:
+            case SnapshotRequest():
+                self.relay_request(client, request)
+            case InstrumentsRequest():
+                self.answer(client, self.instruments)
+            case RequestRefused():
+                self.malformed += 1
+                log.debug("snapshots: refused a request: %s", request.reason)
+                self.answer(client, encode(request))
+
+    def relay_request(self, client: bytes, request: SnapshotRequest) -> None:
         """Pass a subscriber's SnapshotRequest to the engine of its symbol, or refuse it."""
-        client, body = parts[0], parts[-1]
-        try:
-            request = requests.decode(body)
-        except WireError as e:
-            log.warning("snapshots: dropped %s", e)
-            return
         engine = self.owner.get(request.symbol)
         reason = f"no instrument {request.symbol}" if engine is None else self.outstanding.refusal(engine, client)
         if reason is None:
@@ -222,6 +235,18 @@ class Notifier:
         self.ctx.term()
 
 
+def instruments_frame(config: Config) -> bytes:
+    """``Instruments`` of every instrument in ``config``, encoded (limits with their defaults filled in)."""
+    specs = []
+    for section in config.instruments:
+        built = section.build()
+        specs.append(InstrumentSpec(
+            section.symbol, section.tick_size, section.lot_size, built.format_qty(built.min_qty),
+            built.format_qty(built.max_qty), built.format_price(built.max_price), section.price_band,
+            section.reference_price, section.max_notional, section.max_open_orders, section.stp_default))
+    return encode(Instruments(specs))
+
+
 def subscriber(frame: zmq.Frame) -> str | None:
     """The User-Id that ZAP attached to the connection of a subscription frame (None if unreadable)."""
     try:
@@ -239,5 +264,6 @@ def run(config: Config, replica: str | None = None) -> None:
         notifier.run(stopper)
     finally:
         notifier.close()
-    log.info("stopped: %d messages forwarded, %d private subscriptions and %d snapshot requests refused",
-             notifier.forwarded, notifier.refused, notifier.snapshots_refused)
+    log.info("stopped: %d messages forwarded, %d private subscriptions and %d snapshot requests refused,"
+             " %d unreadable requests answered", notifier.forwarded, notifier.refused, notifier.snapshots_refused,
+             notifier.malformed)

@@ -10,6 +10,9 @@ only by appending fields with defaults (see docs/protocol.md). Decoding failures
     engine ──Replies──▶ gateway                      (PUSH → PULL), released at the durable seq
     engine ──[topic, MarketData]──▶ notifier ──▶ subscribers   (PUB → XSUB ▸ XPUB → SUB)
     engine, gateway ──JournalRequest──▶ journal writer   (DEALER → ROUTER) at start: epochs, positions
+    subscriber ──NotifierRequest──▶ notifier         (DEALER → ROUTER): snapshots, instruments
+
+What clients see of these (and the byte-level forms) is in docs/wire.md.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import msgspec
 
 from exchange.core.messages import AnyCommand, AnyEvent, DepthUpdate, TopOfBook, Trade
+from exchange.core.orders import SelfTradePrevention
 from exchange.errors import WireError
 
 
@@ -183,6 +187,46 @@ class SnapshotRefused(_Wire, tag=True):
 SnapshotReply = BookSnapshot | SnapshotRefused
 
 
+class InstrumentsRequest(_Wire, tag=True):
+    """A subscriber asks for every instrument's grids and limits; the notifier answers from its config."""
+
+
+class InstrumentSpec(_Wire):
+    """One instrument's grids and limits, as decimal text in the instrument's own units.
+
+    A price on the wire is a number of ``tick_size``s, a quantity a number of ``lot_size``s.
+    Fields to come (the base and quote assets) are appended, with defaults.
+    """
+
+    symbol: str
+    tick_size: str
+    lot_size: str
+    min_qty: str
+    max_qty: str
+    max_price: str
+    price_band: str | None  # percent: how far a limit price may be from the last trade; None: no band
+    reference_price: str | None  # the band's centre until the first trade
+    max_notional: str | None  # the largest price × quantity of one order, in the quote currency
+    max_open_orders: int | None  # resting orders per user on this instrument
+    stp_default: SelfTradePrevention  # the self-trade prevention of an order that names none
+
+
+class Instruments(_Wire, tag=True):
+    instruments: list[InstrumentSpec]
+
+
+class RequestRefused(_Wire, tag=True):
+    """The answer to a request that could not be read: what was wrong, and what is expected."""
+
+    reason: str
+
+
+NotifierRequest = SnapshotRequest | InstrumentsRequest
+NotifierReply = BookSnapshot | SnapshotRefused | Instruments | RequestRefused
+NOTIFIER_REQUEST_FORM = ('a request is one frame holding one msgpack array, its type first:'
+                         ' ["SnapshotRequest", symbol] or ["InstrumentsRequest"]')
+
+
 class PrivateData(_Wire):
     """One user's order events of one release, for their private topic."""
 
@@ -207,6 +251,19 @@ def private_topic(user: str) -> bytes:
 
 encoder = msgspec.msgpack.Encoder()
 encode = encoder.encode
+
+
+_notifier_requests = msgspec.msgpack.Decoder(NotifierRequest)
+
+
+def decode_notifier_request(frame: bytes) -> SnapshotRequest | InstrumentsRequest | RequestRefused:
+    """A subscriber's request, or the RequestRefused that answers it. Never raises."""
+    try:
+        return _notifier_requests.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        # the decoder may quote what it was given: keep the reason one printable line
+        problem = "".join(c if c.isprintable() else "?" for c in str(e)[:200])
+        return RequestRefused(f"{problem}; {NOTIFIER_REQUEST_FORM}")
 
 
 class Decoder:
