@@ -408,6 +408,8 @@ class Gateway:
 
     def read_zmq_clients(self) -> None:
         self.zmq_read_scheduled = False
+        if self.router.closed:  # a read scheduled before the gateway stopped
+            return
         sync = self._sync_router
         max_line = self.config.gateway.max_line
         for _ in range(10_000):  # then let the rest of the loop run; the next turn goes on
