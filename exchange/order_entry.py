@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 class Pending:
     """A request sent to engines whose answer has not been released yet."""
 
-    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine", "lines")
+    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine", "lines",
+                 "counted")
 
     def __init__(self, session: Session, slot: list, command: Command, waiting: int = 1, key=None,
                  sent: float = 0.0):
@@ -55,6 +56,7 @@ class Pending:
         self.count = 0  # orders canceled so far, for CANCELALL
         self.also: list[tuple[Session, list]] = []  # resends of the same order, answered alike
         self.engine: str | None = None  # the one engine asked, if only one
+        self.counted: list[str] = []  # the engines whose in-flight count this request holds
         self.lines: list[ClientReply] = []  # CANCELALL: the requester's OUT lines, until all engines answer
 
     def answer(self, replies: list[ClientReply]) -> None:
@@ -298,12 +300,18 @@ class OrderEntry:
                     raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {request.symbol}")
                 engines = ([self.owner[request.symbol]] if request.symbol
                            else [e.name for e in self.config.engines])
+                busy = [e for e in engines if self.waiting_on[e] >= self.config.gateway.max_in_flight]
+                if busy:  # it waits in line like any order (and costs like one per engine)
+                    raise ProtocolError(RejectCode.BUSY, f"engine {', '.join(busy)} is busy; try again")
                 self._next_request += 1
                 command = cancel_all_command(request.symbol, user, ts)
                 pending = self.pending[self._next_request] = Pending(session, slot, command, len(engines),
                                                                      sent=self.clock())
                 for engine in engines:
-                    if not self.send(engine, command, session.id, self._next_request):
+                    if self.send(engine, command, session.id, self._next_request):
+                        self.waiting_on[engine] += 1
+                        pending.counted.append(engine)
+                    else:
                         pending.waiting -= 1  # that engine is busy: its orders stay
                 if pending.waiting == 0:
                     del self.pending[self._next_request]
@@ -373,6 +381,8 @@ class OrderEntry:
         pending = self.pending.pop(request_id)
         if pending.engine is not None:
             self.waiting_on[pending.engine] -= 1
+        for engine in pending.counted:
+            self.waiting_on[engine] -= 1
 
     def _cancel_on_disconnect(self, session: Session, order_ids: list[str]) -> None:
         """Cancel those of ``order_ids`` that are still open: one CancelAll per engine, reason DISCONNECT."""
@@ -542,7 +552,7 @@ class OrderEntry:
         elif pending is not None and isinstance(pending.command, CancelAll):
             pending.lines.extend(own)  # the OUT lines follow "OK CANCELALL n", once every engine answered
             if pending.waiting == 0:
-                del self.pending[reply.request_id]
+                self._done(reply.request_id)
                 pending.session.fill(pending.slot, [CancelAllOk(pending.count), *pending.lines])
         elif requester is not None and own:
             requester.push(own)

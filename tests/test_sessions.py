@@ -519,3 +519,33 @@ def test_a_disconnect_cancel_that_could_not_be_handed_over_is_sent_again(exchang
     exchange.entry.expire(10.0)  # the gateway sends it again, with the other unsent ones
     exchange.release()
     assert engine.books["AAPL"].orders == {}
+
+
+def test_cancel_all_waits_in_line_like_an_order_and_counts_until_every_engine_answers():
+    config = msgspec.structs.replace(CONFIG, gateway=msgspec.structs.replace(CONFIG.gateway, max_in_flight=2))
+    exchange = Exchange(config=config)
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 1 @ 10.00", release=False)
+    alice.say("SELL AAPL 1 @ 11.00", release=False)  # e2 has 2 unanswered: its line is full
+    busy = bob.say("CANCELALL AAPL", release=False)
+    assert busy == ["REJ BUSY engine e2 is busy; try again"]
+    assert bob.say("CANCELALL", release=False) == ["REJ BUSY engine e2 is busy; try again"]
+    exchange.release()
+    alice.take()
+    assert bob.say("CANCELALL", release=False) == []  # sent to both engines, answered by neither yet
+    assert exchange.entry.waiting_on == {"e1": 1, "e2": 1}
+    exchange.release()
+    assert bob.take() == ["OK CANCELALL 0"]
+    assert exchange.entry.waiting_on == {"e1": 0, "e2": 0}
+
+
+def test_an_unanswered_cancel_all_stops_counting_when_it_expires():
+    exchange = Exchange()
+    bob = exchange.session("bob")
+    bob.say("CANCELALL", release=False)
+    exchange.outbox.clear()  # the engines never answer
+    assert exchange.entry.waiting_on == {"e1": 1, "e2": 1}
+    exchange.now += 60
+    assert exchange.entry.expire(10) == 1
+    assert bob.take()[0].startswith("REJ UNAVAILABLE")
+    assert exchange.entry.waiting_on == {"e1": 0, "e2": 0}
