@@ -35,7 +35,7 @@ import zmq
 import zmq.asyncio
 
 from exchange import curve, journal_recovery, mesh
-from exchange.journal import journal_order_events, order_history
+from exchange.journal import open_and_recent_order_events, order_history
 from exchange.config import Config, GatewayConfig
 from exchange.errors import JournalError, ProtocolError, RejectCode, WireError
 from exchange.mesh_curve import MeshSecurity
@@ -302,7 +302,8 @@ class Gateway:
         self.entry = OrderEntry(config, self.send, self.name, history=self._history,
                                 run_blocking=run_blocking, later=loop.call_later)
         self.zmq_sessions: dict[bytes, ZmqSession] = {}  # by routing id
-        known = self.entry.load(journal_order_events(config.journal.path))
+        known = self.entry.load(open_and_recent_order_events(config.journal.path,
+                                                             time.time_ns() - self.entry.window_ns))
         log.info("%d orders known from the journal", known)
 
     def _push(self, endpoint: str, security: MeshSecurity | None, peer: str) -> zmq.asyncio.Socket:

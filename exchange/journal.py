@@ -26,7 +26,7 @@ import sqlite_utils
 
 from exchange.core import checkpoint
 from exchange.core.instruments import Instrument
-from exchange.core.messages import AnyCommand, AnyEvent
+from exchange.core.messages import AnyCommand, AnyEvent, OrderFilled, OrderReduced
 from exchange.core.orders import Side
 from exchange.errors import JournalError
 from exchange.wire import EventBatch
@@ -359,9 +359,23 @@ ORDER_EVENT_KINDS = ("OrderAccepted", "OrderFilled", "OrderCanceled", "OrderRepl
                      "OrderExpired")
 
 
-def journal_order_events(path: str | Path) -> Iterator:
-    """Every order event in the journal at ``path`` (none if there is no journal yet), per engine in order."""
-    return _order_events(path, "1", (), "engine, seq")
+def _leaves_at(kind: type) -> str:
+    """The JSON path of ``leaves_qty`` in a journaled body of ``kind`` (an array, its tag first)."""
+    return f"$[{kind.__struct_fields__.index('leaves_qty') + 1}]"
+
+
+# the order ids of orders that have ended: canceled, expired, or nothing left after a fill or a reduction
+_ENDED = (f"SELECT order_id FROM events WHERE order_id IS NOT NULL AND (kind IN ('OrderCanceled', 'OrderExpired')"
+          f" OR (kind = 'OrderFilled' AND json_extract(body, '{_leaves_at(OrderFilled)}') = 0)"
+          f" OR (kind = 'OrderReduced' AND json_extract(body, '{_leaves_at(OrderReduced)}') = 0))")
+
+
+def open_and_recent_order_events(path: str | Path, since_ns: int) -> Iterator:
+    """The order events of the orders still open, and of those accepted at or after ``since_ns``
+    (what a starting gateway needs: the rest can be named by no client order id any more), per
+    engine in order; none if there is no journal yet. The choosing is done by SQLite."""
+    return _order_events(path, f"order_id IN (SELECT order_id FROM events WHERE kind = 'OrderAccepted' AND"
+                               f" (ts_event >= ? OR order_id NOT IN ({_ENDED})))", (since_ns,), "engine, seq")
 
 
 def order_history(path: str | Path, order_id: str) -> list:

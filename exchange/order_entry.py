@@ -88,7 +88,9 @@ class OrderEntry:
         self.by_user: dict[str, set[Session]] = {}
         self.pending: dict[int, Pending] = {}
         self.waiting_on: Counter[str] = Counter()  # requests in flight per engine
-        self.views = OrderViews(self.instruments)
+        # the longest of the engines' client order id windows: a gateway serves them all
+        self.window_ns = max(round(e.client_order_id_window * 1e9) for e in config.engines)
+        self.views = OrderViews(self.instruments, self.window_ns)
         self.orders = self.views.orders  # order id → OrderView
         self.client_order_ids = self.views.client_order_ids  # (user, client order id) → order id
         self.load = self.views.load

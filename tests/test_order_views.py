@@ -45,3 +45,41 @@ def test_load_needs_only_open_orders_and_the_windows_ids():
     assert views.load([accepted(7, "alice", "old-but-open", 0), accepted(9, "bob", "", 5 * WINDOW)]) == 2
     assert views.own("alice", "", "old-but-open").order_id == "1-7"
     assert views.own("bob", "1-9", "").status.value == "NEW"
+
+
+def test_a_starting_gateway_reads_only_open_orders_and_those_accepted_within_the_window(tmp_path):
+    from pathlib import Path
+
+    from exchange import journal
+    from exchange.core.matching import Matcher
+    from exchange.core.messages import CancelOrder, PlaceOrder
+    from exchange.engine import Engine
+    from exchange.soak import toy_config
+    from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+
+    config = toy_config()
+    instruments = [config.instrument_map()[s] for s in config.engine("e2").instruments]
+    engine = Engine("e2", Matcher(2, instruments), 1, journal.EnginePosition())
+    s = 1_000_000_000
+    commands = [
+        PlaceOrder("alice", "AAPL", Side.SELL, 5, 1000, client_order_id="old-open", ts_received=1 * s),  # 2-1
+        PlaceOrder("alice", "AAPL", Side.SELL, 1, 900, client_order_id="old-filled", ts_received=2 * s),  # 2-2
+        PlaceOrder("bob", "AAPL", Side.BUY, 1, 900, client_order_id="old-taker", ts_received=3 * s),  # 2-3
+        PlaceOrder("bob", "AAPL", Side.BUY, 1, 500, client_order_id="old-canceled", ts_received=4 * s),  # 2-4
+        CancelOrder("bob", "AAPL", "2-4", "", ts_received=5 * s),
+        PlaceOrder("bob", "AAPL", Side.BUY, 1, 1000, client_order_id="new-taker", ts_received=100 * s),  # 2-5
+        PlaceOrder("carol", "AAPL", Side.BUY, 1, 400, client_order_id="new-open", ts_received=101 * s),  # 2-6
+    ]
+    frame = engine.handle_requests([[encode([Request("gw", 1, n, c) for n, c in enumerate(commands)])]],
+                                   Decoder(Requests))
+    db = journal.open_db(tmp_path / "journal.db")
+    journal.Writer(db, config.instrument_map()).append([Decoder(EventBatch).decode(frame)])
+    db.conn.close()
+    loaded = list(journal.open_and_recent_order_events(Path(tmp_path / "journal.db"), since_ns=50 * s))
+    assert {e.order_id for e in loaded} == {"2-1", "2-5", "2-6"}  # 2-1 still open (partly filled by 2-5)
+    views = OrderViews(config.instrument_map(), 300 * s)
+    views.load(loaded)
+    assert views.own("alice", "", "old-open").leaves_qty == 4
+    assert views.own("bob", "", "new-taker").status.value == "FILLED"
+    assert ("alice", "old-filled") not in views.client_order_ids
+    assert list(journal.open_and_recent_order_events(tmp_path / "missing.db", 0)) == []
