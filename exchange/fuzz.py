@@ -3,7 +3,7 @@
 Used by tests/roles/test_security.py (a short, seeded run) and by ``scripts/fuzz_gateway`` (as
 long as you like). The hostile connections send random bytes, binary, truncated, oversized and
 almost-valid lines in pipelined batches; some are logged in as fuzzing users, some never log in.
-Meanwhile alice places valid orders. The checks (DESIGN.md guarantees 5 and 6):
+Meanwhile alice places valid orders. The checks (guarantees 5 and 6 of docs/architecture.md):
 
 1. the gateway stays up: at the end a new connection gets PONG and alice's session still works;
 2. every line gets exactly one reply, on every connection (pushed FILL/OUT/REDUCED lines aside);

@@ -339,7 +339,7 @@ class Gateway:
 
     def send(self, engine: str, command, session_id: int, request_id: int) -> bool:
         """Queue a request for ``engine``, or return False if the way to it is full (the client gets
-        BUSY). The requests of one event-loop turn leave as one message (ZEROMQ.md: batch per hop)."""
+        BUSY). The requests of one event-loop turn leave as one message (a batch per hop: docs/architecture.md)."""
         outbox = self.outbox[engine]
         if not outbox and not self.engines[engine].get(zmq.EVENTS) & zmq.POLLOUT:
             return False
@@ -367,7 +367,7 @@ class Gateway:
         decoder = Decoder(Replies)
         sync = self._sync(self.replies)
         while True:
-            # await one message, then drain the rest without awaiting (ZEROMQ.md, asyncio vs blocking);
+            # await one message, then drain the rest without awaiting (docs/architecture.md, ZeroMQ);
             # awaiting poll() alone spins: the edge-triggered FD keeps waking with nothing to read
             first = await self.replies.recv_multipart()
             for parts in [first, *mesh.drain(sync)]:

@@ -201,7 +201,7 @@ class OrderEntry:
 
     def guarded(self, session: Session, fn: Callable, *args) -> None:
         """``fn(*args)`` on behalf of ``session``: a bug there ends that session only, after one
-        ``REJ INTERNAL`` (STYLE.md 7.3: the one exception to "our bugs crash")."""
+        ``REJ INTERNAL`` (the one exception to "our bugs crash": docs/architecture.md)."""
         try:
             fn(*args)
         except Exception:

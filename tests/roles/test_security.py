@@ -1,4 +1,4 @@
-"""Hostile clients against a real mesh (DESIGN.md guarantees 5 and 6; docs/security.md).
+"""Hostile clients against a real mesh (guarantees 5 and 6 of docs/architecture.md; docs/security.md).
 
 Most tests share one mesh (``secure``): ZMQ order entry with CURVE keys, a 2-second idle timeout,
 and user ``dave`` with small limits (2 sessions, 20 requests per second, cancel on disconnect
