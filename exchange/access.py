@@ -43,38 +43,56 @@ class TokenBucket:
         return False
 
 
-class LoginThrottle:
-    """Failed logins per address and per user name, within a sliding window of ``window`` seconds.
+WIDER = 4  # an address (any user name) or a user name (any address) may fail this many times more
 
-    Past ``limit`` failures for either, logins are refused without checking the key, until the
-    oldest failure leaves the window. Unknown user names count like known ones, so the answer
-    never tells whether a user exists.
+
+class LoginThrottle:
+    """Failed logins within a sliding window of ``window`` seconds, counted three ways.
+
+    - one user name from one address: ``limit`` failures, then that name is refused from that
+      address (someone's typos lock out only themselves, not everyone behind the same address);
+    - one address, whatever the names: ``WIDER × limit`` (guessing many users' keys from one place);
+    - one user name, from anywhere: ``WIDER × limit`` (guessing one key from many places).
+
+    Past a limit, logins are refused without checking the key until the oldest failure leaves the
+    window. Unknown user names count like known ones, so the answer never tells whether a user exists.
     """
 
     def __init__(self, limit: int, window: float):
         self.limit, self.window = limit, window
-        self.failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self.failures: OrderedDict[tuple[str, ...], deque[float]] = OrderedDict()
+
+    def _keys(self, address: str, user: str) -> tuple[tuple[tuple[str, ...], int, str], ...]:
+        """(what is counted, its limit, how the refusal names it)."""
+        return ((("pair", address, user), self.limit, f"for {user} from this address"),
+                (("address", address), WIDER * self.limit, "from this address"),
+                (("user", user), WIDER * self.limit, f"for {user}"))
+
+    def refusal(self, address: str, user: str, now: float) -> tuple[float, str]:
+        """(seconds until a login for ``user`` from ``address`` may be tried, 0 if it may now;
+        which limit holds it back)."""
+        longest, why = 0.0, ""
+        for key, limit, name in self._keys(address, user):
+            times = self._recent(key, now)
+            if times is not None and len(times) >= limit and times[0] + self.window - now > longest:
+                longest, why = times[0] + self.window - now, name
+        return longest, why
 
     def wait(self, address: str, user: str, now: float) -> float:
         """Seconds until a login for ``user`` from ``address`` may be tried; 0 if it may now."""
-        longest = 0.0
-        for key in (("address", address), ("user", user)):
-            times = self._recent(key, now)
-            if times is not None and len(times) >= self.limit:
-                longest = max(longest, times[0] + self.window - now)
-        return longest
+        return self.refusal(address, user, now)[0]
 
     def failed(self, address: str, user: str, now: float) -> None:
-        for key in (("address", address), ("user", user)):
+        for key, limit, _ in self._keys(address, user):
             times = self._recent(key, now)
             if times is None:
-                times = self.failures[key] = deque(maxlen=self.limit)
+                times = self.failures[key] = deque(maxlen=limit)
             times.append(now)
             self.failures.move_to_end(key)
         while len(self.failures) > MAX_TRACKED:
             self.failures.popitem(last=False)
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
+    def _recent(self, key: tuple[str, ...], now: float) -> deque[float] | None:
         times = self.failures.get(key)
         if times is None:
             return None
@@ -112,11 +130,11 @@ class Logins:
     def check(self, user: str, key: str, address: str, done: Callable[[ProtocolError | None], None]) -> None:
         """Decide whether ``user`` may log in with ``key`` from ``address``: ``done(None)`` if so,
         else ``done(error)`` — at once, or after the failure delay."""
-        wait = self.throttle.wait(address, user, self.clock())
+        wait, why = self.throttle.refusal(address, user, self.clock())
         if wait > 0:
             log.info("login for %r from %s throttled", user, address)
             error = ProtocolError(RejectCode.LOGIN_THROTTLED,
-                                  f"too many failed logins; try again in {math.ceil(wait)} s")
+                                  f"too many failed logins {why}; try again in {math.ceil(wait)} s")
             self.later(self.delay, lambda: done(error))
             return
         known = self.config.user(user)

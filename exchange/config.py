@@ -95,7 +95,7 @@ class GatewayConfig(_Section):
     max_write_buffer: Annotated[int, Meta(ge=65536)] = 1024 * 1024  # unread reply bytes before a disconnect
     max_unanswered: Annotated[int, Meta(ge=16)] = 8192  # a session's requests not yet answered: reading stops
     login_failure_delay: Annotated[float, Meta(ge=0, le=30)] = 1.0  # seconds before a BAD_LOGIN answer
-    max_failed_logins: Annotated[int, Meta(ge=1)] = 5  # per address and per user name, in the window
+    max_failed_logins: Annotated[int, Meta(ge=1)] = 5  # per user name from one address, in the window (4x per address or name)
     failed_login_window: Annotated[float, Meta(gt=0)] = 60.0  # seconds
 
 

@@ -313,20 +313,34 @@ def test_an_unknown_user_costs_a_key_check_like_a_known_one():
     exchange.run_timers()
 
 
-def test_failed_logins_are_throttled_per_address_and_per_user():
+def test_one_users_typos_lock_out_only_that_user_from_that_address():
     exchange = Exchange()
-    for n in range(5):
-        assert Client(exchange, f"10.0.1.{n}").say("LOGIN alice wrong") == [
-            "REJ BAD_LOGIN unknown user or wrong key"]
-    # alice's name is throttled from any address, even with her key; bob is not
-    assert Client(exchange, "10.0.9.9").say("LOGIN alice alice-key") == [
-        "REJ LOGIN_THROTTLED too many failed logins; try again in 60 s"]
-    assert Client(exchange, "10.0.9.9").say("LOGIN bob bob-key") == ["OK LOGIN bob"]
-    for n in range(5):
-        Client(exchange, "10.0.2.1").say(f"LOGIN user{n} wrong")
-    assert Client(exchange, "10.0.2.1").say("LOGIN bob bob-key")[0].startswith("REJ LOGIN_THROTTLED")
+    for _ in range(5):
+        assert Client(exchange, "10.0.1.1").say("LOGIN alice wrong") == ["REJ BAD_LOGIN unknown user or wrong key"]
+    assert Client(exchange, "10.0.1.1").say("LOGIN alice alice-key") == [
+        "REJ LOGIN_THROTTLED too many failed logins for alice from this address; try again in 60 s"]
+    assert Client(exchange, "10.0.1.1").say("LOGIN bob bob-key") == ["OK LOGIN bob"]  # same address
+    assert Client(exchange, "10.0.9.9").say("LOGIN alice alice-key") == ["OK LOGIN alice"]  # elsewhere
     exchange.now = 61.0  # the failures are older than the window
-    assert Client(exchange, "10.0.2.1").say("LOGIN alice alice-key") == ["OK LOGIN alice"]
+    assert Client(exchange, "10.0.1.1").say("LOGIN alice alice-key") == ["OK LOGIN alice"]
+
+
+def test_guessing_one_users_key_from_many_addresses_is_throttled_for_that_name():
+    exchange = Exchange()
+    for n in range(20):  # 4 × max_failed_logins, never 5 from one address
+        Client(exchange, f"10.0.1.{n}").say("LOGIN alice wrong")
+    assert Client(exchange, "10.0.9.9").say("LOGIN alice alice-key") == [
+        "REJ LOGIN_THROTTLED too many failed logins for alice; try again in 60 s"]
+    assert Client(exchange, "10.0.9.9").say("LOGIN bob bob-key") == ["OK LOGIN bob"]
+
+
+def test_guessing_many_users_keys_from_one_address_is_throttled_for_that_address():
+    exchange = Exchange()
+    for n in range(20):  # a different name each time: no name reaches its own limit
+        Client(exchange, "10.0.2.1").say(f"LOGIN user{n} wrong")
+    assert Client(exchange, "10.0.2.1").say("LOGIN bob bob-key") == [
+        "REJ LOGIN_THROTTLED too many failed logins from this address; try again in 60 s"]
+    assert Client(exchange, "10.0.2.2").say("LOGIN bob bob-key") == ["OK LOGIN bob"]
 
 
 def test_a_session_over_its_rate_is_refused_rate_limited_until_its_bucket_refills():
