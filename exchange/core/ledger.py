@@ -27,22 +27,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import partial
 
 import msgspec
 
 from exchange.core.assets import Asset, Terms
-from exchange.core.holds import EntryWriter, hold_asset, need, replace_extra
+from exchange.core.holds import EntryWriter, hold_asset, hold_order, hold_replace
 from exchange.core.ledger_messages import (
     EXTERNAL_ACCOUNT, DepositFunds, Entry, EntryKind, FundsDeposited, FundsWithdrawn, HoldOrder,
-    HoldRejected, HoldReleased, HoldReplace, HoldState, LedgerEvent, OrderHeld, OrderSettled, Pending,
+    HoldRejected, HoldReleased, HoldReplace, HoldState, LedgerEvent, OrderHeld, OrderSettled,
     ReleaseHold, ReplaceHeld, SettleEvents, SettlementAdvanced, SettlementGap, TransferRejected,
     WithdrawFunds, available_account, held_account,
 )
-from exchange.core.orders import Side
 from exchange.core.settlement import settle
 from exchange.errors import RejectCode
-
-BUY = Side.BUY
 
 
 def _first(item: tuple) -> object:
@@ -100,9 +98,9 @@ class Ledger:
             case SettleEvents():
                 return settle(self, cmd)
             case HoldOrder():
-                user, decide = cmd.order.user, self._hold_order
+                user, decide = cmd.order.user, partial(hold_order, self)
             case HoldReplace():
-                user, decide = cmd.replace.user, self._hold_replace
+                user, decide = cmd.replace.user, partial(hold_replace, self)
             case DepositFunds() | WithdrawFunds():
                 user, decide = cmd.user, self._transfer
             case ReleaseHold():
@@ -113,85 +111,16 @@ class Ledger:
         self.apply(event)
         return [event]
 
-    def _rejected(self, order, code: RejectCode, reason: str, order_id: str = "") -> HoldRejected:
+    def rejected(self, order, code: RejectCode, reason: str, order_id: str = "") -> HoldRejected:
         return HoldRejected(self.seq + 1, order.ts_received, order.user, order.symbol, code, reason,
                             order.client_order_id, order_id)
 
-    def _short(self, user: str, asset: Asset, amount: int, what: str = "") -> str:
+    def short(self, user: str, asset: Asset, amount: int, what: str = "") -> str:
         """Why ``user`` cannot hold ``amount`` of ``asset``, or "" if they can."""
         available = self.balance(user, asset.name)[0]
         if amount <= available:
             return ""
         return f"{what}needs {asset.format(amount)} {asset.name}, {asset.format(available)} available"
-
-    def _hold_order(self, cmd: HoldOrder) -> LedgerEvent:
-        order = cmd.order
-        terms = self.terms.get(order.symbol)
-        if terms is None:
-            return self._rejected(order, RejectCode.UNKNOWN_SYMBOL, f"no instrument {order.symbol!r}")
-        instrument = terms.instrument
-        if instrument.qty_problem(order.qty):
-            return self._rejected(order, RejectCode.BAD_QTY, instrument.qty_problem(order.qty))
-        if order.price is not None and instrument.price_problem(order.price):
-            return self._rejected(order, RejectCode.BAD_PRICE, instrument.price_problem(order.price))
-        market_buy = order.price is None and order.side is BUY
-        if cmd.funds < 0 or (cmd.funds and not market_buy):
-            return self._rejected(order, RejectCode.MALFORMED, "FUNDS is for a market buy, and positive")
-        cid = order.client_order_id or f"~{self.shard}-{self.last_hold + 1}"
-        known = self.holds.get((order.user, cid))
-        if known is not None:
-            return self._rejected(order, RejectCode.DUPLICATE_ID, f"client order id #{cid} is in use",
-                                  known.order_id)
-        asset = hold_asset(terms, order.side)
-        budget = 0
-        if not market_buy:
-            amount = need(terms, order.side, order.price, order.qty, 0)
-        else:  # FUNDS, or else all it has, up to the most the order can cost (at max_price)
-            amount = cmd.funds or min(self.balance(order.user, asset.name)[0],
-                                      terms.with_taker_fee(terms.notional(order.qty, instrument.max_price)))
-            budget = terms.budget(amount)
-            if not budget:
-                return self._rejected(order, RejectCode.INSUFFICIENT_FUNDS,
-                                      f"a market buy needs {asset.name} to spend; {asset.format(amount)} buys"
-                                      f" nothing on {order.symbol}")
-        short = self._short(order.user, asset, amount)
-        if short:
-            return self._rejected(order, RejectCode.INSUFFICIENT_FUNDS, short)
-        user = order.user
-        entry = self.writer().write(EntryKind.HOLD, (available_account(user), asset.name, -amount),
-                                    (held_account(user), asset.name, amount))
-        hold = HoldState(user, cid, order.symbol, order.side, order.price, order.qty, order.qty, amount)
-        command = order if order.client_order_id else msgspec.structs.replace(order, client_order_id=cid)
-        return OrderHeld(self.seq + 1, order.ts_received, user, hold, entry, budget, command)
-
-    def _hold_replace(self, cmd: HoldReplace) -> LedgerEvent:
-        replace = cmd.replace
-        key = self.orders.get(replace.order_id) or (replace.user, replace.client_order_id)
-        hold = self.holds.get(key)
-        name = replace.order_id or f"#{replace.client_order_id}"
-        if hold is None or hold.user != replace.user:
-            return self._rejected(replace, RejectCode.NOT_YOUR_ORDER, f"no open order {name} of user {replace.user}")
-        if not hold.order_id:
-            return self._rejected(replace, RejectCode.BUSY, f"order {name} is not accepted yet; try again")
-        terms = self.terms[hold.symbol]
-        instrument = terms.instrument
-        if instrument.qty_problem(replace.qty):
-            return self._rejected(replace, RejectCode.BAD_QTY, instrument.qty_problem(replace.qty), hold.order_id)
-        if replace.price is not None and instrument.price_problem(replace.price):
-            return self._rejected(replace, RejectCode.BAD_PRICE, instrument.price_problem(replace.price),
-                                  hold.order_id)
-        extra = replace_extra(terms, hold, replace.qty, replace.price)
-        asset = hold_asset(terms, hold.side)
-        short = self._short(hold.user, asset, extra, "this replace ")
-        if short:
-            return self._rejected(replace, RejectCode.INSUFFICIENT_FUNDS, short, hold.order_id)
-        entry = None
-        if extra:
-            entry = self.writer().write(EntryKind.HOLD, (available_account(hold.user), asset.name, -extra),
-                                        (held_account(hold.user), asset.name, extra))
-        pending = hold.pending + (Pending(extra, replace.qty, replace.price),)
-        return ReplaceHeld(self.seq + 1, replace.ts_received, hold.user,
-                           msgspec.structs.replace(hold, pending=pending), entry, replace)
 
     def _transfer(self, cmd: DepositFunds | WithdrawFunds) -> LedgerEvent:
         asset = self.assets.get(cmd.asset)
@@ -207,7 +136,7 @@ class Ledger:
             code, reason = RejectCode.DUPLICATE_ID, (f"reference {cmd.ref} was already used (entry"
                                                      f" {self.transfers[cmd.ref]}); nothing was done now")
         elif not deposit:
-            code, reason = RejectCode.INSUFFICIENT_FUNDS, self._short(cmd.user, asset, cmd.amount, "withdrawal ")
+            code, reason = RejectCode.INSUFFICIENT_FUNDS, self.short(cmd.user, asset, cmd.amount, "withdrawal ")
         if reason:
             return TransferRejected(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref,
                                     code, reason)
