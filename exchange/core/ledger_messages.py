@@ -190,7 +190,9 @@ class HoldRejected(LedgerEvent):
     order_id: str = ""
 
 
-class FundsDeposited(LedgerEvent):
+class FundsMoved(LedgerEvent):
+    """A deposit or a withdrawal that was applied (the fields both have)."""
+
     seq: int
     ts_event: int
     user: str
@@ -200,14 +202,12 @@ class FundsDeposited(LedgerEvent):
     entry: Entry
 
 
-class FundsWithdrawn(LedgerEvent):
-    seq: int
-    ts_event: int
-    user: str
-    asset: str
-    amount: int
-    ref: str
-    entry: Entry
+class FundsDeposited(FundsMoved):
+    """``amount`` came in from outside: ``*external`` → the user's available."""
+
+
+class FundsWithdrawn(FundsMoved):
+    """``amount`` went out: the user's available → ``*external``."""
 
 
 class TransferRejected(LedgerEvent):
