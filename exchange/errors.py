@@ -46,6 +46,8 @@ class RejectCode(enum.Enum):
     MAX_NOTIONAL = "MAX_NOTIONAL"  # price × quantity is above the instrument's max_notional
     PRICE_BAND = "PRICE_BAND"  # the price is too far from the last trade (or the reference price)
     MAX_OPEN_ORDERS = "MAX_OPEN_ORDERS"  # the user already has as many open orders as allowed
+    # funds: the user's ledger shard, before the engine
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # the order, replace or withdrawal needs more than is available
     # system: the exchange, not the request
     BUSY = "BUSY"  # the engine is waiting for the journal; try again shortly
     UNAVAILABLE = "UNAVAILABLE"  # the engine owning the instrument does not answer

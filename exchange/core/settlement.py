@@ -1,0 +1,191 @@
+"""Settlement (R2): what each engine event of a shard's users does to their accounts.
+
+For each event that names a user of the shard, ``settle`` emits one ``OrderSettled`` with the
+order's entries and its hold afterwards:
+
+    OrderAccepted   the hold is bound to the engine's order id
+    OrderRejected   the order itself refused: its whole hold is released; a replace refused: that
+                    replace's extra hold is released (replaces are answered in the order sent)
+    OrderFilled     TRADE: a buy pays the value from its hold and gets the base; a sell gives
+                    the base from its hold and gets the value. FEE: the fill's share of the
+                    order's fee (below). RELEASE: what the order no longer needs (holds.py)
+    OrderReplaced   the replace's extra hold joins the order's; the surplus is released
+    OrderReduced    the surplus is released
+    OrderCanceled, OrderExpired, and the last fill: everything still held is released
+
+Fees: each order keeps its fee so far before rounding (``fee_exact``, at the maker rate for its
+maker fills and the taker rate for its taker fills); a fill is charged the rounded total minus
+what the order was charged before, so rounding never adds up across partial fills, and the
+total never exceeds the rounded taker fee on what was held. A buy's fee (or rebate) is settled
+against its hold; a sell's against what the fill paid it.
+
+Each fill's legs go through ``*clearing``, so a shard settles its own user's side alone; the
+other side's shard books the opposite legs, and ``*clearing`` nets to zero across shards.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from exchange.core.assets import Terms, fee_due
+from exchange.core.holds import EntryWriter, hold_asset, need
+from exchange.core.ledger_messages import (
+    CLEARING_ACCOUNT, FEE_ACCOUNT, Entry, EntryKind, HoldState, LedgerEvent, OrderSettled, SettleEvents,
+    SettlementAdvanced, SettlementGap, available_account, held_account,
+)
+from exchange.core.messages import (
+    OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderRejected, OrderReplaced,
+)
+from exchange.core.orders import Side
+
+if TYPE_CHECKING:
+    from exchange.core.ledger import Ledger
+
+BUY = Side.BUY
+_SETTLED = {OrderAccepted, OrderRejected, OrderFilled, OrderCanceled, OrderExpired, OrderReduced, OrderReplaced}
+_replace = msgspec.structs.replace
+
+
+def settle(ledger: Ledger, cmd: SettleEvents) -> list[LedgerEvent]:
+    """Settle a batch of one engine's events (see ``SettleEvents``); a gap settles nothing."""
+    _, last = ledger.positions.get(cmd.engine, (0, 0))
+    if cmd.first_seq > last + 1:
+        gap = SettlementGap(ledger.seq + 1, cmd.ts_received, cmd.engine, cmd.epoch, last + 1, cmd.first_seq)
+        ledger.apply(gap)
+        return [gap]
+    events: list[LedgerEvent] = []
+    previous = cmd.first_seq - 1
+    for event in cmd.events:
+        if not previous < event.seq <= cmd.last_seq:
+            raise ValueError(f"engine {cmd.engine}: event {event.seq} is out of order in batch"
+                             f" {cmd.first_seq}..{cmd.last_seq}")
+        previous = event.seq
+        if event.seq > last and type(event) in _SETTLED and ledger.owns(event.user):
+            settled = _settle_one(ledger, cmd.engine, event)
+            if settled is not None:
+                ledger.apply(settled)
+                events.append(settled)
+    if cmd.last_seq > last:
+        advanced = SettlementAdvanced(ledger.seq + 1, cmd.ts_received, cmd.engine, cmd.epoch, cmd.last_seq)
+        ledger.apply(advanced)
+        events.append(advanced)
+    return events
+
+
+def _settle_one(ledger: Ledger, engine: str, event) -> OrderSettled | None:
+    if type(event) is OrderAccepted:
+        hold = ledger.holds.get((event.user, event.client_order_id))
+        if hold is None or hold.order_id or \
+                (hold.symbol, hold.side, hold.qty, hold.price) != (event.symbol, event.side, event.qty, event.price):
+            raise ValueError(f"engine {engine} event {event.seq}: order {event.order_id} of {event.user}"
+                             f" (#{event.client_order_id}) was accepted without its hold")
+        return _settled(ledger, engine, event, hold, (), _replace(hold, order_id=event.order_id))
+    if type(event) is OrderRejected:
+        return _rejected(ledger, engine, event)
+    key = ledger.orders.get(event.order_id)
+    if key is None or key[0] != event.user:
+        raise ValueError(f"engine {engine} event {event.seq}: no open order {event.order_id} of {event.user}")
+    hold = ledger.holds[key]
+    terms = ledger.terms[hold.symbol]
+    writer = ledger.writer()
+    match event:
+        case OrderFilled():
+            return _filled(ledger, engine, event, hold, terms, writer)
+        case OrderCanceled() | OrderExpired():
+            return _settled(ledger, engine, event, hold, _release(writer, terms, hold, _all_held(hold)), None)
+        case OrderReduced():
+            qty, leaves = hold.qty - event.reduced_qty, hold.leaves_qty - event.reduced_qty
+            return _resized(ledger, engine, event, hold, terms, writer, hold.held, qty, hold.price, leaves)
+        case OrderReplaced():
+            if not hold.pending:
+                raise ValueError(f"engine {engine} event {event.seq}: order {event.order_id} was replaced"
+                                 " without a hold for it")
+            first, rest = hold.pending[0], hold.pending[1:]
+            hold = _replace(hold, pending=rest)
+            return _resized(ledger, engine, event, hold, terms, writer, hold.held + first.amount, event.qty,
+                            event.price, event.leaves_qty)
+    raise AssertionError(f"unexpected {event!r}")
+
+
+def _rejected(ledger: Ledger, engine: str, event: OrderRejected) -> OrderSettled | None:
+    """The order refused (its hold is not bound yet), or one of its replaces, or nothing of ours."""
+    hold = ledger.holds.get((event.user, event.client_order_id)) if event.client_order_id else None
+    terms = ledger.terms.get(hold.symbol) if hold is not None else None
+    if hold is not None and not hold.order_id:
+        return _settled(ledger, engine, event, hold, _release(ledger.writer(), terms, hold, _all_held(hold)), None)
+    key = ledger.orders.get(event.order_id)
+    if key is not None:
+        hold = ledger.holds[key]
+    if hold is None or hold.user != event.user or not hold.pending:
+        return None  # a refused cancel, or a replace of an order that has ended (and released it all)
+    terms = ledger.terms[hold.symbol]
+    entries = _release(ledger.writer(), terms, hold, hold.pending[0].amount)
+    return _settled(ledger, engine, event, hold, entries, _replace(hold, pending=hold.pending[1:]))
+
+
+def _filled(ledger: Ledger, engine: str, event: OrderFilled, hold: HoldState, terms: Terms,
+            writer: EntryWriter) -> OrderSettled:
+    user, quote, base = hold.user, terms.quote.name, terms.base.name
+    value = terms.notional(event.last_qty, event.last_price)
+    amount = terms.base_amount(event.last_qty)
+    fee_exact = hold.fee_exact + value * (terms.rates.maker if event.maker else terms.rates.taker)
+    fee = fee_due(fee_exact) - fee_due(hold.fee_exact)
+    held_in, free = held_account(user), available_account(user)
+    if hold.side is BUY:
+        entries = [writer.write(EntryKind.TRADE, (held_in, quote, -value), (CLEARING_ACCOUNT, quote, value),
+                                (CLEARING_ACCOUNT, base, -amount), (free, base, amount))]
+        held = hold.held - value - fee
+        payer = held_in
+    else:
+        entries = [writer.write(EntryKind.TRADE, (held_in, base, -amount), (CLEARING_ACCOUNT, base, amount),
+                                (CLEARING_ACCOUNT, quote, -value), (free, quote, value))]
+        held = hold.held - amount
+        payer = free
+    if fee:
+        entries.append(writer.write(EntryKind.FEE, (payer, quote, -fee), (FEE_ACCOUNT, quote, fee)))
+    if held < 0:
+        raise ValueError(f"engine {engine} event {event.seq}: order {event.order_id} spent more than it held")
+    leaves = hold.leaves_qty - event.last_qty
+    if leaves != event.leaves_qty:
+        raise ValueError(f"engine {engine} event {event.seq}: order {event.order_id} leaves {leaves},"
+                         f" not {event.leaves_qty}")
+    hold = _replace(hold, held=held, leaves_qty=leaves, fee_exact=fee_exact)
+    return _resized(ledger, engine, event, hold, terms, writer, held, hold.qty, hold.price, leaves, entries)
+
+
+def _resized(ledger: Ledger, engine: str, event, hold: HoldState, terms: Terms, writer: EntryWriter,
+             held: int, qty: int, price: int | None, leaves: int, entries: list[Entry] | None = None
+             ) -> OrderSettled:
+    """The order now holds ``held`` for ``leaves`` of ``qty`` at ``price``: release what it no longer needs."""
+    entries = entries or []
+    if not leaves:  # it is done: everything goes back
+        entries += _release(writer, terms, hold, held + sum(p.amount for p in hold.pending))
+        return _settled(ledger, engine, event, hold, tuple(entries), None)
+    if hold.side is BUY and price is None:
+        needed = held  # a market buy keeps its budget until it ends
+    else:
+        needed = need(terms, hold.side, price, leaves, hold.fee_exact)
+    if needed > held:
+        raise ValueError(f"engine {engine} event {event.seq}: order {hold.order_id} needs {needed}, holds {held}")
+    entries += _release(writer, terms, hold, held - needed)
+    after = _replace(hold, qty=qty, price=price, leaves_qty=leaves, held=needed)
+    return _settled(ledger, engine, event, hold, tuple(entries), after)
+
+
+def _all_held(hold: HoldState) -> int:
+    return hold.held + sum(p.amount for p in hold.pending)
+
+
+def _release(writer: EntryWriter, terms: Terms, hold: HoldState, amount: int) -> list[Entry]:
+    if not amount:
+        return []
+    asset = hold_asset(terms, hold.side).name
+    return [writer.write(EntryKind.RELEASE, (held_account(hold.user), asset, -amount),
+                         (available_account(hold.user), asset, amount))]
+
+
+def _settled(ledger: Ledger, engine: str, event, hold: HoldState, entries, after: HoldState | None) -> OrderSettled:
+    return OrderSettled(ledger.seq + 1, event.ts_event, hold.user, hold.client_order_id, (after or hold).order_id,
+                        engine, event.seq, tuple(entries), after)
