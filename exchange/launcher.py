@@ -1,7 +1,7 @@
 """Launcher role: `exchange up CONFIG` starts every role as a child process, watches and stops them.
 
 It creates no ZMQ context (children create their own after the exec). Each child gets the write
-end of a pipe and says "ready" on it once it serves (exchange.mesh.report_ready); the banner that
+end of a pipe and says "ready" on it once it serves (exchange.wire.sockets.report_ready); the banner that
 says the exchange is up comes only when every child has, and a child that exits before it is ready
 is reported as such, with where its log is. A child that dies is restarted with a growing backoff
 (0.5 s doubling to 10 s, reset once it has run for 30 s). On SIGINT or SIGTERM every child gets
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from exchange.config import Config
-from exchange.mesh import READY_FD_ENV
+from exchange.wire.sockets import READY_FD_ENV
 
 log = logging.getLogger(__name__)
 

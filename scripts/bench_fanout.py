@@ -6,7 +6,7 @@
 Per run:
 
 1. A fresh mesh (``exchange up``) from a loopback copy of configs/local.yaml
-   (``exchange.soak.loopback_config``: free ports, its own journal, in a temporary folder), with
+   (``exchange.testing.mesh.loopback_config``: free ports, its own journal, in a temporary folder), with
    ``--io-threads`` / ``--set KEY=VALUE`` applied to that copy. ``--notifiers K`` adds K-1 notifier
    replicas to that copy (``notifier.replicas``, started by ``exchange up`` like every role) and
    spreads the subscribers over all K.
@@ -68,7 +68,7 @@ from pathlib import Path
 
 import yaml
 
-from exchange.soak import stop_mesh
+from exchange.testing.mesh import stop_mesh
 
 SYMBOL = "BTC-USD"
 PRICE, QTY = "43000.00", "0.01"
@@ -178,8 +178,8 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
     """Hold len(endpoints) SUB sockets (socket i connects to endpoints[i]); see the module docstring."""
     import zmq
 
-    from exchange import mesh
-    from exchange.wire import Decoder, MarketData
+    from exchange.wire import sockets
+    from exchange.wire.messages import Decoder, MarketData
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     raise_fd_limit()
@@ -189,7 +189,7 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
     ctx.max_sockets = max(1024, n + 64)
     socks = []
     for endpoint in endpoints:
-        sock = mesh.socket(ctx, zmq.SUB)  # the mesh's options, as MarketDataClient and BookFeed use
+        sock = sockets.socket(ctx, zmq.SUB)  # the mesh's options, as MarketDataClient and BookFeed use
         sock.setsockopt(zmq.SUBSCRIBE, sub_topic)
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
         sock.connect(endpoint)
@@ -327,7 +327,7 @@ class Session:
     """A logged-in text session whose replies and pushed lines a thread reads and counts."""
 
     def __init__(self, host: str, port: int, user: str, key: str):
-        from exchange.client import TextClient
+        from exchange.client.text import TextClient
 
         self.client = TextClient(host, port, timeout=10)
         reply = self.client.request(f"LOGIN {user} {key}")
@@ -414,7 +414,7 @@ def set_path(data: dict, dotted: str, value) -> None:
 
 def make_config(work: Path, args) -> Path:
     """The mesh's config: a loopback copy of configs/local.yaml, the edits, and K-1 notifier replicas."""
-    from exchange.soak import free_ports, loopback_config
+    from exchange.testing.mesh import free_ports, loopback_config
 
     path = loopback_config(work)
     data = yaml.safe_load(path.read_text())
@@ -465,8 +465,8 @@ def expect(conn, process, what: str, timeout: float):
 
 def one_run(args, run_no: int, say) -> dict:
     from exchange.config import load_config
-    from exchange.soak import wait_for_mesh
-    from exchange.wire import topic
+    from exchange.testing.mesh import wait_for_mesh
+    from exchange.wire.messages import topic
 
     work = Path(tempfile.mkdtemp(prefix="exchange-fanout-"))
     launcher = None

@@ -49,14 +49,14 @@ def subscriber_main(endpoint: str, count: int, conn) -> None:
     """Hold ``count`` SUB sockets on ``endpoint``; receive until told the last sequence, then report."""
     import zmq
 
-    from exchange import mesh
+    from exchange.wire import sockets
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     raise_fd_limit()
     ctx = zmq.Context()
     ctx.linger = 0
     ctx.max_sockets = max(1024, count + 64)
-    socks = [mesh.socket(ctx, zmq.SUB, connect=endpoint, rcvhwm=SUBSCRIBER_HWM) for _ in range(count)]
+    socks = [sockets.socket(ctx, zmq.SUB, connect=endpoint, rcvhwm=SUBSCRIBER_HWM) for _ in range(count)]
     for sock in socks:
         sock.setsockopt(zmq.SUBSCRIBE, b"")
     epoll = select.epoll()
@@ -121,18 +121,18 @@ def subscriber_main(endpoint: str, count: int, conn) -> None:
 def one_run(args, folder: Path) -> dict:
     import zmq
 
-    from exchange import mesh
+    from exchange.wire import sockets
 
     ctx = zmq.Context(io_threads=args.io_threads)
     ctx.linger = 0
     if args.transport == "tcp":
-        pub = mesh.socket(ctx, zmq.PUB)
+        pub = sockets.socket(ctx, zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, PUBLISHER_HWM)
         pub.setsockopt(zmq.BACKLOG, 1024)
         endpoint = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
     else:
         endpoint = f"ipc://{folder}/floor.sock"
-        pub = mesh.socket(ctx, zmq.PUB, bind=endpoint)
+        pub = sockets.socket(ctx, zmq.PUB, bind=endpoint)
         pub.setsockopt(zmq.SNDHWM, PUBLISHER_HWM)
     shares = [args.subscribers // args.processes + (i < args.subscribers % args.processes)
               for i in range(args.processes)]

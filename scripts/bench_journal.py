@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_journal.py --seconds 3 --runs 3
 
 Appends EventBatches made by a real matcher (about 3 events per command) with
-exchange.journal.Writer, one transaction per append, for several batch sizes, and reports
+exchange.journal.writer.Writer, one transaction per append, for several batch sizes, and reports
 commits/s and events/s (median of the runs, with min-max). The file lives in --dir (default: a
 temporary directory on the disk that holds /tmp); measure on the disk the journal will use.
 """
@@ -18,12 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from exchange import journal
 from exchange.config import load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side
-from exchange.wire import Entry, EventBatch
+from exchange.wire.messages import Entry, EventBatch
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +47,8 @@ def batches(size: int, count: int, seed: int = 1) -> list[EventBatch]:
 
 def run(directory: Path, synchronous: str, size: int, seconds: float) -> tuple[float, float]:
     path = directory / f"j-{synchronous}-{size}-{time.monotonic_ns()}.db"
-    db = journal.open_db(path, synchronous)
-    writer = journal.Writer(db, load_config(ROOT / "configs" / "local.yaml").instrument_map())
+    db = open_db(path, synchronous)
+    writer = Writer(db, load_config(ROOT / "configs" / "local.yaml").instrument_map())
     todo = batches(size, max(50, int(20_000 / size)))
     commits = events = 0
     started = time.perf_counter()

@@ -3,9 +3,9 @@
 
     .venv/bin/python scripts/bench_restart.py --events 1000000 --runs 5
 
-Builds a journal the way a running engine does (commands through exchange.engine.Engine, batches
-through exchange.journal.Writer, a checkpoint every --checkpoint-every events), then times
-exchange.engine.recover() — restore the newest checkpoint, replay the events after it — several
+Builds a journal the way a running engine does (commands through exchange.engine.batches.Engine, batches
+through exchange.journal.writer.Writer, a checkpoint every --checkpoint-every events), then times
+exchange.engine.recovery.recover() — restore the newest checkpoint, replay the events after it — several
 times, and checks the rebuilt digest against the live one.
 """
 
@@ -18,13 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from exchange import journal
 from exchange.config import load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, PlaceOrder
 from exchange.core.orders import Side
-from exchange.engine import Engine, recover
-from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+from exchange.engine.batches import Engine
+from exchange.engine.recovery import recover
+from exchange.wire.messages import Decoder, EventBatch, Request, Requests, encode
+from exchange.journal.readers import EnginePosition
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(path: Path, events: int, checkpoint_every: int, seed: int) -> Engine:
     config = load_config(ROOT / "configs" / "local.yaml")
     instruments = [config.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
-    engine = Engine("e1", Matcher(1, instruments), 1, journal.EnginePosition(), checkpoint_every)
-    writer = journal.Writer(journal.open_db(path), config.instrument_map())
+    engine = Engine("e1", Matcher(1, instruments), 1, EnginePosition(), checkpoint_every)
+    writer = Writer(open_db(path), config.instrument_map())
     requests, batches = Decoder(Requests), Decoder(EventBatch)
     rng = random.Random(seed)
     resting: list[str] = []

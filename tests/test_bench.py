@@ -13,14 +13,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from exchange import journal
 from exchange.bench import BenchOptions, run, summary
 from exchange.bench.stages import STAGES, ack_stages
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side
-from exchange.cli import cli
-from exchange.soak import loopback_config
-from exchange.wire import Entry, EventBatch
+from exchange.cli.main import cli
+from exchange.testing.mesh import loopback_config
+from exchange.wire.messages import Entry, EventBatch
+from exchange.journal.schema import open_db, open_readonly
+from exchange.journal.writer import Writer
 
 
 def test_a_short_open_loop_run_answers_every_request_once_and_adds_up(tmp_path):
@@ -49,11 +50,11 @@ def test_a_short_open_loop_run_answers_every_request_once_and_adds_up(tmp_path):
 
 def test_ack_stages_follow_each_sampled_ack_through_the_journal_timestamps(tmp_path):
     path = tmp_path / "journal.db"
-    writer = journal.Writer(journal.open_db(path), {})
+    writer = Writer(open_db(path), {})
     command = PlaceOrder("alice", "AAPL", Side.BUY, 1, 100, client_order_id="c1", ts_received=1_000_000)
     writer.append([EventBatch("e1", 1, 1, 1, 0, [Entry("gw", 1, 1, command, [])], b"", ts_matched=3_000_000)])
     writer.conn.close()
-    written = journal.open_readonly(path).execute("SELECT ts_written FROM batches").fetchone()[0]
+    written = open_readonly(path).execute("SELECT ts_written FROM batches").fetchone()[0]
     traced = [("alice", "c1", 0, written + 10_000_000), ("alice", "unknown", 0, 1), ("bob", "c1", 0, 1)]
     stages = ack_stages(str(path), traced)
     assert [(v["count"], v["p50"]) for v in stages.values()] == [
@@ -63,7 +64,7 @@ def test_ack_stages_follow_each_sampled_ack_through_the_journal_timestamps(tmp_p
 @pytest.mark.parametrize("had", [(), ("ts_matched",)])  # the second: a migration cut short by a crash
 def test_a_journal_from_before_batch_timestamps_gets_the_columns(tmp_path, had):
     path = tmp_path / "old.db"
-    journal.open_db(path).conn.close()
+    open_db(path).conn.close()
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE batches")
     conn.execute("CREATE TABLE batches (engine TEXT, batch INTEGER, epoch INTEGER, first_seq INTEGER,"
@@ -71,9 +72,9 @@ def test_a_journal_from_before_batch_timestamps_gets_the_columns(tmp_path, had):
     conn.execute(f"INSERT INTO batches VALUES ('e1', 1, 1, 1, 5{', NULL' * len(had)})")
     conn.commit()
     conn.close()
-    db = journal.open_db(path)
+    db = open_db(path)
     assert db.conn.execute("SELECT * FROM batches").fetchall() == [("e1", 1, 1, 1, 5, None, None)]
-    journal.Writer(db, {}).append([EventBatch("e1", 1, 2, 6, 5, [], b"", ts_matched=7)])
+    Writer(db, {}).append([EventBatch("e1", 1, 2, 6, 5, [], b"", ts_matched=7)])
     assert db.conn.execute("SELECT batch, ts_matched FROM batches WHERE batch = 2").fetchone() == (2, 7)
 
 

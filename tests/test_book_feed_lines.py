@@ -12,10 +12,12 @@ import time
 import pytest
 import zmq
 
-from exchange.client import BookFeed
+from exchange.marketdata.feed import BookFeed
 from exchange.core.messages import Trade
 from exchange.core.orders import Side
-from exchange.wire import BookSnapshot, Decoder, MarketData, SnapshotRefused, SnapshotRequest, encode, topic
+from exchange.wire.messages import (
+    BookSnapshot, Decoder, MarketData, SnapshotRefused, SnapshotRequest, encode, topic,
+)
 
 SYMBOL = "AAPL"
 

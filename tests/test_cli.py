@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from exchange.cli import cli
+from exchange.cli.main import cli
 from exchange.config import load_config, verify_key
 
 LOCAL = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"

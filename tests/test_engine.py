@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exchange.soak import toy_config
-from exchange import journal
+from exchange.testing.mesh import toy_config
 from exchange.config import load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, PlaceOrder
 from exchange.core.orders import Side
-from exchange.engine import Engine
-from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+from exchange.engine.batches import Engine
+from exchange.wire.messages import Decoder, EventBatch, Request, Requests, encode
+from exchange.journal.readers import EnginePosition
 
 CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 INSTRUMENTS = [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
@@ -24,7 +24,7 @@ def handle(engine: Engine, *commands, now_ns: int) -> EventBatch:
 
 
 def test_an_order_that_comes_too_late_is_journaled_but_not_executed_nor_answered():
-    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition())
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
     engine.max_order_age_ns = 5 * S
     now = 100 * S
     late = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, ts_received=now - 6 * S)
@@ -39,7 +39,7 @@ def test_an_order_that_comes_too_late_is_journaled_but_not_executed_nor_answered
 
 
 def test_a_cancel_executes_however_late_it_comes():
-    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition())
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
     engine.max_order_age_ns = 5 * S
     place = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, ts_received=1 * S)
     accepted = handle(engine, place, now_ns=2 * S).entries[0].events[0]

@@ -10,7 +10,7 @@ import msgpack
 
 from exchange.core.messages import DepthUpdate, TopOfBook, Trade
 from exchange.core.orders import Side
-from exchange.wire import BookSnapshot, MarketData, encode
+from exchange.wire.messages import BookSnapshot, MarketData, encode
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "feed_client.py"
 _spec = importlib.util.spec_from_file_location("feed_client", EXAMPLE)

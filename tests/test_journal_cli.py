@@ -1,7 +1,7 @@
 """`exchange journal …` on a journal written by real matchers, without running any process.
 
 A short trading session on the instruments of configs/local.yaml is matched by one Matcher per
-engine and written with journal.Writer, batch by batch, as the journal writer would. The commands
+engine and written with Writer, batch by batch, as the journal writer would. The commands
 are checked against what the session did; ``verify`` passes on it and names each fault we plant.
 """
 
@@ -21,8 +21,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange import journal
-from exchange.cli import cli
+from exchange.cli.main import cli
 from exchange.config import load_config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
@@ -30,9 +29,12 @@ from exchange.core.messages import (
     CancelAll, CancelOrder, OrderAccepted, OrderFilled, PlaceOrder, ReplaceOrder, TopOfBook,
 )
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
-from exchange.journal_queries import EVENT_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, open_journal, to_iso, to_ns
-from exchange.journal_verify import verify
-from exchange.wire import Entry, EventBatch
+from exchange.journal.queries import EVENT_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, open_journal, to_iso, to_ns
+from exchange.journal.verify import verify
+from exchange.wire.messages import Entry, EventBatch
+from exchange.journal.readers import engine_events
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = str(ROOT / "configs" / "local.yaml")
@@ -61,8 +63,8 @@ class JournalBuilder:
 
     def __init__(self, path: Path):
         self.path = path
-        self.db = journal.open_db(path)
-        self.writer = journal.Writer(self.db, INSTRUMENTS)
+        self.db = open_db(path)
+        self.writer = Writer(self.db, INSTRUMENTS)
         self.matchers = {name: Matcher(ENGINE_IDS[name], ENGINE_INSTRUMENTS[name]) for name in ENGINE_IDS}
         self.batches = Counter()
         self.events: dict[str, list] = {name: [] for name in ENGINE_IDS}
@@ -346,8 +348,8 @@ def test_verify_reports_a_fill_for_an_order_never_accepted(db, built):
     matcher = built.matchers["e1"]
     forged = OrderFilled(matcher.seq + 1, T0 + 20 * 10**9, "BTC-USD", "1-99", "mallory", BUY, "1-99", 1,
                          4_300_010, 0, 1, False)
-    conn = journal.open_db(db)
-    journal.Writer(conn, INSTRUMENTS).append([EventBatch(
+    conn = open_db(db)
+    Writer(conn, INSTRUMENTS).append([EventBatch(
         "e1", 1, built.batches["e1"] + 1, forged.seq, forged.seq,
         [Entry("gw", 1, 0, CancelAll("mallory", None, forged.ts_event), [forged])])])
     conn.conn.close()
@@ -433,8 +435,8 @@ commands = st.one_of(
 
 @given(st.lists(st.lists(commands, min_size=1, max_size=6), max_size=12), st.integers(0, 3))
 def test_events_round_trip_through_the_journal_and_verify_passes(batches, checkpoint_every):
-    db = journal.open_db(":memory:")
-    writer = journal.Writer(db, INSTRUMENTS)
+    db = open_db(":memory:")
+    writer = Writer(db, INSTRUMENTS)
     matcher = Matcher(1, ENGINE_INSTRUMENTS["e1"])
     written, checkpoint_seq = [], 0
     for n, batch in enumerate(batches, start=1):
@@ -445,7 +447,7 @@ def test_events_round_trip_through_the_journal_and_verify_passes(batches, checkp
             state, checkpoint_seq = checkpoint.take(matcher)[0], matcher.seq  # small: one part
         writer.append([EventBatch("e1", 1, n, first_seq, matcher.seq, entries, state)])
         written += [event for entry in entries for event in entry.events]
-    assert list(journal.engine_events(db.conn, "e1")) == written
+    assert list(engine_events(db.conn, "e1")) == written
     assert verify(db.conn, ENGINE_INSTRUMENTS, ENGINE_IDS) == []
 
 

@@ -6,14 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from exchange.soak import toy_config
-from exchange import journal
+from exchange.testing.mesh import toy_config
 from exchange.config import load_config
-from exchange.journal_writer import MAX_HELD_BATCHES, Sequencer, answer
-from exchange.wire import EpochOpened, EventBatch, GetPositions, JournalRefused, OpenEpoch, Positions
+from exchange.journal.role import answer
+from exchange.journal.sequencer import MAX_HELD_BATCHES, Sequencer
+from exchange.wire.messages import (
+    EpochOpened, EventBatch, GetPositions, JournalRefused, OpenEpoch, Positions,
+)
+from exchange.journal.readers import EnginePosition, positions, read_positions
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
 
 CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
-P = journal.EnginePosition
+P = EnginePosition
 
 
 def batch(number: int, epoch: int = 1, engine: str = "e1", events: int = 2) -> EventBatch:
@@ -84,13 +89,13 @@ def test_a_batch_of_an_epoch_never_opened_is_not_written(caplog):
 
 @pytest.fixture
 def writer(tmp_path):
-    db = journal.open_db(tmp_path / "journal.db")
-    yield journal.Writer(db, CONFIG.instrument_map())
+    db = open_db(tmp_path / "journal.db")
+    yield Writer(db, CONFIG.instrument_map())
     db.conn.close()
 
 
 def test_every_open_epoch_is_new_and_durable_even_if_the_engine_never_wrote(writer, tmp_path):
-    sequencer = Sequencer(journal.positions(writer.conn))
+    sequencer = Sequencer(positions(writer.conn))
     first = answer(OpenEpoch("e1", 11), sequencer, writer, CONFIG)
     second = answer(OpenEpoch("e1", 12), sequencer, writer, CONFIG)  # the first start died at once
     assert (first.nonce, second.nonce) == (11, 12)
@@ -98,7 +103,7 @@ def test_every_open_epoch_is_new_and_durable_even_if_the_engine_never_wrote(writ
     assert second.epoch > first.epoch >= 1
     writer.append([batch(1, epoch=second.epoch)])
     # a writer that restarts knows both: the next start gets a newer epoch still
-    restarted = Sequencer(journal.read_positions(tmp_path / "journal.db"))
+    restarted = Sequencer(read_positions(tmp_path / "journal.db"))
     assert restarted.positions["e1"] == P(second.epoch, 1, 2)
     third = answer(OpenEpoch("e1", 13), restarted, writer, CONFIG)
     assert third.epoch == second.epoch + 1 and (third.batch, third.seq) == (1, 2)

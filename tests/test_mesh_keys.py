@@ -10,10 +10,10 @@ import pytest
 import zmq
 from click.testing import CliRunner
 
-from exchange.cli import cli
+from exchange.cli.main import cli
 from exchange.config import load_config
 from exchange.errors import ConfigError
-from exchange.mesh_curve import MeshSecurity, secret_key_path
+from exchange.wire.security.mesh_keys import MeshSecurity, secret_key_path
 
 LOCAL = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
 ROLES = ["journal-writer", "engine-e1", "engine-e2", "notifier", "gateway"]

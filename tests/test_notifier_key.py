@@ -5,14 +5,14 @@ import stat
 import time
 
 import zmq
+from exchange.wire.security.curve_keys import server_secret_key
 
-from exchange import curve
 
 
 def read_key(path, barrier, results):
     barrier.wait()  # every process finds the file missing at about the same time
     try:
-        results.put(curve.server_secret_key(path))
+        results.put(server_secret_key(path))
     except Exception as e:  # noqa: BLE001 - the test reports it
         results.put(repr(e))
 
@@ -41,5 +41,5 @@ def test_notifiers_starting_together_all_get_the_one_key_that_is_on_disk(tmp_pat
 
 def test_an_existing_key_is_kept(tmp_path):
     path = tmp_path / "notifier.key"
-    first = curve.server_secret_key(path)
-    assert curve.server_secret_key(path) == first
+    first = server_secret_key(path)
+    assert server_secret_key(path) == first

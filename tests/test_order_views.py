@@ -5,7 +5,10 @@ from __future__ import annotations
 from exchange.core.instruments import Instrument
 from exchange.core.messages import OrderAccepted, OrderCanceled, OrderExpired
 from exchange.core.orders import CancelReason, ExpireReason, SelfTradePrevention, Side, TimeInForce
-from exchange.order_views import OrderViews
+from exchange.gateway.order_views import OrderViews
+from exchange.journal.readers import EnginePosition, open_and_recent_order_events
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
 
 BTC = Instrument("BTC-USD", tick_size="0.01", lot_size="0.001")
 WINDOW = 1_000_000  # ns
@@ -50,16 +53,15 @@ def test_load_needs_only_open_orders_and_the_windows_ids():
 def test_a_starting_gateway_reads_only_open_orders_and_those_accepted_within_the_window(tmp_path):
     from pathlib import Path
 
-    from exchange import journal
     from exchange.core.matching import Matcher
     from exchange.core.messages import CancelOrder, PlaceOrder
-    from exchange.engine import Engine
-    from exchange.soak import toy_config
-    from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+    from exchange.engine.batches import Engine
+    from exchange.testing.mesh import toy_config
+    from exchange.wire.messages import Decoder, EventBatch, Request, Requests, encode
 
     config = toy_config()
     instruments = [config.instrument_map()[s] for s in config.engine("e2").instruments]
-    engine = Engine("e2", Matcher(2, instruments), 1, journal.EnginePosition())
+    engine = Engine("e2", Matcher(2, instruments), 1, EnginePosition())
     s = 1_000_000_000
     commands = [
         PlaceOrder("alice", "AAPL", Side.SELL, 5, 1000, client_order_id="old-open", ts_received=1 * s),  # 2-1
@@ -72,14 +74,14 @@ def test_a_starting_gateway_reads_only_open_orders_and_those_accepted_within_the
     ]
     frame = engine.handle_requests([[encode([Request("gw", 1, n, c) for n, c in enumerate(commands)])]],
                                    Decoder(Requests))
-    db = journal.open_db(tmp_path / "journal.db")
-    journal.Writer(db, config.instrument_map()).append([Decoder(EventBatch).decode(frame)])
+    db = open_db(tmp_path / "journal.db")
+    Writer(db, config.instrument_map()).append([Decoder(EventBatch).decode(frame)])
     db.conn.close()
-    loaded = list(journal.open_and_recent_order_events(Path(tmp_path / "journal.db"), since_ns=50 * s))
+    loaded = list(open_and_recent_order_events(Path(tmp_path / "journal.db"), since_ns=50 * s))
     assert {e.order_id for e in loaded} == {"2-1", "2-5", "2-6"}  # 2-1 still open (partly filled by 2-5)
     views = OrderViews(config.instrument_map(), 300 * s)
     views.load(loaded)
     assert views.own("alice", "", "old-open").leaves_qty == 4
     assert views.own("bob", "", "new-taker").status.value == "FILLED"
     assert ("alice", "old-filled") not in views.client_order_ids
-    assert list(journal.open_and_recent_order_events(tmp_path / "missing.db", 0)) == []
+    assert list(open_and_recent_order_events(tmp_path / "missing.db", 0)) == []

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from exchange.core.messages import CancelAll, CancelOrder, PlaceOrder, ReplaceOrder
 from exchange.errors import RejectCode
-from exchange.protocol import (
+from exchange.gateway.protocol import (
     ClientRequest, LoginRequest, PlaceRequest, Rej, check_request, decode_request, format_reply, parse_bytes,
 )
 from test_sessions import CONFIG, Exchange

@@ -8,15 +8,19 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from exchange.soak import toy_config
-from exchange import journal
+from exchange.testing.mesh import toy_config
 from exchange.config import load_config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, PlaceOrder
 from exchange.core.orders import Side, TimeInForce
-from exchange.engine import Engine, recover
-from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+from exchange.engine.batches import Engine
+from exchange.engine.recovery import recover
+from exchange.wire.messages import Decoder, EventBatch, Request, Requests, encode
+import exchange.engine.recovery
+from exchange.journal.readers import EnginePosition, latest_checkpoint, whole_checkpoints
+from exchange.journal.schema import open_db, open_readonly
+from exchange.journal.writer import Writer
 
 CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 INSTRUMENTS = [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")]
@@ -39,8 +43,8 @@ def journaled_engine(path: Path, n: int, checkpoint_every: int, per_batch: int =
                      engine: Engine | None = None, stream=None, max_frame: int | None = None) -> Engine:
     """An engine that handled ``n`` commands (of ``stream``, by default ``commands``), every batch of
     which the journal at ``path`` holds; with ``max_frame``, each batch's frame must fit in it."""
-    engine = engine or Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition(), checkpoint_every)
-    writer = journal.Writer(journal.open_db(path), CONFIG.instrument_map())
+    engine = engine or Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition(), checkpoint_every)
+    writer = Writer(open_db(path), CONFIG.instrument_map())
     decoder, batches = Decoder(Requests), Decoder(EventBatch)
     pending = []
     for i, command in enumerate(stream if stream is not None else commands(n)):
@@ -58,7 +62,7 @@ def journaled_engine(path: Path, n: int, checkpoint_every: int, per_batch: int =
 def test_recovery_from_the_journal_gives_the_live_state(tmp_path, checkpoint_every):
     path = tmp_path / "journal.db"
     live = journaled_engine(path, 3000, checkpoint_every)
-    conn = journal.open_readonly(path)
+    conn = open_readonly(path)
     stored = conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
     conn.close()
     assert (stored > 0) == (checkpoint_every == 1000)
@@ -118,16 +122,16 @@ def test_a_checkpoint_bigger_than_the_message_cap_goes_out_in_parts_and_recovery
     times the cap. Every batch still fits, the journal holds whole checkpoints, a restart restores
     the newest and replays the rest to the live state, and the window keeps the ids bounded."""
     path, cap, window = tmp_path / "journal.db", 16 * 1024, 200_000  # window: 200 commands
-    engine = Engine("e1", Matcher(1, INSTRUMENTS, window), 1, journal.EnginePosition(), checkpoint_every=2000,
+    engine = Engine("e1", Matcher(1, INSTRUMENTS, window), 1, EnginePosition(), checkpoint_every=2000,
                     checkpoint_part_size=4096)
     live = journaled_engine(path, 6000, 0, per_batch=20, engine=engine, stream=many_client_order_ids(6000),
                             max_frame=cap)
     assert len(checkpoint.encoded(live.matcher)) > 4 * cap
     ids = live.matcher.client_order_ids
     assert 2000 <= len(ids) <= 2000 + 2 * 200  # the resting orders' and the last two windows' at most
-    conn = journal.open_readonly(path)
-    whole = journal.whole_checkpoints(conn, "e1")
-    newest = journal.latest_checkpoint(conn, "e1")
+    conn = open_readonly(path)
+    whole = whole_checkpoints(conn, "e1")
+    newest = latest_checkpoint(conn, "e1")
     conn.close()
     assert len(whole) >= 2 and len(newest) > 4
     rebuilt, position = recover(str(path), "e1", 1, INSTRUMENTS, window)
@@ -141,7 +145,7 @@ def test_a_checkpoint_bigger_than_the_message_cap_goes_out_in_parts_and_recovery
 
 
 def test_an_engine_still_takes_one_request_per_message_from_an_older_gateway():
-    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, journal.EnginePosition(), 10**9)
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition(), 10**9)
     place = PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000, ts_received=1)
     frames = [[encode(Request("old-gw", 1, 1, place))], [encode([Request("gw", 1, 2, place)])], [b"junk"]]
     frame = engine.handle_requests(frames, Decoder(Requests))
@@ -154,16 +158,16 @@ def test_a_batch_committed_while_an_engine_recovers_is_in_none_of_its_reads(tmp_
     of the reads must not give an engine events beyond its position (it would reuse batch numbers)."""
     path = tmp_path / "journal.db"
     live = journaled_engine(path, 300, 10**9)
-    writer = journal.Writer(journal.open_db(path), CONFIG.instrument_map())
+    writer = Writer(open_db(path), CONFIG.instrument_map())
     later = PlaceOrder("b", "ETH-USD", Side.SELL, 5, 100_000, ts_received=10**6)
     frame = live.handle_requests([[encode([Request("gw", 1, 10**6, later)])]], Decoder(Requests))
-    read_checkpoint = journal.latest_checkpoint
+    read_checkpoint = latest_checkpoint
 
     def commit_then_read(conn, engine):
         writer.append([Decoder(EventBatch).decode(frame)])  # the writer commits mid-recovery
         return read_checkpoint(conn, engine)
 
-    monkeypatch.setattr(journal, "latest_checkpoint", commit_then_read)
+    monkeypatch.setattr(exchange.engine.recovery, "latest_checkpoint", commit_then_read)  # where recovery reads it
     rebuilt, position = recover(str(path), "e1", 1, INSTRUMENTS)
     writer.conn.close()
     assert (position.batch, position.seq) == (live.batch - 1, rebuilt.seq)

@@ -7,15 +7,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from exchange.soak import toy_config
+from exchange.testing.mesh import toy_config
 from exchange.config import load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import ORDER_EVENTS, CancelAll, OrderAccepted, PlaceOrder
 from exchange.core.orders import CancelReason, OrderStatus
 from exchange.errors import ProtocolError, RejectCode
-from exchange.protocol import Rej, format_reply, parse_bytes
-from exchange.order_entry import OrderEntry
-from exchange.wire import Reply
+from exchange.gateway.protocol import Rej, format_reply, parse_bytes
+from exchange.gateway.order_entry import OrderEntry
+from exchange.wire.messages import Reply
 
 CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 

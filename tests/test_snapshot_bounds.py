@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from exchange.core.messages import DepthUpdate
 from exchange.core.orders import Side
-from exchange.market_data import Depth
-from exchange.notifier import (
+from exchange.marketdata.depth import Depth
+from exchange.marketdata.notifier import (
     MAX_SNAPSHOTS_PER_CLIENT, MAX_SNAPSHOTS_PER_ENGINE, SNAPSHOT_TIMEOUT_S, TOO_MANY, Outstanding,
 )
-from exchange.publisher import Publisher
-from exchange.wire import BookSnapshot, Decoder, SnapshotRefused, SnapshotReply, encode
+from exchange.engine.publisher import Publisher
+from exchange.wire.messages import BookSnapshot, Decoder, SnapshotRefused, SnapshotReply, encode
 
 
 def test_the_cached_snapshot_follows_every_release():

@@ -16,7 +16,8 @@ from pathlib import Path
 import msgpack
 import msgspec
 
-from exchange import protocol, wire
+from exchange.gateway import protocol
+from exchange.wire import messages as wire
 from exchange.core import messages, orders
 from exchange.errors import RejectCode
 

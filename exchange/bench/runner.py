@@ -18,7 +18,6 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from exchange import journal
 from exchange.bench import latency, limits
 from exchange.bench.checks import finish
 from exchange.bench.limits import InstrumentLoad
@@ -29,6 +28,8 @@ from exchange.bench.results import BenchResult
 from exchange.bench.subscribers import subscriber_main
 from exchange.bench.target import Mesh, bench_config, cpu_seconds, machine, machine_busy, running_roles, wait_ready
 from exchange.config import load_config
+from exchange.journal.readers import last_trades
+from exchange.journal.schema import open_readonly
 
 
 def run(options: BenchOptions) -> BenchResult:
@@ -111,10 +112,10 @@ def _loads(config, symbols: list[str], sessions: int, users: int) -> list[Instru
     instruments = config.instrument_map()
     last_prices: dict[str, int] = {}
     if os.path.exists(config.journal.path):
-        conn = journal.open_readonly(config.journal.path)
+        conn = open_readonly(config.journal.path)
         try:
             for engine in config.engines:
-                last_prices.update({s: t.price for s, t in journal.last_trades(conn, engine.name).items()})
+                last_prices.update({s: t.price for s, t in last_trades(conn, engine.name).items()})
         finally:
             conn.close()
     sessions_per_user = -(-sessions // users)

@@ -18,12 +18,12 @@ def subscriber_main(endpoint: str, symbols: list[str], conn, stop) -> None:
     """Receive every public channel of ``symbols``; record latency, gaps and sampled arrival times."""
     import zmq
 
-    from exchange import mesh
-    from exchange.wire import Decoder, MarketData, topic
+    from exchange.wire import sockets
+    from exchange.wire.messages import Decoder, MarketData, topic
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctx = mesh.context()
-    sock = mesh.socket(ctx, zmq.SUB, connect=endpoint)
+    ctx = sockets.context()
+    sock = sockets.socket(ctx, zmq.SUB, connect=endpoint)
     sock.setsockopt(zmq.RCVHWM, 100_000)
     for symbol in symbols:
         for channel in ("trade", "bbo", "l2"):
@@ -42,7 +42,7 @@ def subscriber_main(endpoint: str, symbols: list[str], conn, stop) -> None:
             stop_at = time.monotonic() + 1.0
         if not sock.poll(100):
             continue
-        for parts in mesh.drain(sock):
+        for parts in sockets.drain(sock):
             now = time.time_ns()
             md = decoder.decode(parts[-1])
             messages += 1

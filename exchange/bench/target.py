@@ -25,7 +25,7 @@ def bench_config(source: str, directory: Path, sessions: int) -> tuple[Path, lis
     """A copy of the config at ``source`` for a fresh mesh in ``directory``: free loopback ports,
     its journal and logs inside ``directory``, and one new user per session (so that no session
     receives another session's fills). Returns the new file and the (user, key) pairs."""
-    from exchange.soak import free_ports
+    from exchange.testing.mesh import free_ports
 
     text = Path(source).read_text()
     ports = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
@@ -107,7 +107,7 @@ def machine_busy() -> tuple[int, int]:
 
 def wait_ready(host: str, port: int, user: str, key: str, timeout: float = 60.0) -> None:
     """Until a session can log in and every engine answers (CANCELALL goes to all of them)."""
-    from exchange.client import TextClient
+    from exchange.client.text import TextClient
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ import asyncio
 import msgspec
 import zmq
 
-from exchange.protocol import AnyReply, Rej, format_reply, parse_bytes
+from exchange.gateway.protocol import AnyReply, Rej, format_reply, parse_bytes
 
 MAX_LINE = 65536
 

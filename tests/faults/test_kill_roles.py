@@ -11,7 +11,8 @@ import zlib
 
 import pytest
 
-from exchange.soak import loopback_config, soak
+from exchange.testing.mesh import loopback_config
+from exchange.testing.soak import soak
 
 DURATION_S = 5.0
 

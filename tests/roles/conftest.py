@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exchange.client import TextClient
+from exchange.client.text import TextClient
 from exchange.config import Config, load_config
-from exchange.soak import loopback_config
+from exchange.testing.mesh import loopback_config
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30

@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 
-from exchange.client import TextClient
+from exchange.client.text import TextClient
 from exchange.config import load_config
-from exchange.soak import loopback_config
-from exchange.soak import wait_for_mesh
+from exchange.testing.mesh import loopback_config
+from exchange.testing.mesh import wait_for_mesh
 
 ORDERS = 12_000
 

@@ -14,9 +14,9 @@ import sys
 import time
 from contextlib import closing
 
-from exchange.client import TextClient
+from exchange.client.text import TextClient
 from exchange.config import load_config
-from exchange.soak import loopback_config, wait_for_mesh
+from exchange.testing.mesh import loopback_config, wait_for_mesh
 
 
 def start(role: str, path, log, name: str | None = None) -> subprocess.Popen:

@@ -12,16 +12,17 @@ import msgspec
 import zmq
 
 from conftest import Mesh
-from exchange import curve, fuzz
-from exchange.client import TextClient
+from exchange.testing import fuzz
+from exchange.client.text import TextClient
 from exchange.core.orders import Side
 from exchange.errors import RejectCode
-from exchange.protocol import (
+from exchange.gateway.protocol import (
     Ack, AnyReply, CancelRequest, PingRequest, PlaceRequest, Pong, Rej, StatusRequest,
 )
-from exchange.soak import role_pid
+from exchange.testing.mesh import role_pid
 from test_security import SECRETS, gateway_key, journal_rows
 from test_security import config as security_config
+from exchange.wire.security.curve_keys import make_client
 
 REPLIES = msgspec.msgpack.Decoder(AnyReply)
 
@@ -101,7 +102,7 @@ def dealer(mesh: Mesh, ctx: zmq.Context, routing_id: bytes | None = None, user: 
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
     if user is not None:
         secret = SECRETS[user]
-        curve.make_client(sock, gateway_key(mesh), zmq.curve_public(secret), secret)
+        make_client(sock, gateway_key(mesh), zmq.curve_public(secret), secret)
     sock.connect(mesh.config.gateway.zmq)
     return sock
 

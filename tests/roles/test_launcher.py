@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import Mesh, write_config
-from exchange.client import TextClient
+from exchange.client.text import TextClient
 
 
 def child_pid(mesh, label: str) -> int:

@@ -12,12 +12,15 @@ import time
 import pytest
 import zmq
 
-from exchange import curve
-from exchange.client import BookFeed, MarketDataClient, PrivateFeed, TextClient
+from exchange.client.private_feed import PrivateFeed
+from exchange.client.text import TextClient
+from exchange.marketdata.feed import BookFeed, MarketDataClient
 from exchange.core.matching import Matcher
 from exchange.core.messages import OrderFilled, Trade
 from exchange.core.orders import Side
-from exchange.journal import engine_events, open_readonly
+from exchange.journal.readers import engine_events
+from exchange.journal.schema import open_readonly
+from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 # the demo users' CURVE secret keys (configs/local.yaml lists their public halves)
 DEMO_SECRETS = {"alice": b"t1zTwHdR5zUN0xRj@MwtK8C61yhKS3t<l]YwuQ0J", "bob": b"yLky.7YU5%BnZ[hh(K*6BU8R9FW22d7?iMdyyOJl"}
@@ -150,7 +153,7 @@ def test_a_stopped_subscriber_slows_nobody_and_catches_up_after(mesh, tmp_path):
     script = tmp_path / "slow.py"
     script.write_text(  # reports its book each time the control file asks, until told to stop
         "import sys, time\n"
-        "from exchange.client import BookFeed\n"
+        "from exchange.marketdata.feed import BookFeed\n"
         "book = BookFeed(sys.argv[1], sys.argv[2], 'AAPL')\n"
         "print('ready', flush=True)\n"
         "end, asked = time.monotonic() + 90, ''\n"
@@ -237,7 +240,7 @@ def private(mesh, user: str, as_user: str | None = None, secret: bytes | None = 
     """``user``'s private feed from the first notifier (or the replica ``notifier``), with the
     CURVE key of ``as_user`` (default: ``user``) or ``secret``."""
     section = mesh.config.notifier.replica(notifier)
-    server = curve.public_key(curve.server_secret_key(section.secret_key_file))
+    server = public_key(server_secret_key(section.secret_key_file))
     secret = secret or DEMO_SECRETS[as_user or user]
     return PrivateFeed(section.private, server, user, zmq.curve_public(secret), secret)
 

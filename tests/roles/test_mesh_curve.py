@@ -19,14 +19,16 @@ from click.testing import CliRunner
 from zmq.utils.monitor import recv_monitor_message
 
 from conftest import Mesh, write_config
-from exchange import curve
-from exchange.cli import cli
-from exchange.client import TextClient
+from exchange.cli.main import cli
+from exchange.client.text import TextClient
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side, TimeInForce
-from exchange.mesh_curve import secret_key_path
-from exchange.wire import BookSnapshot, Decoder, OpenEpoch, Request, SnapshotReply, SnapshotRequest, encode
+from exchange.wire.security.mesh_keys import secret_key_path
+from exchange.wire.messages import (
+    BookSnapshot, Decoder, OpenEpoch, Request, SnapshotReply, SnapshotRequest, encode,
+)
 from test_end_to_end import subscribed, wait_for_trade
+from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 HANDSHAKE_S = 5
 OUTCOMES = {zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
@@ -206,7 +208,7 @@ def test_a_plain_socket_cannot_connect_to_a_curve_mesh(curve_mesh, ctx, endpoint
 
 def test_a_role_key_is_no_user_on_the_private_feed(curve_mesh, ctx):
     config = curve_mesh.config
-    server = curve.public_key(curve.server_secret_key(config.notifier.secret_key_file))
+    server = public_key(server_secret_key(config.notifier.secret_key_file))
     sub, monitor = probe(ctx, zmq.SUB, config.notifier.private, server, role_keys(curve_mesh, "gateway"))
     assert handshake(monitor) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
     alice, monitor = probe(ctx, zmq.SUB, config.notifier.private, server,

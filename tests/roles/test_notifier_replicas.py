@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Mesh, read_available, write_config
-from exchange.client import BookFeed, MarketDataClient
+from exchange.marketdata.feed import BookFeed, MarketDataClient
 from exchange.core.messages import OrderAccepted, Trade
-from exchange.soak import free_ports
+from exchange.testing.mesh import free_ports
 from test_market_data import (
     cross, engine_book, login, private, settle, trade_some, wait_joined, wait_private_joined, wait_synced,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_market_data import feed, login, private, trade_some, wait_private_joined, wait_synced
 
-from exchange.soak import role_pid
+from exchange.testing.mesh import role_pid
 
 
 def test_a_private_subscriber_leaving_keeps_the_notifier_up_and_nobody_resyncs(mesh):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.client import TextClient
+from exchange.client.text import TextClient
 from exchange.errors import RejectCode
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from conftest import read_available
-from exchange.client import TextClient
+from exchange.client.text import TextClient
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -16,12 +16,12 @@ from contextlib import closing
 import msgspec
 import pytest
 
-from exchange.client import TextClient, ZmqClient
+from exchange.client.order_entry import ZmqClient
+from exchange.client.text import TextClient
 from exchange.core.orders import Side, TimeInForce
 from exchange.errors import RejectCode
-from exchange.protocol import (
-    Ack, CancelAllOk, CancelAllRequest, CancelRequest, LoginOk, LoginRequest, Out, PingRequest,
-    PlaceRequest, Pong, Rej, StatusRequest,
+from exchange.gateway.protocol import (
+    Ack, CancelAllOk, CancelAllRequest, CancelRequest, LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong, Rej, StatusRequest,
 )
 
 REJ = re.compile(r"REJ (?:#(?P<cid>[A-Za-z0-9_.:\-]{1,36}) )?(?P<code>[A-Z_]+) (?P<reason>\S.*)")

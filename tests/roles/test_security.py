@@ -20,19 +20,21 @@ import zmq
 from click.testing import CliRunner
 
 from conftest import Mesh
-from exchange import curve, fuzz
-from exchange.cli import cli
-from exchange.client import PrivateFeed, TextClient, ZmqClient
+from exchange.testing import fuzz
+from exchange.cli.main import cli
+from exchange.client.order_entry import ZmqClient
+from exchange.client.private_feed import PrivateFeed
+from exchange.client.text import TextClient
 from exchange.config import hash_key
 from exchange.core.messages import OrderCanceled
 from exchange.core.orders import CancelReason, Side
 from exchange.errors import RejectCode
-from exchange.journal import decode_command
-from exchange.protocol import (
-    Ack, Bye, CancelRequest, LoginOk, LoginRequest, PingRequest, PlaceRequest, Pong, Rej, State,
-    StatusRequest,
+from exchange.journal.readers import decode_command
+from exchange.gateway.protocol import (
+    Ack, Bye, CancelRequest, LoginOk, LoginRequest, PingRequest, PlaceRequest, Pong, Rej, State, StatusRequest,
 )
-from exchange.soak import role_pid, wait_for_mesh
+from exchange.testing.mesh import role_pid, wait_for_mesh
+from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 SECRETS = {"alice": b"t1zTwHdR5zUN0xRj@MwtK8C61yhKS3t<l]YwuQ0J", "bob": b"yLky.7YU5%BnZ[hh(K*6BU8R9FW22d7?iMdyyOJl"}
 IDLE_S = 2
@@ -188,7 +190,7 @@ def test_bob_cannot_touch_or_observe_alices_orders_in_any_way(secure):
         assert bob.request("SELL AAPL 5 @ 150.00 #secret").startswith("ACK ")
         assert bob.request("CANCEL #secret").endswith("CANCELED")
         # her private feed refuses him
-        server = curve.public_key(curve.server_secret_key(secure.config.notifier.secret_key_file))
+        server = public_key(server_secret_key(secure.config.notifier.secret_key_file))
         with PrivateFeed(secure.config.notifier.private, server, "alice", zmq.curve_public(SECRETS["bob"]),
                          SECRETS["bob"]) as feed:
             assert alice.request("REPLACE #secret 4").startswith("ACK ")
@@ -332,7 +334,7 @@ def test_a_client_that_sends_without_ever_reading_is_cut_off_and_slows_no_one(se
 
 
 def test_a_session_that_asked_has_its_orders_canceled_when_it_ends_however_it_ends(secure):
-    server = curve.public_key(curve.server_secret_key(secure.config.notifier.secret_key_file))
+    server = public_key(server_secret_key(secure.config.notifier.secret_key_file))
     with login(secure, "alice") as staying, PrivateFeed(secure.config.notifier.private, server, "alice",
                                                          zmq.curve_public(SECRETS["alice"]), SECRETS["alice"]) as feed:
         closing_ = login(secure, "alice", "CANCEL_ON_DISCONNECT")

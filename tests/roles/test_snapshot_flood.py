@@ -8,9 +8,9 @@ import msgspec
 import zmq
 from test_market_data import login
 
-from exchange import mesh as plumbing
-from exchange.soak import role_pid
-from exchange.wire import BookSnapshot, Decoder, SnapshotRefused, SnapshotReply, SnapshotRequest
+from exchange.wire import sockets as plumbing
+from exchange.testing.mesh import role_pid
+from exchange.wire.messages import BookSnapshot, Decoder, SnapshotRefused, SnapshotReply, SnapshotRequest
 
 FLOODERS = 4
 REQUESTS_EACH = 6_000

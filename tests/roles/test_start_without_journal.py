@@ -14,14 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from exchange import journal
 from exchange.config import load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side
-from exchange.engine import Engine
-from exchange.soak import loopback_config
-from exchange.wire import Decoder, EventBatch, Request, Requests, encode
+from exchange.engine.batches import Engine
+from exchange.testing.mesh import loopback_config
+from exchange.wire.messages import Decoder, EventBatch, Request, Requests, encode
+from exchange.journal.readers import EnginePosition
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
 
 START_S = 60
 
@@ -35,11 +37,11 @@ def relative_journal_config(tmp_path: Path) -> Path:
 def journal_with_history(directory: Path, config) -> None:
     """A journal in which engine e1 accepted one order in epoch 1."""
     instruments = [config.instrument_map()[s] for s in config.engine("e1").instruments]
-    engine = Engine("e1", Matcher(1, instruments), 1, journal.EnginePosition())
+    engine = Engine("e1", Matcher(1, instruments), 1, EnginePosition())
     order = PlaceOrder("alice", "BTC-USD", Side.BUY, 10, 4_300_000, ts_received=1)
     frame = engine.handle_requests([[encode([Request("gw", 1, 1, order)])]], Decoder(Requests))
-    db = journal.open_db(directory / "journal.db")
-    journal.Writer(db, config.instrument_map()).append([Decoder(EventBatch).decode(frame)])
+    db = open_db(directory / "journal.db")
+    Writer(db, config.instrument_map()).append([Decoder(EventBatch).decode(frame)])
     db.conn.close()
 
 

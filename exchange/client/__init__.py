@@ -1,0 +1,4 @@
+"""Small Python clients of the exchange: the text protocol, ZMQ order entry and a user's
+private feed. May import exchange.core, exchange.wire, exchange.gateway.protocol (the
+client-facing messages), exchange.config and exchange.errors.
+"""

@@ -1,0 +1,114 @@
+"""An engine's state around its matcher: the batches it made, what it keeps for replay until the
+journal holds it, and the replies and market data that wait for the durable watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from exchange.wire import sockets
+from exchange.core import checkpoint
+from exchange.core.matching import Matcher
+from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, PlaceOrder, ReplaceOrder
+from exchange.errors import WireError
+from exchange.wire.messages import (
+    Decoder, Durable, Entry, EventBatch, Reply, ReplayRequest, Request, Requests, encode,
+)
+from exchange.journal.readers import EnginePosition
+
+
+log = logging.getLogger(__name__)
+
+
+_SINGLE_REQUEST = Decoder(Request)
+
+
+class Engine:
+    def __init__(self, name: str, matcher: Matcher, epoch: int, position: EnginePosition,
+                 checkpoint_every: int = 100_000, checkpoint_part_size: int = checkpoint.DEFAULT_PART_SIZE):
+        """An engine in ``epoch`` (the journal writer's, new for this start) whose journaled history
+        ends at ``position``."""
+        self.name = name
+        self.matcher = matcher
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_part_size = checkpoint_part_size
+        self.checkpoint_seq = matcher.seq
+        self.checkpoint_parts: deque[bytes] = deque()  # of the last checkpoint, one per batch
+        self.epoch = epoch
+        self.max_order_age_ns = 0  # 0: no limit (see handle_requests)
+        self.too_old = 0  # orders not executed because they came too late
+        self.batch = position.batch  # the last batch number used
+        self.durable_batch = position.batch
+        self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
+        self.retained_events = 0
+        self.unreleased: deque[tuple[int, list[Reply], list]] = deque()  # (batch, replies, market data)
+        self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
+
+    def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
+        """Match every request of every frame (each a Requests list); return the EventBatch frame
+        (None if no request was valid).
+
+        A placement or replace received by its gateway more than ``max_order_age_ns`` before
+        ``now_ns`` is not executed: its gateway has answered it or is about to (UNAVAILABLE, outcome
+        unknown), and it must not trade behind that answer. It is journaled with no events and gets no
+        reply. Cancels always execute: late or not, they only take risk away.
+        """
+        handle = self.matcher.handle
+        entries, replies, market_data = [], [], []
+        first_seq = self.matcher.seq + 1
+        oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
+        for parts in frames:
+            try:
+                requests: list[Request] = decoder.decode(parts[-1])
+            except WireError as e:
+                try:  # one Request per message, from a gateway older than Requests
+                    requests = [_SINGLE_REQUEST.decode(parts[-1])]
+                except WireError:
+                    log.warning("commands: dropped %s", e)
+                    continue
+            for request in requests:
+                command = request.command
+                if command.ts_received < oldest and isinstance(command, (PlaceOrder, ReplaceOrder)):
+                    self.too_old += 1
+                    entries.append(Entry(request.gateway, request.session, request.request_id, command, []))
+                    continue
+                events = handle(command)
+                entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
+                                     events))
+                replies.append(Reply(request.session, request.request_id,
+                                     [e for e in events if isinstance(e, ORDER_EVENTS)], request.gateway))
+                market_data.extend(e for e in events if isinstance(e, MARKET_DATA_EVENTS))
+        if not entries:
+            return None
+        self.batch += 1
+        # A checkpoint goes out one part per batch (each far below the mesh's message cap); the
+        # journal uses it once it holds every part. No digest of the books is computed here.
+        if not self.checkpoint_parts and self.matcher.seq - self.checkpoint_seq >= self.checkpoint_every:
+            self.checkpoint_parts.extend(checkpoint.take(self.matcher, self.checkpoint_part_size))
+            self.checkpoint_seq = self.matcher.seq
+        state = self.checkpoint_parts.popleft() if self.checkpoint_parts else b""
+        frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state,
+                                  time.time_ns()))
+        count = self.matcher.seq - first_seq + 1
+        self.retained.append((self.batch, count, frame))
+        self.retained_events += count
+        self.unreleased.append((self.batch, replies, market_data))
+        return frame
+
+    def on_durable(self, durable: Durable) -> tuple[list[Reply], list]:
+        """Advance the watermark; return the replies and market data it releases."""
+        if durable.engine != self.name or durable.epoch != self.epoch or durable.batch <= self.durable_batch:
+            return [], []
+        self.durable_batch = durable.batch
+        while self.retained and self.retained[0][0] <= durable.batch:
+            self.retained_events -= self.retained.popleft()[1]
+        replies, market_data = [], []
+        while self.unreleased and self.unreleased[0][0] <= durable.batch:
+            _, batch_replies, batch_md = self.unreleased.popleft()
+            replies.extend(batch_replies)
+            market_data.extend(batch_md)
+        return replies, market_data
+
+    def replay_frames(self, request: ReplayRequest) -> list[bytes]:
+        return [frame for batch, _, frame in self.retained if batch >= request.from_batch]

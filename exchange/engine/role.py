@@ -1,0 +1,236 @@
+"""Engine role: owns the books of some instruments; matches commands; releases output once durable.
+
+Sockets (this process binds the stable side):
+    commands  PULL   bound    ← gateways' Requests (several per message)
+    journal   PUSH   connect  → journal writer: EventBatch per drained set of commands
+    durable   SUB    connect  ← journal writer: Durable watermarks
+    replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again;
+                                notifier: SnapshotRequest → the released book
+    replies   PUSH   connect  → gateway: acks, fills and order updates, released at the watermark
+    publish   PUB    bound    → notifier: market data and private order updates, released at the watermark
+
+With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
+connected ones CURVE clients of the journal writer and the gateway (exchange.wire.security.mesh_keys).
+
+Matching runs ahead of the journal; nothing leaves towards clients before the journal holds it
+(docs/architecture.md, guarantee 2). Batches stay in memory until durable, for replay; past
+``max_undurable_events`` the engine stops reading commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zmq
+from exchange.journal import handshake
+from exchange.wire import sockets
+from exchange.config import Config
+from exchange.errors import JournalError, WireError
+from exchange.wire.security.mesh_keys import MeshSecurity
+from exchange.engine.publisher import Publisher, released_depths
+from exchange.wire.messages import (
+    Decoder, Durable, EngineRequest, OpenEpoch, Replies, ReplayRequest, Requests, SnapshotRequest, encode,
+)
+from exchange.engine.recovery import recover_all
+from exchange.engine.batches import Engine
+from exchange.journal.readers import EnginePosition
+from exchange.wire.security.zap import start_authenticator
+
+
+log = logging.getLogger(__name__)
+
+
+MAX_MESSAGES_PER_BATCH = 200  # each holds one gateway loop turn's requests, bounded by max_in_flight
+
+
+FLUSH_ON_STOP_S = 2.0
+
+
+HEARTBEAT_S = 1.0
+
+
+MAX_ENGINE_REQUESTS_PER_TURN = 64  # snapshot and replay requests read per loop turn; the rest wait in the socket
+
+
+class EngineProcess:
+    """The engine's sockets around an Engine and its Publisher: one poll loop, one handler per socket."""
+
+    def __init__(self, config: Config, name: str, stopper: sockets.Stopper):
+        self.config = config
+        self.spec = spec = config.engine(name)
+        self.security = security = MeshSecurity.for_role(config, spec.role)  # before recovery: fail fast
+        instruments = [config.instrument_map()[symbol] for symbol in spec.instruments]
+        opened = handshake.ask(config, OpenEpoch(name, time.time_ns()), security,
+                                      stopped=lambda: stopper.requested)
+        held = EnginePosition(opened.epoch, opened.batch, opened.seq)
+        matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments,
+                                                     round(spec.client_order_id_window * 1e9))
+        handshake.check_visible({name: position}, {name: held}, config.journal.path)
+        if (position.batch, matcher.seq) != (held.batch, held.seq):  # the writer froze this history for us
+            raise JournalError(f"engine {name}: the journal holds batch {held.batch} seq {held.seq}, but its"
+                               f" events rebuild batch {position.batch} seq {matcher.seq}; run"
+                               " `exchange journal verify`")
+        self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every, spec.checkpoint_part_size)
+        # half the gateway's wait: what executes is answered before the gateway gives up on it
+        self.engine.max_order_age_ns = int(config.gateway.request_timeout * 1e9 / 2)
+        self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)
+        self.ctx = ctx = sockets.context()
+        self.auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
+        self.commands = sockets.socket(ctx, zmq.PULL, bind=spec.commands, security=security)  # ← gateways
+        self.publish = sockets.socket(ctx, zmq.PUB, bind=spec.publish, security=security)  # → notifier
+        self.replay = sockets.socket(ctx, zmq.ROUTER, bind=spec.replay,
+                                  security=security)  # ← journal writer, notifier
+        self.to_journal = sockets.socket(ctx, zmq.PUSH, connect=config.journal.events, security=security,
+                                      peer="journal-writer")  # → journal writer
+        self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
+                                   peer="journal-writer")  # ← journal writer
+        self.durable.setsockopt(zmq.SUBSCRIBE, b"")
+        self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
+                                   peer="gateway")  # → gateway
+        self.requests, self.durables, self.engine_requests = (
+            Decoder(Requests), Decoder(Durable), Decoder(EngineRequest))
+        self.replays: dict[tuple[bytes, ...], int] = {}  # requester → next batch of a replay under way
+
+    def run(self, stopper: sockets.Stopper) -> None:
+        engine, spec = self.engine, self.spec
+        log.info("ready: engine %s id %d epoch %d, %s from batch %d seq %d, commands on %s",
+                 engine.name, spec.id, engine.epoch, ",".join(spec.instruments), engine.batch,
+                 engine.matcher.seq, spec.commands)
+        sockets.report_ready()
+        busy = False
+        poller = zmq.Poller()
+        for sock in (self.durable, self.replay, self.commands):
+            poller.register(sock, zmq.POLLIN)
+        while not stopper.requested:
+            full = engine.retained_events >= spec.max_undurable_events
+            if full != busy:
+                busy = full
+                poller.modify(self.commands, 0 if busy else zmq.POLLIN)
+                log.warning("journal behind by %d events: %s", engine.retained_events,
+                            "no longer reading commands" if busy else "reading commands again")
+            ready = dict(poller.poll(100))
+            if self.durable in ready:
+                self.on_durable()
+            if self.replay in ready:
+                self.on_engine_requests()
+            if self.commands in ready:
+                too_old = engine.too_old
+                frame = engine.handle_requests(sockets.drain(self.commands, MAX_MESSAGES_PER_BATCH), self.requests,
+                                               time.time_ns())
+                if frame is not None:
+                    engine.unsent.append(frame)
+                if engine.too_old > too_old:
+                    log.warning("%d orders came more than %.1f s after their gateway received them; not executed"
+                                " (their gateway answers UNAVAILABLE)", engine.too_old - too_old,
+                                engine.max_order_age_ns / 1e9)
+            self.send_to_journal()
+            self.resume_replays()
+            for frames in self.publisher.heartbeats(time.monotonic()):
+                self.publish.send_multipart(frames)
+
+    def send_to_journal(self) -> None:
+        engine = self.engine
+        while engine.unsent:
+            try:
+                self.to_journal.send(engine.unsent[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return  # the journal writer is behind or away; it replays what it misses
+            engine.unsent.popleft()
+
+    def on_durable(self) -> None:
+        for parts in sockets.drain(self.durable):
+            try:
+                reply_list, market_data = self.engine.on_durable(self.durables.decode(parts[-1]))
+            except WireError as e:
+                log.warning("durable: dropped %s", e)
+                continue
+            if reply_list:
+                try:
+                    self.replies.send(encode(Replies(self.config.gateway.name, reply_list)), zmq.NOBLOCK)
+                except zmq.Again:
+                    log.warning("gateway not reading: %d replies dropped", len(reply_list))
+                events = [e for reply in reply_list for e in reply.events]
+                for frames in self.publisher.private(events):
+                    self.publish.send_multipart(frames)
+            for frames in self.publisher.market_data(market_data, time.monotonic()):
+                self.publish.send_multipart(frames)
+
+    def on_engine_requests(self) -> None:
+        """Answer what waits on the replay socket, a bounded number per loop turn, never blocking.
+
+        Snapshots come from the publisher's cache (see Publisher.snapshot_frame). A reply that does
+        not fit the requester's queue is dropped: the notifier counts a request unanswered for a
+        while as lost, and its subscriber asks again. A replay that does not fit goes on from where
+        it stopped at the next call (``replays``).
+        """
+        self.resume_replays()
+        for parts in sockets.drain(self.replay, MAX_ENGINE_REQUESTS_PER_TURN):
+            try:
+                request = self.engine_requests.decode(parts[-1])
+            except WireError as e:
+                log.warning("replay: dropped %s", e)
+                continue
+            envelope = tuple(parts[:-1])  # the requester's routing id (and, via the notifier, its client's)
+            if isinstance(request, SnapshotRequest):
+                self.answer(envelope, [self.publisher.snapshot_frame(request.symbol)])
+            else:
+                log.info("replay from batch %d requested", request.from_batch)
+                self.replays[envelope] = request.from_batch
+        self.resume_replays()
+
+    def resume_replays(self) -> None:
+        """Send each replay's next retained batches until the requester's queue is full."""
+        for envelope, from_batch in list(self.replays.items()):
+            frames = self.engine.replay_frames(ReplayRequest(self.engine.name, from_batch))
+            sent = self.answer(envelope, frames)
+            if sent == len(frames) or sent < 0:
+                del self.replays[envelope]
+                if sent >= 0:
+                    log.info("replay from batch %d: sent up to the last batch (%d more)", from_batch, sent)
+            elif sent:  # retained batches are consecutive: the next one to send follows the last sent
+                self.replays[envelope] = max(from_batch, self.engine.retained[0][0]) + sent
+
+    def answer(self, envelope: tuple[bytes, ...], frames: list[bytes]) -> int:
+        """Send ``frames`` to ``envelope`` without blocking; how many went (-1: the requester is gone)."""
+        for sent, frame in enumerate(frames):
+            try:
+                self.replay.send_multipart([*envelope, frame], zmq.NOBLOCK)
+            except zmq.Again:
+                return sent  # its queue is full: it is not reading
+            except zmq.ZMQError as e:  # EHOSTUNREACH (ROUTER_MANDATORY): it left
+                log.warning("replay: requester gone (%s)", e)
+                return -1
+        return len(frames)
+
+    def finish(self) -> None:
+        """On a clean stop, give the journal a moment to make the last batches durable and release them."""
+        engine = self.engine
+        deadline = time.monotonic() + FLUSH_ON_STOP_S
+        while (engine.retained or engine.unsent) and time.monotonic() < deadline:
+            self.send_to_journal()
+            if self.durable.poll(50):
+                self.on_durable()
+        if engine.retained:
+            log.warning("stopping with %d events not yet durable (never acknowledged or published)",
+                        engine.retained_events)
+
+    def close(self) -> None:
+        for sock in (self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies):
+            sock.close()
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
+
+
+def run(config: Config, name: str) -> None:
+    """Run the engine ``name`` until SIGINT or SIGTERM."""
+    stopper = sockets.Stopper()
+    process = EngineProcess(config, name, stopper)
+    sockets.freeze_startup_objects()
+    try:
+        process.run(stopper)
+        process.finish()
+    finally:
+        process.close()
+    matcher = process.engine.matcher
+    log.info("stopped: engine %s at seq %d digest %s", name, matcher.seq, matcher.digest())

@@ -1,0 +1,109 @@
+"""One client session of the gateway, whatever its transport: who it is, and its replies in order.
+
+exchange.gateway.order_entry.OrderEntry owns the sessions and answers their requests; the gateway role
+gives each one a ``write`` (and a ``disconnect``) for its TCP connection or ZMQ peer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+
+from exchange.gateway.access import TokenBucket
+from exchange.gateway.protocol import ClientReply, ClientRequest
+
+
+class Session:
+    """One client connection. ``write`` takes a list of replies, in order.
+
+    Replies leave in request order: each request reserves a slot in ``queue``, and a slot that is
+    not answered yet holds back everything behind it. A pushed update (FILL, OUT, REDUCED) waits
+    in the queue only while a line about the same order is still queued (so an order's ACK always
+    comes before its fills); otherwise it leaves at once, so an order's lines stay in the order
+    things happened to it even when a request about it (a CANCEL, say) is still unanswered.
+
+    The queue is bounded: ``has_room`` is False once ``max_unanswered`` slots wait, and the
+    transport then stops reading the client; ``resume`` is called when half of them are gone.
+    """
+
+    def __init__(self, session_id: int, write: Callable[[list[ClientReply]], None],
+                 disconnect: Callable[[], None] = lambda: None, address: str = "",
+                 bucket: TokenBucket | None = None, now: float = 0.0, max_unanswered: int = 1 << 30,
+                 resume: Callable[[], None] = lambda: None):
+        self.id = session_id
+        self.user: str | None = None
+        self.write = write
+        self.disconnect = disconnect  # ends the connection; the transport then calls OrderEntry.close
+        self.address = address  # the peer, for login throttling and logs
+        self.queue: deque[list] = deque()  # [ready, replies] slots, flushed from the head
+        self.max_unanswered = max_unanswered
+        self.resume = resume  # the transport reads the client again
+        self.stopped = False  # has_room said no: resume when the queue is down to half
+        self.login_timeout = 0.0  # if set: the idle timeout while nobody is logged in on the session
+        self.held: Counter[str] = Counter()  # order id → queued lines about it
+        self.bucket = bucket
+        self.last_request = now
+        self.closed = False
+        self.keyed = False  # logged in by its connection's CURVE key (ZMQ), not by a LOGIN
+        self.login_seen = False
+        self.cancel_on_disconnect = False
+        self.max_open_orders = 0  # the user's own limit, copied into each PlaceOrder
+        self.own_orders: dict[str, None] = {}  # open orders this session placed, oldest first
+        self.waiting: deque[tuple[ClientRequest, list]] | None = None  # requests behind a LOGIN being checked
+
+    def has_room(self) -> bool:
+        """Whether the session may take one more request now; if not, ``resume`` says when."""
+        if len(self.queue) < self.max_unanswered:
+            return True
+        self.stopped = True
+        return False
+
+    def reserve(self) -> list:
+        slot = [False, []]
+        self.queue.append(slot)
+        return slot
+
+    def fill(self, slot: list, replies: list[ClientReply] | Callable[[], list[ClientReply]]) -> None:
+        """Complete a reserved slot; a callable is called only when the slot's turn comes."""
+        slot[0] = True
+        if callable(replies):
+            slot[1] = replies
+        else:
+            slot[1].extend(replies)
+            self._count(replies, +1)
+        self.flush()
+
+    def push(self, replies: list[ClientReply]) -> None:
+        if self.closed:
+            return
+        if self.queue and any(self.held[getattr(r, "order_id", "")] for r in replies):
+            self.queue.append([True, replies])
+            self._count(replies, +1)
+            self.flush()
+        else:
+            self.write(replies)
+
+    def flush(self) -> None:
+        if self.closed:
+            return
+        out = []
+        while self.queue and self.queue[0][0]:
+            replies = self.queue.popleft()[1]
+            if callable(replies):
+                out.extend(replies())
+            else:
+                out.extend(replies)
+                self._count(replies, -1)
+        if out:
+            self.write(out)
+        if self.stopped and len(self.queue) <= self.max_unanswered // 2:
+            self.stopped = False
+            self.resume()
+
+    def _count(self, replies: list[ClientReply], step: int) -> None:
+        for reply in replies:
+            order_id = getattr(reply, "order_id", None)
+            if order_id:
+                self.held[order_id] += step
+                if not self.held[order_id]:
+                    del self.held[order_id]

@@ -1,0 +1,90 @@
+"""The client side of the journal writer's recovery endpoint: what a role asks it before it starts.
+
+An engine asks for its new epoch (OpenEpoch) and a gateway for where every engine's history ends
+(GetPositions); both then read the journal and check that they see at least that much of it. A
+role that cannot reach the journal writer, or cannot see the history it holds, does not start:
+it would otherwise come back with an empty or stale view and tell clients things that are not so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import zmq
+
+from exchange.config import Config
+from exchange.errors import JournalError, WireError
+from exchange.wire import sockets
+from exchange.journal.readers import EnginePosition
+from exchange.wire.security.mesh_keys import MeshSecurity
+from exchange.wire.messages import (
+    Decoder, GetPositions, JournalReply, JournalRefused, JournalRequest, encode,
+)
+from exchange.journal.readers import read_positions
+
+log = logging.getLogger(__name__)
+
+ASK_EVERY_S = 1.0  # a request unanswered this long is sent again (the writer may be starting)
+START_WAIT_S = 30.0  # then the role gives up and exits; the launcher starts it again later
+
+
+def ask(config: Config, request: JournalRequest, security: MeshSecurity | None,
+        wait_s: float = START_WAIT_S, stopped=lambda: False):
+    """The journal writer's answer to ``request`` (sent again every ASK_EVERY_S until answered).
+
+    Raises JournalError if it refuses, or does not answer within ``wait_s``.
+    """
+    ctx = sockets.context()
+    sock = sockets.socket(ctx, zmq.DEALER, connect=config.journal.recovery, security=security,
+                       peer="journal-writer")
+    replies = Decoder(JournalReply)
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline and not stopped():
+            try:
+                sock.send(encode(request), zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not connected yet: ask again after the wait
+            asked = time.monotonic()
+            while (left := min(asked + ASK_EVERY_S, deadline) - time.monotonic()) > 0:
+                if not sock.poll(int(left * 1000) + 1):
+                    break
+                try:
+                    reply = replies.decode(sock.recv())
+                except WireError as e:
+                    log.warning("recovery: dropped %s", e)
+                    continue
+                if reply.nonce != request.nonce:
+                    continue  # the answer to an earlier try
+                if isinstance(reply, JournalRefused):
+                    raise JournalError(f"the journal writer refused: {reply.reason}")
+                return reply
+            log.info("waiting for the journal writer at %s", config.journal.recovery)
+        raise JournalError(f"no answer from the journal writer at {config.journal.recovery} in {wait_s:g} s;"
+                           " a role that needs the journal's history does not start without it")
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def require_history(config: Config, security: MeshSecurity | None) -> None:
+    """Raise JournalError unless this process sees, in the journal file, all the history the
+    journal writer holds (for a role that loads its views from the journal at start)."""
+    held = ask(config, GetPositions(time.time_ns()), security)
+    seen = read_positions(config.journal.path)
+    check_visible(seen, {engine: EnginePosition(*p) for engine, p in held.positions.items()}, config.journal.path)
+
+
+def check_visible(seen: Mapping[str, EnginePosition], held: Mapping[str, EnginePosition], path: str) -> None:
+    """Raise JournalError unless the journal read at ``path`` shows every engine's history up to
+    where the journal writer says it ends (``held``); ``seen`` is what the read found."""
+    for engine, pos in sorted(held.items()):
+        mine = seen.get(engine, EnginePosition())
+        if (mine.batch, mine.seq) < (pos.batch, pos.seq):
+            raise JournalError(
+                f"the journal writer holds engine {engine}'s history up to batch {pos.batch} seq {pos.seq},"
+                f" but the journal at {path} as this process sees it ends at batch {mine.batch} seq {mine.seq}:"
+                " this process cannot see the journal (is the journal on another host, or does this config"
+                " name another file?); refusing to start with a partial history")

@@ -1,0 +1,166 @@
+"""Reading the journal: where each engine's history ends, its events and checkpoints for a
+restarting engine, and order events for a starting gateway.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+import msgspec
+from exchange.core import checkpoint
+from exchange.core.messages import AnyCommand, AnyEvent, OrderFilled, OrderReduced
+from exchange.journal.schema import has_table, open_readonly
+
+
+_event_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+_command_decoder = msgspec.json.Decoder(AnyCommand)
+
+
+class EnginePosition(msgspec.Struct, frozen=True):
+    """Where an engine's journaled history ends."""
+
+    epoch: int = 0
+    batch: int = 0
+    seq: int = 0
+
+
+def positions(conn: sqlite3.Connection) -> dict[str, EnginePosition]:
+    """Where every engine's journaled history ends: its last batch and seq, and its current epoch
+    (the last one the writer opened for it, else its last batch's); none before the schema exists."""
+    if not has_table(conn, "batches"):
+        return {}
+    rows = conn.execute(
+        "SELECT engine, epoch, batch, last_seq FROM batches b WHERE batch ="
+        " (SELECT MAX(batch) FROM batches WHERE engine = b.engine)").fetchall()
+    result = {}
+    for engine, epoch, batch, last_seq in rows:
+        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE engine=?",
+                           (engine,)).fetchone()[0]
+        result[engine] = EnginePosition(epoch, batch, max(seq, last_seq))
+    if has_table(conn, "epochs"):
+        for engine, epoch in conn.execute("SELECT engine, MAX(epoch) FROM epochs GROUP BY engine"):
+            pos = result.get(engine, EnginePosition())
+            if epoch > pos.epoch:
+                result[engine] = EnginePosition(epoch, pos.batch, pos.seq)
+    return result
+
+
+def read_positions(path: str | Path) -> dict[str, EnginePosition]:
+    """``positions`` of the journal at ``path`` as this process sees it (none if it sees no file)."""
+    if not Path(path).exists():
+        return {}
+    conn = open_readonly(path)
+    try:
+        return positions(conn)
+    finally:
+        conn.close()
+
+
+def engine_symbols(conn: sqlite3.Connection, engine: str) -> dict[str, tuple[int, int, int]]:
+    """symbol → (events, first seq, last seq) of the instruments that ``engine``'s journaled events
+    changed (rejects change nothing, and may name an instrument the engine never had)."""
+    if not has_table(conn, "events"):
+        return {}
+    rows = conn.execute("SELECT symbol, COUNT(*), MIN(seq), MAX(seq) FROM events WHERE engine=?"
+                        " AND symbol IS NOT NULL AND kind != 'OrderRejected' GROUP BY symbol", (engine,))
+    return {symbol: (count, first, last) for symbol, count, first, last in rows}
+
+
+def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> Iterator:
+    """Every journaled event of ``engine`` after ``after_seq``, in sequence order."""
+    if not has_table(conn, "events"):
+        return
+    decode = _event_decoder.decode
+    for (body,) in conn.execute("SELECT body FROM events WHERE engine=? AND seq>? ORDER BY seq",
+                                (engine, after_seq)):
+        yield decode(body)
+
+
+def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
+    """The last journaled Trade of each symbol of ``engine``."""
+    if not has_table(conn, "events"):
+        return {}
+    rows = conn.execute("SELECT body FROM events WHERE seq IN (SELECT MAX(seq) FROM events"
+                        " WHERE engine=? AND kind='Trade' GROUP BY symbol) AND engine=?", (engine, engine))
+    trades = [_event_decoder.decode(body) for (body,) in rows]
+    return {trade.symbol: trade for trade in trades}
+
+
+_WHOLE_CHECKPOINTS = ("SELECT seq, MIN(batch), MIN(digest) FROM checkpoints WHERE engine=? GROUP BY seq"
+                      " HAVING COUNT(*) = MIN(parts) AND MIN(parts) = MAX(parts)"
+                      " AND COUNT(DISTINCT digest) = 1 ORDER BY seq")
+
+
+def latest_checkpoint(conn: sqlite3.Connection, engine: str) -> list[bytes] | None:
+    """The parts of the newest whole checkpoint of ``engine`` (one with every part), or None."""
+    if not has_table(conn, "checkpoints"):
+        return None
+    row = conn.execute(f"SELECT seq FROM ({_WHOLE_CHECKPOINTS}) ORDER BY seq DESC LIMIT 1", (engine,)).fetchone()
+    return checkpoint_parts(conn, engine, row[0]) if row else None
+
+
+def whole_checkpoints(conn: sqlite3.Connection, engine: str) -> dict[int, tuple[int, str]]:
+    """seq → (batch of its first part, digest) of every checkpoint of ``engine`` with all its parts."""
+    if not has_table(conn, "checkpoints"):
+        return {}
+    return {seq: (batch, digest) for seq, batch, digest in conn.execute(_WHOLE_CHECKPOINTS, (engine,))}
+
+
+def checkpoint_parts(conn: sqlite3.Connection, engine: str, seq: int) -> list[bytes]:
+    """The stored parts of the checkpoint of ``engine`` at ``seq``, in order."""
+    return [state for (state,) in conn.execute(
+        "SELECT state FROM checkpoints WHERE engine=? AND seq=? ORDER BY part", (engine, seq))]
+
+
+ORDER_EVENT_KINDS = ("OrderAccepted", "OrderFilled", "OrderCanceled", "OrderReplaced", "OrderReduced",
+                     "OrderExpired")
+
+
+def _leaves_at(kind: type) -> str:
+    """The JSON path of ``leaves_qty`` in a journaled body of ``kind`` (an array, its tag first)."""
+    return f"$[{kind.__struct_fields__.index('leaves_qty') + 1}]"
+
+
+# the order ids of orders that have ended: canceled, expired, or nothing left after a fill or a reduction
+_ENDED = (f"SELECT order_id FROM events WHERE order_id IS NOT NULL AND (kind IN ('OrderCanceled', 'OrderExpired')"
+          f" OR (kind = 'OrderFilled' AND json_extract(body, '{_leaves_at(OrderFilled)}') = 0)"
+          f" OR (kind = 'OrderReduced' AND json_extract(body, '{_leaves_at(OrderReduced)}') = 0))")
+
+
+def open_and_recent_order_events(path: str | Path, since_ns: int) -> Iterator:
+    """The order events of the orders still open, and of those accepted at or after ``since_ns``
+    (what a starting gateway needs: the rest can be named by no client order id any more), per
+    engine in order; none if there is no journal yet. The choosing is done by SQLite."""
+    return _order_events(path, f"order_id IN (SELECT order_id FROM events WHERE kind = 'OrderAccepted' AND"
+                               f" (ts_event >= ? OR order_id NOT IN ({_ENDED})))", (since_ns,), "engine, seq")
+
+
+def order_history(path: str | Path, order_id: str) -> list:
+    """The journaled order events of one order, in sequence order (empty if none or no journal)."""
+    return list(_order_events(path, "order_id=?", (order_id,), "seq"))
+
+
+def _order_events(path: str | Path, where: str, params: tuple, order: str) -> Iterator:
+    if not Path(path).exists():
+        return
+    conn = open_readonly(path)
+    try:
+        if not has_table(conn, "events"):
+            return
+        marks = ",".join("?" * len(ORDER_EVENT_KINDS))
+        for (body,) in conn.execute(f"SELECT body FROM events WHERE {where} AND kind IN ({marks}) ORDER BY {order}",
+                                    (*params, *ORDER_EVENT_KINDS)):
+            yield _event_decoder.decode(body)
+    finally:
+        conn.close()
+
+
+def decode_event(body: str | bytes):
+    return _event_decoder.decode(body)
+
+
+def decode_command(body: str | bytes):
+    return _command_decoder.decode(body)

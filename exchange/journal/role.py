@@ -1,0 +1,151 @@
+"""Journal writer role: every engine's event batches into SQLite, then the durable watermark back.
+
+Sockets:
+    events      PULL    bound    ← engines: EventBatch
+    watermarks  PUB     bound    → engines: Durable after each group commit, and every second
+    recovery    ROUTER  bound    ← engines: OpenEpoch at start; gateways: GetPositions at start
+    replay      DEALER  connect  → each engine's replay ROUTER: ReplayRequest when a batch is missing
+
+With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
+DEALERs CURVE clients of their engines (exchange.wire.security.mesh_keys).
+
+Every engine start is a new epoch, and this process hands them out: an engine asks for one
+(OpenEpoch) before it rebuilds its books, the epoch is committed to the journal before the answer
+leaves, and from then on only that epoch's batches are written. So the history an engine rebuilds
+from cannot change under it, and a batch from an earlier start (an engine that died, or one that
+cannot see the journal) is never written nor acknowledged. Within an epoch, batches must arrive in
+order, ``batch`` +1 each: a batch from the future is held and the missing ones are asked for again;
+a batch seen before is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zmq
+from exchange.wire import sockets
+from exchange.config import Config
+from exchange.errors import WireError
+from exchange.wire.security.mesh_keys import MeshSecurity
+from exchange.wire.messages import (
+    Decoder, Durable, EpochOpened, EventBatch, GetPositions, JournalRefused, JournalRequest, OpenEpoch, Positions, ReplayRequest, encode,
+)
+from exchange.journal.sequencer import Sequencer
+from exchange.journal.readers import EnginePosition, positions
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
+from exchange.wire.security.zap import start_authenticator
+
+
+log = logging.getLogger(__name__)
+
+
+REPLAY_RETRY_S = 0.5
+
+
+ANNOUNCE_S = 0.2  # repeat every watermark this often: a lost one (PUB/SUB, slow joiner) costs no more
+
+
+def answer(request: OpenEpoch | GetPositions, sequencer: Sequencer, writer: Writer, config: Config):
+    """The reply to a role's request at its start."""
+    match request:
+        case OpenEpoch(engine=engine, nonce=nonce):
+            if engine not in {e.name for e in config.engines}:
+                return JournalRefused(nonce, f"no engine {engine} in this journal writer's config")
+            pos = sequencer.positions.get(engine, EnginePosition())
+            epoch = writer.open_epoch(engine, pos)  # durable before anyone hears of it
+            pos = sequencer.open_epoch(engine, epoch)
+            log.info("%s starts epoch %d after batch %d seq %d", engine, epoch, pos.batch, pos.seq)
+            return EpochOpened(engine, nonce, epoch, pos.batch, pos.seq)
+        case GetPositions(nonce=nonce):
+            return Positions(nonce, {engine: (p.epoch, p.batch, p.seq) for engine, p in sequencer.positions.items()})
+
+
+def run(config: Config, name: str = "journal-writer") -> None:
+    """Run the journal writer until SIGINT or SIGTERM."""
+    spec = config.journal
+    security = MeshSecurity.for_role(config, "journal-writer")  # before the journal: fail fast
+    db = open_db(spec.path, spec.synchronous)
+    writer = Writer(db, config.instrument_map())
+    sequencer = Sequencer(positions(db.conn))
+    stopper = sockets.Stopper()
+    ctx = sockets.context()
+    auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
+    events = sockets.socket(ctx, zmq.PULL, bind=spec.events, security=security)  # ← engines
+    watermarks = sockets.socket(ctx, zmq.PUB, bind=spec.watermarks, security=security)  # → engines
+    recovery = sockets.socket(ctx, zmq.ROUTER, bind=spec.recovery, security=security)  # ← engines, gateways
+    replay = {e.name: sockets.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
+              for e in config.engines}  # → engines
+    batches, requests = Decoder(EventBatch), Decoder(JournalRequest)
+    log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
+    sockets.report_ready()
+
+    def ask_replay(engine: str) -> None:
+        from_batch = sequencer.positions.get(engine, EnginePosition()).batch + 1
+        try:
+            replay[engine].send(encode(ReplayRequest(engine, from_batch)), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # its queue is full of earlier requests; the next retry asks again
+
+    for engine in replay:  # whatever the engines produced while we were away
+        ask_replay(engine)
+    sockets.freeze_startup_objects()
+    poller = zmq.Poller()
+    for sock in (events, recovery, *replay.values()):
+        poller.register(sock, zmq.POLLIN)
+    last_announce = last_replay = 0.0
+    written = 0
+    try:
+        while not stopper.requested:
+            ready = dict(poller.poll(100))
+            arrived = []
+            for sock in ready:
+                if sock is recovery:
+                    continue
+                for parts in sockets.drain(sock):
+                    try:
+                        arrived.append(batches.decode(parts[-1]))
+                    except WireError as e:
+                        log.warning("events: dropped %s", e)
+            changed: set[str] = set()
+            if arrived:
+                to_write, gaps = sequencer.accept(arrived)
+                if to_write:
+                    writer.append(to_write)  # one transaction: the group commit
+                    written += len(to_write)
+                    changed = {b.engine for b in to_write}
+                now = time.monotonic()
+                if gaps and now - last_replay > REPLAY_RETRY_S:
+                    last_replay = now
+                    for engine in gaps & replay.keys():
+                        log.warning("%s: batches missing after %d; asking for a replay", engine,
+                                    sequencer.positions[engine].batch)
+                        ask_replay(engine)
+            if recovery in ready:  # after this turn's batches: an epoch opens after all they wrote
+                for parts in sockets.drain(recovery, 100):
+                    try:
+                        reply = answer(requests.decode(parts[-1]), sequencer, writer, config)
+                    except WireError as e:
+                        log.warning("recovery: dropped %s", e)
+                        continue
+                    try:
+                        recovery.send_multipart([*parts[:-1], encode(reply)], zmq.NOBLOCK)
+                    except zmq.ZMQError as e:  # gone, or not reading: it asks again
+                        log.warning("recovery: answer not sent (%s)", e)
+                    if isinstance(reply, EpochOpened):
+                        changed.add(reply.engine)
+            now = time.monotonic()
+            if now - last_announce > ANNOUNCE_S:
+                last_announce = now
+                changed = set(sequencer.positions)
+            for engine in changed:
+                pos = sequencer.positions[engine]
+                watermarks.send(encode(Durable(engine, pos.epoch, pos.batch, pos.seq)))
+    finally:
+        for sock in (events, watermarks, recovery, *replay.values()):
+            sock.close()
+        if auth is not None:
+            auth.stop()
+        ctx.term()
+        db.conn.close()
+        log.info("stopped: %d batches written", written)

@@ -1,0 +1,96 @@
+"""The journal's SQLite schema: the tables, and opening the file to write or to read.
+
+Tables (one row per thing; ``body`` is the exact message as JSON, the other columns are for people):
+
+    batches      engine, batch, epoch, first_seq, last_seq,       one row per EventBatch written, with
+                 ts_matched, ts_written                           when it was matched and written (wall ns)
+    commands     engine, batch, position, kind, user, symbol, ...  every command, accepted or rejected
+    events       engine, seq, epoch, batch, kind, symbol, user, order_id, trade_id, side, price, qty, ...
+    checkpoints  engine, seq, part, parts, epoch, batch, digest, state   an engine's state, in parts
+    epochs       engine, epoch, batch, seq, ts_opened           each engine start, as the writer opened it
+
+``price`` and ``qty`` columns are decimal text on the instrument's grid; the bodies keep ticks and
+lots. The writer appends one transaction per drained set of batches (group commit); readers (the
+CLI, a restarting engine, a starting gateway) open the same file read-only. WAL mode lets both run
+at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+import sqlite_utils
+from exchange.core import checkpoint
+from exchange.errors import JournalError
+
+
+def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Database:
+    """Open (creating if needed) the journal for writing, in WAL mode, with its schema."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    if "batches" not in db.table_names():
+        db["batches"].create({"engine": str, "batch": int, "epoch": int, "first_seq": int,
+                              "last_seq": int, "ts_matched": int, "ts_written": int}, pk=("engine", "batch"))
+        db["commands"].create({"engine": str, "batch": int, "position": int, "seq": int, "kind": str,
+                               "user": str, "symbol": str, "order_id": str, "client_order_id": str,
+                               "ts_received": int, "gateway": str, "session": int, "request_id": int,
+                               "body": str}, pk=("engine", "batch", "position"))
+        db["events"].create({"engine": str, "seq": int, "epoch": int, "batch": int, "kind": str,
+                             "symbol": str, "user": str, "order_id": str, "trade_id": str, "side": str,
+                             "price": str, "qty": str, "ts_event": int, "body": str},
+                            pk=("engine", "seq"))
+        db.execute("CREATE INDEX events_order_id ON events(order_id) WHERE order_id IS NOT NULL")
+        db.execute("CREATE INDEX events_user ON events(user) WHERE user IS NOT NULL")
+    # partial indexes: market data events (most rows) have no order, user or trade, and only trades
+    # and accepted orders are listed by time; every index row is paid for on the write path
+    for name, on in (("events_trade_id", "events(trade_id) WHERE trade_id IS NOT NULL"),
+                     ("events_trades_by_time", "events(ts_event) WHERE kind = 'Trade'"),
+                     ("events_orders_by_time", "events(ts_event) WHERE kind = 'OrderAccepted'")):
+        db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
+    db.execute("DROP INDEX IF EXISTS commands_client_order_id")  # nothing read by it; every write paid for it
+    for column in ("ts_matched", "ts_written"):  # a journal from before these columns gets them
+        if column not in db["batches"].columns_dict:
+            db["batches"].add_column(column, int)
+    if "checkpoints" in db.table_names() and "part" not in db["checkpoints"].columns_dict:
+        # whole checkpoints of an older version, which this one cannot restore: a restart replays
+        # the events instead (they hold everything a checkpoint does)
+        db["checkpoints"].drop()
+    if "checkpoints" not in db.table_names():
+        # one row per part (exchange.core.checkpoint): a checkpoint is usable once all its parts are in
+        db["checkpoints"].create({"engine": str, "seq": int, "part": int, "parts": int, "epoch": int,
+                                  "batch": int, "digest": str, "state": bytes}, pk=("engine", "seq", "part"))
+    if "epochs" not in db.table_names():
+        db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
+                            pk=("engine", "epoch"))
+    return db
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to an existing journal; JournalError if there is none."""
+    if not Path(path).exists():
+        raise JournalError(f"{path}: no journal here")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return conn
+
+
+@contextmanager
+def read_snapshot(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection inside one read transaction: every SELECT on it sees the journal as
+    it was at the first one, whatever the writer commits meanwhile (WAL snapshot isolation)."""
+    conn = open_readonly(path)
+    conn.isolation_level = None  # we say BEGIN ourselves: Python's sqlite3 would not for SELECTs
+    try:
+        conn.execute("BEGIN")
+        yield conn
+    finally:
+        conn.close()  # ends the read transaction; it changed nothing
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the journal has table ``name`` yet (readers may start before the writer made it)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None

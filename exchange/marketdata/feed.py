@@ -1,0 +1,236 @@
+"""Following the public feed from the client's side: raw messages (MarketDataClient) and a book kept
+in step by snapshot plus deltas, over one or several notifiers' lines (BookFeed).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import zmq
+from exchange.wire import sockets
+from exchange.marketdata.depth import Depth
+from exchange.wire.messages import (
+    BookSnapshot, Decoder, MarketData, SnapshotReply, SnapshotRequest, encode, topic,
+)
+
+
+# a lagging SUB with libzmq's default queue (1,000) can hit an assertion (libzmq #3937); a deep
+# queue also lets a briefly busy subscriber catch up without a re-sync
+SUBSCRIBER_RCVHWM = 100_000
+
+
+MAX_AHEAD = 10_000  # messages a BookFeed holds past a gap while its other lines may fill it
+
+
+REFUSED_RETRY_S = 0.5  # a BookFeed refused a snapshot for now ("try again") asks again after this
+
+
+class MarketDataClient:
+    """A subscriber to the notifier's public channels ("trade", "bbo", "l2") of some symbols."""
+
+    def __init__(self, endpoint: str, symbols: list[str], channels=("trade", "bbo", "l2")):
+        self.ctx = sockets.context()
+        self.sock = sockets.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM, connect=endpoint)
+        for symbol in symbols:
+            for channel in channels:
+                self.sock.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
+        self.decoder = Decoder(MarketData)
+
+    def receive(self, timeout: float = 10.0) -> MarketData:
+        if not self.sock.poll(int(1000 * timeout)):
+            raise TimeoutError("no market data in time")
+        return self.decoder.decode(self.sock.recv_multipart()[-1])
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+    def __enter__(self) -> MarketDataClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BookFeed:
+    """A consistent, live book of one instrument: snapshot + deltas, re-synced by itself.
+
+        feed = BookFeed("tcp://127.0.0.1:7003", "tcp://127.0.0.1:7005", "BTC-USD")
+        while True:
+            for event in feed.poll(1.0):      # Trade, TopOfBook, DepthUpdate, in order
+                ...
+            feed.depth.levels(Side.BUY, 5)    # the book, as of the last event
+
+    It subscribes first, then asks for a snapshot, drops buffered messages the snapshot already
+    covers and applies the rest (the ZeroMQ Guide's Clone pattern). A gap in any channel's
+    ``chan_seq`` (seen on a message or a heartbeat), a new engine epoch, or silence longer than
+    ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often.
+
+    A/B feeds: given several notifiers (the first and its replicas, which carry the same messages
+    with the same ``chan_seq``s), it takes each message from whichever copy arrives first and
+    ignores the other. A message missing on one line is filled from another, and losing a
+    notifier costs no re-sync; a gap that no line fills within ``gap_wait_s`` does. Events stay in
+    order within each channel; messages held for a gap come out once it is filled, so they may
+    follow later events of other channels. Snapshots are asked of one notifier at a time, the
+    next one whenever a request goes unanswered.
+
+        feed = BookFeed(["tcp://127.0.0.1:7003", "tcp://127.0.0.1:7103"],
+                        ["tcp://127.0.0.1:7005", "tcp://127.0.0.1:7105"], "BTC-USD")
+    """
+
+    def __init__(self, publish: str | list[str], snapshots: str | list[str], symbol: str,
+                 silence_s: float = 3.0, snapshot_timeout_s: float = 2.0, gap_wait_s: float = 0.5):
+        self.symbol = symbol
+        self.silence_s, self.snapshot_timeout_s, self.gap_wait_s = silence_s, snapshot_timeout_s, gap_wait_s
+        self.ctx = sockets.context()
+        self.lines = [publish] if isinstance(publish, str) else list(publish)
+        self.snapshot_endpoints = [snapshots] if isinstance(snapshots, str) else list(snapshots)
+        if not self.lines or not self.snapshot_endpoints:
+            raise ValueError("BookFeed needs at least one publish and one snapshots endpoint")
+        self.sub = sockets.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM)
+        for channel in ("trade", "bbo", "l2"):
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
+        for endpoint in self.lines:
+            self.sub.connect(endpoint)
+        self.snapshot_from = 0  # index into snapshot_endpoints: whom to ask; moves on when one does not answer
+        self.dealer: zmq.Socket | None = None
+        self.messages, self.replies = Decoder(MarketData), Decoder(SnapshotReply)
+        self.depth = Depth(symbol)
+        self.synced = False
+        self.epoch = 0
+        self.chan_seq: dict[str, int] = {}
+        self.resyncs = -1  # the first sync is not a re-sync
+        self.last_heard = time.monotonic()
+        self.buffer: list[MarketData] = []
+        self.asked_at = 0.0
+        self.retry_at = 0.0  # after a refusal for now: when to ask again
+        # per channel with a gap that another line may still fill: the messages that came after it
+        # (by chan_seq), the highest chan_seq known to exist, and since when the gap is open
+        self.ahead: dict[str, dict[int, MarketData]] = {}
+        self.known: dict[str, int] = {}
+        self.gap_since: dict[str, float] = {}
+
+    def poll(self, timeout: float = 1.0) -> list:
+        """Wait up to ``timeout`` s; return the events applied to ``depth`` meanwhile, in order (with
+        several lines: in order per channel, see the class docstring)."""
+        deadline = time.monotonic() + timeout
+        applied: list = []
+        while True:
+            now = time.monotonic()
+            left = deadline - now
+            if not self.synced and self.dealer is None:
+                if now >= self.retry_at:
+                    self._ask()
+                else:
+                    left = min(left, self.retry_at - now)
+            socks = dict(self._poller().poll(max(0, int(left * 1000))))
+            now = time.monotonic()
+            left = deadline - now
+            if self.sub in socks:
+                for parts in sockets.drain(self.sub):
+                    self.last_heard = now
+                    message = self.messages.decode(parts[-1])
+                    if not self.synced:
+                        self.buffer.append(message)
+                    elif not self._apply(message, applied):
+                        self._resync()
+            if self.dealer is not None and self.dealer in socks:
+                self._on_snapshot(self.replies.decode(self.dealer.recv_multipart()[-1]), applied)
+            if self.dealer is not None and now - self.asked_at > self.snapshot_timeout_s:
+                self.snapshot_from = (self.snapshot_from + 1) % len(self.snapshot_endpoints)
+                self._ask()  # the snapshot (or our request) got lost: ask again, the next notifier
+            if self.synced and now - self.last_heard > self.silence_s:
+                self.last_heard = now
+                self._resync()  # heartbeats stopped: the notifier or our connection went away
+            if self.gap_since and now - min(self.gap_since.values()) > self.gap_wait_s:
+                self._resync()  # no line had what we missed
+            if left <= 0:
+                return applied
+
+    def _poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        if self.dealer is not None:
+            poller.register(self.dealer, zmq.POLLIN)
+        return poller
+
+    def _ask(self) -> None:
+        if self.dealer is not None:
+            self.dealer.close(linger=0)
+        self.dealer = sockets.socket(self.ctx, zmq.DEALER, connect=self.snapshot_endpoints[self.snapshot_from])
+        self.dealer.send(encode(SnapshotRequest(self.symbol)))
+        self.asked_at = time.monotonic()
+
+    def _resync(self) -> None:
+        self.synced = False
+        self.buffer = []
+        self.ahead, self.known, self.gap_since = {}, {}, {}
+        self._ask()
+
+    def _on_snapshot(self, reply, applied: list) -> None:
+        self.dealer.close(linger=0)
+        self.dealer = None
+        if not isinstance(reply, BookSnapshot):
+            if "try again" not in reply.reason:
+                raise ValueError(f"snapshot refused: {reply.reason}")
+            self.retry_at = time.monotonic() + REFUSED_RETRY_S  # too many requests at the notifier
+            return
+        self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq)
+        self.epoch, self.chan_seq = reply.epoch, dict(reply.chan_seqs)
+        self.synced = True
+        self.resyncs += 1
+        buffered, self.buffer = self.buffer, []
+        for message in buffered:
+            if message.epoch < self.epoch or (
+                    message.epoch == self.epoch and message.chan_seq <= self.chan_seq[message.channel]):
+                continue  # already in the snapshot
+            if not self._apply(message, applied):
+                self._resync()
+                return
+
+    def _apply(self, message: MarketData, applied: list) -> bool:
+        """Apply one message in sequence; False if it shows that something was missed."""
+        if message.epoch != self.epoch:
+            return message.epoch < self.epoch  # older: stale, ignore; newer: the engine restarted
+        channel = message.channel
+        expected = self.chan_seq.get(channel, 0)
+        if message.chan_seq <= expected:
+            return True  # another line's copy came first (a heartbeat: nothing new)
+        if not message.events or message.chan_seq > expected + 1:
+            # a heartbeat naming a message we lack, or a message after a gap
+            if len(self.lines) == 1:
+                return False  # one line: nothing else can fill the gap
+            if message.events:
+                held = self.ahead.setdefault(channel, {})
+                held[message.chan_seq] = message
+                if len(held) > MAX_AHEAD:
+                    return False
+            self.known[channel] = max(self.known.get(channel, 0), message.chan_seq)
+            self.gap_since.setdefault(channel, time.monotonic())
+            return True
+        held = self.ahead.get(channel, {})
+        while message is not None:  # this message, then any held ones it makes contiguous
+            self.chan_seq[channel] = message.chan_seq
+            for event in message.events:
+                self.depth.apply(event)
+                applied.append(event)
+            message = held.pop(message.chan_seq + 1, None)
+        if self.chan_seq[channel] >= self.known.get(channel, 0):  # no gap left on this channel
+            self.ahead.pop(channel, None)
+            self.known.pop(channel, None)
+            self.gap_since.pop(channel, None)
+        elif channel in self.gap_since:  # a gap was filled, another is still open: it gets its own wait
+            self.gap_since[channel] = time.monotonic()
+        return True
+
+    def close(self) -> None:
+        if self.dealer is not None:
+            self.dealer.close(linger=0)
+        self.sub.close()
+        self.ctx.term()
+
+    def __enter__(self) -> BookFeed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,160 @@
+"""`exchange watch SYMBOL`: a live view of one instrument's book, trades and feed health.
+
+Built on exchange.marketdata.feed.BookFeed, so what it shows is the re-synced, gap-checked book. With a
+terminal it redraws in place (rich); ``--plain`` (or a pipe) prints one line per event instead.
+``--mine`` adds the user's own order updates from the private feed, each told in its own
+instrument's units, once the notifier has admitted the user's key (``private_feed``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+import zmq
+
+from exchange.client.private_feed import PrivateFeed
+from exchange.marketdata.feed import BookFeed
+from exchange.config import Config, NotifierConfig
+from exchange.core.instruments import Instrument
+from exchange.core.messages import DepthUpdate, OrderFilled, TopOfBook, Trade
+from exchange.core.orders import Side
+from exchange.errors import ExchangeError
+from exchange.journal.queries import to_iso
+from exchange.gateway.protocol import Out, format_reply, reply_for_event
+from exchange.wire.security.curve_keys import public_key, server_secret_key
+
+LEVELS = 10
+TRADES = 12
+ADMITTED_WITHIN_S = 10.0  # how long --mine waits for the notifier's verdict on the user's key
+
+
+def private_feed(config: Config, notifier: NotifierConfig, user: str, secret: bytes) -> PrivateFeed:
+    """``user``'s private feed from ``notifier``, once the notifier has admitted the key ``secret``.
+
+    Raises ExchangeError, saying why, if the key is not the one the config lists for ``user`` or
+    the notifier refuses it (it knows another key for them: an outdated one on either side).
+    """
+    listed = config.user(user)
+    if listed is None or not listed.curve_public_key:
+        raise ExchangeError(f"the config lists no CURVE key for {user}; `exchange users add {user}` makes one")
+    try:
+        public = zmq.curve_public(secret)
+    except ValueError:
+        raise ExchangeError("the CURVE secret key given is not a key: it must be 40 characters of Z85") from None
+    if public.decode() != listed.curve_public_key:
+        raise ExchangeError(f"the CURVE secret key given is not {user}'s: its public half is {public.decode()},"
+                            f" the config lists {listed.curve_public_key}")
+    server = public_key(server_secret_key(notifier.secret_key_file))
+    try:
+        return PrivateFeed(notifier.private, server, user, public, secret, admitted_within=ADMITTED_WITHIN_S)
+    except (PermissionError, TimeoutError) as e:
+        raise ExchangeError(str(e)) from None
+
+
+def describe(event, instrument: Instrument) -> str:
+    """One readable line for a market data event."""
+    p, q = instrument.format_price, instrument.format_qty
+    if isinstance(event, Trade):
+        return (f"TRADE {event.symbol} {q(event.qty)} @ {p(event.price)} {event.taker_side.value}"
+                f" trade {event.trade_id} seq {event.seq}")
+    if isinstance(event, TopOfBook):
+        bid = f"{q(event.bid_qty)} @ {p(event.bid_price)}" if event.bid_price is not None else "-"
+        ask = f"{q(event.ask_qty)} @ {p(event.ask_price)}" if event.ask_price is not None else "-"
+        return f"BBO {event.symbol} bid {bid} | ask {ask} seq {event.seq}"
+    if isinstance(event, DepthUpdate):
+        return f"L2 {event.symbol} {event.side.value} {q(event.qty)} @ {p(event.price)} seq {event.seq}"
+    return repr(event)
+
+
+class Watch:
+    """Feeds plus what the view shows; ``step`` waits a little and returns new lines (plain mode)."""
+
+    def __init__(self, config: Config, symbol: str, mine: PrivateFeed | None = None, notifier: str | None = None,
+                 every_notifier: bool = False):
+        """``notifier``: the name of the replica to watch through (None: the first notifier);
+        ``every_notifier``: all of them at once, as A/B lines (see BookFeed)."""
+        self.instruments = config.instrument_map()
+        self.instrument = self.instruments[symbol]
+        names = [None, *(r.name for r in config.notifier.replicas)] if every_notifier else [notifier]
+        sections = [config.notifier.replica(name) for name in names]
+        self.feed = BookFeed([s.publish for s in sections], [s.snapshots for s in sections], symbol)
+        self.mine = mine
+        self.trades: deque[Trade] = deque(maxlen=TRADES)
+        self.own: deque[str] = deque(maxlen=TRADES)
+        self.latency_ms: float | None = None
+        self.resyncs = 0
+
+    def step(self, timeout: float = 0.2, with_depth: bool = False) -> list[str]:
+        lines = []
+        for event in self.feed.poll(timeout):
+            if isinstance(event, Trade):
+                self.trades.appendleft(event)
+            self.latency_ms = (time.time_ns() - event.ts_event) / 1e6
+            if with_depth or not isinstance(event, DepthUpdate):
+                lines.append(f"{to_iso(event.ts_event)} {describe(event, self.instrument)}")
+        if self.feed.resyncs > self.resyncs:
+            self.resyncs = self.feed.resyncs
+            lines.append(f"{to_iso(time.time_ns())} RESYNC {self.feed.symbol}: a gap or silence; book reloaded"
+                         f" from a snapshot (re-syncs so far: {self.resyncs})")
+        if self.mine is not None:
+            while self.mine.sub.poll(0):
+                for event in self.mine.receive(0).events:
+                    replies = [reply_for_event(event, self.instruments.get(event.symbol))]
+                    if isinstance(event, OrderFilled) and event.leaves_qty == 0:
+                        replies.append(Out(event.order_id, event.client_order_id, "FILLED"))
+                    for reply in replies:
+                        line = f"{to_iso(event.ts_event)} MINE {format_reply(reply)}"
+                        self.own.appendleft(line)
+                        lines.append(line)
+        return lines
+
+    def render(self) -> Group:
+        p, q = self.instrument.format_price, self.instrument.format_qty
+        depth = self.feed.depth
+        book = Table(title=f"{self.feed.symbol}", expand=False)
+        for column in ("bid qty", "bid", "ask", "ask qty"):
+            book.add_column(column, justify="right")
+        bids, asks = depth.levels(Side.BUY, LEVELS), depth.levels(Side.SELL, LEVELS)
+        for i in range(max(len(bids), len(asks), 1)):
+            bid = bids[i] if i < len(bids) else None
+            ask = asks[i] if i < len(asks) else None
+            book.add_row(q(bid[1]) if bid else "", p(bid[0]) if bid else "",
+                         p(ask[0]) if ask else "", q(ask[1]) if ask else "")
+        trades = Table(title="last trades")
+        for column in ("trade", "qty", "price", "taker"):
+            trades.add_column(column, justify="right")
+        for t in self.trades:
+            trades.add_row(t.trade_id, q(t.qty), p(t.price), t.taker_side.value)
+        seqs = " ".join(f"{channel} {seq}" for channel, seq in sorted(self.feed.chan_seq.items()))
+        latency = f"{self.latency_ms:.1f} ms" if self.latency_ms is not None else "-"
+        lines = f" | {len(self.feed.lines)} lines" if len(self.feed.lines) > 1 else ""
+        health = (f"{'synced' if self.feed.synced else 'syncing'}{lines} | epoch {self.feed.epoch} | {seqs} |"
+                  f" re-syncs {self.feed.resyncs} | last event {latency} after it happened")
+        parts = [book, trades, health]
+        if self.mine is not None:
+            parts += ["your orders:", *self.own]
+        return Group(*parts)
+
+    def close(self) -> None:
+        self.feed.close()
+        if self.mine is not None:
+            self.mine.close()
+
+
+def run_plain(watch: Watch, emit: Callable[[str], None], stop: Callable[[], bool], depth: bool) -> None:
+    while not stop():
+        for line in watch.step(0.2, with_depth=depth):
+            emit(line)
+
+
+def run_live(watch: Watch, stop: Callable[[], bool]) -> None:
+    with Live(watch.render(), auto_refresh=False) as live:
+        while not stop():
+            watch.step(0.1)
+            live.update(watch.render(), refresh=True)
