@@ -23,7 +23,7 @@ Theory of operation
   recognised, and before any book is touched. A command within them gives exactly the events it
   would give without them. Each book's ``last_price`` (the band's centre) is set by every trade.
 - ``apply`` rebuilds the same state from the events alone (replay from a journal); ``digest``
-  makes "live state == replayed state" a one-line check.
+  makes "live state == replayed state" a one-line check. Both live in replay.py (``Replay``).
 - Between commands, a book's ``last_top`` is its top of book: every command that changes a book
   ends by publishing the top if it moved. The fast paths for a resting limit order and a cancel
   rely on this: they touch one level, and a resting order has ``leaves_qty`` > 0, so the top moved
@@ -42,10 +42,7 @@ first order of the same user: if that is not enough, the order expires and no bo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
-
-import msgspec
 
 from exchange.core.book import OrderBook
 from exchange.core.client_order_ids import DEFAULT_WINDOW_NS, ClientOrderIds
@@ -58,6 +55,7 @@ from exchange.core.messages import (
 from exchange.core.orders import (
     CancelReason, ExpireReason, Order, SelfTradePrevention, Side, TimeInForce,
 )
+from exchange.core.replay import Replay
 from exchange.errors import RejectCode
 
 BUY, SELL = Side.BUY, Side.SELL
@@ -74,8 +72,8 @@ EXPIRED_IOC, EXPIRED_FOK, EXPIRED_MARKET = ExpireReason.IOC, ExpireReason.FOK, E
 _TAILS = tuple(f"{n:03d}" for n in range(1000))
 
 
-class Matcher:
-    """The books of one engine, its sequence number and its id counters."""
+class Matcher(Replay):
+    """The books of one engine, its sequence number and its id counters (replay and digest: Replay)."""
 
     def __init__(self, engine_id: int, instruments: Iterable[Instrument],
                  client_order_id_window: int = DEFAULT_WINDOW_NS):
@@ -619,101 +617,5 @@ class Matcher:
             return self._reject(cmd, RejectCode.MALFORMED, "name an order id or a client order id")
         return self._reject(cmd, RejectCode.NOT_YOUR_ORDER, f"no open order {name} of user {cmd.user}")
 
-    # -- replay and digest ---------------------------------------------------------------------
-
-    @classmethod
-    def rebuild(cls, engine_id: int, instruments: Iterable[Instrument], events: Iterable[Event],
-                client_order_id_window: int = DEFAULT_WINDOW_NS) -> Matcher:
-        """A matcher in the state that produced ``events`` (as read back from a journal)."""
-        matcher = cls(engine_id, instruments, client_order_id_window)
-        for event in events:
-            matcher.apply(event)
-        return matcher
-
-    def apply(self, event: Event) -> None:
-        """Change state as the event says it changed; raise ValueError if the events disagree."""
-        if event.seq != self.seq + 1:
-            raise ValueError(f"event {event.seq} does not follow {self.seq}")
-        self.seq = event.seq
-        book = self.books.get(event.symbol)
-        match event:
-            case OrderAccepted():
-                order = Order(event.order_id, event.user, event.side, event.price, event.qty, event.qty,
-                              event.tif, event.stp, event.client_order_id)
-                self.last_order_number = self._number(event.order_id)
-                if event.client_order_id:
-                    self.client_order_ids.add((event.user, event.client_order_id), event.order_id,
-                                              event.symbol, event.ts_event)
-                if event.price is None:
-                    self._replay_takers[event.order_id] = order
-                else:
-                    book.add(order)  # rests at the back, as in live matching, until it fills
-            case OrderFilled():
-                order = self._replayed(book, event.order_id)
-                if order.live and order.order_id in book.orders:
-                    book.reduce(order, event.last_qty)
-                else:
-                    order.leaves_qty -= event.last_qty
-                if order.leaves_qty != event.leaves_qty:
-                    raise ValueError(f"event {event.seq}: {event.order_id} leaves {order.leaves_qty}")
-                if order.leaves_qty == 0:
-                    self._replay_takers.pop(event.order_id, None)
-            case Trade():
-                self.last_trade_number = self._number(event.trade_id)
-                book.last_price = event.price
-            case OrderCanceled() | OrderExpired():
-                order = self._replayed(book, event.order_id)
-                if event.order_id in book.orders:
-                    book.remove(order)
-                self._replay_takers.pop(event.order_id, None)
-            case OrderReduced():
-                order = self._replayed(book, event.order_id)
-                if event.order_id in book.orders:
-                    book.reduce(order, event.reduced_qty)
-                else:
-                    order.leaves_qty -= event.reduced_qty
-                order.qty -= event.reduced_qty
-            case OrderReplaced():
-                order = self._replayed(book, event.order_id)
-                if event.priority_kept:
-                    book.reduce(order, order.leaves_qty - event.leaves_qty)
-                    order.qty = event.qty
-                else:
-                    book.remove(order)
-                    book.add(Order(order.order_id, order.user, order.side, event.price, event.qty,
-                                   event.leaves_qty, order.tif, order.stp, order.client_order_id))
-            case TopOfBook():
-                book.last_top = (event.bid_price, event.bid_qty, event.ask_price, event.ask_qty)
-            case DepthUpdate():
-                if book.level_qty(event.side, event.price) != event.qty:
-                    raise ValueError(f"event {event.seq}: level {event.side.value} {event.price} is"
-                                     f" {book.level_qty(event.side, event.price)}, not {event.qty}")
-            case OrderRejected():
-                pass
-
     def _is_open(self, order_id: str, symbol: str) -> bool:
         return order_id in self.books[symbol].orders
-
-    def _replayed(self, book: OrderBook, order_id: str) -> Order:
-        order = book.orders.get(order_id) or self._replay_takers.get(order_id)
-        if order is None:
-            raise ValueError(f"event names order {order_id}, which is not open")
-        return order
-
-    @staticmethod
-    def _number(an_id: str) -> int:
-        return int(an_id.rsplit("-", 1)[1])
-
-    def state(self) -> tuple:
-        """Everything that defines this matcher's future behaviour, but each book's ``last_price``.
-
-        ``last_price`` (the price band's centre) is left out so that digests stay what they were
-        before price bands existed (journals hold checkpoint digests); checkpoints carry it.
-        """
-        return (self.engine_id, self.seq, self.last_order_number, self.last_trade_number,
-                self.client_order_ids.state(),
-                tuple((book.state(), book.top(), book.last_top) for book in self.books.values()))
-
-    def digest(self) -> str:
-        """A short hex digest of ``state()``: equal digests mean equal books and counters."""
-        return hashlib.sha256(msgspec.msgpack.encode(self.state())).hexdigest()[:32]
