@@ -1,0 +1,89 @@
+"""`exchange bench`: drive a mesh with a realistic order mix and report throughput, latency and checks."""
+
+from __future__ import annotations
+
+import click
+
+from exchange.cli.common import config_option, load
+from exchange.errors import ExchangeError
+
+
+@click.command()
+@config_option
+@click.option("--connect", is_flag=True,
+              help="Load the mesh already running from --config instead of starting a fresh one.")
+@click.option("--rate", type=click.FloatRange(min=1), default=10_000, show_default=True,
+              help="Requests offered per second over all sessions, on a fixed schedule (open loop).")
+@click.option("--max", "as_fast", is_flag=True,
+              help="As fast as possible instead: --window requests outstanding per session.")
+@click.option("--duration", type=click.FloatRange(min=1), default=10, show_default=True,
+              help="Seconds measured, after the warmup.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=2, show_default=True,
+              help="Seconds of load before measuring.")
+@click.option("--sessions", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Order entry sessions (TCP text, or ZMQ with --zmq).")
+@click.option("--zmq", "over_zmq", is_flag=True,
+              help="Sessions use the gateway's ZMQ order entry (DEALER, msgpack) instead of the text port.")
+@click.option("--subscribers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Market data subscribers (one process each).")
+@click.option("--instruments", multiple=True,
+              help="Instruments to trade (repeat or comma-separate); default: all of the config.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Load generator processes the sessions are spread over.")
+@click.option("--window", type=click.IntRange(min=1), default=32, show_default=True,
+              help="With --max: requests outstanding per session.")
+@click.option("--user", "users", multiple=True, metavar="NAME:KEY",
+              help="With --connect: log sessions in as these users (default: the demo users).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the order mix.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the whole result as JSON to this file ('-' for stdout).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Draw the latency percentile curves and throughput over time into this PNG.")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False),
+              help="py-spy record every role during the measured window into this folder.")
+@click.option("--keep", "work_dir", type=click.Path(file_okay=False),
+              help="Keep the started mesh's config, journal and logs in this folder.")
+def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration: float, warmup: float,
+          sessions: int, over_zmq: bool, subscribers: int, instruments: tuple[str, ...], workers: int,
+          window: int,
+          users: tuple[str, ...], seed: int, json_path: str | None, plot_path: str | None,
+          profile_dir: str | None, work_dir: str | None) -> None:
+    """Drive a mesh with a realistic order mix over TCP (or ZMQ); report throughput, latency and checks.
+
+    Starts a fresh mesh from --config (free loopback ports, a journal of its own) unless
+    --connect. Exits 1 if a consistency check fails: every request answered exactly once, with
+    the right kind of answer; fills add up; the journal holds what the sessions were told.
+    """
+    from exchange import bench as bench_lib
+
+    symbols = [s.strip().upper() for group in instruments for s in group.split(",") if s.strip()]
+    pairs = []
+    for user in users:
+        name, sep, key = user.partition(":")
+        if not sep or not name or not key:
+            raise click.BadParameter(f"{user!r} is not NAME:KEY", param_hint="--user")
+        pairs.append((name, key))
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.ClickException("--plot needs matplotlib: pip install 'exchange[plot]'"
+                                       " (or pip install 'matplotlib>=3.7')") from None
+    load(config_path)
+    options = bench_lib.BenchOptions(
+        config_path=config_path, connect=connect, rate=None if as_fast else rate, duration=duration,
+        warmup=warmup, sessions=sessions, zmq=over_zmq, subscribers=subscribers, instruments=symbols or None,
+        workers=workers, window=window, seed=seed, users=pairs or None, work_dir=work_dir,
+        profile_dir=profile_dir, progress=lambda line: click.echo(line, err=True))
+    try:
+        result = bench_lib.run(options)
+    except (ExchangeError, ValueError, RuntimeError, TimeoutError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(bench_lib.summary(result), err=json_path == "-")
+    if json_path:
+        click.echo(result.to_json(), file=None if json_path == "-" else open(json_path, "w"))
+    if plot_path:
+        bench_lib.plot(result, plot_path)
+        click.echo(f"plot: {plot_path}", err=True)
+    if not result.ok:
+        raise SystemExit(1)
