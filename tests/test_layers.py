@@ -140,3 +140,49 @@ def test_the_check_sees_every_form_of_import(tmp_path):
     )
     assert io_imports(imports(source)) == {"os.path", "time", "time.monotonic", "socket", "threading", "random",
                                            "sqlite3", "zmq"}
+
+
+# -- the parts of the mesh, and what each may import ----------------------------------------------
+# Roles talk to each other only through exchange.wire (messages on sockets); what one part takes from
+# another is a pure helper, named here one by one: never another role's process or state.
+BASE = {"exchange.core", "exchange.config", "exchange.errors", "exchange.wire"}
+PARTS = {
+    "exchange.wire": {"exchange.core", "exchange.config", "exchange.errors"},
+    "exchange.gateway": BASE | {"exchange.journal.readers", "exchange.journal.handshake"},
+    "exchange.engine": BASE | {"exchange.journal.readers", "exchange.journal.schema", "exchange.journal.handshake",
+                               "exchange.marketdata.depth"},
+    "exchange.journal": BASE | {"exchange.cli.common"},  # its `exchange journal` commands
+    "exchange.marketdata": BASE | {"exchange.client.private_feed", "exchange.gateway.protocol",
+                                   "exchange.journal.queries"},
+    "exchange.client": BASE | {"exchange.gateway.protocol"},
+}
+
+
+def _part_files(part: str) -> list[Path]:
+    return sorted((ROOT / part.replace(".", "/")).rglob("*.py"))
+
+
+@pytest.mark.parametrize("part", sorted(PARTS))
+def test_each_part_of_the_mesh_imports_only_what_it_may(part):
+    allowed = PARTS[part] | {part}
+    offenders = {}
+    for path in _part_files(part):
+        bad = sorted(m for m in imports(path) if (m == "exchange" or m.startswith("exchange."))
+                     and not any(m == a or m.startswith(a + ".") or a.startswith(m + ".") for a in allowed))
+        if bad:
+            offenders[module_name(path)] = bad
+    assert offenders == {}
+
+
+def test_nothing_that_runs_in_a_role_imports_the_test_harness():
+    for part in [*PARTS, "exchange.core"]:
+        for path in _part_files(part):
+            assert not any(m.startswith("exchange.testing") for m in imports(path)), module_name(path)
+
+
+def test_the_folder_listing_shows_the_mesh():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders >= {"core", "wire", "gateway", "engine", "journal", "marketdata", "client", "cli", "testing"}
+    for folder in folders:
+        doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
+        assert doc and "import" in doc, f"exchange/{folder}/__init__.py must say what it is and what it may import"

@@ -1,5 +1,8 @@
 """`exchange bench`: end-to-end load over the real text protocol, with latency histograms.
 
+A client of a running mesh: may import exchange.client, exchange.testing, exchange.wire, the
+journal's readers and exchange.config; nothing of it runs inside a role.
+
     result = run(BenchOptions(config_path="configs/local.yaml", rate=10_000, duration=60))
     print(summary(result))
 

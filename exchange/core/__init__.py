@@ -1,4 +1,6 @@
-"""The pure matching core: instruments, orders, messages, books and the matcher.
+"""The pure core: instruments, orders, messages, books, the matcher and its replay, and the ledger
+(assets, fees, holds, settlement). May import exchange.errors and nothing else of the package, and
+of the rest only pure computation (tests/test_layers.py lists what).
 
 Units, everywhere inside this package:
 - ``price`` is an int number of ticks of the instrument's ``tick_size``;
