@@ -66,6 +66,7 @@ CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
 SELF_TRADE, USER_CANCEL = CancelReason.SELF_TRADE, CancelReason.USER
 # Enum members are looked up once: ``SomeEnum.MEMBER`` costs a class attribute lookup per use.
 EXPIRED_IOC, EXPIRED_FOK, EXPIRED_MARKET = ExpireReason.IOC, ExpireReason.FOK, ExpireReason.MARKET
+EXPIRED_FUNDS = ExpireReason.FUNDS
 # An id's last three digits. From 1000 on, an id is built as head + tail, where the head ("7-123"
 # for 123000..123999) is formatted once per thousand ids: turning an int into text is most of
 # what an f-string id costs, about 1,200 machine instructions against 400 for this.
@@ -140,6 +141,10 @@ class Matcher(Replay):
         side = cmd.side
         if not instrument.min_qty <= qty <= instrument.max_qty:
             return self._reject(cmd, RejectCode.BAD_QTY, instrument.qty_problem(qty))
+        if cmd.funds:
+            problem = self._funds_problem(cmd)
+            if problem:
+                return self._reject(cmd, *problem)
         if price is None:
             if tif is GTC or tif is POST:
                 return self._reject(cmd, RejectCode.BAD_TIF,
@@ -215,11 +220,12 @@ class Matcher(Replay):
             self._expire(book, order, EXPIRED_FOK, ts, events)
             return events
         touched: list[tuple[Side, int]] = []
+        spent_all = False
         if crosses:
-            self._match(book, order, ts, events, touched)
+            spent_all = self._match(book, order, ts, events, touched, cmd.funds or None)
         if order.leaves_qty and order.live:
             if price is None:
-                self._expire(book, order, EXPIRED_MARKET, ts, events)
+                self._expire(book, order, EXPIRED_FUNDS if spent_all else EXPIRED_MARKET, ts, events)
             elif tif is IOC or tif is FOK:
                 self._expire(book, order, EXPIRED_IOC, ts, events)
             else:
@@ -343,10 +349,12 @@ class Matcher(Replay):
     # -- matching ------------------------------------------------------------------------------
 
     def _match(self, book: OrderBook, taker: Order, ts: int, events: list,
-               touched: list[tuple[Side, int]]) -> None:
+               touched: list[tuple[Side, int]], budget: int | None = None) -> bool:
         """Trade ``taker`` against the opposite side while it crosses; it may end canceled (STP).
 
         Level by level, best first; within a level, oldest order first, until either is used up.
+        With a ``budget`` (a market buy's funds, in lots × ticks) each fill takes at most what the
+        rest of the budget buys at the maker's price; True if the budget stopped the taker.
         """
         symbol = book.symbol
         taker_side = taker.side
@@ -368,6 +376,7 @@ class Matcher(Replay):
         number = self._trade_number
         head = self._trade_head
         base = self._trade_base
+        spent = False
         while taker_leaves and taker.live:
             price = book.best_ask if buying else book.best_bid
             if price is None or (limit is not None and (price > limit if buying else price < limit)):
@@ -396,6 +405,14 @@ class Matcher(Replay):
                     continue
                 maker_leaves = maker.leaves_qty
                 qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
+                if budget is not None:
+                    affordable = budget // price
+                    if not affordable:
+                        spent = True  # not one more lot at this price, nor at any worse one
+                        break
+                    if affordable < qty:
+                        qty = affordable
+                    budget -= qty * price
                 taker_leaves -= qty
                 number += 1
                 tail = number - base  # >= 0 (see the id counters' properties)
@@ -428,9 +445,12 @@ class Matcher(Replay):
                 touched.append((maker_side, price))
             if number != first_number:
                 book.last_price = price
+            if spent:
+                break
         self.seq = seq
         self._trade_number = number
         taker.leaves_qty = taker_leaves
+        return spent
 
     def _prevent_self_trade(self, book: OrderBook, taker: Order, maker: Order, ts: int,
                             events: list) -> bool:
@@ -610,6 +630,17 @@ class Matcher(Replay):
             return ""
         return (f"user {cmd.user} has {limit} open orders on {book.symbol}, the most allowed;"
                 f" cancel one first")
+
+    @staticmethod
+    def _funds_problem(cmd: PlaceOrder) -> tuple[RejectCode, str] | None:
+        """Why a PlaceOrder may not carry ``funds``, or None: only a market buy, IOC, spends a budget."""
+        if cmd.side is not BUY or cmd.price is not None:
+            return RejectCode.MALFORMED, "FUNDS is for market buys only"
+        if cmd.tif is FOK:
+            return RejectCode.BAD_TIF, "a market buy with FUNDS is IOC: fill or kill cannot be held to a budget"
+        if cmd.funds < 0:
+            return RejectCode.MALFORMED, "FUNDS must be positive"
+        return None
 
     def _reject_unknown(self, cmd: CancelOrder | ReplaceOrder) -> list[Event]:
         name = cmd.order_id or f"#{cmd.client_order_id}"

@@ -37,6 +37,8 @@ class PlaceOrder(Command):
     client_order_id: str = ""
     ts_received: int = 0
     max_open_orders: int = 0  # the user's own limit, set by the gateway from the config; 0: none
+    # a market buy's budget: it trades for at most this sum of qty × price (lots × ticks); 0: none
+    funds: int = 0
 
 
 class CancelOrder(Command):

@@ -47,6 +47,7 @@ class ExpireReason(enum.Enum):
     IOC = "IOC"  # immediate or cancel: no more liquidity at an acceptable price
     MARKET = "MARKET"  # a market order never rests
     FOK = "FOK"  # fill or kill could not fill completely; nothing was touched
+    FUNDS = "FUNDS"  # a market buy spent its budget (PlaceOrder.funds) before its quantity
 
 
 class OrderStatus(enum.Enum):
