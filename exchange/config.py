@@ -20,6 +20,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from exchange.core.assets import Asset, FeeRates, Terms, grid_problem
 from exchange.core.instruments import Instrument
 from exchange.core.orders import SelfTradePrevention
 from exchange.errors import ConfigError
@@ -37,6 +38,27 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
+AssetName = Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9.\-]{0,11}$", description="an asset's name, like USD")]
+Bps = Annotated[str, Meta(pattern=r"^-?[0-9]{1,5}(\.[0-9]{1,2})?$", description="basis points, like 2.5 or -1")]
+
+
+class AssetConfig(_Section):
+    """A thing held in accounts, and its smallest unit ("0.01" for cents)."""
+
+    name: AssetName
+    unit: Decimal
+
+
+class FeesConfig(_Section):
+    """Maker and taker fee rates in basis points; a negative maker rate is a rebate."""
+
+    maker_bps: Bps = "0"
+    taker_bps: Bps = "0"
+
+    def rates(self) -> FeeRates:
+        return FeeRates(self.maker_bps, self.taker_bps)
+
+
 class InstrumentConfig(_Section):
     symbol: Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9.\-/]{0,23}$")]
     tick_size: Decimal
@@ -49,6 +71,9 @@ class InstrumentConfig(_Section):
     price_band: Decimal | None = None  # percent: limit prices this far from the last trade at most
     reference_price: Decimal | None = None  # the band's centre until the instrument first trades
     max_open_orders: Annotated[int, Meta(ge=1)] | None = None  # per user on this instrument
+    base: AssetName | None = None  # with `assets:`, what is bought and sold ...
+    quote: AssetName | None = None  # ... and what it is paid in
+    fees: FeesConfig | None = None  # None: the config's `fees`
 
     def build(self) -> Instrument:
         return Instrument(self.symbol, self.tick_size, self.lot_size, self.min_qty, self.max_qty,
@@ -166,6 +191,8 @@ class Config(_Section):
     users: list[UserConfig] = []
     var_dir: str = "var"  # per-role log files go here
     mesh_curve: MeshCurveConfig | None = None  # None: internal links are plain (fine on one host)
+    assets: list[AssetConfig] = []  # with assets, accounts are on (docs/accounts.md); without, pure matching
+    fees: FeesConfig = FeesConfig()  # the default fee rates, with accounts on
 
     def __post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -212,6 +239,22 @@ class Config(_Section):
         """Every role's name, as its log file and its mesh key are named: journal-writer, engine-<name>, …"""
         return ["journal-writer", *(e.role for e in self.engines), *self.notifier.roles(), "gateway"]
 
+    @property
+    def accounts(self) -> bool:
+        """Whether accounts are on: funds held before matching and settled after (an `assets:` section)."""
+        return bool(self.assets)
+
+    def asset_map(self) -> dict[str, Asset]:
+        return {a.name: Asset(a.name, a.unit) for a in self.assets}
+
+    def terms(self) -> dict[str, Terms]:
+        """Each instrument's money terms (base, quote, fee rates); empty with accounts off."""
+        if not self.accounts:
+            return {}
+        assets, instruments = self.asset_map(), self.instrument_map()
+        return {i.symbol: Terms(instruments[i.symbol], assets[i.base], assets[i.quote], (i.fees or self.fees).rates())
+                for i in self.instruments}
+
     def instrument_map(self) -> dict[str, Instrument]:
         return {i.symbol: i.build() for i in self.instruments}
 
@@ -253,6 +296,10 @@ def load_config(path: str | Path, mesh_keys: bool = True) -> Config:
             instrument.build()
         except ValueError as e:
             raise ConfigError(f"{path}: {e} - at `$.instruments[{n}]`") from None
+    try:
+        _check_accounts(config)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
     if config.mesh_curve is not None and mesh_keys:
         try:
             _check_mesh_keys(config, config.mesh_curve)
@@ -282,6 +329,44 @@ def _anchored(section, folder: Path):
 
 def _absolute(path: str, folder: Path) -> str:
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(os.path.abspath(folder), path))
+
+
+def _check_accounts(config: Config) -> None:
+    """With assets: each instrument names a base and a quote among them, settles exactly in their
+    units, and has fee rates that can be used. Without: no instrument names an asset or fees."""
+    assets = {}
+    for n, asset in enumerate(config.assets):
+        if asset.name in assets:
+            raise ValueError(f"asset {asset.name} is defined twice - at `$.assets[{n}]`")
+        assets[asset.name] = Asset(asset.name, asset.unit)
+    try:
+        config.fees.rates()
+    except ValueError as e:
+        raise ValueError(f"{e} - at `$.fees`") from None
+    for n, instrument in enumerate(config.instruments):
+        at = f"`$.instruments[{n}]`"
+        if not assets:
+            if instrument.base or instrument.quote or instrument.fees:
+                raise ValueError(f"{instrument.symbol} names its base, quote or fees, but the config has no"
+                                 f" `assets:` (accounts are off) - at {at}")
+            continue
+        for what in ("base", "quote"):
+            name = getattr(instrument, what)
+            if name is None:
+                raise ValueError(f"{instrument.symbol} needs a {what} asset (accounts are on) - at {at}")
+            if name not in assets:
+                raise ValueError(f"{instrument.symbol}'s {what} {name} is not one of the assets"
+                                 f" ({', '.join(assets)}) - at `$.instruments[{n}].{what}`")
+        if instrument.base == instrument.quote:
+            raise ValueError(f"{instrument.symbol} has {instrument.base} as both base and quote - at {at}")
+        problem = grid_problem(instrument.build(), assets[instrument.base], assets[instrument.quote])
+        if problem:
+            raise ValueError(f"{problem} - at {at}")
+        if instrument.fees is not None:
+            try:
+                instrument.fees.rates()
+            except ValueError as e:
+                raise ValueError(f"{e} - at `$.instruments[{n}].fees`") from None
 
 
 def _check_mesh_keys(config: Config, section: MeshCurveConfig) -> None:

@@ -150,3 +150,66 @@ def test_absolute_paths_stay_as_they_are(tmp_path):
     path = tmp_path / "mesh.yaml"
     path.write_text(LOCAL.read_text().replace("path: ../var/journal.db", "path: /srv/exchange/journal.db"))
     assert load_config(path).journal.path == "/srv/exchange/journal.db"
+
+
+# -- accounts: assets, each instrument's base and quote, fees ----------------------------------------
+
+ASSETS = """
+assets:
+  - name: USD
+    unit: "0.000001"
+  - name: BTC
+    unit: "0.00000001"
+  - name: ETH
+    unit: "0.000001"
+  - name: AAPL
+    unit: "1"
+fees:
+  maker_bps: "1"
+  taker_bps: "2.5"
+"""
+BASES = {"BTC-USD": "BTC", "ETH-USD": "ETH", "AAPL": "AAPL"}
+
+
+def with_accounts(tmp_path: Path, change=("", "")) -> Path:
+    text = LOCAL.read_text() + ASSETS
+    for symbol, base in BASES.items():
+        text = text.replace(f"  - symbol: {symbol}\n", f"  - symbol: {symbol}\n    base: {base}\n    quote: USD\n")
+    path = tmp_path / "accounts.yaml"
+    path.write_text(text.replace(*change, 1))
+    return path
+
+
+def test_with_assets_accounts_are_on_and_every_instrument_has_exact_terms(tmp_path):
+    config = load_config(with_accounts(tmp_path))
+    assert config.accounts and not load_config(LOCAL).accounts
+    btc = config.terms()["BTC-USD"]
+    assert (btc.base.name, btc.quote.name) == ("BTC", "USD")
+    assert btc.base_amount(1) == 10_000  # a lot of 0.0001 BTC is 10,000 satoshis
+    assert btc.notional(1, 1) == 1  # a lot at a tick is 0.000001 USD, one unit
+    assert (btc.rates.maker, btc.rates.taker) == (100, 250)  # ppm
+
+
+@pytest.mark.parametrize("change, message", [
+    (('  - name: USD\n    unit: "0.000001"', '  - name: USD\n    unit: "0.01"'),
+     "BTC-USD: one lot (0.0001) at one tick (0.01) is 0.000001 USD, finer than USD's unit 0.01"),
+    (("    base: BTC\n", "    base: XRP\n"),
+     "BTC-USD's base XRP is not one of the assets (USD, BTC, ETH, AAPL) - at `$.instruments[0].base`"),
+    (("    quote: USD\n", ""), "BTC-USD needs a quote asset (accounts are on) - at `$.instruments[0]`"),
+    (("    base: BTC\n", "    base: USD\n"), "BTC-USD has USD as both base and quote - at `$.instruments[0]`"),
+    (('  taker_bps: "2.5"', '  taker_bps: "0.5"'), "the maker fee 1 bps is above the taker fee 0.5 bps; a buy holds the taker fee"),
+    (("  - name: ETH\n", "  - name: BTC\n"), "asset BTC is defined twice - at `$.assets[2]`"),
+    (('  maker_bps: "1"', '  maker_bps: "1.234"'), "at `$.fees.maker_bps`"),
+])
+def test_each_accounts_mistake_names_the_key_and_the_problem(tmp_path, change, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(with_accounts(tmp_path, change))
+    assert message in str(raised.value)
+    assert str(raised.value).startswith(f"{tmp_path / 'accounts.yaml'}: ")
+
+
+def test_an_instrument_cannot_name_assets_while_accounts_are_off(tmp_path):
+    path = tmp_path / "mesh.yaml"
+    path.write_text(LOCAL.read_text().replace("  - symbol: AAPL\n", "  - symbol: AAPL\n    base: AAPL\n"))
+    with pytest.raises(ConfigError, match=r"AAPL names its base, quote or fees, but the config has no `assets:`"):
+        load_config(path)
