@@ -2,7 +2,7 @@
 
 ``take(matcher, part_size)`` encodes the state after event ``matcher.seq`` and cuts it into parts
 of at most ``part_size`` bytes of state each, so that no message carrying one comes near the
-mesh's message size cap however big the books grow; ``restore(instruments, parts)`` builds a
+mesh's message size cap however big the books grow; ``restore(instruments, pieces)`` builds a
 matcher in exactly that state, ready to ``apply`` the events that follow.
 
 Resting orders are stored in the order they entered their book: that is time priority within
@@ -18,11 +18,11 @@ very same bytes, and ``digest_of(matcher)`` gives a replayed matcher's digest to
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 import msgspec
 
+from exchange.core import parts
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.orders import Order, SelfTradePrevention, Side, TimeInForce
@@ -78,36 +78,24 @@ def encoded(matcher: Matcher) -> bytes:
                               matcher.last_trade_number, ids.window, list(ids.due), books))
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
 def digest_of(matcher: Matcher) -> str:
     """The digest a checkpoint of ``matcher`` would carry."""
-    return _digest(encoded(matcher))
+    return parts.digest(encoded(matcher))
 
 
 def take(matcher: Matcher, part_size: int = DEFAULT_PART_SIZE) -> list[bytes]:
     """The matcher's state as one or more parts, each holding at most ``part_size`` bytes of it."""
     data = encoded(matcher)
-    digest = _digest(data)
-    count = max(1, -(-len(data) // part_size))
+    digest, pieces = parts.digest(data), parts.cut(data, part_size)
     window = matcher.client_order_ids.window
-    return [_encode(CheckpointPart(matcher.engine_id, matcher.seq, n, count, digest, window,
-                                   data[n * part_size:(n + 1) * part_size]))
-            for n in range(count)]
+    return [_encode(CheckpointPart(matcher.engine_id, matcher.seq, n, len(pieces), digest, window, piece))
+            for n, piece in enumerate(pieces)]
 
 
-def restore(instruments: Iterable[Instrument], parts: Iterable[bytes]) -> Matcher:
+def restore(instruments: Iterable[Instrument], pieces: Iterable[bytes]) -> Matcher:
     """A matcher in the state the parts hold; ValueError if they are not one whole checkpoint or
     do not restore to exactly the state they hold."""
-    decoded = sorted((_part_decoder.decode(part) for part in parts), key=lambda p: p.part)
-    if not decoded or [p.part for p in decoded] != list(range(decoded[0].parts)) or \
-            len({(p.seq, p.digest) for p in decoded}) != 1:
-        raise ValueError("checkpoint parts are not one whole checkpoint")
-    data = b"".join(p.data for p in decoded)
-    if _digest(data) != decoded[0].digest:
-        raise ValueError(f"checkpoint at seq {decoded[0].seq} does not match its digest")
+    data = parts.join([_part_decoder.decode(part) for part in pieces], "checkpoint")
     checkpoint = _decoder.decode(data)
     matcher = Matcher(checkpoint.engine_id, instruments, checkpoint.client_order_id_window)
     matcher.seq = checkpoint.seq

@@ -8,11 +8,11 @@ parts against their digest and that the restored ledger encodes to the very same
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 import msgspec
 
+from exchange.core import parts
 from exchange.core.assets import Asset, Terms
 from exchange.core.ledger import Ledger
 from exchange.core.ledger_messages import HoldState
@@ -60,35 +60,26 @@ def encoded(ledger: Ledger) -> bytes:
         sorted(ledger.transfers.items())))
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
 def digest_of(ledger: Ledger) -> str:
     """The digest a checkpoint of ``ledger`` would carry."""
-    return _digest(encoded(ledger))
+    return parts.digest(encoded(ledger))
 
 
 def take(ledger: Ledger, part_size: int = DEFAULT_PART_SIZE) -> list[bytes]:
     """The ledger's state as one or more parts, each holding at most ``part_size`` bytes of it."""
     data = encoded(ledger)
-    digest = _digest(data)
-    count = max(1, -(-len(data) // part_size))
-    return [_encode(LedgerCheckpointPart(ledger.shard, ledger.seq, n, count, digest,
-                                         data[n * part_size:(n + 1) * part_size]))
-            for n in range(count)]
+    digest, pieces = parts.digest(data), parts.cut(data, part_size)
+    return [_encode(LedgerCheckpointPart(ledger.shard, ledger.seq, n, len(pieces), digest, piece))
+            for n, piece in enumerate(pieces)]
 
 
-def restore(terms: Iterable[Terms], parts: Iterable[bytes], assets: Iterable[Asset] = ()) -> Ledger:
+def restore(terms: Iterable[Terms], pieces: Iterable[bytes], assets: Iterable[Asset] = ()) -> Ledger:
     """A ledger in the state the parts hold; ValueError if they are not one whole checkpoint or do
     not restore to exactly the state they hold."""
-    decoded = sorted((_part_decoder.decode(part) for part in parts), key=lambda p: p.part)
-    if not decoded or [p.part for p in decoded] != list(range(decoded[0].parts)) or \
-            len({(p.shard, p.seq, p.digest) for p in decoded}) != 1:
+    decoded = [_part_decoder.decode(part) for part in pieces]
+    if len({p.shard for p in decoded}) > 1:
         raise ValueError("ledger checkpoint parts are not one whole checkpoint")
-    data = b"".join(p.data for p in decoded)
-    if _digest(data) != decoded[0].digest:
-        raise ValueError(f"ledger checkpoint at seq {decoded[0].seq} does not match its digest")
+    data = parts.join(decoded, "ledger checkpoint")
     state = _decoder.decode(data)
     ledger = Ledger(state.shard, state.shards, terms, assets)
     ledger.seq, ledger.last_entry, ledger.last_hold = state.seq, state.last_entry, state.last_hold
