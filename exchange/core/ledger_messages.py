@@ -190,8 +190,8 @@ class HoldRejected(LedgerEvent):
     order_id: str = ""
 
 
-class FundsMoved(LedgerEvent):
-    """A deposit or a withdrawal that was applied (the fields both have)."""
+class Transfer(LedgerEvent):
+    """What every event about a deposit or a withdrawal says first."""
 
     seq: int
     ts_event: int
@@ -199,6 +199,11 @@ class FundsMoved(LedgerEvent):
     asset: str
     amount: int
     ref: str
+
+
+class FundsMoved(Transfer):
+    """A deposit or a withdrawal that was applied (the fields both have)."""
+
     entry: Entry
 
 
@@ -210,15 +215,9 @@ class FundsWithdrawn(FundsMoved):
     """``amount`` went out: the user's available → ``*external``."""
 
 
-class TransferRejected(LedgerEvent):
+class TransferRejected(Transfer):
     """A deposit or withdrawal refused; DUPLICATE_ID: its reference was used (it may be applied)."""
 
-    seq: int
-    ts_event: int
-    user: str
-    asset: str
-    amount: int
-    ref: str
     code: RejectCode
     reason: str
 
