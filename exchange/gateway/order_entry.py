@@ -32,8 +32,12 @@ from exchange.core.messages import (
 from exchange.core.orders import CancelReason
 from exchange.errors import JournalError, ProtocolError, RejectCode
 from exchange.gateway.order_views import OrderViews, not_yours
-from exchange.gateway.protocol import (
-    Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong, Rej, ReplaceRequest, StatusRequest, cancel_all_command, cancel_command, place_command, replace_command, reply_for_event,
+from exchange.gateway.protocol.messages import (
+    Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest, Out,
+    PingRequest, PlaceRequest, Pong, Rej, ReplaceRequest, StatusRequest,
+)
+from exchange.gateway.protocol.translate import (
+    cancel_all_command, cancel_command, place_command, replace_command, reply_for_event,
 )
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Reply

@@ -40,7 +40,8 @@ from exchange.journal.readers import open_and_recent_order_events, order_history
 from exchange.config import Config, GatewayConfig
 from exchange.errors import JournalError, ProtocolError, RejectCode, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
-from exchange.gateway.protocol import Bye, ClientReply, Rej, decode_request, format_reply, parse_bytes
+from exchange.gateway.protocol.grammar import decode_request, format_reply, parse_bytes
+from exchange.gateway.protocol.messages import Bye, ClientReply, Rej
 from exchange.gateway.order_entry import OrderEntry
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Decoder, Replies, Request, encode

@@ -10,7 +10,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from exchange.gateway.access import TokenBucket
-from exchange.gateway.protocol import ClientReply, ClientRequest
+from exchange.gateway.protocol.messages import ClientReply, ClientRequest
 
 
 class Session:
