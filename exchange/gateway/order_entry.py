@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class OrderEntry:
-    """The gateway's state and logic; ``send(engine_name, command, session_id, request_id)`` → bool."""
+    """A gateway's order entry, built of the parts above; ``send(engine_name, command, session_id,
+    request_id)`` → bool hands a command to the way to an engine."""
 
     def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool],
                  gateway: str = "gateway", clock: Callable[[], float] = time.monotonic,
