@@ -7,7 +7,7 @@ import asyncio
 
 from exchange.core.messages import OrderAccepted
 from exchange.errors import JournalError
-from exchange.gateway.role import TextConnection
+from exchange.gateway.text_server import TextConnection
 from test_order_entry_limits import Transport
 from test_sessions import Client, Exchange
 

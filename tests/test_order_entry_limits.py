@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from exchange.gateway.role import TextConnection
+from exchange.gateway.text_server import TextConnection
 from test_sessions import Client, Exchange, configured
 
 LIMIT = 64

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from exchange.core.messages import CancelAll, CancelOrder, PlaceOrder, ReplaceOrder
 from exchange.errors import RejectCode
-from exchange.gateway.protocol import (
-    ClientRequest, LoginRequest, PlaceRequest, Rej, check_request, decode_request, format_reply, parse_bytes,
-)
+from exchange.gateway.protocol.grammar import check_request, decode_request, format_reply, parse_bytes
+from exchange.gateway.protocol.messages import ClientRequest, LoginRequest, PlaceRequest, Rej
 from test_sessions import CONFIG, Exchange
 
 MAX_LINE = CONFIG.gateway.max_line

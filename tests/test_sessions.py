@@ -13,7 +13,8 @@ from exchange.core.matching import Matcher
 from exchange.core.messages import ORDER_EVENTS, CancelAll, OrderAccepted, PlaceOrder
 from exchange.core.orders import CancelReason, OrderStatus
 from exchange.errors import ProtocolError, RejectCode
-from exchange.gateway.protocol import Rej, format_reply, parse_bytes
+from exchange.gateway.protocol.grammar import format_reply, parse_bytes
+from exchange.gateway.protocol.messages import Rej
 from exchange.gateway.order_entry import OrderEntry
 from exchange.wire.messages import Reply
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgpack
 import msgspec
 
-from exchange.gateway import protocol
+from exchange.gateway.protocol import messages as protocol
 from exchange.wire import messages as wire
 from exchange.core import messages, orders
 from exchange.errors import RejectCode

@@ -15,7 +15,8 @@ import asyncio
 import msgspec
 import zmq
 
-from exchange.gateway.protocol import AnyReply, Rej, format_reply, parse_bytes
+from exchange.gateway.protocol.grammar import format_reply, parse_bytes
+from exchange.gateway.protocol.messages import AnyReply, Rej
 
 MAX_LINE = 65536
 

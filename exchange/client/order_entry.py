@@ -8,7 +8,7 @@ import time
 import msgspec
 import zmq
 from exchange.wire import sockets
-from exchange.gateway.protocol import AnyReply, ClientReply, ClientRequest
+from exchange.gateway.protocol.messages import AnyReply, ClientReply, ClientRequest
 from exchange.wire.messages import Decoder, encode
 from exchange.wire.security.curve_keys import make_client
 

@@ -22,7 +22,7 @@ from exchange.core.messages import (
 )
 from exchange.core.orders import OrderStatus, Side
 from exchange.errors import ProtocolError, RejectCode
-from exchange.gateway.protocol import ClientReply, Rej, State, StatusRequest
+from exchange.gateway.protocol.messages import ClientReply, Rej, State, StatusRequest
 from exchange.gateway.sessions import Session
 
 MAX_FINISHED_ORDERS = 100_000  # finished orders kept for STATUS

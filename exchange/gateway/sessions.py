@@ -1,7 +1,8 @@
 """One client session of the gateway, whatever its transport: who it is, and its replies in order.
 
-exchange.gateway.order_entry.OrderEntry owns the sessions and answers their requests; the gateway role
-gives each one a ``write`` (and a ``disconnect``) for its TCP connection or ZMQ peer.
+exchange.gateway.session_table.SessionTable holds the open sessions and the limits on them,
+exchange.gateway.order_entry.OrderEntry answers their requests; the transports (text_server,
+zmq_server) give each one a ``write`` (and a ``disconnect``) for its TCP connection or ZMQ peer.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from exchange.gateway.access import TokenBucket
-from exchange.gateway.protocol import ClientReply, ClientRequest
+from exchange.gateway.protocol.messages import ClientReply, ClientRequest
 
 
 class Session:

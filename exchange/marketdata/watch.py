@@ -26,7 +26,9 @@ from exchange.core.messages import DepthUpdate, OrderFilled, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.errors import ExchangeError
 from exchange.journal.queries import to_iso
-from exchange.gateway.protocol import Out, format_reply, reply_for_event
+from exchange.gateway.protocol.grammar import format_reply
+from exchange.gateway.protocol.messages import Out
+from exchange.gateway.protocol.translate import reply_for_event
 from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 LEVELS = 10

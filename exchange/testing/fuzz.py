@@ -30,9 +30,8 @@ from pathlib import Path
 from exchange.config import hash_key, load_config
 from exchange.core.messages import CancelAll, CancelOrder, PlaceOrder, ReplaceOrder
 from exchange.journal.readers import decode_command
-from exchange.gateway.protocol import (
-    CancelAllRequest, CancelRequest, PlaceRequest, ReplaceRequest, parse_bytes,
-)
+from exchange.gateway.protocol.grammar import parse_bytes
+from exchange.gateway.protocol.messages import CancelAllRequest, CancelRequest, PlaceRequest, ReplaceRequest
 
 HONEST = "alice"
 BATCH = 64  # lines per write on a hostile connection

@@ -12,7 +12,7 @@ from exchange.client.order_entry import ZmqClient
 from exchange.client.text import TextClient
 from exchange.marketdata.feed import MarketDataClient
 from exchange.core.messages import Trade
-from exchange.gateway.protocol import Ack, Fill, LoginOk, LoginRequest, Out, PlaceRequest, Rej
+from exchange.gateway.protocol.messages import Ack, Fill, LoginOk, LoginRequest, Out, PlaceRequest, Rej
 from exchange.core.orders import Side
 
 
@@ -112,7 +112,8 @@ def test_programs_trade_over_zmq_with_the_same_meaning(mesh):
 BURST_CLIENT = """
 import json, sys, time
 import msgspec, zmq
-from exchange.gateway.protocol import AnyReply, Ack, Rej, parse_bytes
+from exchange.gateway.protocol.grammar import parse_bytes
+from exchange.gateway.protocol.messages import Ack, AnyReply, Rej
 endpoint, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 encode, decode = msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder(AnyReply).decode
 ctx = zmq.Context()

@@ -16,7 +16,7 @@ from exchange.testing import fuzz
 from exchange.client.text import TextClient
 from exchange.core.orders import Side
 from exchange.errors import RejectCode
-from exchange.gateway.protocol import (
+from exchange.gateway.protocol.messages import (
     Ack, AnyReply, CancelRequest, PingRequest, PlaceRequest, Pong, Rej, StatusRequest,
 )
 from exchange.testing.mesh import role_pid

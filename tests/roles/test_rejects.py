@@ -20,8 +20,9 @@ from exchange.client.order_entry import ZmqClient
 from exchange.client.text import TextClient
 from exchange.core.orders import Side, TimeInForce
 from exchange.errors import RejectCode
-from exchange.gateway.protocol import (
-    Ack, CancelAllOk, CancelAllRequest, CancelRequest, LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong, Rej, StatusRequest,
+from exchange.gateway.protocol.messages import (
+    Ack, CancelAllOk, CancelAllRequest, CancelRequest, LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong,
+    Rej, StatusRequest,
 )
 
 REJ = re.compile(r"REJ (?:#(?P<cid>[A-Za-z0-9_.:\-]{1,36}) )?(?P<code>[A-Z_]+) (?P<reason>\S.*)")

@@ -30,7 +30,7 @@ from exchange.core.messages import OrderCanceled
 from exchange.core.orders import CancelReason, Side
 from exchange.errors import RejectCode
 from exchange.journal.readers import decode_command
-from exchange.gateway.protocol import (
+from exchange.gateway.protocol.messages import (
     Ack, Bye, CancelRequest, LoginOk, LoginRequest, PingRequest, PlaceRequest, Pong, Rej, State, StatusRequest,
 )
 from exchange.testing.mesh import role_pid, wait_for_mesh

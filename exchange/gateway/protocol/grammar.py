@@ -1,10 +1,10 @@
-"""The order entry protocol: request lines in, reply lines out. Pure: no sockets, no clock.
+"""The client protocol's two forms: text lines and ZMQ frames, to and from its messages. Pure.
 
-The text protocol (one ``\\n``-terminated line per message, verbs case-insensitive) and the ZMQ
-protocol (msgpack maps) carry the same requests and replies, defined here as tagged structs:
-``parse_line`` turns a line into a request, ``format_reply`` a reply into a line, and
-``reply_for_event`` an engine event into the reply a client sees. Anything wrong raises
-ProtocolError(code, reason); the gateway turns it into ``REJ [#id] CODE reason``.
+The text protocol is one ``\\n``-terminated line per message, verbs case-insensitive
+(docs/protocol.md); the ZMQ protocol is one msgpack map per frame, held to the same grammar.
+``parse_bytes`` turns a line into a request, ``decode_request`` a frame, and ``format_reply`` a
+reply into a line. Anything wrong becomes ProtocolError(code, reason), or the Rej that answers it:
+the gateway writes it as ``REJ [#id] CODE reason``.
 """
 
 from __future__ import annotations
@@ -13,70 +13,22 @@ import re
 
 import msgspec
 
-from exchange.core.instruments import GridError, Instrument
-from exchange.core.messages import (
-    CancelAll, CancelOrder, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced,
-    OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder,
-)
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.errors import ProtocolError, RejectCode
+from exchange.gateway.protocol.messages import (
+    Ack, AnyRequest, Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, Fill,
+    LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong, Reduced, Rej, ReplaceAck, ReplaceRequest,
+    State, StatusRequest,
+)
 
 _CLIENT_ORDER_ID = re.compile(r"#([A-Za-z0-9_.:\-]{1,36})")
 _ORDER_ID = re.compile(r"[0-9]{1,4}-[0-9]{1,18}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-/]{0,23}")
+_request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 
 
 # -- requests -----------------------------------------------------------------------------------
-
-class ClientRequest(msgspec.Struct, frozen=True, tag=True, gc=False):
-    """A request from a client; the ZMQ form is the msgpack map of these fields plus ``type``."""
-
-
-class LoginRequest(ClientRequest):
-    user: str
-    key: str
-    cancel_on_disconnect: bool | None = None  # None: the user's default from the config
-
-
-class PlaceRequest(ClientRequest):
-    side: Side
-    symbol: str
-    qty: str  # decimal text, converted with the instrument's lot size
-    price: str | None = None  # None: a market order
-    tif: TimeInForce | None = None  # None: GTC for a limit order, IOC for a market order
-    stp: SelfTradePrevention | None = None  # None: the instrument's default
-    client_order_id: str = ""
-
-
-class CancelRequest(ClientRequest):
-    order_id: str = ""
-    client_order_id: str = ""
-
-
-class ReplaceRequest(ClientRequest):
-    qty: str
-    price: str | None = None  # None: keep the price
-    order_id: str = ""
-    client_order_id: str = ""
-
-
-class CancelAllRequest(ClientRequest):
-    symbol: str | None = None
-
-
-class StatusRequest(ClientRequest):
-    order_id: str = ""
-    client_order_id: str = ""
-
-
-class PingRequest(ClientRequest):
-    pass
-
-
-AnyRequest = (LoginRequest | PlaceRequest | CancelRequest | ReplaceRequest | CancelAllRequest
-              | StatusRequest | PingRequest)
-
 
 def parse_bytes(raw: bytes, max_line: int) -> ClientRequest | Rej:
     """One raw line (without its ``\\n``) → a request, or the Rej that answers it. Never raises.
@@ -269,132 +221,7 @@ def check_request(request: ClientRequest) -> ClientRequest:
     return request
 
 
-# -- requests → commands (at the edge: decimal text becomes ticks and lots here) ----------------
-
-def place_command(request: PlaceRequest, instrument: Instrument, user: str, ts: int,
-                  max_open_orders: int = 0) -> PlaceOrder:
-    """The engine command for a BUY/SELL; ProtocolError if a value is off the instrument's grid.
-
-    ``user`` and ``max_open_orders`` come from the session and the config, never from the request.
-    """
-    try:
-        qty = instrument.to_lots(request.qty)
-        price = instrument.to_ticks(request.price) if request.price is not None else None
-    except GridError as e:
-        raise ProtocolError(e.code, e.reason) from None
-    tif = request.tif or (TimeInForce.GTC if price is not None else TimeInForce.IOC)
-    return PlaceOrder(user, instrument.symbol, request.side, qty, price, tif, request.stp,
-                      request.client_order_id, ts, max_open_orders)
-
-
-def replace_command(request: ReplaceRequest, instrument: Instrument, order_id: str, user: str,
-                    ts: int) -> ReplaceOrder:
-    """The engine command for a REPLACE of ``order_id`` (or, if empty, of the request's client order id)."""
-    try:
-        qty = instrument.to_lots(request.qty)
-        price = instrument.to_ticks(request.price) if request.price is not None else None
-    except GridError as e:
-        raise ProtocolError(e.code, e.reason) from None
-    return ReplaceOrder(user, instrument.symbol, qty, price, order_id, request.client_order_id, ts)
-
-
-def cancel_command(order_id: str, user: str, ts: int, client_order_id: str = "") -> CancelOrder:
-    return CancelOrder(user, "", order_id, client_order_id, ts)
-
-
-def cancel_all_command(symbol: str | None, user: str, ts: int) -> CancelAll:
-    return CancelAll(user, symbol, ts)
-
-
 # -- replies --------------------------------------------------------------------------------------
-
-class ClientReply(msgspec.Struct, frozen=True, tag=True, gc=False):
-    """A reply or a pushed update; the ZMQ form is the msgpack map of these fields plus ``type``."""
-
-
-class LoginOk(ClientReply):
-    user: str
-    cancel_on_disconnect: bool = False  # the session's orders are canceled when it ends
-
-
-class Ack(ClientReply):
-    order_id: str
-    client_order_id: str
-    side: Side
-    symbol: str
-    qty: str
-    price: str | None
-    tif: TimeInForce
-
-
-class ReplaceAck(ClientReply):
-    order_id: str
-    client_order_id: str
-    side: Side
-    symbol: str
-    qty: str
-    price: str
-    leaves_qty: str
-
-
-class Rej(ClientReply):
-    code: RejectCode
-    reason: str
-    client_order_id: str = ""
-
-
-class Fill(ClientReply):
-    order_id: str
-    client_order_id: str
-    qty: str
-    price: str
-    leaves_qty: str
-    trade_id: str
-
-
-class Out(ClientReply):
-    order_id: str
-    client_order_id: str
-    status: str  # FILLED, CANCELED or EXPIRED
-    reason: str = ""
-
-
-class Reduced(ClientReply):
-    order_id: str
-    client_order_id: str
-    qty: str
-    leaves_qty: str
-
-
-class CancelAllOk(ClientReply):
-    count: int
-
-
-class State(ClientReply):
-    order_id: str
-    client_order_id: str
-    status: str
-    filled_qty: str
-    leaves_qty: str
-    side: Side
-    symbol: str
-    price: str | None
-
-
-class Pong(ClientReply):
-    pass
-
-
-class Bye(ClientReply):
-    """The gateway ends the session (idle, or no room for it); the last line it gets."""
-
-    code: RejectCode
-    reason: str
-
-
-AnyReply = LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong | Bye
-_request_decoder = msgspec.msgpack.Decoder(AnyRequest)
-
 
 def _cid(client_order_id: str) -> str:
     return f" #{client_order_id}" if client_order_id else ""
@@ -436,29 +263,3 @@ def format_reply(reply: ClientReply) -> str:
     raise TypeError(f"not a reply: {reply!r}")
 
 
-def reply_for_event(event, instrument: Instrument | None) -> ClientReply:
-    """What a client is told about one of its order events."""
-    match event:
-        case OrderAccepted():
-            return Ack(event.order_id, event.client_order_id, event.side, event.symbol,
-                       instrument.format_qty(event.qty),
-                       instrument.format_price(event.price) if event.price is not None else None, event.tif)
-        case OrderRejected():
-            return Rej(event.code, event.reason, event.client_order_id)
-        case OrderFilled():
-            return Fill(event.order_id, event.client_order_id, instrument.format_qty(event.last_qty),
-                        instrument.format_price(event.last_price), instrument.format_qty(event.leaves_qty),
-                        event.trade_id)
-        case OrderCanceled():
-            return Out(event.order_id, event.client_order_id, "CANCELED",
-                       "" if event.reason.value == "USER" else event.reason.value)
-        case OrderExpired():
-            return Out(event.order_id, event.client_order_id, "EXPIRED", event.reason.value)
-        case OrderReplaced():
-            return ReplaceAck(event.order_id, event.client_order_id, event.side, event.symbol,
-                              instrument.format_qty(event.qty), instrument.format_price(event.price),
-                              instrument.format_qty(event.leaves_qty))
-        case OrderReduced():
-            return Reduced(event.order_id, event.client_order_id, instrument.format_qty(event.reduced_qty),
-                           instrument.format_qty(event.leaves_qty))
-    raise TypeError(f"not an order event: {event!r}")

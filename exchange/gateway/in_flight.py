@@ -1,0 +1,163 @@
+"""Requests on their way to engines, until each is answered, refused or given up on.
+
+Every request sent to an engine waits here, by request id, for the engine's released answer;
+a placement with a client order id is also found by (user, client order id), so that a cancel,
+a replace or a resend of it finds it before its ACK. Each engine takes at most
+``gateway.max_in_flight`` unanswered requests (a CANCEL always passes): beyond that, or when the
+way to the engine is full, the request is refused BUSY rather than queued. A request left
+unanswered for ``request_timeout`` is answered UNAVAILABLE: its outcome is unknown.
+
+The gateway's own requests (cancels of a session that ended) have no session waiting for them;
+one an engine had no room for is sent again at the next ``expire``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from exchange.config import Config
+from exchange.core.messages import CancelAll, CancelOrder, Command, OrderCanceled, OrderRejected
+from exchange.errors import ProtocolError, RejectCode
+from exchange.gateway.protocol.messages import ClientReply, Rej
+from exchange.gateway.sessions import Session
+from exchange.wire.messages import Reply
+
+
+class Pending:
+    """A request sent to engines whose answer has not been released yet."""
+
+    __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine", "lines",
+                 "counted")
+
+    def __init__(self, session: Session, slot: list, command: Command, waiting: int = 1, key=None,
+                 sent: float = 0.0):
+        self.session, self.slot, self.command, self.waiting, self.key, self.sent = (
+            session, slot, command, waiting, key, sent)
+        self.count = 0  # orders canceled so far, for CANCELALL
+        self.also: list[tuple[Session, list]] = []  # resends of the same order, answered alike
+        self.engine: str | None = None  # the one engine asked, if only one
+        self.counted: list[str] = []  # the engines whose in-flight count this request holds
+        self.lines: list[ClientReply] = []  # CANCELALL: the requester's OUT lines, until all engines answer
+
+    def answer(self, replies: list[ClientReply]) -> None:
+        """Give the requester, and whoever resent the same order, these replies."""
+        for session, slot in [(self.session, self.slot), *self.also]:
+            session.fill(slot, replies)
+
+    def refused_as_duplicate(self, answer) -> bool:
+        """Whether ``answer`` refuses this placement for a client order id the engine already holds (a resend)."""
+        return bool(self.key and isinstance(answer, OrderRejected) and answer.code is RejectCode.DUPLICATE_ID
+                    and answer.order_id)
+
+
+class InFlight:
+    """The requests engines have not answered; ``send(engine_name, command, session_id, request_id)`` → bool."""
+
+    def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool], clock: Callable[[], float]):
+        self.max_in_flight = config.gateway.max_in_flight
+        self.send = send
+        self.clock = clock
+        self.pending: dict[int, Pending] = {}
+        self.waiting_on: Counter[str] = Counter()  # requests in flight per engine
+        self.placements: dict[tuple[str, str], Pending] = {}  # (user, client order id) → its placement
+        self.unsent: list[tuple[str, CancelAll]] = []  # disconnect cancels an engine had no room for
+        self.nobody = Session(0, lambda replies: None)  # answers to the gateway's own requests
+        self.last_id = 0  # the id of the last request sent
+
+    def forward(self, session: Session, slot: list, engine: str, command: Command, key=None) -> None:
+        """Send ``command`` to ``engine``; its answer fills ``slot``. ProtocolError BUSY if it may not."""
+        if self.waiting_on[engine] >= self.max_in_flight and not isinstance(command, CancelOrder):
+            # the engine (or the journal behind it) is not keeping up: refuse rather than queue
+            raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
+        self.last_id += 1
+        if not self.send(engine, command, session.id, self.last_id):
+            raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
+        pending = self.pending[self.last_id] = Pending(session, slot, command, 1, key, self.clock())
+        pending.engine = engine
+        self.waiting_on[engine] += 1
+        if key:
+            self.placements[key] = pending
+
+    def forward_to_all(self, session: Session, slot: list, engines: list[str], command: CancelAll) -> None:
+        """Send a CANCELALL to each of ``engines``; ProtocolError BUSY if none may take it."""
+        busy = [e for e in engines if self.waiting_on[e] >= self.max_in_flight]
+        if busy:  # it waits in line like any order (and costs like one per engine)
+            raise ProtocolError(RejectCode.BUSY, f"engine {', '.join(busy)} is busy; try again")
+        self.last_id += 1
+        pending = self.pending[self.last_id] = Pending(session, slot, command, len(engines), sent=self.clock())
+        for engine in engines:
+            if self.send(engine, command, session.id, self.last_id):
+                self.waiting_on[engine] += 1
+                pending.counted.append(engine)
+            else:
+                pending.waiting -= 1  # that engine is busy: its orders stay
+        if pending.waiting == 0:
+            del self.pending[self.last_id]
+            raise ProtocolError(RejectCode.BUSY, "the engines are busy; try again")
+
+    def send_own(self, engine: str, command: CancelAll) -> None:
+        """Send a request of the gateway's own (no session waits for it); retried if the engine is busy."""
+        self.last_id += 1
+        if not self.send(engine, command, 0, self.last_id):
+            self.unsent.append((engine, command))
+            return
+        self.pending[self.last_id] = Pending(self.nobody, self.nobody.reserve(), command, sent=self.clock())
+
+    def answered(self, reply: Reply) -> Pending | None:
+        """The request that an engine's reply answers, if it still waits: it is done, unless it is a
+        CANCELALL that other engines have not answered yet."""
+        pending = self.pending.get(reply.request_id)
+        if pending is None:
+            return None
+        if isinstance(pending.command, CancelAll):
+            pending.count += sum(isinstance(e, OrderCanceled) for e in reply.events)
+            pending.waiting -= 1
+        else:
+            self.done(reply.request_id)
+        return pending
+
+    def done(self, request_id: int) -> None:
+        """The request is answered: it no longer counts against its engines, nor holds its client order id."""
+        pending = self.pending.pop(request_id)
+        if pending.engine is not None:
+            self.waiting_on[pending.engine] -= 1
+        for engine in pending.counted:
+            self.waiting_on[engine] -= 1
+        if pending.key:
+            self.placements.pop(pending.key, None)
+
+    def not_sent(self, engine: str, request_id: int) -> None:
+        """The gateway could not hand this request to its engine after all: answer BUSY now, or keep
+        a cancel-on-disconnect for the next retry. A request to several engines (CANCELALL) is
+        left to its timeout: the other engines may have acted on it."""
+        pending = self.pending.get(request_id)
+        if pending is None:
+            return
+        if pending.session is self.nobody:
+            del self.pending[request_id]
+            self.unsent.append((engine, pending.command))
+            return
+        if pending.engine is None:
+            return
+        self.done(request_id)
+        cid = getattr(pending.command, "client_order_id", "")
+        pending.answer([Rej(RejectCode.BUSY, f"engine {pending.engine} is busy; try again", cid)])
+
+    def expire(self, timeout: float) -> int:
+        """Answer requests an engine has not answered within ``timeout`` seconds; return how many.
+
+        The outcome is unknown (the engine may have died with the command in its queue, or be
+        slow); the client resends a placement with the same client order id to learn it.
+        """
+        unsent, self.unsent = self.unsent, []
+        for engine, command in unsent:
+            self.send_own(engine, command)
+        now = self.clock()
+        late = [(request_id, p) for request_id, p in self.pending.items() if now - p.sent > timeout]
+        for request_id, pending in late:
+            self.done(request_id)
+            reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
+                      " order again with its #client-order-id, or ask STATUS")
+            pending.answer([Rej(RejectCode.UNAVAILABLE, reason, getattr(pending.command, "client_order_id", ""))])
+        return len(late)

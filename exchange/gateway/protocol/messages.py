@@ -1,0 +1,154 @@
+"""The messages of the client order entry protocol: requests in, replies and pushed updates out.
+
+The text protocol (one line per message) and the ZMQ protocol (one msgpack map per frame) carry
+the same messages, defined here as tagged structs; the struct's name is the ZMQ ``type``.
+exchange.gateway.protocol.grammar reads and writes both forms.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
+from exchange.errors import RejectCode
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+class ClientRequest(msgspec.Struct, frozen=True, tag=True, gc=False):
+    """A request from a client; the ZMQ form is the msgpack map of these fields plus ``type``."""
+
+
+class LoginRequest(ClientRequest):
+    user: str
+    key: str
+    cancel_on_disconnect: bool | None = None  # None: the user's default from the config
+
+
+class PlaceRequest(ClientRequest):
+    side: Side
+    symbol: str
+    qty: str  # decimal text, converted with the instrument's lot size
+    price: str | None = None  # None: a market order
+    tif: TimeInForce | None = None  # None: GTC for a limit order, IOC for a market order
+    stp: SelfTradePrevention | None = None  # None: the instrument's default
+    client_order_id: str = ""
+
+
+class CancelRequest(ClientRequest):
+    order_id: str = ""
+    client_order_id: str = ""
+
+
+class ReplaceRequest(ClientRequest):
+    qty: str
+    price: str | None = None  # None: keep the price
+    order_id: str = ""
+    client_order_id: str = ""
+
+
+class CancelAllRequest(ClientRequest):
+    symbol: str | None = None
+
+
+class StatusRequest(ClientRequest):
+    order_id: str = ""
+    client_order_id: str = ""
+
+
+class PingRequest(ClientRequest):
+    pass
+
+
+AnyRequest = (LoginRequest | PlaceRequest | CancelRequest | ReplaceRequest | CancelAllRequest
+              | StatusRequest | PingRequest)
+
+
+
+# -- replies --------------------------------------------------------------------------------------
+
+class ClientReply(msgspec.Struct, frozen=True, tag=True, gc=False):
+    """A reply or a pushed update; the ZMQ form is the msgpack map of these fields plus ``type``."""
+
+
+class LoginOk(ClientReply):
+    user: str
+    cancel_on_disconnect: bool = False  # the session's orders are canceled when it ends
+
+
+class Ack(ClientReply):
+    order_id: str
+    client_order_id: str
+    side: Side
+    symbol: str
+    qty: str
+    price: str | None
+    tif: TimeInForce
+
+
+class ReplaceAck(ClientReply):
+    order_id: str
+    client_order_id: str
+    side: Side
+    symbol: str
+    qty: str
+    price: str
+    leaves_qty: str
+
+
+class Rej(ClientReply):
+    code: RejectCode
+    reason: str
+    client_order_id: str = ""
+
+
+class Fill(ClientReply):
+    order_id: str
+    client_order_id: str
+    qty: str
+    price: str
+    leaves_qty: str
+    trade_id: str
+
+
+class Out(ClientReply):
+    order_id: str
+    client_order_id: str
+    status: str  # FILLED, CANCELED or EXPIRED
+    reason: str = ""
+
+
+class Reduced(ClientReply):
+    order_id: str
+    client_order_id: str
+    qty: str
+    leaves_qty: str
+
+
+class CancelAllOk(ClientReply):
+    count: int
+
+
+class State(ClientReply):
+    order_id: str
+    client_order_id: str
+    status: str
+    filled_qty: str
+    leaves_qty: str
+    side: Side
+    symbol: str
+    price: str | None
+
+
+class Pong(ClientReply):
+    pass
+
+
+class Bye(ClientReply):
+    """The gateway ends the session (idle, or no room for it); the last line it gets."""
+
+    code: RejectCode
+    reason: str
+
+
+AnyReply = LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong | Bye

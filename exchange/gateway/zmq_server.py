@@ -1,0 +1,224 @@
+"""The gateway's ZMQ transport: a ROUTER for programs with a DEALER, one msgpack frame per message.
+
+    zmq      ROUTER bound        ← programs with a DEALER: msgpack requests, msgpack replies; a CURVE
+                                   server whose ZAP handler names each client's user (or plain, with
+                                   LOGIN, if ``gateway.zmq_auth`` is ``login``)
+
+Each connection (a routing id, proved by its CURVE key and address) has a session of
+exchange.gateway.order_entry.OrderEntry. A client that does not take its replies is cut off, as
+a text client that does not read is (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import NamedTuple
+
+import zmq
+import zmq.asyncio
+
+from exchange.config import Config
+from exchange.errors import ProtocolError, RejectCode
+from exchange.gateway.order_entry import OrderEntry
+from exchange.gateway.protocol.grammar import decode_request
+from exchange.gateway.protocol.messages import ClientReply, Rej
+from exchange.gateway.sessions import Session
+from exchange.wire import sockets
+from exchange.wire.messages import encode
+from exchange.wire.security.curve_keys import make_server, server_secret_key
+
+log = logging.getLogger(__name__)
+
+MAX_ZMQ_MESSAGE = 64 * 1024  # larger frames cost the client its connection; smaller ones get TOO_LARGE
+MAX_ZMQ_BACKLOG = 10_000  # replies waiting for one ZMQ client before it is cut off
+ZMQ_STALL_S = 5.0  # seconds a ZMQ client may take no reply at all before it is cut off
+HANDSHAKE_MS = 3000  # a ZMQ client that has not finished its (CURVE) handshake by then is dropped
+
+
+class ZmqReplies:
+    """The replies to one ZMQ client, in order.
+
+    A reply the ROUTER cannot take at once waits here and is tried again every RETRY_S: the
+    client's queue may be full, or libzmq may not have seen yet that it has room again (it then
+    answers EHOSTUNREACH for a peer that is still there). A client that takes nothing for
+    ZMQ_STALL_S, or lets more than MAX_ZMQ_BACKLOG replies wait, is cut off, as a text client
+    that does not read is: its session ends.
+    """
+
+    RETRY_S = 0.002
+
+    def __init__(self, sock: zmq.Socket, identity: bytes, cut_off, wrote):
+        self.sock, self.identity, self.cut_off, self.wrote = sock, identity, cut_off, wrote
+        self.backlog: deque[bytes] = deque()
+        self.stalled_since = 0.0
+        self.retrying = self.closed = False
+
+    def write(self, replies: list[ClientReply]) -> None:
+        if self.closed:
+            return
+        self.backlog.extend(encode(reply) for reply in replies)
+        if not self.retrying:
+            self.stalled_since = time.monotonic()
+            self.send()
+        if len(self.backlog) > MAX_ZMQ_BACKLOG:
+            self.end(f"{len(self.backlog)} replies wait for it")
+
+    def send(self) -> None:
+        self.retrying = False
+        if self.closed:
+            return
+        try:
+            while self.backlog:
+                try:
+                    self.sock.send_multipart([self.identity, self.backlog[0]], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    if time.monotonic() - self.stalled_since > ZMQ_STALL_S:
+                        self.end(f"it took no reply for {ZMQ_STALL_S:g} s")
+                    else:
+                        self.retrying = True
+                        asyncio.get_running_loop().call_later(self.RETRY_S, self.send)
+                    return
+                self.backlog.popleft()
+                self.stalled_since = time.monotonic()
+        finally:
+            self.wrote()  # every send, failed ones too, may have taken the edge of the ROUTER's FD
+
+    def end(self, why: str) -> None:
+        log.warning("ZMQ client %s does not read its replies (%s); ending its session", self.identity.hex(), why)
+        self.close()
+        self.cut_off()
+
+    def close(self) -> None:
+        """Send nothing more, not even what waits."""
+        self.closed = True
+        self.backlog.clear()
+
+
+class ZmqSession(NamedTuple):
+    """A ZMQ client's session, bound to its routing id and to who its connection proved to be."""
+
+    proof: tuple[str | None, str]  # (the CURVE key's user, or None with zmq_auth: login; the peer address)
+    session: Session
+    replies: ZmqReplies
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    try:
+        return frame.get("Peer-Address")
+    except zmq.ZMQError:  # not every transport has one
+        return ""
+
+
+class ZmqServer:
+    """The ROUTER for ZMQ clients, and their sessions by routing id."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, config: Config, entry: OrderEntry):
+        self.config = config
+        self.entry = entry
+        self.keyed = config.gateway.zmq_auth == "curve"  # CURVE keys name the users (else LOGIN)
+        self.router = self._router(ctx)  # ← ZMQ clients
+        self._sync_router = zmq.Socket.shadow(self.router.underlying)
+        self.read_scheduled = False
+        self.sessions: dict[bytes, ZmqSession] = {}  # by routing id
+
+    def _router(self, ctx: zmq.asyncio.Context) -> zmq.asyncio.Socket:
+        """The ROUTER for ZMQ clients: a CURVE server with ZAP naming each client's user, or plain."""
+        sock = sockets.socket(ctx, zmq.ROUTER, max_msg_size=MAX_ZMQ_MESSAGE)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
+        sock.setsockopt(zmq.BACKLOG, 1024)
+        if self.keyed:
+            make_server(sock, server_secret_key(self.config.gateway.secret_key_file))
+        sock.bind(self.config.gateway.zmq)
+        return sock
+
+    async def pump(self) -> None:
+        """Read the ZMQ clients' requests for as long as the gateway runs.
+
+        The ROUTER's ZMQ_FD is edge-triggered, and the replies written to the same socket can
+        take the edge that announces new requests; an awaited receive would then sleep while
+        requests wait (a client's queue filled at 1,000 and it stalled). So the socket is read
+        whenever its FD wakes the loop *and* after every turn that wrote to it, each time for
+        as long as ZMQ_EVENTS says a message waits.
+        """
+        loop = asyncio.get_running_loop()
+        fd = self._sync_router.get(zmq.FD)
+        loop.add_reader(fd, self.read)
+        self.read()
+        try:
+            await asyncio.Event().wait()  # until the gateway stops (this task is cancelled)
+        finally:
+            loop.remove_reader(fd)
+
+    def read(self) -> None:
+        self.read_scheduled = False
+        if self.router.closed:  # a read scheduled before the gateway stopped
+            return
+        sync = self._sync_router
+        max_line = self.config.gateway.max_line
+        for _ in range(10_000):  # then let the rest of the loop run; the next turn goes on
+            if not sync.get(zmq.EVENTS) & zmq.POLLIN:
+                return
+            parts = sync.recv_multipart(zmq.NOBLOCK, copy=False)
+            session = self._session(sync, parts[0].bytes, parts[-1])
+            if session is None:
+                continue
+            if len(parts) != 2:
+                self.entry.on_error(session, Rej(RejectCode.MALFORMED,
+                                                 f"a request is one frame of at most {max_line} bytes"))
+                continue
+            request = decode_request(parts[1].bytes, max_line)
+            if isinstance(request, Rej):
+                self.entry.on_error(session, request)
+            else:
+                self.entry.on_request(session, request)
+        self.after_write()
+
+    def after_write(self) -> None:
+        """Read the ROUTER again at the end of this turn: a write may have taken its FD's edge."""
+        if not self.read_scheduled:
+            self.read_scheduled = True
+            asyncio.get_running_loop().call_soon(self.read)
+
+    def _session(self, sock: zmq.Socket, identity: bytes, frame: zmq.Frame) -> Session | None:
+        """The session of the connection that sent ``frame``: the one bound to its routing id *and*
+        to who the connection is (its CURVE key's user, the ZAP User-Id, and its address), else a
+        new one (logged in as that user, or nobody until LOGIN).
+
+        The routing id is the client's choice, and a ROUTER gives one to a new connection only
+        once the connection that had it is gone. So a frame under a known routing id from someone
+        else means that session's client left: its session ends, and the newcomer gets its own.
+        """
+        proof = (frame.get("User-Id") if self.keyed else None, _peer_address(frame))
+        known = self.sessions.get(identity)
+        if known is not None:
+            if known.proof == proof:
+                return known.session
+            log.info("ZMQ routing id %s is another connection's now; ending session %d", identity.hex(),
+                     known.session.id)
+            known.replies.close()  # nothing more of the old session's goes to this routing id
+            self._forget(identity, known.replies)
+        replies = ZmqReplies(sock, identity, lambda: self._forget(identity, replies), self.after_write)
+        try:
+            session = self.entry.open(replies.write, lambda: self._forget(identity, replies), proof[1], proof[0],
+                                      login_timeout=self.config.gateway.zmq_login_timeout)
+        except ProtocolError as e:  # no room for it: this request gets the reason, and nothing else
+            try:
+                sock.send_multipart([identity, encode(Rej(e.code, e.reason))], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            return None
+        self.sessions[identity] = ZmqSession(proof, session, replies)
+        return session
+
+    def _forget(self, identity: bytes, replies: ZmqReplies) -> None:
+        """End the session that writes to ``replies``, if it is still the one of ``identity``."""
+        known = self.sessions.get(identity)
+        if known is not None and known.replies is replies:
+            del self.sessions[identity]
+            self.entry.close(known.session)
+
+    def close(self) -> None:
+        self.router.close()
