@@ -155,6 +155,7 @@ PARTS = {
     "exchange.marketdata": BASE | {"exchange.client.private_feed", "exchange.gateway.protocol",
                                    "exchange.journal.queries"},
     "exchange.client": BASE | {"exchange.gateway.protocol"},
+    "exchange.gateway.protocol": {"exchange.core", "exchange.errors"},  # pure: what a client may reuse
 }
 
 

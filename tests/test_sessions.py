@@ -513,7 +513,7 @@ def test_a_request_the_gateway_could_not_hand_over_is_answered_busy_at_once(exch
     alice.say("BUY AAPL 1 @ 5.00 #lost", release=False)
     exchange.outbox.clear()  # as if the batch holding it never left the gateway
     exchange.matchers["e2"] = Matcher(2, [CONFIG.instrument_map()["AAPL"]])
-    exchange.entry.not_sent("e2", exchange.entry._next_request)
+    exchange.entry.not_sent("e2", exchange.entry.in_flight.last_id)
     [line] = alice.take()
     assert line.startswith("REJ #lost BUSY"), line
     assert alice.say("BUY AAPL 1 @ 5.00 #lost")[0].startswith("ACK 2-1 #lost")  # the resend is new
@@ -529,7 +529,7 @@ def test_a_disconnect_cancel_that_could_not_be_handed_over_is_sent_again(exchang
     exchange.outbox.clear()  # ... whose batch never left: the engine still has the order
     exchange.matchers["e2"] = engine = Matcher(2, [CONFIG.instrument_map()["AAPL"]])
     engine.handle(placed)
-    exchange.entry.not_sent("e2", exchange.entry._next_request)
+    exchange.entry.not_sent("e2", exchange.entry.in_flight.last_id)
     assert list(engine.books["AAPL"].orders) == ["2-1"]
     exchange.entry.expire(10.0)  # the gateway sends it again, with the other unsent ones
     exchange.release()

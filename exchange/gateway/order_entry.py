@@ -73,11 +73,6 @@ class OrderEntry:
         self.expire, self.not_sent = self.in_flight.expire, self.in_flight.not_sent
         self.sessions, self.waiting_on = self.table.sessions, self.in_flight.waiting_on
 
-    @property
-    def _next_request(self) -> int:
-        """The id of the last request sent to an engine."""
-        return self.in_flight.last_id
-
     # -- requests ----------------------------------------------------------------------------
 
     def on_request(self, session: Session, request: ClientRequest) -> None:
