@@ -149,6 +149,14 @@ def _exchange(args: list[str], cwd: Path, log_path: Path, mode: str = "wb") -> s
                                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of the process group ``process`` leads."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _stop_group(process: subprocess.Popen, grace: float) -> bool:
     """SIGTERM ``process``, wait up to ``grace`` s, then SIGKILL whatever of its group is left.
     Returns whether it stopped on its own in time."""
@@ -159,10 +167,7 @@ def _stop_group(process: subprocess.Popen, grace: float) -> bool:
             process.wait(grace)
         except subprocess.TimeoutExpired:
             stopped = False
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _kill_group(process)
     process.wait()
     return stopped
 
@@ -213,10 +218,7 @@ class Mesh:
         return True
 
     def kill_leftovers(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_group(self.process)
 
     def close(self, grace: float = 10.0) -> bool:
         """SIGTERM the launcher (which stops every role); SIGKILL whatever of the mesh is left after
@@ -268,10 +270,7 @@ class Role:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_group(self.process)
         self.process.wait()
 
     def stop(self, grace: float = 10.0) -> bool:
