@@ -26,11 +26,11 @@ from exchange.bench.options import BenchOptions
 from exchange.bench.profiles import start_profilers, summarise_profiles
 from exchange.bench.results import BenchResult
 from exchange.bench.subscribers import subscriber_main
-from exchange.bench.target import bench_config, cpu_seconds, machine, machine_busy, running_roles, wait_ready
+from exchange.bench.target import bench_config, cpu_seconds, machine, machine_busy, running_roles
 from exchange.config import load_config
 from exchange.journal.readers import last_trades
 from exchange.journal.schema import open_readonly
-from exchange.testing.mesh import Mesh
+from exchange.testing.mesh import Mesh, wait_for_mesh
 
 
 def run(options: BenchOptions) -> BenchResult:
@@ -59,7 +59,7 @@ def run(options: BenchOptions) -> BenchResult:
         if not options.connect:
             mesh = Mesh(config_path, log_path=Path(config.var_dir) / "bench-launcher.log")
             say(f"starting a mesh from {options.config_path} in {work}")
-        wait_ready(host, int(port), *users[0])
+        wait_for_mesh(config, mesh.process if mesh else None, 60, users[0])
         pids = mesh.pids() if mesh else running_roles(str(config_path))
         baseline = _journal_position(config.journal.path)
         loads = _loads(config, symbols, options.sessions, len(users))

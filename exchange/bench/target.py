@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from exchange.config import hash_key, new_key
-from exchange.testing.mesh import free_ports, wait_for_mesh
+from exchange.testing.mesh import free_ports
 
 
 def bench_config(source: str, directory: Path, sessions: int) -> tuple[Path, list[tuple[str, str]]]:
@@ -72,11 +72,6 @@ def cpu_seconds(pid: int) -> float | None:
 def machine_busy() -> tuple[int, int]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return sum(values) - values[3] - values[4], sum(values)  # (busy, total) jiffies
-
-
-def wait_ready(host: str, port: int, user: str, key: str, timeout: float = 60.0) -> None:
-    """Until a session can log in as ``user`` and every engine answers (CANCELALL goes to all of them)."""
-    wait_for_mesh(host, port, timeout=timeout, user=(user, key))
 
 
 def machine() -> dict:

@@ -115,23 +115,25 @@ def login(host: str, port: int, user: str, option: str = "", key: str | None = N
     return client
 
 
-def wait_for_mesh(host: str, port: int, process: subprocess.Popen | None = None, timeout: float = START_TIMEOUT_S,
+def wait_for_mesh(config: Config, process: subprocess.Popen | None = None, timeout: float = START_TIMEOUT_S,
                   user: tuple[str, str] = ("carol", "carol-key"), engines: bool = True) -> None:
-    """Until the gateway on ``host:port`` listens and, with ``engines``, a session of ``user``
-    (name, key) logs in and every engine answers it (CANCELALL is answered once all of them
-    did; the gateway refuses orders for an engine it is not connected to yet, BUSY, rather than
-    keep them). RuntimeError at once if ``process`` (the launcher, or the gateway) exits."""
+    """Until the gateway of ``config`` listens and, with ``engines``, a session of ``user`` (name,
+    key) logs in and every engine answers it: a CANCELALL of one instrument of each (the gateway
+    refuses it, BUSY, while it cannot reach that engine; a CANCELALL of every instrument would
+    not tell, as the engines it reached answer it). RuntimeError at once if ``process`` (the
+    launcher, or the gateway) exits."""
+    host, port = config.gateway.text.rsplit(":", 1)
     name, key = user
+    symbols = [engine.instruments[0] for engine in config.engines]
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the mesh did not start: pid {process.pid} exited with {process.returncode}")
         try:
-            with TextClient(host, port, timeout=2) as probe:
-                if not engines:
-                    return
-                if probe.request(f"LOGIN {name} {key}") == f"OK LOGIN {name}" and probe.request(
-                        "CANCELALL", timeout=5).startswith("OK CANCELALL"):
+            with TextClient(host, int(port), timeout=2) as probe:
+                if not engines or (probe.request(f"LOGIN {name} {key}") == f"OK LOGIN {name}" and all(
+                        probe.request(f"CANCELALL {symbol}", timeout=5).startswith("OK CANCELALL")
+                        for symbol in symbols)):
                     return
         except (OSError, TimeoutError):
             pass
@@ -194,7 +196,7 @@ class Mesh:
         self.process = _exchange(["up", str(self.config_path)], self.config_path.parent, self.log_path)
 
     def wait_ready(self) -> None:
-        wait_for_mesh(self.host, self.port, self.process, self.timeout, self.user, self.wait_for_engines)
+        wait_for_mesh(self.config, self.process, self.timeout, self.user, self.wait_for_engines)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
