@@ -51,13 +51,11 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import select
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -68,7 +66,11 @@ from pathlib import Path
 
 import yaml
 
-from exchange.testing.mesh import stop_mesh
+from exchange.bench.latency import us
+from exchange.bench.runner import expect
+from exchange.bench.target import cpu_seconds, machine_busy
+from exchange.bench.target import machine as bench_machine
+from exchange.testing.mesh import Mesh, login
 
 SYMBOL = "BTC-USD"
 PRICE, QTY = "43000.00", "0.01"
@@ -120,14 +122,6 @@ def list_percentiles(values: list[int], qs=(50, 90, 99, 99.9)) -> dict:
     return counter_percentiles(Counter(values), qs)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread name (threads of the same name added up)."""
     out: Counter = Counter()
@@ -145,31 +139,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return dict(out)
 
 
-def machine_busy() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(values) - values[3] - values[4], sum(values)  # (busy, total) jiffies
-
-
 def machine() -> dict:
-    import zmq
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    """What `exchange bench` says of the machine, with its memory and its load average before the run."""
     mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal")), "0")
-    return {"cpus": os.cpu_count(), "cpu_model": model, "mem_gib": round(int(mem) / 2**20, 1),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+    return {**bench_machine(), "mem_gib": round(int(mem) / 2**20, 1),
             "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
-
-
-def us(value) -> str:
-    if value is None:
-        return "-"
-    if value >= 1_000_000:
-        return f"{value / 1e6:.2f} s"
-    if value >= 1000:
-        return f"{value / 1000:.2f} ms"
-    return f"{value:.0f} µs"
 
 
 # -- subscriber processes ------------------------------------------------------------------------
@@ -327,12 +302,7 @@ class Session:
     """A logged-in text session whose replies and pushed lines a thread reads and counts."""
 
     def __init__(self, host: str, port: int, user: str, key: str):
-        from exchange.client.text import TextClient
-
-        self.client = TextClient(host, port, timeout=10)
-        reply = self.client.request(f"LOGIN {user} {key}")
-        if reply != f"OK LOGIN {user}":
-            raise RuntimeError(f"login as {user} failed: {reply}")
+        self.client = login(host, port, user, key=key)
         self.sock = self.client.sock
         self.sock.settimeout(None)
         self.lines: Counter = Counter()
@@ -438,50 +408,20 @@ def make_config(work: Path, args) -> Path:
     return path
 
 
-def role_pids(log_text: str) -> dict[str, int]:
-    import re
-    found = re.findall(r"started ([\w-]+(?: \w+)?) \(pid (\d+)\)", log_text)
-    return {label: int(pid) for label, pid in found}
-
-
-def kill_group(process: subprocess.Popen | None) -> None:
-    stop_mesh(process, grace=15)
-
-
-def expect(conn, process, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if conn.poll(0.2):
-            kind, value = conn.recv()
-            if kind == what:
-                return value
-            raise RuntimeError(f"{process.name}: expected {what!r}, got {kind!r}")
-        if not process.is_alive():
-            raise RuntimeError(f"{process.name} exited with {process.exitcode}")
-    raise TimeoutError(f"{process.name}: no {what!r} in {timeout:.0f} s")
-
-
 # -- one run -------------------------------------------------------------------------------------
 
 def one_run(args, run_no: int, say) -> dict:
-    from exchange.config import load_config
-    from exchange.testing.mesh import wait_for_mesh
     from exchange.wire.messages import topic
 
     work = Path(tempfile.mkdtemp(prefix="exchange-fanout-"))
-    launcher = None
+    mesh = None
     subscribers: list[tuple] = []
     sessions: list[Session] = []
     try:
-        config_path = make_config(work, args)
-        config = load_config(config_path)
-        log_path = work / "launcher.log"
-        with open(log_path, "wb") as log:
-            launcher = subprocess.Popen([sys.executable, "-m", "exchange", "up", str(config_path)],
-                                        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        host, port = config.gateway.text.rsplit(":", 1)
-        wait_for_mesh(host, int(port), launcher, timeout=60)
-        pids = role_pids(log_path.read_text(errors="replace"))
+        mesh = Mesh(make_config(work, args), log_path=work / "launcher.log", timeout=60)
+        mesh.wait_ready()
+        config, host, port = mesh.config, mesh.host, mesh.port
+        pids = mesh.pids()
         endpoints = [config.notifier.publish] + [r.publish for r in config.notifier.replicas]
 
         # subscribers: socket j (over all processes) connects to notifier j % K
@@ -601,7 +541,8 @@ def one_run(args, run_no: int, say) -> dict:
             process.join(5)
             if process.is_alive():
                 process.kill()
-        kill_group(launcher)
+        if mesh is not None:
+            mesh.close(15)
         if args.keep:
             say(f"  kept {work}")
         else:

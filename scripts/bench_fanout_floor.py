@@ -37,7 +37,10 @@ import time
 from array import array
 from pathlib import Path
 
-from bench_fanout import expect, list_percentiles, machine, machine_busy, raise_fd_limit, thread_cpu, us
+from bench_fanout import list_percentiles, machine, raise_fd_limit, thread_cpu
+from exchange.bench.latency import us
+from exchange.bench.runner import expect
+from exchange.bench.target import machine_busy
 
 PUBLISHER_HWM = 10_000  # the notifier's SUBSCRIBER_HWM
 SUBSCRIBER_HWM = 100_000  # as bench_fanout.py's subscribers

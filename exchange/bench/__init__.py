@@ -53,7 +53,7 @@ from exchange.bench.profiles import summarise_profiles
 from exchange.bench.report import plot, summary
 from exchange.bench.results import BenchResult
 from exchange.bench.runner import run
-from exchange.bench.target import bench_config, cpu_seconds, running_roles, wait_ready
+from exchange.bench.target import bench_config, cpu_seconds, running_roles
 
 __all__ = ["BenchOptions", "BenchResult", "bench_config", "cpu_seconds", "plot", "run", "running_roles",
-           "summarise_profiles", "summary", "wait_ready"]
+           "summarise_profiles", "summary"]

@@ -43,7 +43,9 @@ def curve(h: HdrHistogram) -> list[tuple[float, int]]:
     return [(p, h.get_value_at_percentile(p)) for p in points]
 
 
-def us(value: float) -> str:
+def us(value: float | None) -> str:
+    if value is None:
+        return "-"
     if value >= 1_000_000:
         return f"{value / 1e6:.2f} s"
     if value >= 1000:

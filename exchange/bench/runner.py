@@ -26,10 +26,11 @@ from exchange.bench.options import BenchOptions
 from exchange.bench.profiles import start_profilers, summarise_profiles
 from exchange.bench.results import BenchResult
 from exchange.bench.subscribers import subscriber_main
-from exchange.bench.target import Mesh, bench_config, cpu_seconds, machine, machine_busy, running_roles, wait_ready
+from exchange.bench.target import bench_config, cpu_seconds, machine, machine_busy, running_roles
 from exchange.config import load_config
 from exchange.journal.readers import last_trades
 from exchange.journal.schema import open_readonly
+from exchange.testing.mesh import Mesh, wait_for_mesh
 
 
 def run(options: BenchOptions) -> BenchResult:
@@ -56,9 +57,9 @@ def run(options: BenchOptions) -> BenchResult:
     workers, subscribers, profilers = [], [], []
     try:
         if not options.connect:
-            mesh = Mesh(config_path, config)
+            mesh = Mesh(config_path, log_path=Path(config.var_dir) / "bench-launcher.log")
             say(f"starting a mesh from {options.config_path} in {work}")
-        wait_ready(host, int(port), *users[0])
+        wait_for_mesh(config, mesh.process if mesh else None, 60, users[0])
         pids = mesh.pids() if mesh else running_roles(str(config_path))
         baseline = _journal_position(config.journal.path)
         loads = _loads(config, symbols, options.sessions, len(users))
@@ -78,7 +79,7 @@ def run(options: BenchOptions) -> BenchResult:
             p.start()
             workers.append((p, parent))
         for p, conn in workers + subscribers:
-            _expect(conn, p, "ready", 120)
+            expect(conn, p, "ready", 120)
         time.sleep(0.5)  # subscriptions reach the notifier (slow joiner)
         start_wall = time.time() + 0.5
         measure_from = start_wall + options.warmup
@@ -90,7 +91,7 @@ def run(options: BenchOptions) -> BenchResult:
         result = _measure(options, config, pids, workers, subscribers, start_wall, measure_from, measure_to,
                           work, profilers, say)
         stop.set()
-        md = [_expect(conn, p, "done", 30) for p, conn in subscribers]
+        md = [expect(conn, p, "done", 30) for p, conn in subscribers]
         finish(result, options, config, baseline, md, users)
         return result
     finally:
@@ -102,7 +103,7 @@ def run(options: BenchOptions) -> BenchResult:
                 p.terminate()
             p.join(5)
         if mesh is not None:
-            mesh.stop()
+            mesh.close(20)
         if options.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -133,7 +134,9 @@ def _plan(options, n, n_workers, users, loads, host, port, request_timeout) -> d
             "seed": options.seed * 1000 + n, "phase": 0.0, "request_timeout": request_timeout}
 
 
-def _expect(conn, process, what: str, timeout: float):
+def expect(conn, process, what: str, timeout: float):
+    """The value of the next ``what`` message a child process sends on ``conn`` (other kinds are
+    passed over); RuntimeError if it reports an error or exits, TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if conn.poll(0.2):

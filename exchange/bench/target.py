@@ -1,4 +1,5 @@
-"""The mesh under load: start a fresh one for the bench, or find the running one; CPU readings.
+"""The mesh under load: the config of a fresh one for the bench (started by exchange.testing.mesh),
+or find the running one; CPU readings.
 
 CPU use comes from /proc (per process and for the whole machine), so it covers every role,
 the bench's own processes and what else the machine was doing.
@@ -9,24 +10,19 @@ from __future__ import annotations
 import os
 import platform
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
 
-from exchange.config import Config, hash_key, new_key
+from exchange.config import hash_key, new_key
+from exchange.testing.mesh import free_ports
 
 
 def bench_config(source: str, directory: Path, sessions: int) -> tuple[Path, list[tuple[str, str]]]:
     """A copy of the config at ``source`` for a fresh mesh in ``directory``: free loopback ports,
     its journal and logs inside ``directory``, and one new user per session (so that no session
     receives another session's fills). Returns the new file and the (user, key) pairs."""
-    from exchange.testing.mesh import free_ports
-
     text = Path(source).read_text()
     ports = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
     fresh = dict(zip(ports, map(str, free_ports(len(ports)))))  # one pass: a new port may be an old one
@@ -42,33 +38,6 @@ def bench_config(source: str, directory: Path, sessions: int) -> tuple[Path, lis
     path = directory / "bench.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, users
-
-
-class Mesh:
-    """A mesh started by ``exchange up`` for the bench, stopped by ``stop``."""
-
-    def __init__(self, config_path: Path, config: Config):
-        self.log_path = Path(config.var_dir) / "bench-launcher.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "exchange", "up", str(config_path)],
-                                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-
-    def pids(self) -> dict[str, int]:
-        found = re.findall(r"started ([\w-]+(?: \w+)?) \(pid (\d+)\)", self.log_path.read_text(errors="replace"))
-        return {label: int(pid) for label, pid in found}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def running_roles(config_path: str) -> dict[str, int]:
@@ -103,22 +72,6 @@ def cpu_seconds(pid: int) -> float | None:
 def machine_busy() -> tuple[int, int]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return sum(values) - values[3] - values[4], sum(values)  # (busy, total) jiffies
-
-
-def wait_ready(host: str, port: int, user: str, key: str, timeout: float = 60.0) -> None:
-    """Until a session can log in and every engine answers (CANCELALL goes to all of them)."""
-    from exchange.client.text import TextClient
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with TextClient(host, port, timeout=2) as probe:
-                if (probe.request(f"LOGIN {user} {key}") == f"OK LOGIN {user}"
-                        and probe.request("CANCELALL", timeout=5).startswith("OK CANCELALL")):
-                    return
-        except (OSError, TimeoutError):
-            time.sleep(0.2)
-    raise TimeoutError(f"the mesh on {host}:{port} did not answer in {timeout:.0f} s")
 
 
 def machine() -> dict:

@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
 
-    from exchange.testing.mesh import role_pid, wait_for_mesh
+    from exchange.testing.mesh import Mesh
 
     parser = argparse.ArgumentParser(prog="scripts/fuzz_gateway", description=main.__doc__)
     parser.add_argument("--count", type=int, default=100_000, help="hostile lines per connection")
@@ -433,26 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-growth-mb", type=float, default=128.0)
     args = parser.parse_args(argv)
-    import signal
-    import subprocess
-
     with tempfile.TemporaryDirectory(prefix="exchange-fuzz-") as tmp:
-        config_path = fuzz_config(Path(tmp), args.users)
-        log_path = Path(tmp) / "launcher.log"
-        with open(log_path, "wb") as log_file:
-            launcher = subprocess.Popen([sys.executable, "-m", "exchange", "up", str(config_path)], cwd=tmp,
-                                        stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
+        mesh = Mesh(fuzz_config(Path(tmp), args.users), log_path=Path(tmp) / "launcher.log")
         try:
-            host, port = load_config(config_path).gateway.text.rsplit(":", 1)
-            wait_for_mesh(host, int(port), launcher)
-            report = run(config_path, role_pid(log_path.read_text(), "gateway"), args.count, args.seed,
+            mesh.wait_ready()
+            report = run(mesh.config_path, mesh.role_pid("gateway"), args.count, args.seed,
                          args.users, args.anonymous, args.duration, args.max_growth_mb)
         finally:
-            launcher.send_signal(signal.SIGTERM)
-            try:
-                launcher.wait(20)
-            except subprocess.TimeoutExpired:
-                launcher.kill()
+            mesh.close(20)
     print(report.summary())
     for fault in report.faults:
         print(f"  {fault}")

@@ -17,7 +17,6 @@ import random
 import re
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from exchange.marketdata.feed import MarketDataClient
 from exchange.config import Config, load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import Trade
-from exchange.testing.mesh import loopback_config, role_pid, stop_mesh, wait_for_mesh
+from exchange.testing.mesh import Mesh, loopback_config, login
 from exchange.journal.readers import decode_event, engine_events
 
 
@@ -157,10 +156,7 @@ class Trader(threading.Thread):
             self.collect_pushed()
 
     def connect(self) -> None:
-        self.client = TextClient(self.host, self.port, timeout=15)
-        reply = self.client.request(f"LOGIN {self.user} {self.user}-key")
-        if reply != f"OK LOGIN {self.user}":
-            raise RuntimeError(f"login failed: {reply}")
+        self.client = login(self.host, self.port, self.user, timeout=15)
 
     def reconnect(self) -> None:
         if self.client is not None:
@@ -247,19 +243,15 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
     Returns (what clients observed, the faults found, the mesh's log).
     """
     config = load_config(config_path)
-    log_path = Path(config.var_dir) / "soak-launcher.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    with open(log_path, "wb") as log_file:
-        launcher = subprocess.Popen([sys.executable, "-m", "exchange", "up", str(config_path)],
-                                    stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
+    mesh = Mesh(config_path, log_path=Path(config.var_dir) / "soak-launcher.log")
     try:
-        host, port = config.gateway.text.rsplit(":", 1)
-        wait_for_mesh(host, int(port), launcher)
+        mesh.wait_ready()
+        host, port = mesh.host, mesh.port
         observed, stop = Observed(), threading.Event()
         users = ["alice", "bob", "carol"]
         threads: list[threading.Thread] = [TradeWatcher(config.notifier.publish, observed, stop)]
-        threads += [Trader(host, int(port), users[i % 3], f"s{seed}-{i}", rate, seed * 100 + i, observed, stop)
+        threads += [Trader(host, port, users[i % 3], f"s{seed}-{i}", rate, seed * 100 + i, observed, stop)
                     for i in range(sessions)]
         for thread in threads:
             thread.start()
@@ -267,7 +259,7 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
         for n in range(kills if kill else 0):
             time.sleep(max(0.0, started + duration * (n + rng.uniform(0.3, 0.7)) / kills - time.monotonic()))
             label = kill if kill != "engine" else f"engine {rng.choice(config.engines).name}"
-            os.kill(role_pid(log_path.read_text(), label), signal.SIGKILL)
+            os.kill(mesh.role_pid(label), signal.SIGKILL)
         time.sleep(max(0.0, started + duration - time.monotonic()))
         stop.set()
         for thread in threads:
@@ -275,8 +267,8 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
         errors = [f"{t.name}: {t.error!r}" for t in threads if getattr(t, "error", None)]
         errors += [f"{t.name} did not finish" for t in threads if t.is_alive()]
     finally:
-        stop_mesh(launcher)
-    log_text = log_path.read_text(errors="replace")
+        mesh.close(20)
+    log_text = mesh.log()
     return observed, errors + check(config, observed, log_text), log_text
 
 

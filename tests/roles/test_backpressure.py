@@ -7,40 +7,23 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
-from exchange.client.text import TextClient
-from exchange.config import load_config
-from exchange.testing.mesh import loopback_config
-from exchange.testing.mesh import wait_for_mesh
+from exchange.testing.mesh import Mesh, loopback_config, wait_until
 
 ORDERS = 12_000
 
 
 def test_a_stalled_journal_turns_new_orders_into_busy_rejects_and_loses_nothing(tmp_path):
-    path = loopback_config(tmp_path, request_timeout=120.0, max_undurable_events=1000)
-    config = load_config(path)
-    log_path = tmp_path / "mesh.log"
-    with open(log_path, "wb") as log:
-        launcher = subprocess.Popen([sys.executable, "-m", "exchange", "up", str(path)], stderr=log,
-                                    stdout=subprocess.DEVNULL, start_new_session=True)
+    mesh = Mesh(loopback_config(tmp_path, request_timeout=120.0, max_undurable_events=1000))
     journal_pid = None
     try:
-        host, port = config.gateway.text.rsplit(":", 1)
-        port = int(port)
-        wait_for_mesh(host, port, launcher)
-        journal_pid = int(re.findall(r"started journal-writer \(pid (\d+)\)", log_path.read_text())[-1])
-        with TextClient(host, port, timeout=120) as alice:
-            assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+        mesh.wait_ready()
+        journal_pid = mesh.role_pid("journal-writer")
+        with mesh.login("alice", timeout=120) as alice:
             os.kill(journal_pid, signal.SIGSTOP)
             # pipelined: the gateway must answer every line, BUSY once the engine stops reading
             alice.send_line("".join(f"BUY AAPL 1 @ 1.{i % 100:02d} #p{i}\n" for i in range(ORDERS)))
-            deadline = time.monotonic() + 60
-            while "no longer reading commands" not in log_path.read_text(errors="replace"):
-                assert time.monotonic() < deadline, "the engine never stopped reading commands"
-                time.sleep(0.05)
+            wait_until(lambda: "no longer reading commands" in mesh.log(), 60, "the engine stopping reading commands")
             os.kill(journal_pid, signal.SIGCONT)
             replies = [alice.read_reply() for _ in range(ORDERS)]
             assert alice.request("PING") == "PONG"
@@ -49,7 +32,7 @@ def test_a_stalled_journal_turns_new_orders_into_busy_rejects_and_loses_nothing(
             assert busy and acked, (len(busy), len(acked))
             assert all(line.startswith("ACK") or re.match(r"REJ #p\d+ BUSY ", line) for line in replies)
             assert alice.request("BUY AAPL 1 @ 1.00 #after").startswith("ACK")  # flowing again
-        with sqlite3.connect(config.journal.path) as db:
+        with sqlite3.connect(mesh.config.journal.path) as db:
             journaled = {cid for (cid,) in db.execute("SELECT client_order_id FROM commands WHERE user='alice'")}
         assert acked <= journaled
         assert not (journaled & {line.split()[1][1:] for line in busy}), "a BUSY order reached the journal"
@@ -59,11 +42,4 @@ def test_a_stalled_journal_turns_new_orders_into_busy_rejects_and_loses_nothing(
                 os.kill(journal_pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        launcher.send_signal(signal.SIGTERM)
-        try:
-            launcher.wait(20)
-        finally:
-            try:
-                os.killpg(launcher.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        mesh.close(20)

@@ -11,7 +11,6 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from conftest import Mesh
 from exchange.testing import fuzz
 from exchange.client.text import TextClient
 from exchange.core.orders import Side
@@ -19,7 +18,7 @@ from exchange.errors import RejectCode
 from exchange.gateway.protocol.messages import (
     Ack, AnyReply, CancelRequest, PingRequest, PlaceRequest, Pong, Rej, StatusRequest,
 )
-from exchange.testing.mesh import role_pid
+from exchange.testing.mesh import Mesh, role_pid
 from test_security import SECRETS, gateway_key, journal_rows
 from test_security import config as security_config
 from exchange.wire.security.curve_keys import make_client

@@ -9,24 +9,9 @@ import time
 
 import pytest
 
-from conftest import Mesh, write_config
+from conftest import write_config
 from exchange.client.text import TextClient
-
-
-def child_pid(mesh, label: str) -> int:
-    """The pid the launcher last reported for ``label`` (e.g. "engine e2")."""
-    pids = re.findall(rf"started {label} \(pid (\d+)\)", mesh.log())
-    assert pids, f"the launcher never started {label}"
-    return int(pids[-1])
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not reached in {timeout} s")
+from exchange.testing.mesh import Mesh, wait_until
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -34,7 +19,7 @@ def test_up_stops_every_role_cleanly_on_signal(mesh, signum):
     with TextClient(mesh.host, mesh.port) as alice:
         assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
         assert alice.request("BUY AAPL 1 @ 1.00").startswith("ACK")  # through engine and journal
-    pids = [child_pid(mesh, label) for label in ("journal-writer", "engine e1", "engine e2", "notifier",
+    pids = [mesh.role_pid(label) for label in ("journal-writer", "engine e1", "engine e2", "notifier",
                                                  "gateway")]
     started = time.monotonic()
     mesh.process.send_signal(signum)
@@ -55,9 +40,9 @@ def test_a_killed_engine_is_restarted_and_rebuilds_its_book_from_the_journal(mes
         assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
         ack = alice.request("SELL AAPL 5 @ 190.00 #keep")
         order_id = ack.split()[1]
-        old_pid = child_pid(mesh, "engine e2")
+        old_pid = mesh.role_pid("engine e2")
         os.kill(old_pid, signal.SIGKILL)
-        wait_until(lambda: child_pid(mesh, "engine e2") != old_pid, what="engine e2 restarted")
+        wait_until(lambda: mesh.role_pid("engine e2") != old_pid, what="engine e2 restarted")
         assert re.search(r"engine e2 exited with -9; restarting", mesh.log())
 
     with TextClient(mesh.host, mesh.port) as bob:

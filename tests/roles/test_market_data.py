@@ -26,12 +26,6 @@ from exchange.wire.security.curve_keys import public_key, server_secret_key
 DEMO_SECRETS = {"alice": b"t1zTwHdR5zUN0xRj@MwtK8C61yhKS3t<l]YwuQ0J", "bob": b"yLky.7YU5%BnZ[hh(K*6BU8R9FW22d7?iMdyyOJl"}
 
 
-def login(mesh, user: str) -> TextClient:
-    client = TextClient(mesh.host, mesh.port)
-    assert client.request(f"LOGIN {user} {user}-key") == f"OK LOGIN {user}"
-    return client
-
-
 def feed(mesh, symbol: str = "AAPL") -> BookFeed:
     return BookFeed(mesh.config.notifier.publish, mesh.config.notifier.snapshots, symbol)
 
@@ -102,7 +96,7 @@ def receive_trades(md: MarketDataClient, n: int, timeout: float = 15.0) -> list[
 
 
 def test_a_late_joiner_gets_the_engines_book_and_follows_it(mesh):
-    with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+    with mesh.login("alice") as alice, mesh.login("bob") as bob:
         early = feed(mesh)
         wait_synced(early)
         trade_some(alice, bob, 15)
@@ -120,7 +114,7 @@ def test_a_late_joiner_gets_the_engines_book_and_follows_it(mesh):
 
 
 def test_a_subscriber_resyncs_by_itself_when_the_notifier_restarts(mesh):
-    with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+    with mesh.login("alice") as alice, mesh.login("bob") as bob:
         book = feed(mesh)
         wait_synced(book)
         trade_some(alice, bob, 5)
@@ -172,7 +166,7 @@ def test_a_stopped_subscriber_slows_nobody_and_catches_up_after(mesh, tmp_path):
     others = []
     try:
         assert slow.stdout.readline().strip() == "ready"
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             others = [MarketDataClient(mesh.config.notifier.publish, ["AAPL"], channels=("trade",))
                       for _ in range(3)]
             wait_joined(alice, bob, others, "AAPL 1 @ 80.00")
@@ -213,7 +207,7 @@ def test_fifty_subscribers_each_get_every_trade_in_order(mesh):
     subscribers = [MarketDataClient(mesh.config.notifier.publish, ["BTC-USD"], channels=("trade",))
                    for _ in range(55)]
     try:
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             wait_joined(alice, bob, subscribers, "BTC-USD 0.01 @ 42000.00")
             for i in range(20):
                 assert alice.request(f"SELL BTC-USD 0.01 @ {43000 + i}.00").startswith("ACK")
@@ -270,7 +264,7 @@ def test_users_get_their_own_order_updates_and_nobody_elses(mesh):
     everything.sub.setsockopt(zmq.SUBSCRIBE, b"")
     everything.sub.setsockopt(zmq.SUBSCRIBE, b"priv.")
     try:
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             wait_private_joined(alice, mine)
             ack = alice.request("SELL AAPL 4 @ 150.00 #p1")
             assert bob.request("BUY AAPL 4 @ 150.00 #p2").startswith("ACK")

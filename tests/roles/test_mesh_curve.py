@@ -18,7 +18,7 @@ import zmq
 from click.testing import CliRunner
 from zmq.utils.monitor import recv_monitor_message
 
-from conftest import Mesh, write_config
+from conftest import write_config
 from exchange.cli.main import cli
 from exchange.client.text import TextClient
 from exchange.core.messages import PlaceOrder
@@ -28,6 +28,7 @@ from exchange.wire.messages import (
     BookSnapshot, Decoder, OpenEpoch, Request, SnapshotReply, SnapshotRequest, encode,
 )
 from test_end_to_end import subscribed, wait_for_trade
+from exchange.testing.mesh import Mesh
 from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 HANDSHAKE_S = 5

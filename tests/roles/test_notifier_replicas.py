@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Mesh, read_available, write_config
+from conftest import read_available, write_config
 from exchange.marketdata.feed import BookFeed, MarketDataClient
 from exchange.core.messages import OrderAccepted, Trade
-from exchange.testing.mesh import free_ports
+from exchange.testing.mesh import Mesh, free_ports
 from test_market_data import (
-    cross, engine_book, login, private, settle, trade_some, wait_joined, wait_private_joined, wait_synced,
+    cross, engine_book, private, settle, trade_some, wait_joined, wait_private_joined, wait_synced,
 )
 
 
@@ -63,7 +63,7 @@ def test_a_replica_serves_the_same_feed_with_the_same_sequences_and_its_own_snap
     book_first = BookFeed(first.publish, first.snapshots, "AAPL")
     book_b = BookFeed(b.publish, b.snapshots, "AAPL")
     try:
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             wait_joined(alice, bob, [on_first, on_b], "AAPL 1 @ 80.00")
             wait_synced(book_first)
             wait_synced(book_b)
@@ -82,7 +82,7 @@ def test_a_replica_serves_the_same_feed_with_the_same_sequences_and_its_own_snap
 def test_a_replica_serves_private_updates_with_the_same_server_key(mesh):
     mine = private(mesh, "alice", notifier="b")  # the same server key as the first notifier's
     try:
-        with login(mesh, "alice") as alice:
+        with mesh.login("alice") as alice:
             wait_private_joined(alice, mine)
             ack = alice.request("SELL AAPL 2 @ 150.00")
         message = mine.receive(timeout=10)
@@ -98,7 +98,7 @@ def test_killing_a_replica_leaves_the_other_notifier_serving_and_it_comes_back(m
     on_first = MarketDataClient(first.publish, ["AAPL"], channels=("trade",))
     book_b = BookFeed(b.publish, b.snapshots, "AAPL")
     try:
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             wait_joined(alice, bob, [on_first], "AAPL 1 @ 80.00")
             wait_synced(book_b)
             pid = int(re.findall(r"started notifier b \(pid (\d+)\)", mesh.log())[-1])
@@ -129,7 +129,7 @@ def test_a_feed_on_both_notifiers_loses_neither_messages_nor_sync_when_one_dies(
     first, b = mesh.config.notifier.replica(None), mesh.config.notifier.replica("b")
     both = BookFeed([first.publish, b.publish], [first.snapshots, b.snapshots], "AAPL")
     try:
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             wait_synced(both)
             trade_some(alice, bob, 5)
             for label, publish in (("notifier b", b.publish), ("notifier", first.publish)):  # one at a time
@@ -159,7 +159,7 @@ def test_watch_every_notifier_prints_each_trade_once(mesh):
                               "--config", str(mesh.config_path)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, bufsize=0)
     try:
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             seen = ""
             deadline = time.monotonic() + 20
             while "BBO AAPL" not in seen:  # probe until watch's subscriptions have arrived

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from test_market_data import feed, login, private, trade_some, wait_private_joined, wait_synced
+from test_market_data import feed, private, trade_some, wait_private_joined, wait_synced
 
 from exchange.testing.mesh import role_pid
 
 
 def test_a_private_subscriber_leaving_keeps_the_notifier_up_and_nobody_resyncs(mesh):
-    with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+    with mesh.login("alice") as alice, mesh.login("bob") as bob:
         book = feed(mesh)
         try:
             wait_synced(book)

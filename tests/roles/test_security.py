@@ -19,7 +19,6 @@ import pytest
 import zmq
 from click.testing import CliRunner
 
-from conftest import Mesh
 from exchange.testing import fuzz
 from exchange.cli.main import cli
 from exchange.client.order_entry import ZmqClient
@@ -33,7 +32,7 @@ from exchange.journal.readers import decode_command
 from exchange.gateway.protocol.messages import (
     Ack, Bye, CancelRequest, LoginOk, LoginRequest, PingRequest, PlaceRequest, Pong, Rej, State, StatusRequest,
 )
-from exchange.testing.mesh import role_pid, wait_for_mesh
+from exchange.testing.mesh import Mesh
 from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 SECRETS = {"alice": b"t1zTwHdR5zUN0xRj@MwtK8C61yhKS3t<l]YwuQ0J", "bob": b"yLky.7YU5%BnZ[hh(K*6BU8R9FW22d7?iMdyyOJl"}
@@ -59,13 +58,6 @@ def secure(tmp_path_factory):
 def own_mesh(tmp_path):
     with ExitStack() as started:
         yield lambda **gateway: started.enter_context(Mesh(config(tmp_path, **gateway)))
-
-
-def login(mesh: Mesh, user: str, option: str = "", source: str | None = None) -> TextClient:
-    client = connect(mesh, source)
-    reply = client.request(f"LOGIN {user} {user}-key {option}".strip())
-    assert reply.startswith(f"OK LOGIN {user}"), reply
-    return client
 
 
 def connect(mesh: Mesh, source: str | None = None) -> TextClient:
@@ -120,8 +112,7 @@ def test_fuzzing_the_gateway_from_several_connections_hurts_nobody(tmp_path):
     """Tens of thousands of random, binary, truncated, oversized and almost-valid lines (seeded)."""
     path = fuzz.fuzz_config(tmp_path, users=3)
     with Mesh(path) as running:
-        wait_for_mesh(running.host, running.port, running.process)  # engines and journal answer too
-        report = fuzz.run(path, role_pid(running.log(), "gateway"), lines_per_connection=10_000, seed=7,
+        report = fuzz.run(path, running.role_pid("gateway"), lines_per_connection=10_000, seed=7,
                           users=3, anonymous=3, duration=60)
     print(report.summary())
     assert report.faults == [], report.summary()
@@ -131,7 +122,7 @@ def test_fuzzing_the_gateway_from_several_connections_hurts_nobody(tmp_path):
 # -- who the user is ------------------------------------------------------------------------------
 
 def test_a_zmq_client_is_the_user_of_its_curve_key_whatever_its_messages_say(secure):
-    with keyed(secure, "bob") as bob, login(secure, "alice") as alice:
+    with keyed(secure, "bob") as bob, secure.login("alice") as alice:
         bob.sock.send(msgspec.msgpack.encode({"type": "PlaceRequest", "side": "BUY", "symbol": "AAPL", "qty": "1",
                                               "price": "1.00", "client_order_id": "zk1", "user": "alice"}))
         ack = bob.receive()
@@ -168,7 +159,7 @@ def test_a_zmq_client_without_a_known_curve_key_gets_nothing_at_all(secure):
 
 
 def test_bob_cannot_touch_or_observe_alices_orders_in_any_way(secure):
-    with login(secure, "alice") as alice, login(secure, "bob") as bob, keyed(secure, "bob") as zbob:
+    with secure.login("alice") as alice, secure.login("bob") as bob, keyed(secure, "bob") as zbob:
         order_id = alice.request("SELL AAPL 5 @ 150.00 #secret").split()[1]
         engine, number = order_id.split("-")
         missing = f"{engine}-{int(number) + 1000}"
@@ -207,7 +198,7 @@ def test_bob_cannot_touch_or_observe_alices_orders_in_any_way(secure):
 # -- limits ---------------------------------------------------------------------------------------
 
 def test_a_session_over_its_rate_is_refused_rate_limited_and_stays_open(secure):
-    with login(secure, "dave", "KEEP_ON_DISCONNECT") as dave:
+    with secure.login("dave", "KEEP_ON_DISCONNECT") as dave:
         dave.send_line(b"PING\n" * 60)
         replies = [dave.read_line() for _ in range(60)]
         assert replies[:20] == ["PONG"] * 20  # the bucket holds 20
@@ -229,7 +220,7 @@ def test_a_user_has_at_most_max_sessions(secure):
         first.close()
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    with first, login(secure, "dave") as second:
+    with first, secure.login("dave") as second:
         with connect(secure) as third:
             assert third.request("LOGIN dave dave-key") == (
                 "REJ MAX_SESSIONS user dave has 2 sessions, the most allowed; close one first")
@@ -249,7 +240,7 @@ def test_failed_logins_are_slow_and_then_throttled(own_mesh):
         assert reply.startswith("REJ LOGIN_THROTTLED too many failed logins for alice from this address;"
                                 " try again in ")
         assert mallory.request("LOGIN bob bob-key") == "OK LOGIN bob"  # others behind the address are not
-    with login(mesh, "alice", source="127.0.0.3") as alice:  # nor is alice from elsewhere
+    with mesh.login("alice", source="127.0.0.3") as alice:  # nor is alice from elsewhere
         assert alice.request("PING") == "PONG"
     assert "not-her-key" not in mesh.log() + "".join(
         p.read_text(errors="replace") for p in Path(mesh.config.var_dir).glob("*.log"))
@@ -257,7 +248,7 @@ def test_failed_logins_are_slow_and_then_throttled(own_mesh):
 
 def test_a_connection_flood_is_refused_with_a_reason_and_nobody_else_notices(own_mesh):
     mesh = own_mesh(max_connections=20)
-    alice = login(mesh, "alice")
+    alice = mesh.login("alice")
     flood = [connect(mesh) for _ in range(40)]
     try:
         refused, waiting = [], list(flood)
@@ -295,7 +286,7 @@ def test_a_connection_flood_is_refused_with_a_reason_and_nobody_else_notices(own
 def test_idle_and_half_open_connections_are_closed_with_a_reason(secure):
     silent, partial = connect(secure), connect(secure)
     partial.sock.sendall(b"BUY AAPL 1 @")  # half a line, then nothing
-    with login(secure, "alice") as alive:
+    with secure.login("alice") as alive:
         for _ in range(3):
             time.sleep(IDLE_S / 2)
             assert alive.request("PING") == "PONG"
@@ -307,7 +298,7 @@ def test_idle_and_half_open_connections_are_closed_with_a_reason(secure):
 
 
 def test_a_client_that_sends_without_ever_reading_is_cut_off_and_slows_no_one(secure):
-    hog = login(secure, "carol")
+    hog = secure.login("carol")
     stopped: list[BaseException] = []
 
     def flood() -> None:
@@ -322,7 +313,7 @@ def test_a_client_that_sends_without_ever_reading_is_cut_off_and_slows_no_one(se
     hog.sock.settimeout(30)
     writer.start()
     try:
-        with login(secure, "bob") as bob:
+        with secure.login("bob") as bob:
             for _ in range(20):
                 assert bob.request("PING", timeout=5) == "PONG"
                 time.sleep(0.1)
@@ -335,13 +326,13 @@ def test_a_client_that_sends_without_ever_reading_is_cut_off_and_slows_no_one(se
 
 def test_a_session_that_asked_has_its_orders_canceled_when_it_ends_however_it_ends(secure):
     server = public_key(server_secret_key(secure.config.notifier.secret_key_file))
-    with login(secure, "alice") as staying, PrivateFeed(secure.config.notifier.private, server, "alice",
+    with secure.login("alice") as staying, PrivateFeed(secure.config.notifier.private, server, "alice",
                                                          zmq.curve_public(SECRETS["alice"]), SECRETS["alice"]) as feed:
-        closing_ = login(secure, "alice", "CANCEL_ON_DISCONNECT")
+        closing_ = secure.login("alice", "CANCEL_ON_DISCONNECT")
         first = closing_.request("BUY AAPL 1 @ 2.00 #cod1").split()[1]
         second = closing_.request("BUY BTC-USD 0.1 @ 2.00 #cod2").split()[1]
         kept = staying.request("BUY AAPL 1 @ 2.00 #kept").split()[1]
-        idle = login(secure, "alice", "cancel_on_disconnect")
+        idle = secure.login("alice", "cancel_on_disconnect")
         third = idle.request("BUY AAPL 1 @ 2.01 #cod3").split()[1]
         closing_.close()  # the client closes; the idle one just stops talking
         outs = sorted(pushed_lines(staying, 3, timeout=IDLE_S + 8))
@@ -363,7 +354,7 @@ def test_a_session_that_asked_has_its_orders_canceled_when_it_ends_however_it_en
 
 
 def test_a_zmq_session_that_goes_quiet_ends_and_its_orders_are_canceled(secure):
-    with keyed(secure, "bob") as bob, login(secure, "bob") as watching:
+    with keyed(secure, "bob") as bob, secure.login("bob") as watching:
         bob.send(LoginRequest("bob", "", cancel_on_disconnect=True))
         assert bob.receive() == LoginOk("bob", True)
         bob.send(PlaceRequest(Side.BUY, "AAPL", "1", "3.00", client_order_id="zq1"))

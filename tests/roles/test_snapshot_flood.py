@@ -6,7 +6,6 @@ import time
 
 import msgspec
 import zmq
-from test_market_data import login
 
 from exchange.wire import sockets as plumbing
 from exchange.testing.mesh import role_pid
@@ -45,7 +44,7 @@ def test_a_snapshot_flood_gets_refusals_while_matching_goes_on(mesh):
     flooders = [plumbing.socket(ctx, zmq.DEALER, connect=mesh.config.notifier.snapshots, rcvhwm=FLOODERS * REQUESTS_EACH)
                 for _ in range(FLOODERS)]
     try:
-        with login(mesh, "alice") as alice, login(mesh, "bob") as bob:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
             for i in range(DEPTH):  # a deep book makes each snapshot big enough to fill the queues
                 assert alice.request(f"SELL AAPL 1 @ {200 + i}.00").startswith("ACK")
             engine_pid = role_pid(mesh.log(), "engine e2")

@@ -8,10 +8,6 @@ and the writer's watermark for the old epoch 1 released its new, unjournaled bat
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from exchange.config import load_config
@@ -19,14 +15,11 @@ from exchange.core.matching import Matcher
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side
 from exchange.engine.batches import Engine
-from exchange.testing.mesh import loopback_config
+from exchange.testing.mesh import Role, loopback_config
 from exchange.wire.messages import Decoder, EventBatch, Request, Requests, encode
 from exchange.journal.readers import EnginePosition
 from exchange.journal.schema import open_db
 from exchange.journal.writer import Writer
-
-START_S = 60
-
 
 def relative_journal_config(tmp_path: Path) -> Path:
     path = loopback_config(tmp_path)
@@ -45,37 +38,6 @@ def journal_with_history(directory: Path, config) -> None:
     db.conn.close()
 
 
-class Role:
-    """One role started by hand, in ``cwd``, its stderr in a file."""
-
-    def __init__(self, config_path: Path, cwd: Path, role: str, *args: str):
-        cwd.mkdir(exist_ok=True)
-        self.err = cwd / f"{role}{''.join(args)}.stderr"
-        with open(self.err, "wb") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "exchange", role, "--config", str(config_path),
-                                             *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
-
-    def text(self) -> str:
-        return self.err.read_text(errors="replace")
-
-    def wait_for(self, pattern: str) -> re.Match:
-        deadline = time.monotonic() + START_S
-        while time.monotonic() < deadline:
-            if found := re.search(pattern, self.text()):
-                return found
-            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.text()}"
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in {START_S} s:\n{self.text()}")
-
-    def exit_code(self) -> int:
-        return self.process.wait(START_S)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-
-
 def test_engine_and_gateway_that_cannot_see_the_journal_refuse_to_start(tmp_path):
     path = relative_journal_config(tmp_path)
     config = load_config(path)
@@ -84,40 +46,40 @@ def test_engine_and_gateway_that_cannot_see_the_journal_refuse_to_start(tmp_path
     elsewhere.mkdir()
     copy = elsewhere / "mesh.yaml"
     copy.write_text(path.read_text())
-    roles = [Role(path, tmp_path, "journal-writer")]
+    roles = [Role(path, "journal-writer")]
     try:
         roles[0].wait_for("ready: journal")
-        blind = Role(copy, elsewhere, "engine", "--name", "e1")
+        blind = Role(copy, "engine", "e1")
         roles.append(blind)
         assert blind.exit_code() == 1
         assert "this process cannot see the journal" in blind.text()
         assert "ready" not in blind.text()
 
-        seeing = Role(path, tmp_path, "engine", "--name", "e1")
+        seeing = Role(path, "engine", "e1")
         roles.append(seeing)
         ready = seeing.wait_for(r"ready: engine e1 id 1 epoch (\d+), BTC-USD,ETH-USD from batch 1 seq (\d+)")
         assert int(ready.group(1)) == 3  # 1 made the history; the blind start was given 2 and never used it
         assert int(ready.group(2)) >= 1
 
-        blind_gateway = Role(copy, elsewhere, "gateway")
+        blind_gateway = Role(copy, "gateway")
         roles.append(blind_gateway)
         assert blind_gateway.exit_code() == 1
         assert "holds engine e1's history up to batch 1" in blind_gateway.text()
     finally:
         for role in roles:
-            role.stop()
+            role.kill()
 
 
 def test_an_engine_waits_for_the_journal_writer_and_then_starts(tmp_path):
     path = loopback_config(tmp_path)
-    engine = Role(path, tmp_path, "engine", "--name", "e2")
+    engine = Role(path, "engine", "e2")
     try:
         engine.wait_for("waiting for the journal writer")
         assert "ready" not in engine.text()  # no epoch, no start
-        writer = Role(path, tmp_path, "journal-writer")
+        writer = Role(path, "journal-writer")
         try:
             engine.wait_for(r"ready: engine e2 id 2 epoch 1,")
         finally:
-            writer.stop()
+            writer.kill()
     finally:
-        engine.stop()
+        engine.kill()

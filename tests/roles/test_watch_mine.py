@@ -10,7 +10,7 @@ import sys
 import time
 
 import zmq
-from test_market_data import DEMO_SECRETS, login
+from test_market_data import DEMO_SECRETS
 
 WATCH_EXIT_S = 20  # --mine waits up to 10 s for the notifier's answer to its key
 
@@ -57,7 +57,7 @@ def refusal(watch: subprocess.Popen) -> tuple[int, str]:
 def test_watch_mine_shows_the_users_own_order_updates(module_mesh):
     watch = start_watch(module_mesh, "AAPL", "alice", DEMO_SECRETS["alice"])
     try:
-        with login(module_mesh, "alice") as alice:
+        with module_mesh.login("alice") as alice:
             out = read_until(watch, b"MINE ACK", probe=probe_with(alice, "SELL AAPL 3 @ 200.00"))  # joined
             out = read_until(watch, b" GTC\n", out)  # the rest of that line
             order = re.search(rb"MINE ACK (2-\d+) SELL AAPL 3 @ 200.00 GTC\n", out)
@@ -72,7 +72,7 @@ def test_watch_mine_shows_the_users_own_order_updates(module_mesh):
 def test_watch_mine_shows_each_order_in_its_own_instrument_and_says_when_it_is_filled(module_mesh):
     watch = start_watch(module_mesh, "ETH-USD", "alice", DEMO_SECRETS["alice"])
     try:
-        with login(module_mesh, "alice") as alice, login(module_mesh, "bob") as bob:
+        with module_mesh.login("alice") as alice, module_mesh.login("bob") as bob:
             out = read_until(watch, b"MINE ACK", probe=probe_with(alice, "BUY AAPL 1 @ 1.00"))  # joined
             buy = alice.request("BUY BTC-USD 0.5 @ 43000.10 #w1")  # not the watched instrument
             assert buy.startswith("ACK"), buy

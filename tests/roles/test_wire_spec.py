@@ -14,7 +14,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from test_market_data import engine_book, login
+from test_market_data import engine_book
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "feed_client.py"
 REPLY_TIMEOUT_MS = 10_000
@@ -134,7 +134,7 @@ def test_the_example_feed_decodes_a_snapshot_equal_to_the_engines_book_and_the_d
     ctx = zmq.Context()
     feed = client.Feed(ctx, notifier.publish, notifier.snapshots, "BTC-USD")
     try:
-        with login(module_mesh, "alice") as alice, login(module_mesh, "bob") as bob:
+        with module_mesh.login("alice") as alice, module_mesh.login("bob") as bob:
             for i in range(3):
                 assert alice.request(f"SELL BTC-USD 0.{i + 1} @ 4300{i}.50").startswith("ACK")
                 assert bob.request(f"BUY BTC-USD 0.2 @ 4200{i}.25").startswith("ACK")
@@ -157,7 +157,7 @@ def test_the_example_feed_decodes_a_snapshot_equal_to_the_engines_book_and_the_d
             assert feed.messages > seen
             assert (4500000, 10000) in feed.book.levels("SELL")
         for user in ("alice", "bob"):
-            with login(module_mesh, user) as session:
+            with module_mesh.login(user) as session:
                 assert session.request("CANCELALL").startswith("OK CANCELALL")
     finally:
         feed.close()
