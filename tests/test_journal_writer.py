@@ -122,3 +122,24 @@ def test_positions_say_where_each_engines_history_ends(writer):
     to_write, _ = sequencer.accept([batch(1, epoch=opened.epoch, engine="e2")])
     writer.append(to_write)
     assert answer(GetPositions(3), sequencer, writer, CONFIG) == Positions(3, {"e2": (opened.epoch, 1, 2)})
+
+
+def test_an_open_epoch_asked_again_by_the_same_start_gets_the_same_epoch(writer):
+    """A starting engine asks again every second until it hears back; copies queued while the
+    writer was away all arrive at once. Only the first opens an epoch: the engine keeps the
+    first answer, and a second epoch would make the writer drop everything it sends."""
+    sequencer = Sequencer({})
+    first = answer(OpenEpoch("e1", 42), sequencer, writer, CONFIG)
+    again = [answer(OpenEpoch("e1", 42), sequencer, writer, CONFIG) for _ in range(3)]
+    assert all(reply == first for reply in again)
+    to_write, _ = sequencer.accept([batch(1, epoch=first.epoch)])
+    assert written(to_write) == [(first.epoch, 1)]
+    assert writer.conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 1
+    restart = answer(OpenEpoch("e1", 43), sequencer, writer, CONFIG)  # a new start: a new epoch
+    assert restart.epoch == first.epoch + 1
+
+
+def test_batches_of_an_older_epoch_are_dropped_with_one_warning(caplog):
+    sequencer = Sequencer({"e1": P(3, 5, 10)})
+    sequencer.accept([batch(6, epoch=2), batch(7, epoch=2)])
+    assert caplog.text.count("it has started again since (epoch 3)") == 1

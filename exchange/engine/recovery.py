@@ -39,7 +39,7 @@ def recover_all(path: str, name: str, engine_id: int, instruments: list,
         return Matcher(engine_id, instruments, client_order_id_window), EnginePosition(), {}
     with read_snapshot(path) as conn:
         check_instruments(engine_symbols(conn, name), name, instruments, path)
-        position = positions(conn).get(name, EnginePosition())
+        position = positions(conn, [name]).get(name, EnginePosition())
         state = latest_checkpoint(conn, name)
         if state is None:
             matcher = Matcher(engine_id, instruments, client_order_id_window)

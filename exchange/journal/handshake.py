@@ -73,7 +73,7 @@ def require_history(config: Config, security: MeshSecurity | None) -> None:
     """Raise JournalError unless this process sees, in the journal file, all the history the
     journal writer holds (for a role that loads its views from the journal at start)."""
     held = ask(config, GetPositions(time.time_ns()), security)
-    seen = read_positions(config.journal.path)
+    seen = read_positions(config.journal.path, [e.name for e in config.engines])
     check_visible(seen, {engine: EnginePosition(*p) for engine, p in held.positions.items()}, config.journal.path)
 
 

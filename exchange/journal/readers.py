@@ -5,7 +5,7 @@ restarting engine, and order events for a starting gateway.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 import msgspec
 from exchange.core import checkpoint
@@ -27,34 +27,46 @@ class EnginePosition(msgspec.Struct, frozen=True):
     seq: int = 0
 
 
-def positions(conn: sqlite3.Connection) -> dict[str, EnginePosition]:
-    """Where every engine's journaled history ends: its last batch and seq, and its current epoch
-    (the last one the writer opened for it, else its last batch's); none before the schema exists."""
+def positions(conn: sqlite3.Connection, engines: Iterable[str] | None = None) -> dict[str, EnginePosition]:
+    """Where each engine's journaled history ends: its last batch and seq, and its current epoch
+    (the last one the writer opened for it, else its last batch's); none before the schema exists.
+
+    With ``engines`` (the names a config gives), each is looked up by its primary key, whatever
+    the journal's size; without, every engine the journal names is found by one scan.
+    """
     if not has_table(conn, "batches"):
         return {}
-    rows = conn.execute(
-        "SELECT engine, epoch, batch, last_seq FROM batches b WHERE batch ="
-        " (SELECT MAX(batch) FROM batches WHERE engine = b.engine)").fetchall()
+    if engines is None:
+        engines = [engine for (engine,) in conn.execute("SELECT DISTINCT engine FROM batches")]
+        if has_table(conn, "epochs"):
+            engines += [engine for (engine,) in conn.execute("SELECT DISTINCT engine FROM epochs")]
+    rows = []
+    for engine in dict.fromkeys(engines):
+        row = conn.execute("SELECT epoch, batch, last_seq FROM batches WHERE engine=? ORDER BY batch DESC"
+                           " LIMIT 1", (engine,)).fetchone()
+        if row is not None:
+            rows.append((engine, *row))
     result = {}
     for engine, epoch, batch, last_seq in rows:
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE engine=?",
                            (engine,)).fetchone()[0]
         result[engine] = EnginePosition(epoch, batch, max(seq, last_seq))
     if has_table(conn, "epochs"):
-        for engine, epoch in conn.execute("SELECT engine, MAX(epoch) FROM epochs GROUP BY engine"):
+        for engine in dict.fromkeys(engines):
+            (epoch,) = conn.execute("SELECT COALESCE(MAX(epoch), 0) FROM epochs WHERE engine=?", (engine,)).fetchone()
             pos = result.get(engine, EnginePosition())
             if epoch > pos.epoch:
                 result[engine] = EnginePosition(epoch, pos.batch, pos.seq)
     return result
 
 
-def read_positions(path: str | Path) -> dict[str, EnginePosition]:
+def read_positions(path: str | Path, engines: Iterable[str] | None = None) -> dict[str, EnginePosition]:
     """``positions`` of the journal at ``path`` as this process sees it (none if it sees no file)."""
     if not Path(path).exists():
         return {}
     conn = open_readonly(path)
     try:
-        return positions(conn)
+        return positions(conn, engines)
     finally:
         conn.close()
 

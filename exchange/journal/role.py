@@ -53,8 +53,11 @@ def answer(request: OpenEpoch | GetPositions, sequencer: Sequencer, writer: Writ
             if engine not in {e.name for e in config.engines}:
                 return JournalRefused(nonce, f"no engine {engine} in this journal writer's config")
             pos = sequencer.positions.get(engine, EnginePosition())
+            if sequencer.opened.get(engine, (None, 0))[0] == nonce:  # the same start asking again
+                return EpochOpened(engine, nonce, pos.epoch, pos.batch, pos.seq)
             epoch = writer.open_epoch(engine, pos)  # durable before anyone hears of it
             pos = sequencer.open_epoch(engine, epoch)
+            sequencer.opened[engine] = (nonce, epoch)
             log.info("%s starts epoch %d after batch %d seq %d", engine, epoch, pos.batch, pos.seq)
             return EpochOpened(engine, nonce, epoch, pos.batch, pos.seq)
         case GetPositions(nonce=nonce):
@@ -67,7 +70,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
     security = MeshSecurity.for_role(config, "journal-writer")  # before the journal: fail fast
     db = open_db(spec.path, spec.synchronous)
     writer = Writer(db, config.instrument_map())
-    sequencer = Sequencer(positions(db.conn))
+    sequencer = Sequencer(positions(db.conn, [e.name for e in config.engines]))
     stopper = sockets.Stopper()
     ctx = sockets.context()
     auth = start_authenticator(ctx, roles=security.role_keys()) if security else None

@@ -29,6 +29,8 @@ class Sequencer:
         self.positions = dict(positions)
         self.held: dict[str, dict[int, EventBatch]] = {}
         self.foreign: set[tuple[str, int]] = set()  # (engine, epoch) never opened here, already logged
+        self.stale: set[tuple[str, int]] = set()  # (engine, older epoch) whose batches were dropped, logged
+        self.opened: dict[str, tuple[int, int]] = {}  # engine → (nonce, epoch) of its last OpenEpoch
 
     def open_epoch(self, engine: str, epoch: int) -> EnginePosition:
         """``engine`` restarted in ``epoch``: from now on only that epoch's batches count."""
@@ -47,6 +49,10 @@ class Sequencer:
                     self.foreign.add((b.engine, b.epoch))
                     log.error("%s sends epoch %d, which this journal never opened (it is at %d):"
                               " dropping its batches; restart that engine", b.engine, b.epoch, pos.epoch)
+                elif b.epoch < pos.epoch and (b.engine, b.epoch) not in self.stale:
+                    self.stale.add((b.engine, b.epoch))
+                    log.warning("%s sends batches of its epoch %d, but it has started again since (epoch %d):"
+                                " dropping them (nothing of them was released)", b.engine, b.epoch, pos.epoch)
                 continue  # an older start's, or already written
             held = self.held.setdefault(b.engine, {})
             held[b.batch] = b
