@@ -164,7 +164,7 @@ def test_a_busy_engine_is_a_busy_reject(exchange):
     alice = exchange.session("alice")
     exchange.reachable = False
     assert alice.say("BUY AAPL 1 @ 5.00") == ["REJ BUSY engine e2 is busy; try again"]
-    assert alice.say("CANCELALL") == ["REJ BUSY the engines are busy; try again"]
+    assert alice.say("CANCELALL") == ["REJ BUSY engines e1, e2 are busy; try again"]
 
 
 def test_cancel_all_counts_over_every_engine_and_pushes_each_cancel(exchange):
@@ -564,3 +564,33 @@ def test_an_unanswered_cancel_all_stops_counting_when_it_expires():
     assert exchange.entry.expire(10) == 1
     assert bob.take()[0].startswith("REJ UNAVAILABLE")
     assert exchange.entry.waiting_on == {"e1": 0, "e2": 0}
+
+
+def test_a_cancel_all_that_could_not_reach_an_engine_says_so_and_which():
+    exchange = Exchange()
+    alice = exchange.session("alice")
+    alice.say("SELL AAPL 1 @ 10.00")  # on e2
+    alice.say("SELL BTC-USD 1 @ 10.00")  # on e1
+    in_flight = exchange.entry.in_flight
+    reachable = in_flight.send
+    in_flight.send = lambda engine, *rest: engine != "e2" and reachable(engine, *rest)  # e2 is away
+    assert alice.say("CANCELALL") == [
+        "REJ BUSY engine e2 is busy: its orders stay; 1 canceled elsewhere; try again",
+        "OUT 1-1 CANCELED CANCEL_ALL"]
+    assert "2-1" in exchange.matchers["e2"].books["AAPL"].orders  # still open: the answer did not say OK
+
+
+def test_a_cancel_all_that_times_out_still_tells_what_the_answering_engines_canceled():
+    exchange = Exchange()
+    alice = exchange.session("alice")
+    alice.say("SELL AAPL 1 @ 10.00")
+    alice.say("SELL BTC-USD 1 @ 10.00")
+    alice.say("CANCELALL", release=False)
+    e1_answer = [reply for reply in exchange.outbox if any(e.symbol == "BTC-USD" for e in reply.events)]
+    exchange.outbox = e1_answer  # e2's answer is lost
+    exchange.release()
+    assert alice.take() == []  # waits for e2
+    exchange.now += 60
+    exchange.entry.expire(10)
+    lines = alice.take()
+    assert lines[0].startswith("REJ UNAVAILABLE") and lines[1:] == ["OUT 1-1 CANCELED CANCEL_ALL"]

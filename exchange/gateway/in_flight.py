@@ -28,7 +28,7 @@ class Pending:
     """A request sent to engines whose answer has not been released yet."""
 
     __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine", "lines",
-                 "counted")
+                 "counted", "unreached")
 
     def __init__(self, session: Session, slot: list, command: Command, waiting: int = 1, key=None,
                  sent: float = 0.0):
@@ -39,6 +39,7 @@ class Pending:
         self.engine: str | None = None  # the one engine asked, if only one
         self.counted: list[str] = []  # the engines whose in-flight count this request holds
         self.lines: list[ClientReply] = []  # CANCELALL: the requester's OUT lines, until all engines answer
+        self.unreached: list[str] = []  # CANCELALL: engines it could not be sent to (their orders stay)
 
     def answer(self, replies: list[ClientReply]) -> None:
         """Give the requester, and whoever resent the same order, these replies."""
@@ -49,6 +50,13 @@ class Pending:
         """Whether ``answer`` refuses this placement for a client order id the engine already holds (a resend)."""
         return bool(self.key and isinstance(answer, OrderRejected) and answer.code is RejectCode.DUPLICATE_ID
                     and answer.order_id)
+
+
+def engines_are_busy(engines: list[str]) -> str:
+    """ "engine e2 is busy", or "engines e1, e2 are busy"."""
+    if len(engines) == 1:
+        return f"engine {engines[0]} is busy"
+    return f"engines {', '.join(engines)} are busy"
 
 
 class InFlight:
@@ -83,7 +91,7 @@ class InFlight:
         """Send a CANCELALL to each of ``engines``; ProtocolError BUSY if none may take it."""
         busy = [e for e in engines if self.waiting_on[e] >= self.max_in_flight]
         if busy:  # it waits in line like any order (and costs like one per engine)
-            raise ProtocolError(RejectCode.BUSY, f"engine {', '.join(busy)} is busy; try again")
+            raise ProtocolError(RejectCode.BUSY, f"{engines_are_busy(busy)}; try again")
         self.last_id += 1
         pending = self.pending[self.last_id] = Pending(session, slot, command, len(engines), sent=self.clock())
         for engine in engines:
@@ -91,10 +99,11 @@ class InFlight:
                 self.waiting_on[engine] += 1
                 pending.counted.append(engine)
             else:
-                pending.waiting -= 1  # that engine is busy: its orders stay
+                pending.waiting -= 1  # that engine is busy: its orders stay, and the answer says so
+                pending.unreached.append(engine)
         if pending.waiting == 0:
             del self.pending[self.last_id]
-            raise ProtocolError(RejectCode.BUSY, "the engines are busy; try again")
+            raise ProtocolError(RejectCode.BUSY, f"{engines_are_busy(engines)}; try again")
 
     def send_own(self, engine: str, command: CancelAll) -> None:
         """Send a request of the gateway's own (no session waits for it); retried if the engine is busy."""
@@ -159,5 +168,7 @@ class InFlight:
             self.done(request_id)
             reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
                       " order again with its #client-order-id, or ask STATUS")
-            pending.answer([Rej(RejectCode.UNAVAILABLE, reason, getattr(pending.command, "client_order_id", ""))])
+            # a CANCELALL's OUT lines from the engines that did answer still follow
+            pending.answer([Rej(RejectCode.UNAVAILABLE, reason, getattr(pending.command, "client_order_id", "")),
+                            *pending.lines])
         return len(late)

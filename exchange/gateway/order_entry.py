@@ -28,7 +28,7 @@ from exchange.core.messages import (
 from exchange.errors import JournalError, ProtocolError, RejectCode
 from exchange.gateway.access import Logins
 from exchange.gateway.dispatch import Dispatcher, same_order
-from exchange.gateway.in_flight import InFlight, Pending
+from exchange.gateway.in_flight import InFlight, Pending, engines_are_busy
 from exchange.gateway.order_views import OrderViews
 from exchange.gateway.protocol.messages import (
     CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, Out, PingRequest, Pong, Rej,
@@ -239,7 +239,10 @@ class OrderEntry:
             pending.lines.extend(own)  # the OUT lines follow "OK CANCELALL n", once every engine answered
             if pending.waiting == 0:
                 self.in_flight.done(reply.request_id)
-                pending.session.fill(pending.slot, [CancelAllOk(pending.count), *pending.lines])
+                head = (Rej(RejectCode.BUSY, f"{engines_are_busy(pending.unreached)}: its orders stay;"
+                            f" {pending.count} canceled elsewhere; try again") if pending.unreached
+                        else CancelAllOk(pending.count))
+                pending.session.fill(pending.slot, [head, *pending.lines])
         elif requester is not None and own:
             requester.push(own)
         if pending is not None and answer is not None:
