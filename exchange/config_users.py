@@ -48,7 +48,7 @@ def add_user(path: str | Path, name: str, block: str) -> Config:
         end = _section_end(text, found.end())
         head = text[:found.start()] + "users:" + text[found.end():end].rstrip("\n") + "\n"
         text = head + block + text[end:]
-    return _replace(path, text)
+    return _replace(path, text, config, [*(u.name for u in config.users), name])
 
 
 def remove_user(path: str | Path, name: str) -> Config:
@@ -59,7 +59,9 @@ def remove_user(path: str | Path, name: str) -> Config:
         raise ConfigError(f"{path}: no user {name}; there are {', '.join(u.name for u in config.users) or 'none'}")
     text = path.read_text()
     found = _USERS_KEY.search(text)
-    start = re.compile(rf"^  - name: {re.escape(name)}[ \t]*$", re.MULTILINE).search(text, found.end() if found else 0)
+    section_end = _section_end(text, found.end()) if found else 0
+    start = re.compile(rf"^  - name: {re.escape(name)}[ \t]*$", re.MULTILINE).search(
+        text, found.end() if found else 0, section_end)
     if found is None or start is None:
         raise ConfigError(f"{path}: user {name} is not written as `  - name: {name}` under `users:`; edit the"
                           " file by hand")
@@ -67,7 +69,7 @@ def remove_user(path: str | Path, name: str) -> Config:
     text = text[:start.start()] + (text[end.start():] if end else "")
     if len(config.users) == 1:  # the last one: an empty section would read as null, not as no users
         text = text[:found.start()] + "users: []" + text[found.end():]
-    return _replace(path, text)
+    return _replace(path, text, config, [u.name for u in config.users if u.name != name])
 
 
 def _section_end(text: str, after: int) -> int:
@@ -76,13 +78,18 @@ def _section_end(text: str, after: int) -> int:
     return following.start() if following else len(text)
 
 
-def _replace(path: Path, text: str) -> Config:
-    """Write ``text`` to ``path`` if it loads as a config; the old file stays otherwise."""
+def _replace(path: Path, text: str, before: Config, users: list[str]) -> Config:
+    """Write ``text`` to ``path`` if it loads as ``before`` with exactly ``users`` (names, in order)
+    and nothing else changed; the old file stays otherwise."""
     fd, draft = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".yaml", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         config = load_config(draft)
+        if [u.name for u in config.users] != users or \
+                msgspec.structs.replace(config, users=[]) != msgspec.structs.replace(before, users=[]):
+            raise ConfigError(f"{path}: its users are not written as a list of `  - name: …` entries under"
+                              " `users:`, so this change could not be made safely; edit the file by hand")
         os.chmod(draft, path.stat().st_mode & 0o777)
         os.replace(draft, path)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -154,3 +155,19 @@ def test_watch_and_notifier_refuse_a_notifier_replica_the_config_does_not_have(t
         assert result.exit_code == 1, args
         assert "no notifier replica named 'nope'; the config has none" in result.output, args
         assert list(tmp_path.iterdir()) == [], "refused before it set up logs or made keys"
+
+
+def test_users_add_refuses_a_users_list_it_cannot_edit_safely_and_changes_nothing(tmp_path):
+    path = tmp_path / "mesh.yaml"
+    text = LOCAL.read_text()
+    head = text.split("users:\n", 1)[0]
+    users = [{"name": u.name, "key_hash": u.key_hash, "curve_public_key": u.curve_public_key}
+             for u in load_config(LOCAL).users]
+    path.write_text(head + f"users: {json.dumps(users)}\n")  # JSON is YAML's flow style
+    assert [u.name for u in load_config(path).users] == ["alice", "bob", "carol"]  # the same users, in flow style
+    before = path.read_text()
+    result = CliRunner().invoke(cli, ["users", "add", "dave", "--config", str(path)])
+    assert result.exit_code == 1 and "edit the file by hand" in result.output
+    assert path.read_text() == before
+    assert CliRunner().invoke(cli, ["users", "remove", "bob", "--config", str(path)]).exit_code == 1
+    assert path.read_text() == before
