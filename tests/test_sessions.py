@@ -260,7 +260,7 @@ def test_someone_elses_order_and_no_order_at_all_get_the_same_answer(exchange):
                 line.replace(missing, existing) for line in bob.say(verb.format(missing))]
             [line] = bob.say(verb.format(existing))
             assert line.startswith("REJ NOT_YOUR_ORDER no ") and "alice" not in line
-    assert bob.say("CANCEL #mine") == ["REJ #mine NOT_YOUR_ORDER no order #mine of user bob"]
+    assert bob.say("CANCEL #mine") == ["REJ #mine NOT_YOUR_ORDER no open order #mine of user bob"]
     assert bob.say("CANCELALL") == ["OK CANCELALL 0"]
     assert alice.take() == []
     assert alice.say("STATUS #mine") == ["STATE 2-1 #mine NEW 0 5 SELL AAPL @ 150.00"]
@@ -303,7 +303,7 @@ def test_requests_behind_a_second_login_wait_for_that_logins_answer():
         exchange.run_blocking()
         exchange.run_timers()
     assert alice.take() == ["REJ BAD_LOGIN unknown user or wrong key", "OK LOGIN alice",
-                            "REJ NOT_YOUR_ORDER no order 1-1 of user alice"]
+                            "REJ NOT_YOUR_ORDER no open order 1-1 of user alice"]
 
 
 def test_an_unknown_user_costs_a_key_check_like_a_known_one():
@@ -564,3 +564,20 @@ def test_an_unanswered_cancel_all_stops_counting_when_it_expires():
     assert exchange.entry.expire(10) == 1
     assert bob.take()[0].startswith("REJ UNAVAILABLE")
     assert exchange.entry.waiting_on == {"e1": 0, "e2": 0}
+
+
+def test_every_order_a_user_cannot_touch_gets_one_reason_on_every_verb(exchange):
+    """No such order (on an engine or not), someone else's, a finished one, an unknown #id: CANCEL,
+    REPLACE and STATUS (the gateway's answer or the engine's) say the same sentence."""
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 5 @ 150.00 #theirs")
+    bob.say("BUY AAPL 1 @ 10.00 #done")
+    bob.say("CANCEL #done")
+    for name in ("9-9", "1-4", "2-1", "#theirs", "#never"):
+        for verb in ("CANCEL {}", "REPLACE {} 10", "STATUS {}"):
+            cid = f"{name} " if name.startswith("#") else ""
+            assert bob.say(verb.format(name)) == [f"REJ {cid}NOT_YOUR_ORDER no open order {name} of user bob"]
+    for verb in ("CANCEL {}", "REPLACE {} 10"):  # bob's own, finished
+        for name in ("2-2", "#done"):
+            cid = f"{name} " if name.startswith("#") else ""
+            assert bob.say(verb.format(name)) == [f"REJ {cid}NOT_YOUR_ORDER no open order {name} of user bob"]

@@ -21,7 +21,7 @@ from exchange.core.messages import (
     OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderReplaced,
 )
 from exchange.core.orders import OrderStatus, Side
-from exchange.errors import ProtocolError, RejectCode
+from exchange.errors import ProtocolError, RejectCode, not_your_order
 from exchange.gateway.protocol.messages import ClientReply, Rej, State, StatusRequest
 from exchange.gateway.sessions import Session
 
@@ -139,4 +139,4 @@ class OrderViews:
 def not_yours(user: str, order_id: str, client_order_id: str) -> ProtocolError:
     """Not an order of this user: the same answer for someone else's and for none at all."""
     name = order_id or f"#{client_order_id}"
-    return ProtocolError(RejectCode.NOT_YOUR_ORDER, f"no order {name} of user {user}")
+    return ProtocolError(RejectCode.NOT_YOUR_ORDER, not_your_order(name, user))
