@@ -226,3 +226,27 @@ near_lines = st.builds(mutated, st.from_regex(STRICT, fullmatch=True, alphabet=s
 @given(st.one_of(soup_lines, near_lines))
 def test_the_parser_takes_exactly_the_lines_the_doc_grammar_allows(line):
     assert parses(line) == bool(LOOSE.fullmatch(line)), line
+
+
+# -- the ZMQ form ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frame", [b"\x01", msgspec.msgpack.encode(["PlaceRequest", "BUY", "AAPL", "1"]),
+                                   msgspec.msgpack.encode({"type": "Nope"}), msgspec.msgpack.encode({"side": "BUY"})])
+def test_a_zmq_frame_that_is_no_request_is_told_what_a_request_looks_like(frame):
+    rej = decode_request(frame, MAX_LINE)
+    assert rej.code is RejectCode.MALFORMED
+    assert ('; a request is one msgpack map: {"type": "<request>", "<field>": <value>, …}, <request> one of'
+            ' LoginRequest, PlaceRequest, CancelRequest,') in rej.reason
+
+
+def test_a_zmq_request_missing_a_field_is_told_the_fields_of_its_type():
+    rej = decode_request(msgspec.msgpack.encode({"type": "PlaceRequest", "side": "BUY"}), MAX_LINE)
+    assert rej.reason == ("bad request: Object missing required field `symbol`; a PlaceRequest is a msgpack map of"
+                          ' "type" and side, symbol, qty, price, tif, stp, client_order_id (docs/wire.md)')
+
+
+def test_wire_md_shows_the_reject_a_msgpack_array_really_gets():
+    from test_wire_doc import BLOCK, WIRE_MD, split_block, NAMESPACE
+    [shown] = [eval(split_block(m.group(2))[0], dict(NAMESPACE)) for m in BLOCK.finditer(WIRE_MD.read_text())
+               if m.group(2).startswith("Rej(code=RejectCode.MALFORMED")]
+    assert decode_request(msgspec.msgpack.encode(["PlaceRequest", "BUY"]), MAX_LINE) == shown

@@ -59,9 +59,26 @@ def decode_request(frame: bytes, max_size: int) -> ClientRequest | Rej:
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         # the decoder quotes what it was given: keep the reason one printable line
         reason = "".join(c if c.isprintable() else "?" for c in str(e)[:200])
-        return Rej(RejectCode.MALFORMED, f"bad request: {reason}")
+        return Rej(RejectCode.MALFORMED, f"bad request: {reason}; {_expected(frame)}")
     except ProtocolError as e:
         return Rej(e.code, e.reason)
+
+
+_REQUEST_TYPES = {kind.__name__: kind for kind in AnyRequest.__args__}
+REQUEST_FORM = ('a request is one msgpack map: {"type": "<request>", "<field>": <value>, …}, <request> one of '
+                + ", ".join(_REQUEST_TYPES) + " (docs/wire.md)")
+
+
+def _expected(frame: bytes) -> str:
+    """What a frame that did not decode should have been: the fields of the type it names, or any request."""
+    try:
+        kind = _REQUEST_TYPES.get(msgspec.msgpack.decode(frame).get("type"))
+    except (msgspec.DecodeError, AttributeError, TypeError):  # not msgpack, not a map, an unhashable type
+        kind = None
+    if kind is None:
+        return REQUEST_FORM
+    fields = ", ".join(field.name for field in msgspec.structs.fields(kind)) or "nothing else"
+    return f'a {kind.__name__} is a msgpack map of "type" and {fields} (docs/wire.md)'
 
 
 def parse_line(line: str) -> ClientRequest:
