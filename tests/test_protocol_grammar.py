@@ -250,3 +250,21 @@ def test_wire_md_shows_the_reject_a_msgpack_array_really_gets():
     [shown] = [eval(split_block(m.group(2))[0], dict(NAMESPACE)) for m in BLOCK.finditer(WIRE_MD.read_text())
                if m.group(2).startswith("Rej(code=RejectCode.MALFORMED")]
     assert decode_request(msgspec.msgpack.encode(["PlaceRequest", "BUY"]), MAX_LINE) == shown
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"symbol": "AAPL", "levels": 0}, "levels '0' is not a whole number from 1 to 100; usage: BOOK <symbol> [<levels>]"),
+    ({"symbol": "AAPL", "levels": 101}, "levels '101' is not a whole number from 1 to 100; usage: BOOK <symbol> [<levels>]"),
+    ({"symbol": "A A"}, "symbol 'A A' is not allowed"),
+])
+def test_a_zmq_book_request_is_held_to_the_text_grammar(fields, reason):
+    assert decode_request(msgspec.msgpack.encode({"type": "BookRequest", **fields}), MAX_LINE) == Rej(
+        RejectCode.MALFORMED, reason)
+
+
+def test_orders_and_book_parse_with_their_defaults():
+    from exchange.gateway.protocol.messages import BookRequest, OrdersRequest
+    assert parse_line("ORDERS") == OrdersRequest(None)
+    assert parse_line("orders aapl") == OrdersRequest("AAPL")
+    assert parse_line("BOOK btc-usd") == BookRequest("BTC-USD", 10)
+    assert parse_line("BOOK BTC-USD 100") == BookRequest("BTC-USD", 100)

@@ -16,15 +16,17 @@ import msgspec
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.protocol.messages import (
-    Ack, AnyRequest, Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, Fill,
-    LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong, Reduced, Rej, ReplaceAck, ReplaceRequest,
-    State, StatusRequest,
+    Ack, AnyRequest, Book, BookRequest, Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest,
+    Fill, LoginOk, LoginRequest, Orders, OrdersRequest, Out, PingRequest, PlaceRequest, Pong, Reduced, Rej,
+    ReplaceAck, ReplaceRequest, State, StatusRequest,
 )
 
 _CLIENT_ORDER_ID = re.compile(r"#([A-Za-z0-9_.:\-]{1,36})")
 _ORDER_ID = re.compile(r"[0-9]{1,4}-[0-9]{1,18}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-/]{0,23}")
+_LEVELS = re.compile(r"[1-9][0-9]?|100")
+MAX_LEVELS = 100  # price levels per side a BOOK may ask for
 _SEPARATORS = re.compile(r"[ \t]+")
 _request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 
@@ -230,6 +232,27 @@ def _parse_cancel_all(verb: str, args: list[str]) -> CancelAllRequest:
     return CancelAllRequest(args[0].upper() if args else None)
 
 
+def _parse_orders(verb: str, args: list[str]) -> OrdersRequest:
+    if len(args) > 1 or (args and not _SYMBOL.fullmatch(args[0])):
+        raise _usage(verb)
+    return OrdersRequest(args[0].upper() if args else None)
+
+
+def _parse_book(verb: str, args: list[str]) -> BookRequest:
+    if len(args) not in (1, 2) or not _SYMBOL.fullmatch(args[0]):
+        raise _usage(verb)
+    if len(args) == 2 and not _LEVELS.fullmatch(args[1]):
+        raise _bad_levels(args[1])
+    if len(args) == 1:
+        return BookRequest(args[0].upper())
+    return BookRequest(args[0].upper(), int(args[1]))
+
+
+def _bad_levels(levels: object) -> ProtocolError:
+    return ProtocolError(RejectCode.MALFORMED, f"levels {str(levels)[:40]!r} is not a whole number from 1 to"
+                         f" {MAX_LEVELS}; usage: {_USAGE['BOOK']}")
+
+
 def _parse_ping(verb: str, args: list[str]) -> PingRequest:
     if args:
         raise _usage(verb)
@@ -239,7 +262,7 @@ def _parse_ping(verb: str, args: list[str]) -> PingRequest:
 _PARSERS = {
     "LOGIN": _parse_login, "BUY": _parse_place, "SELL": _parse_place, "CANCEL": _parse_cancel,
     "REPLACE": _parse_replace, "CANCELALL": _parse_cancel_all, "STATUS": _parse_status,
-    "PING": _parse_ping,
+    "ORDERS": _parse_orders, "BOOK": _parse_book, "PING": _parse_ping,
 }
 _LOGIN_OPTIONS = {"CANCEL_ON_DISCONNECT": True, "KEEP_ON_DISCONNECT": False}
 _ECHOED_ID = re.compile(r"(?:^|[ \t])#([A-Za-z0-9_.:\-]{1,36})(?:[ \t]|$)")
@@ -251,6 +274,8 @@ _USAGE = {
     "REPLACE": "REPLACE (<order-id>|#<cid>) <qty> [@ <price>]",
     "CANCELALL": "CANCELALL [<symbol>]",
     "STATUS": "STATUS (<order-id>|#<cid>)",
+    "ORDERS": "ORDERS [<symbol>]",
+    "BOOK": "BOOK <symbol> [<levels>]",
     "PING": "PING",
 }
 
@@ -270,7 +295,9 @@ def check_request(request: ClientRequest) -> ClientRequest:
         case LoginRequest():
             if not _NAME.fullmatch(request.user) or len(request.key) > 128:
                 raise _usage("LOGIN")
-        case PlaceRequest() | CancelAllRequest():
+        case BookRequest() if not 1 <= request.levels <= MAX_LEVELS:
+            raise _bad_levels(request.levels)
+        case PlaceRequest() | CancelAllRequest() | OrdersRequest() | BookRequest():
             if request.symbol is not None:
                 if not _SYMBOL.fullmatch(request.symbol):
                     raise bad("symbol", request.symbol)
@@ -294,7 +321,8 @@ def _cid(client_order_id: str) -> str:
 
 
 def format_reply(reply: ClientReply) -> str:
-    """The text line (without newline) for a reply."""
+    """The text line (without newline) for a reply; the lines, joined by newlines, of an ``Orders`` or
+    a ``Book``, which end in their ``END`` line."""
     match reply:
         case Ack():
             price = f"@ {reply.price}" if reply.price is not None else "MKT"
@@ -324,6 +352,11 @@ def format_reply(reply: ClientReply) -> str:
             return f"OK LOGIN {reply.user}" + (" CANCEL_ON_DISCONNECT" if reply.cancel_on_disconnect else "")
         case Pong():
             return "PONG"
+        case Orders():
+            return "\n".join([*map(format_reply, reply.orders), f"END ORDERS {len(reply.orders)} OF {reply.count}"])
+        case Book():
+            return "\n".join([f"BOOK {reply.symbol}", *(f"BID {price} {qty}" for price, qty in reply.bids),
+                              *(f"ASK {price} {qty}" for price, qty in reply.asks), f"END BOOK {reply.symbol}"])
         case Bye():
             return f"BYE {reply.code.value} {reply.reason}"
     raise TypeError(f"not a reply: {reply!r}")
