@@ -54,6 +54,12 @@ class RejectCode(enum.Enum):
     INTERNAL = "INTERNAL"  # a bug in the gateway; the session is closed after this reply
 
 
+def not_your_order(name: str, user: str) -> str:
+    """The one reason for NOT_YOUR_ORDER (``name``: an order id or ``#client-order-id``), whoever says
+    it: someone else's order, a finished one and none at all read the same, so nobody learns which."""
+    return f"no open order {name} of user {user}"
+
+
 class ExchangeError(Exception):
     """Anything this package raises on purpose."""
 

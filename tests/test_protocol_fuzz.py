@@ -18,7 +18,8 @@ from exchange.gateway.protocol.messages import ClientRequest, LoginRequest, Plac
 from test_sessions import CONFIG, Exchange
 
 MAX_LINE = CONFIG.gateway.max_line
-WORDS = ["LOGIN", "BUY", "SELL", "CANCEL", "REPLACE", "CANCELALL", "STATUS", "PING", "buy", "Sell", "@", "@1",
+WORDS = ["LOGIN", "BUY", "SELL", "CANCEL", "REPLACE", "CANCELALL", "STATUS", "ORDERS", "BOOK", "PING", "buy", "Sell",
+         "@", "@1", "MKT", "10", "100", "101",
          "BTC-USD", "ETH-USD", "AAPL", "DOGE", "aapl", "GTC", "IOC", "FOK", "POST", "ioc", "STP=DECREMENT",
          "STP=", "STP=NOPE", "#a1", "#", "#x" * 20, "1-1", "2-1", "9999-1", "1--1", "0", "1", "0.5", "1.000",
          "43000.10", "43000.105", "1e5", "-1", "NaN", "Infinity", "١٢٣", "1_000", "9" * 30, "0." + "0" * 14 + "1",
@@ -69,17 +70,17 @@ def test_a_login_line_never_echoes_its_key(secret, template):
 
 
 REQUEST_TYPES = ["LoginRequest", "PlaceRequest", "CancelRequest", "ReplaceRequest", "CancelAllRequest",
-                 "StatusRequest", "PingRequest", "Nope", ""]
+                 "StatusRequest", "PingRequest", "OrdersRequest", "BookRequest", "Nope", ""]
 values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(), st.text(max_size=50),
                    st.binary(max_size=20), st.sampled_from(WORDS), st.lists(st.integers(0, 9), max_size=3))
 frames = st.one_of(
     st.binary(max_size=300),
     st.dictionaries(st.sampled_from(["type", "side", "symbol", "qty", "price", "tif", "stp", "client_order_id",
-                                     "order_id", "user", "key", "cancel_on_disconnect", "extra"]),
+                                     "order_id", "user", "key", "cancel_on_disconnect", "levels", "extra"]),
                     values, max_size=9).map(msgspec.msgpack.encode),
     st.builds(lambda kind, fields: msgspec.msgpack.encode({"type": kind, **fields}), st.sampled_from(REQUEST_TYPES),
               st.dictionaries(st.sampled_from(["side", "symbol", "qty", "price", "tif", "order_id", "user", "key",
-                                               "client_order_id"]), values, max_size=6)),
+                                               "client_order_id", "levels"]), values, max_size=6)),
 )
 
 
@@ -113,6 +114,7 @@ def test_the_gateway_answers_every_line_once_and_sends_engines_only_valid_comman
         else:
             exchange.entry.on_request(client.session, request)
         exchange.release()
+        exchange.answer_books()
         exchange.entry.expire(0.0)  # nothing may stay unanswered
         sent = exchange.sent[before:]
         if isinstance(request, Rej) or not logged_in:
@@ -122,11 +124,26 @@ def test_the_gateway_answers_every_line_once_and_sends_engines_only_valid_comman
             assert command.user == "carol"
             if isinstance(command, PlaceOrder):
                 assert isinstance(request, PlaceRequest) and command.symbol in exchange.entry.instruments
-        answered = [line for line in client.take()
+        answered = [line for line in _one_line_per_reply(client.take())
                     if not line.startswith(("FILL ", "REDUCED ")) and not _pushed_out(line)]
         replies += len(answered)
         assert len(answered) == 1, f"{raw!r} got {answered}"
     assert exchange.entry.sessions
+
+
+def _one_line_per_reply(lines: list[str]) -> list[str]:
+    """The lines, with the reply to an ORDERS or a BOOK (several lines up to its END line) as one."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("END ORDERS "):
+            listed = int(line.split()[2])
+            del out[len(out) - listed:]  # its STATE lines
+        elif line.startswith("END BOOK "):
+            while not out[-1].startswith("BOOK "):
+                out.pop()
+            out.pop()
+        out.append(line)
+    return out
 
 
 def _pushed_out(line: str) -> bool:

@@ -11,12 +11,12 @@ from exchange.testing.mesh import toy_config
 from exchange.config import load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import ORDER_EVENTS, CancelAll, OrderAccepted, PlaceOrder
-from exchange.core.orders import CancelReason, OrderStatus
+from exchange.core.orders import CancelReason, OrderStatus, Side
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.protocol.grammar import format_reply, parse_bytes
 from exchange.gateway.protocol.messages import Rej
 from exchange.gateway.order_entry import OrderEntry
-from exchange.wire.messages import Reply
+from exchange.wire.messages import BookSnapshot, Reply, SnapshotRefused
 
 CONFIG = toy_config()  # configs/local.yaml without the demo's price bands
 
@@ -37,9 +37,12 @@ class Exchange:
         self.reachable = True
         self.blocking: list = []
         self.timers: list = []
+        self.books_asked: list[str] = []  # SnapshotRequests to the notifier, until ``answer_books()``
+        self.notifier_takes = True
         self.entry = OrderEntry(config, self.send, gateway, clock=lambda: self.now,
                                 run_blocking=(lambda fn, done: self.blocking.append((fn, done))) if deferred else None,
-                                later=(lambda delay, fn: self.timers.append((delay, fn))) if deferred else None)
+                                later=(lambda delay, fn: self.timers.append((delay, fn))) if deferred else None,
+                                ask_book=self.ask_book)
         self.gateway = gateway
 
     def run_blocking(self) -> None:
@@ -61,6 +64,18 @@ class Exchange:
                                  self.gateway))
         return True
 
+    def ask_book(self, symbol: str) -> bool:
+        if self.notifier_takes:
+            self.books_asked.append(symbol)
+        return self.notifier_takes
+
+    def answer_books(self) -> None:
+        """The notifier answers every SnapshotRequest with the engine's book as it is now (all released)."""
+        asked, self.books_asked = self.books_asked, []
+        for symbol in asked:
+            book = next(m.books[symbol] for m in self.matchers.values() if symbol in m.books)
+            self.entry.on_book(BookSnapshot(symbol, 1, 0, {}, book.depth(Side.BUY), book.depth(Side.SELL), None, None))
+
     def release(self) -> None:
         outbox, self.outbox = self.outbox, []
         for reply in outbox:
@@ -79,8 +94,11 @@ class Client:
         self.exchange = exchange
         self.lines: list[str] = []
         self.disconnected = False
-        self.session = exchange.entry.open(lambda replies: self.lines.extend(map(format_reply, replies)),
-                                           self.disconnect, address, user, login_timeout=login_timeout)
+        self.session = exchange.entry.open(self.write, self.disconnect, address, user, login_timeout=login_timeout)
+
+    def write(self, replies) -> None:
+        for reply in replies:
+            self.lines.extend(format_reply(reply).split("\n"))
 
     def disconnect(self) -> None:
         self.disconnected = True
@@ -260,7 +278,7 @@ def test_someone_elses_order_and_no_order_at_all_get_the_same_answer(exchange):
                 line.replace(missing, existing) for line in bob.say(verb.format(missing))]
             [line] = bob.say(verb.format(existing))
             assert line.startswith("REJ NOT_YOUR_ORDER no ") and "alice" not in line
-    assert bob.say("CANCEL #mine") == ["REJ #mine NOT_YOUR_ORDER no order #mine of user bob"]
+    assert bob.say("CANCEL #mine") == ["REJ #mine NOT_YOUR_ORDER no open order #mine of user bob"]
     assert bob.say("CANCELALL") == ["OK CANCELALL 0"]
     assert alice.take() == []
     assert alice.say("STATUS #mine") == ["STATE 2-1 #mine NEW 0 5 SELL AAPL @ 150.00"]
@@ -276,7 +294,7 @@ def test_the_key_is_checked_off_the_loop_and_later_requests_wait_for_the_login()
     exchange.release()
     assert alice.take() == ["OK LOGIN alice", "ACK 2-1 #w1 BUY AAPL 1 @ 5.00 GTC",
                             "REJ UNKNOWN_VERB unknown verb 'HELLO'; verbs are LOGIN, BUY, SELL, CANCEL, REPLACE,"
-                            " CANCELALL, STATUS, PING", "PONG"]
+                            " CANCELALL, STATUS, ORDERS, BOOK, PING", "PONG"]
     again = Client(exchange)
     assert again.say("LOGIN alice alice-key") == ["OK LOGIN alice"]  # verified before: no scrypt
     assert exchange.blocking == []
@@ -303,7 +321,7 @@ def test_requests_behind_a_second_login_wait_for_that_logins_answer():
         exchange.run_blocking()
         exchange.run_timers()
     assert alice.take() == ["REJ BAD_LOGIN unknown user or wrong key", "OK LOGIN alice",
-                            "REJ NOT_YOUR_ORDER no order 1-1 of user alice"]
+                            "REJ NOT_YOUR_ORDER no open order 1-1 of user alice"]
 
 
 def test_an_unknown_user_costs_a_key_check_like_a_known_one():
@@ -594,3 +612,173 @@ def test_a_cancel_all_that_times_out_still_tells_what_the_answering_engines_canc
     exchange.entry.expire(10)
     lines = alice.take()
     assert lines[0].startswith("REJ UNAVAILABLE") and lines[1:] == ["OUT 1-1 CANCELED CANCEL_ALL"]
+
+
+def test_every_order_a_user_cannot_touch_gets_one_reason_on_every_verb(exchange):
+    """No such order (on an engine or not), someone else's, a finished one, an unknown #id: CANCEL,
+    REPLACE and STATUS (the gateway's answer or the engine's) say the same sentence."""
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 5 @ 150.00 #theirs")
+    bob.say("BUY AAPL 1 @ 10.00 #done")
+    bob.say("CANCEL #done")
+    for name in ("9-9", "1-4", "2-1", "#theirs", "#never"):
+        for verb in ("CANCEL {}", "REPLACE {} 10", "STATUS {}"):
+            cid = f"{name} " if name.startswith("#") else ""
+            assert bob.say(verb.format(name)) == [f"REJ {cid}NOT_YOUR_ORDER no open order {name} of user bob"]
+    for verb in ("CANCEL {}", "REPLACE {} 10"):  # bob's own, finished
+        for name in ("2-2", "#done"):
+            cid = f"{name} " if name.startswith("#") else ""
+            assert bob.say(verb.format(name)) == [f"REJ {cid}NOT_YOUR_ORDER no open order {name} of user bob"]
+
+
+# -- ORDERS and BOOK ------------------------------------------------------------------------------
+
+def test_orders_lists_the_users_open_orders_oldest_first_from_every_session(exchange):
+    alice, again, bob = exchange.session("alice"), exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 5 @ 150.00 #s1")
+    again.say("BUY BTC-USD 0.5 @ 100 #b1")
+    alice.say("BUY AAPL 1 @ 1.00 #gone")
+    alice.say("CANCEL #gone")
+    bob.say("BUY AAPL 2 @ 150.00")  # fills 2 of #s1
+    alice.take()
+    assert alice.say("ORDERS") == ["STATE 2-1 #s1 PARTIALLY_FILLED 2 3 SELL AAPL @ 150.00",
+                                   "STATE 1-1 #b1 NEW 0.0000 0.5000 BUY BTC-USD @ 100.00", "END ORDERS 2 OF 2"]
+    assert alice.say("orders btc-usd") == ["STATE 1-1 #b1 NEW 0.0000 0.5000 BUY BTC-USD @ 100.00",
+                                           "END ORDERS 1 OF 1"]
+    assert bob.say("ORDERS") == ["END ORDERS 0 OF 0"]
+    assert bob.say("ORDERS DOGE") == ["REJ UNKNOWN_SYMBOL no instrument DOGE; there are BTC-USD, ETH-USD, AAPL"]
+
+
+def test_orders_is_answered_in_turn_after_the_orders_placed_before_it(exchange):
+    alice = exchange.session("alice")
+    alice.say("BUY AAPL 1 @ 1.00 #p1", release=False)
+    assert alice.say("ORDERS", release=False) == []
+    exchange.release()
+    assert alice.take() == ["ACK 2-1 #p1 BUY AAPL 1 @ 1.00 GTC", "STATE 2-1 #p1 NEW 0 1 BUY AAPL @ 1.00",
+                            "END ORDERS 1 OF 1"]
+
+
+def test_orders_lists_at_most_a_thousand_and_says_how_many_there_are(exchange, monkeypatch):
+    monkeypatch.setattr("exchange.gateway.order_views.MAX_ORDERS_LISTED", 2)
+    alice = exchange.session("alice")
+    for i in range(3):
+        alice.say(f"BUY AAPL 1 @ 1.0{i}")
+    assert alice.say("ORDERS") == ["STATE 2-1 NEW 0 1 BUY AAPL @ 1.00", "STATE 2-2 NEW 0 1 BUY AAPL @ 1.01",
+                                   "END ORDERS 2 OF 3"]
+
+
+def test_book_answers_the_released_depth_best_first_up_to_its_levels(exchange):
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    for line in ("BUY BTC-USD 0.5 @ 100", "BUY BTC-USD 0.25 @ 100", "BUY BTC-USD 1 @ 99.5", "SELL BTC-USD 2 @ 101",
+                 "BUY BTC-USD 1 @ 98"):
+        alice.say(line)
+    assert bob.say("BOOK BTC-USD 2") == []  # the notifier answers later
+    assert exchange.books_asked == ["BTC-USD"]
+    exchange.answer_books()
+    assert bob.take() == ["BOOK BTC-USD", "BID 100.00 0.7500", "BID 99.50 1.0000", "ASK 101.00 2.0000",
+                          "END BOOK BTC-USD"]
+    bob.say("book eth-usd")
+    exchange.answer_books()
+    assert bob.take() == ["BOOK ETH-USD", "END BOOK ETH-USD"]
+
+
+@pytest.mark.parametrize("line, reply", [
+    ("BOOK DOGE", "REJ UNKNOWN_SYMBOL no instrument DOGE; there are BTC-USD, ETH-USD, AAPL"),
+    ("BOOK AAPL 0", "REJ MALFORMED levels '0' is not a whole number from 1 to 100; usage: BOOK <symbol> [<levels>]"),
+    ("BOOK AAPL 101", "REJ MALFORMED levels '101' is not a whole number from 1 to 100; usage: BOOK <symbol> [<levels>]"),
+    ("BOOK", "REJ MALFORMED usage: BOOK <symbol> [<levels>]"),
+])
+def test_a_book_for_no_instrument_or_outside_the_levels_is_refused_at_once(exchange, line, reply):
+    assert exchange.session("bob").say(line) == [reply]
+    assert exchange.books_asked == []
+
+
+def test_books_keep_request_order_and_pushed_lines_never_cut_into_them(exchange):
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    alice.say("SELL AAPL 5 @ 10.00 #a")
+    alice.say("BOOK AAPL")
+    alice.say("PING")
+    bob.say("BUY AAPL 2 @ 10.00")  # alice's fill is pushed while her BOOK waits
+    assert alice.take() == ["FILL 2-1 #a 2 @ 10.00 LEAVES 3 TRADE 2-1"]
+    exchange.answer_books()
+    assert alice.take() == ["BOOK AAPL", "ASK 10.00 3", "END BOOK AAPL", "PONG"]
+
+
+def test_one_request_per_symbol_is_on_its_way_and_books_asked_meanwhile_get_the_next(exchange):
+    alice, bob = exchange.session("alice"), exchange.session("bob")
+    bob.say("BOOK AAPL")
+    alice.say("BUY AAPL 1 @ 5.00")  # after bob's request left: the next one must hold it
+    alice.say("BOOK AAPL")
+    bob.say("BOOK AAPL")
+    assert exchange.books_asked == ["AAPL"]
+    exchange.answer_books()  # the first answer: for bob's first BOOK only
+    assert bob.take() == ["BOOK AAPL", "BID 5.00 1", "END BOOK AAPL"]
+    assert alice.take() == [] and exchange.books_asked == ["AAPL"]
+    exchange.answer_books()
+    assert alice.take() == ["BOOK AAPL", "BID 5.00 1", "END BOOK AAPL"]
+    assert bob.take() == ["BOOK AAPL", "BID 5.00 1", "END BOOK AAPL"]
+
+
+def test_books_are_bounded_per_session_in_all_and_on_their_way(exchange, monkeypatch):
+    from exchange.gateway import book_requests
+    monkeypatch.setattr(book_requests, "MAX_BOOKS_WAITING", 6)
+    alice, bob, carol = exchange.session("alice"), exchange.session("bob"), exchange.session("carol")
+    for _ in range(4):
+        alice.say("BOOK AAPL")
+    assert alice.say("BOOK AAPL") == []  # held behind the four, in order: answered when its turn comes
+    for symbol in ("AAPL", "BTC-USD"):
+        bob.say(f"BOOK {symbol}")
+    assert carol.say("BOOK ETH-USD") == ["REJ BUSY too many BOOK requests wait for their books; try again"]
+    assert exchange.books_asked == ["AAPL", "BTC-USD"]  # one request per symbol
+    exchange.answer_books()  # answers alice's first; her other three and bob's wait for the next request
+    assert alice.take() == ["BOOK AAPL", "END BOOK AAPL"] and bob.take() == []
+    assert exchange.books_asked == ["AAPL"]
+    exchange.answer_books()
+    assert alice.take() == ["BOOK AAPL", "END BOOK AAPL"] * 3 + [
+        "REJ BUSY 4 BOOK requests of this session wait for their books; try again once they are answered"]
+    assert bob.take() == ["BOOK AAPL", "END BOOK AAPL", "BOOK BTC-USD", "END BOOK BTC-USD"]
+    assert carol.say("BOOK ETH-USD") == [] and exchange.books_asked == ["ETH-USD"]
+
+
+def test_at_most_max_asked_requests_are_on_their_way_and_the_rest_wait_their_turn(exchange, monkeypatch):
+    monkeypatch.setattr("exchange.gateway.book_requests.MAX_ASKED", 2)
+    bob = exchange.session("bob")
+    for symbol in ("AAPL", "BTC-USD", "ETH-USD"):
+        bob.say(f"BOOK {symbol}")
+    assert exchange.books_asked == ["AAPL", "BTC-USD"]
+    exchange.entry.on_book(SnapshotRefused("AAPL", "too many snapshot requests; try again in a moment"))
+    assert exchange.books_asked == ["AAPL", "BTC-USD", "ETH-USD"]
+    exchange.books_asked = exchange.books_asked[1:]
+    exchange.answer_books()
+    assert bob.take() == ["REJ UNAVAILABLE no book of AAPL: too many snapshot requests; try again in a moment",
+                          "BOOK BTC-USD", "END BOOK BTC-USD", "BOOK ETH-USD", "END BOOK ETH-USD"]
+
+
+def test_a_book_the_notifier_does_not_take_or_answer_is_unavailable(exchange):
+    bob = exchange.session("bob")
+    exchange.notifier_takes = False
+    assert bob.say("BOOK AAPL") == ["REJ UNAVAILABLE no book of AAPL: the market data service cannot be reached"
+                                    " just now; try again"]
+    exchange.notifier_takes = True
+    bob.say("BOOK AAPL")
+    exchange.now += 3.0
+    assert exchange.entry.expire_books() == 0
+    exchange.now += 0.1
+    assert exchange.entry.expire_books() == 1
+    assert bob.take() == ["REJ UNAVAILABLE no book of AAPL: no answer from the market data service in 3 s; try again"]
+    exchange.answer_books()  # a late answer answers nobody
+    assert bob.take() == [] and bob.say("PING") == ["PONG"]
+
+
+def test_book_and_orders_need_a_login_like_every_other_verb(exchange):
+    nobody = Client(exchange)
+    assert nobody.say("BOOK AAPL") == ["REJ NOT_LOGGED_IN log in first: LOGIN <user> <key>"]
+    assert nobody.say("ORDERS") == ["REJ NOT_LOGGED_IN log in first: LOGIN <user> <key>"]
+
+
+def test_a_book_of_a_session_that_ended_is_answered_into_nothing_and_frees_its_place(exchange):
+    bob = exchange.session("bob")
+    bob.say("BOOK AAPL")
+    bob.close()
+    exchange.answer_books()
+    assert bob.take() == [] and exchange.entry.books.waiting == 0 and not exchange.entry.books.per_session

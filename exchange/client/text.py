@@ -68,6 +68,13 @@ class TextClient:
         canceling = words[1] if len(words) == 2 and words[0].upper() == "CANCEL" else None
         return self.read_reply(timeout, canceling)
 
+    def request_block(self, line: str, timeout: float | None = None) -> list[str]:
+        """Send an ORDERS or a BOOK; return the lines of its reply, up to its END line (or its REJ)."""
+        lines = [self.request(line, timeout)]
+        while not lines[-1].startswith(("END ", "REJ ")):
+            lines.append(self.read_reply(timeout))
+        return lines
+
     def next_pushed(self, timeout: float | None = None) -> str:
         """The next pushed line (FILL, OUT, REDUCED), from ``pushed`` or the socket."""
         if self.pushed:

@@ -56,7 +56,7 @@ from exchange.core.orders import (
     CancelReason, ExpireReason, Order, SelfTradePrevention, Side, TimeInForce,
 )
 from exchange.core.replay import Replay
-from exchange.errors import RejectCode
+from exchange.errors import RejectCode, not_your_order
 
 BUY, SELL = Side.BUY, Side.SELL
 GTC, IOC, FOK, POST = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.POST
@@ -643,10 +643,10 @@ class Matcher(Replay):
         return None
 
     def _reject_unknown(self, cmd: CancelOrder | ReplaceOrder) -> list[Event]:
-        name = cmd.order_id or f"#{cmd.client_order_id}"
+        name = f"#{cmd.client_order_id}" if cmd.client_order_id else cmd.order_id  # as the client named it
         if not cmd.order_id and not cmd.client_order_id:
             return self._reject(cmd, RejectCode.MALFORMED, "name an order id or a client order id")
-        return self._reject(cmd, RejectCode.NOT_YOUR_ORDER, f"no open order {name} of user {cmd.user}")
+        return self._reject(cmd, RejectCode.NOT_YOUR_ORDER, not_your_order(name, cmd.user))
 
     def _is_open(self, order_id: str, symbol: str) -> bool:
         return order_id in self.books[symbol].orders

@@ -1,5 +1,7 @@
 """Which engine gets which command: a logged-in user's requests, and a closed session's cancels.
 
+STATUS and ORDERS are answered from the order views, BOOK by the notifier (exchange.gateway.book_requests).
+
 An order lives on the engine that owns its instrument; an order id names its engine (``"2-41"``
 is engine 2's). A placement whose client order id the gateway has seen is a resend: the same
 order gets the original answer (so a client may resend an order whose ACK it never got), a
@@ -17,10 +19,12 @@ from exchange.core.instruments import Instrument
 from exchange.core.messages import CancelAll, OrderAccepted, PlaceOrder
 from exchange.core.orders import CancelReason
 from exchange.errors import ProtocolError, RejectCode
+from exchange.gateway.book_requests import BookRequests
 from exchange.gateway.in_flight import InFlight
 from exchange.gateway.order_views import OrderViews, not_yours
 from exchange.gateway.protocol.messages import (
-    CancelAllRequest, CancelRequest, ClientRequest, PlaceRequest, ReplaceRequest, StatusRequest,
+    BookRequest, CancelAllRequest, CancelRequest, ClientRequest, OrdersRequest, PlaceRequest, ReplaceRequest,
+    StatusRequest,
 )
 from exchange.gateway.protocol.translate import (
     cancel_all_command, cancel_command, place_command, replace_command, reply_for_event,
@@ -33,13 +37,15 @@ log = logging.getLogger(__name__)
 class Dispatcher:
     """Turns requests into commands for the engines that own them, sent through ``in_flight``."""
 
-    def __init__(self, config: Config, instruments: dict[str, Instrument], views: OrderViews, in_flight: InFlight):
+    def __init__(self, config: Config, instruments: dict[str, Instrument], views: OrderViews, in_flight: InFlight,
+                 books: BookRequests):
         self.engines = [e.name for e in config.engines]
         self.instruments = instruments
         self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
         self.engine_by_id = {str(e.id): e.name for e in config.engines}
         self.views = views
         self.in_flight = in_flight
+        self.books = books
 
     def dispatch(self, session: Session, user: str, request: ClientRequest, slot: list):
         """Send ``user``'s request on; return its replies now, a callable that makes them in the
@@ -48,10 +54,7 @@ class Dispatcher:
         placements = self.in_flight.placements
         match request:
             case PlaceRequest():
-                instrument = self.instruments.get(request.symbol)
-                if instrument is None:
-                    raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {request.symbol}; there are"
-                                        f" {', '.join(self.instruments)}")
+                instrument = self.instrument(request.symbol)
                 command = place_command(request, instrument, user, ts, session.max_open_orders)
                 key = (user, request.client_order_id) if request.client_order_id else None
                 if key and (key in self.views.client_order_ids or key in placements):
@@ -88,7 +91,22 @@ class Dispatcher:
             case StatusRequest():
                 # answered in turn, after the replies to earlier requests (which may create the order)
                 return lambda: self.views.status(user, request)
+            case OrdersRequest():
+                if request.symbol is not None:
+                    self.instrument(request.symbol)
+                return lambda: self.views.open_orders(user, request)  # in turn, as STATUS
+            case BookRequest():
+                self.instrument(request.symbol)
+                return self.books.ask(session, slot, request)
         raise ProtocolError(RejectCode.MALFORMED, f"unexpected request {type(request).__name__}")
+
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument ``symbol`` names; ProtocolError UNKNOWN_SYMBOL if none."""
+        instrument = self.instruments.get(symbol)
+        if instrument is None:
+            raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {symbol}; there are"
+                                f" {', '.join(self.instruments)}")
+        return instrument
 
     def engine_of(self, order_id: str) -> str | None:
         return self.engine_by_id.get(order_id.split("-", 1)[0])

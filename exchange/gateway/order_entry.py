@@ -6,7 +6,8 @@ The gateway role wires this to sockets; this module never touches one. Its parts
   FILLs of that order and gets replies in request order;
 - the requests in flight to engines (exchange.gateway.in_flight), until their engine's reply
   is released, and the dispatcher that chooses each request's engine (exchange.gateway.dispatch);
-- a view of every order its users placed (for STATUS, REPLACE and #client-order-id lookups).
+- a view of every order its users placed (for STATUS, ORDERS, REPLACE and #client-order-id lookups);
+- the BOOKs waiting for the notifier's snapshots (exchange.gateway.book_requests).
 
 Who may do what (docs/security.md): the user of every command is the session's user, set by a
 LOGIN whose key verified (exchange.gateway.access.Logins, off the event loop) or by the connection's
@@ -27,6 +28,7 @@ from exchange.core.messages import (
 )
 from exchange.errors import JournalError, ProtocolError, RejectCode
 from exchange.gateway.access import Logins
+from exchange.gateway.book_requests import BookRequests
 from exchange.gateway.dispatch import Dispatcher, same_order
 from exchange.gateway.in_flight import InFlight, Pending, engines_are_busy
 from exchange.gateway.order_views import OrderViews
@@ -48,8 +50,10 @@ class OrderEntry:
     def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool],
                  gateway: str = "gateway", clock: Callable[[], float] = time.monotonic,
                  history: Callable[[str], Iterable] = lambda order_id: (),
-                 run_blocking: Callable | None = None, later: Callable | None = None):
-        """``run_blocking(fn, done)`` runs ``fn`` (scrypt for a LOGIN, a journal read for a resend)
+                 run_blocking: Callable | None = None, later: Callable | None = None,
+                 ask_book: Callable[[str], bool] = lambda symbol: False):
+        """``ask_book(symbol)`` hands a SnapshotRequest to the notifier (False: it cannot take one now);
+        its answers come back through ``on_book``. ``run_blocking(fn, done)`` runs ``fn`` (scrypt for a LOGIN, a journal read for a resend)
         away from the caller's loop and calls ``done(result)`` back on it; ``later(delay, fn)``
         delays failed logins; both default to "now", for tests in memory. ``history`` may raise
         JournalError."""
@@ -65,12 +69,14 @@ class OrderEntry:
         self.load = self.views.load
         self.table = SessionTable(config, clock, self._ended)
         self.in_flight = InFlight(config, send, clock)
-        self.dispatcher = Dispatcher(config, self.instruments, self.views, self.in_flight)
+        self.books = BookRequests(self.instruments, ask_book, clock)
+        self.dispatcher = Dispatcher(config, self.instruments, self.views, self.in_flight, self.books)
         self.run_blocking = run_blocking or (lambda fn, done: done(fn()))
         self.logins = Logins(config, self.run_blocking, later or (lambda delay, fn: fn()), clock)
         # what the transports and the role call, from the part that does it
         self.open, self.close, self.expire_idle = self.table.open, self.table.close, self.table.expire_idle
         self.expire, self.not_sent = self.in_flight.expire, self.in_flight.not_sent
+        self.on_book, self.expire_books = self.books.answered, self.books.expire
         self.sessions, self.waiting_on = self.table.sessions, self.in_flight.waiting_on
 
     # -- requests ----------------------------------------------------------------------------

@@ -21,11 +21,12 @@ from exchange.core.messages import (
     OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderReplaced,
 )
 from exchange.core.orders import OrderStatus, Side
-from exchange.errors import ProtocolError, RejectCode
-from exchange.gateway.protocol.messages import ClientReply, Rej, State, StatusRequest
+from exchange.errors import ProtocolError, RejectCode, not_your_order
+from exchange.gateway.protocol.messages import ClientReply, Orders, OrdersRequest, Rej, State, StatusRequest
 from exchange.gateway.sessions import Session
 
 MAX_FINISHED_ORDERS = 100_000  # finished orders kept for STATUS
+MAX_ORDERS_LISTED = 1000  # open orders an ORDERS lists (the oldest); its END line says how many there are
 
 
 class OrderView(msgspec.Struct, eq=False, gc=False):
@@ -64,6 +65,7 @@ class OrderViews:
         self.instruments = instruments
         self.orders: dict[str, OrderView] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
+        self.open_by_user: dict[str, dict[str, None]] = {}  # user → ids of their open orders, oldest first
         # (user, client order id) → order id, read like a dict (``in``, ``[]``, ``get``)
         self.client_order_ids = ClientOrderIds(client_order_id_window, self._is_open)
 
@@ -98,16 +100,26 @@ class OrderViews:
             view = self.own(user, request.order_id, request.client_order_id)
         except ProtocolError as e:
             return [Rej(e.code, e.reason, request.client_order_id)]
+        return [self._state(view)]
+
+    def open_orders(self, user: str, request: OrdersRequest) -> list[ClientReply]:
+        """The answer to an ORDERS: the user's open orders (on ``request.symbol``, if it names one)."""
+        views = [self.orders[order_id] for order_id in self.open_by_user.get(user, ())]
+        if request.symbol is not None:
+            views = [view for view in views if view.symbol == request.symbol]
+        return [Orders([self._state(view) for view in views[:MAX_ORDERS_LISTED]], len(views))]
+
+    def _state(self, view: OrderView) -> State:
         instrument = self.instruments[view.symbol]
-        return [State(view.order_id, view.client_order_id, view.status.value,
-                      instrument.format_qty(view.filled_qty), instrument.format_qty(view.leaves_qty),
-                      view.side, view.symbol,
-                      instrument.format_price(view.price) if view.price is not None else None)]
+        return State(view.order_id, view.client_order_id, view.status.value,
+                     instrument.format_qty(view.filled_qty), instrument.format_qty(view.leaves_qty),
+                     view.side, view.symbol, instrument.format_price(view.price) if view.price is not None else None)
 
     def track(self, event) -> None:
         """Update the view of the order the event is about (if it is an order event)."""
         if isinstance(event, OrderAccepted):
             self.orders[event.order_id] = OrderView.of(event)
+            self.open_by_user.setdefault(event.user, {})[event.order_id] = None
             if event.client_order_id:
                 self.client_order_ids.add((event.user, event.client_order_id), event.order_id, event.symbol,
                                           event.ts_event)
@@ -128,6 +140,7 @@ class OrderViews:
             case OrderReduced():
                 view.qty, view.leaves_qty = view.qty - event.reduced_qty, event.leaves_qty
         if view.leaves_qty == 0:
+            self._closed(view)
             if view.session is not None:
                 view.session.own_orders.pop(view.order_id, None)
                 view.session = None
@@ -136,7 +149,15 @@ class OrderViews:
                 self.orders.pop(self.finished.popitem(last=False)[0], None)
 
 
+    def _closed(self, view: OrderView) -> None:
+        mine = self.open_by_user.get(view.user)
+        if mine is not None:
+            mine.pop(view.order_id, None)
+            if not mine:
+                del self.open_by_user[view.user]
+
+
 def not_yours(user: str, order_id: str, client_order_id: str) -> ProtocolError:
     """Not an order of this user: the same answer for someone else's and for none at all."""
     name = order_id or f"#{client_order_id}"
-    return ProtocolError(RejectCode.NOT_YOUR_ORDER, f"no order {name} of user {user}")
+    return ProtocolError(RejectCode.NOT_YOUR_ORDER, not_your_order(name, user))

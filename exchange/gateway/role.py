@@ -7,6 +7,8 @@ Sockets:
                                    LOGIN, if ``gateway.zmq_auth`` is ``login``)
     engines  PUSH connect, one per engine → each engine's commands PULL (one Requests per loop turn)
     replies  PULL bound          ← engines: Replies, released once the journal holds them
+    books    DEALER connect      → the notifier's snapshots ROUTER: SnapshotRequests for BOOK, and
+                                   their BookSnapshot / SnapshotRefused (exchange.gateway.book_requests)
 
 With ``mesh_curve`` on, ``replies`` is a CURVE server that admits mesh roles only and the PUSHes
 are CURVE clients of their engines (exchange.wire.security.mesh_keys); one ZAP handler serves both the users
@@ -40,7 +42,9 @@ from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.gateway.order_entry import OrderEntry
 from exchange.gateway.text_server import TextConnection
 from exchange.gateway.zmq_server import ZmqServer
-from exchange.wire.messages import Decoder, Replies, Request, encode
+from exchange.wire.messages import (
+    BookSnapshot, Decoder, NotifierReply, Replies, Request, SnapshotRefused, SnapshotRequest, encode,
+)
 from exchange.wire.security.zap import start_authenticator, user_keys
 
 log = logging.getLogger(__name__)
@@ -78,8 +82,12 @@ class Gateway:
             loop.run_in_executor(self.executor, fn).add_done_callback(
                 lambda future: None if future.cancelled() else done(future.result()))
 
+        self.books = sockets.socket(self.ctx, zmq.DEALER)  # → the notifier's snapshots
+        self.books.setsockopt(zmq.IMMEDIATE, 1)  # a request is refused at once while the notifier is away
+        self.books.connect(config.notifier.snapshots)
+        self.books_sync = self._sync(self.books)
         self.entry = OrderEntry(config, self.send, self.name, history=self._history,
-                                run_blocking=run_blocking, later=loop.call_later)
+                                run_blocking=run_blocking, later=loop.call_later, ask_book=self.ask_book)
         self.zmq_server = ZmqServer(self.ctx, config, self.entry)  # ← ZMQ clients
         known = self.entry.load(open_and_recent_order_events(config.journal.path,
                                                              time.time_ns() - self.entry.window_ns))
@@ -132,6 +140,29 @@ class Gateway:
                 for request in requests:
                     self.entry.not_sent(engine, request.request_id)
 
+    def ask_book(self, symbol: str) -> bool:
+        """Hand a SnapshotRequest to the notifier, or return False if it cannot take one now."""
+        try:
+            self.books_sync.send(encode(SnapshotRequest(symbol)), zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    async def pump_books(self) -> None:
+        decoder = Decoder(NotifierReply)
+        while True:
+            first = await self.books.recv_multipart()
+            for parts in [first, *sockets.drain(self.books_sync)]:
+                try:
+                    answer = decoder.decode(parts[-1])
+                except WireError as e:
+                    log.warning("books: dropped %s", e)
+                    continue
+                if isinstance(answer, (BookSnapshot, SnapshotRefused)):
+                    self.entry.on_book(answer)
+                else:
+                    log.warning("books: the notifier answered %r", answer)
+
     async def pump_replies(self) -> None:
         decoder = Decoder(Replies)
         sync = self._sync(self.replies)
@@ -156,11 +187,12 @@ class Gateway:
             if late:
                 log.warning("%d requests got no answer from an engine in %.1f s", late, timeout)
             self.entry.expire_idle()
+            self.entry.expire_books()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.flush_requests()  # e.g. the cancels of sessions that asked for cancel on disconnect
-        for sock in (*self.engines.values(), *self.pushes.values(), self.replies):
+        for sock in (*self.engines.values(), *self.pushes.values(), self.replies, self.books):
             sock.close()
         self.zmq_server.close()
         if self.auth is not None:
@@ -178,7 +210,8 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     server = await loop.create_server(lambda: TextConnection(gateway.entry, config.gateway),
                                       host, int(port), backlog=1024, reuse_address=True)
-    tasks = [asyncio.create_task(gateway.pump_replies()), asyncio.create_task(gateway.zmq_server.pump()),
+    tasks = [asyncio.create_task(gateway.pump_replies()), asyncio.create_task(gateway.pump_books()),
+             asyncio.create_task(gateway.zmq_server.pump()),
              asyncio.create_task(gateway.expire_requests())]
     log.info("ready: text protocol on %s, zmq on %s (%s)", config.gateway.text, config.gateway.zmq,
              "CURVE keys" if gateway.zmq_server.keyed else "LOGIN")

@@ -81,14 +81,16 @@ def _received(pattern: str) -> bool:
 
 
 def test_the_transcript_shows_every_verb_pushed_line_and_reject_it_promises():
-    for verb in ("LOGIN", "BUY", "SELL", "CANCEL", "REPLACE", "CANCELALL", "STATUS", "PING"):
+    for verb in ("LOGIN", "BUY", "SELL", "CANCEL", "REPLACE", "CANCELALL", "STATUS", "ORDERS", "BOOK", "PING"):
         assert _sent(verb), f"the transcript never sends {verb}"
     for pattern in (r"OK LOGIN \w+", r"ACK \S+ .* MKT IOC", r"ACK \S+ .* (GTC|IOC|FOK|POST)",
                     r"ACK .* REPLACED .*", r"FILL .*", r"OUT \S+( #\S+)? FILLED", r"OUT \S+( #\S+)? CANCELED",
                     r"OUT .* CANCELED CANCEL_ALL", r"OUT .* EXPIRED IOC", r"OUT .* EXPIRED FOK",
                     r"OUT .* EXPIRED MARKET", r"REDUCED .*",
-                    r"OK CANCELALL \d+", r"STATE .*", r"PONG"):
+                    r"OK CANCELALL \d+", r"STATE .*", r"PONG", r"END ORDERS \d+ OF \d+", r"BOOK \S+", r"BID \S+ \S+",
+                    r"ASK \S+ \S+", r"END BOOK \S+"):
         assert _received(pattern), f"the transcript never shows a line like {pattern!r}"
+    assert any(s.way == ">" and " MKT" in s.text.upper() for s in STEPS), "the transcript never sends MKT"
     for code in ("NOT_LOGGED_IN", "BAD_LOGIN", "ALREADY_LOGGED_IN", "BAD_PRICE", "BAD_QTY", "BAD_TIF",
                  "UNKNOWN_SYMBOL", "UNKNOWN_VERB", "MALFORMED", "DUPLICATE_ID", "NOT_YOUR_ORDER", "WOULD_CROSS",
                  "NO_LIQUIDITY"):

@@ -97,6 +97,7 @@ def test_a_malformed_order_entry_request_is_answered_rej_malformed(module_mesh, 
     reply = ask(module_mesh.config.gateway.zmq, frame)
     assert reply["type"] == "Rej" and reply["code"] == "MALFORMED", reply
     assert expected in reply["reason"]
+    assert reply["reason"].endswith("(docs/wire.md)"), "the reason says what a request looks like"
 
 
 def test_an_order_entry_request_of_several_frames_is_answered_rej_malformed(module_mesh):

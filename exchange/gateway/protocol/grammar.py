@@ -16,15 +16,18 @@ import msgspec
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.protocol.messages import (
-    Ack, AnyRequest, Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, Fill,
-    LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong, Reduced, Rej, ReplaceAck, ReplaceRequest,
-    State, StatusRequest,
+    Ack, AnyRequest, Book, BookRequest, Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest,
+    Fill, LoginOk, LoginRequest, Orders, OrdersRequest, Out, PingRequest, PlaceRequest, Pong, Reduced, Rej,
+    ReplaceAck, ReplaceRequest, State, StatusRequest,
 )
 
 _CLIENT_ORDER_ID = re.compile(r"#([A-Za-z0-9_.:\-]{1,36})")
 _ORDER_ID = re.compile(r"[0-9]{1,4}-[0-9]{1,18}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-/]{0,23}")
+_LEVELS = re.compile(r"[1-9][0-9]?|100")
+MAX_LEVELS = 100  # price levels per side a BOOK may ask for
+_SEPARATORS = re.compile(r"[ \t]+")
 _request_decoder = msgspec.msgpack.Decoder(AnyRequest)
 
 
@@ -44,7 +47,7 @@ def parse_bytes(raw: bytes, max_line: int) -> ClientRequest | Rej:
     try:
         return parse_line(line)
     except ProtocolError as e:
-        login = line.lstrip()[:6].upper() == "LOGIN "
+        login = _upper(_SEPARATORS.split(line.strip(" \t"), 1)[0]) == "LOGIN"
         match = _ECHOED_ID.search(line) if not login else None  # a LOGIN's words may be a key: never echoed
         return Rej(e.code, e.reason, match.group(1) if match else "")
 
@@ -58,23 +61,48 @@ def decode_request(frame: bytes, max_size: int) -> ClientRequest | Rej:
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         # the decoder quotes what it was given: keep the reason one printable line
         reason = "".join(c if c.isprintable() else "?" for c in str(e)[:200])
-        return Rej(RejectCode.MALFORMED, f"bad request: {reason}")
+        return Rej(RejectCode.MALFORMED, f"bad request: {reason}; {_expected(frame)}")
     except ProtocolError as e:
         return Rej(e.code, e.reason)
 
 
+_REQUEST_TYPES = {kind.__name__: kind for kind in AnyRequest.__args__}
+REQUEST_FORM = ('a request is one msgpack map: {"type": "<request>", "<field>": <value>, …}, <request> one of '
+                + ", ".join(_REQUEST_TYPES) + " (docs/wire.md)")
+
+
+def _expected(frame: bytes) -> str:
+    """What a frame that did not decode should have been: the fields of the type it names, or any request."""
+    try:
+        kind = _REQUEST_TYPES.get(msgspec.msgpack.decode(frame).get("type"))
+    except (msgspec.DecodeError, AttributeError, TypeError):  # not msgpack, not a map, an unhashable type
+        kind = None
+    if kind is None:
+        return REQUEST_FORM
+    fields = ", ".join(field.name for field in msgspec.structs.fields(kind)) or "nothing else"
+    return f'a {kind.__name__} is a msgpack map of "type" and {fields} (docs/wire.md)'
+
+
 def parse_line(line: str) -> ClientRequest:
-    """One request line (without its newline) → a request; ProtocolError if it is not one."""
-    words = line.split()
-    if not words:
+    """One request line (without its newline) → a request; ProtocolError if it is not one.
+
+    Words are separated by runs of spaces and tabs, and nothing else (docs/protocol.md#grammar).
+    """
+    words = _SEPARATORS.split(line.strip(" \t"))
+    if words == [""]:
         raise ProtocolError(RejectCode.MALFORMED, "empty line; try PING")
-    verb = words[0].upper()
+    verb = _upper(words[0])
     args = words[1:]
     parser = _PARSERS.get(verb)
     if parser is None:
         raise ProtocolError(RejectCode.UNKNOWN_VERB,
                             f"unknown verb {words[0][:16]!r}; verbs are {', '.join(_PARSERS)}")
     return parser(verb, args)
+
+
+def _upper(word: str) -> str:
+    """A word in capitals, for the case-insensitive words: ASCII letters only (``'ı'.upper()`` is ``'I'``)."""
+    return word.upper() if word.isascii() else word
 
 
 def _usage(verb: str) -> ProtocolError:
@@ -86,7 +114,7 @@ def _parse_login(verb: str, args: list[str]) -> LoginRequest:
         raise _usage(verb)
     cancel_on_disconnect = None
     if len(args) == 3:
-        option = args[2].upper()
+        option = _upper(args[2])
         if option not in _LOGIN_OPTIONS:
             raise _usage(verb)
         cancel_on_disconnect = _LOGIN_OPTIONS[option]
@@ -94,40 +122,80 @@ def _parse_login(verb: str, args: list[str]) -> LoginRequest:
 
 
 def _parse_place(verb: str, args: list[str]) -> PlaceRequest:
-    if len(args) < 2:
+    """``<symbol> <qty>``, then the optional parts, each at most once and in the order of ``_PLACE_PARTS``."""
+    if len(args) < 2 or not _SYMBOL.fullmatch(args[0]):
         raise _usage(verb)
     symbol, qty, rest = args[0], args[1], args[2:]
-    if not _SYMBOL.fullmatch(symbol):
-        raise _usage(verb)
-    price = tif = stp = None
-    client_order_id = ""
-    if rest and rest[0].startswith("@"):
-        price = rest[0][1:] or (rest[1] if len(rest) > 1 else "")
-        rest = rest[1:] if rest[0] != "@" else rest[2:]
-        if not price:
-            raise ProtocolError(RejectCode.MALFORMED, "a price must follow @")
-    for word in rest:
-        upper = word.upper()
-        if upper in TimeInForce.__members__ and tif is None:
-            tif = TimeInForce[upper]
-        elif upper.startswith("STP=") and stp is None:
-            mode = upper[4:]
+    found: dict[str, object] = {}
+    while rest:
+        word = rest.pop(0)
+        part = _place_part(word)
+        if part is None:
+            raise ProtocolError(RejectCode.MALFORMED, f"unexpected {word[:40]!r}; usage: {_USAGE[verb]}")
+        if any(later in found for later in _PLACE_PARTS[_PLACE_PARTS.index(part):]):
+            raise ProtocolError(RejectCode.MALFORMED, f"{word[:40]!r} is out of place: the parts after the"
+                                f" quantity come in this order, each at most once: {_USAGE[verb]}")
+        found[part] = _place_value(part, word, rest)
+    return PlaceRequest(Side[verb], symbol.upper(), qty, found.get("price"), found.get("tif"), found.get("stp"),
+                        found.get("cid", ""))
+
+
+_PLACE_PARTS = ["price", "tif", "stp", "cid"]  # in the one order they may come in
+
+
+def _place_part(word: str) -> str | None:
+    """Which optional part of an order ``word`` starts (None: none)."""
+    upper = _upper(word)
+    if word.startswith("@") or upper == "MKT":
+        return "price"
+    if upper in TimeInForce.__members__:
+        return "tif"
+    if upper.startswith("STP="):
+        return "stp"
+    if word.startswith("#"):
+        return "cid"
+    return None
+
+
+def _place_value(part: str, word: str, rest: list[str]):
+    """The value of an optional part that starts with ``word``; a price after a lone ``@`` is taken
+    from ``rest``. MKT (a market order, as ACK prints it) is the price None."""
+    match part:
+        case "price":
+            if _upper(word) == "MKT":
+                return None
+            price = word[1:] or (rest.pop(0) if rest else "")
+            if not price:
+                raise ProtocolError(RejectCode.MALFORMED, "a price must follow @")
+            return price
+        case "tif":
+            return TimeInForce[_upper(word)]
+        case "stp":
+            mode = _upper(word)[4:]
             if mode not in SelfTradePrevention.__members__:
                 raise ProtocolError(RejectCode.MALFORMED, f"STP must be one of"
                                     f" {', '.join(SelfTradePrevention.__members__)}")
-            stp = SelfTradePrevention[mode]
-        elif _CLIENT_ORDER_ID.fullmatch(word) and not client_order_id:
-            client_order_id = word[1:]
-        else:
-            raise ProtocolError(RejectCode.MALFORMED, f"unexpected {word[:40]!r}; usage: {_USAGE[verb]}")
-    return PlaceRequest(Side[verb], symbol.upper(), qty, price, tif, stp, client_order_id)
+            return SelfTradePrevention[mode]
+    return _client_order_id(word[1:])
+
+
+def _client_order_id(cid: str) -> str:
+    """``cid`` (without its ``#``) if it is a client order id; else ProtocolError saying why not."""
+    if _CLIENT_ORDER_ID.fullmatch("#" + cid):
+        return cid
+    if not cid:
+        raise ProtocolError(RejectCode.MALFORMED, "client order id is empty: # is followed by 1 to 36 characters")
+    if len(cid) > 36:
+        raise ProtocolError(RejectCode.MALFORMED, f"client order id is too long: {len(cid)} characters, at most 36")
+    raise ProtocolError(RejectCode.MALFORMED,
+                        f"client order id {cid[:40]!r} may only hold letters, digits and _ . : -")
 
 
 def _order_ref(verb: str, word: str) -> tuple[str, str]:
     if _ORDER_ID.fullmatch(word):
         return word, ""
-    if _CLIENT_ORDER_ID.fullmatch(word):
-        return "", word[1:]
+    if word.startswith("#"):
+        return "", _client_order_id(word[1:])
     raise ProtocolError(RejectCode.MALFORMED,
                         f"{word[:40]!r} is neither an order id (like 1-42) nor a #client-order-id")
 
@@ -164,6 +232,27 @@ def _parse_cancel_all(verb: str, args: list[str]) -> CancelAllRequest:
     return CancelAllRequest(args[0].upper() if args else None)
 
 
+def _parse_orders(verb: str, args: list[str]) -> OrdersRequest:
+    if len(args) > 1 or (args and not _SYMBOL.fullmatch(args[0])):
+        raise _usage(verb)
+    return OrdersRequest(args[0].upper() if args else None)
+
+
+def _parse_book(verb: str, args: list[str]) -> BookRequest:
+    if len(args) not in (1, 2) or not _SYMBOL.fullmatch(args[0]):
+        raise _usage(verb)
+    if len(args) == 2 and not _LEVELS.fullmatch(args[1]):
+        raise _bad_levels(args[1])
+    if len(args) == 1:
+        return BookRequest(args[0].upper())
+    return BookRequest(args[0].upper(), int(args[1]))
+
+
+def _bad_levels(levels: object) -> ProtocolError:
+    return ProtocolError(RejectCode.MALFORMED, f"levels {str(levels)[:40]!r} is not a whole number from 1 to"
+                         f" {MAX_LEVELS}; usage: {_USAGE['BOOK']}")
+
+
 def _parse_ping(verb: str, args: list[str]) -> PingRequest:
     if args:
         raise _usage(verb)
@@ -173,18 +262,20 @@ def _parse_ping(verb: str, args: list[str]) -> PingRequest:
 _PARSERS = {
     "LOGIN": _parse_login, "BUY": _parse_place, "SELL": _parse_place, "CANCEL": _parse_cancel,
     "REPLACE": _parse_replace, "CANCELALL": _parse_cancel_all, "STATUS": _parse_status,
-    "PING": _parse_ping,
+    "ORDERS": _parse_orders, "BOOK": _parse_book, "PING": _parse_ping,
 }
 _LOGIN_OPTIONS = {"CANCEL_ON_DISCONNECT": True, "KEEP_ON_DISCONNECT": False}
-_ECHOED_ID = re.compile(r"(?:^|\s)#([A-Za-z0-9_.:\-]{1,36})(?:\s|$)")
+_ECHOED_ID = re.compile(r"(?:^|[ \t])#([A-Za-z0-9_.:\-]{1,36})(?:[ \t]|$)")
 _USAGE = {
     "LOGIN": "LOGIN <user> <key> [CANCEL_ON_DISCONNECT|KEEP_ON_DISCONNECT]",
-    "BUY": "BUY <symbol> <qty> [@ <price>] [GTC|IOC|FOK|POST] [STP=<mode>] [#<client-order-id>]",
-    "SELL": "SELL <symbol> <qty> [@ <price>] [GTC|IOC|FOK|POST] [STP=<mode>] [#<client-order-id>]",
-    "CANCEL": "CANCEL <order-id>|#<client-order-id>",
-    "REPLACE": "REPLACE <order-id>|#<client-order-id> <qty> [@ <price>]",
+    "BUY": "BUY <symbol> <qty> [@ <price>|MKT] [GTC|IOC|FOK|POST] [STP=<mode>] [#<cid>]",
+    "SELL": "SELL <symbol> <qty> [@ <price>|MKT] [GTC|IOC|FOK|POST] [STP=<mode>] [#<cid>]",
+    "CANCEL": "CANCEL (<order-id>|#<cid>)",
+    "REPLACE": "REPLACE (<order-id>|#<cid>) <qty> [@ <price>]",
     "CANCELALL": "CANCELALL [<symbol>]",
-    "STATUS": "STATUS <order-id>|#<client-order-id>",
+    "STATUS": "STATUS (<order-id>|#<cid>)",
+    "ORDERS": "ORDERS [<symbol>]",
+    "BOOK": "BOOK <symbol> [<levels>]",
     "PING": "PING",
 }
 
@@ -198,13 +289,15 @@ def check_request(request: ClientRequest) -> ClientRequest:
         return ProtocolError(RejectCode.MALFORMED, f"{what} {value[:40]!r} is not allowed")
 
     cid = getattr(request, "client_order_id", "")
-    if cid and not _CLIENT_ORDER_ID.fullmatch("#" + cid):
-        raise bad("client order id", cid)
+    if cid:
+        _client_order_id(cid)
     match request:
         case LoginRequest():
             if not _NAME.fullmatch(request.user) or len(request.key) > 128:
                 raise _usage("LOGIN")
-        case PlaceRequest() | CancelAllRequest():
+        case BookRequest() if not 1 <= request.levels <= MAX_LEVELS:
+            raise _bad_levels(request.levels)
+        case PlaceRequest() | CancelAllRequest() | OrdersRequest() | BookRequest():
             if request.symbol is not None:
                 if not _SYMBOL.fullmatch(request.symbol):
                     raise bad("symbol", request.symbol)
@@ -228,7 +321,8 @@ def _cid(client_order_id: str) -> str:
 
 
 def format_reply(reply: ClientReply) -> str:
-    """The text line (without newline) for a reply."""
+    """The text line (without newline) for a reply; the lines, joined by newlines, of an ``Orders`` or
+    a ``Book``, which end in their ``END`` line."""
     match reply:
         case Ack():
             price = f"@ {reply.price}" if reply.price is not None else "MKT"
@@ -258,6 +352,11 @@ def format_reply(reply: ClientReply) -> str:
             return f"OK LOGIN {reply.user}" + (" CANCEL_ON_DISCONNECT" if reply.cancel_on_disconnect else "")
         case Pong():
             return "PONG"
+        case Orders():
+            return "\n".join([*map(format_reply, reply.orders), f"END ORDERS {len(reply.orders)} OF {reply.count}"])
+        case Book():
+            return "\n".join([f"BOOK {reply.symbol}", *(f"BID {price} {qty}" for price, qty in reply.bids),
+                              *(f"ASK {price} {qty}" for price, qty in reply.asks), f"END BOOK {reply.symbol}"])
         case Bye():
             return f"BYE {reply.code.value} {reply.reason}"
     raise TypeError(f"not a reply: {reply!r}")

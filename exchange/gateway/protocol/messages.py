@@ -60,8 +60,21 @@ class PingRequest(ClientRequest):
     pass
 
 
+class OrdersRequest(ClientRequest):
+    """The user's open orders (ORDERS), on one instrument or on all."""
+
+    symbol: str | None = None
+
+
+class BookRequest(ClientRequest):
+    """The aggregated depth of one instrument's released book (BOOK), ``levels`` per side."""
+
+    symbol: str
+    levels: int = 10
+
+
 AnyRequest = (LoginRequest | PlaceRequest | CancelRequest | ReplaceRequest | CancelAllRequest
-              | StatusRequest | PingRequest)
+              | StatusRequest | PingRequest | OrdersRequest | BookRequest)
 
 
 
@@ -144,6 +157,21 @@ class Pong(ClientReply):
     pass
 
 
+class Orders(ClientReply):
+    """The answer to ORDERS: the user's open orders, oldest first, at most MAX_ORDERS_LISTED of them."""
+
+    orders: list[State]
+    count: int  # how many open orders there are; more than listed if the list was cut
+
+
+class Book(ClientReply):
+    """The answer to BOOK: price levels of the released book, best first, as (price, qty) decimal text."""
+
+    symbol: str
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+
+
 class Bye(ClientReply):
     """The gateway ends the session (idle, or no room for it); the last line it gets."""
 
@@ -151,4 +179,5 @@ class Bye(ClientReply):
     reason: str
 
 
-AnyReply = LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong | Bye
+AnyReply = (LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong | Bye | Orders
+            | Book)

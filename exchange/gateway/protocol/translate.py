@@ -14,7 +14,7 @@ from exchange.core.messages import (
 from exchange.core.orders import TimeInForce
 from exchange.errors import ProtocolError
 from exchange.gateway.protocol.messages import (
-    Ack, ClientReply, Fill, Out, PlaceRequest, Reduced, Rej, ReplaceAck, ReplaceRequest,
+    Ack, Book, ClientReply, Fill, Out, PlaceRequest, Reduced, Rej, ReplaceAck, ReplaceRequest,
 )
 
 
@@ -57,6 +57,15 @@ def cancel_all_command(symbol: str | None, user: str, ts: int) -> CancelAll:
 
 
 # -- events → replies ---------------------------------------------------------------------------
+
+def book_reply(symbol: str, bids: list[tuple[int, int]], asks: list[tuple[int, int]], instrument: Instrument,
+               levels: int) -> Book:
+    """The answer to a BOOK: the first ``levels`` (price ticks, qty lots) levels of each side, as decimal text."""
+    def side(book_levels: list[tuple[int, int]]) -> list[tuple[str, str]]:
+        return [(instrument.format_price(price), instrument.format_qty(qty)) for price, qty in book_levels[:levels]]
+
+    return Book(symbol, side(bids), side(asks))
+
 
 def reply_for_event(event, instrument: Instrument | None) -> ClientReply:
     """What a client is told about one of its order events."""
