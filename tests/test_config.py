@@ -213,3 +213,14 @@ def test_an_instrument_cannot_name_assets_while_accounts_are_off(tmp_path):
     path.write_text(LOCAL.read_text().replace("  - symbol: AAPL\n", "  - symbol: AAPL\n    base: AAPL\n"))
     with pytest.raises(ConfigError, match=r"AAPL names its base, quote or fees, but the config has no `assets:`"):
         load_config(path)
+
+
+def test_the_feed_says_each_instruments_base_and_quote_when_accounts_are_on(tmp_path):
+    from exchange.marketdata.notifier import instruments_frame
+    from exchange.wire.messages import Decoder, Instruments
+
+    specs = Decoder(Instruments).decode(instruments_frame(load_config(with_accounts(tmp_path)))).instruments
+    assert [(s.symbol, s.base, s.quote) for s in specs] == [
+        ("BTC-USD", "BTC", "USD"), ("ETH-USD", "ETH", "USD"), ("AAPL", "AAPL", "USD")]
+    off = Decoder(Instruments).decode(instruments_frame(load_config(LOCAL))).instruments
+    assert {(s.base, s.quote) for s in off} == {(None, None)}

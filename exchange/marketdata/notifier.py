@@ -244,7 +244,8 @@ def instruments_frame(config: Config) -> bytes:
         specs.append(InstrumentSpec(
             section.symbol, section.tick_size, section.lot_size, built.format_qty(built.min_qty),
             built.format_qty(built.max_qty), built.format_price(built.max_price), section.price_band,
-            section.reference_price, section.max_notional, section.max_open_orders, section.stp_default))
+            section.reference_price, section.max_notional, section.max_open_orders, section.stp_default,
+            section.base, section.quote))
     return encode(Instruments(specs))
 
 

@@ -195,7 +195,7 @@ class InstrumentSpec(_Wire):
     """One instrument's grids and limits, as decimal text in the instrument's own units.
 
     A price on the wire is a number of ``tick_size``s, a quantity a number of ``lot_size``s.
-    Fields to come (the base and quote assets) are appended, with defaults.
+    New fields are appended, with defaults.
     """
 
     symbol: str
@@ -209,6 +209,8 @@ class InstrumentSpec(_Wire):
     max_notional: str | None  # the largest price × quantity of one order, in the quote currency
     max_open_orders: int | None  # resting orders per user on this instrument
     stp_default: SelfTradePrevention  # the self-trade prevention of an order that names none
+    base: str | None = None  # with accounts on: the asset bought and sold ...
+    quote: str | None = None  # ... and the asset it is paid in; None with accounts off
 
 
 class Instruments(_Wire, tag=True):

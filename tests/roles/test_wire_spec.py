@@ -77,7 +77,7 @@ def test_the_notifier_answers_instruments_from_its_config(module_mesh):
     by_symbol = {spec[0]: spec for spec in instruments}
     assert list(by_symbol) == [i.symbol for i in module_mesh.config.instruments]
     assert by_symbol["BTC-USD"] == ["BTC-USD", "0.01", "0.0001", "0.0001", "1000.0000", "1000000000.00", None, None,
-                                    None, None, "CANCEL_NEWEST"]
+                                    None, None, "CANCEL_NEWEST", None, None]  # base, quote: accounts are off
     assert by_symbol["ETH-USD"][10] == "CANCEL_OLDEST"
     assert by_symbol["AAPL"][1:6] == ["0.01", "1", "1", "100000", "100000.00"]
 
