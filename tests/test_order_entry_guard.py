@@ -8,7 +8,7 @@ import asyncio
 from exchange.core.messages import OrderAccepted
 from exchange.errors import JournalError
 from exchange.gateway.text_server import TextConnection
-from test_order_entry_limits import Transport
+from test_order_entry_limits import Transport, turns_until
 from test_sessions import Client, Exchange
 
 INTERNAL = "REJ INTERNAL the gateway failed on this request; closing the session"
@@ -38,7 +38,7 @@ def test_lines_after_a_rej_internal_in_the_same_read_are_not_executed():
         connection = TextConnection(exchange.entry, exchange.entry.config.gateway)
         connection.connection_made(transport)
         connection.data_received(b"LOGIN alice alice-key\nSTATUS 1-1\nBUY AAPL 1 @ 5.00\nPING\n")
-        await asyncio.sleep(0)
+        await turns_until(lambda: transport.closed)
         assert transport.written.decode().splitlines() == ["OK LOGIN alice", INTERNAL]
         assert transport.closed
 

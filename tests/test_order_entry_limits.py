@@ -46,6 +46,15 @@ class Transport:
     abort = close
 
 
+async def turns_until(predicate, turns: int = 1000) -> None:
+    """Let the event loop run (its call_soon callbacks write the replies) until ``predicate()``."""
+    for _ in range(turns):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not reached in {turns} turns of the event loop")
+
+
 def test_a_text_session_is_not_read_past_max_unanswered_and_is_read_again_once_answered():
     """`LOGIN alice wrong` (answered after a delay) and then a flood of blank lines: the gateway
     stops reading at the limit instead of queuing a reply slot per line, and goes on once the
@@ -107,8 +116,7 @@ def test_an_overlong_line_at_the_limit_waits_its_turn_instead_of_ending_the_sess
         assert transport.paused and not connection.session.closed
         exchange.run_blocking()
         exchange.run_timers()
-        for _ in range(10):
-            await asyncio.sleep(0)
+        await turns_until(lambda: transport.written.count(b"\n") >= LIMIT + 1)
         lines = transport.written.decode().splitlines()
         assert len(lines) == LIMIT + 1 and lines[-1] == "REJ TOO_LARGE line longer than 1024 bytes; discarded"
         assert not transport.paused and not transport.closed

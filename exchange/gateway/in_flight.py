@@ -83,6 +83,7 @@ class InFlight:
             raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
         pending = self.pending[self.last_id] = Pending(session, slot, command, 1, key, self.clock())
         pending.engine = engine
+        pending.counted.append(engine)
         self.waiting_on[engine] += 1
         if key:
             self.placements[key] = pending
@@ -129,8 +130,6 @@ class InFlight:
     def done(self, request_id: int) -> None:
         """The request is answered: it no longer counts against its engines, nor holds its client order id."""
         pending = self.pending.pop(request_id)
-        if pending.engine is not None:
-            self.waiting_on[pending.engine] -= 1
         for engine in pending.counted:
             self.waiting_on[engine] -= 1
         if pending.key:

@@ -18,7 +18,7 @@ from exchange.errors import RejectCode
 from exchange.gateway.protocol.messages import (
     Ack, AnyReply, CancelRequest, PingRequest, PlaceRequest, Pong, Rej, StatusRequest,
 )
-from exchange.testing.mesh import Mesh, role_pid
+from exchange.testing.mesh import Mesh, role_pid, wait_until
 from test_security import SECRETS, gateway_key, journal_rows
 from test_security import config as security_config
 from exchange.wire.security.curve_keys import make_client
@@ -39,17 +39,6 @@ def status_kb(pid: int, field: str) -> int:
 def reset_peak(pid: int) -> None:
     """Make VmHWM (the peak resident size) start again from the current size."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def wait_for_log(mesh: Mesh, *texts: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = mesh.log()
-        found = [text for text in texts if text in log]
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    raise AssertionError(f"none of {texts} in the log after {timeout} s:\n{mesh.log()[-3000:]}")
 
 
 def send_in_background(client: TextClient, data: bytes) -> threading.Thread:
@@ -80,7 +69,8 @@ def test_a_flood_behind_a_slow_login_from_a_client_that_never_reads_keeps_memory
         try:
             sender = send_in_background(mallory, b"LOGIN alice wrong\n" + b"\n" * FLOOD_BYTES)
             # the session ends: idle once the gateway stopped reading it, or cut off for not reading
-            wait_for_log(mesh, "idle for 2 s; closing it", "client does not read its replies")
+            ends = ("idle for 2 s; closing it", "client does not read its replies")
+            wait_until(lambda: any(text in mesh.log() for text in ends), 30, "the flooding session's end")
             grown_mb = (status_kb(pid, "VmHWM") - before) / 1024
             sender.join(10)
         finally:
