@@ -21,7 +21,8 @@ import msgspec
 from msgspec import Meta
 
 from exchange.core.assets import Asset, FeeRates, Terms, grid_problem
-from exchange.core.instruments import Instrument
+from exchange.core.instruments import GridError, Instrument
+from exchange.core.ledger import shard_of
 from exchange.core.orders import SelfTradePrevention
 from exchange.errors import ConfigError
 
@@ -100,6 +101,28 @@ class EngineConfig(_Section):
         return f"engine-{self.name}"
 
 
+class LedgerConfig(_Section):
+    """One ledger shard: the accounts of the users ``shard_of(user, len(ledgers)) == shard`` (docs/accounts.md)."""
+
+    shard: Annotated[int, Meta(ge=0, le=999)]
+    commands: Endpoint  # PULL, bound: gateways' requests for this shard's users
+    settle: Endpoint  # PULL, bound: every engine's released event batches, to settle
+    replay: Endpoint  # ROUTER, bound: the journal writer fetches missed batches here
+    publish: Endpoint  # PUB, bound: balance changes for the private feed, read by the notifier
+    max_undurable_events: Annotated[int, Meta(ge=1000)] = 200_000  # beyond this: stop reading requests
+    checkpoint_every: Annotated[int, Meta(ge=100)] = 100_000  # events between checkpoints in the journal
+    checkpoint_part_size: Annotated[int, Meta(ge=1024, le=32 * 1024 * 1024)] = 4 * 1024 * 1024
+
+    @property
+    def name(self) -> str:
+        """Its journal stream and its role: ``ledger-<shard>``."""
+        return f"ledger-{self.shard}"
+
+    @property
+    def role(self) -> str:
+        return self.name
+
+
 class GatewayConfig(_Section):
     text: Annotated[str, Meta(pattern=HOST_PORT)]  # host:port of the text protocol (TCP)
     zmq: Endpoint  # ROUTER, bound: order entry for programs (DEALER + msgpack)
@@ -173,6 +196,10 @@ class UserConfig(_Section):
     max_sessions: Annotated[int, Meta(ge=1)] | None = None  # None: gateway.max_sessions_per_user
     max_rate: Annotated[float, Meta(gt=0)] | None = None  # None: gateway.max_rate (and max_burst)
     cancel_on_disconnect: bool = False  # default for the user's sessions; LOGIN … CANCEL_ON_DISCONNECT asks too
+    admin: bool = False  # may DEPOSIT and WITHDRAW for any user (with accounts on); an admin does not trade
+    # with accounts on: asset → amount deposited once, when the user's ledger shard first starts with
+    # this user (reference ``opening:<user>:<asset>``; changing it later deposits nothing more)
+    opening_balances: dict[str, Decimal] = {}
 
 
 class MeshCurveConfig(_Section):
@@ -193,6 +220,7 @@ class Config(_Section):
     mesh_curve: MeshCurveConfig | None = None  # None: internal links are plain (fine on one host)
     assets: list[AssetConfig] = []  # with assets, accounts are on (docs/accounts.md); without, pure matching
     fees: FeesConfig = FeesConfig()  # the default fee rates, with accounts on
+    ledgers: list[LedgerConfig] = []  # the ledger shards, with accounts on: shards 0, 1, … once each
 
     def __post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -233,11 +261,18 @@ class Config(_Section):
             bound += [notifier.publish, notifier.private, notifier.snapshots]
         for engine in self.engines:
             bound += [engine.commands, engine.publish, engine.replay]
+        for ledger in self.ledgers:
+            bound += [ledger.commands, ledger.settle, ledger.replay, ledger.publish]
         return bound
 
     def roles(self) -> list[str]:
         """Every role's name, as its log file and its mesh key are named: journal-writer, engine-<name>, …"""
-        return ["journal-writer", *(e.role for e in self.engines), *self.notifier.roles(), "gateway"]
+        return ["journal-writer", *(e.role for e in self.engines), *(s.role for s in self.ledgers),
+                *self.notifier.roles(), "gateway"]
+
+    def streams(self) -> list[str]:
+        """Every journal stream: each engine's (its name), then each ledger shard's (``ledger-<shard>``)."""
+        return [*(e.name for e in self.engines), *(s.name for s in self.ledgers)]
 
     @property
     def accounts(self) -> bool:
@@ -254,6 +289,10 @@ class Config(_Section):
         assets, instruments = self.asset_map(), self.instrument_map()
         return {i.symbol: Terms(instruments[i.symbol], assets[i.base], assets[i.quote], (i.fees or self.fees).rates())
                 for i in self.instruments}
+
+    def ledger_of(self, user: str) -> LedgerConfig:
+        """The ledger shard that holds ``user``'s accounts (accounts on)."""
+        return self.ledgers[shard_of(user, len(self.ledgers))]
 
     def instrument_map(self) -> dict[str, Instrument]:
         return {i.symbol: i.build() for i in self.instruments}
@@ -334,6 +373,18 @@ def _absolute(path: str, folder: Path) -> str:
 def _check_accounts(config: Config) -> None:
     """With assets: each instrument names a base and a quote among them, settles exactly in their
     units, and has fee rates that can be used. Without: no instrument names an asset or fees."""
+    shards = [s.shard for s in config.ledgers]
+    if config.assets and not config.ledgers:
+        raise ValueError("accounts are on (`assets:`), so the config needs `ledgers:` (at least shard 0) - at `$`")
+    if config.ledgers and not config.assets:
+        raise ValueError("`ledgers:` without `assets:`: accounts are off, so no ledger would run - at `$.ledgers`")
+    if shards != list(range(len(shards))):
+        raise ValueError(f"ledger shards must be listed in order 0 to {len(shards) - 1}; they are"
+                         f" {', '.join(map(str, shards))} - at `$.ledgers`")
+    for n, engine in enumerate(config.engines):
+        if engine.name.startswith("ledger-"):
+            raise ValueError(f"engine name {engine.name}: names starting ledger- are the ledger shards'"
+                             f" - at `$.engines[{n}].name`")
     assets = {}
     for n, asset in enumerate(config.assets):
         if asset.name in assets:
@@ -343,6 +394,16 @@ def _check_accounts(config: Config) -> None:
         config.fees.rates()
     except ValueError as e:
         raise ValueError(f"{e} - at `$.fees`") from None
+    for n, user in enumerate(config.users):
+        for name, amount in user.opening_balances.items():
+            at = f"`$.users[{n}].opening_balances.{name}`"
+            if name not in assets:
+                raise ValueError(f"{user.name}'s opening balance is in {name}, which is not one of the assets"
+                                 f" ({', '.join(assets) or 'none: accounts are off'}) - at {at}")
+            try:
+                assets[name].to_units(amount)
+            except GridError as e:
+                raise ValueError(f"{e.reason} - at {at}") from None
     for n, instrument in enumerate(config.instruments):
         at = f"`$.instruments[{n}]`"
         if not assets:

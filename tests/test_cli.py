@@ -61,7 +61,7 @@ def test_users_add_writes_a_hash_to_the_config_that_verifies_the_key_shown_once(
     dave = load_config(path).user("dave")
     assert key not in path.read_text() and verify_key(key, dave.key_hash)
     assert "# DEMO USERS ONLY" in path.read_text()  # the file's comments stay
-    assert [u.name for u in load_config(path).users] == ["alice", "bob", "carol", "dave"]
+    assert [u.name for u in load_config(path).users] == ["alice", "bob", "carol", "ops", "dave"]
 
 
 def test_users_add_also_makes_a_curve_key_pair_for_the_private_feed(tmp_path):
@@ -95,11 +95,12 @@ def test_users_remove_and_list(tmp_path):
     runner = CliRunner()
     assert runner.invoke(cli, ["users", "remove", "bob", "--config", str(path)]).exit_code == 0
     listed = runner.invoke(cli, ["users", "list", "--config", str(path)]).output
-    assert [line.split()[0] for line in listed.splitlines()] == ["alice", "carol"]
+    assert [line.split()[0] for line in listed.splitlines()] == ["alice", "carol", "ops"]
     again = runner.invoke(cli, ["users", "remove", "bob", "--config", str(path)])
     assert again.exit_code == 1 and "no user bob; there are alice, carol" in again.output
     runner.invoke(cli, ["users", "remove", "alice", "--config", str(path)])
     runner.invoke(cli, ["users", "remove", "carol", "--config", str(path)])
+    runner.invoke(cli, ["users", "remove", "ops", "--config", str(path)])
     assert load_config(path).users == []
     assert runner.invoke(cli, ["users", "add", "gina", "--config", str(path)]).exit_code == 0
     assert [u.name for u in load_config(path).users] == ["gina"]
@@ -164,7 +165,7 @@ def test_users_add_refuses_a_users_list_it_cannot_edit_safely_and_changes_nothin
     users = [{"name": u.name, "key_hash": u.key_hash, "curve_public_key": u.curve_public_key}
              for u in load_config(LOCAL).users]
     path.write_text(head + f"users: {json.dumps(users)}\n")  # JSON is YAML's flow style
-    assert [u.name for u in load_config(path).users] == ["alice", "bob", "carol"]  # the same users, in flow style
+    assert [u.name for u in load_config(path).users] == ["alice", "bob", "carol", "ops"]  # the same users, in flow style
     before = path.read_text()
     result = CliRunner().invoke(cli, ["users", "add", "dave", "--config", str(path)])
     assert result.exit_code == 1 and "edit the file by hand" in result.output

@@ -8,6 +8,7 @@ import pytest
 
 from exchange.config import hash_key, load_config, verify_key
 from exchange.errors import ConfigError
+from exchange.testing.mesh import toy_config, without_accounts
 
 LOCAL = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
 
@@ -18,7 +19,7 @@ def test_the_shipped_local_config_loads():
     assert sorted(config.instrument_map()) == ["AAPL", "BTC-USD", "ETH-USD"]
     assert config.gateway.text == "127.0.0.1:7001"
     assert config.gateway.zmq.endswith(":7002") and config.notifier.publish.endswith(":7003")
-    assert {u.name for u in config.users} == {"alice", "bob", "carol"}
+    assert {u.name for u in config.users} == {"alice", "bob", "carol", "ops"}
     assert verify_key("alice-key", config.key_hash("alice"))
     assert not verify_key("bob-key", config.key_hash("alice"))
 
@@ -35,7 +36,7 @@ def test_the_shipped_local_config_loads():
     ("    id: 2\n", "    id: 1\n", "engine id 1 is used twice"),
     ("synchronous: NORMAL", "synchronous: OFF", "at `$.journal.synchronous`"),
     ("var_dir: ../var", "var_dir: ../var\nspeed: fast", "Object contains unknown field `speed`"),
-    ("  - name: bob\n    key_hash: scrypt", "  - name: bob\n    key_hash: plain-bob-key\n    x: scrypt",
+    ("    key_hash: scrypt$16384$93b7", "    key_hash: plain-bob-key\n    x: scrypt$16384$93b7",
      "unknown field `x`"),
 ])
 def test_a_bad_config_names_file_key_and_problem(tmp_path, old, new, message):
@@ -94,7 +95,8 @@ def with_replicas(tmp_path: Path, replicas: str = REPLICAS) -> Path:
 
 def test_a_notifier_replica_is_one_more_role_on_its_own_endpoints(tmp_path):
     config = load_config(with_replicas(tmp_path))
-    assert config.roles() == ["journal-writer", "engine-e1", "engine-e2", "notifier", "notifier-b", "gateway"]
+    assert config.roles() == ["journal-writer", "engine-e1", "engine-e2", "ledger-0", "ledger-1", "notifier",
+                              "notifier-b", "gateway"]
     first, b = config.notifier.replica(None), config.notifier.replica("b")
     assert (first.publish, first.snapshots, first.private) == (
         "tcp://127.0.0.1:7003", "tcp://127.0.0.1:7005", "tcp://127.0.0.1:7004")
@@ -167,12 +169,23 @@ assets:
 fees:
   maker_bps: "1"
   taker_bps: "2.5"
+ledgers:
+  - shard: 0
+    commands: tcp://127.0.0.1:7040
+    settle: tcp://127.0.0.1:7041
+    replay: tcp://127.0.0.1:7042
+    publish: tcp://127.0.0.1:7043
+  - shard: 1
+    commands: tcp://127.0.0.1:7050
+    settle: tcp://127.0.0.1:7051
+    replay: tcp://127.0.0.1:7052
+    publish: tcp://127.0.0.1:7053
 """
 BASES = {"BTC-USD": "BTC", "ETH-USD": "ETH", "AAPL": "AAPL"}
 
 
 def with_accounts(tmp_path: Path, change=("", "")) -> Path:
-    text = LOCAL.read_text() + ASSETS
+    text = without_accounts(LOCAL.read_text()) + ASSETS
     for symbol, base in BASES.items():
         text = text.replace(f"  - symbol: {symbol}\n", f"  - symbol: {symbol}\n    base: {base}\n    quote: USD\n")
     path = tmp_path / "accounts.yaml"
@@ -182,12 +195,41 @@ def with_accounts(tmp_path: Path, change=("", "")) -> Path:
 
 def test_with_assets_accounts_are_on_and_every_instrument_has_exact_terms(tmp_path):
     config = load_config(with_accounts(tmp_path))
-    assert config.accounts and not load_config(LOCAL).accounts
+    assert config.accounts and load_config(LOCAL).accounts and not toy_config().accounts
     btc = config.terms()["BTC-USD"]
     assert (btc.base.name, btc.quote.name) == ("BTC", "USD")
     assert btc.base_amount(1) == 10_000  # a lot of 0.0001 BTC is 10,000 satoshis
     assert btc.notional(1, 1) == 1  # a lot at a tick is 0.000001 USD, one unit
     assert (btc.rates.maker, btc.rates.taker) == (100, 250)  # ppm
+    assert [s.name for s in config.ledgers] == ["ledger-0", "ledger-1"]
+    assert config.streams() == ["e1", "e2", "ledger-0", "ledger-1"]
+    assert "ledger-1" in config.roles()
+    assert {config.ledger_of(user).shard for user in ("alice", "bob", "carol")} == {0, 1}  # both shards used
+
+
+@pytest.mark.parametrize("change, message", [
+    (("  - shard: 1\n", "  - shard: 2\n"), "ledger shards must be listed in order 0 to 1; they are 0, 2 - at `$.ledgers`"),
+    (("ledgers:\n", "unused:\n"), "accounts are on (`assets:`), so the config needs `ledgers:`"),
+    (("  - name: e1\n", "  - name: ledger-9\n"), "engine name ledger-9: names starting ledger- are the ledger shards'"),
+])
+def test_ledger_shards_are_checked(tmp_path, change, message):
+    path = with_accounts(tmp_path, change)
+    if change[1] == "unused:\n":  # drop the whole section
+        path.write_text(path.read_text().split("unused:\n")[0])
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert message in str(e.value)
+
+
+def test_ledgers_without_assets_are_refused(tmp_path):
+    path = tmp_path / "mesh.yaml"
+    path.write_text(without_accounts(LOCAL.read_text()) + ASSETS.split("fees:")[0].replace("assets:", "ledgers:").replace(
+        "  - name: USD\n    unit: \"0.000001\"", "  - shard: 0\n    commands: tcp://127.0.0.1:7040\n"
+        "    settle: tcp://127.0.0.1:7041\n    replay: tcp://127.0.0.1:7042\n    publish: tcp://127.0.0.1:7043"
+    ).split("  - name: BTC")[0])
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "`ledgers:` without `assets:`" in str(e.value)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -210,7 +252,7 @@ def test_each_accounts_mistake_names_the_key_and_the_problem(tmp_path, change, m
 
 def test_an_instrument_cannot_name_assets_while_accounts_are_off(tmp_path):
     path = tmp_path / "mesh.yaml"
-    path.write_text(LOCAL.read_text().replace("  - symbol: AAPL\n", "  - symbol: AAPL\n    base: AAPL\n"))
+    path.write_text(without_accounts(LOCAL.read_text()).replace("  - symbol: AAPL\n", "  - symbol: AAPL\n    base: AAPL\n"))
     with pytest.raises(ConfigError, match=r"AAPL names its base, quote or fees, but the config has no `assets:`"):
         load_config(path)
 
@@ -222,5 +264,16 @@ def test_the_feed_says_each_instruments_base_and_quote_when_accounts_are_on(tmp_
     specs = Decoder(Instruments).decode(instruments_frame(load_config(with_accounts(tmp_path)))).instruments
     assert [(s.symbol, s.base, s.quote) for s in specs] == [
         ("BTC-USD", "BTC", "USD"), ("ETH-USD", "ETH", "USD"), ("AAPL", "AAPL", "USD")]
-    off = Decoder(Instruments).decode(instruments_frame(load_config(LOCAL))).instruments
+    off = Decoder(Instruments).decode(instruments_frame(toy_config())).instruments
     assert {(s.base, s.quote) for s in off} == {(None, None)}
+
+
+def test_opening_balances_are_in_known_assets_and_whole_units(tmp_path):
+    path = with_accounts(tmp_path, ("  - name: carol\n", '  - name: carol\n    opening_balances: {USD: "100.5", BTC: "1"}\n'))
+    assert load_config(path).user("carol").opening_balances == {"USD": "100.5", "BTC": "1"}
+    path.write_text(path.read_text().replace('BTC: "1"', 'XRP: "1"'))
+    with pytest.raises(ConfigError, match=r"carol's opening balance is in XRP, which is not one of the assets"):
+        load_config(path)
+    path.write_text(path.read_text().replace('XRP: "1"', 'AAPL: "0.5"'))
+    with pytest.raises(ConfigError, match=r"not a multiple of AAPL's unit 1 - at `\$.users\[2\].opening_balances.AAPL`"):
+        load_config(path)

@@ -40,27 +40,40 @@ def without_price_bands(text: str) -> str:
     return re.sub(r"\n    (price_band|reference_price): \"[0-9.]+\"", "", text)
 
 
-def toy_config(source: Path = LOCAL_CONFIG) -> Config:
-    """configs/local.yaml as a Config without the demo's price bands: for tests in memory that
-    trade at whatever prices they like."""
+_ACCOUNT_SECTIONS = re.compile(r"^(assets|fees|ledgers):.*?(?=^[a-z_]+:|\Z)", re.S | re.M)
+_ACCOUNT_KEYS = re.compile(r"\n    (base|quote|opening_balances): .*")
+
+
+def without_accounts(text: str) -> str:
+    """A config's text with accounts off: no assets, fees, ledger shards, bases, quotes or opening balances."""
+    return _ACCOUNT_KEYS.sub("", _ACCOUNT_SECTIONS.sub("", text))
+
+
+def toy_config(source: Path = LOCAL_CONFIG, accounts: bool = False) -> Config:
+    """configs/local.yaml as a Config without the demo's price bands (and, unless ``accounts``,
+    with accounts off): for tests in memory that trade at whatever prices they like."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / source.name
-        path.write_text(without_price_bands(source.read_text()))
+        text = without_price_bands(source.read_text())
+        path.write_text(text if accounts else without_accounts(text))
         return load_config(path)
 
 
 def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeout: float | None = None,
                     checkpoint_every: int | None = None, max_undurable_events: int | None = None,
-                    price_bands: bool = False) -> Path:
+                    price_bands: bool = False, accounts: bool = False) -> Path:
     """A copy of ``source`` (configs/local.yaml) in ``directory`` with free ports on 127.0.0.1 and
     the journal and logs inside ``directory``; returns its path.
 
     Without ``price_bands`` the copy drops the demo's price bands, so that tests may trade at any
-    price they like (10.00 BTC-USD, say); the demo as shipped keeps them.
+    price they like (10.00 BTC-USD, say); the demo as shipped keeps them. Without ``accounts`` it
+    runs pure matching (no ledger shards), as most tests of matching and order entry want.
     """
     text = source.read_text()
     if not price_bands:
         text = without_price_bands(text)
+    if not accounts:
+        text = without_accounts(text)
     ports = re.findall(r"127\.0\.0\.1:(\d+)", text)
     for old, new in zip(sorted(set(ports)), free_ports(len(set(ports)))):
         text = re.sub(rf"127\.0\.0\.1:{old}\b", f"127.0.0.1:{new}", text)

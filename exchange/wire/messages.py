@@ -4,6 +4,8 @@ Every message is a frozen, ``array_like`` msgspec struct encoded with msgpack; s
 only by appending fields with defaults (see docs/protocol.md). Decoding failures raise WireError.
 
     gateway ──Requests──▶ engine                     (PUSH → PULL), one message per loop turn
+    gateway ──Requests──▶ ledger shard ──Requests──▶ engine   with accounts on (docs/accounts.md)
+    engine ──EventBatch──▶ ledger shards             (PUSH → PULL), released batches, for settlement
     engine ──EventBatch──▶ journal writer            (PUSH → PULL; replayed over ROUTER on request)
     journal writer ──Durable──▶ engines              (PUB → SUB)
     journal writer ──ReplayRequest──▶ engine         (DEALER → ROUTER)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import msgspec
 
+from exchange.core.ledger_messages import AnyLedgerCommand, AnyLedgerEvent
 from exchange.core.messages import AnyCommand, AnyEvent, DepthUpdate, TopOfBook, Trade
 from exchange.core.orders import SelfTradePrevention
 from exchange.errors import WireError
@@ -28,13 +31,45 @@ class _Wire(msgspec.Struct, frozen=True, array_like=True, gc=False):
     pass
 
 
+class GetBalances(_Wire, tag=True):
+    """A user asks their ledger shard for their balances (one asset, or all): not journaled."""
+
+    user: str
+    asset: str | None = None
+
+
+class Balance(_Wire):
+    """One asset of one user, in the asset's smallest units."""
+
+    asset: str
+    available: int
+    held: int
+
+
+class Balances(_Wire, tag=True):
+    """The answer to GetBalances: every asset the user has (or the one asked for), by name."""
+
+    user: str
+    balances: list[Balance]
+
+
+LedgerRequestCommand = AnyLedgerCommand | GetBalances
+
+
 class Request(_Wire):
-    """A command from one gateway session; ``request_id`` pairs it with its reply."""
+    """A command from one gateway session; ``request_id`` pairs it with its reply.
+
+    With accounts on, a gateway sends a user's requests to the user's ledger shard: order commands
+    there name the ``engine`` the shard passes them on to (a placement as a HoldOrder, a replace as a
+    HoldReplace, cancels as they are), in the order they came; the shard's own commands (deposits,
+    withdrawals, GetBalances) name none.
+    """
 
     gateway: str
     session: int
     request_id: int
-    command: AnyCommand
+    command: AnyCommand | LedgerRequestCommand
+    engine: str = ""  # to a ledger shard: the engine that gets the command once its hold is durable
 
 
 # What a gateway sends an engine: the requests of one event-loop turn. Engines still take a single
@@ -43,17 +78,22 @@ Requests = list[Request]
 
 
 class Entry(_Wire):
-    """One command as the engine handled it, with the events it produced (maybe none)."""
+    """One command as the engine (or ledger shard) handled it, with the events it produced (maybe none)."""
 
     gateway: str
     session: int
     request_id: int
-    command: AnyCommand
-    events: list[AnyEvent]
+    command: AnyCommand | AnyLedgerCommand
+    events: list[AnyEvent | AnyLedgerEvent]
 
 
 class EventBatch(_Wire):
-    """Consecutive entries of one engine: events ``first_seq``..``last_seq`` (empty if last < first)."""
+    """Consecutive entries of one engine: events ``first_seq``..``last_seq`` (empty if last < first).
+
+    A ledger shard journals its batches the same way, as the stream ``ledger-<shard>`` (its
+    commands and events are the ledger's; a SettleEvents command is journaled without its events,
+    which the engine's own stream holds).
+    """
 
     engine: str
     epoch: int
@@ -137,11 +177,15 @@ JournalReply = EpochOpened | Positions | JournalRefused
 
 
 class Reply(_Wire):
-    """The order events of one command, for the gateway session that sent it (and their users)."""
+    """The order events of one command, for the gateway session that sent it (and their users).
+
+    From a ledger shard: HoldRejected (an order or replace refused before its engine), the outcome of
+    a deposit or withdrawal (FundsDeposited, FundsWithdrawn, TransferRejected), or Balances.
+    """
 
     session: int
     request_id: int
-    events: list[AnyEvent]
+    events: list[AnyEvent | AnyLedgerEvent | Balances]
     gateway: str = ""  # the gateway incarnation that sent the request
 
 
