@@ -290,6 +290,14 @@ class Config(_Section):
         return {i.symbol: Terms(instruments[i.symbol], assets[i.base], assets[i.quote], (i.fees or self.fees).rates())
                 for i in self.instruments}
 
+    def ledger(self, name: str) -> LedgerConfig:
+        """The ledger shard ``name`` ("1" or "ledger-1")."""
+        for ledger in self.ledgers:
+            if name in (str(ledger.shard), ledger.name):
+                return ledger
+        raise ConfigError(f"no ledger shard {name!r}; the config has"
+                          f" {', '.join(str(s.shard) for s in self.ledgers) or 'none (accounts are off)'}")
+
     def ledger_of(self, user: str) -> LedgerConfig:
         """The ledger shard that holds ``user``'s accounts (accounts on)."""
         return self.ledgers[shard_of(user, len(self.ledgers))]

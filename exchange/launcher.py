@@ -78,9 +78,10 @@ class Child:
 
 
 def roles(config: Config, config_path: str) -> list[Child]:
-    """The children of a mesh, in start order: journal writer, engines, notifiers, gateway."""
+    """The children of a mesh, in start order: journal writer, engines, ledger shards, notifiers, gateway."""
     return ([Child("journal-writer", None, config_path)]
             + [Child("engine", e.name, config_path) for e in config.engines]
+            + [Child("ledger", str(s.shard), config_path) for s in config.ledgers]
             + [Child("notifier", None, config_path)]
             + [Child("notifier", r.name, config_path) for r in config.notifier.replicas]
             + [Child("gateway", None, config_path)])

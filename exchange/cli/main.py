@@ -38,7 +38,8 @@ def up(config_file: str | None, config_path: str) -> None:
 
 
 ROLE_MODULES = {"gateway": "exchange.gateway.role", "engine": "exchange.engine.role",
-                "journal-writer": "exchange.journal.role", "notifier": "exchange.marketdata.notifier"}
+                "journal-writer": "exchange.journal.role", "notifier": "exchange.marketdata.notifier",
+                "ledger": "exchange.ledger.role"}
 
 
 def _role(role: str, name_help: str | None = None, name_required: bool = False):
@@ -51,10 +52,14 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
 
         config = load(config_path)
         if name_required and not name:
-            raise click.ClickException(f"--name is required; engines are {names(e.name for e in config.engines)}")
+            names_of = (names(e.name for e in config.engines) if role == "engine"
+                        else names(str(s.shard) for s in config.ledgers))
+            raise click.ClickException(f"--name is required; {role}s are {names_of}")
         try:
             if role == "engine":
                 config.engine(name)
+            elif role == "ledger":
+                config.ledger(name)
             elif role == "notifier" and name:
                 config.notifier.replica(name)
         except ExchangeError as e:
@@ -80,6 +85,7 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
 cli.command("gateway")(_role("gateway"))
 cli.command("engine")(_role("engine", "Which engine.", name_required=True))
 cli.command("journal-writer")(_role("journal-writer"))
+cli.command("ledger")(_role("ledger", "Which ledger shard (its number).", name_required=True))
 cli.command("notifier")(_role("notifier", "Which replica (notifier.replicas); none: the first notifier."))
 
 

@@ -10,7 +10,7 @@ from collections import deque
 from exchange.wire import sockets
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
-from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, PlaceOrder, ReplaceOrder
+from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, Command, PlaceOrder, ReplaceOrder
 from exchange.errors import WireError
 from exchange.wire.messages import (
     Decoder, Durable, Entry, EventBatch, Reply, ReplayRequest, Request, Requests, encode,
@@ -69,6 +69,10 @@ class Engine:
                     continue
             for request in requests:
                 command = request.command
+                if not isinstance(command, Command):  # a ledger shard's command, sent here by mistake
+                    log.warning("commands: dropped a %s from %s (not an engine's command)", type(command).__name__,
+                                request.gateway)
+                    continue
                 if command.ts_received < oldest and isinstance(command, (PlaceOrder, ReplaceOrder)):
                     self.too_old += 1
                     entries.append(Entry(request.gateway, request.session, request.request_id, command, []))
@@ -96,19 +100,22 @@ class Engine:
         self.unreleased.append((self.batch, replies, market_data))
         return frame
 
-    def on_durable(self, durable: Durable) -> tuple[list[Reply], list]:
-        """Advance the watermark; return the replies and market data it releases."""
+    def on_durable(self, durable: Durable) -> tuple[list[Reply], list, list[bytes]]:
+        """Advance the watermark; return the replies, market data and batch frames it releases."""
         if durable.engine != self.name or durable.epoch != self.epoch or durable.batch <= self.durable_batch:
-            return [], []
+            return [], [], []
         self.durable_batch = durable.batch
+        frames = []
         while self.retained and self.retained[0][0] <= durable.batch:
-            self.retained_events -= self.retained.popleft()[1]
+            _, count, frame = self.retained.popleft()
+            self.retained_events -= count
+            frames.append(frame)
         replies, market_data = [], []
         while self.unreleased and self.unreleased[0][0] <= durable.batch:
             _, batch_replies, batch_md = self.unreleased.popleft()
             replies.extend(batch_replies)
             market_data.extend(batch_md)
-        return replies, market_data
+        return replies, market_data, frames
 
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]

@@ -7,6 +7,7 @@ Sockets (this process binds the stable side):
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again;
                                 notifier: SnapshotRequest → the released book
     replies   PUSH   connect  → gateway: acks, fills and order updates, released at the watermark
+    settle    PUSH   connect, one per ledger shard (accounts on) → each released batch, to settle
     publish   PUB    bound    → notifier: market data and private order updates, released at the watermark
 
 With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
@@ -87,6 +88,10 @@ class EngineProcess:
         self.durable.setsockopt(zmq.SUBSCRIBE, b"")
         self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
                                    peer="gateway")  # → gateway
+        # to each ledger shard: released batches (dropped when its queue is full: it reads the journal then)
+        self.settle = [sockets.socket(ctx, zmq.PUSH, connect=s.settle, security=security, peer=s.role)
+                       for s in config.ledgers]
+        self.settle_dropped = 0
         self.requests, self.durables, self.engine_requests = (
             Decoder(Requests), Decoder(Durable), Decoder(EngineRequest))
         self.replays: dict[tuple[bytes, ...], int] = {}  # requester → next batch of a replay under way
@@ -140,10 +145,11 @@ class EngineProcess:
     def on_durable(self) -> None:
         for parts in sockets.drain(self.durable):
             try:
-                reply_list, market_data = self.engine.on_durable(self.durables.decode(parts[-1]))
+                reply_list, market_data, frames = self.engine.on_durable(self.durables.decode(parts[-1]))
             except WireError as e:
                 log.warning("durable: dropped %s", e)
                 continue
+            self.send_to_ledgers(frames)
             if reply_list:
                 try:
                     self.replies.send(encode(Replies(self.config.gateway.name, reply_list)), zmq.NOBLOCK)
@@ -154,6 +160,20 @@ class EngineProcess:
                     self.publish.send_multipart(frames)
             for frames in self.publisher.market_data(market_data, time.monotonic()):
                 self.publish.send_multipart(frames)
+
+    def send_to_ledgers(self, frames: list[bytes]) -> None:
+        """Each released batch to every ledger shard, never blocking: a shard that has no room misses it
+        and reads it from the journal instead (it notices the gap)."""
+        for sock in self.settle:
+            for frame in frames:
+                try:
+                    sock.send(frame, zmq.NOBLOCK)
+                except zmq.Again:
+                    self.settle_dropped += 1
+                    if self.settle_dropped in (1, 10, 100) or self.settle_dropped % 1000 == 0:
+                        log.warning("a ledger shard is not reading: %d released batches not pushed to it (it"
+                                    " reads them from the journal)", self.settle_dropped)
+                    break
 
     def on_engine_requests(self) -> None:
         """Answer what waits on the replay socket, a bounded number per loop turn, never blocking.
@@ -215,7 +235,8 @@ class EngineProcess:
                         engine.retained_events)
 
     def close(self) -> None:
-        for sock in (self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies):
+        for sock in (self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies,
+                     *self.settle):
             sock.close()
         if self.auth is not None:
             self.auth.stop()

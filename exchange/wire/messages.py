@@ -274,12 +274,13 @@ NOTIFIER_REQUEST_FORM = ('a request is one frame holding one msgpack array, its 
 
 
 class PrivateData(_Wire):
-    """One user's order events of one release, for their private topic."""
+    """One user's order events of one release, for their private topic; from a ledger shard
+    (``engine`` is ``ledger-<shard>``), the user's balances after a release that changed them."""
 
     user: str
     engine: str
     epoch: int
-    events: list[AnyEvent]
+    events: list[AnyEvent | Balances]
 
 
 CHANNELS = {Trade: "trade", TopOfBook: "bbo", DepthUpdate: "l2"}

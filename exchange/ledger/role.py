@@ -1,0 +1,315 @@
+"""Ledger shard role: one shard's accounts; holds funds before orders reach engines, settles after.
+
+Sockets (this process binds the stable side):
+    commands  PULL   bound    ← gateways: Requests of this shard's users (holds, cancels, transfers, balances)
+    settle    PULL   bound    ← engines: their EventBatches, each once the journal holds it
+    replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again
+    publish   PUB    bound    → notifier: each user's balances after a change, on the private topic
+    journal   PUSH   connect  → journal writer: EventBatch per loop turn (stream ``ledger-<shard>``)
+    durable   SUB    connect  ← journal writer: Durable watermarks (its own, and the engines')
+    engines   PUSH   connect, one per engine → the held orders and the cancels, once the hold is durable
+    replies   PUSH   connect  → gateway: refusals, transfer outcomes, balances, released at the watermark
+
+Settlement reads each engine's released batches as they come; a batch that does not follow the
+last one settled, or an engine whose watermark has passed what came, is filled in from the
+journal (every released batch is in it). The engines' PUSHes queue while an engine is away, so a
+held order reaches it when it is back; one that never does (lost with a dead engine) has its
+hold released once the engine has matched past the age at which it would refuse it
+(Shard.lost_holds). With ``mesh_curve`` on, sockets are CURVE like the engines'.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import zmq
+
+from exchange.config import Config, LedgerConfig
+from exchange.core.ledger_messages import DepositFunds, ReleaseHold
+from exchange.core.messages import CancelAll
+from exchange.errors import JournalError, WireError
+from exchange.journal import handshake
+from exchange.journal.readers import EnginePosition, recover_ledger, released_batches
+from exchange.ledger.shard import Released, Shard
+from exchange.wire import sockets
+from exchange.wire.messages import (
+    Decoder, Durable, EventBatch, OpenEpoch, PrivateData, Replies, ReplayRequest, Request, encode, private_topic,
+)
+from exchange.wire.security.mesh_keys import MeshSecurity
+from exchange.wire.security.zap import start_authenticator
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES_PER_TURN = 200  # gateway messages (each one gateway loop turn's requests) per loop turn
+MAX_SETTLE_PER_TURN = 200  # engine batches per loop turn
+CATCH_UP_EVENTS = 20_000  # engine events read from the journal at a time
+MAX_UNSENT_FORWARDS = 10_000  # Requests messages waiting for an engine's queue: beyond, stop reading requests
+CHECK_EVERY_S = 1.0  # lost holds and settlement behind the engines' watermarks
+BEHIND_FOR_S = 1.0  # an engine's watermark this long past what came to settle: read the journal
+FLUSH_ON_STOP_S = 2.0
+
+
+class LedgerProcess:
+    def __init__(self, config: Config, spec: LedgerConfig, stopper: sockets.Stopper):
+        self.config, self.spec = config, spec
+        self.security = security = MeshSecurity.for_role(config, spec.role)
+        opened = handshake.ask(config, OpenEpoch(spec.name, time.time_ns()), security,
+                               stopped=lambda: stopper.requested)
+        held = EnginePosition(opened.epoch, opened.batch, opened.seq)
+        ledger, position = recover_ledger(config.journal.path, spec.shard, len(config.ledgers),
+                                          config.terms().values(), config.asset_map().values())
+        handshake.check_visible({spec.name: position}, {spec.name: held}, config.journal.path)
+        if (position.batch, ledger.seq) != (held.batch, held.seq):
+            raise JournalError(f"{spec.name}: the journal holds batch {held.batch} seq {held.seq}, but its events"
+                               f" rebuild batch {position.batch} seq {ledger.seq}; run `exchange journal verify`")
+        owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
+        self.shard = Shard(ledger, opened.epoch, held, owner, spec.checkpoint_every, spec.checkpoint_part_size)
+        for hold in ledger.holds.values():  # passed on before a restart, maybe never arrived
+            if not hold.order_id:
+                self.shard.awaiting[(hold.user, hold.client_order_id)] = (owner[hold.symbol], time.time_ns())
+        self.max_order_age_ns = int(config.gateway.request_timeout * 1e9 / 2)  # the engines' (engine.role)
+        self.ctx = ctx = sockets.context()
+        self.auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
+        self.commands = sockets.socket(ctx, zmq.PULL, bind=spec.commands, security=security)
+        self.settle = sockets.socket(ctx, zmq.PULL, bind=spec.settle, security=security)
+        self.replay = sockets.socket(ctx, zmq.ROUTER, bind=spec.replay, security=security)
+        self.publish = sockets.socket(ctx, zmq.PUB, bind=spec.publish, security=security)
+        self.to_journal = sockets.socket(ctx, zmq.PUSH, connect=config.journal.events, security=security,
+                                         peer="journal-writer")
+        self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
+                                      peer="journal-writer")
+        self.durable.setsockopt(zmq.SUBSCRIBE, b"")
+        self.engines = {e.name: sockets.socket(ctx, zmq.PUSH, connect=e.commands, security=security, peer=e.role)
+                        for e in config.engines}
+        self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
+                                      peer="gateway")
+        self.unsent_forwards: dict[str, deque[bytes]] = {name: deque() for name in self.engines}
+        self.batches, self.durables, self.replays = Decoder(EventBatch), Decoder(Durable), Decoder(ReplayRequest)
+        self.engine_durable: dict[str, tuple[int, float]] = {}  # engine → (its durable seq, when first seen ahead)
+        self.replaying: dict[tuple[bytes, ...], int] = {}
+        self.opening_balances()
+        for engine in self.engines:
+            self.catch_up(engine)
+
+    # -- start ------------------------------------------------------------------------------------
+
+    def opening_balances(self) -> None:
+        """Deposit each of this shard's users' configured opening balances, once ever (by reference)."""
+        ledger, assets = self.shard.ledger, self.config.asset_map()
+        for user in self.config.users:
+            if not ledger.owns(user.name):
+                continue
+            for asset, amount in user.opening_balances.items():
+                ref = f"opening:{user.name}:{asset}"
+                if ref not in ledger.transfers:
+                    self.shard.handle_own(DepositFunds(user.name, asset, assets[asset].to_units(amount), ref,
+                                                       time.time_ns()))
+
+    def catch_up(self, engine: str) -> None:
+        """Settle what the journal holds of ``engine`` beyond what this shard settled (bounded per call)."""
+        ledger = self.shard.ledger
+        after = ledger.positions.get(engine, (0, 0))[1]
+        for epoch, first_seq, last_seq, events in released_batches(self.config.journal.path, engine, after,
+                                                                  CATCH_UP_EVENTS):
+            if last_seq > ledger.positions.get(engine, (0, 0))[1]:
+                self.shard.settle_events(engine, epoch, first_seq, last_seq, events)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run(self, stopper: sockets.Stopper) -> None:
+        shard, spec = self.shard, self.spec
+        log.info("ready: %s of %d, epoch %d, from batch %d seq %d, %d users' accounts, commands on %s",
+                 shard.name, len(self.config.ledgers), shard.epoch, shard.batch, shard.ledger.seq,
+                 len({user for user, _ in shard.ledger.balances if not user.startswith("*")}), spec.commands)
+        sockets.report_ready()
+        poller = zmq.Poller()
+        for sock in (self.durable, self.replay, self.settle, self.commands):
+            poller.register(sock, zmq.POLLIN)
+        busy = False
+        last_check = time.monotonic()
+        while not stopper.requested:
+            full = (shard.retained_events >= spec.max_undurable_events
+                    or max(map(len, self.unsent_forwards.values()), default=0) >= MAX_UNSENT_FORWARDS)
+            if full != busy:
+                busy = full
+                poller.modify(self.commands, 0 if busy else zmq.POLLIN)
+                log.warning("%s", "journal or engines behind: no longer reading requests" if busy
+                            else "reading requests again")
+            ready = dict(poller.poll(100))
+            if self.durable in ready:
+                self.on_durable()
+            if self.replay in ready:
+                self.on_replay_requests()
+            if self.settle in ready:
+                self.on_settle()
+            if self.commands in ready:
+                shard.handle_requests(sockets.drain(self.commands, MAX_MESSAGES_PER_TURN))
+            now = time.monotonic()
+            if now - last_check >= CHECK_EVERY_S:
+                last_check = now
+                self.check(now)
+            self.end_turn()
+
+    def end_turn(self) -> None:
+        _, released = self.shard.seal()
+        self.send_to_journal()
+        if released is not None:
+            self.send(released)
+        self.send_forwards()
+        self.resume_replays()
+
+    def on_durable(self) -> None:
+        shard = self.shard
+        for parts in sockets.drain(self.durable):
+            try:
+                durable = self.durables.decode(parts[-1])
+            except WireError as e:
+                log.warning("durable: dropped %s", e)
+                continue
+            if durable.engine == shard.name:
+                released = shard.on_durable(durable)
+                if released is not None:
+                    self.send(released)
+            elif durable.engine in self.engines:
+                seen = self.engine_durable.get(durable.engine)
+                if seen is None or seen[0] != durable.seq:
+                    self.engine_durable[durable.engine] = (durable.seq, time.monotonic())
+
+    def on_settle(self) -> None:
+        for parts in sockets.drain(self.settle, MAX_SETTLE_PER_TURN):
+            try:
+                batch = self.batches.decode(parts[-1])
+            except WireError as e:
+                log.warning("settle: dropped %s", e)
+                continue
+            if batch.engine not in self.engines:
+                log.warning("settle: dropped a batch of unknown stream %r", batch.engine)
+                continue
+            if not self.shard.settle(batch):  # batches before it went missing: the journal has them
+                self.catch_up(batch.engine)
+                if not self.shard.settle(batch):
+                    log.warning("settle: %s batch %d does not follow what the journal holds yet; later",
+                                batch.engine, batch.batch)
+
+    def check(self, now: float) -> None:
+        """Release the holds of orders that never reached their engine; read the journal for
+        settlement the engines' pushes did not bring."""
+        shard = self.shard
+        lost, nudge = shard.lost_holds(self.max_order_age_ns)
+        for user, client_order_id in lost:
+            log.warning("order #%s of %s never reached its engine: releasing its hold", client_order_id, user)
+            shard.handle_own(ReleaseHold(user, client_order_id, time.time_ns()))
+        for engine in nudge:  # a command that changes nothing, so that the engine matches a batch
+            shard.outputs.append(("forward", engine, Request("", 0, 0, CancelAll("", None, time.time_ns(),
+                                                                               order_ids=()))))
+        for engine, (seq, since) in self.engine_durable.items():
+            if seq > shard.ledger.positions.get(engine, (0, 0))[1] and now - since >= BEHIND_FOR_S:
+                self.catch_up(engine)
+
+    # -- sending, never blocking ------------------------------------------------------------------------
+
+    def send_to_journal(self) -> None:
+        unsent = self.shard.unsent
+        while unsent:
+            try:
+                self.to_journal.send(unsent[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return  # the journal writer is behind or away; it replays what it misses
+            unsent.popleft()
+
+    def send(self, released: Released) -> None:
+        for engine, requests in released.forwards.items():
+            self.unsent_forwards[engine].append(encode(requests))
+        if released.replies:
+            try:
+                self.replies.send(encode(Replies(self.config.gateway.name, released.replies)), zmq.NOBLOCK)
+            except zmq.Again:
+                log.warning("gateway not reading: %d replies dropped", len(released.replies))
+        name, epoch = self.shard.name, self.shard.epoch
+        for user, balances in released.balances.items():
+            self.publish.send_multipart([private_topic(user), encode(PrivateData(user, name, epoch, [balances]))])
+
+    def send_forwards(self) -> None:
+        """Pass held orders and cancels on, in order per engine; what an engine's queue has no room
+        for waits here (and, past MAX_UNSENT_FORWARDS, stops the reading of requests)."""
+        for engine, unsent in self.unsent_forwards.items():
+            sock = self.engines[engine]
+            while unsent:
+                try:
+                    sock.send(unsent[0], zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                unsent.popleft()
+
+    # -- replay for the journal writer --------------------------------------------------------------
+
+    def on_replay_requests(self) -> None:
+        for parts in sockets.drain(self.replay, 64):
+            try:
+                request = self.replays.decode(parts[-1])
+            except WireError as e:
+                log.warning("replay: dropped %s", e)
+                continue
+            log.info("replay from batch %d requested", request.from_batch)
+            self.replaying[tuple(parts[:-1])] = request.from_batch
+
+    def resume_replays(self) -> None:
+        shard = self.shard
+        for envelope, from_batch in list(self.replaying.items()):
+            frames = shard.replay_frames(from_batch)
+            sent = 0
+            for frame in frames:
+                try:
+                    self.replay.send_multipart([*envelope, frame], zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except zmq.ZMQError as e:
+                    log.warning("replay: requester gone (%s)", e)
+                    sent = -1
+                    break
+                sent += 1
+            if sent < 0 or sent == len(frames):
+                del self.replaying[envelope]
+            elif sent:
+                self.replaying[envelope] = max(from_batch, shard.retained[0][0]) + sent
+
+    # -- stop ----------------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """On a clean stop, give the journal a moment to make the last batches durable and release them."""
+        shard = self.shard
+        deadline = time.monotonic() + FLUSH_ON_STOP_S
+        while (shard.retained or shard.unsent) and time.monotonic() < deadline:
+            self.send_to_journal()
+            if self.durable.poll(50):
+                self.on_durable()
+            self.send_forwards()
+        self.send_forwards()
+        if shard.retained:
+            log.warning("stopping with %d events not yet durable (their orders never passed on)",
+                        shard.retained_events)
+
+    def close(self) -> None:
+        for sock in (self.commands, self.settle, self.replay, self.publish, self.to_journal, self.durable,
+                     self.replies, *self.engines.values()):
+            sock.close()
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
+
+
+def run(config: Config, name: str) -> None:
+    """Run the ledger shard ``name`` until SIGINT or SIGTERM."""
+    stopper = sockets.Stopper()
+    process = LedgerProcess(config, config.ledger(name), stopper)
+    sockets.freeze_startup_objects()
+    try:
+        process.end_turn()  # the opening balances and the catch-up, journaled
+        process.run(stopper)
+        process.finish()
+    finally:
+        process.close()
+    ledger = process.shard.ledger
+    log.info("stopped: %s at seq %d digest %s", process.shard.name, ledger.seq, ledger.digest())

@@ -1,0 +1,270 @@
+"""A ledger shard's state around its Ledger core: the batches it journals and what each releases.
+
+No sockets here (exchange.ledger.role has them). One loop turn of the role:
+
+    handle_requests(frames)   the gateways' requests: holds, transfers, balances, cancels to pass on
+    settle(batch)             an engine's released EventBatch: its events settled (R2)
+    seal()                    this turn's entries as one EventBatch frame for the journal
+
+and then, as the journal's watermark passes each batch, ``on_durable`` hands back what that batch
+released, in the order it was decided: the held orders and the cancels to pass on to engines, the
+replies for the gateway, the balance changes for the private feed. Nothing leaves before the
+journal holds the hold behind it: an ACK (which comes from the engine) always follows a durable
+hold. A request that needs no journaling (a cancel, a balance question) is released with the
+batch before it, or at once when nothing waits, so a user's requests keep their order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import msgspec
+
+from exchange.core import ledger_checkpoint
+from exchange.core.ledger import Ledger
+from exchange.core.ledger_messages import (
+    DepositFunds, HoldOrder, HoldRejected, HoldReplace, OrderHeld, OrderSettled, ReleaseHold, ReplaceHeld,
+    SettleEvents, WithdrawFunds, available_account, held_account,
+)
+from exchange.core.messages import CancelAll, CancelOrder
+from exchange.errors import RejectCode, WireError
+from exchange.journal.readers import EnginePosition
+from exchange.wire.messages import (
+    Balance, Balances, Decoder, Durable, Entry, EventBatch, GetBalances, Reply, Request, encode,
+)
+
+log = logging.getLogger(__name__)
+
+_replace = msgspec.structs.replace
+_TRANSFERS = (DepositFunds, WithdrawFunds)
+
+
+class Released(msgspec.Struct):
+    """What durable batches let go of, in order: Requests per engine, Replies, each user's new balances."""
+
+    forwards: dict[str, list[Request]] = {}
+    replies: list[Reply] = []
+    balances: dict[str, Balances] = {}
+
+    def add(self, output: tuple) -> None:
+        kind, target, item = output
+        if kind == "forward":
+            self.forwards.setdefault(target, []).append(item)
+        elif kind == "reply":
+            self.replies.append(item)
+        else:  # the latest balances of a user win
+            self.balances[target] = item
+
+
+class Shard:
+    """One ledger shard in ``epoch``, whose journaled history ends at ``position``."""
+
+    def __init__(self, ledger: Ledger, epoch: int, position: EnginePosition, owner: dict[str, str],
+                 checkpoint_every: int = 100_000,
+                 checkpoint_part_size: int = ledger_checkpoint.DEFAULT_PART_SIZE):
+        self.ledger = ledger
+        self.name = f"ledger-{ledger.shard}"
+        self.epoch = epoch
+        self.owner = owner  # symbol → the engine that trades it
+        self.engines = set(owner.values())
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_part_size = checkpoint_part_size
+        self.checkpoint_seq = ledger.seq
+        self.checkpoint_parts: deque[bytes] = deque()
+        self.batch = self.durable_batch = position.batch
+        self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame) until durable
+        self.retained_events = 0
+        self.unreleased: deque[tuple[int, list[tuple]]] = deque()  # (batch, outputs) until durable
+        self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
+        self.entries: list[Entry] = []  # this turn's
+        self.outputs: list[tuple] = []  # this turn's, in order
+        self.first_seq = ledger.seq + 1
+        # (user, client order id) → (engine, ts_received) of a hold passed on and not yet accepted
+        self.awaiting: dict[tuple[str, str], tuple[str, int]] = {}
+        self.engine_clock: dict[str, int] = {}  # engine → ts_matched of the last batch of it settled
+        self.requests = Decoder(list[Request])
+        self.misrouted = 0
+
+    # -- one turn ---------------------------------------------------------------------------------
+
+    def handle_requests(self, frames: list[list[bytes]]) -> None:
+        """Every gateway request of every frame (each a Requests list)."""
+        for parts in frames:
+            try:
+                requests: list[Request] = self.requests.decode(parts[-1])
+            except WireError as e:
+                log.warning("commands: dropped %s", e)
+                continue
+            for request in requests:
+                self.handle_request(request)
+
+    def handle_request(self, request: Request) -> None:
+        command = request.command
+        match command:
+            case HoldOrder(order=order):
+                user = order.user
+            case HoldReplace(replace=replace):
+                user = replace.user
+            case CancelOrder() | CancelAll():
+                if request.engine not in self.engines:
+                    log.warning("commands: dropped a %s for unknown engine %r", type(command).__name__,
+                                request.engine)
+                    return
+                self.outputs.append(("forward", request.engine, _replace(request, engine="")))
+                return
+            case GetBalances() | DepositFunds() | WithdrawFunds():
+                user = command.user
+            case _:
+                log.warning("commands: dropped a %s from %s (not a gateway's request)", type(command).__name__,
+                            request.gateway)
+                return
+        if not self.ledger.owns(user):  # a gateway with another shard count: a config mismatch
+            self.misrouted += 1
+            log.error("commands: user %s belongs to another shard; is every role on the same config?", user)
+            return
+        if isinstance(command, GetBalances):
+            self.outputs.append(("reply", "", Reply(request.session, request.request_id,
+                                                    [self.balances(user, command.asset)], request.gateway)))
+            return
+        events = self.ledger.handle(command)
+        self.entries.append(Entry(request.gateway, request.session, request.request_id, command, events))
+        for event in events:
+            if type(event) is OrderHeld:
+                engine = self.owner[event.hold.symbol]
+                held = event.command
+                if event.budget:
+                    held = _replace(held, funds=event.budget)
+                self.outputs.append(("forward", engine, Request(request.gateway, request.session,
+                                                                request.request_id, held)))
+                self.awaiting[(user, event.hold.client_order_id)] = (engine, held.ts_received)
+                self.balance_changed(user)
+            elif type(event) is ReplaceHeld:
+                self.outputs.append(("forward", self.owner[event.hold.symbol], Request(request.gateway, request.session,
+                                                                request.request_id, event.command)))
+                if event.entry is not None:
+                    self.balance_changed(user)
+            else:  # refused, or a transfer's outcome: the requester hears it once it is durable
+                self.outputs.append(("reply", "", Reply(request.session, request.request_id, [event],
+                                                        request.gateway)))
+                if isinstance(command, _TRANSFERS) and not isinstance(event, HoldRejected):
+                    self.balance_changed(user)
+
+    def handle_own(self, command: DepositFunds | ReleaseHold) -> None:
+        """A command of the shard's own (an opening balance, the release of a lost order's hold)."""
+        events = self.ledger.handle(command)
+        self.entries.append(Entry("", 0, 0, command, events))
+        self.balance_changed(command.user)
+
+    def settle(self, batch: EventBatch) -> bool:
+        """Settle an engine's released batch; False if batches before it are missing (nothing done:
+        the caller fetches them from the journal and comes back)."""
+        last = self.ledger.positions.get(batch.engine, (0, 0))[1]
+        if batch.first_seq > last + 1:
+            return False
+        if batch.ts_matched:
+            self.engine_clock[batch.engine] = max(self.engine_clock.get(batch.engine, 0), batch.ts_matched)
+        if batch.last_seq <= last:
+            return True  # settled already (or no events at all)
+        events = [event for entry in batch.entries for event in entry.events]
+        self.settle_events(batch.engine, batch.epoch, batch.first_seq, batch.last_seq, events)
+        return True
+
+    def settle_events(self, engine: str, epoch: int, first_seq: int, last_seq: int, events: list) -> None:
+        ledger = self.ledger
+        owns = ledger.owns
+        mine = [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
+        settled = ledger.handle(SettleEvents(engine, epoch, first_seq, last_seq, mine, time.time_ns()))
+        self.entries.append(Entry("", 0, 0, SettleEvents(engine, epoch, first_seq, last_seq, [], 0), settled))
+        for event in settled:
+            if type(event) is OrderSettled:
+                if event.hold is None or event.hold.order_id:
+                    self.awaiting.pop((event.user, event.client_order_id), None)
+                if event.entries:
+                    self.balance_changed(event.user)
+
+    def seal(self) -> tuple[bytes | None, Released | None]:
+        """(the EventBatch frame of this turn's entries, or None; what may leave at once, or None)."""
+        entries, outputs = self.entries, self.outputs
+        self.entries, self.outputs = [], []
+        if not entries:
+            if not outputs:
+                return None, None
+            if self.unreleased:  # behind the batch before them, in order
+                self.unreleased[-1][1].extend(outputs)
+                return None, None
+            released = Released({}, [], {})
+            for output in outputs:
+                released.add(output)
+            return None, released
+        self.batch += 1
+        ledger = self.ledger
+        if not self.checkpoint_parts and ledger.seq - self.checkpoint_seq >= self.checkpoint_every:
+            self.checkpoint_parts.extend(ledger_checkpoint.take(ledger, self.checkpoint_part_size))
+            self.checkpoint_seq = ledger.seq
+        state = self.checkpoint_parts.popleft() if self.checkpoint_parts else b""
+        frame = encode(EventBatch(self.name, self.epoch, self.batch, self.first_seq, ledger.seq, entries, state,
+                                  time.time_ns()))
+        count = ledger.seq - self.first_seq + 1
+        self.first_seq = ledger.seq + 1
+        self.retained.append((self.batch, count, frame))
+        self.retained_events += count
+        self.unreleased.append((self.batch, outputs))
+        self.unsent.append(frame)
+        return frame, None
+
+    # -- the journal's watermark --------------------------------------------------------------------
+
+    def on_durable(self, durable: Durable) -> Released | None:
+        """Advance the watermark; what it releases (None if nothing)."""
+        if durable.engine != self.name or durable.epoch != self.epoch or durable.batch <= self.durable_batch:
+            return None
+        self.durable_batch = durable.batch
+        while self.retained and self.retained[0][0] <= durable.batch:
+            self.retained_events -= self.retained.popleft()[1]
+        released = Released({}, [], {})
+        while self.unreleased and self.unreleased[0][0] <= durable.batch:
+            for output in self.unreleased.popleft()[1]:
+                released.add(output)
+        return released
+
+    def replay_frames(self, from_batch: int) -> list[bytes]:
+        return [frame for batch, _, frame in self.retained if batch >= from_batch]
+
+    # -- what users see -------------------------------------------------------------------------------
+
+    def balances(self, user: str, asset: str | None = None) -> Balances:
+        """``user``'s balances now: every asset with an account (or the one asked for)."""
+        ledger = self.ledger
+        names = [asset] if asset is not None else sorted(ledger.assets)
+        rows = []
+        for name in names:
+            available, held = ledger.balance(user, name)
+            if asset is not None or available or held or (available_account(user), name) in ledger.balances \
+                    or (held_account(user), name) in ledger.balances:
+                rows.append(Balance(name, available, held))
+        return Balances(user, rows)
+
+    def balance_changed(self, user: str) -> None:
+        self.outputs.append(("balances", user, self.balances(user)))
+
+    # -- holds whose order never reached its engine ----------------------------------------------------
+
+    def lost_holds(self, max_age_ns: int) -> tuple[list[tuple[str, str]], set[str]]:
+        """(holds to release, engines to nudge). An engine executes no order received by its gateway more
+        than ``max_age_ns`` before it handles it; so once a batch it matched after that age is settled
+        here, an order it has not accepted or refused by then never executes, and its hold goes back. An
+        engine that has matched nothing since gets a nudge (a command that does nothing), so that it does."""
+        lost, nudge = [], set()
+        holds = self.ledger.holds
+        for key, (engine, ts_received) in list(self.awaiting.items()):
+            hold = holds.get(key)
+            if hold is None or hold.order_id:
+                del self.awaiting[key]
+            elif self.engine_clock.get(engine, 0) > ts_received + max_age_ns:
+                lost.append(key)
+                del self.awaiting[key]
+            elif time.time_ns() > ts_received + max_age_ns:
+                nudge.add(engine)
+        return lost, nudge

@@ -1,0 +1,152 @@
+"""A ledger shard's turns in memory: nothing leaves before its batch is durable, and in order."""
+
+from __future__ import annotations
+
+import time
+
+from exchange.core.ledger import Ledger, shard_of
+from exchange.core.ledger_messages import DepositFunds, HoldOrder, HoldRejected, OrderHeld, ReleaseHold
+from exchange.core.matching import Matcher
+from exchange.core.messages import CancelOrder, OrderAccepted, PlaceOrder
+from exchange.core.orders import Side, TimeInForce
+from exchange.errors import RejectCode
+from exchange.journal.readers import EnginePosition
+from exchange.ledger.shard import Shard
+from exchange.testing.mesh import toy_config
+from exchange.wire.messages import Balance, Balances, Decoder, Durable, Entry, EventBatch, GetBalances, Request, encode
+
+CONFIG = toy_config(accounts=True)
+TERMS = CONFIG.terms()
+OWNER = {symbol: e.name for e in CONFIG.engines for symbol in e.instruments}
+USERS = ("alice", "bob", "carol")
+
+
+def shard_for(user: str, shards: int = 2) -> Shard:
+    ledger = Ledger(shard_of(user, shards), shards, TERMS.values(), CONFIG.asset_map().values())
+    return Shard(ledger, 1, EnginePosition(), OWNER)
+
+
+def usd(text: str) -> int:
+    return CONFIG.asset_map()["USD"].to_units(text)
+
+
+def frame(*requests: Request) -> list[bytes]:
+    return [encode(list(requests))]
+
+
+def buy(user: str, qty: int, price: int, cid: str = "", symbol: str = "BTC-USD", **kw) -> PlaceOrder:
+    kw.setdefault("ts_received", time.time_ns())
+    return PlaceOrder(user, symbol, Side.BUY, qty, price, client_order_id=cid, **kw)
+
+
+def durable(shard: Shard) -> Durable:
+    return Durable(shard.name, shard.epoch, shard.batch, shard.ledger.seq)
+
+
+def funded(user: str, usd_text: str = "1000") -> Shard:
+    shard = shard_for(user)
+    shard.handle_own(DepositFunds(user, "USD", usd(usd_text), "d1"))
+    shard.seal()
+    shard.on_durable(durable(shard))
+    return shard
+
+
+def test_a_held_order_goes_to_its_engine_only_once_its_hold_is_durable():
+    shard = funded("alice")
+    # 1 lot of 0.0001 BTC at 100.00 (10000 ticks): 0.01 USD plus the taker fee, rounded up
+    shard.handle_requests([frame(Request("gw/1", 7, 41, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"))])
+    batch_frame, now = shard.seal()
+    assert now is None and batch_frame is not None
+    batch = Decoder(EventBatch).decode(batch_frame)
+    assert batch.engine == "ledger-" + str(shard.ledger.shard) and batch.batch == 2
+    assert [type(e) for e in batch.entries[0].events] == [OrderHeld]
+    released = shard.on_durable(durable(shard))
+    [request] = released.forwards["e1"]
+    assert (request.gateway, request.session, request.request_id) == ("gw/1", 7, 41)
+    assert request.command == buy("alice", 1, 10000, "a1", ts_received=request.command.ts_received)
+    assert released.replies == []
+    assert released.balances["alice"].balances[-1].asset == "USD"
+    assert shard.ledger.balance("alice", "USD")[1] == 10000 + 3  # 0.01 USD + 2.5 bps, rounded up to 3 units
+
+
+def test_short_of_funds_is_answered_once_durable_and_nothing_goes_to_the_engine():
+    shard = funded("alice", "1")
+    shard.handle_requests([frame(Request("gw/1", 7, 42, HoldOrder(buy("alice", 1, 4_300_000, "big")), "e1"))])
+    shard.seal()
+    released = shard.on_durable(durable(shard))
+    assert released.forwards == {}
+    [reply] = released.replies
+    [event] = reply.events
+    assert isinstance(event, HoldRejected) and event.code is RejectCode.INSUFFICIENT_FUNDS
+    assert event.reason == "needs 4.301075 USD, 1.000000 available" and event.client_order_id == "big"
+
+
+def test_a_market_buy_with_funds_goes_on_with_its_budget_in_lots_times_ticks():
+    shard = funded("alice")
+    order = PlaceOrder("alice", "BTC-USD", Side.BUY, 10, None, TimeInForce.IOC, client_order_id="m1",
+                       ts_received=time.time_ns())
+    shard.handle_requests([frame(Request("gw/1", 7, 43, HoldOrder(order, usd("100")), "e1"))])
+    shard.seal()
+    [request] = shard.on_durable(durable(shard)).forwards["e1"]
+    assert request.command.funds == TERMS["BTC-USD"].budget(usd("100")) > 0
+
+
+def test_a_cancel_passes_on_after_the_order_before_it_and_at_once_when_nothing_waits():
+    shard = funded("alice")
+    cancel = CancelOrder("alice", "BTC-USD", client_order_id="a1", ts_received=time.time_ns())
+    shard.handle_requests([frame(Request("gw/1", 7, 44, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"),
+                                 Request("gw/1", 7, 45, cancel, "e1"))])
+    _, now = shard.seal()
+    assert now is None  # the cancel waits behind the order's hold
+    released = shard.on_durable(durable(shard))
+    assert [r.request_id for r in released.forwards["e1"]] == [44, 45]
+    shard.handle_requests([frame(Request("gw/1", 7, 46, cancel, "e1"))])
+    batch_frame, now = shard.seal()
+    assert batch_frame is None and [r.request_id for r in now.forwards["e1"]] == [46]
+
+
+def test_balances_are_answered_from_the_ledger():
+    shard = funded("alice", "12.5")
+    shard.handle_requests([frame(Request("gw/1", 7, 47, GetBalances("alice", "USD"), ""))])
+    _, now = shard.seal()
+    [reply] = now.replies
+    assert reply.events == [Balances("alice", [Balance("USD", usd("12.5"), 0)])]
+
+
+def engine_batch(matcher: Matcher, commands: list, ts_matched: int = 0) -> EventBatch:
+    first = matcher.seq + 1
+    events = [e for c in commands for e in matcher.handle(c)]
+    return EventBatch("e1", 1, 1, first, matcher.seq, [Entry("gw", 0, 0, commands[0], events)], b"", ts_matched)
+
+
+def test_settlement_follows_the_engine_and_asks_for_missing_batches():
+    shard = funded("alice")
+    shard.handle_requests([frame(Request("gw/1", 7, 48, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"))])
+    shard.seal()
+    [request] = shard.on_durable(durable(shard)).forwards["e1"]
+    matcher = Matcher(1, [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")])
+    skipped = engine_batch(matcher, [PlaceOrder("zed", "ETH-USD", Side.SELL, 1, 1)])
+    accepted = engine_batch(matcher, [request.command])
+    assert not shard.settle(accepted)  # a gap: batch 1's events never came
+    assert shard.settle(skipped) and shard.settle(accepted)
+    hold = shard.ledger.holds[("alice", "a1")]
+    assert hold.order_id and isinstance(accepted.entries[0].events[0], OrderAccepted)
+    assert ("alice", "a1") not in shard.awaiting
+
+
+def test_a_hold_whose_order_never_reached_the_engine_is_released_once_the_engine_is_past_its_age():
+    shard = funded("alice")
+    order = buy("alice", 1, 10000, "lost")
+    shard.handle_requests([frame(Request("gw/1", 7, 49, HoldOrder(order), "e1"))])
+    shard.seal()
+    shard.on_durable(durable(shard))
+    age = 5 * 10**9
+    assert shard.lost_holds(age) == ([], set())  # young: it may still come
+    old = order.ts_received - 2 * age
+    shard.awaiting[("alice", "lost")] = ("e1", old)
+    assert shard.lost_holds(age) == ([], {"e1"})  # the engine has matched nothing since: nudge it
+    shard.engine_clock["e1"] = old + age + 1
+    shard.awaiting[("alice", "lost")] = ("e1", old)
+    assert shard.lost_holds(age) == ([("alice", "lost")], set())
+    shard.handle_own(ReleaseHold("alice", "lost", 0))
+    assert shard.ledger.balance("alice", "USD") == (usd("1000"), 0)
