@@ -50,10 +50,10 @@ The package, in the order a run goes through it:
 
 from exchange.bench.options import BenchOptions
 from exchange.bench.profiles import summarise_profiles
-from exchange.bench.report import plot, summary
+from exchange.bench.report import accounts_cost, plot, summary
 from exchange.bench.results import BenchResult
 from exchange.bench.runner import run
 from exchange.bench.target import bench_config, cpu_seconds, running_roles
 
-__all__ = ["BenchOptions", "BenchResult", "bench_config", "cpu_seconds", "plot", "run", "running_roles",
+__all__ = ["BenchOptions", "accounts_cost", "BenchResult", "bench_config", "cpu_seconds", "plot", "run", "running_roles",
            "summarise_profiles", "summary"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 @dataclass
 class BenchOptions:
     config_path: str = "configs/local.yaml"
+    accounts: bool = True  # a started mesh keeps the config's accounts; False: pure matching
     connect: bool = False  # use the mesh already running from config_path
     rate: float | None = 10_000.0  # offered requests/s over all sessions; None: as fast as possible
     duration: float = 10.0  # seconds measured, after the warmup

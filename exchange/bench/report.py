@@ -57,6 +57,26 @@ def summary(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def accounts_cost(without: BenchResult, with_accounts: BenchResult) -> str:
+    """What accounts cost: the same load without and with them, side by side."""
+    rows = [("acknowledged/s", without.throughput["acked_per_s"], with_accounts.throughput["acked_per_s"], "")]
+    for kind, name in (("ack", "ack"), ("fill", "fill"), ("cancel", "cancel")):
+        for p in ("p50", "p99"):
+            rows.append((f"{name} {p}", without.latency_us[kind][p], with_accounts.latency_us[kind][p], "us"))
+    cpu = (sum(without.cpu.values()), sum(with_accounts.cpu.values()))
+    lines = ["", "accounts: the same load without and with them (ledger shards on the way in, settlement after)",
+             f"{'':18s} {'off':>12s} {'on':>12s} {'change':>12s}"]
+    for name, off, on, unit in rows:
+        if unit:
+            change = f"{(on - off) / 1000:+.2f} ms" if off is not None and on is not None else "-"
+            lines.append(f"{name:18s} {latency.us(off):>12s} {latency.us(on):>12s} {change:>12s}")
+        else:
+            change = f"{(on - off) / off * 100:+.1f} %" if off else "-"
+            lines.append(f"{name:18s} {off:>12,.0f} {on:>12,.0f} {change:>12s}")
+    lines.append(f"{'cpu (cores)':18s} {cpu[0]:>12.2f} {cpu[1]:>12.2f} {cpu[1] - cpu[0]:>+12.2f}")
+    return "\n".join(lines)
+
+
 def _rejects(counts: dict) -> list[str]:
     """The REJ answers by code, most first, each with the reason the first one gave."""
     rejects = counts["rejects"]

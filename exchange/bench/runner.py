@@ -43,7 +43,7 @@ def run(options: BenchOptions) -> BenchResult:
         config_path, users = Path(options.config_path), options.users or [
             (u, f"{u}-key") for u in ("alice", "bob", "carol")]
     else:
-        config_path, users = bench_config(options.config_path, work, options.sessions)
+        config_path, users = bench_config(options.config_path, work, options.sessions, options.accounts)
     config = load_config(config_path)
     symbols = options.instruments or [i.symbol for i in config.instruments]
     instruments = config.instrument_map()

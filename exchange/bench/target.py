@@ -16,14 +16,22 @@ from pathlib import Path
 import yaml
 
 from exchange.config import hash_key, new_key
-from exchange.testing.mesh import free_ports
+from exchange.testing.mesh import free_ports, without_accounts
 
 
-def bench_config(source: str, directory: Path, sessions: int) -> tuple[Path, list[tuple[str, str]]]:
+BENCH_FUNDS = "1000000000"  # of every asset, for each bench user with accounts on: never the limit
+
+
+def bench_config(source: str, directory: Path, sessions: int, accounts: bool = True
+                 ) -> tuple[Path, list[tuple[str, str]]]:
     """A copy of the config at ``source`` for a fresh mesh in ``directory``: free loopback ports,
     its journal and logs inside ``directory``, and one new user per session (so that no session
-    receives another session's fills). Returns the new file and the (user, key) pairs."""
+    receives another session's fills), each funded with BENCH_FUNDS of every asset if accounts
+    are on. Without ``accounts`` the copy runs pure matching. Returns the new file and the (user,
+    key) pairs."""
     text = Path(source).read_text()
+    if not accounts:
+        text = without_accounts(text)
     ports = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
     fresh = dict(zip(ports, map(str, free_ports(len(ports)))))  # one pass: a new port may be an old one
     text = re.sub(r"127\.0\.0\.1:(\d+)\b", lambda m: f"127.0.0.1:{fresh[m.group(1)]}", text)
@@ -33,8 +41,10 @@ def bench_config(source: str, directory: Path, sessions: int) -> tuple[Path, lis
     if "secret_key_file" in data.get("notifier", {}):
         data["notifier"]["secret_key_file"] = str(directory / "notifier.key")
     users = [(f"bench{n + 1}", new_key()) for n in range(sessions)]
-    data["users"] = list(data.get("users") or []) + [{"name": u, "key_hash": hash_key(k, n=2**10)}
-                                                      for u, k in users]
+    funds = {asset["name"]: BENCH_FUNDS for asset in data.get("assets") or []}
+    data["users"] = list(data.get("users") or []) + [
+        {"name": u, "key_hash": hash_key(k, n=2**10), **({"opening_balances": funds} if funds else {})}
+        for u, k in users]
     path = directory / "bench.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, users
@@ -51,7 +61,7 @@ def running_roles(config_path: str) -> dict[str, int]:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        for role in ("gateway", "engine", "journal-writer", "notifier"):
+        for role in ("gateway", "engine", "ledger", "journal-writer", "notifier"):
             if role in args and "--config" in args:
                 i = args.index("--config")
                 if i + 1 < len(args) and os.path.realpath(args[i + 1]) == wanted:

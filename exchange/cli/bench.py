@@ -43,11 +43,14 @@ from exchange.errors import ExchangeError
               help="py-spy record every role during the measured window into this folder.")
 @click.option("--keep", "work_dir", type=click.Path(file_okay=False),
               help="Keep the started mesh's config, journal and logs in this folder.")
+@click.option("--accounts", "accounts", type=click.Choice(["compare", "on", "off"]), default=None,
+              help="With a config that has accounts: run the load without and then with them and report"
+                   " both (compare, the default), or only on or off. Its users are funded first.")
 def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration: float, warmup: float,
           sessions: int, over_zmq: bool, subscribers: int, instruments: tuple[str, ...], workers: int,
           window: int,
           users: tuple[str, ...], seed: int, json_path: str | None, plot_path: str | None,
-          profile_dir: str | None, work_dir: str | None) -> None:
+          profile_dir: str | None, work_dir: str | None, accounts: str | None) -> None:
     """Drive a mesh with a realistic order mix over TCP (or ZMQ); report throughput, latency and checks.
 
     Starts a fresh mesh from --config (free loopback ports, a journal of its own) unless
@@ -69,21 +72,37 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
         except ImportError:
             raise click.ClickException("--plot needs matplotlib: pip install 'exchange[plot]'"
                                        " (or pip install 'matplotlib>=3.7')") from None
-    load(config_path)
-    options = bench_lib.BenchOptions(
-        config_path=config_path, connect=connect, rate=None if as_fast else rate, duration=duration,
-        warmup=warmup, sessions=sessions, zmq=over_zmq, subscribers=subscribers, instruments=symbols or None,
-        workers=workers, window=window, seed=seed, users=pairs or None, work_dir=work_dir,
-        profile_dir=profile_dir, progress=lambda line: click.echo(line, err=True))
-    try:
-        result = bench_lib.run(options)
-    except (ExchangeError, ValueError, RuntimeError, TimeoutError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(bench_lib.summary(result), err=json_path == "-")
-    if json_path:
-        click.echo(result.to_json(), file=None if json_path == "-" else open(json_path, "w"))
+    config = load(config_path)
+    modes = [False, True] if config.accounts and not connect and accounts in (None, "compare") else [
+        accounts != "off" if config.accounts and not connect else config.accounts]
+    if accounts and not config.accounts:
+        raise click.ClickException(f"--accounts: {config_path} has no accounts (no `assets:`)")
+    if accounts and connect:
+        raise click.ClickException("--accounts starts meshes of its own; it does not go with --connect")
+    common = dict(config_path=config_path, connect=connect, rate=None if as_fast else rate, duration=duration,
+                  warmup=warmup, sessions=sessions, zmq=over_zmq, subscribers=subscribers,
+                  instruments=symbols or None, workers=workers, window=window, seed=seed, users=pairs or None,
+                  profile_dir=profile_dir, progress=lambda line: click.echo(line, err=True))
+    results = []
+    for mode in modes:
+        if len(modes) > 1:
+            click.echo(f"== accounts {'on' if mode else 'off'} ==", err=json_path == "-")
+        keep = work_dir and (f"{work_dir}/accounts-{'on' if mode else 'off'}" if len(modes) > 1 else work_dir)
+        options = bench_lib.BenchOptions(accounts=mode, work_dir=keep, **common)
+        try:
+            result = bench_lib.run(options)
+        except (ExchangeError, ValueError, RuntimeError, TimeoutError) as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(bench_lib.summary(result), err=json_path == "-")
+        results.append(result)
+    if len(results) == 2:
+        click.echo(bench_lib.accounts_cost(*results), err=json_path == "-")
+    result = results[-1]
+    if json_path:  # one result as an object; without and with accounts as a list of the two
+        text = result.to_json() if len(results) == 1 else "[" + ",\n".join(r.to_json() for r in results) + "]"
+        click.echo(text, file=None if json_path == "-" else open(json_path, "w"))
     if plot_path:
         bench_lib.plot(result, plot_path)
         click.echo(f"plot: {plot_path}", err=True)
-    if not result.ok:
+    if not all(r.ok for r in results):
         raise SystemExit(1)

@@ -212,15 +212,7 @@ class EngineProcess:
 
     def answer(self, envelope: tuple[bytes, ...], frames: list[bytes]) -> int:
         """Send ``frames`` to ``envelope`` without blocking; how many went (-1: the requester is gone)."""
-        for sent, frame in enumerate(frames):
-            try:
-                self.replay.send_multipart([*envelope, frame], zmq.NOBLOCK)
-            except zmq.Again:
-                return sent  # its queue is full: it is not reading
-            except zmq.ZMQError as e:  # EHOSTUNREACH (ROUTER_MANDATORY): it left
-                log.warning("replay: requester gone (%s)", e)
-                return -1
-        return len(frames)
+        return sockets.send_routed(self.replay, envelope, frames)
 
     def finish(self) -> None:
         """On a clean stop, give the journal a moment to make the last batches durable and release them."""

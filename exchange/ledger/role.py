@@ -259,17 +259,7 @@ class LedgerProcess:
         shard = self.shard
         for envelope, from_batch in list(self.replaying.items()):
             frames = shard.replay_frames(from_batch)
-            sent = 0
-            for frame in frames:
-                try:
-                    self.replay.send_multipart([*envelope, frame], zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                except zmq.ZMQError as e:
-                    log.warning("replay: requester gone (%s)", e)
-                    sent = -1
-                    break
-                sent += 1
+            sent = sockets.send_routed(self.replay, envelope, frames)
             if sent < 0 or sent == len(frames):
                 del self.replaying[envelope]
             elif sent:

@@ -113,6 +113,20 @@ def drain(sock: zmq.Socket, limit: int = 10_000) -> list[list[bytes]]:
     return messages
 
 
+def send_routed(router: zmq.Socket, envelope: tuple[bytes, ...], frames: list[bytes]) -> int:
+    """Send ``frames`` to ``envelope`` through a ROUTER without blocking; how many went (-1: the
+    requester is gone, EHOSTUNREACH with ROUTER_MANDATORY). Stops at the first that finds its queue full."""
+    for sent, frame in enumerate(frames):
+        try:
+            router.send_multipart([*envelope, frame], zmq.NOBLOCK)
+        except zmq.Again:
+            return sent
+        except zmq.ZMQError as e:
+            log.warning("requester gone (%s)", e)
+            return -1
+    return len(frames)
+
+
 def setup_logging(role: str, var_dir: str | None) -> None:
     """Log lines to stderr and, when ``var_dir`` is given, to ``var_dir/<role>.log``."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
