@@ -17,15 +17,22 @@ from exchange.core import ledger_checkpoint
 from exchange.core.assets import Asset, Terms
 from exchange.core.ledger import Ledger
 from exchange.core.ledger_messages import AnyLedgerEvent
+from exchange.core.messages import AnyEvent
 from exchange.errors import ConfigError
 from exchange.journal.readers import EnginePosition, decode_event, latest_checkpoint, positions
 from exchange.journal.schema import has_table, read_snapshot
 
 _ledger_event_decoder = msgspec.json.Decoder(AnyLedgerEvent)
+_any_event_decoder = msgspec.json.Decoder(AnyEvent | AnyLedgerEvent)
 
 
 def decode_ledger_event(body: str | bytes):
     return _ledger_event_decoder.decode(body)
+
+
+def decode_any_event(body: str | bytes):
+    """A journaled event of any stream: an engine's or a ledger shard's."""
+    return _any_event_decoder.decode(body)
 
 
 def ledger_stream(shard: int) -> str:
