@@ -111,7 +111,7 @@ def test_ledger_checkpoint_parts_are_stored_like_an_engines(built):
 def test_an_account_history_reads_through_an_index(built):
     plan = query(built.path, "EXPLAIN QUERY PLAN SELECT entry_id, delta, balance FROM entries"
                              " WHERE account='bob:available' AND asset='USD' ORDER BY entry_id")
-    assert any("entries_account" in row[-1] for row in plan)
+    assert any("entries_account" in row[-1] for row in plan) and not any("TEMP B-TREE" in row[-1] for row in plan)
 
 
 # -- recover_ledger ----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
         db["entries"].create({"stream": str, "entry_id": int, "row": int, "seq": int, "kind": str, "account": str,
                               "asset": str, "delta": int, "balance": int, "ts_event": int},
                              pk=("stream", "entry_id", "row"))
-        db.execute("CREATE INDEX entries_account ON entries(account, asset, stream, entry_id)")
+        db.execute("CREATE INDEX entries_account ON entries(account, asset, entry_id)")
     if "epochs" not in db.table_names():
         db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
                             pk=("engine", "epoch"))
