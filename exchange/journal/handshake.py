@@ -2,8 +2,9 @@
 
 An engine or a ledger shard asks for its new epoch (OpenEpoch) and a gateway for where every
 stream's history ends (GetPositions); both then read the journal and check that they see at least
-that much of it. A role that cannot reach the journal writer, or cannot see the history it holds, does not start:
-it would otherwise come back with an empty or stale view and tell clients things that are not so.
+that much of it. A role that cannot reach the journal writer, or cannot see the history it holds,
+does not start: it would otherwise come back with an empty or stale view and tell clients things
+that are not so.
 """
 
 from __future__ import annotations
