@@ -7,7 +7,8 @@ Sockets:
     events      PULL    bound    ← engines, ledger shards: EventBatch
     watermarks  PUB     bound    → engines, ledger shards: Durable after each group commit, and every second
     recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; gateways: GetPositions at start
-    replay      DEALER  connect  → each engine's and ledger shard's replay ROUTER: ReplayRequest when a batch is missing
+    replay      DEALER  connect  → each engine's and ledger shard's replay ROUTER: ReplayRequest when a
+                                   batch is missing
 
 With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
 DEALERs CURVE clients of their engines (exchange.wire.security.mesh_keys).

@@ -1,6 +1,7 @@
 """Is the journal whole and true? ``verify`` returns one line per fault found; none means all is well.
 
-Ledger shards' streams are checked by exchange.journal.verify_ledger. Checks, per engine, reading its events once in ``seq`` order:
+Ledger shards' streams are checked by exchange.journal.verify_ledger. Checks, per engine, reading
+its events once in ``seq`` order:
 
 1. sequence: events are numbered 1..N with no gap; batches are numbered 1..M, each starts where
    the previous one ended, holds exactly the events first_seq..last_seq, and epochs never go back;
