@@ -112,7 +112,7 @@ def test_every_open_epoch_is_new_and_durable_even_if_the_engine_never_wrote(writ
 def test_an_unknown_engine_gets_no_epoch(writer):
     sequencer = Sequencer({})
     reply = answer(OpenEpoch("e9", 5), sequencer, writer, CONFIG)
-    assert reply == JournalRefused(5, "no engine e9 in this journal writer's config")
+    assert reply == JournalRefused(5, "no engine or ledger shard e9 in this journal writer's config")
     assert sequencer.positions == {}
 
 

@@ -6,6 +6,7 @@ import signal
 
 import click
 
+from exchange.cli.accounts import accounts_group
 from exchange.cli.bench import bench
 from exchange.cli.common import config_option, load, names
 from exchange.cli.config_file import config_group, users
@@ -148,3 +149,4 @@ cli.add_command(users)
 cli.add_command(config_group)
 cli.add_command(bench)
 cli.add_command(journal_group)
+cli.add_command(accounts_group)

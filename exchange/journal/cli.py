@@ -45,7 +45,7 @@ filter_options = (
 )
 
 
-def _options(*options):
+def with_options(*options):
     def decorate(command):
         for option in reversed(options):
             command = option(command)
@@ -53,7 +53,7 @@ def _options(*options):
     return decorate
 
 
-def _open_journal(config_path: str, db_path: str | None):
+def open_from_config(config_path: str, db_path: str | None):
     """(config, journal path, read-only connection); one ClickException for any library error."""
     from exchange.journal.queries import open_journal
 
@@ -65,7 +65,7 @@ def _open_journal(config_path: str, db_path: str | None):
         raise click.ClickException(str(e)) from None
 
 
-def _emit(rows: list[dict], columns: tuple[str, ...], as_json: bool, as_csv: bool, empty: str) -> None:
+def emit(rows: list[dict], columns: tuple[str, ...], as_json: bool, as_csv: bool, empty: str) -> None:
     """Rows as JSON, CSV, or an aligned table for people (times in ISO-8601 UTC)."""
     import csv
     import io
@@ -111,8 +111,8 @@ def _cell(column: str, value, to_iso) -> str:
 
 
 def _is_number(value) -> bool:
-    """Whether to right-align: ints and decimal text like the journal's prices and quantities."""
-    return isinstance(value, int) or (isinstance(value, str) and value.replace(".", "", 1).isdigit())
+    """Whether to right-align: ints and decimal text like the journal's prices, quantities and deltas."""
+    return isinstance(value, int) or (isinstance(value, str) and value.lstrip("+-").replace(".", "", 1).isdigit())
 
 
 @click.group("journal")
@@ -123,26 +123,27 @@ def journal_group() -> None:
 def _event_kinds() -> list[str]:
     from typing import get_args
 
+    from exchange.core.ledger_messages import AnyLedgerEvent
     from exchange.core.messages import AnyEvent
 
-    return [kind.__name__ for kind in get_args(AnyEvent)]
+    return [kind.__name__ for kind in (*get_args(AnyEvent), *get_args(AnyLedgerEvent))]
 
 
 def _query(name: str, columns: str, empty: str, what: str, extra=()):
     """One `exchange journal NAME` command: filters in, rows of journal_queries.NAME out (with the
     CSV header journal_queries.COLUMNS, even when no row matches)."""
-    @_options(config_option, db_option, *filter_options, *extra, *output_options)
+    @with_options(config_option, db_option, *filter_options, *extra, *output_options)
     def command(config_path: str, db_path: str | None, as_json: bool, as_csv: bool, symbol: str | None,
                 **filters) -> None:
         from exchange.journal import queries
 
-        config, _, conn = _open_journal(config_path, db_path)
+        config, _, conn = open_from_config(config_path, db_path)
         try:
             rows = getattr(queries, name)(conn, config.instrument_map(),
                                                   symbol=symbol and symbol.upper(), **filters)
         finally:
             conn.close()
-        _emit(rows, getattr(queries, columns), as_json, as_csv, empty)
+        emit(rows, getattr(queries, columns), as_json, as_csv, empty)
 
     command.__doc__ = what
     return journal_group.command(name)(command)
@@ -161,7 +162,7 @@ _query("events", "EVENT_COLUMNS", "no events match",
 
 
 @journal_group.command("stats")
-@_options(config_option, db_option, *output_options)
+@with_options(config_option, db_option, *output_options)
 def journal_stats(config_path: str, db_path: str | None, as_json: bool, as_csv: bool) -> None:
     """Size, time span, sequence ranges per engine, and event counts per instrument and kind.
 
@@ -171,7 +172,7 @@ def journal_stats(config_path: str, db_path: str | None, as_json: bool, as_csv: 
 
     from exchange.journal.queries import COUNT_COLUMNS, stats, to_iso
 
-    _, path, conn = _open_journal(config_path, db_path)
+    _, path, conn = open_from_config(config_path, db_path)
     try:
         found = stats(conn, path)
     finally:
@@ -181,7 +182,7 @@ def journal_stats(config_path: str, db_path: str | None, as_json: bool, as_csv: 
     if as_json:
         click.echo(json.dumps(found, indent=2))
     elif as_csv:
-        _emit(found["counts"], COUNT_COLUMNS, False, True, "")
+        emit(found["counts"], COUNT_COLUMNS, False, True, "")
     else:
         span = "no events"
         if found["ts_first"] is not None:
@@ -198,20 +199,27 @@ def journal_stats(config_path: str, db_path: str | None, as_json: bool, as_csv: 
 
 
 @journal_group.command("verify")
-@_options(config_option, db_option)
+@with_options(config_option, db_option)
 def journal_verify(config_path: str, db_path: str | None) -> None:
-    """Check sequences, batches, fills and trades, and replay every engine; exit 1 on any fault."""
+    """Check sequences, batches, fills and trades, and replay every engine; with accounts on, check
+    every ledger shard's entries, balances and holds too; exit 1 on any fault."""
     from exchange.journal.queries import stats
     from exchange.journal.verify import verify
+    from exchange.journal.ledger_rows import is_ledger_stream
+    from exchange.journal.verify_ledger import verify_ledgers
 
-    config, path, conn = _open_journal(config_path, db_path)
+    config, path, conn = open_from_config(config_path, db_path)
     instruments = config.instrument_map()
     try:
         faults = verify(conn, {e.name: [instruments[s] for s in e.instruments] for e in config.engines},
                         {e.name: e.id for e in config.engines})
+        ledger_faults, notes = verify_ledgers(conn, config)
+        faults += ledger_faults
         found = stats(conn, path)
     finally:
         conn.close()
+    for note in notes:
+        click.echo(f"note: {note}")
     if faults:
         for fault in faults:
             click.echo(fault)
@@ -220,7 +228,8 @@ def journal_verify(config_path: str, db_path: str | None) -> None:
     engines = "; ".join(
         f"{e['engine']} events {e['first_seq'] or 0}..{e['last_seq'] or 0} in {e['batches']} batches"
         for e in found["engines"]) or "no events"
-    click.echo(f"OK: {path}: {engines}; sequences, orders, trades and replay agree"
+    ledgers = ", entries, balances, holds" if any(is_ledger_stream(e["engine"]) for e in found["engines"]) else ""
+    click.echo(f"OK: {path}: {engines}; sequences, orders, trades{ledgers} and replay agree"
                f" ({found['checkpoints']} checkpoints checked)")
 
 

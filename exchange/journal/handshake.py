@@ -1,9 +1,10 @@
 """The client side of the journal writer's recovery endpoint: what a role asks it before it starts.
 
-An engine asks for its new epoch (OpenEpoch) and a gateway for where every engine's history ends
-(GetPositions); both then read the journal and check that they see at least that much of it. A
-role that cannot reach the journal writer, or cannot see the history it holds, does not start:
-it would otherwise come back with an empty or stale view and tell clients things that are not so.
+An engine or a ledger shard asks for its new epoch (OpenEpoch) and a gateway for where every
+stream's history ends (GetPositions); both then read the journal and check that they see at least
+that much of it. A role that cannot reach the journal writer, or cannot see the history it holds,
+does not start: it would otherwise come back with an empty or stale view and tell clients things
+that are not so.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def require_history(config: Config, security: MeshSecurity | None) -> None:
     """Raise JournalError unless this process sees, in the journal file, all the history the
     journal writer holds (for a role that loads its views from the journal at start)."""
     held = ask(config, GetPositions(time.time_ns()), security)
-    seen = read_positions(config.journal.path, [e.name for e in config.engines])
+    seen = read_positions(config.journal.path, config.streams())
     check_visible(seen, {engine: EnginePosition(*p) for engine, p in held.positions.items()}, config.journal.path)
 
 

@@ -23,6 +23,8 @@ from exchange.core.messages import (
 )
 from exchange.core.orders import OrderStatus
 from exchange.errors import JournalError
+from exchange.core.ledger_messages import FundsMoved, HoldRejected, OrderSettled, TransferRejected
+from exchange.journal.ledger_readers import decode_any_event
 from exchange.journal.readers import decode_event
 from exchange.journal.schema import has_table, open_readonly
 
@@ -167,8 +169,8 @@ def events(conn: sqlite3.Connection, instruments: Instruments, symbol: str | Non
     rows = []
     for *columns, body in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS[:-1])}, body FROM events"
                                        f" WHERE {where} {_order_by(oldest_first)} {_limit(limit)}", args):
-        event = decode_event(body)
-        rows.append(dict(zip(EVENT_COLUMNS, (*columns, _detail(event, instruments.get(event.symbol))))))
+        event = decode_any_event(body)  # a ledger shard's too
+        rows.append(dict(zip(EVENT_COLUMNS, (*columns, _detail(event, instruments.get(getattr(event, "symbol", "")))))))
     return rows
 
 
@@ -193,7 +195,13 @@ def _detail(event, instrument: Instrument | None) -> str:
             bid = "-" if event.bid_price is None else f"{qty_text(event.bid_qty)} @ {price_text(event.bid_price)}"
             ask = "-" if event.ask_price is None else f"{qty_text(event.ask_qty)} @ {price_text(event.ask_price)}"
             return f"bid {bid} / ask {ask}"
-    return ""  # Trade and DepthUpdate: the columns say it all
+        case HoldRejected() | TransferRejected():
+            return f"{event.code.value} {event.reason}{cid}"
+        case FundsMoved():
+            return f"{event.asset}, ref {event.ref}"
+        case OrderSettled():
+            return f"{event.engine} event {event.engine_seq}{cid}"
+    return ""  # Trade and DepthUpdate: the columns say it all; other ledger events: their entries do
 
 
 def stats(conn: sqlite3.Connection, path: str | Path) -> dict:

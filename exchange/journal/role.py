@@ -1,10 +1,14 @@
-"""Journal writer role: every engine's event batches into SQLite, then the durable watermark back.
+"""Journal writer role: every stream's event batches into SQLite, then the durable watermark back.
+
+A stream is an engine, or a ledger shard (``ledger-<shard>``, with accounts on): both are written,
+sequenced, given epochs and asked for replays alike; "engine" below means either.
 
 Sockets:
-    events      PULL    bound    ← engines: EventBatch
-    watermarks  PUB     bound    → engines: Durable after each group commit, and every second
-    recovery    ROUTER  bound    ← engines: OpenEpoch at start; gateways: GetPositions at start
-    replay      DEALER  connect  → each engine's replay ROUTER: ReplayRequest when a batch is missing
+    events      PULL    bound    ← engines, ledger shards: EventBatch
+    watermarks  PUB     bound    → engines, ledger shards: Durable after each group commit, and every second
+    recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; gateways: GetPositions at start
+    replay      DEALER  connect  → each engine's and ledger shard's replay ROUTER: ReplayRequest when a
+                                   batch is missing
 
 With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
 DEALERs CURVE clients of their engines (exchange.wire.security.mesh_keys).
@@ -50,8 +54,8 @@ def answer(request: OpenEpoch | GetPositions, sequencer: Sequencer, writer: Writ
     """The reply to a role's request at its start."""
     match request:
         case OpenEpoch(engine=engine, nonce=nonce):
-            if engine not in {e.name for e in config.engines}:
-                return JournalRefused(nonce, f"no engine {engine} in this journal writer's config")
+            if engine not in config.streams():
+                return JournalRefused(nonce, f"no engine or ledger shard {engine} in this journal writer's config")
             pos = sequencer.positions.get(engine, EnginePosition())
             if sequencer.opened.get(engine, (None, 0))[0] == nonce:  # the same start asking again
                 return EpochOpened(engine, nonce, pos.epoch, pos.batch, pos.seq)
@@ -70,15 +74,15 @@ def run(config: Config, name: str = "journal-writer") -> None:
     security = MeshSecurity.for_role(config, "journal-writer")  # before the journal: fail fast
     db = open_db(spec.path, spec.synchronous)
     writer = Writer(db, config.instrument_map())
-    sequencer = Sequencer(positions(db.conn, [e.name for e in config.engines]))
+    sequencer = Sequencer(positions(db.conn, config.streams()))
     stopper = sockets.Stopper()
     ctx = sockets.context()
     auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
     events = sockets.socket(ctx, zmq.PULL, bind=spec.events, security=security)  # ← engines
     watermarks = sockets.socket(ctx, zmq.PUB, bind=spec.watermarks, security=security)  # → engines
     recovery = sockets.socket(ctx, zmq.ROUTER, bind=spec.recovery, security=security)  # ← engines, gateways
-    replay = {e.name: sockets.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
-              for e in config.engines}  # → engines
+    replay = {s.name: sockets.socket(ctx, zmq.DEALER, connect=s.replay, security=security, peer=s.role)
+              for s in (*config.engines, *config.ledgers)}  # → engines, ledger shards
     batches, requests = Decoder(EventBatch), Decoder(JournalRequest)
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
     sockets.report_ready()

@@ -8,6 +8,10 @@ Tables (one row per thing; ``body`` is the exact message as JSON, the other colu
     events       engine, seq, epoch, batch, kind, symbol, user, order_id, trade_id, side, price, qty, ...
     checkpoints  engine, seq, part, parts, epoch, batch, digest, state   an engine's state, in parts
     epochs       engine, epoch, batch, seq, ts_opened           each engine start, as the writer opened it
+    entries      stream, entry_id, row, seq, kind, account,       a ledger shard's double-entry rows: each
+                 asset, delta, balance, ts_event                  entry's rows sum to zero per asset
+
+A ledger shard is a stream like an engine (``engine`` is ``ledger-<shard>`` in the tables above).
 
 ``price`` and ``qty`` columns are decimal text on the instrument's grid; the bodies keep ticks and
 lots. The writer appends one transaction per drained set of batches (group commit); readers (the
@@ -64,6 +68,12 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
         # one row per part (exchange.core.checkpoint): a checkpoint is usable once all its parts are in
         db["checkpoints"].create({"engine": str, "seq": int, "part": int, "parts": int, "epoch": int,
                                   "batch": int, "digest": str, "state": bytes}, pk=("engine", "seq", "part"))
+    if "entries" not in db.table_names():
+        # amounts are ints in the asset's smallest unit; ``balance`` is the account's after the row
+        db["entries"].create({"stream": str, "entry_id": int, "row": int, "seq": int, "kind": str, "account": str,
+                              "asset": str, "delta": int, "balance": int, "ts_event": int},
+                             pk=("stream", "entry_id", "row"))
+        db.execute("CREATE INDEX entries_account ON entries(account, asset, entry_id)")
     if "epochs" not in db.table_names():
         db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
                             pk=("engine", "epoch"))

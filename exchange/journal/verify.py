@@ -1,6 +1,7 @@
 """Is the journal whole and true? ``verify`` returns one line per fault found; none means all is well.
 
-Checks, per engine, reading its events once in ``seq`` order:
+Ledger shards' streams are checked by exchange.journal.verify_ledger. Checks, per engine, reading
+its events once in ``seq`` order:
 
 1. sequence: events are numbered 1..N with no gap; batches are numbered 1..M, each starts where
    the previous one ended, holds exactly the events first_seq..last_seq, and epochs never go back;
@@ -32,6 +33,7 @@ from exchange.core.messages import (
     OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderRejected, OrderReplaced,
     TopOfBook, Trade,
 )
+from exchange.journal.ledger_rows import is_ledger_stream
 from exchange.journal.readers import checkpoint_parts, decode_event, whole_checkpoints
 from exchange.journal.schema import has_table
 
@@ -55,10 +57,15 @@ def verify(conn: sqlite3.Connection, instruments: Mapping[str, Sequence[Instrume
     return faults
 
 
-def _engines(conn: sqlite3.Connection) -> list[str]:
+def streams(conn: sqlite3.Connection) -> list[str]:
+    """Every stream the journal holds: engines, and ledger shards (``ledger-<shard>``)."""
     tables = ["batches", "events", *(["checkpoints"] if has_table(conn, "checkpoints") else [])]
     query = " UNION ".join(f"SELECT DISTINCT engine FROM {table}" for table in tables)
     return sorted(name for (name,) in conn.execute(query))
+
+
+def _engines(conn: sqlite3.Connection) -> list[str]:
+    return [name for name in streams(conn) if not is_ledger_stream(name)]
 
 
 class _EngineCheck:
@@ -128,17 +135,8 @@ class _EngineCheck:
     # -- 1 sequence ----------------------------------------------------------------------------
 
     def check_batches(self) -> None:
-        previous = (0, 0, 0)  # batch, epoch, last_seq
-        for batch, (epoch, first, last) in self.batches.items():
-            if batch != previous[0] + 1:
-                self.fault(_missing("batch", previous[0] + 1, batch - 1, "batches"))
-            if first != previous[2] + 1:
-                self.fault(f"batch {batch} starts at event {first}; the batch before ended at {previous[2]}")
-            if last < first - 1:
-                self.fault(f"batch {batch} ends at event {last}, before it starts ({first})")
-            if epoch < previous[1]:
-                self.fault(f"batch {batch} is in epoch {epoch}, after epoch {previous[1]}")
-            previous = (batch, epoch, max(last, first - 1))
+        for fault in batch_faults(self.batches):
+            self.fault(fault)
 
     def finish(self, last_seq: int, per_batch: Counter, strays: dict[int, list[int]]) -> None:
         for batch, seqs in strays.items():
@@ -305,6 +303,23 @@ class _EngineCheck:
         if instrument is None:
             return f"{qty} lots @ {price} ticks"
         return f"{instrument.format_qty(qty)} @ {instrument.format_price(price)}"
+
+
+def batch_faults(batches: Mapping[int, tuple[int, int, int]]) -> list[str]:
+    """What is wrong with a stream's batches (batch → (epoch, first_seq, last_seq), in batch order):
+    numbered 1..M, each starting where the one before ended, epochs never going back."""
+    faults, previous = [], (0, 0, 0)  # batch, epoch, last_seq
+    for batch, (epoch, first, last) in batches.items():
+        if batch != previous[0] + 1:
+            faults.append(_missing("batch", previous[0] + 1, batch - 1, "batches"))
+        if first != previous[2] + 1:
+            faults.append(f"batch {batch} starts at event {first}; the batch before ended at {previous[2]}")
+        if last < first - 1:
+            faults.append(f"batch {batch} ends at event {last}, before it starts ({first})")
+        if epoch < previous[1]:
+            faults.append(f"batch {batch} is in epoch {epoch}, after epoch {previous[1]}")
+        previous = (batch, epoch, max(last, first - 1))
+    return faults
 
 
 def _top(book, top: tuple) -> str:

@@ -14,6 +14,7 @@ from exchange.core import checkpoint
 from exchange.core.instruments import Instrument
 from exchange.core.orders import Side
 from exchange.wire.messages import EventBatch
+from exchange.journal.ledger_rows import is_ledger_stream, ledger_rows
 from exchange.journal.readers import EnginePosition
 
 
@@ -101,11 +102,15 @@ class Writer:
         self._qtys: dict[str, dict[int, str]] = {symbol: {} for symbol in instruments}
 
     def append(self, batches: Iterable[EventBatch]) -> None:
-        batch_rows, command_rows, event_rows, checkpoint_rows = [], [], [], []
+        """Write ``batches`` (engines' and ledger shards') in one transaction."""
+        batch_rows, command_rows, event_rows, checkpoint_rows, entry_rows = [], [], [], [], []
         event_row = self._event_row
         ts_written = time.time_ns()
         for b in batches:
             batch_rows.append((b.engine, b.batch, b.epoch, b.first_seq, b.last_seq, b.ts_matched or None, ts_written))
+            if is_ledger_stream(b.engine):
+                ledger_rows(b, command_rows, event_rows, entry_rows, checkpoint_rows)
+                continue
             if b.checkpoint:
                 part = checkpoint.read(b.checkpoint)
                 checkpoint_rows.append((b.engine, part.seq, part.part, part.parts, b.epoch, b.batch, part.digest,
@@ -126,6 +131,8 @@ class Writer:
             self.conn.executemany("INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                   command_rows)
             self.conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)
+            if entry_rows:
+                self.conn.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?)", entry_rows)
             if checkpoint_rows:
                 # a part an earlier epoch wrote at the same seq is the same bytes (same events, same state)
                 self.conn.executemany("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?,?,?)",

@@ -31,7 +31,8 @@ from exchange.core.ledger_messages import DepositFunds, ReleaseHold
 from exchange.core.messages import CancelAll
 from exchange.errors import JournalError, WireError
 from exchange.journal import handshake
-from exchange.journal.readers import EnginePosition, recover_ledger, released_batches
+from exchange.journal.ledger_readers import recover_ledger, released_batches
+from exchange.journal.readers import EnginePosition
 from exchange.ledger.shard import Released, Shard
 from exchange.wire import sockets
 from exchange.wire.messages import (

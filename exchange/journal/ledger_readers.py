@@ -1,0 +1,109 @@
+"""Reading the journal for a ledger shard: its own state at start, and the engines' batches it settles.
+
+``recover_ledger`` rebuilds a shard as a restarting engine rebuilds its books: the newest whole
+checkpoint of its stream, then its events after it, all in one read transaction.
+``released_batches`` gives the engines' journaled batches after a seq, to fill a settlement gap
+or catch up at start; the journal holds only durable batches, so all of them are released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import msgspec
+
+from exchange.core import ledger_checkpoint
+from exchange.core.assets import Asset, Terms
+from exchange.core.ledger import Ledger
+from exchange.core.ledger_messages import AnyLedgerEvent
+from exchange.core.messages import AnyEvent
+from exchange.errors import ConfigError
+from exchange.journal.readers import EnginePosition, decode_event, latest_checkpoint, positions
+from exchange.journal.schema import has_table, read_snapshot
+
+_ledger_event_decoder = msgspec.json.Decoder(AnyLedgerEvent)
+_any_event_decoder = msgspec.json.Decoder(AnyEvent | AnyLedgerEvent)
+
+
+def decode_ledger_event(body: str | bytes):
+    return _ledger_event_decoder.decode(body)
+
+
+def decode_any_event(body: str | bytes):
+    """A journaled event of any stream: an engine's or a ledger shard's."""
+    return _any_event_decoder.decode(body)
+
+
+def ledger_stream(shard: int) -> str:
+    """The journal stream of ledger shard ``shard`` (as ``LedgerConfig.name`` says)."""
+    return f"ledger-{shard}"
+
+
+def ledger_events(conn, stream: str, after_seq: int = 0) -> Iterator:
+    """Every journaled event of ledger stream ``stream`` after ``after_seq``, in sequence order."""
+    if not has_table(conn, "events"):
+        return
+    decode = _ledger_event_decoder.decode
+    for (body,) in conn.execute("SELECT body FROM events WHERE engine=? AND seq>? ORDER BY seq", (stream, after_seq)):
+        yield decode(body)
+
+
+def recover_ledger(path: str | Path, shard: int, shards: int, terms: Iterable[Terms],
+                   assets: Iterable[Asset] = ()) -> tuple[Ledger, EnginePosition]:
+    """Ledger shard ``shard`` of ``shards`` rebuilt from the journal at ``path``, and where its
+    stream ends (epoch, batch, seq): its newest whole checkpoint, then every event after it, read
+    in one read transaction. No journal, or nothing of this shard: a fresh ledger at position 0.
+
+    Raises ConfigError if the journal's checkpoint was taken with another number of shards (users
+    would be on the wrong shard), ValueError if the journal's events do not follow each other.
+    """
+    terms, assets = list(terms), list(assets)
+    stream = ledger_stream(shard)
+    if not Path(path).exists():
+        return Ledger(shard, shards, terms, assets), EnginePosition()
+    with read_snapshot(path) as conn:
+        position = positions(conn, [stream]).get(stream, EnginePosition())
+        state = latest_checkpoint(conn, stream)
+        if state is None:
+            ledger = Ledger(shard, shards, terms, assets)
+        else:
+            ledger = ledger_checkpoint.restore(terms, state, assets)
+            if (ledger.shard, ledger.shards) != (shard, shards):
+                raise ConfigError(f"{stream}: the journal {path} holds a checkpoint of shard {ledger.shard} of"
+                                  f" {ledger.shards}, but the config has {shards} ledger shards; users would be"
+                                  " on other shards: change `ledgers:` back, or start from a new journal")
+        for event in ledger_events(conn, stream, ledger.seq):
+            ledger.apply(event)
+    return ledger, position
+
+
+def released_batches(path: str | Path, engine: str, after_seq: int, max_events: int
+                     ) -> list[tuple[int, int, int, list]]:
+    """Engine ``engine``'s journaled batches that hold events after ``after_seq``, in order, as
+    (epoch, first_seq, last_seq, events), whole batches, until they hold ``max_events`` events or
+    more (at least one batch, however big). Batches without events are left out.
+
+    One read transaction, so only committed batches, each with all its events; with nothing new it
+    costs one primary key lookup. Empty without a journal.
+    """
+    if not Path(path).exists():
+        return []
+    with read_snapshot(path) as conn:
+        if not has_table(conn, "events"):
+            return []
+        found = conn.execute("SELECT batch FROM events WHERE engine=? AND seq=?", (engine, after_seq + 1)).fetchone()
+        if found is None:
+            return []
+        result, count = [], 0
+        batches = conn.execute("SELECT epoch, first_seq, last_seq FROM batches WHERE engine=? AND batch>=?"
+                               " AND last_seq>=first_seq ORDER BY batch", (engine, found[0]))
+        for epoch, first_seq, last_seq in batches:
+            if count >= max_events:
+                break
+            events = [decode_event(body) for (body,) in conn.execute(
+                "SELECT body FROM events WHERE engine=? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (engine, first_seq, last_seq))]
+            result.append((epoch, first_seq, last_seq, events))
+            count += len(events)
+    return result

@@ -1,0 +1,116 @@
+"""`exchange accounts balances` and `exchange accounts ledger` on a journal written by real ledger
+shards and matchers (tests/ledger_journal.py), checked against the live ledgers' balances."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from ledger_journal import ASSETS, LedgerJournal, session
+
+from exchange.cli.main import cli
+from exchange.core.ledger_messages import FEE_ACCOUNT
+from exchange.testing.mesh import without_accounts
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_PATH = str(ROOT / "configs" / "local.yaml")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> LedgerJournal:
+    journal = session(tmp_path_factory.mktemp("accounts") / "journal.db", checkpoint_every=4)
+    journal.close()
+    return journal
+
+
+def run(*args: str, db: Path | str, config: str = CONFIG_PATH) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["accounts", *args, "--config", config, "--db", str(db)])
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def rows(*args: str, db) -> list[dict]:
+    code, output = run(*args, "--json", db=db)
+    assert code == 0, output
+    return json.loads(output)
+
+
+def test_balances_of_a_user_are_the_live_ledgers_in_asset_units(built):
+    ledger = built.shard("bob")
+    expected = [{"user": "bob", "asset": asset, "available": unit.format(ledger.balance("bob", asset)[0]),
+                 "held": unit.format(ledger.balance("bob", asset)[1])} for asset, unit in ASSETS.items()]
+    assert rows("balances", "bob", db=built.path) == expected
+    usd = next(r for r in expected if r["asset"] == "USD")
+    assert usd["held"] != "0.000000"  # bob's half-filled buy still holds USD
+
+
+def test_balances_of_everyone_end_with_the_venues_fee_account(built):
+    found = rows("balances", db=built.path)
+    assert [r["user"] for r in found] == [*["alice"] * 4, *["bob"] * 4, *["carol"] * 4, FEE_ACCOUNT]
+    fee = sum(ledger.balances.get((FEE_ACCOUNT, "USD"), 0) for ledger in built.ledgers)
+    assert found[-1] == {"user": FEE_ACCOUNT, "asset": "USD", "available": ASSETS["USD"].format(fee), "held": None}
+    assert fee > 0
+
+
+def test_balances_as_a_table_for_people(built):
+    code, output = run("balances", "alice", db=built.path)
+    lines = output.splitlines()
+    assert code == 0 and lines[0].split() == ["user", "asset", "available", "held"]
+    aapl = built.shard("alice").balance("alice", "AAPL")
+    assert lines[-1].split() == ["alice", "AAPL", str(aapl[0]), str(aapl[1])]  # AAPL's unit is 1
+
+
+def test_ledger_lists_a_users_entries_newest_first_with_what_each_came_from(built):
+    found = rows("ledger", "bob", "--limit", "0", db=built.path)
+    assert [r["entry_id"] for r in found] == sorted((r["entry_id"] for r in found), reverse=True)
+    withdrawal = found[0]
+    assert (withdrawal["kind"], withdrawal["account"], withdrawal["asset"], withdrawal["delta"], withdrawal["ref"]) \
+        == ("WITHDRAWAL", "available", "USD", "-1000.000000", "out-1")
+    assert withdrawal["balance"] == ASSETS["USD"].format(built.shard("bob").balance("bob", "USD")[0])
+    trades = [r for r in found if r["kind"] == "TRADE" and r["order_id"] == "1-2"]
+    assert {r["trade_id"] for r in trades} == {"1-1"} and {r["ref"] for r in trades} == {"#b1"}
+    assert {(r["account"], r["asset"]) for r in trades} == {("held", "USD"), ("available", "BTC")}
+    deposit = found[-1]
+    assert (deposit["kind"], deposit["ref"]) == ("DEPOSIT", "opening:bob:USD")
+
+
+def test_ledger_filters_by_asset_and_limits(built):
+    btc = rows("ledger", "bob", "--asset", "btc", "--limit", "0", db=built.path)
+    assert btc and {r["asset"] for r in btc} == {"BTC"}
+    assert len(rows("ledger", "bob", "--limit", "3", db=built.path)) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (("balances", "zed"), "Error: no user zed; the users are alice, bob, carol, ops"),
+    (("ledger", "zed"), "Error: no user zed; the users are alice, bob, carol, ops"),
+    (("ledger", "bob", "--asset", "XYZ"), "Error: no asset XYZ; the assets are USD, BTC, ETH, AAPL"),
+])
+def test_unknown_users_and_assets_are_one_error_line(built, args, message):
+    assert run(*args, db=built.path) == (1, message + "\n")
+
+
+def test_no_journal_is_one_error_line(tmp_path):
+    assert run("balances", db=tmp_path / "none.db") == (1, f"Error: {tmp_path / 'none.db'}: no journal here\n")
+
+
+def test_accounts_off_is_one_error_line_before_any_journal_is_looked_for(tmp_path):
+    config = tmp_path / "plain.yaml"
+    config.write_text(without_accounts((ROOT / "configs" / "local.yaml").read_text()))
+    code, output = run("balances", db=tmp_path / "none.db", config=str(config))
+    assert (code, output) == (1, "Error: accounts are off: the config has no `assets:` (docs/accounts.md), so there"
+                                 " are no balances\n")
+
+
+def test_every_accounts_command_is_documented_and_the_documented_lines_parse():
+    text = (ROOT / "docs" / "accounts.md").read_text()
+    group = cli.commands["accounts"]
+    examples = re.findall(r"^\$ exchange accounts (\S+)(.*)$", text, re.M)
+    for name in ("balances", "ledger"):
+        assert f"`exchange accounts {name}" in text, name
+        assert name in {found for found, _ in examples}, name
+    for name, args in examples:
+        if name in group.commands:
+            group.commands[name].make_context(name, args.split())  # raises on an unknown option or value
