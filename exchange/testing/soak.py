@@ -8,6 +8,13 @@ checks are the guarantees 2-4 of docs/architecture.md, read back from the journa
 3. each engine's events are numbered 1..N without a gap;
 4. each engine's live book (its digest, logged when it stops) equals the book rebuilt from the journal;
 5. no client order was placed twice (one OrderAccepted per user and client order id).
+
+With accounts on, also (docs/accounts.md):
+
+6. every order an engine accepted had its hold journaled by its user's ledger shard first;
+7. each ledger shard's live state (its digest, logged when it stops) equals the ledger rebuilt from
+   its journaled events, and `exchange journal verify`'s ledger checks pass: entries balance, no
+   balance below zero, every asset sums to zero across the shards, holds match the open orders.
 """
 
 from __future__ import annotations
@@ -30,10 +37,13 @@ from exchange.config import Config, load_config
 from exchange.core.matching import Matcher
 from exchange.core.messages import Trade
 from exchange.testing.mesh import Mesh, loopback_config, login
+from exchange.core.ledger import Ledger
+from exchange.journal.ledger_readers import decode_ledger_event, ledger_events
 from exchange.journal.readers import decode_event, engine_events
+from exchange.journal.verify_ledger import verify_ledgers
 
 
-ROLES = ("engine", "journal-writer", "gateway", "notifier")
+ROLES = ("engine", "journal-writer", "gateway", "notifier", "ledger")
 
 
 SYMBOLS = {"AAPL": (100.00, "0.01", 10), "BTC-USD": (43000.00, "0.01", "0.0001")}
@@ -231,8 +241,31 @@ def check(config: Config, observed: Observed, log_text: str) -> list[str]:
     twice = conn.execute("SELECT user, body FROM events WHERE kind='OrderAccepted'").fetchall()
     ids = Counter((user, decode_event(body).client_order_id) for user, body in twice)
     faults += [f"{user} #{cid} was placed {n} times" for (user, cid), n in ids.items() if cid and n > 1]
+    if config.accounts:
+        faults += _ledger_faults(conn, config, set(ids), log_text)
     conn.close()
     return faults
+
+
+def _ledger_faults(conn: sqlite3.Connection, config: Config, accepted: set[tuple[str, str]], log_text: str
+                   ) -> list[str]:
+    """Checks 6 and 7: holds before acceptance, live ledgers equal to the journal's, verify's ledger checks."""
+    held = {(user, decode_ledger_event(body).hold.client_order_id)
+            for user, body in conn.execute("SELECT user, body FROM events WHERE kind='OrderHeld'")}
+    faults = [f"{user} #{cid} was accepted without a journaled hold" for user, cid in sorted(accepted - held)]
+    for spec in config.ledgers:
+        stops = re.findall(rf"stopped: {spec.name} at seq (\d+) digest (\w+)", log_text)
+        if not stops:
+            faults.append(f"{spec.name}: no clean stop with a digest in the log")
+            continue
+        seq, digest = int(stops[-1][0]), stops[-1][1]
+        events = [e for e in ledger_events(conn, spec.name) if e.seq <= seq]
+        rebuilt = Ledger.rebuild(spec.shard, len(config.ledgers), config.terms().values(), events,
+                                 config.asset_map().values())
+        if rebuilt.seq != seq or rebuilt.digest() != digest:
+            faults.append(f"{spec.name}: live ledger at seq {seq} ({digest}) differs from the journal's"
+                          f" (seq {rebuilt.seq}, {rebuilt.digest()})")
+    return faults + verify_ledgers(conn, config)[0]
 
 
 def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, sessions: int = 4,
@@ -258,7 +291,9 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
         started = time.monotonic()
         for n in range(kills if kill else 0):
             time.sleep(max(0.0, started + duration * (n + rng.uniform(0.3, 0.7)) / kills - time.monotonic()))
-            label = kill if kill != "engine" else f"engine {rng.choice(config.engines).name}"
+            label = {"engine": f"engine {rng.choice(config.engines).name}",
+                     "ledger": f"ledger {rng.choice(config.ledgers).shard}" if config.ledgers else "ledger"
+                     }.get(kill, kill)
             os.kill(mesh.role_pid(label), signal.SIGKILL)
         time.sleep(max(0.0, started + duration - time.monotonic()))
         stop.set()

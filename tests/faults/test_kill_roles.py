@@ -31,3 +31,16 @@ def test_killing_a_role_under_load_loses_nothing(tmp_path, role):
     assert observed.fills, "no order crossed: the load is too thin to prove anything"
     if role == "engine":
         assert "restored the checkpoint at seq" in log
+
+
+@pytest.mark.parametrize("role", ["ledger", "engine"])
+def test_with_accounts_killing_a_ledger_shard_or_an_engine_loses_no_hold_and_settles_each_fill_once(tmp_path, role):
+    # two ledger shards (alice and carol on one, bob on the other) in front of two engines (BTC-USD on
+    # e1, AAPL on e2, both paid in USD); checkpoints often, so a restart restores one and replays the rest
+    config = loopback_config(tmp_path, request_timeout=2.0, checkpoint_every=200, accounts=True)
+    seed = int(os.environ.get("FAULT_SEED", zlib.crc32(b"accounts " + role.encode()) % 1000))
+    observed, faults, log = soak(config, role, DURATION_S, seed=seed)
+    assert faults == [], (f"seed {seed} (rerun with FAULT_SEED={seed})\n" + "\n".join(faults)
+                          + "\n--- mesh log tail ---\n" + log[-4000:])
+    assert "exited with -9; restarting" in log
+    assert len(observed.acks) > 20 and observed.fills, observed
