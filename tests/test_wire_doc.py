@@ -31,7 +31,7 @@ NAMESPACE = {name: getattr(module, name) for module in (wire, messages, protocol
 CLIENT_MESSAGES = {
     wire.MarketData, messages.Trade, messages.TopOfBook, messages.DepthUpdate,
     wire.SnapshotRequest, wire.InstrumentsRequest, wire.BookSnapshot, wire.SnapshotRefused, wire.Instruments,
-    wire.InstrumentSpec, wire.RequestRefused, wire.PrivateData, *messages.ORDER_EVENTS,
+    wire.InstrumentSpec, wire.RequestRefused, wire.PrivateData, wire.Balances, wire.Balance, *messages.ORDER_EVENTS,
     *(cls for cls in vars(protocol).values()
       if isinstance(cls, type) and issubclass(cls, (protocol.ClientRequest, protocol.ClientReply))
       and cls not in (protocol.ClientRequest, protocol.ClientReply)),

@@ -97,7 +97,8 @@ cli.command("notifier")(_role("notifier", "Which replica (notifier.replicas); no
               " the output is not a terminal).")
 @click.option("--depth", is_flag=True, help="With --plain, also print every price level change.")
 @click.option("--mine", "user", metavar="USER", default=None,
-              help="Also show USER's own order updates from the private feed (needs their CURVE secret key).")
+              help="Also show USER's own order updates (and balances, with accounts on) from the private feed"
+                   " (needs their CURVE secret key).")
 @click.option("--secret-key", envvar="EXCHANGE_CURVE_SECRET", default=None, metavar="Z85",
               help="USER's CURVE secret key (or set EXCHANGE_CURVE_SECRET).")
 @click.option("--notifier", "replica", metavar="NAME", default=None,

@@ -1,4 +1,4 @@
-"""A user's private feed: their own order updates, over CURVE, and a clear refusal of a bad key.
+"""A user's private feed: their own order updates and balances, over CURVE, and a clear refusal of a bad key.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_A
 
 
 class PrivateFeed:
-    """A user's own order updates from the notifier's CURVE-protected private feed.
+    """A user's own order updates and balances from the notifier's CURVE-protected private feed.
+
+    Each ``receive`` is one PrivateData: an engine's order events of one release, or (accounts on)
+    the user's ledger shard's ``Balances`` after a change, in each asset's smallest unit.
 
     The notifier refuses a key it does not know during the CURVE handshake (its ZAP handler), so
     nothing is ever sent to it. With ``admitted_within`` (seconds) the feed waits for the

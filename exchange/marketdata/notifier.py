@@ -1,15 +1,17 @@
 """Notifier role: fans the engines' released events out to any number of subscribers.
 
 Sockets:
-    upstream   XSUB    connect  → every engine's PUB (subscribed to everything)
+    upstream   XSUB    connect  → every engine's PUB and every ledger shard's PUB (subscribed to everything)
     public     XPUB    bound    ← anyone: market data, topics ``md.<SYMBOL>.<channel>|``
     private    XPUB    bound    ← users with a CURVE key: their own ``priv.<user>|`` topic, nothing else
     snapshots  ROUTER  bound    ← subscribers' SnapshotRequests, relayed to the owning engine, and
                                   InstrumentsRequests, answered here from the config
     engines    DEALER  connect  → each engine's ROUTER, for those snapshots
 
-With ``mesh_curve`` on, ``upstream`` and ``engines`` are CURVE clients of their engines
+With ``mesh_curve`` on, ``upstream`` and ``engines`` are CURVE clients of their engines and ledger shards
 (exchange.wire.security.mesh_keys); the notifier binds no mesh socket, so its ZAP handler serves users only.
+Ledger shards (accounts on) publish only private topics: each user's balances after a change, which
+reach the user on ``priv.<user>|`` next to the order events that caused them.
 
 Snapshot requests are bounded before they cost an engine anything: at most
 ``MAX_SNAPSHOTS_PER_ENGINE`` relayed and unanswered per engine, and ``MAX_SNAPSHOTS_PER_CLIENT``
@@ -112,9 +114,9 @@ class Notifier:
         self.private = self._xpub(section.private, manual=True)  # ← users with CURVE keys
         self.snapshots = sockets.socket(ctx, zmq.ROUTER, bind=section.snapshots,
                                      max_msg_size=MAX_SUBSCRIPTION_SIZE)  # ← subscribers
-        self.upstream = sockets.socket(ctx, zmq.XSUB)  # → engines
-        for engine in config.engines:
-            sockets.connect_to(self.upstream, engine.publish, security, engine.role)
+        self.upstream = sockets.socket(ctx, zmq.XSUB)  # → engines and ledger shards
+        for publisher in (*config.engines, *config.ledgers):
+            sockets.connect_to(self.upstream, publisher.publish, security, publisher.role)
         self.upstream.send(b"\x01")  # everything: public and private topics are split here
         self.engines = {e.name: sockets.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
                         for e in config.engines}
@@ -135,9 +137,9 @@ class Notifier:
         return sock
 
     def run(self, stopper: sockets.Stopper) -> None:
-        log.info("%s ready: market data on %s, private feed on %s, snapshots on %s, from %d engines",
-                 self.role, self.section.publish, self.section.private, self.section.snapshots,
-                 len(self.config.engines))
+        log.info("%s ready: market data on %s, private feed on %s, snapshots on %s, from %d engines"
+                 " and %d ledger shards", self.role, self.section.publish, self.section.private,
+                 self.section.snapshots, len(self.config.engines), len(self.config.ledgers))
         sockets.report_ready()
         poller = zmq.Poller()
         for sock in (self.upstream, self.public, self.private, self.snapshots, *self.engines.values()):

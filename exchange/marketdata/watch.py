@@ -3,7 +3,8 @@
 Built on exchange.marketdata.feed.BookFeed, so what it shows is the re-synced, gap-checked book. With a
 terminal it redraws in place (rich); ``--plain`` (or a pipe) prints one line per event instead.
 ``--mine`` adds the user's own order updates from the private feed, each told in its own
-instrument's units, once the notifier has admitted the user's key (``private_feed``).
+instrument's units, once the notifier has admitted the user's key (``private_feed``); with accounts
+on, also the user's balances (``Own``), as their ledger shard publishes them after each change.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import zmq
 from exchange.client.private_feed import PrivateFeed
 from exchange.marketdata.feed import BookFeed
 from exchange.config import Config, NotifierConfig
+from exchange.core.assets import Asset
 from exchange.core.instruments import Instrument
 from exchange.core.messages import DepthUpdate, OrderFilled, TopOfBook, Trade
 from exchange.core.orders import Side
@@ -29,6 +31,7 @@ from exchange.journal.queries import to_iso
 from exchange.gateway.protocol.grammar import format_reply
 from exchange.gateway.protocol.messages import Out
 from exchange.gateway.protocol.translate import reply_for_event
+from exchange.wire.messages import Balance, Balances, PrivateData
 from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 LEVELS = 10
@@ -74,6 +77,63 @@ def describe(event, instrument: Instrument) -> str:
     return repr(event)
 
 
+def amounts(balance: Balance, asset: Asset | None) -> tuple[str, str]:
+    """(available, held) as decimal text in the asset's unit; in units if the config has no such asset."""
+    amount = asset.format if asset is not None else str
+    return amount(balance.available), amount(balance.held)
+
+
+def describe_balance(balance: Balance, asset: Asset | None) -> str:
+    """One readable line for a balance: ``BALANCE USD available 9999.990000 held 0.010000``."""
+    available, held = amounts(balance, asset)
+    return f"BALANCE {balance.asset} available {available} held {held}"
+
+
+class Own:
+    """What the user's private feed has said: their order updates, as lines, and their balances.
+
+    ``shown`` names the assets the view always lists (the watched instrument's base and quote),
+    with no figures until the first ``Balances`` tells them.
+    """
+
+    def __init__(self, instruments: dict[str, Instrument], assets: dict[str, Asset], shown: list[str]):
+        self.instruments, self.assets = instruments, assets
+        self.updates: deque[str] = deque(maxlen=TRADES)
+        self.balances: dict[str, Balance | None] = dict.fromkeys(shown)
+
+    def take(self, data: PrivateData, now_ns: int) -> list[str]:
+        """The plain lines for ``data`` (order updates at their ``ts_event``, changed balances at
+        ``now_ns``: the ledger stamps none), remembering what the view shows."""
+        lines = []
+        for event in data.events:
+            if isinstance(event, Balances):
+                lines += [f"{to_iso(now_ns)} {describe_balance(b, self.assets.get(b.asset))}"
+                          for b in self.changed(event)]
+                continue
+            replies = [reply_for_event(event, self.instruments.get(event.symbol))]
+            if isinstance(event, OrderFilled) and event.leaves_qty == 0:
+                replies.append(Out(event.order_id, event.client_order_id, "FILLED"))
+            for reply in replies:
+                line = f"{to_iso(event.ts_event)} MINE {format_reply(reply)}"
+                self.updates.appendleft(line)
+                lines.append(line)
+        return lines
+
+    def changed(self, balances: Balances) -> list[Balance]:
+        """The balances of ``balances`` that differ from the last ones known, now known."""
+        fresh = [b for b in balances.balances if self.balances.get(b.asset) != b]
+        self.balances.update((b.asset, b) for b in fresh)
+        return fresh
+
+    def table(self) -> Table:
+        table = Table(title="your balances")
+        for column in ("asset", "available", "held"):
+            table.add_column(column, justify="right")
+        for name, balance in self.balances.items():
+            table.add_row(name, *(amounts(balance, self.assets.get(name)) if balance else ("-", "-")))
+        return table
+
+
 class Watch:
     """Feeds plus what the view shows; ``step`` waits a little and returns new lines (plain mode)."""
 
@@ -87,8 +147,9 @@ class Watch:
         sections = [config.notifier.replica(name) for name in names]
         self.feed = BookFeed([s.publish for s in sections], [s.snapshots for s in sections], symbol)
         self.mine = mine
+        terms = config.terms().get(symbol)  # None with accounts off: no balances to show
+        self.own = Own(self.instruments, config.asset_map(), [terms.base.name, terms.quote.name] if terms else [])
         self.trades: deque[Trade] = deque(maxlen=TRADES)
-        self.own: deque[str] = deque(maxlen=TRADES)
         self.latency_ms: float | None = None
         self.resyncs = 0
 
@@ -106,14 +167,7 @@ class Watch:
                          f" from a snapshot (re-syncs so far: {self.resyncs})")
         if self.mine is not None:
             while self.mine.sub.poll(0):
-                for event in self.mine.receive(0).events:
-                    replies = [reply_for_event(event, self.instruments.get(event.symbol))]
-                    if isinstance(event, OrderFilled) and event.leaves_qty == 0:
-                        replies.append(Out(event.order_id, event.client_order_id, "FILLED"))
-                    for reply in replies:
-                        line = f"{to_iso(event.ts_event)} MINE {format_reply(reply)}"
-                        self.own.appendleft(line)
-                        lines.append(line)
+                lines += self.own.take(self.mine.receive(0), time.time_ns())
         return lines
 
     def render(self) -> Group:
@@ -140,7 +194,9 @@ class Watch:
                   f" re-syncs {self.feed.resyncs} | last event {latency} after it happened")
         parts = [book, trades, health]
         if self.mine is not None:
-            parts += ["your orders:", *self.own]
+            if self.own.balances:
+                parts.append(self.own.table())
+            parts += ["your orders:", *self.own.updates]
         return Group(*parts)
 
     def close(self) -> None:
