@@ -1,0 +1,134 @@
+"""Accounts end to end over TCP: two ledger shards (alice and carol on one, bob on the other) in front
+of two engines (BTC-USD on e1, AAPL on e2, both paid in USD), each user starting with 1,000 USD and
+1 BTC. Amounts in the assertions are worked out by hand from the demo's fees: maker 1 bps, taker 2.5
+bps, rounded up to the USD unit (0.000001) in the venue's favour.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exchange.config import load_config
+from exchange.core.ledger import shard_of
+from exchange.testing.mesh import Mesh, loopback_config, wait_until
+
+OPENING = '{USD: "1000", BTC: "1", ETH: "10", AAPL: "10"}'
+
+
+def accounts_config(tmp_path: Path) -> Path:
+    path = loopback_config(tmp_path, accounts=True)
+    text = re.sub(r"opening_balances: \{[^}]*\}", f"opening_balances: {OPENING}", path.read_text())
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def accounts_mesh(tmp_path: Path):
+    with Mesh(accounts_config(tmp_path)) as running:
+        yield running
+
+
+def balance(client, asset: str) -> tuple[str, str]:
+    """(available, held) of ``asset`` as the gateway prints them."""
+    lines = client.request_block(f"BALANCE {asset}")
+    assert lines[-1] == "END BALANCE 1", lines
+    words = lines[0].split()
+    assert words[:3] == ["BALANCE", asset, "AVAILABLE"] and words[4] == "HELD", lines
+    return words[3], words[5]
+
+
+def settles_to(client, asset: str, expected: tuple[str, str]) -> None:
+    """Settlement follows the engine's released events moments after the fill or OUT: wait for it."""
+    seen = []
+    wait_until(lambda: seen.append(balance(client, asset)) or seen[-1] == expected, 15,
+               f"{asset} balance {expected} (last seen {seen[-1:]})")
+
+
+def verify(config: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "exchange", "journal", "verify", "--config", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_the_demo_users_are_on_both_shards(tmp_path):
+    config = load_config(accounts_config(tmp_path))
+    assert len(config.ledgers) == 2
+    assert {shard_of(user, 2) for user in ("alice", "carol")} == {1 - shard_of("bob", 2)}
+
+
+def test_short_of_funds_is_refused_and_a_cancel_releases_the_hold(accounts_mesh, tmp_path):
+    with accounts_mesh.login("alice") as alice:
+        assert balance(alice, "USD") == ("1000.000000", "0.000000")
+        reply = alice.request("BUY BTC-USD 1 @ 43000 #big")
+        assert reply == "REJ INSUFFICIENT_FUNDS needs 43010.750000 USD, 1000.000000 available #big"
+        assert alice.request("BUY BTC-USD 0.02 @ 40000 #h1").startswith("ACK ")
+        # 0.02 × 40000 = 800 USD, plus the taker fee it may pay (2.5 bps: 0.2 USD)
+        assert balance(alice, "USD") == ("199.800000", "800.200000")
+        assert alice.request("CANCEL #h1").startswith("OUT ")
+        settles_to(alice, "USD", ("1000.000000", "0.000000"))
+    accounts_mesh.close()
+    assert verify(accounts_mesh.config_path).startswith("OK")
+
+
+def test_a_partial_fill_settles_both_sides_exactly_across_shards_with_fees(accounts_mesh):
+    with accounts_mesh.login("bob") as bob, accounts_mesh.login("alice") as alice:
+        assert bob.request("SELL BTC-USD 0.02 @ 40000 #s1").startswith("ACK ")
+        assert balance(bob, "BTC") == ("0.98000000", "0.02000000")
+        # alice takes 0.01 at 40000 (her limit is 40100: the difference comes back to her)
+        assert alice.request("BUY BTC-USD 0.01 @ 40100 #b1").startswith("ACK ")
+        # she pays 400 + 0.1 taker fee, and gets 0.01 BTC; nothing stays held
+        settles_to(alice, "USD", ("599.900000", "0.000000"))
+        assert balance(alice, "BTC") == ("1.01000000", "0.00000000")
+        # bob gave 0.01 BTC from his hold (0.01 still rests) and got 400 less the 0.04 maker fee
+        settles_to(bob, "USD", ("1399.960000", "0.000000"))
+        assert balance(bob, "BTC") == ("0.98000000", "0.01000000")
+
+
+def test_a_market_buy_spends_at_most_its_funds(accounts_mesh):
+    with accounts_mesh.login("bob") as bob, accounts_mesh.login("carol") as carol:
+        assert bob.request("SELL BTC-USD 0.01 @ 40000 #s1").startswith("ACK ")
+        # 100 USD buys what fits with its taker fee: 24 lots of 0.0001 at 40000 = 96 USD + 0.024
+        assert carol.request("BUY BTC-USD FUNDS 100 #m1").startswith("ACK ")
+        settles_to(carol, "USD", ("903.976000", "0.000000"))
+        assert balance(carol, "BTC") == ("1.00240000", "0.00000000")
+
+
+def test_two_instruments_on_two_engines_hold_from_one_quote_account(accounts_mesh):
+    with accounts_mesh.login("carol") as carol:
+        # AAPL (engine e2): 3 × 190 = 570 + 0.1425 fee held
+        assert carol.request("BUY AAPL 3 @ 190 #a1").startswith("ACK ")
+        assert balance(carol, "USD") == ("429.857500", "570.142500")
+        # BTC-USD (engine e1) holds from the same USD: 0.01 × 43000 = 430 + 0.1075 is too much now
+        assert carol.request("BUY BTC-USD 0.01 @ 43000 #b1") == (
+            "REJ INSUFFICIENT_FUNDS needs 430.107500 USD, 429.857500 available #b1")
+        assert carol.request("BUY BTC-USD 0.01 @ 42000 #b2").startswith("ACK ")
+        assert balance(carol, "USD") == ("9.752500", "990.247500")
+
+
+def test_an_admin_deposits_and_withdraws_once_per_reference(accounts_mesh):
+    def accounts(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "exchange", "accounts", *args, "--config",
+                               str(accounts_mesh.config_path), "--user", "ops"], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "EXCHANGE_KEY": "ops-key"})
+
+    deposit = accounts("deposit", "bob", "USD", "250.5", "--ref", "wire-1")
+    assert deposit.returncode == 0, deposit.stdout + deposit.stderr
+    assert "OK DEPOSIT bob USD 250.500000 REF wire-1" in deposit.stdout
+    again = accounts("deposit", "bob", "USD", "250.5", "--ref", "wire-1")
+    assert again.returncode == 1 and "REJ DUPLICATE_ID" in again.stdout + again.stderr
+    too_much = accounts("withdraw", "bob", "USD", "5000", "--ref", "out-1")
+    assert too_much.returncode == 1
+    assert "REJ INSUFFICIENT_FUNDS withdrawal needs 5000.000000 USD, 1250.500000 available" in (
+        too_much.stdout + too_much.stderr)
+    out = accounts("withdraw", "bob", "USD", "50", "--ref", "out-2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    with accounts_mesh.login("bob") as bob:
+        assert balance(bob, "USD") == ("1200.500000", "0.000000")
+        assert bob.request("DEPOSIT bob USD 1 x").startswith("REJ NOT_ALLOWED")
