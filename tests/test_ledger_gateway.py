@@ -346,3 +346,15 @@ def test_without_accounts_funds_is_the_engines_budget_in_price_times_quantity():
     assert bob.say("BUY AAPL 1 FUNDS 25 FOK") == [
         "REJ BAD_TIF a market buy with FUNDS is IOC: fill or kill cannot be held to a budget"]
     assert bob.say("BUY AAPL FUNDS 0.001") == ["REJ MALFORMED FUNDS 0.001 is not a multiple of AAPL's tick × lot, 0.01"]
+
+
+def test_the_private_feeds_lines_hide_ledger_given_client_order_ids_too():
+    """`exchange watch --mine` words a user's own events as the gateway does (replies_for_event)."""
+    from exchange.core.messages import OrderFilled
+    from exchange.gateway.protocol.grammar import format_reply
+    from exchange.gateway.protocol.translate import replies_for_event
+
+    last_fill = OrderFilled(9, 0, "AAPL", "2-7", "bob", Side.BUY, "2-3", 2, 1000, 0, 2, False, "~0-4")
+    instrument = CONFIG.instrument_map()["AAPL"]
+    assert [format_reply(r) for r in replies_for_event(last_fill, instrument)] == [
+        "FILL 2-7 2 @ 10.00 LEAVES 0 TRADE 2-3", "OUT 2-7 FILLED"]

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from exchange.config import Config
 from exchange.core.ledger_messages import HoldRejected
 from exchange.core.messages import (
-    CancelAll, Command, OrderAccepted, OrderFilled, OrderRejected, OrderReplaced, PlaceOrder,
+    CancelAll, Command, OrderAccepted, OrderRejected, OrderReplaced, PlaceOrder,
 )
 from exchange.errors import JournalError, ProtocolError, RejectCode
 from exchange.gateway.access import Logins
@@ -38,9 +38,9 @@ from exchange.gateway.in_flight import InFlight, Pending, engines_are_busy
 from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_views import OrderViews
 from exchange.gateway.protocol.messages import (
-    CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, Out, PingRequest, Pong, Rej,
+    CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, PingRequest, Pong, Rej,
 )
-from exchange.gateway.protocol.translate import reply_for_event, shown
+from exchange.gateway.protocol.translate import replies_for_event, reply_for_event
 from exchange.gateway.session_table import SessionTable
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Reply
@@ -244,11 +244,8 @@ class OrderEntry:
         requester = pending.session if pending is not None else None
         own: list[ClientReply] = []  # what the requester hears, in its reply slot
         for event in reply.events:
-            message = reply_for_event(original if event is answer and original else event,
+            lines = replies_for_event(original if event is answer and original else event,
                                       self.instruments.get(event.symbol))
-            lines = [message]
-            if isinstance(event, OrderFilled) and event.leaves_qty == 0:
-                lines.append(Out(event.order_id, shown(event.client_order_id), "FILLED"))
             if event is answer:
                 own.extend(lines)
                 continue

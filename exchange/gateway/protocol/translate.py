@@ -99,3 +99,11 @@ def reply_for_event(event, instrument: Instrument | None) -> ClientReply:
             return Reduced(event.order_id, cid, instrument.format_qty(event.reduced_qty),
                            instrument.format_qty(event.leaves_qty))
     raise TypeError(f"not an order event: {event!r}")
+
+
+def replies_for_event(event, instrument: Instrument | None) -> list[ClientReply]:
+    """``reply_for_event``, and after a fill that completes its order, the ``OUT … FILLED`` line."""
+    replies = [reply_for_event(event, instrument)]
+    if isinstance(event, OrderFilled) and event.leaves_qty == 0:
+        replies.append(Out(event.order_id, shown(event.client_order_id), "FILLED"))
+    return replies
