@@ -270,3 +270,39 @@ def test_orders_and_book_parse_with_their_defaults():
     assert parse_line("orders aapl") == OrdersRequest("AAPL")
     assert parse_line("BOOK btc-usd") == BookRequest("BTC-USD", 10)
     assert parse_line("BOOK BTC-USD 100") == BookRequest("BTC-USD", 100)
+
+
+# -- accounts: FUNDS, BALANCE, DEPOSIT, WITHDRAW --------------------------------------------------
+
+@pytest.mark.parametrize("line, qty, funds, tif", [
+    ("BUY BTC-USD FUNDS 1000", "", "1000", None), ("buy btc-usd 0.5 funds 1000.25 ioc #f1", "0.5", "1000.25",
+                                                   TimeInForce.IOC)])
+def test_funds_takes_the_place_of_the_price_with_or_without_a_quantity(line, qty, funds, tif):
+    request = parse_line(line)
+    assert (request.side, request.qty, request.price, request.funds, request.tif) == (Side.BUY, qty, None, funds, tif)
+
+
+def test_balance_deposit_and_withdraw_parse_with_asset_names_in_capitals():
+    from exchange.gateway.protocol.messages import BalanceRequest, DepositRequest, WithdrawRequest
+    assert parse_line("BALANCE") == BalanceRequest(None)
+    assert parse_line("balance usd") == BalanceRequest("USD")
+    assert parse_line("DEPOSIT alice usd 100.5 wire-1") == DepositRequest("alice", "USD", "100.5", "wire-1")
+    assert parse_line("withdraw Bob BTC 0.01 out:2") == WithdrawRequest("Bob", "BTC", "0.01", "out:2")
+    assert reject("DEPOSIT alice USD 1 r$1").reason.startswith("reference 'r$1' is not 1 to 64 letters")
+    assert reject("WITHDRAW alice USD 1e3 r1").reason == "WITHDRAW takes an amount like 1000 or 0.25, not '1e3'"
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"type": "BalanceRequest", "asset": "btc"}, "BalanceRequest(asset='BTC')"),
+    ({"type": "BalanceRequest"}, "BalanceRequest(asset=None)"),
+    ({"type": "DepositRequest", "user": "alice", "asset": "usd", "amount": "5", "ref": "r1"},
+     "DepositRequest(user='alice', asset='USD', amount='5', ref='r1')"),
+    ({"type": "WithdrawRequest", "user": "alice", "asset": "USD", "amount": "-5", "ref": "r1"},
+     "Rej(code=<RejectCode.MALFORMED: 'MALFORMED'>, reason=\"WITHDRAW takes an amount like 1000 or 0.25, not '-5'\","
+     " client_order_id='')"),
+    ({"type": "DepositRequest", "user": "alice", "asset": "USD", "amount": "5", "ref": "r 1"},
+     "Rej(code=<RejectCode.MALFORMED: 'MALFORMED'>, reason='usage: DEPOSIT <user> <asset> <amount> <ref>',"
+     " client_order_id='')"),
+])
+def test_the_zmq_account_requests_are_held_to_the_text_grammar(fields, expected):
+    assert repr(decode_request(msgspec.msgpack.encode(fields), MAX_LINE)) == expected

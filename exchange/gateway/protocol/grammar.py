@@ -357,9 +357,10 @@ def check_request(request: ClientRequest) -> ClientRequest:
                 raise bad("asset", request.asset)
             request = msgspec.structs.replace(request, asset=request.asset.upper())
         case DepositRequest() | WithdrawRequest():
+            verb = "DEPOSIT" if isinstance(request, DepositRequest) else "WITHDRAW"
             if not _NAME.fullmatch(request.user) or not _ASSET.fullmatch(request.asset) or not _REF.fullmatch(request.ref):
-                raise _usage("DEPOSIT" if isinstance(request, DepositRequest) else "WITHDRAW")
-            _amount(request.amount, "the amount")
+                raise _usage(verb)
+            _amount(request.amount, verb)
             request = msgspec.structs.replace(request, asset=request.asset.upper())
         case PlaceRequest() | CancelAllRequest() | OrdersRequest() | BookRequest():
             if request.symbol is not None:
