@@ -21,7 +21,7 @@ from collections.abc import Callable
 from exchange.config import Config
 from exchange.core.messages import CancelAll, CancelOrder, Command, OrderCanceled, OrderRejected
 from exchange.errors import ProtocolError, RejectCode
-from exchange.gateway.ledger_routes import Routes, way_name
+from exchange.gateway.ledger_routes import LEDGER_PREFIX, Routes, way_name
 from exchange.gateway.protocol.messages import ClientReply, Rej
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Reply
@@ -176,6 +176,9 @@ class InFlight:
             self.done(request_id)
             reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
                       " order again with its #client-order-id, or ask STATUS")
+            if pending.engine and pending.engine.startswith(LEDGER_PREFIX):  # a shard's own request
+                reason = (f"no answer from {way_name(pending.engine)} in {timeout:.0f} s; the outcome is unknown:"
+                          " send the same transfer again with its reference, or ask BALANCE")
             # a CANCELALL's OUT lines from the engines that did answer still follow
             pending.answer([Rej(RejectCode.UNAVAILABLE, reason, getattr(pending.command, "client_order_id", "")),
                             *pending.lines])
