@@ -48,6 +48,7 @@ class RejectCode(enum.Enum):
     MAX_OPEN_ORDERS = "MAX_OPEN_ORDERS"  # the user already has as many open orders as allowed
     # funds: the user's ledger shard, before the engine
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # the order, replace or withdrawal needs more than is available
+    NOT_ALLOWED = "NOT_ALLOWED"  # not for this user or exchange: transfers need an admin, admins do not trade, no accounts
     # system: the exchange, not the request
     BUSY = "BUSY"  # the engine is waiting for the journal; try again shortly
     UNAVAILABLE = "UNAVAILABLE"  # the engine owning the instrument does not answer

@@ -64,7 +64,7 @@ def test_a_zmq_client_order_id_one_character_too_long_gets_the_same_reason():
 def test_the_optional_parts_of_an_order_come_in_their_one_order_once_each(line):
     rej = reject(line)
     assert rej.code is RejectCode.MALFORMED
-    assert "in this order" in rej.reason and "BUY <symbol> <qty>" in rej.reason
+    assert "in this order" in rej.reason and _USAGE["BUY"] in rej.reason
 
 
 @pytest.mark.parametrize("line", ["BUY\tAAPL 1 @ 5", "  BUY  AAPL\t\t1 @5 IOC ", "\tSTATUS #x\t"])
@@ -162,7 +162,8 @@ def form_regex(form: str, words: dict[str, str]) -> str:
 
 
 FORMS, WORDS = doc_grammar(DOC.read_text())
-ANY_WORD = {**WORDS, "<qty>": "[^ \t]+", "<price>": "[^ \t]+"}  # the grid, not the grammar, refuses them
+# the grid, not the grammar, refuses them; FUNDS where a quantity goes begins a budget instead
+ANY_WORD = {**WORDS, "<qty>": "(?!FUNDS(?:[ \t]|$))[^ \t]+", "<price>": "[^ \t]+"}
 LINE = "[ \t]*(?:{})[ \t]*"
 STRICT = re.compile(LINE.format("|".join(form_regex(f, WORDS) for f in FORMS)), re.IGNORECASE | re.ASCII)
 LOOSE = re.compile(LINE.format("|".join(form_regex(f, ANY_WORD) for f in FORMS)), re.IGNORECASE | re.ASCII)
@@ -193,7 +194,8 @@ SOUP = ["LOGIN", "login", "BUY", "SELL", "sell", "CANCEL", "REPLACE", "CANCELALL
         "ſtatus", "pıng", "AAPL", "btc-usd", "DOGE/USD", "a" * 25, "alice", "al ice", "x" * 129, "key",
         "1", "0.5", "1.", "1e5", "@", "@5", "@@", "@ ", "MKT", "mkt", "GTC", "ioc", "FOK", "POST", "ıoc",
         "STP=DECREMENT", "stp=cancel_both", "STP=", "STP=NOPE", "#a1", "#", "#" + "x" * 36, "#" + "x" * 37,
-        "#a$b", "1-1", "12345-1", "1-", "CANCEL_ON_DISCONNECT", "keep_on_disconnect", "\xa0", "é", "K"]
+        "#a$b", "1-1", "12345-1", "1-", "CANCEL_ON_DISCONNECT", "keep_on_disconnect", "\xa0", "é", "K",
+        "FUNDS", "funds", "fundſ", "BALANCE", "balance", "DEPOSIT", "WITHDRAW", "USD", "usd", "r-1:2", "x" * 65]
 soup_lines = st.builds(
     lambda words, separators, ends: ends[0] + "".join(w + s for w, s in zip(words, separators)).rstrip(" \t")
     + ends[1],
@@ -242,7 +244,7 @@ def test_a_zmq_frame_that_is_no_request_is_told_what_a_request_looks_like(frame)
 def test_a_zmq_request_missing_a_field_is_told_the_fields_of_its_type():
     rej = decode_request(msgspec.msgpack.encode({"type": "PlaceRequest", "side": "BUY"}), MAX_LINE)
     assert rej.reason == ("bad request: Object missing required field `symbol`; a PlaceRequest is a msgpack map of"
-                          ' "type" and side, symbol, qty, price, tif, stp, client_order_id (docs/wire.md)')
+                          ' "type" and side, symbol, qty, price, tif, stp, client_order_id, funds (docs/wire.md)')
 
 
 def test_wire_md_shows_the_reject_a_msgpack_array_really_gets():
@@ -268,3 +270,39 @@ def test_orders_and_book_parse_with_their_defaults():
     assert parse_line("orders aapl") == OrdersRequest("AAPL")
     assert parse_line("BOOK btc-usd") == BookRequest("BTC-USD", 10)
     assert parse_line("BOOK BTC-USD 100") == BookRequest("BTC-USD", 100)
+
+
+# -- accounts: FUNDS, BALANCE, DEPOSIT, WITHDRAW --------------------------------------------------
+
+@pytest.mark.parametrize("line, qty, funds, tif", [
+    ("BUY BTC-USD FUNDS 1000", "", "1000", None), ("buy btc-usd 0.5 funds 1000.25 ioc #f1", "0.5", "1000.25",
+                                                   TimeInForce.IOC)])
+def test_funds_takes_the_place_of_the_price_with_or_without_a_quantity(line, qty, funds, tif):
+    request = parse_line(line)
+    assert (request.side, request.qty, request.price, request.funds, request.tif) == (Side.BUY, qty, None, funds, tif)
+
+
+def test_balance_deposit_and_withdraw_parse_with_asset_names_in_capitals():
+    from exchange.gateway.protocol.messages import BalanceRequest, DepositRequest, WithdrawRequest
+    assert parse_line("BALANCE") == BalanceRequest(None)
+    assert parse_line("balance usd") == BalanceRequest("USD")
+    assert parse_line("DEPOSIT alice usd 100.5 wire-1") == DepositRequest("alice", "USD", "100.5", "wire-1")
+    assert parse_line("withdraw Bob BTC 0.01 out:2") == WithdrawRequest("Bob", "BTC", "0.01", "out:2")
+    assert reject("DEPOSIT alice USD 1 r$1").reason.startswith("reference 'r$1' is not 1 to 64 letters")
+    assert reject("WITHDRAW alice USD 1e3 r1").reason == "WITHDRAW takes an amount like 1000 or 0.25, not '1e3'"
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"type": "BalanceRequest", "asset": "btc"}, "BalanceRequest(asset='BTC')"),
+    ({"type": "BalanceRequest"}, "BalanceRequest(asset=None)"),
+    ({"type": "DepositRequest", "user": "alice", "asset": "usd", "amount": "5", "ref": "r1"},
+     "DepositRequest(user='alice', asset='USD', amount='5', ref='r1')"),
+    ({"type": "WithdrawRequest", "user": "alice", "asset": "USD", "amount": "-5", "ref": "r1"},
+     "Rej(code=<RejectCode.MALFORMED: 'MALFORMED'>, reason=\"WITHDRAW takes an amount like 1000 or 0.25, not '-5'\","
+     " client_order_id='')"),
+    ({"type": "DepositRequest", "user": "alice", "asset": "USD", "amount": "5", "ref": "r 1"},
+     "Rej(code=<RejectCode.MALFORMED: 'MALFORMED'>, reason='usage: DEPOSIT <user> <asset> <amount> <ref>',"
+     " client_order_id='')"),
+])
+def test_the_zmq_account_requests_are_held_to_the_text_grammar(fields, expected):
+    assert repr(decode_request(msgspec.msgpack.encode(fields), MAX_LINE)) == expected

@@ -7,6 +7,7 @@ import signal
 import click
 
 from exchange.cli.accounts import accounts_group
+from exchange.cli.accounts_transfers import deposit, withdraw
 from exchange.cli.bench import bench
 from exchange.cli.common import config_option, load, names
 from exchange.cli.config_file import config_group, users
@@ -150,4 +151,6 @@ cli.add_command(users)
 cli.add_command(config_group)
 cli.add_command(bench)
 cli.add_command(journal_group)
+accounts_group.add_command(deposit)
+accounts_group.add_command(withdraw)
 cli.add_command(accounts_group)

@@ -6,7 +6,10 @@ An order lives on the engine that owns its instrument; an order id names its eng
 is engine 2's). A placement whose client order id the gateway has seen is a resend: the same
 order gets the original answer (so a client may resend an order whose ACK it never got), a
 different one is refused DUPLICATE_ID. A cancel or replace by client order id of a placement
-not yet acknowledged follows it to its engine.
+not yet acknowledged follows it to its engine. With accounts on, each command goes by way of
+its user's ledger shard (exchange.gateway.ledger_routes): a placement wrapped in a HoldOrder with
+its FUNDS budget, a replace in a HoldReplace; requests about accounts go to
+exchange.gateway.account_requests.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import time
 
 from exchange.config import Config
 from exchange.core.instruments import Instrument
+from exchange.core.ledger_messages import HoldOrder, HoldReplace
 from exchange.core.messages import CancelAll, OrderAccepted, PlaceOrder
 from exchange.core.orders import CancelReason
 from exchange.errors import ProtocolError, RejectCode
+from exchange.gateway.account_requests import AccountRequests
 from exchange.gateway.book_requests import BookRequests
 from exchange.gateway.in_flight import InFlight
 from exchange.gateway.order_views import OrderViews, not_yours
+from exchange.gateway.protocol.accounts import funds
 from exchange.gateway.protocol.messages import (
-    BookRequest, CancelAllRequest, CancelRequest, ClientRequest, OrdersRequest, PlaceRequest, ReplaceRequest,
-    StatusRequest,
+    BalanceRequest, BookRequest, CancelAllRequest, CancelRequest, ClientRequest, DepositRequest, OrdersRequest,
+    PlaceRequest, ReplaceRequest, StatusRequest, WithdrawRequest,
 )
 from exchange.gateway.protocol.translate import (
     cancel_all_command, cancel_command, place_command, replace_command, reply_for_event,
@@ -46,20 +52,28 @@ class Dispatcher:
         self.views = views
         self.in_flight = in_flight
         self.books = books
+        self.terms = config.terms()  # empty with accounts off
+        self.accounts = AccountRequests(config, in_flight)
 
     def dispatch(self, session: Session, user: str, request: ClientRequest, slot: list):
         """Send ``user``'s request on; return its replies now, a callable that makes them in the
         slot's turn, or None when the engine's answer will fill the slot. ProtocolError if refused."""
         ts = time.time_ns()
         placements = self.in_flight.placements
+        if isinstance(request, (PlaceRequest, CancelRequest, ReplaceRequest, CancelAllRequest)):
+            self.accounts.check_trader(user)
         match request:
             case PlaceRequest():
                 instrument = self.instrument(request.symbol)
-                command = place_command(request, instrument, user, ts, session.max_open_orders)
+                terms = self.terms.get(request.symbol)
+                budget = funds(request.funds, instrument, terms) if request.funds is not None else 0
+                # with accounts on the shard holds the budget (quote units) and gives the engine its own
+                command = place_command(request, instrument, user, ts, session.max_open_orders, 0 if terms else budget)
                 key = (user, request.client_order_id) if request.client_order_id else None
                 if key and (key in self.views.client_order_ids or key in placements):
                     return self._resent(session, slot, key, command)
-                return self.in_flight.forward(session, slot, self.owner[request.symbol], command, key)
+                return self.in_flight.forward(session, slot, self.owner[request.symbol], command, key,
+                                              HoldOrder(command, budget) if terms else None)
             case CancelRequest():
                 key = (user, request.client_order_id)
                 if request.client_order_id and key in placements:
@@ -81,7 +95,8 @@ class Dispatcher:
                     view = self.views.own(user, request.order_id, request.client_order_id)
                     symbol, order_id = view.symbol, view.order_id
                 command = replace_command(request, self.instruments[symbol], order_id, user, ts)
-                return self.in_flight.forward(session, slot, self.owner[symbol], command)
+                return self.in_flight.forward(session, slot, self.owner[symbol], command,
+                                              sent=HoldReplace(command) if self.terms else None)
             case CancelAllRequest():
                 if request.symbol is not None and request.symbol not in self.instruments:
                     raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {request.symbol}")
@@ -98,6 +113,8 @@ class Dispatcher:
             case BookRequest():
                 self.instrument(request.symbol)
                 return self.books.ask(session, slot, request)
+            case BalanceRequest() | DepositRequest() | WithdrawRequest():
+                return self.accounts.dispatch(session, user, request, slot, ts)
         raise ProtocolError(RejectCode.MALFORMED, f"unexpected request {type(request).__name__}")
 
     def instrument(self, symbol: str) -> Instrument:

@@ -1,10 +1,12 @@
 """Requests on their way to engines, until each is answered, refused or given up on.
 
-Every request sent to an engine waits here, by request id, for the engine's released answer;
+Every request sent to an engine (with accounts on, through its user's ledger shard:
+exchange.gateway.ledger_routes) waits here, by request id, for the engine's released answer
+(or the shard's, when it refuses a hold or answers a request of its own);
 a placement with a client order id is also found by (user, client order id), so that a cancel,
 a replace or a resend of it finds it before its ACK. Each engine takes at most
 ``gateway.max_in_flight`` unanswered requests (a CANCEL always passes): beyond that, or when the
-way to the engine is full, the request is refused BUSY rather than queued. A request left
+way to the engine (or to the user's ledger shard) is full, the request is refused BUSY rather than queued. A request left
 unanswered for ``request_timeout`` is answered UNAVAILABLE: its outcome is unknown.
 
 The gateway's own requests (cancels of a session that ended) have no session waiting for them;
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from exchange.config import Config
 from exchange.core.messages import CancelAll, CancelOrder, Command, OrderCanceled, OrderRejected
 from exchange.errors import ProtocolError, RejectCode
+from exchange.gateway.ledger_routes import LEDGER_PREFIX, Routes, way_name
 from exchange.gateway.protocol.messages import ClientReply, Rej
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Reply
@@ -62,8 +65,10 @@ def engines_are_busy(engines: list[str]) -> str:
 class InFlight:
     """The requests engines have not answered; ``send(engine_name, command, session_id, request_id)`` → bool."""
 
-    def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool], clock: Callable[[], float]):
+    def __init__(self, config: Config, send: Callable[[str, Command, int, int], bool], clock: Callable[[], float],
+                 routes: Routes | None = None):
         self.max_in_flight = config.gateway.max_in_flight
+        self.routes = routes or Routes(config)
         self.send = send
         self.clock = clock
         self.pending: dict[int, Pending] = {}
@@ -73,14 +78,16 @@ class InFlight:
         self.nobody = Session(0, lambda replies: None)  # answers to the gateway's own requests
         self.last_id = 0  # the id of the last request sent
 
-    def forward(self, session: Session, slot: list, engine: str, command: Command, key=None) -> None:
-        """Send ``command`` to ``engine``; its answer fills ``slot``. ProtocolError BUSY if it may not."""
+    def forward(self, session: Session, slot: list, engine: str, command: Command, key=None, sent=None) -> None:
+        """Send ``command`` to ``engine`` (``sent`` in its place, if given: the ledger shard's wrapping of
+        it); its answer fills ``slot``. ProtocolError BUSY if it may not. ``engine`` may be a ledger
+        shard's name, for the shard's own requests."""
         if self.waiting_on[engine] >= self.max_in_flight and not isinstance(command, CancelOrder):
             # the engine (or the journal behind it) is not keeping up: refuse rather than queue
-            raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
+            raise ProtocolError(RejectCode.BUSY, f"{way_name(engine)} is busy; try again")
         self.last_id += 1
-        if not self.send(engine, command, session.id, self.last_id):
-            raise ProtocolError(RejectCode.BUSY, f"engine {engine} is busy; try again")
+        if not self.send(engine, command if sent is None else sent, session.id, self.last_id):
+            raise ProtocolError(RejectCode.BUSY, f"{self.routes.busy(engine, command)}; try again")
         pending = self.pending[self.last_id] = Pending(session, slot, command, 1, key, self.clock())
         pending.engine = engine
         pending.counted.append(engine)
@@ -104,7 +111,9 @@ class InFlight:
                 pending.unreached.append(engine)
         if pending.waiting == 0:
             del self.pending[self.last_id]
-            raise ProtocolError(RejectCode.BUSY, f"{engines_are_busy(engines)}; try again")
+            # with accounts on, every engine's share goes through the user's one ledger shard
+            busy = self.routes.busy(engines[0], command) if self.routes.accounts else engines_are_busy(engines)
+            raise ProtocolError(RejectCode.BUSY, f"{busy}; try again")
 
     def send_own(self, engine: str, command: CancelAll) -> None:
         """Send a request of the gateway's own (no session waits for it); retried if the engine is busy."""
@@ -150,7 +159,7 @@ class InFlight:
             return
         self.done(request_id)
         cid = getattr(pending.command, "client_order_id", "")
-        pending.answer([Rej(RejectCode.BUSY, f"engine {pending.engine} is busy; try again", cid)])
+        pending.answer([Rej(RejectCode.BUSY, f"{self.routes.busy(pending.engine, pending.command)}; try again", cid)])
 
     def expire(self, timeout: float) -> int:
         """Answer requests an engine has not answered within ``timeout`` seconds; return how many.
@@ -167,6 +176,9 @@ class InFlight:
             self.done(request_id)
             reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
                       " order again with its #client-order-id, or ask STATUS")
+            if pending.engine and pending.engine.startswith(LEDGER_PREFIX):  # a shard's own request
+                reason = (f"no answer from {way_name(pending.engine)} in {timeout:.0f} s; the outcome is unknown:"
+                          " send the same transfer again with its reference, or ask BALANCE")
             # a CANCELALL's OUT lines from the engines that did answer still follow
             pending.answer([Rej(RejectCode.UNAVAILABLE, reason, getattr(pending.command, "client_order_id", "")),
                             *pending.lines])

@@ -7,6 +7,8 @@ The gateway role wires this to sockets; this module never touches one. Its parts
 - the requests in flight to engines (exchange.gateway.in_flight), until their engine's reply
   is released, and the dispatcher that chooses each request's engine (exchange.gateway.dispatch);
 - a view of every order its users placed (for STATUS, ORDERS, REPLACE and #client-order-id lookups);
+- with accounts on, the ledger shards' own answers: a refused hold, balances, transfers
+  (exchange.gateway.account_requests);
 - the BOOKs waiting for the notifier's snapshots (exchange.gateway.book_requests).
 
 Who may do what (docs/security.md): the user of every command is the session's user, set by a
@@ -23,19 +25,22 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from exchange.config import Config
+from exchange.core.ledger_messages import HoldRejected
 from exchange.core.messages import (
-    CancelAll, Command, OrderAccepted, OrderFilled, OrderRejected, OrderReplaced, PlaceOrder,
+    CancelAll, Command, OrderAccepted, OrderRejected, OrderReplaced, PlaceOrder,
 )
 from exchange.errors import JournalError, ProtocolError, RejectCode
 from exchange.gateway.access import Logins
+from exchange.gateway.account_requests import LEDGER_ANSWERS
 from exchange.gateway.book_requests import BookRequests
 from exchange.gateway.dispatch import Dispatcher, same_order
 from exchange.gateway.in_flight import InFlight, Pending, engines_are_busy
+from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_views import OrderViews
 from exchange.gateway.protocol.messages import (
-    CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, Out, PingRequest, Pong, Rej,
+    CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, PingRequest, Pong, Rej,
 )
-from exchange.gateway.protocol.translate import reply_for_event
+from exchange.gateway.protocol.translate import replies_for_event, reply_for_event
 from exchange.gateway.session_table import SessionTable
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Reply
@@ -68,7 +73,7 @@ class OrderEntry:
         self.orders = self.views.orders  # order id → OrderView
         self.load = self.views.load
         self.table = SessionTable(config, clock, self._ended)
-        self.in_flight = InFlight(config, send, clock)
+        self.in_flight = InFlight(config, send, clock, Routes(config))
         self.books = BookRequests(self.instruments, ask_book, clock)
         self.dispatcher = Dispatcher(config, self.instruments, self.views, self.in_flight, self.books)
         self.run_blocking = run_blocking or (lambda fn, done: done(fn()))
@@ -201,6 +206,10 @@ class OrderEntry:
 
         A bug while answering ends the requester's session only (``guarded``)."""
         pending = self.in_flight.answered(reply) if reply.gateway == self.gateway else None
+        if reply.events and isinstance(reply.events[0], LEDGER_ANSWERS):
+            if pending is not None:  # a shard's answer changes no order: nobody else hears of it
+                self.guarded(pending.session, self._ledger_answered, reply.events[0], pending)
+            return
         if pending is None:
             self._replied(reply, None)
             return
@@ -210,6 +219,17 @@ class OrderEntry:
                 self._look_up(reply, pending)  # the engine knows the order and this gateway does not
                 return
         self.guarded(pending.session, self._replied, reply, pending)
+
+    def _ledger_answered(self, answer, pending: Pending) -> None:
+        """A ledger shard answered: a refused hold, balances or a transfer's outcome. A hold refused
+        DUPLICATE_ID for an order this gateway knows is a resend: it gets the original ACK."""
+        if isinstance(answer, HoldRejected) and answer.code is RejectCode.DUPLICATE_ID and answer.order_id:
+            view = self.orders.get(answer.order_id)
+            if view is not None and isinstance(pending.command, PlaceOrder) and same_order(view.accepted,
+                                                                                           pending.command):
+                pending.answer([reply_for_event(view.accepted, self.instruments[view.symbol])])
+                return
+        pending.answer(self.dispatcher.accounts.answer(answer, pending))
 
     def _replied(self, reply: Reply, pending: Pending | None) -> None:
         answer = original = None
@@ -224,11 +244,8 @@ class OrderEntry:
         requester = pending.session if pending is not None else None
         own: list[ClientReply] = []  # what the requester hears, in its reply slot
         for event in reply.events:
-            message = reply_for_event(original if event is answer and original else event,
+            lines = replies_for_event(original if event is answer and original else event,
                                       self.instruments.get(event.symbol))
-            lines = [message]
-            if isinstance(event, OrderFilled) and event.leaves_qty == 0:
-                lines.append(Out(event.order_id, event.client_order_id, "FILLED"))
             if event is answer:
                 own.extend(lines)
                 continue

@@ -23,6 +23,7 @@ from exchange.core.messages import (
 from exchange.core.orders import OrderStatus, Side
 from exchange.errors import ProtocolError, RejectCode, not_your_order
 from exchange.gateway.protocol.messages import ClientReply, Orders, OrdersRequest, Rej, State, StatusRequest
+from exchange.gateway.protocol.translate import shown
 from exchange.gateway.sessions import Session
 
 MAX_FINISHED_ORDERS = 100_000  # finished orders kept for STATUS
@@ -111,7 +112,7 @@ class OrderViews:
 
     def _state(self, view: OrderView) -> State:
         instrument = self.instruments[view.symbol]
-        return State(view.order_id, view.client_order_id, view.status.value,
+        return State(view.order_id, shown(view.client_order_id), view.status.value,
                      instrument.format_qty(view.filled_qty), instrument.format_qty(view.leaves_qty),
                      view.side, view.symbol, instrument.format_price(view.price) if view.price is not None else None)
 

@@ -5,8 +5,12 @@ Sockets:
     zmq      ROUTER bound        ← programs with a DEALER: msgpack requests, msgpack replies; a CURVE
                                    server whose ZAP handler names each client's user (or plain, with
                                    LOGIN, if ``gateway.zmq_auth`` is ``login``)
-    engines  PUSH connect, one per engine → each engine's commands PULL (one Requests per loop turn)
-    replies  PULL bound          ← engines: Replies, released once the journal holds them
+    engines  PUSH connect, one per engine → each engine's commands PULL (one Requests per loop turn);
+                                   with accounts on, one per ledger shard instead → each shard's
+                                   commands PULL: every command of a user goes through the user's
+                                   shard (exchange.gateway.ledger_routes)
+    replies  PULL bound          ← engines: Replies, released once the journal holds them; ledger
+                                   shards: refused holds, balances, transfers
     books    DEALER connect      → the notifier's snapshots ROUTER: SnapshotRequests for BOOK, and
                                    their BookSnapshot / SnapshotRefused (exchange.gateway.book_requests)
 
@@ -39,6 +43,7 @@ from exchange.journal.readers import open_and_recent_order_events, order_history
 from exchange.config import Config
 from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
+from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_entry import OrderEntry
 from exchange.gateway.text_server import TextConnection
 from exchange.gateway.zmq_server import ZmqServer
@@ -67,9 +72,11 @@ class Gateway:
             self.auth = start_authenticator(zmq.Context.shadow(self.ctx.underlying),
                                                   users=user_keys(config) if keyed else None,
                                                   roles=security.role_keys() if security else None)
-        self.pushes = {e.name: self._push(e.commands, security, e.role) for e in config.engines}  # → engines
-        self.engines = {name: self._sync(sock) for name, sock in self.pushes.items()}
-        self.outbox: dict[str, list[Request]] = {name: [] for name in self.engines}  # sent by flush_requests
+        self.routes = Routes(config)
+        # → engines, or (accounts on) ledger shards: the "ways" commands leave by
+        self.pushes = {way: self._push(endpoint, security, role) for way, endpoint, role in self.routes.ways()}
+        self.ways = {name: self._sync(sock) for name, sock in self.pushes.items()}
+        self.outbox: dict[str, list[Request]] = {name: [] for name in self.ways}  # sent by flush_requests
         self.flush_scheduled = False
         self.replies = sockets.socket(self.ctx, zmq.PULL, bind=config.gateway.replies,
                                    security=security)  # ← engines
@@ -94,9 +101,9 @@ class Gateway:
         log.info("%d orders known from the journal", known)
 
     def _push(self, endpoint: str, security: MeshSecurity | None, peer: str) -> zmq.asyncio.Socket:
-        """A PUSH to one engine that queues nothing while the engine is not connected (IMMEDIATE):
-        an order for an engine that is down is refused BUSY at once, rather than kept here and
-        run whenever the engine comes back."""
+        """A PUSH to one engine (or ledger shard) that queues nothing while it is not connected
+        (IMMEDIATE): an order for an engine that is down is refused BUSY at once, rather than kept
+        here and run whenever the engine comes back."""
         sock = sockets.socket(self.ctx, zmq.PUSH)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # before connecting: it applies to connections made after
         sockets.connect_to(sock, endpoint, security, peer)
@@ -115,12 +122,14 @@ class Gateway:
         return zmq.Socket.shadow(sock.underlying)
 
     def send(self, engine: str, command, session_id: int, request_id: int) -> bool:
-        """Queue a request for ``engine``, or return False if the way to it is full (the client gets
-        BUSY). The requests of one event-loop turn leave as one message (a batch per hop: docs/architecture.md)."""
-        outbox = self.outbox[engine]
-        if not outbox and not self.engines[engine].get(zmq.EVENTS) & zmq.POLLOUT:
+        """Queue a request for ``engine`` (by way of its user's ledger shard, with accounts on), or
+        return False if the way is full (the client gets BUSY). The requests of one event-loop turn
+        leave as one message per way (a batch per hop: docs/architecture.md)."""
+        way, request = self.routes.route(self.name, engine, command, session_id, request_id)
+        outbox = self.outbox[way]
+        if not outbox and not self.ways[way].get(zmq.EVENTS) & zmq.POLLOUT:
             return False
-        outbox.append(Request(self.name, session_id, request_id, command))
+        outbox.append(request)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush_requests)
@@ -128,17 +137,17 @@ class Gateway:
 
     def flush_requests(self) -> None:
         self.flush_scheduled = False
-        for engine, outbox in self.outbox.items():
+        for way, outbox in self.outbox.items():
             if not outbox:
                 continue
             requests = outbox.copy()
             outbox.clear()
             try:
-                self.engines[engine].send(encode(requests), zmq.NOBLOCK)
-            except zmq.ZMQError as e:  # only if the way to the engine closed since send() looked
-                log.warning("engine %s: %d requests not sent (%s)", engine, len(requests), e)
+                self.ways[way].send(encode(requests), zmq.NOBLOCK)
+            except zmq.ZMQError as e:  # only if the way closed since send() looked
+                log.warning("%s: %d requests not sent (%s)", way, len(requests), e)
                 for request in requests:
-                    self.entry.not_sent(engine, request.request_id)
+                    self.entry.not_sent(request.engine or way, request.request_id)
 
     def ask_book(self, symbol: str) -> bool:
         """Hand a SnapshotRequest to the notifier, or return False if it cannot take one now."""
@@ -192,7 +201,7 @@ class Gateway:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.flush_requests()  # e.g. the cancels of sessions that asked for cancel on disconnect
-        for sock in (*self.engines.values(), *self.pushes.values(), self.replies, self.books):
+        for sock in (*self.ways.values(), *self.pushes.values(), self.replies, self.books):
             sock.close()
         self.zmq_server.close()
         if self.auth is not None:

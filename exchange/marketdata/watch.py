@@ -24,13 +24,12 @@ from exchange.marketdata.feed import BookFeed
 from exchange.config import Config, NotifierConfig
 from exchange.core.assets import Asset
 from exchange.core.instruments import Instrument
-from exchange.core.messages import DepthUpdate, OrderFilled, TopOfBook, Trade
+from exchange.core.messages import DepthUpdate, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.errors import ExchangeError
 from exchange.journal.queries import to_iso
 from exchange.gateway.protocol.grammar import format_reply
-from exchange.gateway.protocol.messages import Out
-from exchange.gateway.protocol.translate import reply_for_event
+from exchange.gateway.protocol.translate import replies_for_event
 from exchange.wire.messages import Balance, Balances, PrivateData
 from exchange.wire.security.curve_keys import public_key, server_secret_key
 
@@ -110,10 +109,7 @@ class Own:
                 lines += [f"{to_iso(now_ns)} {describe_balance(b, self.assets.get(b.asset))}"
                           for b in self.changed(event)]
                 continue
-            replies = [reply_for_event(event, self.instruments.get(event.symbol))]
-            if isinstance(event, OrderFilled) and event.leaves_qty == 0:
-                replies.append(Out(event.order_id, event.client_order_id, "FILLED"))
-            for reply in replies:
+            for reply in replies_for_event(event, self.instruments.get(event.symbol)):
                 line = f"{to_iso(event.ts_event)} MINE {format_reply(reply)}"
                 self.updates.appendleft(line)
                 lines.append(line)

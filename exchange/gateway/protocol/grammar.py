@@ -16,9 +16,10 @@ import msgspec
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.protocol.messages import (
-    Ack, AnyRequest, Book, BookRequest, Bye, CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest,
-    Fill, LoginOk, LoginRequest, Orders, OrdersRequest, Out, PingRequest, PlaceRequest, Pong, Reduced, Rej,
-    ReplaceAck, ReplaceRequest, State, StatusRequest,
+    AccountBalances, Ack, AnyRequest, BalanceRequest, Book, BookRequest, Bye, CancelAllOk, CancelAllRequest,
+    CancelRequest, ClientReply, ClientRequest, DepositRequest, Fill, LoginOk, LoginRequest, Orders, OrdersRequest, Out,
+    PingRequest, PlaceRequest, Pong, Reduced, Rej, ReplaceAck, ReplaceRequest, State, StatusRequest, TransferOk,
+    WithdrawRequest,
 )
 
 _CLIENT_ORDER_ID = re.compile(r"#([A-Za-z0-9_.:\-]{1,36})")
@@ -26,6 +27,9 @@ _ORDER_ID = re.compile(r"[0-9]{1,4}-[0-9]{1,18}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-/]{0,23}")
 _LEVELS = re.compile(r"[1-9][0-9]?|100")
+_ASSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,11}")
+_AMOUNT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
+_REF = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 MAX_LEVELS = 100  # price levels per side a BOOK may ask for
 _SEPARATORS = re.compile(r"[ \t]+")
 _request_decoder = msgspec.msgpack.Decoder(AnyRequest)
@@ -122,22 +126,37 @@ def _parse_login(verb: str, args: list[str]) -> LoginRequest:
 
 
 def _parse_place(verb: str, args: list[str]) -> PlaceRequest:
-    """``<symbol> <qty>``, then the optional parts, each at most once and in the order of ``_PLACE_PARTS``."""
+    """``<symbol> <qty>`` (a buy may leave the quantity out before FUNDS), then the optional parts,
+    each at most once and in the order of ``_PLACE_PARTS``."""
     if len(args) < 2 or not _SYMBOL.fullmatch(args[0]):
         raise _usage(verb)
     symbol, qty, rest = args[0], args[1], args[2:]
+    if _upper(qty) == "FUNDS":  # no quantity: the budget alone limits the order
+        qty, rest = "", args[1:]
     found: dict[str, object] = {}
     while rest:
         word = rest.pop(0)
         part = _place_part(word)
         if part is None:
             raise ProtocolError(RejectCode.MALFORMED, f"unexpected {word[:40]!r}; usage: {_USAGE[verb]}")
+        if part == "price" and _upper(word) == "FUNDS" and (verb == "SELL" or found.get("price")):
+            raise ProtocolError(RejectCode.MALFORMED, f"FUNDS is for market buys only; usage: {_USAGE[verb]}")
         if any(later in found for later in _PLACE_PARTS[_PLACE_PARTS.index(part):]):
             raise ProtocolError(RejectCode.MALFORMED, f"{word[:40]!r} is out of place: the parts after the"
                                 f" quantity come in this order, each at most once: {_USAGE[verb]}")
         found[part] = _place_value(part, word, rest)
+    funds = None
+    if isinstance(found.get("price"), _Funds):
+        funds, found["price"] = found["price"].amount, None
     return PlaceRequest(Side[verb], symbol.upper(), qty, found.get("price"), found.get("tif"), found.get("stp"),
-                        found.get("cid", ""))
+                        found.get("cid", ""), funds)
+
+
+class _Funds:
+    """FUNDS <amount> where a price goes: a market buy's budget."""
+
+    def __init__(self, amount: str):
+        self.amount = amount
 
 
 _PLACE_PARTS = ["price", "tif", "stp", "cid"]  # in the one order they may come in
@@ -146,7 +165,7 @@ _PLACE_PARTS = ["price", "tif", "stp", "cid"]  # in the one order they may come 
 def _place_part(word: str) -> str | None:
     """Which optional part of an order ``word`` starts (None: none)."""
     upper = _upper(word)
-    if word.startswith("@") or upper == "MKT":
+    if word.startswith("@") or upper in ("MKT", "FUNDS"):
         return "price"
     if upper in TimeInForce.__members__:
         return "tif"
@@ -164,6 +183,8 @@ def _place_value(part: str, word: str, rest: list[str]):
         case "price":
             if _upper(word) == "MKT":
                 return None
+            if _upper(word) == "FUNDS":
+                return _Funds(_amount(rest.pop(0) if rest else "", "FUNDS"))
             price = word[1:] or (rest.pop(0) if rest else "")
             if not price:
                 raise ProtocolError(RejectCode.MALFORMED, "a price must follow @")
@@ -189,6 +210,13 @@ def _client_order_id(cid: str) -> str:
         raise ProtocolError(RejectCode.MALFORMED, f"client order id is too long: {len(cid)} characters, at most 36")
     raise ProtocolError(RejectCode.MALFORMED,
                         f"client order id {cid[:40]!r} may only hold letters, digits and _ . : -")
+
+
+def _amount(word: str, what: str) -> str:
+    """``word`` if it is a decimal amount; else ProtocolError MALFORMED naming ``what`` it is for."""
+    if not _AMOUNT.fullmatch(word):
+        raise ProtocolError(RejectCode.MALFORMED, f"{what} takes an amount like 1000 or 0.25, not {word[:40]!r}")
+    return word
 
 
 def _order_ref(verb: str, word: str) -> tuple[str, str]:
@@ -253,6 +281,22 @@ def _bad_levels(levels: object) -> ProtocolError:
                          f" {MAX_LEVELS}; usage: {_USAGE['BOOK']}")
 
 
+def _parse_balance(verb: str, args: list[str]) -> BalanceRequest:
+    if len(args) > 1 or (args and not _ASSET.fullmatch(args[0])):
+        raise _usage(verb)
+    return BalanceRequest(args[0].upper() if args else None)
+
+
+def _parse_transfer(verb: str, args: list[str]) -> DepositRequest | WithdrawRequest:
+    if len(args) != 4 or not _NAME.fullmatch(args[0]) or not _ASSET.fullmatch(args[1]):
+        raise _usage(verb)
+    if not _REF.fullmatch(args[3]):
+        raise ProtocolError(RejectCode.MALFORMED, f"reference {args[3][:40]!r} is not 1 to 64 letters, digits"
+                            f" or _ . : -; usage: {_USAGE[verb]}")
+    kind = DepositRequest if verb == "DEPOSIT" else WithdrawRequest
+    return kind(args[0], args[1].upper(), _amount(args[2], verb), args[3])
+
+
 def _parse_ping(verb: str, args: list[str]) -> PingRequest:
     if args:
         raise _usage(verb)
@@ -262,13 +306,15 @@ def _parse_ping(verb: str, args: list[str]) -> PingRequest:
 _PARSERS = {
     "LOGIN": _parse_login, "BUY": _parse_place, "SELL": _parse_place, "CANCEL": _parse_cancel,
     "REPLACE": _parse_replace, "CANCELALL": _parse_cancel_all, "STATUS": _parse_status,
-    "ORDERS": _parse_orders, "BOOK": _parse_book, "PING": _parse_ping,
+    "ORDERS": _parse_orders, "BOOK": _parse_book, "PING": _parse_ping, "BALANCE": _parse_balance,
+    "DEPOSIT": _parse_transfer, "WITHDRAW": _parse_transfer,
 }
 _LOGIN_OPTIONS = {"CANCEL_ON_DISCONNECT": True, "KEEP_ON_DISCONNECT": False}
 _ECHOED_ID = re.compile(r"(?:^|[ \t])#([A-Za-z0-9_.:\-]{1,36})(?:[ \t]|$)")
 _USAGE = {
     "LOGIN": "LOGIN <user> <key> [CANCEL_ON_DISCONNECT|KEEP_ON_DISCONNECT]",
-    "BUY": "BUY <symbol> <qty> [@ <price>|MKT] [GTC|IOC|FOK|POST] [STP=<mode>] [#<cid>]",
+    "BUY": "BUY <symbol> (<qty> [@ <price>|MKT|FUNDS <amount>]|FUNDS <amount>) [GTC|IOC|FOK|POST] [STP=<mode>]"
+           " [#<cid>]",
     "SELL": "SELL <symbol> <qty> [@ <price>|MKT] [GTC|IOC|FOK|POST] [STP=<mode>] [#<cid>]",
     "CANCEL": "CANCEL (<order-id>|#<cid>)",
     "REPLACE": "REPLACE (<order-id>|#<cid>) <qty> [@ <price>]",
@@ -277,6 +323,9 @@ _USAGE = {
     "ORDERS": "ORDERS [<symbol>]",
     "BOOK": "BOOK <symbol> [<levels>]",
     "PING": "PING",
+    "BALANCE": "BALANCE [<asset>]",
+    "DEPOSIT": "DEPOSIT <user> <asset> <amount> <ref>",
+    "WITHDRAW": "WITHDRAW <user> <asset> <amount> <ref>",
 }
 
 
@@ -297,6 +346,22 @@ def check_request(request: ClientRequest) -> ClientRequest:
                 raise _usage("LOGIN")
         case BookRequest() if not 1 <= request.levels <= MAX_LEVELS:
             raise _bad_levels(request.levels)
+        case PlaceRequest() if request.funds is not None and (request.side is Side.SELL or request.price is not None):
+            raise ProtocolError(RejectCode.MALFORMED, "FUNDS is for market buys only")
+        case PlaceRequest() if request.funds is not None:
+            _amount(request.funds, "FUNDS")
+            return msgspec.structs.replace(check_request(msgspec.structs.replace(request, funds=None)),
+                                           funds=request.funds)
+        case BalanceRequest() if request.asset is not None:
+            if not _ASSET.fullmatch(request.asset):
+                raise bad("asset", request.asset)
+            request = msgspec.structs.replace(request, asset=request.asset.upper())
+        case DepositRequest() | WithdrawRequest():
+            verb = "DEPOSIT" if isinstance(request, DepositRequest) else "WITHDRAW"
+            if not _NAME.fullmatch(request.user) or not _ASSET.fullmatch(request.asset) or not _REF.fullmatch(request.ref):
+                raise _usage(verb)
+            _amount(request.amount, verb)
+            request = msgspec.structs.replace(request, asset=request.asset.upper())
         case PlaceRequest() | CancelAllRequest() | OrdersRequest() | BookRequest():
             if request.symbol is not None:
                 if not _SYMBOL.fullmatch(request.symbol):
@@ -357,6 +422,12 @@ def format_reply(reply: ClientReply) -> str:
         case Book():
             return "\n".join([f"BOOK {reply.symbol}", *(f"BID {price} {qty}" for price, qty in reply.bids),
                               *(f"ASK {price} {qty}" for price, qty in reply.asks), f"END BOOK {reply.symbol}"])
+        case AccountBalances():
+            return "\n".join([*(f"BALANCE {asset} AVAILABLE {available} HELD {held}"
+                                 for asset, available, held in reply.balances), f"END BALANCE {len(reply.balances)}"])
+        case TransferOk():
+            return (f"OK {reply.verb} {reply.user} {reply.asset} {reply.amount} REF {reply.ref}"
+                    f" ENTRY {reply.entry_id}")
         case Bye():
             return f"BYE {reply.code.value} {reply.reason}"
     raise TypeError(f"not a reply: {reply!r}")

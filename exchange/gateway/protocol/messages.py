@@ -33,6 +33,7 @@ class PlaceRequest(ClientRequest):
     tif: TimeInForce | None = None  # None: GTC for a limit order, IOC for a market order
     stp: SelfTradePrevention | None = None  # None: the instrument's default
     client_order_id: str = ""
+    funds: str | None = None  # a market buy's budget, decimal text in the quote; then qty "" means no limit
 
 
 class CancelRequest(ClientRequest):
@@ -73,8 +74,33 @@ class BookRequest(ClientRequest):
     levels: int = 10
 
 
+class BalanceRequest(ClientRequest):
+    """The session user's balances (BALANCE), of one asset or of all; with accounts on."""
+
+    asset: str | None = None
+
+
+class DepositRequest(ClientRequest):
+    """An admin moves ``amount`` (decimal text) of ``asset`` into ``user``'s account, once per ``ref``."""
+
+    user: str
+    asset: str
+    amount: str
+    ref: str
+
+
+class WithdrawRequest(ClientRequest):
+    """An admin moves ``amount`` of ``asset`` out of ``user``'s available balance, once per ``ref``."""
+
+    user: str
+    asset: str
+    amount: str
+    ref: str
+
+
 AnyRequest = (LoginRequest | PlaceRequest | CancelRequest | ReplaceRequest | CancelAllRequest
-              | StatusRequest | PingRequest | OrdersRequest | BookRequest)
+              | StatusRequest | PingRequest | OrdersRequest | BookRequest | BalanceRequest | DepositRequest
+              | WithdrawRequest)
 
 
 
@@ -172,6 +198,23 @@ class Book(ClientReply):
     asks: list[tuple[str, str]]
 
 
+class AccountBalances(ClientReply):
+    """The answer to BALANCE: (asset, available, held) as decimal text in each asset's unit, by asset name."""
+
+    balances: list[tuple[str, str, str]]
+
+
+class TransferOk(ClientReply):
+    """A deposit or withdrawal was applied: ``verb`` is DEPOSIT or WITHDRAW; ``entry_id`` its ledger entry."""
+
+    verb: str
+    user: str
+    asset: str
+    amount: str
+    ref: str
+    entry_id: int
+
+
 class Bye(ClientReply):
     """The gateway ends the session (idle, or no room for it); the last line it gets."""
 
@@ -180,4 +223,4 @@ class Bye(ClientReply):
 
 
 AnyReply = (LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong | Bye | Orders
-            | Book)
+            | Book | AccountBalances | TransferOk)

@@ -21,19 +21,21 @@ from exchange.gateway.protocol.messages import (
 # -- requests → commands ------------------------------------------------------------------------
 
 def place_command(request: PlaceRequest, instrument: Instrument, user: str, ts: int,
-                  max_open_orders: int = 0) -> PlaceOrder:
+                  max_open_orders: int = 0, funds: int = 0) -> PlaceOrder:
     """The engine command for a BUY/SELL; ProtocolError if a value is off the instrument's grid.
 
-    ``user`` and ``max_open_orders`` come from the session and the config, never from the request.
+    ``user`` and ``max_open_orders`` come from the session and the config, never from the request;
+    ``funds`` is the engine's budget (lots × ticks). A FUNDS buy without a quantity is for the
+    instrument's ``max_qty``: its budget alone limits it.
     """
     try:
-        qty = instrument.to_lots(request.qty)
+        qty = instrument.max_qty if request.funds is not None and not request.qty else instrument.to_lots(request.qty)
         price = instrument.to_ticks(request.price) if request.price is not None else None
     except GridError as e:
         raise ProtocolError(e.code, e.reason) from None
     tif = request.tif or (TimeInForce.GTC if price is not None else TimeInForce.IOC)
     return PlaceOrder(user, instrument.symbol, request.side, qty, price, tif, request.stp,
-                      request.client_order_id, ts, max_open_orders)
+                      request.client_order_id, ts, max_open_orders, funds)
 
 
 def replace_command(request: ReplaceRequest, instrument: Instrument, order_id: str, user: str,
@@ -67,29 +69,41 @@ def book_reply(symbol: str, bids: list[tuple[int, int]], asks: list[tuple[int, i
     return Book(symbol, side(bids), side(asks))
 
 
+def shown(client_order_id: str) -> str:
+    """A client order id as its client may see it: "" for one a ledger shard gave an order that had
+    none (``~<shard>-<n>``, which no client can send)."""
+    return "" if client_order_id.startswith("~") else client_order_id
+
+
 def reply_for_event(event, instrument: Instrument | None) -> ClientReply:
     """What a client is told about one of its order events."""
+    cid = shown(event.client_order_id)
     match event:
         case OrderAccepted():
-            return Ack(event.order_id, event.client_order_id, event.side, event.symbol,
-                       instrument.format_qty(event.qty),
+            return Ack(event.order_id, cid, event.side, event.symbol, instrument.format_qty(event.qty),
                        instrument.format_price(event.price) if event.price is not None else None, event.tif)
         case OrderRejected():
-            return Rej(event.code, event.reason, event.client_order_id)
+            return Rej(event.code, event.reason, cid)
         case OrderFilled():
-            return Fill(event.order_id, event.client_order_id, instrument.format_qty(event.last_qty),
+            return Fill(event.order_id, cid, instrument.format_qty(event.last_qty),
                         instrument.format_price(event.last_price), instrument.format_qty(event.leaves_qty),
                         event.trade_id)
         case OrderCanceled():
-            return Out(event.order_id, event.client_order_id, "CANCELED",
-                       "" if event.reason.value == "USER" else event.reason.value)
+            return Out(event.order_id, cid, "CANCELED", "" if event.reason.value == "USER" else event.reason.value)
         case OrderExpired():
-            return Out(event.order_id, event.client_order_id, "EXPIRED", event.reason.value)
+            return Out(event.order_id, cid, "EXPIRED", event.reason.value)
         case OrderReplaced():
-            return ReplaceAck(event.order_id, event.client_order_id, event.side, event.symbol,
-                              instrument.format_qty(event.qty), instrument.format_price(event.price),
-                              instrument.format_qty(event.leaves_qty))
+            return ReplaceAck(event.order_id, cid, event.side, event.symbol, instrument.format_qty(event.qty),
+                              instrument.format_price(event.price), instrument.format_qty(event.leaves_qty))
         case OrderReduced():
-            return Reduced(event.order_id, event.client_order_id, instrument.format_qty(event.reduced_qty),
+            return Reduced(event.order_id, cid, instrument.format_qty(event.reduced_qty),
                            instrument.format_qty(event.leaves_qty))
     raise TypeError(f"not an order event: {event!r}")
+
+
+def replies_for_event(event, instrument: Instrument | None) -> list[ClientReply]:
+    """``reply_for_event``, and after a fill that completes its order, the ``OUT … FILLED`` line."""
+    replies = [reply_for_event(event, instrument)]
+    if isinstance(event, OrderFilled) and event.leaves_qty == 0:
+        replies.append(Out(event.order_id, shown(event.client_order_id), "FILLED"))
+    return replies

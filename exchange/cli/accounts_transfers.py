@@ -1,0 +1,94 @@
+"""`exchange accounts deposit` and `withdraw`: an admin user moves funds in or out of a user's account.
+
+Adapters only: they log in to the gateway's text port as the admin (its key from a file or the
+EXCHANGE_KEY environment variable, never from the command line), send one DEPOSIT or WITHDRAW
+line (docs/protocol.md) and print the answer; a refusal exits 1. The ledger applies a reference
+once, so a transfer whose answer was lost is sent again with the same --ref.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from exchange.cli.common import config_option, load
+from exchange.client.text import TextClient
+
+KEY_ENV = "EXCHANGE_KEY"
+
+
+def _key(key_file: str | None) -> str:
+    """The admin's API key: the first line of ``key_file``, else $EXCHANGE_KEY."""
+    if key_file:
+        try:
+            lines = Path(key_file).read_text().splitlines()
+        except OSError as e:
+            raise click.ClickException(f"cannot read the key file {key_file}: {e.strerror}") from None
+        if not lines or not lines[0].strip():
+            raise click.ClickException(f"the key file {key_file} is empty")
+        return lines[0].strip()
+    key = os.environ.get(KEY_ENV, "")
+    if not key:
+        raise click.ClickException(f"the admin's key is needed: --key-file FILE, or set {KEY_ENV}")
+    return key
+
+
+def transfer(verb: str, config_path: str, admin: str, key_file: str | None, target: str, asset: str,
+             amount: str, ref: str, timeout: float) -> None:
+    """Log in as ``admin``, send one ``verb`` line, print its answer; ClickException (exit 1) if refused."""
+    key = _key(key_file)
+    config = load(config_path)
+    host, port = config.gateway.text.rsplit(":", 1)
+    line = f"{verb} {target} {asset} {amount} {ref}"
+    if len(line.split()) != 5:
+        raise click.ClickException("USER, ASSET, AMOUNT and --ref are one word each")
+    try:
+        with TextClient(host, int(port), timeout=timeout) as client:
+            login = client.request(f"LOGIN {admin} {key}")
+            if not login.startswith("OK LOGIN"):
+                raise click.ClickException(f"the gateway refused the login of {admin}: {login}")
+            answer = client.request(line)
+    except TimeoutError:
+        raise click.ClickException(f"no answer from the gateway in {timeout:g} s; the {verb} may or may not be"
+                                   f" applied: run the same command again (same --ref {ref})") from None
+    except OSError as e:  # refused, reset, unreachable
+        raise click.ClickException(f"cannot reach the gateway at {config.gateway.text}: {e}") from None
+    if not answer.startswith(f"OK {verb} "):
+        raise click.ClickException(f"{verb} refused: {answer}")
+    click.echo(answer)
+
+
+def _transfer_command(verb: str, summary: str):
+    def command(config_path: str, admin: str, key_file: str | None, user: str, asset: str, amount: str, ref: str,
+                timeout: float) -> None:
+        transfer(verb, config_path, admin, key_file, user, asset, amount, ref, timeout)
+
+    command.__doc__ = f"""{summary}
+
+    AMOUNT is decimal text in ASSET's unit. Needs an admin user of the config (--user) and its
+    API key (--key-file, or the {KEY_ENV} environment variable). Prints the gateway's answer,
+    `OK {verb} USER ASSET AMOUNT REF <ref> ENTRY <id>`; a refusal (not enough available, a
+    reference already used, not an admin) is one Error: line and exit status 1.
+    """
+    for decorator in reversed([
+        click.argument("user"), click.argument("asset"), click.argument("amount"),
+        click.option("--ref", required=True, help="The transfer's reference: applied once, whatever happens;"
+                     " send the same --ref again to retry safely."),
+        click.option("--user", "admin", required=True, envvar="EXCHANGE_USER", show_envvar=True,
+                     metavar="ADMIN", help="The admin user to log in as."),
+        click.option("--key-file", type=click.Path(dir_okay=False), default=None,
+                     help=f"A file whose first line is the admin's API key (else ${KEY_ENV})."),
+        click.option("--timeout", type=float, default=10.0, show_default=True,
+                     help="Seconds to wait for each answer."),
+        config_option,
+    ]):
+        command = decorator(command)
+    return command
+
+
+deposit = click.command("deposit")(_transfer_command(
+    "DEPOSIT", "Deposit AMOUNT of ASSET into USER's account (admin only), once per --ref."))
+withdraw = click.command("withdraw")(_transfer_command(
+    "WITHDRAW", "Withdraw AMOUNT of ASSET from USER's available balance (admin only), once per --ref."))

@@ -1,0 +1,127 @@
+"""`exchange accounts deposit` and `withdraw` against the gateway's real text server and order entry
+on a free port, with the real ledger core of each shard behind them (in this process: the ledger
+role is not needed to check what the commands send, print and exit with)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from exchange.cli.accounts_transfers import deposit, withdraw
+from exchange.config import load_config
+from exchange.core.ledger import Ledger
+from exchange.gateway.order_entry import OrderEntry
+from exchange.gateway.text_server import TextConnection
+from exchange.testing.mesh import loopback_config
+from exchange.wire.messages import Reply
+
+
+class Gateway:
+    """The gateway's text server and OrderEntry on their own event loop; each shard a real Ledger."""
+
+    def __init__(self, config):
+        self.config = config
+        terms, assets = list(config.terms().values()), list(config.asset_map().values())
+        self.ledgers = {s.name: Ledger(s.shard, len(config.ledgers), terms, assets) for s in config.ledgers}
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.entry = OrderEntry(self.config, self.send, "gw/1")
+        host, port = self.config.gateway.text.rsplit(":", 1)
+        self.server = self.loop.run_until_complete(self.loop.create_server(
+            lambda: TextConnection(self.entry, self.config.gateway), host, int(port)))
+        self.ready.set()
+        self.loop.run_forever()
+
+    def send(self, engine: str, command, session_id: int, request_id: int) -> bool:
+        events = self.ledgers[self.config.ledger_of(command.user).name].handle(command)
+        self.loop.call_soon(self.entry.on_reply, Reply(session_id, request_id, events, "gw/1"))
+        return True
+
+    def __enter__(self) -> Gateway:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    path = loopback_config(tmp_path, accounts=True)
+    with Gateway(load_config(path)) as gateway:
+        yield str(path), gateway
+
+
+def run(command, config_path: str, *args: str, key: str = "ops-key", user: str = "ops"):
+    return CliRunner().invoke(command, [*args, "--user", user, "--config", config_path], env={"EXCHANGE_KEY": key})
+
+
+def test_a_deposit_is_applied_once_per_reference(mesh):
+    path, gateway = mesh
+    result = run(deposit, path, "bob", "USD", "250", "--ref", "wire-1")
+    assert (result.exit_code, result.output) == (0, "OK DEPOSIT bob USD 250.000000 REF wire-1 ENTRY 1\n")
+    assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)
+    again = run(deposit, path, "bob", "USD", "250", "--ref", "wire-1")
+    assert again.exit_code == 1
+    assert again.output == ("Error: DEPOSIT refused: REJ DUPLICATE_ID reference wire-1 was already used (entry 1);"
+                            " nothing was done now\n")
+    assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)
+
+
+def test_a_withdrawal_takes_from_the_available_balance_and_no_more(mesh, tmp_path):
+    path, gateway = mesh
+    key_file = tmp_path / "ops.key"
+    key_file.write_text("ops-key\n")
+    assert run(deposit, path, "alice", "BTC", "1.5", "--ref", "in-1").exit_code == 0
+    too_much = CliRunner().invoke(withdraw, ["alice", "BTC", "2", "--ref", "out-1", "--user", "ops",
+                                             "--key-file", str(key_file), "--config", path])
+    assert too_much.exit_code == 1
+    assert too_much.output == ("Error: WITHDRAW refused: REJ INSUFFICIENT_FUNDS withdrawal needs 2.00000000 BTC,"
+                               " 1.50000000 available\n")
+    result = run(withdraw, path, "alice", "BTC", "0.5", "--ref", "out-2")
+    assert (result.exit_code, result.output) == (0, "OK WITHDRAW alice BTC 0.50000000 REF out-2 ENTRY 2\n")
+    assert gateway.ledgers["ledger-1"].balance("alice", "BTC") == (100_000_000, 0)
+
+
+def test_only_an_admin_may_and_a_wrong_key_is_told(mesh):
+    path, gateway = mesh
+    not_admin = run(deposit, path, "alice", "USD", "1000000", "--ref", "r1", user="alice", key="alice-key")
+    assert not_admin.exit_code == 1
+    assert not_admin.output == "Error: DEPOSIT refused: REJ NOT_ALLOWED DEPOSIT is for admin users; alice is not one\n"
+    wrong_key = run(deposit, path, "alice", "USD", "1", "--ref", "r1", key="not-the-key")
+    assert wrong_key.exit_code == 1
+    assert wrong_key.output == "Error: the gateway refused the login of ops: REJ BAD_LOGIN unknown user or wrong key\n"
+    assert all(not ledger.balances for ledger in gateway.ledgers.values())
+
+
+def test_a_refusal_the_gateway_can_tell_is_one_error_line(mesh):
+    path, _ = mesh
+    result = run(deposit, path, "bob", "USD", "0.0000001", "--ref", "r1")
+    assert result.exit_code == 1
+    assert result.output == ("Error: DEPOSIT refused: REJ MALFORMED amount 0.0000001 is not a multiple of USD's"
+                             " unit 0.000001\n")
+
+
+def test_no_gateway_is_one_error_line(tmp_path):
+    path = str(loopback_config(tmp_path, accounts=True))  # nothing listens on its free port
+    result = run(deposit, path, "bob", "USD", "1", "--ref", "r1")
+    assert result.exit_code == 1 and result.output.startswith("Error: cannot reach the gateway at 127.0.0.1:")
+
+
+def test_the_key_never_comes_from_the_command_line(tmp_path):
+    path = str(loopback_config(tmp_path, accounts=True))
+    result = CliRunner().invoke(deposit, ["bob", "USD", "1", "--ref", "r1", "--user", "ops", "--config", path],
+                                env={"EXCHANGE_KEY": ""})
+    assert result.exit_code == 1
+    assert result.output == "Error: the admin's key is needed: --key-file FILE, or set EXCHANGE_KEY\n"
+    assert "--key " not in CliRunner().invoke(deposit, ["--help"]).output
