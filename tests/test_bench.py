@@ -137,3 +137,19 @@ def test_the_report_explains_rejects_by_code_with_the_first_reason(tmp_path):
     line = next(line for line in text.splitlines() if "RATE_LIMITED" in line)
     assert line.split()[:2] == ["RATE_LIMITED", f"{result.counts['rejects']['RATE_LIMITED']:,}"], line
     assert line.endswith(reason), line
+
+
+def test_with_accounts_the_command_runs_without_and_with_them_and_reports_the_cost(tmp_path):
+    config = loopback_config(tmp_path, accounts=True)
+    out = tmp_path / "bench.json"
+    outcome = CliRunner().invoke(cli, ["bench", "--config", str(config), "--rate", "100", "--duration", "1",
+                                       "--warmup", "0", "--sessions", "2", "--workers", "1",
+                                       "--subscribers", "1", "--json", str(out)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "== accounts off ==" in outcome.output and "== accounts on ==" in outcome.output
+    assert "accounts: the same load without and with them" in outcome.output
+    off, on = json.loads(out.read_text())
+    assert (off["options"]["accounts"], on["options"]["accounts"]) == (False, True)
+    assert off["counts"]["unanswered"] == on["counts"]["unanswered"] == 0
+    assert on["counts"]["answers"]["accepted"] > 0 and "INSUFFICIENT_FUNDS" not in on["counts"]["rejects"]
+    assert any(label.startswith("ledger") for label in on["cpu"]), on["cpu"]

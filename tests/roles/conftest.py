@@ -43,8 +43,8 @@ def mesh(tmp_path: Path):
 
 @pytest.fixture
 def demo_mesh(tmp_path: Path):
-    """The demo as shipped (price bands and all), on free ports."""
-    with Mesh(loopback_config(tmp_path, price_bands=True)) as running:
+    """The demo as shipped (price bands, accounts and all), on free ports."""
+    with Mesh(loopback_config(tmp_path, price_bands=True, accounts=True)) as running:
         yield running
 
 

@@ -74,7 +74,7 @@ def test_watch_prints_the_trade(mesh):
 def test_the_demo_refuses_a_price_far_from_the_market(demo_mesh):
     with TextClient(demo_mesh.host, demo_mesh.port) as alice:
         assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
-        reply = alice.request("BUY BTC-USD 0.1 @ 999999999.99")
+        reply = alice.request("BUY BTC-USD 0.001 @ 99999.99")  # 2.3 times the reference price: funds enough
         assert reply.startswith("REJ PRICE_BAND "), reply
         assert alice.request("BUY BTC-USD 0.1 @ 43000.00").startswith("ACK")
 
