@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from exchange.cli.main import cli
 from exchange.config import load_config
 from exchange.core.ledger import shard_of
 from exchange.testing.mesh import Mesh, loopback_config, wait_until
@@ -132,3 +134,32 @@ def test_an_admin_deposits_and_withdraws_once_per_reference(accounts_mesh):
     with accounts_mesh.login("bob") as bob:
         assert balance(bob, "USD") == ("1200.500000", "0.000000")
         assert bob.request("DEPOSIT bob USD 1 x").startswith("REJ NOT_ALLOWED")
+
+
+def test_with_every_mesh_link_encrypted_holds_and_settlement_still_flow(tmp_path):
+    path = accounts_config(tmp_path)
+    made = CliRunner().invoke(cli, ["keys", "mesh", "--config", str(path), "--dir", str(tmp_path / "keys")])
+    assert made.exit_code == 0, made.output
+    assert "ledger-0:" in made.stdout and "ledger-1:" in made.stdout
+    path.write_text(path.read_text() + made.stdout)
+    with Mesh(path) as mesh, mesh.login("bob") as bob, mesh.login("alice") as alice:
+        assert bob.request("SELL AAPL 2 @ 190 #s").startswith("ACK ")
+        assert alice.request("BUY AAPL 2 @ 190 #b").startswith("ACK ")
+        # alice pays 380 + 0.095 taker fee; bob gets 380 less the 0.038 maker fee
+        settles_to(alice, "USD", ("619.905000", "0.000000"))
+        settles_to(bob, "USD", ("1379.962000", "0.000000"))
+
+
+def test_a_replace_that_needs_more_holds_the_difference_first_or_is_refused(accounts_mesh):
+    with accounts_mesh.login("carol") as carol:
+        assert carol.request("BUY AAPL 1 @ 100 #r1").startswith("ACK ")
+        assert balance(carol, "USD") == ("899.975000", "100.025000")
+        # to 9: 8 more at 100 = 800 + 0.2 fee, held before the engine sees the replace
+        assert carol.request("REPLACE #r1 9 @ 100").startswith("ACK ")
+        assert balance(carol, "USD") == ("99.775000", "900.225000")
+        refused = carol.request("REPLACE #r1 10 @ 100")
+        assert refused.startswith("REJ #r1 INSUFFICIENT_FUNDS this replace needs "), refused
+        assert refused.endswith(" USD, 99.775000 available"), refused
+        # a smaller order needs less: the surplus comes back once the engine has replaced it
+        assert carol.request("REPLACE #r1 2 @ 100").startswith("ACK ")
+        settles_to(carol, "USD", ("799.950000", "200.050000"))
