@@ -20,15 +20,16 @@ TRACE_EVERY = 8
 STAGES = (
     ("load generator → gateway", "from the scheduled send until the gateway read the line: the load"
      " generator's own lag, the TCP hop, the gateway's event loop"),
-    ("gateway → engine matched", "the gateway's turn, the hop to the engine, its queue, matching the batch"),
+    ("gateway → engine matched", "the gateway's turn, the hop to the engine, its queue, matching the batch"
+     " (with accounts on, also the ledger shard's hold, journaled before the order goes on)"),
     ("engine → journal writing", "the hop to the journal writer and its queue"),
     ("journal → ACK read", "SQLite insert and commit, the watermark back to the engine, the release,"
      " the hop to the gateway, its turn, the hop to the client"),
 )
 
-_QUERY = ("SELECT c.ts_received, b.ts_matched, b.ts_written FROM commands c JOIN batches b"
-          " ON b.engine = c.engine AND b.batch = c.batch"
-          " WHERE c.user = ? AND c.client_order_id = ? AND c.kind = 'PlaceOrder'")
+# one pass over the placements (no index serves (user, client order id): the write path pays for none)
+_QUERY = ("SELECT c.user, c.client_order_id, c.ts_received, b.ts_matched, b.ts_written FROM commands c"
+          " JOIN batches b ON b.engine = c.engine AND b.batch = c.batch WHERE c.kind = 'PlaceOrder'")
 
 
 def ack_stages(journal_path: str, traced: list[tuple[str, str, int, int]]) -> dict:
@@ -36,9 +37,11 @@ def ack_stages(journal_path: str, traced: list[tuple[str, str, int, int]]) -> di
     due wall ns, ACK read wall ns); empty if the journal has no batch timestamps."""
     durations: list[list[int]] = [[] for _ in STAGES]
     conn = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
+    wanted = {(user, cid) for user, cid, _, _ in traced}
     try:
+        rows = {(user, cid): row for user, cid, *row in conn.execute(_QUERY) if (user, cid) in wanted}
         for user, cid, due, acked in traced:
-            row = conn.execute(_QUERY, (user, cid)).fetchone()
+            row = rows.get((user, cid))
             if row is None or None in row:
                 continue
             moments = (due, *row, acked)
