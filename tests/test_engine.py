@@ -47,3 +47,29 @@ def test_a_cancel_executes_however_late_it_comes():
     events = handle(engine, cancel, now_ns=60 * S).entries[0].events
     assert [type(e).__name__ for e in events][0] == "OrderCanceled"
     assert engine.too_old == 0
+
+
+def test_a_role_subscribed_to_its_durable_prefix_gets_its_own_watermarks_only():
+    import zmq
+
+    from exchange.wire.messages import Decoder, Durable, durable_prefix, encode
+
+    ctx = zmq.Context()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    try:
+        pub.bind("inproc://watermarks")
+        sub.connect("inproc://watermarks")
+        sub.setsockopt(zmq.SUBSCRIBE, durable_prefix("e1"))
+        got = []
+        while not got:  # PUB drops until the subscription has arrived
+            for stream in ("e10", "ledger-0", "e1"):
+                pub.send(encode(Durable(stream, 1, 2, 3)))
+            if sub.poll(100):
+                got.append(Decoder(Durable).decode(sub.recv()))
+        while sub.poll(50):
+            got.append(Decoder(Durable).decode(sub.recv()))
+        assert {d.engine for d in got} == {"e1"}
+    finally:
+        pub.close(0)
+        sub.close(0)
+        ctx.term()

@@ -30,7 +30,7 @@ from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.engine.publisher import Publisher, released_depths
 from exchange.wire.messages import (
-    Decoder, Durable, EngineRequest, OpenEpoch, Replies, ReplayRequest, Requests, SnapshotRequest, encode,
+    Decoder, Durable, EngineRequest, OpenEpoch, durable_prefix, Replies, ReplayRequest, Requests, SnapshotRequest, encode,
 )
 from exchange.engine.recovery import recover_all
 from exchange.engine.batches import Engine
@@ -85,7 +85,7 @@ class EngineProcess:
                                       peer="journal-writer")  # → journal writer
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
                                    peer="journal-writer")  # ← journal writer
-        self.durable.setsockopt(zmq.SUBSCRIBE, b"")
+        self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(name))  # its own watermarks only
         self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
                                    peer="gateway")  # → gateway
         # to each ledger shard: released batches (dropped when its queue is full: it reads the journal then)

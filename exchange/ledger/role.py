@@ -36,7 +36,7 @@ from exchange.journal.readers import EnginePosition
 from exchange.ledger.shard import Released, Shard
 from exchange.wire import sockets
 from exchange.wire.messages import (
-    Decoder, Durable, EventBatch, OpenEpoch, PrivateData, Replies, ReplayRequest, Request, encode, private_topic,
+    Decoder, Durable, EventBatch, OpenEpoch, durable_prefix, PrivateData, Replies, ReplayRequest, Request, encode, private_topic,
 )
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.security.zap import start_authenticator
@@ -81,7 +81,8 @@ class LedgerProcess:
                                          peer="journal-writer")
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
                                       peer="journal-writer")
-        self.durable.setsockopt(zmq.SUBSCRIBE, b"")
+        for stream in (spec.name, *(e.name for e in config.engines)):  # its own, and the engines' (to settle)
+            self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(stream))
         self.engines = {e.name: sockets.socket(ctx, zmq.PUSH, connect=e.commands, security=security, peer=e.role)
                         for e in config.engines}
         self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
@@ -110,12 +111,12 @@ class LedgerProcess:
 
     def catch_up(self, engine: str) -> None:
         """Settle what the journal holds of ``engine`` beyond what this shard settled (bounded per call)."""
-        ledger = self.shard.ledger
-        after = ledger.positions.get(engine, (0, 0))[1]
+        shard = self.shard
+        after = shard.settled_to(engine)
         for epoch, first_seq, last_seq, events in released_batches(self.config.journal.path, engine, after,
                                                                   CATCH_UP_EVENTS):
-            if last_seq > ledger.positions.get(engine, (0, 0))[1]:
-                self.shard.settle_events(engine, epoch, first_seq, last_seq, events)
+            if last_seq > shard.settled_to(engine):
+                shard.settle_events(engine, epoch, first_seq, last_seq, events)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -206,8 +207,9 @@ class LedgerProcess:
             shard.outputs.append(("forward", engine, Request("", 0, 0, CancelAll("", None, time.time_ns(),
                                                                                order_ids=()))))
         for engine, (seq, since) in self.engine_durable.items():
-            if seq > shard.ledger.positions.get(engine, (0, 0))[1] and now - since >= BEHIND_FOR_S:
+            if seq > shard.settled_to(engine) and now - since >= BEHIND_FOR_S:
                 self.catch_up(engine)
+        shard.flush_skipped()
 
     # -- sending, never blocking ------------------------------------------------------------------------
 
@@ -271,6 +273,8 @@ class LedgerProcess:
     def finish(self) -> None:
         """On a clean stop, give the journal a moment to make the last batches durable and release them."""
         shard = self.shard
+        shard.flush_skipped()
+        self.end_turn()
         deadline = time.monotonic() + FLUSH_ON_STOP_S
         while (shard.retained or shard.unsent) and time.monotonic() < deadline:
             self.send_to_journal()

@@ -80,10 +80,12 @@ class Shard:
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
         self.entries: list[Entry] = []  # this turn's
         self.outputs: list[tuple] = []  # this turn's, in order
+        self.changed: set[str] = set()  # users whose balances this turn changed
         self.first_seq = ledger.seq + 1
         # (user, client order id) → (engine, ts_received) of a hold passed on and not yet accepted
         self.awaiting: dict[tuple[str, str], tuple[str, int]] = {}
         self.engine_clock: dict[str, int] = {}  # engine → ts_matched of the last batch of it settled
+        self.skipped: dict[str, tuple[int, int, int]] = {}  # engine → (epoch, first, last seq) with nothing of ours
         self.requests = Decoder(list[Request])
         self.misrouted = 0
 
@@ -157,24 +159,53 @@ class Shard:
         self.entries.append(Entry("", 0, 0, command, events))
         self.balance_changed(command.user)
 
+    def settled_to(self, engine: str) -> int:
+        """The last event of ``engine`` settled here (journaled, or skipped as none of ours)."""
+        last = self.ledger.positions.get(engine, (0, 0))[1]
+        skipped = self.skipped.get(engine)
+        return max(last, skipped[2]) if skipped else last
+
     def settle(self, batch: EventBatch) -> bool:
         """Settle an engine's released batch; False if batches before it are missing (nothing done:
-        the caller fetches them from the journal and comes back)."""
-        last = self.ledger.positions.get(batch.engine, (0, 0))[1]
+        the caller fetches them from the journal and comes back).
+
+        A batch with no event of this shard's users is not journaled on its own: its range joins
+        the next one that has some, or ``flush_skipped`` (so a busy engine whose trades are all other
+        shards' costs this shard no journal writes but one every CHECK_EVERY_S)."""
+        last = self.settled_to(batch.engine)
         if batch.first_seq > last + 1:
             return False
         if batch.ts_matched:
             self.engine_clock[batch.engine] = max(self.engine_clock.get(batch.engine, 0), batch.ts_matched)
         if batch.last_seq <= last:
             return True  # settled already (or no events at all)
-        events = [event for entry in batch.entries for event in entry.events]
-        self.settle_events(batch.engine, batch.epoch, batch.first_seq, batch.last_seq, events)
+        mine = self.mine([event for entry in batch.entries for event in entry.events])
+        skipped = self.skipped.pop(batch.engine, None)
+        first = skipped[1] if skipped else batch.first_seq
+        if mine:
+            self.settle_events(batch.engine, batch.epoch, first, batch.last_seq, mine)
+        else:
+            self.skipped[batch.engine] = (batch.epoch, first, batch.last_seq)
         return True
 
+    def flush_skipped(self) -> None:
+        """Journal how far each engine is settled, for the batches that had nothing of ours."""
+        for engine, (epoch, first, last) in list(self.skipped.items()):
+            del self.skipped[engine]
+            self.settle_events(engine, epoch, first, last, [])
+
+    def mine(self, events: list) -> list:
+        """The events that name a user of this shard."""
+        owns = self.ledger.owns
+        return [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
+
     def settle_events(self, engine: str, epoch: int, first_seq: int, last_seq: int, events: list) -> None:
+        """Settle ``engine``'s events ``first_seq``..``last_seq`` (``events``: those of them that may be ours)."""
+        skipped = self.skipped.pop(engine, None)
+        if skipped is not None:  # they come first, and have nothing of ours
+            first_seq = min(first_seq, skipped[1])
         ledger = self.ledger
-        owns = ledger.owns
-        mine = [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
+        mine = self.mine(events)
         settled = ledger.handle(SettleEvents(engine, epoch, first_seq, last_seq, mine, time.time_ns()))
         self.entries.append(Entry("", 0, 0, SettleEvents(engine, epoch, first_seq, last_seq, [], 0), settled))
         for event in settled:
@@ -188,6 +219,9 @@ class Shard:
         """(the EventBatch frame of this turn's entries, or None; what may leave at once, or None)."""
         entries, outputs = self.entries, self.outputs
         self.entries, self.outputs = [], []
+        if self.changed:
+            outputs.extend(("balances", user, self.balances(user)) for user in sorted(self.changed))
+            self.changed.clear()
         if not entries:
             if not outputs:
                 return None, None
@@ -247,7 +281,8 @@ class Shard:
         return Balances(user, rows)
 
     def balance_changed(self, user: str) -> None:
-        self.outputs.append(("balances", user, self.balances(user)))
+        """``user``'s balances go out with this turn's batch (once, as they are at its end)."""
+        self.changed.add(user)
 
     # -- holds whose order never reached its engine ----------------------------------------------------
 

@@ -114,6 +114,14 @@ class Durable(_Wire):
     seq: int
 
 
+def durable_prefix(stream: str) -> bytes:
+    """The first bytes of every ``Durable`` of ``stream``, encoded: a SUB subscribes to just these
+    (a msgpack array of Durable's four fields, then the stream's name with its length, so ``e1``
+    never matches ``e10``). The journal writer publishes every stream's watermarks on one PUB; a role
+    that subscribes to its own wakes for its own only."""
+    return b"\x94" + encoder.encode(stream)
+
+
 class ReplayRequest(_Wire, tag=True):
     """The journal writer asks an engine to send its batches again, from ``from_batch`` on."""
 

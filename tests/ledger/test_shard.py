@@ -150,3 +150,18 @@ def test_a_hold_whose_order_never_reached_the_engine_is_released_once_the_engine
     assert shard.lost_holds(age) == ([("alice", "lost")], set())
     shard.handle_own(ReleaseHold("alice", "lost", 0))
     assert shard.ledger.balance("alice", "USD") == (usd("1000"), 0)
+
+
+def test_a_batch_with_nothing_of_the_shards_users_is_not_journaled_until_a_flush():
+    shard = funded("alice")
+    other = next(u for u in ("bob", "carol", "dave", "erin") if not shard.ledger.owns(u))
+    matcher = Matcher(1, [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")])
+    theirs = engine_batch(matcher, [PlaceOrder(other, "ETH-USD", Side.SELL, 1, 1)])
+    assert shard.settle(theirs)
+    assert shard.seal() == (None, None) and shard.settled_to("e1") == matcher.seq
+    assert shard.ledger.positions == {}  # nothing journaled for it yet
+    shard.flush_skipped()
+    batch_frame, _ = shard.seal()
+    [entry] = Decoder(EventBatch).decode(batch_frame).entries
+    assert entry.command.first_seq == 1 and entry.command.last_seq == matcher.seq
+    assert shard.ledger.positions["e1"][1] == matcher.seq

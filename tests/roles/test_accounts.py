@@ -76,7 +76,7 @@ def test_short_of_funds_is_refused_and_a_cancel_releases_the_hold(accounts_mesh,
         assert alice.request("CANCEL #h1").startswith("OUT ")
         settles_to(alice, "USD", ("1000.000000", "0.000000"))
     accounts_mesh.close()
-    assert verify(accounts_mesh.config_path).startswith("OK")
+    assert "\nOK: " in "\n" + verify(accounts_mesh.config_path)  # after any notes (shards settled apart)
 
 
 def test_a_partial_fill_settles_both_sides_exactly_across_shards_with_fees(accounts_mesh):
