@@ -73,3 +73,23 @@ def test_a_role_subscribed_to_its_durable_prefix_gets_its_own_watermarks_only():
         pub.close(0)
         sub.close(0)
         ctx.term()
+
+
+def test_a_batch_names_the_ledger_batches_holding_its_orders_holds_and_a_refused_epoch_stops_the_engine():
+    import pytest
+
+    from exchange.errors import JournalError
+    from exchange.wire.messages import Durable
+
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 7, EnginePosition())
+    orders = [PlaceOrder(user, "BTC-USD", Side.BUY, 1, 100_000, client_order_id=f"c{n}")
+              for n, user in enumerate(("alice", "bob", "carol"))]
+    requests = [Request("gw", 1, 0, orders[0], after=("ledger-1", 3, 8)),
+                Request("gw", 1, 1, orders[1], after=("ledger-0", 2, 5)),
+                Request("gw", 1, 2, orders[2], after=("ledger-1", 3, 9)),
+                Request("gw", 1, 3, CancelOrder("alice", "BTC-USD", client_order_id="c0"))]
+    frame = engine.handle_requests([[encode(requests)]], Decoder(Requests))
+    assert sorted(Decoder(EventBatch).decode(frame).after) == [("ledger-0", 2, 5), ("ledger-1", 3, 9)]
+    assert engine.on_durable(Durable("e1", 6, -1, -1)) == ([], [], [])  # another start's: not ours
+    with pytest.raises(JournalError, match="refuses epoch 7"):
+        engine.on_durable(Durable("e1", 7, -1, -1))

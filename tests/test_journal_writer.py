@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,43 @@ def test_batches_in_order_are_written_and_advance_the_position():
     to_write, gaps = sequencer.accept([batch(1), batch(2)])
     assert written(to_write) == [(1, 1), (1, 2)] and gaps == set()
     assert sequencer.positions["e1"] == P(1, 2, 4)
+
+
+def after(b: EventBatch, *needs: tuple[str, int, int]) -> EventBatch:
+    return msgspec.structs.replace(b, after=list(needs))
+
+
+def test_an_engine_batch_waits_for_the_ledger_batch_that_holds_its_holds():
+    sequencer = Sequencer({"e1": P(1, 0, 0), "ledger-0": P(3, 4, 8)})
+    needs_5 = after(batch(1), ("ledger-0", 3, 5))
+    to_write, gaps = sequencer.accept([needs_5])
+    assert to_write == [] and gaps == {"ledger-0"}  # held; the missing ledger batch is asked for
+    to_write, gaps = sequencer.accept([batch(2), batch(5, epoch=3, engine="ledger-0")])
+    assert [(b.engine, b.batch) for b in to_write] == [("ledger-0", 5), ("e1", 1), ("e1", 2)] and gaps == set()
+    # arriving together, the ledger batch is still written first
+    to_write, _ = sequencer.accept([after(batch(3), ("ledger-0", 3, 6)), batch(6, epoch=3, engine="ledger-0")])
+    assert [(b.engine, b.batch) for b in to_write] == [("ledger-0", 6), ("e1", 3)]
+
+
+def test_a_ledger_batch_written_before_its_shard_restarted_still_counts():
+    sequencer = Sequencer({"e1": P(1, 0, 0), "ledger-0": P(3, 6, 12)})
+    sequencer.open_epoch("ledger-0", 4)
+    to_write, _ = sequencer.accept([after(batch(1), ("ledger-0", 3, 6))])
+    assert written(to_write) == [(1, 1)]
+    old = Sequencer({"e1": P(1, 0, 0), "ledger-0": P(4, 7, 14)}, lambda stream, epoch: {3: 6}[epoch])
+    assert written(old.accept([after(batch(1), ("ledger-0", 3, 6))])[0]) == [(1, 1)]
+
+
+def test_an_engine_epoch_that_needs_a_ledger_batch_lost_in_a_restart_is_refused():
+    sequencer = Sequencer({"e1": P(1, 0, 0), "ledger-0": P(3, 4, 8)})
+    assert sequencer.accept([after(batch(1), ("ledger-0", 3, 5))])[0] == []
+    sequencer.open_epoch("ledger-0", 4)  # the shard restarted before the journal had its batch 5
+    to_write, _ = sequencer.accept([batch(5, epoch=4, engine="ledger-0"), batch(2)])
+    assert [(b.engine, b.batch) for b in to_write] == [("ledger-0", 5)]  # the new epoch's 5 is another batch
+    assert ("e1", 1) in sequencer.refused
+    assert sequencer.accept([batch(3)])[0] == []  # nothing more of that engine epoch
+    sequencer.open_epoch("e1", 2)  # the engine starts again
+    assert written(sequencer.accept([batch(1, epoch=2)])[0]) == [(2, 1)]
 
 
 def test_a_batch_seen_before_is_dropped():

@@ -11,7 +11,7 @@ from exchange.wire import sockets
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, Command, PlaceOrder, ReplaceOrder
-from exchange.errors import WireError
+from exchange.errors import JournalError, WireError
 from exchange.wire.messages import (
     Decoder, Durable, Entry, EventBatch, Reply, ReplayRequest, Request, Requests, encode,
 )
@@ -56,6 +56,7 @@ class Engine:
         """
         handle = self.matcher.handle
         entries, replies, market_data = [], [], []
+        after: dict[str, tuple[int, int]] = {}  # ledger stream → (epoch, batch) this batch's holds are in
         first_seq = self.matcher.seq + 1
         oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
         for parts in frames:
@@ -78,6 +79,9 @@ class Engine:
                     entries.append(Entry(request.gateway, request.session, request.request_id, command, []))
                     continue
                 events = handle(command)
+                if request.after is not None:
+                    stream, epoch, batch = request.after
+                    after[stream] = max(after.get(stream, (0, 0)), (epoch, batch))
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                      events))
                 replies.append(Reply(request.session, request.request_id,
@@ -93,7 +97,7 @@ class Engine:
             self.checkpoint_seq = self.matcher.seq
         state = self.checkpoint_parts.popleft() if self.checkpoint_parts else b""
         frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state,
-                                  time.time_ns()))
+                                  time.time_ns(), [(stream, *position) for stream, position in after.items()]))
         count = self.matcher.seq - first_seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
@@ -102,6 +106,10 @@ class Engine:
 
     def on_durable(self, durable: Durable) -> tuple[list[Reply], list, list[bytes]]:
         """Advance the watermark; return the replies, market data and batch frames it releases."""
+        if durable.engine == self.name and durable.epoch == self.epoch and durable.batch < 0:
+            raise JournalError(f"engine {self.name}: the journal refuses epoch {self.epoch} (a batch of it holds"
+                               " orders whose holds a restarted ledger shard lost); starting again from the"
+                               " journal, where nothing of those batches is")
         if durable.engine != self.name or durable.epoch != self.epoch or durable.batch <= self.durable_batch:
             return [], [], []
         self.durable_batch = durable.batch

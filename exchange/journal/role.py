@@ -74,7 +74,8 @@ def run(config: Config, name: str = "journal-writer") -> None:
     security = MeshSecurity.for_role(config, "journal-writer")  # before the journal: fail fast
     db = open_db(spec.path, spec.synchronous)
     writer = Writer(db, config.instrument_map())
-    sequencer = Sequencer(positions(db.conn, config.streams()))
+    sequencer = Sequencer(positions(db.conn, config.streams()), lambda stream, epoch: db.conn.execute(
+        "SELECT COALESCE(MAX(batch), 0) FROM batches WHERE engine=? AND epoch=?", (stream, epoch)).fetchone()[0])
     stopper = sockets.Stopper()
     ctx = sockets.context()
     auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
@@ -147,7 +148,10 @@ def run(config: Config, name: str = "journal-writer") -> None:
                 changed = set(sequencer.positions)
             for engine in changed:
                 pos = sequencer.positions[engine]
-                watermarks.send(encode(Durable(engine, pos.epoch, pos.batch, pos.seq)))
+                if (engine, pos.epoch) in sequencer.refused:  # it waits on a lost ledger batch: start again
+                    watermarks.send(encode(Durable(engine, pos.epoch, -1, -1)))
+                else:
+                    watermarks.send(encode(Durable(engine, pos.epoch, pos.batch, pos.seq)))
     finally:
         for sock in (events, watermarks, recovery, *replay.values()):
             sock.close()

@@ -3,11 +3,19 @@
 Only the engine's current epoch (the last one the writer opened for it) is written: a batch of an
 older epoch comes from a process that has since restarted, and nothing it sent was released.
 Within an epoch, batches must arrive in order, ``batch`` +1 each.
+
+An engine batch that names ledger shards' batches (``EventBatch.after``: the batches holding the
+holds of its orders) is written only once they are, in the same transaction or an earlier one, so
+no order's execution is durable before its hold. If such a ledger batch can never come (its shard
+restarted before the journal had it, and batch numbers went on in a new epoch), the engine's epoch
+is refused (``refused``): nothing more of it is written, and the engine is told to start again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+
 from exchange.wire.messages import EventBatch
 from exchange.journal.readers import EnginePosition
 
@@ -25,26 +33,33 @@ class Sequencer:
     older epoch comes from a process that has since restarted, and nothing it sent was released.
     """
 
-    def __init__(self, positions: dict[str, EnginePosition]):
+    def __init__(self, positions: dict[str, EnginePosition],
+                 last_batch_of: Callable[[str, int], int] = lambda stream, epoch: 0):
+        """``last_batch_of(stream, epoch)``: the last batch the journal holds of an epoch that ended
+        before this writer started (it keeps the later ones itself)."""
         self.positions = dict(positions)
         self.held: dict[str, dict[int, EventBatch]] = {}
         self.foreign: set[tuple[str, int]] = set()  # (engine, epoch) never opened here, already logged
         self.stale: set[tuple[str, int]] = set()  # (engine, older epoch) whose batches were dropped, logged
         self.opened: dict[str, tuple[int, int]] = {}  # engine → (nonce, epoch) of its last OpenEpoch
+        self.refused: set[tuple[str, int]] = set()  # (engine, epoch) whose batches wait for a lost ledger batch
+        self.epoch_ends: dict[tuple[str, int], int] = {}  # (stream, ended epoch) → its last written batch
+        self.last_batch_of = last_batch_of
 
     def open_epoch(self, engine: str, epoch: int) -> EnginePosition:
         """``engine`` restarted in ``epoch``: from now on only that epoch's batches count."""
         pos = self.positions.get(engine, EnginePosition())
+        self.epoch_ends[(engine, pos.epoch)] = pos.batch
         self.positions[engine] = pos = EnginePosition(epoch, pos.batch, pos.seq)
         self.held.pop(engine, None)
         return pos
 
     def accept(self, batches: list[EventBatch]) -> tuple[list[EventBatch], set[str]]:
-        """(batches to write in order, engines with a gap before a held batch)."""
-        to_write, gaps = [], set()
+        """(batches to write in order, streams to ask for a replay: a gap before a held batch, or a
+        ledger batch that an engine batch waits for and that has not come)."""
         for b in batches:
             pos = self.positions.get(b.engine, EnginePosition())
-            if b.epoch != pos.epoch or b.batch <= pos.batch:
+            if b.epoch != pos.epoch or b.batch <= pos.batch or (b.engine, b.epoch) in self.refused:
                 if b.epoch > pos.epoch and (b.engine, b.epoch) not in self.foreign:
                     self.foreign.add((b.engine, b.epoch))
                     log.error("%s sends epoch %d, which this journal never opened (it is at %d):"
@@ -53,16 +68,58 @@ class Sequencer:
                     self.stale.add((b.engine, b.epoch))
                     log.warning("%s sends batches of its epoch %d, but it has started again since (epoch %d):"
                                 " dropping them (nothing of them was released)", b.engine, b.epoch, pos.epoch)
-                continue  # an older start's, or already written
-            held = self.held.setdefault(b.engine, {})
-            held[b.batch] = b
-            while pos.batch + 1 in held:
-                nxt = held.pop(pos.batch + 1)
-                to_write.append(nxt)
-                pos = EnginePosition(nxt.epoch, nxt.batch, nxt.last_seq)
-            self.positions[b.engine] = pos
-            if held:
-                gaps.add(b.engine)
-                if len(held) > MAX_HELD_BATCHES:
-                    held.clear()  # they will come again with the replay
-        return to_write, gaps
+                continue  # an older start's, already written, or of a refused epoch
+            self.held.setdefault(b.engine, {})[b.batch] = b
+        to_write: list[EventBatch] = []
+        waiting: set[str] = set()
+        progress = True
+        while progress:  # ledger batches first makes the engine batches that wait on them writable
+            progress = False
+            waiting = set()
+            for stream, held in self.held.items():
+                pos = self.positions.get(stream, EnginePosition())
+                while pos.batch + 1 in held:
+                    nxt = held[pos.batch + 1]
+                    missing = self._missing(nxt)
+                    if missing is None:  # a ledger batch it needs is lost for good
+                        self._refuse(stream, nxt.epoch)
+                        held.clear()
+                        break
+                    if missing:
+                        waiting.update(missing)
+                        break
+                    del held[pos.batch + 1]
+                    to_write.append(nxt)
+                    pos = EnginePosition(nxt.epoch, nxt.batch, nxt.last_seq)
+                    progress = True
+                self.positions[stream] = pos
+        gaps = {stream for stream, held in self.held.items()
+                if held and self.positions.get(stream, EnginePosition()).batch + 1 not in held}
+        for stream, held in self.held.items():
+            if len(held) > MAX_HELD_BATCHES:
+                held.clear()  # they will come again with the replay
+        return to_write, gaps | {s for s in waiting if not self.held.get(s)}
+
+    def _missing(self, batch: EventBatch) -> set[str] | None:
+        """The ledger streams whose batches ``batch`` waits for (empty: none), or None if one never comes."""
+        missing = set()
+        for stream, epoch, needed in batch.after:
+            pos = self.positions.get(stream, EnginePosition())
+            if pos.epoch == epoch:
+                if pos.batch < needed:
+                    missing.add(stream)
+            elif pos.epoch > epoch:  # that shard has restarted since: did its old epoch get that far?
+                end = self.epoch_ends.get((stream, epoch))
+                if end is None:
+                    end = self.epoch_ends[(stream, epoch)] = self.last_batch_of(stream, epoch)
+                if end < needed:
+                    return None
+            else:
+                missing.add(stream)  # an epoch this writer has not opened yet: it will, or never
+        return missing
+
+    def _refuse(self, engine: str, epoch: int) -> None:
+        if (engine, epoch) not in self.refused:
+            self.refused.add((engine, epoch))
+            log.error("%s epoch %d: a batch of it needs a ledger batch that its shard lost when it restarted;"
+                      " writing nothing more of this epoch, and telling the engine to start again", engine, epoch)

@@ -7,11 +7,12 @@ No sockets here (exchange.ledger.role has them). One loop turn of the role:
     seal()                    this turn's entries as one EventBatch frame for the journal
 
 and then, as the journal's watermark passes each batch, ``on_durable`` hands back what that batch
-released, in the order it was decided: the held orders and the cancels to pass on to engines, the
-replies for the gateway, the balance changes for the private feed. Nothing leaves before the
-journal holds the hold behind it: an ACK (which comes from the engine) always follows a durable
-hold. A request that needs no journaling (a cancel, a balance question) is released with the
-batch before it, or at once when nothing waits, so a user's requests keep their order.
+released, in the order it was decided: the replies for the gateway and the balance changes for
+the private feed. Held orders and cancels go on to their engines at once, in the order they came
+(so a cancel never overtakes its order); a held order names the shard's batch that holds its hold
+(``Request.after``), and the journal writes the engine's batch of it only after that one, so an
+ACK (which comes from the engine, once its batch is durable) always follows a durable hold. A
+balance question is answered with the batch before it, or at once when nothing waits.
 """
 
 from __future__ import annotations
@@ -138,12 +139,12 @@ class Shard:
                 held = event.command
                 if event.budget:
                     held = _replace(held, funds=event.budget)
-                self.outputs.append(("forward", engine, Request(request.gateway, request.session,
+                self.outputs.append(("held", engine, Request(request.gateway, request.session,
                                                                 request.request_id, held)))
                 self.awaiting[(user, event.hold.client_order_id)] = (engine, held.ts_received)
                 self.balance_changed(user)
             elif type(event) is ReplaceHeld:
-                self.outputs.append(("forward", self.owner[event.hold.symbol], Request(request.gateway, request.session,
+                self.outputs.append(("held", self.owner[event.hold.symbol], Request(request.gateway, request.session,
                                                                 request.request_id, event.command)))
                 if event.entry is not None:
                     self.balance_changed(user)
@@ -216,22 +217,39 @@ class Shard:
                     self.balance_changed(event.user)
 
     def seal(self) -> tuple[bytes | None, Released | None]:
-        """(the EventBatch frame of this turn's entries, or None; what may leave at once, or None)."""
+        """(the EventBatch frame of this turn's entries, or None; what may leave at once, or None).
+
+        Orders and cancels leave at once, in order: a held order names this batch (``after``), and the
+        journal writes its engine's batch only after this one. Replies and balances wait for the
+        watermark, behind any batch before them."""
         entries, outputs = self.entries, self.outputs
         self.entries, self.outputs = [], []
         if self.changed:
             outputs.extend(("balances", user, self.balances(user)) for user in sorted(self.changed))
             self.changed.clear()
-        if not entries:
-            if not outputs:
-                return None, None
-            if self.unreleased:  # behind the batch before them, in order
-                self.unreleased[-1][1].extend(outputs)
-                return None, None
-            released = Released({}, [], {})
-            for output in outputs:
-                released.add(output)
-            return None, released
+        frame = None
+        if entries:
+            frame = self._batch(entries)
+        now, later = Released({}, [], {}), []
+        after = (self.name, self.epoch, self.batch)
+        for kind, target, item in outputs:
+            if kind == "held":
+                now.add(("forward", target, _replace(item, after=after)))
+            elif kind == "forward":
+                now.add(("forward", target, item))
+            else:
+                later.append((kind, target, item))
+        if frame is not None:
+            self.unreleased.append((self.batch, later))
+        elif later and self.unreleased:  # behind the batch before them, in order
+            self.unreleased[-1][1].extend(later)
+        else:
+            for output in later:
+                now.add(output)
+        return frame, now if (now.forwards or now.replies or now.balances) else None
+
+    def _batch(self, entries: list[Entry]) -> bytes:
+        """This turn's entries as the next EventBatch of the stream, retained until durable."""
         self.batch += 1
         ledger = self.ledger
         if not self.checkpoint_parts and ledger.seq - self.checkpoint_seq >= self.checkpoint_every:
@@ -244,9 +262,8 @@ class Shard:
         self.first_seq = ledger.seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
-        self.unreleased.append((self.batch, outputs))
         self.unsent.append(frame)
-        return frame, None
+        return frame
 
     # -- the journal's watermark --------------------------------------------------------------------
 

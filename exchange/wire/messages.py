@@ -69,7 +69,10 @@ class Request(_Wire):
     session: int
     request_id: int
     command: AnyCommand | LedgerRequestCommand
-    engine: str = ""  # to a ledger shard: the engine that gets the command once its hold is durable
+    engine: str = ""  # to a ledger shard: the engine the command goes on to
+    # from a ledger shard: (its stream, epoch, batch) that holds this order's hold; the journal writes
+    # the engine's batch of it only once it has written that one (EventBatch.after)
+    after: tuple[str, int, int] | None = None
 
 
 # What a gateway sends an engine: the requests of one event-loop turn. Engines still take a single
@@ -103,10 +106,18 @@ class EventBatch(_Wire):
     entries: list[Entry]
     checkpoint: bytes = b""  # now and then, one part of a checkpoint of the matcher (exchange.core.checkpoint)
     ts_matched: int = 0  # wall clock (ns) when the engine finished matching the batch
+    # (stream, epoch, batch) of the ledger shards' batches that hold the holds of this batch's orders:
+    # the journal writes this batch only after them, in the same transaction or an earlier one
+    after: list[tuple[str, int, int]] = []
 
 
 class Durable(_Wire):
-    """The journal holds every batch of ``engine`` up to ``batch`` (events up to ``seq``)."""
+    """The journal holds every batch of ``engine`` up to ``batch`` (events up to ``seq``).
+
+    ``batch`` -1 refuses the epoch: a batch of it depends on a ledger shard's batch that was lost
+    when the shard restarted (``EventBatch.after``), so the journal writes nothing more of that
+    epoch, and the engine restarts from the journal (nothing of the refused batches was released).
+    """
 
     engine: str
     epoch: int

@@ -51,28 +51,28 @@ def funded(user: str, usd_text: str = "1000") -> Shard:
     return shard
 
 
-def test_a_held_order_goes_to_its_engine_only_once_its_hold_is_durable():
+def test_a_held_order_goes_to_its_engine_at_once_naming_the_batch_that_holds_its_hold():
     shard = funded("alice")
     # 1 lot of 0.0001 BTC at 100.00 (10000 ticks): 0.01 USD plus the taker fee, rounded up
     shard.handle_requests([frame(Request("gw/1", 7, 41, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"))])
     batch_frame, now = shard.seal()
-    assert now is None and batch_frame is not None
     batch = Decoder(EventBatch).decode(batch_frame)
     assert batch.engine == "ledger-" + str(shard.ledger.shard) and batch.batch == 2
     assert [type(e) for e in batch.entries[0].events] == [OrderHeld]
-    released = shard.on_durable(durable(shard))
-    [request] = released.forwards["e1"]
+    [request] = now.forwards["e1"]
     assert (request.gateway, request.session, request.request_id) == ("gw/1", 7, 41)
     assert request.command == buy("alice", 1, 10000, "a1", ts_received=request.command.ts_received)
-    assert released.replies == []
-    assert released.balances["alice"].balances[-1].asset == "USD"
+    assert request.after == (shard.name, shard.epoch, 2)  # the journal writes the engine's batch after it
+    assert now.replies == [] and now.balances == {}  # what users are told waits for the watermark
+    released = shard.on_durable(durable(shard))
+    assert released.forwards == {} and released.balances["alice"].balances[-1].asset == "USD"
     assert shard.ledger.balance("alice", "USD")[1] == 10000 + 3  # 0.01 USD + 2.5 bps, rounded up to 3 units
 
 
 def test_short_of_funds_is_answered_once_durable_and_nothing_goes_to_the_engine():
     shard = funded("alice", "1")
     shard.handle_requests([frame(Request("gw/1", 7, 42, HoldOrder(buy("alice", 1, 4_300_000, "big")), "e1"))])
-    shard.seal()
+    assert shard.seal()[1] is None  # nothing at once
     released = shard.on_durable(durable(shard))
     assert released.forwards == {}
     [reply] = released.replies
@@ -86,20 +86,17 @@ def test_a_market_buy_with_funds_goes_on_with_its_budget_in_lots_times_ticks():
     order = PlaceOrder("alice", "BTC-USD", Side.BUY, 10, None, TimeInForce.IOC, client_order_id="m1",
                        ts_received=time.time_ns())
     shard.handle_requests([frame(Request("gw/1", 7, 43, HoldOrder(order, usd("100")), "e1"))])
-    shard.seal()
-    [request] = shard.on_durable(durable(shard)).forwards["e1"]
+    [request] = shard.seal()[1].forwards["e1"]
     assert request.command.funds == TERMS["BTC-USD"].budget(usd("100")) > 0
 
 
-def test_a_cancel_passes_on_after_the_order_before_it_and_at_once_when_nothing_waits():
+def test_a_cancel_passes_on_right_behind_the_order_before_it():
     shard = funded("alice")
     cancel = CancelOrder("alice", "BTC-USD", client_order_id="a1", ts_received=time.time_ns())
     shard.handle_requests([frame(Request("gw/1", 7, 44, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"),
                                  Request("gw/1", 7, 45, cancel, "e1"))])
     _, now = shard.seal()
-    assert now is None  # the cancel waits behind the order's hold
-    released = shard.on_durable(durable(shard))
-    assert [r.request_id for r in released.forwards["e1"]] == [44, 45]
+    assert [(r.request_id, r.after is not None) for r in now.forwards["e1"]] == [(44, True), (45, False)]
     shard.handle_requests([frame(Request("gw/1", 7, 46, cancel, "e1"))])
     batch_frame, now = shard.seal()
     assert batch_frame is None and [r.request_id for r in now.forwards["e1"]] == [46]
@@ -122,8 +119,7 @@ def engine_batch(matcher: Matcher, commands: list, ts_matched: int = 0) -> Event
 def test_settlement_follows_the_engine_and_asks_for_missing_batches():
     shard = funded("alice")
     shard.handle_requests([frame(Request("gw/1", 7, 48, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"))])
-    shard.seal()
-    [request] = shard.on_durable(durable(shard)).forwards["e1"]
+    [request] = shard.seal()[1].forwards["e1"]
     matcher = Matcher(1, [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")])
     skipped = engine_batch(matcher, [PlaceOrder("zed", "ETH-USD", Side.SELL, 1, 1)])
     accepted = engine_batch(matcher, [request.command])
