@@ -1,7 +1,7 @@
 """Questions people ask about accounts, answered from the journal's ``entries`` (lists of dicts).
 
 A user's accounts are ``<user>:available`` and ``<user>:held`` on their ledger shard's stream;
-each ``entries`` row holds the account's balance after it, so a balance is one index lookup (the
+each ``entries`` row holds the account's balance after it, so a balance is its newest row (the
 newest row of that account and asset). Amounts come out as decimal text in the asset's unit.
 """
 

@@ -73,7 +73,9 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
         db["entries"].create({"stream": str, "entry_id": int, "row": int, "seq": int, "kind": str, "account": str,
                               "asset": str, "delta": int, "balance": int, "ts_event": int},
                              pk=("stream", "entry_id", "row"))
-        db.execute("CREATE INDEX entries_account ON entries(account, asset, entry_id)")
+    # no index by account: it cost a third of a ledger batch's commit (most rows are fills' legs); one
+    # account's history is read by a scan (`exchange accounts`), off every commit path
+    db.execute("DROP INDEX IF EXISTS entries_account")
     if "epochs" not in db.table_names():
         db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
                             pk=("engine", "epoch"))

@@ -6,13 +6,13 @@ Sockets (this process binds the stable side):
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again
     publish   PUB    bound    → notifier: each user's balances after a change, on the private topic
     journal   PUSH   connect  → journal writer: EventBatch per loop turn (stream ``ledger-<shard>``)
-    durable   SUB    connect  ← journal writer: Durable watermarks (its own, and the engines')
+    durable   SUB    connect  ← journal writer: its own Durable watermarks
     engines   PUSH   connect, one per engine → the held orders and the cancels, once the hold is durable
     replies   PUSH   connect  → gateway: refusals, transfer outcomes, balances, released at the watermark
 
 Settlement reads each engine's released batches as they come; a batch that does not follow the
-last one settled, or an engine whose watermark has passed what came, is filled in from the
-journal (every released batch is in it). The engines' PUSHes queue while an engine is away, so a
+last one settled, or what the journal held a check (a second) ago and has not come, is filled in
+from the journal (every released batch is in it). The engines' PUSHes queue while an engine is away, so a
 held order reaches it when it is back; one that never does (lost with a dead engine) has its
 hold released once the engine has matched past the age at which it would refuse it
 (Shard.lost_holds). With ``mesh_curve`` on, sockets are CURVE like the engines'.
@@ -32,7 +32,7 @@ from exchange.core.messages import CancelAll
 from exchange.errors import JournalError, WireError
 from exchange.journal import handshake
 from exchange.journal.ledger_readers import recover_ledger, released_batches
-from exchange.journal.readers import EnginePosition
+from exchange.journal.readers import EnginePosition, read_positions
 from exchange.ledger.shard import Released, Shard
 from exchange.wire import sockets
 from exchange.wire.messages import (
@@ -48,7 +48,6 @@ MAX_SETTLE_PER_TURN = 200  # engine batches per loop turn
 CATCH_UP_EVENTS = 20_000  # engine events read from the journal at a time
 MAX_UNSENT_FORWARDS = 10_000  # Requests messages waiting for an engine's queue: beyond, stop reading requests
 CHECK_EVERY_S = 1.0  # lost holds and settlement behind the engines' watermarks
-BEHIND_FOR_S = 1.0  # an engine's watermark this long past what came to settle: read the journal
 FLUSH_ON_STOP_S = 2.0
 
 
@@ -81,15 +80,14 @@ class LedgerProcess:
                                          peer="journal-writer")
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
                                       peer="journal-writer")
-        for stream in (spec.name, *(e.name for e in config.engines)):  # its own, and the engines' (to settle)
-            self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(stream))
+        self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(spec.name))  # its own watermarks only
         self.engines = {e.name: sockets.socket(ctx, zmq.PUSH, connect=e.commands, security=security, peer=e.role)
                         for e in config.engines}
         self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
                                       peer="gateway")
         self.unsent_forwards: dict[str, deque[bytes]] = {name: deque() for name in self.engines}
         self.batches, self.durables, self.replays = Decoder(EventBatch), Decoder(Durable), Decoder(ReplayRequest)
-        self.engine_durable: dict[str, tuple[int, float]] = {}  # engine → (its durable seq, when first seen ahead)
+        self.journal_seen: dict[str, int] = {}  # engine → the last seq the journal held at the last check
         self.replaying: dict[tuple[bytes, ...], int] = {}
         self.opening_balances()
         for engine in self.engines:
@@ -151,7 +149,7 @@ class LedgerProcess:
             now = time.monotonic()
             if now - last_check >= CHECK_EVERY_S:
                 last_check = now
-                self.check(now)
+                self.check()
             self.end_turn()
 
     def end_turn(self) -> None:
@@ -170,14 +168,9 @@ class LedgerProcess:
             except WireError as e:
                 log.warning("durable: dropped %s", e)
                 continue
-            if durable.engine == shard.name:
-                released = shard.on_durable(durable)
-                if released is not None:
-                    self.send(released)
-            elif durable.engine in self.engines:
-                seen = self.engine_durable.get(durable.engine)
-                if seen is None or seen[0] != durable.seq:
-                    self.engine_durable[durable.engine] = (durable.seq, time.monotonic())
+            released = shard.on_durable(durable)
+            if released is not None:
+                self.send(released)
 
     def on_settle(self) -> None:
         for parts in sockets.drain(self.settle, MAX_SETTLE_PER_TURN):
@@ -195,7 +188,7 @@ class LedgerProcess:
                     log.warning("settle: %s batch %d does not follow what the journal holds yet; later",
                                 batch.engine, batch.batch)
 
-    def check(self, now: float) -> None:
+    def check(self) -> None:
         """Release the holds of orders that never reached their engine; read the journal for
         settlement the engines' pushes did not bring."""
         shard = self.shard
@@ -206,9 +199,12 @@ class LedgerProcess:
         for engine in nudge:  # a command that changes nothing, so that the engine matches a batch
             shard.outputs.append(("forward", engine, Request("", 0, 0, CancelAll("", None, time.time_ns(),
                                                                                order_ids=()))))
-        for engine, (seq, since) in self.engine_durable.items():
-            if seq > shard.settled_to(engine) and now - since >= BEHIND_FOR_S:
+        # what the journal held a check ago and has not come to settle was lost on the way: read it
+        for engine, seq in self.journal_seen.items():
+            if shard.settled_to(engine) < seq:
                 self.catch_up(engine)
+        self.journal_seen = {engine: pos.seq for engine, pos in
+                             read_positions(self.config.journal.path, list(self.engines)).items()}
         shard.flush_skipped()
 
     # -- sending, never blocking ------------------------------------------------------------------------
