@@ -163,3 +163,19 @@ def test_a_replace_that_needs_more_holds_the_difference_first_or_is_refused(acco
         # a smaller order needs less: the surplus comes back once the engine has replaced it
         assert carol.request("REPLACE #r1 2 @ 100").startswith("ACK ")
         settles_to(carol, "USD", ("799.950000", "200.050000"))
+
+
+def test_watch_mine_shows_the_users_balances_as_the_ledger_changes_them(accounts_mesh):
+    from test_market_data import DEMO_SECRETS
+    from test_watch_mine import probe_with, read_until, start_watch
+
+    watch = start_watch(accounts_mesh, "AAPL", "alice", DEMO_SECRETS["alice"])
+    try:
+        with accounts_mesh.login("alice") as alice:
+            # each probe holds and releases 1 × 5.00 USD (+ fee): balance lines follow the hold and the release
+            out = read_until(watch, b"BALANCE USD available 994.998750 held 5.001250",
+                             probe=probe_with(alice, "BUY AAPL 1 @ 5.00"))
+            read_until(watch, b"BALANCE USD available 1000.000000 held 0.000000", out)
+    finally:
+        watch.terminate()
+        watch.wait(10)
