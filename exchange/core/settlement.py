@@ -21,6 +21,10 @@ against its hold; a sell's against what the fill paid it.
 
 Each fill's legs go through ``*clearing``, so a shard settles its own user's side alone; the
 other side's shard books the opposite legs, and ``*clearing`` nets to zero across shards.
+
+An event of an order the ledger never held is not settled: that order was accepted before the
+shard began settling its engine (accounts turned on over an existing journal; docs/accounts.md).
+An order accepted without its hold, once the shard settles the engine, is a bug and raises.
 """
 
 from __future__ import annotations
@@ -85,8 +89,10 @@ def _settle_one(ledger: Ledger, engine: str, event) -> OrderSettled | None:
     if type(event) is OrderRejected:
         return _rejected(ledger, engine, event)
     key = ledger.orders.get(event.order_id)
-    if key is None or key[0] != event.user:
-        raise ValueError(f"engine {engine} event {event.seq}: no open order {event.order_id} of {event.user}")
+    if key is None:
+        return None  # an order accepted before this shard settled its engine (accounts turned on later)
+    if key[0] != event.user:
+        raise ValueError(f"engine {engine} event {event.seq}: order {event.order_id} is {key[0]}'s, not {event.user}'s")
     hold = ledger.holds[key]
     terms = ledger.terms[hold.symbol]
     writer = ledger.writer()

@@ -89,6 +89,8 @@ class LedgerProcess:
         self.batches, self.durables, self.replays = Decoder(EventBatch), Decoder(Durable), Decoder(ReplayRequest)
         self.journal_seen: dict[str, int] = {}  # engine → the last seq the journal held at the last check
         self.replaying: dict[tuple[bytes, ...], int] = {}
+        if ledger.seq == 0:  # a new shard over an existing history: it settles from now on
+            self.start_settling_now()
         self.opening_balances()
         for engine in self.engines:
             self.catch_up(engine)
@@ -106,6 +108,15 @@ class LedgerProcess:
                 if ref not in ledger.transfers:
                     self.shard.handle_own(DepositFunds(user.name, asset, assets[asset].to_units(amount), ref,
                                                        time.time_ns()))
+
+    def start_settling_now(self) -> None:
+        """Settle each engine from where its journaled history ends now: the orders it holds were
+        placed without accounts (docs/accounts.md, "Turning accounts on")."""
+        for engine, pos in read_positions(self.config.journal.path, list(self.engines)).items():
+            if pos.seq:
+                log.warning("%s: accounts begin at %s seq %d; its earlier orders hold no funds and are not"
+                            " settled", self.shard.name, engine, pos.seq)
+                self.shard.settle_events(engine, pos.epoch, 1, pos.seq, [])
 
     def catch_up(self, engine: str) -> None:
         """Settle what the journal holds of ``engine`` beyond what this shard settled (bounded per call)."""

@@ -179,3 +179,23 @@ def test_watch_mine_shows_the_users_balances_as_the_ledger_changes_them(accounts
     finally:
         watch.terminate()
         watch.wait(10)
+
+
+def test_accounts_turned_on_over_a_journal_with_open_orders_settle_from_then_on(tmp_path):
+    from exchange.testing.mesh import without_accounts
+
+    on = accounts_config(tmp_path)
+    off = tmp_path / "off.yaml"
+    off.write_text(without_accounts(on.read_text()))
+    with Mesh(off) as mesh, mesh.login("alice") as alice:
+        assert alice.request("SELL AAPL 5 @ 190 #old").startswith("ACK ")  # rests, holding nothing
+    with Mesh(on) as mesh, mesh.login("bob") as bob, mesh.login("alice") as alice:
+        assert bob.request("BUY AAPL 2 @ 190 #new").startswith("ACK ")
+        # bob's side settles: 380 + 0.095 taker fee; alice's order came before accounts: hers does not
+        settles_to(bob, "USD", ("619.905000", "0.000000"))
+        assert balance(bob, "AAPL") == ("12", "0")
+        assert balance(alice, "AAPL") == ("10", "0") and balance(alice, "USD") == ("1000.000000", "0.000000")
+        assert alice.request("SELL AAPL 1 @ 191 #after").startswith("ACK ")  # new orders hold as usual
+        assert balance(alice, "AAPL") == ("9", "1")
+    out = verify(on)
+    assert "*clearing" in out  # the note: one side of that trade went through clearing alone
