@@ -116,13 +116,14 @@ def hold_order(ledger: Ledger, cmd: HoldOrder) -> LedgerEvent:
 def hold_replace(ledger: Ledger, cmd: HoldReplace) -> LedgerEvent:
     """R1 for a replace: ``ReplaceHeld`` with its extra hold (if any), or ``HoldRejected``."""
     replace = cmd.replace
-    key = ledger.orders.get(replace.order_id) or (replace.user, replace.client_order_id)
+    key = ledger.orders.get(replace.order_id) or (replace.user, cmd.client_order_id or replace.client_order_id)
     hold = ledger.holds.get(key)
     name = replace.order_id or f"#{replace.client_order_id}"
-    if hold is None or hold.user != replace.user:
+    if hold is None or hold.user != replace.user or (replace.order_id and hold.order_id not in ("", replace.order_id)):
         return ledger.rejected(replace, RejectCode.NOT_YOUR_ORDER, f"no open order {name} of user {replace.user}")
-    if not hold.order_id:
-        return ledger.rejected(replace, RejectCode.BUSY, f"order {name} is not accepted yet; try again")
+    # an order its engine has not accepted yet (or whose acceptance is not settled yet) is replaced
+    # all the same: the replace reaches the engine after the order, and if the order is refused,
+    # its whole hold, this replace's extra included, comes back
     terms = ledger.terms[hold.symbol]
     instrument = terms.instrument
     if instrument.qty_problem(replace.qty):

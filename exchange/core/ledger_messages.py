@@ -104,9 +104,13 @@ class HoldOrder(LedgerCommand):
 
 
 class HoldReplace(LedgerCommand):
-    """Hold what ``replace`` may need on top of its order's hold, then pass it on."""
+    """Hold what ``replace`` may need on top of its order's hold, then pass it on.
+
+    ``client_order_id`` is the order's (the replace may name it by order id only), by which the
+    ledger knows an order whose acceptance it has not settled yet."""
 
     replace: ReplaceOrder
+    client_order_id: str = ""
 
 
 class DepositFunds(LedgerCommand):

@@ -89,14 +89,16 @@ class Dispatcher:
                                               cancel_command(order_id, user, ts, request.client_order_id))
             case ReplaceRequest():
                 key = (user, request.client_order_id)
-                if request.client_order_id and key in placements:
-                    symbol, order_id = placements[key].command.symbol, ""  # not yet acknowledged
+                if request.client_order_id and key in placements:  # not yet acknowledged
+                    symbol, order_id, cid = placements[key].command.symbol, "", request.client_order_id
                 else:
                     view = self.views.own(user, request.order_id, request.client_order_id)
-                    symbol, order_id = view.symbol, view.order_id
+                    symbol, order_id, cid = view.symbol, view.order_id, view.client_order_id
                 command = replace_command(request, self.instruments[symbol], order_id, user, ts)
+                # the shard also gets the order's client order id, by which it knows the order before it
+                # has settled its acceptance
                 return self.in_flight.forward(session, slot, self.owner[symbol], command,
-                                              sent=HoldReplace(command) if self.terms else None)
+                                              sent=HoldReplace(command, cid) if self.terms else None)
             case CancelAllRequest():
                 if request.symbol is not None and request.symbol not in self.instruments:
                     raise ProtocolError(RejectCode.UNKNOWN_SYMBOL, f"no instrument {request.symbol}")

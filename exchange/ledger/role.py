@@ -44,7 +44,8 @@ from exchange.wire.security.zap import start_authenticator
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_TURN = 200  # gateway messages (each one gateway loop turn's requests) per loop turn
-MAX_SETTLE_PER_TURN = 200  # engine batches per loop turn
+MAX_SETTLE_PER_TURN = 1000  # engine batches per loop turn
+SETTLE_EVERY_S = 0.005  # engine batches gather this long before they are settled together (off the ACK path)
 CATCH_UP_EVENTS = 20_000  # engine events read from the journal at a time
 MAX_UNSENT_FORWARDS = 10_000  # Requests messages waiting for an engine's queue: beyond, stop reading requests
 CHECK_EVERY_S = 1.0  # lost holds and settlement behind the engines' watermarks
@@ -140,6 +141,7 @@ class LedgerProcess:
             poller.register(sock, zmq.POLLIN)
         busy = False
         last_check = time.monotonic()
+        settle_at = None  # when to settle the engine batches that came (the socket is not polled meanwhile)
         while not stopper.requested:
             full = (shard.retained_events >= spec.max_undurable_events
                     or max(map(len, self.unsent_forwards.values()), default=0) >= MAX_UNSENT_FORWARDS)
@@ -148,13 +150,19 @@ class LedgerProcess:
                 poller.modify(self.commands, 0 if busy else zmq.POLLIN)
                 log.warning("%s", "journal or engines behind: no longer reading requests" if busy
                             else "reading requests again")
-            ready = dict(poller.poll(100))
+            wait_ms = 100 if settle_at is None else max(0.0, (settle_at - time.monotonic()) * 1000)
+            ready = dict(poller.poll(wait_ms))
             if self.durable in ready:
                 self.on_durable()
             if self.replay in ready:
                 self.on_replay_requests()
-            if self.settle in ready:
+            if self.settle in ready:  # gather a few ms of them: one settlement, one journal batch
+                poller.modify(self.settle, 0)
+                settle_at = time.monotonic() + SETTLE_EVERY_S
+            if settle_at is not None and time.monotonic() >= settle_at:
                 self.on_settle()
+                poller.modify(self.settle, zmq.POLLIN)
+                settle_at = None
             if self.commands in ready:
                 shard.handle_requests(sockets.drain(self.commands, MAX_MESSAGES_PER_TURN))
             now = time.monotonic()
@@ -198,6 +206,7 @@ class LedgerProcess:
                 if not self.shard.settle(batch):
                     log.warning("settle: %s batch %d does not follow what the journal holds yet; later",
                                 batch.engine, batch.batch)
+        self.shard.settle_pending()
 
     def check(self) -> None:
         """Release the holds of orders that never reached their engine; read the journal for
@@ -216,7 +225,7 @@ class LedgerProcess:
                 self.catch_up(engine)
         self.journal_seen = {engine: pos.seq for engine, pos in
                              read_positions(self.config.journal.path, list(self.engines)).items()}
-        shard.flush_skipped()
+        shard.settle_pending(everything=True)
 
     # -- sending, never blocking ------------------------------------------------------------------------
 
@@ -280,7 +289,7 @@ class LedgerProcess:
     def finish(self) -> None:
         """On a clean stop, give the journal a moment to make the last batches durable and release them."""
         shard = self.shard
-        shard.flush_skipped()
+        shard.settle_pending(everything=True)
         self.end_turn()
         deadline = time.monotonic() + FLUSH_ON_STOP_S
         while (shard.retained or shard.unsent) and time.monotonic() < deadline:

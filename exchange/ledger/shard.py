@@ -86,7 +86,8 @@ class Shard:
         # (user, client order id) → (engine, ts_received) of a hold passed on and not yet accepted
         self.awaiting: dict[tuple[str, str], tuple[str, int]] = {}
         self.engine_clock: dict[str, int] = {}  # engine → ts_matched of the last batch of it settled
-        self.skipped: dict[str, tuple[int, int, int]] = {}  # engine → (epoch, first, last seq) with nothing of ours
+        # engine → (epoch, first seq, last seq, events of ours) taken in and not settled yet
+        self.unsettled: dict[str, tuple[int, int, int, list]] = {}
         self.requests = Decoder(list[Request])
         self.misrouted = 0
 
@@ -161,18 +162,19 @@ class Shard:
         self.balance_changed(command.user)
 
     def settled_to(self, engine: str) -> int:
-        """The last event of ``engine`` settled here (journaled, or skipped as none of ours)."""
+        """The last event of ``engine`` taken in here (journaled, or waiting in ``unsettled``)."""
         last = self.ledger.positions.get(engine, (0, 0))[1]
-        skipped = self.skipped.get(engine)
-        return max(last, skipped[2]) if skipped else last
+        waiting = self.unsettled.get(engine)
+        return max(last, waiting[2]) if waiting else last
 
     def settle(self, batch: EventBatch) -> bool:
-        """Settle an engine's released batch; False if batches before it are missing (nothing done:
+        """Take an engine's released batch in; False if batches before it are missing (nothing done:
         the caller fetches them from the journal and comes back).
 
-        A batch with no event of this shard's users is not journaled on its own: its range joins
-        the next one that has some, or ``flush_skipped`` (so a busy engine whose trades are all other
-        shards' costs this shard no journal writes but one every CHECK_EVERY_S)."""
+        Batches wait in ``unsettled``, consecutive ones of an engine joined into one range, until
+        ``settle_pending`` settles them as one SettleEvents (one journaled command, however many
+        batches). A range with no event of this shard's users waits for ``settle_pending(everything=True)``
+        (so a busy engine whose trades are all other shards' costs this shard one journal write a second)."""
         last = self.settled_to(batch.engine)
         if batch.first_seq > last + 1:
             return False
@@ -181,19 +183,19 @@ class Shard:
         if batch.last_seq <= last:
             return True  # settled already (or no events at all)
         mine = self.mine([event for entry in batch.entries for event in entry.events])
-        skipped = self.skipped.pop(batch.engine, None)
-        first = skipped[1] if skipped else batch.first_seq
-        if mine:
-            self.settle_events(batch.engine, batch.epoch, first, batch.last_seq, mine)
+        waiting = self.unsettled.get(batch.engine)
+        if waiting is None:
+            self.unsettled[batch.engine] = (batch.epoch, batch.first_seq, batch.last_seq, mine)
         else:
-            self.skipped[batch.engine] = (batch.epoch, first, batch.last_seq)
+            self.unsettled[batch.engine] = (batch.epoch, waiting[1], batch.last_seq, waiting[3] + mine)
         return True
 
-    def flush_skipped(self) -> None:
-        """Journal how far each engine is settled, for the batches that had nothing of ours."""
-        for engine, (epoch, first, last) in list(self.skipped.items()):
-            del self.skipped[engine]
-            self.settle_events(engine, epoch, first, last, [])
+    def settle_pending(self, everything: bool = False) -> None:
+        """Settle what waits in ``unsettled``: the ranges with events of ours (or all, ``everything``)."""
+        for engine, (epoch, first, last, events) in list(self.unsettled.items()):
+            if events or everything:
+                del self.unsettled[engine]
+                self.settle_events(engine, epoch, first, last, events)
 
     def mine(self, events: list) -> list:
         """The events that name a user of this shard."""
@@ -202,9 +204,9 @@ class Shard:
 
     def settle_events(self, engine: str, epoch: int, first_seq: int, last_seq: int, events: list) -> None:
         """Settle ``engine``'s events ``first_seq``..``last_seq`` (``events``: those of them that may be ours)."""
-        skipped = self.skipped.pop(engine, None)
-        if skipped is not None:  # they come first, and have nothing of ours
-            first_seq = min(first_seq, skipped[1])
+        waiting = self.unsettled.pop(engine, None)
+        if waiting is not None:  # they come first (``events`` may start before their end: whole batches)
+            first_seq, events = min(first_seq, waiting[1]), waiting[3] + [e for e in events if e.seq > waiting[2]]
         ledger = self.ledger
         mine = self.mine(events)
         settled = ledger.handle(SettleEvents(engine, epoch, first_seq, last_seq, mine, time.time_ns()))

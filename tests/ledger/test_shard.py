@@ -125,6 +125,8 @@ def test_settlement_follows_the_engine_and_asks_for_missing_batches():
     accepted = engine_batch(matcher, [request.command])
     assert not shard.settle(accepted)  # a gap: batch 1's events never came
     assert shard.settle(skipped) and shard.settle(accepted)
+    assert shard.ledger.holds[("alice", "a1")].order_id == ""  # taken in, settled a moment later
+    shard.settle_pending()
     hold = shard.ledger.holds[("alice", "a1")]
     assert hold.order_id and isinstance(accepted.entries[0].events[0], OrderAccepted)
     assert ("alice", "a1") not in shard.awaiting
@@ -148,16 +150,62 @@ def test_a_hold_whose_order_never_reached_the_engine_is_released_once_the_engine
     assert shard.ledger.balance("alice", "USD") == (usd("1000"), 0)
 
 
-def test_a_batch_with_nothing_of_the_shards_users_is_not_journaled_until_a_flush():
+def test_a_batch_with_nothing_of_the_shards_users_is_not_journaled_until_everything_is_settled():
     shard = funded("alice")
     other = next(u for u in ("bob", "carol", "dave", "erin") if not shard.ledger.owns(u))
     matcher = Matcher(1, [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")])
     theirs = engine_batch(matcher, [PlaceOrder(other, "ETH-USD", Side.SELL, 1, 1)])
     assert shard.settle(theirs)
+    shard.settle_pending()
     assert shard.seal() == (None, None) and shard.settled_to("e1") == matcher.seq
     assert shard.ledger.positions == {}  # nothing journaled for it yet
-    shard.flush_skipped()
+    shard.settle_pending(everything=True)
     batch_frame, _ = shard.seal()
     [entry] = Decoder(EventBatch).decode(batch_frame).entries
     assert entry.command.first_seq == 1 and entry.command.last_seq == matcher.seq
     assert shard.ledger.positions["e1"][1] == matcher.seq
+
+
+def test_consecutive_engine_batches_settle_as_one_journaled_command():
+    shard = funded("alice")
+    shard.handle_requests([frame(Request("gw/1", 7, 50, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"),
+                                 Request("gw/1", 7, 51, HoldOrder(buy("alice", 1, 10000, "a2")), "e1"))])
+    first, second = shard.seal()[1].forwards["e1"]
+    shard.seal()
+    matcher = Matcher(1, [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")])
+    one, two = engine_batch(matcher, [first.command]), engine_batch(matcher, [second.command])
+    assert shard.settle(one) and shard.settle(two) and shard.settle(one)  # the third: taken in already
+    shard.settle_pending()
+    [entry] = Decoder(EventBatch).decode(shard.seal()[0]).entries
+    assert (entry.command.first_seq, entry.command.last_seq) == (one.first_seq, two.last_seq)
+    assert all(shard.ledger.holds[("alice", cid)].order_id for cid in ("a1", "a2"))
+
+
+def test_a_replace_right_after_the_ack_holds_before_the_shard_has_settled_the_acceptance():
+    from exchange.core.ledger_messages import HoldReplace
+    from exchange.core.messages import ReplaceOrder
+
+    shard = funded("alice")
+    shard.handle_requests([frame(Request("gw/1", 7, 60, HoldOrder(buy("alice", 1, 10000, "r1")), "e1"))])
+    [order] = shard.seal()[1].forwards["e1"]
+    matcher = Matcher(1, [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")])
+    accepted = engine_batch(matcher, [order.command])  # the engine has accepted it: the ACK is out
+    order_id = accepted.entries[0].events[0].order_id
+    # the client replaces it by its order id before this shard has settled the acceptance
+    replace = ReplaceOrder("alice", "BTC-USD", 3, 10000, order_id, ts_received=time.time_ns())
+    shard.handle_requests([frame(Request("gw/1", 7, 61, HoldReplace(replace, "r1"), "e1"))])
+    _, now = shard.seal()
+    [forwarded] = now.forwards["e1"]
+    assert forwarded.command == replace
+    assert shard.ledger.balance("alice", "USD")[1] == 3 * 10000 + 8  # 0.03 USD + its taker fee, rounded up
+    assert shard.settle(accepted) and shard.settle(engine_batch(matcher, [replace]))
+    shard.settle_pending()
+    hold = shard.ledger.holds[("alice", "r1")]
+    assert (hold.order_id, hold.qty, hold.pending) == (order_id, 3, ())
+    assert shard.ledger.problems() == []
+    # naming an order id that is not the one the client order id holds is refused
+    other = ReplaceOrder("alice", "BTC-USD", 2, 10000, "1-999", ts_received=time.time_ns())
+    shard.handle_requests([frame(Request("gw/1", 7, 62, HoldReplace(other, "r1"), "e1"))])
+    shard.seal()
+    [reply] = shard.on_durable(durable(shard)).replies
+    assert reply.events[0].code is RejectCode.NOT_YOUR_ORDER
