@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_TURN = 200  # gateway messages (each one gateway loop turn's requests) per loop turn
 MAX_SETTLE_PER_TURN = 1000  # engine batches per loop turn
-SETTLE_EVERY_S = 0.005  # engine batches gather this long before they are settled together (off the ACK path)
+SETTLE_EVERY_S = 0.005  # engine batches gather this long (or until requests come) to be settled together
 CATCH_UP_EVENTS = 20_000  # engine events read from the journal at a time
 MAX_UNSENT_FORWARDS = 10_000  # Requests messages waiting for an engine's queue: beyond, stop reading requests
 CHECK_EVERY_S = 1.0  # lost holds and settlement behind the engines' watermarks
@@ -159,7 +159,9 @@ class LedgerProcess:
             if self.settle in ready:  # gather a few ms of them: one settlement, one journal batch
                 poller.modify(self.settle, 0)
                 settle_at = time.monotonic() + SETTLE_EVERY_S
-            if settle_at is not None and time.monotonic() >= settle_at:
+            # but before requests: what a user was told (an engine pushes before it answers) is settled
+            # before their next order holds
+            if settle_at is not None and (self.commands in ready or time.monotonic() >= settle_at):
                 self.on_settle()
                 poller.modify(self.settle, zmq.POLLIN)
                 settle_at = None
