@@ -46,14 +46,14 @@ def rendered(renderable, width: int = 100) -> str:
 
 def test_balances_are_plain_lines_in_each_assets_unit_at_the_time_they_arrived(own):
     lines = own.take(balances(("USD", 9_999_990_000, 10_000), ("BTC", 150_000_000, 0)), NOW)
-    assert lines == ["2026-12-05T19:58:01.123456Z BALANCE USD available 9999.990000 held 0.010000",
-                     "2026-12-05T19:58:01.123456Z BALANCE BTC available 1.50000000 held 0.00000000"]
+    assert lines == ["2026-12-05T19:58:01.123456Z BALANCE USD AVAILABLE 9999.990000 HELD 0.010000",
+                     "2026-12-05T19:58:01.123456Z BALANCE BTC AVAILABLE 1.50000000 HELD 0.00000000"]
 
 
 def test_only_the_balances_that_changed_make_new_lines(own):
     own.take(balances(("USD", 9_999_990_000, 10_000), ("BTC", 150_000_000, 0)), NOW)
     later = balances(("USD", 10_000_000_000, 0), ("BTC", 150_000_000, 0))  # the hold released
-    assert own.take(later, NOW + 1000) == ["2026-12-05T19:58:01.123457Z BALANCE USD available 10000.000000 held 0.000000"]
+    assert own.take(later, NOW + 1000) == ["2026-12-05T19:58:01.123457Z BALANCE USD AVAILABLE 10000.000000 HELD 0.000000"]
     assert own.take(later, NOW + 2000) == []
 
 
@@ -78,14 +78,14 @@ def test_order_events_still_show_as_mine_lines_next_to_balances(own):
         "2026-12-05T19:58:01.123456Z MINE ACK 1-7 #w1 BUY BTC-USD 0.5000 @ 43000.10 GTC",
         "2026-12-05T19:58:01.123456Z MINE FILL 1-7 #w1 0.5000 @ 43000.10 LEAVES 0.0000 TRADE 1-3",
         "2026-12-05T19:58:01.123456Z MINE OUT 1-7 #w1 FILLED",
-        "2026-12-05T19:58:01.123456Z BALANCE USD available 7849.990000 held 0.000000",
-        "2026-12-05T19:58:01.123456Z BALANCE BTC available 0.50000000 held 0.00000000",
+        "2026-12-05T19:58:01.123456Z BALANCE USD AVAILABLE 7849.990000 HELD 0.000000",
+        "2026-12-05T19:58:01.123456Z BALANCE BTC AVAILABLE 0.50000000 HELD 0.00000000",
     ]
     assert list(own.updates) == lines[2::-1]  # the view's order list: newest first, no balances
 
 
 def test_an_asset_the_config_does_not_know_shows_in_units(own):
-    assert own.take(balances(("XYZ", 12345, 6)), NOW) == ["2026-12-05T19:58:01.123456Z BALANCE XYZ available 12345 held 6"]
+    assert own.take(balances(("XYZ", 12345, 6)), NOW) == ["2026-12-05T19:58:01.123456Z BALANCE XYZ AVAILABLE 12345 HELD 6"]
 
 
 def test_watch_mine_shows_the_balances_table_with_accounts_on_and_none_with_accounts_off(tmp_path):

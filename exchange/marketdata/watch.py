@@ -83,9 +83,9 @@ def amounts(balance: Balance, asset: Asset | None) -> tuple[str, str]:
 
 
 def describe_balance(balance: Balance, asset: Asset | None) -> str:
-    """One readable line for a balance: ``BALANCE USD available 9999.990000 held 0.010000``."""
+    """One line for a balance, as BALANCE answers it: ``BALANCE USD AVAILABLE 9999.990000 HELD 0.010000``."""
     available, held = amounts(balance, asset)
-    return f"BALANCE {balance.asset} available {available} held {held}"
+    return f"BALANCE {balance.asset} AVAILABLE {available} HELD {held}"
 
 
 class Own:

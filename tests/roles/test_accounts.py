@@ -174,9 +174,9 @@ def test_watch_mine_shows_the_users_balances_as_the_ledger_changes_them(accounts
     try:
         with accounts_mesh.login("alice") as alice:
             # each probe holds and releases 1 × 5.00 USD (+ fee): balance lines follow the hold and the release
-            out = read_until(watch, b"BALANCE USD available 994.998750 held 5.001250",
+            out = read_until(watch, b"BALANCE USD AVAILABLE 994.998750 HELD 5.001250",
                              probe=probe_with(alice, "BUY AAPL 1 @ 5.00"))
-            read_until(watch, b"BALANCE USD available 1000.000000 held 0.000000", out)
+            read_until(watch, b"BALANCE USD AVAILABLE 1000.000000 HELD 0.000000", out)
     finally:
         watch.terminate()
         watch.wait(10)
