@@ -134,13 +134,7 @@ class EngineProcess:
                 self.publish.send_multipart(frames)
 
     def send_to_journal(self) -> None:
-        engine = self.engine
-        while engine.unsent:
-            try:
-                self.to_journal.send(engine.unsent[0], zmq.NOBLOCK)
-            except zmq.Again:
-                return  # the journal writer is behind or away; it replays what it misses
-            engine.unsent.popleft()
+        sockets.send_queued(self.to_journal, self.engine.unsent)  # the writer replays what it misses
 
     def on_durable(self) -> None:
         for parts in sockets.drain(self.durable):
@@ -227,12 +221,8 @@ class EngineProcess:
                         engine.retained_events)
 
     def close(self) -> None:
-        for sock in (self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies,
-                     *self.settle):
-            sock.close()
-        if self.auth is not None:
-            self.auth.stop()
-        self.ctx.term()
+        sockets.close_all([self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies,
+                           *self.settle], self.auth, self.ctx)
 
 
 def run(config: Config, name: str) -> None:

@@ -232,13 +232,7 @@ class LedgerProcess:
     # -- sending, never blocking ------------------------------------------------------------------------
 
     def send_to_journal(self) -> None:
-        unsent = self.shard.unsent
-        while unsent:
-            try:
-                self.to_journal.send(unsent[0], zmq.NOBLOCK)
-            except zmq.Again:
-                return  # the journal writer is behind or away; it replays what it misses
-            unsent.popleft()
+        sockets.send_queued(self.to_journal, self.shard.unsent)  # the writer replays what it misses
 
     def send(self, released: Released) -> None:
         for engine, requests in released.forwards.items():
@@ -256,13 +250,7 @@ class LedgerProcess:
         """Pass held orders and cancels on, in order per engine; what an engine's queue has no room
         for waits here (and, past MAX_UNSENT_FORWARDS, stops the reading of requests)."""
         for engine, unsent in self.unsent_forwards.items():
-            sock = self.engines[engine]
-            while unsent:
-                try:
-                    sock.send(unsent[0], zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                unsent.popleft()
+            sockets.send_queued(self.engines[engine], unsent)
 
     # -- replay for the journal writer --------------------------------------------------------------
 
@@ -305,12 +293,8 @@ class LedgerProcess:
                         shard.retained_events)
 
     def close(self) -> None:
-        for sock in (self.commands, self.settle, self.replay, self.publish, self.to_journal, self.durable,
-                     self.replies, *self.engines.values()):
-            sock.close()
-        if self.auth is not None:
-            self.auth.stop()
-        self.ctx.term()
+        sockets.close_all([self.commands, self.settle, self.replay, self.publish, self.to_journal, self.durable,
+                           self.replies, *self.engines.values()], self.auth, self.ctx)
 
 
 def run(config: Config, name: str) -> None:

@@ -228,16 +228,9 @@ def check(config: Config, observed: Observed, log_text: str) -> list[str]:
         seqs = [s for (s,) in conn.execute("SELECT seq FROM events WHERE engine=? ORDER BY seq", (spec.name,))]
         if seqs != list(range(1, len(seqs) + 1)):
             faults.append(f"{spec.name}: journaled seqs are not 1..{len(seqs)}")
-        stops = re.findall(rf"stopped: engine {spec.name} at seq (\d+) digest (\w+)", log_text)
-        if not stops:
-            faults.append(f"{spec.name}: no clean stop with a digest in the log")
-            continue
-        seq, digest = int(stops[-1][0]), stops[-1][1]
-        events = [e for e in engine_events(conn, spec.name) if e.seq <= seq]
-        rebuilt = Matcher.rebuild(spec.id, [instruments[s] for s in spec.instruments], events)
-        if rebuilt.seq != seq or rebuilt.digest() != digest:
-            faults.append(f"{spec.name}: live book at seq {seq} ({digest}) differs from the journal's"
-                          f" (seq {rebuilt.seq}, {rebuilt.digest()})")
+        faults += _same_as_journal(f"engine {spec.name}", "book", log_text, lambda seq: Matcher.rebuild(
+            spec.id, [instruments[s] for s in spec.instruments],
+            [e for e in engine_events(conn, spec.name) if e.seq <= seq]))
     twice = conn.execute("SELECT user, body FROM events WHERE kind='OrderAccepted'").fetchall()
     ids = Counter((user, decode_event(body).client_order_id) for user, body in twice)
     faults += [f"{user} #{cid} was placed {n} times" for (user, cid), n in ids.items() if cid and n > 1]
@@ -254,18 +247,24 @@ def _ledger_faults(conn: sqlite3.Connection, config: Config, accepted: set[tuple
             for user, body in conn.execute("SELECT user, body FROM events WHERE kind='OrderHeld'")}
     faults = [f"{user} #{cid} was accepted without a journaled hold" for user, cid in sorted(accepted - held)]
     for spec in config.ledgers:
-        stops = re.findall(rf"stopped: {spec.name} at seq (\d+) digest (\w+)", log_text)
-        if not stops:
-            faults.append(f"{spec.name}: no clean stop with a digest in the log")
-            continue
-        seq, digest = int(stops[-1][0]), stops[-1][1]
-        events = [e for e in ledger_events(conn, spec.name) if e.seq <= seq]
-        rebuilt = Ledger.rebuild(spec.shard, len(config.ledgers), config.terms().values(), events,
-                                 config.asset_map().values())
-        if rebuilt.seq != seq or rebuilt.digest() != digest:
-            faults.append(f"{spec.name}: live ledger at seq {seq} ({digest}) differs from the journal's"
-                          f" (seq {rebuilt.seq}, {rebuilt.digest()})")
+        faults += _same_as_journal(spec.name, "ledger", log_text, lambda seq: Ledger.rebuild(
+            spec.shard, len(config.ledgers), config.terms().values(),
+            [e for e in ledger_events(conn, spec.name) if e.seq <= seq], config.asset_map().values()))
     return faults + verify_ledgers(conn, config)[0]
+
+
+def _same_as_journal(label: str, what: str, log_text: str, rebuild) -> list[str]:
+    """Whether the state ``label`` logged when it stopped ("stopped: <label> at seq N digest D") is
+    what its journaled events rebuild (``rebuild(N)``)."""
+    stops = re.findall(rf"stopped: {label} at seq (\d+) digest (\w+)", log_text)
+    if not stops:
+        return [f"{label}: no clean stop with a digest in the log"]
+    seq, digest = int(stops[-1][0]), stops[-1][1]
+    rebuilt = rebuild(seq)
+    if rebuilt.seq != seq or rebuilt.digest() != digest:
+        return [f"{label}: live {what} at seq {seq} ({digest}) differs from the journal's"
+                f" (seq {rebuilt.seq}, {rebuilt.digest()})"]
+    return []
 
 
 def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, sessions: int = 4,

@@ -113,6 +113,26 @@ def drain(sock: zmq.Socket, limit: int = 10_000) -> list[list[bytes]]:
     return messages
 
 
+def send_queued(sock: zmq.Socket, queue) -> None:
+    """Send the frames waiting in ``queue`` (a deque), oldest first, until the socket has no room:
+    what is left waits for the next call. Never blocks."""
+    while queue:
+        try:
+            sock.send(queue[0], zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        queue.popleft()
+
+
+def close_all(sockets: list[zmq.Socket], auth, ctx: zmq.Context) -> None:
+    """Close a role's sockets, stop its ZAP authenticator (if any), and end its context."""
+    for sock in sockets:
+        sock.close()
+    if auth is not None:
+        auth.stop()
+    ctx.term()
+
+
 def send_routed(router: zmq.Socket, envelope: tuple[bytes, ...], frames: list[bytes]) -> int:
     """Send ``frames`` to ``envelope`` through a ROUTER without blocking; how many went (-1: the
     requester is gone, EHOSTUNREACH with ROUTER_MANDATORY). Stops at the first that finds its queue full."""
