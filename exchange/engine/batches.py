@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from exchange.wire import sockets
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, Command, PlaceOrder, ReplaceOrder

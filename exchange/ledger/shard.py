@@ -30,7 +30,7 @@ from exchange.core.ledger_messages import (
     SettleEvents, WithdrawFunds, available_account, held_account,
 )
 from exchange.core.messages import CancelAll, CancelOrder
-from exchange.errors import RejectCode, WireError
+from exchange.errors import WireError
 from exchange.journal.readers import EnginePosition
 from exchange.wire.messages import (
     Balance, Balances, Decoder, Durable, Entry, EventBatch, GetBalances, Reply, Request, encode,
@@ -140,13 +140,13 @@ class Shard:
                 held = event.command
                 if event.budget:
                     held = _replace(held, funds=event.budget)
-                self.outputs.append(("held", engine, Request(request.gateway, request.session,
-                                                                request.request_id, held)))
+                self.outputs.append(("held", engine, Request(request.gateway, request.session, request.request_id,
+                                                             held)))
                 self.awaiting[(user, event.hold.client_order_id)] = (engine, held.ts_received)
                 self.balance_changed(user)
             elif type(event) is ReplaceHeld:
-                self.outputs.append(("held", self.owner[event.hold.symbol], Request(request.gateway, request.session,
-                                                                request.request_id, event.command)))
+                self.outputs.append(("held", self.owner[event.hold.symbol],
+                                     Request(request.gateway, request.session, request.request_id, event.command)))
                 if event.entry is not None:
                     self.balance_changed(user)
             else:  # refused, or a transfer's outcome: the requester hears it once it is durable
