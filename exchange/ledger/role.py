@@ -126,7 +126,7 @@ class LedgerProcess:
         for epoch, first_seq, last_seq, events in released_batches(self.config.journal.path, engine, after,
                                                                   CATCH_UP_EVENTS):
             if last_seq > shard.settled_to(engine):
-                shard.settle_events(engine, epoch, first_seq, last_seq, events)
+                shard.settle_events(engine, epoch, first_seq, last_seq, shard.mine(events))
 
     # -- the loop ----------------------------------------------------------------------------------
 

@@ -89,7 +89,6 @@ class Shard:
         # engine → (epoch, first seq, last seq, events of ours) taken in and not settled yet
         self.unsettled: dict[str, tuple[int, int, int, list]] = {}
         self.requests = Decoder(list[Request])
-        self.misrouted = 0
 
     # -- one turn ---------------------------------------------------------------------------------
 
@@ -125,7 +124,6 @@ class Shard:
                             request.gateway)
                 return
         if not self.ledger.owns(user):  # a gateway with another shard count: a config mismatch
-            self.misrouted += 1
             log.error("commands: user %s belongs to another shard; is every role on the same config?", user)
             return
         if isinstance(command, GetBalances):
@@ -203,13 +201,12 @@ class Shard:
         return [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
 
     def settle_events(self, engine: str, epoch: int, first_seq: int, last_seq: int, events: list) -> None:
-        """Settle ``engine``'s events ``first_seq``..``last_seq`` (``events``: those of them that may be ours)."""
+        """Settle ``engine``'s events ``first_seq``..``last_seq`` (``events``: those of them of our users)."""
         waiting = self.unsettled.pop(engine, None)
         if waiting is not None:  # they come first (``events`` may start before their end: whole batches)
             first_seq, events = min(first_seq, waiting[1]), waiting[3] + [e for e in events if e.seq > waiting[2]]
         ledger = self.ledger
-        mine = self.mine(events)
-        settled = ledger.handle(SettleEvents(engine, epoch, first_seq, last_seq, mine, time.time_ns()))
+        settled = ledger.handle(SettleEvents(engine, epoch, first_seq, last_seq, events, time.time_ns()))
         self.entries.append(Entry("", 0, 0, SettleEvents(engine, epoch, first_seq, last_seq, [], 0), settled))
         for event in settled:
             if type(event) is OrderSettled:
@@ -232,7 +229,7 @@ class Shard:
         frame = None
         if entries:
             frame = self._batch(entries)
-        now, later = Released({}, [], {}), []
+        now, later = Released(), []
         after = (self.name, self.epoch, self.batch)
         for kind, target, item in outputs:
             if kind == "held":
@@ -276,7 +273,7 @@ class Shard:
         self.durable_batch = durable.batch
         while self.retained and self.retained[0][0] <= durable.batch:
             self.retained_events -= self.retained.popleft()[1]
-        released = Released({}, [], {})
+        released = Released()
         while self.unreleased and self.unreleased[0][0] <= durable.batch:
             for output in self.unreleased.popleft()[1]:
                 released.add(output)

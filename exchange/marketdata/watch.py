@@ -28,7 +28,7 @@ from exchange.core.messages import DepthUpdate, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.errors import ExchangeError
 from exchange.journal.queries import to_iso
-from exchange.gateway.protocol.grammar import format_reply
+from exchange.gateway.protocol.grammar import balance_line, format_reply
 from exchange.gateway.protocol.translate import replies_for_event
 from exchange.wire.messages import Balance, Balances, PrivateData
 from exchange.wire.security.curve_keys import public_key, server_secret_key
@@ -84,8 +84,7 @@ def amounts(balance: Balance, asset: Asset | None) -> tuple[str, str]:
 
 def describe_balance(balance: Balance, asset: Asset | None) -> str:
     """One line for a balance, as BALANCE answers it: ``BALANCE USD AVAILABLE 9999.990000 HELD 0.010000``."""
-    available, held = amounts(balance, asset)
-    return f"BALANCE {balance.asset} AVAILABLE {available} HELD {held}"
+    return balance_line(balance.asset, *amounts(balance, asset))
 
 
 class Own:

@@ -12,26 +12,26 @@ from contextlib import closing
 
 from exchange.client.text import TextClient
 from exchange.config import load_config
-from exchange.testing.mesh import Role, loopback_config, wait_for_mesh
+from exchange.testing.mesh import Role, loopback_config, wait_for_mesh, wait_until
 
 
 def first_answer(host: str, port: int, line: str, deadline: float, wanted: str = "") -> str:
     """The reply to ``line`` on a new session of alice's; tried again on a new session, until
     ``deadline``, while no reply comes within a few seconds or the reply does not start with
     ``wanted`` (each try with its own client order id: ``line`` has a ``{}`` for it)."""
-    attempt = 0
-    while True:
+    replies = []
+
+    def answered() -> bool:
         with TextClient(host, port, timeout=10) as alice:
             assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
             try:
-                reply = alice.request(line.format(attempt), timeout=3)
-                if reply.startswith(wanted):
-                    return reply
+                replies.append(alice.request(line.format(len(replies)), timeout=3))
             except TimeoutError:
-                reply = "nothing"
-        attempt += 1
-        assert time.monotonic() < deadline, f"{line} got {reply}"
-        time.sleep(0.2)
+                replies.append("nothing")
+        return replies[-1].startswith(wanted)
+
+    wait_until(answered, max(0.0, deadline - time.monotonic()), f"an answer {wanted!r} to {line}")
+    return replies[-1]
 
 
 def test_an_order_for_a_dead_engine_is_refused_at_once_and_never_runs_later(tmp_path):

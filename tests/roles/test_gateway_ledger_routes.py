@@ -15,7 +15,7 @@ from exchange.client.text import TextClient
 from exchange.config import load_config
 from exchange.core.ledger_messages import HoldOrder, HoldRejected
 from exchange.errors import RejectCode
-from exchange.testing.mesh import Role, loopback_config
+from exchange.testing.mesh import Role, loopback_config, wait_until
 from exchange.wire.messages import Balance, Balances, Decoder, GetBalances, Replies, Reply, Request, Requests, encode
 
 
@@ -25,15 +25,20 @@ def sent_to(client: TextClient, line: str, shard: zmq.Socket, deadline: float) -
     poller = zmq.Poller()
     poller.register(shard, zmq.POLLIN)
     poller.register(client.sock, zmq.POLLIN)
-    while True:
+    got = []
+
+    def reached() -> bool:
         client.send_line(line)
-        events = dict(poller.poll(5000))
-        if shard in events:
-            [request] = Decoder(Requests).decode(shard.recv())
-            return request
+        if shard in dict(poller.poll(5000)):
+            got.extend(Decoder(Requests).decode(shard.recv()))
+            return True
         reply = client.read_reply(timeout=5)
-        assert "BUSY ledger shard" in reply and time.monotonic() < deadline, reply
-        time.sleep(0.05)  # a pause between tries, while the gateway connects
+        assert "BUSY ledger shard" in reply, reply
+        return False
+
+    wait_until(reached, max(0.0, deadline - time.monotonic()), f"{line} reaching its ledger shard")
+    [request] = got
+    return request
 
 
 def answer(replies: zmq.Socket, request: Request, *events) -> None:

@@ -385,6 +385,11 @@ def _cid(client_order_id: str) -> str:
     return f" #{client_order_id}" if client_order_id else ""
 
 
+def balance_line(asset: str, available: str, held: str) -> str:
+    """One asset's line of a BALANCE answer (also how `exchange watch --mine` shows a balance)."""
+    return f"BALANCE {asset} AVAILABLE {available} HELD {held}"
+
+
 def format_reply(reply: ClientReply) -> str:
     """The text line (without newline) for a reply; the lines, joined by newlines, of an ``Orders`` or
     a ``Book``, which end in their ``END`` line."""
@@ -423,8 +428,8 @@ def format_reply(reply: ClientReply) -> str:
             return "\n".join([f"BOOK {reply.symbol}", *(f"BID {price} {qty}" for price, qty in reply.bids),
                               *(f"ASK {price} {qty}" for price, qty in reply.asks), f"END BOOK {reply.symbol}"])
         case AccountBalances():
-            return "\n".join([*(f"BALANCE {asset} AVAILABLE {available} HELD {held}"
-                                 for asset, available, held in reply.balances), f"END BALANCE {len(reply.balances)}"])
+            return "\n".join([*(balance_line(*balance) for balance in reply.balances),
+                              f"END BALANCE {len(reply.balances)}"])
         case TransferOk():
             return (f"OK {reply.verb} {reply.user} {reply.asset} {reply.amount} REF {reply.ref}"
                     f" ENTRY {reply.entry_id}")
