@@ -64,6 +64,7 @@ class LedgerJournal:
     def write(self, stream: str, first_seq: int, last_seq: int, entries: list, state: bytes = b"") -> None:
         self.batches[stream] += 1
         self.writer.append([EventBatch(stream, 1, self.batches[stream], first_seq, last_seq, entries, state)])
+        self.writer.catch_up()
 
     def ledger(self, ledger: Ledger, command, gateway: str = "gw", session: int = 1) -> list:
         """``command`` through ``ledger``, journaled as one batch of its stream; its events."""

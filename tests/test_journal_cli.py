@@ -31,7 +31,7 @@ from exchange.core.messages import (
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.journal.queries import EVENT_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, open_journal, to_iso, to_ns
 from exchange.journal.verify import verify
-from exchange.wire.messages import Entry, EventBatch
+from exchange.wire.messages import Decoder, Entry, EventBatch
 from exchange.journal.readers import engine_events
 from exchange.journal.schema import open_db
 from exchange.journal.writer import Writer
@@ -77,6 +77,7 @@ class JournalBuilder:
         state = checkpoint.take(matcher)[0] if take_checkpoint else b""  # small: one part
         batch = EventBatch(engine, 1, self.batches[engine], first, matcher.seq, entries, state)
         self.writer.append([batch])
+        self.writer.catch_up()
         for entry in entries:
             self.events[engine] += entry.events
         return batch
@@ -293,7 +294,7 @@ def test_verify_passes_on_a_good_journal(built):
     code, output = run("verify", db=built.path)
     assert (code, output.splitlines()) == (0, [
         f"OK: {built.path}: e1 events 1..{len(built.events['e1'])} in 4 batches; e2 events"
-        f" 1..{len(built.events['e2'])} in 1 batches; sequences, orders, trades and replay agree"
+        f" 1..{len(built.events['e2'])} in 1 batches; log and tables, sequences, orders, trades and replay agree"
         " (1 checkpoints checked)"])
 
 
@@ -326,7 +327,8 @@ def first(events, kind, **fields):
 def test_verify_reports_a_deleted_event_as_a_gap(db, built):
     corrupt(db, ("DELETE FROM events WHERE engine='e1' AND seq=5",))
     faults = faults_of(db)
-    assert faults[0] == "e1: event 5 is missing (after 4 comes 6)"
+    assert faults[0] == "e1: batch 1: event 5: its events row is missing or not its logged event"
+    assert "e1: event 5 is missing (after 4 comes 6)" in faults
     assert "e1: replay stopped after event 4 at the gap; the books after it are not checked, nor 1 later" \
            " checkpoint" in faults
     assert any(f.startswith("e1: batch 1 should hold events 1..") for f in faults)
@@ -336,6 +338,7 @@ def test_verify_reports_a_changed_seq(db, built):
     corrupt(db, ("UPDATE events SET seq=1000 WHERE engine='e2' AND seq=3",))
     last = len(built.events["e2"])
     assert faults_of(db) == [
+        "e2: batch 1: event 3: its events row is missing or not its logged event",
         "e2: event 3 is missing (after 2 comes 4)",
         "e2: replay stopped after event 2 at the gap; the books after it are not checked",
         f"e2: events {last + 1}..999 are missing (after {last} comes 1000)",
@@ -349,9 +352,11 @@ def test_verify_reports_a_fill_for_an_order_never_accepted(db, built):
     forged = OrderFilled(matcher.seq + 1, T0 + 20 * 10**9, "BTC-USD", "1-99", "mallory", BUY, "1-99", 1,
                          4_300_010, 0, 1, False)
     conn = open_db(db)
-    Writer(conn, INSTRUMENTS).append([EventBatch(
+    writer = Writer(conn, INSTRUMENTS)
+    writer.append([EventBatch(
         "e1", 1, built.batches["e1"] + 1, forged.seq, forged.seq,
         [Entry("gw", 1, 0, CancelAll("mallory", None, forged.ts_event), [forged])])])
+    writer.catch_up()
     conn.conn.close()
     faults = faults_of(db)
     assert f"e1: event {forged.seq}: OrderFilled names order 1-99, which this engine never accepted" in faults
@@ -380,7 +385,8 @@ def test_verify_reports_a_column_that_disagrees_with_the_body(db, built):
 def test_verify_reports_a_top_of_book_the_replayed_book_does_not_have(db, built):
     top = first(built.events["e2"], TopOfBook)
     corrupt(db, rewrite("e2", msgspec.structs.replace(top, bid_qty=top.bid_qty + 1)))
-    assert faults_of(db) == [f"e2: event {top.seq}: TopOfBook AAPL says bid 11 @ 180.00 / ask -; the replayed"
+    assert faults_of(db) == [f"e2: batch 1: event {top.seq}: its events row is missing or not its logged event",
+                             f"e2: event {top.seq}: TopOfBook AAPL says bid 11 @ 180.00 / ask -; the replayed"
                              " book has bid 10 @ 180.00 / ask -"]
 
 
@@ -400,8 +406,11 @@ def test_verify_reports_a_missing_batch(db):
 
 
 def test_verify_reports_an_engine_the_config_does_not_know(db):
-    corrupt(db, ("UPDATE batches SET engine='e9' WHERE engine='e2'",),
-            ("UPDATE events SET engine='e9' WHERE engine='e2'",))
+    writer = Writer(open_db(db), INSTRUMENTS)
+    logged = open_journal(db).execute("SELECT body FROM batches WHERE engine='e2' ORDER BY batch").fetchall()
+    writer.append([msgspec.structs.replace(Decoder(EventBatch).decode(body), engine="e9") for (body,) in logged])
+    writer.catch_up()
+    writer.conn.close()
     assert faults_of(db) == ["e9: in the journal but not in the config; its events are not replayed"]
 
 
@@ -446,6 +455,7 @@ def test_events_round_trip_through_the_journal_and_verify_passes(batches, checkp
         if checkpoint_every and n % checkpoint_every == 0 and matcher.seq > checkpoint_seq:
             state, checkpoint_seq = checkpoint.take(matcher)[0], matcher.seq  # small: one part
         writer.append([EventBatch("e1", 1, n, first_seq, matcher.seq, entries, state)])
+        writer.catch_up()
         written += [event for entry in entries for event in entry.events]
     assert list(engine_events(db.conn, "e1")) == written
     assert verify(db.conn, ENGINE_INSTRUMENTS, ENGINE_IDS) == []

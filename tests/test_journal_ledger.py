@@ -196,7 +196,7 @@ def test_verify_passes_on_a_good_journal_and_says_it_checked_the_ledgers(built):
     code, lines = verify_output(built.path)
     assert code == 0, lines
     assert lines[-1].startswith(f"OK: {built.path}: e1 events 1..") and "ledger-0 events 1..33" in lines[-1]
-    assert lines[-1].endswith(f"sequences, orders, trades, entries, balances, holds and replay agree"
+    assert lines[-1].endswith(f"log and tables, sequences, orders, trades, entries, balances, holds and replay agree"
                               f" ({len(query(built.path, 'SELECT DISTINCT engine, seq FROM checkpoints'))}"
                               " checkpoints checked)")
 

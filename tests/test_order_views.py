@@ -75,7 +75,9 @@ def test_a_starting_gateway_reads_only_open_orders_and_those_accepted_within_the
     frame = engine.handle_requests([[encode([Request("gw", 1, n, c) for n, c in enumerate(commands)])]],
                                    Decoder(Requests))
     db = open_db(tmp_path / "journal.db")
-    Writer(db, config.instrument_map()).append([Decoder(EventBatch).decode(frame)])
+    writer = Writer(db, config.instrument_map())
+    writer.append([Decoder(EventBatch).decode(frame)])
+    writer.catch_up()
     db.conn.close()
     loaded = list(open_and_recent_order_events(Path(tmp_path / "journal.db"), since_ns=50 * s))
     assert {e.order_id for e in loaded} == {"2-1", "2-5", "2-6"}  # 2-1 still open (partly filled by 2-5)

@@ -47,8 +47,9 @@ def summary(result: BenchResult) -> str:
     lines += ["", f"market data: {result.market_data['messages']} messages per subscriber,"
               f" gaps {result.market_data['gaps']}",
               f"journal: {result.journal['durable_events_per_s']:,.0f} events/s made durable; lag (age of the"
-              f" newest durable event) p50 {latency.us(result.journal['lag_us']['p50'])},"
-              f" max {latency.us(result.journal['lag_us']['max'])}",
+              f" newest durable batch) p50 {latency.us(result.journal['lag_us']['p50'])},"
+              f" max {latency.us(result.journal['lag_us']['max'])}; its tables caught up with its log"
+              f" {result.journal.get('tables_caught_up_s', 0):.2f} s after the load",
               "cpu (cores, measured window): " + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu.items()),
               ""]
     for name, faults in result.checks.items():

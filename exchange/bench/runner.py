@@ -28,7 +28,7 @@ from exchange.bench.results import BenchResult
 from exchange.bench.subscribers import subscriber_main
 from exchange.bench.target import bench_config, cpu_seconds, machine, machine_busy, running_roles
 from exchange.config import load_config
-from exchange.journal.readers import last_trades
+from exchange.journal.readers import last_trades, log_streams
 from exchange.journal.schema import open_readonly
 from exchange.testing.mesh import Mesh, wait_for_mesh
 
@@ -238,12 +238,14 @@ def _progress(ticks, second, start_wall, options, result, pids, say) -> dict:
 
 
 def _durable(reader: sqlite3.Connection) -> dict:
+    """engine → (its last logged seq, when that batch was matched): the journal's durable edge."""
     try:
-        rows = reader.execute("SELECT engine, MAX(seq) FROM events GROUP BY engine").fetchall()
         out = {}
-        for engine, seq in rows:
-            ts = reader.execute("SELECT ts_event FROM events WHERE engine=? AND seq=?", (engine, seq)).fetchone()
-            out[engine] = (seq, ts[0] if ts else 0)
+        for engine in log_streams(reader):
+            row = reader.execute("SELECT last_seq, ts_matched FROM batches WHERE engine=? ORDER BY batch DESC LIMIT 1",
+                                 (engine,)).fetchone()
+            if row is not None:
+                out[engine] = (row[0], row[1] or 0)
         return out
     except sqlite3.Error:
         return {}
@@ -254,7 +256,7 @@ def _journal_position(path: str) -> dict[str, int]:
         return {}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return {e: s for e, s in conn.execute("SELECT engine, MAX(seq) FROM events GROUP BY engine")}
+        return {engine: seq for engine, (seq, _) in _durable(conn).items()}
     except sqlite3.Error:
         return {}
     finally:

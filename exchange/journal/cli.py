@@ -129,6 +129,18 @@ def _event_kinds() -> list[str]:
     return [kind.__name__ for kind in (*get_args(AnyEvent), *get_args(AnyLedgerEvent))]
 
 
+def lag_note(conn) -> str:
+    """A line saying how far the journal's tables are behind its log, or "" if they hold all of it."""
+    from exchange.journal.readers import index_lag
+
+    lag = index_lag(conn)
+    if not lag:
+        return ""
+    streams = ", ".join(f"{stream} up to batch {indexed} of {logged}" for stream, (logged, indexed) in sorted(lag.items()))
+    return (f"note: these tables are behind the journal's log ({streams}); the journal writer is indexing the"
+            " rest, or will when it next starts")
+
+
 def _query(name: str, columns: str, empty: str, what: str, extra=()):
     """One `exchange journal NAME` command: filters in, rows of journal_queries.NAME out (with the
     CSV header journal_queries.COLUMNS, even when no row matches)."""
@@ -141,9 +153,12 @@ def _query(name: str, columns: str, empty: str, what: str, extra=()):
         try:
             rows = getattr(queries, name)(conn, config.instrument_map(),
                                                   symbol=symbol and symbol.upper(), **filters)
+            behind = lag_note(conn)
         finally:
             conn.close()
         emit(rows, getattr(queries, columns), as_json, as_csv, empty)
+        if behind:
+            click.echo(behind, err=True)
 
     command.__doc__ = what
     return journal_group.command(name)(command)
@@ -207,14 +222,17 @@ def journal_verify(config_path: str, db_path: str | None) -> None:
     from exchange.journal.verify import verify
     from exchange.journal.ledger_rows import is_ledger_stream
     from exchange.journal.verify_ledger import verify_ledgers
+    from exchange.journal.verify_log import verify_log
 
     config, path, conn = open_from_config(config_path, db_path)
     instruments = config.instrument_map()
     try:
-        faults = verify(conn, {e.name: [instruments[s] for s in e.instruments] for e in config.engines},
-                        {e.name: e.id for e in config.engines})
-        ledger_faults, notes = verify_ledgers(conn, config)
+        faults, notes = verify_log(conn)
+        faults += verify(conn, {e.name: [instruments[s] for s in e.instruments] for e in config.engines},
+                         {e.name: e.id for e in config.engines})
+        ledger_faults, ledger_notes = verify_ledgers(conn, config)
         faults += ledger_faults
+        notes += ledger_notes
         found = stats(conn, path)
     finally:
         conn.close()
@@ -229,7 +247,7 @@ def journal_verify(config_path: str, db_path: str | None) -> None:
         f"{e['engine']} events {e['first_seq'] or 0}..{e['last_seq'] or 0} in {e['batches']} batches"
         for e in found["engines"]) or "no events"
     ledgers = ", entries, balances, holds" if any(is_ledger_stream(e["engine"]) for e in found["engines"]) else ""
-    click.echo(f"OK: {path}: {engines}; sequences, orders, trades{ledgers} and replay agree"
+    click.echo(f"OK: {path}: {engines}; log and tables, sequences, orders, trades{ledgers} and replay agree"
                f" ({found['checkpoints']} checkpoints checked)")
 
 

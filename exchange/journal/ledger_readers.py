@@ -19,7 +19,7 @@ from exchange.core.ledger import Ledger
 from exchange.core.ledger_messages import AnyLedgerEvent
 from exchange.core.messages import AnyEvent
 from exchange.errors import ConfigError
-from exchange.journal.readers import EnginePosition, decode_event, latest_checkpoint, positions
+from exchange.journal.readers import EnginePosition, latest_checkpoint, log_batches, log_events, positions
 from exchange.journal.schema import has_table, read_snapshot
 
 _ledger_event_decoder = msgspec.json.Decoder(AnyLedgerEvent)
@@ -41,12 +41,9 @@ def ledger_stream(shard: int) -> str:
 
 
 def ledger_events(conn, stream: str, after_seq: int = 0) -> Iterator:
-    """Every journaled event of ledger stream ``stream`` after ``after_seq``, in sequence order."""
-    if not has_table(conn, "events"):
-        return
-    decode = _ledger_event_decoder.decode
-    for (body,) in conn.execute("SELECT body FROM events WHERE engine=? AND seq>? ORDER BY seq", (stream, after_seq)):
-        yield decode(body)
+    """Every journaled event of ledger stream ``stream`` after ``after_seq``, in sequence order (from the log)."""
+    if has_table(conn, "batches"):
+        yield from log_events(conn, stream, after_seq)
 
 
 def recover_ledger(path: str | Path, shard: int, shards: int, terms: Iterable[Terms],
@@ -84,26 +81,19 @@ def released_batches(path: str | Path, engine: str, after_seq: int, max_events: 
     (epoch, first_seq, last_seq, events), whole batches, until they hold ``max_events`` events or
     more (at least one batch, however big). Batches without events are left out.
 
-    One read transaction, so only committed batches, each with all its events; with nothing new it
-    costs one primary key lookup. Empty without a journal.
+    One read transaction, so only committed batches; from the log, so whatever the tables hold
+    yet. With nothing new it costs one index seek. Empty without a journal.
     """
     if not Path(path).exists():
         return []
     with read_snapshot(path) as conn:
-        if not has_table(conn, "events"):
-            return []
-        found = conn.execute("SELECT batch FROM events WHERE engine=? AND seq=?", (engine, after_seq + 1)).fetchone()
-        if found is None:
+        if not has_table(conn, "batches"):
             return []
         result, count = [], 0
-        batches = conn.execute("SELECT epoch, first_seq, last_seq FROM batches WHERE engine=? AND batch>=?"
-                               " AND last_seq>=first_seq ORDER BY batch", (engine, found[0]))
-        for epoch, first_seq, last_seq in batches:
-            if count >= max_events:
-                break
-            events = [decode_event(body) for (body,) in conn.execute(
-                "SELECT body FROM events WHERE engine=? AND seq BETWEEN ? AND ? ORDER BY seq",
-                (engine, first_seq, last_seq))]
-            result.append((epoch, first_seq, last_seq, events))
+        for batch in log_batches(conn, engine, after_seq):
+            if count >= max_events or (not result and batch.first_seq > after_seq + 1):
+                break  # enough; or the log does not hold the events right after ``after_seq``
+            events = [event for entry in batch.entries for event in entry.events]
+            result.append((batch.epoch, batch.first_seq, batch.last_seq, events))
             count += len(events)
     return result

@@ -1,4 +1,4 @@
-"""The journal's rows of a ledger shard's batch: its commands, events, entries and checkpoint part.
+"""The journal's rows of a ledger shard's batch: its commands, events and entries.
 
 A ledger shard is the journal stream ``ledger-<shard>`` (engine names cannot start with
 ``ledger-``), written to the same ``batches``, ``commands``, ``events`` and ``checkpoints`` tables
@@ -59,14 +59,10 @@ def command_columns(cmd) -> tuple:
             getattr(inner, "ts_received", None))
 
 
-def ledger_rows(b: EventBatch, command_rows: list, event_rows: list, entry_rows: list,
-                checkpoint_rows: list) -> None:
-    """Append the rows of ledger batch ``b`` to the lists of rows to insert."""
+def ledger_rows(b: EventBatch, command_rows: list, event_rows: list, entry_rows: list) -> None:
+    """Append the rows of ledger batch ``b``'s commands, events and entries to the lists of rows to
+    insert (its checkpoint part, if any, is logged with the batch: exchange.journal.writer)."""
     stream = b.engine
-    if b.checkpoint:
-        part = read_part(b.checkpoint)
-        checkpoint_rows.append((stream, part.seq, part.part, part.parts, b.epoch, b.batch, part.digest,
-                                b.checkpoint))
     for position, item in enumerate(b.entries):
         cmd, events = item.command, item.events
         command_rows.append((stream, b.batch, position, events[-1].seq if events else None, type(cmd).__name__,

@@ -205,7 +205,10 @@ def _detail(event, instrument: Instrument | None) -> str:
 
 
 def stats(conn: sqlite3.Connection, path: str | Path) -> dict:
-    """Size, time span, per-engine sequence ranges and counts, and events per symbol and kind."""
+    """Size, time span, per-engine sequence ranges and counts, and events per symbol and kind.
+
+    ``batches`` counts the log; ``indexed`` is the last batch the tables hold (the counts of commands
+    and events are the tables')."""
     path = Path(path)
     wal = path.with_name(path.name + "-wal")
     size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
@@ -213,12 +216,15 @@ def stats(conn: sqlite3.Connection, path: str | Path) -> dict:
 
     def engine(name: str) -> dict:
         return engines.setdefault(name, {
-            "engine": name, "epochs": 0, "batches": 0, "commands": 0, "events": 0, "first_seq": None,
+            "engine": name, "epochs": 0, "batches": 0, "indexed": 0, "commands": 0, "events": 0, "first_seq": None,
             "last_seq": None, "checkpoints": 0, "ts_first": None, "ts_last": None})
 
     for name, epochs, count in conn.execute(
             "SELECT engine, COUNT(DISTINCT epoch), COUNT(*) FROM batches GROUP BY engine"):
         engine(name).update(epochs=epochs, batches=count)
+    if has_table(conn, "indexed"):
+        for name, batch in conn.execute("SELECT stream, batch FROM indexed"):
+            engine(name)["indexed"] = batch
     for (name, count) in conn.execute("SELECT engine, COUNT(*) FROM commands GROUP BY engine"):
         engine(name)["commands"] = count
     for name, count, first, last, ts_first, ts_last in conn.execute(

@@ -1,22 +1,32 @@
 """Reading the journal: where each engine's history ends, its events and checkpoints for a
 restarting engine, and order events for a starting gateway.
+
+What must be exact reads the log (``log_events``), or the tables and then the part of the log they
+do not hold yet (``unindexed_events``): the tables lag the log a little (exchange.journal.indexer).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 import msgspec
 from exchange.core import checkpoint
 from exchange.core.messages import AnyCommand, AnyEvent, OrderFilled, OrderReduced
-from exchange.journal.schema import has_table, open_readonly
+from exchange.wire.messages import EventBatch
+from exchange.errors import JournalError
+from exchange.journal.ledger_rows import is_ledger_stream
+from exchange.journal.schema import has_table, open_readonly, read_snapshot
 
 
 _event_decoder = msgspec.json.Decoder(AnyEvent)
 
 
 _command_decoder = msgspec.json.Decoder(AnyCommand)
+
+
+_batch_decoder = msgspec.msgpack.Decoder(EventBatch)
 
 
 class EnginePosition(msgspec.Struct, frozen=True):
@@ -37,7 +47,7 @@ def positions(conn: sqlite3.Connection, engines: Iterable[str] | None = None) ->
     if not has_table(conn, "batches"):
         return {}
     if engines is None:
-        engines = [engine for (engine,) in conn.execute("SELECT DISTINCT engine FROM batches")]
+        engines = log_streams(conn)
         if has_table(conn, "epochs"):
             engines += [engine for (engine,) in conn.execute("SELECT DISTINCT engine FROM epochs")]
     rows = []
@@ -46,11 +56,7 @@ def positions(conn: sqlite3.Connection, engines: Iterable[str] | None = None) ->
                            " LIMIT 1", (engine,)).fetchone()
         if row is not None:
             rows.append((engine, *row))
-    result = {}
-    for engine, epoch, batch, last_seq in rows:
-        seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE engine=?",
-                           (engine,)).fetchone()[0]
-        result[engine] = EnginePosition(epoch, batch, max(seq, last_seq))
+    result = {engine: EnginePosition(epoch, batch, last_seq) for engine, epoch, batch, last_seq in rows}
     if has_table(conn, "epochs"):
         for engine in dict.fromkeys(engines):
             (epoch,) = conn.execute("SELECT COALESCE(MAX(epoch), 0) FROM epochs WHERE engine=?", (engine,)).fetchone()
@@ -58,6 +64,76 @@ def positions(conn: sqlite3.Connection, engines: Iterable[str] | None = None) ->
             if epoch > pos.epoch:
                 result[engine] = EnginePosition(epoch, pos.batch, pos.seq)
     return result
+
+
+def log_streams(conn: sqlite3.Connection) -> list[str]:
+    """Every stream (engine or ledger shard) the log holds batches of: one primary key seek each."""
+    streams: list[str] = []
+    while (stream := conn.execute("SELECT MIN(engine) FROM batches WHERE engine > ?",
+                                  (streams[-1] if streams else "",)).fetchone()[0]) is not None:
+        streams.append(stream)
+    return streams
+
+
+def log_batches(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> Iterator[EventBatch]:
+    """The logged batches of ``stream`` that hold events after ``after_seq`` (whole), in order."""
+    decode = _batch_decoder.decode
+    for (body,) in conn.execute("SELECT body FROM batches WHERE engine=? AND last_seq>? AND last_seq>=first_seq"
+                                " ORDER BY last_seq", (stream, after_seq)):
+        yield decode(body)
+
+
+def log_events(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> Iterator:
+    """Every logged event of ``stream`` after ``after_seq``, in sequence order."""
+    for batch in log_batches(conn, stream, after_seq):
+        for entry in batch.entries:
+            for event in entry.events:
+                if event.seq > after_seq:
+                    yield event
+
+
+def unindexed_events(conn: sqlite3.Connection, stream: str) -> Iterator:
+    """The logged events of ``stream`` that the tables do not hold yet, in sequence order."""
+    if not has_table(conn, "indexed"):
+        return
+    row = conn.execute("SELECT seq FROM indexed WHERE stream=?", (stream,)).fetchone()
+    yield from log_events(conn, stream, row[0] if row else 0)
+
+
+def index_lag(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """stream → (batches logged, batches in the tables) of every stream whose tables lag its log."""
+    if not has_table(conn, "indexed"):
+        return {}
+    indexed = dict(conn.execute("SELECT stream, batch FROM indexed"))
+    lag = {}
+    for stream in log_streams(conn):
+        (logged,) = conn.execute("SELECT MAX(batch) FROM batches WHERE engine=?", (stream,)).fetchone()
+        if logged > indexed.get(stream, 0):
+            lag[stream] = (logged, indexed.get(stream, 0))
+    return lag
+
+
+def wait_for_tables(path: str | Path, timeout_s: float = 60.0, poll_s: float = 0.02) -> float:
+    """Wait until the journal's tables hold all of its log, as it is when called (a running journal
+    writer indexes it); return the seconds waited. For tools and tests that query the tables after
+    a load; raises JournalError if they are still behind after ``timeout_s``."""
+    started = time.monotonic()
+    if not Path(path).exists():
+        return 0.0
+    conn = open_readonly(path)
+    try:
+        target = {stream: logged for stream, (logged, _) in index_lag(conn).items()}
+        while True:
+            indexed = dict(conn.execute("SELECT stream, batch FROM indexed")) if target else {}
+            if all(indexed.get(stream, 0) >= logged for stream, logged in target.items()):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                behind = ", ".join(f"{s} at {indexed.get(s, 0)} of {n}" for s, n in sorted(target.items()))
+                raise JournalError(f"{path}: the tables are still behind the log after {timeout_s:g} s ({behind});"
+                                   " is the journal writer running?")
+            time.sleep(poll_s)
+    finally:
+        conn.close()
 
 
 def read_positions(path: str | Path, engines: Iterable[str] | None = None) -> dict[str, EnginePosition]:
@@ -78,17 +154,18 @@ def engine_symbols(conn: sqlite3.Connection, engine: str) -> dict[str, tuple[int
         return {}
     rows = conn.execute("SELECT symbol, COUNT(*), MIN(seq), MAX(seq) FROM events WHERE engine=?"
                         " AND symbol IS NOT NULL AND kind != 'OrderRejected' GROUP BY symbol", (engine,))
-    return {symbol: (count, first, last) for symbol, count, first, last in rows}
+    result = {symbol: (count, first, last) for symbol, count, first, last in rows}
+    for event in unindexed_events(conn, engine):
+        if event.symbol and type(event).__name__ != "OrderRejected":
+            count, first, _ = result.get(event.symbol, (0, event.seq, 0))
+            result[event.symbol] = (count + 1, first, event.seq)
+    return result
 
 
 def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> Iterator:
-    """Every journaled event of ``engine`` after ``after_seq``, in sequence order."""
-    if not has_table(conn, "events"):
-        return
-    decode = _event_decoder.decode
-    for (body,) in conn.execute("SELECT body FROM events WHERE engine=? AND seq>? ORDER BY seq",
-                                (engine, after_seq)):
-        yield decode(body)
+    """Every journaled event of ``engine`` after ``after_seq``, in sequence order (from the log)."""
+    if has_table(conn, "batches"):
+        yield from log_events(conn, engine, after_seq)
 
 
 def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
@@ -98,6 +175,7 @@ def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
     rows = conn.execute("SELECT body FROM events WHERE seq IN (SELECT MAX(seq) FROM events"
                         " WHERE engine=? AND kind='Trade' GROUP BY symbol) AND engine=?", (engine, engine))
     trades = [_event_decoder.decode(body) for (body,) in rows]
+    trades += [event for event in unindexed_events(conn, engine) if type(event).__name__ == "Trade"]
     return {trade.symbol: trade for trade in trades}
 
 
@@ -145,29 +223,35 @@ _ENDED = (f"SELECT order_id FROM events WHERE order_id IS NOT NULL AND (kind IN 
 def open_and_recent_order_events(path: str | Path, since_ns: int) -> Iterator:
     """The order events of the orders still open, and of those accepted at or after ``since_ns``
     (what a starting gateway needs: the rest can be named by no client order id any more), per
-    engine in order; none if there is no journal yet. The choosing is done by SQLite."""
+    engine in order; none if there is no journal yet. SQLite chooses from the tables; the log
+    they do not hold yet comes after, whole (its orders are recent)."""
     return _order_events(path, f"order_id IN (SELECT order_id FROM events WHERE kind = 'OrderAccepted' AND"
                                f" (ts_event >= ? OR order_id NOT IN ({_ENDED})))", (since_ns,), "engine, seq")
 
 
 def order_history(path: str | Path, order_id: str) -> list:
     """The journaled order events of one order, in sequence order (empty if none or no journal)."""
-    return list(_order_events(path, "order_id=?", (order_id,), "seq"))
+    return list(_order_events(path, "order_id=?", (order_id,), "seq", order_id))
 
 
-def _order_events(path: str | Path, where: str, params: tuple, order: str) -> Iterator:
+def _order_events(path: str | Path, where: str, params: tuple, order: str, order_id: str | None = None) -> Iterator:
+    """Order events from the tables (``where``), then those of the log the tables do not hold yet
+    (of ``order_id`` only, if given), all in one read transaction."""
     if not Path(path).exists():
         return
-    conn = open_readonly(path)
-    try:
+    with read_snapshot(path) as conn:
         if not has_table(conn, "events"):
             return
         marks = ",".join("?" * len(ORDER_EVENT_KINDS))
         for (body,) in conn.execute(f"SELECT body FROM events WHERE {where} AND kind IN ({marks}) ORDER BY {order}",
                                     (*params, *ORDER_EVENT_KINDS)):
             yield _event_decoder.decode(body)
-    finally:
-        conn.close()
+        for stream in log_streams(conn):
+            if is_ledger_stream(stream):
+                continue
+            for event in unindexed_events(conn, stream):
+                if type(event).__name__ in ORDER_EVENT_KINDS and (order_id is None or event.order_id == order_id):
+                    yield event
 
 
 def decode_event(body: str | bytes):

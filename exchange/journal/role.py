@@ -32,7 +32,7 @@ from exchange.config import Config
 from exchange.errors import WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
-    Decoder, Durable, EpochOpened, EventBatch, GetPositions, JournalRefused, JournalRequest, OpenEpoch, Positions, ReplayRequest, encode,
+    BatchHeader, Decoder, Durable, EpochOpened, GetPositions, JournalRefused, JournalRequest, OpenEpoch, Positions, ReplayRequest, encode,
 )
 from exchange.journal.sequencer import Sequencer
 from exchange.journal.readers import EnginePosition, positions
@@ -48,6 +48,32 @@ REPLAY_RETRY_S = 0.5
 
 
 ANNOUNCE_S = 0.2  # repeat every watermark this often: a lost one (PUB/SUB, slow joiner) costs no more
+
+
+INDEX_EVERY_S = 0.05  # the tables catch up with the log at least this often (and whenever idle)
+
+
+INDEX_SLICE_S = 0.002  # for about this long at a time, so a batch arriving meanwhile waits no longer
+
+
+INDEX_CHUNK = 400  # events per indexing transaction within a slice (about 100 orders)
+
+
+MAX_INDEX_LAG = 50_000  # batches: beyond this the tables catch up every turn, slowing the commits down
+
+
+STOP_INDEX_S = 2.0  # at a stop, index for up to this long; the rest at the next start
+
+
+def index_for(writer: Writer, seconds: float) -> int:
+    """Index logged batches, a chunk per transaction, for about ``seconds``; return how many."""
+    deadline = time.monotonic() + seconds
+    total = 0
+    while n := writer.index(INDEX_CHUNK):
+        total += n
+        if time.monotonic() >= deadline:
+            break
+    return total
 
 
 def answer(request: OpenEpoch | GetPositions, sequencer: Sequencer, writer: Writer, config: Config):
@@ -73,7 +99,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
     spec = config.journal
     security = MeshSecurity.for_role(config, "journal-writer")  # before the journal: fail fast
     db = open_db(spec.path, spec.synchronous)
-    writer = Writer(db, config.instrument_map())
+    writer = Writer(db, config.instrument_map(), config.streams())
     sequencer = Sequencer(positions(db.conn, config.streams()), lambda stream, epoch: db.conn.execute(
         "SELECT COALESCE(MAX(batch), 0) FROM batches WHERE engine=? AND epoch=?", (stream, epoch)).fetchone()[0])
     stopper = sockets.Stopper()
@@ -84,7 +110,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
     recovery = sockets.socket(ctx, zmq.ROUTER, bind=spec.recovery, security=security)  # ← engines, gateways
     replay = {s.name: sockets.socket(ctx, zmq.DEALER, connect=s.replay, security=security, peer=s.role)
               for s in (*config.engines, *config.ledgers)}  # → engines, ledger shards
-    batches, requests = Decoder(EventBatch), Decoder(JournalRequest)
+    batches, requests = Decoder(BatchHeader), Decoder(JournalRequest)
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
     sockets.report_ready()
 
@@ -101,20 +127,24 @@ def run(config: Config, name: str = "journal-writer") -> None:
     poller = zmq.Poller()
     for sock in (events, recovery, *replay.values()):
         poller.register(sock, zmq.POLLIN)
-    last_announce = last_replay = 0.0
+    last_announce = last_replay = last_index = 0.0
     written = 0
+    lag = writer.unindexed()
     try:
         while not stopper.requested:
-            ready = dict(poller.poll(100))
+            ready = dict(poller.poll(INDEX_EVERY_S * 1000 if lag else 100))
             arrived = []
             for sock in ready:
                 if sock is recovery:
                     continue
                 for parts in sockets.drain(sock):
                     try:
-                        arrived.append(batches.decode(parts[-1]))
+                        header = batches.decode(parts[-1])
                     except WireError as e:
                         log.warning("events: dropped %s", e)
+                        continue
+                    header.body = parts[-1]
+                    arrived.append(header)
             changed: set[str] = set()
             if arrived:
                 to_write, gaps = sequencer.accept(arrived)
@@ -143,6 +173,11 @@ def run(config: Config, name: str = "journal-writer") -> None:
                     if isinstance(reply, EpochOpened):
                         changed.add(reply.engine)
             now = time.monotonic()
+            lag = writer.unindexed()
+            if lag and (not ready or now - last_index >= INDEX_EVERY_S or lag > MAX_INDEX_LAG):
+                index_for(writer, INDEX_SLICE_S)  # the tables follow the log, between commits
+                last_index = now
+                lag = writer.unindexed()
             if now - last_announce > ANNOUNCE_S:
                 last_announce = now
                 changed = set(sequencer.positions)
@@ -152,6 +187,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                     watermarks.send(encode(Durable(engine, pos.epoch, -1, -1)))
                 else:
                     watermarks.send(encode(Durable(engine, pos.epoch, pos.batch, pos.seq)))
+        index_for(writer, STOP_INDEX_S)  # what is left is indexed at the next start
     finally:
         for sock in (events, watermarks, recovery, *replay.values()):
             sock.close()

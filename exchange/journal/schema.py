@@ -1,22 +1,28 @@
 """The journal's SQLite schema: the tables, and opening the file to write or to read.
 
-Tables (one row per thing; ``body`` is the exact message as JSON, the other columns are for people):
+The journal is a log, and tables built from it for people:
 
-    batches      engine, batch, epoch, first_seq, last_seq,       one row per EventBatch written, with
-                 ts_matched, ts_written                           when it was matched and written (wall ns)
+    batches      engine, batch, epoch, first_seq, last_seq,     THE LOG: one row per EventBatch, as the
+                 ts_matched, ts_written, body                   engine or ledger shard sent it (``body``,
+                                                                msgpack), written in the group commit
+    checkpoints  engine, seq, part, parts, epoch, batch, digest, state   a stream's state, in parts, logged
+                                                                with the batch that carried each part
+    epochs       engine, epoch, batch, seq, ts_opened           each engine start, as the writer opened it
+
     commands     engine, batch, position, kind, user, symbol, ...  every command, accepted or rejected
     events       engine, seq, epoch, batch, kind, symbol, user, order_id, trade_id, side, price, qty, ...
-    checkpoints  engine, seq, part, parts, epoch, batch, digest, state   an engine's state, in parts
-    epochs       engine, epoch, batch, seq, ts_opened           each engine start, as the writer opened it
-    entries      stream, entry_id, row, seq, kind, account,       a ledger shard's double-entry rows: each
-                 asset, delta, balance, ts_event                  entry's rows sum to zero per asset
+    entries      stream, entry_id, row, seq, kind, account,     a ledger shard's double-entry rows: each
+                 asset, delta, balance, ts_event                entry's rows sum to zero per asset
+    indexed      stream, batch, seq                             how far the three tables above hold the log
 
-A ledger shard is a stream like an engine (``engine`` is ``ledger-<shard>`` in the tables above).
+The first three are written on the commit path; the others by the indexer (exchange.journal.indexer),
+from the log, a little later and many batches at a time, so they may lag the log under load (a
+stream's rows are always a whole prefix of its log). ``body`` of commands and events is the exact
+message as JSON. A ledger shard is a stream like an engine (``engine`` is ``ledger-<shard>``).
 
 ``price`` and ``qty`` columns are decimal text on the instrument's grid; the bodies keep ticks and
-lots. The writer appends one transaction per drained set of batches (group commit); readers (the
-CLI, a restarting engine, a starting gateway) open the same file read-only. WAL mode lets both run
-at once.
+lots. Readers (the CLI, a restarting engine, a starting gateway) open the same file read-only; WAL
+mode lets them run beside the writer.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
     db.execute(f"PRAGMA synchronous={synchronous}")
     if "batches" not in db.table_names():
         db["batches"].create({"engine": str, "batch": int, "epoch": int, "first_seq": int,
-                              "last_seq": int, "ts_matched": int, "ts_written": int}, pk=("engine", "batch"))
+                              "last_seq": int, "ts_matched": int, "ts_written": int, "body": bytes},
+                             pk=("engine", "batch"))
         db["commands"].create({"engine": str, "batch": int, "position": int, "seq": int, "kind": str,
                                "user": str, "symbol": str, "order_id": str, "client_order_id": str,
                                "ts_received": int, "gateway": str, "session": int, "request_id": int,
@@ -76,6 +83,13 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
     # no index by account: it cost a third of a ledger batch's commit (most rows are fills' legs); one
     # account's history is read by a scan (`exchange accounts`), off every commit path
     db.execute("DROP INDEX IF EXISTS entries_account")
+    if "indexed" not in db.table_names():
+        # how far the tables above hold the log, per stream (exchange.journal.indexer)
+        db["indexed"].create({"stream": str, "batch": int, "seq": int}, pk="stream")
+    if "body" not in db["batches"].columns_dict:
+        upgrade_to_log(db)
+    # a stream's batches by where their events end: a restart or a settlement gap reads the log from a seq
+    db.execute("CREATE INDEX IF NOT EXISTS batches_by_last_seq ON batches(engine, last_seq)")
     if "epochs" not in db.table_names():
         db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
                             pk=("engine", "epoch"))
@@ -106,3 +120,13 @@ def read_snapshot(path: str | Path) -> Iterator[sqlite3.Connection]:
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
     """Whether the journal has table ``name`` yet (readers may start before the writer made it)."""
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
+
+
+def upgrade_to_log(db: sqlite_utils.Database) -> None:
+    """Give a journal written before the log (tables only) its log: each batch's body rebuilt from
+    its commands and events rows, exactly as the engine sent it but for ``after`` (which named
+    ledger batches already written). Its tables are then whole: ``indexed`` says so."""
+    from exchange.journal.upgrade import rebuild_bodies  # only old journals need it
+    db["batches"].add_column("body", bytes)
+    with db.conn:
+        rebuild_bodies(db.conn)

@@ -29,12 +29,13 @@ from pathlib import Path
 
 from exchange.config import hash_key, load_config
 from exchange.core.messages import CancelAll, CancelOrder, PlaceOrder, ReplaceOrder
-from exchange.journal.readers import decode_command
+from exchange.journal.readers import decode_command, wait_for_tables
 from exchange.gateway.protocol.grammar import parse_bytes
 from exchange.gateway.protocol.messages import CancelAllRequest, CancelRequest, PlaceRequest, ReplaceRequest
 
 HONEST = "alice"
 BATCH = 64  # lines per write on a hostile connection
+TABLES_WAIT_S = 120.0  # for the journal's tables to catch up with its log before the checks read them
 NOISE = b" \t\r\x00\x01\x1b\x7f\xff\xfe\xc3\x28#@-.:=_/0123456789"
 
 
@@ -277,6 +278,7 @@ def run(config_path: Path, gateway_pid: int, lines_per_connection: int, seed: in
     config = load_config(config_path)
     host, port = config.gateway.text.rsplit(":", 1)
     report, lock, stop = Report(), threading.Lock(), threading.Event()
+    wait_for_tables(config.journal.path, TABLES_WAIT_S)  # commands counted from here on
     first_command = _journaled_commands(config.journal.path)
     honest = Honest(host, int(port), stop)
     hostile = [Hostile(host, int(port), f"fuzz{n + 1}" if n < users else None, lines_per_connection,
@@ -304,6 +306,7 @@ def run(config_path: Path, gateway_pid: int, lines_per_connection: int, seed: in
     if report.rss_peak_mb - report.rss_start_mb > max_growth_mb:
         report.faults.append(f"the gateway grew by {report.rss_peak_mb - report.rss_start_mb:.0f} MB")
     report.faults += _still_up(host, int(port))
+    wait_for_tables(config.journal.path, TABLES_WAIT_S)
     faults, report.journaled = _journal_faults(config.journal.path, first_command, honest.acked, hostile,
                                                config.instrument_map())
     report.faults += faults

@@ -39,11 +39,12 @@ from exchange.core.messages import Trade
 from exchange.testing.mesh import Mesh, loopback_config, login
 from exchange.core.ledger import Ledger
 from exchange.journal.ledger_readers import decode_ledger_event, ledger_events
-from exchange.journal.readers import decode_event, engine_events
+from exchange.journal.readers import decode_event, engine_events, wait_for_tables
 from exchange.journal.verify_ledger import verify_ledgers
 
 
 ROLES = ("engine", "journal-writer", "gateway", "notifier", "ledger")
+TABLES_WAIT_S = 120.0  # for the journal's tables to catch up with its log before the checks read them
 
 
 SYMBOLS = {"AAPL": (100.00, "0.01", 10), "BTC-USD": (43000.00, "0.01", "0.0001")}
@@ -300,6 +301,7 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
             thread.join(90)
         errors = [f"{t.name}: {t.error!r}" for t in threads if getattr(t, "error", None)]
         errors += [f"{t.name} did not finish" for t in threads if t.is_alive()]
+        wait_for_tables(config.journal.path, TABLES_WAIT_S)  # the checks read them
     finally:
         mesh.close(20)
     log_text = mesh.log()

@@ -111,6 +111,22 @@ class EventBatch(_Wire):
     after: list[tuple[str, int, int]] = []
 
 
+class BatchHeader(msgspec.Struct, array_like=True, dict=True):
+    """An ``EventBatch`` decoded but for its entries (left as the bytes they came in): all the
+    journal writer needs to order, write and watermark a batch. ``body`` (set by the receiver, not
+    on the wire) keeps the whole frame, which the journal stores as it came."""
+
+    engine: str
+    epoch: int
+    batch: int
+    first_seq: int
+    last_seq: int
+    entries: msgspec.Raw
+    checkpoint: bytes = b""
+    ts_matched: int = 0
+    after: list[tuple[str, int, int]] = []
+
+
 class Durable(_Wire):
     """The journal holds every batch of ``engine`` up to ``batch`` (events up to ``seq``).
 

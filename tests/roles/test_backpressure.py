@@ -9,6 +9,7 @@ import signal
 import sqlite3
 
 from exchange.testing.mesh import Mesh, loopback_config, wait_until
+from exchange.journal.readers import wait_for_tables
 
 ORDERS = 12_000
 
@@ -32,6 +33,7 @@ def test_a_stalled_journal_turns_new_orders_into_busy_rejects_and_loses_nothing(
             assert busy and acked, (len(busy), len(acked))
             assert all(line.startswith("ACK") or re.match(r"REJ #p\d+ BUSY ", line) for line in replies)
             assert alice.request("BUY AAPL 1 @ 1.00 #after").startswith("ACK")  # flowing again
+        wait_for_tables(mesh.config.journal.path)
         with sqlite3.connect(mesh.config.journal.path) as db:
             journaled = {cid for (cid,) in db.execute("SELECT client_order_id FROM commands WHERE user='alice'")}
         assert acked <= journaled

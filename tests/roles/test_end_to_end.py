@@ -14,6 +14,7 @@ from exchange.marketdata.feed import MarketDataClient
 from exchange.core.messages import Trade
 from exchange.gateway.protocol.messages import Ack, Fill, LoginOk, LoginRequest, Out, PlaceRequest, Rej
 from exchange.core.orders import Side
+from exchange.journal.readers import wait_for_tables
 
 
 def wait_for_trade(md: MarketDataClient, timeout: float = 10.0) -> tuple:
@@ -72,6 +73,7 @@ def test_two_users_cross_and_everyone_hears_of_it(mesh):
 
         assert alice.request(f"CANCEL {sell_id}") == f"OUT {sell_id} #a1 CANCELED"
 
+    wait_for_tables(mesh.config.journal.path)
     db = sqlite3.connect(mesh.config.journal.path)
     kinds = [k for (k,) in db.execute("SELECT kind FROM commands WHERE symbol='AAPL' AND user != 'carol'"
                                       " ORDER BY batch, position")]

@@ -30,6 +30,7 @@ from exchange.wire.messages import (
 from test_end_to_end import subscribed, wait_for_trade
 from exchange.testing.mesh import Mesh
 from exchange.wire.security.curve_keys import public_key, server_secret_key
+from exchange.journal.readers import wait_for_tables
 
 HANDSHAKE_S = 5
 OUTCOMES = {zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
@@ -107,6 +108,7 @@ def try_send(sock: zmq.Socket, frame: bytes) -> None:
 
 
 def journaled(mesh: Mesh, client_order_id: str) -> bool:
+    wait_for_tables(mesh.config.journal.path)
     with closing(sqlite3.connect(mesh.config.journal.path)) as db:
         return bool(db.execute("SELECT 1 FROM commands WHERE client_order_id=?", (client_order_id,)).fetchall())
 
@@ -132,6 +134,7 @@ def test_every_internal_link_works_encrypted(curve_mesh):
         trade_id = fill.split()[-1]
         _, trades = wait_for_trade(md)
         assert [t.trade_id for t in trades] == [trade_id]
+    wait_for_tables(curve_mesh.config.journal.path)
     with closing(sqlite3.connect(curve_mesh.config.journal.path)) as db:
         kinds = [k for (k,) in db.execute("SELECT kind FROM events WHERE trade_id=?", (trade_id,))]
     assert "Trade" in kinds

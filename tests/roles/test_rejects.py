@@ -24,6 +24,7 @@ from exchange.gateway.protocol.messages import (
     Ack, CancelAllOk, CancelAllRequest, CancelRequest, LoginOk, LoginRequest, Out, PingRequest, PlaceRequest, Pong,
     Rej, StatusRequest,
 )
+from exchange.journal.readers import wait_for_tables
 
 REJ = re.compile(r"REJ (?:#(?P<cid>[A-Za-z0-9_.:\-]{1,36}) )?(?P<code>[A-Z_]+) (?P<reason>\S.*)")
 
@@ -282,6 +283,7 @@ def test_a_client_order_id_is_taken_while_its_order_is_still_in_flight(module_me
     first, second = alice.read_reply(), alice.read_reply()
     assert first.startswith("ACK ") and second == first
     assert_open(alice)
+    wait_for_tables(module_mesh.config.journal.path)
     with closing(sqlite3.connect(module_mesh.config.journal.path)) as db:
         placed = db.execute("SELECT client_order_id, COUNT(*) FROM commands"
                             " WHERE user='alice' AND client_order_id IN ('twice', 'again')"
@@ -386,6 +388,7 @@ def test_pipelined_requests_get_one_reply_each_in_request_order(alice):
 def test_bad_lines_never_reach_the_journal(module_mesh, connect):
     """Only requests that passed the gateway are journaled: nothing malformed, off-grid or anonymous."""
     max_line = module_mesh.config.gateway.max_line
+    wait_for_tables(module_mesh.config.journal.path)
     with closing(sqlite3.connect(module_mesh.config.journal.path)) as db:
         before = db.execute("SELECT COUNT(*) FROM commands").fetchone()[0]
         anonymous = connect()
@@ -403,6 +406,7 @@ def test_bad_lines_never_reach_the_journal(module_mesh, connect):
         order_id = ack_id(carol.request("BUY BTC-USD 0.5 @ 10.00 #j1"))
         assert_rejected(carol, "BUY AAPL 2 @ 1.00 #j1", "DUPLICATE_ID", cid="j1")
         assert carol.request("CANCEL #j1") == f"OUT {order_id} #j1 CANCELED"  # replied: so journaled
+        wait_for_tables(module_mesh.config.journal.path)
         rows = db.execute("SELECT kind, user, symbol, order_id, client_order_id FROM commands"
                           " ORDER BY rowid LIMIT -1 OFFSET ?", (before,)).fetchall()
         assert rows == [("PlaceOrder", "carol", "BTC-USD", None, "j1"), ("CancelOrder", "carol", "", order_id, "j1")]

@@ -34,6 +34,7 @@ from exchange.gateway.protocol.messages import (
 )
 from exchange.testing.mesh import Mesh, wait_until
 from exchange.wire.security.curve_keys import public_key, server_secret_key
+from exchange.journal.readers import wait_for_tables
 
 SECRETS = {"alice": b"t1zTwHdR5zUN0xRj@MwtK8C61yhKS3t<l]YwuQ0J", "bob": b"yLky.7YU5%BnZ[hh(K*6BU8R9FW22d7?iMdyyOJl"}
 IDLE_S = 2
@@ -76,6 +77,7 @@ def pushed_lines(client: TextClient, count: int, timeout: float = 10) -> list[st
 
 
 def journal_rows(mesh: Mesh, sql: str, *args) -> list:
+    wait_for_tables(mesh.config.journal.path)
     with closing(sqlite3.connect(mesh.config.journal.path)) as db:
         return db.execute(sql, args).fetchall()
 
