@@ -50,7 +50,10 @@ REPLAY_RETRY_S = 0.5
 ANNOUNCE_S = 0.2  # repeat every watermark this often: a lost one (PUB/SUB, slow joiner) costs no more
 
 
-INDEX_EVERY_S = 0.05  # the tables catch up with the log at least this often (and whenever idle)
+INDEX_EVERY_S = 0.05  # the tables catch up with the log at least this often, and whenever idle
+
+
+INDEX_EAGER = 64  # batches: a lag this long is indexed on every turn, busy or not
 
 
 INDEX_SLICE_S = 0.002  # for about this long at a time, so a batch arriving meanwhile waits no longer
@@ -59,7 +62,7 @@ INDEX_SLICE_S = 0.002  # for about this long at a time, so a batch arriving mean
 INDEX_CHUNK = 400  # events per indexing transaction within a slice (about 100 orders)
 
 
-MAX_INDEX_LAG = 50_000  # batches: beyond this the tables catch up every turn, slowing the commits down
+MAX_INDEX_LAG = 20_000  # batches: beyond this no more are read until the tables catch up (engines then wait)
 
 
 STOP_INDEX_S = 2.0  # at a stop, index for up to this long; the rest at the next start
@@ -132,7 +135,8 @@ def run(config: Config, name: str = "journal-writer") -> None:
     lag = writer.unindexed()
     try:
         while not stopper.requested:
-            ready = dict(poller.poll(INDEX_EVERY_S * 1000 if lag else 100))
+            poller.modify(events, 0 if lag > MAX_INDEX_LAG else zmq.POLLIN)
+            ready = dict(poller.poll(0 if lag >= INDEX_EAGER else INDEX_EVERY_S * 1000 if lag else 100))
             arrived = []
             for sock in ready:
                 if sock is recovery:
@@ -174,7 +178,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                         changed.add(reply.engine)
             now = time.monotonic()
             lag = writer.unindexed()
-            if lag and (not ready or now - last_index >= INDEX_EVERY_S or lag > MAX_INDEX_LAG):
+            if lag and (not ready or lag >= INDEX_EAGER or now - last_index >= INDEX_EVERY_S):
                 index_for(writer, INDEX_SLICE_S)  # the tables follow the log, between commits
                 last_index = now
                 lag = writer.unindexed()
