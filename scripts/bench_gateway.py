@@ -11,10 +11,11 @@ Reply frames; every timed run replays them on a fresh gateway (same session and 
 so the recorded replies answer the same requests).
 
 The order mix is the load generator's (exchange.bench.session): per request, 15 % cancel a
-resting order, 10 % replace one (same or larger quantity, new price), and of the new orders 40 %
-cross the mid a few ticks as IOC and the rest rest a few ticks from a mid that swings slowly.
+resting order, 10 % replace one (same or larger quantity, new price), 15 % are IOC orders that
+cross the mid by a few ticks, and the rest rest a few ticks from a mid that swings slowly.
 
-Printed: µs per order line (every line, requests and their answers and pushed fills, divided
+Printed: µs of CPU per order line (the process's CPU time, so that other processes on a shared
+machine count less; every line, requests and their answers and pushed fills, divided
 by the number of lines sent), median and min..max of the runs, and a digest of every byte the
 clients were sent and of every command (without its timestamp): a change to the gateway that
 is meant to keep client-visible bytes must keep both digests.
@@ -235,14 +236,14 @@ async def record(config, orders: int, seed: int) -> tuple[list, Counter, str]:
 
 
 async def replay(config, chunks: list) -> tuple[float, str]:
-    """Replay the recorded chunks on a fresh gateway: (seconds taken, digest of what clients were sent)."""
+    """Replay the recorded chunks on a fresh gateway: (CPU seconds taken, digest of what clients were sent)."""
     gateway = Gateway(config)
     await asyncio.sleep(0)  # the LOGIN answers are written
     for transport in gateway.transports:
         transport.written.clear()
     connections, decoder, on_reply = gateway.connections, Decoder(Replies), gateway.entry.on_reply
     gc.collect()
-    start = time.perf_counter()
+    start = time.process_time()
     for inputs, frames in chunks:
         for i, data in inputs:
             connections[i].data_received(data)
@@ -251,7 +252,7 @@ async def replay(config, chunks: list) -> tuple[float, str]:
             for reply in decoder.decode(frame).replies:
                 on_reply(reply)
         await asyncio.sleep(0)  # the turn ends: TextConnection writes its replies
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     return elapsed, hashlib.sha256(gateway.written()).hexdigest()[:16]
 
 
@@ -262,6 +263,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--accounts", choices=("on", "off"), default="on")
     parser.add_argument("--profile", action="store_true", help="cProfile one run and print the top functions")
+    parser.add_argument("--top", type=int, default=30, help="how many functions --profile prints")
     args = parser.parse_args()
     config = toy_config(accounts=args.accounts == "on")
     gateway = msgspec.structs.replace(config.gateway, max_rate=1e9, max_burst=10**9, max_in_flight=10**9,
@@ -275,7 +277,7 @@ def main() -> None:
         profiler.enable()
         asyncio.run(replay(config, chunks))
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
         return
     per_order, digests = [], set()
     for _ in range(args.runs):
@@ -284,7 +286,7 @@ def main() -> None:
         digests.add(digest)
     if len(digests) != 1:
         raise SystemExit(f"runs sent clients different bytes: {sorted(digests)}")
-    print(f"µs per order: median {statistics.median(per_order):.2f}"
+    print(f"µs of CPU per order: median {statistics.median(per_order):.2f}"
           f" (min {min(per_order):.2f} .. max {max(per_order):.2f}, {args.runs} runs)")
     print(f"digests: replies {digests.pop()}, commands {commands}")
 
