@@ -17,7 +17,7 @@ from exchange.errors import RejectCode
 # At most 12 integer digits and 12 fraction digits: anything longer is a typo or an attack.
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
 DEFAULT_MAX_PRICE = "1000000000"  # one billion units of the quote currency
-MAX_CACHED = 4096  # texts read, and values formatted, that an instrument keeps per kind (price, quantity)
+MAX_CACHED = 1024  # texts read, and values formatted, that an instrument keeps per kind: about 0.4 MB in all
 
 
 class GridError(ValueError):
