@@ -82,7 +82,7 @@ class Session:
     def push(self, replies: list[ClientReply]) -> None:
         if self.closed:
             return
-        if self.queue and any(self.held[getattr(r, "order_id", "")] for r in replies):
+        if self.held and any(self.held[getattr(r, "order_id", "")] for r in replies):  # held: lines queued
             self.queue.append([True, replies])
             self._count(replies, +1)
             self.flush()
