@@ -1,4 +1,10 @@
-"""Instruments and the one place where decimal text becomes integer ticks and lots."""
+"""Instruments and the one place where decimal text becomes integer ticks and lots.
+
+Text on the grid is read as integers, straight from its digits; anything else (off the grid, not
+positive, out of range, not a plain decimal) goes the Decimal way, which says exactly why. Each
+instrument remembers the texts it read and the values it formatted lately (at most MAX_CACHED of
+each kind): a market's prices and sizes repeat, and the gateway reads and writes them per order.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from exchange.errors import RejectCode
 # At most 12 integer digits and 12 fraction digits: anything longer is a typo or an attack.
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
 DEFAULT_MAX_PRICE = "1000000000"  # one billion units of the quote currency
+MAX_CACHED = 1024  # texts read, and values formatted, that an instrument keeps per kind: about 0.4 MB in all
 
 
 class GridError(ValueError):
@@ -32,6 +39,34 @@ def parse_decimal(text: str, what: str, code: RejectCode) -> Decimal:
     if value == 0:
         raise GridError(code, f"{what} {text} must be positive")
     return value
+
+
+def _units(text: str, places: int) -> int | None:
+    """``text`` as a whole number of 10**-``places`` if it is a decimal ``parse_decimal`` takes and
+    has no digit below that place but zeros; else None (then ``parse_decimal`` and the grid say why).
+
+    Exact and without Decimal: the digits themselves, read as one integer.
+    """
+    whole, dot, fraction = text.partition(".")
+    digits = whole + fraction
+    # isascii too: str.isdigit takes other scripts' digits and superscripts
+    if not (digits.isdigit() and digits.isascii() and 0 < len(whole) <= 12 and (0 < len(fraction) <= 12 or not dot)):
+        return None
+    short = places - len(fraction)
+    if short >= 0:
+        return int(digits) * _POWERS_OF_TEN[short]
+    units, below = divmod(int(digits), _POWERS_OF_TEN[-short])
+    return None if below else units
+
+
+_POWERS_OF_TEN = [10**n for n in range(25)]
+
+
+def _remember(cache: dict, key, value) -> None:
+    """Keep ``value`` under ``key`` in one of an instrument's caches, which never hold more than MAX_CACHED."""
+    if len(cache) >= MAX_CACHED:
+        cache.clear()  # prices wander: begin again rather than keep the oldest
+    cache[key] = value
 
 
 def _grid(text: str, what: str) -> Decimal:
@@ -58,6 +93,7 @@ class Instrument:
         "symbol", "tick_size", "lot_size", "min_qty", "max_qty", "max_price", "stp_default",
         "max_notional", "price_band", "reference_price", "max_open_orders",
         "_tick", "_lot", "_price_places", "_qty_places", "_max_notional_text", "_band_text",
+        "_tick_units", "_lot_units", "_ticks", "_lots", "_price_texts", "_qty_texts",
     )
 
     def __init__(
@@ -81,6 +117,13 @@ class Instrument:
         self._lot = _grid(lot_size, "lot_size")
         self._price_places = max(0, -self._tick.as_tuple().exponent)
         self._qty_places = max(0, -self._lot.as_tuple().exponent)
+        self._tick_units = int(self._tick.scaleb(self._price_places))  # the tick in 10**-places
+        self._lot_units = int(self._lot.scaleb(self._qty_places))
+        # the texts read and the values formatted lately: a market's prices and sizes repeat
+        self._ticks: dict[str, int] = {}
+        self._lots: dict[str, int] = {}
+        self._price_texts: dict[int, str] = {}
+        self._qty_texts: dict[int, str] = {}
         self.min_qty = self._limit(min_qty or lot_size, self._lot, "min_qty", "lot_size")
         self.max_qty = self._limit(max_qty or "1000000000", self._lot, "max_qty", "lot_size")
         self.max_price = self._limit(max_price or DEFAULT_MAX_PRICE, self._tick, "max_price", "tick_size")
@@ -114,6 +157,15 @@ class Instrument:
 
     def to_ticks(self, text: str) -> int:
         """Price text → ticks; GridError(BAD_PRICE) if off the grid, not positive or too large."""
+        ticks = self._ticks.get(text)
+        if ticks is not None:
+            return ticks
+        units = _units(text, self._price_places)
+        if units:  # the common case, in integers; anything else takes the Decimal way, which says why
+            ticks, rest = divmod(units, self._tick_units)
+            if not rest and ticks <= self.max_price:
+                _remember(self._ticks, text, ticks)
+                return ticks
         value = parse_decimal(text, "price", RejectCode.BAD_PRICE)
         ticks, rest = divmod(value, self._tick)
         if rest:
@@ -127,6 +179,15 @@ class Instrument:
 
     def to_lots(self, text: str) -> int:
         """Quantity text → lots; GridError(BAD_QTY) if off the grid, not positive or out of limits."""
+        lots = self._lots.get(text)
+        if lots is not None:
+            return lots
+        units = _units(text, self._qty_places)
+        if units:  # as in to_ticks
+            lots, rest = divmod(units, self._lot_units)
+            if not rest and self.min_qty <= lots <= self.max_qty:
+                _remember(self._lots, text, lots)
+                return lots
         value = parse_decimal(text, "quantity", RejectCode.BAD_QTY)
         lots, rest = divmod(value, self._lot)
         if rest:
@@ -189,11 +250,19 @@ class Instrument:
 
     def format_price(self, ticks: int) -> str:
         """Ticks → decimal text with the tick's number of places (``430001`` → ``"4300.10"``)."""
-        return f"{ticks * self._tick:.{self._price_places}f}"
+        text = self._price_texts.get(ticks)
+        if text is None:
+            text = f"{ticks * self._tick:.{self._price_places}f}"
+            _remember(self._price_texts, ticks, text)
+        return text
 
     def format_qty(self, lots: int) -> str:
         """Lots → decimal text with the lot's number of places."""
-        return f"{lots * self._lot:.{self._qty_places}f}"
+        text = self._qty_texts.get(lots)
+        if text is None:
+            text = f"{lots * self._lot:.{self._qty_places}f}"
+            _remember(self._qty_texts, lots, text)
+        return text
 
     def __repr__(self) -> str:
         return f"Instrument({self.symbol!r}, tick_size={self.tick_size!r}, lot_size={self.lot_size!r})"

@@ -47,6 +47,8 @@ from exchange.wire.messages import Reply
 
 log = logging.getLogger(__name__)
 
+_ANSWERS_ONLY = (OrderAccepted, OrderRejected, OrderReplaced)  # events only the requester is told of
+
 
 class OrderEntry:
     """A gateway's order entry, built of the parts above; ``send(engine_name, command, session_id,
@@ -237,25 +239,30 @@ class OrderEntry:
             answer = reply.events[0] if reply.events else None
             if pending.refused_as_duplicate(answer):
                 original = self._original(answer, pending.command)
-        for event in reply.events:
-            self.views.track(event)
-        if pending is not None and isinstance(original or answer, OrderAccepted):
-            self._placed(pending.session, (original or answer).order_id)
         requester = pending.session if pending is not None else None
         own: list[ClientReply] = []  # what the requester hears, in its reply slot
-        for event in reply.events:
-            lines = replies_for_event(original if event is answer and original else event,
-                                      self.instruments.get(event.symbol))
+        pushed: list[tuple[Session, list[ClientReply]]] = []  # what others hear, once every event is known
+        by_user = self.table.by_user
+        for event in reply.events:  # one pass: the views learn each event, and who hears of it
+            self.views.track(event)
             if event is answer:
-                own.extend(lines)
+                own.extend(replies_for_event(original or answer, self.instruments.get(event.symbol)))
                 continue
-            if isinstance(event, (OrderAccepted, OrderRejected, OrderReplaced)):
-                continue  # answers only: no session gets an unsolicited ACK or REJ
-            for session in list(self.table.by_user.get(event.user, ())):  # a write may close a session
+            if isinstance(event, _ANSWERS_ONLY):
+                continue  # no session gets an unsolicited ACK or REJ
+            sessions = by_user.get(event.user)
+            if not sessions:
+                continue  # none of the user's sessions is on this gateway
+            lines = replies_for_event(event, self.instruments.get(event.symbol))
+            for session in sessions:
                 if session is requester:
                     own.extend(lines)
                 else:
-                    session.push(lines)
+                    pushed.append((session, lines))
+        if pending is not None and isinstance(original or answer, OrderAccepted):
+            self._placed(pending.session, (original or answer).order_id)
+        for session, lines in pushed:  # a write may close a session: it then takes no more
+            session.push(lines)
         if answer is not None and requester.id in self.sessions:
             requester.fill(pending.slot, own)
         elif pending is not None and isinstance(pending.command, CancelAll):

@@ -69,6 +69,11 @@ class Session:
         slot[0] = True
         if callable(replies):
             slot[1] = replies
+        elif self.queue and self.queue[0] is slot and not slot[1]:
+            # its turn has come (the common case): the lines leave now, so ``held`` need not count them
+            self.queue.popleft()
+            self.flush(replies)
+            return
         else:
             slot[1].extend(replies)
             self._count(replies, +1)
@@ -77,27 +82,33 @@ class Session:
     def push(self, replies: list[ClientReply]) -> None:
         if self.closed:
             return
-        if self.queue and any(self.held[getattr(r, "order_id", "")] for r in replies):
+        if self.held and any(self.held[getattr(r, "order_id", "")] for r in replies):  # held: lines queued
             self.queue.append([True, replies])
             self._count(replies, +1)
             self.flush()
         else:
             self.write(replies)
 
-    def flush(self) -> None:
+    def flush(self, ready: list[ClientReply] | None = None) -> None:
+        """Write the lines whose turn has come: ``ready`` (a slot's, just taken off the head), then those
+        of the slots at the head of the queue that are filled."""
         if self.closed:
             return
-        out = []
-        while self.queue and self.queue[0][0]:
-            replies = self.queue.popleft()[1]
+        parts = [ready] if ready else []
+        queue = self.queue
+        while queue and queue[0][0]:
+            replies = queue.popleft()[1]
             if callable(replies):
-                out.extend(replies())
+                replies = replies()
             else:
-                out.extend(replies)
                 self._count(replies, -1)
-        if out:
-            self.write(out)
-        if self.stopped and len(self.queue) <= self.max_unanswered // 2:
+            if replies:
+                parts.append(replies)
+        if len(parts) == 1:
+            self.write(parts[0])  # as it is: nobody changes a list of replies once it is handed over
+        elif parts:
+            self.write([reply for part in parts for reply in part])
+        if self.stopped and len(queue) <= self.max_unanswered // 2:
             self.stopped = False
             self.resume()
 

@@ -95,7 +95,7 @@ class TextConnection(asyncio.Protocol):
         if many wait (so that the transport sees, and says, when the client does not read them)."""
         if not self.unwritten:
             asyncio.get_running_loop().call_soon(self.flush)
-        text = "".join(format_reply(r) + "\n" for r in replies)
+        text = "\n".join(map(format_reply, replies)) + "\n"
         self.unwritten.append(text)
         self.unwritten_size += len(text)
         if self.unwritten_size > self.UNWRITTEN_MAX:

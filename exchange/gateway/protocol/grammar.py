@@ -92,7 +92,9 @@ def parse_line(line: str) -> ClientRequest:
 
     Words are separated by runs of spaces and tabs, and nothing else (docs/protocol.md#grammar).
     """
-    words = _SEPARATORS.split(line.strip(" \t"))
+    line = line.strip(" \t")
+    # single spaces (nearly every line) split as they are, without the regular expression
+    words = line.split(" ") if "\t" not in line and "  " not in line else _SEPARATORS.split(line)
     if words == [""]:
         raise ProtocolError(RejectCode.MALFORMED, "empty line; try PING")
     verb = _upper(words[0])
@@ -134,21 +136,25 @@ def _parse_place(verb: str, args: list[str]) -> PlaceRequest:
     if _upper(qty) == "FUNDS":  # no quantity: the budget alone limits the order
         qty, rest = "", args[1:]
     found: dict[str, object] = {}
+    last = -1  # the place in _PLACE_PARTS of the last part found: the next one must come after it
     while rest:
         word = rest.pop(0)
-        part = _place_part(word)
+        upper = _upper(word)
+        part = _place_part(word, upper)
         if part is None:
             raise ProtocolError(RejectCode.MALFORMED, f"unexpected {word[:40]!r}; usage: {_USAGE[verb]}")
-        if part == "price" and _upper(word) == "FUNDS" and (verb == "SELL" or found.get("price")):
+        if part == "price" and upper == "FUNDS" and (verb == "SELL" or found.get("price")):
             raise ProtocolError(RejectCode.MALFORMED, f"FUNDS is for market buys only; usage: {_USAGE[verb]}")
-        if any(later in found for later in _PLACE_PARTS[_PLACE_PARTS.index(part):]):
+        place = _PLACE_PARTS[part]
+        if place <= last:
             raise ProtocolError(RejectCode.MALFORMED, f"{word[:40]!r} is out of place: the parts after the"
                                 f" quantity come in this order, each at most once: {_USAGE[verb]}")
-        found[part] = _place_value(part, word, rest)
+        last = place
+        found[part] = _place_value(part, word, upper, rest)
     funds = None
     if isinstance(found.get("price"), _Funds):
         funds, found["price"] = found["price"].amount, None
-    return PlaceRequest(Side[verb], symbol.upper(), qty, found.get("price"), found.get("tif"), found.get("stp"),
+    return PlaceRequest(_SIDES[verb], symbol.upper(), qty, found.get("price"), found.get("tif"), found.get("stp"),
                         found.get("cid", ""), funds)
 
 
@@ -159,15 +165,17 @@ class _Funds:
         self.amount = amount
 
 
-_PLACE_PARTS = ["price", "tif", "stp", "cid"]  # in the one order they may come in
+_PLACE_PARTS = {"price": 0, "tif": 1, "stp": 2, "cid": 3}  # in the one order they may come in
+_SIDES = dict(Side.__members__)
+_TIFS = dict(TimeInForce.__members__)
+_STPS = dict(SelfTradePrevention.__members__)
 
 
-def _place_part(word: str) -> str | None:
-    """Which optional part of an order ``word`` starts (None: none)."""
-    upper = _upper(word)
+def _place_part(word: str, upper: str) -> str | None:
+    """Which optional part of an order ``word`` (``upper``: in capitals) starts (None: none)."""
     if word.startswith("@") or upper in ("MKT", "FUNDS"):
         return "price"
-    if upper in TimeInForce.__members__:
+    if upper in _TIFS:
         return "tif"
     if upper.startswith("STP="):
         return "stp"
@@ -176,27 +184,26 @@ def _place_part(word: str) -> str | None:
     return None
 
 
-def _place_value(part: str, word: str, rest: list[str]):
-    """The value of an optional part that starts with ``word``; a price after a lone ``@`` is taken
-    from ``rest``. MKT (a market order, as ACK prints it) is the price None."""
+def _place_value(part: str, word: str, upper: str, rest: list[str]):
+    """The value of an optional part that starts with ``word`` (``upper``: in capitals); a price after
+    a lone ``@`` is taken from ``rest``. MKT (a market order, as ACK prints it) is the price None."""
     match part:
         case "price":
-            if _upper(word) == "MKT":
+            if upper == "MKT":
                 return None
-            if _upper(word) == "FUNDS":
+            if upper == "FUNDS":
                 return _Funds(_amount(rest.pop(0) if rest else "", "FUNDS"))
             price = word[1:] or (rest.pop(0) if rest else "")
             if not price:
                 raise ProtocolError(RejectCode.MALFORMED, "a price must follow @")
             return price
         case "tif":
-            return TimeInForce[_upper(word)]
+            return _TIFS[upper]
         case "stp":
-            mode = _upper(word)[4:]
-            if mode not in SelfTradePrevention.__members__:
-                raise ProtocolError(RejectCode.MALFORMED, f"STP must be one of"
-                                    f" {', '.join(SelfTradePrevention.__members__)}")
-            return SelfTradePrevention[mode]
+            mode = upper[4:]
+            if mode not in _STPS:
+                raise ProtocolError(RejectCode.MALFORMED, f"STP must be one of {', '.join(_STPS)}")
+            return _STPS[mode]
     return _client_order_id(word[1:])
 
 

@@ -78,23 +78,23 @@ def shown(client_order_id: str) -> str:
 def reply_for_event(event, instrument: Instrument | None) -> ClientReply:
     """What a client is told about one of its order events."""
     cid = shown(event.client_order_id)
-    match event:
+    match event:  # the most frequent first
         case OrderAccepted():
             return Ack(event.order_id, cid, event.side, event.symbol, instrument.format_qty(event.qty),
                        instrument.format_price(event.price) if event.price is not None else None, event.tif)
-        case OrderRejected():
-            return Rej(event.code, event.reason, cid)
+        case OrderCanceled():
+            return Out(event.order_id, cid, "CANCELED", "" if event.reason.value == "USER" else event.reason.value)
         case OrderFilled():
             return Fill(event.order_id, cid, instrument.format_qty(event.last_qty),
                         instrument.format_price(event.last_price), instrument.format_qty(event.leaves_qty),
                         event.trade_id)
-        case OrderCanceled():
-            return Out(event.order_id, cid, "CANCELED", "" if event.reason.value == "USER" else event.reason.value)
-        case OrderExpired():
-            return Out(event.order_id, cid, "EXPIRED", event.reason.value)
         case OrderReplaced():
             return ReplaceAck(event.order_id, cid, event.side, event.symbol, instrument.format_qty(event.qty),
                               instrument.format_price(event.price), instrument.format_qty(event.leaves_qty))
+        case OrderExpired():
+            return Out(event.order_id, cid, "EXPIRED", event.reason.value)
+        case OrderRejected():
+            return Rej(event.code, event.reason, cid)
         case OrderReduced():
             return Reduced(event.order_id, cid, instrument.format_qty(event.reduced_qty),
                            instrument.format_qty(event.leaves_qty))
