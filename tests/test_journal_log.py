@@ -15,6 +15,7 @@ from exchange.journal.readers import (
     engine_events, engine_symbols, index_lag, last_trades, open_and_recent_order_events, order_history,
 )
 from exchange.journal.schema import open_db, open_readonly
+from exchange.journal.role import IndexPacing
 from exchange.journal.upgrade import rebuild_bodies
 from exchange.journal.verify_log import verify_log
 from exchange.journal.writer import Writer
@@ -164,3 +165,16 @@ def test_queries_say_when_the_tables_are_behind_the_log(journal):
     writer.catch_up()
     result = CliRunner().invoke(cli, ["journal", "orders", "--config", LOCAL, "--db", str(path)])
     assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_the_writer_indexes_when_idle_every_turn_when_behind_and_stops_reading_when_far_behind():
+    pacing = IndexPacing()
+    assert not pacing.due(0, idle=True, now=10.0)  # nothing to index
+    assert pacing.poll_ms(0) == 100
+    assert pacing.due(3, idle=True, now=10.0)  # a little behind, nothing arriving: now
+    assert not pacing.due(3, idle=False, now=10.01)  # busy: not before EVERY_S
+    assert pacing.poll_ms(3) == IndexPacing.EVERY_S * 1000
+    assert pacing.due(3, idle=False, now=10.0 + IndexPacing.EVERY_S)
+    assert pacing.due(IndexPacing.EAGER, idle=False, now=10.06)  # far enough behind: every turn
+    assert pacing.poll_ms(IndexPacing.EAGER) == 0
+    assert pacing.reads_batches(IndexPacing.MAX_LAG) and not pacing.reads_batches(IndexPacing.MAX_LAG + 1)

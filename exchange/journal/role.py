@@ -50,22 +50,38 @@ REPLAY_RETRY_S = 0.5
 ANNOUNCE_S = 0.2  # repeat every watermark this often: a lost one (PUB/SUB, slow joiner) costs no more
 
 
-INDEX_EVERY_S = 0.05  # the tables catch up with the log at least this often, and whenever idle
-
-
-INDEX_EAGER = 64  # batches: a lag this long is indexed on every turn, busy or not
-
-
-INDEX_SLICE_S = 0.002  # for about this long at a time, so a batch arriving meanwhile waits no longer
+INDEX_SLICE_S = 0.002  # the tables catch up for about this long at a time, so a batch arriving meanwhile waits no longer
 
 
 INDEX_CHUNK = 400  # events per indexing transaction within a slice (about 100 orders)
 
 
-MAX_INDEX_LAG = 20_000  # batches: beyond this no more are read until the tables catch up (engines then wait)
-
-
 STOP_INDEX_S = 2.0  # at a stop, index for up to this long; the rest at the next start
+
+
+class IndexPacing:
+    """When the journal writer builds its tables from its log, between commits (docs/journal.md)."""
+
+    EVERY_S = 0.05  # at least this often, and whenever nothing arrived
+    EAGER = 64  # batches behind: on every turn, busy or not
+    MAX_LAG = 20_000  # batches behind: no more batches are read until the tables catch up (engines then wait)
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def reads_batches(self, lag: int) -> bool:
+        return lag <= self.MAX_LAG
+
+    def poll_ms(self, lag: int) -> float:
+        """How long a turn may wait for something to arrive."""
+        return 0 if lag >= self.EAGER else self.EVERY_S * 1000 if lag else 100
+
+    def due(self, lag: int, idle: bool, now: float) -> bool:
+        """Whether to index a slice now (and, if so, noted as done at ``now``)."""
+        if lag and (idle or lag >= self.EAGER or now - self.last >= self.EVERY_S):
+            self.last = now
+            return True
+        return False
 
 
 def index_for(writer: Writer, seconds: float) -> int:
@@ -130,13 +146,13 @@ def run(config: Config, name: str = "journal-writer") -> None:
     poller = zmq.Poller()
     for sock in (events, recovery, *replay.values()):
         poller.register(sock, zmq.POLLIN)
-    last_announce = last_replay = last_index = 0.0
+    last_announce = last_replay = 0.0
     written = 0
-    lag = writer.unindexed()
+    pacing, lag = IndexPacing(), writer.unindexed()
     try:
         while not stopper.requested:
-            poller.modify(events, 0 if lag > MAX_INDEX_LAG else zmq.POLLIN)
-            ready = dict(poller.poll(0 if lag >= INDEX_EAGER else INDEX_EVERY_S * 1000 if lag else 100))
+            poller.modify(events, zmq.POLLIN if pacing.reads_batches(lag) else 0)
+            ready = dict(poller.poll(pacing.poll_ms(lag)))
             arrived = []
             for sock in ready:
                 if sock is recovery:
@@ -178,9 +194,8 @@ def run(config: Config, name: str = "journal-writer") -> None:
                         changed.add(reply.engine)
             now = time.monotonic()
             lag = writer.unindexed()
-            if lag and (not ready or lag >= INDEX_EAGER or now - last_index >= INDEX_EVERY_S):
+            if pacing.due(lag, not ready, now):
                 index_for(writer, INDEX_SLICE_S)  # the tables follow the log, between commits
-                last_index = now
                 lag = writer.unindexed()
             if now - last_announce > ANNOUNCE_S:
                 last_announce = now
