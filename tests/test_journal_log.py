@@ -167,13 +167,14 @@ def test_queries_say_when_the_tables_are_behind_the_log(journal):
     assert result.exit_code == 0 and result.stderr == ""
 
 
-def test_the_writer_indexes_when_idle_every_turn_when_behind_and_stops_reading_when_far_behind():
+def test_the_writer_indexes_when_idle_now_and_then_when_busy_every_turn_when_far_behind_and_then_stops_reading():
     pacing = IndexPacing()
     assert not pacing.due(0, idle=True, now=10.0)  # nothing to index
     assert pacing.poll_ms(0) == 100
     assert pacing.due(3, idle=True, now=10.0)  # a little behind, nothing arriving: now
+    assert pacing.poll_ms(3) == 0  # and on at once while nothing arrives
     assert not pacing.due(3, idle=False, now=10.01)  # busy: not before EVERY_S
-    assert pacing.poll_ms(3) == IndexPacing.EVERY_S * 1000
+    assert pacing.poll_ms(3) == IndexPacing.IDLE_MS
     assert pacing.due(3, idle=False, now=10.0 + IndexPacing.EVERY_S)
     assert pacing.due(IndexPacing.EAGER, idle=False, now=10.06)  # far enough behind: every turn
     assert pacing.poll_ms(IndexPacing.EAGER) == 0

@@ -60,24 +60,34 @@ STOP_INDEX_S = 2.0  # at a stop, index for up to this long; the rest at the next
 
 
 class IndexPacing:
-    """When the journal writer builds its tables from its log, between commits (docs/journal.md)."""
+    """When the journal writer builds its tables from its log, between commits (docs/journal.md).
 
-    EVERY_S = 0.05  # at least this often, and whenever nothing arrived
-    EAGER = 64  # batches behind: on every turn, busy or not
-    MAX_LAG = 20_000  # batches behind: no more batches are read until the tables catch up (engines then wait)
+    Writing the log comes first: under load the tables get a slice every EVERY_S, and all the time
+    the writer has nothing else to do; so a burst is written at full speed and indexed after it.
+    Once EAGER batches behind they get a slice on every turn (a long flood pays as it goes), and
+    past MAX_LAG no more batches are read until they have caught up."""
+
+    EVERY_S = 0.05  # a slice at least this often
+    IDLE_MS = 5  # nothing arrived for this long: the writer is idle, and indexes
+    EAGER = 10_000  # batches behind (about 20 s of a flood): a slice on every turn, busy or not
+    MAX_LAG = 50_000  # batches behind: no more batches are read until the tables catch up (engines then wait)
 
     def __init__(self) -> None:
         self.last = 0.0
+        self.idle = False  # the last turn found nothing to write, and indexed
 
     def reads_batches(self, lag: int) -> bool:
         return lag <= self.MAX_LAG
 
     def poll_ms(self, lag: int) -> float:
         """How long a turn may wait for something to arrive."""
-        return 0 if lag >= self.EAGER else self.EVERY_S * 1000 if lag else 100
+        if not lag:
+            return 100
+        return 0 if lag >= self.EAGER or self.idle else self.IDLE_MS  # idle: slice after slice
 
     def due(self, lag: int, idle: bool, now: float) -> bool:
         """Whether to index a slice now (and, if so, noted as done at ``now``)."""
+        self.idle = idle
         if lag and (idle or lag >= self.EAGER or now - self.last >= self.EVERY_S):
             self.last = now
             return True
