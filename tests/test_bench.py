@@ -7,6 +7,7 @@ is consistent, i.e. that the bench would catch a wrong mesh, and that its report
 from __future__ import annotations
 
 import json
+import selectors
 import sqlite3
 
 import pytest
@@ -14,6 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from exchange.bench import BenchOptions, run, summary
+from exchange.bench.load import MAX_SELECT_SESSIONS, event_loop_for
 from exchange.bench.stages import STAGES, ack_stages
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side
@@ -155,3 +157,17 @@ def test_with_accounts_the_command_runs_without_and_with_them_and_reports_the_co
     assert off["counts"]["unanswered"] == on["counts"]["unanswered"] == 0
     assert on["counts"]["answers"]["accepted"] > 0 and "INSUFFICIENT_FUNDS" not in on["counts"]["rejects"]
     assert any(label.startswith("ledger") for label in on["cpu"]), on["cpu"]
+
+
+def test_a_load_generator_times_its_requests_with_select_unless_it_has_too_many_sockets():
+    # epoll's timeouts are whole milliseconds: the open-loop schedule would be late by up to one
+    loop = event_loop_for(8)
+    try:
+        assert isinstance(loop._selector, selectors.SelectSelector)
+    finally:
+        loop.close()
+    loop = event_loop_for(MAX_SELECT_SESSIONS + 1)
+    try:
+        assert not isinstance(loop._selector, selectors.SelectSelector)
+    finally:
+        loop.close()
