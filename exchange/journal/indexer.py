@@ -80,7 +80,7 @@ class Indexer:
         share = max(1, budget // len(behind))
         count = 0
         for stream in behind:
-            last, last_seq, events = self.indexed.get(stream, 0), 0, 0
+            last, last_seq, events = self.indexed.get(stream, 0), None, 0
             rows = self.conn.execute("SELECT batch, first_seq, last_seq, body FROM batches WHERE engine=? AND batch>?"
                                      " AND batch<=? ORDER BY batch LIMIT ?",
                                      (stream, last, logged[stream], INDEX_READ_AHEAD))
@@ -95,7 +95,8 @@ class Indexer:
                 events += max(1, last_seq - first_seq + 1)
                 if events >= share:
                     break
-            upto.append((stream, last, last_seq))
+            if last_seq is not None:
+                upto.append((stream, last, last_seq))
         with self.conn:
             self.conn.executemany("INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", command_rows)
             self.conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", event_rows)
