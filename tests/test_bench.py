@@ -7,8 +7,13 @@ is consistent, i.e. that the bench would catch a wrong mesh, and that its report
 from __future__ import annotations
 
 import json
+import os
 import selectors
+import signal
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,7 +25,7 @@ from exchange.bench.stages import STAGES, ack_stages
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side
 from exchange.cli.main import cli
-from exchange.testing.mesh import loopback_config
+from exchange.testing.mesh import loopback_config, wait_until
 from exchange.wire.messages import Entry, EventBatch
 from exchange.journal.schema import open_db, open_readonly
 from exchange.journal.writer import Writer
@@ -171,3 +176,33 @@ def test_a_load_generator_times_its_requests_with_select_unless_it_has_too_many_
         assert not isinstance(loop._selector, selectors.SelectSelector)
     finally:
         loop.close()
+
+
+def processes_naming(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_bench_stopped_with_sigterm_stops_the_mesh_it_started(tmp_path):
+    config, keep, log = loopback_config(tmp_path), tmp_path / "kept", tmp_path / "bench.log"
+    with open(log, "wb") as out:
+        bench = subprocess.Popen([sys.executable, "-m", "exchange", "bench", "--config", str(config), "--rate", "50",
+                                  "--duration", "60", "--warmup", "0", "--sessions", "1", "--workers", "1",
+                                  "--subscribers", "0", "--keep", str(keep)], stdout=out, stderr=out)
+    try:
+        wait_until(lambda: b"measure" in log.read_bytes() or bench.poll() is not None, timeout=60)
+        assert bench.poll() is None, log.read_text()
+        assert processes_naming(str(keep))  # the mesh is up
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(60) == 128 + signal.SIGTERM
+        assert processes_naming(str(keep)) == [], log.read_text()[-2000:]
+    finally:
+        bench.kill()
+        for pid in processes_naming(str(keep)):
+            os.kill(pid, signal.SIGKILL)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import click
 
 from exchange.cli.common import config_option, load
@@ -59,6 +62,8 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
     """
     from exchange import bench as bench_lib
 
+    # SIGTERM (a `kill`, a CI timeout) stops the run as Ctrl-C would: the mesh it started stops too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     symbols = [s.strip().upper() for group in instruments for s in group.split(",") if s.strip()]
     pairs = []
     for user in users:
