@@ -16,7 +16,6 @@ from exchange.journal.readers import (
 )
 from exchange.journal.schema import open_db, open_readonly
 from exchange.journal.role import IndexPacing
-from exchange.journal.upgrade import rebuild_bodies
 from exchange.journal.verify_log import verify_log
 from exchange.journal.writer import Writer
 from exchange.wire.messages import BatchHeader, Decoder, EventBatch
@@ -111,14 +110,6 @@ def test_a_journal_from_before_the_log_gets_each_batchs_bytes_rebuilt_from_its_r
     open_db(path).conn.close()
     assert logged_frames(path) == frames
     assert index_lag(open_readonly(path)) == {}
-
-
-def test_rebuilding_bodies_leaves_batches_that_have_one_alone(journal):
-    path, _ = journal
-    frames = logged_frames(path)
-    conn = sqlite3.connect(path)
-    assert rebuild_bodies(conn) == 0
-    assert logged_frames(path) == frames
 
 
 def test_verify_finds_the_tables_and_the_log_agreeing_and_notes_what_is_not_indexed(journal):

@@ -10,7 +10,7 @@ can say how far they are up to date (``exchange.journal.readers.index_lag``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 import msgspec
 from exchange.core.instruments import Instrument
 from exchange.core.orders import Side
@@ -25,9 +25,6 @@ _json_encode = msgspec.json.Encoder().encode
 
 
 _QTY_FIELDS = ("qty", "last_qty", "canceled_qty", "expired_qty", "reduced_qty")
-
-
-_FORMAT_CACHE_SIZE = 100_000
 
 
 _SIDE_TEXT = {side: side.value for side in Side}
@@ -59,9 +56,6 @@ class Indexer:
         self.conn = conn
         self.instruments = instruments
         self.indexed = dict(conn.execute("SELECT stream, batch FROM indexed"))
-        # decimal text of the prices and quantities seen lately, per instrument (formatting is slow)
-        self._prices: dict[str, dict[int, str]] = {symbol: {} for symbol in instruments}
-        self._qtys: dict[str, dict[int, str]] = {symbol: {} for symbol in instruments}
 
     def lag(self, logged: Mapping[str, int], streams: Iterable[str] | None = None) -> int:
         """How many of the ``logged`` batches (stream → last batch in the log) are not in the tables."""
@@ -135,24 +129,15 @@ class Indexer:
                 break
         if qty_field is not None:
             qty = getattr(event, qty_field)
-        instrument = self.instruments.get(symbol)
+        instrument = self.instruments.get(symbol)  # it remembers the texts it formatted lately
         price_text = qty_text = None
         if instrument is not None:
             if price is not None:
-                price_text = _cached_text(self._prices[symbol], price, instrument.format_price)
+                price_text = instrument.format_price(price)
             if qty is not None:
-                qty_text = _cached_text(self._qtys[symbol], qty, instrument.format_qty)
+                qty_text = instrument.format_qty(qty)
         return (b.engine, event.seq, b.epoch, b.batch, kind, symbol,
                 event.user if has_user else None, (event.order_id or None) if has_order else None,
                 event.trade_id if has_trade else None, _SIDE_TEXT[side] if side else None,
                 price_text, qty_text, event.ts_event, _json_encode(event).decode())
 
-
-def _cached_text(cache: dict[int, str], value: int, format_: Callable[[int], str]) -> str:
-    """``format_(value)``, remembered: formatting decimals is slow and the same values recur."""
-    text = cache.get(value)
-    if text is None:
-        if len(cache) > _FORMAT_CACHE_SIZE:
-            cache.clear()
-        text = cache[value] = format_(value)
-    return text

@@ -8,7 +8,7 @@ or catch up at start; the journal holds only durable batches, so all of them are
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -20,7 +20,7 @@ from exchange.core.ledger_messages import AnyLedgerEvent
 from exchange.core.messages import AnyEvent
 from exchange.errors import ConfigError
 from exchange.journal.readers import EnginePosition, latest_checkpoint, log_batches, log_events, positions
-from exchange.journal.schema import has_table, read_snapshot
+from exchange.journal.schema import read_snapshot
 
 _ledger_event_decoder = msgspec.json.Decoder(AnyLedgerEvent)
 _any_event_decoder = msgspec.json.Decoder(AnyEvent | AnyLedgerEvent)
@@ -38,12 +38,6 @@ def decode_any_event(body: str | bytes):
 def ledger_stream(shard: int) -> str:
     """The journal stream of ledger shard ``shard`` (as ``LedgerConfig.name`` says)."""
     return f"ledger-{shard}"
-
-
-def ledger_events(conn, stream: str, after_seq: int = 0) -> Iterator:
-    """Every journaled event of ledger stream ``stream`` after ``after_seq``, in sequence order (from the log)."""
-    if has_table(conn, "batches"):
-        yield from log_events(conn, stream, after_seq)
 
 
 def recover_ledger(path: str | Path, shard: int, shards: int, terms: Iterable[Terms],
@@ -70,7 +64,7 @@ def recover_ledger(path: str | Path, shard: int, shards: int, terms: Iterable[Te
                 raise ConfigError(f"{stream}: the journal {path} holds a checkpoint of shard {ledger.shard} of"
                                   f" {ledger.shards}, but the config has {shards} ledger shards; users would be"
                                   " on other shards: change `ledgers:` back, or start from a new journal")
-        for event in ledger_events(conn, stream, ledger.seq):
+        for event in log_events(conn, stream, ledger.seq):
             ledger.apply(event)
     return ledger, position
 
@@ -87,8 +81,6 @@ def released_batches(path: str | Path, engine: str, after_seq: int, max_events: 
     if not Path(path).exists():
         return []
     with read_snapshot(path) as conn:
-        if not has_table(conn, "batches"):
-            return []
         result, count = [], 0
         for batch in log_batches(conn, engine, after_seq):
             if count >= max_events or (not result and batch.first_seq > after_seq + 1):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 import msgspec
 from exchange.core import checkpoint
-from exchange.core.messages import AnyCommand, AnyEvent, OrderFilled, OrderReduced
+from exchange.core.messages import AnyCommand, AnyEvent, OrderFilled, OrderReduced, OrderRejected, Trade
 from exchange.wire.messages import EventBatch
 from exchange.errors import JournalError
 from exchange.journal.ledger_rows import is_ledger_stream
@@ -76,7 +76,10 @@ def log_streams(conn: sqlite3.Connection) -> list[str]:
 
 
 def log_batches(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> Iterator[EventBatch]:
-    """The logged batches of ``stream`` that hold events after ``after_seq`` (whole), in order."""
+    """The logged batches of ``stream`` that hold events after ``after_seq`` (whole), in order (none
+    before the journal has its schema)."""
+    if not has_table(conn, "batches"):
+        return
     decode = _batch_decoder.decode
     for (body,) in conn.execute("SELECT body FROM batches WHERE engine=? AND last_seq>? AND last_seq>=first_seq"
                                 " ORDER BY last_seq", (stream, after_seq)):
@@ -156,16 +159,13 @@ def engine_symbols(conn: sqlite3.Connection, engine: str) -> dict[str, tuple[int
                         " AND symbol IS NOT NULL AND kind != 'OrderRejected' GROUP BY symbol", (engine,))
     result = {symbol: (count, first, last) for symbol, count, first, last in rows}
     for event in unindexed_events(conn, engine):
-        if event.symbol and type(event).__name__ != "OrderRejected":
+        if event.symbol and not isinstance(event, OrderRejected):
             count, first, _ = result.get(event.symbol, (0, event.seq, 0))
             result[event.symbol] = (count + 1, first, event.seq)
     return result
 
 
-def engine_events(conn: sqlite3.Connection, engine: str, after_seq: int = 0) -> Iterator:
-    """Every journaled event of ``engine`` after ``after_seq``, in sequence order (from the log)."""
-    if has_table(conn, "batches"):
-        yield from log_events(conn, engine, after_seq)
+engine_events = log_events  # every journaled event of an engine after a seq, in order, from the log
 
 
 def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
@@ -175,7 +175,7 @@ def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
     rows = conn.execute("SELECT body FROM events WHERE seq IN (SELECT MAX(seq) FROM events"
                         " WHERE engine=? AND kind='Trade' GROUP BY symbol) AND engine=?", (engine, engine))
     trades = [_event_decoder.decode(body) for (body,) in rows]
-    trades += [event for event in unindexed_events(conn, engine) if type(event).__name__ == "Trade"]
+    trades += [event for event in unindexed_events(conn, engine) if isinstance(event, Trade)]
     return {trade.symbol: trade for trade in trades}
 
 

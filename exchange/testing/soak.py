@@ -38,8 +38,8 @@ from exchange.core.matching import Matcher
 from exchange.core.messages import Trade
 from exchange.testing.mesh import Mesh, loopback_config, login
 from exchange.core.ledger import Ledger
-from exchange.journal.ledger_readers import decode_ledger_event, ledger_events
-from exchange.journal.readers import decode_event, engine_events, wait_for_tables
+from exchange.journal.ledger_readers import decode_ledger_event
+from exchange.journal.readers import decode_event, engine_events, log_events, wait_for_tables
 from exchange.journal.verify_ledger import verify_ledgers
 
 
@@ -250,7 +250,7 @@ def _ledger_faults(conn: sqlite3.Connection, config: Config, accepted: set[tuple
     for spec in config.ledgers:
         faults += _same_as_journal(spec.name, "ledger", log_text, lambda seq: Ledger.rebuild(
             spec.shard, len(config.ledgers), config.terms().values(),
-            [e for e in ledger_events(conn, spec.name) if e.seq <= seq], config.asset_map().values()))
+            [e for e in log_events(conn, spec.name) if e.seq <= seq], config.asset_map().values()))
     return faults + verify_ledgers(conn, config)[0]
 
 
