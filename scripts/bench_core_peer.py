@@ -132,17 +132,21 @@ def peer_python(explicit: str | None) -> Path:
         if done.returncode == 0 and done.stdout.strip() == PEER_VERSION:
             return python
     if not python.exists():
-        base = next((p for p in ([explicit] if explicit else PYTHON312) if _runs(p)), None)
+        candidates = [explicit] if explicit else PYTHON312
+        base = next((p for p in candidates if _runs(p)), None)
         if base is None:
-            raise PeerUnavailable(f"no python3.12 to make {PEER_VENV} with (tried {', '.join(PYTHON312)};"
+            raise PeerUnavailable(f"no python >= 3.12 to make {PEER_VENV} with (tried {', '.join(candidates)};"
                                   " name one with --peer-python)")
         print(f"making {PEER_VENV} with {base}", file=sys.stderr)
-        if subprocess.run([base, "-m", "venv", str(PEER_VENV)]).returncode != 0:
-            raise PeerUnavailable(f"{base} -m venv {PEER_VENV} failed")
+        done = subprocess.run([base, "-m", "venv", str(PEER_VENV)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise PeerUnavailable(f"{base} -m venv {PEER_VENV} failed: {done.stderr.strip()[-500:]}")
     print(f"installing {' '.join(PEER_REQUIREMENTS)} into {PEER_VENV}", file=sys.stderr)
     install = [str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS]
-    if subprocess.run(install, stdout=sys.stderr).returncode != 0:
-        raise PeerUnavailable(f"pip could not install {' '.join(PEER_REQUIREMENTS)} (no network?)")
+    done = subprocess.run(install, capture_output=True, text=True)  # (pytest may have no real stderr)
+    if done.returncode != 0:
+        raise PeerUnavailable(f"pip could not install {' '.join(PEER_REQUIREMENTS)} (no network?):"
+                              f" {done.stderr.strip()[-500:]}")
     if subprocess.run(check, capture_output=True).returncode != 0:
         raise PeerUnavailable(f"matching-engine does not import in {PEER_VENV}")
     return python
