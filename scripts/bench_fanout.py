@@ -147,6 +147,105 @@ def machine() -> dict:
             "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
 
 
+# -- fairness: arrival ranks ----------------------------------------------------------------------
+
+EARLY, LATE = 0.25, 0.75  # a subscriber whose mean normalised rank is below / above this is systematically early / late
+
+
+def mean_ranks(seqs, times, subs) -> dict[int, float]:
+    """Each subscriber's mean normalised arrival rank over the messages it received.
+
+    Receipt k is (seqs[k], times[k], subs[k]): subscriber subs[k] got chan_seq seqs[k] at times[k]
+    (ns, one clock for all). Among the R subscribers that got a chan_seq, the first has rank 0 and
+    the last R-1; a rank is divided by R-1, so 0 is always first and 1 always last. Receipts at the
+    same instant share the mean of their ranks. A chan_seq only one subscriber got ranks nobody.
+    """
+    n = len(seqs)
+    if not n:
+        return {}
+    t0 = min(times)
+    span = max(times) - t0 + 1
+    order = sorted(range(n), key=lambda k: seqs[k] * span + times[k] - t0)  # by chan_seq, then by time
+    total: Counter = Counter()
+    count: Counter = Counter()
+    start = 0
+    while start < n:
+        seq = seqs[order[start]]
+        end = start
+        while end < n and seqs[order[end]] == seq:
+            end += 1
+        receivers = end - start
+        if receivers > 1:
+            k = start
+            while k < end:  # a run of equal times [k, tie) shares the mean of its ranks
+                tie = k
+                while tie < end and times[order[tie]] == times[order[k]]:
+                    tie += 1
+                rank = ((k - start) + (tie - 1 - start)) / 2 / (receivers - 1)
+                for m in range(k, tie):
+                    total[subs[order[m]]] += rank
+                    count[subs[order[m]]] += 1
+                k = tie
+        start = end
+    return {sub: total[sub] / count[sub] for sub in count}
+
+
+def rank_summary(means: dict[int, float]) -> dict:
+    """The distribution of the subscribers' mean ranks and how many are systematically early or late."""
+    values = sorted(means.values())
+    if not values:
+        return {"subscribers": 0}
+
+    def at(q: float) -> float:  # nearest rank
+        return round(values[max(0, -(-len(values) * q // 100) - 1)], 4)
+
+    return {"subscribers": len(values), "min": round(values[0], 4), "p10": at(10), "p50": at(50), "p90": at(90),
+            "max": round(values[-1], 4), "early": sum(v < EARLY for v in values),
+            "late": sum(v > LATE for v in values)}
+
+
+def split_half_correlation(seqs, times, subs) -> float | None:
+    """Pearson correlation of the subscribers' mean ranks over even and over odd chan_seqs.
+
+    Near 1: a subscriber early on some messages is early on the others too (a fixed order). Near 0:
+    who comes first changes from message to message, whatever the spread of the means.
+    """
+    halves = []
+    for parity in (0, 1):
+        keep = [k for k in range(len(seqs)) if seqs[k] % 2 == parity]
+        halves.append(mean_ranks([seqs[k] for k in keep], [times[k] for k in keep], [subs[k] for k in keep]))
+    both = sorted(set(halves[0]) & set(halves[1]))
+    if len(both) < 3:
+        return None
+    xs, ys = [halves[0][s] for s in both], [halves[1][s] for s in both]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return round(sxy / (sxx * syy) ** 0.5, 3) if sxx and syy else None
+
+
+def fairness(reports: list[dict]) -> dict:
+    """Arrival ranks over every subscriber of every process (socket i of process p is subscriber offset_p + i)."""
+    seqs, times, subs = array("q"), array("q"), array("i")
+    first_of = []  # the first subscriber number of each process
+    offset = 0
+    for r in reports:
+        rseq, rtime, rsock = array("q"), array("q"), array("i")
+        for arr, data in zip((rseq, rtime, rsock), r["receipts"]):
+            arr.frombytes(data)
+        seqs.extend(rseq)
+        times.extend(rtime)
+        subs.extend(s + offset for s in rsock)
+        first_of.append(offset)
+        offset += r["sockets"]
+    means = mean_ranks(seqs, times, subs)
+    bounds = first_of + [offset]
+    per_process = [[means[s] for s in range(lo, hi) if s in means] for lo, hi in zip(bounds, bounds[1:])]
+    return {**rank_summary(means), "split_half_correlation": split_half_correlation(seqs, times, subs),
+            "per_process_mean": [round(statistics.fmean(v), 4) if v else None for v in per_process],
+            "per_subscriber": [round(means[s], 4) if s in means else None for s in range(offset)]}
+
+
 # -- subscriber processes ------------------------------------------------------------------------
 
 def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: int, rcvhwm: int) -> None:
@@ -188,7 +287,7 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
     last = [-1] * n  # last chan_seq seen per socket (-1: none yet; a heartbeat before any trade says 0)
     counts = [0] * n  # run messages received per socket
     gaps: list[tuple[int, int, int]] = []  # (socket, first missed, last missed), as they happen
-    rseq, rtime = array("q"), array("q")  # run receipts
+    rseq, rtime, rsock = array("q"), array("q"), array("i")  # run receipts: chan_seq, time, socket
     heard, joined_sent = 0, False
     t_start = None  # ns; messages whose oldest trade is newer are the run's
     pre_max = 0  # highest chan_seq of a message with trades from before t_start
@@ -239,6 +338,7 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
                 if t_start is not None and ts >= t_start:
                     rseq.append(seq)
                     rtime.append(t)
+                    rsock.append(i)
                     counts[i] += 1
                     got += 1
                     last_run_msg = time.monotonic()
@@ -289,7 +389,8 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
     conn.send(("done", {
         "sockets": n, "per_seq": per, "latency": dict(latency), "counts": counts, "last": last, "gaps": gaps,
         "pre_max": pre_max, "ts_first": {s: ts_first[s] for s in per}, "events": {s: events_of[s] for s in per},
-        "cpu_s": cpu.user + cpu.system, "swept": swept, "swept_late": swept_late}))
+        "cpu_s": cpu.user + cpu.system, "swept": swept, "swept_late": swept_late,
+        "receipts": (rseq.tobytes(), rtime.tobytes(), rsock.tobytes())}))
     epoll.close()
     for sock in socks:
         sock.close(linger=0)
@@ -621,6 +722,7 @@ def merge(reports: list[dict], args, crosses: int, window: float) -> dict:
         # found by the sweep > 50 ms after the same process's first receipt: a missed wakeup (expected 0)
         "found_late_by_idle_sweep": sum(r["swept_late"] for r in reports),
         "per_second": series,  # by the second of the messages' ts_event, from the first
+        "mean_rank": fairness(reports),  # each subscriber's mean arrival rank, 0 = always first, 1 = always last
     }
 
 
@@ -648,6 +750,7 @@ def describe(r: dict) -> str:
         f"  spread first → last subscriber: p50 {us(spread['p50'])}  p99 {us(spread['p99'])}  max {us(spread['max'])}"
         f"  ({spread['count']:,} messages)",
         "  spread p50 by second of the run: " + " ".join(us(e["spread_p50_us"]) for e in r["per_second"]),
+        "  " + describe_ranks(r["mean_rank"]),
         f"  lost: {lost['messages_missed_total']:,} message receipts on {lost['sockets_with_loss']} sockets"
         f" ({lost['gaps_resyncs_bookfeed_would_do']} gaps = BookFeed re-syncs; {lost['messages_no_subscriber_got']}"
         f" messages nobody got; {r['found_late_by_idle_sweep']} receipts late by a missed wakeup)",
@@ -660,6 +763,16 @@ def describe(r: dict) -> str:
         f" machine {cpu['machine, all processes']:.2f}, not ours {cpu['not ours (other processes, kernel)']:.2f}",
     ]
     return "\n".join(lines)
+
+
+def describe_ranks(f: dict) -> str:
+    if not f["subscribers"]:
+        return "mean arrival rank: no message reached two subscribers"
+    per_process = " ".join("-" if v is None else f"{v:.2f}" for v in f["per_process_mean"])
+    return (f"mean arrival rank per subscriber (0 = always first, 1 = always last): min {f['min']:.2f}"
+            f"  p10 {f['p10']:.2f}  p50 {f['p50']:.2f}  p90 {f['p90']:.2f}  max {f['max']:.2f};"
+            f" systematically early (< {EARLY}) {f['early']}, late (> {LATE}) {f['late']} of {f['subscribers']};"
+            f" split-half correlation {f['split_half_correlation']}; per process {per_process}")
 
 
 def verdict(r: dict, rate: float) -> tuple[bool, str]:
@@ -693,6 +806,10 @@ def aggregate(results: list[dict]) -> dict:
         "last_latency_p99_us": ("last_subscriber_latency_us", "p99"),
         "spread_p50_us": ("spread_us", "p50"), "spread_p99_us": ("spread_us", "p99"),
         "spread_max_us": ("spread_us", "max"),
+        "mean_rank_p10": ("mean_rank", "p10"), "mean_rank_p90": ("mean_rank", "p90"),
+        "mean_rank_min": ("mean_rank", "min"), "mean_rank_max": ("mean_rank", "max"),
+        "early_subscribers": ("mean_rank", "early"), "late_subscribers": ("mean_rank", "late"),
+        "rank_split_half_corr": ("mean_rank", "split_half_correlation"),
         "messages_missed": ("lost", "messages_missed_total"),
         "gaps": ("lost", "gaps_resyncs_bookfeed_would_do"),
         "cpu_notifier": ("cpu_cores", "notifier"),
@@ -766,7 +883,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"over {len(results)} runs (median, min..max):")
         for name, v in summary.items():
             if v is not None:
-                print(f"  {name:22s} {v['median']:>12,.1f}   {v['min']:,.1f} .. {v['max']:,.1f}")
+                f = ",.3f" if name.startswith(("mean_rank", "rank_")) else ",.1f"
+                print(f"  {name:22s} {v['median']:>12{f}}   {v['min']:{f}} .. {v['max']:{f}}")
     if args.json:
         Path(args.json).write_text(json.dumps({"options": vars(args), "machine": info, "runs": results,
                                                "summary": summary}, indent=2, default=str))
