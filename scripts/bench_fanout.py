@@ -490,16 +490,22 @@ def make_config(work: Path, args) -> Path:
     path = loopback_config(work)
     data = yaml.safe_load(path.read_text())
     data["notifier"]["io_threads"] = args.io_threads
+    ports = iter(free_ports(3 * args.notifiers * args.lanes))  # distinct: asked for all at once
+
+    def public(k: int, lane: int) -> str:
+        return f"ipc://{work}/md-{k}-{lane}.ipc" if args.transport == "ipc" else f"tcp://127.0.0.1:{next(ports)}"
+
     if args.transport == "ipc":
-        data["notifier"]["publish"] = f"ipc://{work}/md-1.ipc"
+        data["notifier"]["publish"] = public(1, 1)
+    if args.lanes > 1:
+        data["notifier"]["lanes"] = [public(1, lane) for lane in range(2, args.lanes + 1)]
     replicas = []
     for k in range(2, args.notifiers + 1):
-        ports = free_ports(3)
-        replicas.append({"name": f"n{k}",
-                         "publish": (f"ipc://{work}/md-{k}.ipc" if args.transport == "ipc"
-                                     else f"tcp://127.0.0.1:{ports[0]}"),
-                         "private": f"tcp://127.0.0.1:{ports[1]}",
-                         "snapshots": f"tcp://127.0.0.1:{ports[2]}"})
+        replicas.append({"name": f"n{k}", "publish": public(k, 1),
+                         "private": f"tcp://127.0.0.1:{next(ports)}",
+                         "snapshots": f"tcp://127.0.0.1:{next(ports)}"})
+        if args.lanes > 1:
+            replicas[-1]["lanes"] = [public(k, lane) for lane in range(2, args.lanes + 1)]
     if replicas:
         data["notifier"]["replicas"] = replicas
     for edit in args.set or []:
@@ -523,9 +529,10 @@ def one_run(args, run_no: int, say) -> dict:
         mesh.wait_ready()
         config, host, port = mesh.config, mesh.host, mesh.port
         pids = mesh.pids()
-        endpoints = [config.notifier.publish] + [r.publish for r in config.notifier.replicas]
+        endpoints = [endpoint for n in (config.notifier, *config.notifier.replicas)
+                     for endpoint in (n.publish, *n.lanes)]
 
-        # subscribers: socket j (over all processes) connects to notifier j % K
+        # subscribers: socket j (over all processes) connects to public endpoint j % (notifiers × lanes)
         ctx = multiprocessing.get_context("spawn")
         per_process = [args.subscribers // args.processes + (1 if p < args.subscribers % args.processes else 0)
                        for p in range(args.processes)]
@@ -822,6 +829,14 @@ def aggregate(results: list[dict]) -> dict:
     return {name: pick(path) for name, path in paths.items()}
 
 
+def lanes_list(text: str) -> list[int]:
+    """``--lanes 1,4`` → [1, 4]."""
+    values = [int(v) for v in text.split(",")]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: lanes are whole numbers ≥ 1, separated by commas")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -834,6 +849,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--io-threads", type=int, default=1, help="notifier.io_threads of the mesh")
     parser.add_argument("--notifiers", type=int, default=1,
                         help="notifier processes; K > 1 starts K-1 more and spreads the subscribers over them")
+    parser.add_argument("--lanes", type=lanes_list, default=[1], metavar="K[,K...]",
+                        help="public endpoints per notifier (notifier.lanes: K-1 more), subscribers spread over"
+                             " them; several values (1,4) make each run once per value, side by side")
     parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp", help="of the public feed")
     parser.add_argument("--sub-io-threads", type=int, default=1, help="ZMQ I/O threads per subscriber process")
     parser.add_argument("--sub-rcvhwm", type=int, default=100_000,
@@ -864,9 +882,10 @@ def main(argv: list[str] | None = None) -> int:
           f" load average {' '.join(info['loadavg_before'])}", flush=True)
     results = []
     try:
-        for n in range(1, args.runs + 1):
-            print(f"run {n}/{args.runs}", flush=True)
-            r = one_run(args, n, lambda line: print(line, flush=True))
+        for n, lanes in ((n, lanes) for n in range(1, args.runs + 1) for lanes in args.lanes):
+            print(f"run {n}/{args.runs}" + (f", {lanes} lane(s)" if args.lanes != [1] else ""), flush=True)
+            r = one_run(argparse.Namespace(**{**vars(args), "lanes": lanes}), n, lambda line: print(line, flush=True))
+            r["lanes"] = lanes
             ok, why = verdict(r, args.rate)
             r["target_met"] = ok
             print(describe(r))
@@ -878,14 +897,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: everything started was stopped", file=sys.stderr)
         return 130
-    summary = aggregate(results)
-    if len(results) > 1:
-        print(f"over {len(results)} runs (median, min..max):")
-        for name, v in summary.items():
-            if v is not None:
-                f = ",.3f" if name.startswith(("mean_rank", "rank_")) else ",.1f"
-                print(f"  {name:22s} {v['median']:>12{f}}   {v['min']:{f}} .. {v['max']:{f}}")
+    summaries = {lanes: aggregate([r for r in results if r["lanes"] == lanes]) for lanes in args.lanes}
+    if args.runs > 1 or len(args.lanes) > 1:
+        print(f"over {args.runs} runs (median, min..max):")
+        rows = [name for name, v in summaries[args.lanes[0]].items() if v is not None]
+        if len(args.lanes) > 1:
+            print(f"  {'':22s}" + "".join(f"{f'{lanes} lane(s)':>32s}" for lanes in args.lanes))
+        for name in rows:
+            f = ",.3f" if name.startswith(("mean_rank", "rank_")) else ",.1f"
+            cells = [summaries[lanes][name] for lanes in args.lanes]
+            print(f"  {name:22s}" + "".join(f"{v['median']:>12{f}} {v['min']:>9{f}} ..{v['max']:>9{f}}" if v
+                                            else f"{'-':>32s}" for v in cells))
     if args.json:
+        summary = summaries[args.lanes[0]] if len(args.lanes) == 1 else {str(k): v for k, v in summaries.items()}
         Path(args.json).write_text(json.dumps({"options": vars(args), "machine": info, "runs": results,
                                                "summary": summary}, indent=2, default=str))
     return 0 if all(r["target_met"] for r in results) else 1
