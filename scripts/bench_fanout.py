@@ -22,7 +22,11 @@ Per run:
    a fixed open-loop schedule: cross n is due at start + n / rate. Each SELL+BUY pair is one
    trade whichever order the gateway sees them in. ``--batch`` crosses go out per write.
 5. Collect: per chan_seq the earliest and latest receipt over all subscribers (the spread), the
-   latency of every receipt, and per socket the chan_seqs it never got.
+   latency of every receipt, and per socket the chan_seqs it never got. Fairness: each socket's mean
+   arrival rank over the messages it got (0 = always first, 1 = always last; see ``mean_ranks``),
+   their distribution, and how many sockets are systematically early (< 0.25) or late (> 0.75).
+   ``--lanes K`` gives each notifier K public endpoints (``notifier.lanes``) and spreads the
+   subscribers over them; ``--lanes 1,4`` runs every run once per value, side by side.
 
 Timestamps: ``ts_event`` of an event is the **gateway's** receive time of the command that made
 it (``time.time_ns()`` in the gateway), so "latency" below is gateway receipt of the crossing
