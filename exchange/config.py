@@ -162,12 +162,16 @@ class NotifierReplicaConfig(_Section):
     publish: Endpoint
     private: Endpoint
     snapshots: Endpoint
+    lanes: list[Endpoint] = []
 
 
 class NotifierConfig(_Section):
     publish: Endpoint  # XPUB, bound: public market data for anyone
     private: Endpoint  # XPUB with CURVE, bound: each user's own order updates, for that user only
     snapshots: Endpoint  # ROUTER, bound: book snapshots for subscribers (relayed to the engines)
+    # XPUB, bound: more endpoints with the same public feed; each message goes out on publish and every
+    # lane, a different one first each time, so that no lane's subscribers are always served first
+    lanes: list[Endpoint] = []
     secret_key_file: str = "var/notifier.key"  # CURVE secret of the private feed (every replica's); made if missing
     io_threads: Annotated[int, Meta(ge=1, le=16)] = 1  # per notifier process
     replicas: list[NotifierReplicaConfig] = []  # more notifier processes, to spread many subscribers
@@ -179,7 +183,7 @@ class NotifierConfig(_Section):
         for replica in self.replicas:
             if replica.name == name:
                 return msgspec.structs.replace(self, publish=replica.publish, private=replica.private,
-                                               snapshots=replica.snapshots, replicas=[])
+                                               snapshots=replica.snapshots, lanes=replica.lanes, replicas=[])
         raise ConfigError(f"no notifier replica named {name!r}; the config has"
                           f" {', '.join(r.name for r in self.replicas) or 'none'} - at `$.notifier.replicas`")
 
@@ -258,7 +262,7 @@ class Config(_Section):
         bound = [self.gateway.zmq, self.gateway.replies, f"tcp://{self.gateway.text}",
                  self.journal.events, self.journal.watermarks, self.journal.recovery]
         for notifier in (self.notifier, *self.notifier.replicas):
-            bound += [notifier.publish, notifier.private, notifier.snapshots]
+            bound += [notifier.publish, *notifier.lanes, notifier.private, notifier.snapshots]
         for engine in self.engines:
             bound += [engine.commands, engine.publish, engine.replay]
         for ledger in self.ledgers:

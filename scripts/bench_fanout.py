@@ -22,7 +22,11 @@ Per run:
    a fixed open-loop schedule: cross n is due at start + n / rate. Each SELL+BUY pair is one
    trade whichever order the gateway sees them in. ``--batch`` crosses go out per write.
 5. Collect: per chan_seq the earliest and latest receipt over all subscribers (the spread), the
-   latency of every receipt, and per socket the chan_seqs it never got.
+   latency of every receipt, and per socket the chan_seqs it never got. Fairness: each socket's mean
+   arrival rank over the messages it got (0 = always first, 1 = always last; see ``mean_ranks``),
+   their distribution, and how many sockets are systematically early (< 0.25) or late (> 0.75).
+   ``--lanes K`` gives each notifier K public endpoints (``notifier.lanes``) and spreads the
+   subscribers over them; ``--lanes 1,4`` runs every run once per value, side by side.
 
 Timestamps: ``ts_event`` of an event is the **gateway's** receive time of the command that made
 it (``time.time_ns()`` in the gateway), so "latency" below is gateway receipt of the crossing
@@ -147,6 +151,105 @@ def machine() -> dict:
             "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
 
 
+# -- fairness: arrival ranks ----------------------------------------------------------------------
+
+EARLY, LATE = 0.25, 0.75  # a subscriber whose mean normalised rank is below / above this is systematically early / late
+
+
+def mean_ranks(seqs, times, subs) -> dict[int, float]:
+    """Each subscriber's mean normalised arrival rank over the messages it received.
+
+    Receipt k is (seqs[k], times[k], subs[k]): subscriber subs[k] got chan_seq seqs[k] at times[k]
+    (ns, one clock for all). Among the R subscribers that got a chan_seq, the first has rank 0 and
+    the last R-1; a rank is divided by R-1, so 0 is always first and 1 always last. Receipts at the
+    same instant share the mean of their ranks. A chan_seq only one subscriber got ranks nobody.
+    """
+    n = len(seqs)
+    if not n:
+        return {}
+    t0 = min(times)
+    span = max(times) - t0 + 1
+    order = sorted(range(n), key=lambda k: seqs[k] * span + times[k] - t0)  # by chan_seq, then by time
+    total: Counter = Counter()
+    count: Counter = Counter()
+    start = 0
+    while start < n:
+        seq = seqs[order[start]]
+        end = start
+        while end < n and seqs[order[end]] == seq:
+            end += 1
+        receivers = end - start
+        if receivers > 1:
+            k = start
+            while k < end:  # a run of equal times [k, tie) shares the mean of its ranks
+                tie = k
+                while tie < end and times[order[tie]] == times[order[k]]:
+                    tie += 1
+                rank = ((k - start) + (tie - 1 - start)) / 2 / (receivers - 1)
+                for m in range(k, tie):
+                    total[subs[order[m]]] += rank
+                    count[subs[order[m]]] += 1
+                k = tie
+        start = end
+    return {sub: total[sub] / count[sub] for sub in count}
+
+
+def rank_summary(means: dict[int, float]) -> dict:
+    """The distribution of the subscribers' mean ranks and how many are systematically early or late."""
+    values = sorted(means.values())
+    if not values:
+        return {"subscribers": 0}
+
+    def at(q: float) -> float:  # nearest rank
+        return round(values[max(0, -(-len(values) * q // 100) - 1)], 4)
+
+    return {"subscribers": len(values), "min": round(values[0], 4), "p10": at(10), "p50": at(50), "p90": at(90),
+            "max": round(values[-1], 4), "early": sum(v < EARLY for v in values),
+            "late": sum(v > LATE for v in values)}
+
+
+def split_half_correlation(seqs, times, subs) -> float | None:
+    """Pearson correlation of the subscribers' mean ranks over even and over odd chan_seqs.
+
+    Near 1: a subscriber early on some messages is early on the others too (a fixed order). Near 0:
+    who comes first changes from message to message, whatever the spread of the means.
+    """
+    halves = []
+    for parity in (0, 1):
+        keep = [k for k in range(len(seqs)) if seqs[k] % 2 == parity]
+        halves.append(mean_ranks([seqs[k] for k in keep], [times[k] for k in keep], [subs[k] for k in keep]))
+    both = sorted(set(halves[0]) & set(halves[1]))
+    if len(both) < 3:
+        return None
+    xs, ys = [halves[0][s] for s in both], [halves[1][s] for s in both]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return round(sxy / (sxx * syy) ** 0.5, 3) if sxx and syy else None
+
+
+def fairness(reports: list[dict]) -> dict:
+    """Arrival ranks over every subscriber of every process (socket i of process p is subscriber offset_p + i)."""
+    seqs, times, subs = array("q"), array("q"), array("i")
+    first_of = []  # the first subscriber number of each process
+    offset = 0
+    for r in reports:
+        rseq, rtime, rsock = array("q"), array("q"), array("i")
+        for arr, data in zip((rseq, rtime, rsock), r["receipts"]):
+            arr.frombytes(data)
+        seqs.extend(rseq)
+        times.extend(rtime)
+        subs.extend(s + offset for s in rsock)
+        first_of.append(offset)
+        offset += r["sockets"]
+    means = mean_ranks(seqs, times, subs)
+    bounds = first_of + [offset]
+    per_process = [[means[s] for s in range(lo, hi) if s in means] for lo, hi in zip(bounds, bounds[1:])]
+    return {**rank_summary(means), "split_half_correlation": split_half_correlation(seqs, times, subs),
+            "per_process_mean": [round(statistics.fmean(v), 4) if v else None for v in per_process],
+            "per_subscriber": [round(means[s], 4) if s in means else None for s in range(offset)]}
+
+
 # -- subscriber processes ------------------------------------------------------------------------
 
 def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: int, rcvhwm: int) -> None:
@@ -188,7 +291,7 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
     last = [-1] * n  # last chan_seq seen per socket (-1: none yet; a heartbeat before any trade says 0)
     counts = [0] * n  # run messages received per socket
     gaps: list[tuple[int, int, int]] = []  # (socket, first missed, last missed), as they happen
-    rseq, rtime = array("q"), array("q")  # run receipts
+    rseq, rtime, rsock = array("q"), array("q"), array("i")  # run receipts: chan_seq, time, socket
     heard, joined_sent = 0, False
     t_start = None  # ns; messages whose oldest trade is newer are the run's
     pre_max = 0  # highest chan_seq of a message with trades from before t_start
@@ -239,6 +342,7 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
                 if t_start is not None and ts >= t_start:
                     rseq.append(seq)
                     rtime.append(t)
+                    rsock.append(i)
                     counts[i] += 1
                     got += 1
                     last_run_msg = time.monotonic()
@@ -289,7 +393,8 @@ def subscriber_main(endpoints: list[str], sub_topic: bytes, conn, io_threads: in
     conn.send(("done", {
         "sockets": n, "per_seq": per, "latency": dict(latency), "counts": counts, "last": last, "gaps": gaps,
         "pre_max": pre_max, "ts_first": {s: ts_first[s] for s in per}, "events": {s: events_of[s] for s in per},
-        "cpu_s": cpu.user + cpu.system, "swept": swept, "swept_late": swept_late}))
+        "cpu_s": cpu.user + cpu.system, "swept": swept, "swept_late": swept_late,
+        "receipts": (rseq.tobytes(), rtime.tobytes(), rsock.tobytes())}))
     epoll.close()
     for sock in socks:
         sock.close(linger=0)
@@ -389,16 +494,22 @@ def make_config(work: Path, args) -> Path:
     path = loopback_config(work)
     data = yaml.safe_load(path.read_text())
     data["notifier"]["io_threads"] = args.io_threads
+    ports = iter(free_ports(3 * args.notifiers * args.lanes))  # distinct: asked for all at once
+
+    def public(k: int, lane: int) -> str:
+        return f"ipc://{work}/md-{k}-{lane}.ipc" if args.transport == "ipc" else f"tcp://127.0.0.1:{next(ports)}"
+
     if args.transport == "ipc":
-        data["notifier"]["publish"] = f"ipc://{work}/md-1.ipc"
+        data["notifier"]["publish"] = public(1, 1)
+    if args.lanes > 1:
+        data["notifier"]["lanes"] = [public(1, lane) for lane in range(2, args.lanes + 1)]
     replicas = []
     for k in range(2, args.notifiers + 1):
-        ports = free_ports(3)
-        replicas.append({"name": f"n{k}",
-                         "publish": (f"ipc://{work}/md-{k}.ipc" if args.transport == "ipc"
-                                     else f"tcp://127.0.0.1:{ports[0]}"),
-                         "private": f"tcp://127.0.0.1:{ports[1]}",
-                         "snapshots": f"tcp://127.0.0.1:{ports[2]}"})
+        replicas.append({"name": f"n{k}", "publish": public(k, 1),
+                         "private": f"tcp://127.0.0.1:{next(ports)}",
+                         "snapshots": f"tcp://127.0.0.1:{next(ports)}"})
+        if args.lanes > 1:
+            replicas[-1]["lanes"] = [public(k, lane) for lane in range(2, args.lanes + 1)]
     if replicas:
         data["notifier"]["replicas"] = replicas
     for edit in args.set or []:
@@ -422,9 +533,10 @@ def one_run(args, run_no: int, say) -> dict:
         mesh.wait_ready()
         config, host, port = mesh.config, mesh.host, mesh.port
         pids = mesh.pids()
-        endpoints = [config.notifier.publish] + [r.publish for r in config.notifier.replicas]
+        endpoints = [endpoint for n in (config.notifier, *config.notifier.replicas)
+                     for endpoint in (n.publish, *n.lanes)]
 
-        # subscribers: socket j (over all processes) connects to notifier j % K
+        # subscribers: socket j (over all processes) connects to public endpoint j % (notifiers × lanes)
         ctx = multiprocessing.get_context("spawn")
         per_process = [args.subscribers // args.processes + (1 if p < args.subscribers % args.processes else 0)
                        for p in range(args.processes)]
@@ -621,6 +733,7 @@ def merge(reports: list[dict], args, crosses: int, window: float) -> dict:
         # found by the sweep > 50 ms after the same process's first receipt: a missed wakeup (expected 0)
         "found_late_by_idle_sweep": sum(r["swept_late"] for r in reports),
         "per_second": series,  # by the second of the messages' ts_event, from the first
+        "mean_rank": fairness(reports),  # each subscriber's mean arrival rank, 0 = always first, 1 = always last
     }
 
 
@@ -648,6 +761,7 @@ def describe(r: dict) -> str:
         f"  spread first → last subscriber: p50 {us(spread['p50'])}  p99 {us(spread['p99'])}  max {us(spread['max'])}"
         f"  ({spread['count']:,} messages)",
         "  spread p50 by second of the run: " + " ".join(us(e["spread_p50_us"]) for e in r["per_second"]),
+        "  " + describe_ranks(r["mean_rank"]),
         f"  lost: {lost['messages_missed_total']:,} message receipts on {lost['sockets_with_loss']} sockets"
         f" ({lost['gaps_resyncs_bookfeed_would_do']} gaps = BookFeed re-syncs; {lost['messages_no_subscriber_got']}"
         f" messages nobody got; {r['found_late_by_idle_sweep']} receipts late by a missed wakeup)",
@@ -660,6 +774,16 @@ def describe(r: dict) -> str:
         f" machine {cpu['machine, all processes']:.2f}, not ours {cpu['not ours (other processes, kernel)']:.2f}",
     ]
     return "\n".join(lines)
+
+
+def describe_ranks(f: dict) -> str:
+    if not f["subscribers"]:
+        return "mean arrival rank: no message reached two subscribers"
+    per_process = " ".join("-" if v is None else f"{v:.2f}" for v in f["per_process_mean"])
+    return (f"mean arrival rank per subscriber (0 = always first, 1 = always last): min {f['min']:.2f}"
+            f"  p10 {f['p10']:.2f}  p50 {f['p50']:.2f}  p90 {f['p90']:.2f}  max {f['max']:.2f};"
+            f" systematically early (< {EARLY}) {f['early']}, late (> {LATE}) {f['late']} of {f['subscribers']};"
+            f" split-half correlation {f['split_half_correlation']}; per process {per_process}")
 
 
 def verdict(r: dict, rate: float) -> tuple[bool, str]:
@@ -693,6 +817,10 @@ def aggregate(results: list[dict]) -> dict:
         "last_latency_p99_us": ("last_subscriber_latency_us", "p99"),
         "spread_p50_us": ("spread_us", "p50"), "spread_p99_us": ("spread_us", "p99"),
         "spread_max_us": ("spread_us", "max"),
+        "mean_rank_p10": ("mean_rank", "p10"), "mean_rank_p90": ("mean_rank", "p90"),
+        "mean_rank_min": ("mean_rank", "min"), "mean_rank_max": ("mean_rank", "max"),
+        "early_subscribers": ("mean_rank", "early"), "late_subscribers": ("mean_rank", "late"),
+        "rank_split_half_corr": ("mean_rank", "split_half_correlation"),
         "messages_missed": ("lost", "messages_missed_total"),
         "gaps": ("lost", "gaps_resyncs_bookfeed_would_do"),
         "cpu_notifier": ("cpu_cores", "notifier"),
@@ -703,6 +831,14 @@ def aggregate(results: list[dict]) -> dict:
         "cpu_not_ours": ("cpu_cores", "not ours (other processes, kernel)"),
     }
     return {name: pick(path) for name, path in paths.items()}
+
+
+def lanes_list(text: str) -> list[int]:
+    """``--lanes 1,4`` → [1, 4]."""
+    values = [int(v) for v in text.split(",")]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: lanes are whole numbers ≥ 1, separated by commas")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -717,6 +853,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--io-threads", type=int, default=1, help="notifier.io_threads of the mesh")
     parser.add_argument("--notifiers", type=int, default=1,
                         help="notifier processes; K > 1 starts K-1 more and spreads the subscribers over them")
+    parser.add_argument("--lanes", type=lanes_list, default=[1], metavar="K[,K...]",
+                        help="public endpoints per notifier (notifier.lanes: K-1 more), subscribers spread over"
+                             " them; several values (1,4) make each run once per value, side by side")
     parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp", help="of the public feed")
     parser.add_argument("--sub-io-threads", type=int, default=1, help="ZMQ I/O threads per subscriber process")
     parser.add_argument("--sub-rcvhwm", type=int, default=100_000,
@@ -747,9 +886,10 @@ def main(argv: list[str] | None = None) -> int:
           f" load average {' '.join(info['loadavg_before'])}", flush=True)
     results = []
     try:
-        for n in range(1, args.runs + 1):
-            print(f"run {n}/{args.runs}", flush=True)
-            r = one_run(args, n, lambda line: print(line, flush=True))
+        for n, lanes in ((n, lanes) for n in range(1, args.runs + 1) for lanes in args.lanes):
+            print(f"run {n}/{args.runs}" + (f", {lanes} lane(s)" if args.lanes != [1] else ""), flush=True)
+            r = one_run(argparse.Namespace(**{**vars(args), "lanes": lanes}), n, lambda line: print(line, flush=True))
+            r["lanes"] = lanes
             ok, why = verdict(r, args.rate)
             r["target_met"] = ok
             print(describe(r))
@@ -761,13 +901,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: everything started was stopped", file=sys.stderr)
         return 130
-    summary = aggregate(results)
-    if len(results) > 1:
-        print(f"over {len(results)} runs (median, min..max):")
-        for name, v in summary.items():
-            if v is not None:
-                print(f"  {name:22s} {v['median']:>12,.1f}   {v['min']:,.1f} .. {v['max']:,.1f}")
+    summaries = {lanes: aggregate([r for r in results if r["lanes"] == lanes]) for lanes in args.lanes}
+    if args.runs > 1 or len(args.lanes) > 1:
+        print(f"over {args.runs} runs (median, min..max):")
+        rows = [name for name, v in summaries[args.lanes[0]].items() if v is not None]
+        if len(args.lanes) > 1:
+            print(f"  {'':22s}" + "".join(f"{f'{lanes} lane(s)':>32s}" for lanes in args.lanes))
+        for name in rows:
+            f = ",.3f" if name.startswith(("mean_rank", "rank_")) else ",.1f"
+            cells = [summaries[lanes][name] for lanes in args.lanes]
+            print(f"  {name:22s}" + "".join(f"{v['median']:>12{f}} {v['min']:>9{f}} ..{v['max']:>9{f}}" if v
+                                            else f"{'-':>32s}" for v in cells))
     if args.json:
+        summary = summaries[args.lanes[0]] if len(args.lanes) == 1 else {str(k): v for k, v in summaries.items()}
         Path(args.json).write_text(json.dumps({"options": vars(args), "machine": info, "runs": results,
                                                "summary": summary}, indent=2, default=str))
     return 0 if all(r["target_met"] for r in results) else 1

@@ -3,6 +3,7 @@
 Sockets:
     upstream   XSUB    connect  → every engine's PUB and every ledger shard's PUB (subscribed to everything)
     public     XPUB    bound    ← anyone: market data, topics ``md.<SYMBOL>.<channel>|``
+    lanes      XPUB    bound    ← anyone: the same market data on more endpoints (``notifier.lanes``)
     private    XPUB    bound    ← users with a CURVE key: their own ``priv.<user>|`` topic, nothing else
     snapshots  ROUTER  bound    ← subscribers' SnapshotRequests, relayed to the owning engine, and
                                   InstrumentsRequests, answered here from the config
@@ -19,6 +20,11 @@ per subscriber connection; beyond that, or when an engine cannot take a request 
 subscriber gets ``SnapshotRefused`` with the reason. A request unanswered after
 ``SNAPSHOT_TIMEOUT_S`` no longer counts. A request that cannot be read is answered
 ``RequestRefused`` saying what was wrong. No send here ever blocks.
+
+Fairness: one XPUB serves its subscribers in the same order for every message (libzmq walks
+them in a fixed order), so some are always first. With lanes, each public message goes out on
+every lane, a different lane first each time: who is first rotates from lane to lane, and only
+the order inside a lane stays fixed. Spread the subscribers over the lanes.
 
 Messages pass through unchanged: one message per (symbol, channel) per engine release, so fan-out
 is paid per batch. PUB drops for a subscriber that cannot keep up; it sees the gap in ``chan_seq``
@@ -111,6 +117,8 @@ class Notifier:
         ctx.linger = sockets.LINGER_MS
         self.auth = start_authenticator(ctx, users=user_keys(config))
         self.public = self._xpub(section.publish)  # ← anyone
+        self.lanes = [self.public, *(self._xpub(lane) for lane in section.lanes)]  # ← anyone, the same feed
+        self.published: Counter[bytes] = Counter()  # public messages per topic, to rotate which lane goes first
         self.private = self._xpub(section.private, manual=True)  # ← users with CURVE keys
         self.snapshots = sockets.socket(ctx, zmq.ROUTER, bind=section.snapshots,
                                      max_msg_size=MAX_SUBSCRIPTION_SIZE)  # ← subscribers
@@ -138,20 +146,24 @@ class Notifier:
 
     def run(self, stopper: sockets.Stopper) -> None:
         log.info("%s ready: market data on %s, private feed on %s, snapshots on %s, from %d engines"
-                 " and %d ledger shards", self.role, self.section.publish, self.section.private,
-                 self.section.snapshots, len(self.config.engines), len(self.config.ledgers))
+                 " and %d ledger shards", self.role, ", ".join([self.section.publish, *self.section.lanes]),
+                 self.section.private, self.section.snapshots, len(self.config.engines), len(self.config.ledgers))
         sockets.report_ready()
         poller = zmq.Poller()
-        for sock in (self.upstream, self.public, self.private, self.snapshots, *self.engines.values()):
+        for sock in (self.upstream, *self.lanes, self.private, self.snapshots, *self.engines.values()):
             poller.register(sock, zmq.POLLIN)
         while not stopper.requested:
             ready = dict(poller.poll(100))
             if self.upstream in ready:
                 for parts in sockets.drain(self.upstream):
-                    (self.private if parts[0].startswith(b"priv.") else self.public).send_multipart(parts)
+                    if parts[0].startswith(b"priv."):
+                        self.private.send_multipart(parts)
+                    else:
+                        self.publish(parts)
                     self.forwarded += 1
-            if self.public in ready:
-                sockets.drain(self.public)  # subscriptions: nothing to do, upstream gets everything
+            for lane in self.lanes:
+                if lane in ready:
+                    sockets.drain(lane)  # subscriptions: nothing to do, upstream gets everything
             if self.private in ready:
                 self.authorise()
             for sock in self.engines.values():
@@ -162,6 +174,17 @@ class Notifier:
             if self.snapshots in ready:
                 for parts in sockets.drain(self.snapshots, MAX_REQUESTS_PER_TURN):
                     self.on_request(parts)
+
+    def publish(self, parts: list[bytes]) -> None:
+        """A public message on every lane, a different lane first each time (XPUB drops, never blocks).
+
+        The turn is counted per topic: one release makes a message on several channels, and a count over
+        all of them would start one channel's messages on the same lane whenever it divides by the lanes.
+        """
+        topic = parts[0]
+        for lane in in_turn(self.lanes, self.published[topic]):
+            lane.send_multipart(parts)
+        self.published[topic] += 1
 
     def authorise(self) -> None:
         """Decide each (un)subscription on the private feed at once, before the next recv (libzmq #1568)."""
@@ -232,10 +255,16 @@ class Notifier:
             pass  # the subscriber left or does not read; it will ask again if it still cares
 
     def close(self) -> None:
-        for sock in (self.upstream, self.public, self.private, self.snapshots, *self.engines.values()):
+        for sock in (self.upstream, *self.lanes, self.private, self.snapshots, *self.engines.values()):
             sock.close()
         self.auth.stop()
         self.ctx.term()
+
+
+def in_turn(items: list, n: int) -> list:
+    """``items`` starting at the (n mod len)-th: over len(items) calls, each item is first once."""
+    k = n % len(items)
+    return items[k:] + items[:k]
 
 
 def instruments_frame(config: Config) -> bytes:
