@@ -1,5 +1,6 @@
 """An engine's state around its matcher: the batches it made, what it keeps for replay until the
-journal holds it, and the replies and market data that wait for the durable watermark.
+journal holds it, and the order events and market data that wait for the durable watermark to be
+published (the answers to gateways leave from the journal writer, exchange.journal.release).
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ import time
 from collections import deque
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
-from exchange.core.messages import MARKET_DATA_EVENTS, ORDER_EVENTS, Command, PlaceOrder, ReplaceOrder
+from exchange.core.messages import ORDER_EVENTS, Command, PlaceOrder, ReplaceOrder
 from exchange.errors import JournalError, WireError
 from exchange.wire.messages import (
-    Decoder, Durable, Entry, EventBatch, Reply, ReplayRequest, Request, Requests, encode,
+    Decoder, Durable, Entry, EventBatch, ReplayRequest, Request, Requests, encode,
 )
 from exchange.journal.readers import EnginePosition
 
@@ -41,7 +42,7 @@ class Engine:
         self.durable_batch = position.batch
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
         self.retained_events = 0
-        self.unreleased: deque[tuple[int, list[Reply], list]] = deque()  # (batch, replies, market data)
+        self.unreleased: deque[tuple[int, list, list]] = deque()  # (batch, order events, market data)
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
@@ -54,7 +55,7 @@ class Engine:
         reply. Cancels always execute: late or not, they only take risk away.
         """
         handle = self.matcher.handle
-        entries, replies, market_data = [], [], []
+        entries, order_events, market_data = [], [], []
         after: dict[str, tuple[int, int]] = {}  # ledger stream → (epoch, batch) this batch's holds are in
         first_seq = self.matcher.seq + 1
         oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
@@ -83,9 +84,8 @@ class Engine:
                     after[stream] = max(after.get(stream, (0, 0)), (epoch, batch))
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                      events))
-                replies.append(Reply(request.session, request.request_id,
-                                     [e for e in events if isinstance(e, ORDER_EVENTS)], request.gateway))
-                market_data.extend(e for e in events if isinstance(e, MARKET_DATA_EVENTS))
+                for event in events:
+                    (order_events if isinstance(event, ORDER_EVENTS) else market_data).append(event)
         if not entries:
             return None
         self.batch += 1
@@ -100,29 +100,27 @@ class Engine:
         count = self.matcher.seq - first_seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
-        self.unreleased.append((self.batch, replies, market_data))
+        self.unreleased.append((self.batch, order_events, market_data))
         return frame
 
-    def on_durable(self, durable: Durable) -> tuple[list[Reply], list, list[bytes]]:
-        """Advance the watermark; return the replies, market data and batch frames it releases."""
+    def on_durable(self, durable: Durable) -> tuple[list, list]:
+        """Advance the watermark; return the order events (for the private feed) and market data it releases."""
         if durable.engine == self.name and durable.epoch == self.epoch and durable.batch < 0:
             raise JournalError(f"engine {self.name}: the journal refuses epoch {self.epoch} (a batch of it holds"
                                " orders whose holds a restarted ledger shard lost); starting again from the"
                                " journal, where nothing of those batches is")
         if durable.engine != self.name or durable.epoch != self.epoch or durable.batch <= self.durable_batch:
-            return [], [], []
+            return [], []
         self.durable_batch = durable.batch
-        frames = []
         while self.retained and self.retained[0][0] <= durable.batch:
-            _, count, frame = self.retained.popleft()
+            _, count, _ = self.retained.popleft()
             self.retained_events -= count
-            frames.append(frame)
-        replies, market_data = [], []
+        order_events, market_data = [], []
         while self.unreleased and self.unreleased[0][0] <= durable.batch:
-            _, batch_replies, batch_md = self.unreleased.popleft()
-            replies.extend(batch_replies)
+            _, batch_orders, batch_md = self.unreleased.popleft()
+            order_events.extend(batch_orders)
             market_data.extend(batch_md)
-        return replies, market_data, frames
+        return order_events, market_data
 
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]

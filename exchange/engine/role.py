@@ -6,16 +6,16 @@ Sockets (this process binds the stable side):
     durable   SUB    connect  ← journal writer: Durable watermarks
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again;
                                 notifier: SnapshotRequest → the released book
-    replies   PUSH   connect  → gateway: acks, fills and order updates, released at the watermark
-    settle    PUSH   connect, one per ledger shard (accounts on) → each released batch, to settle
     publish   PUB    bound    → notifier: market data and private order updates, released at the watermark
 
 With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
-connected ones CURVE clients of the journal writer and the gateway (exchange.wire.security.mesh_keys).
+connected ones CURVE clients of the journal writer (exchange.wire.security.mesh_keys).
 
 Matching runs ahead of the journal; nothing leaves towards clients before the journal holds it
-(docs/architecture.md, guarantee 2). Batches stay in memory until durable, for replay; past
-``max_undurable_events`` the engine stops reading commands.
+(docs/architecture.md, guarantee 2). The answers to the gateway and the batches for the ledger
+shards leave from the journal writer, as it writes each batch (exchange.journal.release); the
+market data leaves from here at the durable watermark. Batches stay in memory until durable, for
+replay; past ``max_undurable_events`` the engine stops reading commands.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.engine.publisher import Publisher, released_depths
 from exchange.wire.messages import (
-    Decoder, Durable, EngineRequest, OpenEpoch, durable_prefix, Replies, ReplayRequest, Requests, SnapshotRequest, encode,
+    Decoder, Durable, EngineRequest, OpenEpoch, durable_prefix, ReplayRequest, Requests, SnapshotRequest,
 )
 from exchange.engine.recovery import recover_all
 from exchange.engine.batches import Engine
@@ -86,12 +86,6 @@ class EngineProcess:
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
                                    peer="journal-writer")  # ← journal writer
         self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(name))  # its own watermarks only
-        self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
-                                   peer="gateway")  # → gateway
-        # to each ledger shard: released batches (dropped when its queue is full: it reads the journal then)
-        self.settle = [sockets.socket(ctx, zmq.PUSH, connect=s.settle, security=security, peer=s.role)
-                       for s in config.ledgers]
-        self.settle_dropped = 0
         self.requests, self.durables, self.engine_requests = (
             Decoder(Requests), Decoder(Durable), Decoder(EngineRequest))
         self.replays: dict[tuple[bytes, ...], int] = {}  # requester → next batch of a replay under way
@@ -139,35 +133,14 @@ class EngineProcess:
     def on_durable(self) -> None:
         for parts in sockets.drain(self.durable):
             try:
-                reply_list, market_data, frames = self.engine.on_durable(self.durables.decode(parts[-1]))
+                order_events, market_data = self.engine.on_durable(self.durables.decode(parts[-1]))
             except WireError as e:
                 log.warning("durable: dropped %s", e)
                 continue
-            self.send_to_ledgers(frames)
-            if reply_list:
-                try:
-                    self.replies.send(encode(Replies(self.config.gateway.name, reply_list)), zmq.NOBLOCK)
-                except zmq.Again:
-                    log.warning("gateway not reading: %d replies dropped", len(reply_list))
-                events = [e for reply in reply_list for e in reply.events]
-                for frames in self.publisher.private(events):
-                    self.publish.send_multipart(frames)
+            for frames in self.publisher.private(order_events):
+                self.publish.send_multipart(frames)
             for frames in self.publisher.market_data(market_data, time.monotonic()):
                 self.publish.send_multipart(frames)
-
-    def send_to_ledgers(self, frames: list[bytes]) -> None:
-        """Each released batch to every ledger shard, never blocking: a shard that has no room misses it
-        and reads it from the journal instead (it notices the gap)."""
-        for sock in self.settle:
-            for frame in frames:
-                try:
-                    sock.send(frame, zmq.NOBLOCK)
-                except zmq.Again:
-                    self.settle_dropped += 1
-                    if self.settle_dropped in (1, 10, 100) or self.settle_dropped % 1000 == 0:
-                        log.warning("a ledger shard is not reading: %d released batches not pushed to it (it"
-                                    " reads them from the journal)", self.settle_dropped)
-                    break
 
     def on_engine_requests(self) -> None:
         """Answer what waits on the replay socket, a bounded number per loop turn, never blocking.
@@ -221,8 +194,8 @@ class EngineProcess:
                         engine.retained_events)
 
     def close(self) -> None:
-        sockets.close_all([self.commands, self.publish, self.replay, self.to_journal, self.durable, self.replies,
-                           *self.settle], self.auth, self.ctx)
+        sockets.close_all([self.commands, self.publish, self.replay, self.to_journal, self.durable],
+                          self.auth, self.ctx)
 
 
 def run(config: Config, name: str) -> None:

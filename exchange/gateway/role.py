@@ -9,8 +9,9 @@ Sockets:
                                    with accounts on, one per ledger shard instead → each shard's
                                    commands PULL: every command of a user goes through the user's
                                    shard (exchange.gateway.ledger_routes)
-    replies  PULL bound          ← engines: Replies, released once the journal holds them; ledger
-                                   shards: refused holds, balances, transfers
+    replies  PULL bound          ← journal writer: each engine batch once written, whose entries
+                                   answer the requests (exchange.gateway.released); ledger shards:
+                                   Replies (refused holds, balances, transfers)
     books    DEALER connect      → the notifier's snapshots ROUTER: SnapshotRequests for BOOK, and
                                    their BookSnapshot / SnapshotRefused (exchange.gateway.book_requests)
 
@@ -45,10 +46,11 @@ from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_entry import OrderEntry
+from exchange.gateway.released import ReleasedBatches
 from exchange.gateway.text_server import TextConnection
 from exchange.gateway.zmq_server import ZmqServer
 from exchange.wire.messages import (
-    BookSnapshot, Decoder, NotifierReply, Replies, Request, SnapshotRefused, SnapshotRequest, encode,
+    RELEASED, BookSnapshot, Decoder, EventBatch, NotifierReply, Replies, Request, SnapshotRefused, SnapshotRequest, encode,
 )
 from exchange.wire.security.zap import start_authenticator, user_keys
 
@@ -79,7 +81,7 @@ class Gateway:
         self.outbox: dict[str, list[Request]] = {name: [] for name in self.ways}  # sent by flush_requests
         self.flush_scheduled = False
         self.replies = sockets.socket(self.ctx, zmq.PULL, bind=config.gateway.replies,
-                                   security=security)  # ← engines
+                                   security=security)  # ← journal writer, ledger shards
         # each start is a new incarnation: replies to a previous one's requests only update views
         self.name = f"{config.gateway.name}/{time.time_ns()}"
         loop = asyncio.get_running_loop()
@@ -173,7 +175,7 @@ class Gateway:
                     log.warning("books: the notifier answered %r", answer)
 
     async def pump_replies(self) -> None:
-        decoder = Decoder(Replies)
+        decoder, batches, released = Decoder(Replies), Decoder(EventBatch), ReleasedBatches()
         sync = self._sync(self.replies)
         while True:
             # await one message, then drain the rest without awaiting (docs/architecture.md, ZeroMQ);
@@ -181,11 +183,14 @@ class Gateway:
             first = await self.replies.recv_multipart()
             for parts in [first, *sockets.drain(sync)]:
                 try:
-                    batch = decoder.decode(parts[-1])
+                    if parts[0] == RELEASED:  # from the journal writer
+                        replies = released.replies(batches.decode(parts[-1]))
+                    else:  # from a ledger shard
+                        replies = decoder.decode(parts[-1]).replies
                 except WireError as e:
                     log.warning("replies: dropped %s", e)
                     continue
-                for reply in batch.replies:
+                for reply in replies:
                     self.entry.on_reply(reply)
 
     async def expire_requests(self) -> None:

@@ -86,6 +86,14 @@ def log_batches(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> It
         yield decode(body)
 
 
+def recent_batch_bodies(conn: sqlite3.Connection, stream: str, since_ns: int, limit: int) -> list[bytes]:
+    """The bodies of ``stream``'s last logged batches (at most ``limit``) written at or after
+    ``since_ns``, oldest first."""
+    rows = conn.execute("SELECT body, ts_written FROM batches WHERE engine=? ORDER BY batch DESC LIMIT ?",
+                        (stream, limit)).fetchall()
+    return [body for body, ts_written in reversed(rows) if (ts_written or 0) >= since_ns]
+
+
 def log_events(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> Iterator:
     """Every logged event of ``stream`` after ``after_seq``, in sequence order."""
     for batch in log_batches(conn, stream, after_seq):

@@ -6,6 +6,8 @@ sequenced, given epochs and asked for replays alike; "engine" below means either
 Sockets:
     events      PULL    bound    ← engines, ledger shards: EventBatch
     watermarks  PUB     bound    → engines, ledger shards: Durable after each group commit, and every second
+    released    PUSH    connect  → the gateway: each engine batch once written, [RELEASED, EventBatch]
+    settle      PUSH    connect  → each ledger shard: the same batches, to settle (exchange.journal.release)
     recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; gateways: GetPositions at start
     replay      DEALER  connect  → each engine's and ledger shard's replay ROUTER: ReplayRequest when a
                                    batch is missing
@@ -36,6 +38,7 @@ from exchange.wire.messages import (
 )
 from exchange.journal.sequencer import Sequencer
 from exchange.journal.readers import EnginePosition, positions
+from exchange.journal.release import Release
 from exchange.journal.schema import open_db
 from exchange.journal.writer import Writer
 from exchange.wire.security.zap import start_authenticator
@@ -53,7 +56,7 @@ ANNOUNCE_S = 0.2  # repeat every watermark this often: a lost one (PUB/SUB, slow
 INDEX_SLICE_S = 0.002  # the tables catch up for about this long at a time, so a batch arriving meanwhile waits no longer
 
 
-INDEX_CHUNK = 400  # events per indexing transaction within a slice (about 100 orders)
+INDEX_CHUNK = 100  # events per indexing transaction (about 25 orders, about 1 ms here): a slice ends on time
 
 
 STOP_INDEX_S = 2.0  # at a stop, index for up to this long; the rest at the next start
@@ -69,8 +72,8 @@ class IndexPacing:
 
     EVERY_S = 0.05  # a slice at least this often
     IDLE_MS = 5  # nothing arrived for this long: the writer is idle, and indexes
-    EAGER = 10_000  # batches behind (about 20 s of a flood): a slice on every turn, busy or not
-    MAX_LAG = 50_000  # batches behind: no more batches are read until the tables catch up (engines then wait)
+    EAGER = 40_000  # batches behind (10 to 20 s of a flood, accounts on or off): a slice on every turn, busy or not
+    MAX_LAG = 200_000  # batches behind: no more batches are read until the tables catch up (engines then wait)
 
     def __init__(self) -> None:
         self.last = 0.0
@@ -139,6 +142,10 @@ def run(config: Config, name: str = "journal-writer") -> None:
     recovery = sockets.socket(ctx, zmq.ROUTER, bind=spec.recovery, security=security)  # ← engines, gateways
     replay = {s.name: sockets.socket(ctx, zmq.DEALER, connect=s.replay, security=security, peer=s.role)
               for s in (*config.engines, *config.ledgers)}  # → engines, ledger shards
+    release = Release(sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security, peer="gateway"),
+                      [sockets.socket(ctx, zmq.PUSH, connect=s.settle, security=security, peer=s.role)
+                       for s in config.ledgers],
+                      {e.name for e in config.engines})
     batches, requests = Decoder(BatchHeader), Decoder(JournalRequest)
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
     sockets.report_ready()
@@ -149,6 +156,17 @@ def run(config: Config, name: str = "journal-writer") -> None:
             replay[engine].send(encode(ReplayRequest(engine, from_batch)), zmq.NOBLOCK)
         except zmq.Again:
             pass  # its queue is full of earlier requests; the next retry asks again
+
+    again = release.send_again(db.conn, int(config.gateway.request_timeout * 1e9), time.time_ns())
+    if again:
+        log.info("passed on again the %d engine batches of the last %.1f s", again, config.gateway.request_timeout)
+    def announce(streams) -> None:
+        for engine in streams:
+            pos = sequencer.positions[engine]
+            if (engine, pos.epoch) in sequencer.refused:  # it waits on a lost ledger batch: start again
+                watermarks.send(encode(Durable(engine, pos.epoch, -1, -1)))
+            else:
+                watermarks.send(encode(Durable(engine, pos.epoch, pos.batch, pos.seq)))
 
     for engine in replay:  # whatever the engines produced while we were away
         ask_replay(engine)
@@ -180,8 +198,11 @@ def run(config: Config, name: str = "journal-writer") -> None:
                 to_write, gaps = sequencer.accept(arrived)
                 if to_write:
                     writer.append(to_write)  # one transaction: the group commit
+                    # the watermarks first: an engine has released a batch's market data before
+                    # anyone acknowledged from it can ask for a book
+                    announce({b.engine for b in to_write})
+                    release.send(to_write)
                     written += len(to_write)
-                    changed = {b.engine for b in to_write}
                 now = time.monotonic()
                 if gaps and now - last_replay > REPLAY_RETRY_S:
                     last_replay = now
@@ -210,15 +231,10 @@ def run(config: Config, name: str = "journal-writer") -> None:
             if now - last_announce > ANNOUNCE_S:
                 last_announce = now
                 changed = set(sequencer.positions)
-            for engine in changed:
-                pos = sequencer.positions[engine]
-                if (engine, pos.epoch) in sequencer.refused:  # it waits on a lost ledger batch: start again
-                    watermarks.send(encode(Durable(engine, pos.epoch, -1, -1)))
-                else:
-                    watermarks.send(encode(Durable(engine, pos.epoch, pos.batch, pos.seq)))
+            announce(changed)
         index_for(writer, STOP_INDEX_S)  # what is left is indexed at the next start
     finally:
-        for sock in (events, watermarks, recovery, *replay.values()):
+        for sock in (events, watermarks, recovery, *replay.values(), release.gateway, *release.ledgers):
             sock.close()
         if auth is not None:
             auth.stop()

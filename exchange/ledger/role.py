@@ -2,7 +2,7 @@
 
 Sockets (this process binds the stable side):
     commands  PULL   bound    ← gateways: Requests of this shard's users (holds, cancels, transfers, balances)
-    settle    PULL   bound    ← engines: their EventBatches, each once the journal holds it
+    settle    PULL   bound    ← journal writer: the engines' EventBatches, each once written
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again
     publish   PUB    bound    → notifier: each user's balances after a change, on the private topic
     journal   PUSH   connect  → journal writer: EventBatch per loop turn (stream ``ledger-<shard>``)

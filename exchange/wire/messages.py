@@ -5,11 +5,13 @@ only by appending fields with defaults (see docs/protocol.md). Decoding failures
 
     gateway ──Requests──▶ engine                     (PUSH → PULL), one message per loop turn
     gateway ──Requests──▶ ledger shard ──Requests──▶ engine   with accounts on (docs/accounts.md)
-    engine ──EventBatch──▶ ledger shards             (PUSH → PULL), released batches, for settlement
     engine ──EventBatch──▶ journal writer            (PUSH → PULL; replayed over ROUTER on request)
     journal writer ──Durable──▶ engines              (PUB → SUB)
     journal writer ──ReplayRequest──▶ engine         (DEALER → ROUTER)
-    engine ──Replies──▶ gateway                      (PUSH → PULL), released at the durable seq
+    journal writer ──[RELEASED, EventBatch]──▶ gateway   (PUSH → PULL), each engine batch once written:
+                                                     the gateway answers from its entries
+    journal writer ──EventBatch──▶ ledger shards     (PUSH → PULL), the same batches, for settlement
+    ledger shard ──Replies──▶ gateway                (PUSH → PULL), released at its durable seq
     engine ──[topic, MarketData]──▶ notifier ──▶ subscribers   (PUB → XSUB ▸ XPUB → SUB)
     engine, gateway ──JournalRequest──▶ journal writer   (DEALER → ROUTER) at start: epochs, positions
     subscriber ──NotifierRequest──▶ notifier         (DEALER → ROUTER): snapshots, instruments
@@ -22,7 +24,9 @@ from __future__ import annotations
 import msgspec
 
 from exchange.core.ledger_messages import AnyLedgerCommand, AnyLedgerEvent
-from exchange.core.messages import AnyCommand, AnyEvent, DepthUpdate, TopOfBook, Trade
+from exchange.core.messages import (
+    ORDER_EVENTS, AnyCommand, AnyEvent, DepthUpdate, PlaceOrder, ReplaceOrder, TopOfBook, Trade,
+)
 from exchange.core.orders import SelfTradePrevention
 from exchange.errors import WireError
 
@@ -109,6 +113,16 @@ class EventBatch(_Wire):
     # (stream, epoch, batch) of the ledger shards' batches that hold the holds of this batch's orders:
     # the journal writes this batch only after them, in the same transaction or an earlier one
     after: list[tuple[str, int, int]] = []
+
+    def replies(self) -> list[Reply]:
+        """What this batch answers: one Reply per request, its order events (the market data stays
+        out). An order or replace the engine refused to execute because it came too late (journaled
+        with no events) gets none: its gateway has answered it already."""
+        return [Reply(e.session, e.request_id, [ev for ev in e.events if isinstance(ev, ORDER_EVENTS)], e.gateway)
+                for e in self.entries if e.events or not isinstance(e.command, (PlaceOrder, ReplaceOrder))]
+
+
+RELEASED = b"released"  # the first frame of an engine's batch that the journal writer passes on, once written
 
 
 class BatchHeader(msgspec.Struct, array_like=True, dict=True):

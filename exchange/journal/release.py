@@ -1,0 +1,69 @@
+"""What the journal writer passes on once a group commit holds it: each engine batch, as it came.
+
+The gateway answers its requests from a batch's entries (``EventBatch.replies``), and every ledger
+shard settles its users' side of the batch's events. Before, the engine did both when the durable
+watermark reached it; from the journal writer, an answer leaves one process hop sooner and the
+engine no longer wakes to release it. Nothing leaves before the commit that holds it.
+
+No send waits. A gateway that is not reading misses the batch: the requests in it time out there
+(UNAVAILABLE, outcome unknown; `STATUS` tells). A ledger shard that is not reading notices the
+gap and reads the missed batches from the journal, as it always could.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+import zmq
+
+from exchange.journal.readers import recent_batch_bodies
+from exchange.wire.messages import RELEASED
+
+log = logging.getLogger(__name__)
+
+RESEND_MAX_BATCHES = 1000  # per engine, at a start
+
+
+class Release:
+    """The sockets written engine batches leave by, and what they could not take."""
+
+    def __init__(self, gateway: zmq.Socket, ledgers: list[zmq.Socket], engines: set[str]):
+        self.gateway, self.ledgers, self.engines = gateway, ledgers, engines
+        self.dropped = {"gateway": 0, "ledger": 0}
+
+    def send(self, written: list) -> None:
+        """Pass on the engine batches of one commit (BatchHeaders with their bodies), in order."""
+        self.send_bodies([b.body for b in written if b.engine in self.engines])
+
+    def send_again(self, conn: sqlite3.Connection, window_ns: int, now_ns: int) -> int:
+        """At a start: pass on again each engine's batches written in the last ``window_ns`` (the
+        requests they answer may still wait, if the last start stopped between a commit and passing
+        its batches on); the gateway takes each batch once, and a ledger shard settles each once.
+        Return how many."""
+        bodies = [body for engine in sorted(self.engines)
+                  for body in recent_batch_bodies(conn, engine, now_ns - window_ns, RESEND_MAX_BATCHES)]
+        self.send_bodies(bodies)
+        return len(bodies)
+
+    def send_bodies(self, bodies: list[bytes]) -> None:
+        for body in bodies:
+            try:
+                self.gateway.send_multipart([RELEASED, body], zmq.NOBLOCK)
+            except zmq.Again:
+                self._dropped("gateway", "the gateway is not reading: a released batch was not passed on"
+                                         " (its requests time out there)")
+        for sock in self.ledgers:
+            for body in bodies:
+                try:
+                    sock.send(body, zmq.NOBLOCK)
+                except zmq.Again:
+                    self._dropped("ledger", "a ledger shard is not reading: released batches not passed on"
+                                            " (it reads them from the journal)")
+                    break
+
+    def _dropped(self, kind: str, message: str) -> None:
+        self.dropped[kind] += 1
+        n = self.dropped[kind]
+        if n in (1, 10, 100) or n % 1000 == 0:
+            log.warning("%s (%d so far)", message, n)

@@ -1,0 +1,107 @@
+"""The journal writer passes each written engine batch on; the gateway answers from it, once each."""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from exchange.core.matching import Matcher
+from exchange.core.messages import CancelAll, MARKET_DATA_EVENTS, ORDER_EVENTS, PlaceOrder
+from exchange.core.orders import Side
+from exchange.engine.batches import Engine
+from exchange.gateway.released import ReleasedBatches
+from exchange.journal.readers import EnginePosition
+from exchange.journal.release import Release
+from exchange.journal.schema import open_db
+from exchange.journal.writer import Writer
+from exchange.wire.messages import RELEASED, BatchHeader, Decoder, EventBatch, Request, Requests, encode
+from tests.test_recovery import CONFIG, INSTRUMENTS
+
+S = 1_000_000_000
+
+
+def batch_of(engine: Engine, *commands, now_ns: int = 0) -> bytes:
+    return engine.handle_requests([[encode([Request("gw/1", 7, n, c) for n, c in enumerate(commands)])]],
+                                  Decoder(Requests), now_ns)
+
+
+def test_a_batch_answers_each_request_with_its_order_events_and_a_late_order_not_at_all():
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    engine.max_order_age_ns = 5 * S
+    now = 100 * S
+    late = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, ts_received=now - 6 * S)
+    sell = PlaceOrder("bob", "BTC-USD", Side.SELL, 1, 100_000, ts_received=now)
+    buy = PlaceOrder("carol", "BTC-USD", Side.BUY, 1, 100_000, ts_received=now)
+    nothing_to_cancel = CancelAll("dave", None, now)
+    batch = Decoder(EventBatch).decode(batch_of(engine, late, sell, buy, nothing_to_cancel, now_ns=now))
+    replies = batch.replies()
+    assert [(r.gateway, r.session, r.request_id) for r in replies] == [("gw/1", 7, 1), ("gw/1", 7, 2), ("gw/1", 7, 3)]
+    assert all(isinstance(e, ORDER_EVENTS) for r in replies for e in r.events)
+    assert any(isinstance(e, MARKET_DATA_EVENTS) for entry in batch.entries for e in entry.events)
+    # the taker's answer holds both sides' fills (the gateway tells each owner)
+    assert [type(e).__name__ for e in replies[1].events] == ["OrderAccepted", "OrderFilled", "OrderFilled"]
+    assert replies[2].events == []  # a CancelAll that found nothing is still answered
+
+
+def test_the_gateway_takes_each_batch_once_and_counts_the_ones_it_never_got():
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    decode = Decoder(EventBatch).decode
+    batches = [decode(batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)))
+               for i in range(4)]
+    released = ReleasedBatches()
+    assert len(released.replies(batches[0])) == 1
+    assert released.replies(batches[0]) == []  # passed on again: answered once only
+    assert len(released.replies(batches[2])) == 1  # batch 2 never came
+    assert released.missed == 1
+    assert released.replies(batches[1]) == []  # too late: its requests have been given up
+    assert len(released.replies(batches[3])) == 1
+
+
+def pair(ctx, tmp_path, name):
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(f"ipc://{tmp_path}/{name}")
+    push = ctx.socket(zmq.PUSH)
+    push.connect(f"ipc://{tmp_path}/{name}")
+    return push, pull
+
+
+def received(sock: zmq.Socket) -> list[list[bytes]]:
+    out = []
+    while sock.poll(1000 if not out else 200):
+        out.append(sock.recv_multipart())
+    return out
+
+
+def test_written_engine_batches_go_to_the_gateway_and_every_ledger_shard_and_again_at_a_start(tmp_path):
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    frames = [batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)) for i in range(3)]
+    ledger_batch = encode(EventBatch("ledger-0", 1, 1, 0, -1, []))
+    headers = []
+    for frame in [*frames, ledger_batch]:
+        header = Decoder(BatchHeader).decode(frame)
+        header.body = frame
+        headers.append(header)
+    writer = Writer(open_db(tmp_path / "journal.db"), CONFIG.instrument_map(), ["e1", "ledger-0"])
+    ctx = zmq.Context()
+    try:
+        (to_gateway, gateway), (to_l0, l0), (to_l1, l1) = (pair(ctx, tmp_path, n) for n in ("gw", "l0", "l1"))
+        release = Release(to_gateway, [to_l0, to_l1], {"e1"})
+        writer.append(headers[:2])
+        release.send(headers[:2])
+        assert received(gateway) == [[RELEASED, frames[0]], [RELEASED, frames[1]]]
+        writer.append(headers[2:])
+        release.send(headers[2:])  # the ledger shard's own batch is not passed on
+        assert received(gateway) == [[RELEASED, frames[2]]]
+        assert [m[-1] for m in received(l0)] == frames and [m[-1] for m in received(l1)] == frames
+
+        now = time.time_ns()
+        assert release.send_again(writer.conn, 60 * S, now) == 3  # a start: the last minute's, again
+        assert [m[-1] for m in received(gateway)] == frames
+        assert release.send_again(writer.conn, 60 * S, now + 120 * S) == 0  # older than the window
+        assert received(gateway) == []
+        for sock in (to_gateway, gateway, to_l0, l0, to_l1, l1):
+            sock.close(linger=0)
+    finally:
+        ctx.term()
+        writer.conn.close()
