@@ -5,7 +5,7 @@
 FOK limit orders, market IOC orders and cancels on one instrument, self-trade prevention
 CANCEL_NEWEST) and returns, for every command, the same events as ``Matcher.handle``: the same
 structs from exchange.core.messages with the same field values (seq, order and trade ids
-``"<engine_id>-<n>"``, quantities, top of book). It is written for speed and nothing else,
+``"<engine_id>-<n>"``, quantities). It is written for speed and nothing else,
 without giving up an event: one closure whose state lives in cells and locals, price levels as
 plain lists, the sorted prices of each side in a small list kept with bisect (an insert and a
 removal cost about a sixth of SortedList's for the dozen levels this book has, and a thirteenth of
@@ -64,8 +64,8 @@ from bench_core import ENGINE_ID, INSTRUMENT, cpu_model, make_stream, timed_run
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.messages import (
-    CancelOrder, DepthUpdate, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderRejected,
-    TopOfBook, Trade,
+    CancelOrder, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderRejected,
+    Trade,
 )
 from exchange.core.orders import CancelReason, ExpireReason, SelfTradePrevention, Side, TimeInForce
 from exchange.errors import RejectCode
@@ -154,55 +154,39 @@ def _floor_handle(engine_id: int, symbol: str):
             side = order.side
             price = order.price
             s = seq
-            canceled = OrderCanceled(s + 1, ts, symbol, order_id, user, side, leaves, USER_CANCEL)
+            seq = s + 1
             if side is BUY:
                 level = bids[price]
                 if len(level) == 2:  # the level's only order
                     del bids[price]
-                    left = 0
                     if price == best_bid:
                         del bid_keys[0]
                         best_bid = -bid_keys[0]
                     else:
                         bid_keys.remove(-price)
-                        seq = s + 2
-                        return [canceled, DepthUpdate(s + 2, ts, symbol, BUY, price, 0)]
                 else:
                     level.remove(order)
-                    level[0] = left = level[0] - leaves
-                    if price != best_bid:
-                        seq = s + 2
-                        return [canceled, DepthUpdate(s + 2, ts, symbol, BUY, price, left)]
+                    level[0] -= leaves
             else:
                 level = asks[price]
                 if len(level) == 2:
                     del asks[price]
-                    left = 0
                     if price == best_ask:
                         del ask_keys[0]
                         best_ask = ask_keys[0]
                     else:
                         ask_keys.remove(price)
-                        seq = s + 2
-                        return [canceled, DepthUpdate(s + 2, ts, symbol, SELL, price, 0)]
                 else:
                     level.remove(order)
-                    level[0] = left = level[0] - leaves
-                    if price != best_ask:
-                        seq = s + 2
-                        return [canceled, DepthUpdate(s + 2, ts, symbol, SELL, price, left)]
-            seq = s + 3  # the canceled order was at the best price: the top moved
-            return [canceled, DepthUpdate(s + 2, ts, symbol, side, price, left),
-                    TopOfBook(s + 3, ts, symbol, None if best_bid == -EMPTY else best_bid,
-                              bids[best_bid][0], None if best_ask == EMPTY else best_ask,
-                              asks[best_ask][0])]
+                    level[0] -= leaves
+            return [OrderCanceled(s + 1, ts, symbol, order_id, user, side, leaves, USER_CANCEL)]
 
         price = command.price
         side = command.side
         tif = command.tif
         if tif is not GTC or price is None or (price >= best_ask if side is BUY else price <= best_bid):
             return take(command, ts, side, price, tif)
-        # A GTC limit order that rests without trading: two or three events.
+        # A GTC limit order that rests without trading: one event.
         user = command.user
         qty = command.qty
         order_tail += 1
@@ -213,13 +197,11 @@ def _floor_handle(engine_id: int, symbol: str):
         order_id = order_head + order_tails[order_tail]
         order = Resting(order_id, user, qty, qty, side, price)
         orders[order_id] = order
-        s = seq
-        accepted = OrderAccepted(s + 1, ts, symbol, order_id, user, side, qty, price, GTC, CANCEL_NEWEST)
+        seq = s = seq + 1
         if side is BUY:
             level = bids.get(price)
             if level is None:
                 bids[price] = [qty, order]
-                left = qty
                 if price > best_bid:
                     bid_keys.insert(0, -price)
                     best_bid = price
@@ -227,39 +209,25 @@ def _floor_handle(engine_id: int, symbol: str):
                     insort(bid_keys, -price)
             else:
                 level.append(order)
-                level[0] = left = level[0] + qty
-            if price != best_bid:
-                seq = s + 2
-                return [accepted, DepthUpdate(s + 2, ts, symbol, BUY, price, left)]
-            seq = s + 3
-            return [accepted, DepthUpdate(s + 2, ts, symbol, BUY, price, left),
-                    TopOfBook(s + 3, ts, symbol, price, left, None if best_ask == EMPTY else best_ask,
-                              asks[best_ask][0])]
-        level = asks.get(price)
-        if level is None:
-            asks[price] = [qty, order]
-            left = qty
-            if price < best_ask:
-                ask_keys.insert(0, price)
-                best_ask = price
-            else:
-                insort(ask_keys, price)
+                level[0] += qty
         else:
-            level.append(order)
-            level[0] = left = level[0] + qty
-        if price != best_ask:
-            seq = s + 2
-            return [accepted, DepthUpdate(s + 2, ts, symbol, SELL, price, left)]
-        seq = s + 3
-        return [accepted, DepthUpdate(s + 2, ts, symbol, SELL, price, left),
-                TopOfBook(s + 3, ts, symbol, None if best_bid == -EMPTY else best_bid, bids[best_bid][0],
-                          price, left)]
+            level = asks.get(price)
+            if level is None:
+                asks[price] = [qty, order]
+                if price < best_ask:
+                    ask_keys.insert(0, price)
+                    best_ask = price
+                else:
+                    insort(ask_keys, price)
+            else:
+                level.append(order)
+                level[0] += qty
+        return [OrderAccepted(s, ts, symbol, order_id, user, side, qty, price, GTC, CANCEL_NEWEST)]
 
     def take(command, ts: int, side: Side, price: int | None, tif: TimeInForce) -> list:
         """Every order but a resting GTC limit: a market order, an IOC or FOK limit, or a GTC
         limit that crosses. Events: accepted, (maker fill, taker fill, trade) per match, the
-        remainder's fate, a DepthUpdate per changed level and a TopOfBook if anything traded
-        (the first trade always changes the opposite best level; nothing else changes the top)."""
+        remainder's fate."""
         nonlocal seq, best_bid, best_ask, order_tail, order_thousand, order_head, order_tails
         nonlocal trade_tail, trade_thousand, trade_head, trade_tails
         user = command.user
@@ -290,7 +258,6 @@ def _floor_handle(engine_id: int, symbol: str):
             return events
         append = events.append
         leaves = qty
-        touched = []  # prices of the opposite levels traded against, in order
         self_trade = False
         tail, head, tails = trade_tail, trade_head, trade_tails
         while leaves:
@@ -299,7 +266,7 @@ def _floor_handle(engine_id: int, symbol: str):
                 break
             level_price = key * sign
             level = levels[level_price]
-            level_qty = qty_before = level[0]
+            level_qty = level[0]
             while True:
                 maker = level[1]
                 if maker.user == user:
@@ -334,13 +301,10 @@ def _floor_handle(engine_id: int, symbol: str):
                 if not leaves:
                     break
             level[0] = level_qty
-            if level_qty != qty_before:
-                touched.append(level_price)
             if self_trade:
                 break
         trade_tail, trade_head, trade_tails = tail, head, tails
 
-        rests = False
         if self_trade:
             s += 1
             append(OrderCanceled(s, ts, symbol, order_id, user, side, leaves, SELF_TRADE))
@@ -349,7 +313,6 @@ def _floor_handle(engine_id: int, symbol: str):
                 s += 1
                 append(OrderExpired(s, ts, symbol, order_id, user, side, leaves, EXPIRED_MARKET))
             elif tif is GTC:
-                rests = True
                 order = Resting(order_id, user, leaves, qty, side, price)
                 orders[order_id] = order
                 level = own_levels.get(price)
@@ -362,19 +325,8 @@ def _floor_handle(engine_id: int, symbol: str):
             else:
                 s += 1
                 append(OrderExpired(s, ts, symbol, order_id, user, side, leaves, EXPIRED_IOC))
-        for level_price in touched:
-            level = levels.get(level_price)
-            s += 1
-            append(DepthUpdate(s, ts, symbol, maker_side, level_price, 0 if level is None else level[0]))
-        if rests:
-            s += 1
-            append(DepthUpdate(s, ts, symbol, side, price, own_levels[price][0]))
         best_bid = -bid_keys[0]
         best_ask = ask_keys[0]
-        if touched:
-            s += 1
-            append(TopOfBook(s, ts, symbol, None if best_bid == -EMPTY else best_bid, bids[best_bid][0],
-                             None if best_ask == EMPTY else best_ask, asks[best_ask][0]))
         seq = s
         return events
 

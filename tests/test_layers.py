@@ -150,7 +150,7 @@ PARTS = {
     "exchange.wire": {"exchange.core", "exchange.config", "exchange.errors"},
     "exchange.gateway": BASE | {"exchange.journal.readers", "exchange.journal.handshake"},
     "exchange.engine": BASE | {"exchange.journal.readers", "exchange.journal.schema", "exchange.journal.handshake",
-                               "exchange.marketdata.depth"},
+                               "exchange.marketdata.depth", "exchange.marketdata.levels"},
     "exchange.journal": BASE | {"exchange.cli.common"},  # its `exchange journal` commands
     "exchange.marketdata": BASE | {"exchange.client.private_feed", "exchange.gateway.protocol",
                                    "exchange.journal.queries"},

@@ -62,7 +62,9 @@ class OrderBook:
         self.best_bid: int | None = None
         self.best_ask: int | None = None
         self.orders: dict[str, Order] = {}
-        self.last_top: tuple = (None, 0, None, 0)  # the top of book last published
+        # the top of book as a core that still published it last did (journals and checkpoints from
+        # before the matcher emitted only what matching decides); part of their digests, no longer changed
+        self.last_top: tuple = (None, 0, None, 0)
         self.user_orders: dict[str, dict[str, Order]] = {}  # user → their orders on this book
         self.last_price: int | None = None  # of the last trade
         # whether the instrument sets any risk limit (the matcher skips them all if not)

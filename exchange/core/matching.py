@@ -12,8 +12,9 @@ Theory of operation
   first and, within a level, with the oldest resting order (the maker) first, at the maker's price.
 - ``handle`` validates the whole command before touching a book, then returns its events in this
   order: the order's fate (accepted / rejected / canceled / replaced), each match as maker fill,
-  taker fill, trade, then the remainder's fate (rests, expires), then one ``DepthUpdate`` per price
-  level the command changed and a ``TopOfBook`` if the best bid or offer changed.
+  taker fill, trade, then the remainder's fate (rests, expires). Only what matching decides: the
+  price levels and the top of book follow from these events, and whoever publishes them derives
+  them (exchange.marketdata.levels), outside the matching loop.
 - ``seq`` is assigned here, +1 per event across all the engine's books. Order and trade ids are
   ``"<engine_id>-<n>"``, unique across a mesh of engines with distinct ids.
 - A client order id is reserved while its order is open and for a window after its acceptance
@@ -24,10 +25,6 @@ Theory of operation
   would give without them. Each book's ``last_price`` (the band's centre) is set by every trade.
 - ``apply`` rebuilds the same state from the events alone (replay from a journal); ``digest``
   makes "live state == replayed state" a one-line check. Both live in replay.py (``Replay``).
-- Between commands, a book's ``last_top`` is its top of book: every command that changes a book
-  ends by publishing the top if it moved. The fast paths for a resting limit order and a cancel
-  rely on this: they touch one level, and a resting order has ``leaves_qty`` > 0, so the top moved
-  exactly when that level is (or was) the best of its side; no comparison is needed.
 
 Order life cycle (status × event → status)
 
@@ -48,9 +45,8 @@ from exchange.core.book import OrderBook
 from exchange.core.client_order_ids import DEFAULT_WINDOW_NS, ClientOrderIds
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
-    CancelAll, CancelOrder, DepthUpdate, Event, OrderAccepted, OrderCanceled, OrderExpired,
-    OrderFilled, OrderReduced, OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder, TopOfBook,
-    Trade,
+    CancelAll, CancelOrder, Event, OrderAccepted, OrderCanceled, OrderExpired,
+    OrderFilled, OrderReduced, OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder, Trade,
 )
 from exchange.core.orders import (
     CancelReason, ExpireReason, Order, SelfTradePrevention, Side, TimeInForce,
@@ -194,35 +190,17 @@ class Matcher(Replay):
             self.client_order_ids.add((user, client_order_id), order_id, symbol, ts)
         order = Order(order_id, user, side, price, qty, qty, tif, stp, client_order_id)
 
-        if not crosses and (tif is GTC or tif is POST):
-            # Fast path for the most common command, a limit order that rests without trading:
-            # its level is the only one touched, so it needs no ``touched`` list and no top-of-book
-            # comparison (see the module docstring).
-            level_qty = book.add(order).qty
-            if price != (book.best_bid if side is BUY else book.best_ask):
-                self.seq = seq + 1
-                return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty)]
-            # it made or joined the best level; the other side did not move
-            if side is BUY:
-                _, _, ask, ask_qty = book.last_top
-                book.last_top = (price, level_qty, ask, ask_qty)
-                top = TopOfBook(seq + 2, ts, symbol, price, level_qty, ask, ask_qty)
-            else:
-                bid, bid_qty, _, _ = book.last_top
-                book.last_top = (bid, bid_qty, price, level_qty)
-                top = TopOfBook(seq + 2, ts, symbol, bid, bid_qty, price, level_qty)
-            self.seq = seq + 2
-            return [accepted, DepthUpdate(seq + 1, ts, symbol, side, price, level_qty), top]
-
         self.seq = seq
+        if not crosses and (tif is GTC or tif is POST):  # the most common command: it rests, no trade
+            book.add(order)
+            return [accepted]
         events = [accepted]
         if tif is FOK and not self._fillable(book, order):
             self._expire(book, order, EXPIRED_FOK, ts, events)
             return events
-        touched: list[tuple[Side, int]] = []
         spent_all = False
         if crosses:
-            spent_all = self._match(book, order, ts, events, touched, cmd.funds or None)
+            spent_all = self._match(book, order, ts, events, cmd.funds or None)
         if order.leaves_qty and order.live:
             if price is None:
                 self._expire(book, order, EXPIRED_FUNDS if spent_all else EXPIRED_MARKET, ts, events)
@@ -230,8 +208,6 @@ class Matcher(Replay):
                 self._expire(book, order, EXPIRED_IOC, ts, events)
             else:
                 book.add(order)
-                touched.append((side, price))
-        self._book_changes(book, ts, touched, events)
         return events
 
     # -- commands other than PlaceOrder --------------------------------------------------------
@@ -244,33 +220,11 @@ class Matcher(Replay):
             book, order = self._find(cmd)
             if order is None:
                 return self._reject_unknown(cmd)
-        # Fast path: one level changes, so no ``touched`` list and no top-of-book comparison (see
-        # the module docstring).
-        side = order.side
-        price = order.price
-        ts = cmd.ts_received
-        symbol = book.symbol
-        seq = self.seq
-        canceled = OrderCanceled(seq + 1, ts, symbol, order.order_id, order.user, side, order.leaves_qty,
-                                 USER_CANCEL, order.client_order_id)
-        at_best = price == (book.best_bid if side is BUY else book.best_ask)
-        left = book.remove(order)
-        if not at_best:
-            self.seq = seq + 2
-            return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, left)]
-        # The best level of ``side`` shrank or went; the other side of ``last_top`` did not move.
-        if side is BUY:
-            bid = book.best_bid
-            bid_qty = left if left else book.bids[bid].qty if bid is not None else 0
-            _, _, ask, ask_qty = book.last_top
-        else:
-            ask = book.best_ask
-            ask_qty = left if left else book.asks[ask].qty if ask is not None else 0
-            bid, bid_qty, _, _ = book.last_top
-        book.last_top = (bid, bid_qty, ask, ask_qty)
-        self.seq = seq + 3
-        return [canceled, DepthUpdate(seq + 2, ts, symbol, side, price, left),
-                TopOfBook(seq + 3, ts, symbol, bid, bid_qty, ask, ask_qty)]
+        self.seq = seq = self.seq + 1
+        canceled = OrderCanceled(seq, cmd.ts_received, book.symbol, order.order_id, order.user, order.side,
+                                 order.leaves_qty, USER_CANCEL, order.client_order_id)
+        book.remove(order)
+        return [canceled]
 
     def _replace(self, cmd: ReplaceOrder) -> list[Event]:
         book, order = self._find(cmd)
@@ -306,7 +260,6 @@ class Matcher(Replay):
         ts = cmd.ts_received
         leaves = qty - order.filled_qty
         keep_priority = price == order.price and qty <= order.qty
-        touched = [] if keep_priority and qty == order.qty else [(side, order.price)]  # only changed levels
         self.seq = seq = self.seq + 1
         events: list[Event] = [OrderReplaced(seq, ts, book.symbol, order.order_id, order.user, side, qty,
                                              price, leaves, keep_priority, order.client_order_id)]
@@ -318,11 +271,9 @@ class Matcher(Replay):
             order = Order(order.order_id, order.user, side, price, qty, leaves, order.tif, order.stp,
                           order.client_order_id)
             if crosses:
-                self._match(book, order, ts, events, touched)
+                self._match(book, order, ts, events)
             if order.leaves_qty and order.live:
                 book.add(order)
-                touched.append((side, price))
-        self._book_changes(book, ts, list(dict.fromkeys(touched)), events)
         return events
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
@@ -342,14 +293,11 @@ class Matcher(Replay):
                 mine = [order for order in found if order is not None and order.user == user]
             for order in mine:
                 self._cancel_resting(book, order, reason, ts, events)
-            if mine:
-                self._book_changes(book, ts, list(dict.fromkeys((o.side, o.price) for o in mine)), events)
         return events
 
     # -- matching ------------------------------------------------------------------------------
 
-    def _match(self, book: OrderBook, taker: Order, ts: int, events: list,
-               touched: list[tuple[Side, int]], budget: int | None = None) -> bool:
+    def _match(self, book: OrderBook, taker: Order, ts: int, events: list, budget: int | None = None) -> bool:
         """Trade ``taker`` against the opposite side while it crosses; it may end canceled (STP).
 
         Level by level, best first; within a level, oldest order first, until either is used up.
@@ -383,7 +331,7 @@ class Matcher(Replay):
                 break
             level = levels[price]
             orders = level.orders
-            level_qty = qty_before = level.qty
+            level_qty = level.qty
             first_number = number
             while taker_leaves and level_qty:  # (a level with live orders has qty > 0)
                 maker = orders[0]
@@ -441,8 +389,6 @@ class Matcher(Replay):
                 else:
                     book.drop_level(maker_side, price)  # the level is used up
             level.qty = level_qty
-            if level_qty != qty_before:  # STP may stop the taker with the level untouched
-                touched.append((maker_side, price))
             if number != first_number:
                 book.last_price = price
             if spent:
@@ -545,29 +491,6 @@ class Matcher(Replay):
         events.append(OrderExpired(seq, ts, book.symbol, order.order_id, order.user, order.side,
                                    order.leaves_qty, reason, order.client_order_id))
         order.live = False
-
-    def _book_changes(self, book: OrderBook, ts: int, touched: list[tuple[Side, int]],
-                      events: list) -> None:
-        """One DepthUpdate per touched level, then a TopOfBook if the best bid or offer moved.
-
-        ``touched`` names each level once: a PlaceOrder's matching visits each opposite level
-        once and its remainder rests on the other side, so only ``_replace`` and ``_cancel_all``,
-        which can touch a level twice, deduplicate (hashing a ``Side`` is a Python-level call).
-        """
-        symbol = book.symbol
-        seq = self.seq
-        for side, price in touched:
-            level = (book.bids if side is BUY else book.asks).get(price)
-            seq += 1
-            events.append(DepthUpdate(seq, ts, symbol, side, price, level.qty if level is not None else 0))
-        bid, ask = book.best_bid, book.best_ask
-        top = (bid, book.bids[bid].qty if bid is not None else 0,
-               ask, book.asks[ask].qty if ask is not None else 0)
-        if top != book.last_top:
-            book.last_top = top
-            seq += 1
-            events.append(TopOfBook(seq, ts, symbol, *top))
-        self.seq = seq
 
     def _format_id(self, number: int) -> tuple[str, str, int]:
         """Id number ``number``, and the head and first number of its thousand (see ``_TAILS``)."""

@@ -1,6 +1,9 @@
 """An engine's state around its matcher: the batches it made, what it keeps for replay until the
 journal holds it, and the order events and market data that wait for the durable watermark to be
 published (the answers to gateways leave from the journal writer, exchange.journal.release).
+
+The matcher says only what matching decided; the price levels and tops of book the market data
+carries are derived here from its order events, command by command (exchange.marketdata.levels).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from exchange.wire.messages import (
     Decoder, Durable, Entry, EventBatch, ReplayRequest, Request, Requests, encode,
 )
 from exchange.journal.readers import EnginePosition
+from exchange.marketdata.levels import LevelBook, level_changes
 
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class Engine:
         self.retained_events = 0
         self.unreleased: deque[tuple[int, list, list]] = deque()  # (batch, order events, market data)
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
+        self.levels = levels_of(matcher)
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
         """Match every request of every frame (each a Requests list); return the EventBatch frame
@@ -86,6 +91,7 @@ class Engine:
                                      events))
                 for event in events:
                     (order_events if isinstance(event, ORDER_EVENTS) else market_data).append(event)
+                market_data.extend(level_changes(self.levels, events))
         if not entries:
             return None
         self.batch += 1
@@ -124,3 +130,12 @@ class Engine:
 
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]
+
+
+def levels_of(matcher: Matcher) -> dict[str, LevelBook]:
+    """The price levels of every book of ``matcher`` as they stand, to derive market data from."""
+    levels = {}
+    for symbol, book in matcher.books.items():
+        levels[symbol] = LevelBook(symbol)
+        levels[symbol].load((o.order_id, o.side, o.price, o.leaves_qty) for o in book.orders.values())
+    return levels

@@ -2,14 +2,17 @@
 
 Commands are built from decimal text, converted by the instrument (``buy("bob", "1.5", at="100.00")``);
 ``Market`` runs them on a fresh Matcher, checks the invariants after every command (seq +1, ``ts_event``
-copied, ``OrderBook.check()``) and tells the events back as one short line each (``story``), so a test
-reads like the session it describes. ``Market.book()`` is ``OrderBook.render()`` with runs of spaces
+copied, ``OrderBook.check()``, no market data but trades from the core) and tells back, one short
+line each (``story``), the core's events followed by the price levels and top of book an engine
+derives from them (``marketdata.levels``), so a test reads like the session it describes. ``Market.book()`` is ``OrderBook.render()`` with runs of spaces
 squeezed, to compare with ``drawn(...)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import groupby
+from operator import attrgetter
 
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
@@ -18,6 +21,7 @@ from exchange.core.messages import (
     OrderReduced, OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder, TopOfBook, Trade,
 )
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
+from exchange.marketdata.levels import LevelBook, level_changes
 
 BTC = Instrument("BTC-USD", tick_size="0.01", lot_size="0.001", max_qty="100", max_price="1000000")
 ETH = Instrument("ETH-USD", tick_size="0.05", lot_size="0.01", max_qty="1000", max_price="100000",
@@ -126,11 +130,14 @@ class Market:
         self.instruments = list(instruments)
         self.matcher = Matcher(engine_id, self.instruments)
         self.commands: list = []
-        self.events: list[Event] = []
+        self.events: list[Event] = []  # the core's
+        self.levels = {i.symbol: LevelBook(i.symbol) for i in self.instruments}
 
     def handle(self, command) -> list[Event]:
-        """Run one command; return its events after checking seq, ts_event and every book."""
+        """Run one command; return its events, then the market data derived from them, after
+        checking seq, ts_event and every book."""
         events = self.matcher.handle(command)
+        assert not any(isinstance(e, (DepthUpdate, TopOfBook)) for e in events), "the core derives no depth"
         for expected_seq, event in enumerate(events, start=len(self.events) + 1):
             assert event.seq == expected_seq, f"{event!r} should have seq {expected_seq}"
             assert event.ts_event == command.ts_received, f"{event!r} should copy ts {command.ts_received}"
@@ -139,7 +146,11 @@ class Market:
             book.check()
         self.commands.append(command)
         self.events.extend(events)
-        return events
+        told: list[Event] = []  # each book's events, then the market data derived from them
+        for symbol, group in groupby(events, key=attrgetter("symbol")):
+            group = list(group)
+            told += group + level_changes(self.levels, group)
+        return told
 
     def __call__(self, command) -> list[str]:
         """Run one command and tell its events."""

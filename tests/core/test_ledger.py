@@ -303,10 +303,10 @@ def test_settling_the_same_events_twice_changes_nothing_and_a_gap_is_reported():
     events = venue.engine_events
     assert ledger.handle(SettleEvents(ENGINE, 1, 1, events[-1].seq, events)) == []
     assert ledger.digest() == digest
-    later = venue.matcher.handle(PlaceOrder("bob", "BTC-USD", SELL, 1, 300, client_order_id="x"))
-    skipped = later[1:]
+    missed = venue.matcher.handle(PlaceOrder("bob", "BTC-USD", SELL, 1, 300, client_order_id="x"))
+    skipped = venue.matcher.handle(PlaceOrder("bob", "BTC-USD", SELL, 1, 301, client_order_id="y"))
     [gap] = ledger.handle(SettleEvents(ENGINE, 1, skipped[0].seq, skipped[-1].seq, skipped))
-    assert isinstance(gap, SettlementGap) and (gap.expected_seq, gap.first_seq) == (later[0].seq, later[1].seq)
+    assert isinstance(gap, SettlementGap) and (gap.expected_seq, gap.first_seq) == (missed[0].seq, skipped[0].seq)
 
 
 def test_a_batch_that_overlaps_what_was_settled_settles_only_the_new_events():

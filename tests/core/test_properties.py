@@ -7,9 +7,11 @@ Matcher and to ``reference.ReferenceMatcher``, and after every command requires:
   the same books order by order in priority order, the same id counters, and every client order
   id the window still reserves (and none the reference never saw);
 - books never crossed, quantity conserved order by order, seq +1 and ts_event copied, events
-  grouped as matching.py promises (order events, then depth, then top of book, per book);
-- one DepthUpdate for each level that changed and no other: replayed onto an empty map, they
-  give the live level totals; the last TopOfBook of each book is its ``top()``;
+  grouped per book, and no market data but trades: the core says only what matching decided;
+- the price levels derived from those events (``marketdata.levels``, as the engine publishes
+  them) give one DepthUpdate for each level that changed and no other, then a TopOfBook if the
+  top moved, per book: replayed onto an empty map, they give the live level totals; the last
+  TopOfBook of each book is its ``top()``;
 - a twin matcher given the same commands gives the same event bytes, and a replica fed only the
   events (``Matcher.apply``) has the same digest;
 - each book's per-user index (``OrderBook.user_orders``) is a scan of its orders, in both.
@@ -36,6 +38,7 @@ from exchange.core.messages import (
     Trade,
 )
 from exchange.core.orders import ExpireReason, SelfTradePrevention, Side, TimeInForce
+from exchange.marketdata.levels import LevelBook, level_changes
 
 ENGINE_ID = 7
 USERS = ("alice", "bob", "carol")
@@ -166,6 +169,7 @@ class MatcherVersusReference(RuleBasedStateMachine):
         self.accounts: dict[str, Account] = {}
         self.depth: dict[tuple[str, Side, int], int] = {}
         self.published_top = {symbol: EMPTY_TOP for symbol in SYMBOLS}
+        self.levels = {symbol: LevelBook(symbol) for symbol in SYMBOLS}  # derived from the events
         self.fresh_ids = 0
         self.clean = True  # False while a step runs: teardown checks only a run that passed
 
@@ -301,10 +305,15 @@ class MatcherVersusReference(RuleBasedStateMachine):
         self.clean = False
         levels_before = levels(self.matcher)
         events = handle_both(self.matcher, self.reference, command)
+        assert not any(isinstance(e, MARKET_DATA) for e in events), "the core derives no market data"
+        derived = level_changes(self.levels, events)
+        last_seq = {e.symbol: e.seq for e in events}  # per book: its last event's
+        assert all(e.seq == last_seq[e.symbol] and e.ts_event == command.ts_received for e in derived)
         self.check_sequence(command, events)
         self.check_grouping(events)
+        self.check_grouping(derived)
         self.check_quantities(events)
-        self.check_market_data(events, levels_before)
+        self.check_market_data(derived, levels_before)
         assert encode_all(self.twin.handle(command)) == encode_all(events)
         for event in events:
             self.replica.apply(event)

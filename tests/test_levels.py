@@ -1,0 +1,89 @@
+"""Price levels derived from the matcher's order events equal the matcher's own books."""
+
+from __future__ import annotations
+
+import random
+
+from exchange.core.instruments import Instrument
+from exchange.core.matching import Matcher
+from exchange.core.messages import CancelAll, CancelOrder, DepthUpdate, PlaceOrder, ReplaceOrder, TopOfBook
+from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
+from exchange.engine.batches import levels_of
+from exchange.marketdata.levels import LevelBook, level_changes
+
+BTC = Instrument("BTC-USD", tick_size="1", lot_size="1")
+ETH = Instrument("ETH-USD", tick_size="1", lot_size="1", stp_default=SelfTradePrevention.DECREMENT)
+USERS = ("alice", "bob", "carol")
+
+
+def random_commands(matcher: Matcher, n: int, seed: int):
+    """Every kind of command, aimed at orders that really rest, around a price of 100."""
+    rng = random.Random(seed)
+    for i in range(n):
+        book = matcher.books[rng.choice(("BTC-USD", "ETH-USD"))]
+        user, side = rng.choice(USERS), rng.choice((Side.BUY, Side.SELL))
+        resting = list(book.orders.values())
+        kind = rng.random()
+        if kind < 0.55 or not resting:
+            tif = rng.choice([TimeInForce.GTC] * 5 + [TimeInForce.IOC, TimeInForce.FOK, TimeInForce.POST])
+            price = None if rng.random() < 0.05 and tif is not TimeInForce.GTC else rng.randint(95, 105)
+            stp = rng.choice(list(SelfTradePrevention))
+            yield PlaceOrder(user, book.symbol, side, rng.randint(1, 9), price, tif, stp, ts_received=i)
+        elif kind < 0.75:
+            order = rng.choice(resting)
+            yield CancelOrder(order.user if rng.random() < 0.9 else user, book.symbol, order.order_id, ts_received=i)
+        elif kind < 0.95:
+            order = rng.choice(resting)
+            yield ReplaceOrder(order.user if rng.random() < 0.9 else user, book.symbol,
+                               order.filled_qty + rng.randint(-1, 6), rng.choice([None, rng.randint(95, 105)]),
+                               order.order_id, ts_received=i)
+        else:
+            yield CancelAll(user, rng.choice((None, book.symbol)), ts_received=i)
+
+
+def same_as_the_books(levels: dict[str, LevelBook], matcher: Matcher) -> None:
+    for symbol, book in matcher.books.items():
+        assert levels[symbol].levels(Side.BUY) == book.depth(Side.BUY), symbol
+        assert levels[symbol].levels(Side.SELL) == book.depth(Side.SELL), symbol
+        assert levels[symbol].best() == book.top(), symbol
+
+
+def test_levels_follow_the_books_command_by_command_and_say_what_changed():
+    matcher = Matcher(1, [BTC, ETH])
+    levels = {s: LevelBook(s) for s in matcher.books}
+    for command in random_commands(matcher, 3000, seed=5):
+        before = {(s, side, p): q for s, b in matcher.books.items() for side in Side for p, q in b.depth(side)}
+        events = matcher.handle(command)
+        changes = level_changes(levels, events)
+        after = {(s, side, p): q for s, b in matcher.books.items() for side in Side for p, q in b.depth(side)}
+        moved = {k: after.get(k, 0) for k in before.keys() | after.keys() if before.get(k, 0) != after.get(k, 0)}
+        assert {(e.symbol, e.side, e.price): e.qty for e in changes if isinstance(e, DepthUpdate)} == moved
+        for e in changes:
+            if isinstance(e, TopOfBook):
+                assert (e.bid_price, e.bid_qty, e.ask_price, e.ask_qty) == matcher.books[e.symbol].top()
+        same_as_the_books(levels, matcher)
+
+
+def test_levels_loaded_from_a_matcher_midway_go_on_like_the_books():
+    matcher = Matcher(1, [BTC, ETH])
+    for command in random_commands(matcher, 1500, seed=9):
+        matcher.handle(command)
+    levels = levels_of(matcher)  # as an engine starts: from the books it recovered
+    same_as_the_books(levels, matcher)
+    for command in random_commands(matcher, 1500, seed=10):
+        level_changes(levels, matcher.handle(command))
+    same_as_the_books(levels, matcher)
+
+
+def test_a_refused_replace_or_cancel_leaves_the_levels_alone():
+    matcher = Matcher(1, [BTC])
+    levels = {"BTC-USD": LevelBook("BTC-USD")}
+    accepted = matcher.handle(PlaceOrder("alice", "BTC-USD", Side.BUY, 5, 100, ts_received=1))
+    assert [type(e) for e in level_changes(levels, accepted)] == [DepthUpdate, TopOfBook]
+    accepted = accepted[0]
+    refused = matcher.handle(ReplaceOrder("bob", "BTC-USD", 9, 101, accepted.order_id, ts_received=2))
+    assert type(refused[0]).__name__ == "OrderRejected"
+    assert level_changes(levels, refused) == []
+    refused = matcher.handle(CancelOrder("bob", "BTC-USD", accepted.order_id, ts_received=3))
+    assert level_changes(levels, refused) == []
+    assert levels["BTC-USD"].levels(Side.BUY) == [(100, 5)]
