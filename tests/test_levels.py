@@ -6,9 +6,12 @@ import random
 
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
-from exchange.core.messages import CancelAll, CancelOrder, DepthUpdate, PlaceOrder, ReplaceOrder, TopOfBook
+from exchange.core.messages import (
+    BookOrderAdded, BookOrderDeleted, BookOrderExecuted, BookOrderReduced, CancelAll, CancelOrder, DepthUpdate,
+    PlaceOrder, ReplaceOrder, TopOfBook,
+)
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
-from exchange.engine.batches import levels_of
+from exchange.engine.publisher import released_books
 from exchange.marketdata.levels import LevelBook, level_changes
 
 BTC = Instrument("BTC-USD", tick_size="1", lot_size="1")
@@ -41,6 +44,62 @@ def random_commands(matcher: Matcher, n: int, seed: int):
             yield CancelAll(user, rng.choice((None, book.symbol)), ts_received=i)
 
 
+def levels_of(matcher: Matcher) -> dict[str, LevelBook]:
+    return {symbol: book.levels for symbol, book in released_books(matcher, {}).items()}
+
+
+def queues(matcher: Matcher) -> dict[str, list]:
+    """Each book's resting orders as (order id, side, price, open qty), every level in time priority."""
+    return {symbol: [(o.order_id, side, level.price, o.leaves_qty) for side in Side
+                     for level in book.levels(side) for o in level.live_orders()]
+            for symbol, book in matcher.books.items()}
+
+
+class OrderByOrder:
+    """A subscriber's book built from the l3 events alone: per symbol, orders in arrival order."""
+
+    def __init__(self):
+        self.orders: dict[str, dict[str, list]] = {}
+
+    def apply(self, event) -> None:
+        book = self.orders.setdefault(event.symbol, {})
+        if isinstance(event, BookOrderAdded):
+            assert event.order_id not in book
+            book[event.order_id] = [event.side, event.price, event.qty]
+        elif isinstance(event, BookOrderExecuted):
+            assert book[event.order_id][2] - event.qty == event.leaves_qty and book[event.order_id][1] == event.price
+            book[event.order_id][2] = event.leaves_qty
+            if not event.leaves_qty:
+                del book[event.order_id]
+        elif isinstance(event, BookOrderReduced):
+            assert book[event.order_id][2] - event.qty == event.leaves_qty > 0
+            book[event.order_id][2] = event.leaves_qty
+        elif isinstance(event, BookOrderDeleted):
+            del book[event.order_id]
+
+    def queues(self, symbol: str) -> list:
+        """As ``queues`` gives them: bids best price first, then asks, each level oldest first."""
+        orders = [(o, side, price, qty) for o, (side, price, qty) in self.orders.get(symbol, {}).items()]
+        bids = sorted((o for o in orders if o[1] is Side.BUY), key=lambda o: -o[2])
+        asks = sorted((o for o in orders if o[1] is Side.SELL), key=lambda o: o[2])
+        return bids + asks
+
+
+def test_the_order_by_order_feed_rebuilds_every_queue_in_time_priority():
+    matcher = Matcher(1, [BTC, ETH])
+    levels = {s: LevelBook(s) for s in matcher.books}
+    subscriber = OrderByOrder()
+    kinds = set()
+    for command in random_commands(matcher, 3000, seed=11):
+        for event in level_changes(levels, matcher.handle(command)):
+            subscriber.apply(event)
+            kinds.add(type(event))
+        books = queues(matcher)
+        for symbol in matcher.books:
+            assert subscriber.queues(symbol) == books[symbol] == levels[symbol].resting()
+    assert {BookOrderAdded, BookOrderExecuted, BookOrderReduced, BookOrderDeleted} <= kinds
+
+
 def same_as_the_books(levels: dict[str, LevelBook], matcher: Matcher) -> None:
     for symbol, book in matcher.books.items():
         assert levels[symbol].levels(Side.BUY) == book.depth(Side.BUY), symbol
@@ -70,6 +129,7 @@ def test_levels_loaded_from_a_matcher_midway_go_on_like_the_books():
         matcher.handle(command)
     levels = levels_of(matcher)  # as an engine starts: from the books it recovered
     same_as_the_books(levels, matcher)
+    assert [levels[s].resting() for s in matcher.books] == list(queues(matcher).values())
     for command in random_commands(matcher, 1500, seed=10):
         level_changes(levels, matcher.handle(command))
     same_as_the_books(levels, matcher)
@@ -79,7 +139,7 @@ def test_a_refused_replace_or_cancel_leaves_the_levels_alone():
     matcher = Matcher(1, [BTC])
     levels = {"BTC-USD": LevelBook("BTC-USD")}
     accepted = matcher.handle(PlaceOrder("alice", "BTC-USD", Side.BUY, 5, 100, ts_received=1))
-    assert [type(e) for e in level_changes(levels, accepted)] == [DepthUpdate, TopOfBook]
+    assert [type(e) for e in level_changes(levels, accepted)] == [BookOrderAdded, DepthUpdate, TopOfBook]
     accepted = accepted[0]
     refused = matcher.handle(ReplaceOrder("bob", "BTC-USD", 9, 101, accepted.order_id, ts_received=2))
     assert type(refused[0]).__name__ == "OrderRejected"

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from exchange.core.messages import DepthUpdate
-from exchange.core.orders import Side
-from exchange.marketdata.depth import Depth
+from exchange.core.messages import OrderAccepted
+from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
+from exchange.marketdata.levels import LevelBook
 from exchange.marketdata.notifier import (
     MAX_SNAPSHOTS_PER_CLIENT, MAX_SNAPSHOTS_PER_ENGINE, SNAPSHOT_TIMEOUT_S, TOO_MANY, Outstanding,
 )
-from exchange.engine.publisher import Publisher
+from exchange.engine.publisher import Publisher, ReleasedBook
 from exchange.wire.messages import BookSnapshot, Decoder, SnapshotRefused, SnapshotReply, encode
 
 
 def test_the_cached_snapshot_follows_every_release():
-    publisher = Publisher("e1", 1, {"AAPL": Depth("AAPL")})
+    publisher = Publisher("e1", 1, {"AAPL": ReleasedBook(LevelBook("AAPL"), None, 0)})
     empty = publisher.snapshot_frame("AAPL")
     assert publisher.snapshot_frame("AAPL") == empty == encode(publisher.snapshot("AAPL"))
-    publisher.market_data([DepthUpdate(1, 0, "AAPL", Side.BUY, 100, 5)], now=0.0)
+    accepted = OrderAccepted(1, 0, "AAPL", "1-1", "carol", Side.BUY, 5, 100, TimeInForce.GTC,
+                             SelfTradePrevention.CANCEL_NEWEST)
+    publisher.market_data([[accepted]], now=0.0)
     snapshot = Decoder(SnapshotReply).decode(publisher.snapshot_frame("AAPL"))
     assert isinstance(snapshot, BookSnapshot)
-    assert snapshot.bids == [(100, 5)] and snapshot.chan_seqs["l2"] == 1 and snapshot.seq == 1
+    assert snapshot.bids == [(100, 5)] and snapshot.chan_seqs["l2"] == snapshot.chan_seqs["l3"] == 1
+    assert snapshot.seq == 1 and snapshot.orders == [("1-1", Side.BUY, 100, 5)]
 
 
 def test_a_snapshot_of_a_symbol_the_engine_does_not_trade_is_refused():
-    publisher = Publisher("e1", 1, {"AAPL": Depth("AAPL")})
+    publisher = Publisher("e1", 1, {"AAPL": ReleasedBook(LevelBook("AAPL"), None, 0)})
     refusal = Decoder(SnapshotReply).decode(publisher.snapshot_frame("MSFT"))
     assert isinstance(refusal, SnapshotRefused) and "does not trade MSFT" in refusal.reason
 

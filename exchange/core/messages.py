@@ -225,6 +225,58 @@ class DepthUpdate(Event):
     qty: int
 
 
+# The order-by-order public feed (channel "l3"), derived from the order events outside the matcher
+# (exchange.marketdata.levels): the resting orders of the book, by order id, with no user.
+
+
+class BookOrderAdded(Event):
+    """An order now rests at the back of its price level (placed, or moved by a replace)."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    side: Side
+    price: int
+    qty: int
+
+
+class BookOrderExecuted(Event):
+    """A resting order traded ``qty`` at its ``price``; ``leaves_qty`` 0: it left the book."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    trade_id: str
+    qty: int
+    price: int
+    leaves_qty: int
+
+
+class BookOrderReduced(Event):
+    """A resting order lost ``qty`` without trading (a replace down, self-trade prevention) and keeps its place."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+    qty: int
+    leaves_qty: int
+
+
+class BookOrderDeleted(Event):
+    """A resting order left the book without trading (canceled, or moved by a replace: an add follows)."""
+
+    seq: int
+    ts_event: int
+    symbol: str
+    order_id: str
+
+
+BOOK_ORDER_EVENTS = (BookOrderAdded, BookOrderExecuted, BookOrderReduced, BookOrderDeleted)
+
+
 AnyCommand = Union[PlaceOrder, CancelOrder, ReplaceOrder, CancelAll]
 AnyEvent = Union[
     OrderAccepted, OrderRejected, OrderFilled, Trade, OrderCanceled, OrderReplaced, OrderReduced,

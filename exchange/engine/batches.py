@@ -1,9 +1,6 @@
 """An engine's state around its matcher: the batches it made, what it keeps for replay until the
-journal holds it, and the order events and market data that wait for the durable watermark to be
-published (the answers to gateways leave from the journal writer, exchange.journal.release).
-
-The matcher says only what matching decided; the price levels and tops of book the market data
-carries are derived here from its order events, command by command (exchange.marketdata.levels).
+journal holds it, and the events that wait for the durable watermark to be published (the
+answers to gateways leave from the journal writer, exchange.journal.release).
 """
 
 from __future__ import annotations
@@ -13,13 +10,12 @@ import time
 from collections import deque
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
-from exchange.core.messages import ORDER_EVENTS, Command, PlaceOrder, ReplaceOrder
+from exchange.core.messages import Command, PlaceOrder, ReplaceOrder
 from exchange.errors import JournalError, WireError
 from exchange.wire.messages import (
     Decoder, Durable, Entry, EventBatch, ReplayRequest, Request, Requests, encode,
 )
 from exchange.journal.readers import EnginePosition
-from exchange.marketdata.levels import LevelBook, level_changes
 
 
 log = logging.getLogger(__name__)
@@ -46,9 +42,8 @@ class Engine:
         self.durable_batch = position.batch
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
         self.retained_events = 0
-        self.unreleased: deque[tuple[int, list, list]] = deque()  # (batch, order events, market data)
+        self.unreleased: deque[tuple[int, list[list]]] = deque()  # (batch, each command's events)
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
-        self.levels = levels_of(matcher)
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
         """Match every request of every frame (each a Requests list); return the EventBatch frame
@@ -60,7 +55,7 @@ class Engine:
         reply. Cancels always execute: late or not, they only take risk away.
         """
         handle = self.matcher.handle
-        entries, order_events, market_data = [], [], []
+        entries, handled = [], []
         after: dict[str, tuple[int, int]] = {}  # ledger stream → (epoch, batch) this batch's holds are in
         first_seq = self.matcher.seq + 1
         oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
@@ -89,9 +84,8 @@ class Engine:
                     after[stream] = max(after.get(stream, (0, 0)), (epoch, batch))
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                      events))
-                for event in events:
-                    (order_events if isinstance(event, ORDER_EVENTS) else market_data).append(event)
-                market_data.extend(level_changes(self.levels, events))
+                if events:
+                    handled.append(events)
         if not entries:
             return None
         self.batch += 1
@@ -106,36 +100,26 @@ class Engine:
         count = self.matcher.seq - first_seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
-        self.unreleased.append((self.batch, order_events, market_data))
+        self.unreleased.append((self.batch, handled))
         return frame
 
-    def on_durable(self, durable: Durable) -> tuple[list, list]:
-        """Advance the watermark; return the order events (for the private feed) and market data it releases."""
+    def on_durable(self, durable: Durable) -> list[list]:
+        """Advance the watermark; return the events it releases, one list per command."""
         if durable.engine == self.name and durable.epoch == self.epoch and durable.batch < 0:
             raise JournalError(f"engine {self.name}: the journal refuses epoch {self.epoch} (a batch of it holds"
                                " orders whose holds a restarted ledger shard lost); starting again from the"
                                " journal, where nothing of those batches is")
         if durable.engine != self.name or durable.epoch != self.epoch or durable.batch <= self.durable_batch:
-            return [], []
+            return []
         self.durable_batch = durable.batch
         while self.retained and self.retained[0][0] <= durable.batch:
             _, count, _ = self.retained.popleft()
             self.retained_events -= count
-        order_events, market_data = [], []
+        released = []
         while self.unreleased and self.unreleased[0][0] <= durable.batch:
-            _, batch_orders, batch_md = self.unreleased.popleft()
-            order_events.extend(batch_orders)
-            market_data.extend(batch_md)
-        return order_events, market_data
+            released.extend(self.unreleased.popleft()[1])
+        return released
 
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]
 
-
-def levels_of(matcher: Matcher) -> dict[str, LevelBook]:
-    """The price levels of every book of ``matcher`` as they stand, to derive market data from."""
-    levels = {}
-    for symbol, book in matcher.books.items():
-        levels[symbol] = LevelBook(symbol)
-        levels[symbol].load((o.order_id, o.side, o.price, o.leaves_qty) for o in book.orders.values())
-    return levels

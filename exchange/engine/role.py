@@ -28,7 +28,7 @@ from exchange.wire import sockets
 from exchange.config import Config
 from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
-from exchange.engine.publisher import Publisher, released_depths
+from exchange.engine.publisher import Publisher, released_books
 from exchange.wire.messages import (
     Decoder, Durable, EngineRequest, OpenEpoch, durable_prefix, ReplayRequest, Requests, SnapshotRequest,
 )
@@ -74,7 +74,7 @@ class EngineProcess:
         self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every, spec.checkpoint_part_size)
         # half the gateway's wait: what executes is answered before the gateway gives up on it
         self.engine.max_order_age_ns = int(config.gateway.request_timeout * 1e9 / 2)
-        self.publisher = Publisher(name, self.engine.epoch, released_depths(matcher, last_trades), HEARTBEAT_S)
+        self.publisher = Publisher(name, self.engine.epoch, released_books(matcher, last_trades), HEARTBEAT_S)
         self.ctx = ctx = sockets.context()
         self.auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
         self.commands = sockets.socket(ctx, zmq.PULL, bind=spec.commands, security=security)  # ← gateways
@@ -133,13 +133,13 @@ class EngineProcess:
     def on_durable(self) -> None:
         for parts in sockets.drain(self.durable):
             try:
-                order_events, market_data = self.engine.on_durable(self.durables.decode(parts[-1]))
+                released = self.engine.on_durable(self.durables.decode(parts[-1]))
             except WireError as e:
                 log.warning("durable: dropped %s", e)
                 continue
-            for frames in self.publisher.private(order_events):
+            for frames in self.publisher.private([e for events in released for e in events]):
                 self.publish.send_multipart(frames)
-            for frames in self.publisher.market_data(market_data, time.monotonic()):
+            for frames in self.publisher.market_data(released, time.monotonic()):
                 self.publish.send_multipart(frames)
 
     def on_engine_requests(self) -> None:

@@ -1,13 +1,15 @@
-"""The public book as market data describes it: price levels, best bid/offer, last trade. Pure.
+"""The public book as a subscriber keeps it: price levels, best bid/offer, last trade, and (with
+the "l3" channel) every resting order. Pure.
 
-An engine keeps one ``Depth`` per instrument of what it has *released* (so a snapshot never shows
-anything the journal does not hold yet); a subscriber keeps one built from a snapshot and the
-deltas after it. Both apply the same events, so both end with the same book.
+A subscriber builds it from a snapshot and the messages after it; the engine's snapshots come
+from the same events, so both end with the same book.
 """
 
 from __future__ import annotations
 
-from exchange.core.messages import DepthUpdate, TopOfBook, Trade
+from exchange.core.messages import (
+    BookOrderAdded, BookOrderDeleted, BookOrderExecuted, BookOrderReduced, DepthUpdate, TopOfBook, Trade,
+)
 from exchange.core.orders import Side
 
 BUY = Side.BUY
@@ -16,7 +18,7 @@ BUY = Side.BUY
 class Depth:
     """Levels of one instrument (price → total qty per side), the top of book and the last trade."""
 
-    __slots__ = ("symbol", "bids", "asks", "top", "last_trade", "seq")
+    __slots__ = ("symbol", "bids", "asks", "top", "last_trade", "seq", "orders")
 
     def __init__(self, symbol: str):
         self.symbol = symbol
@@ -25,6 +27,7 @@ class Depth:
         self.top: TopOfBook | None = None
         self.last_trade: Trade | None = None
         self.seq = 0  # engine seq of the last event applied
+        self.orders: dict[str, list] = {}  # l3: order id → [side, price, qty], each level oldest first
 
     def apply(self, event) -> None:
         if isinstance(event, DepthUpdate):
@@ -37,6 +40,15 @@ class Depth:
             self.top = event
         elif isinstance(event, Trade):
             self.last_trade = event
+        elif isinstance(event, BookOrderAdded):
+            self.orders[event.order_id] = [event.side, event.price, event.qty]
+        elif isinstance(event, (BookOrderExecuted, BookOrderReduced)):
+            if event.leaves_qty:
+                self.orders[event.order_id][2] = event.leaves_qty
+            else:
+                del self.orders[event.order_id]
+        elif isinstance(event, BookOrderDeleted):
+            del self.orders[event.order_id]
         self.seq = max(self.seq, event.seq)
 
     def levels(self, side: Side, limit: int | None = None) -> list[tuple[int, int]]:
@@ -45,9 +57,16 @@ class Depth:
         return sorted(levels.items(), reverse=side is BUY)[:limit]
 
     def load(self, bids: list[tuple[int, int]], asks: list[tuple[int, int]], top: TopOfBook | None,
-             last_trade: Trade | None, seq: int) -> None:
+             last_trade: Trade | None, seq: int, orders=()) -> None:
         self.bids, self.asks = dict(bids), dict(asks)
         self.top, self.last_trade, self.seq = top, last_trade, seq
+        self.orders = {order_id: [side, price, qty] for order_id, side, price, qty in orders}
+
+    def resting(self) -> list[tuple[str, Side, int, int]]:
+        """The resting orders (with "l3"): bids best price first, then asks, each level oldest first."""
+        orders = [(o, side, price, qty) for o, (side, price, qty) in self.orders.items()]
+        return (sorted((o for o in orders if o[1] is BUY), key=lambda o: -o[2])
+                + sorted((o for o in orders if o[1] is not BUY), key=lambda o: o[2]))
 
     def state(self) -> tuple:
         """What two copies must agree on."""

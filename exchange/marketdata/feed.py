@@ -61,7 +61,8 @@ class BookFeed:
                 ...
             feed.depth.levels(Side.BUY, 5)    # the book, as of the last event
 
-    It subscribes first, then asks for a snapshot, drops buffered messages the snapshot already
+    With ``orders=True`` it also follows the "l3" channel, and ``depth.resting()`` lists every
+    resting order in time priority. It subscribes first, then asks for a snapshot, drops buffered messages the snapshot already
     covers and applies the rest (the ZeroMQ Guide's Clone pattern). A gap in any channel's
     ``chan_seq`` (seen on a message or a heartbeat), a new engine epoch, or silence longer than
     ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often.
@@ -79,7 +80,8 @@ class BookFeed:
     """
 
     def __init__(self, publish: str | list[str], snapshots: str | list[str], symbol: str,
-                 silence_s: float = 3.0, snapshot_timeout_s: float = 2.0, gap_wait_s: float = 0.5):
+                 silence_s: float = 3.0, snapshot_timeout_s: float = 2.0, gap_wait_s: float = 0.5,
+                 orders: bool = False):
         self.symbol = symbol
         self.silence_s, self.snapshot_timeout_s, self.gap_wait_s = silence_s, snapshot_timeout_s, gap_wait_s
         self.ctx = sockets.context()
@@ -88,7 +90,7 @@ class BookFeed:
         if not self.lines or not self.snapshot_endpoints:
             raise ValueError("BookFeed needs at least one publish and one snapshots endpoint")
         self.sub = sockets.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM)
-        for channel in ("trade", "bbo", "l2"):
+        for channel in ("trade", "bbo", "l2", "l3") if orders else ("trade", "bbo", "l2"):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
         for endpoint in self.lines:
             self.sub.connect(endpoint)
@@ -175,7 +177,7 @@ class BookFeed:
                 raise ValueError(f"snapshot refused: {reply.reason}")
             self.retry_at = time.monotonic() + REFUSED_RETRY_S  # too many requests at the notifier
             return
-        self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq)
+        self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq, reply.orders)
         self.epoch, self.chan_seq = reply.epoch, dict(reply.chan_seqs)
         self.synced = True
         self.resyncs += 1

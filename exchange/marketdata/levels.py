@@ -1,17 +1,22 @@
-"""The public price levels of one instrument, rebuilt from its order events. Pure.
+"""The public book of one instrument, rebuilt from its order events. Pure.
 
 The matching core says only what matching decided: an order accepted, filled, canceled, replaced,
-reduced or expired, and the trades. Everything a depth feed shows follows from those: an
+reduced or expired, and the trades. Everything a public feed shows follows from those: an
 accepted limit order that may rest (GTC or post-only) is on its level until fills, a cancel, a
 reduction or an expiry have taken all of it; a replace moves what is left of it. ``LevelBook``
-keeps, per resting order, its side, price and open quantity, and per level the total, and after
-each command's events says what changed: one ``DepthUpdate`` per level whose total moved (in the
-order the command first touched them) and a ``TopOfBook`` if the best bid or offer moved. Both
-carry the ``seq`` of the command's last event on that book.
+keeps each resting order (side, price, open quantity, in time priority) and each level's total,
+and after each command's events says what changed, in three channels' events:
 
-A command's own order (placed, or moved by a replace) goes on its level at the end of the
-command, with what its fills, reductions and self-trade prevention left of it, so its level comes
-after the levels it took from, and the levels never cross in between.
+- "l3", order by order (``BookOrderAdded``, ``BookOrderExecuted``, ``BookOrderReduced``,
+  ``BookOrderDeleted``), in the order it happened: a replace that keeps its place (the same price,
+  less quantity) is a reduction; any other replace deletes the order, which is added again at the
+  back of its new level if some of it rests;
+- "l2", one ``DepthUpdate`` per level whose total moved, in the order the command first touched them;
+- "bbo", a ``TopOfBook`` if the best bid or offer moved.
+
+All carry the ``seq`` of the command's last event on that book. A command's own order (placed, or
+moved by a replace) goes on its level at the end of the command, with what its fills, reductions
+and self-trade prevention left of it, so the levels never cross in between.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from operator import attrgetter
 from sortedcontainers import SortedDict
 
 from exchange.core.messages import (
-    DepthUpdate, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderReplaced, TopOfBook,
+    BookOrderAdded, BookOrderDeleted, BookOrderExecuted, BookOrderReduced, DepthUpdate, OrderAccepted,
+    OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderReplaced, TopOfBook,
 )
 from exchange.core.orders import Side, TimeInForce
 
@@ -32,19 +38,21 @@ TAKE_FROM_RESTING = frozenset({OrderFilled, OrderReduced, OrderCanceled, OrderEx
 
 
 class LevelBook:
-    """Levels of one instrument, from its order events; ``changes(events)`` after each command."""
+    """One instrument's resting orders and levels, from its order events; ``changes(events)`` after
+    each command."""
 
     __slots__ = ("symbol", "orders", "bids", "asks", "top")
 
     def __init__(self, symbol: str):
         self.symbol = symbol
-        self.orders: dict[str, list] = {}  # order id → [side, price, open qty]
+        self.orders: dict[str, list] = {}  # order id → [side, price, open qty], oldest first
         self.bids: SortedDict = SortedDict()  # price → total open qty
         self.asks: SortedDict = SortedDict()
         self.top: tuple = (None, 0, None, 0)  # bid, bid qty, ask, ask qty: the last published
 
     def load(self, resting) -> None:
-        """Start from the orders resting now: (order id, side, price, open qty), in any order."""
+        """Start from the orders resting now: (order id, side, price, open qty), each level's in
+        time priority."""
         for order_id, side, price, open_qty in resting:
             self.orders[order_id] = [side, price, open_qty]
             levels = self.bids if side is BUY else self.asks
@@ -68,11 +76,22 @@ class LevelBook:
             out.append((price, levels[price]))
         return out
 
+    def resting(self) -> list[tuple[str, Side, int, int]]:
+        """Every resting order (order id, side, price, open qty): bids best price first, then asks
+        best price first, each level in time priority."""
+        bids = [(o, s, p, q) for o, (s, p, q) in self.orders.items() if s is BUY]
+        asks = [(o, s, p, q) for o, (s, p, q) in self.orders.items() if s is not BUY]
+        bids.sort(key=lambda o: -o[2])  # stable: time priority within a level
+        asks.sort(key=lambda o: o[2])
+        return bids + asks
+
     def changes(self, events: list) -> list:
-        """Apply one command's events; the DepthUpdates and TopOfBook they make."""
+        """Apply one command's events; the l3 events, DepthUpdates and TopOfBook they make."""
         touched: dict[tuple[Side, int], int] = {}  # (side, price) → its total before this command
         orders = self.orders
+        out: list = []  # the l3 events, as they happen
         incoming = None  # [order id, side, price, open qty]: the command's own order, placed at the end
+        seq, ts, symbol = events[-1].seq, events[-1].ts_event, self.symbol
         for event in events:
             cls = type(event)
             if cls is OrderAccepted:
@@ -80,8 +99,16 @@ class LevelBook:
                     incoming = [event.order_id, event.side, event.price, event.qty]
             elif cls is OrderReplaced:
                 order = orders.get(event.order_id)
-                if order is not None:
+                if order is None:
+                    continue
+                if event.priority_kept:  # the same price, less of it (or as much): it keeps its place
+                    cut = order[2] - event.leaves_qty
+                    if cut:
+                        self._take(event.order_id, order, cut, touched)
+                        out.append(BookOrderReduced(seq, ts, symbol, event.order_id, cut, event.leaves_qty))
+                else:
                     self._take(event.order_id, order, order[2], touched)
+                    out.append(BookOrderDeleted(seq, ts, symbol, event.order_id))
                     incoming = [event.order_id, order[0], event.price, event.leaves_qty]
             elif incoming is not None and cls in TAKE_FROM_RESTING and event.order_id == incoming[0]:
                 if cls is OrderFilled:
@@ -92,29 +119,33 @@ class LevelBook:
                     incoming = None
             elif cls in TAKE_FROM_RESTING:
                 order = orders.get(event.order_id)
-                if order is not None:  # (none for an order that never rested)
-                    if cls is OrderFilled:
-                        self._take(event.order_id, order, event.last_qty, touched)
-                    elif cls is OrderReduced:
-                        self._take(event.order_id, order, order[2] - event.leaves_qty, touched)
-                    else:  # canceled or expired
-                        self._take(event.order_id, order, order[2], touched)
-        if incoming is not None and incoming[3]:  # what is left of it rests
+                if order is None:  # an order that never rested
+                    continue
+                if cls is OrderFilled:
+                    self._take(event.order_id, order, event.last_qty, touched)
+                    out.append(BookOrderExecuted(seq, ts, symbol, event.order_id, event.trade_id, event.last_qty,
+                                                 event.last_price, event.leaves_qty))
+                elif cls is OrderReduced:
+                    cut = order[2] - event.leaves_qty
+                    self._take(event.order_id, order, cut, touched)
+                    out.append(BookOrderReduced(seq, ts, symbol, event.order_id, cut, event.leaves_qty))
+                else:  # canceled or expired
+                    self._take(event.order_id, order, order[2], touched)
+                    out.append(BookOrderDeleted(seq, ts, symbol, event.order_id))
+        if incoming is not None and incoming[3]:  # what is left of it rests, at the back of its level
             order_id, side, price, qty = incoming
             orders[order_id] = [side, price, qty]
             self._add(side, price, qty, touched)
-        if not touched:
-            return []
-        seq, ts, symbol = events[-1].seq, events[-1].ts_event, self.symbol
-        out: list = []
+            out.append(BookOrderAdded(seq, ts, symbol, order_id, side, price, qty))
         for (side, price), before in touched.items():
             qty = (self.bids if side is BUY else self.asks).get(price, 0)
             if qty != before:
                 out.append(DepthUpdate(seq, ts, symbol, side, price, qty))
-        top = self.best()
-        if top != self.top:
-            self.top = top
-            out.append(TopOfBook(seq, ts, symbol, *top))
+        if touched:
+            top = self.best()
+            if top != self.top:
+                self.top = top
+                out.append(TopOfBook(seq, ts, symbol, *top))
         return out
 
     def _add(self, side: Side, price: int, qty: int, touched: dict) -> None:
@@ -141,8 +172,8 @@ _symbol = attrgetter("symbol")
 
 
 def level_changes(books: dict[str, LevelBook], events: list) -> list:
-    """The DepthUpdates and TopOfBooks of one command's events, book by book (only a cancel-all
-    of every instrument touches several; a command refused for an unknown symbol touches none)."""
+    """The l3 events, DepthUpdates and TopOfBooks of one command's events, book by book (only a
+    cancel-all of every instrument touches several; a command refused for an unknown symbol none)."""
     out: list = []
     for symbol, group in groupby(events, key=_symbol):
         book = books.get(symbol)

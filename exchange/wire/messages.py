@@ -25,9 +25,10 @@ import msgspec
 
 from exchange.core.ledger_messages import AnyLedgerCommand, AnyLedgerEvent
 from exchange.core.messages import (
-    ORDER_EVENTS, AnyCommand, AnyEvent, DepthUpdate, PlaceOrder, ReplaceOrder, TopOfBook, Trade,
+    ORDER_EVENTS, AnyCommand, AnyEvent, BookOrderAdded, BookOrderDeleted, BookOrderExecuted, BookOrderReduced,
+    DepthUpdate, PlaceOrder, ReplaceOrder, TopOfBook, Trade,
 )
-from exchange.core.orders import SelfTradePrevention
+from exchange.core.orders import SelfTradePrevention, Side
 from exchange.errors import WireError
 
 
@@ -243,7 +244,8 @@ class Replies(_Wire):
     replies: list[Reply]
 
 
-MarketDataEvent = Trade | TopOfBook | DepthUpdate
+MarketDataEvent = (Trade | TopOfBook | DepthUpdate | BookOrderAdded | BookOrderExecuted | BookOrderReduced
+                   | BookOrderDeleted)
 
 
 class MarketData(_Wire):
@@ -270,6 +272,9 @@ class BookSnapshot(_Wire, tag=True):
     asks: list[tuple[int, int]]
     top: TopOfBook | None
     last_trade: Trade | None
+    # the resting orders, for the "l3" channel: (order_id, side, price, qty), each side best price
+    # first and each level in time priority (empty from an engine older than that channel)
+    orders: list[tuple[str, Side, int, int]] = []
 
 
 class SnapshotRefused(_Wire, tag=True):
@@ -332,7 +337,8 @@ class PrivateData(_Wire):
     events: list[AnyEvent | Balances]
 
 
-CHANNELS = {Trade: "trade", TopOfBook: "bbo", DepthUpdate: "l2"}
+CHANNELS = {Trade: "trade", TopOfBook: "bbo", DepthUpdate: "l2", BookOrderAdded: "l3", BookOrderExecuted: "l3",
+            BookOrderReduced: "l3", BookOrderDeleted: "l3"}
 
 
 def topic(symbol: str, channel: str) -> bytes:

@@ -4,7 +4,7 @@ Commands are built from decimal text, converted by the instrument (``buy("bob", 
 ``Market`` runs them on a fresh Matcher, checks the invariants after every command (seq +1, ``ts_event``
 copied, ``OrderBook.check()``, no market data but trades from the core) and tells back, one short
 line each (``story``), the core's events followed by the price levels and top of book an engine
-derives from them (``marketdata.levels``), so a test reads like the session it describes. ``Market.book()`` is ``OrderBook.render()`` with runs of spaces
+publishes from them (``marketdata.levels``), so a test reads like the session it describes. ``Market.book()`` is ``OrderBook.render()`` with runs of spaces
 squeezed, to compare with ``drawn(...)``.
 """
 
@@ -149,7 +149,7 @@ class Market:
         told: list[Event] = []  # each book's events, then the market data derived from them
         for symbol, group in groupby(events, key=attrgetter("symbol")):
             group = list(group)
-            told += group + level_changes(self.levels, group)
+            told += group + [e for e in level_changes(self.levels, group) if isinstance(e, (DepthUpdate, TopOfBook))]
         return told
 
     def __call__(self, command) -> list[str]:

@@ -113,6 +113,33 @@ def test_a_late_joiner_gets_the_engines_book_and_follows_it(mesh):
         late.close()
 
 
+def test_the_order_by_order_channel_gives_late_joiners_every_resting_order_in_time_priority(mesh):
+    spec = mesh.config.engine_of("AAPL")
+    instruments = [mesh.config.instrument_map()[s] for s in spec.instruments]
+    with mesh.login("alice") as alice, mesh.login("bob") as bob:
+        early = BookFeed(mesh.config.notifier.publish, mesh.config.notifier.snapshots, "AAPL", orders=True)
+        wait_synced(early)
+        trade_some(alice, bob, 12)
+        assert alice.request("SELL AAPL 2 @ 104.00 #keep").startswith("ACK")
+        assert alice.request("REPLACE #keep 1").startswith("ACK")  # less, same price: keeps its place
+        late = BookFeed(mesh.config.notifier.publish, mesh.config.notifier.snapshots, "AAPL", orders=True)
+        wait_synced(late)
+        trade_some(alice, bob, 8)
+        settle(early, late)
+        conn = open_readonly(mesh.config.journal.path)
+        try:
+            book = Matcher.rebuild(spec.id, instruments, engine_events(conn, spec.name)).books["AAPL"]
+        finally:
+            conn.close()
+        expected = [(o.order_id, side, level.price, o.leaves_qty) for side in Side
+                    for level in book.levels(side) for o in level.live_orders()]
+        assert expected, "the session should leave orders resting"
+        assert early.depth.resting() == late.depth.resting() == expected
+        assert early.depth.state() == late.depth.state() == engine_book(mesh)
+        early.close()
+        late.close()
+
+
 def test_a_subscriber_resyncs_by_itself_when_the_notifier_restarts(mesh):
     with mesh.login("alice") as alice, mesh.login("bob") as bob:
         book = feed(mesh)

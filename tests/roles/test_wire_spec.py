@@ -175,7 +175,7 @@ def test_the_example_client_gets_instruments_a_snapshot_and_places_and_cancels_a
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout
     assert "instrument BTC-USD: tick 0.01 lot 0.0001 qty 0.0001..1000.0000 price up to 1000000000.00 band 10%" in out
-    assert "snapshot chan_seqs {'trade': 0, 'bbo': 0, 'l2': 0}" in out
+    assert "snapshot chan_seqs {'trade': 0, 'bbo': 0, 'l2': 0, 'l3': 0}" in out
     # half the band below the reference price 43000, for the least quantity
     assert re.search(r"^place: \{'type': 'Ack', 'order_id': '1-1', 'client_order_id': 'example-\d+', 'side': 'BUY',"
                      r" 'symbol': 'BTC-USD', 'qty': '0.0001', 'price': '40850.00', 'tif': 'POST'\}$", out, re.M), out
