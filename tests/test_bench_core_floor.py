@@ -8,26 +8,18 @@ gone or someone else's).
 
 from __future__ import annotations
 
-import importlib
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
 from exchange.core.messages import CancelOrder, PlaceOrder
 from exchange.core.orders import Side, TimeInForce
-
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+from script_modules import import_script
 
 
 @pytest.fixture(scope="module")
 def floor():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports bench_core from its own folder
-    try:
-        return importlib.import_module("bench_core_floor")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return import_script("bench_core_floor")
 
 
 def test_floor_matcher_makes_the_matchers_events_on_the_bench_stream(floor):

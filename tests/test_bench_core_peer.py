@@ -6,7 +6,6 @@ pip); it is skipped, with the reason, only when that cannot be done.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from script_modules import import_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -21,12 +21,7 @@ SCRIPTS = ROOT / "scripts"
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports bench_core from its own folder
-    try:
-        importlib.import_module("bench_core")  # the stream's instrument, for the translation test
-        return importlib.import_module("bench_core_peer")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return import_script("bench_core", "bench_core_peer")
 
 
 def test_the_same_trades_are_no_mismatch(bench):

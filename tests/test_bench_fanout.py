@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+from script_modules import import_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return importlib.import_module("bench_fanout")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return import_script("bench_fanout")
 
 
 def receipts(orders: list[list[int]]) -> tuple[list[int], list[int], list[int]]:

@@ -8,23 +8,16 @@ accounts.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
+from script_modules import import_script
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 ORDERS = 3000
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return importlib.import_module("bench_gateway")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return import_script("bench_gateway")
 
 
 @pytest.mark.parametrize("accounts", [True, False])
