@@ -122,4 +122,3 @@ class Engine:
 
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]
-
