@@ -72,7 +72,7 @@ class IndexPacing:
 
     EVERY_S = 0.05  # a slice at least this often
     IDLE_MS = 5  # nothing arrived for this long: the writer is idle, and indexes
-    EAGER = 40_000  # batches behind (10 to 20 s of a flood, accounts on or off): a slice on every turn, busy or not
+    EAGER = 40_000  # batches behind (about a minute of a flood, ~525 batches/s): a slice on every turn, busy or not
     MAX_LAG = 200_000  # batches behind: no more batches are read until the tables catch up (engines then wait)
 
     def __init__(self) -> None:
