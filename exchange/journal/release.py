@@ -47,12 +47,9 @@ class Release:
         return len(bodies)
 
     def send_bodies(self, bodies: list[bytes]) -> None:
-        for body in bodies:
-            try:
-                self.gateway.send_multipart([RELEASED, body], zmq.NOBLOCK)
-            except zmq.Again:
-                self._dropped("gateway", "the gateway is not reading: a released batch was not passed on"
-                                         " (its requests time out there)")
+        """To the ledger shards first, then the gateway: a user's next order, sent once they have
+        heard of a fill, finds the fill's settlement at their shard before it (the shard settles
+        what has come before it holds)."""
         for sock in self.ledgers:
             for body in bodies:
                 try:
@@ -61,6 +58,12 @@ class Release:
                     self._dropped("ledger", "a ledger shard is not reading: released batches not passed on"
                                             " (it reads them from the journal)")
                     break
+        for body in bodies:
+            try:
+                self.gateway.send_multipart([RELEASED, body], zmq.NOBLOCK)
+            except zmq.Again:
+                self._dropped("gateway", "the gateway is not reading: a released batch was not passed on"
+                                         " (its requests time out there)")
 
     def _dropped(self, kind: str, message: str) -> None:
         self.dropped[kind] += 1

@@ -159,8 +159,8 @@ class LedgerProcess:
             if self.settle in ready:  # gather a few ms of them: one settlement, one journal batch
                 poller.modify(self.settle, 0)
                 settle_at = time.monotonic() + SETTLE_EVERY_S
-            # but before requests: what a user was told (an engine pushes before it answers) is settled
-            # before their next order holds
+            # but before requests: what a user was told is settled before their next order holds (the
+            # journal writer passes a batch to the shards before the gateway)
             if settle_at is not None and (self.commands in ready or time.monotonic() >= settle_at):
                 self.on_settle()
                 poller.modify(self.settle, zmq.POLLIN)
