@@ -26,7 +26,7 @@ REFUSED_RETRY_S = 0.5  # a BookFeed refused a snapshot for now ("try again") ask
 
 
 class MarketDataClient:
-    """A subscriber to the notifier's public channels ("trade", "bbo", "l2") of some symbols."""
+    """A subscriber to the notifier's public channels ("trade", "bbo", "l2"; "l3" if asked for) of some symbols."""
 
     def __init__(self, endpoint: str, symbols: list[str], channels=("trade", "bbo", "l2")):
         self.ctx = sockets.context()

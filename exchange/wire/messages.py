@@ -252,7 +252,7 @@ class MarketData(_Wire):
     """One channel's events of one release, numbered gap-free per (symbol, channel) and epoch."""
 
     symbol: str
-    channel: str  # "trade", "bbo" or "l2"
+    channel: str  # "trade", "bbo", "l2" or "l3"
     epoch: int
     chan_seq: int
     events: list[MarketDataEvent]
