@@ -3,7 +3,8 @@
 The gateway answers its requests from a batch's entries (``EventBatch.replies``), and every ledger
 shard settles its users' side of the batch's events. Before, the engine did both when the durable
 watermark reached it; from the journal writer, an answer leaves one process hop sooner and the
-engine no longer wakes to release it. Nothing leaves before the commit that holds it.
+engine no longer builds, encodes and sends it (it still publishes the market data at the
+watermark). Nothing leaves before the commit that holds it.
 
 No send waits. A gateway that is not reading misses the batch: the requests in it time out there
 (UNAVAILABLE, outcome unknown; `STATUS` tells). A ledger shard that is not reading notices the
