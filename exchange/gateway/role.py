@@ -56,6 +56,8 @@ from exchange.wire.security.zap import start_authenticator, user_keys
 
 log = logging.getLogger(__name__)
 
+CONNECT_ON_START_S = 2.0  # at a start, order entry waits at most this long for every engine or shard to be connected
+
 BLOCKING_THREADS = 2  # scrypt and journal reads run here, off the event loop; more would only let a
 #                      login flood eat more CPU
 
@@ -101,6 +103,21 @@ class Gateway:
         known = self.entry.load(open_and_recent_order_events(config.journal.path,
                                                              time.time_ns() - self.entry.window_ns))
         log.info("%d orders known from the journal", known)
+
+    async def wait_for_ways(self, seconds: float) -> None:
+        """Before taking orders: until every engine (or ledger shard) it sends to is connected, for at
+        most ``seconds`` (one that is down must not keep the gateway shut). An IMMEDIATE PUSH is
+        writable only once connected; until then an order for that way is refused BUSY."""
+        deadline = time.monotonic() + seconds
+        waiting = dict(self.ways)
+        while True:
+            waiting = {name: sock for name, sock in waiting.items() if not sock.poll(0, zmq.POLLOUT)}
+            if not waiting or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        if waiting:
+            log.warning("not connected yet to %s: orders for them are refused BUSY until they are",
+                        ", ".join(sorted(waiting)))
 
     def _push(self, endpoint: str, security: MeshSecurity | None, peer: str) -> zmq.asyncio.Socket:
         """A PUSH to one engine (or ledger shard) that queues nothing while it is not connected
@@ -222,6 +239,7 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    await gateway.wait_for_ways(CONNECT_ON_START_S)
     server = await loop.create_server(lambda: TextConnection(gateway.entry, config.gateway),
                                       host, int(port), backlog=1024, reuse_address=True)
     tasks = [asyncio.create_task(gateway.pump_replies()), asyncio.create_task(gateway.pump_books()),

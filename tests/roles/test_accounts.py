@@ -200,3 +200,15 @@ def test_accounts_turned_on_over_a_journal_with_open_orders_settle_from_then_on(
         assert balance(alice, "AAPL") == ("9", "1")
     out = verify(on)
     assert "*clearing" in out  # the note: one side of that trade went through clearing alone
+
+
+def test_a_fresh_mesh_takes_the_orders_of_users_of_every_ledger_shard_at_once(demo_mesh):
+    """Defect: the gateway opened order entry before its PUSHes to every ledger shard had connected,
+    so the first request of a user of the shard that came up last was refused `BUSY ledger shard N
+    is busy` (the readiness probe goes through one user's shard only). Order entry now waits, a
+    bounded time, for every way out to be connected."""
+    shards = {demo_mesh.config.ledger_of(user).shard: user for user in ("alice", "bob", "carol")}
+    assert len(shards) == len(demo_mesh.config.ledgers) > 1, shards  # the demo users cover every shard
+    for user in shards.values():
+        with demo_mesh.login(user) as client:
+            assert balance(client, "USD")[0], user
