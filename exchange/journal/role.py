@@ -160,6 +160,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
     again = release.send_again(db.conn, int(config.gateway.request_timeout * 1e9), time.time_ns())
     if again:
         log.info("passed on again the %d engine batches of the last %.1f s", again, config.gateway.request_timeout)
+
     def announce(streams) -> None:
         for engine in streams:
             pos = sequencer.positions[engine]

@@ -11,6 +11,7 @@ from exchange.core.messages import (
     BookOrderAdded, BookOrderDeleted, BookOrderExecuted, BookOrderReduced, DepthUpdate, TopOfBook, Trade,
 )
 from exchange.core.orders import Side
+from exchange.marketdata.levels import in_priority
 
 BUY = Side.BUY
 
@@ -64,9 +65,7 @@ class Depth:
 
     def resting(self) -> list[tuple[str, Side, int, int]]:
         """The resting orders (with "l3"): bids best price first, then asks, each level oldest first."""
-        orders = [(o, side, price, qty) for o, (side, price, qty) in self.orders.items()]
-        return (sorted((o for o in orders if o[1] is BUY), key=lambda o: -o[2])
-                + sorted((o for o in orders if o[1] is not BUY), key=lambda o: o[2]))
+        return in_priority(self.orders)
 
     def state(self) -> tuple:
         """What two copies must agree on."""

@@ -77,13 +77,8 @@ class LevelBook:
         return out
 
     def resting(self) -> list[tuple[str, Side, int, int]]:
-        """Every resting order (order id, side, price, open qty): bids best price first, then asks
-        best price first, each level in time priority."""
-        bids = [(o, s, p, q) for o, (s, p, q) in self.orders.items() if s is BUY]
-        asks = [(o, s, p, q) for o, (s, p, q) in self.orders.items() if s is not BUY]
-        bids.sort(key=lambda o: -o[2])  # stable: time priority within a level
-        asks.sort(key=lambda o: o[2])
-        return bids + asks
+        """Every resting order: see ``in_priority``."""
+        return in_priority(self.orders)
 
     def changes(self, events: list) -> list:
         """Apply one command's events; the l3 events, DepthUpdates and TopOfBook they make."""
@@ -166,6 +161,16 @@ class LevelBook:
         order[2] = open_qty - qty
         if not order[2]:
             del self.orders[order_id]
+
+
+def in_priority(orders: dict[str, list]) -> list[tuple[str, Side, int, int]]:
+    """``orders`` (order id → [side, price, open qty], oldest first) as (order id, side, price, open
+    qty): bids best price first, then asks best price first, each level in time priority."""
+    bids = [(o, s, p, q) for o, (s, p, q) in orders.items() if s is BUY]
+    asks = [(o, s, p, q) for o, (s, p, q) in orders.items() if s is not BUY]
+    bids.sort(key=lambda o: -o[2])  # stable: time priority within a level
+    asks.sort(key=lambda o: o[2])
+    return bids + asks
 
 
 _symbol = attrgetter("symbol")

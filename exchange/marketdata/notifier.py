@@ -181,6 +181,9 @@ class Notifier:
         The turn is counted per topic: one release makes a message on several channels, and a count over
         all of them would start one channel's messages on the same lane whenever it divides by the lanes.
         """
+        if len(self.lanes) == 1:  # no lanes configured: nothing to rotate
+            self.public.send_multipart(parts)
+            return
         topic = parts[0]
         for lane in in_turn(self.lanes, self.published[topic]):
             lane.send_multipart(parts)
