@@ -87,8 +87,8 @@ class EngineConfig(_Section):
     id: Annotated[int, Meta(ge=1, le=9999)]  # goes into every order and trade id: "<id>-<n>"
     instruments: list[str]
     commands: Endpoint  # PULL, bound: commands from gateways
-    publish: Endpoint  # PUB, bound: released market data, read by the notifier
-    replay: Endpoint  # ROUTER, bound: the journal writer fetches missed event batches here
+    replay: Endpoint  # ROUTER, bound: the journal writer fetches missed event batches here; a notifier that
+    # starts, the books
     max_undurable_events: Annotated[int, Meta(ge=1000)] = 200_000  # beyond this: stop reading commands
     checkpoint_every: Annotated[int, Meta(ge=100)] = 100_000  # events between checkpoints in the journal
     # bytes of state per checkpoint part (one part per event batch), far below the 64 MiB message cap
@@ -168,7 +168,7 @@ class NotifierReplicaConfig(_Section):
 class NotifierConfig(_Section):
     publish: Endpoint  # XPUB, bound: public market data for anyone
     private: Endpoint  # XPUB with CURVE, bound: each user's own order updates, for that user only
-    snapshots: Endpoint  # ROUTER, bound: book snapshots for subscribers (relayed to the engines)
+    snapshots: Endpoint  # ROUTER, bound: book snapshots for subscribers and for other notifiers
     # XPUB, bound: more endpoints with the same public feed; each message goes out on publish and every
     # lane, a different one first each time, so that no lane's subscribers are always served first
     lanes: list[Endpoint] = []
@@ -264,7 +264,7 @@ class Config(_Section):
         for notifier in (self.notifier, *self.notifier.replicas):
             bound += [notifier.publish, *notifier.lanes, notifier.private, notifier.snapshots]
         for engine in self.engines:
-            bound += [engine.commands, engine.publish, engine.replay]
+            bound += [engine.commands, engine.replay]
         for ledger in self.ledgers:
             bound += [ledger.commands, ledger.settle, ledger.replay, ledger.publish]
         return bound

@@ -31,8 +31,8 @@ def test_the_shipped_local_config_loads():
     ("instruments: [AAPL]", "instruments: [AAPL, BTC-USD]", "instrument BTC-USD is owned by both e1 and e2"),
     ("instruments: [AAPL]", "instruments: [AAPL, DOGE]", "engine e2 names unknown instrument DOGE"),
     ("instruments: [AAPL]", "instruments: []", "instrument AAPL is owned by no engine"),
-    ("tcp://127.0.0.1:7031", "tcp://127.0.0.1:7030", "endpoint tcp://127.0.0.1:7030 is used twice"),
-    ("tcp://127.0.0.1:7031", "127.0.0.1:7031", "at `$.engines[1].publish`"),
+    ("tcp://127.0.0.1:7032", "tcp://127.0.0.1:7030", "endpoint tcp://127.0.0.1:7030 is used twice"),
+    ("tcp://127.0.0.1:7032", "127.0.0.1:7032", "at `$.engines[1].replay`"),
     ("    id: 2\n", "    id: 1\n", "engine id 1 is used twice"),
     ("synchronous: NORMAL", "synchronous: OFF", "at `$.journal.synchronous`"),
     ("var_dir: ../var", "var_dir: ../var\nspeed: fast", "Object contains unknown field `speed`"),
@@ -110,7 +110,7 @@ def test_a_notifier_replica_is_one_more_role_on_its_own_endpoints(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (("7103", "7003"), "endpoint tcp://127.0.0.1:7003 is used twice"),
-    (("7105", "7031"), "endpoint tcp://127.0.0.1:7031 is used twice"),
+    (("7105", "7032"), "endpoint tcp://127.0.0.1:7032 is used twice"),
     (("- name: b", "- name: ../b"), "at `$.notifier.replicas[0].name`"),
     (("      snapshots: tcp://127.0.0.1:7105\n", ""), "missing required field `snapshots` - at `$.notifier.replicas[0]`"),
 ])

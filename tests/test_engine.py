@@ -49,9 +49,11 @@ def test_a_cancel_executes_however_late_it_comes():
 
 
 def test_a_role_subscribed_to_its_durable_prefix_gets_its_own_watermarks_only():
+    """Not another stream's, nor the written batches the journal writer passes on to the notifiers on
+    the same PUB."""
     import zmq
 
-    from exchange.wire.messages import Decoder, Durable, durable_prefix, encode
+    from exchange.wire.messages import RELEASED, Decoder, Durable, durable_prefix, encode
 
     ctx = zmq.Context()
     pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
@@ -62,6 +64,7 @@ def test_a_role_subscribed_to_its_durable_prefix_gets_its_own_watermarks_only():
         got = []
         while not got:  # PUB drops until the subscription has arrived
             for stream in ("e10", "ledger-0", "e1"):
+                pub.send_multipart([RELEASED, encode(EventBatch(stream, 1, 2, 3, 3, []))])
                 pub.send(encode(Durable(stream, 1, 2, 3)))
             if sub.poll(100):
                 got.append(Decoder(Durable).decode(sub.recv()))
@@ -89,6 +92,26 @@ def test_a_batch_names_the_ledger_batches_holding_its_orders_holds_and_a_refused
                 Request("gw", 1, 3, CancelOrder("alice", "BTC-USD", client_order_id="c0"))]
     frame = engine.handle_requests([[encode(requests)]], Decoder(Requests))
     assert sorted(Decoder(EventBatch).decode(frame).after) == [("ledger-0", 2, 5), ("ledger-1", 3, 9)]
-    assert engine.on_durable(Durable("e1", 6, -1, -1)) == []  # another start's: not ours
+    engine.on_durable(Durable("e1", 6, -1, -1))  # another start's: not ours
+    assert [batch for batch, _, _ in engine.retained] == [1]
     with pytest.raises(JournalError, match="refuses epoch 7"):
         engine.on_durable(Durable("e1", 7, -1, -1))
+
+
+def test_a_notifier_that_starts_gets_the_book_as_matched_with_how_much_of_it_is_released():
+    from exchange.wire.messages import Durable, EngineBook, SnapshotRefused
+
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 3, EnginePosition(3, 40, 0))
+    handle(engine, PlaceOrder("alice", "BTC-USD", Side.SELL, 5, 100_000),
+           PlaceOrder("alice", "BTC-USD", Side.SELL, 2, 100_100), now_ns=0)
+    handle(engine, PlaceOrder("bob", "BTC-USD", Side.BUY, 3, 100_000), now_ns=0)  # a trade, at batch 42
+    book = engine.book("BTC-USD")
+    assert isinstance(book, EngineBook)
+    assert (book.engine_epoch, book.batch, book.durable_batch, book.seq) == (3, 42, 40, engine.matcher.seq)
+    assert [(side, price, qty) for _, side, price, qty in book.orders] == [(Side.SELL, 100_000, 2),
+                                                                           (Side.SELL, 100_100, 2)]
+    assert (book.last_trade.price, book.last_trade.qty) == (100_000, 3)
+    engine.on_durable(Durable("e1", 3, 42, engine.matcher.seq))
+    assert engine.book("BTC-USD").durable_batch == 42
+    assert engine.book("ETH-USD").orders == [] and engine.book("ETH-USD").last_trade is None
+    assert isinstance(engine.book("AAPL"), SnapshotRefused)

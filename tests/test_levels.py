@@ -11,7 +11,7 @@ from exchange.core.messages import (
     PlaceOrder, ReplaceOrder, TopOfBook,
 )
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
-from exchange.engine.publisher import released_books
+from exchange.engine.batches import resting_orders
 from exchange.marketdata.levels import LevelBook, level_changes
 
 BTC = Instrument("BTC-USD", tick_size="1", lot_size="1")
@@ -45,7 +45,12 @@ def random_commands(matcher: Matcher, n: int, seed: int):
 
 
 def levels_of(matcher: Matcher) -> dict[str, LevelBook]:
-    return {symbol: book.levels for symbol, book in released_books(matcher, {}).items()}
+    """The books a notifier starts from when it takes them from the engine (EngineBook.orders)."""
+    books = {}
+    for symbol, book in matcher.books.items():
+        books[symbol] = LevelBook(symbol)
+        books[symbol].load(resting_orders(book))
+    return books
 
 
 def queues(matcher: Matcher) -> dict[str, list]:

@@ -73,7 +73,22 @@ def received(sock: zmq.Socket) -> list[list[bytes]]:
     return out
 
 
-def test_written_engine_batches_go_to_the_gateway_and_every_ledger_shard_and_again_at_a_start(tmp_path):
+def notifier_feed(ctx, tmp_path):
+    """The journal writer's PUB and a notifier's SUB of its released batches, joined (a PUB drops
+    until the subscription has arrived, so a probe goes until one gets through)."""
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(f"ipc://{tmp_path}/watermarks")
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(f"ipc://{tmp_path}/watermarks")
+    sub.setsockopt(zmq.SUBSCRIBE, RELEASED)
+    while not sub.poll(50):
+        pub.send_multipart([RELEASED, b"probe"])
+    received(sub)
+    return pub, sub
+
+
+def test_written_engine_batches_go_to_the_gateway_every_ledger_shard_and_the_notifiers_and_again_at_a_start(
+        tmp_path):
     engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
     frames = [batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)) for i in range(3)]
     ledger_batch = encode(EventBatch("ledger-0", 1, 1, 0, -1, []))
@@ -86,7 +101,8 @@ def test_written_engine_batches_go_to_the_gateway_and_every_ledger_shard_and_aga
     ctx = zmq.Context()
     try:
         (to_gateway, gateway), (to_l0, l0), (to_l1, l1) = (pair(ctx, tmp_path, n) for n in ("gw", "l0", "l1"))
-        release = Release(to_gateway, [to_l0, to_l1], {"e1"})
+        to_notifiers, notifier = notifier_feed(ctx, tmp_path)
+        release = Release(to_gateway, [to_l0, to_l1], to_notifiers, {"e1"})
         writer.append(headers[:2])
         release.send(headers[:2])
         assert received(gateway) == [[RELEASED, frames[0]], [RELEASED, frames[1]]]
@@ -94,13 +110,14 @@ def test_written_engine_batches_go_to_the_gateway_and_every_ledger_shard_and_aga
         release.send(headers[2:])  # the ledger shard's own batch is not passed on
         assert received(gateway) == [[RELEASED, frames[2]]]
         assert [m[-1] for m in received(l0)] == frames and [m[-1] for m in received(l1)] == frames
+        assert received(notifier) == [[RELEASED, frame] for frame in frames]
 
         now = time.time_ns()
         assert release.send_again(writer.conn, 60 * S, now) == 3  # a start: the last minute's, again
         assert [m[-1] for m in received(gateway)] == frames
         assert release.send_again(writer.conn, 60 * S, now + 120 * S) == 0  # older than the window
         assert received(gateway) == []
-        for sock in (to_gateway, gateway, to_l0, l0, to_l1, l1):
+        for sock in (to_gateway, gateway, to_l0, l0, to_l1, l1, to_notifiers, notifier):
             sock.close(linger=0)
     finally:
         ctx.term()

@@ -1,6 +1,6 @@
-"""An engine's state around its matcher: the batches it made, what it keeps for replay until the
-journal holds it, and the events that wait for the durable watermark to be published (the
-answers to gateways leave from the journal writer, exchange.journal.release).
+"""An engine's state around its matcher: the batches it made, and what it keeps for replay until the
+journal holds it. Everything that leaves towards clients leaves from the journal writer once a
+commit holds it (exchange.journal.release): the answers, the settlements, the market data.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import time
 from collections import deque
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
-from exchange.core.messages import Command, PlaceOrder, ReplaceOrder
+from exchange.core.messages import Command, PlaceOrder, ReplaceOrder, Trade
+from exchange.core.orders import Side
 from exchange.errors import JournalError, WireError
 from exchange.wire.messages import (
-    Decoder, Durable, Entry, EventBatch, ReplayRequest, Request, Requests, encode,
+    Decoder, Durable, EngineBook, Entry, EventBatch, ReplayRequest, Request, Requests, SnapshotRefused, encode,
 )
 from exchange.journal.readers import EnginePosition
 
@@ -26,9 +27,10 @@ _SINGLE_REQUEST = Decoder(Request)
 
 class Engine:
     def __init__(self, name: str, matcher: Matcher, epoch: int, position: EnginePosition,
-                 checkpoint_every: int = 100_000, checkpoint_part_size: int = checkpoint.DEFAULT_PART_SIZE):
+                 checkpoint_every: int = 100_000, checkpoint_part_size: int = checkpoint.DEFAULT_PART_SIZE,
+                 last_trades: dict[str, Trade] | None = None):
         """An engine in ``epoch`` (the journal writer's, new for this start) whose journaled history
-        ends at ``position``."""
+        ends at ``position``, with the last trade of each instrument in it."""
         self.name = name
         self.matcher = matcher
         self.checkpoint_every = checkpoint_every
@@ -42,7 +44,7 @@ class Engine:
         self.durable_batch = position.batch
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
         self.retained_events = 0
-        self.unreleased: deque[tuple[int, list[list]]] = deque()  # (batch, each command's events)
+        self.last_trades: dict[str, Trade] = dict(last_trades or {})  # for a notifier that starts (``book``)
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
@@ -55,7 +57,8 @@ class Engine:
         reply. Cancels always execute: late or not, they only take risk away.
         """
         handle = self.matcher.handle
-        entries, handled = [], []
+        entries = []
+        last_trades = self.last_trades
         after: dict[str, tuple[int, int]] = {}  # ledger stream → (epoch, batch) this batch's holds are in
         first_seq = self.matcher.seq + 1
         oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
@@ -84,8 +87,9 @@ class Engine:
                     after[stream] = max(after.get(stream, (0, 0)), (epoch, batch))
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                      events))
-                if events:
-                    handled.append(events)
+                for event in events:
+                    if type(event) is Trade:
+                        last_trades[event.symbol] = event
         if not entries:
             return None
         self.batch += 1
@@ -100,25 +104,35 @@ class Engine:
         count = self.matcher.seq - first_seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
-        self.unreleased.append((self.batch, handled))
         return frame
 
-    def on_durable(self, durable: Durable) -> list[list]:
-        """Advance the watermark; return the events it releases, one list per command."""
+    def on_durable(self, durable: Durable) -> None:
+        """Advance the watermark: the batches it covers need not be kept for replay any more."""
         if durable.engine == self.name and durable.epoch == self.epoch and durable.batch < 0:
             raise JournalError(f"engine {self.name}: the journal refuses epoch {self.epoch} (a batch of it holds"
                                " orders whose holds a restarted ledger shard lost); starting again from the"
                                " journal, where nothing of those batches is")
         if durable.engine != self.name or durable.epoch != self.epoch or durable.batch <= self.durable_batch:
-            return []
+            return
         self.durable_batch = durable.batch
         while self.retained and self.retained[0][0] <= durable.batch:
             _, count, _ = self.retained.popleft()
             self.retained_events -= count
-        released = []
-        while self.unreleased and self.unreleased[0][0] <= durable.batch:
-            released.extend(self.unreleased.popleft()[1])
-        return released
+
+    def book(self, symbol: str) -> EngineBook | SnapshotRefused:
+        """The book of ``symbol`` after the last batch, for a notifier that starts following this engine."""
+        book = self.matcher.books.get(symbol)
+        if book is None:
+            return SnapshotRefused(symbol, f"engine {self.name} does not trade {symbol}")
+        return EngineBook(symbol, self.epoch, self.batch, self.durable_batch, self.matcher.seq, resting_orders(book),
+                          self.last_trades.get(symbol))
 
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]
+
+
+def resting_orders(book) -> list[tuple[str, Side, int, int]]:
+    """A matcher's book as (order id, side, price, open qty): bids best first, then asks best first,
+    each level in time priority (what ``LevelBook.load`` and a BookSnapshot's ``orders`` take)."""
+    return [(o.order_id, o.side, o.price, o.leaves_qty)
+            for side in (Side.BUY, Side.SELL) for level in book.levels(side) for o in level.live_orders()]

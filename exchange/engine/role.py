@@ -5,17 +5,16 @@ Sockets (this process binds the stable side):
     journal   PUSH   connect  → journal writer: EventBatch per drained set of commands
     durable   SUB    connect  ← journal writer: Durable watermarks
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again;
-                                notifier: SnapshotRequest → the released book
-    publish   PUB    bound    → notifier: market data and private order updates, released at the watermark
+                                a notifier that starts: SnapshotRequest → EngineBook, the book as matched
 
 With ``mesh_curve`` on, the bound sockets are CURVE servers that admit mesh roles only and the
 connected ones CURVE clients of the journal writer (exchange.wire.security.mesh_keys).
 
 Matching runs ahead of the journal; nothing leaves towards clients before the journal holds it
-(docs/architecture.md, guarantee 2). The answers to the gateway and the batches for the ledger
-shards leave from the journal writer, as it writes each batch (exchange.journal.release); the
-market data leaves from here at the durable watermark. Batches stay in memory until durable, for
-replay; past ``max_undurable_events`` the engine stops reading commands.
+(docs/architecture.md, guarantee 2). Everything that does leaves from the journal writer, as it
+writes each batch (exchange.journal.release): the answers to the gateway, the batches for the
+ledger shards and for the notifiers, which derive the market data. Batches stay in memory until
+durable, for replay; past ``max_undurable_events`` the engine stops reading commands.
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ from exchange.wire import sockets
 from exchange.config import Config
 from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
-from exchange.engine.publisher import Publisher, released_books
 from exchange.wire.messages import (
-    Decoder, Durable, EngineRequest, OpenEpoch, durable_prefix, ReplayRequest, Requests, SnapshotRequest,
+    Decoder, Durable, EngineRequest, OpenEpoch, durable_prefix, ReplayRequest, Requests, SnapshotRequest, encode,
 )
 from exchange.engine.recovery import recover_all
 from exchange.engine.batches import Engine
@@ -45,9 +43,6 @@ MAX_MESSAGES_PER_BATCH = 200  # each holds one gateway loop turn's requests, bou
 
 
 FLUSH_ON_STOP_S = 2.0
-
-
-HEARTBEAT_S = 1.0
 
 
 MAX_ENGINE_REQUESTS_PER_TURN = 64  # snapshot and replay requests read per loop turn; the rest wait in the socket
@@ -71,16 +66,15 @@ class EngineProcess:
             raise JournalError(f"engine {name}: the journal holds batch {held.batch} seq {held.seq}, but its"
                                f" events rebuild batch {position.batch} seq {matcher.seq}; run"
                                " `exchange journal verify`")
-        self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every, spec.checkpoint_part_size)
+        self.engine = Engine(name, matcher, opened.epoch, held, spec.checkpoint_every, spec.checkpoint_part_size,
+                             last_trades)
         # half the gateway's wait: what executes is answered before the gateway gives up on it
         self.engine.max_order_age_ns = int(config.gateway.request_timeout * 1e9 / 2)
-        self.publisher = Publisher(name, self.engine.epoch, released_books(matcher, last_trades), HEARTBEAT_S)
         self.ctx = ctx = sockets.context()
         self.auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
         self.commands = sockets.socket(ctx, zmq.PULL, bind=spec.commands, security=security)  # ← gateways
-        self.publish = sockets.socket(ctx, zmq.PUB, bind=spec.publish, security=security)  # → notifier
         self.replay = sockets.socket(ctx, zmq.ROUTER, bind=spec.replay,
-                                  security=security)  # ← journal writer, notifier
+                                  security=security)  # ← journal writer, notifiers
         self.to_journal = sockets.socket(ctx, zmq.PUSH, connect=config.journal.events, security=security,
                                       peer="journal-writer")  # → journal writer
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
@@ -124,8 +118,6 @@ class EngineProcess:
                                 engine.max_order_age_ns / 1e9)
             self.send_to_journal()
             self.resume_replays()
-            for frames in self.publisher.heartbeats(time.monotonic()):
-                self.publish.send_multipart(frames)
 
     def send_to_journal(self) -> None:
         sockets.send_queued(self.to_journal, self.engine.unsent)  # the writer replays what it misses
@@ -133,22 +125,17 @@ class EngineProcess:
     def on_durable(self) -> None:
         for parts in sockets.drain(self.durable):
             try:
-                released = self.engine.on_durable(self.durables.decode(parts[-1]))
+                self.engine.on_durable(self.durables.decode(parts[-1]))
             except WireError as e:
                 log.warning("durable: dropped %s", e)
-                continue
-            for frames in self.publisher.private([e for events in released for e in events]):
-                self.publish.send_multipart(frames)
-            for frames in self.publisher.market_data(released, time.monotonic()):
-                self.publish.send_multipart(frames)
 
     def on_engine_requests(self) -> None:
         """Answer what waits on the replay socket, a bounded number per loop turn, never blocking.
 
-        Snapshots come from the publisher's cache (see Publisher.snapshot_frame). A reply that does
-        not fit the requester's queue is dropped: the notifier counts a request unanswered for a
-        while as lost, and its subscriber asks again. A replay that does not fit goes on from where
-        it stopped at the next call (``replays``).
+        A book for a notifier (``Engine.book``) is built when asked: notifiers ask when they start,
+        once per instrument. A reply that does not fit the requester's queue is dropped: the
+        notifier asks again. A replay that does not fit goes on from where it stopped at the next
+        call (``replays``).
         """
         self.resume_replays()
         for parts in sockets.drain(self.replay, MAX_ENGINE_REQUESTS_PER_TURN):
@@ -159,7 +146,7 @@ class EngineProcess:
                 continue
             envelope = tuple(parts[:-1])  # the requester's routing id (and, via the notifier, its client's)
             if isinstance(request, SnapshotRequest):
-                self.answer(envelope, [self.publisher.snapshot_frame(request.symbol)])
+                self.answer(envelope, [encode(self.engine.book(request.symbol))])
             else:
                 log.info("replay from batch %d requested", request.from_batch)
                 self.replays[envelope] = request.from_batch
@@ -182,7 +169,7 @@ class EngineProcess:
         return sockets.send_routed(self.replay, envelope, frames)
 
     def finish(self) -> None:
-        """On a clean stop, give the journal a moment to make the last batches durable and release them."""
+        """On a clean stop, give the journal a moment to make the last batches durable (and so released)."""
         engine = self.engine
         deadline = time.monotonic() + FLUSH_ON_STOP_S
         while (engine.retained or engine.unsent) and time.monotonic() < deadline:
@@ -194,7 +181,7 @@ class EngineProcess:
                         engine.retained_events)
 
     def close(self) -> None:
-        sockets.close_all([self.commands, self.publish, self.replay, self.to_journal, self.durable],
+        sockets.close_all([self.commands, self.replay, self.to_journal, self.durable],
                           self.auth, self.ctx)
 
 

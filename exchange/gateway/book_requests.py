@@ -1,8 +1,9 @@
 """BOOK requests, answered from the notifier's snapshot service: the gateway holds no books.
 
-A BOOK becomes a SnapshotRequest to the notifier (``notifier.snapshots``), which passes it to the
-engine of the symbol; the engine answers with the book as released, so it holds what the journal
-holds: an order whose ACK a client has seen is in every book asked for after it.
+A BOOK becomes a SnapshotRequest to the notifier (``notifier.snapshots``), which answers from the
+book it keeps of the batches the journal has released. The journal writer passes each batch to the
+notifiers before the gateway, and the notifier reads the batches that have come before the
+requests of the same turn: an order whose ACK a client has seen is in every book asked for after it.
 
 The notifier's answer names its symbol, not the request. So at most one request per symbol is on
 its way; BOOKs of that symbol that come meanwhile wait for the next one, which leaves when the

@@ -1,14 +1,16 @@
 """What the journal writer passes on once a group commit holds it: each engine batch, as it came.
 
-The gateway answers its requests from a batch's entries (``EventBatch.replies``), and every ledger
-shard settles its users' side of the batch's events. Before, the engine did both when the durable
-watermark reached it; from the journal writer, an answer leaves one process hop sooner and the
-engine no longer builds, encodes and sends it (it still publishes the market data at the
-watermark). Nothing leaves before the commit that holds it.
+The gateway answers its requests from a batch's entries (``EventBatch.replies``), every ledger
+shard settles its users' side of the batch's events, and every notifier derives the market data
+and private order updates from them (exchange.marketdata.following). The engine sends nothing
+towards clients: from the journal writer, everything leaves one process hop sooner, and nothing
+leaves before the commit that holds it.
 
 No send waits. A gateway that is not reading misses the batch: the requests in it time out there
 (UNAVAILABLE, outcome unknown; `STATUS` tells). A ledger shard that is not reading notices the
-gap and reads the missed batches from the journal, as it always could.
+gap and reads the missed batches from the journal, as it always could. A notifier that is not
+reading (its queue holds ``NOTIFIER_HWM`` batches) sees the gap in the batch numbers and takes
+its books again.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from exchange.wire.messages import RELEASED
 log = logging.getLogger(__name__)
 
 RESEND_MAX_BATCHES = 1000  # per engine, at a start
+NOTIFIER_HWM = 10_000  # batches queued per notifier (tens of seconds of a flood) before it misses some
 
 
 class Release:
     """The sockets written engine batches leave by, and what they could not take."""
 
-    def __init__(self, gateway: zmq.Socket, ledgers: list[zmq.Socket], engines: set[str]):
-        self.gateway, self.ledgers, self.engines = gateway, ledgers, engines
+    def __init__(self, gateway: zmq.Socket, ledgers: list[zmq.Socket], notifiers: zmq.Socket, engines: set[str]):
+        """``notifiers``: a PUB that every notifier subscribes to (the ``RELEASED`` topic)."""
+        self.gateway, self.ledgers, self.notifiers, self.engines = gateway, ledgers, notifiers, engines
         self.dropped = {"gateway": 0, "ledger": 0}
 
     def send(self, written: list) -> None:
@@ -48,9 +52,10 @@ class Release:
         return len(bodies)
 
     def send_bodies(self, bodies: list[bytes]) -> None:
-        """To the ledger shards first, then the gateway: a user's next order, sent once they have
-        heard of a fill, finds the fill's settlement at their shard before it (the shard settles
-        what has come before it holds)."""
+        """To the ledger shards first, then the notifiers, then the gateway: a user's next order, sent
+        once they have heard of a fill, finds the fill's settlement at their shard before it (the
+        shard settles what has come before it holds), and a BOOK asked after an ACK finds the order
+        in the notifier's book."""
         for sock in self.ledgers:
             for body in bodies:
                 try:
@@ -59,6 +64,8 @@ class Release:
                     self._dropped("ledger", "a ledger shard is not reading: released batches not passed on"
                                             " (it reads them from the journal)")
                     break
+        for body in bodies:
+            self.notifiers.send_multipart([RELEASED, body])  # PUB: never waits, drops for a full queue
         for body in bodies:
             try:
                 self.gateway.send_multipart([RELEASED, body], zmq.NOBLOCK)

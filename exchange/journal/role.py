@@ -5,7 +5,8 @@ sequenced, given epochs and asked for replays alike; "engine" below means either
 
 Sockets:
     events      PULL    bound    ← engines, ledger shards: EventBatch
-    watermarks  PUB     bound    → engines, ledger shards: Durable after each group commit, and every second
+    watermarks  PUB     bound    → engines, ledger shards: Durable after each group commit, and every 0.2 s;
+                                   notifiers: each engine batch once written, [RELEASED, EventBatch]
     released    PUSH    connect  → the gateway: each engine batch once written, [RELEASED, EventBatch]
     settle      PUSH    connect  → each ledger shard: the same batches, to settle (exchange.journal.release)
     recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; gateways: GetPositions at start
@@ -38,7 +39,7 @@ from exchange.wire.messages import (
 )
 from exchange.journal.sequencer import Sequencer
 from exchange.journal.readers import EnginePosition, positions
-from exchange.journal.release import Release
+from exchange.journal.release import NOTIFIER_HWM, Release
 from exchange.journal.schema import open_db
 from exchange.journal.writer import Writer
 from exchange.wire.security.zap import start_authenticator
@@ -138,14 +139,15 @@ def run(config: Config, name: str = "journal-writer") -> None:
     ctx = sockets.context()
     auth = start_authenticator(ctx, roles=security.role_keys()) if security else None
     events = sockets.socket(ctx, zmq.PULL, bind=spec.events, security=security)  # ← engines
-    watermarks = sockets.socket(ctx, zmq.PUB, bind=spec.watermarks, security=security)  # → engines
+    watermarks = sockets.socket(ctx, zmq.PUB, bind=spec.watermarks, security=security)  # → engines, notifiers
+    watermarks.setsockopt(zmq.SNDHWM, NOTIFIER_HWM)
     recovery = sockets.socket(ctx, zmq.ROUTER, bind=spec.recovery, security=security)  # ← engines, gateways
     replay = {s.name: sockets.socket(ctx, zmq.DEALER, connect=s.replay, security=security, peer=s.role)
               for s in (*config.engines, *config.ledgers)}  # → engines, ledger shards
     release = Release(sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security, peer="gateway"),
                       [sockets.socket(ctx, zmq.PUSH, connect=s.settle, security=security, peer=s.role)
                        for s in config.ledgers],
-                      {e.name for e in config.engines})
+                      watermarks, {e.name for e in config.engines})
     batches, requests = Decoder(BatchHeader), Decoder(JournalRequest)
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
     sockets.report_ready()
@@ -199,8 +201,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                 to_write, gaps = sequencer.accept(arrived)
                 if to_write:
                     writer.append(to_write)  # one transaction: the group commit
-                    # the watermarks first: an engine has released a batch's market data before
-                    # anyone acknowledged from it can ask for a book
+                    # the watermarks first: an engine frees what the journal holds at once
                     announce({b.engine for b in to_write})
                     release.send(to_write)
                     written += len(to_write)

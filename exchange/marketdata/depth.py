@@ -1,7 +1,7 @@
 """The public book as a subscriber keeps it: price levels, best bid/offer, last trade, and (with
 the "l3" channel) every resting order. Pure.
 
-A subscriber builds it from a snapshot and the messages after it; the engine's snapshots come
+A subscriber builds it from a snapshot and the messages after it; the notifier's snapshots come
 from the same events, so both end with the same book.
 """
 

@@ -64,7 +64,7 @@ class BookFeed:
     With ``orders=True`` it also follows the "l3" channel, and ``depth.resting()`` lists every
     resting order in time priority. It subscribes first, then asks for a snapshot, drops buffered messages the snapshot already
     covers and applies the rest (the ZeroMQ Guide's Clone pattern). A gap in any channel's
-    ``chan_seq`` (seen on a message or a heartbeat), a new engine epoch, or silence longer than
+    ``chan_seq`` (seen on a message or a heartbeat), a new epoch of the numbering, or silence longer than
     ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often.
 
     A/B feeds: given several notifiers (the first and its replicas, which carry the same messages
@@ -193,7 +193,7 @@ class BookFeed:
     def _apply(self, message: MarketData, applied: list) -> bool:
         """Apply one message in sequence; False if it shows that something was missed."""
         if message.epoch != self.epoch:
-            return message.epoch < self.epoch  # older: stale, ignore; newer: the engine restarted
+            return message.epoch < self.epoch  # older: stale, ignore; newer: the numbering began afresh
         channel = message.channel
         expected = self.chan_seq.get(channel, 0)
         if message.chan_seq <= expected:

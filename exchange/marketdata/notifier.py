@@ -1,36 +1,45 @@
-"""Notifier role: fans the engines' released events out to any number of subscribers.
+"""Notifier role: keeps the public books from the batches the journal releases, and fans market data out.
 
 Sockets:
-    upstream   XSUB    connect  → every engine's PUB and every ledger shard's PUB (subscribed to everything)
+    released   SUB     connect  → the journal writer's watermarks PUB: every engine batch once written
+                                  (topic ``released``, exchange.journal.release), and the engines' watermarks
+    upstream   XSUB    connect  → every ledger shard's PUB: each user's balances after a change
     public     XPUB    bound    ← anyone: market data, topics ``md.<SYMBOL>.<channel>|``
     lanes      XPUB    bound    ← anyone: the same market data on more endpoints (``notifier.lanes``)
     private    XPUB    bound    ← users with a CURVE key: their own ``priv.<user>|`` topic, nothing else
-    snapshots  ROUTER  bound    ← subscribers' SnapshotRequests, relayed to the owning engine, and
-                                  InstrumentsRequests, answered here from the config
-    engines    DEALER  connect  → each engine's ROUTER, for those snapshots
+    snapshots  ROUTER  bound    ← subscribers (and other notifiers): SnapshotRequest, answered from this
+                                  notifier's books; InstrumentsRequest, answered from the config
+    siblings   DEALER  connect  → every other notifier's snapshots ROUTER, for books to start from
+    engines    DEALER  connect  → each engine's ROUTER, for books to start from when no other notifier has them
 
-With ``mesh_curve`` on, ``upstream`` and ``engines`` are CURVE clients of their engines and ledger shards
+With ``mesh_curve`` on, ``released``, ``upstream`` and ``engines`` are CURVE clients of their roles
 (exchange.wire.security.mesh_keys); the notifier binds no mesh socket, so its ZAP handler serves users only.
-Ledger shards (accounts on) publish only private topics: each user's balances after a change, which
-reach the user on ``priv.<user>|`` next to the order events that caused them.
 
-Snapshot requests are bounded before they cost an engine anything: at most
-``MAX_SNAPSHOTS_PER_ENGINE`` relayed and unanswered per engine, and ``MAX_SNAPSHOTS_PER_CLIENT``
-per subscriber connection; beyond that, or when an engine cannot take a request at once, the
-subscriber gets ``SnapshotRefused`` with the reason. A request unanswered after
-``SNAPSHOT_TIMEOUT_S`` no longer counts. A request that cannot be read is answered
-``RequestRefused`` saying what was wrong. No send here ever blocks.
+The books. For every released engine batch the notifier derives, per instrument, one message per
+channel that the batch changes (exchange.marketdata.publisher), and each user's order events for
+their private topic. To do that from the middle of an engine's history it needs a start per
+instrument, the book as of some batch (exchange.marketdata.following): it asks the other notifiers
+first (a ``BookSnapshot`` with the batch it reflects), so that it numbers every channel as they do
+and a subscriber can take the same message from either; the first notifier turns to the engines
+after ``ENGINE_AFTER_S`` without a live sibling, a replica after ``REPLICA_ENGINE_AFTER_S``. A book
+from an engine begins a new numbering (a new ``epoch``). Until an engine's instruments are live,
+snapshot requests for them are refused "try again". A gap in an engine's batch numbers (the
+notifier was too slow and the journal writer's queue for it overflowed) stops its instruments and
+starts them again the same way; their subscribers see the heartbeats stop and re-sync.
+
+Snapshot requests are answered from a cached encoding of the book (one build per batch that
+changes it, then a send each), at most ``MAX_REQUESTS_PER_TURN`` per loop turn; a request that
+cannot be read is answered ``RequestRefused`` saying what was wrong. No send here ever blocks.
 
 Fairness: one XPUB serves its subscribers in the same order for every message (libzmq walks
 them in a fixed order), so some are always first. With lanes, each public message goes out on
 every lane, a different lane first each time: who is first rotates from lane to lane, and only
 the order inside a lane stays fixed. Spread the subscribers over the lanes.
 
-Messages pass through unchanged: one message per (symbol, channel) per engine release, so fan-out
-is paid per batch. PUB drops for a subscriber that cannot keep up; it sees the gap in ``chan_seq``
-and re-syncs from a snapshot. On the private feed, XPUB_MANUAL hands every subscription to this
-loop, which allows exactly ``priv.<User-Id>|`` — the User-Id that the CURVE handshake (ZAP)
-attached to the connection — and refuses the rest, the empty "everything" subscription included.
+PUB drops for a subscriber that cannot keep up; it sees the gap in ``chan_seq`` and re-syncs from
+a snapshot. On the private feed, XPUB_MANUAL hands every subscription to this loop, which allows
+exactly ``priv.<User-Id>|`` — the User-Id that the CURVE handshake (ZAP) attached to the connection —
+and refuses the rest, the empty "everything" subscription included.
 """
 
 from __future__ import annotations
@@ -43,9 +52,15 @@ import zmq
 
 from exchange.wire import sockets
 from exchange.config import Config
+from exchange.errors import WireError
+from exchange.marketdata.following import EngineFollower, Start, Step
+from exchange.marketdata.levels import LevelBook
+from exchange.marketdata.publisher import Publisher, ReleasedBook
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
-    NOTIFIER_REQUEST_FORM, Instruments, InstrumentSpec, InstrumentsRequest, RequestRefused, SnapshotRefused, SnapshotRequest, decode_notifier_request, encode, private_topic,
+    NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch, Instruments,
+    InstrumentSpec, InstrumentsRequest, RequestRefused, SnapshotReply, SnapshotRequest, decode_notifier_request,
+    durable_prefix, encode, private_topic,
 )
 from exchange.wire.security.curve_keys import make_server, server_secret_key
 from exchange.wire.security.zap import start_authenticator, user_keys
@@ -53,57 +68,13 @@ from exchange.wire.security.zap import start_authenticator, user_keys
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_HWM = 10_000
+RELEASED_HWM = 10_000  # released batches queued here; the journal writer holds as many more
 MAX_SUBSCRIPTION_SIZE = 4096  # CURVE handshakes need about 512 bytes
-MAX_SNAPSHOTS_PER_ENGINE = 64  # requests relayed to one engine and not yet answered
-MAX_SNAPSHOTS_PER_CLIENT = 4  # the same, per subscriber connection (a BookFeed has one at a time)
-SNAPSHOT_TIMEOUT_S = 5.0  # after this, an unanswered request is taken as lost and no longer counts
 MAX_REQUESTS_PER_TURN = 1000  # snapshot requests read per loop turn, so the feed is forwarded meanwhile
-TOO_MANY = "too many snapshot requests; try again in a moment"
-
-
-class Outstanding:
-    """Snapshot requests relayed to engines and not yet answered, counted per engine and per client."""
-
-    def __init__(self) -> None:
-        self.requests: dict[bytes, tuple[str, bytes, float]] = {}  # token → (engine, client, when); oldest first
-        self.per_engine: Counter[str] = Counter()
-        self.per_client: Counter[bytes] = Counter()
-        self.next_token = 0
-
-    def refusal(self, engine: str, client: bytes) -> str | None:
-        """Why one more request of ``client`` to ``engine`` is refused now (None: it is not)."""
-        if self.per_client[client] >= MAX_SNAPSHOTS_PER_CLIENT:
-            return f"{TOO_MANY} (at most {MAX_SNAPSHOTS_PER_CLIENT} unanswered per connection)"
-        if self.per_engine[engine] >= MAX_SNAPSHOTS_PER_ENGINE:
-            return TOO_MANY
-        return None
-
-    def add(self, engine: str, client: bytes, now: float) -> bytes:
-        """Count a request; the token that its answer brings back."""
-        self.next_token += 1
-        token = self.next_token.to_bytes(8, "big")
-        self.requests[token] = (engine, client, now)
-        self.per_engine[engine] += 1
-        self.per_client[client] += 1
-        return token
-
-    def done(self, token: bytes) -> None:
-        """The request of ``token`` is answered (or lost); unknown tokens (expired) are ignored."""
-        entry = self.requests.pop(token, None)
-        if entry is not None:
-            engine, client, _ = entry
-            for counter, key in ((self.per_engine, engine), (self.per_client, client)):
-                counter[key] -= 1
-                if not counter[key]:
-                    del counter[key]
-
-    def expire(self, now: float) -> None:
-        """Forget requests unanswered for SNAPSHOT_TIMEOUT_S (an engine dropped them or restarted)."""
-        while self.requests:
-            token, (_, _, when) = next(iter(self.requests.items()))
-            if now - when < SNAPSHOT_TIMEOUT_S:
-                return
-            self.done(token)
+HEARTBEAT_S = 1.0  # a channel quiet this long gets an empty message with its current chan_seq
+ASK_EVERY_S = 0.5  # while an engine's instruments have no start, ask for them this often
+ENGINE_AFTER_S = 1.0  # the first notifier asks the engines once no other notifier has had books for this long
+REPLICA_ENGINE_AFTER_S = 10.0  # a replica waits longer: the first notifier's numbering is the one to copy
 
 
 class Notifier:
@@ -121,17 +92,31 @@ class Notifier:
         self.published: Counter[bytes] = Counter()  # public messages per topic, to rotate which lane goes first
         self.private = self._xpub(section.private, manual=True)  # ← users with CURVE keys
         self.snapshots = sockets.socket(ctx, zmq.ROUTER, bind=section.snapshots,
-                                     max_msg_size=MAX_SUBSCRIPTION_SIZE)  # ← subscribers
-        self.upstream = sockets.socket(ctx, zmq.XSUB)  # → engines and ledger shards
-        for publisher in (*config.engines, *config.ledgers):
-            sockets.connect_to(self.upstream, publisher.publish, security, publisher.role)
-        self.upstream.send(b"\x01")  # everything: public and private topics are split here
+                                        max_msg_size=MAX_SUBSCRIPTION_SIZE)  # ← subscribers, other notifiers
+        self.released = sockets.socket(ctx, zmq.SUB, rcvhwm=RELEASED_HWM)  # → journal writer
+        sockets.connect_to(self.released, config.journal.watermarks, security, "journal-writer")
+        self.released.setsockopt(zmq.SUBSCRIBE, RELEASED)
+        for engine in config.engines:  # the watermarks tell when an engine's book taken at start is released
+            self.released.setsockopt(zmq.SUBSCRIBE, durable_prefix(engine.name))
+        self.upstream = sockets.socket(ctx, zmq.XSUB)  # → ledger shards
+        for shard in config.ledgers:
+            sockets.connect_to(self.upstream, shard.publish, security, shard.role)
+        self.upstream.send(b"\x01")  # everything: each user's balances
+        self.siblings = [sockets.socket(ctx, zmq.DEALER, connect=endpoint)
+                         for endpoint in sibling_snapshots(config, replica)]
         self.engines = {e.name: sockets.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
                         for e in config.engines}
-        self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
-        self.outstanding = Outstanding()
+        self.publisher = Publisher({symbol: e.name for e in config.engines for symbol in e.instruments}, HEARTBEAT_S)
+        self.followers = {e.name: EngineFollower(e.name, e.instruments) for e in config.engines}
+        now = time.monotonic()
+        self.following_since = dict.fromkeys(self.followers, now)  # when each began gathering its starts
+        self.asked = dict.fromkeys(self.followers, 0.0)
+        self.engine_after = REPLICA_ENGINE_AFTER_S if replica else ENGINE_AFTER_S
+        self.batches, self.durables = Decoder(EventBatch), Decoder(Durable)
+        self.sibling_books, self.engine_books = Decoder(SnapshotReply), Decoder(EngineBookReply)
         self.instruments = instruments_frame(config)  # the answer to every InstrumentsRequest
-        self.forwarded = self.refused = self.snapshots_refused = self.malformed = 0
+        self.forwarded = self.refused = self.malformed = 0
+        self.reported = False  # ready, to the launcher: once every engine's books are live
 
     def _xpub(self, endpoint: str, manual: bool = False) -> zmq.Socket:
         sock = sockets.socket(self.ctx, zmq.XPUB, max_msg_size=MAX_SUBSCRIPTION_SIZE)
@@ -148,32 +133,134 @@ class Notifier:
         log.info("%s ready: market data on %s, private feed on %s, snapshots on %s, from %d engines"
                  " and %d ledger shards", self.role, ", ".join([self.section.publish, *self.section.lanes]),
                  self.section.private, self.section.snapshots, len(self.config.engines), len(self.config.ledgers))
-        sockets.report_ready()
         poller = zmq.Poller()
-        for sock in (self.upstream, *self.lanes, self.private, self.snapshots, *self.engines.values()):
+        starts = (*self.siblings, *self.engines.values())
+        for sock in (self.released, self.upstream, *self.lanes, self.private, self.snapshots, *starts):
             poller.register(sock, zmq.POLLIN)
         while not stopper.requested:
             ready = dict(poller.poll(100))
+            now = time.monotonic()
+            if self.released in ready:
+                for parts in sockets.drain(self.released):
+                    self.on_released(parts, now)
             if self.upstream in ready:
                 for parts in sockets.drain(self.upstream):
-                    if parts[0].startswith(b"priv."):
-                        self.private.send_multipart(parts)
-                    else:
-                        self.publish(parts)
+                    self.private.send_multipart(parts)
                     self.forwarded += 1
             for lane in self.lanes:
                 if lane in ready:
-                    sockets.drain(lane)  # subscriptions: nothing to do, upstream gets everything
+                    sockets.drain(lane)  # subscriptions: nothing to do, every topic is published
             if self.private in ready:
                 self.authorise()
+            for sock in self.siblings:
+                if sock in ready:
+                    for parts in sockets.drain(sock):
+                        self.on_start(parts[-1], self.sibling_books, now)
             for sock in self.engines.values():
                 if sock in ready:
                     for parts in sockets.drain(sock):
-                        self.reply(parts)
-            self.outstanding.expire(time.monotonic())
-            if self.snapshots in ready:
-                for parts in sockets.drain(self.snapshots, MAX_REQUESTS_PER_TURN):
+                        self.on_start(parts[-1], self.engine_books, now)
+            if self.snapshots in ready:  # after the released batches of this turn: a BOOK asked after
+                for parts in sockets.drain(self.snapshots, MAX_REQUESTS_PER_TURN):  # an ACK shows the order
                     self.on_request(parts)
+            for frames in self.publisher.heartbeats(now):
+                self.publish(frames)
+            self.ask_for_starts(now)
+
+    def on_released(self, parts: list[bytes], now: float) -> None:
+        """One engine batch that the journal writer has written (private updates, then market data), or
+        an engine's durable watermark."""
+        try:
+            if len(parts) == 1:
+                durable = self.durables.decode(parts[0])
+                follower = self.followers.get(durable.engine)
+                if follower is not None:
+                    self.take(follower, follower.durable(durable.epoch, durable.batch), now)
+                return
+            batch = self.batches.decode(parts[-1])
+        except WireError as e:
+            log.warning("released: dropped %s", e)
+            return
+        follower = self.followers.get(batch.engine)
+        if follower is None:
+            return
+        new, step = follower.released(batch)
+        if new:
+            events = [event for entry in batch.entries for event in entry.events]
+            for frames in self.publisher.private(batch.engine, batch.epoch, events):
+                self.private.send_multipart(frames)
+        self.take(follower, step, now)
+
+    def on_start(self, body: bytes, decoder: Decoder, now: float) -> None:
+        """Another notifier's book (BookSnapshot) or an engine's (EngineBook), to start an instrument from."""
+        try:
+            reply = decoder.decode(body)
+        except WireError as e:
+            log.warning("starts: dropped %s", e)
+            return
+        engine = self.publisher.engine_of.get(reply.symbol)
+        if engine is None:
+            return
+        match reply:
+            case BookSnapshot(batch=batch) if batch:
+                levels = LevelBook(reply.symbol)
+                levels.load(reply.orders)
+                start = Start(ReleasedBook(levels, reply.last_trade, reply.seq), batch, reply.epoch,
+                              dict(reply.chan_seqs), 0, True)
+            case EngineBook():
+                levels = LevelBook(reply.symbol)
+                levels.load(reply.orders)
+                start = Start(ReleasedBook(levels, reply.last_trade, reply.seq), reply.batch, 0, {},
+                              reply.engine_epoch, reply.durable_batch >= reply.batch)
+            case _:
+                return  # refused ("try again": that notifier is starting too), or from a notifier that says no batch
+        follower = self.followers[engine]
+        self.take(follower, follower.started(reply.symbol, start), now)
+
+    def take(self, follower: EngineFollower, step: Step, now: float) -> None:
+        """Do what the follower says: load the books it went live with, publish batches, or stop."""
+        publisher = self.publisher
+        if step.stopped:
+            log.warning("engine %s: released batches were lost on the way here (this notifier is behind);"
+                        " taking its books again", follower.engine)
+            for symbol in follower.symbols:
+                publisher.unload(symbol)
+            self.following_since[follower.engine] = now
+            self.asked[follower.engine] = 0.0
+        if step.starts:
+            epoch = time.time_ns()  # for the books that begin a numbering here
+            for symbol, start in step.starts.items():
+                publisher.load(symbol, start.book, follower.last, start.epoch or epoch, start.chan_seqs, now)
+            fresh = sum(not start.epoch for start in step.starts.values())
+            log.info("engine %s: publishing from batch %d (%d instruments from another notifier, %d from the"
+                     " engine)", follower.engine, follower.last, len(step.starts) - fresh, fresh)
+            if not self.reported and all(f.live for f in self.followers.values()):
+                self.reported = True
+                sockets.report_ready()  # the launcher's banner waits for the market data, not just the sockets
+        for batch, symbols in step.apply:
+            commands = [entry.events for entry in batch.entries if entry.events]
+            if symbols is not None:
+                commands = [kept for events in commands if (kept := [e for e in events if e.symbol in symbols])]
+            for frames in publisher.market_data(batch.engine, batch.batch, commands, now):
+                self.publish(frames)
+
+    def ask_for_starts(self, now: float) -> None:
+        """For every engine not live: ask the other notifiers, and after a while the engine, for its books."""
+        for name, follower in self.followers.items():
+            missing = follower.missing()
+            if not missing or now - self.asked[name] < ASK_EVERY_S:
+                continue
+            self.asked[name] = now
+            targets = list(self.siblings)
+            if now - self.following_since[name] >= self.engine_after or not targets:
+                targets.append(self.engines[name])
+            for symbol in missing:
+                request = encode(SnapshotRequest(symbol))
+                for sock in targets:
+                    try:
+                        sock.send(request, zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass  # not connected, or its queue is full: the next round asks again
 
     def publish(self, parts: list[bytes]) -> None:
         """A public message on every lane, a different lane first each time (XPUB drops, never blocks).
@@ -181,6 +268,7 @@ class Notifier:
         The turn is counted per topic: one release makes a message on several channels, and a count over
         all of them would start one channel's messages on the same lane whenever it divides by the lanes.
         """
+        self.forwarded += 1
         if len(self.lanes) == 1:  # no lanes configured: nothing to rotate
             self.public.send_multipart(parts)
             return
@@ -219,37 +307,13 @@ class Notifier:
                    RequestRefused(f"a message of {len(parts) - 1} frames; {NOTIFIER_REQUEST_FORM}"))
         match request:
             case SnapshotRequest():
-                self.relay_request(client, request)
+                self.answer(client, self.publisher.snapshot_frame(request.symbol))
             case InstrumentsRequest():
                 self.answer(client, self.instruments)
             case RequestRefused():
                 self.malformed += 1
                 log.debug("snapshots: refused a request: %s", request.reason)
                 self.answer(client, encode(request))
-
-    def relay_request(self, client: bytes, request: SnapshotRequest) -> None:
-        """Pass a subscriber's SnapshotRequest to the engine of its symbol, or refuse it."""
-        engine = self.owner.get(request.symbol)
-        reason = f"no instrument {request.symbol}" if engine is None else self.outstanding.refusal(engine, client)
-        if reason is None:
-            token = self.outstanding.add(engine, client, time.monotonic())
-            try:  # re-encoded: the engine gets what was understood, not what was sent
-                self.engines[engine].send_multipart([client, token, encode(request)], zmq.NOBLOCK)
-                return
-            except zmq.Again:  # the engine is not connected, or not reading
-                self.outstanding.done(token)
-                reason = TOO_MANY
-        self.snapshots_refused += 1
-        self.answer(client, encode(SnapshotRefused(request.symbol, reason)))
-
-    def reply(self, parts: list[bytes]) -> None:
-        """An engine's answer [client, token, reply]: count the request answered, pass the reply on."""
-        if len(parts) != 3:
-            log.warning("snapshots: dropped an engine reply of %d frames", len(parts))
-            return
-        client, token, body = parts
-        self.outstanding.done(token)
-        self.answer(client, body)
 
     def answer(self, client: bytes, body: bytes) -> None:
         try:
@@ -258,10 +322,19 @@ class Notifier:
             pass  # the subscriber left or does not read; it will ask again if it still cares
 
     def close(self) -> None:
-        for sock in (self.upstream, *self.lanes, self.private, self.snapshots, *self.engines.values()):
+        for sock in (self.released, self.upstream, *self.lanes, self.private, self.snapshots, *self.siblings,
+                     *self.engines.values()):
             sock.close()
         self.auth.stop()
         self.ctx.term()
+
+
+def sibling_snapshots(config: Config, replica: str | None) -> list[str]:
+    """The snapshots endpoints of every notifier of ``config`` but the one named ``replica``
+    (None: the first)."""
+    section = config.notifier
+    endpoints = {None: section.snapshots, **{r.name: r.snapshots for r in section.replicas}}
+    return [endpoint for name, endpoint in endpoints.items() if name != replica]
 
 
 def in_turn(items: list, n: int) -> list:
@@ -300,6 +373,7 @@ def run(config: Config, replica: str | None = None) -> None:
         notifier.run(stopper)
     finally:
         notifier.close()
-    log.info("stopped: %d messages forwarded, %d private subscriptions and %d snapshot requests refused,"
-             " %d unreadable requests answered", notifier.forwarded, notifier.refused, notifier.snapshots_refused,
-             notifier.malformed)
+    restarts = sum(f.restarts for f in notifier.followers.values())
+    log.info("stopped: %d messages published, %d private subscriptions refused, %d unreadable requests"
+             " answered, %d times behind the journal", notifier.forwarded, notifier.refused, notifier.malformed,
+             restarts)

@@ -129,12 +129,13 @@ def login(host: str, port: int, user: str, option: str = "", key: str | None = N
 
 
 def wait_for_mesh(config: Config, process: subprocess.Popen | None = None, timeout: float = START_TIMEOUT_S,
-                  user: tuple[str, str] = ("carol", "carol-key"), engines: bool = True) -> None:
+                  user: tuple[str, str] = ("carol", "carol-key"), engines: bool = True, books: bool = True) -> None:
     """Until the gateway of ``config`` listens and, with ``engines``, a session of ``user`` (name,
     key) logs in and every engine answers it: a CANCELALL of one instrument of each (the gateway
     refuses it, BUSY, while it cannot reach that engine; a CANCELALL of every instrument would
-    not tell, as the engines it reached answer it). RuntimeError at once if ``process`` (the
-    launcher, or the gateway) exits."""
+    not tell, as the engines it reached answer it), and, with ``books``, the notifier has the books
+    of each (a BOOK of that instrument is answered, not refused while the notifier takes its books). RuntimeError
+    at once if ``process`` (the launcher, or the gateway) exits."""
     host, port = config.gateway.text.rsplit(":", 1)
     name, key = user
     symbols = [engine.instruments[0] for engine in config.engines]
@@ -146,7 +147,9 @@ def wait_for_mesh(config: Config, process: subprocess.Popen | None = None, timeo
             with TextClient(host, int(port), timeout=2) as probe:
                 if not engines or (probe.request(f"LOGIN {name} {key}") == f"OK LOGIN {name}" and all(
                         probe.request(f"CANCELALL {symbol}", timeout=5).startswith("OK CANCELALL")
-                        for symbol in symbols)):
+                        for symbol in symbols) and (not books or all(
+                        probe.request_block(f"BOOK {symbol} 1", timeout=5)[0] == f"BOOK {symbol}"
+                        for symbol in symbols))):
                     return
         except (OSError, TimeoutError):
             pass

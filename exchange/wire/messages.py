@@ -11,8 +11,14 @@ only by appending fields with defaults (see docs/protocol.md). Decoding failures
     journal writer ──[RELEASED, EventBatch]──▶ gateway   (PUSH → PULL), each engine batch once written:
                                                      the gateway answers from its entries
     journal writer ──EventBatch──▶ ledger shards     (PUSH → PULL), the same batches, for settlement
+    journal writer ──[RELEASED, EventBatch]──▶ notifiers (PUB → SUB), the same batches: the notifiers
+                                                     keep the public books and publish from them
     ledger shard ──Replies──▶ gateway                (PUSH → PULL), released at its durable seq
-    engine ──[topic, MarketData]──▶ notifier ──▶ subscribers   (PUB → XSUB ▸ XPUB → SUB)
+    notifier ──[topic, MarketData]──▶ subscribers    (XPUB → SUB)
+    ledger shard ──[topic, PrivateData]──▶ notifier  (PUB → XSUB): balances after a change
+    notifier ──SnapshotRequest──▶ engine, notifier   (DEALER → ROUTER): a notifier that starts gets its
+                                                     books from another notifier (BookSnapshot) or the
+                                                     engine (EngineBook)
     engine, gateway ──JournalRequest──▶ journal writer   (DEALER → ROUTER) at start: epochs, positions
     subscriber ──NotifierRequest──▶ notifier         (DEALER → ROUTER): snapshots, instruments
 
@@ -172,7 +178,8 @@ class ReplayRequest(_Wire, tag=True):
 
 
 class SnapshotRequest(_Wire, tag=True):
-    """A subscriber (through the notifier) asks for the released book of ``symbol``."""
+    """A subscriber asks a notifier for the released book of ``symbol``; a notifier that starts asks
+    another notifier, or the engine of ``symbol`` (which answers EngineBook)."""
 
     symbol: str
 
@@ -249,7 +256,10 @@ MarketDataEvent = (Trade | TopOfBook | DepthUpdate | BookOrderAdded | BookOrderE
 
 
 class MarketData(_Wire):
-    """One channel's events of one release, numbered gap-free per (symbol, channel) and epoch."""
+    """One channel's events of one released batch, numbered gap-free per (symbol, channel) and epoch.
+
+    The epoch is the numbering's: a notifier that starts one (from an engine's book, with no other
+    notifier to copy from) takes the wall clock in ns, so a later numbering has a higher epoch."""
 
     symbol: str
     channel: str  # "trade", "bbo", "l2" or "l3"
@@ -275,6 +285,22 @@ class BookSnapshot(_Wire, tag=True):
     # the resting orders, for the "l3" channel: (order_id, side, price, qty), each side best price
     # first and each level in time priority (empty from an engine older than that channel)
     orders: list[tuple[str, Side, int, int]] = []
+    batch: int = 0  # the last of its engine's released batches the snapshot includes (0: not said)
+
+
+class EngineBook(_Wire, tag=True):
+    """An engine's book of one instrument, for a notifier that starts following it: the resting
+    orders (as in BookSnapshot.orders) after the engine's batch ``batch`` of ``engine_epoch``.
+    Matching runs ahead of the journal, so the batches after ``durable_batch`` are not released yet:
+    the notifier publishes nothing of this book before the journal has released ``batch``."""
+
+    symbol: str
+    engine_epoch: int
+    batch: int
+    durable_batch: int
+    seq: int  # the engine's seq after ``batch``
+    orders: list[tuple[str, Side, int, int]]
+    last_trade: Trade | None
 
 
 class SnapshotRefused(_Wire, tag=True):
@@ -283,6 +309,7 @@ class SnapshotRefused(_Wire, tag=True):
 
 
 SnapshotReply = BookSnapshot | SnapshotRefused
+EngineBookReply = EngineBook | SnapshotRefused
 
 
 class InstrumentsRequest(_Wire, tag=True):

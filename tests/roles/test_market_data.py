@@ -158,6 +158,32 @@ def test_a_subscriber_resyncs_by_itself_when_the_notifier_restarts(mesh):
         book.close()
 
 
+def test_an_engine_that_restarts_costs_subscribers_no_resync(mesh):
+    """The notifier keeps the books from what the journal has released; an engine that restarts
+    rebuilds the same books from the journal, so its subscribers see no gap, no new epoch, and
+    heartbeats all along."""
+    with mesh.login("alice") as alice, mesh.login("bob") as bob:
+        book = feed(mesh)
+        wait_synced(book)
+        trade_some(alice, bob, 5)
+        settle(book)
+        epoch = book.epoch
+        old_pid = mesh.role_pid("engine e2")
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while re.search(r"engine-e2 INFO ready: engine e2 id 2 epoch 2", mesh.log()) is None:
+            assert time.monotonic() < deadline, "engine e2 was not restarted"
+            book.poll(0.2)
+        while not alice.request("BUY AAPL 1 @ 1.00 IOC").startswith("ACK"):  # BUSY while the gateway reconnects
+            assert time.monotonic() < deadline, "engine e2 never took orders again"
+            book.poll(0.2)
+        trade_some(alice, bob, 5)
+        settle(book, seconds=2)
+        assert book.depth.state() == engine_book(mesh)
+        assert book.resyncs == 0 and book.epoch == epoch
+        book.close()
+
+
 def test_heartbeats_carry_the_last_sequence_of_every_channel(mesh):
     with MarketDataClient(mesh.config.notifier.publish, ["ETH-USD"]) as md:
         seen = {}

@@ -179,27 +179,25 @@ def test_an_outsider_key_cannot_push_commands_into_an_engine(curve_mesh, ctx, wh
     assert not journaled(curve_mesh, tag)
 
 
-@pytest.mark.parametrize("feed, role", [("publish", "engine-e2"), ("watermarks", "journal-writer")])
-def test_an_outsider_key_hears_nothing_from_the_internal_feeds(curve_mesh, ctx, feed, role):
-    endpoint = (curve_mesh.config.engine("e2").publish if feed == "publish"
-                else curve_mesh.config.journal.watermarks)
-    sub, monitor = probe(ctx, zmq.SUB, endpoint, server_key(curve_mesh, role))
+def test_an_outsider_key_hears_nothing_from_the_journal_writers_feed(curve_mesh, ctx):
+    sub, monitor = probe(ctx, zmq.SUB, curve_mesh.config.journal.watermarks, server_key(curve_mesh, "journal-writer"))
     assert handshake(monitor) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    settle(curve_mesh)  # traffic on both feeds meanwhile: market data heartbeats, watermarks
+    settle(curve_mesh)  # traffic meanwhile: watermarks, and the written batches passed on to the notifiers
     assert not sub.poll(1500)
 
 
-@pytest.mark.parametrize("endpoint", ["commands", "publish", "watermarks", "events", "recovery"])
+@pytest.mark.parametrize("endpoint", ["commands", "replay", "watermarks", "events", "recovery"])
 def test_a_plain_socket_cannot_connect_to_a_curve_mesh(curve_mesh, ctx, endpoint):
     config = curve_mesh.config
-    address = {"commands": config.engine("e2").commands, "publish": config.engine("e2").publish,
+    address = {"commands": config.engine("e2").commands, "replay": config.engine("e2").replay,
                "watermarks": config.journal.watermarks, "events": config.journal.events,
                "recovery": config.journal.recovery}[endpoint]
-    kind = {"commands": zmq.PUSH, "events": zmq.PUSH, "recovery": zmq.DEALER}.get(endpoint, zmq.SUB)
+    kind = {"commands": zmq.PUSH, "events": zmq.PUSH, "recovery": zmq.DEALER, "replay": zmq.DEALER}.get(
+        endpoint, zmq.SUB)
     sock, monitor = probe(ctx, kind, address)
     assert handshake(monitor, 3) != zmq.EVENT_HANDSHAKE_SUCCEEDED
-    if kind == zmq.DEALER:  # no epoch for a stranger
-        try_send(sock, encode(OpenEpoch("e2", 1)))
+    if kind == zmq.DEALER:  # no epoch, and no book, for a stranger
+        try_send(sock, encode(OpenEpoch("e2", 1) if endpoint == "recovery" else SnapshotRequest("AAPL")))
         assert not sock.poll(1500)
     elif kind == zmq.PUSH:
         try_send(sock, place("plain-1"))

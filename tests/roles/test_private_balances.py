@@ -1,5 +1,6 @@
 """Balances on the private feed: a real notifier, real PUB sockets standing in for the ledger shards
-(and an engine) at the config's endpoints, and real CURVE subscribers, with the mesh plain or encrypted."""
+(and the journal writer, passing on engine batches) at the config's endpoints, and real CURVE
+subscribers, with the mesh plain or encrypted."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from exchange.cli.main import cli
 from exchange.client.private_feed import PrivateFeed
 from exchange.config import load_config
 from exchange.core.ledger import shard_of
-from exchange.core.messages import OrderAccepted
+from exchange.core.messages import OrderAccepted, PlaceOrder
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.testing.mesh import Role, loopback_config
 from exchange.wire import sockets
-from exchange.wire.messages import Balance, Balances, PrivateData, encode, private_topic
+from exchange.wire.messages import (
+    RELEASED, Balance, Balances, Entry, EventBatch, PrivateData, encode, private_topic,
+)
 from exchange.wire.security.curve_keys import public_key, server_secret_key
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.security.zap import start_authenticator
@@ -50,6 +53,10 @@ class StandIn:
     def send(self, data: PrivateData) -> None:
         self.pub.send_multipart([private_topic(data.user), encode(data)])
 
+    def release(self, batch: EventBatch) -> None:
+        """As the journal writer passes on an engine batch it has written."""
+        self.pub.send_multipart([RELEASED, encode(batch)])
+
     def close(self) -> None:
         self.pub.close(linger=0)
         if self.auth is not None:
@@ -78,7 +85,7 @@ def test_each_user_gets_their_balances_from_their_ledger_shard_and_nobody_elses(
     assert {shard_of("alice", 2), shard_of("bob", 2)} == {0, 1}, "the test wants alice and bob on two shards"
     notifier = Role(config_path, "notifier")
     stand_ins = {shard.shard: StandIn(config, shard.role, shard.publish) for shard in config.ledgers}
-    engine = StandIn(config, config.engines[0].role, config.engines[0].publish)
+    journal = StandIn(config, "journal-writer", config.journal.watermarks)
     feeds = {}
     try:
         notifier.wait_for(r"notifier ready")
@@ -96,7 +103,9 @@ def test_each_user_gets_their_balances_from_their_ledger_shard_and_nobody_elses(
             for user in feeds:
                 shard = shard_of(user, len(config.ledgers))
                 stand_ins[shard].send(PrivateData(user, f"ledger-{shard}", 3, [balances(user, usd_held=10_000)]))
-                engine.send(PrivateData(user, config.engines[0].name, 5, [accepted(user, seq)]))
+            entries = [Entry("gateway", 1, seq, PlaceOrder(user, "BTC-USD", Side.BUY, 1, 100), [accepted(user, seq)])
+                       for user in feeds]
+            journal.release(EventBatch(config.engines[0].name, 5, seq, seq, seq, entries))
             for user, private in feeds.items():
                 while private.sub.poll(100):
                     got[user].append(private.receive(0))
@@ -111,6 +120,6 @@ def test_each_user_gets_their_balances_from_their_ledger_shard_and_nobody_elses(
     finally:
         for private in feeds.values():
             private.close()
-        for stand_in in (*stand_ins.values(), engine):
+        for stand_in in (*stand_ins.values(), journal):
             stand_in.close()
         notifier.stop()
