@@ -152,6 +152,7 @@ class JournalConfig(_Section):
     events: Endpoint  # PULL, bound: event batches from engines
     watermarks: Endpoint  # PUB, bound: durable sequence numbers, read by engines
     recovery: Endpoint  # ROUTER, bound: engines get their epoch here, gateways the journal's positions
+    history: Endpoint  # ROUTER, bound: what starting roles read of the journal (exchange.journal.history)
     synchronous: Annotated[str, Meta(pattern="^(FULL|NORMAL)$")] = "NORMAL"
 
 
@@ -260,7 +261,7 @@ class Config(_Section):
     def endpoints(self) -> list[str]:
         """Every address a role binds, for uniqueness checks and for tests."""
         bound = [self.gateway.zmq, self.gateway.replies, f"tcp://{self.gateway.text}",
-                 self.journal.events, self.journal.watermarks, self.journal.recovery]
+                 self.journal.events, self.journal.watermarks, self.journal.recovery, self.journal.history]
         for notifier in (self.notifier, *self.notifier.replicas):
             bound += [notifier.publish, *notifier.lanes, notifier.private, notifier.snapshots]
         for engine in self.engines:

@@ -1,10 +1,12 @@
 """Rebuilding an engine's matcher from the journal: the newest checkpoint, then the events after it,
-all read in one read transaction, and a refusal for history the config can no longer place.
+read from the journal writer's history service (or, for tools, the file), and a refusal for history
+the config can no longer place.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from exchange.core import checkpoint
 from exchange.core.client_order_ids import DEFAULT_WINDOW_NS
@@ -13,7 +15,9 @@ from exchange.errors import ConfigError
 from exchange.journal.readers import (
     EnginePosition, engine_events, engine_symbols, last_trades, latest_checkpoint, positions,
 )
+from exchange.journal.handshake import JournalClient
 from exchange.journal.schema import read_snapshot
+from exchange.wire.messages import CheckpointPartRequest, EngineHistoryRequest, EventsRequest
 
 
 log = logging.getLogger(__name__)
@@ -29,28 +33,61 @@ def recover(path: str, name: str, engine_id: int, instruments: list,
 def recover_all(path: str, name: str, engine_id: int, instruments: list,
                 client_order_id_window: int = DEFAULT_WINDOW_NS):
     """(matcher, position, last trade per symbol) from the journal's events of this engine, all
-    read in one read transaction: a batch the writer commits meanwhile is in none of them.
-
-    ``client_order_id_window`` (ns) is the configured uniqueness window of client order ids; it
-    replaces the one a restored checkpoint was taken with, so a changed window applies from the
-    restart on.
-    """
+    read in one read transaction: a batch the writer commits meanwhile is in none of them
+    (``client_order_id_window``: see ``restored``). For tools and tests on the journal's host; an
+    engine reads its history over the mesh (``recover_over_mesh``)."""
     if not Path(path).exists():
         return Matcher(engine_id, instruments, client_order_id_window), EnginePosition(), {}
     with read_snapshot(path) as conn:
         check_instruments(engine_symbols(conn, name), name, instruments, path)
         position = positions(conn, [name]).get(name, EnginePosition())
-        state = latest_checkpoint(conn, name)
-        if state is None:
-            matcher = Matcher(engine_id, instruments, client_order_id_window)
-        else:
-            matcher = checkpoint.restore(instruments, state)
-            matcher.client_order_ids.window = client_order_id_window
-            log.info("restored the checkpoint at seq %d", matcher.seq)
+        matcher = restored(engine_id, instruments, client_order_id_window, latest_checkpoint(conn, name))
         for event in engine_events(conn, name, matcher.seq):
             matcher.apply(event)
         trades = last_trades(conn, name)
     return matcher, position, trades
+
+
+def recover_over_mesh(history: JournalClient, name: str, engine_id: int, instruments: list,
+                      client_order_id_window: int = DEFAULT_WINDOW_NS):
+    """``recover_all``, with the history read from the journal writer's history service instead of
+    the journal file (exchange.journal.history): the engine needs no access to the journal's disk."""
+    start = history.ask(EngineHistoryRequest(_nonce(), name))
+    check_instruments(start.symbols, name, instruments, "the journal")
+    state = None
+    if start.checkpoint_seq:
+        state = [history.ask(CheckpointPartRequest(_nonce(), name, start.checkpoint_seq, part)).state
+                 for part in range(start.checkpoint_parts)]
+    matcher = restored(engine_id, instruments, client_order_id_window, state)
+    chunks = 0
+    while True:
+        chunk = history.ask(EventsRequest(_nonce(), name, matcher.seq))
+        for event in chunk.events:
+            matcher.apply(event)
+        chunks += 1
+        if chunk.last:
+            break
+    log.info("read the history over the mesh: %s, %d chunks of events, to seq %d",
+             f"a checkpoint at seq {start.checkpoint_seq} in {start.checkpoint_parts} parts" if state else
+             "no checkpoint", chunks, matcher.seq)
+    return matcher, EnginePosition(*start.position), {trade.symbol: trade for trade in start.last_trades}
+
+
+def restored(engine_id: int, instruments: list, client_order_id_window: int, state: list[bytes] | None) -> Matcher:
+    """A matcher from a checkpoint's parts (None: a new one), with the configured id window.
+
+    ``client_order_id_window`` (ns) replaces the one a checkpoint was taken with, so a changed
+    window applies from the restart on."""
+    if state is None:
+        return Matcher(engine_id, instruments, client_order_id_window)
+    matcher = checkpoint.restore(instruments, state)
+    matcher.client_order_ids.window = client_order_id_window
+    log.info("restored the checkpoint at seq %d", matcher.seq)
+    return matcher
+
+
+def _nonce() -> int:
+    return time.time_ns()
 
 
 def check_instruments(history: dict[str, tuple[int, int, int]], name: str, instruments: list, path: str) -> None:

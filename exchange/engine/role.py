@@ -28,9 +28,9 @@ from exchange.config import Config
 from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
-    Decoder, Durable, EngineRequest, OpenEpoch, durable_prefix, ReplayRequest, Requests, SnapshotRequest, encode,
+    Decoder, Durable, EngineRequest, HistoryReply, OpenEpoch, durable_prefix, ReplayRequest, Requests, SnapshotRequest, encode,
 )
-from exchange.engine.recovery import recover_all
+from exchange.engine.recovery import recover_over_mesh
 from exchange.engine.batches import Engine
 from exchange.journal.readers import EnginePosition
 from exchange.wire.security.zap import start_authenticator
@@ -59,9 +59,10 @@ class EngineProcess:
         opened = handshake.ask(config, OpenEpoch(name, time.time_ns()), security,
                                       stopped=lambda: stopper.requested)
         held = EnginePosition(opened.epoch, opened.batch, opened.seq)
-        matcher, position, last_trades = recover_all(config.journal.path, name, spec.id, instruments,
-                                                     round(spec.client_order_id_window * 1e9))
-        handshake.check_visible({name: position}, {name: held}, config.journal.path)
+        with handshake.JournalClient(config.journal.history, security, HistoryReply,
+                                     stopped=lambda: stopper.requested) as history:
+            matcher, position, last_trades = recover_over_mesh(history, name, spec.id, instruments,
+                                                               round(spec.client_order_id_window * 1e9))
         if (position.batch, matcher.seq) != (held.batch, held.seq):  # the writer froze this history for us
             raise JournalError(f"engine {name}: the journal holds batch {held.batch} seq {held.seq}, but its"
                                f" events rebuild batch {position.batch} seq {matcher.seq}; run"

@@ -1,8 +1,9 @@
-"""The client side of the journal writer's recovery endpoint: what a role asks it before it starts.
+"""The client side of the journal writer's recovery and history endpoints: what a role asks it before it starts.
 
 An engine or a ledger shard asks for its new epoch (OpenEpoch) and a gateway for where every
-stream's history ends (GetPositions); both then read the journal and check that they see at least
-that much of it. A role that cannot reach the journal writer, or cannot see the history it holds,
+stream's history ends (GetPositions). An engine then reads its history from the journal writer's
+history service (exchange.journal.history); a ledger shard and a gateway still read the journal
+file, and check that they see at least as much of it as the writer holds. A role that cannot reach the journal writer, or cannot see the history it holds,
 does not start: it would otherwise come back with an empty or stale view and tell clients things
 that are not so.
 """
@@ -31,19 +32,22 @@ ASK_EVERY_S = 1.0  # a request unanswered this long is sent again (the writer ma
 START_WAIT_S = 30.0  # then the role gives up and exits; the launcher starts it again later
 
 
-def ask(config: Config, request: JournalRequest, security: MeshSecurity | None,
-        wait_s: float = START_WAIT_S, stopped=lambda: False):
-    """The journal writer's answer to ``request`` (sent again every ASK_EVERY_S until answered).
+class JournalClient:
+    """A DEALER to one of the journal writer's endpoints (``recovery``, or ``history``), asking one
+    request at a time: each is sent again every ASK_EVERY_S until its answer (by nonce) comes."""
 
-    Raises JournalError if it refuses, or does not answer within ``wait_s``.
-    """
-    ctx = sockets.context()
-    sock = sockets.socket(ctx, zmq.DEALER, connect=config.journal.recovery, security=security,
-                       peer="journal-writer")
-    replies = Decoder(JournalReply)
-    deadline = time.monotonic() + wait_s
-    try:
-        while time.monotonic() < deadline and not stopped():
+    def __init__(self, endpoint: str, security: MeshSecurity | None, replies, stopped=lambda: False):
+        self.endpoint, self.stopped = endpoint, stopped
+        self.ctx = sockets.context()
+        self.sock = sockets.socket(self.ctx, zmq.DEALER, connect=endpoint, security=security, peer="journal-writer")
+        self.replies = Decoder(replies)
+
+    def ask(self, request, wait_s: float = START_WAIT_S):
+        """The journal writer's answer to ``request``. Raises JournalError if it refuses, or does not
+        answer within ``wait_s``."""
+        sock = self.sock
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not self.stopped():
             try:
                 sock.send(encode(request), zmq.NOBLOCK)
             except zmq.Again:
@@ -53,21 +57,35 @@ def ask(config: Config, request: JournalRequest, security: MeshSecurity | None,
                 if not sock.poll(int(left * 1000) + 1):
                     break
                 try:
-                    reply = replies.decode(sock.recv())
+                    reply = self.replies.decode(sock.recv())
                 except WireError as e:
-                    log.warning("recovery: dropped %s", e)
+                    log.warning("journal: dropped %s", e)
                     continue
                 if reply.nonce != request.nonce:
                     continue  # the answer to an earlier try
                 if isinstance(reply, JournalRefused):
                     raise JournalError(f"the journal writer refused: {reply.reason}")
                 return reply
-            log.info("waiting for the journal writer at %s", config.journal.recovery)
-        raise JournalError(f"no answer from the journal writer at {config.journal.recovery} in {wait_s:g} s;"
+            log.info("waiting for the journal writer at %s", self.endpoint)
+        raise JournalError(f"no answer from the journal writer at {self.endpoint} in {wait_s:g} s;"
                            " a role that needs the journal's history does not start without it")
-    finally:
-        sock.close(linger=0)
-        ctx.term()
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+    def __enter__(self) -> JournalClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def ask(config: Config, request: JournalRequest, security: MeshSecurity | None,
+        wait_s: float = START_WAIT_S, stopped=lambda: False):
+    """The journal writer's answer to ``request`` on its recovery endpoint (see JournalClient.ask)."""
+    with JournalClient(config.journal.recovery, security, JournalReply, stopped) as client:
+        return client.ask(request, wait_s)
 
 
 def require_history(config: Config, security: MeshSecurity | None) -> None:

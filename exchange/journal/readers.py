@@ -194,10 +194,16 @@ _WHOLE_CHECKPOINTS = ("SELECT seq, MIN(batch), MIN(digest) FROM checkpoints WHER
 
 def latest_checkpoint(conn: sqlite3.Connection, engine: str) -> list[bytes] | None:
     """The parts of the newest whole checkpoint of ``engine`` (one with every part), or None."""
+    seq = latest_checkpoint_seq(conn, engine)
+    return checkpoint_parts(conn, engine, seq) if seq else None
+
+
+def latest_checkpoint_seq(conn: sqlite3.Connection, engine: str) -> int:
+    """The seq of the newest whole checkpoint of ``engine`` (0: none)."""
     if not has_table(conn, "checkpoints"):
-        return None
+        return 0
     row = conn.execute(f"SELECT seq FROM ({_WHOLE_CHECKPOINTS}) ORDER BY seq DESC LIMIT 1", (engine,)).fetchone()
-    return checkpoint_parts(conn, engine, row[0]) if row else None
+    return row[0] if row else 0
 
 
 def whole_checkpoints(conn: sqlite3.Connection, engine: str) -> dict[int, tuple[int, str]]:

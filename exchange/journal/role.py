@@ -10,6 +10,8 @@ Sockets:
     released    PUSH    connect  → the gateway: each engine batch once written, [RELEASED, EventBatch]
     settle      PUSH    connect  → each ledger shard: the same batches, to settle (exchange.journal.release)
     recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; gateways: GetPositions at start
+    history     ROUTER  bound    ← engines at start: their checkpoint and events (a thread of its own,
+                                   exchange.journal.history)
     replay      DEALER  connect  → each engine's and ledger shard's replay ROUTER: ReplayRequest when a
                                    batch is missing
 
@@ -39,6 +41,7 @@ from exchange.wire.messages import (
 )
 from exchange.journal.sequencer import Sequencer
 from exchange.journal.readers import EnginePosition, positions
+from exchange.journal.history import HistoryService
 from exchange.journal.release import NOTIFIER_HWM, Release
 from exchange.journal.schema import open_db
 from exchange.journal.writer import Writer
@@ -142,6 +145,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
     watermarks = sockets.socket(ctx, zmq.PUB, bind=spec.watermarks, security=security)  # → engines, notifiers
     watermarks.setsockopt(zmq.SNDHWM, NOTIFIER_HWM)
     recovery = sockets.socket(ctx, zmq.ROUTER, bind=spec.recovery, security=security)  # ← engines, gateways
+    history = HistoryService(ctx, spec.path, spec.history, config.streams(), security)  # ← starting engines
     replay = {s.name: sockets.socket(ctx, zmq.DEALER, connect=s.replay, security=security, peer=s.role)
               for s in (*config.engines, *config.ledgers)}  # → engines, ledger shards
     release = Release(sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security, peer="gateway"),
@@ -150,6 +154,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                       watermarks, {e.name for e in config.engines})
     batches, requests = Decoder(BatchHeader), Decoder(JournalRequest)
     log.info("ready: journal %s (synchronous=%s), events on %s", spec.path, spec.synchronous, spec.events)
+    history.start()
     sockets.report_ready()
 
     def ask_replay(engine: str) -> None:
@@ -236,6 +241,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
             announce(changed)
         index_for(writer, STOP_INDEX_S)  # what is left is indexed at the next start
     finally:
+        history.stop()
         for sock in (events, watermarks, recovery, *replay.values(), release.gateway, *release.ledgers):
             sock.close()
         if auth is not None:

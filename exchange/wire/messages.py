@@ -20,6 +20,7 @@ only by appending fields with defaults (see docs/protocol.md). Decoding failures
                                                      books from another notifier (BookSnapshot) or the
                                                      engine (EngineBook)
     engine, gateway ──JournalRequest──▶ journal writer   (DEALER → ROUTER) at start: epochs, positions
+    engine ──HistoryRequest──▶ journal writer's history service (DEALER → ROUTER) at start: checkpoint, events
     subscriber ──NotifierRequest──▶ notifier         (DEALER → ROUTER): snapshots, instruments
 
 What clients see of these (and the byte-level forms) is in docs/wire.md.
@@ -231,6 +232,57 @@ class JournalRefused(_Wire, tag=True):
 
 
 JournalReply = EpochOpened | Positions | JournalRefused
+
+
+class EngineHistoryRequest(_Wire, tag=True):
+    """An engine that starts asks the journal writer's history service (``journal.history``) where
+    its history ends and what it needs to rebuild it (exchange.journal.history)."""
+
+    nonce: int
+    engine: str
+
+
+class EngineHistory(_Wire, tag=True):
+    """The answer to EngineHistoryRequest: the newest whole checkpoint (seq 0: none) and how many parts
+    it has, the events per instrument (symbol → [count, first seq, last seq]), the last trade of
+    each instrument, and where the history ends."""
+
+    nonce: int
+    position: tuple[int, int, int]  # (epoch, batch, seq)
+    checkpoint_seq: int
+    checkpoint_parts: int
+    symbols: dict[str, tuple[int, int, int]]
+    last_trades: list[Trade]
+
+
+class CheckpointPartRequest(_Wire, tag=True):
+    nonce: int
+    engine: str
+    seq: int  # the checkpoint's
+    part: int  # 0, 1, …
+
+
+class CheckpointPart(_Wire, tag=True):
+    nonce: int
+    state: bytes
+
+
+class EventsRequest(_Wire, tag=True):
+    """The next events of a stream after ``after_seq`` (at most a chunk of them)."""
+
+    nonce: int
+    stream: str
+    after_seq: int
+
+
+class Events(_Wire, tag=True):
+    nonce: int
+    events: list[AnyEvent]
+    last: bool  # no events after these
+
+
+HistoryRequest = EngineHistoryRequest | CheckpointPartRequest | EventsRequest
+HistoryReply = EngineHistory | CheckpointPart | Events | JournalRefused
 
 
 class Reply(_Wire):

@@ -1,0 +1,79 @@
+"""The journal writer's history service: an engine rebuilds its books over the mesh, a chunk at a time."""
+
+from __future__ import annotations
+
+import pytest
+import zmq
+
+import exchange.journal.history
+import exchange.wire.messages
+from exchange.engine.recovery import recover_all, recover_over_mesh
+from exchange.errors import JournalError
+from exchange.journal.handshake import JournalClient
+from exchange.journal.history import HistoryService, answer
+from exchange.journal.readers import latest_checkpoint_seq
+from exchange.journal.schema import open_readonly
+from exchange.wire.messages import (
+    CheckpointPartRequest, EngineHistory, EventsRequest, HistoryReply, JournalRefused,
+)
+from test_recovery import INSTRUMENTS, journaled_engine
+
+
+@pytest.fixture
+def service(tmp_path):
+    """A journal of engine e1 (a checkpoint every 1,700 events), its history service on ipc, and the live engine."""
+    engine = journaled_engine(tmp_path / "journal.db", 3000, checkpoint_every=1700)
+    ctx = zmq.Context()
+    history = HistoryService(ctx, str(tmp_path / "journal.db"), f"ipc://{tmp_path}/history", ["e1"], None)
+    history.start()
+    try:
+        yield engine, f"ipc://{tmp_path}/history", history
+    finally:
+        history.stop()
+        ctx.term()
+
+
+def test_an_engine_rebuilt_over_the_mesh_equals_the_live_one_and_reads_in_chunks(service, monkeypatch, tmp_path):
+    monkeypatch.setattr(exchange.journal.history, "MAX_EVENTS", 100)
+    engine, endpoint, history = service
+    with JournalClient(endpoint, None, HistoryReply) as client:
+        matcher, position, last_trades = recover_over_mesh(client, "e1", 1, INSTRUMENTS)
+    conn = open_readonly(tmp_path / "journal.db")
+    after_checkpoint = engine.matcher.seq - latest_checkpoint_seq(conn, "e1")
+    conn.close()
+    assert after_checkpoint > 100 and history.answered >= 2 + after_checkpoint // 100  # start, part(s), chunks
+    assert matcher.digest() == engine.matcher.digest() and matcher.seq == engine.matcher.seq
+    assert (position.batch, position.seq) == (engine.batch, engine.matcher.seq)
+    assert last_trades == engine.last_trades
+
+
+def test_the_history_over_the_mesh_is_what_the_file_says(service, tmp_path):
+    engine, endpoint, _ = service
+    with JournalClient(endpoint, None, HistoryReply) as client:
+        over_mesh = recover_over_mesh(client, "e1", 1, INSTRUMENTS)
+    from_file = recover_all(str(tmp_path / "journal.db"), "e1", 1, INSTRUMENTS)
+    assert over_mesh[0].digest() == from_file[0].digest()
+    assert over_mesh[1:] == from_file[1:]
+
+
+def test_bad_requests_are_refused_with_a_reason(tmp_path):
+    journaled_engine(tmp_path / "journal.db", 600, checkpoint_every=200)
+    conn = open_readonly(tmp_path / "journal.db")
+    try:
+        unknown = answer(conn, EventsRequest(1, "e9", 0), {"e1"})
+        assert isinstance(unknown, JournalRefused) and "no engine or ledger shard e9" in unknown.reason
+        start = answer(conn, exchange.wire.messages.EngineHistoryRequest(2, "e1"), {"e1"})
+        assert isinstance(start, EngineHistory) and start.checkpoint_seq and start.checkpoint_parts >= 1
+        missing = answer(conn, CheckpointPartRequest(3, "e1", start.checkpoint_seq, start.checkpoint_parts), {"e1"})
+        assert isinstance(missing, JournalRefused) and "no part" in missing.reason
+        tail = answer(conn, EventsRequest(4, "e1", start.position[2]), {"e1"})
+        assert tail.events == [] and tail.last
+    finally:
+        conn.close()
+
+
+def test_a_refusal_reaches_the_asking_role_as_an_error(service):
+    _, endpoint, _ = service
+    with JournalClient(endpoint, None, HistoryReply) as client:
+        with pytest.raises(JournalError, match="refused: no engine or ledger shard e9"):
+            client.ask(EventsRequest(1, "e9", 0))
