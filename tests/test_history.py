@@ -60,13 +60,13 @@ def test_bad_requests_are_refused_with_a_reason(tmp_path):
     journaled_engine(tmp_path / "journal.db", 600, checkpoint_every=200)
     conn = open_readonly(tmp_path / "journal.db")
     try:
-        unknown = answer(conn, EventsRequest(1, "e9", 0), {"e1"})
+        unknown = answer(conn, "", EventsRequest(1, "e9", 0), {"e1"})
         assert isinstance(unknown, JournalRefused) and "no engine or ledger shard e9" in unknown.reason
-        start = answer(conn, exchange.wire.messages.EngineHistoryRequest(2, "e1"), {"e1"})
+        start = answer(conn, "", exchange.wire.messages.EngineHistoryRequest(2, "e1"), {"e1"})
         assert isinstance(start, EngineHistory) and start.checkpoint_seq and start.checkpoint_parts >= 1
-        missing = answer(conn, CheckpointPartRequest(3, "e1", start.checkpoint_seq, start.checkpoint_parts), {"e1"})
+        missing = answer(conn, "", CheckpointPartRequest(3, "e1", start.checkpoint_seq, start.checkpoint_parts), {"e1"})
         assert isinstance(missing, JournalRefused) and "no part" in missing.reason
-        tail = answer(conn, EventsRequest(4, "e1", start.position[2]), {"e1"})
+        tail = answer(conn, "", EventsRequest(4, "e1", start.position[2]), {"e1"})
         assert tail.events == [] and tail.last
     finally:
         conn.close()
@@ -77,3 +77,33 @@ def test_a_refusal_reaches_the_asking_role_as_an_error(service):
     with JournalClient(endpoint, None, HistoryReply) as client:
         with pytest.raises(JournalError, match="refused: no engine or ledger shard e9"):
             client.ask(EventsRequest(1, "e9", 0))
+
+
+def test_a_gateways_reading_goes_on_a_chunk_at_a_time_under_a_bounded_number_of_cursors(tmp_path, monkeypatch):
+    from exchange.journal.history import CURSOR_IDLE_S, MAX_CURSORS, Cursors
+    from exchange.journal.readers import open_and_recent_order_events
+    from exchange.wire.messages import OrderEventsRequest
+
+    monkeypatch.setattr(exchange.journal.history, "MAX_EVENTS", 50)
+    journaled_engine(tmp_path / "journal.db", 400, checkpoint_every=10**6)
+    path = str(tmp_path / "journal.db")
+    whole = list(open_and_recent_order_events(path, 0))
+    assert len(whole) > 150
+    cursors = Cursors(path)
+    first = cursors.answer(OrderEventsRequest(1, 0), now=0.0)
+    read, cursor = list(first.events), first.cursor
+    assert len(first.events) == 50 and not first.last
+    others = [cursors.answer(OrderEventsRequest(2, 0), now=1.0) for _ in range(MAX_CURSORS - 1)]
+    assert all(not o.last for o in others)
+    busy = cursors.answer(OrderEventsRequest(3, 0), now=1.0)
+    assert isinstance(busy, JournalRefused) and "try again" in busy.reason
+    while True:
+        chunk = cursors.answer(OrderEventsRequest(4, 0, cursor), now=2.0)
+        read += chunk.events
+        if chunk.last:
+            break
+    assert read == whole and cursor not in cursors.open  # read to the end: closed
+    gone = cursors.answer(OrderEventsRequest(5, 0, cursor), now=2.0)
+    assert isinstance(gone, JournalRefused) and "begin again" in gone.reason
+    cursors.expire(now=1.0 + CURSOR_IDLE_S + 0.1)  # the others were left idle
+    assert not cursors.open

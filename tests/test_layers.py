@@ -148,7 +148,7 @@ def test_the_check_sees_every_form_of_import(tmp_path):
 BASE = {"exchange.core", "exchange.config", "exchange.errors", "exchange.wire"}
 PARTS = {
     "exchange.wire": {"exchange.core", "exchange.config", "exchange.errors"},
-    "exchange.gateway": BASE | {"exchange.journal.readers", "exchange.journal.handshake"},
+    "exchange.gateway": BASE | {"exchange.journal.handshake"},  # the journal over the mesh, never its file
     "exchange.engine": BASE | {"exchange.journal.readers", "exchange.journal.schema", "exchange.journal.handshake",
                                "exchange.marketdata.depth", "exchange.marketdata.levels"},
     "exchange.journal": BASE | {"exchange.cli.common"},  # its `exchange journal` commands
@@ -187,3 +187,24 @@ def test_the_folder_listing_shows_the_mesh():
     for folder in folders:
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
         assert doc and "import" in doc, f"exchange/{folder}/__init__.py must say what it is and what it may import"
+
+
+# -- no role but the journal writer opens the journal file -----------------------------------------
+# Roles read what they need of the journal from the journal writer's history service
+# (exchange.journal.history), so each can run on a host without the journal's disk.
+OPENS_THE_JOURNAL = {"read_snapshot", "open_readonly", "open_db", "read_positions", "recover_all", "recover",
+                     "recover_ledger", "released_batches", "open_and_recent_order_events", "order_history",
+                     "wait_for_tables"}
+ROLE_PROCESSES = ["exchange/engine/role.py", "exchange/engine/batches.py", "exchange/ledger/role.py",
+                  "exchange/ledger/shard.py", "exchange/marketdata/notifier.py", *sorted(
+                      str(p.relative_to(ROOT)) for p in (ROOT / "exchange" / "gateway").rglob("*.py"))]
+
+
+@pytest.mark.parametrize("path", ROLE_PROCESSES)
+def test_no_role_but_the_journal_writer_opens_the_journal_file(path):
+    source = (ROOT / path).read_text()
+    tree = ast.parse(source)
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("exchange.") for alias in node.names}
+    assert not imported & OPENS_THE_JOURNAL, path
+    assert "journal.path" not in source and "sqlite3" not in source, path

@@ -6,7 +6,6 @@ the config can no longer place.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from exchange.core import checkpoint
 from exchange.core.client_order_ids import DEFAULT_WINDOW_NS
@@ -15,9 +14,8 @@ from exchange.errors import ConfigError
 from exchange.journal.readers import (
     EnginePosition, engine_events, engine_symbols, last_trades, latest_checkpoint, positions,
 )
-from exchange.journal.handshake import JournalClient
+from exchange.journal.handshake import JournalClient, events_after, stream_start
 from exchange.journal.schema import read_snapshot
-from exchange.wire.messages import CheckpointPartRequest, EngineHistoryRequest, EventsRequest
 
 
 log = logging.getLogger(__name__)
@@ -52,24 +50,14 @@ def recover_over_mesh(history: JournalClient, name: str, engine_id: int, instrum
                       client_order_id_window: int = DEFAULT_WINDOW_NS):
     """``recover_all``, with the history read from the journal writer's history service instead of
     the journal file (exchange.journal.history): the engine needs no access to the journal's disk."""
-    start = history.ask(EngineHistoryRequest(_nonce(), name))
+    start, state = stream_start(history, name)
     check_instruments(start.symbols, name, instruments, "the journal")
-    state = None
-    if start.checkpoint_seq:
-        state = [history.ask(CheckpointPartRequest(_nonce(), name, start.checkpoint_seq, part)).state
-                 for part in range(start.checkpoint_parts)]
     matcher = restored(engine_id, instruments, client_order_id_window, state)
-    chunks = 0
-    while True:
-        chunk = history.ask(EventsRequest(_nonce(), name, matcher.seq))
-        for event in chunk.events:
-            matcher.apply(event)
-        chunks += 1
-        if chunk.last:
-            break
-    log.info("read the history over the mesh: %s, %d chunks of events, to seq %d",
+    for event in events_after(history, name, matcher.seq):
+        matcher.apply(event)
+    log.info("read the history over the mesh: %s, to seq %d",
              f"a checkpoint at seq {start.checkpoint_seq} in {start.checkpoint_parts} parts" if state else
-             "no checkpoint", chunks, matcher.seq)
+             "no checkpoint", matcher.seq)
     return matcher, EnginePosition(*start.position), {trade.symbol: trade for trade in start.last_trades}
 
 
@@ -84,10 +72,6 @@ def restored(engine_id: int, instruments: list, client_order_id_window: int, sta
     matcher.client_order_ids.window = client_order_id_window
     log.info("restored the checkpoint at seq %d", matcher.seq)
     return matcher
-
-
-def _nonce() -> int:
-    return time.time_ns()
 
 
 def check_instruments(history: dict[str, tuple[int, int, int]], name: str, instruments: list, path: str) -> None:

@@ -31,19 +31,16 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
-import sqlite3
 import time
 
-import msgspec
 import zmq
 import zmq.asyncio
 
-from exchange.journal import handshake
 from exchange.wire import sockets
-from exchange.journal.readers import open_and_recent_order_events, order_history
 from exchange.config import Config
-from exchange.errors import JournalError, WireError
+from exchange.errors import WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
+from exchange.gateway.journal_reads import JournalReads
 from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_entry import OrderEntry
 from exchange.gateway.released import ReleasedBatches
@@ -68,7 +65,6 @@ class Gateway:
         self.ctx = zmq.asyncio.Context()
         self.ctx.linger = sockets.LINGER_MS
         security = MeshSecurity.for_role(config, "gateway")
-        handshake.require_history(config, security)  # before its views are loaded from the journal
         keyed = config.gateway.zmq_auth == "curve"
         self.auth = None
         if keyed or security is not None:
@@ -100,8 +96,8 @@ class Gateway:
         self.entry = OrderEntry(config, self.send, self.name, history=self._history,
                                 run_blocking=run_blocking, later=loop.call_later, ask_book=self.ask_book)
         self.zmq_server = ZmqServer(self.ctx, config, self.entry)  # ← ZMQ clients
-        known = self.entry.load(open_and_recent_order_events(config.journal.path,
-                                                             time.time_ns() - self.entry.window_ns))
+        self.journal = JournalReads(config.journal.history, security)  # → the journal writer's history
+        known = self.entry.load(self.journal.known_orders(time.time_ns() - self.entry.window_ns))
         log.info("%d orders known from the journal", known)
 
     async def wait_for_ways(self, seconds: float) -> None:
@@ -129,12 +125,8 @@ class Gateway:
         return sock
 
     def _history(self, order_id: str) -> list:
-        """The journaled events of one order (on the executor: SQLite never runs on the loop)."""
-        path = self.config.journal.path
-        try:
-            return order_history(path, order_id)
-        except (sqlite3.Error, msgspec.DecodeError) as e:
-            raise JournalError(f"{path}: {e}") from e
+        """The journaled events of one order (on the executor: the loop never waits for the journal)."""
+        return self.journal.order_history(order_id)
 
     @staticmethod
     def _sync(sock: zmq.asyncio.Socket) -> zmq.Socket:
@@ -221,7 +213,8 @@ class Gateway:
             self.entry.expire_books()
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=True, cancel_futures=True)  # a journal lookup ends within LOOKUP_WAIT_S
+        self.journal.close()  # its clients, once no thread of the pool uses one
         self.flush_requests()  # e.g. the cancels of sessions that asked for cancel on disconnect
         for sock in (*self.ways.values(), *self.pushes.values(), self.replies, self.books):
             sock.close()

@@ -1,9 +1,9 @@
 """The client side of the journal writer's recovery and history endpoints: what a role asks it before it starts.
 
-An engine or a ledger shard asks for its new epoch (OpenEpoch) and a gateway for where every
-stream's history ends (GetPositions). An engine then reads its history from the journal writer's
-history service (exchange.journal.history); a ledger shard and a gateway still read the journal
-file, and check that they see at least as much of it as the writer holds. A role that cannot reach the journal writer, or cannot see the history it holds,
+An engine or a ledger shard asks for its new epoch (OpenEpoch), and a new ledger shard for where
+every engine's history ends (GetPositions). An engine or a ledger shard then reads its history, and
+a gateway the orders it must know, from the journal writer's history service
+(exchange.journal.history): no role but the journal writer opens the journal file. A role that cannot reach the journal writer, or cannot see the history it holds,
 does not start: it would otherwise come back with an empty or stale view and tell clients things
 that are not so.
 """
@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator
 
 import zmq
 
 from exchange.config import Config
 from exchange.errors import JournalError, WireError
 from exchange.wire import sockets
-from exchange.journal.readers import EnginePosition
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
-    Decoder, GetPositions, JournalReply, JournalRefused, JournalRequest, encode,
+    CheckpointPartRequest, Decoder, EngineHistory, EngineHistoryRequest, EventsRequest, GetPositions, JournalReply,
+    JournalRefused, JournalRequest, encode,
 )
-from exchange.journal.readers import read_positions
 
 log = logging.getLogger(__name__)
 
@@ -81,29 +80,28 @@ class JournalClient:
         self.close()
 
 
+def stream_start(history: JournalClient, stream: str) -> tuple[EngineHistory, list[bytes] | None]:
+    """Where an engine's or a ledger shard's history ends, and the parts of its newest whole
+    checkpoint (None: it has none), from the journal writer's history service."""
+    start = history.ask(EngineHistoryRequest(time.time_ns(), stream))
+    if not start.checkpoint_seq:
+        return start, None
+    return start, [history.ask(CheckpointPartRequest(time.time_ns(), stream, start.checkpoint_seq, part)).state
+                   for part in range(start.checkpoint_parts)]
+
+
+def events_after(history: JournalClient, stream: str, seq: int) -> Iterator:
+    """Every journaled event of ``stream`` after ``seq``, in order, asked for a chunk at a time."""
+    while True:
+        chunk = history.ask(EventsRequest(time.time_ns(), stream, seq))
+        yield from chunk.events
+        if chunk.last or not chunk.events:
+            return
+        seq = chunk.events[-1].seq
+
+
 def ask(config: Config, request: JournalRequest, security: MeshSecurity | None,
         wait_s: float = START_WAIT_S, stopped=lambda: False):
     """The journal writer's answer to ``request`` on its recovery endpoint (see JournalClient.ask)."""
     with JournalClient(config.journal.recovery, security, JournalReply, stopped) as client:
         return client.ask(request, wait_s)
-
-
-def require_history(config: Config, security: MeshSecurity | None) -> None:
-    """Raise JournalError unless this process sees, in the journal file, all the history the
-    journal writer holds (for a role that loads its views from the journal at start)."""
-    held = ask(config, GetPositions(time.time_ns()), security)
-    seen = read_positions(config.journal.path, config.streams())
-    check_visible(seen, {engine: EnginePosition(*p) for engine, p in held.positions.items()}, config.journal.path)
-
-
-def check_visible(seen: Mapping[str, EnginePosition], held: Mapping[str, EnginePosition], path: str) -> None:
-    """Raise JournalError unless the journal read at ``path`` shows every engine's history up to
-    where the journal writer says it ends (``held``); ``seen`` is what the read found."""
-    for engine, pos in sorted(held.items()):
-        mine = seen.get(engine, EnginePosition())
-        if (mine.batch, mine.seq) < (pos.batch, pos.seq):
-            raise JournalError(
-                f"the journal writer holds engine {engine}'s history up to batch {pos.batch} seq {pos.seq},"
-                f" but the journal at {path} as this process sees it ends at batch {mine.batch} seq {mine.seq}:"
-                " this process cannot see the journal (is the journal on another host, or does this config"
-                " name another file?); refusing to start with a partial history")

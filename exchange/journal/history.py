@@ -2,11 +2,18 @@
 
 No role but the journal writer opens the journal file, so roles can run on other machines with
 nothing shared but the network (the `exchange journal` commands, an operator's tools, read it on
-the journal's host). An engine that starts asks here for its history (exchange.engine.recovery):
-where it ends, the newest whole checkpoint, part by part, then the events after it, a chunk at a
-time. Each answer is one message of at most ``MAX_EVENTS`` events or one checkpoint part (which the
-engine made at most ``checkpoint_part_size``), and a reader asks for the next only once it has the
-last, so neither side ever holds more than a chunk.
+the journal's host). An engine or a ledger shard that starts asks here for its history
+(exchange.engine.recovery, exchange.ledger.recovery): where it ends, the newest whole checkpoint,
+part by part, then the events after it, a chunk at a time; a ledger shard later asks for the
+engine batches that did not reach it to settle. A gateway that starts asks for the order events of the orders it must know (open ones, and
+recent ones whose client order ids still count), and later for the history of one order (a resend
+it never saw answered). Each answer is one message of at most ``MAX_EVENTS`` events or one
+checkpoint part (which the engine made at most ``checkpoint_part_size``), and a reader asks for the
+next only once it has the last, so neither side ever holds more than a chunk.
+
+A gateway's reading is one read transaction over several answers: the service keeps it open under
+a cursor, at most ``MAX_CURSORS`` at a time (beyond: refused, "try again"), each closed once read to
+the end or after ``CURSOR_IDLE_S`` without a request.
 
 The service is a thread of the journal writer's process, with its own read-only connection (the
 journal is in WAL mode: it reads while the writer writes) and its own ROUTER, ``journal.history``,
@@ -21,6 +28,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from itertools import islice
 
 import zmq
@@ -28,24 +36,32 @@ import zmq
 from exchange.wire import sockets
 from exchange.errors import WireError
 from exchange.journal.readers import (
-    EnginePosition, checkpoint_parts, engine_symbols, last_trades, latest_checkpoint_seq, log_events, positions,
+    EnginePosition, checkpoint_parts, engine_symbols, last_trades, latest_checkpoint_seq, log_events,
+    open_and_recent_order_events, order_history, positions,
 )
+from exchange.journal.ledger_readers import released_batches
 from exchange.journal.schema import open_readonly
 from exchange.wire.messages import (
     CheckpointPart, CheckpointPartRequest, Decoder, EngineHistory, EngineHistoryRequest, Events, EventsRequest,
-    HistoryRequest, JournalRefused, encode,
+    HistoryRequest, JournalRefused, OrderEventsRequest, OrderHistoryRequest, ReleasedBatches, ReleasedBatchesRequest,
+    encode,
 )
 from exchange.wire.security.mesh_keys import MeshSecurity
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 5_000  # per answer: a few hundred kB
+MAX_CURSORS = 4  # readings under way at once (a gateway has one while it starts)
+CURSOR_IDLE_S = 30.0
 POLL_MS = 100
 
 
-def answer(conn: sqlite3.Connection, request, streams: set[str]):
-    """The answer to one history request, read from ``conn``."""
-    stream = request.engine if not isinstance(request, EventsRequest) else request.stream
+def answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
+    """The answer to one history request but a gateway's reading (``Cursors``), read from ``conn``
+    (or the journal at ``path``)."""
+    if isinstance(request, OrderHistoryRequest):
+        return Events(request.nonce, order_history(path, request.order_id)[:MAX_EVENTS], True)
+    stream = request.stream if isinstance(request, EventsRequest) else request.engine
     if stream not in streams:
         return JournalRefused(request.nonce, f"no engine or ledger shard {stream} in this journal writer's config")
     match request:
@@ -63,6 +79,50 @@ def answer(conn: sqlite3.Connection, request, streams: set[str]):
         case EventsRequest(nonce=nonce, stream=stream, after_seq=after):
             chunk = list(islice(log_events(conn, stream, after), MAX_EVENTS + 1))
             return Events(nonce, chunk[:MAX_EVENTS], len(chunk) <= MAX_EVENTS)
+        case ReleasedBatchesRequest(nonce=nonce, engine=engine, after_seq=after, max_events=most):
+            return ReleasedBatches(nonce, released_batches(path, engine, after, min(most, MAX_EVENTS)))
+
+
+class Cursors:
+    """The gateways' readings under way: cursor → [the events still to read, when last asked, the one
+    read ahead of the last chunk (to know whether another follows)]."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.open: dict[int, list] = {}
+        self.next_id = 0
+
+    def answer(self, request: OrderEventsRequest, now: float) -> Events | JournalRefused:
+        self.expire(now)
+        if not request.cursor:
+            if len(self.open) >= MAX_CURSORS:
+                return JournalRefused(request.nonce, f"{MAX_CURSORS} readings under way; try again in a moment")
+            self.next_id += 1
+            self.open[self.next_id] = [open_and_recent_order_events(self.path, request.since_ns), now, []]
+            cursor = self.next_id
+        else:
+            cursor = request.cursor
+        entry = self.open.get(cursor)
+        if entry is None:
+            return JournalRefused(request.nonce, f"no reading {cursor} under way (it ended, or was idle"
+                                                 f" for {CURSOR_IDLE_S:g} s); begin again")
+        events, _, ahead = entry
+        entry[1] = now
+        chunk = ahead + list(islice(events, MAX_EVENTS + 1 - len(ahead)))  # one more: is there a next chunk?
+        entry[2] = chunk[MAX_EVENTS:]
+        last = not entry[2]
+        if last:
+            self.close(cursor)
+        return Events(request.nonce, chunk[:MAX_EVENTS], last, cursor)
+
+    def expire(self, now: float) -> None:
+        for cursor, (_, when, _) in list(self.open.items()):
+            if now - when > CURSOR_IDLE_S:
+                self.close(cursor)
+
+    def close(self, cursor: int) -> None:
+        events, _, _ = self.open.pop(cursor)
+        events.close()  # ends its read transaction
 
 
 class HistoryService:
@@ -81,6 +141,7 @@ class HistoryService:
 
     def run(self) -> None:
         requests = Decoder(HistoryRequest)
+        cursors = Cursors(self.path)
         conn = open_readonly(self.path)
         try:
             while not self.stopped.is_set():
@@ -92,10 +153,15 @@ class HistoryService:
                     except WireError as e:
                         log.warning("history: dropped %s", e)
                         continue
-                    reply = answer(conn, request, self.streams)
+                    if isinstance(request, OrderEventsRequest):
+                        reply = cursors.answer(request, time.monotonic())
+                    else:
+                        reply = answer(conn, self.path, request, self.streams)
                     if sockets.send_routed(self.sock, tuple(parts[:-1]), [encode(reply)]) == 1:
                         self.answered += 1
         finally:
+            for cursor in list(cursors.open):
+                cursors.close(cursor)
             conn.close()
             self.sock.close(linger=0)
 

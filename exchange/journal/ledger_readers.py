@@ -55,18 +55,25 @@ def recover_ledger(path: str | Path, shard: int, shards: int, terms: Iterable[Te
         return Ledger(shard, shards, terms, assets), EnginePosition()
     with read_snapshot(path) as conn:
         position = positions(conn, [stream]).get(stream, EnginePosition())
-        state = latest_checkpoint(conn, stream)
-        if state is None:
-            ledger = Ledger(shard, shards, terms, assets)
-        else:
-            ledger = ledger_checkpoint.restore(terms, state, assets)
-            if (ledger.shard, ledger.shards) != (shard, shards):
-                raise ConfigError(f"{stream}: the journal {path} holds a checkpoint of shard {ledger.shard} of"
-                                  f" {ledger.shards}, but the config has {shards} ledger shards; users would be"
-                                  " on other shards: change `ledgers:` back, or start from a new journal")
+        ledger = restored_ledger(shard, shards, terms, assets, latest_checkpoint(conn, stream), f"the journal {path}")
         for event in log_events(conn, stream, ledger.seq):
             ledger.apply(event)
     return ledger, position
+
+
+def restored_ledger(shard: int, shards: int, terms: list[Terms], assets: list[Asset], state: list[bytes] | None,
+                    where: str) -> Ledger:
+    """Ledger shard ``shard`` of ``shards`` from its checkpoint's parts (None: a new one). Raises
+    ConfigError if the checkpoint was taken with another number of shards (users would be on the
+    wrong shard); ``where`` names the journal in that error."""
+    if state is None:
+        return Ledger(shard, shards, terms, assets)
+    ledger = ledger_checkpoint.restore(terms, state, assets)
+    if (ledger.shard, ledger.shards) != (shard, shards):
+        raise ConfigError(f"{ledger_stream(shard)}: {where} holds a checkpoint of shard {ledger.shard} of"
+                          f" {ledger.shards}, but the config has {shards} ledger shards; users would be"
+                          " on other shards: change `ledgers:` back, or start from a new journal")
+    return ledger
 
 
 def released_batches(path: str | Path, engine: str, after_seq: int, max_events: int

@@ -9,8 +9,8 @@ Sockets:
                                    notifiers: each engine batch once written, [RELEASED, EventBatch]
     released    PUSH    connect  → the gateway: each engine batch once written, [RELEASED, EventBatch]
     settle      PUSH    connect  → each ledger shard: the same batches, to settle (exchange.journal.release)
-    recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; gateways: GetPositions at start
-    history     ROUTER  bound    ← engines at start: their checkpoint and events (a thread of its own,
+    recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; a new ledger shard: GetPositions
+    history     ROUTER  bound    ← engines, ledger shards, gateways: what they read of the journal (a thread of its own,
                                    exchange.journal.history)
     replay      DEALER  connect  → each engine's and ledger shard's replay ROUTER: ReplayRequest when a
                                    batch is missing

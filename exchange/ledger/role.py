@@ -6,13 +6,16 @@ Sockets (this process binds the stable side):
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again
     publish   PUB    bound    → notifier: each user's balances after a change, on the private topic
     journal   PUSH   connect  → journal writer: EventBatch per loop turn (stream ``ledger-<shard>``)
-    durable   SUB    connect  ← journal writer: its own Durable watermarks
+    durable   SUB    connect  ← journal writer: its own Durable watermarks, and the engines'
+    history   DEALER connect  → journal writer's history service: its history at start, missed engine batches
     engines   PUSH   connect, one per engine → the held orders and the cancels, once the hold is durable
     replies   PUSH   connect  → gateway: refusals, transfer outcomes, balances, released at the watermark
 
 Settlement reads each engine's released batches as they come; a batch that does not follow the
-last one settled, or what the journal held a check (a second) ago and has not come, is filled in
-from the journal (every released batch is in it). The engines' PUSHes queue while an engine is away, so a
+last one settled, or what the journal held a check (a second) ago and has not come (the engines'
+watermarks tell how far it holds them), is asked of the journal writer's history service (every
+released batch is in the journal). The shard rebuilds its ledger from the same service at start:
+it never opens the journal file. The engines' PUSHes queue while an engine is away, so a
 held order reaches it when it is back; one that never does (lost with a dead engine) has its
 hold released once the engine has matched past the age at which it would refuse it
 (Shard.lost_holds). With ``mesh_curve`` on, sockets are CURVE like the engines'.
@@ -31,12 +34,13 @@ from exchange.core.ledger_messages import DepositFunds, ReleaseHold
 from exchange.core.messages import CancelAll
 from exchange.errors import JournalError, WireError
 from exchange.journal import handshake
-from exchange.journal.ledger_readers import recover_ledger, released_batches
-from exchange.journal.readers import EnginePosition, read_positions
+from exchange.journal.ledger_readers import restored_ledger
+from exchange.journal.readers import EnginePosition
 from exchange.ledger.shard import Released, Shard
 from exchange.wire import sockets
 from exchange.wire.messages import (
-    Decoder, Durable, EventBatch, OpenEpoch, durable_prefix, PrivateData, Replies, ReplayRequest, Request, encode, private_topic,
+    Decoder, Durable, EventBatch, GetPositions, HistoryReply, OpenEpoch, durable_prefix, PrivateData, Replies,
+    ReleasedBatchesRequest, ReplayRequest, Request, encode, private_topic,
 )
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.security.zap import start_authenticator
@@ -47,6 +51,7 @@ MAX_MESSAGES_PER_TURN = 200  # gateway messages (each one gateway loop turn's re
 MAX_SETTLE_PER_TURN = 1000  # engine batches per loop turn
 SETTLE_EVERY_S = 0.005  # engine batches gather this long (or until requests come) to be settled together
 CATCH_UP_EVENTS = 20_000  # engine events read from the journal at a time
+CATCH_UP_WAIT_S = 2.0  # for the journal writer's answer, in the loop; then the next check asks again
 MAX_UNSENT_FORWARDS = 10_000  # Requests messages waiting for an engine's queue: beyond, stop reading requests
 CHECK_EVERY_S = 1.0  # lost holds and settlement behind the engines' watermarks
 FLUSH_ON_STOP_S = 2.0
@@ -59,9 +64,15 @@ class LedgerProcess:
         opened = handshake.ask(config, OpenEpoch(spec.name, time.time_ns()), security,
                                stopped=lambda: stopper.requested)
         held = EnginePosition(opened.epoch, opened.batch, opened.seq)
-        ledger, position = recover_ledger(config.journal.path, spec.shard, len(config.ledgers),
-                                          config.terms().values(), config.asset_map().values())
-        handshake.check_visible({spec.name: position}, {spec.name: held}, config.journal.path)
+        # → the journal writer's history service: at start, and for engine batches that do not come
+        self.history = handshake.JournalClient(config.journal.history, security, HistoryReply,
+                                               stopped=lambda: stopper.requested)
+        start, state = handshake.stream_start(self.history, spec.name)
+        ledger = restored_ledger(spec.shard, len(config.ledgers), list(config.terms().values()),
+                                 list(config.asset_map().values()), state, "the journal")
+        for event in handshake.events_after(self.history, spec.name, ledger.seq):
+            ledger.apply(event)
+        position = EnginePosition(*start.position)
         if (position.batch, ledger.seq) != (held.batch, held.seq):
             raise JournalError(f"{spec.name}: the journal holds batch {held.batch} seq {held.seq}, but its events"
                                f" rebuild batch {position.batch} seq {ledger.seq}; run `exchange journal verify`")
@@ -81,17 +92,20 @@ class LedgerProcess:
                                          peer="journal-writer")
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
                                       peer="journal-writer")
-        self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(spec.name))  # its own watermarks only
+        self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(spec.name))  # its own watermarks
+        for engine in config.engines:  # and the engines': how far the journal holds them (``check``)
+            self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(engine.name))
         self.engines = {e.name: sockets.socket(ctx, zmq.PUSH, connect=e.commands, security=security, peer=e.role)
                         for e in config.engines}
         self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
                                       peer="gateway")
         self.unsent_forwards: dict[str, deque[bytes]] = {name: deque() for name in self.engines}
         self.batches, self.durables, self.replays = Decoder(EventBatch), Decoder(Durable), Decoder(ReplayRequest)
-        self.journal_seen: dict[str, int] = {}  # engine → the last seq the journal held at the last check
+        self.journal_holds: dict[str, int] = {}  # engine → the last seq the journal holds (its watermarks)
+        self.journal_seen: dict[str, int] = {}  # the same, at the last check
         self.replaying: dict[tuple[bytes, ...], int] = {}
         if ledger.seq == 0:  # a new shard over an existing history: it settles from now on
-            self.start_settling_now()
+            self.start_settling_now(stopper)
         self.opening_balances()
         for engine in self.engines:
             self.catch_up(engine)
@@ -110,21 +124,31 @@ class LedgerProcess:
                     self.shard.handle_own(DepositFunds(user.name, asset, assets[asset].to_units(amount), ref,
                                                        time.time_ns()))
 
-    def start_settling_now(self) -> None:
+    def start_settling_now(self, stopper: sockets.Stopper) -> None:
         """Settle each engine from where its journaled history ends now: the orders it holds were
         placed without accounts (docs/accounts.md, "Turning accounts on")."""
-        for engine, pos in read_positions(self.config.journal.path, list(self.engines)).items():
-            if pos.seq:
+        held = handshake.ask(self.config, GetPositions(time.time_ns()), self.security,
+                             stopped=lambda: stopper.requested).positions
+        for engine, pos in sorted(held.items()):
+            pos = EnginePosition(*pos)
+            if engine in self.engines and pos.seq:
                 log.warning("%s: accounts begin at %s seq %d; its earlier orders hold no funds and are not"
                             " settled", self.shard.name, engine, pos.seq)
                 self.shard.settle_events(engine, pos.epoch, 1, pos.seq, [])
 
     def catch_up(self, engine: str) -> None:
-        """Settle what the journal holds of ``engine`` beyond what this shard settled (bounded per call)."""
+        """Settle what the journal holds of ``engine`` beyond what this shard settled (bounded per call),
+        asked of the journal writer's history service; if it does not answer within CATCH_UP_WAIT_S,
+        the next check asks again."""
         shard = self.shard
         after = shard.settled_to(engine)
-        for epoch, first_seq, last_seq, events in released_batches(self.config.journal.path, engine, after,
-                                                                  CATCH_UP_EVENTS):
+        try:
+            batches = self.history.ask(ReleasedBatchesRequest(time.time_ns(), engine, after, CATCH_UP_EVENTS),
+                                       CATCH_UP_WAIT_S).batches
+        except JournalError as e:
+            log.warning("could not read %s's batches after seq %d from the journal: %s", engine, after, e)
+            return
+        for epoch, first_seq, last_seq, events in batches:
             if last_seq > shard.settled_to(engine):
                 shard.settle_events(engine, epoch, first_seq, last_seq, shard.mine(events))
 
@@ -189,6 +213,10 @@ class LedgerProcess:
             except WireError as e:
                 log.warning("durable: dropped %s", e)
                 continue
+            if durable.engine in self.engines:  # an engine's: how far the journal holds it
+                if durable.seq >= 0:
+                    self.journal_holds[durable.engine] = durable.seq
+                continue
             released = shard.on_durable(durable)
             if released is not None:
                 self.send(released)
@@ -225,8 +253,7 @@ class LedgerProcess:
         for engine, seq in self.journal_seen.items():
             if shard.settled_to(engine) < seq:
                 self.catch_up(engine)
-        self.journal_seen = {engine: pos.seq for engine, pos in
-                             read_positions(self.config.journal.path, list(self.engines)).items()}
+        self.journal_seen = dict(self.journal_holds)
         shard.settle_pending(everything=True)
 
     # -- sending, never blocking ------------------------------------------------------------------------
@@ -293,6 +320,7 @@ class LedgerProcess:
                         shard.retained_events)
 
     def close(self) -> None:
+        self.history.close()
         sockets.close_all([self.commands, self.settle, self.replay, self.publish, self.to_journal, self.durable,
                            self.replies, *self.engines.values()], self.auth, self.ctx)
 

@@ -20,7 +20,9 @@ only by appending fields with defaults (see docs/protocol.md). Decoding failures
                                                      books from another notifier (BookSnapshot) or the
                                                      engine (EngineBook)
     engine, gateway ──JournalRequest──▶ journal writer   (DEALER → ROUTER) at start: epochs, positions
-    engine ──HistoryRequest──▶ journal writer's history service (DEALER → ROUTER) at start: checkpoint, events
+    engine, ledger shard, gateway ──HistoryRequest──▶ journal writer's history service (DEALER → ROUTER):
+                                                     a stream's checkpoint and events at start, a gateway's
+                                                     order events, the batches a ledger shard missed
     subscriber ──NotifierRequest──▶ notifier         (DEALER → ROUTER): snapshots, instruments
 
 What clients see of these (and the byte-level forms) is in docs/wire.md.
@@ -235,8 +237,9 @@ JournalReply = EpochOpened | Positions | JournalRefused
 
 
 class EngineHistoryRequest(_Wire, tag=True):
-    """An engine that starts asks the journal writer's history service (``journal.history``) where
-    its history ends and what it needs to rebuild it (exchange.journal.history)."""
+    """An engine (or a ledger shard: ``engine`` is then ``ledger-<shard>``) that starts asks the journal
+    writer's history service (``journal.history``) where its history ends and what it needs to
+    rebuild it (exchange.journal.history)."""
 
     nonce: int
     engine: str
@@ -275,14 +278,48 @@ class EventsRequest(_Wire, tag=True):
     after_seq: int
 
 
+class OrderEventsRequest(_Wire, tag=True):
+    """A gateway that starts asks for the order events of every open order and of every order
+    accepted at or after ``since_ns``. ``cursor`` 0 begins a reading; each answer's cursor goes on
+    with it, a chunk at a time."""
+
+    nonce: int
+    since_ns: int
+    cursor: int = 0
+
+
+class OrderHistoryRequest(_Wire, tag=True):
+    """A gateway asks for the journaled order events of one order (a resend it never saw answered)."""
+
+    nonce: int
+    order_id: str
+
+
 class Events(_Wire, tag=True):
     nonce: int
-    events: list[AnyEvent]
+    events: list[AnyEvent | AnyLedgerEvent]
     last: bool  # no events after these
+    cursor: int = 0  # for an OrderEventsRequest: the cursor to ask the next chunk with
 
 
-HistoryRequest = EngineHistoryRequest | CheckpointPartRequest | EventsRequest
-HistoryReply = EngineHistory | CheckpointPart | Events | JournalRefused
+class ReleasedBatchesRequest(_Wire, tag=True):
+    """A ledger shard asks for an engine's written batches with events after ``after_seq`` (ones
+    that did not reach it), whole batches, up to about ``max_events`` events."""
+
+    nonce: int
+    engine: str
+    after_seq: int
+    max_events: int
+
+
+class ReleasedBatches(_Wire, tag=True):
+    nonce: int
+    batches: list[tuple[int, int, int, list[AnyEvent]]]  # (epoch, first_seq, last_seq, events)
+
+
+HistoryRequest = (EngineHistoryRequest | CheckpointPartRequest | EventsRequest | OrderEventsRequest | OrderHistoryRequest
+                  | ReleasedBatchesRequest)
+HistoryReply = EngineHistory | CheckpointPart | Events | ReleasedBatches | JournalRefused
 
 
 class Reply(_Wire):

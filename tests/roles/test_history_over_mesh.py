@@ -8,7 +8,7 @@ import time
 
 from exchange.client.text import TextClient
 from exchange.config import load_config
-from exchange.testing.mesh import Role, loopback_config, wait_for_mesh
+from exchange.testing.mesh import Role, loopback_config, wait_for_mesh, wait_until
 
 
 def test_an_engine_that_cannot_see_the_journal_file_rebuilds_its_books_over_the_mesh(tmp_path):
@@ -34,7 +34,7 @@ def test_an_engine_that_cannot_see_the_journal_file_rebuilds_its_books_over_the_
             assert alice.request("SELL AAPL 5 @ 190.00").startswith("ACK")
         roles["e2"].kill()
         roles["e2"] = Role(engine_config, "engine", "e2", cwd=engine_host)
-        roles["e2"].wait_for(r"read the history over the mesh: no checkpoint, 1 chunks of events, to seq [1-9]")
+        roles["e2"].wait_for(r"read the history over the mesh: no checkpoint, to seq [1-9]")
         with TextClient(host, int(port), timeout=10) as bob:
             assert bob.request("LOGIN bob bob-key") == "OK LOGIN bob"
             deadline = time.monotonic() + 20
@@ -43,6 +43,87 @@ def test_an_engine_that_cannot_see_the_journal_file_rebuilds_its_books_over_the_
                 time.sleep(0.2)
             assert bob.next_pushed(timeout=20).startswith(f"FILL {reply.split()[1]} 2 @ 190.00 LEAVES 0")
         assert not (engine_host / "no-journal-here").exists()
+    finally:
+        for role in roles.values():
+            role.kill()
+
+
+def test_a_gateway_that_cannot_see_the_journal_file_loads_the_orders_it_must_know_over_the_mesh(tmp_path):
+    path = loopback_config(tmp_path)
+    config = load_config(path)
+    host, port = config.gateway.text.rsplit(":", 1)
+    gateway_host = tmp_path / "gateway-host"
+    gateway_host.mkdir()
+    gateway_config = gateway_host / "mesh.yaml"
+    gateway_config.write_text(path.read_text()
+                              .replace(str(config.journal.path), str(gateway_host / "no-journal-here" / "journal.db"))
+                              .replace(f"var_dir: {tmp_path / 'var'}", f"var_dir: {gateway_host / 'var'}"))
+    roles: dict[str, Role] = {"journal": Role(path, "journal-writer")}
+    try:
+        for engine in config.engines:
+            roles[engine.name] = Role(path, "engine", engine.name)
+        roles["gateway"] = Role(gateway_config, "gateway", cwd=gateway_host)
+        wait_for_mesh(config, roles["gateway"].process, books=False)  # no notifier here
+        with TextClient(host, int(port), timeout=10) as alice:
+            assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+            order_id = alice.request("SELL AAPL 5 @ 190.00 #before").split()[1]
+        roles["gateway"].kill()
+        roles["gateway"] = Role(gateway_config, "gateway", cwd=gateway_host)
+        wait_for_mesh(config, roles["gateway"].process, books=False)
+        assert "1 orders known from the journal" in roles["gateway"].text()
+        with TextClient(host, int(port), timeout=10) as alice:
+            assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+            assert alice.request("STATUS #before").startswith(f"STATE {order_id} #before NEW 0 5")
+            # a client order id still in use is refused, as before the restart
+            assert alice.request("SELL AAPL 1 @ 191.00 #before").startswith("REJ #before DUPLICATE")
+        assert not (gateway_host / "no-journal-here").exists()
+    finally:
+        for role in roles.values():
+            role.kill()
+
+
+def balance(client: TextClient, asset: str) -> str:
+    lines = client.request_block(f"BALANCE {asset}")
+    assert lines[-1] == "END BALANCE 1", lines
+    return lines[0]
+
+
+def test_a_ledger_shard_that_cannot_see_the_journal_file_rebuilds_its_balances_over_the_mesh(tmp_path):
+    path = loopback_config(tmp_path, accounts=True)
+    config = load_config(path)
+    host, port = config.gateway.text.rsplit(":", 1)
+    ledger_host = tmp_path / "ledger-host"
+    ledger_host.mkdir()
+    ledger_config = ledger_host / "mesh.yaml"
+    ledger_config.write_text(path.read_text()
+                             .replace(str(config.journal.path), str(ledger_host / "no-journal-here" / "journal.db"))
+                             .replace(f"var_dir: {tmp_path / 'var'}", f"var_dir: {ledger_host / 'var'}"))
+    shard_of_alice = config.ledger_of("alice").shard
+    roles: dict[str, Role] = {"journal": Role(path, "journal-writer")}
+    try:
+        for engine in config.engines:
+            roles[engine.name] = Role(path, "engine", engine.name)
+        for shard in config.ledgers:
+            roles[shard.name] = Role(ledger_config, "ledger", str(shard.shard), cwd=ledger_host)
+        roles["gateway"] = Role(path, "gateway")
+        wait_for_mesh(config, roles["gateway"].process, books=False)  # no notifier here
+        with TextClient(host, int(port), timeout=10) as alice:
+            assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+            assert alice.request("BUY AAPL 10 @ 100.00").startswith("ACK")
+            held = balance(alice, "USD")
+            assert "HELD 0.000000" not in held, held
+        name = config.ledger_of("alice").name
+        roles[name].kill()
+        roles[name] = Role(ledger_config, "ledger", str(shard_of_alice), cwd=ledger_host)
+        wait_until(lambda: roles[name].text().count("ready: ledger-") == 2, what="the shard started again")
+        with TextClient(host, int(port), timeout=10) as alice:
+            assert alice.request("LOGIN alice alice-key") == "OK LOGIN alice"
+            deadline = time.monotonic() + 20
+            while (lines := alice.request_block("BALANCE USD"))[-1] != "END BALANCE 1":
+                assert time.monotonic() < deadline, lines  # BUSY while the gateway reconnects
+                time.sleep(0.2)
+            assert lines[0] == held  # the hold, rebuilt from the journal writer's history
+        assert not (ledger_host / "no-journal-here").exists()
     finally:
         for role in roles.values():
             role.kill()
