@@ -5,23 +5,32 @@ there), it recovers its resting orders after a crash. Roles run by hand, without
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from exchange.client.text import TextClient
 from exchange.config import load_config
 from exchange.testing.mesh import Role, loopback_config, wait_for_mesh, wait_until
 
 
+def host_of_its_own(tmp_path: Path, path: Path, name: str) -> tuple[Path, Path]:
+    """A folder standing for another host, and a copy of the config at ``path`` in it whose journal
+    file (and log folder) are in that folder, where no journal is: (folder, config copy)."""
+    config = load_config(path)
+    host = tmp_path / name
+    host.mkdir()
+    copy = host / "mesh.yaml"
+    copy.write_text(path.read_text()
+                    .replace(str(config.journal.path), str(host / "no-journal-here" / "journal.db"))
+                    .replace(f"var_dir: {tmp_path / 'var'}", f"var_dir: {host / 'var'}"))
+    assert load_config(copy).journal.path != config.journal.path
+    return host, copy
+
+
 def test_an_engine_that_cannot_see_the_journal_file_rebuilds_its_books_over_the_mesh(tmp_path):
     path = loopback_config(tmp_path)
     config = load_config(path)
     host, port = config.gateway.text.rsplit(":", 1)
-    engine_host = tmp_path / "engine-host"
-    engine_host.mkdir()
-    engine_config = engine_host / "mesh.yaml"
-    engine_config.write_text(path.read_text()
-                             .replace(str(config.journal.path), str(engine_host / "no-journal-here" / "journal.db"))
-                             .replace(f"var_dir: {tmp_path / 'var'}", f"var_dir: {engine_host / 'var'}"))
-    assert load_config(engine_config).journal.path != config.journal.path
+    engine_host, engine_config = host_of_its_own(tmp_path, path, "engine-host")
     roles: dict[str, Role] = {}
     try:
         roles["journal"] = Role(path, "journal-writer")
@@ -52,12 +61,7 @@ def test_a_gateway_that_cannot_see_the_journal_file_loads_the_orders_it_must_kno
     path = loopback_config(tmp_path)
     config = load_config(path)
     host, port = config.gateway.text.rsplit(":", 1)
-    gateway_host = tmp_path / "gateway-host"
-    gateway_host.mkdir()
-    gateway_config = gateway_host / "mesh.yaml"
-    gateway_config.write_text(path.read_text()
-                              .replace(str(config.journal.path), str(gateway_host / "no-journal-here" / "journal.db"))
-                              .replace(f"var_dir: {tmp_path / 'var'}", f"var_dir: {gateway_host / 'var'}"))
+    gateway_host, gateway_config = host_of_its_own(tmp_path, path, "gateway-host")
     roles: dict[str, Role] = {"journal": Role(path, "journal-writer")}
     try:
         for engine in config.engines:
@@ -92,12 +96,7 @@ def test_a_ledger_shard_that_cannot_see_the_journal_file_rebuilds_its_balances_o
     path = loopback_config(tmp_path, accounts=True)
     config = load_config(path)
     host, port = config.gateway.text.rsplit(":", 1)
-    ledger_host = tmp_path / "ledger-host"
-    ledger_host.mkdir()
-    ledger_config = ledger_host / "mesh.yaml"
-    ledger_config.write_text(path.read_text()
-                             .replace(str(config.journal.path), str(ledger_host / "no-journal-here" / "journal.db"))
-                             .replace(f"var_dir: {tmp_path / 'var'}", f"var_dir: {ledger_host / 'var'}"))
+    ledger_host, ledger_config = host_of_its_own(tmp_path, path, "ledger-host")
     shard_of_alice = config.ledger_of("alice").shard
     roles: dict[str, Role] = {"journal": Role(path, "journal-writer")}
     try:
