@@ -1,0 +1,85 @@
+"""The web role: the browser view of the exchange (docs/web.md).
+
+Peers: the notifier (its snapshot endpoint for the instrument list; its public feed through one
+``BookFeed`` per instrument, each on its own thread) and the gateway (one ZMQ order entry session
+per signed-in browser). Serves HTTP and WebSockets with uvicorn on ``web.listen``. It keeps no
+keys, opens no journal and holds no state that matters across a restart: a restarted web role
+starts with empty candles and tapes, and its browsers sign in again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+import zmq.asyncio
+
+from exchange.config import Config
+from exchange.errors import ConfigError
+from exchange.web.app import Web, make_app
+from exchange.web.feeds import FeedThread, fetch_instruments
+from exchange.web.hub import Hub
+from exchange.web.markets import MarketView
+from exchange.wire import sockets
+
+log = logging.getLogger(__name__)
+
+
+def run(config: Config) -> None:
+    if config.web is None:
+        raise ConfigError("the config has no `web:` section; add one (listen: 127.0.0.1:8080) to run the web role")
+    if config.gateway.zmq_auth != "login":
+        raise ConfigError("the web role signs browsers in with their user and key over the gateway's ZMQ order"
+                          " entry, which needs `gateway.zmq_auth: login` - at `$.gateway.zmq_auth`")
+    asyncio.run(serve(config))
+
+
+async def serve(config: Config) -> None:
+    web_config = config.web
+    host, port = web_config.listen.rsplit(":", 1)
+    ctx = zmq.asyncio.Context()
+    ctx.linger = sockets.LINGER_MS
+    server = uvicorn.Server(uvicorn.Config(None, host=host, port=int(port), ws="websockets", lifespan="off",
+                                           log_config=None, access_log=False, ws_max_size=4096,
+                                           proxy_headers=False, server_header=False))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    notifiers = [config.notifier, *config.notifier.replicas]
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    instruments = await fetch_instruments(ctx, config.notifier.snapshots, stopping)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signum)  # uvicorn's own handlers stop the server from here on
+    if stopping.is_set():
+        ctx.destroy(linger=0)
+        log.info("stopped")
+        return
+    hub = Hub({i.symbol: MarketView(i, web_config.tape_length) for i in instruments})
+    web = Web(web_config, hub, ctx, config.gateway.zmq)
+    server.config.app = make_app(web)
+    server.config.load()
+    threads = [FeedThread([n.publish for n in notifiers], [n.snapshots for n in notifiers], i.symbol, loop,
+                          hub.deliver) for i in instruments]
+    for thread in threads:
+        thread.start()
+    summaries = loop.create_task(hub.send_summaries())
+    ready = loop.create_task(_report_ready(server, web_config.listen))
+    try:
+        await server.serve()
+    finally:
+        ready.cancel()
+        summaries.cancel()
+        web.sessions.close()
+        for thread in threads:
+            thread.stop()
+        ctx.destroy(linger=0)
+        log.info("stopped")
+
+
+async def _report_ready(server: uvicorn.Server, listen: str) -> None:
+    while not server.started:
+        await asyncio.sleep(0.05)
+    log.info("ready: http://%s/", listen)
+    sockets.report_ready()
