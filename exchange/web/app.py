@@ -137,6 +137,10 @@ class Web:
                              reply.reason if isinstance(reply, Rej) else "the gateway refused the sign-in")
         session = self.sessions.add(reply.user, gateway)
         holder.append(session)
+        try:
+            await session.refresh()  # the page shows the account from the first moment
+        except GatewayBusy:
+            session.dirty.set()
         log.info("%s signed in from %s", reply.user, request.client.host if request.client else "?")
         response = JSONResponse({"user": session.user, "csrf": session.csrf})
         response.set_cookie("session", session.token, **COOKIE)

@@ -146,7 +146,6 @@ class WebSessions:
         task = asyncio.get_running_loop().create_task(session.keep(self.expiry_s, self.remove))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        session.dirty.set()
         return session
 
     def get(self, token: str | None) -> WebSession | None:
