@@ -122,9 +122,10 @@ class Web:
         if self.sessions.full():
             return api.error(503, "MAX_SESSIONS", f"{self.config.max_sessions} browsers are signed in, the most"
                                                   " this server takes; try again later")
-        holder: list[WebSession] = []
-        gateway = GatewaySession(self.ctx, self.gateway_endpoint, lambda reply: holder[0].on_push(reply) if holder
-                                 else None, lambda: None)
+        holder: list[WebSession] = []  # the session, once the sign-in succeeded
+        gateway = GatewaySession(self.ctx, self.gateway_endpoint,
+                                 lambda reply: holder[0].note(reply) if holder else None,
+                                 lambda reply: holder[0].on_push(reply) if holder else None, lambda: None)
         try:
             reply = await gateway.request(LoginRequest(body.user, body.key))
         except GatewayBusy as e:
@@ -195,7 +196,6 @@ class Web:
             reply = await session.gateway.request(request)
         except GatewayBusy as e:
             return api.error(503, "UNAVAILABLE", str(e))
-        session.note(reply)
         if isinstance(reply, Rej):
             return api.error(400 if reply.code.value not in ("BUSY", "UNAVAILABLE", "RATE_LIMITED") else 503,
                              reply.code.value, reply.reason)

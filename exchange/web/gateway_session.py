@@ -33,13 +33,17 @@ class GatewayBusy(Exception):
 
 
 class GatewaySession:
-    """Requests in, their replies out (awaitable), pushed messages to ``on_push``; ``on_end`` once."""
+    """Requests in, their replies out (awaitable), pushed messages to ``on_push``; ``on_end`` once.
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, on_push, on_end, timeout_s: float = 15.0):
+    ``on_reply`` sees each reply as it is read, before any pushed message after it (the fills of an
+    order come right behind its ``Ack``, before the request's awaiter runs).
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, on_reply, on_push, on_end, timeout_s: float = 15.0):
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.linger = 0
         self.sock.connect(endpoint)
-        self.on_push, self.on_end, self.timeout_s = on_push, on_end, timeout_s
+        self.on_reply, self.on_push, self.on_end, self.timeout_s = on_reply, on_push, on_end, timeout_s
         self.decoder = msgspec.msgpack.Decoder(AnyReply)
         self.waiting: deque[tuple[ClientRequest, asyncio.Future]] = deque()
         self.ended = False
@@ -82,6 +86,7 @@ class GatewaySession:
                     break
                 if self._is_reply(reply):
                     request, future = self.waiting.popleft()
+                    self.on_reply(reply)
                     if not future.done():
                         future.set_result(reply)
                 else:

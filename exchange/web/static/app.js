@@ -34,11 +34,11 @@ function render() {
   const bids = [...book.bids].map(([p, q]) => [+p, +q, p, q]).sort((a, b) => b[0] - a[0]);
   const asks = [...book.asks].map(([p, q]) => [+p, +q, p, q]).sort((a, b) => a[0] - b[0]);
   renderLadder(bids, asks);
-  drawDepth(document.getElementById("depth-chart"), bids, asks);
+  drawDepth(document.getElementById("depth-chart"), bids, asks, decimals(book.tick));
   if (tapeDirty) {
     tapeDirty = false;
     renderTape(book.trades);
-    drawCandles(document.getElementById("candle-chart"), book.candles[interval] || []);
+    drawCandles(document.getElementById("candle-chart"), book.candles[interval] || [], decimals(book.tick));
   }
   document.getElementById("ladder").dataset.seq = book.seq;
 }
@@ -55,7 +55,7 @@ function row(body, cells, className) {
 }
 
 function renderLadder(bids, asks) {
-  const top = Math.max(1, ...bids.slice(0, LADDER_LEVELS).map((l) => l[1]), ...asks.slice(0, LADDER_LEVELS).map((l) => l[1]));
+  const top = Math.max(0, ...bids.slice(0, LADDER_LEVELS).map((l) => l[1]), ...asks.slice(0, LADDER_LEVELS).map((l) => l[1])) || 1;
   const askBody = document.getElementById("asks"), bidBody = document.getElementById("bids");
   askBody.replaceChildren();
   bidBody.replaceChildren();
@@ -127,7 +127,7 @@ for (const button of document.querySelectorAll(".intervals button")) {
   button.addEventListener("click", () => {
     interval = button.dataset.interval;
     for (const b of document.querySelectorAll(".intervals button")) b.setAttribute("aria-pressed", String(b === button));
-    if (book) drawCandles(document.getElementById("candle-chart"), book.candles[interval] || []);
+    if (book) drawCandles(document.getElementById("candle-chart"), book.candles[interval] || [], decimals(book.tick));
   });
 }
 
