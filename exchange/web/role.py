@@ -41,7 +41,7 @@ async def serve(config: Config) -> None:
     host, port = web_config.listen.rsplit(":", 1)
     ctx = zmq.asyncio.Context()
     ctx.linger = sockets.LINGER_MS
-    server = uvicorn.Server(uvicorn.Config(None, host=host, port=int(port), ws="websockets", lifespan="off",
+    server = uvicorn.Server(uvicorn.Config(None, host=host, port=int(port), ws="websockets-sansio", lifespan="off",
                                            log_config=None, access_log=False, ws_max_size=4096,
                                            proxy_headers=False, server_header=False))
     stopping = asyncio.Event()
