@@ -54,8 +54,8 @@ class Replace(msgspec.Struct, forbid_unknown_fields=True):
         return ReplaceRequest(self.qty, self.price, order_id=order_id)
 
 
-def error(status: int, code: str, reason: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "reason": reason}}, status, headers=headers)
+def error(status: int, code: str, reason: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "reason": reason}}, status)
 
 
 def decode(body: bytes, kind: type):

@@ -16,8 +16,6 @@ is refused; signed-in requests take a token from the session's rate bucket.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import secrets
 from pathlib import Path
@@ -29,15 +27,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from exchange.config import WebConfig
 from exchange.gateway.protocol.messages import (
     Ack, CancelRequest, LoginOk, LoginRequest, Out, Rej, ReplaceAck,
 )
-from exchange.web import api
+from exchange.web import api, live
 from exchange.web.gateway_session import GatewayBusy, GatewaySession
-from exchange.web.hub import Client, Hub
+from exchange.web.hub import Hub
 from exchange.web.security import LoginAttempts, SecurityHeaders, same_origin, token_matches
 from exchange.web.sessions import WebSession, WebSessions
 
@@ -54,7 +52,7 @@ class Web:
         self.config, self.hub, self.ctx, self.gateway_endpoint = config, hub, ctx, gateway_endpoint
         self.sessions = WebSessions(config.max_sessions, config.session_expiry, config.max_rate, config.max_burst)
         self.logins = LoginAttempts(config.max_logins)
-        self.sockets = 0
+        self.sockets = 0  # WebSockets open now
 
     def session(self, request: Request | WebSocket) -> WebSession | None:
         return self.sessions.get(request.cookies.get("session"))
@@ -203,65 +201,6 @@ class Web:
             return api.error(502, "INTERNAL", f"the gateway answered {type(reply).__name__}")
         return JSONResponse({"type": type(reply).__name__, **msgspec.to_builtins(reply)})
 
-    # -- the WebSocket ---------------------------------------------------------------------------
-
-    async def socket(self, websocket: WebSocket) -> None:
-        if not same_origin(websocket.headers, "ws" if websocket.url.scheme == "ws" else "wss"):
-            await websocket.close(code=1008, reason="another site's page may not open this socket")
-            return
-        if self.sockets >= self.config.max_sockets:
-            await websocket.close(code=1013, reason="too many open sockets; try again later")
-            return
-        await websocket.accept()
-        self.sockets += 1
-        client = Client(self.hub)
-        self.hub.clients.add(client)
-        client.send(self.hub.summaries())
-        session = self.session(websocket)
-        if session is not None:
-            session.listeners.add(client.send)
-            client.send(session.account())
-        writer = asyncio.get_running_loop().create_task(self._write(websocket, client))
-        try:
-            await self._read(websocket, client, session)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            writer.cancel()
-            self.sockets -= 1
-            self.hub.clients.discard(client)
-            if session is not None:
-                session.listeners.discard(client.send)
-
-    async def _read(self, websocket: WebSocket, client: Client, session: WebSession | None) -> None:
-        while True:
-            text = await websocket.receive_text()
-            if session is not None:
-                self.sessions.get(session.token)  # a page in use keeps its session
-            try:
-                message = json.loads(text)
-                kind, symbol = message["type"], message["symbol"]
-            except (ValueError, KeyError, TypeError):
-                client.send({"type": "error", "reason": 'a message is a JSON object {"type": "subscribe" or'
-                                                        ' "resync", "symbol": SYMBOL}'})
-                continue
-            if kind not in ("subscribe", "resync"):
-                client.send({"type": "error", "reason": f"unknown type {str(kind)[:32]!r}; types are subscribe,"
-                                                        " resync"})
-            elif symbol not in self.hub.markets:
-                client.send({"type": "error", "reason": f"no instrument {str(symbol)[:32]!r}; there are"
-                                                        f" {', '.join(self.hub.markets)}"})
-            else:
-                client.follow(symbol)
-
-    async def _write(self, websocket: WebSocket, client: Client) -> None:
-        try:
-            while True:
-                for text in await client.next_batch():
-                    await websocket.send_text(text)
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-
 
 def make_app(web: Web) -> SecurityHeaders:
     routes = [
@@ -275,7 +214,7 @@ def make_app(web: Web) -> SecurityHeaders:
         Route("/api/orders", web.place, methods=["POST"]),
         Route("/api/orders/{order_id}", web.cancel, methods=["DELETE"]),
         Route("/api/orders/{order_id}/replace", web.replace, methods=["POST"]),
-        WebSocketRoute("/ws", web.socket),
+        WebSocketRoute("/ws", lambda websocket: live.serve(web, websocket)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return SecurityHeaders(Starlette(routes=routes))

@@ -102,9 +102,11 @@ class GatewaySession:
         if not isinstance(reply, PUSHED):
             return True
         request = self.waiting[0][0]
-        return (isinstance(reply, Out) and isinstance(request, CancelRequest) and reply.status == "CANCELED"
-                and not reply.reason and (reply.order_id == request.order_id
-                                          or (request.client_order_id and reply.client_order_id == request.client_order_id)))
+        if not (isinstance(reply, Out) and isinstance(request, CancelRequest) and reply.status == "CANCELED"
+                and not reply.reason):
+            return False
+        return reply.order_id == request.order_id or bool(
+            request.client_order_id and reply.client_order_id == request.client_order_id)
 
     def _end(self) -> None:
         if self.ended:

@@ -65,7 +65,7 @@ async def serve(config: Config) -> None:
     for thread in threads:
         thread.start()
     summaries = loop.create_task(hub.send_summaries())
-    ready = loop.create_task(_report_ready(server, web_config.listen))
+    ready = loop.create_task(_report_ready(server, hub, web_config.listen))
     try:
         await server.serve()
     finally:
@@ -78,8 +78,9 @@ async def serve(config: Config) -> None:
         log.info("stopped")
 
 
-async def _report_ready(server: uvicorn.Server, listen: str) -> None:
-    while not server.started:
+async def _report_ready(server: uvicorn.Server, hub: Hub, listen: str) -> None:
+    """Ready once it serves, and every instrument's book has come from the notifier once."""
+    while not server.started or any(view.state == "connecting" for view in hub.markets.values()):
         await asyncio.sleep(0.05)
     log.info("ready: http://%s/", listen)
     sockets.report_ready()

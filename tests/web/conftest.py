@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from exchange.config import load_config
-from exchange.testing.mesh import Mesh, loopback_config
+from exchange.testing.mesh import Mesh, loopback_config, wait_until
 
 
 def web_mesh_config(directory: Path, **web_options) -> Path:
@@ -51,6 +51,16 @@ class WebMesh:
         self.config = load_config(config_path)
         self.base_url = f"http://{self.config.web.listen}"
         self.ws_url = f"ws://{self.config.web.listen}/ws"
+        wait_until(self.live, timeout=60, what="the web role serving every instrument's book")
+
+    def live(self) -> bool:
+        """Whether the web role answers, with every instrument's book from the notifier (the mesh
+        is ready once its engines answer, which may be before)."""
+        try:
+            markets = httpx.get(f"{self.base_url}/api/markets", timeout=5).json()["markets"]
+        except httpx.HTTPError:
+            return False
+        return all(m["state"] == "live" for m in markets)
 
     def browser(self, user: str | None = None) -> Browser:
         browser = Browser(self.base_url)

@@ -96,6 +96,7 @@ def test_two_users_trade_through_their_browsers(chromium, web, shots):
         expect(bob.locator("#user-name")).to_have_text("bob", timeout=WAIT_MS)
         expect(bob.locator('#asks tr[data-price="43000.10"] td').nth(2)).to_have_text("0.5000", timeout=WAIT_MS)
         place(bob, "BUY", "0.2", "43000.10", tif="IOC")
+        place(bob, "BUY", "0.4", "42990.00")  # rests below alice's asks
 
         for page in (alice, bob):  # the trade on both pages, and the ladder moved
             expect(page.locator("#tape tbody tr").first.locator("td").nth(1)).to_have_text("43000.10", timeout=WAIT_MS)
@@ -105,7 +106,10 @@ def test_two_users_trade_through_their_browsers(chromium, web, shots):
         expect(bob.locator("#fills tbody tr").first).to_contain_text("BUY", timeout=WAIT_MS)
         expect(balance_cell(alice, "BTC", 2)).to_have_text("0.60000000", timeout=WAIT_MS)
         expect(balance_cell(bob, "BTC", 1)).to_have_text("1000.20000000", timeout=WAIT_MS)
+        expect(balance_cell(bob, "USD", 2)).not_to_have_text("0.000000", timeout=WAIT_MS)  # the bid holds USD
         expect(bob.locator(f'#orders tr[data-order-id="{resting}"]')).to_have_count(0)  # alice's, not bob's
+        expect(alice.locator('#bids tr[data-price="42990.00"] td').first).to_have_text("0.4000", timeout=WAIT_MS)
+        expect(alice.locator("#spread-cell")).to_have_text("spread 10.10")
         for page in (alice, bob):  # the instrument list has the last price
             expect(page.locator('#markets tr[data-symbol="BTC-USD"] td').nth(1)).to_have_text("43000.10",
                                                                                             timeout=WAIT_MS)
@@ -117,6 +121,14 @@ def test_two_users_trade_through_their_browsers(chromium, web, shots):
         expect(alice.locator('#asks tr[data-price="43100.00"]')).to_have_count(0, timeout=WAIT_MS)
         expect(bob.locator('#asks tr[data-price="43100.00"]')).to_have_count(0, timeout=WAIT_MS)
         expect(balance_cell(alice, "BTC", 2)).to_have_text("0.30000000", timeout=WAIT_MS)
+
+        answers = ["0.45", "43050.00"]  # Replace asks for the new quantity (0.2 filled of it), then the price
+        alice.on("dialog", lambda dialog: dialog.accept(answers.pop(0)))
+        alice.click(f'button[aria-label="Replace order {resting}"]')
+        for page in (alice, bob):
+            expect(page.locator('#asks tr[data-price="43050.00"] td').nth(2)).to_have_text("0.2500", timeout=WAIT_MS)
+            expect(page.locator('#asks tr[data-price="43000.10"]')).to_have_count(0, timeout=WAIT_MS)
+        expect(alice.locator(f'#orders tr[data-order-id="{resting}"] td').nth(3)).to_have_text("43050.00")
 
         alice.fill("#ticket-price", "43000.105")
         alice.click("#ticket-submit")

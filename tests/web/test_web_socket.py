@@ -116,3 +116,14 @@ def test_a_signed_in_socket_gets_its_own_account_and_nobody_elses(web):
         seen = []
         receive_until(forged, lambda m: seen.append(m["type"]) or m["type"] == "snapshot")
         assert "account" not in seen
+
+
+def test_a_message_over_4_kib_closes_the_socket(web):
+    from websockets.exceptions import ConnectionClosed
+
+    with open_socket(web) as ws:
+        ws.send(json.dumps({"type": "subscribe", "symbol": "x" * 5000}))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1009  # message too big

@@ -143,7 +143,10 @@ export class Account {
   }
 
   async replace(order) {
-    const qty = window.prompt(`New quantity for ${order.order_id}`, order.leaves_qty);
+    const places = order.leaves_qty.includes(".") ? order.leaves_qty.split(".")[1].length : 0;
+    const ordered = (Number(order.filled_qty) + Number(order.leaves_qty)).toFixed(places);
+    const qty = window.prompt(`New quantity for ${order.order_id}, what is filled included` +
+                              ` (${order.filled_qty} is filled)`, ordered);
     if (qty === null) return;
     const price = window.prompt(`New price for ${order.order_id}`, order.price ?? "");
     if (price === null) return;
