@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 
 import zmq
 import zmq.asyncio
@@ -21,6 +20,7 @@ from exchange.core.instruments import Instrument
 from exchange.core.messages import Trade
 from exchange.core.orders import Side
 from exchange.marketdata.feed import BookFeed
+from exchange.wire.sockets import Stopper
 from exchange.wire.messages import Decoder, Instruments, InstrumentsRequest, NotifierReply, encode
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # a feed thread hands the loop what it applied at most this often
 
 
-async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopping: asyncio.Event,
-                            timeout_s: float = 2.0) -> list[Instrument]:
-    """Every instrument, asked of the notifier's snapshot endpoint until it answers."""
+async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: Stopper,
+                            timeout_s: float = 0.5) -> list[Instrument]:
+    """Every instrument, asked of the notifier's snapshot endpoint until it answers (or a stop is asked)."""
     decoder = Decoder(NotifierReply)
-    while not stopping.is_set():
+    while not stopper.requested:
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.connect(endpoint)
@@ -52,16 +52,25 @@ async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopping: a
 
 
 class FeedThread(threading.Thread):
-    """Follows one instrument's ``BookFeed`` and calls ``deliver(kind, payload)`` on the loop."""
+    """Follows one instrument's ``BookFeed`` and calls ``deliver(kind, payload)`` on the loop; if it
+    fails (our bug, or a snapshot refused for good), ``on_crash()`` on the loop: the role then exits
+    with an error, as any role does, and the launcher restarts it."""
 
     def __init__(self, publish: list[str], snapshots: list[str], symbol: str,
-                 loop: asyncio.AbstractEventLoop, deliver):
+                 loop: asyncio.AbstractEventLoop, deliver, on_crash):
         super().__init__(name=f"feed-{symbol}", daemon=True)
         self.publish, self.snapshots, self.symbol = publish, snapshots, symbol
-        self.loop, self.deliver = loop, deliver
+        self.loop, self.deliver, self.on_crash = loop, deliver, on_crash
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._follow()
+        except Exception:
+            log.exception("the feed of %s failed", self.symbol)
+            self.loop.call_soon_threadsafe(self.on_crash)
+
+    def _follow(self) -> None:
         with BookFeed(self.publish, self.snapshots, self.symbol) as feed:
             resyncs, synced = feed.resyncs, False
             while not self.stopping.is_set():
@@ -83,7 +92,3 @@ class FeedThread(threading.Thread):
             self.loop.call_soon_threadsafe(self.deliver, self.symbol, kind, payload)
         except RuntimeError:  # the loop has closed: the role is stopping
             self.stopping.set()
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        self.stopping.set()
-        self.join(timeout_s + POLL_S)

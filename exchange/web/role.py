@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import uvicorn
 import zmq.asyncio
@@ -44,15 +43,13 @@ async def serve(config: Config) -> None:
     server = uvicorn.Server(uvicorn.Config(None, host=host, port=int(port), ws="websockets-sansio", lifespan="off",
                                            log_config=None, access_log=False, ws_max_size=4096,
                                            proxy_headers=False, server_header=False))
-    stopping = asyncio.Event()
+    # SIGINT and SIGTERM set this flag; while uvicorn serves, its own handlers stop it, and it
+    # passes the signal on to these when it is done, so that the role closes everything and exits 0
+    stopper = sockets.Stopper()
     loop = asyncio.get_running_loop()
     notifiers = [config.notifier, *config.notifier.replicas]
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    instruments = await fetch_instruments(ctx, config.notifier.snapshots, stopping)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(signum)  # uvicorn's own handlers stop the server from here on
-    if stopping.is_set():
+    instruments = await fetch_instruments(ctx, config.notifier.snapshots, stopper)
+    if stopper.requested:
         ctx.destroy(linger=0)
         log.info("stopped")
         return
@@ -60,8 +57,14 @@ async def serve(config: Config) -> None:
     web = Web(web_config, hub, ctx, config.gateway.zmq)
     server.config.app = make_app(web)
     server.config.load()
+    crashed = []
+
+    def crash() -> None:
+        crashed.append(True)
+        server.should_exit = True
+
     threads = [FeedThread([n.publish for n in notifiers], [n.snapshots for n in notifiers], i.symbol, loop,
-                          hub.deliver) for i in instruments]
+                          hub.deliver, crash) for i in instruments]
     for thread in threads:
         thread.start()
     summaries = loop.create_task(hub.send_summaries())
@@ -73,9 +76,13 @@ async def serve(config: Config) -> None:
         summaries.cancel()
         web.sessions.close()
         for thread in threads:
-            thread.stop()
+            thread.stopping.set()  # all at once: each may take a moment to close its sockets
+        for thread in threads:
+            thread.join(2.0)
         ctx.destroy(linger=0)
         log.info("stopped")
+    if crashed:
+        raise SystemExit("a market data feed failed; see the log above")
 
 
 async def _report_ready(server: uvicorn.Server, hub: Hub, listen: str) -> None:

@@ -36,3 +36,4 @@ def test_a_silent_notifier_shows_as_resyncing_then_live_again_with_the_book(tmp_
         assert again["bids"] == [["30001.00", "2.0000"], ["30000.00", "1.0000"]]
         markets = web.browser().get("/api/markets").json()["markets"]
         assert {m["symbol"]: m["state"] for m in markets}["BTC-USD"] == "live"
+    assert "web INFO stopped" in (tmp_path / "var" / "web.log").read_text()  # SIGTERM: it closed everything

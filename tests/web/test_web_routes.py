@@ -198,6 +198,7 @@ def test_a_trade_shows_in_both_users_fills_and_balances(web):
     wait_until(lambda: balance(alice, "ETH")["available"] != before["available"] and balance(alice, "ETH")["held"]
                == before["held"], what="alice's ETH settled")
     assert float(before["available"]) - float(balance(alice, "ETH")["available"]) == pytest.approx(1.5)
+    wait_until(lambda: web.browser().get("/api/markets/ETH-USD").json()["trades"], what="the trade on the tape")
     market = web.browser().get("/api/markets/ETH-USD").json()
     assert market["trades"][0]["price"] == "2000.00" and market["trades"][0]["qty"] == "1.500"
     assert market["candles"]["60"][-1][4] == "2000.00"
