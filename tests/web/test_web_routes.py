@@ -209,3 +209,8 @@ def test_signing_out_ends_the_session(web):
     assert alice.send_json("POST", "/api/logout").status_code == 200
     assert alice.get("/api/account").status_code == 401
     assert alice.get("/api/session").json()["user"] is None
+
+
+def test_the_launcher_starts_the_web_role_and_says_where_to_open_it(web):
+    wait_until(lambda: "exchange is up" in web.mesh.log(), what="the launcher's banner")
+    assert f"web page                {web.base_url}/   (open it in a browser)" in web.mesh.log()
