@@ -162,3 +162,23 @@ def test_the_page_fits_a_phone_sized_window(chromium, web, shots):
         assert errors == []
     finally:
         context.close()
+
+
+def test_the_keyboard_reaches_an_instrument_and_keeps_its_place_as_prices_move(chromium, web):
+    context, page, errors = open_page(chromium, web)
+    try:
+        page.focus("#signin button[type=submit]")
+        page.keyboard.press("Tab")  # the first instrument, then the next
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "ETH-USD"
+        page.keyboard.press("Enter")
+        expect(page.locator("#book-symbol")).to_have_text("ETH-USD")
+        expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+        alice, bob = web.browser("alice"), web.browser("bob")
+        bob.place(side="SELL", symbol="AAPL", qty="3", price="191.00")
+        alice.place(side="BUY", symbol="AAPL", qty="3", price="191.00", tif="IOC")
+        expect(page.locator('#markets tr[data-symbol="AAPL"] td').nth(1)).to_have_text("191.00", timeout=WAIT_MS)
+        assert page.evaluate("document.activeElement.textContent") == "ETH-USD"  # the list was redrawn around it
+        assert errors == []
+    finally:
+        context.close()

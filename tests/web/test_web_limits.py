@@ -41,3 +41,11 @@ def test_sign_in_attempts_from_one_address_are_limited(strict):
     throttled = browser.send_json("POST", "/api/login", {"user": "alice", "key": "alice-key"}).json()["error"]
     assert throttled["code"] == "LOGIN_THROTTLED"
     assert throttled["reason"].startswith("too many sign-in attempts from this address; try again in ")
+
+
+def test_a_page_sending_too_many_messages_is_told_to_slow_down(strict):
+    with open_socket(strict) as ws:
+        for _ in range(6):
+            ws.send('{"type": "resync", "symbol": "AAPL"}')
+        error = receive_until(ws, lambda m: m["type"] == "error")
+    assert error["reason"] == "more than 1 messages per second; slow down"

@@ -14,6 +14,18 @@ export async function api(method, path, body) {
   return [response.ok, data];
 }
 
+// Re-render `container` without losing the keyboard focus: the control focused before (known by
+// its aria-label, or its text) is focused again afterwards, if it is still there.
+export function keepingFocus(container, render) {
+  const focused = container.contains(document.activeElement) ? document.activeElement : null;
+  const name = focused && (focused.getAttribute("aria-label") || focused.textContent);
+  render();
+  if (!name) return;
+  for (const control of container.querySelectorAll("button")) {
+    if ((control.getAttribute("aria-label") || control.textContent) === name) { control.focus(); return; }
+  }
+}
+
 export function problem(data) {
   return data.error ? `${data.error.code}: ${data.error.reason}` : "";
 }
@@ -98,7 +110,8 @@ export class Account {
   }
 
   render(m) {
-    this.renderOrders(m.orders);
+    const orders = document.getElementById("orders");
+    keepingFocus(orders, () => this.renderOrders(m.orders));
     const fills = document.querySelector("#fills tbody");
     fills.replaceChildren();
     for (const f of m.fills) {

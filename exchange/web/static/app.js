@@ -1,7 +1,7 @@
 // The page: markets, the followed instrument's ladder, depth chart, candles and tape, and (signed
 // in) my account. Rendering happens once per animation frame, however many updates came.
 
-import {Account} from "./account.js";
+import {Account, keepingFocus} from "./account.js";
 import {drawCandles, drawDepth} from "./charts.js";
 import {Feed} from "./feed.js";
 
@@ -88,6 +88,11 @@ function renderTape(trades) {
 }
 
 function renderMarkets(markets) {
+  keepingFocus(document.getElementById("markets"), () => renderMarketRows(markets));
+  if (!feed.symbol && markets.length) choose(location.hash.slice(1) || markets[0].symbol);
+}
+
+function renderMarketRows(markets) {
   const body = document.querySelector("#markets tbody");
   body.replaceChildren();
   for (const m of markets) {
@@ -105,7 +110,6 @@ function renderMarkets(markets) {
     change.textContent = m.change_24h === null ? "–" : `${m.change_24h}%`;
     change.className = `num ${m.change_24h && m.change_24h.startsWith("-") ? "ask" : "bid"}`;
   }
-  if (!feed.symbol && markets.length) choose(location.hash.slice(1) || markets[0].symbol);
 }
 
 function choose(symbol) {
