@@ -32,6 +32,7 @@ async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: St
                             timeout_s: float = 0.5) -> list[Instrument]:
     """Every instrument, asked of the notifier's snapshot endpoint until it answers (or a stop is asked)."""
     decoder = Decoder(NotifierReply)
+    said = False
     while not stopper.requested:
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger = 0
@@ -43,9 +44,10 @@ async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: St
                 if isinstance(reply, Instruments):
                     return [Instrument(s.symbol, s.tick_size, s.lot_size, s.min_qty, s.max_qty, s.max_price)
                             for s in reply.instruments]
-                log.warning("the notifier refused the instrument list: %s", reply)
-            else:
-                log.info("no instrument list from %s yet; asking again", endpoint)
+                raise RuntimeError(f"the notifier refused the instrument list: {reply}")  # our request was wrong
+            if not said:
+                said = True
+                log.info("no instrument list from %s yet; asking until it answers", endpoint)
         finally:
             dealer.close()
     return []
