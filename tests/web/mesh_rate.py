@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import zmq
 from playwright.sync_api import sync_playwright
 
@@ -26,15 +27,12 @@ from exchange.core.orders import Side
 from exchange.gateway.protocol.messages import Ack, AnyReply, LoginRequest, PlaceRequest
 from exchange.testing.mesh import Mesh, loopback_config, wait_until
 from exchange.wire.messages import encode
+from tests.web.chromium import ARGS, CHROMIUM
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def drive(endpoint: str, rate: int, seconds: float, sample) -> tuple[int, float]:
     """Resting orders at ``rate`` a second for ``seconds`` (``sample()`` every 100 ms); acks and the time taken."""
-    import msgspec
-
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
     dealer.linger = 0
@@ -100,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="1000,3000", help="orders (book updates) per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--chromium", default=CHROMIUM)
     options = parser.parse_args()
     for rate in (int(r) for r in options.rates.split(",")):
         print(measure(rate, options.seconds, options.chromium), flush=True)

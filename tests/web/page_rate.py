@@ -30,9 +30,8 @@ from exchange.testing.mesh import free_ports
 from exchange.web.app import Web, make_app
 from exchange.web.hub import Client, Hub
 from exchange.web.markets import MarketView
+from tests.web.chromium import ARGS, CHROMIUM
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HAND_OVER_S = 0.05  # as exchange.web.feeds.POLL_S
 MID = 4_300_000
 
@@ -118,7 +117,7 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,5000,20000", help="book updates per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--levels", type=int, default=200, help="price levels per side the updates fall on")
-    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--chromium", default=CHROMIUM)
     options = parser.parse_args()
     for rate in (int(r) for r in options.rates.split(",")):
         print(asyncio.run(measure(rate, options.seconds, options.levels, options.chromium)), flush=True)

@@ -17,9 +17,9 @@ import pytest
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed by scripts/install")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from .chromium import ARGS, CHROMIUM as DEBIAN_CHROMIUM  # noqa: E402
+
+CHROMIUM = os.environ.get("CHROMIUM", DEBIAN_CHROMIUM)
 WAIT_MS = 15_000
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
