@@ -214,6 +214,19 @@ class MeshCurveConfig(_Section):
     public_keys: dict[str, CurveKey]  # role (journal-writer, engine-<name>, gateway, notifier) → public key
 
 
+class WebConfig(_Section):
+    """The browser view (`exchange web`, docs/web.md): where it listens, its sessions and its limits."""
+
+    listen: Annotated[str, Meta(pattern=HOST_PORT)]  # host:port of its HTTP and WebSocket server
+    session_expiry: Annotated[float, Meta(gt=0)] = 1800.0  # seconds a signed-in browser may stay silent
+    max_sessions: Annotated[int, Meta(ge=1)] = 200  # signed-in browsers at once; each holds one gateway session
+    max_sockets: Annotated[int, Meta(ge=1)] = 1000  # WebSockets open at once
+    max_rate: Annotated[float, Meta(gt=0)] = 20.0  # requests per second per signed-in browser, sustained
+    max_burst: Annotated[int, Meta(ge=1)] = 40  # requests a signed-in browser may send at once
+    max_logins: Annotated[int, Meta(ge=1)] = 10  # sign-in attempts per client address per minute
+    tape_length: Annotated[int, Meta(ge=1, le=1000)] = 50  # trades the page's tape shows
+
+
 class Config(_Section):
     instruments: list[InstrumentConfig]
     engines: list[EngineConfig]
@@ -226,6 +239,7 @@ class Config(_Section):
     assets: list[AssetConfig] = []  # with assets, accounts are on (docs/accounts.md); without, pure matching
     fees: FeesConfig = FeesConfig()  # the default fee rates, with accounts on
     ledgers: list[LedgerConfig] = []  # the ledger shards, with accounts on: shards 0, 1, … once each
+    web: WebConfig | None = None  # the browser view; None: no `web` role
 
     def __post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]

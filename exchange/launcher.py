@@ -78,13 +78,15 @@ class Child:
 
 
 def roles(config: Config, config_path: str) -> list[Child]:
-    """The children of a mesh, in start order: journal writer, engines, ledger shards, notifiers, gateway."""
+    """The children of a mesh, in start order: journal writer, engines, ledger shards, notifiers, gateway,
+    and the web role when the config has a `web:` section."""
     return ([Child("journal-writer", None, config_path)]
             + [Child("engine", e.name, config_path) for e in config.engines]
             + [Child("ledger", str(s.shard), config_path) for s in config.ledgers]
             + [Child("notifier", None, config_path)]
             + [Child("notifier", r.name, config_path) for r in config.notifier.replicas]
-            + [Child("gateway", None, config_path)])
+            + [Child("gateway", None, config_path)]
+            + ([Child("web", None, config_path)] if config.web is not None else []))
 
 
 def raise_fd_limit() -> None:
@@ -107,6 +109,8 @@ def banner(config: Config) -> str:
     for replica in notifier.replicas:
         lines.append(f"  notifier {replica.name}: market data {replica.publish}, snapshots {replica.snapshots},"
                      f" private {replica.private}")
+    if config.web is not None:
+        lines.append(f"  web page                http://{config.web.listen}/   (open it in a browser)")
     lines += [f"  journal                 {config.journal.path}   (try: exchange journal trades)",
               f"  logs                    {config.var_dir}/"]
     return "\n".join(lines)

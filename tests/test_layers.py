@@ -155,6 +155,7 @@ PARTS = {
     "exchange.marketdata": BASE | {"exchange.client.private_feed", "exchange.gateway.protocol",
                                    "exchange.journal.queries"},
     "exchange.client": BASE | {"exchange.gateway.protocol"},
+    "exchange.web": BASE | {"exchange.marketdata.feed", "exchange.marketdata.depth", "exchange.gateway.protocol"},
     "exchange.gateway.protocol": {"exchange.core", "exchange.errors"},  # pure: what a client may reuse
 }
 
@@ -183,7 +184,7 @@ def test_nothing_that_runs_in_a_role_imports_the_test_harness():
 
 def test_the_folder_listing_shows_the_mesh():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders >= {"core", "wire", "gateway", "engine", "journal", "marketdata", "client", "cli", "testing"}
+    assert folders >= {"core", "wire", "gateway", "engine", "journal", "marketdata", "client", "cli", "testing", "web"}
     for folder in folders:
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
         assert doc and "import" in doc, f"exchange/{folder}/__init__.py must say what it is and what it may import"

@@ -41,7 +41,7 @@ def up(config_file: str | None, config_path: str) -> None:
 
 ROLE_MODULES = {"gateway": "exchange.gateway.role", "engine": "exchange.engine.role",
                 "journal-writer": "exchange.journal.role", "notifier": "exchange.marketdata.notifier",
-                "ledger": "exchange.ledger.role"}
+                "ledger": "exchange.ledger.role", "web": "exchange.web.role"}
 
 
 def _role(role: str, name_help: str | None = None, name_required: bool = False):
@@ -89,6 +89,7 @@ cli.command("engine")(_role("engine", "Which engine.", name_required=True))
 cli.command("journal-writer")(_role("journal-writer"))
 cli.command("ledger")(_role("ledger", "Which ledger shard (its number).", name_required=True))
 cli.command("notifier")(_role("notifier", "Which replica (notifier.replicas); none: the first notifier."))
+cli.command("web")(_role("web"))
 
 
 @cli.command()

@@ -44,6 +44,9 @@ _ACCOUNT_SECTIONS = re.compile(r"^(assets|fees|ledgers):.*?(?=^[a-z_]+:|\Z)", re
 _ACCOUNT_KEYS = re.compile(r"\n    (base|quote|opening_balances): .*")
 
 
+_WEB_SECTION = re.compile(r"^web:\n(?:  .*\n)+", re.M)
+
+
 def without_accounts(text: str) -> str:
     """A config's text with accounts off: no assets, fees, ledger shards, bases, quotes or opening balances."""
     return _ACCOUNT_KEYS.sub("", _ACCOUNT_SECTIONS.sub("", text))
@@ -61,15 +64,18 @@ def toy_config(source: Path = LOCAL_CONFIG, accounts: bool = False) -> Config:
 
 def loopback_config(directory: Path, source: Path = LOCAL_CONFIG, request_timeout: float | None = None,
                     checkpoint_every: int | None = None, max_undurable_events: int | None = None,
-                    price_bands: bool = False, accounts: bool = False) -> Path:
+                    price_bands: bool = False, accounts: bool = False, web: bool = False) -> Path:
     """A copy of ``source`` (configs/local.yaml) in ``directory`` with free ports on 127.0.0.1 and
     the journal and logs inside ``directory``; returns its path.
 
     Without ``price_bands`` the copy drops the demo's price bands, so that tests may trade at any
     price they like (10.00 BTC-USD, say); the demo as shipped keeps them. Without ``accounts`` it
-    runs pure matching (no ledger shards), as most tests of matching and order entry want.
+    runs pure matching (no ledger shards), as most tests of matching and order entry want; without
+    ``web``, no web role.
     """
     text = source.read_text()
+    if not web:
+        text = _WEB_SECTION.sub("", text)
     if not price_bands:
         text = without_price_bands(text)
     if not accounts:

@@ -1,0 +1,220 @@
+"""The ASGI app: the page and its static files, the JSON routes and the WebSocket.
+
+Routes (docs/web.md has the messages):
+
+    GET  /                         the page                 GET  /api/markets            every instrument
+    GET  /api/markets/{symbol}     one instrument's view    GET  /api/session            who is signed in; a CSRF token
+    POST /api/login                sign in (user, key)      POST /api/logout             sign out
+    GET  /api/account              my orders, fills, balances
+    POST /api/orders               place an order           DELETE /api/orders/{id}      cancel one
+    POST /api/orders/{id}/replace  replace one              WS   /ws                     the live feed (and my account)
+
+Every state-changing request needs the ``X-CSRF-Token`` header to match the ``csrf`` cookie
+(double submit) and, once signed in, the session's token; an ``Origin`` other than this server's
+is refused; signed-in requests take a token from the session's rate bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+import msgspec
+import zmq.asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from exchange.config import WebConfig
+from exchange.gateway.protocol.messages import (
+    Ack, CancelRequest, LoginOk, LoginRequest, Out, Rej, ReplaceAck,
+)
+from exchange.web import api, live
+from exchange.web.gateway_session import GatewayBusy, GatewaySession
+from exchange.web.hub import Hub
+from exchange.web.security import LoginAttempts, SecurityHeaders, same_origin, token_matches
+from exchange.web.sessions import WebSession, WebSessions
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = {"httponly": True, "samesite": "strict", "path": "/"}
+
+
+class Web:
+    """The app's state: the market views, the signed-in sessions, and the way to the gateway."""
+
+    def __init__(self, config: WebConfig, hub: Hub, ctx: zmq.asyncio.Context, gateway_endpoint: str):
+        self.config, self.hub, self.ctx, self.gateway_endpoint = config, hub, ctx, gateway_endpoint
+        self.sessions = WebSessions(config.max_sessions, config.session_expiry, config.max_rate, config.max_burst)
+        self.logins = LoginAttempts(config.max_logins)
+        self.sockets = 0  # WebSockets open now
+
+    def session(self, request: Request | WebSocket) -> WebSession | None:
+        return self.sessions.get(request.cookies.get("session"))
+
+    # -- guards ----------------------------------------------------------------------------------
+
+    def refused(self, request: Request, session: WebSession | None) -> Response | None:
+        """Why a state-changing request may not go on (None: it may)."""
+        if not same_origin(request.headers, request.url.scheme):
+            return api.error(403, "CSRF", "requests from another site's page are refused")
+        expected = session.csrf if session is not None else request.cookies.get("csrf")
+        if not token_matches(request.headers.get("x-csrf-token"), expected):
+            return api.error(403, "CSRF", "missing or wrong X-CSRF-Token header; reload the page"
+                                          " (GET /api/session gives the token)")
+        if session is not None and not session.bucket.take():
+            return api.error(429, "RATE_LIMITED", f"more than {self.config.max_rate:g} requests per second;"
+                                                  " slow down")
+        return None
+
+    def signed_in(self, request: Request) -> tuple[WebSession | None, Response | None]:
+        session = self.session(request)
+        if session is None:
+            return None, api.error(401, "NOT_LOGGED_IN", "sign in first (or the session expired)")
+        return session, self.refused(request, session)
+
+    # -- public routes ---------------------------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def markets(self, request: Request) -> Response:
+        return JSONResponse(self.hub.summaries())
+
+    async def market(self, request: Request) -> Response:
+        symbol = request.path_params["symbol"]
+        view = self.hub.markets.get(symbol)
+        if view is None:
+            return api.error(404, "UNKNOWN_SYMBOL", f"no instrument {symbol[:32]!r}; there are"
+                                                    f" {', '.join(self.hub.markets)}")
+        return JSONResponse(view.snapshot())
+
+    async def whoami(self, request: Request) -> Response:
+        session = self.session(request)
+        if session is not None:
+            return JSONResponse({"user": session.user, "csrf": session.csrf})
+        token = request.cookies.get("csrf") or secrets.token_urlsafe(32)
+        response = JSONResponse({"user": None, "csrf": token})
+        response.set_cookie("csrf", token, **COOKIE)
+        return response
+
+    # -- signing in and out ----------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        refusal = self.refused(request, None)
+        if refusal is not None:
+            return refusal
+        wait = self.logins.take(request.client.host if request.client else "")
+        if wait:
+            return api.error(429, "LOGIN_THROTTLED", f"too many sign-in attempts from this address;"
+                                                     f" try again in {wait:.0f} s")
+        try:
+            body = api.decode(await request.body(), api.Login)
+        except ValueError as e:
+            return api.error(400, "MALFORMED", str(e))
+        if self.sessions.full():
+            return api.error(503, "MAX_SESSIONS", f"{self.config.max_sessions} browsers are signed in, the most"
+                                                  " this server takes; try again later")
+        holder: list[WebSession] = []  # the session, once the sign-in succeeded
+        gateway = GatewaySession(self.ctx, self.gateway_endpoint,
+                                 lambda reply: holder[0].note(reply) if holder else None,
+                                 lambda reply: holder[0].on_push(reply) if holder else None, lambda: None)
+        try:
+            reply = await gateway.request(LoginRequest(body.user, body.key))
+        except GatewayBusy as e:
+            gateway.close()
+            return api.error(503, "UNAVAILABLE", str(e))
+        if not isinstance(reply, LoginOk):
+            gateway.close()
+            code = reply.code.value if isinstance(reply, Rej) else "BAD_LOGIN"
+            return api.error(401 if code == "BAD_LOGIN" else 429 if code == "LOGIN_THROTTLED" else 403, code,
+                             reply.reason if isinstance(reply, Rej) else "the gateway refused the sign-in")
+        session = self.sessions.add(reply.user, gateway)
+        holder.append(session)
+        try:
+            await session.refresh()  # the page shows the account from the first moment
+        except GatewayBusy:
+            session.dirty.set()
+        log.info("%s signed in from %s", reply.user, request.client.host if request.client else "?")
+        response = JSONResponse({"user": session.user, "csrf": session.csrf})
+        response.set_cookie("session", session.token, **COOKIE)
+        response.set_cookie("csrf", session.csrf, **COOKIE)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        session, refusal = self.signed_in(request)
+        if refusal is not None:
+            return refusal
+        self.sessions.remove(session)
+        response = JSONResponse({"user": None})
+        response.delete_cookie("session", path="/")
+        return response
+
+    # -- my account ------------------------------------------------------------------------------
+
+    async def account(self, request: Request) -> Response:
+        session = self.session(request)
+        if session is None:
+            return api.error(401, "NOT_LOGGED_IN", "sign in first (or the session expired)")
+        return JSONResponse(session.account())
+
+    async def place(self, request: Request) -> Response:
+        session, refusal = self.signed_in(request)
+        if refusal is not None:
+            return refusal
+        try:
+            order = api.decode(await request.body(), api.OrderTicket).request()
+        except ValueError as e:
+            return api.error(400, "MALFORMED", str(e))
+        return await self._ask(session, order, (Ack,))
+
+    async def cancel(self, request: Request) -> Response:
+        session, refusal = self.signed_in(request)
+        if refusal is not None:
+            return refusal
+        return await self._ask(session, CancelRequest(order_id=request.path_params["order_id"][:64]), (Out,))
+
+    async def replace(self, request: Request) -> Response:
+        session, refusal = self.signed_in(request)
+        if refusal is not None:
+            return refusal
+        try:
+            replace = api.decode(await request.body(), api.Replace).request(request.path_params["order_id"][:64])
+        except ValueError as e:
+            return api.error(400, "MALFORMED", str(e))
+        return await self._ask(session, replace, (ReplaceAck,))
+
+    async def _ask(self, session: WebSession, request, accepted: tuple[type, ...]) -> Response:
+        try:
+            reply = await session.gateway.request(request)
+        except GatewayBusy as e:
+            return api.error(503, "UNAVAILABLE", str(e))
+        if isinstance(reply, Rej):
+            return api.error(400 if reply.code.value not in ("BUSY", "UNAVAILABLE", "RATE_LIMITED") else 503,
+                             reply.code.value, reply.reason)
+        if not isinstance(reply, accepted):
+            return api.error(502, "INTERNAL", f"the gateway answered {type(reply).__name__}")
+        return JSONResponse({"type": type(reply).__name__, **msgspec.to_builtins(reply)})
+
+
+def make_app(web: Web) -> SecurityHeaders:
+    routes = [
+        Route("/", web.page),
+        Route("/api/markets", web.markets),
+        Route("/api/markets/{symbol}", web.market),
+        Route("/api/session", web.whoami),
+        Route("/api/login", web.login, methods=["POST"]),
+        Route("/api/logout", web.logout, methods=["POST"]),
+        Route("/api/account", web.account),
+        Route("/api/orders", web.place, methods=["POST"]),
+        Route("/api/orders/{order_id}", web.cancel, methods=["DELETE"]),
+        Route("/api/orders/{order_id}/replace", web.replace, methods=["POST"]),
+        WebSocketRoute("/ws", lambda websocket: live.serve(web, websocket)),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return SecurityHeaders(Starlette(routes=routes))

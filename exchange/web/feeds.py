@@ -1,0 +1,96 @@
+"""The notifier's public feed, brought onto the web role's event loop: the instrument list, and one
+``BookFeed`` per instrument, each followed on a thread of its own (``BookFeed`` blocks), handing
+what it applied to the loop.
+
+``BookFeed`` keeps the book in step (snapshot, then deltas; a gap, a new epoch or silence
+re-syncs). The thread passes the loop three things: ``resyncing`` when the feed lost step,
+``synced`` with a copy of the whole book after every (re-)sync, and the events applied otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import zmq
+import zmq.asyncio
+
+from exchange.core.instruments import Instrument
+from exchange.core.messages import Trade
+from exchange.core.orders import Side
+from exchange.marketdata.feed import BookFeed
+from exchange.wire.sockets import Stopper
+from exchange.wire.messages import Decoder, Instruments, InstrumentsRequest, NotifierReply, encode
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05  # a feed thread hands the loop what it applied at most this often
+
+
+async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: Stopper,
+                            timeout_s: float = 0.5) -> list[Instrument]:
+    """Every instrument, asked of the notifier's snapshot endpoint until it answers (or a stop is asked)."""
+    decoder = Decoder(NotifierReply)
+    said = False
+    while not stopper.requested:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(endpoint)
+        try:
+            await dealer.send(encode(InstrumentsRequest()))
+            if await dealer.poll(int(timeout_s * 1000)):
+                reply = decoder.decode(await dealer.recv())
+                if isinstance(reply, Instruments):
+                    return [Instrument(s.symbol, s.tick_size, s.lot_size, s.min_qty, s.max_qty, s.max_price)
+                            for s in reply.instruments]
+                raise RuntimeError(f"the notifier refused the instrument list: {reply}")  # our request was wrong
+            if not said:
+                said = True
+                log.info("no instrument list from %s yet; asking until it answers", endpoint)
+        finally:
+            dealer.close()
+    return []
+
+
+class FeedThread(threading.Thread):
+    """Follows one instrument's ``BookFeed`` and calls ``deliver(kind, payload)`` on the loop; if it
+    fails (our bug, or a snapshot refused for good), ``on_crash()`` on the loop: the role then exits
+    with an error, as any role does, and the launcher restarts it."""
+
+    def __init__(self, publish: list[str], snapshots: list[str], symbol: str,
+                 loop: asyncio.AbstractEventLoop, deliver, on_crash):
+        super().__init__(name=f"feed-{symbol}", daemon=True)
+        self.publish, self.snapshots, self.symbol = publish, snapshots, symbol
+        self.loop, self.deliver, self.on_crash = loop, deliver, on_crash
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._follow()
+        except Exception:
+            log.exception("the feed of %s failed", self.symbol)
+            self.loop.call_soon_threadsafe(self.on_crash)
+
+    def _follow(self) -> None:
+        with BookFeed(self.publish, self.snapshots, self.symbol) as feed:
+            resyncs, synced = feed.resyncs, False
+            while not self.stopping.is_set():
+                events = feed.poll(POLL_S)
+                if feed.synced and feed.resyncs != resyncs:
+                    resyncs, synced = feed.resyncs, True
+                    depth = feed.depth
+                    self._hand("synced", (depth.levels(Side.BUY), depth.levels(Side.SELL), depth.last_trade,
+                                          [e for e in events if type(e) is Trade]))
+                    continue
+                if events:
+                    self._hand("events", events)
+                if synced and not feed.synced:
+                    synced = False
+                    self._hand("resyncing", None)
+
+    def _hand(self, kind: str, payload) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.deliver, self.symbol, kind, payload)
+        except RuntimeError:  # the loop has closed: the role is stopping
+            self.stopping.set()

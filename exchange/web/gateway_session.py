@@ -1,0 +1,131 @@
+"""One signed-in browser's order entry session on the gateway: a ZMQ DEALER speaking the client
+protocol (exchange.gateway.protocol.messages), driven from the web role's event loop.
+
+The gateway answers requests one by one, in order, with pushed messages (fills, outs, reductions)
+in between; so a reply is matched to the oldest request still waiting, and anything else is
+pushed. The one ambiguity is ``Out``: it answers a ``CancelRequest`` (status CANCELED, no reason,
+naming the order asked for) and is otherwise pushed. Sends never block: a gateway that cannot take
+a request at once is the caller's ``GatewayBusy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from exchange.gateway.protocol.messages import (
+    AnyReply, Bye, CancelRequest, ClientReply, ClientRequest, Fill, Out, PingRequest, Reduced,
+)
+from exchange.wire.messages import encode
+
+log = logging.getLogger(__name__)
+
+PUSHED = (Fill, Out, Reduced)
+
+
+class GatewayBusy(Exception):
+    """The gateway did not take or did not answer a request: its reason is for the user."""
+
+
+class GatewaySession:
+    """Requests in, their replies out (awaitable), pushed messages to ``on_push``; ``on_end`` once.
+
+    ``on_reply`` sees each reply as it is read, before any pushed message after it (the fills of an
+    order come right behind its ``Ack``, before the request's awaiter runs).
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, on_reply, on_push, on_end, timeout_s: float = 15.0):
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+        self.on_reply, self.on_push, self.on_end, self.timeout_s = on_reply, on_push, on_end, timeout_s
+        self.decoder = msgspec.msgpack.Decoder(AnyReply)
+        self.waiting: deque[tuple[ClientRequest, asyncio.Future]] = deque()
+        self.ended = False
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def request(self, request: ClientRequest) -> ClientReply:
+        """Send one request; its reply. Raises GatewayBusy if the gateway cannot take it or does not answer."""
+        if self.ended:
+            raise GatewayBusy("the session with the gateway has ended; sign in again")
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_seen)
+        try:
+            self.sock.send(encode(request), zmq.NOBLOCK)
+        except zmq.Again:
+            raise GatewayBusy("the gateway is not taking requests now; try again") from None
+        self.waiting.append((request, future))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise GatewayBusy(f"no answer from the gateway in {self.timeout_s:g} s") from None
+
+    async def ping(self) -> None:
+        """Keep the gateway session from idling out."""
+        try:
+            await self.request(PingRequest())
+        except GatewayBusy as e:
+            log.info("ping: %s", e)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = await self.sock.recv()
+                try:
+                    reply = self.decoder.decode(frame)
+                except msgspec.DecodeError:
+                    log.warning("unreadable frame from the gateway: %r", frame[:64])
+                    continue
+                if isinstance(reply, Bye):
+                    log.info("the gateway ended a session: %s %s", reply.code.value, reply.reason)
+                    break
+                if self._is_reply(reply):
+                    request, future = self.waiting.popleft()
+                    self.on_reply(reply)
+                    if not future.done():
+                        future.set_result(reply)
+                else:
+                    self.on_push(reply)
+        except (asyncio.CancelledError, zmq.ZMQError):
+            pass
+        finally:
+            self._end()
+
+    def _is_reply(self, reply: ClientReply) -> bool:
+        if not self.waiting:
+            return False
+        if not isinstance(reply, PUSHED):
+            return True
+        request = self.waiting[0][0]
+        if not (isinstance(reply, Out) and isinstance(request, CancelRequest) and reply.status == "CANCELED"
+                and not reply.reason):
+            return False
+        return reply.order_id == request.order_id or bool(
+            request.client_order_id and reply.client_order_id == request.client_order_id)
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        for _, future in self.waiting:
+            if not future.done():
+                future.set_exception(GatewayBusy("the gateway ended the session"))
+        self.waiting.clear()
+        self.on_end()
+
+    def close(self) -> None:
+        """End the session (the gateway sees the DEALER go and ends its side)."""
+        self.reader.cancel()
+        self.sock.close()
+        self._end()
+
+
+def _seen(future: asyncio.Future) -> None:
+    """Retrieve a request's outcome, so that one nobody waits for any more is not reported as lost."""
+    if not future.cancelled():
+        future.exception()

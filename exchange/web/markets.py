@@ -1,0 +1,106 @@
+"""What the page shows of each instrument, kept on the web role's event loop: the book as the
+notifier's feed has it, the trade tape, candles and the last 24 hours' change.
+
+Each instrument's ``MarketView`` numbers what it sends to browsers with its own ``seq``: a
+``snapshot`` carries the whole view and the ``seq`` it reflects, every ``update`` after it is
+``seq + 1``. A browser that sees any other number, or whose updates were dropped because it did
+not keep up, takes a new snapshot: the same rules ``BookFeed`` follows with the notifier, one hop
+further. Prices and quantities go out as decimal text in the instrument's units.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from exchange.core.instruments import Instrument
+from exchange.core.messages import DepthUpdate, Trade
+from exchange.core.orders import Side
+from exchange.marketdata.depth import Depth
+from exchange.web.candles import INTERVALS, NS, Candles
+
+DAY_NS = 86_400 * NS
+
+
+class MarketView:
+    """One instrument as the page shows it, and the sequence of messages that keep a page in step."""
+
+    def __init__(self, instrument: Instrument, tape_length: int):
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.depth = Depth(instrument.symbol)
+        self.state = "connecting"  # connecting, live, resyncing
+        self.seq = 0
+        self.tape: deque[Trade] = deque(maxlen=tape_length)
+        self.day: deque[tuple[int, int]] = deque()  # (ts_event, price) of the trades of the last 24 h
+        self.candles = Candles()
+
+    def load(self, bids: list, asks: list, last_trade: Trade | None, trades: list[Trade]) -> dict:
+        """A (re-)sync of the feed: the whole book now, its last trade and the trades that came with
+        it; the snapshot to send."""
+        self.depth.load(bids, asks, None, last_trade, 0)
+        for trade in trades:
+            self._trade(trade)
+        self.state = "live"
+        self.seq += 1
+        return self.snapshot()
+
+    def apply(self, events: list) -> dict | None:
+        """Events from the feed, in order; the update message they make (None if nothing shown changed)."""
+        levels: dict[tuple[Side, int], int] = {}
+        trades = []
+        for event in events:
+            self.depth.apply(event)
+            if type(event) is DepthUpdate:
+                levels[(event.side, event.price)] = event.qty
+            elif type(event) is Trade:
+                trades.append(event)
+                self._trade(event)
+        if not levels and not trades:
+            return None
+        self.seq += 1
+        fmt = self.instrument
+        changed = {}
+        for trade in trades:
+            for interval, candle in self.candles.add(trade.ts_event, trade.price, trade.qty):
+                changed[interval] = self._candle(candle)
+        return {"type": "update", "symbol": self.symbol, "seq": self.seq,
+                "levels": [[side.value, fmt.format_price(price), fmt.format_qty(qty)]
+                           for (side, price), qty in levels.items()],
+                "trades": [self._trade_row(t) for t in trades],
+                "candles": {str(interval): candle for interval, candle in changed.items()}}
+
+    def _trade(self, trade: Trade) -> None:
+        self.tape.appendleft(trade)
+        self.day.append((trade.ts_event, trade.price))
+
+    def snapshot(self) -> dict:
+        fmt = self.instrument
+        return {"type": "snapshot", "symbol": self.symbol, "seq": self.seq, "state": self.state,
+                "tick_size": fmt.tick_size, "lot_size": fmt.lot_size,
+                "bids": [[fmt.format_price(p), fmt.format_qty(q)] for p, q in self.depth.levels(Side.BUY)],
+                "asks": [[fmt.format_price(p), fmt.format_qty(q)] for p, q in self.depth.levels(Side.SELL)],
+                "trades": [self._trade_row(t) for t in self.tape],
+                "candles": {str(i): [self._candle(c) for c in self.candles.history(i)] for i in INTERVALS}}
+
+    def summary(self, now_ns: int) -> dict:
+        """Symbol, last price and the change over the last 24 h (of the trades seen since the role started)."""
+        day = self.day
+        while day and day[0][0] < now_ns - DAY_NS:
+            day.popleft()
+        last = self.depth.last_trade
+        change = None
+        if day and day[0][1]:
+            change = f"{(day[-1][1] - day[0][1]) * 100 / day[0][1]:+.2f}"
+        return {"symbol": self.symbol, "last": self.instrument.format_price(last.price) if last else None,
+                "change_24h": change, "state": self.state}
+
+    def _trade_row(self, trade: Trade) -> dict:
+        fmt = self.instrument
+        return {"trade_id": trade.trade_id, "price": fmt.format_price(trade.price), "qty": fmt.format_qty(trade.qty),
+                "taker_side": trade.taker_side.value, "ts": trade.ts_event // 1_000_000}
+
+    def _candle(self, candle: list[int]) -> list:
+        fmt = self.instrument
+        start, open_, high, low, close, qty = candle
+        return [start, fmt.format_price(open_), fmt.format_price(high), fmt.format_price(low),
+                fmt.format_price(close), fmt.format_qty(qty)]

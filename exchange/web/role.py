@@ -1,0 +1,93 @@
+"""The web role: the browser view of the exchange (docs/web.md).
+
+Peers: the notifier (its snapshot endpoint for the instrument list; its public feed through one
+``BookFeed`` per instrument, each on its own thread) and the gateway (one ZMQ order entry session
+per signed-in browser). Serves HTTP and WebSockets with uvicorn on ``web.listen``. It keeps no
+keys, opens no journal and holds no state that matters across a restart: a restarted web role
+starts with empty candles and tapes, and its browsers sign in again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+import zmq.asyncio
+
+from exchange.config import Config
+from exchange.errors import ConfigError
+from exchange.web.app import Web, make_app
+from exchange.web.feeds import FeedThread, fetch_instruments
+from exchange.web.hub import Hub
+from exchange.web.markets import MarketView
+from exchange.wire import sockets
+
+log = logging.getLogger(__name__)
+
+
+def run(config: Config) -> None:
+    if config.web is None:
+        raise ConfigError("the config has no `web:` section; add one (listen: 127.0.0.1:8080) to run the web role")
+    if config.gateway.zmq_auth != "login":
+        raise ConfigError("the web role signs browsers in with their user and key over the gateway's ZMQ order"
+                          " entry, which needs `gateway.zmq_auth: login` - at `$.gateway.zmq_auth`")
+    asyncio.run(serve(config))
+
+
+async def serve(config: Config) -> None:
+    web_config = config.web
+    host, port = web_config.listen.rsplit(":", 1)
+    ctx = zmq.asyncio.Context()
+    ctx.linger = sockets.LINGER_MS
+    server = uvicorn.Server(uvicorn.Config(None, host=host, port=int(port), ws="websockets-sansio", lifespan="off",
+                                           log_config=None, access_log=False, ws_max_size=4096,
+                                           proxy_headers=False, server_header=False))
+    # SIGINT and SIGTERM set this flag; while uvicorn serves, its own handlers stop it, and it
+    # passes the signal on to these when it is done, so that the role closes everything and exits 0
+    stopper = sockets.Stopper()
+    loop = asyncio.get_running_loop()
+    notifiers = [config.notifier, *config.notifier.replicas]
+    instruments = await fetch_instruments(ctx, config.notifier.snapshots, stopper)
+    if stopper.requested:
+        ctx.destroy(linger=0)
+        log.info("stopped")
+        return
+    hub = Hub({i.symbol: MarketView(i, web_config.tape_length) for i in instruments})
+    web = Web(web_config, hub, ctx, config.gateway.zmq)
+    server.config.app = make_app(web)
+    server.config.load()
+    crashed = []
+
+    def crash() -> None:
+        crashed.append(True)
+        server.should_exit = True
+
+    threads = [FeedThread([n.publish for n in notifiers], [n.snapshots for n in notifiers], i.symbol, loop,
+                          hub.deliver, crash) for i in instruments]
+    for thread in threads:
+        thread.start()
+    summaries = loop.create_task(hub.send_summaries())
+    ready = loop.create_task(_report_ready(server, hub, web_config.listen))
+    try:
+        await server.serve()
+    finally:
+        ready.cancel()
+        summaries.cancel()
+        web.sessions.close()
+        for thread in threads:
+            thread.stopping.set()  # all at once: each may take a moment to close its sockets
+        for thread in threads:
+            thread.join(2.0)
+        ctx.destroy(linger=0)
+        log.info("stopped")
+    if crashed:
+        raise SystemExit("a market data feed failed; see the log above")
+
+
+async def _report_ready(server: uvicorn.Server, hub: Hub, listen: str) -> None:
+    """Ready once it serves, and every instrument's book has come from the notifier once."""
+    while not server.started or any(view.state == "connecting" for view in hub.markets.values()):
+        await asyncio.sleep(0.05)
+    log.info("ready: http://%s/", listen)
+    sockets.report_ready()

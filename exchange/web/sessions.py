@@ -1,0 +1,171 @@
+"""Signed-in browsers: each holds a gateway session (never the key it signed in with), what the
+page shows of its user's account, a CSRF token and a rate bucket, and expires when silent.
+
+A browser is known by a random session token in an HttpOnly cookie. Its account view (open
+orders, fills seen since sign-in, balances) is the gateway's answer for its own user only: the
+gateway decides who the session is, so a browser can never see another user's orders or balances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+
+from exchange.gateway.protocol.messages import (
+    AccountBalances, Ack, BalanceRequest, ClientReply, Fill, Orders, OrdersRequest, Out, Reduced, ReplaceAck, State,
+)
+from exchange.web.gateway_session import GatewayBusy, GatewaySession
+
+log = logging.getLogger(__name__)
+
+FILLS_KEPT = 200
+PING_EVERY_S = 60.0  # well inside the gateway's idle timeout (300 s by default)
+
+
+class TokenBucket:
+    """``rate`` requests per second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class WebSession:
+    """One signed-in browser."""
+
+    def __init__(self, user: str, gateway: GatewaySession, bucket: TokenBucket):
+        self.token = secrets.token_urlsafe(32)
+        self.csrf = secrets.token_urlsafe(32)
+        self.user, self.gateway, self.bucket = user, gateway, bucket
+        self.last_seen = time.monotonic()
+        self.orders: list[dict] = []
+        self.sides: dict[str, tuple[str, str]] = {}  # order id → (symbol, side), to name a fill's
+        self.fills: deque[dict] = deque(maxlen=FILLS_KEPT)
+        self.balances: list[dict] | None = None  # None: accounts are off
+        self.listeners: set = set()  # callables given the account message on every change
+        self.dirty = asyncio.Event()
+        self.ended = False
+
+    def on_push(self, reply: ClientReply) -> None:
+        """A fill, an out or a reduction of one of the user's orders."""
+        if isinstance(reply, Fill):
+            symbol, side = self.sides.get(reply.order_id, ("", ""))
+            self.fills.appendleft({"order_id": reply.order_id, "symbol": symbol, "side": side, "qty": reply.qty,
+                                   "price": reply.price, "leaves_qty": reply.leaves_qty, "trade_id": reply.trade_id,
+                                   "ts": int(time.time() * 1000)})
+        self.dirty.set()
+
+    def note(self, reply: ClientReply) -> None:
+        """A reply to this browser's own request: remember what its order is, and refresh the account."""
+        if isinstance(reply, (Ack, ReplaceAck)):
+            self.sides[reply.order_id] = (reply.symbol, reply.side.value)
+        if isinstance(reply, (Ack, ReplaceAck, Out, Reduced)):
+            self.dirty.set()
+
+    async def refresh(self) -> None:
+        """Ask the gateway for the user's open orders and balances; tell the listeners."""
+        orders = await self.gateway.request(OrdersRequest())
+        if isinstance(orders, Orders):
+            self.orders = [_order_row(state) for state in orders.orders]
+            for state in orders.orders:
+                self.sides[state.order_id] = (state.symbol, state.side.value)
+        balances = await self.gateway.request(BalanceRequest())
+        self.balances = ([{"asset": a, "available": free, "held": held} for a, free, held in balances.balances]
+                         if isinstance(balances, AccountBalances) else None)
+        message = self.account()
+        for listener in list(self.listeners):
+            listener(message)
+
+    def account(self) -> dict:
+        return {"type": "account", "user": self.user, "orders": self.orders, "fills": list(self.fills),
+                "balances": self.balances}
+
+    async def keep(self, expiry_s: float, on_expired) -> None:
+        """The session's life: refresh when something changed, ping the gateway, expire when silent."""
+        pinged = time.monotonic()
+        while not self.ended:
+            try:
+                await asyncio.wait_for(self.dirty.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            if self.gateway.ended or now - self.last_seen > expiry_s:
+                on_expired(self)
+                return
+            try:
+                if self.dirty.is_set():
+                    self.dirty.clear()
+                    await self.refresh()
+                if now - pinged > PING_EVERY_S:
+                    pinged = now
+                    await self.gateway.ping()
+            except GatewayBusy as e:
+                log.info("session of %s: %s", self.user, e)
+                self.dirty.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.gateway.close()
+        for listener in list(self.listeners):
+            listener({"type": "signed_out", "reason": "the session ended; sign in again"})
+        self.listeners.clear()
+
+
+def _order_row(state: State) -> dict:
+    return {"order_id": state.order_id, "client_order_id": state.client_order_id, "status": state.status,
+            "side": state.side.value, "symbol": state.symbol, "price": state.price, "filled_qty": state.filled_qty,
+            "leaves_qty": state.leaves_qty}
+
+
+class WebSessions:
+    """Every signed-in browser, by session token, with the limits of the `web` config."""
+
+    def __init__(self, max_sessions: int, expiry_s: float, rate: float, burst: int):
+        self.by_token: dict[str, WebSession] = {}
+        self.max_sessions, self.expiry_s, self.rate, self.burst = max_sessions, expiry_s, rate, burst
+        self.tasks: set[asyncio.Task] = set()
+
+    def full(self) -> bool:
+        return len(self.by_token) >= self.max_sessions
+
+    def add(self, user: str, gateway: GatewaySession) -> WebSession:
+        session = WebSession(user, gateway, TokenBucket(self.rate, self.burst))
+        self.by_token[session.token] = session
+        task = asyncio.get_running_loop().create_task(session.keep(self.expiry_s, self.remove))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return session
+
+    def get(self, token: str | None) -> WebSession | None:
+        """The live session of a cookie's token, seen now; None if there is none (or it expired)."""
+        session = self.by_token.get(token or "")
+        if session is None or session.ended:
+            return None
+        if time.monotonic() - session.last_seen > self.expiry_s:
+            self.remove(session)
+            return None
+        session.last_seen = time.monotonic()
+        return session
+
+    def remove(self, session: WebSession) -> None:
+        self.by_token.pop(session.token, None)
+        if not session.ended:
+            session.end()
+
+    def close(self) -> None:
+        for session in list(self.by_token.values()):
+            self.remove(session)
+        for task in self.tasks:
+            task.cancel()
