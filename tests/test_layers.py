@@ -198,7 +198,8 @@ OPENS_THE_JOURNAL = {"read_snapshot", "open_readonly", "open_db", "read_position
                      "wait_for_tables"}
 ROLE_PROCESSES = ["exchange/engine/role.py", "exchange/engine/batches.py", "exchange/ledger/role.py",
                   "exchange/ledger/shard.py", "exchange/marketdata/notifier.py", *sorted(
-                      str(p.relative_to(ROOT)) for p in (ROOT / "exchange" / "gateway").rglob("*.py"))]
+                      str(p.relative_to(ROOT)) for folder in ("gateway", "web")
+                      for p in (ROOT / "exchange" / folder).rglob("*.py"))]
 
 
 @pytest.mark.parametrize("path", ROLE_PROCESSES)
