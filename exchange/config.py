@@ -275,11 +275,12 @@ def check_placement(config: Config, require_curve: bool = True) -> None:
     (unless not ``require_curve``: `exchange keys mesh` loads the config to make those keys)."""
     placed = placed_roles(config)
     known = ", ".join(config.hosts) or "none"
-    addresses = [h.address for h in config.hosts.values()]
+    seen: dict[str, str] = {}
     for name, host in config.hosts.items():
-        if addresses.count(host.address) > 1:
-            raise ValueError(f"host {name} has the address {host.address} of another host; each host has its"
-                             f" own - at `$.hosts.{name}.address`")
+        if host.address in seen:
+            raise ValueError(f"host {name} has the address {host.address} of host {seen[host.address]}; each"
+                             f" host has its own - at `$.hosts.{name}.address`")
+        seen[host.address] = name
     for role in placed:
         if not config.hosts and role.host is not None:
             raise ValueError(f"{role.role} names host {role.host}, but the config has no `hosts:` section"
