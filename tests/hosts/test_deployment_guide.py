@@ -58,7 +58,8 @@ def test_the_three_machine_layout_runs_as_the_guide_says(tmp_path):
     section = exchange("keys", "mesh", "--config", config.name, "--dir", "keys", cwd=admin)  # step 1
     config.write_text(config.read_text() + section)
     exchange("keys", "notifier", "--config", config.name, "--create", cwd=admin)  # step 2
-    assert exchange("config", "check", config.name, cwd=admin).startswith("OK")  # step 3
+    checked = exchange("config", "check", config.name, cwd=admin)  # step 3
+    assert checked.startswith("OK") and "mesh links CURVE; hosts core (journal-writer, engine-e1" in checked
 
     table = guide_table()
     placed = load_config(config)
