@@ -253,8 +253,8 @@ def placed_roles(config: Config) -> list[Placed]:
         return Placed(role, at, section.host, bound)
 
     notifier_keys = ["publish", "private", "snapshots"]
-    return ([one("journal-writer", "$.journal", config.journal, ["events", "watermarks", "recovery"], [])]
-            + [one(e.role, f"$.engines[{n}]", e, ["commands", "publish", "replay"], [])
+    return ([one("journal-writer", "$.journal", config.journal, ["events", "watermarks", "recovery", "history"], [])]
+            + [one(e.role, f"$.engines[{n}]", e, ["commands", "replay"], [])
                for n, e in enumerate(config.engines)]
             + [one(s.role, f"$.ledgers[{n}]", s, ["commands", "settle", "replay", "publish"], [])
                for n, s in enumerate(config.ledgers)]

@@ -3,7 +3,8 @@
 configs/three-hosts.yaml with its addresses 10.0.0.1-3 played by 127.0.0.2-4 (and free ports); the
 steps of the guide run in an "admin" folder; each host then gets a folder of its own holding only
 the files the guide's table lists for it, and its own `exchange up three-hosts.yaml --host NAME`.
-An order placed on core's gateway trades, and the trade reaches subscribers of both notifiers.
+An order placed on core's gateway trades on match's engine, and the trade reaches a subscriber of
+feed's notifier. Neither match nor feed holds a journal file.
 """
 
 from __future__ import annotations
@@ -59,11 +60,11 @@ def test_the_three_machine_layout_runs_as_the_guide_says(tmp_path):
     config.write_text(config.read_text() + section)
     exchange("keys", "notifier", "--config", config.name, "--create", cwd=admin)  # step 2
     checked = exchange("config", "check", config.name, cwd=admin)  # step 3
-    assert checked.startswith("OK") and "mesh links CURVE; hosts core (journal-writer, engine-e1" in checked
+    assert checked.startswith("OK") and "mesh links CURVE; hosts core (journal-writer, ledger-0" in checked
 
     table = guide_table()
     placed = load_config(config)
-    assert sorted(table) == sorted(placed.hosts) == ["core", "feed-1", "feed-2"]
+    assert sorted(table) == sorted(placed.hosts) == ["core", "feed", "match"]
     launchers = []
     for host, (roles, files) in table.items():  # step 4: each host's folder holds only its files
         assert roles == roles_on(placed, host)
@@ -73,13 +74,11 @@ def test_the_three_machine_layout_runs_as_the_guide_says(tmp_path):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(admin / name, folder / name)
         launchers.append((folder / config.name, host))
-    with hosts_up(*launchers) as (core, feed_1, feed_2):  # step 5
-        assert not (tmp_path / "feed-1" / "var" / "journal.db").exists()
-        notifiers = [placed.notifier.publish, placed.notifier.replica("b").publish]
-        subscribers = [MarketDataClient(endpoint, ["AAPL"], channels=("trade",)) for endpoint in notifiers]
+    with hosts_up(*launchers) as (core, match, feed):  # step 5
+        subscribers = [MarketDataClient(placed.notifier.publish, ["AAPL"], channels=("trade",))]
         try:
             with login(core.host, core.port, "alice") as alice, login(core.host, core.port, "bob") as bob:
-                seen: list[set[str]] = [set(), set()]
+                seen: list[set[str]] = [set()]
                 trade_ids: list[str] = []
                 deadline = time.monotonic() + 30
                 while not (trade_ids and all(trade_ids[-1] in s for s in seen)):  # PUB/SUB: retry until joined
@@ -94,7 +93,9 @@ def test_the_three_machine_layout_runs_as_the_guide_says(tmp_path):
         finally:
             for subscriber in subscribers:
                 subscriber.close()
-    assert "host feed-2 (127.0.0.4): notifier-b" in feed_2.log()
+    assert "host match (127.0.0.3): engine-e1, engine-e2" in match.log()
+    assert [p.name for p in tmp_path.glob("*/**/journal.db")] == ["journal.db"]
+    assert (tmp_path / "core" / "var" / "journal.db").exists()
 
 
 def _trades(subscriber: MarketDataClient, timeout: float) -> set[str]:
