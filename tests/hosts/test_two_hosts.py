@@ -3,8 +3,9 @@
 Host a (127.0.0.2) runs the journal writer, the notifier and the gateway; host b (127.0.0.3) runs
 both engines. Every endpoint binds on its host's address, so each link between the hosts really
 crosses from one address to the other. Both launchers share one working directory for now: the
-engines and the gateway still open the journal file at start (recovery and the gateway's views),
-until those reads move onto the mesh; so this proves placement and the links, not "nothing shared".
+gateway (and, with accounts on, the ledger shards) still reads the journal file at start, until
+those reads move onto the mesh too (the engines already read their history over the mesh;
+tests/hosts/test_deployment_guide.py runs them in a folder of their own).
 """
 
 from __future__ import annotations
