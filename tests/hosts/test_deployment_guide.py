@@ -19,7 +19,7 @@ from pathlib import Path
 from exchange.config import load_config, roles_on
 from exchange.core.messages import Trade
 from exchange.marketdata.feed import MarketDataClient
-from exchange.testing.mesh import free_ports, login
+from exchange.testing.mesh import free_ports, login, wait_until
 from placed_mesh import hosts_up
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,8 @@ def test_the_three_machine_layout_runs_as_the_guide_says(tmp_path):
         finally:
             for subscriber in subscribers:
                 subscriber.close()
-    assert "host match (127.0.0.3): engine-e1, engine-e2" in match.log()
+        wait_until(lambda: "exchange is up" in match.log(), 30, "match's banner")
+        assert "host match (127.0.0.3): engine-e1, engine-e2" in match.log()
     assert [p.name for p in tmp_path.glob("*/**/journal.db")] == ["journal.db"]
     assert (tmp_path / "core" / "var" / "journal.db").exists()
 

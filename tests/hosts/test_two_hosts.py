@@ -15,7 +15,7 @@ import time
 
 from exchange.marketdata.feed import MarketDataClient
 from exchange.core.messages import Trade
-from exchange.testing.mesh import login
+from exchange.testing.mesh import login, wait_until
 from placed_mesh import HOSTS, hosts_up, placed_config
 
 
@@ -43,8 +43,9 @@ def test_each_host_starts_only_its_roles_and_an_order_fills_across_them(tmp_path
                 traded = _seen(md, trade_id, timeout=2)
             assert traded is not None, "no trade reached the subscriber"
             assert (traded.price, traded.qty) == (1000, 1)
-    for mesh, here in ((a, "a"), (b, "b")):
-        assert re.search(rf"host {here} \({HOSTS[here]}\): ", mesh.log()), "the banner names the host's roles"
+        for mesh, here in ((a, "a"), (b, "b")):  # once every role of the host said it is ready
+            wait_until(lambda: "exchange is up" in mesh.log(), 30, f"host {here}'s banner")
+            assert re.search(rf"host {here} \({HOSTS[here]}\): ", mesh.log()), "the banner names the host's roles"
 
 
 def _seen(md: MarketDataClient, trade_id: str, timeout: float) -> Trade | None:
