@@ -39,8 +39,6 @@ from placed_mesh import copy_with, hosts_up, placed_config
 ACKS = 50  # orders placed before the partition, and again after it heals (about 1.5 s of load each)
 PARTITION_S = 2.0
 RATE = 40.0  # requests per second per session
-
-
 HOSTS = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 PLACEMENT = {"journal-writer": "a", "gateway": "a", "engine-e1": "b", "engine-e2": "b", "notifier": "c"}
 # a link: the host that connects, the key of the endpoint it connects to, and that endpoint
@@ -50,8 +48,8 @@ LINKS = {"gateway-engine": ("a", "commands", lambda config: config.engine("e1").
 
 class Feed(threading.Thread):
     """A market data subscriber that records every trade it sees and every trade message it missed
-    (a jump in the channel's ``chan_seq``, or a new ``epoch``: a new numbering), and says when it
-    has joined."""
+    (a jump in the channel's ``chan_seq``, or a new ``epoch``: a new numbering), and when it last heard
+    of each symbol. (The test thread copies its dicts whole, which the GIL keeps atomic.)"""
 
     def __init__(self, endpoint: str):
         super().__init__(daemon=True, name="feed")
