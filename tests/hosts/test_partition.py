@@ -1,11 +1,12 @@
-"""Partitions between two hosts of a three-host mesh with CURVE, under load.
+"""Partitions and other broken links between two hosts of a three-host mesh with CURVE, under load.
 
 Host a (127.0.0.2): journal writer, gateway; host b (127.0.0.3): engines e1 (BTC-USD, ETH-USD) and
 e2 (AAPL); host c (127.0.0.4): the notifier. A fault proxy sits in front of one endpoint, and the
 copy of the config of the host that connects there names the proxy instead (what that host sees
 of the other, as through a port forward); every other host's copy is the real one. Two sessions
 (alice, bob) trade BTC-USD and AAPL while the link is cut for 2 s (connections reset and refused,
-or stalled: kept open and silent), then heals by itself; the load goes on after it.
+or stalled: kept open and silent) and heals by itself, or is slowed by 0.3 s each way for a while
+and then dropped; the load goes on after it.
 
 Afterwards: every ACK and FILL is journaled, every order once; the engines' sequences have no gap and
 their live books equal the journal's replay (exchange.testing.soak's checks); `exchange journal
@@ -38,6 +39,7 @@ from placed_mesh import copy_with, hosts_up, placed_config
 
 ACKS = 50  # orders placed before the partition, and again after it heals (about 1.5 s of load each)
 PARTITION_S = 2.0
+DELAY_S = 0.3  # each way, less than the gateway's request_timeout
 RATE = 40.0  # requests per second per session
 HOSTS = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 PLACEMENT = {"journal-writer": "a", "gateway": "a", "engine-e1": "b", "engine-e2": "b", "notifier": "c"}
@@ -117,9 +119,24 @@ class Run(NamedTuple):
     log: str
 
 
-def partitioned_run(tmp_path: Path, link: str, stall: bool) -> Run:
-    """Trade on the three-host mesh with a fault proxy on ``link`` (one of LINKS), partition it for
-    PARTITION_S in the middle of the load, and stop the mesh."""
+def inflict(proxy: FaultProxy, fault: str, observed: Observed) -> None:
+    """Break the link as ``fault`` says, and return once the proxy forwards normally again: "reset" or
+    "stall", a partition of PARTITION_S; "delay-drop", DELAY_S added for a while, then every
+    connection dropped."""
+    if fault == "delay-drop":
+        proxy.delay(DELAY_S)
+        acks = len(observed.acks)
+        wait_until(lambda: len(observed.acks) >= acks + ACKS // 2, 30, "ACKs while the link is slow")
+        proxy.drop()
+        proxy.delay(0)
+        return
+    proxy.partition(PARTITION_S, stall=fault == "stall")
+    wait_until(lambda: not proxy.partitioned, PARTITION_S + 10, "the partition's end")
+
+
+def partitioned_run(tmp_path: Path, link: str, fault: str) -> Run:
+    """Trade on the three-host mesh with a fault proxy on ``link`` (one of LINKS), break it in the
+    middle of the load (``inflict``), and stop the mesh."""
     path = placed_config(tmp_path, HOSTS, PLACEMENT, request_timeout=1.0)  # shorter than the partition
     config = load_config(path)
     connecting, key, endpoint_of = LINKS[link]
@@ -137,10 +154,8 @@ def partitioned_run(tmp_path: Path, link: str, stall: bool) -> Run:
                            for n, user in enumerate(["alice", "bob"])]
                 for trader in traders:
                     trader.start()
-                wait_until(lambda: len(observed.acks) >= ACKS, 30, f"{ACKS} ACKs before the partition")
-                before = len(observed.acks)
-                proxy.partition(PARTITION_S, stall=stall)
-                wait_until(lambda: not proxy.partitioned, PARTITION_S + 10, "the partition's end")
+                wait_until(lambda: len(observed.acks) >= ACKS, 30, f"{ACKS} ACKs before the fault")
+                inflict(proxy, fault, observed)
                 healed = time.monotonic()
                 wait_until(lambda: all(feed.heard_at.get(s, 0) > healed for s in SYMBOLS), 15,
                            "the feed hearing every engine again")  # each channel beats once a second
@@ -167,24 +182,25 @@ def assert_nothing_lost(run: Run) -> None:
     assert verified.exit_code == 0, verified.output
 
 
-@pytest.mark.parametrize("stall", [False, True], ids=["reset", "stall"])
-def test_a_partition_between_gateway_and_engine_loses_nothing_and_heals_by_itself(tmp_path, stall):
-    run = partitioned_run(tmp_path, "gateway-engine", stall)
-    assert run.observed.rejects["BUSY"] + run.observed.rejects["UNAVAILABLE"] > 0, "the partition was felt"
-    if not stall:
+@pytest.mark.parametrize("fault", ["reset", "stall", "delay-drop"])
+def test_a_broken_link_between_gateway_and_engine_loses_nothing_and_heals_by_itself(tmp_path, fault):
+    run = partitioned_run(tmp_path, "gateway-engine", fault)
+    if fault != "delay-drop":
+        assert run.observed.rejects["BUSY"] + run.observed.rejects["UNAVAILABLE"] > 0, "the partition was felt"
+    if fault != "stall":
         assert run.proxy.accepted >= 2, "the gateway reconnected through the proxy"
     assert_nothing_lost(run)
     assert sorted(set(run.journal) - set(run.feed)) == [], "journaled trades the feed never showed"
     assert run.feed == run.journal and run.missed == 0
 
 
-@pytest.mark.parametrize("stall", [False, True], ids=["reset", "stall"])
-def test_a_partition_between_journal_and_notifier_shows_subscribers_every_trade_they_missed(tmp_path, stall):
+@pytest.mark.parametrize("fault", ["reset", "stall"])
+def test_a_partition_between_journal_and_notifier_shows_subscribers_every_trade_they_missed(tmp_path, fault):
     # Market data is best effort (docs/market-data.md): what the journal writer releases while its
     # link to the notifier is cut is lost to the feed, not replayed; the promise is that a subscriber
     # can tell (a gap in chan_seq, or a new epoch) and re-sync its book. Every trade it saw is journaled.
-    run = partitioned_run(tmp_path, "journal-notifier", stall)
-    if not stall:
+    run = partitioned_run(tmp_path, "journal-notifier", fault)
+    if fault == "reset":
         assert run.proxy.accepted >= 2, "the notifier reconnected through the proxy"
     assert_nothing_lost(run)
     lost = set(run.journal) - set(run.feed)
