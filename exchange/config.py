@@ -95,6 +95,7 @@ class EngineConfig(_Section):
     checkpoint_part_size: Annotated[int, Meta(ge=1024, le=32 * 1024 * 1024)] = 4 * 1024 * 1024
     # seconds after its acceptance (and while its order is open) a client order id may not be reused
     client_order_id_window: Annotated[float, Meta(ge=0, le=7 * 86400)] = 300.0
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
 
     @property
     def role(self) -> str:
@@ -112,6 +113,7 @@ class LedgerConfig(_Section):
     max_undurable_events: Annotated[int, Meta(ge=1000)] = 200_000  # beyond this: stop reading requests
     checkpoint_every: Annotated[int, Meta(ge=100)] = 100_000  # events between checkpoints in the journal
     checkpoint_part_size: Annotated[int, Meta(ge=1024, le=32 * 1024 * 1024)] = 4 * 1024 * 1024
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
 
     @property
     def name(self) -> str:
@@ -145,6 +147,7 @@ class GatewayConfig(_Section):
     login_failure_delay: Annotated[float, Meta(ge=0, le=30)] = 1.0  # seconds before a BAD_LOGIN answer
     max_failed_logins: Annotated[int, Meta(ge=1)] = 5  # per user name from one address, in the window (4x per address or name)
     failed_login_window: Annotated[float, Meta(gt=0)] = 60.0  # seconds
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
 
 
 class JournalConfig(_Section):
@@ -154,6 +157,7 @@ class JournalConfig(_Section):
     recovery: Endpoint  # ROUTER, bound: engines get their epoch here, gateways the journal's positions
     history: Endpoint  # ROUTER, bound: what starting roles read of the journal (exchange.journal.history)
     synchronous: Annotated[str, Meta(pattern="^(FULL|NORMAL)$")] = "NORMAL"
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
 
 
 class NotifierReplicaConfig(_Section):
@@ -164,6 +168,7 @@ class NotifierReplicaConfig(_Section):
     private: Endpoint
     snapshots: Endpoint
     lanes: list[Endpoint] = []
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
 
 
 class NotifierConfig(_Section):
@@ -176,6 +181,7 @@ class NotifierConfig(_Section):
     secret_key_file: str = "var/notifier.key"  # CURVE secret of the private feed (every replica's); made if missing
     io_threads: Annotated[int, Meta(ge=1, le=16)] = 1  # per notifier process
     replicas: list[NotifierReplicaConfig] = []  # more notifier processes, to spread many subscribers
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
 
     def replica(self, name: str | None) -> NotifierConfig:
         """The section as the notifier ``name`` runs it: its own endpoints (None: the first notifier's)."""
@@ -184,7 +190,8 @@ class NotifierConfig(_Section):
         for replica in self.replicas:
             if replica.name == name:
                 return msgspec.structs.replace(self, publish=replica.publish, private=replica.private,
-                                               snapshots=replica.snapshots, lanes=replica.lanes, replicas=[])
+                                               snapshots=replica.snapshots, lanes=replica.lanes, replicas=[],
+                                               host=replica.host)
         raise ConfigError(f"no notifier replica named {name!r}; the config has"
                           f" {', '.join(r.name for r in self.replicas) or 'none'} - at `$.notifier.replicas`")
 
@@ -225,6 +232,101 @@ class WebConfig(_Section):
     max_burst: Annotated[int, Meta(ge=1)] = 40  # requests a signed-in browser may send at once
     max_logins: Annotated[int, Meta(ge=1)] = 10  # sign-in attempts per client address per minute
     tape_length: Annotated[int, Meta(ge=1, le=1000)] = 50  # trades the page's tape shows
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
+
+
+# -- placement: which host each role runs on -------------------------------------------------
+
+Address = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,252}$", description="an IP address or host name")]
+
+
+class HostConfig(_Section):
+    """One machine of the mesh: the address its roles bind their endpoints on."""
+
+    address: Address  # every endpoint its roles bind uses it, and the other hosts reach it there
+    public: Address | None = None  # client-facing endpoints (order entry, market data) may bind here instead
+
+
+class Placed(msgspec.Struct, frozen=True):
+    """A role's section as placed: its role name, where it is in the file, its host and what it binds."""
+
+    role: str
+    at: str  # its key path, like `$.engines[0]`
+    host: str | None
+    bound: list[tuple[str, str, bool]]  # (key, endpoint, client-facing)
+
+
+def placed_roles(config: Config) -> list[Placed]:
+    """Every role of the mesh (as Config.roles() names them) with its host and bound endpoints."""
+    def one(role: str, at: str, section, mesh: list[str], clients: list[str]) -> Placed:
+        bound = [(key, getattr(section, key), False) for key in mesh]
+        bound += [(key, getattr(section, key), True) for key in clients]
+        bound += [(f"lanes[{i}]", lane, True) for i, lane in enumerate(getattr(section, "lanes", []))]
+        if role == "gateway":
+            bound.append(("text", f"tcp://{section.text}", True))
+        if role == "web":
+            bound.append(("listen", f"tcp://{section.listen}", True))
+        return Placed(role, at, section.host, bound)
+
+    notifier_keys = ["publish", "private", "snapshots"]
+    return ([one("journal-writer", "$.journal", config.journal, ["events", "watermarks", "recovery", "history"], [])]
+            + [one(e.role, f"$.engines[{n}]", e, ["commands", "replay"], [])
+               for n, e in enumerate(config.engines)]
+            + [one(s.role, f"$.ledgers[{n}]", s, ["commands", "settle", "replay", "publish"], [])
+               for n, s in enumerate(config.ledgers)]
+            + [one("notifier", "$.notifier", config.notifier, [], notifier_keys)]
+            + [one(f"notifier-{r.name}", f"$.notifier.replicas[{n}]", r, [], notifier_keys)
+               for n, r in enumerate(config.notifier.replicas)]
+            + [one("gateway", "$.gateway", config.gateway, ["replies"], ["zmq"])]
+            + ([one("web", "$.web", config.web, [], [])] if config.web is not None else []))
+
+
+def roles_on(config: Config, host: str) -> list[str]:
+    """The roles placed on ``host``, in start order."""
+    return [placed.role for placed in placed_roles(config) if placed.host == host]
+
+
+def check_placement(config: Config, require_curve: bool = True) -> None:
+    """Without `hosts:`, no role names a host. With it: every role names one of them, binds only on
+    its address (or, client-facing, its public one), and roles on two hosts or more need mesh CURVE
+    (unless not ``require_curve``: `exchange keys mesh` loads the config to make those keys)."""
+    placed = placed_roles(config)
+    known = ", ".join(config.hosts) or "none"
+    seen: dict[str, str] = {}
+    for name, host in config.hosts.items():
+        if host.address in seen:
+            raise ValueError(f"host {name} has the address {host.address} of host {seen[host.address]}; each"
+                             f" host has its own - at `$.hosts.{name}.address`")
+        seen[host.address] = name
+    for role in placed:
+        if not config.hosts and role.host is not None:
+            raise ValueError(f"{role.role} names host {role.host}, but the config has no `hosts:` section"
+                             f" - at `{role.at}.host`")
+        if config.hosts and role.host is None:
+            raise ValueError(f"{role.role} names no host; with `hosts:` every role names one ({known})"
+                             f" - at `{role.at}.host`")
+        if config.hosts and role.host not in config.hosts:
+            raise ValueError(f"{role.role} is placed on host {role.host}, which `hosts:` does not name"
+                             f" ({known}) - at `{role.at}.host`")
+    used = sorted({role.host for role in placed if role.host is not None})
+    for role in placed:
+        if role.host is None:
+            continue
+        host = config.hosts[role.host]
+        for key, endpoint, client_facing in role.bound:
+            allowed = [host.address, *([host.public] if client_facing and host.public else [])]
+            if endpoint.startswith("ipc://") and len(used) > 1:
+                raise ValueError(f"{role.role} binds {endpoint}, but ipc:// reaches only its own machine and the"
+                                 f" roles are on {len(used)} hosts; use tcp:// on {host.address}"
+                                 f" - at `{role.at}.{key}`")
+            address = endpoint.split("://", 1)[1].rsplit(":", 1)[0]
+            if endpoint.startswith("tcp://") and address not in allowed:
+                raise ValueError(f"{role.role} is on host {role.host} ({' or '.join(allowed)}) but binds"
+                                 f" {endpoint} - at `{role.at}.{key}`")
+    if len(used) > 1 and config.mesh_curve is None and require_curve:
+        raise ValueError(f"roles are placed on {len(used)} hosts ({', '.join(used)}), so the mesh's links cross"
+                         f" machines and must be encrypted: add a `mesh_curve` section (`exchange keys mesh`"
+                         f" makes it) - at `$.mesh_curve`")
 
 
 class Config(_Section):
@@ -240,6 +342,7 @@ class Config(_Section):
     fees: FeesConfig = FeesConfig()  # the default fee rates, with accounts on
     ledgers: list[LedgerConfig] = []  # the ledger shards, with accounts on: shards 0, 1, … once each
     web: WebConfig | None = None  # the browser view; None: no `web` role
+    hosts: dict[Name, HostConfig] = {}  # where roles run (docs/deployment.md); none: all on this machine
 
     def __post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]
@@ -364,6 +467,10 @@ def load_config(path: str | Path, mesh_keys: bool = True) -> Config:
             raise ConfigError(f"{path}: {e} - at `$.instruments[{n}]`") from None
     try:
         _check_accounts(config)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    try:
+        check_placement(config, require_curve=mesh_keys)
     except ValueError as e:
         raise ConfigError(f"{path}: {e}") from None
     if config.mesh_curve is not None and mesh_keys:

@@ -6,20 +6,25 @@ says the exchange is up comes only when every child has, and a child that exits 
 is reported as such, with where its log is. A child that dies is restarted with a growing backoff
 (0.5 s doubling to 10 s, reset once it has run for 30 s). On SIGINT or SIGTERM every child gets
 SIGTERM, and SIGKILL if it has not exited after a few seconds.
+
+With a `hosts:` section (docs/deployment.md) a launcher runs on each machine and starts only the
+roles the config places on the hosts it is given (`exchange up CONFIG --host NAME`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from exchange.config import Config
+from exchange.config import Config, roles_on
 from exchange.wire.sockets import READY_FD_ENV
 
 log = logging.getLogger(__name__)
@@ -77,16 +82,35 @@ class Child:
             self.ready_pipe = None
 
 
-def roles(config: Config, config_path: str) -> list[Child]:
+def roles(config: Config, config_path: str, hosts: list[str] | None = None) -> list[Child]:
     """The children of a mesh, in start order: journal writer, engines, ledger shards, notifiers, gateway,
-    and the web role when the config has a `web:` section."""
-    return ([Child("journal-writer", None, config_path)]
-            + [Child("engine", e.name, config_path) for e in config.engines]
-            + [Child("ledger", str(s.shard), config_path) for s in config.ledgers]
-            + [Child("notifier", None, config_path)]
-            + [Child("notifier", r.name, config_path) for r in config.notifier.replicas]
-            + [Child("gateway", None, config_path)]
-            + ([Child("web", None, config_path)] if config.web is not None else []))
+    and the web role when the config has a `web:` section; with ``hosts``, only those the config
+    places on them."""
+    children = ([Child("journal-writer", None, config_path)]
+                + [Child("engine", e.name, config_path) for e in config.engines]
+                + [Child("ledger", str(s.shard), config_path) for s in config.ledgers]
+                + [Child("notifier", None, config_path)]
+                + [Child("notifier", r.name, config_path) for r in config.notifier.replicas]
+                + [Child("gateway", None, config_path)]
+                + ([Child("web", None, config_path)] if config.web is not None else []))
+    if hosts is None:
+        return children
+    here = {role for host in hosts for role in roles_on(config, host)}
+    return [child for child in children if child.log_name in here]
+
+
+def not_here(config: Config, hosts: list[str]) -> list[str]:
+    """Which of ``hosts`` this machine is not: their address is none of its own (binding it fails)."""
+    strangers = []
+    for host in hosts:
+        address = config.hosts[host].address
+        try:
+            with socket.create_server((address, 0)):
+                pass
+        except OSError as e:
+            if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(e, socket.gaierror):
+                strangers.append(f"{host} ({address})")
+    return strangers
 
 
 def raise_fd_limit() -> None:
@@ -95,29 +119,39 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def banner(config: Config) -> str:
-    """What `exchange up` prints once the roles are started: where to connect, and how to try it."""
+def banner(config: Config, hosts: list[str] | None = None) -> str:
+    """What `exchange up` prints once the roles are started: where to connect, and how to try it
+    (with ``hosts``, only what runs here, after the list of those roles)."""
     notifier = config.notifier
-    lines = [
-        "exchange is up (Ctrl-C stops):",
-        f"  orders, text protocol   {config.gateway.text}   (try: nc {config.gateway.text.replace(':', ' ')})",
-        f"  orders, ZMQ DEALER      {config.gateway.zmq}",
-        f"  market data, ZMQ SUB    {notifier.publish}   (try: exchange watch {config.instruments[0].symbol})",
-        f"  book snapshots, DEALER  {notifier.snapshots}",
-        f"  private updates, CURVE  {notifier.private}   (server key: exchange keys notifier)",
-    ]
+    here = {role for host in hosts for role in roles_on(config, host)} if hosts is not None else None
+    lines = ["exchange is up (Ctrl-C stops):"]
+    if hosts is not None:
+        lines += [f"  host {host} ({config.hosts[host].address}): {', '.join(roles_on(config, host))}"
+                  for host in hosts]
+    if here is None or "gateway" in here:
+        lines += [
+            f"  orders, text protocol   {config.gateway.text}   (try: nc {config.gateway.text.replace(':', ' ')})",
+            f"  orders, ZMQ DEALER      {config.gateway.zmq}"]
+    if here is None or "notifier" in here:
+        lines += [
+            f"  market data, ZMQ SUB    {notifier.publish}   (try: exchange watch {config.instruments[0].symbol})",
+            f"  book snapshots, DEALER  {notifier.snapshots}",
+            f"  private updates, CURVE  {notifier.private}   (server key: exchange keys notifier)"]
     for replica in notifier.replicas:
-        lines.append(f"  notifier {replica.name}: market data {replica.publish}, snapshots {replica.snapshots},"
-                     f" private {replica.private}")
-    if config.web is not None:
+        if here is None or f"notifier-{replica.name}" in here:
+            lines.append(f"  notifier {replica.name}: market data {replica.publish}, snapshots {replica.snapshots},"
+                         f" private {replica.private}")
+    if config.web is not None and (here is None or "web" in here):
         lines.append(f"  web page                http://{config.web.listen}/   (open it in a browser)")
-    lines += [f"  journal                 {config.journal.path}   (try: exchange journal trades)",
-              f"  logs                    {config.var_dir}/"]
+    if here is None or "journal-writer" in here:
+        lines.append(f"  journal                 {config.journal.path}   (try: exchange journal trades)")
+    lines.append(f"  logs                    {config.var_dir}/")
     return "\n".join(lines)
 
 
-def run(config: Config, config_path: str) -> None:
-    """Start the mesh described by ``config`` and keep it running until SIGINT or SIGTERM."""
+def run(config: Config, config_path: str, hosts: list[str] | None = None) -> None:
+    """Start the mesh described by ``config`` (with ``hosts``, only the roles placed on them) and keep
+    it running until SIGINT or SIGTERM."""
     stopping = False
 
     def stop(signum, frame) -> None:
@@ -128,7 +162,7 @@ def run(config: Config, config_path: str) -> None:
     signal.signal(signal.SIGTERM, stop)
     raise_fd_limit()
     Path(config.var_dir).mkdir(parents=True, exist_ok=True)
-    children = roles(config, config_path)
+    children = roles(config, config_path, hosts)
     for child in children:
         child.start()
     up = False
@@ -158,7 +192,7 @@ def run(config: Config, config_path: str) -> None:
                 child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
             if not up and all(child.ready for child in children):
                 up = True
-                print(banner(config), file=sys.stderr, flush=True)
+                print(banner(config, hosts), file=sys.stderr, flush=True)
             elif not up and now >= next_waiting_note:
                 next_waiting_note = now + WAITING_NOTE_S
                 log.warning("not up yet: waiting for %s", ", ".join(c.label for c in children if not c.ready))

@@ -95,4 +95,12 @@ def config_check(config_file: str | None, config_path: str) -> None:
                f" ({names(e.name for e in config.engines)}); {len(config.users)} users"
                f" ({names(u.name for u in config.users)}); notifier processes: {1 + len(config.notifier.replicas)};"
                f" journal {config.journal.path}; binds on {names(hosts)};"
-               f" mesh links {'CURVE' if config.mesh_curve else 'plain'}")
+               f" mesh links {'CURVE' if config.mesh_curve else 'plain'}{_placement(config)}")
+
+
+def _placement(config) -> str:
+    """"; hosts core (journal-writer, …), feed-1 (notifier)", or nothing without `hosts:`."""
+    from exchange.config import roles_on
+
+    return "; hosts " + ", ".join(f"{host} ({names(roles_on(config, host))})" for host in config.hosts) \
+        if config.hosts else ""

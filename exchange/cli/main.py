@@ -25,8 +25,12 @@ def cli() -> None:
 @cli.command()
 @click.argument("config_file", required=False, metavar="[CONFIG]", type=click.Path(dir_okay=False))
 @config_option
-def up(config_file: str | None, config_path: str) -> None:
-    """Start the whole mesh of a config and keep it running until Ctrl-C.
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="Start only the roles the config's `hosts:` section places on host NAME (this machine);"
+                   " more than once to run several hosts' roles here. Required with `hosts:`.")
+def up(config_file: str | None, config_path: str, hosts: tuple[str, ...]) -> None:
+    """Start the whole mesh of a config (or, with --host, this machine's part of it) and keep it
+    running until Ctrl-C.
 
     CONFIG is the same as --config (either names the file).
     """
@@ -35,8 +39,36 @@ def up(config_file: str | None, config_path: str) -> None:
 
     config_path = config_file or config_path
     config = load(config_path)
-    sockets.setup_logging("launcher", config.var_dir)
-    launcher.run(config, config_path)
+    placed = _hosts_to_run(config, list(dict.fromkeys(hosts)))
+    sockets.setup_logging("-".join(["launcher", *(placed or [])]), config.var_dir)
+    launcher.run(config, config_path, placed)
+
+
+def _hosts_to_run(config, hosts: list[str]) -> list[str] | None:
+    """The hosts whose roles `exchange up` starts here (None: every role, the config has no `hosts:`)."""
+    from exchange.config import roles_on
+    from exchange.launcher import not_here
+
+    known = names(f"{name} ({host.address})" for name, host in config.hosts.items())
+    if not config.hosts:
+        if hosts:
+            raise click.ClickException("the config has no `hosts:` section, so every role runs on this"
+                                       " machine: leave out --host")
+        return None
+    if not hosts:
+        raise click.ClickException(f"the config places its roles on hosts {known}: on each machine start"
+                                   " that host's roles with `exchange up CONFIG --host NAME` (--host more"
+                                   " than once runs several hosts' roles on one machine)")
+    for host in hosts:
+        if host not in config.hosts:
+            raise click.ClickException(f"no host {host!r} in the config's `hosts:`; there are {known}")
+        if not roles_on(config, host):
+            raise click.ClickException(f"the config places no role on host {host}")
+    strangers = not_here(config, hosts)
+    if strangers:
+        raise click.ClickException(f"this machine has no address of host {names(strangers)}: is this that"
+                                   " host? (its roles could not bind)")
+    return hosts
 
 
 ROLE_MODULES = {"gateway": "exchange.gateway.role", "engine": "exchange.engine.role",

@@ -200,6 +200,9 @@ class Mesh:
     """A real mesh: ``python -m exchange up CONFIG`` in its own session, its stderr in ``log_path``
     (``launcher.stderr`` beside the config unless given).
 
+    With ``hosts`` it runs ``exchange up CONFIG --host NAME …``: only those hosts' roles, and its log is
+    ``launcher-NAME….stderr`` by default.
+
     ``with Mesh(path) as mesh`` waits until it is ready (``wait_for_engines``: until every engine
     answers the gateway; otherwise until the gateway listens) and closes it in the end, whatever
     happens; a block that passed also fails if the launcher did not stop in time or its log holds
@@ -208,14 +211,16 @@ class Mesh:
     """
 
     def __init__(self, config_path: Path, wait_for_engines: bool = True, log_path: Path | None = None,
-                 user: tuple[str, str] = ("carol", "carol-key"), timeout: float = START_TIMEOUT_S):
+                 user: tuple[str, str] = ("carol", "carol-key"), timeout: float = START_TIMEOUT_S,
+                 hosts: tuple[str, ...] = ()):
         self.config_path = Path(config_path)
-        self.wait_for_engines, self.user, self.timeout = wait_for_engines, user, timeout
+        self.wait_for_engines, self.user, self.timeout, self.hosts = wait_for_engines, user, timeout, hosts
         self.config: Config = load_config(self.config_path)
         host, port = self.config.gateway.text.rsplit(":", 1)
         self.host, self.port = host, int(port)
-        self.log_path = log_path or self.config_path.parent / "launcher.stderr"
-        self.process = _exchange(["up", str(self.config_path)], self.config_path.parent, self.log_path)
+        self.log_path = log_path or self.config_path.parent / f"{'-'.join(['launcher', *hosts])}.stderr"
+        args = ["up", str(self.config_path), *(arg for host in hosts for arg in ("--host", host))]
+        self.process = _exchange(args, self.config_path.parent, self.log_path)
 
     def wait_ready(self) -> None:
         wait_for_mesh(self.config, self.process, self.timeout, self.user, self.wait_for_engines)
