@@ -257,7 +257,8 @@ class Placed(msgspec.Struct, frozen=True):
 
 
 def placed_roles(config: Config) -> list[Placed]:
-    """Every role of the mesh (as Config.roles() names them) with its host and bound endpoints."""
+    """Every role of the mesh (as Config.roles() names them, and the web role if configured) with its
+    host and bound endpoints."""
     def one(role: str, at: str, section, mesh: list[str], clients: list[str]) -> Placed:
         bound = [(key, getattr(section, key), False) for key in mesh]
         bound += [(key, getattr(section, key), True) for key in clients]
