@@ -1,11 +1,12 @@
-"""What keeps snapshot requests cheap and right: the notifier's cached snapshot, rebuilt only when its book moves."""
+"""What keeps snapshot requests cheap and right: the notifier's cached snapshot, rebuilt only when its book
+moves; and its recent trades, for TradesRequest."""
 
 from __future__ import annotations
 
-from exchange.core.messages import OrderAccepted
+from exchange.core.messages import OrderAccepted, Trade
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.marketdata.levels import LevelBook
-from exchange.marketdata.publisher import NOT_READY, Publisher, ReleasedBook
+from exchange.marketdata.publisher import MAX_RECENT_TRADES, NOT_READY, Publisher, ReleasedBook
 from exchange.wire.messages import BookSnapshot, Decoder, SnapshotRefused, SnapshotReply, encode
 
 
@@ -47,3 +48,27 @@ def test_an_unloaded_instrument_is_published_no_more():
     assert publisher.market_data("e2", 8, [[accepted]], now=0.0) == []
     assert publisher.heartbeats(now=100.0) == []
     assert Decoder(SnapshotReply).decode(publisher.snapshot_frame("AAPL")).reason == NOT_READY
+
+
+def trade(seq: int, ts: int, price: int = 100) -> Trade:
+    return Trade(seq, ts, "AAPL", f"2-{seq}", price, 1, Side.BUY)
+
+
+def test_recent_trades_are_kept_once_each_at_most_a_day_and_stamped_with_the_trade_channel():
+    publisher = publisher_of_aapl()
+    day = 86_400 * 10**9
+    for t in (trade(1, 10), trade(2, day + 10), trade(2, day + 10), trade(3, day + 20)):  # 2 comes twice
+        publisher.remember(t)
+    publisher.market_data("e2", 8, [[trade(4, day + 30, 101)]], now=0.0)  # published: remembered too
+    answer = publisher.trades("AAPL", 0, now_ns=day + 40)
+    assert [t.seq for t in answer.trades] == [2, 3, 4]  # the first is more than a day old
+    assert (answer.epoch, answer.chan_seq) == (11, 1)
+    assert [t.seq for t in publisher.trades("AAPL", day + 15, now_ns=day + 40).trades] == [3, 4]
+    assert publisher.trades("MSFT", 0, now_ns=0).reason == NOT_READY
+
+
+def test_the_recent_trades_are_bounded():
+    publisher = publisher_of_aapl()
+    for seq in range(1, MAX_RECENT_TRADES + 11):
+        publisher.remember(trade(seq, seq))
+    assert len(publisher.recent["AAPL"]) == MAX_RECENT_TRADES and publisher.recent["AAPL"][0].seq == 11

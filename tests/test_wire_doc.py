@@ -30,7 +30,8 @@ NAMESPACE = {name: getattr(module, name) for module in (wire, messages, protocol
 # every message a client sends or receives, on some port
 CLIENT_MESSAGES = {
     wire.MarketData, messages.Trade, messages.TopOfBook, messages.DepthUpdate, *messages.BOOK_ORDER_EVENTS,
-    wire.SnapshotRequest, wire.InstrumentsRequest, wire.BookSnapshot, wire.SnapshotRefused, wire.Instruments,
+    wire.SnapshotRequest, wire.InstrumentsRequest, wire.TradesRequest, wire.BookSnapshot, wire.SnapshotRefused,
+    wire.Instruments, wire.Trades,
     wire.InstrumentSpec, wire.RequestRefused, wire.PrivateData, wire.Balances, wire.Balance, *messages.ORDER_EVENTS,
     *(cls for cls in vars(protocol).values()
       if isinstance(cls, type) and issubclass(cls, (protocol.ClientRequest, protocol.ClientReply))

@@ -5,7 +5,7 @@ nothing shared but the network (the `exchange journal` commands, an operator's t
 the journal's host). An engine or a ledger shard that starts asks here for its history
 (exchange.engine.recovery, exchange.ledger.recovery): where it ends, the newest whole checkpoint,
 part by part, then the events after it, a chunk at a time; a ledger shard later asks for the
-engine batches that did not reach it to settle. A gateway that starts asks for the order events of the orders it must know (open ones, and
+engine batches that did not reach it to settle; a notifier, for each instrument's recent trades. A gateway that starts asks for the order events of the orders it must know (open ones, and
 recent ones whose client order ids still count), and later for the history of one order (a resend
 it never saw answered). Each answer is one message of at most ``MAX_EVENTS`` events or one
 checkpoint part (which the engine made at most ``checkpoint_part_size``), and a reader asks for the
@@ -37,14 +37,14 @@ from exchange.wire import sockets
 from exchange.errors import WireError
 from exchange.journal.readers import (
     EnginePosition, checkpoint_parts, engine_symbols, last_trades, latest_checkpoint_seq, log_events,
-    open_and_recent_order_events, order_history, positions,
+    open_and_recent_order_events, order_history, positions, recent_trades,
 )
 from exchange.journal.ledger_readers import released_batches
 from exchange.journal.schema import open_readonly
 from exchange.wire.messages import (
     CheckpointPart, CheckpointPartRequest, Decoder, EngineHistory, EngineHistoryRequest, Events, EventsRequest,
-    HistoryRequest, JournalRefused, OrderEventsRequest, OrderHistoryRequest, ReleasedBatches, ReleasedBatchesRequest,
-    encode,
+    HistoryRequest, JournalRefused, OrderEventsRequest, OrderHistoryRequest, RecentTrades, RecentTradesRequest,
+    ReleasedBatches, ReleasedBatchesRequest, encode,
 )
 from exchange.wire.security.mesh_keys import MeshSecurity
 
@@ -79,6 +79,8 @@ def answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
         case EventsRequest(nonce=nonce, stream=stream, after_seq=after):
             chunk = list(islice(log_events(conn, stream, after), MAX_EVENTS + 1))
             return Events(nonce, chunk[:MAX_EVENTS], len(chunk) <= MAX_EVENTS)
+        case RecentTradesRequest(nonce=nonce, engine=engine, symbol=symbol, since_ns=since, limit=limit):
+            return RecentTrades(nonce, recent_trades(conn, engine, symbol, since, min(limit, MAX_EVENTS)))
         case ReleasedBatchesRequest(nonce=nonce, engine=engine, after_seq=after, max_events=most):
             return ReleasedBatches(nonce, released_batches(path, engine, after, min(most, MAX_EVENTS)))
 

@@ -187,6 +187,19 @@ def last_trades(conn: sqlite3.Connection, engine: str) -> dict:
     return {trade.symbol: trade for trade in trades}
 
 
+def recent_trades(conn: sqlite3.Connection, engine: str, symbol: str, since_ns: int, limit: int) -> list[Trade]:
+    """The last ``limit`` journaled trades of ``symbol`` (an instrument of ``engine``) at or after
+    ``since_ns``, oldest first."""
+    trades = []
+    if has_table(conn, "events"):
+        rows = conn.execute("SELECT body FROM events WHERE kind='Trade' AND symbol=? AND ts_event>=?"
+                            " ORDER BY seq DESC LIMIT ?", (symbol, since_ns, limit))
+        trades = [_event_decoder.decode(body) for (body,) in rows][::-1]
+    trades += [event for event in unindexed_events(conn, engine)
+               if type(event) is Trade and event.symbol == symbol and event.ts_event >= since_ns]
+    return trades[-limit:]
+
+
 _WHOLE_CHECKPOINTS = ("SELECT seq, MIN(batch), MIN(digest) FROM checkpoints WHERE engine=? GROUP BY seq"
                       " HAVING COUNT(*) = MIN(parts) AND MIN(parts) = MAX(parts)"
                       " AND COUNT(DISTINCT digest) = 1 ORDER BY seq")

@@ -8,7 +8,8 @@ Sockets:
     lanes      XPUB    bound    ← anyone: the same market data on more endpoints (``notifier.lanes``)
     private    XPUB    bound    ← users with a CURVE key: their own ``priv.<user>|`` topic, nothing else
     snapshots  ROUTER  bound    ← subscribers (and other notifiers): SnapshotRequest, answered from this
-                                  notifier's books; InstrumentsRequest, answered from the config
+                                  notifier's books; TradesRequest, from its recent trades; InstrumentsRequest,
+                                  answered from the config
     siblings   DEALER  connect  → every other notifier's snapshots ROUTER, for books to start from
     engines    DEALER  connect  → each engine's ROUTER, for books to start from when no other notifier has them
 
@@ -52,14 +53,16 @@ import zmq
 
 from exchange.wire import sockets
 from exchange.config import Config
-from exchange.errors import WireError
+from exchange.errors import JournalError, WireError
+from exchange.journal.handshake import JournalClient
 from exchange.marketdata.following import EngineFollower, Start, Step
 from exchange.marketdata.levels import LevelBook
-from exchange.marketdata.publisher import Publisher, ReleasedBook
+from exchange.marketdata.publisher import DAY_NS, MAX_RECENT_TRADES, Publisher, ReleasedBook
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
-    NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch, Instruments,
-    InstrumentSpec, InstrumentsRequest, RequestRefused, SnapshotReply, SnapshotRequest, decode_notifier_request,
+    NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch,
+    HistoryReply, Instruments, InstrumentSpec, InstrumentsRequest, RecentTradesRequest, RequestRefused, SnapshotReply,
+    SnapshotRequest, TradesRequest, decode_notifier_request,
     durable_prefix, encode, private_topic,
 )
 from exchange.wire.security.curve_keys import make_server, server_secret_key
@@ -75,6 +78,7 @@ HEARTBEAT_S = 1.0  # a channel quiet this long gets an empty message with its cu
 ASK_EVERY_S = 0.5  # while an engine's instruments have no start, ask for them this often
 ENGINE_AFTER_S = 1.0  # the first notifier asks the engines once no other notifier has had books for this long
 REPLICA_ENGINE_AFTER_S = 10.0  # a replica waits longer: the first notifier's numbering is the one to copy
+RECENT_WAIT_S = 5.0  # at start, for the journal writer's recent trades
 
 
 class Notifier:
@@ -107,6 +111,7 @@ class Notifier:
         self.engines = {e.name: sockets.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
                         for e in config.engines}
         self.publisher = Publisher({symbol: e.name for e in config.engines for symbol in e.instruments}, HEARTBEAT_S)
+        self.remember_recent_trades(security)
         self.followers = {e.name: EngineFollower(e.name, e.instruments) for e in config.engines}
         now = time.monotonic()
         self.following_since = dict.fromkeys(self.followers, now)  # when each began gathering its starts
@@ -117,6 +122,22 @@ class Notifier:
         self.instruments = instruments_frame(config)  # the answer to every InstrumentsRequest
         self.forwarded = self.refused = self.malformed = 0
         self.reported = False  # ready, to the launcher: once every engine's books are live
+
+    def remember_recent_trades(self, security: MeshSecurity | None) -> None:
+        """Each instrument's trades of the last day, as the journal holds them now (the released batches
+        from here on come after: the SUB is already subscribed). Without an answer in RECENT_WAIT_S, the
+        notifier starts without them: its recent trades are then those it publishes."""
+        since = time.time_ns() - DAY_NS
+        try:
+            with JournalClient(self.config.journal.history, security, HistoryReply) as history:
+                for engine in self.config.engines:
+                    for symbol in engine.instruments:
+                        answer = history.ask(RecentTradesRequest(time.time_ns(), engine.name, symbol, since,
+                                                                 MAX_RECENT_TRADES), RECENT_WAIT_S)
+                        for trade in answer.trades:
+                            self.publisher.remember(trade)
+        except JournalError as e:
+            log.warning("starting without the recent trades from the journal: %s", e)
 
     def _xpub(self, endpoint: str, manual: bool = False) -> zmq.Socket:
         sock = sockets.socket(self.ctx, zmq.XPUB, max_msg_size=MAX_SUBSCRIPTION_SIZE)
@@ -310,6 +331,8 @@ class Notifier:
                 self.answer(client, self.publisher.snapshot_frame(request.symbol))
             case InstrumentsRequest():
                 self.answer(client, self.instruments)
+            case TradesRequest():
+                self.answer(client, encode(self.publisher.trades(request.symbol, request.since_ns, time.time_ns())))
             case RequestRefused():
                 self.malformed += 1
                 log.debug("snapshots: refused a request: %s", request.reason)

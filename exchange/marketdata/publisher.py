@@ -13,19 +13,25 @@ Invariants:
   silence, so a subscriber that missed the last message notices even when the market is quiet;
 - ``snapshot(symbol)`` reflects exactly the messages published so far, stamped with their chan_seqs
   and the last batch applied; ``snapshot_frame(symbol)`` is the same, encoded once per change, so a
-  burst of requests costs one build and then a send each.
+  burst of requests costs one build and then a send each;
+- ``trades(symbol, since)``: the last MAX_RECENT_TRADES trades published (and those the journal had
+  when the notifier started, ``remember``), stamped with the "trade" chan_seq they reach up to.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from exchange.core.messages import ORDER_EVENTS, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.marketdata.levels import LevelBook, level_changes
 from exchange.wire.messages import (
-    CHANNELS, BookSnapshot, MarketData, PrivateData, SnapshotRefused, encode, private_topic, topic,
+    CHANNELS, BookSnapshot, MarketData, PrivateData, SnapshotRefused, Trades, encode, private_topic, topic,
 )
 
 CHANNEL_NAMES = ("trade", "bbo", "l2", "l3")
+MAX_RECENT_TRADES = 5_000  # per instrument, for TradesRequest
+DAY_NS = 86_400 * 1_000_000_000
 NOT_READY = "this notifier is catching up with the journal; try again in a moment"
 
 
@@ -50,6 +56,7 @@ class Publisher:
         self.chan_seq: dict[tuple[str, str], int] = {}
         self.last_sent: dict[tuple[str, str], float] = {}
         self.snapshot_frames: dict[str, tuple[int, bytes]] = {}  # symbol → (batch, its encoded snapshot)
+        self.recent: dict[str, deque[Trade]] = {symbol: deque(maxlen=MAX_RECENT_TRADES) for symbol in engine_of}
 
     def load(self, symbol: str, book: ReleasedBook, batch: int, epoch: int, chan_seqs: dict[str, int],
              now: float) -> None:
@@ -84,6 +91,7 @@ class Publisher:
                 book.seq = event.seq
                 if type(event) is Trade:
                     book.last_trade = event
+                    self.remember(event)
                 groups.setdefault((event.symbol, CHANNELS[type(event)]), []).append(event)
         self.applied[engine] = batch
         frames = []
@@ -93,6 +101,21 @@ class Publisher:
             frames.append([topic(*key), encode(MarketData(key[0], key[1], self.epoch[key[0]], self.chan_seq[key],
                                                           group))])
         return frames
+
+    def remember(self, trade: Trade) -> None:
+        """Keep ``trade`` among its instrument's recent trades (once: by its seq)."""
+        recent = self.recent[trade.symbol]
+        if not recent or trade.seq > recent[-1].seq:
+            recent.append(trade)
+
+    def trades(self, symbol: str, since_ns: int, now_ns: int) -> Trades | SnapshotRefused:
+        """The recent trades of ``symbol`` at or after ``since_ns`` (at most a day's), oldest first, with
+        the "trade" channel's chan_seq they reach up to."""
+        if symbol not in self.books:
+            return SnapshotRefused(symbol, NOT_READY if symbol in self.engine_of else f"no instrument {symbol}")
+        since = max(since_ns, now_ns - DAY_NS)
+        return Trades(symbol, self.epoch[symbol], self.chan_seq[(symbol, "trade")],
+                      [t for t in self.recent[symbol] if t.ts_event >= since])
 
     @staticmethod
     def private(engine: str, epoch: int, events: list) -> list[list[bytes]]:

@@ -4,7 +4,8 @@ what it applied to the loop.
 
 ``BookFeed`` keeps the book in step (snapshot, then deltas; a gap, a new epoch or silence
 re-syncs). The thread passes the loop three things: ``resyncing`` when the feed lost step,
-``synced`` with a copy of the whole book after every (re-)sync, and the events applied otherwise.
+``synced`` with a copy of the whole book after every (re-)sync (and the notifier's recent trades,
+for the tape, the candles and the day's change), and the events applied otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 import zmq
 import zmq.asyncio
@@ -21,11 +23,15 @@ from exchange.core.messages import Trade
 from exchange.core.orders import Side
 from exchange.marketdata.feed import BookFeed
 from exchange.wire.sockets import Stopper
-from exchange.wire.messages import Decoder, Instruments, InstrumentsRequest, NotifierReply, encode
+from exchange.wire.messages import (
+    Decoder, Instruments, InstrumentsRequest, NotifierReply, Trades, TradesRequest, encode,
+)
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # a feed thread hands the loop what it applied at most this often
+RECENT_TRADES_WAIT_S = 2.0
+DAY_NS = 86_400 * 1_000_000_000
 
 
 async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: Stopper,
@@ -81,13 +87,31 @@ class FeedThread(threading.Thread):
                     resyncs, synced = feed.resyncs, True
                     depth = feed.depth
                     self._hand("synced", (depth.levels(Side.BUY), depth.levels(Side.SELL), depth.last_trade,
-                                          [e for e in events if type(e) is Trade]))
+                                          self._recent_trades() + [e for e in events if type(e) is Trade]))
                     continue
                 if events:
                     self._hand("events", events)
                 if synced and not feed.synced:
                     synced = False
                     self._hand("resyncing", None)
+
+    def _recent_trades(self) -> list[Trade]:
+        """The notifier's recent trades of the last day (its TradesRequest), oldest first; none if it
+        does not answer within RECENT_TRADES_WAIT_S (the page then has the trades from now on)."""
+        ctx = zmq.Context.instance()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        try:
+            dealer.connect(self.snapshots[0])
+            dealer.send(encode(TradesRequest(self.symbol, time.time_ns() - DAY_NS)))
+            if dealer.poll(int(RECENT_TRADES_WAIT_S * 1000)):
+                reply = Decoder(NotifierReply).decode(dealer.recv())
+                if isinstance(reply, Trades):
+                    return reply.trades
+            log.info("no recent trades of %s from the notifier; the page has those from now on", self.symbol)
+            return []
+        finally:
+            dealer.close()
 
     def _hand(self, kind: str, payload) -> None:
         try:

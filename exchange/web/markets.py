@@ -33,10 +33,11 @@ class MarketView:
         self.tape: deque[Trade] = deque(maxlen=tape_length)
         self.day: deque[tuple[int, int]] = deque()  # (ts_event, price) of the trades of the last 24 h
         self.candles = Candles()
+        self.trade_seq = 0  # of the newest trade taken in: each trade counts once, from history or the feed
 
     def load(self, bids: list, asks: list, last_trade: Trade | None, trades: list[Trade]) -> dict:
         """A (re-)sync of the feed: the whole book now, its last trade and the trades that came with
-        it; the snapshot to send."""
+        it (the notifier's recent trades first, oldest first); the snapshot to send."""
         self.depth.load(bids, asks, None, last_trade, 0)
         for trade in trades:
             self._trade(trade)
@@ -48,30 +49,33 @@ class MarketView:
         """Events from the feed, in order; the update message they make (None if nothing shown changed)."""
         levels: dict[tuple[Side, int], int] = {}
         trades = []
+        changed = {}
         for event in events:
             self.depth.apply(event)
             if type(event) is DepthUpdate:
                 levels[(event.side, event.price)] = event.qty
-            elif type(event) is Trade:
+            elif type(event) is Trade and (candles := self._trade(event)) is not None:
                 trades.append(event)
-                self._trade(event)
+                changed.update((interval, self._candle(candle)) for interval, candle in candles)
         if not levels and not trades:
             return None
         self.seq += 1
         fmt = self.instrument
-        changed = {}
-        for trade in trades:
-            for interval, candle in self.candles.add(trade.ts_event, trade.price, trade.qty):
-                changed[interval] = self._candle(candle)
         return {"type": "update", "symbol": self.symbol, "seq": self.seq,
                 "levels": [[side.value, fmt.format_price(price), fmt.format_qty(qty)]
                            for (side, price), qty in levels.items()],
                 "trades": [self._trade_row(t) for t in trades],
                 "candles": {str(interval): candle for interval, candle in changed.items()}}
 
-    def _trade(self, trade: Trade) -> None:
+    def _trade(self, trade: Trade) -> list | None:
+        """Take a trade into the tape, the day and the candles, unless it was taken before (None); the
+        (interval, candle) pairs it changed."""
+        if trade.seq <= self.trade_seq:
+            return None
+        self.trade_seq = trade.seq
         self.tape.appendleft(trade)
         self.day.append((trade.ts_event, trade.price))
+        return self.candles.add(trade.ts_event, trade.price, trade.qty)
 
     def snapshot(self) -> dict:
         fmt = self.instrument
@@ -83,7 +87,7 @@ class MarketView:
                 "candles": {str(i): [self._candle(c) for c in self.candles.history(i)] for i in INTERVALS}}
 
     def summary(self, now_ns: int) -> dict:
-        """Symbol, last price and the change over the last 24 h (of the trades seen since the role started)."""
+        """Symbol, last price and the change over the last 24 h (the notifier's recent trades, then the feed's)."""
         day = self.day
         while day and day[0][0] < now_ns - DAY_NS:
             day.popleft()

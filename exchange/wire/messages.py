@@ -317,9 +317,24 @@ class ReleasedBatches(_Wire, tag=True):
     batches: list[tuple[int, int, int, list[AnyEvent]]]  # (epoch, first_seq, last_seq, events)
 
 
+class RecentTradesRequest(_Wire, tag=True):
+    """A notifier that starts asks for the last trades of an instrument (of ``engine``) since ``since_ns``."""
+
+    nonce: int
+    engine: str
+    symbol: str
+    since_ns: int
+    limit: int
+
+
+class RecentTrades(_Wire, tag=True):
+    nonce: int
+    trades: list[Trade]  # oldest first
+
+
 HistoryRequest = (EngineHistoryRequest | CheckpointPartRequest | EventsRequest | OrderEventsRequest | OrderHistoryRequest
-                  | ReleasedBatchesRequest)
-HistoryReply = EngineHistory | CheckpointPart | Events | ReleasedBatches | JournalRefused
+                  | ReleasedBatchesRequest | RecentTradesRequest)
+HistoryReply = EngineHistory | CheckpointPart | Events | ReleasedBatches | RecentTrades | JournalRefused
 
 
 class Reply(_Wire):
@@ -437,10 +452,29 @@ class RequestRefused(_Wire, tag=True):
     reason: str
 
 
-NotifierRequest = SnapshotRequest | InstrumentsRequest
-NotifierReply = BookSnapshot | SnapshotRefused | Instruments | RequestRefused
+class TradesRequest(_Wire, tag=True):
+    """A subscriber asks a notifier for the recent trades of ``symbol``: those at or after
+    ``since_ns`` (ns since the UNIX epoch; 0: all it keeps)."""
+
+    symbol: str
+    since_ns: int = 0
+
+
+class Trades(_Wire, tag=True):
+    """The answer to TradesRequest: the trades, oldest first (a notifier keeps the last
+    ``MAX_RECENT_TRADES`` of each instrument, at most a day's), and the ``chan_seq`` of the "trade"
+    channel they reach up to, so a subscriber can join them to the feed."""
+
+    symbol: str
+    epoch: int
+    chan_seq: int
+    trades: list[Trade]
+
+
+NotifierRequest = SnapshotRequest | InstrumentsRequest | TradesRequest
+NotifierReply = BookSnapshot | SnapshotRefused | Instruments | Trades | RequestRefused
 NOTIFIER_REQUEST_FORM = ('a request is one frame holding one msgpack array, its type first:'
-                         ' ["SnapshotRequest", symbol] or ["InstrumentsRequest"]')
+                         ' ["SnapshotRequest", symbol], ["InstrumentsRequest"] or ["TradesRequest", symbol, since_ns]')
 
 
 class PrivateData(_Wire):
@@ -474,7 +508,7 @@ encode = encoder.encode
 _notifier_requests = msgspec.msgpack.Decoder(NotifierRequest)
 
 
-def decode_notifier_request(frame: bytes) -> SnapshotRequest | InstrumentsRequest | RequestRefused:
+def decode_notifier_request(frame: bytes) -> SnapshotRequest | InstrumentsRequest | TradesRequest | RequestRefused:
     """A subscriber's request, or the RequestRefused that answers it. Never raises."""
     try:
         return _notifier_requests.decode(frame)

@@ -184,6 +184,46 @@ def test_an_engine_that_restarts_costs_subscribers_no_resync(mesh):
         book.close()
 
 
+def recent_trades(mesh, symbol: str = "AAPL"):
+    """The notifier's answer to a TradesRequest, asked until it has its books (not "try again")."""
+    from exchange.wire.messages import Decoder, NotifierReply, Trades, TradesRequest, encode
+
+    ctx = zmq.Context.instance()
+    deadline = time.monotonic() + 30
+    while True:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        try:
+            dealer.connect(mesh.config.notifier.snapshots)
+            dealer.send(encode(TradesRequest(symbol)))
+            reply = Decoder(NotifierReply).decode(dealer.recv()) if dealer.poll(2000) else None
+        finally:
+            dealer.close()
+        if isinstance(reply, Trades):
+            return reply
+        assert time.monotonic() < deadline, f"no trades from the notifier: {reply}"
+        time.sleep(0.2)
+
+
+def test_the_notifier_answers_the_recent_trades_and_after_a_restart_still_has_them(mesh):
+    with mesh.login("alice") as alice, mesh.login("bob") as bob:
+        cross(alice, bob, 3)
+        book = feed(mesh)
+        wait_synced(book)
+        answer = recent_trades(mesh)
+        assert [(t.price, t.qty) for t in answer.trades] == [(9000, 1), (9001, 1), (9002, 1)]
+        assert answer.chan_seq == book.chan_seq["trade"] and answer.epoch == book.epoch
+        book.close()
+        pid = mesh.role_pid("notifier")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while mesh.role_pid("notifier") == pid:
+            assert time.monotonic() < deadline, "the notifier was not restarted"
+            time.sleep(0.1)
+        again = recent_trades(mesh)  # from the journal, read at its start
+        assert [t.trade_id for t in again.trades] == [t.trade_id for t in answer.trades]
+
+
 def test_heartbeats_carry_the_last_sequence_of_every_channel(mesh):
     with MarketDataClient(mesh.config.notifier.publish, ["ETH-USD"]) as md:
         seen = {}

@@ -76,3 +76,17 @@ def test_a_browser_that_falls_behind_gets_a_snapshot_instead_of_what_it_missed()
                                                                "state": "resyncing"}
 
     asyncio.run(scenario())
+
+
+def test_the_notifiers_recent_trades_fill_the_tape_and_candles_and_no_trade_counts_twice():
+    view = MarketView(BTC, tape_length=10)
+    history = [trade(60, 100, 1, 1), trade(120, 110, 2, 2)]  # from the notifier's TradesRequest, at a (re-)sync
+    snapshot = view.load([], [], history[-1], history)
+    assert [t["trade_id"] for t in snapshot["trades"]] == ["1-2", "1-1"]
+    assert [c[0] for c in snapshot["candles"]["60"]] == [60, 120]
+    assert view.apply([trade(120, 110, 2, 2)]) is None  # the same trade again, from the feed: already there
+    update = view.apply([trade(130, 120, 1, 3)])
+    assert [t["trade_id"] for t in update["trades"]] == ["1-3"] and update["candles"]["60"][4] == "1.20"
+    view.load([], [], None, history)  # a re-sync brings the history again: nothing counts twice
+    assert [t.trade_id for t in view.tape] == ["1-3", "1-2", "1-1"]
+    assert view.candles.history(60)[-1][5] == 3  # the 120 s candle: 2 + 1, once each
