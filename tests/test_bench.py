@@ -206,3 +206,14 @@ def test_a_bench_stopped_with_sigterm_stops_the_mesh_it_started(tmp_path):
         bench.kill()
         for pid in processes_naming(str(keep)):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_bench_mesh_runs_no_web_page(tmp_path):
+    """The demo config starts a web role; the bench measures order flow only, so its mesh leaves it out."""
+    from exchange.bench.target import bench_config
+    from exchange.testing.mesh import LOCAL_CONFIG
+
+    assert "web" in yaml.safe_load(LOCAL_CONFIG.read_text())
+    path, users = bench_config(str(LOCAL_CONFIG), tmp_path, sessions=2)
+    data = yaml.safe_load(path.read_text())
+    assert "web" not in data and [u for u, _ in users] == ["bench1", "bench2"]

@@ -25,7 +25,7 @@ BENCH_FUNDS = "1000000000"  # of every asset, for each bench user with accounts 
 def bench_config(source: str, directory: Path, sessions: int, accounts: bool = True
                  ) -> tuple[Path, list[tuple[str, str]]]:
     """A copy of the config at ``source`` for a fresh mesh in ``directory``: free loopback ports,
-    its journal and logs inside ``directory``, and one new user per session (so that no session
+    its journal and logs inside ``directory``, no web page, and one new user per session (so that no session
     receives another session's fills), each funded with BENCH_FUNDS of every asset if accounts
     are on. Without ``accounts`` the copy runs pure matching. Returns the new file and the (user,
     key) pairs."""
@@ -36,6 +36,7 @@ def bench_config(source: str, directory: Path, sessions: int, accounts: bool = T
     fresh = dict(zip(ports, map(str, free_ports(len(ports)))))  # one pass: a new port may be an old one
     text = re.sub(r"127\.0\.0\.1:(\d+)\b", lambda m: f"127.0.0.1:{fresh[m.group(1)]}", text)
     data = yaml.safe_load(text)
+    data.pop("web", None)  # the browser view is no part of the order flow measured here
     data["journal"]["path"] = str(directory / "journal.db")
     data["var_dir"] = str(directory / "var")
     if "secret_key_file" in data.get("notifier", {}):
