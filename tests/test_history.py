@@ -107,3 +107,16 @@ def test_a_gateways_reading_goes_on_a_chunk_at_a_time_under_a_bounded_number_of_
     assert isinstance(gone, JournalRefused) and "begin again" in gone.reason
     cursors.expire(now=1.0 + CURSOR_IDLE_S + 0.1)  # the others were left idle
     assert not cursors.open
+
+
+def test_a_request_the_journal_cannot_answer_is_refused_and_the_service_goes_on(service, monkeypatch):
+    def broken(*args):
+        raise OSError("disk I/O error")
+
+    _, endpoint, _ = service
+    monkeypatch.setattr(exchange.journal.history, "log_events", broken)
+    with JournalClient(endpoint, None, HistoryReply) as client:
+        with pytest.raises(JournalError, match="the journal could not be read: disk I/O error"):
+            client.ask(EventsRequest(1, "e1", 0))
+        start = client.ask(exchange.wire.messages.EngineHistoryRequest(2, "e1"))  # still answering
+        assert isinstance(start, EngineHistory)

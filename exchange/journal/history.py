@@ -3,11 +3,12 @@
 No role but the journal writer opens the journal file, so roles can run on other machines with
 nothing shared but the network (the `exchange journal` commands, an operator's tools, read it on
 the journal's host). An engine or a ledger shard that starts asks here for its history
-(exchange.engine.recovery, exchange.ledger.recovery): where it ends, the newest whole checkpoint,
-part by part, then the events after it, a chunk at a time; a ledger shard later asks for the
-engine batches that did not reach it to settle; a notifier, for each instrument's recent trades. A gateway that starts asks for the order events of the orders it must know (open ones, and
-recent ones whose client order ids still count), and later for the history of one order (a resend
-it never saw answered). Each answer is one message of at most ``MAX_EVENTS`` events or one
+(exchange.journal.handshake.stream_start and events_after): where it ends, the newest whole
+checkpoint, part by part, then the events after it, a chunk at a time; a ledger shard later asks
+for the engine batches that did not reach it to settle; a notifier, at its start, for each
+instrument's recent trades. A gateway that starts asks for the order events of the orders it must
+know (open ones, and recent ones whose client order ids still count), and later for the history of
+one order (a resend it never saw answered). Each answer is one message of at most ``MAX_EVENTS`` events or one
 checkpoint part (which the engine made at most ``checkpoint_part_size``), and a reader asks for the
 next only once it has the last, so neither side ever holds more than a chunk.
 
@@ -155,10 +156,14 @@ class HistoryService:
                     except WireError as e:
                         log.warning("history: dropped %s", e)
                         continue
-                    if isinstance(request, OrderEventsRequest):
-                        reply = cursors.answer(request, time.monotonic())
-                    else:
-                        reply = answer(conn, self.path, request, self.streams)
+                    try:
+                        if isinstance(request, OrderEventsRequest):
+                            reply = cursors.answer(request, time.monotonic())
+                        else:
+                            reply = answer(conn, self.path, request, self.streams)
+                    except Exception as e:  # the service goes on: this request is refused, with why
+                        log.exception("history: could not answer %s", type(request).__name__)
+                        reply = JournalRefused(request.nonce, f"the journal could not be read: {e}")
                     if sockets.send_routed(self.sock, tuple(parts[:-1]), [encode(reply)]) == 1:
                         self.answered += 1
         finally:

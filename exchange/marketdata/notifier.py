@@ -222,19 +222,15 @@ class Notifier:
         engine = self.publisher.engine_of.get(reply.symbol)
         if engine is None:
             return
-        match reply:
-            case BookSnapshot(batch=batch) if batch:
-                levels = LevelBook(reply.symbol)
-                levels.load(reply.orders)
-                start = Start(ReleasedBook(levels, reply.last_trade, reply.seq), batch, reply.epoch,
-                              dict(reply.chan_seqs), 0, True)
-            case EngineBook():
-                levels = LevelBook(reply.symbol)
-                levels.load(reply.orders)
-                start = Start(ReleasedBook(levels, reply.last_trade, reply.seq), reply.batch, 0, {},
-                              reply.engine_epoch, reply.durable_batch >= reply.batch)
-            case _:
-                return  # refused ("try again": that notifier is starting too), or from a notifier that says no batch
+        if isinstance(reply, BookSnapshot) and reply.batch:
+            where = (reply.batch, reply.epoch, dict(reply.chan_seqs), 0, True)
+        elif isinstance(reply, EngineBook):
+            where = (reply.batch, 0, {}, reply.engine_epoch, reply.durable_batch >= reply.batch)
+        else:
+            return  # refused ("try again": that notifier is starting too), or from a notifier that says no batch
+        levels = LevelBook(reply.symbol)
+        levels.load(reply.orders)
+        start = Start(ReleasedBook(levels, reply.last_trade, reply.seq), *where)
         follower = self.followers[engine]
         self.take(follower, follower.started(reply.symbol, start), now)
 
