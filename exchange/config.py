@@ -125,6 +125,16 @@ class LedgerConfig(_Section):
         return self.name
 
 
+class GatewayReplicaConfig(_Section):
+    """One more gateway process: its own order entry endpoints and replies, the first gateway's rules."""
+
+    name: Name  # its role is gateway-<name>; its requests carry this name
+    text: Annotated[str, Meta(pattern=HOST_PORT)]
+    zmq: Endpoint
+    replies: Endpoint
+    host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
+
+
 class GatewayConfig(_Section):
     text: Annotated[str, Meta(pattern=HOST_PORT)]  # host:port of the text protocol (TCP)
     zmq: Endpoint  # ROUTER, bound: order entry for programs (DEALER + msgpack)
@@ -148,6 +158,25 @@ class GatewayConfig(_Section):
     max_failed_logins: Annotated[int, Meta(ge=1)] = 5  # per user name from one address, in the window (4x per address or name)
     failed_login_window: Annotated[float, Meta(gt=0)] = 60.0  # seconds
     host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
+    replicas: list[GatewayReplicaConfig] = []  # more gateway processes taking orders at once
+
+    def replica(self, name: str | None) -> GatewayConfig:
+        """The section as the gateway ``name`` runs it: its own name and endpoints (None: the first's)."""
+        if name is None:
+            return msgspec.structs.replace(self, replicas=[])
+        for replica in self.replicas:
+            if replica.name == name:
+                return msgspec.structs.replace(self, name=replica.name, text=replica.text, zmq=replica.zmq,
+                                               replies=replica.replies, host=replica.host, replicas=[])
+        raise ConfigError(f"no gateway replica named {name!r}; the config has"
+                          f" {', '.join(r.name for r in self.replicas) or 'none'} - at `$.gateway.replicas`")
+
+    def all(self) -> list[tuple[str, GatewayConfig]]:
+        """(role, section as it runs) of every gateway: gateway, then gateway-<name> for each replica."""
+        return [("gateway", self.replica(None)), *((f"gateway-{r.name}", self.replica(r.name)) for r in self.replicas)]
+
+    def roles(self) -> list[str]:
+        return [role for role, _ in self.all()]
 
 
 class JournalConfig(_Section):
@@ -263,7 +292,7 @@ def placed_roles(config: Config) -> list[Placed]:
         bound = [(key, getattr(section, key), False) for key in mesh]
         bound += [(key, getattr(section, key), True) for key in clients]
         bound += [(f"lanes[{i}]", lane, True) for i, lane in enumerate(getattr(section, "lanes", []))]
-        if role == "gateway":
+        if role.startswith("gateway"):
             bound.append(("text", f"tcp://{section.text}", True))
         if role == "web":
             bound.append(("listen", f"tcp://{section.listen}", True))
@@ -279,6 +308,8 @@ def placed_roles(config: Config) -> list[Placed]:
             + [one(f"notifier-{r.name}", f"$.notifier.replicas[{n}]", r, [], notifier_keys)
                for n, r in enumerate(config.notifier.replicas)]
             + [one("gateway", "$.gateway", config.gateway, ["replies"], ["zmq"])]
+            + [one(f"gateway-{r.name}", f"$.gateway.replicas[{n}]", r, ["replies"], ["zmq"])
+               for n, r in enumerate(config.gateway.replicas)]
             + ([one("web", "$.web", config.web, [], [])] if config.web is not None else []))
 
 
@@ -367,6 +398,7 @@ class Config(_Section):
                              ("engine id", [e.id for e in self.engines]),
                              ("user", [u.name for u in self.users]),
                              ("notifier replica name", [r.name for r in self.notifier.replicas]),
+                             ("gateway name", [self.gateway.name, *(r.name for r in self.gateway.replicas)]),
                              ("endpoint", self.endpoints())):
             for value in values:
                 if values.count(value) > 1:
@@ -378,8 +410,9 @@ class Config(_Section):
 
     def endpoints(self) -> list[str]:
         """Every address a role binds, for uniqueness checks and for tests."""
-        bound = [self.gateway.zmq, self.gateway.replies, f"tcp://{self.gateway.text}",
-                 self.journal.events, self.journal.watermarks, self.journal.recovery, self.journal.history]
+        bound = [endpoint for _, gateway in self.gateway.all()
+                 for endpoint in (gateway.zmq, gateway.replies, f"tcp://{gateway.text}")]
+        bound += [self.journal.events, self.journal.watermarks, self.journal.recovery, self.journal.history]
         for notifier in (self.notifier, *self.notifier.replicas):
             bound += [notifier.publish, *notifier.lanes, notifier.private, notifier.snapshots]
         for engine in self.engines:
@@ -391,7 +424,7 @@ class Config(_Section):
     def roles(self) -> list[str]:
         """Every role's name, as its log file and its mesh key are named: journal-writer, engine-<name>, …"""
         return ["journal-writer", *(e.role for e in self.engines), *(s.role for s in self.ledgers),
-                *self.notifier.roles(), "gateway"]
+                *self.notifier.roles(), *self.gateway.roles()]
 
     def streams(self) -> list[str]:
         """Every journal stream: each engine's (its name), then each ledger shard's (``ledger-<shard>``)."""

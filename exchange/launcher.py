@@ -92,6 +92,7 @@ def roles(config: Config, config_path: str, hosts: list[str] | None = None) -> l
                 + [Child("notifier", None, config_path)]
                 + [Child("notifier", r.name, config_path) for r in config.notifier.replicas]
                 + [Child("gateway", None, config_path)]
+                + [Child("gateway", r.name, config_path) for r in config.gateway.replicas]
                 + ([Child("web", None, config_path)] if config.web is not None else []))
     if hosts is None:
         return children
@@ -137,6 +138,9 @@ def banner(config: Config, hosts: list[str] | None = None) -> str:
             f"  market data, ZMQ SUB    {notifier.publish}   (try: exchange watch {config.instruments[0].symbol})",
             f"  book snapshots, DEALER  {notifier.snapshots}",
             f"  private updates, CURVE  {notifier.private}   (server key: exchange keys notifier)"]
+    for replica in config.gateway.replicas:
+        if here is None or f"gateway-{replica.name}" in here:
+            lines.append(f"  gateway {replica.name}: text protocol {replica.text}, ZMQ DEALER {replica.zmq}")
     for replica in notifier.replicas:
         if here is None or f"notifier-{replica.name}" in here:
             lines.append(f"  notifier {replica.name}: market data {replica.publish}, snapshots {replica.snapshots},"

@@ -96,6 +96,15 @@ def test_sessions_over_the_zmq_order_entry_pass_the_same_checks(tmp_path):
     assert result.counts["answers"]["accepted"] > 0 and result.counts["fills"] > 0
 
 
+def test_sessions_spread_over_two_gateways_pass_the_same_checks(tmp_path):
+    config = loopback_config(tmp_path, accounts=True)
+    result = run(BenchOptions(config_path=str(config), rate=200, duration=2, warmup=1, sessions=4,
+                              workers=2, subscribers=1, gateways=2, work_dir=str(tmp_path / "run")))
+    assert result.ok, summary(result)
+    assert result.counts["answered"] == result.counts["requests"] > 0.5 * 200 * 3
+    assert {"gateway", "gateway g2"} <= set(result.cpu)  # both ran, each measured
+
+
 def test_the_command_reports_and_writes_json(tmp_path):
     config = loopback_config(tmp_path)
     out = tmp_path / "bench.json"

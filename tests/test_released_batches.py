@@ -102,7 +102,7 @@ def test_written_engine_batches_go_to_the_gateway_every_ledger_shard_and_the_not
     try:
         (to_gateway, gateway), (to_l0, l0), (to_l1, l1) = (pair(ctx, tmp_path, n) for n in ("gw", "l0", "l1"))
         to_notifiers, notifier = notifier_feed(ctx, tmp_path)
-        release = Release(to_gateway, [to_l0, to_l1], to_notifiers, {"e1"})
+        release = Release([to_gateway], [to_l0, to_l1], to_notifiers, {"e1"})
         writer.append(headers[:2])
         release.send(headers[:2])
         assert received(gateway) == [[RELEASED, frames[0]], [RELEASED, frames[1]]]

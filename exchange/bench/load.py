@@ -123,12 +123,11 @@ def _fixed(units: int, places: int) -> bytes:
 async def _generate(plan: dict, conn) -> None:
     w = Worker(plan)
     loop = asyncio.get_running_loop()
-    host, port = plan["host"], plan["port"]
     zmq_ctx = zmq.Context() if plan.get("zmq") else None
-    for tag, user, key in plan["sessions"]:
+    for tag, user, key, host, port, endpoint in plan["sessions"]:
         if zmq_ctx is not None:
             session = Session(w, tag, user, key)
-            DealerTransport(zmq_ctx, plan["zmq"], session)
+            DealerTransport(zmq_ctx, endpoint, session)
         else:
             _, session = await loop.create_connection(lambda: Session(w, tag, user, key), host, port)
         w.sessions.append(session)

@@ -15,6 +15,7 @@ class BenchOptions:
     warmup: float = 2.0
     sessions: int = 8
     zmq: bool = False  # sessions over the gateway's ZMQ order entry (DEALER) instead of the text port
+    gateways: int = 1  # a started mesh runs this many gateways; the sessions take them in turn
     subscribers: int = 2
     instruments: list[str] | None = None  # default: every instrument of the config
     workers: int = 2  # load generator processes

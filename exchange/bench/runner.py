@@ -43,14 +43,16 @@ def run(options: BenchOptions) -> BenchResult:
         config_path, users = Path(options.config_path), options.users or [
             (u, f"{u}-key") for u in ("alice", "bob", "carol")]
     else:
-        config_path, users = bench_config(options.config_path, work, options.sessions, options.accounts)
+        config_path, users = bench_config(options.config_path, work, options.sessions, options.accounts,
+                                          options.gateways)
     config = load_config(config_path)
     symbols = options.instruments or [i.symbol for i in config.instruments]
     instruments = config.instrument_map()
     unknown = [s for s in symbols if s not in instruments]
     if unknown:
         raise ValueError(f"no instrument {', '.join(unknown)}; there are {', '.join(instruments)}")
-    host, port = config.gateway.text.rsplit(":", 1)
+    gateways = [(section.text.rsplit(":", 1)[0], int(section.text.rsplit(":", 1)[1]), section.zmq)
+                for _, section in config.gateway.all()]  # session s uses gateway s mod their number
     if options.zmq and config.gateway.zmq_auth != "login":
         raise ValueError("--zmq needs gateway.zmq_auth: login in the config (sessions log in with LOGIN)")
     ctx = multiprocessing.get_context("spawn")
@@ -72,8 +74,8 @@ def run(options: BenchOptions) -> BenchResult:
             subscribers.append((p, parent))
         n_workers = max(1, min(options.workers, options.sessions))
         for n in range(n_workers):
-            plan = _plan(options, n, n_workers, users, loads, host, int(port), config.gateway.request_timeout)
-            plan["zmq"] = config.gateway.zmq if options.zmq else None
+            plan = _plan(options, n, n_workers, users, loads, gateways, config.gateway.request_timeout)
+            plan["zmq"] = options.zmq
             parent, child = ctx.Pipe()
             p = ctx.Process(target=worker_main, args=(plan, child), name=f"bench-worker-{n}", daemon=True)
             p.start()
@@ -123,12 +125,14 @@ def _loads(config, symbols: list[str], sessions: int, users: int) -> list[Instru
     return [limits.plan(instruments[s], last_prices.get(s), sessions_per_user) for s in symbols]
 
 
-def _plan(options, n, n_workers, users, loads, host, port, request_timeout) -> dict:
+def _plan(options, n, n_workers, users, loads, gateways, request_timeout) -> dict:
+    """What worker ``n`` does: its sessions, each (tag, user, key, host, port, zmq endpoint) of the
+    gateway it logs in on, and the load."""
     sessions = []
     for s in range(n, options.sessions, n_workers):
         user, key = users[s % len(users)]
-        sessions.append((f"w{n}s{s}", user, key))
-    return {"host": host, "port": port, "sessions": sessions, "instruments": loads,
+        sessions.append((f"w{n}s{s}", user, key, *gateways[s % len(gateways)]))
+    return {"sessions": sessions, "instruments": loads,
             "rate": None if options.rate is None else options.rate * len(sessions) / options.sessions,
             "window": options.window, "warmup": options.warmup, "duration": options.duration,
             "seed": options.seed * 1000 + n, "phase": 0.0, "request_timeout": request_timeout}

@@ -22,10 +22,11 @@ from exchange.testing.mesh import free_ports, without_accounts
 BENCH_FUNDS = "1000000000"  # of every asset, for each bench user with accounts on: never the limit
 
 
-def bench_config(source: str, directory: Path, sessions: int, accounts: bool = True
+def bench_config(source: str, directory: Path, sessions: int, accounts: bool = True, gateways: int = 1
                  ) -> tuple[Path, list[tuple[str, str]]]:
     """A copy of the config at ``source`` for a fresh mesh in ``directory``: free loopback ports,
-    its journal and logs inside ``directory``, no web page, and one new user per session (so that no session
+    its journal and logs inside ``directory``, no web page, ``gateways`` gateways (the first and
+    replicas g2, g3, …), and one new user per session (so that no session
     receives another session's fills), each funded with BENCH_FUNDS of every asset if accounts
     are on. Without ``accounts`` the copy runs pure matching. Returns the new file and the (user,
     key) pairs."""
@@ -33,10 +34,15 @@ def bench_config(source: str, directory: Path, sessions: int, accounts: bool = T
     if not accounts:
         text = without_accounts(text)
     ports = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
-    fresh = dict(zip(ports, map(str, free_ports(len(ports)))))  # one pass: a new port may be an old one
+    new_ports = free_ports(len(ports) + 3 * (gateways - 1))
+    fresh = dict(zip(ports, map(str, new_ports)))  # one pass: a new port may be an old one
+    more = new_ports[len(ports):]  # for the gateways beyond the first
     text = re.sub(r"127\.0\.0\.1:(\d+)\b", lambda m: f"127.0.0.1:{fresh[m.group(1)]}", text)
     data = yaml.safe_load(text)
     data.pop("web", None)  # the browser view is no part of the order flow measured here
+    data["gateway"]["replicas"] = [
+        {"name": f"g{n + 2}", "text": f"127.0.0.1:{more[3 * n]}", "zmq": f"tcp://127.0.0.1:{more[3 * n + 1]}",
+         "replies": f"tcp://127.0.0.1:{more[3 * n + 2]}"} for n in range(gateways - 1)]
     data["journal"]["path"] = str(directory / "journal.db")
     data["var_dir"] = str(directory / "var")
     if "secret_key_file" in data.get("notifier", {}):
@@ -62,7 +68,7 @@ def running_roles(config_path: str) -> dict[str, int]:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        for role in ("gateway", "engine", "ledger", "journal-writer", "notifier"):
+        for role in ("gateway", "engine", "ledger", "journal-writer", "notifier"):  # a replica: "gateway g2"
             if role in args and "--config" in args:
                 i = args.index("--config")
                 if i + 1 < len(args) and os.path.realpath(args[i + 1]) == wanted:

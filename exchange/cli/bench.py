@@ -27,6 +27,8 @@ from exchange.errors import ExchangeError
               help="Order entry sessions (TCP text, or ZMQ with --zmq).")
 @click.option("--zmq", "over_zmq", is_flag=True,
               help="Sessions use the gateway's ZMQ order entry (DEALER, msgpack) instead of the text port.")
+@click.option("--gateways", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Gateways in the started mesh (the first and replicas); the sessions take them in turn.")
 @click.option("--subscribers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Market data subscribers (one process each).")
 @click.option("--instruments", multiple=True,
@@ -50,7 +52,7 @@ from exchange.errors import ExchangeError
               help="With a config that has accounts: run the load without and then with them and report"
                    " both (compare, the default), or only on or off. Its users are funded first.")
 def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration: float, warmup: float,
-          sessions: int, over_zmq: bool, subscribers: int, instruments: tuple[str, ...], workers: int,
+          sessions: int, over_zmq: bool, gateways: int, subscribers: int, instruments: tuple[str, ...], workers: int,
           window: int,
           users: tuple[str, ...], seed: int, json_path: str | None, plot_path: str | None,
           profile_dir: str | None, work_dir: str | None, accounts: str | None) -> None:
@@ -85,7 +87,7 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
     if accounts and connect:
         raise click.ClickException("--accounts starts meshes of its own; it does not go with --connect")
     common = dict(config_path=config_path, connect=connect, rate=None if as_fast else rate, duration=duration,
-                  warmup=warmup, sessions=sessions, zmq=over_zmq, subscribers=subscribers,
+                  warmup=warmup, sessions=sessions, zmq=over_zmq, gateways=gateways, subscribers=subscribers,
                   instruments=symbols or None, workers=workers, window=window, seed=seed, users=pairs or None,
                   profile_dir=profile_dir, progress=lambda line: click.echo(line, err=True))
     results = []

@@ -77,7 +77,7 @@ ROLE_MODULES = {"gateway": "exchange.gateway.role", "engine": "exchange.engine.r
 
 
 def _role(role: str, name_help: str | None = None, name_required: bool = False):
-    """The command that runs ``role``; with ``name_help`` it takes --name (which engine, which notifier)."""
+    """The command that runs ``role``; with ``name_help`` it takes --name (which engine, notifier, gateway)."""
 
     def command(config_path: str, name: str | None = None) -> None:
         import importlib
@@ -94,8 +94,8 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
                 config.engine(name)
             elif role == "ledger":
                 config.ledger(name)
-            elif role == "notifier" and name:
-                config.notifier.replica(name)
+            elif role in ("notifier", "gateway") and name:
+                getattr(config, role).replica(name)
         except ExchangeError as e:
             raise click.ClickException(str(e)) from None
         label = f"{role}-{name}" if name_help and name else role
@@ -116,7 +116,7 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
     return command
 
 
-cli.command("gateway")(_role("gateway"))
+cli.command("gateway")(_role("gateway", "Which replica (gateway.replicas); none: the first gateway."))
 cli.command("engine")(_role("engine", "Which engine.", name_required=True))
 cli.command("journal-writer")(_role("journal-writer"))
 cli.command("ledger")(_role("ledger", "Which ledger shard (its number).", name_required=True))

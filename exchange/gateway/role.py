@@ -33,6 +33,7 @@ import logging
 import signal
 import time
 
+import msgspec
 import zmq
 import zmq.asyncio
 
@@ -60,11 +61,12 @@ BLOCKING_THREADS = 2  # scrypt and journal reads run here, off the event loop; m
 
 
 class Gateway:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, role: str = "gateway"):
+        """The gateway whose section is ``config.gateway`` (a replica's, as ``run`` gives it), as mesh role ``role``."""
         self.config = config
         self.ctx = zmq.asyncio.Context()
         self.ctx.linger = sockets.LINGER_MS
-        security = MeshSecurity.for_role(config, "gateway")
+        security = MeshSecurity.for_role(config, role)
         keyed = config.gateway.zmq_auth == "curve"
         self.auth = None
         if keyed or security is not None:
@@ -224,8 +226,8 @@ class Gateway:
         self.ctx.term()
 
 
-async def serve(config: Config) -> None:
-    gateway = Gateway(config)
+async def serve(config: Config, role: str = "gateway") -> None:
+    gateway = Gateway(config, role)
     sockets.freeze_startup_objects()
     host, port = config.gateway.text.rsplit(":", 1)
     loop = asyncio.get_running_loop()
@@ -255,6 +257,8 @@ async def serve(config: Config) -> None:
         log.info("stopped")
 
 
-def run(config: Config, name: str = "gateway") -> None:
-    """Run the gateway until SIGINT or SIGTERM."""
-    asyncio.run(serve(config))
+def run(config: Config, name: str | None = None) -> None:
+    """Run the first gateway, or its replica named ``name``, until SIGINT or SIGTERM: the replica runs
+    with its own section in place of the first gateway's (its name, endpoints and host)."""
+    role = f"gateway-{name}" if name else "gateway"
+    asyncio.run(serve(msgspec.structs.replace(config, gateway=config.gateway.replica(name)), role))

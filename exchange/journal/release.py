@@ -1,6 +1,7 @@
 """What the journal writer passes on once a group commit holds it: each engine batch, as it came.
 
-The gateway answers its requests from a batch's entries (``EventBatch.replies``), every ledger
+Every gateway answers its own requests from a batch's entries (``EventBatch.replies``) and learns
+of the other gateways' orders from the rest, every ledger
 shard settles its users' side of the batch's events, and every notifier derives the market data
 and private order updates from them (exchange.marketdata.following). The engine sends nothing
 towards clients: from the journal writer, everything leaves one process hop sooner, and nothing
@@ -32,9 +33,12 @@ NOTIFIER_HWM = 10_000  # batches queued per notifier (tens of seconds of a flood
 class Release:
     """The sockets written engine batches leave by, and what they could not take."""
 
-    def __init__(self, gateway: zmq.Socket, ledgers: list[zmq.Socket], notifiers: zmq.Socket, engines: set[str]):
-        """``notifiers``: a PUB that every notifier subscribes to (the ``RELEASED`` topic)."""
-        self.gateway, self.ledgers, self.notifiers, self.engines = gateway, ledgers, notifiers, engines
+    def __init__(self, gateways: list[zmq.Socket], ledgers: list[zmq.Socket], notifiers: zmq.Socket,
+                 engines: set[str]):
+        """``gateways``: a PUSH to each gateway (every one takes every batch: it answers its own
+        requests and learns of the others' orders); ``notifiers``: a PUB that every notifier
+        subscribes to (the ``RELEASED`` topic)."""
+        self.gateways, self.ledgers, self.notifiers, self.engines = gateways, ledgers, notifiers, engines
         self.dropped = {"gateway": 0, "ledger": 0}
 
     def send(self, written: list) -> None:
@@ -66,12 +70,13 @@ class Release:
                     break
         for body in bodies:
             self.notifiers.send_multipart([RELEASED, body])  # PUB: never waits, drops for a full queue
-        for body in bodies:
-            try:
-                self.gateway.send_multipart([RELEASED, body], zmq.NOBLOCK)
-            except zmq.Again:
-                self._dropped("gateway", "the gateway is not reading: a released batch was not passed on"
-                                         " (its requests time out there)")
+        for gateway in self.gateways:
+            for body in bodies:
+                try:
+                    gateway.send_multipart([RELEASED, body], zmq.NOBLOCK)
+                except zmq.Again:
+                    self._dropped("gateway", "a gateway is not reading: a released batch was not passed on"
+                                             " (its requests time out there)")
 
     def _dropped(self, kind: str, message: str) -> None:
         self.dropped[kind] += 1

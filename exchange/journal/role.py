@@ -7,7 +7,7 @@ Sockets:
     events      PULL    bound    ← engines, ledger shards: EventBatch
     watermarks  PUB     bound    → engines, ledger shards: Durable after each group commit, and every 0.2 s;
                                    notifiers: each engine batch once written, [RELEASED, EventBatch]
-    released    PUSH    connect  → the gateway: each engine batch once written, [RELEASED, EventBatch]
+    released    PUSH    connect  → each gateway: each engine batch once written, [RELEASED, EventBatch]
     settle      PUSH    connect  → each ledger shard: the same batches, to settle (exchange.journal.release)
     recovery    ROUTER  bound    ← engines, ledger shards: OpenEpoch at start; a new ledger shard: GetPositions
     history     ROUTER  bound    ← engines, ledger shards, gateways: what they read of the journal (a thread of its own,
@@ -148,7 +148,8 @@ def run(config: Config, name: str = "journal-writer") -> None:
     history = HistoryService(ctx, spec.path, spec.history, config.streams(), security)  # ← starting engines
     replay = {s.name: sockets.socket(ctx, zmq.DEALER, connect=s.replay, security=security, peer=s.role)
               for s in (*config.engines, *config.ledgers)}  # → engines, ledger shards
-    release = Release(sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security, peer="gateway"),
+    release = Release([sockets.socket(ctx, zmq.PUSH, connect=gateway.replies, security=security, peer=role)
+                       for role, gateway in config.gateway.all()],
                       [sockets.socket(ctx, zmq.PUSH, connect=s.settle, security=security, peer=s.role)
                        for s in config.ledgers],
                       watermarks, {e.name for e in config.engines})
@@ -242,7 +243,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
         index_for(writer, STOP_INDEX_S)  # what is left is indexed at the next start
     finally:
         history.stop()
-        for sock in (events, watermarks, recovery, *replay.values(), release.gateway, *release.ledgers):
+        for sock in (events, watermarks, recovery, *replay.values(), *release.gateways, *release.ledgers):
             sock.close()
         if auth is not None:
             auth.stop()

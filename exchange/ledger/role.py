@@ -9,7 +9,8 @@ Sockets (this process binds the stable side):
     durable   SUB    connect  ← journal writer: its own Durable watermarks, and the engines'
     history   DEALER connect  → journal writer's history service: its history at start, missed engine batches
     engines   PUSH   connect, one per engine → the held orders and the cancels, once the hold is durable
-    replies   PUSH   connect  → gateway: refusals, transfer outcomes, balances, released at the watermark
+    replies   PUSH   connect, one per gateway → the gateway a request came from: refusals, transfer outcomes,
+                                balances, released at the watermark
 
 Settlement reads each engine's released batches as they come; a batch that does not follow the
 last one settled, or what the journal held a check (a second) ago and has not come (the engines'
@@ -97,8 +98,9 @@ class LedgerProcess:
             self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(engine.name))
         self.engines = {e.name: sockets.socket(ctx, zmq.PUSH, connect=e.commands, security=security, peer=e.role)
                         for e in config.engines}
-        self.replies = sockets.socket(ctx, zmq.PUSH, connect=config.gateway.replies, security=security,
-                                      peer="gateway")
+        self.replies = {gateway.name: sockets.socket(ctx, zmq.PUSH, connect=gateway.replies, security=security,
+                                                     peer=role)
+                        for role, gateway in config.gateway.all()}  # → each gateway, by its name
         self.unsent_forwards: dict[str, deque[bytes]] = {name: deque() for name in self.engines}
         self.batches, self.durables, self.replays = Decoder(EventBatch), Decoder(Durable), Decoder(ReplayRequest)
         self.journal_holds: dict[str, int] = {}  # engine → the last seq the journal holds (its watermarks)
@@ -264,11 +266,17 @@ class LedgerProcess:
     def send(self, released: Released) -> None:
         for engine, requests in released.forwards.items():
             self.unsent_forwards[engine].append(encode(requests))
-        if released.replies:
+        by_gateway: dict[str, list] = {}
+        for reply in released.replies:  # a request names its gateway: "<name>/<its start>"
+            by_gateway.setdefault(reply.gateway.split("/", 1)[0], []).append(reply)
+        for name, replies in by_gateway.items():
+            sock = self.replies.get(name)
             try:
-                self.replies.send(encode(Replies(self.config.gateway.name, released.replies)), zmq.NOBLOCK)
+                if sock is None:
+                    raise zmq.Again  # a gateway the config no longer has
+                sock.send(encode(Replies(name, replies)), zmq.NOBLOCK)
             except zmq.Again:
-                log.warning("gateway not reading: %d replies dropped", len(released.replies))
+                log.warning("gateway %s not reading: %d replies dropped", name, len(replies))
         name, epoch = self.shard.name, self.shard.epoch
         for user, balances in released.balances.items():
             self.publish.send_multipart([private_topic(user), encode(PrivateData(user, name, epoch, [balances]))])
@@ -322,7 +330,7 @@ class LedgerProcess:
     def close(self) -> None:
         self.history.close()
         sockets.close_all([self.commands, self.settle, self.replay, self.publish, self.to_journal, self.durable,
-                           self.replies, *self.engines.values()], self.auth, self.ctx)
+                           *self.replies.values(), *self.engines.values()], self.auth, self.ctx)
 
 
 def run(config: Config, name: str) -> None:
