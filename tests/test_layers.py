@@ -153,7 +153,7 @@ PARTS = {
                                "exchange.marketdata.depth", "exchange.marketdata.levels"},
     "exchange.journal": BASE | {"exchange.cli.common"},  # its `exchange journal` commands
     "exchange.marketdata": BASE | {"exchange.client.private_feed", "exchange.gateway.protocol",
-                                   "exchange.journal.queries"},
+                                   "exchange.journal.queries", "exchange.journal.handshake"},
     "exchange.client": BASE | {"exchange.gateway.protocol"},
     "exchange.web": BASE | {"exchange.marketdata.feed", "exchange.marketdata.depth", "exchange.gateway.protocol"},
     "exchange.gateway.protocol": {"exchange.core", "exchange.errors"},  # pure: what a client may reuse
