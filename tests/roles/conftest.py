@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import time
@@ -19,6 +20,17 @@ __all__ = ["Mesh", "write_config", "read_available"]
 def write_config(tmp_path: Path) -> Path:
     """configs/local.yaml with every port replaced by a free one and every path inside tmp_path."""
     return loopback_config(tmp_path)
+
+
+def add_replica(path: Path, after: str, name: str, endpoints: dict[str, str]) -> Path:
+    """Give the config at ``path`` one replica, ``name`` with ``endpoints`` (key → value), as a
+    ``replicas:`` list right after the first line matching the regex ``after`` (a line of the section
+    it belongs to); return ``path``."""
+    text = path.read_text()
+    anchor = re.search(after, text).group(0)
+    entry = "".join(f"      {key}: {value}\n" for key, value in endpoints.items())
+    path.write_text(text.replace(anchor, f"{anchor}  replicas:\n    - name: {name}\n{entry}", 1))
+    return path
 
 
 def read_available(process: subprocess.Popen, seconds: float) -> str:

@@ -3,7 +3,6 @@ followed, cancelled and resent on either, and the ledger shards' answers reachin
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from contextlib import closing
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import add_replica
 from exchange.client.text import TextClient
 from exchange.config import load_config
 from exchange.journal.readers import wait_for_tables
@@ -19,17 +19,9 @@ from exchange.testing.mesh import Mesh, free_ports, loopback_config
 
 def with_second_gateway(tmp_path: Path) -> Path:
     """The loopback test config, accounts on, plus gateway g2 on free ports."""
-    path = loopback_config(tmp_path, accounts=True)
-    text = path.read_text()
     port, zmq_port, replies = free_ports(3)
-    anchor = re.search(r"\n  replies: tcp://127\.0\.0\.1:\d+\n", text).group(0)
-    path.write_text(text.replace(anchor, anchor + (
-        "  replicas:\n"
-        "    - name: g2\n"
-        f"      text: 127.0.0.1:{port}\n"
-        f"      zmq: tcp://127.0.0.1:{zmq_port}\n"
-        f"      replies: tcp://127.0.0.1:{replies}\n"), 1))
-    return path
+    return add_replica(loopback_config(tmp_path, accounts=True), r"\n  replies: tcp://127\.0\.0\.1:\d+\n", "g2", {
+        "text": f"127.0.0.1:{port}", "zmq": f"tcp://127.0.0.1:{zmq_port}", "replies": f"tcp://127.0.0.1:{replies}"})
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_available, write_config
+from conftest import add_replica, read_available, write_config
 from exchange.marketdata.feed import BookFeed, MarketDataClient
 from exchange.core.messages import OrderAccepted, Trade
 from exchange.testing.mesh import Mesh, free_ports
@@ -23,17 +23,10 @@ from test_market_data import (
 
 def with_replica(tmp_path: Path) -> Path:
     """The loopback test config plus one notifier replica, b, on free ports."""
-    path = write_config(tmp_path)
-    text = path.read_text()
     publish, private, snapshots = free_ports(3)
-    anchor = re.search(r"\n  secret_key_file: .*\n", text).group(0)
-    path.write_text(text.replace(anchor, anchor + (
-        "  replicas:\n"
-        "    - name: b\n"
-        f"      publish: tcp://127.0.0.1:{publish}\n"
-        f"      private: tcp://127.0.0.1:{private}\n"
-        f"      snapshots: tcp://127.0.0.1:{snapshots}\n"), 1))
-    return path
+    return add_replica(write_config(tmp_path), r"\n  secret_key_file: .*\n", "b", {
+        "publish": f"tcp://127.0.0.1:{publish}", "private": f"tcp://127.0.0.1:{private}",
+        "snapshots": f"tcp://127.0.0.1:{snapshots}"})
 
 
 @pytest.fixture
