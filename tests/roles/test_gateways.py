@@ -3,8 +3,8 @@ followed, cancelled and resent on either, and the ledger shards' answers reachin
 
 from __future__ import annotations
 
+import socket
 import sqlite3
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from conftest import add_replica
 from exchange.client.text import TextClient
 from exchange.config import load_config
 from exchange.journal.readers import wait_for_tables
-from exchange.testing.mesh import Mesh, free_ports, loopback_config
+from exchange.testing.mesh import Mesh, free_ports, loopback_config, wait_until
 
 
 def with_second_gateway(tmp_path: Path) -> Path:
@@ -33,26 +33,26 @@ def mesh(tmp_path_factory):
 def login(mesh, gateway: str, user: str) -> TextClient:
     section = mesh.config.gateway.replica(None if gateway == "gateway" else gateway)
     host, port = section.text.rsplit(":", 1)
-    deadline = time.monotonic() + 30
-    while True:  # the second gateway may still be starting when the first answers
-        try:
-            client = TextClient(host, int(port), timeout=10)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, f"gateway {gateway} never listened"
-            time.sleep(0.2)
+    wait_until(lambda: listening(host, int(port)), 30, f"gateway {gateway} listens")  # g2 may start after the first
+    client = TextClient(host, int(port), timeout=10)
     assert client.request(f"LOGIN {user} {user}-key") == f"OK LOGIN {user}"
     return client
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def until(ask, wanted: str, seconds: float = 10.0) -> str:
     """``ask()`` again until its answer starts with ``wanted`` (the other gateway hears of a batch as
     this one does, not before the client's next request)."""
-    deadline = time.monotonic() + seconds
-    while not (answer := ask()).startswith(wanted):
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.05)
-    return answer
+    answers = []
+    wait_until(lambda: answers.append(ask()) or answers[-1].startswith(wanted), seconds, f"an answer {wanted!r}")
+    return answers[-1]
 
 
 def test_a_second_gateway_follows_cancels_and_answers_resends_of_orders_placed_on_the_first(mesh):

@@ -20,6 +20,7 @@ from exchange.core.messages import OrderFilled, Trade
 from exchange.core.orders import Side
 from exchange.journal.readers import engine_events
 from exchange.journal.schema import open_readonly
+from exchange.testing.mesh import wait_until
 from exchange.wire.security.curve_keys import public_key, server_secret_key
 
 # the demo users' CURVE secret keys (configs/local.yaml lists their public halves)
@@ -188,21 +189,21 @@ def recent_trades(mesh, symbol: str = "AAPL"):
     """The notifier's answer to a TradesRequest, asked until it has its books (not "try again")."""
     from exchange.wire.messages import Decoder, NotifierReply, Trades, TradesRequest, encode
 
-    ctx = zmq.Context.instance()
-    deadline = time.monotonic() + 30
-    while True:
-        dealer = ctx.socket(zmq.DEALER)
+    replies = []
+
+    def ask() -> bool:
+        dealer = zmq.Context.instance().socket(zmq.DEALER)
         dealer.linger = 0
         try:
             dealer.connect(mesh.config.notifier.snapshots)
             dealer.send(encode(TradesRequest(symbol)))
-            reply = Decoder(NotifierReply).decode(dealer.recv()) if dealer.poll(2000) else None
+            replies.append(Decoder(NotifierReply).decode(dealer.recv()) if dealer.poll(2000) else None)
         finally:
             dealer.close()
-        if isinstance(reply, Trades):
-            return reply
-        assert time.monotonic() < deadline, f"no trades from the notifier: {reply}"
-        time.sleep(0.2)
+        return isinstance(replies[-1], Trades)
+
+    wait_until(ask, 30, "the notifier's recent trades")
+    return replies[-1]
 
 
 def test_the_notifier_answers_the_recent_trades_and_after_a_restart_still_has_them(mesh):
@@ -216,10 +217,7 @@ def test_the_notifier_answers_the_recent_trades_and_after_a_restart_still_has_th
         book.close()
         pid = mesh.role_pid("notifier")
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while mesh.role_pid("notifier") == pid:
-            assert time.monotonic() < deadline, "the notifier was not restarted"
-            time.sleep(0.1)
+        wait_until(lambda: mesh.role_pid("notifier") != pid, 30, "the notifier restarted")
         again = recent_trades(mesh)  # from the journal, read at its start
         assert [t.trade_id for t in again.trades] == [t.trade_id for t in answer.trades]
 
