@@ -56,7 +56,7 @@ def levels_of(matcher: Matcher) -> dict[str, LevelBook]:
 def queues(matcher: Matcher) -> dict[str, list]:
     """Each book's resting orders as (order id, side, price, open qty), every level in time priority."""
     return {symbol: [(o.order_id, side, level.price, o.leaves_qty) for side in Side
-                     for level in book.levels(side) for o in level.live_orders()]
+                     for level in book.levels(side) for o in level.orders()]
             for symbol, book in matcher.books.items()}
 
 

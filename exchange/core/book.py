@@ -1,26 +1,32 @@
 """One instrument's order book: price levels of resting orders in time priority. No matching here.
 
 Invariants (the matcher keeps them; ``check()`` asserts them):
-- ``bids``/``asks`` map price → Level, and hold only levels with at least one live order;
+- ``bids``/``asks`` map price → Level, and hold only levels with at least one order;
 - ``bid_prices``/``ask_prices`` hold exactly the keys of ``bids``/``asks``, sorted;
 - ``best_bid``/``best_ask`` are the highest bid / lowest ask price, or None;
-- a Level's ``qty`` is the sum of ``leaves_qty`` over its live orders, and ``dead`` the number of
-  dead orders still in its deque; every live order has ``leaves_qty`` > 0, so a level has live
-  orders exactly when its ``qty`` is > 0 (no count of live orders is needed);
-- ``orders`` maps order_id → every live Order on the book, in the order they entered it;
-- ``user_orders`` maps user → their orders of ``orders`` (order_id → Order), in the same order;
-  users with none are absent. Cancel-all and the open-order limit read it, so that their cost is
-  the user's own orders, not the book's. Only ``add`` and ``unlist`` change these two maps.
+- a Level is a queue of orders, oldest first: ``first``, then each order's ``next``, to ``last``;
+  each order's ``prev`` is the id of the one before it (None for ``first``). Its ``qty`` is the
+  sum of ``leaves_qty`` over its orders; every resting order has ``leaves_qty`` > 0, so a level
+  has orders exactly when its ``qty`` is > 0;
+- ``orders`` maps order_id → every Order on the book, in the order they entered it;
+- each user with orders on the book has a queue of them too, in the order they entered it:
+  ``user_last[user]`` is the newest, each order's ``user_prev`` the id of the one before it (None
+  for the oldest) and ``user_next`` the one after it; users with none are absent. Cancel-all and
+  the open-order limit walk it, so that their cost is the user's own orders, not the book's.
+
+Only ``add`` puts an order on the book; every way off it goes through ``unlist`` (the maps and the
+user's queue) and then takes it out of its level (``remove``, or the matcher's fill of a level's
+first order). An order off the book has ``live`` False; its links are stale and never read again.
+
+Why links rather than a deque per level and a dict per user: a cancel takes the order out of
+both queues at once (O(1), no dead orders left behind to skip or compact), and a level or a user
+costs a few pointers, not a deque's 600-byte block or a dict's 200 bytes. Links go forward as
+objects and back as ids (``Order``'s docstring says why), so the book holds no reference cycle.
 
 ``last_price`` is the price of the book's last trade (None before the first); the matcher sets it.
-
-A canceled order is marked dead and left in its level's deque: it is dropped when it reaches the
-front, or when dead orders outnumber live ones (compaction), so a cancel is O(1).
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 from sortedcontainers import SortedList
 
@@ -31,25 +37,30 @@ BUY = Side.BUY
 
 
 class Level:
-    """The orders resting at one price, oldest first."""
+    """The orders resting at one price, oldest (``first``) to newest (``last``), and their quantity."""
 
-    __slots__ = ("price", "orders", "qty", "dead")
+    __slots__ = ("price", "first", "last", "qty")
 
-    def __init__(self, price: int):
+    def __init__(self, price: int, order: Order):
         self.price = price
-        self.orders: deque[Order] = deque()
+        self.first = self.last = order
         self.qty = 0
-        self.dead = 0
 
-    def live_orders(self) -> list[Order]:
-        return [order for order in self.orders if order.live]
+    def orders(self) -> list[Order]:
+        """The level's orders, oldest first."""
+        orders = []
+        order = self.first
+        while order is not None:
+            orders.append(order)
+            order = order.next
+        return orders
 
 
 class OrderBook:
     """Bids and asks of one instrument."""
 
     __slots__ = ("instrument", "symbol", "bids", "asks", "bid_prices", "ask_prices",
-                 "best_bid", "best_ask", "orders", "last_top", "user_orders", "last_price",
+                 "best_bid", "best_ask", "orders", "last_top", "user_last", "last_price",
                  "limited")
 
     def __init__(self, instrument: Instrument):
@@ -65,34 +76,37 @@ class OrderBook:
         # the top of book as a core that still published it last did (journals and checkpoints from
         # before the matcher emitted only what matching decides); part of their digests, no longer changed
         self.last_top: tuple = (None, 0, None, 0)
-        self.user_orders: dict[str, dict[str, Order]] = {}  # user → their orders on this book
+        self.user_last: dict[str, Order] = {}  # user → their newest order on this book
         self.last_price: int | None = None  # of the last trade
         # whether the instrument sets any risk limit (the matcher skips them all if not)
         self.limited = (instrument.max_notional is not None or instrument.price_band is not None
                         or bool(instrument.max_open_orders))
 
     def add(self, order: Order) -> Level:
-        """Rest ``order`` at the back of its price level; return that level."""
+        """Rest ``order`` (new to the book, its links unset) at the back of its price level; return that level."""
         price = order.price
-        side = order.side
-        level = (self.bids if side is BUY else self.asks).get(price)
+        level = (self.bids if order.side is BUY else self.asks).get(price)
         if level is None:
-            level = self.new_level(side, price)
-        level.orders.append(order)
-        level.qty += order.leaves_qty
-        order_id = order.order_id
-        self.orders[order_id] = order
-        mine = self.user_orders.get(order.user)
-        if mine is None:
-            self.user_orders[order.user] = {order_id: order}
+            level = self.new_level(order, price)
         else:
-            mine[order_id] = order
+            last = level.last
+            last.next = order
+            order.prev = last.order_id
+            level.last = order
+        level.qty += order.leaves_qty
+        self.orders[order.order_id] = order
+        user = order.user
+        last = self.user_last.get(user)
+        if last is not None:
+            last.user_next = order
+            order.user_prev = last.order_id
+        self.user_last[user] = order
         return level
 
-    def new_level(self, side: Side, price: int) -> Level:
-        """A new, empty level at ``price`` (which has none yet); it may be the new best."""
-        level = Level(price)
-        if side is BUY:
+    def new_level(self, order: Order, price: int) -> Level:
+        """A new level at ``price`` (which has none yet) holding ``order``; it may be the new best."""
+        level = Level(price, order)
+        if order.side is BUY:
             self.bids[price] = level
             self.bid_prices.add(price)
             if self.best_bid is None or price > self.best_bid:
@@ -113,22 +127,21 @@ class OrderBook:
         side, price = order.side, order.price
         level = (self.bids if side is BUY else self.asks)[price]
         level.qty = qty = level.qty - order.leaves_qty
-        orders = level.orders
         if qty == 0:
             self.drop_level(side, price)
-        elif orders[0] is order:
-            orders.popleft()
-        else:  # it stays in the deque, dead, until it reaches the front or dead orders outnumber live ones
-            level.dead = dead = level.dead + 1
-            if dead > len(orders) - dead + 16:
-                self.compact(level)
+            return 0
+        prev, after = order.prev, order.next
+        if prev is None:
+            level.first = after
+            after.prev = None
+        else:
+            before = self.orders[prev]
+            before.next = after
+            if after is None:
+                level.last = before
+            else:
+                after.prev = prev
         return qty
-
-    @staticmethod
-    def compact(level: Level) -> None:
-        """Drop the dead orders from ``level``'s deque."""
-        level.orders = deque(o for o in level.orders if o.live)
-        level.dead = 0
 
     def reduce(self, order: Order, qty: int) -> None:
         """Take ``qty`` off a live order's remaining quantity (it keeps its place; stays if > 0)."""
@@ -138,23 +151,47 @@ class OrderBook:
             self.remove(order)
 
     def unlist(self, order: Order) -> None:
-        """``order`` is no longer live: take it out of ``orders`` and ``user_orders``.
+        """``order`` is no longer live: take it out of ``orders`` and its user's queue.
 
         Its level is the caller's to update (``remove`` does; the matcher's fill of a level's
-        front order does it its own way). Every path by which an order leaves a book comes here.
+        first order does it its own way). Every path by which an order leaves a book comes here.
         """
         order.live = False
-        order_id = order.order_id
-        del self.orders[order_id]
-        mine = self.user_orders[order.user]
-        del mine[order_id]
-        if not mine:
-            del self.user_orders[order.user]
+        orders = self.orders
+        del orders[order.order_id]
+        prev, after = order.user_prev, order.user_next
+        if prev is None:
+            if after is None:
+                del self.user_last[order.user]
+            else:
+                after.user_prev = None
+        else:
+            before = orders[prev]
+            before.user_next = after
+            if after is None:
+                self.user_last[order.user] = before
+            else:
+                after.user_prev = prev
 
-    def open_orders_of(self, user: str) -> int:
-        """How many orders ``user`` has on this book."""
-        mine = self.user_orders.get(user)
-        return len(mine) if mine is not None else 0
+    def orders_of(self, user: str) -> list[Order]:
+        """``user``'s orders on this book, oldest first."""
+        orders = []
+        order = self.user_last.get(user)
+        while order is not None:
+            orders.append(order)
+            order = self.orders[order.user_prev] if order.user_prev is not None else None
+        orders.reverse()
+        return orders
+
+    def open_orders_of(self, user: str, up_to: int | None = None) -> int:
+        """How many orders ``user`` has on this book; with ``up_to``, counted up to that many at most
+        (a walk of the user's queue: a limit's check costs the limit, not the user's whole book)."""
+        count = 0
+        order = self.user_last.get(user)
+        while order is not None and count != up_to:
+            count += 1
+            order = self.orders[order.user_prev] if order.user_prev is not None else None
+        return count
 
     def drop_level(self, side: Side, price: int) -> None:
         """Forget the level at ``price``, whose last live order just left; the best may move."""
@@ -194,7 +231,7 @@ class OrderBook:
 
     def priority_orders(self, side: Side) -> list[Order]:
         """Every live order of one side in matching priority."""
-        return [order for level in self.levels(side) for order in level.live_orders()]
+        return [order for level in self.levels(side) for order in level.orders()]
 
     def state(self) -> tuple:
         """Everything that defines the book, in priority order (for digests and comparisons)."""
@@ -213,10 +250,10 @@ class OrderBook:
         fmt_p, fmt_q = self.instrument.format_price, self.instrument.format_qty
         lines = []
         for level in reversed(self.levels(Side.SELL)):
-            for order in level.live_orders():
+            for order in level.orders():
                 lines.append(f"{'':>16} | {fmt_p(level.price):>10} | {fmt_q(order.leaves_qty)} {order.user}")
         for level in self.levels(Side.BUY):
-            for order in level.live_orders():
+            for order in level.orders():
                 bid = f"{fmt_q(order.leaves_qty)} {order.user}"
                 lines.append(f"{bid:>16} | {fmt_p(level.price):>10} |")
         return "\n".join(line.rstrip() for line in lines)
@@ -229,21 +266,25 @@ class OrderBook:
             expected_best = (prices[-1] if side is BUY else prices[0]) if prices else None
             assert best == expected_best, f"best {side} is {best}, expected {expected_best}"
             for price, level in levels.items():
-                live = level.live_orders()
-                assert live, f"empty {side} level {price}"
-                assert level.dead == len(level.orders) - len(live), f"{side} level {price} dead out of step"
-                assert level.qty == sum(o.leaves_qty for o in live), f"{side} level {price} qty out of step"
-                for order in live:
-                    assert order.price == price and order.side is side and order.leaves_qty > 0
+                queue = level.orders()
+                assert queue, f"empty {side} level {price}"
+                assert level.last is queue[-1], f"{side} level {price}: last is not the end of its queue"
+                assert [o.prev for o in queue] == [None, *(o.order_id for o in queue[:-1])], \
+                    f"{side} level {price}: links back out of step"
+                assert level.qty == sum(o.leaves_qty for o in queue), f"{side} level {price} qty out of step"
+                for order in queue:
+                    assert order.live and order.price == price and order.side is side and order.leaves_qty > 0
                     assert self.orders.get(order.order_id) is order
-        assert len(self.orders) == sum(len(level.orders) - level.dead
+        assert len(self.orders) == sum(len(level.orders())
                                        for level in (*self.bids.values(), *self.asks.values()))
         users: dict[str, list[str]] = {}
         for order in self.orders.values():
             users.setdefault(order.user, []).append(order.order_id)
-        indexed = {user: list(mine) for user, mine in self.user_orders.items()}
+        indexed = {user: [o.order_id for o in self.orders_of(user)] for user in self.user_last}
         assert indexed == users, f"orders per user {indexed}, expected {users}"
-        for mine in self.user_orders.values():
-            assert all(self.orders[order_id] is order for order_id, order in mine.items())
+        for user in self.user_last:
+            queue = self.orders_of(user)
+            assert [o.user_next for o in queue] == [*queue[1:], None], f"{user}: links forward out of step"
+            assert all(self.orders[o.order_id] is o and o.user == user for o in queue)
         if self.best_bid is not None and self.best_ask is not None:
             assert self.best_bid < self.best_ask, f"crossed book: {self.best_bid} >= {self.best_ask}"

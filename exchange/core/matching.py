@@ -2,7 +2,7 @@
 
 Rule 1: all state changes to a book happen here, through OrderBook's add/remove/reduce/unlist;
         the hot paths update a level's quantity and queue themselves (they say so), but an order
-        enters or leaves the book's maps (``orders``, ``user_orders``) only in ``add`` and ``unlist``.
+        enters the book only in ``add`` and leaves its map and its user's queue only in ``unlist``.
 Rule 2: no I/O, no clock, no randomness. Same commands in, same events out, byte for byte.
 Rule 3: a client mistake is an ``OrderRejected`` event, never an exception; an exception here
         is a bug (a broken invariant) and should crash the process.
@@ -287,7 +287,7 @@ class Matcher(Replay):
         ts, user, reason, order_ids = cmd.ts_received, cmd.user, cmd.reason, cmd.order_ids
         for book in books:
             if order_ids is None:  # the user's own orders, oldest first: no walk over the book
-                mine = list(book.user_orders.get(user, {}).values())
+                mine = book.orders_of(user)
             else:  # only these, if they are open orders of the user's
                 found = (book.orders.get(order_id) for order_id in dict.fromkeys(order_ids))
                 mine = [order for order in found if order is not None and order.user == user]
@@ -330,15 +330,10 @@ class Matcher(Replay):
             if price is None or (limit is not None and (price > limit if buying else price < limit)):
                 break
             level = levels[price]
-            orders = level.orders
             level_qty = level.qty
             first_number = number
-            while taker_leaves and level_qty:  # (a level with live orders has qty > 0)
-                maker = orders[0]
-                if not maker.live:
-                    orders.popleft()
-                    level.dead -= 1
-                    continue
+            while taker_leaves and level_qty:  # (a level with orders has qty > 0)
+                maker = level.first
                 if maker.user == taker_user:
                     level.qty = level_qty
                     self.seq = seq
@@ -385,7 +380,9 @@ class Matcher(Replay):
                 maker.leaves_qty = 0
                 unlist(maker)
                 if level_qty:
-                    orders.popleft()
+                    after = maker.next
+                    level.first = after
+                    after.prev = None
                 else:
                     book.drop_level(maker_side, price)  # the level is used up
             level.qty = level_qty
@@ -438,13 +435,13 @@ class Matcher(Replay):
         """Whether a fill-or-kill order fills completely before reaching its own user's order.
 
         Level by level, best first, a level's ``qty`` at a time; it stops as soon as enough is
-        found. Only the level of the user's own best opposite order (from ``user_orders``) is
+        found. Only the level of the user's own best opposite order (from their queue of orders) is
         walked order by order, up to that order.
         """
         needed = taker.qty
         user = taker.user
         maker_side = SELL if taker.side is BUY else BUY
-        own = [o.price for o in book.user_orders.get(user, {}).values() if o.side is maker_side]
+        own = [o.price for o in book.orders_of(user) if o.side is maker_side]
         if taker.side is BUY:
             prices = book.ask_prices.irange(maximum=taker.price)
             levels = book.asks
@@ -460,13 +457,12 @@ class Matcher(Replay):
                 if needed <= 0:
                     return True
                 continue
-            for maker in level.orders:  # the user's own order is in here: count up to it
-                if maker.live:
-                    if maker.user == user:
-                        return False
-                    needed -= maker.leaves_qty
-                    if needed <= 0:
-                        return True
+            for maker in level.orders():  # the user's own order is in here: count up to it
+                if maker.user == user:
+                    return False
+                needed -= maker.leaves_qty
+                if needed <= 0:
+                    return True
         return False
 
     # -- event helpers -------------------------------------------------------------------------
@@ -549,7 +545,7 @@ class Matcher(Replay):
         """Why the user may not rest another order on this book, or "" if they may."""
         limits = [n for n in (book.instrument.max_open_orders, cmd.max_open_orders) if n]
         limit = min(limits)
-        if book.open_orders_of(cmd.user) < limit:
+        if book.open_orders_of(cmd.user, up_to=limit) < limit:
             return ""
         return (f"user {cmd.user} has {limit} open orders on {book.symbol}, the most allowed;"
                 f" cancel one first")

@@ -64,12 +64,18 @@ class OrderStatus(enum.Enum):
 class Order(msgspec.Struct, eq=False, gc=False):
     """A resting order's mutable state, owned by one OrderBook; never sent anywhere.
 
-    ``live`` turns False when the order leaves the book; its level drops it lazily.
+    ``live`` turns False when the order leaves the book (or, for an order that never rested,
+    when it is canceled or expires).
+
+    The last four fields chain the order into two queues of its book (exchange.core.book): the
+    orders at its price, and its user's orders, each oldest first. A link to a newer order is the
+    order itself; a link to an older one is that order's id, looked up in the book when needed.
+    So links only ever point forward in time, and orders never form a cycle.
 
     A mutable msgspec Struct rather than a plain class with ``__slots__`` because one is built
     for nearly every command and Struct's C constructor costs about half as much. ``eq=False``
     keeps identity equality (two orders are never "equal"); ``gc=False`` is safe because an
-    order holds only strings, ints and enum members, so it can never be part of a cycle.
+    order holds only strings, ints, enum members and newer orders, so it is never part of a cycle.
     """
 
     order_id: str
@@ -82,6 +88,10 @@ class Order(msgspec.Struct, eq=False, gc=False):
     stp: SelfTradePrevention
     client_order_id: str
     live: bool = True
+    next: Order | None = None  # the next order at this price (newer), while resting
+    prev: str | None = None  # the id of the previous order at this price (older)
+    user_next: Order | None = None  # the user's next order on this book (newer)
+    user_prev: str | None = None  # the id of the user's previous order on this book (older)
 
     @property
     def filled_qty(self) -> int:

@@ -135,4 +135,4 @@ def resting_orders(book) -> list[tuple[str, Side, int, int]]:
     """A matcher's book as (order id, side, price, open qty): bids best first, then asks best first,
     each level in time priority (what ``LevelBook.load`` and a BookSnapshot's ``orders`` take)."""
     return [(o.order_id, o.side, o.price, o.leaves_qty)
-            for side in (Side.BUY, Side.SELL) for level in book.levels(side) for o in level.live_orders()]
+            for side in (Side.BUY, Side.SELL) for level in book.levels(side) for o in level.orders()]

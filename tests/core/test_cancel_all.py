@@ -1,7 +1,7 @@
 """Cancel-all and the book's per-user order index it reads.
 
-``OrderBook.user_orders`` holds each user's open orders on the book, in the order they entered
-it; a cancel-all cancels exactly those, oldest first, whatever else rests on the book. The tables
+``OrderBook`` keeps each user's open orders on the book in a queue, in the order they entered
+it (``orders_of``); a cancel-all cancels exactly those, oldest first, whatever else rests on the book. The tables
 below run sessions that reach every path by which an order enters or leaves a book (rest, fill as
 maker, fill as taker, cancel, replace with and without priority, expiry, every self-trade
 prevention mode) and require, after every command, that the index is a scan of the book.
@@ -26,14 +26,14 @@ def scanned(book) -> dict[str, list[str]]:
 
 
 def indexed(book) -> dict[str, list[str]]:
-    return {user: list(orders) for user, orders in book.user_orders.items()}
+    return {user: [order.order_id for order in book.orders_of(user)] for user in book.user_last}
 
 
 def assert_index_is_the_book(matcher: Matcher) -> None:
     for book in matcher.books.values():
         assert indexed(book) == scanned(book), book.symbol
-        for orders in book.user_orders.values():
-            assert all(book.orders[order_id] is order for order_id, order in orders.items())
+        for user in book.user_last:
+            assert all(book.orders[order.order_id] is order for order in book.orders_of(user))
 
 
 # Each row: a session, then whose cancel-all (user, symbol), and the order ids it cancels, in order.
@@ -115,7 +115,7 @@ def test_a_cancel_all_by_a_user_with_no_orders_has_no_events_on_a_big_book(marke
         market.handle((buy if n % 2 else sell)(f"mm{n % 7}", "1", at=f"{(90 if n % 2 else 110) + n % 9}.00"))
     seq = market.matcher.seq
     assert market.handle(cancel_all("nobody")) == []
-    assert market.matcher.seq == seq and "nobody" not in market.matcher.books["BTC-USD"].user_orders
+    assert market.matcher.seq == seq and "nobody" not in market.matcher.books["BTC-USD"].user_last
 
 
 SETUP = [buy("alice", "1", at="100.00"), buy("bob", "1", at="100.00"), buy("alice", "1", at="101.00"),

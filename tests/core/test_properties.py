@@ -14,7 +14,7 @@ Matcher and to ``reference.ReferenceMatcher``, and after every command requires:
   TopOfBook of each book is its ``top()``;
 - a twin matcher given the same commands gives the same event bytes, and a replica fed only the
   events (``Matcher.apply``) has the same digest;
-- each book's per-user index (``OrderBook.user_orders``) is a scan of its orders, in both.
+- each book's per-user queues (``OrderBook.orders_of``) are a scan of its orders, in both.
 At the end of a run the commands are replayed from scratch (identical bytes), and the events,
 through msgpack, rebuild a matcher with the live digest. The ``@given`` tests below it check the
 same properties on plain command lists, fill-or-kill and post-only alone, and one crowded level.
@@ -235,14 +235,14 @@ class MatcherVersusReference(RuleBasedStateMachine):
 
     @invariant()
     def each_users_index_is_a_scan_of_the_book(self):
-        """``OrderBook.user_orders`` (what cancel-all reads) is each user's open orders, in the order
+        """``OrderBook.orders_of`` (what cancel-all reads) is each user's open orders, in the order
         they entered the book, in the live matcher and in the one rebuilt from events alone."""
         for matcher in (self.matcher, self.replica):
             for book in matcher.books.values():
                 scan: dict[str, list[str]] = {}
                 for order in book.orders.values():
                     scan.setdefault(order.user, []).append(order.order_id)
-                assert {user: list(orders) for user, orders in book.user_orders.items()} == scan
+                assert {user: [o.order_id for o in book.orders_of(user)] for user in book.user_last} == scan
 
     # -- choosing arguments from the state --------------------------------------------------------
 

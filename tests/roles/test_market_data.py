@@ -133,7 +133,7 @@ def test_the_order_by_order_channel_gives_late_joiners_every_resting_order_in_ti
         finally:
             conn.close()
         expected = [(o.order_id, side, level.price, o.leaves_qty) for side in Side
-                    for level in book.levels(side) for o in level.live_orders()]
+                    for level in book.levels(side) for o in level.orders()]
         assert expected, "the session should leave orders resting"
         assert early.depth.resting() == late.depth.resting() == expected
         assert early.depth.state() == late.depth.state() == engine_book(mesh)
