@@ -520,8 +520,8 @@ def test_a_post_only_order_rests_whole_or_is_rejected(commands, user, side, q, p
        st.lists(st.tuples(st.sampled_from(["cancel"] * 4 + ["take", "place"]), users, numbers),
                 min_size=30, max_size=60))
 def test_a_crowded_level_keeps_time_priority_through_cancels_and_takes(crowd, steps):
-    """Many orders at one price, most canceled from behind the first: the book leaves dead orders
-    in its queue and compacts it now and then, and must still match in time priority."""
+    """Many orders at one price, most canceled from the middle of the level's queue (each unlinks
+    an order between two others): the book must still match in time priority."""
     matcher, reference = Matcher(ENGINE_ID, INSTRUMENTS), ReferenceMatcher(ENGINE_ID, INSTRUMENTS)
     script = [("place", user, n) for user, n in crowd] + steps
     for ts, (kind, user, n) in enumerate(script, 1):
