@@ -16,7 +16,6 @@ is refused; signed-in requests take a token from the session's rate bucket.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from pathlib import Path
@@ -37,7 +36,9 @@ from exchange.gateway.protocol.messages import (
 from exchange.web import api, live
 from exchange.web.gateway_session import GatewayBusy, GatewaySession
 from exchange.web.hub import Hub
-from exchange.web.security import ClientAddress, LoginAttempts, SecurityHeaders, same_origin, token_matches
+from exchange.web.security import (
+    ClientAddress, LoginAttempts, SecurityHeaders, ip_address, same_origin, token_matches,
+)
 from exchange.web.sessions import WebSession, WebSessions
 from exchange.wire.security.mesh_keys import MeshSecurity
 
@@ -137,7 +138,7 @@ class Web:
                                  lambda reply: holder[0].note(reply) if holder else None,
                                  lambda reply: holder[0].on_push(reply) if holder else None, lambda: None)
         try:  # the gateway throttles failed logins by the browser's address, which it believes from us only
-            reply = await gateway.request(LoginRequest(body.user, body.key, address=ip_or_none(address)))
+            reply = await gateway.request(LoginRequest(body.user, body.key, address=ip_address(address)))
         except GatewayBusy as e:
             gateway.close()
             return api.error(503, "UNAVAILABLE", str(e))
@@ -212,14 +213,6 @@ class Web:
         if not isinstance(reply, accepted):
             return api.error(502, "INTERNAL", f"the gateway answered {type(reply).__name__}")
         return JSONResponse({"type": type(reply).__name__, **msgspec.to_builtins(reply)})
-
-
-def ip_or_none(address: str) -> str | None:
-    """``address`` if it is an IP address (a test client's peer may be a name)."""
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return None
 
 
 def make_app(web: Web) -> SecurityHeaders:

@@ -131,7 +131,7 @@ class GatewaySession:
             try:
                 await asyncio.wait_for(self.request(LogoutRequest()), LOGOUT_WAIT_S)
             except (GatewayBusy, asyncio.TimeoutError) as e:
-                log.info("logout: %s", e or "no answer")
+                log.info("logout: %s", str(e) or "no answer")
             self.logged_out = True  # the gateway has forgotten the session (or will not hear more)
         self.close()
 

@@ -2,9 +2,10 @@
 
 Peers: the notifier (its snapshot endpoint for the instrument list; its public feed through one
 ``BookFeed`` per instrument, each on its own thread) and the gateway (one ZMQ order entry session
-per signed-in browser, on the gateway's endpoint for trusted front ends). Serves HTTP and WebSockets with uvicorn on ``web.listen``. It keeps no
-keys, opens no journal and holds no state that matters across a restart: a restarted web role
-starts with empty candles and tapes, and its browsers sign in again.
+per signed-in browser, on the gateway's endpoint for trusted front ends). Serves HTTP and
+WebSockets with uvicorn on ``web.listen``. It keeps no keys, opens no journal and holds no state
+that matters across a restart: a restarted web role starts with empty candles and tapes, and its
+browsers sign in again.
 """
 
 from __future__ import annotations

@@ -79,6 +79,14 @@ class LoginAttempts:
         return 0.0
 
 
+def ip_address(text: str) -> str | None:
+    """``text`` as an IP address in its usual form; None if it is not one."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
 class ClientAddress:
     """Where a browser is: the peer of the connection, unless that peer is one of the trusted
     reverse proxies; then the address its ``X-Forwarded-For`` header names.
@@ -93,23 +101,20 @@ class ClientAddress:
         self.trusted = [ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies]
 
     def is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
+        ip = ip_address(address)
+        return ip is not None and any(ipaddress.ip_address(ip) in network for network in self.trusted)
 
     def of(self, peer: str, forwarded_for: list[str]) -> str:
         """The browser's address, given the connection's ``peer`` and every X-Forwarded-For header's value."""
         address = peer
         if not self.is_trusted(peer):
             return address
-        hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+        hops = [hop for value in forwarded_for for hop in value.split(",")]
         for hop in reversed(hops):
-            try:
-                address = str(ipaddress.ip_address(hop))
-            except ValueError:
+            ip = ip_address(hop)
+            if ip is None:
                 return address
+            address = ip
             if not self.is_trusted(address):
                 return address
         return address

@@ -78,6 +78,15 @@ def test_signing_out_ends_the_gateway_session_at_once(front):
                    what="bob's order canceled when his session ended")
 
 
+def test_a_text_session_that_logs_out_is_answered_and_closed(front):
+    with login(front.mesh.host, front.mesh.port, "alice") as client:
+        client.send_line("LOGOUT")
+        client.send_line("PING")  # after LOGOUT: not answered
+        assert client.read_line() == "OK LOGOUT alice"
+        with pytest.raises(ConnectionError):
+            client.read_line()
+
+
 def test_an_expired_browser_session_ends_its_gateway_session(front):
     carol = front.browser("carol")
     assert text_login(front, "carol").startswith("login as carol failed: REJ MAX_SESSIONS")
