@@ -84,6 +84,17 @@ def test_logout_waits_its_turn_and_nothing_after_it_is_answered():
     assert list(exchange.matchers["e2"].books["AAPL"].orders) == ["2-1"]  # the order stays: she did not ask
 
 
+def test_nothing_behind_a_logout_is_answered_even_while_a_login_is_checked():
+    exchange = Exchange(deferred=True)
+    alice = Client(exchange)
+    for line in ("LOGIN alice alice-key", "LOGOUT", "BUY AAPL 1 @ 5.00", "PING"):
+        alice.say(line)
+    exchange.run_blocking()
+    exchange.release()
+    assert alice.take() == ["OK LOGIN alice", "OK LOGOUT alice"]
+    assert alice.session.closed and exchange.sent == []
+
+
 def test_logout_is_a_disconnect_for_cancel_on_disconnect():
     exchange = Exchange()
     alice = Client(exchange)

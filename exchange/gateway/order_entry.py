@@ -123,6 +123,9 @@ class OrderEntry:
             session.fill(slot, [error])
 
     def _handle(self, session: Session, request: ClientRequest, slot: list) -> None:
+        if session.ending is not None:  # it waited behind a LOGIN, and a LOGOUT came before it: no answer
+            session.fill(slot, [])
+            return
         try:
             replies = self._dispatch(session, request, slot)
         except ProtocolError as e:
