@@ -10,6 +10,7 @@ to the file's folder, so every command means the same files wherever it runs fro
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import hmac
 import os
 import re
@@ -139,6 +140,9 @@ class GatewayConfig(_Section):
     text: Annotated[str, Meta(pattern=HOST_PORT)]  # host:port of the text protocol (TCP)
     zmq: Endpoint  # ROUTER, bound: order entry for programs (DEALER + msgpack)
     replies: Endpoint  # PULL, bound: acks, fills and order updates from engines
+    # ROUTER, bound (first gateway only): ZMQ order entry for the gateway's trusted front ends (the web
+    # role), a mesh-internal endpoint; their LOGIN (user + key) may say where the user is
+    front_end: Endpoint | None = None
     name: Name = "gateway"
     max_line: Annotated[int, Meta(ge=64, le=65536)] = 1024  # longest accepted request line, bytes
     request_timeout: Annotated[float, Meta(gt=0)] = 10.0  # seconds to wait for an engine's answer
@@ -167,7 +171,8 @@ class GatewayConfig(_Section):
         for replica in self.replicas:
             if replica.name == name:
                 return msgspec.structs.replace(self, name=replica.name, text=replica.text, zmq=replica.zmq,
-                                               replies=replica.replies, host=replica.host, replicas=[])
+                                               replies=replica.replies, host=replica.host, replicas=[],
+                                               front_end=None)
         raise ConfigError(f"no gateway replica named {name!r}; the config has"
                           f" {', '.join(r.name for r in self.replicas) or 'none'} - at `$.gateway.replicas`")
 
@@ -261,7 +266,19 @@ class WebConfig(_Section):
     max_burst: Annotated[int, Meta(ge=1)] = 40  # requests a signed-in browser may send at once
     max_logins: Annotated[int, Meta(ge=1)] = 10  # sign-in attempts per client address per minute
     tape_length: Annotated[int, Meta(ge=1, le=1000)] = 50  # trades the page's tape shows
+    # reverse proxies (IP addresses or networks) whose X-Forwarded-For names the browser; from any other
+    # peer the header is ignored and the browser is the peer itself
+    trusted_proxies: list[str] = []
     host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
+
+    def check(self) -> None:
+        """ValueError naming the key of a trusted proxy that is not an IP address or network."""
+        for n, proxy in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network (like 10.0.0.5 or 10.0.0.0/24)"
+                                 f" - at `$.web.trusted_proxies[{n}]`") from None
 
 
 # -- placement: which host each role runs on -------------------------------------------------
@@ -307,7 +324,8 @@ def placed_roles(config: Config) -> list[Placed]:
             + [one("notifier", "$.notifier", config.notifier, [], notifier_keys)]
             + [one(f"notifier-{r.name}", f"$.notifier.replicas[{n}]", r, [], notifier_keys)
                for n, r in enumerate(config.notifier.replicas)]
-            + [one("gateway", "$.gateway", config.gateway, ["replies"], ["zmq"])]
+            + [one("gateway", "$.gateway", config.gateway, ["replies", *(["front_end"] if config.gateway.front_end
+                                                                          else [])], ["zmq"])]
             + [one(f"gateway-{r.name}", f"$.gateway.replicas[{n}]", r, ["replies"], ["zmq"])
                for n, r in enumerate(config.gateway.replicas)]
             + ([one("web", "$.web", config.web, [], [])] if config.web is not None else []))
@@ -403,6 +421,11 @@ class Config(_Section):
             for value in values:
                 if values.count(value) > 1:
                     raise ValueError(f"{what} {value} is used twice")
+        if self.web is not None:
+            self.web.check()
+        if self.web is not None and self.gateway.front_end is None:
+            raise ValueError("the web role signs browsers in through the gateway's endpoint for front ends; add one"
+                             " (front_end: tcp://127.0.0.1:7015, say) - at `$.gateway.front_end`")
         for n, user in enumerate(self.users):
             if not _KEY_HASH.fullmatch(user.key_hash):
                 raise ValueError(f"key_hash of {user.name} is not scrypt$<n>$<salt>$<hash>; make one with"
@@ -412,6 +435,7 @@ class Config(_Section):
         """Every address a role binds, for uniqueness checks and for tests."""
         bound = [endpoint for _, gateway in self.gateway.all()
                  for endpoint in (gateway.zmq, gateway.replies, f"tcp://{gateway.text}")]
+        bound += [self.gateway.front_end] if self.gateway.front_end else []
         bound += [self.journal.events, self.journal.watermarks, self.journal.recovery, self.journal.history]
         for notifier in (self.notifier, *self.notifier.replicas):
             bound += [notifier.publish, *notifier.lanes, notifier.private, notifier.snapshots]
@@ -424,7 +448,7 @@ class Config(_Section):
     def roles(self) -> list[str]:
         """Every role's name, as its log file and its mesh key are named: journal-writer, engine-<name>, …"""
         return ["journal-writer", *(e.role for e in self.engines), *(s.role for s in self.ledgers),
-                *self.notifier.roles(), *self.gateway.roles()]
+                *self.notifier.roles(), *self.gateway.roles(), *(["web"] if self.web is not None else [])]
 
     def streams(self) -> list[str]:
         """Every journal stream: each engine's (its name), then each ledger shard's (``ledger-<shard>``)."""

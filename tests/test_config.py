@@ -96,7 +96,7 @@ def with_replicas(tmp_path: Path, replicas: str = REPLICAS) -> Path:
 def test_a_notifier_replica_is_one_more_role_on_its_own_endpoints(tmp_path):
     config = load_config(with_replicas(tmp_path))
     assert config.roles() == ["journal-writer", "engine-e1", "engine-e2", "ledger-0", "ledger-1", "notifier",
-                              "notifier-b", "gateway"]
+                              "notifier-b", "gateway", "web"]
     first, b = config.notifier.replica(None), config.notifier.replica("b")
     assert (first.publish, first.snapshots, first.private) == (
         "tcp://127.0.0.1:7003", "tcp://127.0.0.1:7005", "tcp://127.0.0.1:7004")

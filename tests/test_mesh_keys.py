@@ -16,7 +16,7 @@ from exchange.errors import ConfigError
 from exchange.wire.security.mesh_keys import MeshSecurity, secret_key_path
 
 LOCAL = Path(__file__).resolve().parents[1] / "configs" / "local.yaml"
-ROLES = ["journal-writer", "engine-e1", "engine-e2", "ledger-0", "ledger-1", "notifier", "gateway"]
+ROLES = ["journal-writer", "engine-e1", "engine-e2", "ledger-0", "ledger-1", "notifier", "gateway", "web"]  # the demo has a web page
 
 
 def make_keys(tmp_path: Path, *options: str):
@@ -56,7 +56,7 @@ def test_keys_mesh_never_overwrites_a_secret_key_without_force(tmp_path, keyed):
     before = {role: secret_key_path(tmp_path / "keys", role).read_bytes() for role in ROLES}
     again = make_keys(tmp_path)
     assert again.exit_code == 0 and again.stdout == first
-    assert "kept the secret keys of journal-writer, engine-e1, engine-e2, ledger-0, ledger-1, notifier, gateway" in again.stderr
+    assert "kept the secret keys of journal-writer, engine-e1, engine-e2, ledger-0, ledger-1, notifier, gateway, web" in again.stderr
     assert {role: secret_key_path(tmp_path / "keys", role).read_bytes() for role in ROLES} == before
     forced = make_keys(tmp_path, "--force")
     assert forced.exit_code == 0
@@ -111,7 +111,7 @@ ALICE_PUBLIC = "A%OPA(0>$F&sAZ-4aRiHaF1]8-OG}CaKzcYCpXjZ"  # a user's key in con
      "no public key for engine-e1; `exchange keys mesh` makes one per role - at `$.mesh_curve.public_keys`"),
     (lambda s: ("    gateway:", "    engine-e9: 'ch7R=hefhCNGAy8gEM[7R(]eGb!+By8Y^4mDI!S*'\n    gateway:"),
      "engine-e9 is not a role of this mesh; the roles are journal-writer, engine-e1, engine-e2, ledger-0, ledger-1, notifier,"
-     " gateway - at `$.mesh_curve.public_keys`"),
+     " gateway, web - at `$.mesh_curve.public_keys`"),
     (lambda s: ("  secret_key_dir:", "  secret_key_file:"), "unknown field `secret_key_file` - at `$.mesh_curve`"),
 ])
 def test_a_bad_mesh_curve_section_names_file_key_and_problem(keyed, change, message):

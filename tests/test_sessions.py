@@ -294,7 +294,7 @@ def test_the_key_is_checked_off_the_loop_and_later_requests_wait_for_the_login()
     exchange.release()
     assert alice.take() == ["OK LOGIN alice", "ACK 2-1 #w1 BUY AAPL 1 @ 5.00 GTC",
                             "REJ UNKNOWN_VERB unknown verb 'HELLO'; verbs are LOGIN, BUY, SELL, CANCEL, REPLACE,"
-                            " CANCELALL, STATUS, ORDERS, BOOK, PING, BALANCE, DEPOSIT, WITHDRAW", "PONG"]
+                            " CANCELALL, STATUS, ORDERS, BOOK, PING, BALANCE, DEPOSIT, WITHDRAW, LOGOUT", "PONG"]
     again = Client(exchange)
     assert again.say("LOGIN alice alice-key") == ["OK LOGIN alice"]  # verified before: no scrypt
     assert exchange.blocking == []

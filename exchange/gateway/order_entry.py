@@ -38,7 +38,7 @@ from exchange.gateway.in_flight import InFlight, Pending, engines_are_busy
 from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_views import OrderViews
 from exchange.gateway.protocol.messages import (
-    CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, PingRequest, Pong, Rej,
+    CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, LogoutOk, LogoutRequest, PingRequest, Pong, Rej,
 )
 from exchange.gateway.protocol.translate import replies_for_event, reply_for_event
 from exchange.gateway.session_table import SessionTable
@@ -123,6 +123,9 @@ class OrderEntry:
             session.fill(slot, [error])
 
     def _handle(self, session: Session, request: ClientRequest, slot: list) -> None:
+        if session.ending is not None:  # it waited behind a LOGIN, and a LOGOUT came before it: no answer
+            session.fill(slot, [])
+            return
         try:
             replies = self._dispatch(session, request, slot)
         except ProtocolError as e:
@@ -135,11 +138,27 @@ class OrderEntry:
             return [Pong()]
         if isinstance(request, LoginRequest):
             return self._login(session, request, slot)
+        if isinstance(request, LogoutRequest):
+            return self._logout(session)
         if session.user is None:
             raise ProtocolError(RejectCode.NOT_LOGGED_IN, "log in first: LOGIN <user> <key>")
         return self.dispatcher.dispatch(session, session.user, request, slot)
 
+    def _logout(self, session: Session) -> list[ClientReply]:
+        """LOGOUT: its answer comes in turn, then the session ends as if its client had left."""
+        log.info("session %d: %s logged out", session.id, session.user or "nobody")
+
+        def end() -> None:
+            session.disconnect()
+            self.close(session)
+
+        session.ending = end
+        return [LogoutOk(session.user or "")]
+
     def _login(self, session: Session, request: LoginRequest, slot: list) -> list | None:
+        if request.address is not None and not session.front_end:  # nobody else may say where they are
+            raise ProtocolError(RejectCode.NOT_ALLOWED, "only a front end of the gateway may say where a LOGIN"
+                                " comes from; leave `address` out")
         if session.keyed:  # the CURVE key named the user; a LOGIN only sets the session's options
             if request.user != session.user:
                 raise ProtocolError(RejectCode.BAD_LOGIN, f"this connection's key is {session.user}'s")
@@ -152,7 +171,8 @@ class OrderEntry:
         if session.user is not None:
             raise ProtocolError(RejectCode.ALREADY_LOGGED_IN, f"this session is logged in as {session.user}")
         session.waiting = deque()  # until the key is checked, later requests wait (replies stay in order)
-        self.logins.check(request.user, request.key, session.address,
+        # a front end's user is throttled by where the user is, not by where the front end is
+        self.logins.check(request.user, request.key, request.address or session.address,
                           lambda error: self.guarded(session, self._checked, session, request, slot, error))
         return None
 

@@ -5,6 +5,8 @@ Sockets:
     zmq      ROUTER bound        ← programs with a DEALER: msgpack requests, msgpack replies; a CURVE
                                    server whose ZAP handler names each client's user (or plain, with
                                    LOGIN, if ``gateway.zmq_auth`` is ``login``)
+    front_end ROUTER bound       ← the web role (a trusted front end): its browsers' sessions, signed
+                                   in with LOGIN (user, key, the browser's address); a mesh socket
     engines  PUSH connect, one per engine → each engine's commands PULL (one Requests per loop turn);
                                    with accounts on, one per ledger shard instead → each shard's
                                    commands PULL: every command of a user goes through the user's
@@ -98,6 +100,9 @@ class Gateway:
         self.entry = OrderEntry(config, self.send, self.name, history=self._history,
                                 run_blocking=run_blocking, later=loop.call_later, ask_book=self.ask_book)
         self.zmq_server = ZmqServer(self.ctx, config, self.entry)  # ← ZMQ clients
+        self.servers = [self.zmq_server]
+        if config.gateway.front_end:  # ← the web role
+            self.servers.append(ZmqServer(self.ctx, config, self.entry, front_end=True, security=security))
         self.journal = JournalReads(config.journal.history, security)  # → the journal writer's history
         known = self.entry.load(self.journal.known_orders(time.time_ns() - self.entry.window_ns))
         log.info("%d orders known from the journal", known)
@@ -220,7 +225,8 @@ class Gateway:
         self.flush_requests()  # e.g. the cancels of sessions that asked for cancel on disconnect
         for sock in (*self.ways.values(), *self.pushes.values(), self.replies, self.books):
             sock.close()
-        self.zmq_server.close()
+        for server in self.servers:
+            server.close()
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
@@ -238,10 +244,11 @@ async def serve(config: Config, role: str = "gateway") -> None:
     server = await loop.create_server(lambda: TextConnection(gateway.entry, config.gateway),
                                       host, int(port), backlog=1024, reuse_address=True)
     tasks = [asyncio.create_task(gateway.pump_replies()), asyncio.create_task(gateway.pump_books()),
-             asyncio.create_task(gateway.zmq_server.pump()),
+             *(asyncio.create_task(server.pump()) for server in gateway.servers),
              asyncio.create_task(gateway.expire_requests())]
-    log.info("ready: text protocol on %s, zmq on %s (%s)", config.gateway.text, config.gateway.zmq,
-             "CURVE keys" if gateway.zmq_server.keyed else "LOGIN")
+    log.info("ready: text protocol on %s, zmq on %s (%s)%s", config.gateway.text, config.gateway.zmq,
+             "CURVE keys" if gateway.zmq_server.keyed else "LOGIN",
+             f", front ends on {config.gateway.front_end}" if config.gateway.front_end else "")
     sockets.report_ready()
     try:
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],

@@ -35,8 +35,10 @@ class SessionTable:
 
     def open(self, write: Callable[[list[ClientReply]], None], disconnect: Callable[[], None] = lambda: None,
              address: str = "", user: str | None = None, resume: Callable[[], None] = lambda: None,
-             login_timeout: float = 0.0) -> Session:
-        """A new session; ``user`` when the connection itself proved it (a CURVE key). ``resume``
+             login_timeout: float = 0.0, front_end: bool = False) -> Session:
+        """A new session; ``user`` when the connection itself proved it (a CURVE key); ``front_end``
+        when it came by the gateway's endpoint for trusted front ends (its LOGIN may carry the
+        user's address). ``resume``
         is called when a session that had no room (``Session.has_room``) has room again; a session
         nobody logged in on ends after ``login_timeout`` seconds without a request, if given.
 
@@ -53,6 +55,7 @@ class SessionTable:
         session = Session(self._next_session, write, disconnect, address,
                           TokenBucket(gateway.max_rate, gateway.max_burst, now), now, gateway.max_unanswered, resume)
         session.login_timeout = login_timeout
+        session.front_end = front_end
         self.sessions[session.id] = session
         if user is not None:
             session.keyed = True
@@ -118,7 +121,7 @@ class SessionTable:
         """The slot for one more request of the session; None if it is answered RATE_LIMITED, or
         ended because it has ``max_unanswered`` requests already (a transport that stops reading
         at ``Session.has_room`` never gets there; a ZMQ client, which cannot be left unread, may)."""
-        if session.closed:
+        if session.closed or session.ending is not None:  # after a LOGOUT, nothing more is answered
             return None
         if not session.has_room():
             limit = session.max_unanswered

@@ -46,6 +46,8 @@ class Session:
         self.last_request = now
         self.closed = False
         self.keyed = False  # logged in by its connection's CURVE key (ZMQ), not by a LOGIN
+        self.front_end = False  # a trusted front end's (the web role's): its LOGIN may say the user's address
+        self.ending: Callable[[], None] | None = None  # LOGOUT: ends the session once its answer is written
         self.login_seen = False
         self.cancel_on_disconnect = False
         self.max_open_orders = 0  # the user's own limit, copied into each PlaceOrder
@@ -108,6 +110,10 @@ class Session:
             self.write(parts[0])  # as it is: nobody changes a list of replies once it is handed over
         elif parts:
             self.write([reply for part in parts for reply in part])
+        if self.ending is not None and not queue:  # a LOGOUT's answer, the last, has been written
+            ending, self.ending = self.ending, None
+            ending()
+            return
         if self.stopped and len(queue) <= self.max_unanswered // 2:
             self.stopped = False
             self.resume()

@@ -1,8 +1,12 @@
 """The gateway's ZMQ transport: a ROUTER for programs with a DEALER, one msgpack frame per message.
 
-    zmq      ROUTER bound        ← programs with a DEALER: msgpack requests, msgpack replies; a CURVE
+    zmq        ROUTER bound      ← programs with a DEALER: msgpack requests, msgpack replies; a CURVE
                                    server whose ZAP handler names each client's user (or plain, with
                                    LOGIN, if ``gateway.zmq_auth`` is ``login``)
+    front_end  ROUTER bound      ← the gateway's trusted front ends (the web role), one DEALER per user
+                                   it signs in: the same messages, LOGIN with user and key whatever
+                                   ``zmq_auth`` says, and the user's address in it believed; a mesh
+                                   endpoint (with ``mesh_curve``, a CURVE server admitting roles only)
 
 Each connection (a routing id, proved by its CURVE key and address) has a session of
 exchange.gateway.order_entry.OrderEntry. A client that does not take its replies is cut off, as
@@ -29,6 +33,7 @@ from exchange.gateway.sessions import Session
 from exchange.wire import sockets
 from exchange.wire.messages import encode
 from exchange.wire.security.curve_keys import make_server, server_secret_key
+from exchange.wire.security.mesh_keys import MeshSecurity
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +118,31 @@ def _peer_address(frame: zmq.Frame) -> str:
 
 
 class ZmqServer:
-    """The ROUTER for ZMQ clients, and their sessions by routing id."""
+    """The ROUTER for ZMQ clients (or, ``front_end``, for the trusted front ends), and their sessions
+    by routing id."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, config: Config, entry: OrderEntry):
+    def __init__(self, ctx: zmq.asyncio.Context, config: Config, entry: OrderEntry, front_end: bool = False,
+                 security: MeshSecurity | None = None):
         self.config = config
         self.entry = entry
-        self.keyed = config.gateway.zmq_auth == "curve"  # CURVE keys name the users (else LOGIN)
-        self.router = self._router(ctx)  # ← ZMQ clients
+        self.front_end = front_end
+        self.keyed = not front_end and config.gateway.zmq_auth == "curve"  # CURVE keys name the users (else LOGIN)
+        self.router = self._router(ctx, security)  # ← ZMQ clients, or front ends
         self._sync_router = zmq.Socket.shadow(self.router.underlying)
         self.read_scheduled = False
         self.sessions: dict[bytes, ZmqSession] = {}  # by routing id
 
-    def _router(self, ctx: zmq.asyncio.Context) -> zmq.asyncio.Socket:
-        """The ROUTER for ZMQ clients: a CURVE server with ZAP naming each client's user, or plain."""
+    def _router(self, ctx: zmq.asyncio.Context, security: MeshSecurity | None) -> zmq.asyncio.Socket:
+        """The ROUTER for ZMQ clients: a CURVE server with ZAP naming each client's user, or plain; for
+        front ends: a mesh socket (admitting roles only with ``mesh_curve``, plain without)."""
         sock = sockets.socket(ctx, zmq.ROUTER, max_msg_size=MAX_ZMQ_MESSAGE)
         sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         sock.setsockopt(zmq.BACKLOG, 1024)
+        if self.front_end:
+            if security is not None:
+                security.serve(sock)
+            sock.bind(self.config.gateway.front_end)
+            return sock
         if self.keyed:
             make_server(sock, server_secret_key(self.config.gateway.secret_key_file))
         sock.bind(self.config.gateway.zmq)
@@ -203,7 +217,7 @@ class ZmqServer:
         replies = ZmqReplies(sock, identity, lambda: self._forget(identity, replies), self.after_write)
         try:
             session = self.entry.open(replies.write, lambda: self._forget(identity, replies), proof[1], proof[0],
-                                      login_timeout=self.config.gateway.zmq_login_timeout)
+                                      login_timeout=self.config.gateway.zmq_login_timeout, front_end=self.front_end)
         except ProtocolError as e:  # no room for it: this request gets the reason, and nothing else
             try:
                 sock.send_multipart([identity, encode(Rej(e.code, e.reason))], zmq.NOBLOCK)

@@ -36,8 +36,11 @@ from exchange.gateway.protocol.messages import (
 from exchange.web import api, live
 from exchange.web.gateway_session import GatewayBusy, GatewaySession
 from exchange.web.hub import Hub
-from exchange.web.security import LoginAttempts, SecurityHeaders, same_origin, token_matches
+from exchange.web.security import (
+    ClientAddress, LoginAttempts, SecurityHeaders, ip_address, same_origin, token_matches,
+)
 from exchange.web.sessions import WebSession, WebSessions
+from exchange.wire.security.mesh_keys import MeshSecurity
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +49,25 @@ COOKIE = {"httponly": True, "samesite": "strict", "path": "/"}
 
 
 class Web:
-    """The app's state: the market views, the signed-in sessions, and the way to the gateway."""
+    """The app's state: the market views, the signed-in sessions, and the way to the gateway (its
+    endpoint for front ends, and the role's mesh keys for it if the mesh uses CURVE)."""
 
-    def __init__(self, config: WebConfig, hub: Hub, ctx: zmq.asyncio.Context, gateway_endpoint: str):
+    def __init__(self, config: WebConfig, hub: Hub, ctx: zmq.asyncio.Context, gateway_endpoint: str,
+                 security: MeshSecurity | None = None):
         self.config, self.hub, self.ctx, self.gateway_endpoint = config, hub, ctx, gateway_endpoint
+        self.security = security
         self.sessions = WebSessions(config.max_sessions, config.session_expiry, config.max_rate, config.max_burst)
         self.logins = LoginAttempts(config.max_logins)
+        self.addresses = ClientAddress(config.trusted_proxies)
         self.sockets = 0  # WebSockets open now
 
     def session(self, request: Request | WebSocket) -> WebSession | None:
         return self.sessions.get(request.cookies.get("session"))
+
+    def address(self, request: Request) -> str:
+        """Where the browser is: the peer, or what a trusted proxy says (web.trusted_proxies)."""
+        peer = request.client.host if request.client else ""
+        return self.addresses.of(peer, request.headers.getlist("x-forwarded-for"))
 
     # -- guards ----------------------------------------------------------------------------------
 
@@ -109,7 +121,8 @@ class Web:
         refusal = self.refused(request, None)
         if refusal is not None:
             return refusal
-        wait = self.logins.take(request.client.host if request.client else "")
+        address = self.address(request)
+        wait = self.logins.take(address)
         if wait:
             return api.error(429, "LOGIN_THROTTLED", f"too many sign-in attempts from this address;"
                                                      f" try again in {wait:.0f} s")
@@ -121,11 +134,11 @@ class Web:
             return api.error(503, "MAX_SESSIONS", f"{self.config.max_sessions} browsers are signed in, the most"
                                                   " this server takes; try again later")
         holder: list[WebSession] = []  # the session, once the sign-in succeeded
-        gateway = GatewaySession(self.ctx, self.gateway_endpoint,
+        gateway = GatewaySession(self.ctx, self.gateway_endpoint, self.security,
                                  lambda reply: holder[0].note(reply) if holder else None,
                                  lambda reply: holder[0].on_push(reply) if holder else None, lambda: None)
-        try:
-            reply = await gateway.request(LoginRequest(body.user, body.key))
+        try:  # the gateway throttles failed logins by the browser's address, which it believes from us only
+            reply = await gateway.request(LoginRequest(body.user, body.key, address=ip_address(address)))
         except GatewayBusy as e:
             gateway.close()
             return api.error(503, "UNAVAILABLE", str(e))
@@ -140,7 +153,7 @@ class Web:
             await session.refresh()  # the page shows the account from the first moment
         except GatewayBusy:
             session.dirty.set()
-        log.info("%s signed in from %s", reply.user, request.client.host if request.client else "?")
+        log.info("%s signed in from %s", reply.user, address or "?")
         response = JSONResponse({"user": session.user, "csrf": session.csrf})
         response.set_cookie("session", session.token, **COOKIE)
         response.set_cookie("csrf", session.csrf, **COOKIE)
@@ -150,7 +163,7 @@ class Web:
         session, refusal = self.signed_in(request)
         if refusal is not None:
             return refusal
-        self.sessions.remove(session)
+        await self.sessions.sign_out(session)
         response = JSONResponse({"user": None})
         response.delete_cookie("session", path="/")
         return response

@@ -1,5 +1,7 @@
 """One signed-in browser's order entry session on the gateway: a ZMQ DEALER speaking the client
-protocol (exchange.gateway.protocol.messages), driven from the web role's event loop.
+protocol (exchange.gateway.protocol.messages) to the gateway's endpoint for trusted front ends
+(``gateway.front_end``; with ``mesh_curve``, as the mesh role ``web``), driven from the web
+role's event loop. It ends with a ``LogoutRequest``, so that the gateway ends its side at once.
 
 The gateway answers requests one by one, in order, with pushed messages (fills, outs, reductions)
 in between; so a reply is matched to the oldest request still waiting, and anything else is
@@ -19,13 +21,17 @@ import zmq
 import zmq.asyncio
 
 from exchange.gateway.protocol.messages import (
-    AnyReply, Bye, CancelRequest, ClientReply, ClientRequest, Fill, Out, PingRequest, Reduced,
+    AnyReply, Bye, CancelRequest, ClientReply, ClientRequest, Fill, LogoutRequest, Out, PingRequest, Reduced,
 )
+from exchange.wire import sockets
 from exchange.wire.messages import encode
+from exchange.wire.security.mesh_keys import MeshSecurity
 
 log = logging.getLogger(__name__)
 
 PUSHED = (Fill, Out, Reduced)
+LOGOUT_LINGER_MS = 1000  # a closed session's LogoutRequest may take this long to leave
+LOGOUT_WAIT_S = 2.0  # a sign-out waits this long for the gateway to say the session ended
 
 
 class GatewayBusy(Exception):
@@ -39,14 +45,15 @@ class GatewaySession:
     order come right behind its ``Ack``, before the request's awaiter runs).
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, on_reply, on_push, on_end, timeout_s: float = 15.0):
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, security: MeshSecurity | None, on_reply, on_push,
+                 on_end, timeout_s: float = 15.0):
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.linger = 0
-        self.sock.connect(endpoint)
+        sockets.connect_to(self.sock, endpoint, security, "gateway")
         self.on_reply, self.on_push, self.on_end, self.timeout_s = on_reply, on_push, on_end, timeout_s
         self.decoder = msgspec.msgpack.Decoder(AnyReply)
         self.waiting: deque[tuple[ClientRequest, asyncio.Future]] = deque()
-        self.ended = False
+        self.ended = self.logged_out = False
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     async def request(self, request: ClientRequest) -> ClientReply:
@@ -118,8 +125,24 @@ class GatewaySession:
         self.waiting.clear()
         self.on_end()
 
+    async def logout(self) -> None:
+        """End the session on the gateway, waiting (a little) for it to say so; then close."""
+        if not self.ended:
+            try:
+                await asyncio.wait_for(self.request(LogoutRequest()), LOGOUT_WAIT_S)
+            except (GatewayBusy, asyncio.TimeoutError) as e:
+                log.info("logout: %s", str(e) or "no answer")
+            self.logged_out = True  # the gateway has forgotten the session (or will not hear more)
+        self.close()
+
     def close(self) -> None:
-        """End the session (the gateway sees the DEALER go and ends its side)."""
+        """End the session: tell the gateway (without waiting), as a closed DEALER is not seen leaving."""
+        if not self.ended and not self.logged_out:
+            try:
+                self.sock.send(encode(LogoutRequest()), zmq.NOBLOCK)
+                self.sock.linger = LOGOUT_LINGER_MS
+            except zmq.ZMQError:
+                pass
         self.reader.cancel()
         self.sock.close()
         self._end()

@@ -2,9 +2,10 @@
 
 Peers: the notifier (its snapshot endpoint for the instrument list; its public feed through one
 ``BookFeed`` per instrument, each on its own thread) and the gateway (one ZMQ order entry session
-per signed-in browser). Serves HTTP and WebSockets with uvicorn on ``web.listen``. It keeps no
-keys, opens no journal and holds no state that matters across a restart: a restarted web role
-starts with empty candles and tapes, and its browsers sign in again.
+per signed-in browser, on the gateway's endpoint for trusted front ends). Serves HTTP and
+WebSockets with uvicorn on ``web.listen``. It keeps no keys, opens no journal and holds no state
+that matters across a restart: a restarted web role starts with empty candles and tapes, and its
+browsers sign in again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from exchange.web.feeds import FeedThread, fetch_instruments
 from exchange.web.hub import Hub
 from exchange.web.markets import MarketView
 from exchange.wire import sockets
+from exchange.wire.security.mesh_keys import MeshSecurity
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,6 @@ log = logging.getLogger(__name__)
 def run(config: Config) -> None:
     if config.web is None:
         raise ConfigError("the config has no `web:` section; add one (listen: 127.0.0.1:8080) to run the web role")
-    if config.gateway.zmq_auth != "login":
-        raise ConfigError("the web role signs browsers in with their user and key over the gateway's ZMQ order"
-                          " entry, which needs `gateway.zmq_auth: login` - at `$.gateway.zmq_auth`")
     asyncio.run(serve(config))
 
 
@@ -54,7 +53,7 @@ async def serve(config: Config) -> None:
         log.info("stopped")
         return
     hub = Hub({i.symbol: MarketView(i, web_config.tape_length) for i in instruments})
-    web = Web(web_config, hub, ctx, config.gateway.zmq)
+    web = Web(web_config, hub, ctx, config.gateway.front_end, MeshSecurity.for_role(config, "web"))
     server.config.app = make_app(web)
     server.config.load()
     crashed = []

@@ -1,11 +1,13 @@
 """What every response carries and what every state-changing request must show: security headers
-(a strict CSP: this origin's scripts, styles and sockets only), the CSRF check, and the limit on
-sign-in attempts per client address.
+(a strict CSP: this origin's scripts, styles and sockets only), the CSRF check, the client's
+address (from a trusted reverse proxy's X-Forwarded-For, else the peer) and the limit on sign-in
+attempts per client address.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 from collections import deque
 
@@ -75,3 +77,44 @@ class LoginAttempts:
         if len(self.by_address) > 10_000:  # forget addresses with nothing in the window
             self.by_address = {a: d for a, d in self.by_address.items() if d and d[-1] > now - self.WINDOW_S}
         return 0.0
+
+
+def ip_address(text: str) -> str | None:
+    """``text`` as an IP address in its usual form; None if it is not one."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+class ClientAddress:
+    """Where a browser is: the peer of the connection, unless that peer is one of the trusted
+    reverse proxies; then the address its ``X-Forwarded-For`` header names.
+
+    A proxy appends the address it was reached from to that header, so the header is read from the
+    right: each address that is itself a trusted proxy is skipped, and the first one that is not
+    is the browser. Everything to its left was written by the browser (or whoever it is) and is
+    never believed. A header a trusted proxy sent that does not parse leaves the last address known.
+    """
+
+    def __init__(self, trusted_proxies: list[str]):
+        self.trusted = [ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies]
+
+    def is_trusted(self, address: str) -> bool:
+        ip = ip_address(address)
+        return ip is not None and any(ipaddress.ip_address(ip) in network for network in self.trusted)
+
+    def of(self, peer: str, forwarded_for: list[str]) -> str:
+        """The browser's address, given the connection's ``peer`` and every X-Forwarded-For header's value."""
+        address = peer
+        if not self.is_trusted(peer):
+            return address
+        hops = [hop for value in forwarded_for for hop in value.split(",")]
+        for hop in reversed(hops):
+            ip = ip_address(hop)
+            if ip is None:
+                return address
+            address = ip
+            if not self.is_trusted(address):
+                return address
+        return address

@@ -159,6 +159,12 @@ class WebSessions:
         session.last_seen = time.monotonic()
         return session
 
+    async def sign_out(self, session: WebSession) -> None:
+        """The browser signs out: its gateway session ends on the gateway before this returns."""
+        self.by_token.pop(session.token, None)
+        await session.gateway.logout()
+        self.remove(session)
+
     def remove(self, session: WebSession) -> None:
         self.by_token.pop(session.token, None)
         if not session.ended:

@@ -12,11 +12,20 @@ from exchange.config import load_config
 from exchange.testing.mesh import Mesh, loopback_config, wait_until
 
 
-def web_mesh_config(directory: Path, **web_options) -> Path:
-    """The demo config (accounts on) on free ports with a web section, its options replaced by ``web_options``."""
+def web_mesh_config(directory: Path, gateway: dict | None = None, users: dict[str, dict] | None = None,
+                    **web_options) -> Path:
+    """The demo config (accounts on) on free ports with a web section, its options replaced by
+    ``web_options``, the gateway's by ``gateway`` and each named user's by ``users``. The gateway
+    keeps its defaults otherwise: ZMQ clients prove who they are with CURVE keys (``zmq_auth: curve``)."""
     path = loopback_config(directory, accounts=True, web=True)
     options = {"max_logins": 1000, **web_options}  # the tests sign in often, all from 127.0.0.1
     text = path.read_text()
+    assert "\n  zmq_auth: login\n" in text
+    text = text.replace("\n  zmq_auth: login\n", "\n")
+    text = text.replace("\ngateway:\n", "\ngateway:\n" + "".join(f"  {k}: {v}\n" for k, v in (gateway or {}).items()))
+    for name, settings in (users or {}).items():
+        text = text.replace(f"\n  - name: {name}\n", f"\n  - name: {name}\n"
+                            + "".join(f"    {k}: {v}\n" for k, v in settings.items()))
     head, listen = text.split("\nweb:\n  listen: ", 1)
     listen, tail = listen.split("\n", 1)
     extra = "".join(f"  {key}: {value}\n" for key, value in options.items())

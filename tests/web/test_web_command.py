@@ -20,7 +20,10 @@ def test_a_config_without_a_web_section_is_refused(tmp_path):
                       " web role\n")
 
 
-def test_a_gateway_that_wants_curve_keys_is_refused(tmp_path):
+def test_a_gateway_without_an_endpoint_for_front_ends_is_refused(tmp_path):
     path = loopback_config(tmp_path, web=True)
-    path.write_text(path.read_text().replace("zmq_auth: login", "zmq_auth: curve"))
-    assert "needs `gateway.zmq_auth: login`" in run_web(path)
+    text = path.read_text()
+    start = text.index("  front_end: ")
+    path.write_text(text[:start] + text[text.index("\n", start) + 1:])
+    assert run_web(path) == (f"Error: {path}: the web role signs browsers in through the gateway's endpoint for"
+                             " front ends; add one (front_end: tcp://127.0.0.1:7015, say) - at `$.gateway.front_end`\n")

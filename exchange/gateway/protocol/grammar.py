@@ -9,6 +9,7 @@ the gateway writes it as ``REJ [#id] CODE reason``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import msgspec
@@ -17,7 +18,8 @@ from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.protocol.messages import (
     AccountBalances, Ack, AnyRequest, BalanceRequest, Book, BookRequest, Bye, CancelAllOk, CancelAllRequest,
-    CancelRequest, ClientReply, ClientRequest, DepositRequest, Fill, LoginOk, LoginRequest, Orders, OrdersRequest, Out,
+    CancelRequest, ClientReply, ClientRequest, DepositRequest, Fill, LoginOk, LoginRequest, LogoutOk,
+    LogoutRequest, Orders, OrdersRequest, Out,
     PingRequest, PlaceRequest, Pong, Reduced, Rej, ReplaceAck, ReplaceRequest, State, StatusRequest, TransferOk,
     WithdrawRequest,
 )
@@ -310,11 +312,17 @@ def _parse_ping(verb: str, args: list[str]) -> PingRequest:
     return PingRequest()
 
 
+def _parse_logout(verb: str, args: list[str]) -> LogoutRequest:
+    if args:
+        raise _usage(verb)
+    return LogoutRequest()
+
+
 _PARSERS = {
     "LOGIN": _parse_login, "BUY": _parse_place, "SELL": _parse_place, "CANCEL": _parse_cancel,
     "REPLACE": _parse_replace, "CANCELALL": _parse_cancel_all, "STATUS": _parse_status,
     "ORDERS": _parse_orders, "BOOK": _parse_book, "PING": _parse_ping, "BALANCE": _parse_balance,
-    "DEPOSIT": _parse_transfer, "WITHDRAW": _parse_transfer,
+    "DEPOSIT": _parse_transfer, "WITHDRAW": _parse_transfer, "LOGOUT": _parse_logout,
 }
 _LOGIN_OPTIONS = {"CANCEL_ON_DISCONNECT": True, "KEEP_ON_DISCONNECT": False}
 _ECHOED_ID = re.compile(r"(?:^|[ \t])#([A-Za-z0-9_.:\-]{1,36})(?:[ \t]|$)")
@@ -333,6 +341,7 @@ _USAGE = {
     "BALANCE": "BALANCE [<asset>]",
     "DEPOSIT": "DEPOSIT <user> <asset> <amount> <ref>",
     "WITHDRAW": "WITHDRAW <user> <asset> <amount> <ref>",
+    "LOGOUT": "LOGOUT",
 }
 
 
@@ -351,6 +360,8 @@ def check_request(request: ClientRequest) -> ClientRequest:
         case LoginRequest():
             if not _NAME.fullmatch(request.user) or len(request.key) > 128:
                 raise _usage("LOGIN")
+            if request.address is not None and not _is_ip_address(request.address):
+                raise bad("address", request.address)
         case BookRequest() if not 1 <= request.levels <= MAX_LEVELS:
             raise _bad_levels(request.levels)
         case PlaceRequest() if request.funds is not None and (request.side is Side.SELL or request.price is not None):
@@ -384,6 +395,14 @@ def check_request(request: ClientRequest) -> ClientRequest:
         if value is not None and len(value) > 40:
             raise bad(field, value)
     return request
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 # -- replies --------------------------------------------------------------------------------------
@@ -427,6 +446,8 @@ def format_reply(reply: ClientReply) -> str:
             return f"OK CANCELALL {reply.count}"
         case LoginOk():
             return f"OK LOGIN {reply.user}" + (" CANCEL_ON_DISCONNECT" if reply.cancel_on_disconnect else "")
+        case LogoutOk():
+            return "OK LOGOUT" + (f" {reply.user}" if reply.user else "")
         case Pong():
             return "PONG"
         case Orders():

@@ -23,6 +23,13 @@ class LoginRequest(ClientRequest):
     user: str
     key: str
     cancel_on_disconnect: bool | None = None  # None: the user's default from the config
+    # where the user is (an IP address), said by a front end of the gateway (the web role) on its
+    # own endpoint for the user it signs in; anyone else's LOGIN with it is refused NOT_ALLOWED
+    address: str | None = None
+
+
+class LogoutRequest(ClientRequest):
+    """End the session (LOGOUT): answered ``LogoutOk``, then the gateway closes it as if the client had."""
 
 
 class PlaceRequest(ClientRequest):
@@ -100,7 +107,7 @@ class WithdrawRequest(ClientRequest):
 
 AnyRequest = (LoginRequest | PlaceRequest | CancelRequest | ReplaceRequest | CancelAllRequest
               | StatusRequest | PingRequest | OrdersRequest | BookRequest | BalanceRequest | DepositRequest
-              | WithdrawRequest)
+              | WithdrawRequest | LogoutRequest)
 
 
 
@@ -113,6 +120,13 @@ class ClientReply(msgspec.Struct, frozen=True, tag=True, gc=False):
 class LoginOk(ClientReply):
     user: str
     cancel_on_disconnect: bool = False  # the session's orders are canceled when it ends
+
+
+class LogoutOk(ClientReply):
+    """The session has ended (its last reply): as after any disconnect, cancel on disconnect cancels
+    its orders if it was on."""
+
+    user: str = ""  # who was logged in on it; "" if nobody
 
 
 class Ack(ClientReply):
@@ -223,4 +237,4 @@ class Bye(ClientReply):
 
 
 AnyReply = (LoginOk | Ack | ReplaceAck | Rej | Fill | Out | Reduced | CancelAllOk | State | Pong | Bye | Orders
-            | Book | AccountBalances | TransferOk)
+            | Book | AccountBalances | TransferOk | LogoutOk)
