@@ -141,3 +141,30 @@ def test_an_engine_book_whose_batches_went_by_unseen_is_released_by_the_journals
     step = follower.durable(2, 5)
     assert follower.live and set(step.starts) == set(SYMBOLS) and follower.last == 5
     assert applied(follower.released(batch(6, epoch=2))[1]) == [(6, None)]
+
+
+def test_a_start_that_continues_a_numbering_is_kept_over_a_new_one_and_the_older_numbering_over_a_newer():
+    follower = EngineFollower("e1", SYMBOLS)
+    follower.released(batch(10))
+    follower.started("ETH-USD", from_notifier("ETH-USD", 10, epoch=60))
+    follower.started("ETH-USD", from_notifier("ETH-USD", 10, epoch=40))  # an older numbering: taken
+    follower.started("ETH-USD", from_engine("ETH-USD", 10, durable=10))  # would begin a numbering: ignored
+    follower.started("ETH-USD", from_notifier("ETH-USD", 10, epoch=50))  # a newer numbering: ignored
+    assert not follower.live
+    step = follower.started("BTC-USD", from_notifier("BTC-USD", 10, epoch=50))
+    assert follower.live and step.starts["BTC-USD"].epoch == 50 and step.starts["ETH-USD"].epoch == 40
+
+
+def test_starting_over_stops_the_instruments_and_continues_the_numbering_it_is_given_next():
+    follower = EngineFollower("e1", SYMBOLS)
+    for symbol in SYMBOLS:
+        follower.started(symbol, from_engine(symbol, 3, durable=3))  # a numbering of its own
+    assert not EngineFollower("e1", SYMBOLS).start_over().stopped  # not live: nothing to stop
+    step = follower.start_over()  # another notifier numbers them in an older numbering
+    assert step.stopped and not follower.live and follower.restarts == 1 and follower.missing() == SYMBOLS
+    assert not follower.start_over().stopped  # once
+    follower.released(batch(4))
+    for symbol in SYMBOLS:
+        step = follower.started(symbol, from_notifier(symbol, 4, epoch=9))
+    assert follower.live and step.apply == [] and {s.epoch for s in step.starts.values()} == {9}
+    assert applied(follower.released(batch(5))[1]) == [(5, None)]

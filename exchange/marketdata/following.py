@@ -98,11 +98,29 @@ class EngineFollower:
         return self._go_live()
 
     def started(self, symbol: str, start: Start) -> Step:
-        """A start for ``symbol``, from another notifier or the engine."""
+        """A start for ``symbol``, from another notifier or the engine.
+
+        A start that continues a numbering is kept over one that would begin a new numbering (from
+        the engine), and of two numberings the older (the smaller epoch): notifiers that began
+        numberings of their own (each from the engine, when none could reach another) end up all
+        numbering as the oldest of them does (``start_over``).
+        """
         if self.live or symbol not in self.symbols:
+            return NOTHING
+        held = self.starts.get(symbol)
+        if held is not None and held.epoch and (not start.epoch or start.epoch > held.epoch):
             return NOTHING
         self.starts[symbol] = start
         return self._go_live()
+
+    def start_over(self) -> Step:
+        """Stop publishing and gather starts again: another notifier numbers these instruments in an
+        older numbering, which this one should continue (its subscribers re-sync once)."""
+        if not self.live:
+            return NOTHING
+        self.live, self.starts, self.pending = False, {}, deque()
+        self.restarts += 1
+        return Step({}, [], stopped=True)
 
     def _go_live(self) -> Step:
         """Live once every instrument has a start and every batch after it is here (see the module)."""

@@ -23,7 +23,13 @@ instrument, the book as of some batch (exchange.marketdata.following): it asks t
 first (a ``BookSnapshot`` with the batch it reflects), so that it numbers every channel as they do
 and a subscriber can take the same message from either; the first notifier turns to the engines
 after ``ENGINE_AFTER_S`` without a live sibling, a replica after ``REPLICA_ENGINE_AFTER_S``. A book
-from an engine begins a new numbering (a new ``epoch``). Until an engine's instruments are live,
+from an engine begins a new numbering (a new ``epoch``). Notifiers that could not reach each other
+at their start (a partition, or an engine that came up late for all of them) may each have begun
+one; so every ``NUMBERING_CHECK_S`` a live notifier asks each sibling which numbering it publishes
+each instrument in (a ``TradesRequest`` for no trades: its answer carries the epoch), and one that
+finds an older numbering than its own at a sibling starts that engine's instruments over from the
+siblings, keeping the older numbering (its subscribers re-sync once). The oldest numbering never
+changes, so the notifiers end up all numbering alike. Until an engine's instruments are live,
 snapshot requests for them are refused "try again". A gap in an engine's batch numbers (the
 notifier was too slow and the journal writer's queue for it overflowed) stops its instruments and
 starts them again the same way; their subscribers see the heartbeats stop and re-sync.
@@ -62,7 +68,7 @@ from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
     NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch,
     HistoryReply, Instruments, InstrumentSpec, InstrumentsRequest, RecentTradesRequest, RequestRefused, SnapshotReply,
-    SnapshotRequest, TradesRequest, decode_notifier_request,
+    SnapshotRequest, Trades, TradesRequest, decode_notifier_request,
     durable_prefix, encode, private_topic,
 )
 from exchange.wire.security.curve_keys import make_server, server_secret_key
@@ -78,6 +84,8 @@ HEARTBEAT_S = 1.0  # a channel quiet this long gets an empty message with its cu
 ASK_EVERY_S = 0.5  # while an engine's instruments have no start, ask for them this often
 ENGINE_AFTER_S = 1.0  # the first notifier asks the engines once no other notifier has had books for this long
 REPLICA_ENGINE_AFTER_S = 10.0  # a replica waits longer: the first notifier's numbering is the one to copy
+NUMBERING_CHECK_S = 5.0  # how often a live notifier asks its siblings which numbering they publish in
+NO_TRADES = 2**63 - 1  # a TradesRequest's since_ns that asks for no trades, only the numbering
 RECENT_WAIT_S = 5.0  # at start, for the journal writer's recent trades
 
 
@@ -118,7 +126,8 @@ class Notifier:
         self.asked = dict.fromkeys(self.followers, 0.0)
         self.engine_after = REPLICA_ENGINE_AFTER_S if replica else ENGINE_AFTER_S
         self.batches, self.durables = Decoder(EventBatch), Decoder(Durable)
-        self.sibling_books, self.engine_books = Decoder(SnapshotReply), Decoder(EngineBookReply)
+        self.sibling_answers, self.engine_books = Decoder(SnapshotReply | Trades), Decoder(EngineBookReply)
+        self.numbering_checked = now
         self.instruments = instruments_frame(config)  # the answer to every InstrumentsRequest
         self.forwarded = self.refused = self.malformed = 0
         self.reported = False  # ready, to the launcher: once every engine's books are live
@@ -176,7 +185,7 @@ class Notifier:
             for sock in self.siblings:
                 if sock in ready:
                     for parts in sockets.drain(sock):
-                        self.on_start(parts[-1], self.sibling_books, now)
+                        self.on_start(parts[-1], self.sibling_answers, now)
             for sock in self.engines.values():
                 if sock in ready:
                     for parts in sockets.drain(sock):
@@ -187,6 +196,7 @@ class Notifier:
             for frames in self.publisher.heartbeats(now):
                 self.publish(frames)
             self.ask_for_starts(now)
+            self.check_numberings(now)
 
     def on_released(self, parts: list[bytes], now: float) -> None:
         """One engine batch that the journal writer has written (private updates, then market data), or
@@ -222,6 +232,9 @@ class Notifier:
         engine = self.publisher.engine_of.get(reply.symbol)
         if engine is None:
             return
+        if isinstance(reply, Trades):  # the numbering a sibling publishes the instrument in
+            self.on_sibling_numbering(engine, reply, now)
+            return
         if isinstance(reply, BookSnapshot) and reply.batch:
             where = (reply.batch, reply.epoch, dict(reply.chan_seqs), 0, True)
         elif isinstance(reply, EngineBook):
@@ -238,8 +251,9 @@ class Notifier:
         """Do what the follower says: load the books it went live with, publish batches, or stop."""
         publisher = self.publisher
         if step.stopped:
-            log.warning("engine %s: released batches were lost on the way here (this notifier is behind);"
-                        " taking its books again", follower.engine)
+            log.warning("engine %s: stopped publishing its instruments (released batches were lost on the way"
+                        " here, or another notifier numbers them in an older numbering); taking its books again",
+                        follower.engine)
             for symbol in follower.symbols:
                 publisher.unload(symbol)
             self.following_since[follower.engine] = now
@@ -278,6 +292,30 @@ class Notifier:
                         sock.send(request, zmq.NOBLOCK)
                     except zmq.Again:
                         pass  # not connected, or its queue is full: the next round asks again
+
+    def check_numberings(self, now: float) -> None:
+        """Every NUMBERING_CHECK_S, ask each sibling which numbering it publishes each live instrument in."""
+        if not self.siblings or now - self.numbering_checked < NUMBERING_CHECK_S:
+            return
+        self.numbering_checked = now
+        for symbol in self.publisher.books:
+            request = encode(TradesRequest(symbol, NO_TRADES))
+            for sock in self.siblings:
+                try:
+                    sock.send(request, zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # not connected, or its queue is full: the next check asks again
+
+    def on_sibling_numbering(self, engine: str, trades: Trades, now: float) -> None:
+        """A sibling numbers ``trades.symbol`` in ``trades.epoch``: if that is older than this notifier's
+        numbering, start the engine's instruments over, to continue the older one."""
+        ours = self.publisher.epoch.get(trades.symbol)
+        if ours is None or trades.epoch >= ours:
+            return
+        log.warning("engine %s: another notifier numbers %s in an older numbering (epoch %d, here %d); taking"
+                    " its books again to number as it does", engine, trades.symbol, trades.epoch, ours)
+        follower = self.followers[engine]
+        self.take(follower, follower.start_over(), now)
 
     def publish(self, parts: list[bytes]) -> None:
         """A public message on every lane, a different lane first each time (XPUB drops, never blocks).

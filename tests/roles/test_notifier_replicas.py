@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from conftest import add_replica, read_available, write_config
 from exchange.marketdata.feed import BookFeed, MarketDataClient
 from exchange.core.messages import OrderAccepted, Trade
-from exchange.testing.mesh import Mesh, free_ports
+from exchange.marketdata.notifier import NO_TRADES
+from exchange.testing.mesh import Mesh, free_ports, wait_until
+from exchange.wire.messages import Decoder, NotifierReply, Trades, TradesRequest, encode
 from test_market_data import (
     cross, engine_book, private, settle, trade_some, wait_joined, wait_private_joined, wait_synced,
 )
@@ -140,6 +143,49 @@ def test_a_feed_on_both_notifiers_loses_neither_messages_nor_sync_when_one_dies(
                 with MarketDataClient(publish, ["AAPL"], channels=("trade",)) as probe:
                     wait_joined(alice, bob, [probe], "AAPL 1 @ 80.00")
                 settle(both, seconds=2)
+        settle(both, seconds=2)
+        assert both.depth.state() == engine_book(mesh)
+        assert both.resyncs == 0
+    finally:
+        both.close()
+
+
+def numbering(snapshots: str, symbol: str = "AAPL") -> int | None:
+    """The epoch ``symbol`` is numbered in by the notifier at ``snapshots`` (None: no answer, or not live)."""
+    with zmq.Context.instance().socket(zmq.DEALER) as dealer:
+        dealer.linger = 0
+        dealer.connect(snapshots)
+        dealer.send(encode(TradesRequest(symbol, NO_TRADES)))
+        if not dealer.poll(2000):
+            return None
+        reply = Decoder(NotifierReply).decode(dealer.recv())
+        return reply.epoch if isinstance(reply, Trades) else None
+
+
+def test_notifiers_that_began_numberings_of_their_own_end_up_numbering_as_the_oldest(mesh):
+    """Notifier b restarts while the first notifier cannot answer it (stopped), so b begins a numbering
+    of its own from the engine; once the first notifier answers again, b takes its older numbering,
+    and a feed over both lines then stays in sync."""
+    first, b = mesh.config.notifier.replica(None), mesh.config.notifier.replica("b")
+    older = numbering(first.snapshots)
+    assert older is not None
+    wait_until(lambda: numbering(b.snapshots) == older, 20, "notifier b numbering as the first notifier does")
+    first_pid = mesh.role_pid("notifier")
+    os.kill(first_pid, signal.SIGSTOP)
+    try:
+        os.kill(mesh.role_pid("notifier b"), signal.SIGKILL)
+        # b asks the engine after 10 s without a sibling's books
+        wait_until(lambda: numbering(b.snapshots) not in (None, older), 40, "notifier b's own numbering")
+    finally:
+        os.kill(first_pid, signal.SIGCONT)
+    assert numbering(b.snapshots) > older
+    wait_until(lambda: numbering(b.snapshots) == older, 30, "notifier b numbering as the first notifier does")
+    assert numbering(first.snapshots) == older  # the older numbering never changes
+    both = BookFeed([first.publish, b.publish], [first.snapshots, b.snapshots], "AAPL")
+    try:
+        with mesh.login("alice") as alice, mesh.login("bob") as bob:
+            wait_synced(both)
+            trade_some(alice, bob, 10)
         settle(both, seconds=2)
         assert both.depth.state() == engine_book(mesh)
         assert both.resyncs == 0
