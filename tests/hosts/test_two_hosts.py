@@ -16,7 +16,7 @@ import time
 from exchange.marketdata.feed import MarketDataClient
 from exchange.core.messages import Trade
 from exchange.testing.mesh import login, wait_until
-from placed_mesh import HOSTS, hosts_up, placed_config
+from exchange.testing.placed import HOSTS, hosts_up, placed_config
 
 
 def test_each_host_starts_only_its_roles_and_an_order_fills_across_them(tmp_path):
