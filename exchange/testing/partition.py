@@ -32,8 +32,9 @@ The checks (``Report.faults``):
 7.   the feed's books (BookFeed) equal the books the journal rebuilds (the engines', by 4);
 8.   during each fault, each gateway it spares got PROGRESS ACKs; after it, every gateway got ACKS
      more and the feed heard every symbol again (the mesh resumed without an operator);
-9.   STATUS of orders placed through one gateway (all those ACKed during a fault, and a sample of the
-     rest) is answered alike through the other.
+9.   STATUS of orders placed through one gateway (those ACKed from a fault's start until the mesh
+     resumed, and others, at most STATUS_SAMPLE of each) is answered alike through the other;
+10.  a session that stayed connected was pushed a FILL for each journaled fill of its orders.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ from typing import NamedTuple
 from click.testing import CliRunner
 
 from exchange.cli.main import cli
+from exchange.client.text import TextClient
 from exchange.config import Config, load_config
 from exchange.journal.readers import wait_for_tables
+from exchange.journal.schema import open_readonly
 from exchange.testing.fault_proxy import FaultProxy
 from exchange.testing.mesh import login, wait_until
 from exchange.testing.partition_feed import Feed, journal_books, journaled_trades
@@ -71,7 +74,9 @@ DELAY_S = 0.3  # each way, less than the gateway's request_timeout
 REQUEST_TIMEOUT_S = 1.0  # the gateways', shorter than a partition
 RATE = 25.0  # requests per second per session
 WAIT_S = 60.0  # at most, for ACKS or PROGRESS ACKs, or the feed, on a slow shared machine
-STATUS_SAMPLE = 100  # orders of each kind (ACKed during a fault, or not) asked about through the other gateway
+STATUS_SAMPLE = 300  # orders of each kind (ACKed during a fault or before it resumed, or not) asked about
+#                     through the other gateway
+SHOWN = 5  # faults of one kind shown before a count of the rest
 
 
 class Link(NamedTuple):
@@ -98,7 +103,8 @@ class Cycle:
     seconds: float  # how long it lasted
     acks: dict[str, int] = field(default_factory=dict)  # gateway → ACKs its sessions got meanwhile
     felt: dict[str, int] = field(default_factory=dict)  # gateway → BUSY and UNAVAILABLE answers, until resumed
-    placed: dict[str, list[str]] = field(default_factory=dict)  # gateway → the order ids ACKed meanwhile
+    placed: dict[str, list[str]] = field(default_factory=dict)  # gateway → the order ids ACKed until resumed
+    before: dict[str, int] = field(default_factory=dict)  # gateway → its ACKs when the fault began
     resumed: bool = False
 
     def __str__(self) -> str:
@@ -211,11 +217,7 @@ def inflict(load: _Load, proxy: FaultProxy, link: str, fault: str, seconds: floa
         else:
             proxy.heal()
     after = load.acks()
-    placed = {}
-    for gateway, observed in load.observed.items():
-        with observed.lock:
-            placed[gateway] = list(observed.acks)[before[gateway]:after[gateway]]
-    return Cycle(link, fault, time.monotonic() - start, {g: after[g] - before[g] for g in after}, placed=placed)
+    return Cycle(link, fault, time.monotonic() - start, {g: after[g] - before[g] for g in after}, before=before)
 
 
 def resume(load: _Load, cycle: Cycle, load_s: float, refused: dict[str, int]) -> None:
@@ -230,6 +232,9 @@ def resume(load: _Load, cycle: Cycle, load_s: float, refused: dict[str, int]) ->
     else:
         cycle.resumed = load.wait_for_acks(ACKS, SESSIONS, max(0.0, load_s - (time.monotonic() - healed)))
     cycle.felt = {g: n - refused[g] for g, n in load.refused().items()}
+    for gateway, observed in load.observed.items():
+        with observed.lock:
+            cycle.placed[gateway] = list(observed.acks)[cycle.before[gateway]:]
 
 
 def status_faults(config: Config, load: _Load, cycles: list[Cycle], seed: int) -> list[str]:
@@ -237,21 +242,46 @@ def status_faults(config: Config, load: _Load, cycles: list[Cycle], seed: int) -
     texts = dict((role, section.text) for role, section in config.gateway.all())
     rng, faults = random.Random(seed), []
     for here, there in (("gateway", "gateway-g2"), ("gateway-g2", "gateway")):
-        users = dict(load.observed[here].acks)
+        users, wrong = dict(load.observed[here].acks), []
         during = [o for cycle in cycles for o in cycle.placed.get(here, [])]
         chosen = set(rng.sample(during, min(STATUS_SAMPLE, len(during))))
         chosen |= set(rng.sample(sorted(users), min(STATUS_SAMPLE, len(users))))
         for user in sorted({users[o] for o in chosen}):
             ids = sorted(o for o in chosen if users[o] == user)
             with login(*_address(texts[here]), user) as a, login(*_address(texts[there]), user) as b:
-                def differing() -> list[tuple[str, str, str]]:
-                    answers = [(o, a.request(f"STATUS {o}"), b.request(f"STATUS {o}")) for o in ids]
-                    return [(o, x, y) for o, x, y in answers if x != y or x.startswith("REJ")]
+                differing = _differing_status(a, b, ids)
+            wrong += [f"STATUS {o} of {user}, placed through {here}{' during a fault' if o in during else ''},"
+                      f" is {x!r} there and {y!r} through {there}" for o, (x, y) in differing.items()]
+        faults += wrong[:SHOWN] + ([f"... and {len(wrong) - SHOWN} more such STATUS"] if len(wrong) > SHOWN else [])
+    return faults
 
-                with contextlib.suppress(TimeoutError):  # a gateway may still be taking the last batches
-                    wait_until(lambda: not differing(), 10, "both gateways answering STATUS alike")
-                faults += [f"STATUS {o} of {user}, placed through {here}{' during a fault' if o in during else ''},"
-                           f" is {x!r} there and {y!r} through {there}" for o, x, y in differing()]
+
+def _differing_status(a: TextClient, b: TextClient, order_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """order id → (a's answer, b's) of each STATUS the two sessions do not answer alike, or refuse;
+    asked again for up to 10 s, as a gateway may still be taking the last batches."""
+    deadline = time.monotonic() + 10
+    while True:
+        answers = {o: (a.request(f"STATUS {o}"), b.request(f"STATUS {o}")) for o in order_ids}
+        differing = {o: (x, y) for o, (x, y) in answers.items() if x != y or x.startswith("REJ")}
+        if not differing or time.monotonic() > deadline:
+            return differing
+        order_ids = list(differing)
+        time.sleep(0.2)
+
+
+def fill_faults(config: Config, observed: dict[str, Observed]) -> list[str]:
+    """Check 10: each session that stayed connected was pushed a FILL for every journaled fill of the
+    orders it placed."""
+    with contextlib.closing(open_readonly(config.journal.path)) as conn:
+        fills = conn.execute("SELECT order_id, trade_id FROM events WHERE kind='OrderFilled'").fetchall()
+    faults = []
+    for gateway, one in observed.items():
+        if one.reconnects:
+            continue  # what was pushed while a session was away is not pushed again (STATUS tells)
+        pushed = {(order_id, trade_id) for order_id, trade_id, _ in one.fills}
+        unseen = [(o, t) for o, t in fills if o in one.acks and (o, t) not in pushed]
+        faults += [f"{len(unseen)} fills of orders placed through {gateway} were never pushed to their session,"
+                   f" e.g. {unseen[:SHOWN]}"] if unseen else []
     return faults
 
 
@@ -335,6 +365,7 @@ def _trade(load: _Load, proxies: dict[str, FaultProxy], cycles: Iterable[tuple[s
     wait_for_tables(load.config.journal.path, TABLES_WAIT_S)
     report.faults += feed_faults(load.config, load.feed, any(c.link == "journal-notifier" for c in report.cycles))
     report.faults += status_faults(load.config, load, report.cycles, seed=len(report.cycles))
+    report.faults += fill_faults(load.config, load.observed)
 
 
 def main(argv: list[str] | None = None) -> int:
