@@ -105,6 +105,7 @@ class Cycle:
     felt: dict[str, int] = field(default_factory=dict)  # gateway → BUSY and UNAVAILABLE answers, until resumed
     placed: dict[str, list[str]] = field(default_factory=dict)  # gateway → the order ids ACKed until resumed
     before: dict[str, int] = field(default_factory=dict)  # gateway → its ACKs when the fault began
+    refused_before: dict[str, int] = field(default_factory=dict)  # gateway → its BUSY and UNAVAILABLE then
     resumed: bool = False
 
     def __str__(self) -> str:
@@ -155,7 +156,7 @@ class _Load:
         self.config = config
         self.observed = {gateway: Observed() for gateway in SESSIONS}
         self.stop = threading.Event()
-        texts = dict((role, section.text) for role, section in config.gateway.all())
+        texts = _texts(config)
         sessions = [(gateway, user) for gateway, users in SESSIONS.items() for user in users]
         self.traders = [Trader(*_address(texts[gateway]), user, f"{gateway.replace('gateway', 'gw')}-{user}-{seed}",
                                rate, seed * 100 + n, self.observed[gateway], self.stop)
@@ -194,6 +195,11 @@ class _Load:
                 + [f"{t.name} did not finish" for t in self.traders if t.is_alive()])
 
 
+def _texts(config: Config) -> dict[str, str]:
+    """gateway role → its text endpoint (host:port)."""
+    return {role: section.text for role, section in config.gateway.all()}
+
+
 def _address(text: str) -> tuple[str, int]:
     host, port = text.rsplit(":", 1)
     return host, int(port)
@@ -203,7 +209,7 @@ def inflict(load: _Load, proxy: FaultProxy, link: str, fault: str, seconds: floa
     """Break ``link`` as ``fault`` says for ``seconds`` at least (see the module docstring), and
     return once its proxy forwards normally again."""
     spared = tuple(SESSIONS) if fault == "delay-drop" else LINKS[link].kept
-    before, start = load.acks(), time.monotonic()
+    before, refused, start = load.acks(), load.refused(), time.monotonic()
     if fault == "delay-drop":
         proxy.delay(DELAY_S)
     else:
@@ -217,10 +223,11 @@ def inflict(load: _Load, proxy: FaultProxy, link: str, fault: str, seconds: floa
         else:
             proxy.heal()
     after = load.acks()
-    return Cycle(link, fault, time.monotonic() - start, {g: after[g] - before[g] for g in after}, before=before)
+    return Cycle(link, fault, time.monotonic() - start, {g: after[g] - before[g] for g in after}, before=before,
+                 refused_before=refused)
 
 
-def resume(load: _Load, cycle: Cycle, load_s: float, refused: dict[str, int]) -> None:
+def resume(load: _Load, cycle: Cycle, load_s: float) -> None:
     """After a fault: until the feed hears every symbol again (each channel beats once a second) and
     every gateway has had ACKS more ACKs, and ``load_s`` have passed."""
     healed = time.monotonic()
@@ -231,7 +238,7 @@ def resume(load: _Load, cycle: Cycle, load_s: float, refused: dict[str, int]) ->
         pass
     else:
         cycle.resumed = load.wait_for_acks(ACKS, SESSIONS, max(0.0, load_s - (time.monotonic() - healed)))
-    cycle.felt = {g: n - refused[g] for g, n in load.refused().items()}
+    cycle.felt = {g: n - cycle.refused_before[g] for g, n in load.refused().items()}
     for gateway, observed in load.observed.items():
         with observed.lock:
             cycle.placed[gateway] = list(observed.acks)[cycle.before[gateway]:]
@@ -239,7 +246,7 @@ def resume(load: _Load, cycle: Cycle, load_s: float, refused: dict[str, int]) ->
 
 def status_faults(config: Config, load: _Load, cycles: list[Cycle], seed: int) -> list[str]:
     """Check 9: STATUS through each gateway of the orders placed through the other."""
-    texts = dict((role, section.text) for role, section in config.gateway.all())
+    texts = _texts(config)
     rng, faults = random.Random(seed), []
     for here, there in (("gateway", "gateway-g2"), ("gateway-g2", "gateway")):
         users, wrong = dict(load.observed[here].acks), []
@@ -350,9 +357,8 @@ def _trade(load: _Load, proxies: dict[str, FaultProxy], cycles: Iterable[tuple[s
     if not load.wait_for_acks(ACKS, SESSIONS):
         report.faults.append(f"the gateways did not get {ACKS} ACKs each before the first fault: {load.acks()}")
     for link, fault, seconds in cycles:
-        refused = load.refused()
         cycle = inflict(load, proxies[link], link, fault, seconds)
-        resume(load, cycle, load_s, refused)
+        resume(load, cycle, load_s)
         report.cycles.append(cycle)
         say(str(cycle))
         spared = tuple(SESSIONS) if fault == "delay-drop" else LINKS[link].kept
