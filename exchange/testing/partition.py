@@ -53,13 +53,12 @@ from typing import NamedTuple
 from click.testing import CliRunner
 
 from exchange.cli.main import cli
-from exchange.client.text import TextClient
 from exchange.config import Config, load_config
 from exchange.journal.readers import wait_for_tables
-from exchange.journal.schema import open_readonly
 from exchange.testing.fault_proxy import FaultProxy
-from exchange.testing.mesh import login, wait_until
-from exchange.testing.partition_feed import Feed, journal_books, journaled_trades
+from exchange.testing.mesh import wait_until
+from exchange.testing.partition_checks import feed_faults, fill_faults, gateway_addresses, status_faults
+from exchange.testing.partition_feed import Feed
 from exchange.testing.placed import host_folder, hosts_up, placed_config
 from exchange.testing.soak import SYMBOLS, TABLES_WAIT_S, Observed, Trader, check
 
@@ -74,9 +73,6 @@ DELAY_S = 0.3  # each way, less than the gateway's request_timeout
 REQUEST_TIMEOUT_S = 1.0  # the gateways', shorter than a partition
 RATE = 25.0  # requests per second per session
 WAIT_S = 60.0  # at most, for ACKS or PROGRESS ACKs, or the feed, on a slow shared machine
-STATUS_SAMPLE = 300  # orders of each kind (ACKed during a fault or before it resumed, or not) asked about
-#                     through the other gateway
-SHOWN = 5  # faults of one kind shown before a count of the rest
 
 
 class Link(NamedTuple):
@@ -156,9 +152,9 @@ class _Load:
         self.config = config
         self.observed = {gateway: Observed() for gateway in SESSIONS}
         self.stop = threading.Event()
-        texts = _texts(config)
+        addresses = gateway_addresses(config)
         sessions = [(gateway, user) for gateway, users in SESSIONS.items() for user in users]
-        self.traders = [Trader(*_address(texts[gateway]), user, f"{gateway.replace('gateway', 'gw')}-{user}-{seed}",
+        self.traders = [Trader(*addresses[gateway], user, f"{gateway.replace('gateway', 'gw')}-{user}-{seed}",
                                rate, seed * 100 + n, self.observed[gateway], self.stop)
                         for n, (gateway, user) in enumerate(sessions)]
         self.feed = Feed(config, list(SYMBOLS))
@@ -193,16 +189,6 @@ class _Load:
             trader.join(90)
         return ([f"{t.name}: {t.error!r}" for t in self.traders if t.error]
                 + [f"{t.name} did not finish" for t in self.traders if t.is_alive()])
-
-
-def _texts(config: Config) -> dict[str, str]:
-    """gateway role → its text endpoint (host:port)."""
-    return {role: section.text for role, section in config.gateway.all()}
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, port = text.rsplit(":", 1)
-    return host, int(port)
 
 
 def inflict(load: _Load, proxy: FaultProxy, link: str, fault: str, seconds: float) -> Cycle:
@@ -243,74 +229,6 @@ def resume(load: _Load, cycle: Cycle, load_s: float) -> None:
         with observed.lock:
             cycle.placed[gateway] = list(observed.acks)[cycle.before[gateway]:]
 
-
-def status_faults(config: Config, load: _Load, cycles: list[Cycle], seed: int) -> list[str]:
-    """Check 9: STATUS through each gateway of the orders placed through the other."""
-    texts = _texts(config)
-    rng, faults = random.Random(seed), []
-    for here, there in (("gateway", "gateway-g2"), ("gateway-g2", "gateway")):
-        users, wrong = dict(load.observed[here].acks), []
-        during = [o for cycle in cycles for o in cycle.placed.get(here, [])]
-        chosen = set(rng.sample(during, min(STATUS_SAMPLE, len(during))))
-        chosen |= set(rng.sample(sorted(users), min(STATUS_SAMPLE, len(users))))
-        for user in sorted({users[o] for o in chosen}):
-            ids = sorted(o for o in chosen if users[o] == user)
-            with login(*_address(texts[here]), user) as a, login(*_address(texts[there]), user) as b:
-                differing = _differing_status(a, b, ids)
-            wrong += [f"STATUS {o} of {user}, placed through {here}{' during a fault' if o in during else ''},"
-                      f" is {x!r} there and {y!r} through {there}" for o, (x, y) in differing.items()]
-        faults += wrong[:SHOWN] + ([f"... and {len(wrong) - SHOWN} more such STATUS"] if len(wrong) > SHOWN else [])
-    return faults
-
-
-def _differing_status(a: TextClient, b: TextClient, order_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """order id → (a's answer, b's) of each STATUS the two sessions do not answer alike, or refuse;
-    asked again for up to 10 s, as a gateway may still be taking the last batches."""
-    deadline = time.monotonic() + 10
-    while True:
-        answers = {o: (a.request(f"STATUS {o}"), b.request(f"STATUS {o}")) for o in order_ids}
-        differing = {o: (x, y) for o, (x, y) in answers.items() if x != y or x.startswith("REJ")}
-        if not differing or time.monotonic() > deadline:
-            return differing
-        order_ids = list(differing)
-        time.sleep(0.2)
-
-
-def fill_faults(config: Config, observed: dict[str, Observed]) -> list[str]:
-    """Check 10: each session that stayed connected was pushed a FILL for every journaled fill of the
-    orders it placed."""
-    with contextlib.closing(open_readonly(config.journal.path)) as conn:
-        fills = conn.execute("SELECT order_id, trade_id FROM events WHERE kind='OrderFilled'").fetchall()
-    faults = []
-    for gateway, one in observed.items():
-        if one.reconnects:
-            continue  # what was pushed while a session was away is not pushed again (STATUS tells)
-        pushed = {(order_id, trade_id) for order_id, trade_id, _ in one.fills}
-        unseen = [(o, t) for o, t in fills if o in one.acks and (o, t) not in pushed]
-        faults += [f"{len(unseen)} fills of orders placed through {gateway} were never pushed to their session,"
-                   f" e.g. {unseen[:SHOWN]}"] if unseen else []
-    return faults
-
-
-def feed_faults(config: Config, feed: Feed, notifier_cut: bool) -> list[str]:
-    """Checks 6 and 7, once the journal has every event: the feed's trades and books."""
-    faults = [f"the feed's subscriber failed: {feed.error!r}"] if feed.error else []
-    expected = journal_books(config, list(SYMBOLS))
-    with contextlib.suppress(TimeoutError):
-        wait_until(lambda: feed.books == expected, 20, "the feed's books equal to the journal's")
-    faults += [f"the feed's {s} book {feed.books.get(s)} is not the engine's {book}"
-               for s, book in expected.items() if feed.books.get(s) != book]
-    journal = journaled_trades(config)
-    with contextlib.suppress(TimeoutError):  # the feed's last trades
-        wait_until(lambda: set(feed.trades) >= set(journal), 15 if not notifier_cut else 2, "the feed's trades")
-    lost = sorted(set(journal) - set(feed.trades))
-    if notifier_cut and lost and not feed.missed:
-        faults.append(f"trades {lost[:10]} (of {len(lost)}) vanished from the feed without a gap in chan_seq")
-    if not notifier_cut and (lost or feed.missed):
-        faults.append(f"the feed missed {len(lost)} journaled trades ({lost[:10]}) and saw {feed.missed} gaps")
-    return faults
-
-
 def run(directory: Path, cycles: Iterable[tuple[str, str, float]], load_s: float = 0.0, seed: int = 1,
         rate: float = RATE, say: Callable[[str], None] = lambda line: None) -> Report:
     """Start the mesh in ``directory`` with a proxy on every link, trade until every gateway has had
@@ -321,8 +239,8 @@ def run(directory: Path, cycles: Iterable[tuple[str, str, float]], load_s: float
     with contextlib.ExitStack() as stack:
         proxies = {}
         for name, link in LINKS.items():
-            address, port = _address(link.endpoint(real).removeprefix("tcp://"))
-            proxies[name] = stack.enter_context(FaultProxy((address, port), host=address))
+            address, port = link.endpoint(real).removeprefix("tcp://").rsplit(":", 1)
+            proxies[name] = stack.enter_context(FaultProxy((address, int(port)), host=address))
         seen = {host: {f"{link.key}: {link.endpoint(real)}": f"{link.key}: {proxies[name].endpoint}"
                        for name, link in LINKS.items() if link.host == host} for host in HOSTS}
         launchers = [(host_folder(path, host, seen[host]), host) for host in HOSTS]
@@ -370,7 +288,8 @@ def _trade(load: _Load, proxies: dict[str, FaultProxy], cycles: Iterable[tuple[s
     report.faults += load.finish()
     wait_for_tables(load.config.journal.path, TABLES_WAIT_S)
     report.faults += feed_faults(load.config, load.feed, any(c.link == "journal-notifier" for c in report.cycles))
-    report.faults += status_faults(load.config, load, report.cycles, seed=len(report.cycles))
+    during = {gateway: [o for cycle in report.cycles for o in cycle.placed[gateway]] for gateway in SESSIONS}
+    report.faults += status_faults(load.config, load.observed, during, seed=len(report.cycles))
     report.faults += fill_faults(load.config, load.observed)
 
 
