@@ -135,14 +135,15 @@ def login(host: str, port: int, user: str, option: str = "", key: str | None = N
 
 
 def wait_for_mesh(config: Config, process: subprocess.Popen | None = None, timeout: float = START_TIMEOUT_S,
-                  user: tuple[str, str] = ("carol", "carol-key"), engines: bool = True, books: bool = True) -> None:
-    """Until the gateway of ``config`` listens and, with ``engines``, a session of ``user`` (name,
+                  user: tuple[str, str] = ("carol", "carol-key"), engines: bool = True, books: bool = True,
+                  text: str | None = None) -> None:
+    """Until the gateway of ``config`` (the one whose text endpoint is ``text``, if given) listens and, with ``engines``, a session of ``user`` (name,
     key) logs in and every engine answers it: a CANCELALL of one instrument of each (the gateway
     refuses it, BUSY, while it cannot reach that engine; a CANCELALL of every instrument would
     not tell, as the engines it reached answer it), and, with ``books``, the notifier has the books
     of each (a BOOK of that instrument is answered, not refused while the notifier takes its books). RuntimeError
     at once if ``process`` (the launcher, or the gateway) exits."""
-    host, port = config.gateway.text.rsplit(":", 1)
+    host, port = (text or config.gateway.text).rsplit(":", 1)
     name, key = user
     symbols = [engine.instruments[0] for engine in config.engines]
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from exchange.config import load_config, roles_on
 from exchange.core.messages import Trade
 from exchange.marketdata.feed import MarketDataClient
 from exchange.testing.mesh import free_ports, login, wait_until
-from placed_mesh import hosts_up
+from exchange.testing.placed import hosts_up
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "deployment.md"

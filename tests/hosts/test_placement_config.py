@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from exchange.cli.main import cli
 from exchange.config import load_config, placed_roles, roles_on
 from exchange.errors import ConfigError
-from placed_mesh import placed_config
+from exchange.testing.placed import placed_config
 
 LOCAL = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
 

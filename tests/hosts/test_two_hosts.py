@@ -2,10 +2,9 @@
 
 Host a (127.0.0.2) runs the journal writer, the notifier and the gateway; host b (127.0.0.3) runs
 both engines. Every endpoint binds on its host's address, so each link between the hosts really
-crosses from one address to the other. Both launchers share one working directory for now: the
-gateway (and, with accounts on, the ledger shards) still reads the journal file at start, until
-those reads move onto the mesh too (the engines already read their history over the mesh;
-tests/hosts/test_deployment_guide.py runs them in a folder of their own).
+crosses from one address to the other. Each launcher runs in a folder of its own holding its copy
+of the config and its roles' secret keys, nothing else: no role but the journal writer opens the
+journal file, and the engines read their history over the mesh.
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ import time
 from exchange.marketdata.feed import MarketDataClient
 from exchange.core.messages import Trade
 from exchange.testing.mesh import login, wait_until
-from placed_mesh import HOSTS, hosts_up, placed_config
+from exchange.testing.placed import HOSTS, host_folder, hosts_up, placed_config
 
 
 def test_each_host_starts_only_its_roles_and_an_order_fills_across_them(tmp_path):
     path = placed_config(tmp_path)
-    with hosts_up((path, "a"), (path, "b")) as (a, b):
+    with hosts_up((host_folder(path, "a"), "a"), (host_folder(path, "b"), "b")) as (a, b):
         assert set(a.pids()) == {"journal-writer", "notifier", "gateway"}
         assert set(b.pids()) == {"engine e1", "engine e2"}
         config = a.config
@@ -46,6 +45,8 @@ def test_each_host_starts_only_its_roles_and_an_order_fills_across_them(tmp_path
         for mesh, here in ((a, "a"), (b, "b")):  # once every role of the host said it is ready
             wait_until(lambda: "exchange is up" in mesh.log(), 30, f"host {here}'s banner")
             assert re.search(rf"host {here} \({HOSTS[here]}\): ", mesh.log()), "the banner names the host's roles"
+    assert sorted(p.relative_to(tmp_path).parts[0] for p in tmp_path.glob("host-*/**/journal.db")) == ["host-a"]
+    assert sorted(p.name for p in (tmp_path / "host-b" / "keys").iterdir()) == ["engine-e1.key_secret", "engine-e2.key_secret"]
 
 
 def _seen(md: MarketDataClient, trade_id: str, timeout: float) -> Trade | None:
