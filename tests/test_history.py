@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 import zmq
 
+import exchange.gateway.journal_reads
 import exchange.journal.history
 import exchange.wire.messages
 from exchange.engine.recovery import recover_all, recover_over_mesh
 from exchange.errors import JournalError
+from exchange.gateway.journal_reads import JournalReads
 from exchange.journal.handshake import JournalClient
 from exchange.journal.history import HistoryService, answer
 from exchange.journal.readers import latest_checkpoint_seq
 from exchange.journal.schema import open_readonly
 from exchange.wire.messages import (
-    CheckpointPartRequest, EngineHistory, EventsRequest, HistoryReply, JournalRefused,
+    CheckpointPartRequest, Decoder, EngineHistory, EventBatch, EventsRequest, HistoryReply, JournalRefused,
+    LoggedBatchesRequest,
 )
 from test_recovery import INSTRUMENTS, journaled_engine
 
@@ -120,3 +123,35 @@ def test_a_request_the_journal_cannot_answer_is_refused_and_the_service_goes_on(
             client.ask(EventsRequest(1, "e1", 0))
         start = client.ask(exchange.wire.messages.EngineHistoryRequest(2, "e1"))  # still answering
         assert isinstance(start, EngineHistory)
+
+
+def test_a_gateway_gets_the_batches_it_missed_as_the_journal_logged_them_a_chunk_at_a_time(service, monkeypatch):
+    monkeypatch.setattr(exchange.gateway.journal_reads, "MISSED_EVENTS", 50)
+    engine, endpoint, _ = service
+    reads = JournalReads(endpoint, None)
+    try:
+        bodies = reads.logged_batches("e1", 3, 40)  # a gateway took batch 3, then batch 40 came
+        batches = [Decoder(EventBatch).decode(body) for body in bodies]
+        assert [b.batch for b in batches] == list(range(4, 40))
+        assert all(b.engine == "e1" and b.entries for b in batches)
+        assert reads.logged_batches("e1", 3, 4) == []  # none missed
+        with pytest.raises(JournalError, match="holds no batch of e1 after"):
+            reads.logged_batches("e1", engine.batch, engine.batch + 5)  # not written (yet)
+        with pytest.raises(JournalError, match="no engine or ledger shard e9"):
+            reads.logged_batches("e9", 3, 40)
+    finally:
+        reads.close()
+
+
+def test_logged_batches_come_whole_in_order_up_to_about_the_events_asked_for(tmp_path):
+    journaled_engine(tmp_path / "journal.db", 600, checkpoint_every=200)
+    conn = open_readonly(tmp_path / "journal.db")
+    try:
+        one = answer(conn, "", LoggedBatchesRequest(1, "e1", 0, 10**9, 1), {"e1"})
+        assert len(one.bodies) == 1  # at least one batch, however few events were asked for
+        some = answer(conn, "", LoggedBatchesRequest(2, "e1", 5, 12, 10**6), {"e1"})
+        assert [Decoder(EventBatch).decode(body).batch for body in some.bodies] == list(range(6, 12))
+        rows = dict(conn.execute("SELECT batch, body FROM batches WHERE engine='e1'"))
+        assert some.bodies == [rows[n] for n in range(6, 12)]  # byte for byte as logged
+    finally:
+        conn.close()

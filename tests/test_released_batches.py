@@ -50,12 +50,30 @@ def test_the_gateway_takes_each_batch_once_and_counts_the_ones_it_never_got():
     batches = [decode(batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)))
                for i in range(4)]
     released = ReleasedBatches()
+    assert released.missing(batches[0]) is None  # the first batch this gateway sees
     assert len(released.replies(batches[0])) == 1
     assert released.replies(batches[0]) == []  # passed on again: answered once only
-    assert len(released.replies(batches[2])) == 1  # batch 2 never came
+    assert released.missing(batches[0]) is None and released.missing(batches[1]) is None
+    assert released.missing(batches[2]) == (batches[0].batch, batches[2].batch)  # batch 2 never came
+    assert len(released.replies(batches[2])) == 1  # and the journal could not give it: skipped
     assert released.missed == 1
     assert released.replies(batches[1]) == []  # too late: its requests have been given up
     assert len(released.replies(batches[3])) == 1
+
+
+def test_batches_taken_from_the_journal_fill_the_gap_in_order_and_count_as_fetched():
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    decode = Decoder(EventBatch).decode
+    batches = [decode(batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)))
+               for i in range(4)]
+    released = ReleasedBatches()
+    released.replies(batches[0])
+    after, before = released.missing(batches[3])
+    for batch in batches[1:3]:  # what the gateway reads from the journal: after < batch < before
+        assert after < batch.batch < before
+        assert len(released.replies(batch, fetched=True)) == 1
+    assert len(released.replies(batches[3])) == 1
+    assert (released.missed, released.fetched) == (0, 2)
 
 
 def pair(ctx, tmp_path, name):

@@ -2,8 +2,9 @@
 
 At its start the gateway loads the order events of the orders it must know (every open order, and
 every order recent enough that its client order id still counts), a chunk at a time; later it
-looks up the history of one order that a client resends and that it never saw answered. It never
-opens the journal file, so it may run on another host than the journal.
+looks up the history of one order that a client resends and that it never saw answered, and the
+engine batches that the journal writer passed on to it but that never arrived. It never opens the
+journal file, so it may run on another host than the journal.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Iterator
 
 from exchange.errors import JournalError
 from exchange.journal.handshake import START_WAIT_S, JournalClient
-from exchange.wire.messages import HistoryReply, OrderEventsRequest, OrderHistoryRequest
+from exchange.wire.messages import HistoryReply, LoggedBatchesRequest, OrderEventsRequest, OrderHistoryRequest
 from exchange.wire.security.mesh_keys import MeshSecurity
 
 LOOKUP_WAIT_S = 5.0  # one order's history: then the resend is answered as if the journal had none
+MISSED_EVENTS = 5_000  # events of missed batches asked for at a time
 BUSY_RETRY_S = 1.0  # the history service has too many readings under way: ask again after this
 
 
@@ -50,6 +52,20 @@ class JournalReads:
     def order_history(self, order_id: str) -> list:
         """The journaled order events of one order, in order (empty if none)."""
         return self._client().ask(OrderHistoryRequest(time.time_ns(), order_id), LOOKUP_WAIT_S).events
+
+    def logged_batches(self, engine: str, after_batch: int, before_batch: int) -> list[bytes]:
+        """``engine``'s batches numbered after ``after_batch`` and before ``before_batch``, as the journal
+        logged them, in order: all of them, a chunk at a time. JournalError if the journal writer does
+        not answer in time, or does not hold one of them."""
+        client, bodies = self._client(), []
+        while after_batch + len(bodies) + 1 < before_batch:
+            chunk = client.ask(LoggedBatchesRequest(time.time_ns(), engine, after_batch + len(bodies), before_batch,
+                                                    MISSED_EVENTS), LOOKUP_WAIT_S).bodies
+            if not chunk:
+                raise JournalError(f"the journal holds no batch of {engine} after {after_batch + len(bodies)}"
+                                   f" and before {before_batch}")
+            bodies += chunk
+        return bodies
 
     def _client(self) -> JournalClient:
         client = getattr(self.local, "client", None)

@@ -24,7 +24,9 @@ of ``zmq`` and the roles of ``replies``, each in its own ZAP domain (exchange.wi
 One asyncio loop serves everything; the logic lives in exchange.gateway.order_entry.OrderEntry,
 the transports in exchange.gateway.text_server and exchange.gateway.zmq_server. scrypt for LOGIN
 and the journal reads for resent orders run on a small thread pool, so neither stalls anyone
-else's orders.
+else's orders. Engine batches that the journal writer passed on but that never arrived (a link that
+broke or stalled) are read from the journal writer's history service before the batch after them
+is taken, so that every answer, fill and order view follows in order (exchange.gateway.released).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import zmq.asyncio
 
 from exchange.wire import sockets
 from exchange.config import Config
-from exchange.errors import WireError
+from exchange.errors import JournalError, WireError
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.gateway.journal_reads import JournalReads
 from exchange.gateway.ledger_routes import Routes
@@ -60,6 +62,7 @@ CONNECT_ON_START_S = 2.0  # at a start, order entry waits at most this long for 
 
 BLOCKING_THREADS = 2  # scrypt and journal reads run here, off the event loop; more would only let a
 #                      login flood eat more CPU
+FETCH_TRIES = 3  # batches lost on the way are asked of the journal this often (LOOKUP_WAIT_S each) before skipped
 
 
 class Gateway:
@@ -104,6 +107,7 @@ class Gateway:
         if config.gateway.front_end:  # ← the web role
             self.servers.append(ZmqServer(self.ctx, config, self.entry, front_end=True, security=security))
         self.journal = JournalReads(config.journal.history, security)  # → the journal writer's history
+        self.released = ReleasedBatches()  # the engine batches taken, each once
         known = self.entry.load(self.journal.known_orders(time.time_ns() - self.entry.window_ns))
         log.info("%d orders known from the journal", known)
 
@@ -191,7 +195,8 @@ class Gateway:
                     log.warning("books: the notifier answered %r", answer)
 
     async def pump_replies(self) -> None:
-        decoder, batches, released = Decoder(Replies), Decoder(EventBatch), ReleasedBatches()
+        decoder, batches = Decoder(Replies), Decoder(EventBatch)
+        released = self.released
         sync = self._sync(self.replies)
         while True:
             # await one message, then drain the rest without awaiting (docs/architecture.md, ZeroMQ);
@@ -200,7 +205,13 @@ class Gateway:
             for parts in [first, *sockets.drain(sync)]:
                 try:
                     if parts[0] == RELEASED:  # from the journal writer
-                        replies = released.replies(batches.decode(parts[-1]))
+                        batch = batches.decode(parts[-1])
+                        missing = released.missing(batch)
+                        if missing is not None:  # lost on the way: from the journal first, in order
+                            for body in await self.fetch_missed(batch.engine, *missing):
+                                for reply in released.replies(batches.decode(body), fetched=True):
+                                    self.entry.on_reply(reply)
+                        replies = released.replies(batch)
                     else:  # from a ledger shard
                         replies = decoder.decode(parts[-1]).replies
                 except WireError as e:
@@ -208,6 +219,22 @@ class Gateway:
                     continue
                 for reply in replies:
                     self.entry.on_reply(reply)
+
+    async def fetch_missed(self, engine: str, after_batch: int, before_batch: int) -> list[bytes]:
+        """``engine``'s batches after ``after_batch`` and before ``before_batch`` (passed on to this gateway,
+        never arrived), from the journal writer's history service; none if it cannot give them in
+        FETCH_TRIES tries (they are then skipped: see exchange.gateway.released). Answers wait meanwhile."""
+        log.warning("engine %s: batches %d..%d never reached this gateway; taking them from the journal",
+                    engine, after_batch + 1, before_batch - 1)
+        loop = asyncio.get_running_loop()
+        for _ in range(FETCH_TRIES):
+            try:
+                return await loop.run_in_executor(self.executor, self.journal.logged_batches, engine, after_batch,
+                                                  before_batch)
+            except JournalError as e:
+                log.warning("engine %s: the journal did not give batches %d..%d: %s", engine, after_batch + 1,
+                            before_batch - 1, e)
+        return []
 
     async def expire_requests(self) -> None:
         while True:

@@ -7,8 +7,9 @@ the journal's host). An engine or a ledger shard that starts asks here for its h
 checkpoint, part by part, then the events after it, a chunk at a time; a ledger shard later asks
 for the engine batches that did not reach it to settle; a notifier, at its start, for each
 instrument's recent trades. A gateway that starts asks for the order events of the orders it must
-know (open ones, and recent ones whose client order ids still count), and later for the history of
-one order (a resend it never saw answered). Each answer is one message of at most ``MAX_EVENTS`` events or one
+know (open ones, and recent ones whose client order ids still count), later for the history of
+one order (a resend it never saw answered), and for the engine batches passed on to it that never
+arrived (``LoggedBatchesRequest``: the batches as logged, to take as if they had come). Each answer is one message of at most ``MAX_EVENTS`` events or one
 checkpoint part (which the engine made at most ``checkpoint_part_size``), and a reader asks for the
 next only once it has the last, so neither side ever holds more than a chunk.
 
@@ -38,14 +39,14 @@ from exchange.wire import sockets
 from exchange.errors import WireError
 from exchange.journal.readers import (
     EnginePosition, checkpoint_parts, engine_symbols, last_trades, latest_checkpoint_seq, log_events,
-    open_and_recent_order_events, order_history, positions, recent_trades,
+    logged_batch_bodies, open_and_recent_order_events, order_history, positions, recent_trades,
 )
 from exchange.journal.ledger_readers import released_batches
 from exchange.journal.schema import open_readonly
 from exchange.wire.messages import (
     CheckpointPart, CheckpointPartRequest, Decoder, EngineHistory, EngineHistoryRequest, Events, EventsRequest,
-    HistoryRequest, JournalRefused, OrderEventsRequest, OrderHistoryRequest, RecentTrades, RecentTradesRequest,
-    ReleasedBatches, ReleasedBatchesRequest, encode,
+    HistoryRequest, JournalRefused, LoggedBatches, LoggedBatchesRequest, OrderEventsRequest, OrderHistoryRequest,
+    RecentTrades, RecentTradesRequest, ReleasedBatches, ReleasedBatchesRequest, encode,
 )
 from exchange.wire.security.mesh_keys import MeshSecurity
 
@@ -84,6 +85,8 @@ def answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
             return RecentTrades(nonce, recent_trades(conn, engine, symbol, since, min(limit, MAX_EVENTS)))
         case ReleasedBatchesRequest(nonce=nonce, engine=engine, after_seq=after, max_events=most):
             return ReleasedBatches(nonce, released_batches(path, engine, after, min(most, MAX_EVENTS)))
+        case LoggedBatchesRequest(nonce=nonce, engine=engine, after_batch=after, before_batch=before, max_events=most):
+            return LoggedBatches(nonce, logged_batch_bodies(conn, engine, after, before, min(most, MAX_EVENTS)))
 
 
 class Cursors:

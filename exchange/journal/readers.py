@@ -86,6 +86,22 @@ def log_batches(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> It
         yield decode(body)
 
 
+def logged_batch_bodies(conn: sqlite3.Connection, stream: str, after_batch: int, before_batch: int,
+                        max_events: int) -> list[bytes]:
+    """The bodies of ``stream``'s logged batches numbered after ``after_batch`` and before
+    ``before_batch``, in order, until they hold ``max_events`` events or more (at least one batch)."""
+    if not has_table(conn, "batches"):
+        return []
+    bodies, count = [], 0
+    for body, events in conn.execute("SELECT body, last_seq - first_seq + 1 FROM batches WHERE engine=? AND batch>?"
+                                     " AND batch<? ORDER BY batch", (stream, after_batch, before_batch)):
+        if bodies and count >= max_events:
+            break
+        bodies.append(body)
+        count += max(events, 0)
+    return bodies
+
+
 def recent_batch_bodies(conn: sqlite3.Connection, stream: str, since_ns: int, limit: int) -> list[bytes]:
     """The bodies of ``stream``'s last logged batches (at most ``limit``) written at or after
     ``since_ns``, oldest first."""

@@ -317,6 +317,23 @@ class ReleasedBatches(_Wire, tag=True):
     batches: list[tuple[int, int, int, list[AnyEvent]]]  # (epoch, first_seq, last_seq, events)
 
 
+class LoggedBatchesRequest(_Wire, tag=True):
+    """A gateway asks for an engine's written batches numbered after ``after_batch`` and before
+    ``before_batch`` (ones passed on to it that never arrived), as the journal logged them, whole,
+    in order, up to about ``max_events`` events (at least one batch)."""
+
+    nonce: int
+    engine: str
+    after_batch: int
+    before_batch: int
+    max_events: int
+
+
+class LoggedBatches(_Wire, tag=True):
+    nonce: int
+    bodies: list[bytes]  # each an EventBatch, byte for byte as the engine sent it and the journal logged it
+
+
 class RecentTradesRequest(_Wire, tag=True):
     """A notifier that starts asks for the last trades of an instrument (of ``engine``) since ``since_ns``."""
 
@@ -333,8 +350,9 @@ class RecentTrades(_Wire, tag=True):
 
 
 HistoryRequest = (EngineHistoryRequest | CheckpointPartRequest | EventsRequest | OrderEventsRequest | OrderHistoryRequest
-                  | ReleasedBatchesRequest | RecentTradesRequest)
-HistoryReply = EngineHistory | CheckpointPart | Events | ReleasedBatches | RecentTrades | JournalRefused
+                  | ReleasedBatchesRequest | LoggedBatchesRequest | RecentTradesRequest)
+HistoryReply = (EngineHistory | CheckpointPart | Events | ReleasedBatches | LoggedBatches | RecentTrades
+                | JournalRefused)
 
 
 class Reply(_Wire):

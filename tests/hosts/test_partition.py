@@ -67,11 +67,8 @@ def test_a_partition_of_the_engines_from_the_journal_loses_nothing(tmp_path, fau
         assert report.accepted["engine-journal"] >= 2, "the engines reconnected through the proxy"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "defect: a gateway whose link from the journal writer drops while released batches are on the wire"
-    " logs 'batches N..M never reached this gateway' and never fetches them: its order views stay without"
-    " the other gateway's orders placed meanwhile (STATUS through it: NOT_YOUR_ORDER) and with stale states"
-    " of its own orders (NEW where they filled), and its sessions are never pushed those FILLs"))
 def test_a_gateway_whose_released_batches_were_lost_on_the_wire_still_knows_every_order(tmp_path):
+    """Batches the journal writer passed on that a dropped link lost: the gateway takes them from the
+    journal writer's history service, so its order views, STATUS and the FILLs it pushes miss nothing."""
     report = run(tmp_path, [("journal-gateway", "delay-drop", PARTITION_S)])
     assert report.faults == [], "\n".join(report.faults)
