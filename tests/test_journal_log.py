@@ -16,7 +16,6 @@ from exchange.journal.readers import (
 )
 from exchange.journal.schema import open_db, open_readonly
 from exchange.journal.role import IndexPacing
-from exchange.journal.spare_cpu import SAMPLE_S, SpareCpu
 from exchange.journal.verify_log import verify_log
 from exchange.journal.writer import Writer
 from exchange.wire.messages import BatchHeader, Decoder, EventBatch
@@ -171,49 +170,3 @@ def test_the_writer_indexes_when_idle_now_and_then_when_busy_every_turn_when_far
     assert pacing.due(IndexPacing.EAGER, idle=False, now=10.06)  # far enough behind: every turn
     assert pacing.poll_ms(IndexPacing.EAGER) == 0
     assert pacing.reads_batches(IndexPacing.MAX_LAG) and not pacing.reads_batches(IndexPacing.MAX_LAG + 1)
-
-
-def test_an_idle_writer_leaves_the_tables_for_later_when_the_other_processes_want_the_cpu():
-    pacing = IndexPacing()
-    assert pacing.due(3, idle=False, now=10.0)  # the first slice
-    assert not pacing.due(3, idle=True, now=10.01, spare=False)  # idle, but the machine is busy
-    assert pacing.poll_ms(3) == IndexPacing.IDLE_MS  # so it waits for batches, not slice after slice
-    assert pacing.due(3, idle=True, now=10.0 + IndexPacing.EVERY_S, spare=False)  # the tables still move
-    assert pacing.due(IndexPacing.EAGER, idle=True, now=10.06, spare=False)  # far behind: every turn
-    assert pacing.due(3, idle=True, now=10.07, spare=True)  # the machine has room again: now
-    assert pacing.poll_ms(3) == 0
-
-
-def test_spare_cpu_is_what_the_other_processes_leave_idle():
-    samples = iter([
-        # (machine busy ticks, all ticks, cpus), own ticks — 2 CPUs, 100 ticks each per sample
-        ((1000, 4000, 2), 100),
-        ((1000 + 160, 4200, 2), 100 + 10),  # others used 150 of 200: 1.5 cores, 0.5 left
-        ((1160 + 190, 4400, 2), 110 + 60),  # others 130: 1.3 cores, 0.7 left (ours does not count)
-        ((1350 + 180, 4600, 2), 170),  # others 180: 1.8 cores, 0.2 left
-    ])
-
-    def machine():
-        nonlocal current
-        current = next(samples)
-        return current[0]
-
-    current = None
-    cpu = SpareCpu(machine, lambda: current[1])
-    assert cpu.spare(0.0)  # one sample: nothing known yet
-    assert cpu.spare(0.1)  # between samples: as before
-    assert cpu.spare(SAMPLE_S) and abs(cpu.others_cores - 1.5) < 1e-9
-    assert cpu.spare(2 * SAMPLE_S) and abs(cpu.others_cores - 1.3) < 1e-9
-    assert not cpu.spare(3 * SAMPLE_S) and abs(cpu.others_cores - 1.8) < 1e-9
-
-
-def test_spare_cpu_reads_this_machine_or_always_has_some():
-    cpu = SpareCpu()
-    cpu.spare(0.0)
-    busy = sum(range(3_000_000))  # use some CPU between the samples
-    assert busy and isinstance(cpu.spare(SAMPLE_S), bool) and cpu.others_cores >= 0
-
-    def unreadable():
-        raise OSError("no /proc here")
-
-    assert SpareCpu(unreadable, unreadable).spare(0.0) and SpareCpu(unreadable, unreadable).spare(5.0)

@@ -44,7 +44,6 @@ from exchange.journal.readers import EnginePosition, positions
 from exchange.journal.history import HistoryService
 from exchange.journal.release import NOTIFIER_HWM, Release
 from exchange.journal.schema import open_db
-from exchange.journal.spare_cpu import SpareCpu
 from exchange.journal.writer import Writer
 from exchange.wire.security.zap import start_authenticator
 
@@ -71,10 +70,9 @@ class IndexPacing:
     """When the journal writer builds its tables from its log, between commits (docs/journal.md).
 
     Writing the log comes first: under load the tables get a slice every EVERY_S, and all the time
-    the writer has nothing else to do while the rest of the machine leaves CPU to spare (``spare``,
-    exchange.journal.spare_cpu); so a burst is written at full speed and indexed after it. Once
-    EAGER batches behind they get a slice on every turn (a long flood pays as it goes), and past
-    MAX_LAG no more batches are read until they have caught up."""
+    the writer has nothing else to do; so a burst is written at full speed and indexed after it.
+    Once EAGER batches behind they get a slice on every turn (a long flood pays as it goes), and
+    past MAX_LAG no more batches are read until they have caught up."""
 
     EVERY_S = 0.05  # a slice at least this often
     IDLE_MS = 5  # nothing arrived for this long: the writer is idle, and indexes
@@ -94,10 +92,9 @@ class IndexPacing:
             return 100
         return 0 if lag >= self.EAGER or self.idle else self.IDLE_MS  # idle: slice after slice
 
-    def due(self, lag: int, idle: bool, now: float, spare: bool = True) -> bool:
-        """Whether to index a slice now (and, if so, noted as done at ``now``); ``idle``: nothing
-        arrived this turn; ``spare``: the other processes leave CPU to spare."""
-        idle = self.idle = idle and spare
+    def due(self, lag: int, idle: bool, now: float) -> bool:
+        """Whether to index a slice now (and, if so, noted as done at ``now``)."""
+        self.idle = idle
         if lag and (idle or lag >= self.EAGER or now - self.last >= self.EVERY_S):
             self.last = now
             return True
@@ -188,7 +185,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
         poller.register(sock, zmq.POLLIN)
     last_announce = last_replay = 0.0
     written = 0
-    pacing, lag, cpu = IndexPacing(), writer.unindexed(), SpareCpu()
+    pacing, lag = IndexPacing(), writer.unindexed()
     try:
         while not stopper.requested:
             poller.modify(events, zmq.POLLIN if pacing.reads_batches(lag) else 0)
@@ -236,7 +233,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                         changed.add(reply.engine)
             now = time.monotonic()
             lag = writer.unindexed()
-            if pacing.due(lag, not ready, now, cpu.spare(now) if not ready and lag else True):
+            if pacing.due(lag, not ready, now):
                 index_for(writer, INDEX_SLICE_S)  # the tables follow the log, between commits
                 lag = writer.unindexed()
             if now - last_announce > ANNOUNCE_S:
