@@ -54,17 +54,13 @@ class JournalReads:
         return self._client().ask(OrderHistoryRequest(time.time_ns(), order_id), LOOKUP_WAIT_S).events
 
     def logged_batches(self, engine: str, after_batch: int, before_batch: int) -> list[bytes]:
-        """``engine``'s batches numbered after ``after_batch`` and before ``before_batch``, as the journal
-        logged them, in order: all of them, a chunk at a time. JournalError if the journal writer does
-        not answer in time, or does not hold one of them."""
-        client, bodies = self._client(), []
-        while after_batch + len(bodies) + 1 < before_batch:
-            chunk = client.ask(LoggedBatchesRequest(time.time_ns(), engine, after_batch + len(bodies), before_batch,
-                                                    MISSED_EVENTS), LOOKUP_WAIT_S).bodies
-            if not chunk:
-                raise JournalError(f"the journal holds no batch of {engine} after {after_batch + len(bodies)}"
-                                   f" and before {before_batch}")
-            bodies += chunk
+        """The next of ``engine``'s batches numbered after ``after_batch`` and before ``before_batch``,
+        as the journal logged them, in order: a chunk of about MISSED_EVENTS events (at least one
+        batch). JournalError if the journal writer does not answer in time or holds none of them."""
+        bodies = self._client().ask(LoggedBatchesRequest(time.time_ns(), engine, after_batch, before_batch,
+                                                         MISSED_EVENTS), LOOKUP_WAIT_S).bodies
+        if not bodies:
+            raise JournalError(f"the journal holds no batch of {engine} after {after_batch} and before {before_batch}")
         return bodies
 
     def _client(self) -> JournalClient:

@@ -108,6 +108,7 @@ class Gateway:
             self.servers.append(ZmqServer(self.ctx, config, self.entry, front_end=True, security=security))
         self.journal = JournalReads(config.journal.history, security)  # → the journal writer's history
         self.released = ReleasedBatches()  # the engine batches taken, each once
+        self.batch_decoder = Decoder(EventBatch)
         known = self.entry.load(self.journal.known_orders(time.time_ns() - self.entry.window_ns))
         log.info("%d orders known from the journal", known)
 
@@ -195,8 +196,7 @@ class Gateway:
                     log.warning("books: the notifier answered %r", answer)
 
     async def pump_replies(self) -> None:
-        decoder, batches = Decoder(Replies), Decoder(EventBatch)
-        released = self.released
+        decoder, batches, released = Decoder(Replies), self.batch_decoder, self.released
         sync = self._sync(self.replies)
         while True:
             # await one message, then drain the rest without awaiting (docs/architecture.md, ZeroMQ);
@@ -206,11 +206,8 @@ class Gateway:
                 try:
                     if parts[0] == RELEASED:  # from the journal writer
                         batch = batches.decode(parts[-1])
-                        missing = released.missing(batch)
-                        if missing is not None:  # lost on the way: from the journal first, in order
-                            for body in await self.fetch_missed(batch.engine, *missing):
-                                for reply in released.replies(batches.decode(body), fetched=True):
-                                    self.entry.on_reply(reply)
+                        if released.missing(batch) is not None:  # lost on the way: from the journal first
+                            await self.take_missed(batch)
                         replies = released.replies(batch)
                     else:  # from a ledger shard
                         replies = decoder.decode(parts[-1]).replies
@@ -220,21 +217,26 @@ class Gateway:
                 for reply in replies:
                     self.entry.on_reply(reply)
 
-    async def fetch_missed(self, engine: str, after_batch: int, before_batch: int) -> list[bytes]:
-        """``engine``'s batches after ``after_batch`` and before ``before_batch`` (passed on to this gateway,
-        never arrived), from the journal writer's history service; none if it cannot give them in
-        FETCH_TRIES tries (they are then skipped: see exchange.gateway.released). Answers wait meanwhile."""
-        log.warning("engine %s: batches %d..%d never reached this gateway; taking them from the journal",
-                    engine, after_batch + 1, before_batch - 1)
+    async def take_missed(self, batch: EventBatch) -> None:
+        """Take the batches of ``batch``'s engine that came before it but never here (lost on the way), in
+        order, a chunk at a time, from the journal writer's history service; what it cannot give in
+        FETCH_TRIES tries is skipped (see exchange.gateway.released). Answers wait meanwhile."""
+        released, decode, engine = self.released, self.batch_decoder.decode, batch.engine
         loop = asyncio.get_running_loop()
-        for _ in range(FETCH_TRIES):
+        log.warning("engine %s: batches %d..%d never reached this gateway; taking them from the journal",
+                    engine, released.last[engine] + 1, batch.batch - 1)
+        tries = 0
+        while (missing := released.missing(batch)) is not None and tries < FETCH_TRIES:
             try:
-                return await loop.run_in_executor(self.executor, self.journal.logged_batches, engine, after_batch,
-                                                  before_batch)
-            except JournalError as e:
-                log.warning("engine %s: the journal did not give batches %d..%d: %s", engine, after_batch + 1,
-                            before_batch - 1, e)
-        return []
+                bodies = await loop.run_in_executor(self.executor, self.journal.logged_batches, engine, *missing)
+                for body in bodies:
+                    for reply in released.replies(decode(body), fetched=True):
+                        self.entry.on_reply(reply)
+            except (JournalError, WireError) as e:
+                log.warning("engine %s: the journal did not give batches %d..%d: %s", engine, missing[0] + 1,
+                            missing[1] - 1, e)
+            if released.missing(batch) == missing:  # nothing taken this time
+                tries += 1
 
     async def expire_requests(self) -> None:
         while True:
