@@ -7,7 +7,9 @@ from __future__ import annotations
 from exchange.core.messages import CancelAll
 from exchange.core.orders import CancelReason
 from exchange.gateway.protocol.grammar import decode_request
-from exchange.gateway.protocol.messages import ClientRequest, LoginRequest, LogoutRequest, Rej
+from exchange.gateway.protocol.messages import ClientRequest, LoginRequest, LogoutRequest, PingRequest, Rej
+from exchange.gateway.session_table import FRONT_END_IDLE_S
+from exchange.web.sessions import PING_EVERY_S
 from exchange.wire.messages import encode
 from test_sessions import CONFIG, Client, Exchange, configured
 
@@ -112,3 +114,23 @@ def test_logout_before_any_login_ends_the_session_too():
     assert nobody.say("LOGOUT") == ["OK LOGOUT"]
     assert nobody.disconnected and nobody.session.closed
     assert Client(exchange).say("LOGOUT now") == ["REJ MALFORMED usage: LOGOUT"]
+
+
+def test_a_front_ends_session_that_sends_nothing_ends_sooner_than_others_and_the_web_role_pings_in_time():
+    """The gateway cannot see a front end's DEALER go: a front end that died leaves its browsers' sessions
+    open until they idle out, which for a front end's sessions is FRONT_END_IDLE_S, whatever
+    ``gateway.idle_timeout`` says; the web role pings each session well within it."""
+    for idle_timeout in (300.0, 0.0):  # the default, and "never"
+        exchange = Exchange(config=configured(gateway={"idle_timeout": idle_timeout}))
+        browser, pinged, client = FrontEnd(exchange), FrontEnd(exchange), exchange.session("carol")
+        assert send(browser, LoginRequest("alice", "alice-key")) == ["OK LOGIN alice"]
+        assert send(pinged, LoginRequest("bob", "bob-key")) == ["OK LOGIN bob"]
+        exchange.now = FRONT_END_IDLE_S - 1
+        send(pinged, PingRequest())
+        assert exchange.entry.expire_idle() == 0
+        exchange.now = FRONT_END_IDLE_S + 1
+        assert exchange.entry.expire_idle() == 1  # the browser's session whose front end went quiet
+        assert browser.take() == [f"BYE IDLE_TIMEOUT no request in {FRONT_END_IDLE_S:g} s; send PING to stay"
+                                  " connected"] and browser.disconnected
+        assert not pinged.disconnected and not client.disconnected  # others keep the gateway's idle timeout
+    assert PING_EVERY_S * 3 <= FRONT_END_IDLE_S

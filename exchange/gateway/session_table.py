@@ -21,6 +21,12 @@ from exchange.gateway.sessions import Session
 
 log = logging.getLogger(__name__)
 
+# A front end's session (one signed-in browser's, on the web role) without a request for this long is
+# closed, whatever ``gateway.idle_timeout`` says: the web role pings each of its sessions three times as
+# often (exchange.web.sessions.PING_EVERY_S), so only the sessions of a front end that died (the
+# gateway cannot see a DEALER go) end this way, and they do within this time.
+FRONT_END_IDLE_S = 30.0
+
 
 class SessionTable:
     """Every open session, by id and by user; ``ended(session)`` is called when one closes."""
@@ -88,6 +94,8 @@ class SessionTable:
 
     def _idle_timeout(self, session: Session) -> float:
         timeout = self.config.gateway.idle_timeout
+        if session.front_end and session.user is not None:  # the front end pings: only one that died stops
+            return min(timeout, FRONT_END_IDLE_S) if timeout else FRONT_END_IDLE_S
         if session.login_timeout and session.user is None and session.waiting is None:  # no LOGIN being checked
             return min(timeout, session.login_timeout) if timeout else session.login_timeout
         return timeout

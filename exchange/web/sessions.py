@@ -22,7 +22,9 @@ from exchange.web.gateway_session import GatewayBusy, GatewaySession
 log = logging.getLogger(__name__)
 
 FILLS_KEPT = 200
-PING_EVERY_S = 60.0  # well inside the gateway's idle timeout (300 s by default)
+# a third of the gateway's idle time for a front end's sessions (30 s, exchange.gateway.session_table): a
+# session this role keeps never idles out there, and one it can no longer ping (it died) ends there in 30 s
+PING_EVERY_S = 10.0
 
 
 class TokenBucket:
