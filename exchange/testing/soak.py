@@ -308,6 +308,13 @@ def soak(config_path: Path, kill: str | None, duration: float, seed: int = 1, se
     return observed, errors + check(config, observed, log_text), log_text
 
 
+def soak_config(directory: Path, role: str, accounts: bool = False) -> Path:
+    """The loopback mesh a soak of ``role`` runs, in ``directory``: with accounts (two ledger shards) if
+    asked, and always to kill a ledger shard."""
+    return loopback_config(directory, request_timeout=2.0, checkpoint_every=5000,
+                           accounts=accounts or role == "ledger")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`scripts/soak`: repeat soaks and print one line per run; exit 1 if any run found a fault."""
     import argparse
@@ -321,13 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second per session")
     parser.add_argument("--count", type=int, default=1, help="runs per role")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--accounts", action="store_true",
+                        help="run every role's soak with accounts on (the ledger's always is: it needs them)")
     args = parser.parse_args(argv)
     failed = 0
     for run in range(args.count):
         for role in ROLES if args.role == "all" else [args.role]:
             with tempfile.TemporaryDirectory(prefix="exchange-soak-") as tmp:
                 seed = args.seed + run
-                config = loopback_config(Path(tmp), request_timeout=2.0, checkpoint_every=5000)
+                config = soak_config(Path(tmp), role, args.accounts)
                 observed, faults, _ = soak(config, role, args.duration,
                                            seed, args.sessions, args.rate, args.kills)
                 print(f"run {run + 1} kill {role} x{args.kills} seed {seed}: {len(observed.acks)} acks,"

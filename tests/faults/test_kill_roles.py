@@ -11,8 +11,9 @@ import zlib
 
 import pytest
 
+from exchange.config import load_config
 from exchange.testing.mesh import loopback_config
-from exchange.testing.soak import soak
+from exchange.testing.soak import soak, soak_config
 
 DURATION_S = 5.0
 
@@ -44,3 +45,10 @@ def test_with_accounts_killing_a_ledger_shard_or_an_engine_loses_no_hold_and_set
                           + "\n--- mesh log tail ---\n" + log[-4000:])
     assert "exited with -9; restarting" in log
     assert len(observed.acks) > 20 and observed.fills, observed
+
+
+@pytest.mark.parametrize("role, accounts, shards", [("ledger", False, 2), ("engine", False, 0), ("engine", True, 2)])
+def test_scripts_soak_runs_each_role_on_a_mesh_that_has_it(tmp_path, role, accounts, shards):
+    """`scripts/soak --role all` reaches the ledger too: its mesh has ledger shards to kill."""
+    config = load_config(soak_config(tmp_path, role, accounts))
+    assert len(config.ledgers) == shards
