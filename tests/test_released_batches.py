@@ -44,12 +44,16 @@ def test_a_batch_answers_each_request_with_its_order_events_and_a_late_order_not
     assert replies[2].events == []  # a CancelAll that found nothing is still answered
 
 
-def test_the_gateway_takes_each_batch_once_and_counts_the_ones_it_never_got():
+def four_batches() -> list[EventBatch]:
+    """Engine e1's batches 1..4, one resting order each, as a gateway decodes them."""
     engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
     decode = Decoder(EventBatch).decode
-    batches = [decode(batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)))
-               for i in range(4)]
-    released = ReleasedBatches()
+    return [decode(batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)))
+            for i in range(4)]
+
+
+def test_the_gateway_takes_each_batch_once_and_counts_the_ones_it_never_got():
+    batches, released = four_batches(), ReleasedBatches()
     assert released.missing(batches[0]) is None  # the first batch this gateway sees
     assert len(released.replies(batches[0])) == 1
     assert released.replies(batches[0]) == []  # passed on again: answered once only
@@ -62,11 +66,7 @@ def test_the_gateway_takes_each_batch_once_and_counts_the_ones_it_never_got():
 
 
 def test_batches_taken_from_the_journal_fill_the_gap_in_order_and_count_as_fetched():
-    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
-    decode = Decoder(EventBatch).decode
-    batches = [decode(batch_of(engine, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000 + i, ts_received=1)))
-               for i in range(4)]
-    released = ReleasedBatches()
+    batches, released = four_batches(), ReleasedBatches()
     released.replies(batches[0])
     after, before = released.missing(batches[3])
     for batch in batches[1:3]:  # what the gateway reads from the journal: after < batch < before
