@@ -28,6 +28,9 @@ objects and back as ids (``Order``'s docstring says why), so the book holds no r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
+
 from sortedcontainers import SortedList
 
 from exchange.core.instruments import Instrument
@@ -175,23 +178,21 @@ class OrderBook:
 
     def orders_of(self, user: str) -> list[Order]:
         """``user``'s orders on this book, oldest first."""
-        orders = []
-        order = self.user_last.get(user)
-        while order is not None:
-            orders.append(order)
-            order = self.orders[order.user_prev] if order.user_prev is not None else None
+        orders = list(self._newest_first(user))
         orders.reverse()
         return orders
 
     def open_orders_of(self, user: str, up_to: int | None = None) -> int:
         """How many orders ``user`` has on this book; with ``up_to``, counted up to that many at most
         (a walk of the user's queue: a limit's check costs the limit, not the user's whole book)."""
-        count = 0
+        return sum(1 for _ in islice(self._newest_first(user), up_to))
+
+    def _newest_first(self, user: str) -> Iterator[Order]:
+        """``user``'s orders on this book, from their newest back (each ``user_prev`` looked up)."""
         order = self.user_last.get(user)
-        while order is not None and count != up_to:
-            count += 1
+        while order is not None:
+            yield order
             order = self.orders[order.user_prev] if order.user_prev is not None else None
-        return count
 
     def drop_level(self, side: Side, price: int) -> None:
         """Forget the level at ``price``, whose last live order just left; the best may move."""
