@@ -24,7 +24,6 @@ class ReleasedBatches:
     def __init__(self) -> None:
         self.last: dict[str, int] = {}  # engine → the last batch taken
         self.missed = 0  # batches skipped: never taken, neither as passed on nor from the journal
-        self.fetched = 0  # batches taken from the journal after they were lost on the way
 
     def missing(self, batch: EventBatch) -> tuple[int, int] | None:
         """(the last batch taken, ``batch``'s number) if batches between them were never taken."""
@@ -33,8 +32,8 @@ class ReleasedBatches:
             return last, batch.batch
         return None
 
-    def replies(self, batch: EventBatch, fetched: bool = False) -> list[Reply]:
-        """The answers in ``batch`` (``fetched``: from the journal), or none if it was taken before."""
+    def replies(self, batch: EventBatch) -> list[Reply]:
+        """The answers in ``batch`` (passed on, or read from the journal), or none if it was taken before."""
         last = self.last.get(batch.engine)
         if last is not None:
             if batch.batch <= last:
@@ -44,5 +43,4 @@ class ReleasedBatches:
                 log.warning("engine %s: batches %d..%d never reached this gateway; their requests time out"
                             " (UNAVAILABLE)", batch.engine, last + 1, batch.batch - 1)
         self.last[batch.engine] = batch.batch
-        self.fetched += fetched
         return batch.replies()

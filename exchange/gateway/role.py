@@ -225,18 +225,19 @@ class Gateway:
         loop = asyncio.get_running_loop()
         log.warning("engine %s: batches %d..%d never reached this gateway; taking them from the journal",
                     engine, released.last[engine] + 1, batch.batch - 1)
-        tries = 0
+        first, tries = released.last[engine], 0
         while (missing := released.missing(batch)) is not None and tries < FETCH_TRIES:
             try:
                 bodies = await loop.run_in_executor(self.executor, self.journal.logged_batches, engine, *missing)
                 for body in bodies:
-                    for reply in released.replies(decode(body), fetched=True):
+                    for reply in released.replies(decode(body)):
                         self.entry.on_reply(reply)
             except (JournalError, WireError) as e:
                 log.warning("engine %s: the journal did not give batches %d..%d: %s", engine, missing[0] + 1,
                             missing[1] - 1, e)
             if released.missing(batch) == missing:  # nothing taken this time
                 tries += 1
+        log.info("engine %s: took %d batches from the journal", engine, released.last[engine] - first)
 
     async def expire_requests(self) -> None:
         while True:

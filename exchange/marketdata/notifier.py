@@ -223,7 +223,8 @@ class Notifier:
         self.take(follower, step, now)
 
     def on_start(self, body: bytes, decoder: Decoder, now: float) -> None:
-        """Another notifier's book (BookSnapshot) or an engine's (EngineBook), to start an instrument from."""
+        """Another notifier's book (BookSnapshot) or an engine's (EngineBook), to start an instrument from;
+        or another notifier's ``Trades`` for no trades, saying which numbering it publishes the instrument in."""
         try:
             reply = decoder.decode(body)
         except WireError as e:
