@@ -63,10 +63,10 @@ from exchange.errors import JournalError, WireError
 from exchange.journal.handshake import JournalClient
 from exchange.marketdata.following import EngineFollower, Start, Step
 from exchange.marketdata.levels import LevelBook
-from exchange.marketdata.publisher import DAY_NS, MAX_RECENT_TRADES, Publisher, ReleasedBook
+from exchange.marketdata.publisher import MAX_RECENT_TRADES, Publisher, ReleasedBook
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
-    NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch,
+    DAY_NS, NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch,
     HistoryReply, Instruments, InstrumentSpec, InstrumentsRequest, RecentTradesRequest, RequestRefused, SnapshotReply,
     SnapshotRequest, Trades, TradesRequest, decode_notifier_request,
     durable_prefix, encode, private_topic,

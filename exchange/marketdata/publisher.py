@@ -26,12 +26,11 @@ from exchange.core.messages import ORDER_EVENTS, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.marketdata.levels import LevelBook, level_changes
 from exchange.wire.messages import (
-    CHANNELS, BookSnapshot, MarketData, PrivateData, SnapshotRefused, Trades, encode, private_topic, topic,
+    CHANNELS, DAY_NS, BookSnapshot, MarketData, PrivateData, SnapshotRefused, Trades, encode, private_topic, topic,
 )
 
 CHANNEL_NAMES = ("trade", "bbo", "l2", "l3")
 MAX_RECENT_TRADES = 5_000  # per instrument, for TradesRequest
-DAY_NS = 86_400 * 1_000_000_000
 NOT_READY = "this notifier is catching up with the journal; try again in a moment"
 
 

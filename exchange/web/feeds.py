@@ -24,14 +24,13 @@ from exchange.core.orders import Side
 from exchange.marketdata.feed import BookFeed
 from exchange.wire.sockets import Stopper
 from exchange.wire.messages import (
-    Decoder, Instruments, InstrumentsRequest, NotifierReply, Trades, TradesRequest, encode,
+    DAY_NS, Decoder, Instruments, InstrumentsRequest, NotifierReply, Trades, TradesRequest, encode,
 )
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # a feed thread hands the loop what it applied at most this often
 RECENT_TRADES_WAIT_S = 2.0
-DAY_NS = 86_400 * 1_000_000_000
 
 
 async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: Stopper,

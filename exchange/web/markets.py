@@ -16,9 +16,8 @@ from exchange.core.instruments import Instrument
 from exchange.core.messages import DepthUpdate, Trade
 from exchange.core.orders import Side
 from exchange.marketdata.depth import Depth
-from exchange.web.candles import INTERVALS, NS, Candles
-
-DAY_NS = 86_400 * NS
+from exchange.web.candles import INTERVALS, Candles
+from exchange.wire.messages import DAY_NS
 
 
 class MarketView:

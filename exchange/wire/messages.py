@@ -478,6 +478,9 @@ class TradesRequest(_Wire, tag=True):
     since_ns: int = 0
 
 
+DAY_NS = 86_400 * 1_000_000_000  # a notifier keeps (and answers TradesRequest with) at most a day's trades
+
+
 class Trades(_Wire, tag=True):
     """The answer to TradesRequest: the trades, oldest first (a notifier keeps the last
     ``MAX_RECENT_TRADES`` of each instrument, at most a day's), and the ``chan_seq`` of the "trade"
