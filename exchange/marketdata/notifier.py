@@ -287,12 +287,7 @@ class Notifier:
             if now - self.following_since[name] >= self.engine_after or not targets:
                 targets.append(self.engines[name])
             for symbol in missing:
-                request = encode(SnapshotRequest(symbol))
-                for sock in targets:
-                    try:
-                        sock.send(request, zmq.NOBLOCK)
-                    except zmq.Again:
-                        pass  # not connected, or its queue is full: the next round asks again
+                ask(targets, SnapshotRequest(symbol))
 
     def check_numberings(self, now: float) -> None:
         """Every NUMBERING_CHECK_S, ask each sibling which numbering it publishes each live instrument in."""
@@ -300,12 +295,7 @@ class Notifier:
             return
         self.numbering_checked = now
         for symbol in self.publisher.books:
-            request = encode(TradesRequest(symbol, NO_TRADES))
-            for sock in self.siblings:
-                try:
-                    sock.send(request, zmq.NOBLOCK)
-                except zmq.Again:
-                    pass  # not connected, or its queue is full: the next check asks again
+            ask(self.siblings, TradesRequest(symbol, NO_TRADES))
 
     def on_sibling_numbering(self, engine: str, trades: Trades, now: float) -> None:
         """A sibling numbers ``trades.symbol`` in ``trades.epoch``: if that is older than this notifier's
@@ -385,6 +375,17 @@ class Notifier:
             sock.close()
         self.auth.stop()
         self.ctx.term()
+
+
+def ask(socks: list[zmq.Socket], request) -> None:
+    """Send ``request`` to each of ``socks`` that can take it now (one not connected, or whose queue is
+    full, is skipped: whoever asks, asks again later)."""
+    frame = encode(request)
+    for sock in socks:
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
 
 def sibling_snapshots(config: Config, replica: str | None) -> list[str]:
