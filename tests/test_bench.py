@@ -21,6 +21,8 @@ from click.testing import CliRunner
 
 from exchange.bench import BenchOptions, run, summary
 from exchange.bench.load import MAX_SELECT_SESSIONS, event_loop_for
+from exchange.bench.report import accounts_cost
+from exchange.bench.results import BenchResult
 from exchange.bench.stages import STAGES, ack_stages
 from exchange.core.messages import PlaceOrder
 from exchange.core.orders import Side
@@ -171,6 +173,26 @@ def test_with_accounts_the_command_runs_without_and_with_them_and_reports_the_co
     assert off["counts"]["unanswered"] == on["counts"]["unanswered"] == 0
     assert on["counts"]["answers"]["accepted"] > 0 and "INSUFFICIENT_FUNDS" not in on["counts"]["rejects"]
     assert any(label.startswith("ledger") for label in on["cpu"]), on["cpu"]
+
+
+def test_the_accounts_table_counts_the_roles_cpu_only():
+    # ``cpu`` also holds the load generators (each and their total), the subscribers, the bench
+    # itself and the machine-wide figures: summing all of it once printed 3.4 cores on a 2-core machine
+    def result(acked: float, **roles: float) -> BenchResult:
+        latency = {kind: {"p50": 1000, "p99": 2000} for kind in ("ack", "fill", "cancel")}
+        cpu = {"load generator 0": 0.1, "load generators, total": 0.1, "subscriber 0": 0.05,
+               "bench (this process)": 0.01, "machine, all processes": 1.7, "not ours (other processes, kernel)": 0.1}
+        cpu.update({label.replace("_", " ").replace("journal writer", "journal-writer"): v for label, v in roles.items()})
+        return BenchResult(options={}, machine={}, throughput={"acked_per_s": acked}, latency_us=latency, cpu=cpu)
+
+    off = result(20_000, gateway=0.5, journal_writer=0.3, engine_e1=0.1, notifier=0.2)
+    on = result(10_000, gateway=0.4, journal_writer=0.3, engine_e1=0.1, notifier=0.2, ledger_0=0.2, ledger_1=0.2)
+    assert off.roles_cores() == pytest.approx(1.1) and on.roles_cores() == pytest.approx(1.4)
+    assert off.roles_us_per_ack() == pytest.approx(55.0) and on.roles_us_per_ack() == pytest.approx(140.0)
+    table = accounts_cost(off, on).splitlines()
+    assert any(line.split() == ["roles", "cpu", "(cores)", "1.10", "1.40", "+0.30"] for line in table), table
+    assert any(line.split() == ["roles", "cpu", "per", "ack", "55.0", "us", "140.0", "us", "+85.0", "us"]
+               for line in table), table
 
 
 def test_a_load_generator_times_its_requests_with_select_unless_it_has_too_many_sockets():

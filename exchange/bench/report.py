@@ -64,7 +64,8 @@ def accounts_cost(without: BenchResult, with_accounts: BenchResult) -> str:
     for kind, name in (("ack", "ack"), ("fill", "fill"), ("cancel", "cancel")):
         for p in ("p50", "p99"):
             rows.append((f"{name} {p}", without.latency_us[kind][p], with_accounts.latency_us[kind][p], "us"))
-    cpu = (sum(without.cpu.values()), sum(with_accounts.cpu.values()))
+    cores = (without.roles_cores(), with_accounts.roles_cores())
+    per_ack = (without.roles_us_per_ack(), with_accounts.roles_us_per_ack())
     lines = ["", "accounts: the same load without and with them (ledger shards on the way in, settlement after)",
              f"{'':18s} {'off':>12s} {'on':>12s} {'change':>12s}"]
     for name, off, on, unit in rows:
@@ -74,7 +75,10 @@ def accounts_cost(without: BenchResult, with_accounts: BenchResult) -> str:
         else:
             change = f"{(on - off) / off * 100:+.1f} %" if off else "-"
             lines.append(f"{name:18s} {off:>12,.0f} {on:>12,.0f} {change:>12s}")
-    lines.append(f"{'cpu (cores)':18s} {cpu[0]:>12.2f} {cpu[1]:>12.2f} {cpu[1] - cpu[0]:>+12.2f}")
+    lines.append(f"{'roles cpu (cores)':18s} {cores[0]:>12.2f} {cores[1]:>12.2f} {cores[1] - cores[0]:>+12.2f}")
+    if None not in per_ack:
+        lines.append(f"{'roles cpu per ack':18s} {per_ack[0]:>9.1f} us {per_ack[1]:>9.1f} us"
+                     f" {per_ack[1] - per_ack[0]:>+9.1f} us")
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from exchange.bench.target import ROLES
+
 
 @dataclass
 class BenchResult:
@@ -25,6 +27,16 @@ class BenchResult:
     @property
     def ok(self) -> bool:
         return not any(self.checks.values())
+
+    def roles_cores(self) -> float:
+        """Cores the exchange's own processes used in the measured window: the roles, not the load
+        generators, subscribers, this process, or the machine-wide figures ``cpu`` also holds."""
+        return sum(cores for label, cores in self.cpu.items() if label.split(" ", 1)[0] in ROLES)
+
+    def roles_us_per_ack(self) -> float | None:
+        """CPU µs of the roles per acknowledged request (None without acknowledgements)."""
+        acked = self.throughput.get("acked_per_s")
+        return self.roles_cores() / acked * 1e6 if acked else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)

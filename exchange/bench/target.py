@@ -57,6 +57,9 @@ def bench_config(source: str, directory: Path, sessions: int, accounts: bool = T
     return path, users
 
 
+ROLES = ("gateway", "engine", "ledger", "journal-writer", "notifier")  # the role commands a bench measures
+
+
 def running_roles(config_path: str) -> dict[str, int]:
     """Pids of the roles running with ``config_path`` (``exchange ROLE --config PATH [--name N]``)."""
     wanted = os.path.realpath(config_path)
@@ -68,7 +71,7 @@ def running_roles(config_path: str) -> dict[str, int]:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        for role in ("gateway", "engine", "ledger", "journal-writer", "notifier"):  # a replica: "gateway g2"
+        for role in ROLES:  # a replica: "gateway g2"
             if role in args and "--config" in args:
                 i = args.index("--config")
                 if i + 1 < len(args) and os.path.realpath(args[i + 1]) == wanted:
