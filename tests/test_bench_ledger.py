@@ -1,0 +1,61 @@
+"""scripts/bench_ledger.py: the ledger core's work per command is measured on a venue that adds up.
+
+A figure taken over holds that were refused, or over settlement that went wrong, would measure
+something else; so the script checks the shards after every run, and these tests check that it
+does (and that its figures say what they claim).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from script_modules import import_script
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return import_script("bench_core", "bench_ledger")
+
+
+def test_a_run_holds_every_placement_settles_every_order_and_leaves_the_shards_consistent(bench):
+    commands, kinds = bench.make_stream(4_000, 42)
+    result = bench.run_once(commands, shards=2, settle_every=40)
+    assert result["problems"] == []
+    placements = sum(1 for c in commands if type(c) is bench.PlaceOrder)
+    assert result["held"] == placements
+    # every held order has at least its acceptance settled, and fills settle both of their orders
+    assert result["settled"] > placements
+    assert all(seconds > 0 for seconds in result["seconds"].values())
+
+
+def test_a_shard_that_settles_wrongly_fails_the_run(bench, monkeypatch):
+    commands, _ = bench.make_stream(2_000, 42)
+    real = bench._settle
+
+    def forgetful(ledgers, events):  # the second shard never hears of anything
+        return real(ledgers[:1], events)
+
+    monkeypatch.setattr(bench, "_settle", forgetful)
+    problems = bench.run_once(commands, shards=2, settle_every=40)["problems"]
+    assert any("holds" in p or "nets to" in p for p in problems), problems
+
+
+def test_main_reports_per_command_figures_and_writes_them(bench, tmp_path, capsys):
+    out = tmp_path / "ledger.json"
+    assert bench.main(["--commands", "3000", "--runs", "2", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    per_command = figures["us_per_command"]
+    assert set(per_command) == {"hold", "match", "settle", "ledger"}
+    ledger = per_command["ledger"]
+    assert ledger["min"] <= ledger["median"] <= ledger["max"]
+    assert ledger["median"] == pytest.approx(per_command["hold"]["median"] + per_command["settle"]["median"],
+                                             rel=0.5)
+    assert 0.5 < figures["holds_per_command"] < 1 and figures["settled_events_per_command"] > 1
+    assert "hold + settle" in capsys.readouterr().out
+
+
+def test_main_refuses_nonsense_arguments(bench):
+    with pytest.raises(SystemExit):
+        bench.main(["--settle-every", "0"])
