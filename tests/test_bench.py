@@ -51,6 +51,10 @@ def test_a_short_open_loop_run_answers_every_request_once_and_adds_up(tmp_path):
     assert result.market_data["gaps"] == [0, 0], text
     assert set(result.cpu) >= {"gateway", "journal-writer", "engine e1", "engine e2", "notifier",
                                "load generator 0", "load generator 1"}, result.cpu
+    if Path("/proc/self/schedstat").exists():  # the roles' waits for a CPU, from the kernel
+        assert set(result.cpu_wait) == {"gateway", "journal-writer", "engine e1", "engine e2", "notifier"}, result.cpu_wait
+        assert all(0 <= share < 2 for share in result.cpu_wait.values()), result.cpu_wait
+        assert "waiting for a cpu" in text
     assert json.loads(result.to_json())["checks"] == {name: [] for name in result.checks}
     stages = result.ack_stages_us
     assert list(stages) == [name for name, _ in STAGES], text

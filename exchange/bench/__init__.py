@@ -26,7 +26,7 @@ What it does, and why it can be trusted:
 - **Measured.** Ack, fill, cancel and replace latency with HdrHistogram; market data latency
   (gateway receipt ``ts_event`` → subscriber) and the first-to-last spread over M subscribers;
   the journal's durable progress and lag (age of the newest durable batch, sampled every
-  second) and how long its tables took to catch up with its log after the load; CPU per role from /proc/<pid>/stat, the load generator's own included.
+  second) and how long its tables took to catch up with its log after the load; CPU per role from /proc/<pid>/stat, the load generator's own included, and how long each role waited for a CPU (/proc/<pid>/schedstat).
 
 Processes: this one (orchestration, journal sampling), ``workers`` load generator processes
 (asyncio, several sessions each) and one process per market data subscriber.

@@ -50,8 +50,11 @@ def summary(result: BenchResult) -> str:
               f" newest durable batch) p50 {latency.us(result.journal['lag_us']['p50'])},"
               f" max {latency.us(result.journal['lag_us']['max'])}; its tables caught up with its log"
               f" {result.journal.get('tables_caught_up_s', 0):.2f} s after the load",
-              "cpu (cores, measured window): " + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu.items()),
-              ""]
+              "cpu (cores, measured window): " + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu.items())]
+    if result.cpu_wait:  # runnable but not running: the machine was full at those moments
+        lines.append("waiting for a cpu (share of the window, each role's main thread): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu_wait.items()))
+    lines.append("")
     for name, faults in result.checks.items():
         lines.append(f"check {name}: {'ok' if not faults else 'FAILED'}")
         lines += [f"    {f}" for f in faults[:10]]

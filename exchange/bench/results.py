@@ -19,6 +19,7 @@ class BenchResult:
     market_data: dict = field(default_factory=dict)
     journal: dict = field(default_factory=dict)
     cpu: dict = field(default_factory=dict)  # label → cores used (CPU seconds per second)
+    cpu_wait: dict = field(default_factory=dict)  # role → share of the window its main thread waited for a CPU
     series: list = field(default_factory=list)  # per second: offered, acked, p99
     checks: dict = field(default_factory=dict)  # name → list of faults (empty: passed)
     profiles: dict = field(default_factory=dict)

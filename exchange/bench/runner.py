@@ -26,7 +26,7 @@ from exchange.bench.options import BenchOptions
 from exchange.bench.profiles import start_profilers, summarise_profiles
 from exchange.bench.results import BenchResult
 from exchange.bench.subscribers import subscriber_main
-from exchange.bench.target import bench_config, cpu_seconds, machine, machine_busy, running_roles
+from exchange.bench.target import bench_config, cpu_seconds, cpu_wait_seconds, machine, machine_busy, running_roles
 from exchange.config import load_config
 from exchange.journal.readers import last_trades, log_streams
 from exchange.journal.schema import open_readonly
@@ -163,6 +163,7 @@ def _measure(options, config, pids, workers, subscribers, start_wall, measure_fr
     own.update({f"subscriber {n}": p.pid for n, (p, _) in enumerate(subscribers)})
     own["bench (this process)"] = os.getpid()
     cpu_start: dict[str, float] = {}
+    wait_start: dict[str, float | None] = {}
     busy_start = None
     ticks: dict[int, list[dict]] = defaultdict(list)
     journal_samples = []
@@ -173,15 +174,19 @@ def _measure(options, config, pids, workers, subscribers, start_wall, measure_fr
         now = time.time()
         if busy_start is None and now >= measure_from:
             cpu_start = {label: cpu_seconds(pid) for label, pid in {**pids, **own}.items()}
+            wait_start = {label: cpu_wait_seconds(pid) for label, pid in pids.items()}
             busy_start = machine_busy()
             if options.profile_dir:
                 profilers += start_profilers(pids, options.profile_dir, options.duration)
         if busy_start is not None and not result.cpu and now >= measure_to:
             cpu_end = {label: cpu_seconds(pid) for label, pid in {**pids, **own}.items()}
+            wait_end = {label: cpu_wait_seconds(pid) for label, pid in pids.items()}
             busy_end = machine_busy()
             window = now - measure_from
             result.cpu = {label: round((cpu_end[label] - cpu_start[label]) / window, 3)
                           for label in cpu_end if cpu_end[label] is not None and cpu_start.get(label) is not None}
+            result.cpu_wait = {label: round((wait_end[label] - wait_start[label]) / window, 3) for label in wait_end
+                               if wait_end[label] is not None and wait_start.get(label) is not None}
             busy = (busy_end[0] - busy_start[0]) / max(1, busy_end[1] - busy_start[1]) * (os.cpu_count() or 1)
             ours = sum(result.cpu.values())
             result.cpu["machine, all processes"] = round(busy, 3)
