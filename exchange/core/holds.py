@@ -106,8 +106,7 @@ def hold_order(ledger: Ledger, cmd: HoldOrder) -> LedgerEvent:
     if short:
         return ledger.rejected(order, RejectCode.INSUFFICIENT_FUNDS, short)
     user = order.user
-    entry = ledger.writer().write(EntryKind.HOLD, (available_account(user), asset.name, -amount),
-                                  (held_account(user), asset.name, amount))
+    entry = ledger.writer().write(EntryKind.HOLD, (available_account(user), held_account(user), asset.name, amount))
     hold = HoldState(user, cid, order.symbol, order.side, order.price, order.qty, order.qty, amount)
     command = order if order.client_order_id else msgspec.structs.replace(order, client_order_id=cid)
     return OrderHeld(ledger.seq + 1, order.ts_received, user, hold, entry, budget, command)
@@ -138,8 +137,8 @@ def hold_replace(ledger: Ledger, cmd: HoldReplace) -> LedgerEvent:
         return ledger.rejected(replace, RejectCode.INSUFFICIENT_FUNDS, short, hold.order_id)
     entry = None
     if extra:
-        entry = ledger.writer().write(EntryKind.HOLD, (available_account(hold.user), asset.name, -extra),
-                                      (held_account(hold.user), asset.name, extra))
+        entry = ledger.writer().write(EntryKind.HOLD,
+                                      (available_account(hold.user), held_account(hold.user), asset.name, extra))
     pending = hold.pending + (Pending(extra, replace.qty, replace.price),)
     return ReplaceHeld(ledger.seq + 1, replace.ts_received, hold.user,
                        msgspec.structs.replace(hold, pending=pending), entry, replace)
@@ -148,9 +147,13 @@ def hold_replace(ledger: Ledger, cmd: HoldReplace) -> LedgerEvent:
 class EntryWriter:
     """Builds numbered entries against the ledger's balances, without changing them.
 
-    Balances after each row count the rows written before it, so one event can carry several
-    entries; ``apply`` then changes the ledger's balances exactly as the rows say.
+    An entry is made of moves: ``amount`` of an asset leaves one account and reaches another, two
+    rows (the source's ``-amount``, the target's ``+amount``), so every entry sums to zero per asset
+    by construction. Balances after each row count the rows written before it, so one event can
+    carry several entries; ``apply`` then changes the ledger's balances exactly as the rows say.
     """
+
+    __slots__ = ("_balances", "_changed", "last_entry")
 
     def __init__(self, balances: Mapping[tuple[str, str], int], last_entry: int):
         self._balances = balances
@@ -161,16 +164,18 @@ class EntryWriter:
         key = (account, asset)
         return self._changed.get(key, self._balances.get(key, 0))
 
-    def write(self, kind: EntryKind, *moves: tuple[str, str, int]) -> Entry:
-        """An entry of ``moves`` (account, asset, delta), which must sum to zero per asset."""
-        sums: dict[str, int] = {}
+    def write(self, kind: EntryKind, *moves: tuple[str, str, str, int]) -> Entry:
+        """An entry of ``moves``, each (source, target, asset, amount), in order: two rows each."""
         rows = []
-        for account, asset, delta in moves:
-            balance = self.balance(account, asset) + delta
-            self._changed[(account, asset)] = balance
-            rows.append(Row(account, asset, delta, balance))
-            sums[asset] = sums.get(asset, 0) + delta
-        if any(sums.values()):
-            raise ValueError(f"entry {kind.value} does not balance: {sums}")
+        for source, target, asset, amount in moves:
+            rows.append(self._row(source, asset, -amount))
+            rows.append(self._row(target, asset, amount))
         self.last_entry += 1
         return Entry(self.last_entry, kind, tuple(rows))
+
+    def _row(self, account: str, asset: str, delta: int) -> Row:
+        key = (account, asset)
+        balance = self._changed.get(key)
+        balance = (self._balances.get(key, 0) if balance is None else balance) + delta
+        self._changed[key] = balance
+        return Row(account, asset, delta, balance)

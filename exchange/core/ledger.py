@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from functools import partial
 
 import msgspec
 
@@ -97,17 +96,17 @@ class Ledger:
         match cmd:
             case SettleEvents():
                 return settle(self, cmd)
-            case HoldOrder():
-                user, decide = cmd.order.user, partial(hold_order, self)
+            case HoldOrder():  # each decider takes (ledger, command)
+                user, decide = cmd.order.user, hold_order
             case HoldReplace():
-                user, decide = cmd.replace.user, partial(hold_replace, self)
+                user, decide = cmd.replace.user, hold_replace
             case DepositFunds() | WithdrawFunds():
-                user, decide = cmd.user, self._transfer
+                user, decide = cmd.user, Ledger._transfer
             case ReleaseHold():
-                user, decide = cmd.user, self._release_hold
+                user, decide = cmd.user, Ledger._release_hold
         if not self.owns(user):
             raise ValueError(f"user {user} belongs to shard {shard_of(user, self.shards)}, not {self.shard}")
-        event = decide(cmd)
+        event = decide(self, cmd)
         self.apply(event)
         return [event]
 
@@ -140,12 +139,11 @@ class Ledger:
         if reason:
             return TransferRejected(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref,
                                     code, reason)
-        user_side = (available_account(cmd.user), cmd.asset, cmd.amount if deposit else -cmd.amount)
-        external = (EXTERNAL_ACCOUNT, cmd.asset, -user_side[2])
+        available = available_account(cmd.user)
         if deposit:
-            entry = self.writer().write(EntryKind.DEPOSIT, external, user_side)
+            entry = self.writer().write(EntryKind.DEPOSIT, (EXTERNAL_ACCOUNT, available, cmd.asset, cmd.amount))
             return FundsDeposited(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref, entry)
-        entry = self.writer().write(EntryKind.WITHDRAWAL, user_side, external)
+        entry = self.writer().write(EntryKind.WITHDRAWAL, (available, EXTERNAL_ACCOUNT, cmd.asset, cmd.amount))
         return FundsWithdrawn(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref, entry)
 
     def _release_hold(self, cmd: ReleaseHold) -> LedgerEvent:
@@ -155,8 +153,8 @@ class Ledger:
                                 f"no order #{cmd.client_order_id} of user {cmd.user} is on hold before"
                                 " its engine", cmd.client_order_id)
         asset = hold_asset(self.terms[hold.symbol], hold.side).name
-        entry = self.writer().write(EntryKind.RELEASE, (held_account(cmd.user), asset, -hold.held),
-                                    (available_account(cmd.user), asset, hold.held))
+        entry = self.writer().write(EntryKind.RELEASE,
+                                    (held_account(cmd.user), available_account(cmd.user), asset, hold.held))
         return HoldReleased(self.seq + 1, cmd.ts_received, cmd.user, cmd.client_order_id, entry)
 
     # -- events: the only place state changes -------------------------------------------------
@@ -166,7 +164,11 @@ class Ledger:
         if event.seq != self.seq + 1:
             raise ValueError(f"ledger event {event.seq} does not follow {self.seq}")
         self.seq = event.seq
-        match event:
+        match event:  # the commonest first: a settled event, then a hold
+            case OrderSettled():
+                for entry in event.entries:
+                    self._post(entry)
+                self._set_hold((event.user, event.client_order_id), event.hold)
             case OrderHeld():
                 self.last_hold += 1
                 self._post(event.entry)
@@ -174,10 +176,6 @@ class Ledger:
             case ReplaceHeld():
                 self._post(event.entry)
                 self._set_hold((event.user, event.hold.client_order_id), event.hold)
-            case OrderSettled():
-                for entry in event.entries:
-                    self._post(entry)
-                self._set_hold((event.user, event.client_order_id), event.hold)
             case HoldReleased():
                 self._post(event.entry)
                 self._set_hold((event.user, event.client_order_id), None)

@@ -140,17 +140,17 @@ def _filled(ledger: Ledger, engine: str, event: OrderFilled, hold: HoldState, te
     fee = fee_due(fee_exact) - fee_due(hold.fee_exact)
     held_in, free = held_account(user), available_account(user)
     if hold.side is BUY:
-        entries = [writer.write(EntryKind.TRADE, (held_in, quote, -value), (CLEARING_ACCOUNT, quote, value),
-                                (CLEARING_ACCOUNT, base, -amount), (free, base, amount))]
+        entries = [writer.write(EntryKind.TRADE, (held_in, CLEARING_ACCOUNT, quote, value),
+                                (CLEARING_ACCOUNT, free, base, amount))]
         held = hold.held - value - fee
         payer = held_in
     else:
-        entries = [writer.write(EntryKind.TRADE, (held_in, base, -amount), (CLEARING_ACCOUNT, base, amount),
-                                (CLEARING_ACCOUNT, quote, -value), (free, quote, value))]
+        entries = [writer.write(EntryKind.TRADE, (held_in, CLEARING_ACCOUNT, base, amount),
+                                (CLEARING_ACCOUNT, free, quote, value))]
         held = hold.held - amount
         payer = free
     if fee:
-        entries.append(writer.write(EntryKind.FEE, (payer, quote, -fee), (FEE_ACCOUNT, quote, fee)))
+        entries.append(writer.write(EntryKind.FEE, (payer, FEE_ACCOUNT, quote, fee)))
     if held < 0:
         raise ValueError(f"engine {engine} event {event.seq}: order {event.order_id} spent more than it held")
     leaves = hold.leaves_qty - event.last_qty
@@ -188,8 +188,7 @@ def _release(writer: EntryWriter, terms: Terms, hold: HoldState, amount: int) ->
     if not amount:
         return []
     asset = hold_asset(terms, hold.side).name
-    return [writer.write(EntryKind.RELEASE, (held_account(hold.user), asset, -amount),
-                         (available_account(hold.user), asset, amount))]
+    return [writer.write(EntryKind.RELEASE, (held_account(hold.user), available_account(hold.user), asset, amount))]
 
 
 def _settled(ledger: Ledger, engine: str, event, hold: HoldState, entries, after: HoldState | None) -> OrderSettled:
