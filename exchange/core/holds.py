@@ -160,10 +160,6 @@ class EntryWriter:
         self._changed: dict[tuple[str, str], int] = {}
         self.last_entry = last_entry
 
-    def balance(self, account: str, asset: str) -> int:
-        key = (account, asset)
-        return self._changed.get(key, self._balances.get(key, 0))
-
     def write(self, kind: EntryKind, *moves: tuple[str, str, str, int]) -> Entry:
         """An entry of ``moves``, each (source, target, asset, amount), in order: two rows each."""
         rows = []
