@@ -55,6 +55,7 @@ def test_a_short_open_loop_run_answers_every_request_once_and_adds_up(tmp_path):
         assert set(result.cpu_wait) == {"gateway", "journal-writer", "engine e1", "engine e2", "notifier"}, result.cpu_wait
         assert all(0 <= share < 2 for share in result.cpu_wait.values()), result.cpu_wait
         assert "waiting for a cpu" in text
+    assert result.journal["tables_catch_up_cpu_s"] >= 0 and "the journal writer's CPU meanwhile" in text, text
     assert json.loads(result.to_json())["checks"] == {name: [] for name in result.checks}
     stages = result.ack_stages_us
     assert list(stages) == [name for name, _ in STAGES], text

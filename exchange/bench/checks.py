@@ -15,6 +15,7 @@ from hdrh.histogram import HdrHistogram
 from exchange.bench import latency, stages
 from exchange.bench.latency import HIGHEST_US, KINDS
 from exchange.bench.options import BenchOptions
+from exchange.bench.target import cpu_seconds
 from exchange.bench.results import BenchResult
 from exchange.bench.subscribers import SPREAD_SAMPLE
 from exchange.config import Config
@@ -24,8 +25,9 @@ TABLES_WAIT_S = 300.0  # the journal's tables catch up with its log after a floo
 
 
 def finish(result: BenchResult, options: BenchOptions, config: Config, baseline: dict, md: list[dict],
-            users) -> None:
-    """Merge the workers' and subscribers' reports, check them, and read the journal."""
+            users, writer_cpu: tuple[int, float | None] | None = None) -> None:
+    """Merge the workers' and subscribers' reports, check them, and read the journal. ``writer_cpu``:
+    the journal writer's pid and its CPU seconds when the load ended (for the tables' catch-up cost)."""
     reports = result.counts.pop("workers")
     window = options.duration
     histograms = {k: HdrHistogram(1, HIGHEST_US, 3) for k in KINDS}
@@ -84,6 +86,10 @@ def finish(result: BenchResult, options: BenchOptions, config: Config, baseline:
     more = sum(r["fault_count"] for r in reports) - len(checks["answers match requests"])
     checks["answers match requests"] += [f"... and {more} more"] if more else []
     result.journal["tables_caught_up_s"] = round(wait_for_tables(config.journal.path, TABLES_WAIT_S), 3)
+    if writer_cpu is not None and writer_cpu[1] is not None:
+        now = cpu_seconds(writer_cpu[0])
+        if now is not None:  # work the measured window did not pay for: the tables the load left to build
+            result.journal["tables_catch_up_cpu_s"] = round(now - writer_cpu[1], 3)
     result.ack_stages_us = stages.ack_stages(config.journal.path, [t for r in reports for t in r["traced"]])
     checks["journal agrees"] = _check_journal(config.journal.path, baseline, answers, result.counts["fills"],
                                               options.connect)

@@ -49,7 +49,7 @@ def summary(result: BenchResult) -> str:
               f"journal: {result.journal['durable_events_per_s']:,.0f} events/s made durable; lag (age of the"
               f" newest durable batch) p50 {latency.us(result.journal['lag_us']['p50'])},"
               f" max {latency.us(result.journal['lag_us']['max'])}; its tables caught up with its log"
-              f" {result.journal.get('tables_caught_up_s', 0):.2f} s after the load",
+              f" {result.journal.get('tables_caught_up_s', 0):.2f} s after the load{_catch_up(result)}",
               "cpu (cores, measured window): " + ", ".join(f"{k} {v:.2f}" for k, v in result.cpu.items())]
     if result.cpu_wait:  # runnable but not running: the machine was full at those moments
         lines.append("waiting for a cpu (share of the window, each role's main thread): "
@@ -59,6 +59,15 @@ def summary(result: BenchResult) -> str:
         lines.append(f"check {name}: {'ok' if not faults else 'FAILED'}")
         lines += [f"    {f}" for f in faults[:10]]
     return "\n".join(lines)
+
+
+def _catch_up(result: BenchResult) -> str:
+    """What building the tables after the load cost the journal writer (outside the measured window)."""
+    cpu = result.journal.get("tables_catch_up_cpu_s")
+    requests = result.counts.get("requests")
+    if cpu is None or not requests:
+        return ""
+    return f" (the journal writer's CPU meanwhile: {cpu:.2f} s, {cpu / requests * 1e6:.1f} µs per request of the run)"
 
 
 def accounts_cost(without: BenchResult, with_accounts: BenchResult) -> str:

@@ -92,9 +92,11 @@ def run(options: BenchOptions) -> BenchResult:
             conn.send(("go", start_wall))
         result = _measure(options, config, pids, workers, subscribers, start_wall, measure_from, measure_to,
                           work, profilers, say)
+        writer = pids.get("journal-writer")  # its CPU from the load's end until its tables catch up
+        writer_cpu = (writer, cpu_seconds(writer)) if writer is not None else None
         stop.set()
         md = [expect(conn, p, "done", 30) for p, conn in subscribers]
-        finish(result, options, config, baseline, md, users)
+        finish(result, options, config, baseline, md, users, writer_cpu)
         return result
     finally:
         for p in profilers:
