@@ -15,8 +15,8 @@ it can spend. The loop is the mesh's, in one process:
   goes on to the matcher; a cancel goes to the matcher as it is;
 - the matcher handles it (timed: **match**);
 - every ``--settle-every`` commands (a shard's loop turn gathers about that many at ``--max``),
-  each shard takes the events of its own users out of what the matcher made, as the role does,
-  and settles them as one ``SettleEvents`` (timed: **settle**).
+  each shard takes the events of its own users out of what the matcher made (``Ledger.own_events``,
+  as the role does) and settles them as one ``SettleEvents`` (timed: **settle**).
 
 After each run the shards' invariants must hold (no negative balance, every asset summing to
 zero, held = what open orders hold, clearing netting to zero across shards) or the run fails.
@@ -119,9 +119,7 @@ def _settle(ledgers: list[Ledger], events: list) -> int:
     first, last = events[0].seq, events[-1].seq
     made = 0
     for ledger in ledgers:
-        owns = ledger.owns
-        mine = [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
-        for event in ledger.handle(SettleEvents(ENGINE, 1, first, last, mine)):
+        for event in ledger.handle(SettleEvents(ENGINE, 1, first, last, ledger.own_events(events))):
             made += type(event) is OrderSettled
     return made
 

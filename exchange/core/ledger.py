@@ -81,6 +81,11 @@ class Ledger:
             mine = self._mine[user] = shard_of(user, self.shards) == self.shard
         return mine
 
+    def own_events(self, events: list) -> list:
+        """The engine events that name a user of this shard (what it settles of them)."""
+        owns = self.owns
+        return [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
+
     def balance(self, user: str, asset: str) -> tuple[int, int]:
         """(available, held) of ``user`` in ``asset``."""
         return (self.balances.get((available_account(user), asset), 0),

@@ -152,7 +152,7 @@ class LedgerProcess:
             return
         for epoch, first_seq, last_seq, events in batches:
             if last_seq > shard.settled_to(engine):
-                shard.settle_events(engine, epoch, first_seq, last_seq, shard.mine(events))
+                shard.settle_events(engine, epoch, first_seq, last_seq, shard.ledger.own_events(events))
 
     # -- the loop ----------------------------------------------------------------------------------
 

@@ -180,7 +180,7 @@ class Shard:
             self.engine_clock[batch.engine] = max(self.engine_clock.get(batch.engine, 0), batch.ts_matched)
         if batch.last_seq <= last:
             return True  # settled already (or no events at all)
-        mine = self.mine([event for entry in batch.entries for event in entry.events])
+        mine = self.ledger.own_events([event for entry in batch.entries for event in entry.events])
         waiting = self.unsettled.get(batch.engine)
         if waiting is None:
             self.unsettled[batch.engine] = (batch.epoch, batch.first_seq, batch.last_seq, mine)
@@ -194,11 +194,6 @@ class Shard:
             if events or everything:
                 del self.unsettled[engine]
                 self.settle_events(engine, epoch, first, last, events)
-
-    def mine(self, events: list) -> list:
-        """The events that name a user of this shard."""
-        owns = self.ledger.owns
-        return [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
 
     def settle_events(self, engine: str, epoch: int, first_seq: int, last_seq: int, events: list) -> None:
         """Settle ``engine``'s events ``first_seq``..``last_seq`` (``events``: those of them of our users)."""
