@@ -22,16 +22,28 @@ LOCAL_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
 START_TIMEOUT_S = 60.0  # for a mesh to answer, on a slow shared machine
 
 
+_HANDED_OUT: set[int] = set()  # every port free_ports gave this process
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports on 127.0.0.1 that nothing listened on a moment ago."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """``n`` distinct TCP ports on 127.0.0.1 that nothing listened on a moment ago and that this
+    process was never given before: ports taken for one config (not bound until its mesh starts)
+    are never given again for a second config or a proxy beside it."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            if len(socks) >= n + 1000:
+                raise RuntimeError(f"no {n} TCP ports left that this process was not given before")
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))  # the others stay bound meanwhile: each bind gets a new port
+            socks.append(s)
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    _HANDED_OUT.update(ports)
     return ports
 
 

@@ -56,7 +56,7 @@ from exchange.cli.main import cli
 from exchange.config import Config, load_config
 from exchange.journal.readers import wait_for_tables
 from exchange.testing.fault_proxy import FaultProxy
-from exchange.testing.mesh import wait_until
+from exchange.testing.mesh import free_ports, wait_until
 from exchange.testing.partition_checks import feed_faults, fill_faults, gateway_addresses, status_faults
 from exchange.testing.partition_feed import Feed
 from exchange.testing.placed import host_folder, hosts_up, placed_config
@@ -238,9 +238,10 @@ def run(directory: Path, cycles: Iterable[tuple[str, str, float]], load_s: float
     real = load_config(path)
     with contextlib.ExitStack() as stack:
         proxies = {}
+        ports = iter(free_ports(len(LINKS)))  # not any port of the config, not yet bound by its roles
         for name, link in LINKS.items():
             address, port = link.endpoint(real).removeprefix("tcp://").rsplit(":", 1)
-            proxies[name] = stack.enter_context(FaultProxy((address, int(port)), host=address))
+            proxies[name] = stack.enter_context(FaultProxy((address, int(port)), host=address, port=next(ports)))
         seen = {host: {f"{link.key}: {link.endpoint(real)}": f"{link.key}: {proxies[name].endpoint}"
                        for name, link in LINKS.items() if link.host == host} for host in HOSTS}
         launchers = [(host_folder(path, host, seen[host]), host) for host in HOSTS]
