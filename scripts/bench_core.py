@@ -28,6 +28,7 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
+from itertools import islice, takewhile
 
 import msgspec
 
@@ -61,16 +62,13 @@ def make_stream(n: int, seed: int) -> tuple[list, Counter]:
 
     def opposite_price(side: Side, levels_to_sweep: int) -> int | None:
         """The price of the ``levels_to_sweep``-th best opposite level (or the last one)."""
-        prices = book.ask_prices if side is BUY else book.bid_prices
-        if not prices:
-            return None
-        k = min(levels_to_sweep, len(prices)) - 1
-        return prices[k] if side is BUY else prices[-1 - k]
+        prices = list(islice(book.prices(SELL if side is BUY else BUY), levels_to_sweep))
+        return prices[-1] if prices else None
 
     def qty_up_to(side: Side, limit: int) -> int:
         levels = book.asks if side is BUY else book.bids
-        prices = (book.ask_prices.irange(maximum=limit) if side is BUY
-                  else book.bid_prices.irange(minimum=limit))
+        prices = (takewhile(lambda p: p <= limit, book.prices(SELL)) if side is BUY
+                  else takewhile(lambda p: p >= limit, book.prices(BUY)))
         return sum(levels[p].qty for p in prices)
 
     for i in range(n):

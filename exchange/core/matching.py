@@ -442,15 +442,16 @@ class Matcher(Replay):
         user = taker.user
         maker_side = SELL if taker.side is BUY else BUY
         own = [o.price for o in book.orders_of(user) if o.side is maker_side]
+        limit = taker.price
         if taker.side is BUY:
-            prices = book.ask_prices.irange(maximum=taker.price)
             levels = book.asks
             stop = min(own) if own else None
         else:
-            prices = book.bid_prices.irange(minimum=taker.price, reverse=True)
             levels = book.bids
             stop = max(own) if own else None
-        for price in prices:
+        for price in book.prices(maker_side):
+            if limit is not None and (price > limit if maker_side is SELL else price < limit):
+                return False  # (a market order has no limit)
             level = levels[price]
             if price != stop:
                 needed -= level.qty
