@@ -22,9 +22,9 @@ from exchange.wire.messages import (
 SYMBOL = "AAPL"
 
 
-def trade_message(chan_seq: int) -> MarketData:
+def trade_message(chan_seq: int, epoch: int = 1) -> MarketData:
     trade = Trade(100 + chan_seq, 0, SYMBOL, f"1-{chan_seq}", 10_000 + chan_seq, 1, Side.BUY)
-    return MarketData(SYMBOL, "trade", 1, chan_seq, [trade])
+    return MarketData(SYMBOL, "trade", epoch, chan_seq, [trade])
 
 
 class Lines:
@@ -54,7 +54,7 @@ class Lines:
                 seen += 1
         self.answer(feed, chan_seq=0)
 
-    def answer(self, feed: BookFeed, chan_seq: int, within: float = 5.0) -> None:
+    def answer(self, feed: BookFeed, chan_seq: int, within: float = 5.0, epoch: int = 1) -> None:
         """Answer the feed's snapshot requests with an empty book at ``chan_seq`` until it is synced;
         the first request must come within ``within`` seconds."""
         deadline = time.monotonic() + within
@@ -67,14 +67,14 @@ class Lines:
             if self.router.poll(0):  # a request, or a repeat of it if ours came late
                 client, body = self.router.recv_multipart()
                 assert self.requests.decode(body).symbol == SYMBOL
-                snapshot = BookSnapshot(SYMBOL, 1, 0, {"trade": chan_seq, "bbo": 0, "l2": 0}, [], [], None, None)
+                snapshot = BookSnapshot(SYMBOL, epoch, 0, {"trade": chan_seq, "bbo": 0, "l2": 0}, [], [], None, None)
                 self.router.send_multipart([client, encode(snapshot)])
                 self.answered += 1
             feed.poll(0.05)
 
-    def send(self, line: int, *chan_seqs: int) -> None:
+    def send(self, line: int, *chan_seqs: int, epoch: int = 1) -> None:
         for chan_seq in chan_seqs:
-            self.pubs[line].send_multipart([topic(SYMBOL, "trade"), encode(trade_message(chan_seq))])
+            self.pubs[line].send_multipart([topic(SYMBOL, "trade"), encode(trade_message(chan_seq, epoch))])
 
     def close(self) -> None:
         for sock in (*self.pubs, self.router):
@@ -232,3 +232,30 @@ def test_a_feed_refused_for_good_says_why(lines):
         lines.router.send_multipart([client, encode(SnapshotRefused(SYMBOL, f"no instrument {SYMBOL}"))])
         with pytest.raises(ValueError, match=f"snapshot refused: no instrument {SYMBOL}"):
             feed.poll(2.0)
+
+
+def test_a_feed_left_on_a_numbering_the_notifiers_gave_up_resyncs_to_the_older_one_they_kept(lines):
+    """Notifiers that began numberings of their own settle on the oldest (the notifier's docstring);
+    a feed that synced from the newer one meanwhile hears only older-epoch messages from then on.
+    They are not stale copies for ever: once nothing of its own numbering has come for ``silence_s``,
+    it re-syncs, and follows the older numbering."""
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, silence_s=1.0) as feed:
+        for pub in lines.pubs:  # the feed's subscriptions
+            for _ in range(3):
+                assert pub.poll(5000), "the feed never subscribed"
+                pub.recv()
+        lines.answer(feed, chan_seq=0, epoch=2)  # synced to the newer numbering
+        asked = False
+        deadline = time.monotonic() + 10
+        n = 0
+        while not asked:  # the older numbering keeps both lines busy: trades and heartbeats
+            assert time.monotonic() < deadline, "the feed stayed on a numbering nobody publishes"
+            n += 1
+            lines.send(0, n, epoch=1)
+            lines.send(1, n, epoch=1)
+            feed.poll(0.05)
+            asked = lines.router.poll(0)
+        lines.answer(feed, chan_seq=n, epoch=1)
+        assert feed.epoch == 1
+        lines.send(0, n + 1, n + 2, epoch=1)
+        assert applied_trades(feed, 0.5) == [f"1-{n + 1}", f"1-{n + 2}"]

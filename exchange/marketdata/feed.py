@@ -65,7 +65,10 @@ class BookFeed:
     resting order in time priority. It subscribes first, then asks for a snapshot, drops buffered messages the snapshot already
     covers and applies the rest (the ZeroMQ Guide's Clone pattern). A gap in any channel's
     ``chan_seq`` (seen on a message or a heartbeat), a new epoch of the numbering, or silence longer than
-    ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often.
+    ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often. Silence is of the
+    numbering followed: messages of an older epoch are ignored as stale copies, but notifiers that
+    began numberings of their own settle on the oldest one, so a feed that hears nothing but an
+    older numbering for ``silence_s`` re-syncs to it.
 
     A/B feeds: given several notifiers (the first and its replicas, which carry the same messages
     with the same ``chan_seq``s), it takes each message from whichever copy arrives first and
@@ -130,11 +133,13 @@ class BookFeed:
             left = deadline - now
             if self.sub in socks:
                 for parts in sockets.drain(self.sub):
-                    self.last_heard = now
                     message = self.messages.decode(parts[-1])
                     if not self.synced:
                         self.buffer.append(message)
-                    elif not self._apply(message, applied):
+                        continue
+                    if message.epoch == self.epoch:  # only the numbering followed keeps the feed alive
+                        self.last_heard = now
+                    if not self._apply(message, applied):
                         self._resync()
             if self.dealer is not None and self.dealer in socks:
                 self._on_snapshot(self.replies.decode(self.dealer.recv_multipart()[-1]), applied)
@@ -180,6 +185,7 @@ class BookFeed:
         self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq, reply.orders)
         self.epoch, self.chan_seq = reply.epoch, dict(reply.chan_seqs)
         self.synced = True
+        self.last_heard = time.monotonic()
         self.resyncs += 1
         buffered, self.buffer = self.buffer, []
         for message in buffered:

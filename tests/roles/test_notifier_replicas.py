@@ -199,14 +199,25 @@ def test_watch_every_notifier_prints_each_trade_once(mesh):
                              stderr=subprocess.PIPE, bufsize=0)
     try:
         with mesh.login("alice") as alice, mesh.login("bob") as bob:
-            seen = ""
-            deadline = time.monotonic() + 20
-            while "BBO AAPL" not in seen:  # probe until watch's subscriptions have arrived
-                assert time.monotonic() < deadline, "watch never saw the book"
-                ack = alice.request("SELL AAPL 3 @ 200.00")
-                assert alice.request(f"CANCEL {ack.split()[1]}").startswith("OUT")
-                seen = read_available(watch, 0.5)
-            time.sleep(1.0)  # both lines joined, not just the faster one
+            def probe_until_watch_sees_the_book(problem: str) -> None:
+                seen = ""
+                deadline = time.monotonic() + 20
+                while "BBO AAPL" not in seen:
+                    assert time.monotonic() < deadline, problem
+                    ack = alice.request("SELL AAPL 3 @ 200.00")
+                    assert alice.request(f"CANCEL {ack.split()[1]}").startswith("OUT")
+                    seen = read_available(watch, 0.5)
+
+            probe_until_watch_sees_the_book("watch never saw the book")
+            # both lines joined, not just the faster one: with each notifier stopped in turn, the
+            # book's changes still reach watch, so they came over the other one's line
+            for stopped in ("notifier", "notifier b"):
+                pid = mesh.role_pid(stopped)
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    probe_until_watch_sees_the_book(f"watch never saw the book with {stopped} stopped")
+                finally:
+                    os.kill(pid, signal.SIGCONT)
             for price in ("201.00", "202.00", "203.00"):
                 assert alice.request(f"SELL AAPL 1 @ {price}").startswith("ACK")
                 assert bob.request(f"BUY AAPL 1 @ {price}").startswith("ACK")
