@@ -98,6 +98,31 @@ def test_a_batch_names_the_ledger_batches_holding_its_orders_holds_and_a_refused
         engine.on_durable(Durable("e1", 7, -1, -1))
 
 
+def test_a_batch_with_holds_from_two_starts_of_one_shard_names_both_and_the_journal_refuses_the_lost_one():
+    """A shard held order A in its batch 2 of epoch 1 and died before that batch was durable; started
+    again (epoch 2) it held order B in its batch 2. If the engine takes A and B in one batch, that
+    batch must name both ledger batches: naming only the newer would let the journal write A, which
+    then trades with nothing held (and the shard, settling it, stops on every start)."""
+    from exchange.journal.sequencer import Sequencer
+
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    orders = [PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, client_order_id=cid) for cid in ("A", "B")]
+    requests = [Request("gw", 1, 0, orders[0], after=("ledger-1", 1, 2)),
+                Request("gw", 1, 1, orders[1], after=("ledger-1", 2, 2))]
+    batch = Decoder(EventBatch).decode(engine.handle_requests([[encode(requests)]], Decoder(Requests)))
+    assert sorted(batch.after) == [("ledger-1", 1, 2), ("ledger-1", 2, 2)]
+    # the journal holds batch 1 of the shard's epoch 1 only (batch 2 died with it), then epoch 2's batches
+    sequencer = Sequencer({"ledger-1": EnginePosition(), "e1": EnginePosition()},
+                          last_batch_of=lambda stream, epoch: 1)
+    sequencer.open_epoch("ledger-1", 1)
+    sequencer.accept([EventBatch("ledger-1", 1, 1, 1, 1, [], b"", 0, [])])
+    sequencer.open_epoch("ledger-1", 2)
+    sequencer.open_epoch("e1", 1)
+    written, _ = sequencer.accept([EventBatch("ledger-1", 2, 2, 2, 2, [], b"", 0, []), batch])
+    assert [b.engine for b in written] == ["ledger-1"]  # the engine's batch is not written
+    assert ("e1", 1) in sequencer.refused
+
+
 def test_a_notifier_that_starts_gets_the_book_as_matched_with_how_much_of_it_is_released():
     from exchange.wire.messages import Durable, EngineBook, SnapshotRefused
 

@@ -59,7 +59,10 @@ class Engine:
         handle = self.matcher.handle
         entries = []
         last_trades = self.last_trades
-        after: dict[str, tuple[int, int]] = {}  # ledger stream → (epoch, batch) this batch's holds are in
+        # (ledger stream, its epoch) → the last of its batches that this batch's holds are in; per
+        # epoch, not per stream: a shard that restarted lost the end of its old epoch, and an order
+        # held there must stop this batch even when an order held after the restart comes with it
+        after: dict[tuple[str, int], int] = {}
         first_seq = self.matcher.seq + 1
         oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
         for parts in frames:
@@ -84,7 +87,8 @@ class Engine:
                 events = handle(command)
                 if request.after is not None:
                     stream, epoch, batch = request.after
-                    after[stream] = max(after.get(stream, (0, 0)), (epoch, batch))
+                    if batch > after.get((stream, epoch), 0):
+                        after[(stream, epoch)] = batch
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                      events))
                 for event in events:
@@ -100,7 +104,7 @@ class Engine:
             self.checkpoint_seq = self.matcher.seq
         state = self.checkpoint_parts.popleft() if self.checkpoint_parts else b""
         frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state,
-                                  time.time_ns(), [(stream, *position) for stream, position in after.items()]))
+                                  time.time_ns(), [(stream, epoch, batch) for (stream, epoch), batch in after.items()]))
         count = self.matcher.seq - first_seq + 1
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
