@@ -157,9 +157,9 @@ class Ledger:
             return HoldRejected(self.seq + 1, cmd.ts_received, cmd.user, "", RejectCode.NOT_YOUR_ORDER,
                                 f"no order #{cmd.client_order_id} of user {cmd.user} is on hold before"
                                 " its engine", cmd.client_order_id)
-        asset = hold_asset(self.terms[hold.symbol], hold.side).name
+        asset = hold_asset(self.terms[hold.symbol], hold.side).name  # all of it: replaces sent meanwhile too
         entry = self.writer().write(EntryKind.RELEASE,
-                                    (held_account(cmd.user), available_account(cmd.user), asset, hold.held))
+                                    (held_account(cmd.user), available_account(cmd.user), asset, hold.all_held))
         return HoldReleased(self.seq + 1, cmd.ts_received, cmd.user, cmd.client_order_id, entry)
 
     # -- events: the only place state changes -------------------------------------------------

@@ -89,6 +89,11 @@ class HoldState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     fee_exact: int = 0
     pending: tuple[Pending, ...] = ()
 
+    @property
+    def all_held(self) -> int:
+        """Everything held for the order: ``held`` and the extras of its pending replaces."""
+        return self.held + sum(p.amount for p in self.pending)
+
 
 # -- commands -----------------------------------------------------------------------------------
 

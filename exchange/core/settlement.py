@@ -100,7 +100,7 @@ def _settle_one(ledger: Ledger, engine: str, event) -> OrderSettled | None:
         case OrderFilled():
             return _filled(ledger, engine, event, hold, terms, writer)
         case OrderCanceled() | OrderExpired():
-            return _settled(ledger, engine, event, hold, _release(writer, terms, hold, _all_held(hold)), None)
+            return _settled(ledger, engine, event, hold, _release(writer, terms, hold, hold.all_held), None)
         case OrderReduced():
             qty, leaves = hold.qty - event.reduced_qty, hold.leaves_qty - event.reduced_qty
             return _resized(ledger, engine, event, hold, terms, writer, hold.held, qty, hold.price, leaves)
@@ -120,7 +120,7 @@ def _rejected(ledger: Ledger, engine: str, event: OrderRejected) -> OrderSettled
     hold = ledger.holds.get((event.user, event.client_order_id)) if event.client_order_id else None
     terms = ledger.terms.get(hold.symbol) if hold is not None else None
     if hold is not None and not hold.order_id:
-        return _settled(ledger, engine, event, hold, _release(ledger.writer(), terms, hold, _all_held(hold)), None)
+        return _settled(ledger, engine, event, hold, _release(ledger.writer(), terms, hold, hold.all_held), None)
     key = ledger.orders.get(event.order_id)
     if key is not None:
         hold = ledger.holds[key]
@@ -178,10 +178,6 @@ def _resized(ledger: Ledger, engine: str, event, hold: HoldState, terms: Terms, 
     entries += _release(writer, terms, hold, held - needed)
     after = _replace(hold, qty=qty, price=price, leaves_qty=leaves, held=needed)
     return _settled(ledger, engine, event, hold, tuple(entries), after)
-
-
-def _all_held(hold: HoldState) -> int:
-    return hold.held + sum(p.amount for p in hold.pending)
 
 
 def _release(writer: EntryWriter, terms: Terms, hold: HoldState, amount: int) -> list[Entry]:

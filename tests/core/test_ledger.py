@@ -393,6 +393,21 @@ def test_a_hold_whose_order_never_reached_its_engine_can_be_released():
     assert refused.code is RejectCode.NOT_YOUR_ORDER
 
 
+def test_releasing_a_lost_order_also_releases_what_its_replaces_held_meanwhile():
+    """A client may replace right after its ACK, before the acceptance is settled: the replace's
+    extra is held as pending. If the order then turns out never to have reached its engine, its
+    release gives back the extra too, or it would stay held with no order behind it."""
+    venue = funded(alice=(usd(20), 0))
+    ledger = venue.shard("alice")
+    ledger.handle(HoldOrder(PlaceOrder("alice", "BTC-USD", BUY, 4, 200, client_order_id="lost")))  # 8.00
+    [grown] = ledger.handle(HoldReplace(ReplaceOrder("alice", "BTC-USD", 5, 250, client_order_id="lost"), "lost"))
+    assert type(grown).__name__ == "ReplaceHeld" and ledger.balance("alice", "USD") == (usd(20) - 1250, 1250)
+    [released] = ledger.handle(ReleaseHold("alice", "lost"))
+    assert kinds([released]) == ["RELEASE"] and released.entry.rows[-1].delta == 1250
+    assert ledger.balance("alice", "USD") == (usd(20), 0) and ledger.holds == {}
+    assert ledger.problems() == []
+
+
 # -- replay, digest, checkpoint ------------------------------------------------------------------------
 
 def busy_venue() -> Venue:
