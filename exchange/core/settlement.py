@@ -127,8 +127,11 @@ def _rejected(ledger: Ledger, engine: str, event: OrderRejected) -> OrderSettled
     if hold is None or hold.user != event.user or not hold.pending:
         return None  # a refused cancel, or a replace of an order that has ended (and released it all)
     terms = ledger.terms[hold.symbol]
-    entries = _release(ledger.writer(), terms, hold, hold.pending[0].amount)
-    return _settled(ledger, engine, event, hold, entries, _replace(hold, pending=hold.pending[1:]))
+    writer = ledger.writer()
+    entries = _release(writer, terms, hold, hold.pending[0].amount)
+    hold = _replace(hold, pending=hold.pending[1:])
+    return _resized(ledger, engine, event, hold, terms, writer, hold.held, hold.qty, hold.price, hold.leaves_qty,
+                    entries)
 
 
 def _filled(ledger: Ledger, engine: str, event: OrderFilled, hold: HoldState, terms: Terms,
@@ -164,11 +167,20 @@ def _filled(ledger: Ledger, engine: str, event: OrderFilled, hold: HoldState, te
 def _resized(ledger: Ledger, engine: str, event, hold: HoldState, terms: Terms, writer: EntryWriter,
              held: int, qty: int, price: int | None, leaves: int, entries: list[Entry] | None = None
              ) -> OrderSettled:
-    """The order now holds ``held`` for ``leaves`` of ``qty`` at ``price``: release what it no longer needs."""
+    """The order now holds ``held`` for ``leaves`` of ``qty`` at ``price``: release what it no longer needs.
+
+    Not while a replace of it is on its way: that replace's extra was held for the order as it was
+    then, so what a fill or a self-trade reduce frees meanwhile stays held until the last such
+    replace has landed (or been refused). Otherwise a reduce (which lowers the order's quantity,
+    and so raises what a replace to a given total adds) would release funds the replace needs.
+    """
     entries = entries or []
     if not leaves:  # it is done: everything goes back
         entries += _release(writer, terms, hold, held + sum(p.amount for p in hold.pending))
         return _settled(ledger, engine, event, hold, tuple(entries), None)
+    if hold.pending:
+        after = _replace(hold, qty=qty, price=price, leaves_qty=leaves, held=held)
+        return _settled(ledger, engine, event, hold, tuple(entries), after)
     if hold.side is BUY and price is None:
         needed = held  # a market buy keeps its budget until it ends
     else:

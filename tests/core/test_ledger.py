@@ -408,6 +408,37 @@ def test_releasing_a_lost_order_also_releases_what_its_replaces_held_meanwhile()
     assert ledger.problems() == []
 
 
+
+def hold_in_flight(venue: Venue, command):
+    """Hold ``command`` at its user's shard; what the engine is to get (it is not sent yet)."""
+    hold = HoldOrder(command) if isinstance(command, PlaceOrder) else HoldReplace(command)
+    [held] = venue.shard(command.user).handle(hold)
+    assert type(held).__name__ in ("OrderHeld", "ReplaceHeld"), held
+    return held.command
+
+
+@pytest.mark.parametrize("new_qty, held_after", [(6, 600), (4, 400)])
+def test_a_replace_sent_behind_a_self_trade_reduce_of_its_order_is_still_covered(new_qty, held_after):
+    """The user's own DECREMENT sell reduces their resting bid at the engine (5 lots to 2), and a
+    replace of the bid to a new total, sent right after the sell, lands behind it: the bid is then
+    ``new_qty`` lots again. The replace's extra was held for the bid as it was (5 lots), so what
+    the reduce frees is kept until the replace lands; nothing is short, and then only the surplus
+    goes back."""
+    venue = funded(alice=(usd(100), 50_000))
+    _, events = venue.buy("alice", 5, 100)
+    bid = events[0].order_id
+    sell = hold_in_flight(venue, PlaceOrder("alice", "BTC-USD", SELL, 3, 100, stp=SelfTradePrevention.DECREMENT))
+    replace = hold_in_flight(venue, ReplaceOrder("alice", "BTC-USD", new_qty, None, bid))
+    reduced = venue.engine(sell)
+    assert [(type(e).__name__, e.order_id) for e in reduced if type(e).__name__ == "OrderReduced"] == [
+        ("OrderReduced", bid)]  # the bid: 5 lots to 2 (the sell, used up, is canceled)
+    assert venue.problems() == []
+    replaced = venue.engine(replace)
+    assert type(replaced[0]).__name__ == "OrderReplaced" and replaced[0].leaves_qty == new_qty
+    assert venue.problems() == []
+    assert venue.balance("alice") == (usd(100) - held_after, held_after)
+
+
 # -- replay, digest, checkpoint ------------------------------------------------------------------------
 
 def busy_venue() -> Venue:
