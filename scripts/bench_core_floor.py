@@ -243,7 +243,8 @@ def _floor_handle(engine_id: int, symbol: str):
         if price is None and keys[0] == EMPTY:
             seq += 1
             return [OrderRejected(seq, ts, symbol, user, NO_LIQUIDITY,
-                                  f"no {'asks' if side is BUY else 'bids'} on {symbol} for a market order")]
+                                  f"no {'asks' if side is BUY else 'bids'} on {symbol} for a market order",
+                                  "", "", "PlaceOrder")]
         order_tail += 1
         if order_tail == 1000:
             order_thousand += 1
@@ -350,7 +351,7 @@ def _floor_handle(engine_id: int, symbol: str):
         seq += 1
         return [OrderRejected(seq, command.ts_received, command.symbol, command.user, NOT_YOUR_ORDER,
                               f"no open order {command.order_id} of user {command.user}", "",
-                              command.order_id)]
+                              command.order_id, "CancelOrder")]
 
     return handle
 

@@ -501,7 +501,7 @@ class Matcher(Replay):
         symbol = cmd.symbol or ""
         order_id = order_id or getattr(cmd, "order_id", "")
         return [OrderRejected(seq, cmd.ts_received, symbol, cmd.user, code, reason,
-                              getattr(cmd, "client_order_id", ""), order_id)]
+                              getattr(cmd, "client_order_id", ""), order_id, type(cmd).__name__)]
 
     def _find(self, cmd: CancelOrder | ReplaceOrder) -> tuple[OrderBook | None, Order | None]:
         """The user's open order named by the command and its book; never someone else's.

@@ -104,7 +104,13 @@ class OrderAccepted(Event):
 
 
 class OrderRejected(Event):
-    """A command refused; ``order_id`` names the target of a refused cancel or replace."""
+    """A command refused; ``order_id`` names the target of a refused cancel or replace.
+
+    ``command`` is the refused command's kind (``"PlaceOrder"``, ``"ReplaceOrder"``,
+    ``"CancelOrder"`` or ``"CancelAll"``): a refused cancel naming a client order id looks like a
+    refused order with that id otherwise, and settlement must tell them apart. Empty in journals
+    written before it.
+    """
 
     seq: int
     ts_event: int
@@ -114,6 +120,7 @@ class OrderRejected(Event):
     reason: str
     client_order_id: str = ""
     order_id: str = ""
+    command: str = ""
 
 
 class OrderFilled(Event):

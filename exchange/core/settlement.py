@@ -116,11 +116,21 @@ def _settle_one(ledger: Ledger, engine: str, event) -> OrderSettled | None:
 
 
 def _rejected(ledger: Ledger, engine: str, event: OrderRejected) -> OrderSettled | None:
-    """The order refused (its hold is not bound yet), or one of its replaces, or nothing of ours."""
+    """The order refused (its hold is not bound yet), or one of its replaces, or nothing of ours.
+
+    A refused cancel frees nothing, though it may name an order on hold by its client order id,
+    or an order with a replace on its way. (``command`` is "" in journals from before it: then
+    the id alone decides, as it did when they were written.)
+    """
+    kind = event.command
+    if kind == "CancelOrder" or kind == "CancelAll":
+        return None
     hold = ledger.holds.get((event.user, event.client_order_id)) if event.client_order_id else None
     terms = ledger.terms.get(hold.symbol) if hold is not None else None
-    if hold is not None and not hold.order_id:
+    if hold is not None and not hold.order_id and kind != "ReplaceOrder":
         return _settled(ledger, engine, event, hold, _release(ledger.writer(), terms, hold, hold.all_held), None)
+    if kind == "PlaceOrder":
+        return None  # a refused order whose hold is bound to another (DUPLICATE_ID): nothing of it held
     key = ledger.orders.get(event.order_id)
     if key is not None:
         hold = ledger.holds[key]

@@ -333,7 +333,7 @@ class ReferenceMatcher:
     def reject(cmd, code: RejectCode, order_id: str = "") -> OrderRejected:
         return OrderRejected(0, 0, cmd.symbol or "", cmd.user, code, "",
                              getattr(cmd, "client_order_id", ""),
-                             order_id or getattr(cmd, "order_id", ""))
+                             order_id or getattr(cmd, "order_id", ""), type(cmd).__name__)
 
     @staticmethod
     def canceled(book: RefBook, order: RefOrder, reason: CancelReason) -> OrderCanceled:

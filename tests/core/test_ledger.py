@@ -16,7 +16,9 @@ from exchange.core.ledger_messages import (
     AnyLedgerEvent, DepositFunds, EntryKind, FundsDeposited, FundsWithdrawn, HoldOrder, HoldRejected, OrderHeld,
     HoldReplace, OrderSettled, ReleaseHold, ReplaceHeld, SettleEvents, SettlementAdvanced, SettlementGap, TransferRejected,
 )
-from exchange.core.messages import OrderAccepted, OrderExpired, OrderFilled, PlaceOrder, ReplaceOrder
+from exchange.core.messages import (
+    CancelOrder, OrderAccepted, OrderExpired, OrderFilled, OrderRejected, PlaceOrder, ReplaceOrder,
+)
 from exchange.core.orders import ExpireReason, SelfTradePrevention, Side, TimeInForce
 from exchange.errors import RejectCode
 
@@ -437,6 +439,43 @@ def test_a_replace_sent_behind_a_self_trade_reduce_of_its_order_is_still_covered
     assert type(replaced[0]).__name__ == "OrderReplaced" and replaced[0].leaves_qty == new_qty
     assert venue.problems() == []
     assert venue.balance("alice") == (usd(100) - held_after, held_after)
+
+
+
+def test_a_refused_cancel_naming_a_client_order_id_leaves_a_new_order_with_that_id_on_hold():
+    """A cancel of an old #a1 (closed long ago) is refused by the engine; the user's new order #a1,
+    held meanwhile, keeps its hold, and its acceptance settles (the refusal used to release it)."""
+    venue = funded(alice=(usd(20), 0))
+    ledger = venue.shard("alice")
+    order = hold_in_flight(venue, PlaceOrder("alice", "BTC-USD", BUY, 4, 200, client_order_id="a1"))
+    [refused] = venue.engine(CancelOrder("alice", "BTC-USD", "", "a1"))
+    assert (type(refused).__name__, refused.client_order_id, refused.command) == ("OrderRejected", "a1", "CancelOrder")
+    assert ledger.balance("alice", "USD") == (usd(20) - 800, 800)
+    [accepted] = venue.engine(order)
+    assert type(accepted).__name__ == "OrderAccepted" and venue.problems() == []
+
+
+def test_a_refused_cancel_of_an_order_leaves_its_replace_on_its_way_held():
+    venue = funded(alice=(usd(20), 0))
+    _, events = venue.buy("alice", 4, 200)  # holds 8.00
+    order_id = events[0].order_id
+    replace = hold_in_flight(venue, ReplaceOrder("alice", "BTC-USD", 5, 250, order_id))  # 4.50 more
+    [refused] = venue.engine(CancelOrder("alice", "ETH-USD", order_id))  # the wrong book: refused
+    assert refused.command == "CancelOrder"
+    assert venue.balance("alice") == (usd(20) - 1250, 1250)
+    assert type(venue.engine(replace)[0]).__name__ == "OrderReplaced"
+    assert venue.problems() == [] and venue.balance("alice") == (usd(20) - 1250, 1250)
+
+
+def test_a_refusal_from_a_journal_older_than_its_command_kind_releases_the_order_on_hold():
+    """Journals from before ``OrderRejected.command`` are settled as they were: a refusal naming
+    an order on hold by its client order id releases that order's hold."""
+    venue = funded(alice=(usd(20), 0))
+    ledger = venue.shard("alice")
+    hold_in_flight(venue, PlaceOrder("alice", "BTC-USD", BUY, 4, 200, client_order_id="a1"))
+    old = OrderRejected(1, 0, "BTC-USD", "alice", RejectCode.UNKNOWN_SYMBOL, "", "a1")
+    settled, _advanced = ledger.handle(SettleEvents(ENGINE, 1, 1, 1, [old]))
+    assert kinds([settled]) == ["RELEASE"] and ledger.balance("alice", "USD") == (usd(20), 0)
 
 
 # -- replay, digest, checkpoint ------------------------------------------------------------------------
