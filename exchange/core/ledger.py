@@ -42,6 +42,12 @@ from exchange.core.settlement import settle
 from exchange.errors import RejectCode
 
 
+# The most of an asset a shard may have taken in from outside (its ``*external`` account, negated):
+# every balance is then far inside the journal's 64-bit integers (msgpack), whatever the trades
+# between users and shards move, for up to nine shards.
+MAX_DEPOSITED = 10**18
+
+
 def _first(item: tuple) -> object:
     return item[0]
 
@@ -141,6 +147,9 @@ class Ledger:
                                                      f" {self.transfers[cmd.ref]}); nothing was done now")
         elif not deposit:
             code, reason = RejectCode.INSUFFICIENT_FUNDS, self.short(cmd.user, asset, cmd.amount, "withdrawal ")
+        elif cmd.amount - self.balances.get((EXTERNAL_ACCOUNT, cmd.asset), 0) > MAX_DEPOSITED:
+            reason = (f"deposits of {cmd.asset} here would pass {asset.format(MAX_DEPOSITED)}, the most a ledger"
+                      " shard holds of an asset")
         if reason:
             return TransferRejected(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref,
                                     code, reason)

@@ -385,6 +385,19 @@ def test_a_malformed_transfer_is_refused(asset, amount, ref, reason):
     assert (refused.code, refused.reason) == (RejectCode.MALFORMED, reason)
 
 
+def test_deposits_stop_where_balances_would_outgrow_the_journals_integers():
+    from exchange.core.ledger import MAX_DEPOSITED
+
+    ledger = Venue().shard("alice")
+    [first] = ledger.handle(DepositFunds("alice", "USD", MAX_DEPOSITED - 1, "r1"))
+    [refused] = ledger.handle(DepositFunds("alice", "USD", 2, "r2"))  # one unit past the most
+    assert type(first).__name__ == "FundsDeposited" and refused.code is RejectCode.MALFORMED
+    assert "the most a ledger shard holds of an asset" in refused.reason
+    [last] = ledger.handle(DepositFunds("bob", "USD", 1, "r3"))  # exactly the most, over all users
+    assert type(last).__name__ == "FundsDeposited"
+    assert msgspec.msgpack.encode([first, refused, last])  # every figure fits the journal's encoding
+
+
 def test_a_hold_whose_order_never_reached_its_engine_can_be_released():
     venue = funded(alice=(usd(10), 0))
     ledger = venue.shard("alice")

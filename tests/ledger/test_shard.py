@@ -81,6 +81,18 @@ def test_short_of_funds_is_answered_once_durable_and_nothing_goes_to_the_engine(
     assert event.reason == "needs 4.301075 USD, 1.000000 available" and event.client_order_id == "big"
 
 
+def test_a_deposit_too_big_for_the_journal_is_refused_and_the_shard_goes_on():
+    """10**19 units fit the wire's unsigned 64 bits, but *external would go below the journal's
+    signed 64: the shard used to apply it and then die sealing its batch, on every start."""
+    shard = funded("alice", "1")
+    shard.handle_requests([frame(Request("gw/1", 7, 43, DepositFunds("alice", "USD", 10**19, "big"), ""))])
+    shard.seal()
+    [reply] = shard.on_durable(durable(shard)).replies
+    [event] = reply.events
+    assert type(event).__name__ == "TransferRejected" and event.code is RejectCode.MALFORMED
+    assert shard.ledger.balance("alice", "USD") == (usd("1"), 0)
+
+
 def test_a_market_buy_with_funds_goes_on_with_its_budget_in_lots_times_ticks():
     shard = funded("alice")
     order = PlaceOrder("alice", "BTC-USD", Side.BUY, 10, None, TimeInForce.IOC, client_order_id="m1",
