@@ -24,13 +24,14 @@ from exchange.core.ledger_messages import (
     Entry, EntryKind, HoldOrder, HoldReplace, HoldState, LedgerEvent, OrderHeld, Pending, ReplaceHeld, Row,
     available_account, held_account,
 )
-from exchange.core.orders import Side
+from exchange.core.orders import Side, TimeInForce
 from exchange.errors import RejectCode
 
 if TYPE_CHECKING:
     from exchange.core.ledger import Ledger
 
 BUY = Side.BUY
+FOK = TimeInForce.FOK
 
 
 def hold_asset(terms: Terms, side: Side) -> Asset:
@@ -94,6 +95,10 @@ def hold_order(ledger: Ledger, cmd: HoldOrder) -> LedgerEvent:
     budget = 0
     if not market_buy:
         amount = need(terms, order.side, order.price, order.qty, 0)
+    elif order.tif is FOK and not cmd.funds:
+        # all or nothing, so no budget (the engine holds a fill or kill to none): it holds the most
+        # its quantity can cost, at max_price, and is refused if the user has less
+        amount = terms.with_taker_fee(terms.notional(order.qty, instrument.max_price))
     else:  # FUNDS, or else all it has, up to the most the order can cost (at max_price)
         amount = cmd.funds or min(ledger.balance(order.user, asset.name)[0],
                                   terms.with_taker_fee(terms.notional(order.qty, instrument.max_price)))

@@ -385,6 +385,20 @@ def test_a_malformed_transfer_is_refused(asset, amount, ref, reason):
     assert (refused.code, refused.reason) == (RejectCode.MALFORMED, reason)
 
 
+def test_a_market_fill_or_kill_buy_holds_its_worst_cost_pays_what_it_traded_and_gets_the_rest_back():
+    venue = funded(alice=(usd(10_000), 0), bob=(0, 50_000))
+    terms = venue.terms[0]
+    venue.sell("bob", 2, 100)
+    venue.sell("bob", 3, 110)
+    held, events = venue.buy("alice", 5, None, tif=TimeInForce.FOK)
+    assert held[0].entry.rows[-1].delta == terms.notional(5, terms.instrument.max_price)  # no fee here
+    assert [type(e).__name__ for e in events].count("Trade") == 2
+    paid = terms.notional(2, 100) + terms.notional(3, 110)
+    assert venue.balance("alice") == (usd(10_000) - paid, 0)
+    held, events = venue.buy("alice", 1, None, tif=TimeInForce.FOK)  # nothing left to buy: refused
+    assert venue.balance("alice") == (usd(10_000) - paid, 0) and venue.problems() == []
+
+
 def test_deposits_stop_where_balances_would_outgrow_the_journals_integers():
     from exchange.core.ledger import MAX_DEPOSITED
 

@@ -102,6 +102,25 @@ def test_a_market_buy_with_funds_goes_on_with_its_budget_in_lots_times_ticks():
     assert request.command.funds == TERMS["BTC-USD"].budget(usd("100")) > 0
 
 
+def test_a_market_fill_or_kill_buy_goes_on_without_a_budget_holding_the_most_it_can_cost():
+    """A budget would make the engine refuse it (a fill or kill cannot be held to one): it holds what
+    its quantity costs at the instrument's max_price, with the taker fee, and goes on as it came."""
+    terms = TERMS["BTC-USD"]
+    most = terms.with_taker_fee(terms.notional(10, terms.instrument.max_price))
+    rich, poor = funded("alice", "2000000"), funded("alice", "1000000")  # it needs 1,000,250.00
+    order = PlaceOrder("alice", "BTC-USD", Side.BUY, 10, None, TimeInForce.FOK, client_order_id="f1",
+                       ts_received=time.time_ns())
+    rich.handle_requests([frame(Request("gw/1", 7, 44, HoldOrder(order), "e1"))])
+    [request] = rich.seal()[1].forwards["e1"]
+    assert request.command.funds == 0 and rich.ledger.balance("alice", "USD")[1] == most
+    accepted = Matcher(1, [terms.instrument]).handle(request.command)[0]
+    assert accepted.code is RejectCode.NO_LIQUIDITY  # the engine's own answer, not BAD_TIF for a budget
+    poor.handle_requests([frame(Request("gw/1", 7, 45, HoldOrder(order), "e1"))])
+    poor.seal()
+    [reply] = poor.on_durable(durable(poor)).replies
+    assert reply.events[0].code is RejectCode.INSUFFICIENT_FUNDS
+
+
 def test_a_cancel_passes_on_right_behind_the_order_before_it():
     shard = funded("alice")
     cancel = CancelOrder("alice", "BTC-USD", client_order_id="a1", ts_received=time.time_ns())
