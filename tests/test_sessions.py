@@ -30,7 +30,8 @@ class Exchange:
 
     def __init__(self, gateway: str = "gw/1", config=CONFIG, deferred: bool = False):
         instruments = config.instrument_map()
-        self.matchers = {e.name: Matcher(e.id, [instruments[s] for s in e.instruments]) for e in config.engines}
+        self.matchers = {e.name: Matcher(e.id, [instruments[s] for s in e.instruments],
+                                         round(e.client_order_id_window * 1e9)) for e in config.engines}
         self.now = 0.0
         self.outbox: list[Reply] = []
         self.sent: list = []  # every command, in order
@@ -81,10 +82,11 @@ class Exchange:
         for reply in outbox:
             self.entry.on_reply(reply)
 
-    def session(self, user: str | None = None) -> "Client":
+    def session(self, user: str | None = None, cancel_on_disconnect: bool = False) -> "Client":
         client = Client(self)
         if user:
-            assert client.say(f"LOGIN {user} {user}-key") == [f"OK LOGIN {user}"]
+            option = " CANCEL_ON_DISCONNECT" if cancel_on_disconnect else ""
+            assert client.say(f"LOGIN {user} {user}-key{option}")[0].startswith(f"OK LOGIN {user}")
         return client
 
 
@@ -782,3 +784,79 @@ def test_a_book_of_a_session_that_ended_is_answered_into_nothing_and_frees_its_p
     bob.close()
     exchange.answer_books()
     assert bob.take() == [] and exchange.entry.books.waiting == 0 and not exchange.entry.books.per_session
+
+
+# -- client order ids after their window; cancel on disconnect of orders whose answer came late ---------
+
+
+class Clock:
+    """The gateway's wall clock for stamping commands, moved by hand."""
+
+    def __init__(self):
+        self.ns = 1_000 * 10**9
+
+    def time_ns(self) -> int:
+        return self.ns
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    import types
+
+    import exchange.gateway.dispatch as dispatch
+
+    moved = Clock()
+    monkeypatch.setattr(dispatch, "time", types.SimpleNamespace(time_ns=moved.time_ns))
+    return moved
+
+
+def with_window(seconds: float):
+    return msgspec.structs.replace(CONFIG, engines=[
+        msgspec.structs.replace(e, client_order_id_window=seconds) for e in CONFIG.engines])
+
+
+@pytest.mark.parametrize("again", ["BUY AAPL 1 @ 5.00 #w", "BUY AAPL 2 @ 6.00 #w"])
+def test_a_client_order_id_past_its_window_and_its_order_names_a_new_order(clock, again):
+    """The same order or another one: either is placed anew, as the engine would (the gateway used
+    to answer the old order's ACK, or DUPLICATE_ID, until some later acceptance purged the id)."""
+    exchange = Exchange(config=with_window(1.0))
+    alice = exchange.session("alice")
+    assert alice.say("BUY AAPL 1 @ 5.00 #w") == ["ACK 2-1 #w BUY AAPL 1 @ 5.00 GTC"]
+    assert alice.say("CANCEL #w") == ["OUT 2-1 #w CANCELED"]
+    assert alice.say("BUY AAPL 1 @ 5.00 #w") == ["ACK 2-1 #w BUY AAPL 1 @ 5.00 GTC"]  # a resend, within the window
+    clock.ns += 5 * 10**9
+    assert alice.say(again)[0].startswith("ACK 2-2 #w")
+    assert len(exchange.matchers["e2"].books["AAPL"].orders) == 1
+
+
+def test_an_order_accepted_after_its_request_timed_out_is_still_canceled_when_its_session_ends():
+    exchange = Exchange()
+    alice = exchange.session("alice", cancel_on_disconnect=True)
+    alice.say("BUY AAPL 1 @ 5.00 #slow", release=False)
+    exchange.now = 11.0
+    exchange.entry.expire(10.0)
+    assert alice.take()[0].startswith("REJ #slow UNAVAILABLE")
+    exchange.release()  # the engine's answer, late: the order is open
+    assert exchange.entry.orders["2-1"].status is OrderStatus.NEW
+    alice.close()
+    exchange.release()
+    assert exchange.matchers["e2"].books["AAPL"].orders == {}
+
+
+def test_a_disconnect_cancel_that_could_not_be_handed_over_leaves_no_answer_slot_behind():
+    exchange = Exchange()
+    own = exchange.entry.in_flight.nobody
+    alice = exchange.session("alice", cancel_on_disconnect=True)
+    alice.say("BUY AAPL 1 @ 5.00")
+    alice.close()  # its CancelAll DISCONNECT was sent ...
+    exchange.outbox.clear()  # ... but never left the gateway
+    exchange.entry.not_sent("e2", exchange.entry.in_flight.last_id)
+    exchange.entry.expire(10.0)  # sent again
+    exchange.release()
+    for _ in range(5):  # later sessions end as usual, and their cancels are answered
+        bob = exchange.session("bob", cancel_on_disconnect=True)
+        bob.say("BUY AAPL 1 @ 4.00")
+        bob.close()
+        exchange.release()
+    assert exchange.entry.in_flight.pending == {} and len(own.queue) == 0
+    assert exchange.matchers["e2"].books["AAPL"].orders == {}

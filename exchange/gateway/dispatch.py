@@ -70,7 +70,9 @@ class Dispatcher:
                 # with accounts on the shard holds the budget (quote units) and gives the engine its own
                 command = place_command(request, instrument, user, ts, session.max_open_orders, 0 if terms else budget)
                 key = (user, request.client_order_id) if request.client_order_id else None
-                if key and (key in self.views.client_order_ids or key in placements):
+                # taken: within its window or its order still open (as the engine decides); an id past
+                # both may name a new order, though the views have not forgotten it yet
+                if key and (key in placements or self.views.client_order_ids.taken(key, ts)):
                     return self._resent(session, slot, key, command)
                 return self.in_flight.forward(session, slot, self.owner[request.symbol], command, key,
                                               HoldOrder(command, budget) if terms else None)

@@ -7,7 +7,8 @@ a placement with a client order id is also found by (user, client order id), so 
 a replace or a resend of it finds it before its ACK. Each engine takes at most
 ``gateway.max_in_flight`` unanswered requests (a CANCEL always passes): beyond that, or when the
 way to the engine (or to the user's ledger shard) is full, the request is refused BUSY rather than queued. A request left
-unanswered for ``request_timeout`` is answered UNAVAILABLE: its outcome is unknown.
+unanswered for ``request_timeout`` is answered UNAVAILABLE: its outcome is unknown; if the engine
+accepted the order all the same, the order is still its session's, for cancel on disconnect.
 
 The gateway's own requests (cancels of a session that ended) have no session waiting for them;
 one an engine had no room for is sent again at the next ``expire``.
@@ -19,13 +20,14 @@ from collections import Counter
 from collections.abc import Callable
 
 from exchange.config import Config
-from exchange.core.messages import CancelAll, CancelOrder, Command, OrderCanceled, OrderRejected
+from exchange.core.messages import CancelAll, CancelOrder, Command, OrderCanceled, OrderRejected, PlaceOrder
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.ledger_routes import LEDGER_PREFIX, Routes, way_name
 from exchange.gateway.protocol.messages import ClientReply, Rej
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Reply
 
+MAX_TIMED_OUT = 10_000  # timed-out placements remembered for their sessions (see ``InFlight.timed_out``)
 
 class Pending:
     """A request sent to engines whose answer has not been released yet."""
@@ -77,6 +79,10 @@ class InFlight:
         self.unsent: list[tuple[str, CancelAll]] = []  # disconnect cancels an engine had no room for
         self.nobody = Session(0, lambda replies: None)  # answers to the gateway's own requests
         self.last_id = 0  # the id of the last request sent
+        # placements answered UNAVAILABLE (timed out): request id → the session that sent it, so that
+        # an order the engine accepted all the same is still its session's (cancel on disconnect);
+        # the oldest are forgotten past MAX_TIMED_OUT
+        self.timed_out: dict[int, Session] = {}
 
     def forward(self, session: Session, slot: list, engine: str, command: Command, key=None, sent=None) -> None:
         """Send ``command`` to ``engine`` (``sent`` in its place, if given: the ledger shard's wrapping of
@@ -153,6 +159,7 @@ class InFlight:
             return
         if pending.session is self.nobody:
             del self.pending[request_id]
+            self.nobody.fill(pending.slot, [])  # its slot, or every later own answer would queue behind it
             self.unsent.append((engine, pending.command))
             return
         if pending.engine is None:
@@ -174,6 +181,10 @@ class InFlight:
         late = [(request_id, p) for request_id, p in self.pending.items() if now - p.sent > timeout]
         for request_id, pending in late:
             self.done(request_id)
+            if isinstance(pending.command, PlaceOrder) and pending.session is not self.nobody:
+                self.timed_out[request_id] = pending.session
+                if len(self.timed_out) > MAX_TIMED_OUT:
+                    del self.timed_out[next(iter(self.timed_out))]
             reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
                       " order again with its #client-order-id, or ask STATUS")
             if pending.engine and pending.engine.startswith(LEDGER_PREFIX):  # a shard's own request

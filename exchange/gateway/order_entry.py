@@ -234,6 +234,9 @@ class OrderEntry:
             return
         if pending is None:
             self._replied(reply, None)
+            late = self.in_flight.timed_out.pop(reply.request_id, None) if reply.gateway == self.gateway else None
+            if late is not None and reply.events and isinstance(reply.events[0], OrderAccepted):
+                self._placed(late, reply.events[0].order_id)  # its client heard UNAVAILABLE; it is still theirs
             return
         if not isinstance(pending.command, CancelAll):
             answer = reply.events[0] if reply.events else None
