@@ -16,7 +16,8 @@ from exchange.journal.history import HistoryService, answer
 from exchange.journal.readers import latest_checkpoint_seq
 from exchange.journal.schema import open_readonly
 from exchange.wire.messages import (
-    CheckpointPartRequest, Decoder, EngineHistory, EventBatch, EventsRequest, HistoryReply, JournalRefused,
+    CheckpointPartRequest, Decoder, EngineHistory, EngineHistoryRequest, EventBatch, EventsRequest, HistoryReply,
+    JournalRefused,
     LoggedBatchesRequest,
 )
 from test_recovery import INSTRUMENTS, journaled_engine
@@ -157,3 +158,43 @@ def test_logged_batches_come_whole_in_order_up_to_about_the_events_asked_for(tmp
         assert some.bodies == [rows[n] for n in range(6, 12)]  # byte for byte as logged
     finally:
         conn.close()
+
+
+class IndexesWhileReading:
+    """The history service's connection, but the writer's indexer commits the moment a question
+    reads how far the tables hold the log, between its reading of the tables and of the log."""
+
+    def __init__(self, conn, writer, nth: int):
+        self.conn, self.writer, self.nth = conn, writer, nth
+
+    def execute(self, sql, *args):
+        if "FROM indexed" in sql:
+            self.nth -= 1
+            if self.nth == 0:
+                self.writer.catch_up()
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+@pytest.mark.parametrize("nth", [1, 2])  # 1: while the symbols are read; 2: while the last trades are
+def test_an_engines_history_is_read_in_one_snapshot_though_the_indexer_commits_meanwhile(tmp_path, nth):
+    from exchange.core.messages import Trade
+    from exchange.journal.readers import log_events
+    from exchange.journal.schema import open_db
+    from exchange.journal.writer import Writer
+    from test_recovery import CONFIG
+
+    path = tmp_path / "journal.db"
+    journaled_engine(path, 400, checkpoint_every=0, per_batch=20)
+    writer = Writer(open_db(path), CONFIG.instrument_map())  # its tables are behind the log
+    conn = open_readonly(path)
+    symbols, last = set(), {}
+    for event in log_events(conn, "e1"):
+        if type(event).__name__ != "OrderRejected":
+            symbols.add(event.symbol)
+        if isinstance(event, Trade):
+            last[event.symbol] = event.seq
+    reply = answer(IndexesWhileReading(conn, writer, nth), str(path), EngineHistoryRequest(1, "e1"), {"e1"})
+    assert set(reply.symbols) == symbols and {t.symbol: t.seq for t in reply.last_trades} == last

@@ -182,3 +182,48 @@ def test_batches_of_an_older_epoch_are_dropped_with_one_warning(caplog):
     sequencer = Sequencer({"e1": P(3, 5, 10)})
     sequencer.accept([batch(6, epoch=2), batch(7, epoch=2)])
     assert caplog.text.count("it has started again since (epoch 3)") == 1
+
+
+# -- what the writer refuses to log, and when it asks for a replay -----------------------------------
+
+
+def test_a_stream_with_no_epoch_opened_here_is_dropped_and_remembered_within_bounds(caplog):
+    """A stream not in the config, or configured but never started (epoch 0), has no epoch opened
+    here: its batches are dropped (a batch written for it would be accepted again after a restart
+    and fail the whole group commit), each name logged once, and nothing is held for it."""
+    from exchange.journal.sequencer import MAX_NOTED
+
+    sequencer = Sequencer({"e1": P(1, 0, 0), "e2": P()})
+    to_write, gaps = sequencer.accept([EventBatch("e2", 0, 1, 1, 0, []), EventBatch("zz", 0, 1, 1, 0, []),
+                                       EventBatch("zz", 0, 2, 1, 0, []), batch(1)])
+    assert written(to_write) == [(1, 1)] and gaps == set()
+    assert caplog.text.count("'zz' sends batches but has no epoch opened") == 1
+    for n in range(MAX_NOTED + 500):
+        sequencer.accept([EventBatch(f"x{n}", 0, 2, 3, 2, [])])
+    assert len(sequencer.unopened) == MAX_NOTED and not any(sequencer.held.values())
+    assert set(sequencer.positions) == {"e1", "e2"}
+
+
+def test_a_gap_stays_asked_for_on_later_turns_without_new_batches():
+    sequencer = Sequencer({"e1": P(1, 0, 0), "e2": P(1, 0, 0)})
+    assert sequencer.accept([batch(2, engine="e2")])[1] == {"e2"}
+    sequencer.accept([batch(1)])  # another stream's batch: e2's gap is still open
+    assert sequencer.gaps() == {"e2"}
+    sequencer.accept([batch(1, engine="e2")])
+    assert sequencer.gaps() == set()
+
+
+def test_a_batch_that_does_not_read_back_is_not_logged(tmp_path):
+    """Its header decodes (all the writer reads to order it), but its entries or its checkpoint part
+    do not: logged, it would stop the indexer and every reader of its stream at every start."""
+    from exchange.journal.writer import unreadable
+    from exchange.wire.messages import BatchHeader, Decoder, encode
+
+    def arrived(frame: bytes) -> BatchHeader:
+        header = Decoder(BatchHeader).decode(frame)
+        header.body = frame
+        return header
+
+    assert unreadable(arrived(encode(batch(1)))) == ""
+    assert "Expected `array`" in unreadable(arrived(msgspec.msgpack.encode(["e1", 1, 1, 1, 1, ["not an entry"]])))
+    assert unreadable(arrived(msgspec.msgpack.encode(["e1", 1, 1, 1, 0, [], b"junk"])))

@@ -42,7 +42,7 @@ from exchange.journal.readers import (
     logged_batch_bodies, open_and_recent_order_events, order_history, positions, recent_trades,
 )
 from exchange.journal.ledger_readers import released_batches
-from exchange.journal.schema import open_readonly
+from exchange.journal.schema import one_reading, open_readonly
 from exchange.wire.messages import (
     CheckpointPart, CheckpointPartRequest, Decoder, EngineHistory, EngineHistoryRequest, Events, EventsRequest,
     HistoryRequest, JournalRefused, LoggedBatches, LoggedBatchesRequest, OrderEventsRequest, OrderHistoryRequest,
@@ -60,7 +60,13 @@ POLL_MS = 100
 
 def answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
     """The answer to one history request but a gateway's reading (``Cursors``), read from ``conn``
-    (or the journal at ``path``)."""
+    (or the journal at ``path``) in one read transaction: an answer made of several queries (the
+    tables, then the log past what they hold) must not see the indexer commit between them."""
+    with one_reading(conn):
+        return _answer(conn, path, request, streams)
+
+
+def _answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
     if isinstance(request, OrderHistoryRequest):
         return Events(request.nonce, order_history(path, request.order_id)[:MAX_EVENTS], True)
     stream = request.stream if isinstance(request, EventsRequest) else request.engine

@@ -44,7 +44,7 @@ from exchange.journal.readers import EnginePosition, positions
 from exchange.journal.history import HistoryService
 from exchange.journal.release import NOTIFIER_HWM, Release
 from exchange.journal.schema import open_db
-from exchange.journal.writer import Writer
+from exchange.journal.writer import Writer, unreadable
 from exchange.wire.security.zap import start_authenticator
 
 
@@ -183,7 +183,8 @@ def run(config: Config, name: str = "journal-writer") -> None:
     poller = zmq.Poller()
     for sock in (events, recovery, *replay.values()):
         poller.register(sock, zmq.POLLIN)
-    last_announce = last_replay = 0.0
+    last_announce = 0.0
+    last_replay: dict[str, float] = {}  # stream → when a replay of it was last asked for
     written = 0
     pacing, lag = IndexPacing(), writer.unindexed()
     try:
@@ -201,23 +202,30 @@ def run(config: Config, name: str = "journal-writer") -> None:
                         log.warning("events: dropped %s", e)
                         continue
                     header.body = parts[-1]
+                    problem = unreadable(header)
+                    if problem:
+                        log.warning("events: dropped batch %d of %s, which does not read back: %s",
+                                    header.batch, header.engine, problem[:200])
+                        continue
                     arrived.append(header)
             changed: set[str] = set()
             if arrived:
-                to_write, gaps = sequencer.accept(arrived)
+                to_write, _ = sequencer.accept(arrived)
                 if to_write:
                     writer.append(to_write)  # one transaction: the group commit
                     # the watermarks first: an engine frees what the journal holds at once
                     announce({b.engine for b in to_write})
                     release.send(to_write)
                     written += len(to_write)
-                now = time.monotonic()
-                if gaps and now - last_replay > REPLAY_RETRY_S:
-                    last_replay = now
-                    for engine in gaps & replay.keys():
-                        log.warning("%s: batches missing after %d; asking for a replay", engine,
-                                    sequencer.positions[engine].batch)
-                        ask_replay(engine)
+            # every turn, not only when batches came: the batches that would fill a gap may be the
+            # only ones its stream has to send, and a request may have found its socket full
+            now = time.monotonic()
+            for engine in sequencer.gaps() & replay.keys():
+                if now - last_replay.get(engine, 0.0) > REPLAY_RETRY_S:
+                    last_replay[engine] = now
+                    log.warning("%s: batches missing after %d; asking for a replay", engine,
+                                sequencer.positions[engine].batch)
+                    ask_replay(engine)
             if recovery in ready:  # after this turn's batches: an epoch opens after all they wrote
                 for parts in sockets.drain(recovery, 100):
                     try:

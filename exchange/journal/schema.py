@@ -117,6 +117,20 @@ def read_snapshot(path: str | Path) -> Iterator[sqlite3.Connection]:
         conn.close()  # ends the read transaction; it changed nothing
 
 
+@contextmanager
+def one_reading(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction on ``conn`` (a read-only connection kept open): every SELECT inside
+    sees the journal as at the first one. Inside a transaction already, it is that one."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")  # it read only
+
+
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
     """Whether the journal has table ``name`` yet (readers may start before the writer made it)."""
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None

@@ -1,7 +1,8 @@
 """Which arriving event batches the journal writer writes, holds, drops or asks for again, per engine.
 
 Only the engine's current epoch (the last one the writer opened for it) is written: a batch of an
-older epoch comes from a process that has since restarted, and nothing it sent was released.
+older epoch comes from a process that has since restarted, and nothing it sent was released; a
+batch of a stream that has no epoch opened here (not in the config, or never started) is dropped.
 Within an epoch, batches must arrive in order, ``batch`` +1 each.
 
 An engine batch that names ledger shards' batches (``EventBatch.after``: the batches holding the
@@ -24,6 +25,15 @@ log = logging.getLogger(__name__)
 
 
 MAX_HELD_BATCHES = 10_000
+MAX_NOTED = 1_000
+
+
+def _first_time(seen: set, key) -> bool:
+    """Whether ``key`` is new to ``seen`` (then it is added, while ``seen`` has room)."""
+    if key in seen or len(seen) >= MAX_NOTED:
+        return False
+    seen.add(key)
+    return True
 
 
 class Sequencer:
@@ -39,8 +49,12 @@ class Sequencer:
         before this writer started (it keeps the later ones itself)."""
         self.positions = dict(positions)
         self.held: dict[str, dict[int, EventBatch]] = {}
-        self.foreign: set[tuple[str, int]] = set()  # (engine, epoch) never opened here, already logged
-        self.stale: set[tuple[str, int]] = set()  # (engine, older epoch) whose batches were dropped, logged
+        # what was dropped and logged once (at most MAX_NOTED of each: a sender of many names or
+        # epochs is logged, not remembered without bound)
+        self.unopened: set[str] = set()  # streams with no epoch opened here (unknown, or never started)
+        self.foreign: set[tuple[str, int]] = set()  # (engine, epoch) never opened here
+        self.stale: set[tuple[str, int]] = set()  # (engine, older epoch) whose batches were dropped
+        self.waiting: set[str] = set()  # ledger streams a held engine batch waits for
         self.opened: dict[str, tuple[int, int]] = {}  # engine → (nonce, epoch) of its last OpenEpoch
         self.refused: set[tuple[str, int]] = set()  # (engine, epoch) whose batches wait for a lost ledger batch
         self.epoch_ends: dict[tuple[str, int], int] = {}  # (stream, ended epoch) → its last written batch
@@ -58,14 +72,17 @@ class Sequencer:
         """(batches to write in order, streams to ask for a replay: a gap before a held batch, or a
         ledger batch that an engine batch waits for and that has not come)."""
         for b in batches:
-            pos = self.positions.get(b.engine, EnginePosition())
+            pos = self.positions.get(b.engine)
+            if pos is None or not pos.epoch:  # not a stream of the config, or one that never opened an epoch
+                if _first_time(self.unopened, b.engine):
+                    log.error("%r sends batches but has no epoch opened with this journal writer: dropping them",
+                              b.engine[:64])
+                continue
             if b.epoch != pos.epoch or b.batch <= pos.batch or (b.engine, b.epoch) in self.refused:
-                if b.epoch > pos.epoch and (b.engine, b.epoch) not in self.foreign:
-                    self.foreign.add((b.engine, b.epoch))
+                if b.epoch > pos.epoch and _first_time(self.foreign, (b.engine, b.epoch)):
                     log.error("%s sends epoch %d, which this journal never opened (it is at %d):"
                               " dropping its batches; restart that engine", b.engine, b.epoch, pos.epoch)
-                elif b.epoch < pos.epoch and (b.engine, b.epoch) not in self.stale:
-                    self.stale.add((b.engine, b.epoch))
+                elif b.epoch < pos.epoch and _first_time(self.stale, (b.engine, b.epoch)):
                     log.warning("%s sends batches of its epoch %d, but it has started again since (epoch %d):"
                                 " dropping them (nothing of them was released)", b.engine, b.epoch, pos.epoch)
                 continue  # an older start's, already written, or of a refused epoch
@@ -93,12 +110,18 @@ class Sequencer:
                     pos = EnginePosition(nxt.epoch, nxt.batch, nxt.last_seq)
                     progress = True
                 self.positions[stream] = pos
-        gaps = {stream for stream, held in self.held.items()
-                if held and self.positions.get(stream, EnginePosition()).batch + 1 not in held}
         for stream, held in self.held.items():
             if len(held) > MAX_HELD_BATCHES:
                 held.clear()  # they will come again with the replay
-        return to_write, gaps | {s for s in waiting if not self.held.get(s)}
+        self.waiting = {s for s in waiting if not self.held.get(s)}
+        return to_write, self.gaps()
+
+    def gaps(self) -> set[str]:
+        """The streams to ask for a replay: a gap before a batch held here, or a ledger batch that a
+        held engine batch waits for and that has not come (as of the last ``accept``)."""
+        gaps = {stream for stream, held in self.held.items()
+                if held and self.positions.get(stream, EnginePosition()).batch + 1 not in held}
+        return gaps | {s for s in self.waiting if not self.held.get(s)}
 
     def _missing(self, batch: EventBatch) -> set[str] | None:
         """The ledger streams whose batches ``batch`` waits for (empty: none), or None if one never comes."""

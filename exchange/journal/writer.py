@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+import msgspec
 import sqlite_utils
 from exchange.core import checkpoint
 from exchange.core.instruments import Instrument
@@ -58,6 +59,27 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 CATCH_UP_CHUNK = 10_000  # events per transaction when the tables catch up with the log at once
 
 
+_WHOLE_BATCH = msgspec.msgpack.Decoder(EventBatch)
+
+
+def checkpoint_part(batch: EventBatch | BatchHeader):
+    """The header of the checkpoint part ``batch`` carries (an engine's or a ledger shard's)."""
+    return read_ledger_part(batch.checkpoint) if is_ledger_stream(batch.engine) else checkpoint.read(batch.checkpoint)
+
+
+def unreadable(batch: BatchHeader) -> str:
+    """Why a batch that came as ``batch.body`` cannot be logged, or "": its header decodes (the
+    writer reads no more of it to order it), but every entry and its checkpoint part must too,
+    since the indexer and every restart read them back."""
+    try:
+        _WHOLE_BATCH.decode(batch.body)
+        if batch.checkpoint:
+            checkpoint_part(batch)
+    except (msgspec.MsgspecError, ValueError) as e:
+        return str(e)
+    return ""
+
+
 class Writer:
     """Appends event batches to the journal's log, one transaction per call (group commit), and
     turns the log into the tables people query (``index``), later and in bigger transactions.
@@ -85,7 +107,10 @@ class Writer:
         self.indexer = Indexer(self.conn, instruments)
 
     def append(self, batches: Iterable[EventBatch | BatchHeader]) -> None:
-        """Log ``batches`` (engines' and ledger shards', in the order to write them) in one transaction."""
+        """Log ``batches`` (engines' and ledger shards', in the order to write them) in one transaction.
+
+        Each must be readable (``unreadable``): a batch that does not read back would stop every
+        reader of its stream, and the indexer, at every start."""
         batch_rows, checkpoint_rows = [], []
         ts_written = time.time_ns()
         for b in batches:
@@ -93,7 +118,7 @@ class Writer:
             batch_rows.append((b.engine, b.batch, b.epoch, b.first_seq, b.last_seq, b.ts_matched or None,
                                ts_written, body))
             if b.checkpoint:
-                part = read_ledger_part(b.checkpoint) if is_ledger_stream(b.engine) else checkpoint.read(b.checkpoint)
+                part = checkpoint_part(b)
                 checkpoint_rows.append((b.engine, part.seq, part.part, part.parts, b.epoch, b.batch, part.digest,
                                         b.checkpoint))
         with self.conn:
