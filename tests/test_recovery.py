@@ -11,6 +11,7 @@ import pytest
 from exchange.testing.mesh import toy_config
 from exchange.config import load_config
 from exchange.core import checkpoint
+from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, PlaceOrder
 from exchange.core.orders import Side, TimeInForce
@@ -172,3 +173,46 @@ def test_a_batch_committed_while_an_engine_recovers_is_in_none_of_its_reads(tmp_
     writer.conn.close()
     assert (position.batch, position.seq) == (live.batch - 1, rebuilt.seq)
     assert rebuilt.seq < live.matcher.seq
+
+
+# -- a checkpoint over a changed list of the engine's instruments ------------------------------------
+
+_BTC = Instrument("BTC-USD", tick_size="1", lot_size="1")
+_ETH = Instrument("ETH-USD", tick_size="1", lot_size="1")
+_SOL = Instrument("SOL-USD", tick_size="1", lot_size="1")
+
+
+def _journal_of_bids(path: Path, checkpoint_every: int) -> Engine:
+    """Ten bids on BTC-USD of an engine trading BTC-USD and ETH-USD (ETH-USD untouched), journaled."""
+    engine = Engine("e1", Matcher(1, [_BTC, _ETH]), 1, EnginePosition(), checkpoint_every)
+    writer = Writer(open_db(path), {i.symbol: i for i in (_BTC, _ETH, _SOL)})
+    for n in range(10):
+        command = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100 + n, ts_received=n)
+        frame = engine.handle_requests([[encode([Request("gw", 1, n, command)])]], Decoder(Requests))
+        writer.append([Decoder(EventBatch).decode(frame)])
+    writer.conn.close()
+    return engine
+
+
+@pytest.mark.parametrize("instruments", [[_BTC, _ETH, _SOL], [_SOL, _ETH, _BTC], [_BTC]],
+                         ids=["one added", "reordered", "an untouched one removed"])
+def test_an_engine_restarts_from_its_checkpoint_after_its_instruments_changed(tmp_path, instruments):
+    """The checkpoint's digest names the state, not the config: books by symbol, untouched ones left
+    out. (It used to list every configured book in config order, and an engine given one more
+    instrument could not start again.)"""
+    from exchange.engine.recovery import recover
+
+    live = _journal_of_bids(tmp_path / "journal.db", checkpoint_every=3)
+    rebuilt, _ = recover(str(tmp_path / "journal.db"), "e1", 1, instruments)
+    assert rebuilt.seq == live.matcher.seq
+    assert rebuilt.books["BTC-USD"].state() == live.matcher.books["BTC-USD"].state()
+    assert checkpoint.digest_of(rebuilt) == checkpoint.digest_of(live.matcher)
+
+
+def test_a_checkpoint_holding_orders_of_an_instrument_the_engine_no_longer_has_is_refused(tmp_path):
+    _journal_of_bids(tmp_path / "journal.db", checkpoint_every=3)
+    parts = checkpoint.take(Engine("e1", Matcher(1, [_BTC, _ETH]), 1, EnginePosition()).matcher)  # a new one
+    assert checkpoint.restore([_ETH], parts).seq == 0  # nothing of BTC-USD in it
+    live = _journal_of_bids(tmp_path / "again.db", checkpoint_every=10**9)
+    with pytest.raises(ValueError, match="holds orders or trades of BTC-USD, which the config no longer gives"):
+        checkpoint.restore([_ETH], checkpoint.take(live.matcher))

@@ -10,10 +10,16 @@ each level, and the order in which a cancel-all cancels them, so both survive th
 
 Each part carries the checkpoint's ``digest``: a sha256 of the encoded state (hashing bytes, in
 C, rather than building and sorting ``Matcher.state()``, so that taking a checkpoint does not
-stall the engine). The encoding is canonical (books in instrument order, orders and client order
-ids in the order the matcher keeps them, which replay reproduces), so the digest identifies the
-state: ``restore`` checks the parts against it and then that the restored matcher encodes to the
-very same bytes, and ``digest_of(matcher)`` gives a replayed matcher's digest to compare.
+stall the engine). The encoding is canonical (books by symbol, leaving out books that never held
+an order or a trade, orders and client order ids in the order the matcher keeps them, which
+replay reproduces), so the digest identifies the state whatever the order of the engine's
+instruments in the config, and adding an instrument to an engine changes nothing of it.
+``restore`` checks the parts against the digest and then that the restored matcher encodes to
+the same state; ``digest_of(matcher)`` gives a replayed matcher's digest to compare.
+
+Checkpoints taken before the encoding was canonical list every configured book in config order:
+``restore`` reads them too (it compares the states, made canonical, not the bytes). A checkpoint
+that holds orders or trades of an instrument the config no longer gives the engine is refused.
 """
 
 from __future__ import annotations
@@ -66,16 +72,33 @@ _decoder = msgspec.msgpack.Decoder(Checkpoint)
 _part_decoder = msgspec.msgpack.Decoder(CheckpointPart)
 
 
-def encoded(matcher: Matcher) -> bytes:
-    """The matcher's state, encoded canonically."""
+_UNTOUCHED_TOP = (None, 0, None, 0)
+
+
+def _untouched(book: BookState) -> bool:
+    """A book that never held an order nor had a trade: the same as no book at all."""
+    return not book.orders and book.last_price is None and tuple(book.last_top) == _UNTOUCHED_TOP
+
+
+def _canonical(checkpoint: Checkpoint) -> Checkpoint:
+    books = sorted((b for b in checkpoint.books if not _untouched(b)), key=lambda b: b.symbol)
+    return msgspec.structs.replace(checkpoint, books=books)
+
+
+def _state(matcher: Matcher) -> Checkpoint:
     books = []
     for book in matcher.books.values():
         orders = [(o.order_id, o.user, o.side, o.price, o.qty, o.leaves_qty, o.tif, o.stp, o.client_order_id)
                   for o in book.orders.values()]
         books.append(BookState(book.symbol, book.last_top, orders, book.last_price))
     ids = matcher.client_order_ids
-    return _encode(Checkpoint(matcher.engine_id, matcher.seq, matcher.last_order_number,
-                              matcher.last_trade_number, ids.window, list(ids.due), books))
+    return _canonical(Checkpoint(matcher.engine_id, matcher.seq, matcher.last_order_number,
+                                 matcher.last_trade_number, ids.window, list(ids.due), books))
+
+
+def encoded(matcher: Matcher) -> bytes:
+    """The matcher's state, encoded canonically."""
+    return _encode(_state(matcher))
 
 
 def digest_of(matcher: Matcher) -> str:
@@ -96,8 +119,12 @@ def restore(instruments: Iterable[Instrument], pieces: Iterable[bytes]) -> Match
     """A matcher in the state the parts hold; ValueError if they are not one whole checkpoint or
     do not restore to exactly the state they hold."""
     data = parts.join([_part_decoder.decode(part) for part in pieces], "checkpoint")
-    checkpoint = _decoder.decode(data)
+    checkpoint = _canonical(_decoder.decode(data))
     matcher = Matcher(checkpoint.engine_id, instruments, checkpoint.client_order_id_window)
+    gone = [state.symbol for state in checkpoint.books if state.symbol not in matcher.books]
+    if gone:
+        raise ValueError(f"the checkpoint at seq {checkpoint.seq} holds orders or trades of {', '.join(gone)},"
+                         " which the config no longer gives this engine")
     matcher.seq = checkpoint.seq
     matcher.last_order_number = checkpoint.last_order_number
     matcher.last_trade_number = checkpoint.last_trade_number
@@ -108,7 +135,7 @@ def restore(instruments: Iterable[Instrument], pieces: Iterable[bytes]) -> Match
             book.add(Order(*fields))
         book.last_top = tuple(state.last_top)
         book.last_price = state.last_price
-    if encoded(matcher) != data:
+    if _state(matcher) != checkpoint:
         raise ValueError(f"checkpoint at seq {checkpoint.seq} does not restore to its digest")
     return matcher
 
