@@ -7,7 +7,7 @@ from pathlib import Path
 from exchange.testing.mesh import toy_config
 from exchange.config import load_config
 from exchange.core.matching import Matcher
-from exchange.core.messages import CancelOrder, PlaceOrder
+from exchange.core.messages import CancelAll, CancelOrder, PlaceOrder
 from exchange.core.orders import Side
 from exchange.engine.batches import Engine
 from exchange.wire.messages import Decoder, EventBatch, Request, Requests, encode
@@ -140,3 +140,20 @@ def test_a_notifier_that_starts_gets_the_book_as_matched_with_how_much_of_it_is_
     assert engine.book("BTC-USD").durable_batch == 42
     assert engine.book("ETH-USD").orders == [] and engine.book("ETH-USD").last_trade is None
     assert isinstance(engine.book("AAPL"), SnapshotRefused)
+
+
+def test_commands_that_make_no_events_still_weigh_against_the_undurable_limit():
+    """An empty cancel-all, or an order that came too late, is journaled without events and kept
+    until durable like any batch: it counts, so a journal that is down stops the engine's reading
+    (the loop compares ``retained_events`` with max_undurable_events) before memory runs away."""
+    second = 10**9
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    engine.max_order_age_ns = 5 * second
+    now = 1_000 * second
+    for n in range(500):
+        requests = [Request("gw", 1, 2 * n, CancelAll(f"u{n}", None, now)),  # a user without orders
+                    Request("gw", 1, 2 * n + 1, PlaceOrder("a", "BTC-USD", Side.BUY, 1, 100_000,
+                                                           ts_received=now - 6 * second))]  # too late
+        engine.handle_requests([[encode(requests)]], Decoder(Requests), now)
+    assert engine.matcher.seq == 0 and len(engine.retained) == 500
+    assert engine.retained_events == 1_000  # one per command

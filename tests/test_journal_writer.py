@@ -227,3 +227,14 @@ def test_a_batch_that_does_not_read_back_is_not_logged(tmp_path):
     assert unreadable(arrived(encode(batch(1)))) == ""
     assert "Expected `array`" in unreadable(arrived(msgspec.msgpack.encode(["e1", 1, 1, 1, 1, ["not an entry"]])))
     assert unreadable(arrived(msgspec.msgpack.encode(["e1", 1, 1, 1, 0, [], b"junk"])))
+
+
+def test_an_engine_batch_naming_no_configured_ledger_shard_is_written_not_held_for_ever(caplog):
+    """``after`` names the ledger batches holding the holds of a batch's orders; a stream that is no
+    ledger shard of the config (a stray sender, a shard removed) has no batch to wait for: the
+    engine's batch, and all after it, used to be held for good."""
+    sequencer = Sequencer({"e1": P(1, 0, 0), "ledger-0": P(1, 0, 0)})
+    stray = EventBatch("e1", 1, 1, 1, 2, [], after=[("ledger-7", 1, 1)])
+    to_write, gaps = sequencer.accept([stray, batch(2)])
+    assert written(to_write) == [(1, 1), (1, 2)] and gaps == set()
+    assert "names 'ledger-7', which is no ledger shard" in caplog.text

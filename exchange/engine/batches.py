@@ -105,7 +105,10 @@ class Engine:
         state = self.checkpoint_parts.popleft() if self.checkpoint_parts else b""
         frame = encode(EventBatch(self.name, self.epoch, self.batch, first_seq, self.matcher.seq, entries, state,
                                   time.time_ns(), [(stream, epoch, batch) for (stream, epoch), batch in after.items()]))
-        count = self.matcher.seq - first_seq + 1
+        # what the batch weighs against max_undurable_events: its events, but at least one per
+        # command (commands that make none, an empty cancel-all or a placement come too late, are
+        # kept until durable all the same)
+        count = max(self.matcher.seq - first_seq + 1, len(entries))
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
         return frame

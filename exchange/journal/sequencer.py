@@ -127,7 +127,12 @@ class Sequencer:
         """The ledger streams whose batches ``batch`` waits for (empty: none), or None if one never comes."""
         missing = set()
         for stream, epoch, needed in batch.after:
-            pos = self.positions.get(stream, EnginePosition())
+            pos = self.positions.get(stream)
+            if pos is None:  # no ledger shard of the config: its batch never comes, and no hold is in it
+                if _first_time(self.unopened, stream):
+                    log.error("%s batch %d names %r, which is no ledger shard of this journal writer's config;"
+                              " not waiting for it", batch.engine, batch.batch, stream[:64])
+                continue
             if pos.epoch == epoch:
                 if pos.batch < needed:
                     missing.add(stream)
