@@ -80,6 +80,8 @@ SUBSCRIBER_HWM = 10_000
 RELEASED_HWM = 10_000  # released batches queued here; the journal writer holds as many more
 MAX_SUBSCRIPTION_SIZE = 4096  # CURVE handshakes need about 512 bytes
 MAX_REQUESTS_PER_TURN = 1000  # snapshot requests read per loop turn, so the feed is forwarded meanwhile
+MAX_SUBSCRIPTIONS_PER_TURN = 1000  # private (un)subscriptions decided per loop turn, for the same reason
+LOGGED_REFUSALS = 100  # refused private subscriptions logged one by one; after that, one in 10,000
 HEARTBEAT_S = 1.0  # a channel quiet this long gets an empty message with its current chan_seq
 ASK_EVERY_S = 0.5  # while an engine's instruments have no start, ask for them this often
 ENGINE_AFTER_S = 1.0  # the first notifier asks the engines once no other notifier has had books for this long
@@ -324,8 +326,10 @@ class Notifier:
         self.published[topic] += 1
 
     def authorise(self) -> None:
-        """Decide each (un)subscription on the private feed at once, before the next recv (libzmq #1568)."""
-        while True:
+        """Decide each (un)subscription on the private feed at once, before the next recv (libzmq #1568);
+        at most MAX_SUBSCRIPTIONS_PER_TURN per turn (the rest wait in the socket for the next), so
+        that a flood of them cannot hold the loop."""
+        for _ in range(MAX_SUBSCRIPTIONS_PER_TURN):
             try:
                 frame = self.private.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -344,7 +348,9 @@ class Notifier:
                 self.private.setsockopt(zmq.SUBSCRIBE, topic)
             else:
                 self.refused += 1
-                log.warning("refused private subscription %r for user %s", topic[:64], user)
+                if self.refused <= LOGGED_REFUSALS or self.refused % 10_000 == 0:
+                    log.warning("refused private subscription %r for user %s (%d refused so far)", topic[:64],
+                                user, self.refused)
 
     def on_request(self, parts: list[bytes]) -> None:
         """Answer a subscriber's request [client, request]: every one gets exactly one answer."""
