@@ -145,7 +145,7 @@ def test_a_resend_refused_by_the_shard_as_a_duplicate_gets_the_original_ack(shar
     alice.say("BUY BTC-USD 0.1 @ 43000 #a1")
     shards.pass_on()
     assert alice.take() == ["ACK 1-1 #a1 BUY BTC-USD 0.1000 @ 43000.00 GTC"]
-    shards.entry.views.client_order_ids = {}  # as if this gateway had not seen the id (it restarted)
+    shards.entry.views.client_order_ids.from_due([])  # as if this gateway had not seen the id (it restarted)
     alice.say("BUY BTC-USD 0.1 @ 43000 #a1")
     [(_, request)] = shards.take()
     shards.answer(request, HoldRejected(2, 0, "alice", "BTC-USD", RejectCode.DUPLICATE_ID,
