@@ -57,6 +57,7 @@ from collections import Counter
 
 import zmq
 
+from exchange.core.messages import Trade
 from exchange.wire import sockets
 from exchange.config import Config
 from exchange.errors import JournalError, WireError
@@ -222,6 +223,12 @@ class Notifier:
             events = [event for entry in batch.entries for event in entry.events]
             for frames in self.publisher.private(batch.engine, batch.epoch, events):
                 self.private.send_multipart(frames)
+            # its trades are recent trades now, though the batch may wait (the notifier gathering its
+            # start) or be applied only in part: an answer to a TradesRequest must have no hole
+            remember = self.publisher.remember
+            for event in events:
+                if type(event) is Trade and event.symbol in self.publisher.recent:
+                    remember(event)
         self.take(follower, step, now)
 
     def on_start(self, body: bytes, decoder: Decoder, now: float) -> None:

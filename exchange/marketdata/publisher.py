@@ -90,7 +90,6 @@ class Publisher:
                 book.seq = event.seq
                 if type(event) is Trade:
                     book.last_trade = event
-                    self.remember(event)
                 groups.setdefault((event.symbol, CHANNELS[type(event)]), []).append(event)
         self.applied[engine] = batch
         frames = []
