@@ -8,13 +8,13 @@ one reply and nothing that was not a valid request may reach an engine.
 from __future__ import annotations
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.core.messages import CancelAll, CancelOrder, PlaceOrder, ReplaceOrder
 from exchange.errors import RejectCode
 from exchange.gateway.protocol.grammar import check_request, decode_request, format_reply, parse_bytes
-from exchange.gateway.protocol.messages import ClientRequest, LoginRequest, PlaceRequest, Rej
+from exchange.gateway.protocol.messages import ClientRequest, LoginRequest, LogoutRequest, PlaceRequest, Rej
 from test_sessions import CONFIG, Exchange
 
 MAX_LINE = CONFIG.gateway.max_line
@@ -97,6 +97,7 @@ def test_any_zmq_frame_decodes_to_a_request_or_a_reject_with_a_code(frame):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(lines, min_size=1, max_size=40), st.booleans())
+@example([b"LOGOUT", b""], False)  # a LOGOUT is answered and ends the session (found once by the fuzzing)
 def test_the_gateway_answers_every_line_once_and_sends_engines_only_valid_commands(batch, logged_in):
     exchange = Exchange()
     client = exchange.session("carol") if logged_in else None
@@ -128,6 +129,9 @@ def test_the_gateway_answers_every_line_once_and_sends_engines_only_valid_comman
                     if not line.startswith(("FILL ", "REDUCED ")) and not _pushed_out(line)]
         replies += len(answered)
         assert len(answered) == 1, f"{raw!r} got {answered}"
+        if isinstance(request, LogoutRequest):  # answered, and the session is over: no line follows it
+            assert not exchange.entry.sessions
+            return
     assert exchange.entry.sessions
 
 

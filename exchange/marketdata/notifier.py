@@ -4,7 +4,8 @@ Sockets:
     released   SUB     connect  → the journal writer's watermarks PUB: every engine batch once written
                                   (topic ``released``, exchange.journal.release), and the engines' watermarks
     upstream   XSUB    connect  → every ledger shard's PUB: each user's balances after a change
-    public     XPUB    bound    ← anyone: market data, topics ``md.<SYMBOL>.<channel>|``
+    public     XPUB    bound    ← anyone: market data, topics ``md.<SYMBOL>.<channel>|`` (a subscription
+                                  must be a prefix of one: nothing else is kept)
     lanes      XPUB    bound    ← anyone: the same market data on more endpoints (``notifier.lanes``)
     private    XPUB    bound    ← users with a CURVE key: their own ``priv.<user>|`` topic, nothing else
     snapshots  ROUTER  bound    ← subscribers (and other notifiers): SnapshotRequest, answered from this
@@ -64,13 +65,13 @@ from exchange.errors import JournalError, WireError
 from exchange.journal.handshake import JournalClient
 from exchange.marketdata.following import EngineFollower, Start, Step
 from exchange.marketdata.levels import LevelBook
-from exchange.marketdata.publisher import MAX_RECENT_TRADES, Publisher, ReleasedBook
+from exchange.marketdata.publisher import CHANNEL_NAMES, MAX_RECENT_TRADES, Publisher, ReleasedBook
 from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
     DAY_NS, NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch,
     HistoryReply, Instruments, InstrumentSpec, InstrumentsRequest, RecentTradesRequest, RequestRefused, SnapshotReply,
     SnapshotRequest, Trades, TradesRequest, decode_notifier_request,
-    durable_prefix, encode, private_topic,
+    durable_prefix, encode, private_topic, topic,
 )
 from exchange.wire.security.curve_keys import make_server, server_secret_key
 from exchange.wire.security.zap import start_authenticator, user_keys
@@ -82,6 +83,9 @@ RELEASED_HWM = 10_000  # released batches queued here; the journal writer holds 
 MAX_SUBSCRIPTION_SIZE = 4096  # CURVE handshakes need about 512 bytes
 MAX_REQUESTS_PER_TURN = 1000  # snapshot requests read per loop turn, so the feed is forwarded meanwhile
 MAX_SUBSCRIPTIONS_PER_TURN = 1000  # private (un)subscriptions decided per loop turn, for the same reason
+# answers queued for one peer that does not read them (then dropped: it asks again); the
+# default of 1,000 let one client make the notifier hold a thousand full answers per connection
+ANSWERS_PER_PEER = 64
 LOGGED_REFUSALS = 100  # refused private subscriptions logged one by one; after that, one in 10,000
 HEARTBEAT_S = 1.0  # a channel quiet this long gets an empty message with its current chan_seq
 ASK_EVERY_S = 0.5  # while an engine's instruments have no start, ask for them this often
@@ -102,12 +106,16 @@ class Notifier:
         self.ctx = ctx = zmq.Context(io_threads=section.io_threads)
         ctx.linger = sockets.LINGER_MS
         self.auth = start_authenticator(ctx, users=user_keys(config))
-        self.public = self._xpub(section.publish)  # ← anyone
-        self.lanes = [self.public, *(self._xpub(lane) for lane in section.lanes)]  # ← anyone, the same feed
+        self.public = self._xpub(section.publish, manual=True)  # ← anyone
+        self.lanes = [self.public, *(self._xpub(lane, manual=True) for lane in section.lanes)]  # ← anyone, the same feed
         self.published: Counter[bytes] = Counter()  # public messages per topic, to rotate which lane goes first
-        self.private = self._xpub(section.private, manual=True)  # ← users with CURVE keys
-        self.snapshots = sockets.socket(ctx, zmq.ROUTER, bind=section.snapshots,
-                                        max_msg_size=MAX_SUBSCRIPTION_SIZE)  # ← subscribers, other notifiers
+        self.private = self._xpub(section.private, manual=True, curve=True)  # ← users with CURVE keys
+        # what the public feed carries: a subscription must be a prefix of one of these (libzmq would
+        # keep any, up to MAX_SUBSCRIPTION_SIZE bytes each, for as long as its client stays)
+        self.public_topics = [topic(symbol, channel) for engine in config.engines for symbol in engine.instruments
+                              for channel in CHANNEL_NAMES]
+        self.refused_public = 0
+        self.snapshots = snapshots_socket(ctx, section.snapshots)  # ← subscribers, other notifiers
         self.released = sockets.socket(ctx, zmq.SUB, rcvhwm=RELEASED_HWM)  # → journal writer
         sockets.connect_to(self.released, config.journal.watermarks, security, "journal-writer")
         self.released.setsockopt(zmq.SUBSCRIBE, RELEASED)
@@ -151,12 +159,14 @@ class Notifier:
         except JournalError as e:
             log.warning("starting without the recent trades from the journal: %s", e)
 
-    def _xpub(self, endpoint: str, manual: bool = False) -> zmq.Socket:
+    def _xpub(self, endpoint: str, manual: bool = False, curve: bool = False) -> zmq.Socket:
+        """An XPUB; ``manual``: each (un)subscription is handed to this loop to decide."""
         sock = sockets.socket(self.ctx, zmq.XPUB, max_msg_size=MAX_SUBSCRIPTION_SIZE)
         sock.setsockopt(zmq.SNDHWM, SUBSCRIBER_HWM)
         sock.setsockopt(zmq.BACKLOG, 1024)
-        if manual:
+        if curve:
             make_server(sock, server_secret_key(self.section.secret_key_file))
+        if manual:
             sock.setsockopt(zmq.XPUB_MANUAL, 1)
             sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         sock.bind(endpoint)
@@ -182,7 +192,7 @@ class Notifier:
                     self.forwarded += 1
             for lane in self.lanes:
                 if lane in ready:
-                    sockets.drain(lane)  # subscriptions: nothing to do, every topic is published
+                    self.subscribe_public(lane)
             if self.private in ready:
                 self.authorise()
             for sock in self.siblings:
@@ -332,6 +342,29 @@ class Notifier:
             lane.send_multipart(parts)
         self.published[topic] += 1
 
+    def subscribe_public(self, lane: zmq.Socket) -> None:
+        """Take each (un)subscription on a public lane that names what the feed carries (a prefix of a
+        topic of it: one channel, a symbol's channels, everything), before the next recv (libzmq
+        #1568); at most MAX_SUBSCRIPTIONS_PER_TURN a turn. Anything else is not kept."""
+        topics = self.public_topics
+        for _ in range(MAX_SUBSCRIPTIONS_PER_TURN):
+            try:
+                data = lane.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not data or data[0] not in (0, 1):
+                continue
+            wanted = data[1:]
+            if data[0] == 0:
+                lane.setsockopt(zmq.UNSUBSCRIBE, wanted)
+            elif any(t.startswith(wanted) for t in topics):
+                lane.setsockopt(zmq.SUBSCRIBE, wanted)
+            else:
+                self.refused_public += 1
+                if self.refused_public <= LOGGED_REFUSALS or self.refused_public % 10_000 == 0:
+                    log.warning("ignored public subscription %r: no topic of the feed begins so (%d so far)",
+                                wanted[:64], self.refused_public)
+
     def authorise(self) -> None:
         """Decide each (un)subscription on the private feed at once, before the next recv (libzmq #1568);
         at most MAX_SUBSCRIPTIONS_PER_TURN per turn (the rest wait in the socket for the next), so
@@ -378,7 +411,8 @@ class Notifier:
 
     def answer(self, client: bytes, body: bytes) -> None:
         try:
-            self.snapshots.send_multipart([client, body], zmq.NOBLOCK)
+            # not copied: the answers queued for many peers share the one cached snapshot frame
+            self.snapshots.send_multipart([client, body], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:
             pass  # the subscriber left or does not read; it will ask again if it still cares
 
@@ -388,6 +422,11 @@ class Notifier:
             sock.close()
         self.auth.stop()
         self.ctx.term()
+
+
+def snapshots_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """The ROUTER that takes subscribers' (and other notifiers') requests, bound at ``endpoint``."""
+    return sockets.socket(ctx, zmq.ROUTER, bind=endpoint, sndhwm=ANSWERS_PER_PEER, max_msg_size=MAX_SUBSCRIPTION_SIZE)
 
 
 def ask(socks: list[zmq.Socket], request) -> None:

@@ -43,7 +43,7 @@ def context() -> zmq.Context:
 
 
 def socket(ctx: zmq.Context, kind: int, *, bind: str | None = None, connect: str | None = None,
-           max_msg_size: int = MAX_MSG_SIZE, rcvhwm: int | None = None,
+           max_msg_size: int = MAX_MSG_SIZE, rcvhwm: int | None = None, sndhwm: int | None = None,
            security: MeshSecurity | None = None, peer: str | None = None) -> zmq.Socket:
     """A socket with the mesh's options (heartbeats, size cap, backlog), bound or connected.
 
@@ -53,6 +53,8 @@ def socket(ctx: zmq.Context, kind: int, *, bind: str | None = None, connect: str
     sock = ctx.socket(kind)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    if sndhwm is not None:
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
