@@ -90,6 +90,7 @@ class Publisher:
                 book.seq = event.seq
                 if type(event) is Trade:
                     book.last_trade = event
+                    self.remember(event)  # (the notifier has, if it saw the batch released: once by seq)
                 groups.setdefault((event.symbol, CHANNELS[type(event)]), []).append(event)
         self.applied[engine] = batch
         frames = []
