@@ -13,7 +13,7 @@ from exchange.config import load_config
 from exchange.journal.role import answer
 from exchange.journal.sequencer import MAX_HELD_BATCHES, Sequencer
 from exchange.wire.messages import (
-    EpochOpened, EventBatch, GetPositions, JournalRefused, OpenEpoch, Positions,
+    BatchHeader, Decoder, EpochOpened, EventBatch, GetPositions, JournalRefused, OpenEpoch, Positions,
 )
 from exchange.journal.readers import EnginePosition, positions, read_positions
 from exchange.journal.schema import open_db
@@ -213,9 +213,9 @@ def test_a_gap_stays_asked_for_on_later_turns_without_new_batches():
     assert sequencer.gaps() == set()
 
 
-def test_a_batch_that_does_not_read_back_is_not_logged(tmp_path):
-    """Its header decodes (all the writer reads to order it), but its entries or its checkpoint part
-    do not: logged, it would stop the indexer and every reader of its stream at every start."""
+def test_a_batch_whose_checkpoint_part_does_not_read_back_is_not_logged():
+    """The group commit reads a batch's checkpoint part: one that does not decode would fail it (and
+    every batch in it), at every start. The entries are not decoded on the writer's hot path."""
     from exchange.journal.writer import unreadable
     from exchange.wire.messages import BatchHeader, Decoder, encode
 
@@ -225,8 +225,22 @@ def test_a_batch_that_does_not_read_back_is_not_logged(tmp_path):
         return header
 
     assert unreadable(arrived(encode(batch(1)))) == ""
-    assert "Expected `array`" in unreadable(arrived(msgspec.msgpack.encode(["e1", 1, 1, 1, 1, ["not an entry"]])))
     assert unreadable(arrived(msgspec.msgpack.encode(["e1", 1, 1, 1, 0, [], b"junk"])))
+    assert unreadable(arrived(msgspec.msgpack.encode(["e1", 1, 1, 1, 1, ["not an entry"]]))) == ""
+
+
+def test_a_logged_batch_that_does_not_read_back_is_left_out_of_the_tables_and_indexing_goes_on(tmp_path, caplog):
+    """A sender's bug (or a newer sender than this writer): its body is kept in the log as it came,
+    the indexer logs an error and goes on with the batches after it, at every start the same."""
+    db = open_db(tmp_path / "journal.db")
+    writer = Writer(db, CONFIG.instrument_map())
+    bad = Decoder(BatchHeader).decode(msgspec.msgpack.encode(["e1", 1, 2, 3, 4, ["not an entry"]]))
+    bad.body = msgspec.msgpack.encode(["e1", 1, 2, 3, 4, ["not an entry"]])
+    writer.append([batch(1), bad, batch(3)])
+    writer.catch_up()
+    assert "e1 batch 2 is in the log but does not read back" in caplog.text
+    assert db.conn.execute("SELECT stream, batch FROM indexed").fetchall() == [("e1", 3)]
+    assert Writer(open_db(tmp_path / "journal.db"), CONFIG.instrument_map()).unindexed() == 0
 
 
 def test_an_engine_batch_naming_no_configured_ledger_shard_is_written_not_held_for_ever(caplog):

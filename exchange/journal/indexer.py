@@ -4,19 +4,25 @@ ledger entries as rows (JSON bodies, decimal text, secondary indexes), many batc
 The ``indexed`` table says, per stream, up to which batch the tables hold the log; it moves in the
 same transaction as the rows, so the tables are always a prefix of the log, per stream. Readers
 that must see everything (a restart, a settlement gap) read the log itself; a query of the tables
-can say how far they are up to date (``exchange.journal.readers.index_lag``).
+can say how far they are up to date (``exchange.journal.readers.index_lag``). A logged batch that
+does not decode (the writer reads only headers on its hot path) is left out of the tables with an
+error in the log, and the indexing goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Mapping
+
 import msgspec
 from exchange.core.instruments import Instrument
 from exchange.core.orders import Side
 from exchange.wire.messages import EventBatch
 from exchange.journal.ledger_rows import is_ledger_stream, ledger_rows
 
+
+log = logging.getLogger(__name__)
 
 _batches = msgspec.msgpack.Decoder(EventBatch)
 
@@ -79,8 +85,15 @@ class Indexer:
                                      " AND batch<=? ORDER BY batch LIMIT ?",
                                      (stream, last, logged[stream], INDEX_READ_AHEAD))
             for batch, first_seq, last_seq, body in rows:
-                b = _batches.decode(body)
-                if is_ledger_stream(stream):
+                try:
+                    b = _batches.decode(body)
+                except msgspec.MsgspecError as e:  # a sender's bug, or a newer sender than this writer
+                    log.error("%s batch %d is in the log but does not read back, so the tables leave it out:"
+                              " %s", stream, batch, str(e)[:200])
+                    b = None
+                if b is None:
+                    pass
+                elif is_ledger_stream(stream):
                     ledger_rows(b, command_rows, event_rows, entry_rows)
                 else:
                     self._engine_rows(b, command_rows, event_rows)

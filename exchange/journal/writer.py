@@ -59,24 +59,21 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 CATCH_UP_CHUNK = 10_000  # events per transaction when the tables catch up with the log at once
 
 
-_WHOLE_BATCH = msgspec.msgpack.Decoder(EventBatch)
-
-
 def checkpoint_part(batch: EventBatch | BatchHeader):
     """The header of the checkpoint part ``batch`` carries (an engine's or a ledger shard's)."""
     return read_ledger_part(batch.checkpoint) if is_ledger_stream(batch.engine) else checkpoint.read(batch.checkpoint)
 
 
 def unreadable(batch: BatchHeader) -> str:
-    """Why a batch that came as ``batch.body`` cannot be logged, or "": its header decodes (the
-    writer reads no more of it to order it), but every entry and its checkpoint part must too,
-    since the indexer and every restart read them back."""
-    try:
-        _WHOLE_BATCH.decode(batch.body)
-        if batch.checkpoint:
+    """Why a batch that came (its header decoded) cannot be logged, or "": the checkpoint part it
+    carries must read back, since the group commit reads it. Its entries are not decoded on this
+    hot path (a whole decode cost 1.7 to 3 µs of the writer's CPU per acknowledged request): one
+    that does not read back is left out of the tables by the indexer, which goes on."""
+    if batch.checkpoint:
+        try:
             checkpoint_part(batch)
-    except (msgspec.MsgspecError, ValueError) as e:
-        return str(e)
+        except (msgspec.MsgspecError, ValueError) as e:
+            return str(e)
     return ""
 
 
