@@ -54,7 +54,7 @@ class Lines:
                 seen += 1
         self.answer(feed, chan_seq=0)
 
-    def answer(self, feed: BookFeed, chan_seq: int, within: float = 5.0, epoch: int = 1) -> None:
+    def answer(self, feed: BookFeed, chan_seq: int, within: float = 5.0, epoch: int = 1, orders=()) -> None:
         """Answer the feed's snapshot requests with an empty book at ``chan_seq`` until it is synced;
         the first request must come within ``within`` seconds."""
         deadline = time.monotonic() + within
@@ -67,7 +67,8 @@ class Lines:
             if self.router.poll(0):  # a request, or a repeat of it if ours came late
                 client, body = self.router.recv_multipart()
                 assert self.requests.decode(body).symbol == SYMBOL
-                snapshot = BookSnapshot(SYMBOL, epoch, 0, {"trade": chan_seq, "bbo": 0, "l2": 0}, [], [], None, None)
+                snapshot = BookSnapshot(SYMBOL, epoch, 0, {"trade": chan_seq, "bbo": 0, "l2": 0}, [], [], None, None,
+                                        list(orders))
                 self.router.send_multipart([client, encode(snapshot)])
                 self.answered += 1
             feed.poll(0.05)
@@ -259,3 +260,17 @@ def test_a_feed_left_on_a_numbering_the_notifiers_gave_up_resyncs_to_the_older_o
         assert feed.epoch == 1
         lines.send(0, n + 1, n + 2, epoch=1)
         assert applied_trades(feed, 0.5) == [f"1-{n + 1}", f"1-{n + 2}"]
+
+
+@pytest.mark.parametrize("follows_orders", [True, False])
+def test_a_feed_keeps_the_snapshots_resting_orders_only_if_it_follows_them(lines, follows_orders):
+    """Without "l3" nothing would keep them up to date: a feed that does not follow the orders has
+    none, rather than the snapshot's, stale from its first message on."""
+    resting = [("1-1", Side.BUY, 10_000, 5)]
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, silence_s=60, orders=follows_orders) as feed:
+        for pub in lines.pubs:
+            for _ in range(4 if follows_orders else 3):
+                assert pub.poll(5000), "the feed never subscribed"
+                pub.recv()
+        lines.answer(feed, chan_seq=0, orders=resting)
+        assert feed.depth.resting() == (resting if follows_orders else [])

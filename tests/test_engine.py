@@ -157,3 +157,12 @@ def test_commands_that_make_no_events_still_weigh_against_the_undurable_limit():
         engine.handle_requests([[encode(requests)]], Decoder(Requests), now)
     assert engine.matcher.seq == 0 and len(engine.retained) == 500
     assert engine.retained_events == 1_000  # one per command
+
+
+def test_a_command_that_names_many_orders_weighs_by_its_size():
+    from exchange.engine.batches import BYTES_PER_EVENT
+
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    huge = CancelAll("alice", None, 1, order_ids=tuple(f"1-{n}" for n in range(100_000)))  # none of them open
+    frame = engine.handle_requests([[encode([Request("gw", 1, 1, huge)])]], Decoder(Requests))
+    assert engine.matcher.seq == 0 and engine.retained_events == len(frame) // BYTES_PER_EVENT > 3_000

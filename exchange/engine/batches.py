@@ -21,6 +21,8 @@ from exchange.journal.readers import EnginePosition
 
 log = logging.getLogger(__name__)
 
+BYTES_PER_EVENT = 256  # of a batch's frame, weighed as one event against max_undurable_events (well above an event's size)
+
 
 _SINGLE_REQUEST = Decoder(Request)
 
@@ -107,8 +109,9 @@ class Engine:
                                   time.time_ns(), [(stream, epoch, batch) for (stream, epoch), batch in after.items()]))
         # what the batch weighs against max_undurable_events: its events, but at least one per
         # command (commands that make none, an empty cancel-all or a placement come too late, are
-        # kept until durable all the same)
-        count = max(self.matcher.seq - first_seq + 1, len(entries))
+        # kept until durable all the same) and one per BYTES_PER_EVENT of its frame (a cancel-all
+        # naming a hundred thousand orders that are not open makes no event, and weighs megabytes)
+        count = max(self.matcher.seq - first_seq + 1, len(entries), len(frame) // BYTES_PER_EVENT)
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
         return frame

@@ -93,6 +93,7 @@ class BookFeed:
         if not self.lines or not self.snapshot_endpoints:
             raise ValueError("BookFeed needs at least one publish and one snapshots endpoint")
         self.sub = sockets.socket(self.ctx, zmq.SUB, rcvhwm=SUBSCRIBER_RCVHWM)
+        self.follows_orders = orders
         for channel in ("trade", "bbo", "l2", "l3") if orders else ("trade", "bbo", "l2"):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
         for endpoint in self.lines:
@@ -182,7 +183,9 @@ class BookFeed:
                 raise ValueError(f"snapshot refused: {reply.reason}")
             self.retry_at = time.monotonic() + REFUSED_RETRY_S  # too many requests at the notifier
             return
-        self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq, reply.orders)
+        # the resting orders only for a feed that follows "l3": otherwise nothing would keep them up to date
+        self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq,
+                        reply.orders if self.follows_orders else ())
         self.epoch, self.chan_seq = reply.epoch, dict(reply.chan_seqs)
         self.synced = True
         self.last_heard = time.monotonic()
