@@ -90,13 +90,11 @@ class Indexer:
                 except msgspec.MsgspecError as e:  # a sender's bug, or a newer sender than this writer
                     log.error("%s batch %d is in the log but does not read back, so the tables leave it out:"
                               " %s", stream, batch, str(e)[:200])
-                    b = None
-                if b is None:
-                    pass
-                elif is_ledger_stream(stream):
-                    ledger_rows(b, command_rows, event_rows, entry_rows)
                 else:
-                    self._engine_rows(b, command_rows, event_rows)
+                    if is_ledger_stream(stream):
+                        ledger_rows(b, command_rows, event_rows, entry_rows)
+                    else:
+                        self._engine_rows(b, command_rows, event_rows)
                 last = batch
                 count += 1
                 events += max(1, last_seq - first_seq + 1)

@@ -204,7 +204,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                     header.body = parts[-1]
                     problem = unreadable(header)
                     if problem:
-                        log.warning("events: dropped batch %d of %s, which does not read back: %s",
+                        log.warning("events: dropped batch %d of %s, whose checkpoint part does not read back: %s",
                                     header.batch, header.engine, problem[:200])
                         continue
                     arrived.append(header)

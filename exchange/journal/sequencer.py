@@ -113,7 +113,7 @@ class Sequencer:
         for stream, held in self.held.items():
             if len(held) > MAX_HELD_BATCHES:
                 held.clear()  # they will come again with the replay
-        self.waiting = {s for s in waiting if not self.held.get(s)}
+        self.waiting = waiting
         return to_write, self.gaps()
 
     def gaps(self) -> set[str]:

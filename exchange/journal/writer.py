@@ -106,8 +106,8 @@ class Writer:
     def append(self, batches: Iterable[EventBatch | BatchHeader]) -> None:
         """Log ``batches`` (engines' and ledger shards', in the order to write them) in one transaction.
 
-        Each must be readable (``unreadable``): a batch that does not read back would stop every
-        reader of its stream, and the indexer, at every start."""
+        Each batch's checkpoint part must read back (``unreadable`` says so before): it is read
+        here, and one that fails would fail the whole transaction."""
         batch_rows, checkpoint_rows = [], []
         ts_written = time.time_ns()
         for b in batches:

@@ -228,17 +228,20 @@ class Notifier:
         follower = self.followers.get(batch.engine)
         if follower is None:
             return
+        was_live = follower.live
         new, step = follower.released(batch)
         if new:
             events = [event for entry in batch.entries for event in entry.events]
             for frames in self.publisher.private(batch.engine, batch.epoch, events):
                 self.private.send_multipart(frames)
-            # its trades are recent trades now, though the batch may wait (the notifier gathering its
-            # start) or be applied only in part: an answer to a TradesRequest must have no hole
-            remember = self.publisher.remember
-            for event in events:
-                if type(event) is Trade and event.symbol in self.publisher.recent:
-                    remember(event)
+            if not (was_live and follower.live):
+                # held, not published at once (the notifier gathers its start): its trades are recent
+                # trades all the same, or an answer to a TradesRequest would have a hole (a batch
+                # published at once is remembered as it is published)
+                remember = self.publisher.remember
+                for event in events:
+                    if type(event) is Trade and event.symbol in self.publisher.recent:
+                        remember(event)
         self.take(follower, step, now)
 
     def on_start(self, body: bytes, decoder: Decoder, now: float) -> None:

@@ -90,7 +90,7 @@ class Publisher:
                 book.seq = event.seq
                 if type(event) is Trade:
                     book.last_trade = event
-                    self.remember(event)  # (the notifier has, if it saw the batch released: once by seq)
+                    self.remember(event)  # (once by seq: a held batch's trades may be remembered already)
                 groups.setdefault((event.symbol, CHANNELS[type(event)]), []).append(event)
         self.applied[engine] = batch
         frames = []
