@@ -34,7 +34,7 @@ import msgspec
 
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
-from exchange.core.messages import CancelOrder, OrderCanceled, PlaceOrder
+from exchange.core.messages import CancelOrder, OrderCanceled, PlaceOrder, expand
 from exchange.core.orders import Side, TimeInForce
 
 ENGINE_ID = 1
@@ -194,13 +194,16 @@ def peak_memory(commands: list) -> int:
     return peak
 
 
-def events_digest(commands: list) -> str:
-    """sha256 over the msgpack encoding of every command's list of events, in order."""
+def events_digest(commands: list, expanded: bool = False) -> str:
+    """sha256 over the msgpack encoding of every command's list of events, in order; ``expanded``:
+    each Match as the three events it stands for (maker's fill, taker's fill, trade), which is what
+    versions before Match emitted, so that digest can be compared across that change."""
     handle = Matcher(ENGINE_ID, [INSTRUMENT]).handle
     encode = msgspec.msgpack.Encoder().encode
     digest = hashlib.sha256()
     for command in commands:
-        digest.update(encode(handle(command)))
+        events = handle(command)
+        digest.update(encode(expand(events) if expanded else events))
     return digest.hexdigest()
 
 
@@ -228,6 +231,7 @@ def main() -> None:
     if args.check_digest:
         commands, _ = make_stream(DIGEST_COMMANDS, DIGEST_SEED)
         print(f"events sha256 ({DIGEST_COMMANDS:,} commands, seed {DIGEST_SEED}): {events_digest(commands)}")
+        print(f"  with each Match expanded into its three events: {events_digest(commands, expanded=True)}")
         return
 
     print(f"python {platform.python_version()} on {cpu_model()}, {os.cpu_count()} cpus,"
@@ -239,11 +243,11 @@ def main() -> None:
     for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<22} {count:>9,}  {100 * count / len(commands):5.1f}%")
     counts, (mean_orders, mean_levels) = stream_profile(commands)
-    trades = counts["Trade"]
+    trades = counts["Match"]
     print(f"events: {sum(counts.values()):,} ({sum(counts.values()) / len(commands):.2f} per command),"
           f" trades {trades:,}")
     for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
-        if name != "Trade":
+        if name != "Match":
             print(f"  {name:<22} {count:>9,}")
     print(f"book depth, mean over the stream: {mean_orders:,.0f} resting orders"
           f" on {mean_levels:.1f} price levels")

@@ -64,8 +64,7 @@ from bench_core import ENGINE_ID, INSTRUMENT, cpu_model, make_stream, timed_run
 from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.messages import (
-    CancelOrder, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderRejected,
-    Trade,
+    CancelOrder, Match, OrderAccepted, OrderCanceled, OrderExpired, OrderRejected,
 )
 from exchange.core.orders import CancelReason, ExpireReason, SelfTradePrevention, Side, TimeInForce
 from exchange.errors import RejectCode
@@ -233,11 +232,11 @@ def _floor_handle(engine_id: int, symbol: str):
         user = command.user
         qty = command.qty
         if side is BUY:
-            maker_side, levels, keys, sign = SELL, asks, ask_keys, 1
+            levels, keys, sign = asks, ask_keys, 1
             own_levels, own_keys = bids, bid_keys
             limit = MARKET if price is None else price
         else:
-            maker_side, levels, keys, sign = BUY, bids, bid_keys, -1
+            levels, keys, sign = bids, bid_keys, -1
             own_levels, own_keys = asks, ask_keys
             limit = MARKET if price is None else -price
         if price is None and keys[0] == EMPTY:
@@ -283,13 +282,10 @@ def _floor_handle(engine_id: int, symbol: str):
                     tail = 0
                     head, tails = ids_of_thousand(trade_thousand)
                 trade_id = head + tails[tail]
-                append(OrderFilled(s + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id,
-                                   traded, level_price, maker_leaves - traded,
-                                   maker.qty - maker_leaves + traded, True))
-                append(OrderFilled(s + 2, ts, symbol, order_id, user, side, trade_id, traded, level_price,
-                                   leaves, qty - leaves, False))
-                s += 3
-                append(Trade(s, ts, symbol, trade_id, level_price, traded, side))
+                s += 3  # a Match takes the numbers of the two fills and the trade it stands for
+                append(Match(s, ts, symbol, trade_id, level_price, traded, side, maker.order_id, maker.user,
+                             maker_leaves - traded, maker.qty - maker_leaves + traded, order_id, user, leaves,
+                             qty - leaves))
                 if traded == maker_leaves:
                     del orders[maker.order_id]
                     if len(level) == 2:  # the level is used up

@@ -11,8 +11,8 @@ folder and answers one JSON line per request on its stdout.
 
 What is timed, on each side, on a fresh engine per run: only the loop that hands every command to
 the core and counts the events it returns (``Matcher.handle`` here, ``MatchingEngine.process`` of a
-pre-built ``SequencedCommand`` there). Every event is constructed: ours makes OrderFilled twice and
-a Trade per match (plus its market-data events), the peer one Trade carrying both orders. The
+pre-built ``SequencedCommand`` there). Every event is constructed: each core makes one event per
+match carrying both orders (ours a Match, the peer a Trade). The
 stream is generated and translated before any timing; peak memory is measured by tracemalloc in a
 separate, untimed pass on each side (the same method for both, the stream itself not counted).
 
@@ -167,13 +167,12 @@ def translate(commands: list, handle) -> tuple[list, list]:
     price, qty, tif]`` (price 0: a market order). A trade is (price, qty, maker, taker), the orders
     named as the peer names them: by the 1-based position of the command that placed them.
     """
-    from exchange.core.messages import OrderAccepted, OrderFilled, PlaceOrder, Trade
+    from exchange.core.messages import Match, OrderAccepted, PlaceOrder
 
     accounts: dict[str, int] = {}
     placed_by: dict[str, int] = {}  # our order id → the position of the command that placed it
     rows: list = []
     trades: list = []
-    maker = taker = 0
     for position, command in enumerate(commands, 1):
         account = accounts.setdefault(command.user, len(accounts) + 1)
         events = handle(command)
@@ -184,14 +183,10 @@ def translate(commands: list, handle) -> tuple[list, list]:
                 placed_by[events[0].order_id] = position
         else:
             rows.append([command.ts_received, "cancel", placed_by[command.order_id], account])
-        for event in events:  # each match is: maker's fill, taker's fill, trade
-            if type(event) is OrderFilled:
-                if event.maker:
-                    maker = placed_by[event.order_id]
-                else:
-                    taker = placed_by[event.order_id]
-            elif type(event) is Trade:
-                trades.append((event.price, event.qty, maker, taker))
+        for event in events:
+            if type(event) is Match:
+                trades.append((event.price, event.qty, placed_by[event.maker_order_id],
+                               placed_by[event.taker_order_id]))
     return rows, trades
 
 

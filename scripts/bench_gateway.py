@@ -44,7 +44,7 @@ import msgspec
 from exchange.bench.limits import plan
 from exchange.core.ledger_messages import HoldOrder, HoldReplace
 from exchange.core.matching import Matcher
-from exchange.core.messages import ORDER_EVENTS, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled
+from exchange.core.messages import ORDER_EVENTS, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, expand
 from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_entry import OrderEntry
 from exchange.gateway.text_server import TextConnection
@@ -220,7 +220,7 @@ async def record(config, orders: int, seed: int) -> tuple[list, Counter, str]:
                 engine = request.engine or way  # without accounts, the way is the engine
                 events = [e for e in matchers[engine].handle(command) if isinstance(e, ORDER_EVENTS)]
                 replies.setdefault(engine, []).append(Reply(request.session, request.request_id, events, GATEWAY))
-                for event in events:
+                for event in expand(events, trades=False):  # a Match as each side's fill
                     kinds[type(event).__name__] += 1
                     for mix, user in zip(mixes, USERS):
                         if event.user == user:

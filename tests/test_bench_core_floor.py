@@ -27,7 +27,7 @@ def test_floor_matcher_makes_the_matchers_events_on_the_bench_stream(floor):
     comparison = floor.compare(commands)
     assert comparison.counts_equal, (comparison.real_counts, comparison.floor_counts)
     assert comparison.byte_parity, comparison.first_difference
-    assert comparison.real_counts["Trade"] > 5_000 and comparison.real_counts["OrderExpired"] > 100
+    assert comparison.real_counts["Match"] > 5_000 and comparison.real_counts["OrderExpired"] > 100
 
 
 def test_floor_matcher_makes_the_matchers_events_on_a_dense_random_stream(floor):
@@ -52,4 +52,4 @@ def test_floor_matcher_makes_the_matchers_events_on_a_dense_random_stream(floor)
     comparison = floor.compare(commands)
     assert comparison.byte_parity, comparison.first_difference
     counts = comparison.real_counts
-    assert counts["OrderRejected"] > 100 and counts["Trade"] > 500 and counts["OrderCanceled"] > 500, counts
+    assert counts["OrderRejected"] > 100 and counts["Match"] > 500 and counts["OrderCanceled"] > 500, counts

@@ -26,7 +26,7 @@ from exchange.config import load_config
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
 from exchange.core.messages import (
-    CancelAll, CancelOrder, DepthUpdate, OrderAccepted, OrderFilled, PlaceOrder, ReplaceOrder, TopOfBook,
+    CancelAll, CancelOrder, DepthUpdate, OrderAccepted, OrderFilled, PlaceOrder, ReplaceOrder, TopOfBook, expand,
 )
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.journal.queries import EVENT_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, open_journal, to_iso, to_ns
@@ -79,8 +79,8 @@ class JournalBuilder:
         batch = EventBatch(engine, 1, self.batches[engine], first, matcher.seq, entries, state)
         self.writer.append([batch])
         self.writer.catch_up()
-        for entry in entries:
-            self.events[engine] += entry.events
+        for entry in entries:  # as the tables list them: a Match as its two fills and its trade
+            self.events[engine] += expand(entry.events)
         return batch
 
     def close(self) -> None:

@@ -32,7 +32,9 @@ CLIENT_MESSAGES = {
     wire.MarketData, messages.Trade, messages.TopOfBook, messages.DepthUpdate, *messages.BOOK_ORDER_EVENTS,
     wire.SnapshotRequest, wire.InstrumentsRequest, wire.TradesRequest, wire.BookSnapshot, wire.SnapshotRefused,
     wire.Instruments, wire.Trades,
-    wire.InstrumentSpec, wire.RequestRefused, wire.PrivateData, wire.Balances, wire.Balance, *messages.ORDER_EVENTS,
+    wire.InstrumentSpec, wire.RequestRefused, wire.PrivateData, wire.Balances, wire.Balance,
+    # a Match stays inside the mesh: the private feed tells each side of it their OrderFilled
+    *(cls for cls in messages.ORDER_EVENTS if cls is not messages.Match),
     *(cls for cls in vars(protocol).values()
       if isinstance(cls, type) and issubclass(cls, (protocol.ClientRequest, protocol.ClientReply))
       and cls not in (protocol.ClientRequest, protocol.ClientReply)),

@@ -38,6 +38,7 @@ from exchange.core.ledger_messages import (
     ReleaseHold, ReplaceHeld, SettleEvents, SettlementAdvanced, SettlementGap, TransferRejected,
     WithdrawFunds, available_account, held_account,
 )
+from exchange.core.messages import Match
 from exchange.core.settlement import settle
 from exchange.errors import RejectCode
 
@@ -88,9 +89,17 @@ class Ledger:
         return mine
 
     def own_events(self, events: list) -> list:
-        """The engine events that name a user of this shard (what it settles of them)."""
+        """The engine events that name a user of this shard (what it settles of them): a Match if
+        either of its users is ours."""
         owns = self.owns
-        return [e for e in events if (user := getattr(e, "user", None)) is not None and owns(user)]
+        mine = []
+        for e in events:
+            if type(e) is Match:
+                if owns(e.maker_user) or owns(e.taker_user):
+                    mine.append(e)
+            elif (user := getattr(e, "user", None)) is not None and owns(user):
+                mine.append(e)
+        return mine
 
     def balance(self, user: str, asset: str) -> tuple[int, int]:
         """(available, held) of ``user`` in ``asset``."""

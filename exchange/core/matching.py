@@ -11,11 +11,12 @@ Theory of operation
 - Price-time priority: an incoming order (the taker) trades with the best-priced opposite level
   first and, within a level, with the oldest resting order (the maker) first, at the maker's price.
 - ``handle`` validates the whole command before touching a book, then returns its events in this
-  order: the order's fate (accepted / rejected / canceled / replaced), each match as maker fill,
-  taker fill, trade, then the remainder's fate (rests, expires). Only what matching decides: the
+  order: the order's fate (accepted / rejected / canceled / replaced), each match (one Match: the
+  maker's fill, the taker's fill and the public trade), then the remainder's fate (rests, expires). Only what matching decides: the
   price levels and the top of book follow from these events, and whoever publishes them derives
   them (exchange.marketdata.levels), outside the matching loop.
-- ``seq`` is assigned here, +1 per event across all the engine's books. Order and trade ids are
+- ``seq`` is assigned here, +1 per event across all the engine's books, +3 for a Match (the numbers
+  of the three events it stands for, which ``messages.expand`` gives back). Order and trade ids are
   ``"<engine_id>-<n>"``, unique across a mesh of engines with distinct ids.
 - A client order id is reserved while its order is open and for a window after its acceptance
   (``client_order_ids.py``); a PlaceOrder that reuses a reserved one is rejected DUPLICATE_ID.
@@ -28,7 +29,7 @@ Theory of operation
 
 Order life cycle (status × event → status)
 
-    status            OrderFilled                 OrderCanceled  OrderExpired  OrderReplaced / OrderReduced
+    status            Match (its fill)            OrderCanceled  OrderExpired  OrderReplaced / OrderReduced
     NEW               PARTIALLY_FILLED | FILLED   CANCELED       EXPIRED       NEW
     PARTIALLY_FILLED  PARTIALLY_FILLED | FILLED   CANCELED       EXPIRED       PARTIALLY_FILLED
     FILLED, CANCELED, EXPIRED: final; the order is no longer known to the book.
@@ -45,8 +46,8 @@ from exchange.core.book import OrderBook
 from exchange.core.client_order_ids import DEFAULT_WINDOW_NS, ClientOrderIds
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
-    CancelAll, CancelOrder, Event, OrderAccepted, OrderCanceled, OrderExpired,
-    OrderFilled, OrderReduced, OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder, Trade,
+    CancelAll, CancelOrder, Event, Match, OrderAccepted, OrderCanceled, OrderExpired, OrderReduced,
+    OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder,
 )
 from exchange.core.orders import (
     CancelReason, ExpireReason, Order, SelfTradePrevention, Side, TimeInForce,
@@ -364,13 +365,10 @@ class Matcher(Replay):
                 else:
                     trade_id, head, base = self._format_id(number)
                     self._trade_head, self._trade_base = head, base
-                append(OrderFilled(seq + 1, ts, symbol, maker.order_id, maker.user, maker_side, trade_id,
-                                   qty, price, maker_leaves - qty, maker.qty - maker_leaves + qty, True,
-                                   maker.client_order_id))
-                append(OrderFilled(seq + 2, ts, symbol, taker_id, taker_user, taker_side, trade_id, qty,
-                                   price, taker_leaves, taker_qty - taker_leaves, False, taker_cid))
-                seq += 3
-                append(Trade(seq, ts, symbol, trade_id, price, qty, taker_side))
+                seq += 3  # a Match takes the numbers of the maker's fill, the taker's and the trade
+                append(Match(seq, ts, symbol, trade_id, price, qty, taker_side, maker.order_id, maker.user,
+                             maker_leaves - qty, maker.qty - maker_leaves + qty, taker_id, taker_user,
+                             taker_leaves, taker_qty - taker_leaves, maker.client_order_id, taker_cid))
                 # ``book.reduce(maker, qty)``, cut to what the front order of a level needs: a
                 # filled maker leaves the book, and its level if it was the last
                 level_qty -= qty

@@ -6,7 +6,7 @@ travel by position), so the evolution rule is strict: new fields get defaults an
 field's type never changes; nothing is ever renamed or removed.
 
 Every event carries ``seq``, the engine's sequence number (+1 per event, across all the
-engine's instruments), and ``ts_event``, the ``ts_received`` of the command that caused it.
+engine's instruments; a Match takes three), and ``ts_event``, the ``ts_received`` of the command that caused it.
 Prices are int ticks, quantities int lots (see exchange.core).
 """
 
@@ -153,6 +153,67 @@ class Trade(Event):
     taker_side: Side
 
 
+class Match(Event):
+    """One match of a taker against a maker: both orders' shares and the public trade, in one event.
+
+    It stands for what earlier versions sent as three events, and takes their three sequence
+    numbers: ``seq - 2`` is the maker's fill, ``seq - 1`` the taker's and ``seq`` the trade, so a
+    stream's numbers (and the journal's tables, which list those three) read as before. ``fills``
+    and ``trade`` give them back; ``expand`` does so for a list of events. The maker's side is the
+    opposite of ``taker_side``; the price is always the maker's.
+    """
+
+    seq: int
+    ts_event: int
+    symbol: str
+    trade_id: str
+    price: int
+    qty: int
+    taker_side: Side
+    maker_order_id: str
+    maker_user: str
+    maker_leaves_qty: int
+    maker_filled_qty: int
+    taker_order_id: str
+    taker_user: str
+    taker_leaves_qty: int
+    taker_filled_qty: int
+    maker_client_order_id: str = ""
+    taker_client_order_id: str = ""
+
+    def maker_fill(self) -> OrderFilled:
+        return OrderFilled(self.seq - 2, self.ts_event, self.symbol, self.maker_order_id, self.maker_user,
+                           _OTHER_SIDE[self.taker_side], self.trade_id, self.qty, self.price, self.maker_leaves_qty,
+                           self.maker_filled_qty, True, self.maker_client_order_id)
+
+    def taker_fill(self) -> OrderFilled:
+        return OrderFilled(self.seq - 1, self.ts_event, self.symbol, self.taker_order_id, self.taker_user,
+                           self.taker_side, self.trade_id, self.qty, self.price, self.taker_leaves_qty,
+                           self.taker_filled_qty, False, self.taker_client_order_id)
+
+    def trade(self) -> Trade:
+        return Trade(self.seq, self.ts_event, self.symbol, self.trade_id, self.price, self.qty, self.taker_side)
+
+
+_OTHER_SIDE = {Side.BUY: Side.SELL, Side.SELL: Side.BUY}
+
+
+def expand(events: list, trades: bool = True) -> list:
+    """``events`` with each Match replaced by the maker's fill, the taker's fill and the trade: the
+    events of one number each, as earlier versions sent them. ``trades=False`` leaves the trades
+    out: what the orders' owners are told."""
+    if not any(type(event) is Match for event in events):
+        return events
+    out = []
+    for event in events:
+        if type(event) is Match:
+            out += (event.maker_fill(), event.taker_fill(), event.trade()) if trades else \
+                (event.maker_fill(), event.taker_fill())
+        else:
+            out.append(event)
+    return out
+
+
 class OrderCanceled(Event):
     seq: int
     ts_event: int
@@ -287,8 +348,8 @@ BOOK_ORDER_EVENTS = (BookOrderAdded, BookOrderExecuted, BookOrderReduced, BookOr
 AnyCommand = Union[PlaceOrder, CancelOrder, ReplaceOrder, CancelAll]
 AnyEvent = Union[
     OrderAccepted, OrderRejected, OrderFilled, Trade, OrderCanceled, OrderReplaced, OrderReduced,
-    OrderExpired, TopOfBook, DepthUpdate,
+    OrderExpired, TopOfBook, DepthUpdate, Match,
 ]
 ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCanceled, OrderReplaced, OrderReduced,
-                OrderExpired)  # private: they name a user
+                OrderExpired, Match)  # private: they name a user (a Match names two)
 MARKET_DATA_EVENTS = (Trade, TopOfBook, DepthUpdate)  # public

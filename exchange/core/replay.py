@@ -18,7 +18,7 @@ from exchange.core.book import OrderBook
 from exchange.core.client_order_ids import DEFAULT_WINDOW_NS
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
-    DepthUpdate, Event, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderRejected,
+    DepthUpdate, Event, Match, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderRejected,
     OrderReplaced, TopOfBook, Trade,
 )
 from exchange.core.orders import Order
@@ -39,6 +39,11 @@ class Replay:
 
     def apply(self, event: Event) -> None:
         """Change state as the event says it changed; raise ValueError if the events disagree."""
+        if type(event) is Match:  # as the three events it stands for
+            self.apply(event.maker_fill())
+            self.apply(event.taker_fill())
+            self.apply(event.trade())
+            return
         if event.seq != self.seq + 1:
             raise ValueError(f"event {event.seq} does not follow {self.seq}")
         self.seq = event.seq

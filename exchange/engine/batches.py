@@ -10,7 +10,7 @@ import time
 from collections import deque
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
-from exchange.core.messages import Command, PlaceOrder, ReplaceOrder, Trade
+from exchange.core.messages import Command, Match, PlaceOrder, ReplaceOrder, Trade
 from exchange.core.orders import Side
 from exchange.errors import JournalError, WireError
 from exchange.wire.messages import (
@@ -46,7 +46,8 @@ class Engine:
         self.durable_batch = position.batch
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
         self.retained_events = 0
-        self.last_trades: dict[str, Trade] = dict(last_trades or {})  # for a notifier that starts (``book``)
+        # for a notifier that starts (``book``): each symbol's last Trade, or the Match it comes from
+        self.last_trades: dict[str, Trade | Match] = dict(last_trades or {})
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
@@ -94,7 +95,7 @@ class Engine:
                 entries.append(Entry(request.gateway, request.session, request.request_id, request.command,
                                      events))
                 for event in events:
-                    if type(event) is Trade:
+                    if type(event) is Match:
                         last_trades[event.symbol] = event
         if not entries:
             return None
@@ -134,8 +135,9 @@ class Engine:
         book = self.matcher.books.get(symbol)
         if book is None:
             return SnapshotRefused(symbol, f"engine {self.name} does not trade {symbol}")
+        last = self.last_trades.get(symbol)
         return EngineBook(symbol, self.epoch, self.batch, self.durable_batch, self.matcher.seq, resting_orders(book),
-                          self.last_trades.get(symbol))
+                          last.trade() if type(last) is Match else last)
 
     def replay_frames(self, request: ReplayRequest) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= request.from_batch]

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from exchange.config import Config
 from exchange.core.ledger_messages import HoldRejected
 from exchange.core.messages import (
-    CancelAll, Command, OrderAccepted, OrderRejected, OrderReplaced, PlaceOrder,
+    CancelAll, Command, OrderAccepted, OrderRejected, OrderReplaced, PlaceOrder, expand,
 )
 from exchange.errors import JournalError, ProtocolError, RejectCode
 from exchange.gateway.access import Logins
@@ -266,7 +266,9 @@ class OrderEntry:
         own: list[ClientReply] = []  # what the requester hears, in its reply slot
         pushed: list[tuple[Session, list[ClientReply]]] = []  # what others hear, once every event is known
         by_user = self.table.by_user
-        for event in reply.events:  # one pass: the views learn each event, and who hears of it
+        # one pass: the views learn each event, and who hears of it (a Match: the maker of its fill, the
+        # taker of theirs)
+        for event in expand(reply.events, trades=False):
             self.views.track(event)
             if event is answer:
                 own.extend(replies_for_event(original or answer, self.instruments.get(event.symbol)))

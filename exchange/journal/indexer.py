@@ -1,5 +1,7 @@
 """Turning the journal's log into the tables people query: each logged batch's commands, events and
 ledger entries as rows (JSON bodies, decimal text, secondary indexes), many batches per transaction.
+An engine's Match is listed as the three events it stands for (the maker's fill, the taker's fill
+and the trade, with their own numbers), so the tables read as they did before Match.
 
 The ``indexed`` table says, per stream, up to which batch the tables hold the log; it moves in the
 same transaction as the rows, so the tables are always a prefix of the log, per stream. Readers
@@ -17,6 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 from exchange.core.instruments import Instrument
+from exchange.core.messages import expand
 from exchange.core.orders import Side
 from exchange.wire.messages import EventBatch
 from exchange.journal.ledger_rows import is_ledger_stream, ledger_rows
@@ -122,7 +125,7 @@ class Indexer:
                 cmd.user, cmd.symbol, getattr(cmd, "order_id", None), getattr(cmd, "client_order_id", None),
                 cmd.ts_received, entry.gateway, entry.session, entry.request_id,
                 _json_encode(cmd).decode()))
-            for event in events:
+            for event in expand(events):  # a Match is listed as its three events, one row each
                 event_rows.append(event_row(b, event))
 
     def _event_row(self, b: EventBatch, event) -> tuple:

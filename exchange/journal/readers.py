@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 import msgspec
 from exchange.core import checkpoint
-from exchange.core.messages import AnyCommand, AnyEvent, OrderFilled, OrderReduced, OrderRejected, Trade
+from exchange.core.messages import AnyCommand, AnyEvent, Match, OrderFilled, OrderReduced, OrderRejected, Trade
 from exchange.wire.messages import EventBatch
 from exchange.errors import JournalError
 from exchange.journal.ledger_rows import is_ledger_stream
@@ -120,11 +120,16 @@ def log_events(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> Ite
 
 
 def unindexed_events(conn: sqlite3.Connection, stream: str) -> Iterator:
-    """The logged events of ``stream`` that the tables do not hold yet, in sequence order."""
+    """The logged events of ``stream`` that the tables do not hold yet, in sequence order, as the
+    tables list them: each Match as the maker's fill, the taker's fill and the trade."""
     if not has_table(conn, "indexed"):
         return
     row = conn.execute("SELECT seq FROM indexed WHERE stream=?", (stream,)).fetchone()
-    yield from log_events(conn, stream, row[0] if row else 0)
+    for event in log_events(conn, stream, row[0] if row else 0):
+        if type(event) is Match:
+            yield from (event.maker_fill(), event.taker_fill(), event.trade())
+        else:
+            yield event
 
 
 def index_lag(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:

@@ -3,7 +3,8 @@
 Per stream (engine or ledger shard), reading the log once in batch order:
 
 1. every batch's body decodes, and says what its row's columns say (stream, batch, epoch, first and
-   last seq); its entries' events are numbered first_seq..last_seq, one by one;
+   last seq); its entries' events are numbered first_seq..last_seq, one by one (a Match as the three
+   events it stands for, as the tables list it);
 2. every batch the tables hold (``indexed``) has exactly its commands and events there: each
    ``commands`` and ``events`` row's body is its log record as JSON, none missing, none extra;
 3. ``indexed`` never claims more of a stream than its log holds.
@@ -18,6 +19,7 @@ import sqlite3
 
 import msgspec
 
+from exchange.core.messages import expand
 from exchange.journal.readers import log_streams
 from exchange.journal.schema import has_table
 from exchange.wire.messages import EventBatch
@@ -63,7 +65,7 @@ def _stream(conn: sqlite3.Connection, stream: str, indexed: int) -> tuple[list[s
         if header != (stream, batch, epoch, first_seq, last_seq):
             faults.append(f"batch {batch}: its body says {header}, its row {(stream, batch, epoch, first_seq, last_seq)}")
             continue
-        seqs = [event.seq for entry in logged.entries for event in entry.events]
+        seqs = [event.seq for entry in logged.entries for event in expand(entry.events)]
         if seqs != list(range(first_seq, last_seq + 1)):
             faults.append(f"batch {batch}: its events are numbered {_span(seqs)}, not {first_seq}..{last_seq}")
         if batch <= indexed:
@@ -83,7 +85,7 @@ def _tables_agree(conn: sqlite3.Connection, stream: str, logged: EventBatch) -> 
     events = dict(conn.execute("SELECT seq, body FROM events WHERE engine=? AND seq BETWEEN ? AND ?",
                                (stream, logged.first_seq, logged.last_seq)))
     for entry in logged.entries:
-        for event in entry.events:
+        for event in expand(entry.events):
             if events.pop(event.seq, None) != _json(event).decode():
                 faults.append(f"event {event.seq}: its events row is missing or not its logged event")
     return faults

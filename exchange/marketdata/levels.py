@@ -27,7 +27,7 @@ from operator import attrgetter
 from sortedcontainers import SortedDict
 
 from exchange.core.messages import (
-    BookOrderAdded, BookOrderDeleted, BookOrderExecuted, BookOrderReduced, DepthUpdate, OrderAccepted,
+    BookOrderAdded, BookOrderDeleted, BookOrderExecuted, BookOrderReduced, DepthUpdate, Match, OrderAccepted,
     OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderReplaced, TopOfBook,
 )
 from exchange.core.orders import Side, TimeInForce
@@ -89,7 +89,15 @@ class LevelBook:
         seq, ts, symbol = events[-1].seq, events[-1].ts_event, self.symbol
         for event in events:
             cls = type(event)
-            if cls is OrderAccepted:
+            if cls is Match:  # the maker trades from its level; the taker is the command's own order, if any
+                if incoming is not None and event.taker_order_id == incoming[0]:
+                    incoming[3] -= event.qty
+                order = orders.get(event.maker_order_id)
+                if order is not None:
+                    self._take(event.maker_order_id, order, event.qty, touched)
+                    out.append(BookOrderExecuted(seq, ts, symbol, event.maker_order_id, event.trade_id, event.qty,
+                                                 event.price, event.maker_leaves_qty))
+            elif cls is OrderAccepted:
                 if event.price is not None and event.tif in RESTING_TIFS:
                     incoming = [event.order_id, event.side, event.price, event.qty]
             elif cls is OrderReplaced:

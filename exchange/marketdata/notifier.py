@@ -58,7 +58,7 @@ from collections import Counter
 
 import zmq
 
-from exchange.core.messages import Trade
+from exchange.core.messages import Match, Trade
 from exchange.wire import sockets
 from exchange.config import Config
 from exchange.errors import JournalError, WireError
@@ -240,7 +240,9 @@ class Notifier:
                 # published at once is remembered as it is published)
                 remember = self.publisher.remember
                 for event in events:
-                    if type(event) is Trade and event.symbol in self.publisher.recent:
+                    if type(event) is Match and event.symbol in self.publisher.recent:
+                        remember(event.trade())
+                    elif type(event) is Trade and event.symbol in self.publisher.recent:
                         remember(event)
         self.take(follower, step, now)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from exchange.core.messages import ORDER_EVENTS, TopOfBook, Trade
+from exchange.core.messages import ORDER_EVENTS, Match, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.marketdata.levels import LevelBook, level_changes
 from exchange.wire.messages import (
@@ -30,6 +30,7 @@ from exchange.wire.messages import (
 )
 
 CHANNEL_NAMES = ("trade", "bbo", "l2", "l3")
+_TRADES = frozenset({Match, Trade})  # a Match is published as its Trade (journals from before Match hold Trades)
 MAX_RECENT_TRADES = 5_000  # per instrument, for TradesRequest
 NOT_READY = "this notifier is catching up with the journal; try again in a moment"
 
@@ -84,7 +85,8 @@ class Publisher:
         groups: dict[tuple[str, str], list] = {}
         books = self.books
         for events in released:
-            public = [e for e in events if type(e) is Trade and e.symbol in books] + level_changes(self.levels, events)
+            public = [e.trade() if type(e) is Match else e for e in events if type(e) in _TRADES and e.symbol in books]
+            public += level_changes(self.levels, events)
             for event in public:
                 book = books[event.symbol]
                 book.seq = event.seq
@@ -118,10 +120,14 @@ class Publisher:
 
     @staticmethod
     def private(engine: str, epoch: int, events: list) -> list[list[bytes]]:
-        """One [priv.<user>|, PrivateData] message per user with order events among ``events``."""
+        """One [priv.<user>|, PrivateData] message per user with order events among ``events``; a
+        Match is the maker's fill for the maker and the taker's fill for the taker."""
         users: dict[str, list] = {}
         for event in events:
-            if isinstance(event, ORDER_EVENTS):
+            if type(event) is Match:
+                users.setdefault(event.maker_user, []).append(event.maker_fill())
+                users.setdefault(event.taker_user, []).append(event.taker_fill())
+            elif isinstance(event, ORDER_EVENTS):
                 users.setdefault(event.user, []).append(event)
         return [[private_topic(user), encode(PrivateData(user, engine, epoch, group))]
                 for user, group in users.items()]

@@ -1,7 +1,8 @@
 """A small kit for writing matcher tests as trading sessions.
 
 Commands are built from decimal text, converted by the instrument (``buy("bob", "1.5", at="100.00")``);
-``Market`` runs them on a fresh Matcher, checks the invariants after every command (seq +1, ``ts_event``
+``Market`` runs them on a fresh Matcher, checks the invariants after every command (seq +1 once each
+Match is expanded into the three events it stands for, ``ts_event``
 copied, ``OrderBook.check()``, no market data but trades from the core) and tells back, one short
 line each (``story``), the core's events followed by the price levels and top of book an engine
 publishes from them (``marketdata.levels``), so a test reads like the session it describes. ``Market.book()`` is ``OrderBook.render()`` with runs of spaces
@@ -18,7 +19,7 @@ from exchange.core.instruments import Instrument
 from exchange.core.matching import Matcher
 from exchange.core.messages import (
     CancelAll, CancelOrder, DepthUpdate, Event, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled,
-    OrderReduced, OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder, TopOfBook, Trade,
+    OrderReduced, OrderRejected, OrderReplaced, PlaceOrder, ReplaceOrder, TopOfBook, Trade, expand,
 )
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.marketdata.levels import LevelBook, level_changes
@@ -136,7 +137,8 @@ class Market:
     def handle(self, command) -> list[Event]:
         """Run one command; return its events, then the market data derived from them, after
         checking seq, ts_event and every book."""
-        events = self.matcher.handle(command)
+        emitted = self.matcher.handle(command)
+        events = expand(emitted)  # a Match told as the maker's fill, the taker's fill and the trade
         assert not any(isinstance(e, (DepthUpdate, TopOfBook)) for e in events), "the core derives no depth"
         for expected_seq, event in enumerate(events, start=len(self.events) + 1):
             assert event.seq == expected_seq, f"{event!r} should have seq {expected_seq}"
@@ -147,9 +149,10 @@ class Market:
         self.commands.append(command)
         self.events.extend(events)
         told: list[Event] = []  # each book's events, then the market data derived from them
-        for symbol, group in groupby(events, key=attrgetter("symbol")):
+        for symbol, group in groupby(emitted, key=attrgetter("symbol")):  # the levels follow the Matches
             group = list(group)
-            told += group + [e for e in level_changes(self.levels, group) if isinstance(e, (DepthUpdate, TopOfBook))]
+            told += expand(group) + [e for e in level_changes(self.levels, group)
+                                     if isinstance(e, (DepthUpdate, TopOfBook))]
         return told
 
     def __call__(self, command) -> list[str]:

@@ -392,7 +392,7 @@ def test_a_market_fill_or_kill_buy_holds_its_worst_cost_pays_what_it_traded_and_
     venue.sell("bob", 3, 110)
     held, events = venue.buy("alice", 5, None, tif=TimeInForce.FOK)
     assert held[0].entry.rows[-1].delta == terms.notional(5, terms.instrument.max_price)  # no fee here
-    assert [type(e).__name__ for e in events].count("Trade") == 2
+    assert [type(e).__name__ for e in events].count("Match") == 2
     paid = terms.notional(2, 100) + terms.notional(3, 110)
     assert venue.balance("alice") == (usd(10_000) - paid, 0)
     held, events = venue.buy("alice", 1, None, tif=TimeInForce.FOK)  # nothing left to buy: refused

@@ -28,7 +28,7 @@ from exchange.core.ledger_checkpoint import restore, take
 from exchange.core.ledger_messages import (
     AnyLedgerEvent, HoldOrder, HoldRejected, HoldReplace, OrderHeld, ReplaceHeld, TransferRejected,
 )
-from exchange.core.messages import CancelAll, CancelOrder, OrderAccepted, PlaceOrder, ReplaceOrder
+from exchange.core.messages import CancelAll, CancelOrder, OrderAccepted, PlaceOrder, ReplaceOrder, expand
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.errors import RejectCode
 
@@ -53,7 +53,7 @@ class LedgerVersusReference(RuleBasedStateMachine):
         self.refs = 0
 
     def _engine(self, command, market_budget: int = 0) -> None:
-        for event in self.venue.engine(command):
+        for event in expand(self.venue.engine(command)):  # the reference model knows fills and trades
             self.reference.on_event(event, market_budget if isinstance(event, OrderAccepted) else 0)
 
     def _open_orders(self, user: str) -> list:

@@ -4,7 +4,7 @@ import msgspec
 import pytest
 
 from exchange.core.matching import Matcher
-from exchange.core.messages import OrderAccepted, OrderFilled, PlaceOrder, Trade
+from exchange.core.messages import Match, OrderAccepted, OrderFilled, PlaceOrder, Trade
 from exchange.core.orders import Side, TimeInForce
 from exchange.errors import RejectCode
 from scenario import (
@@ -207,7 +207,7 @@ def test_ids_count_on_across_each_thousand_and_after_a_restored_counter(last):
             events = matcher.handle(PlaceOrder("alice", "BTC-USD", Side.SELL, 1000, 10_000 + n))
             events += matcher.handle(PlaceOrder("bob", "BTC-USD", Side.BUY, 1000, 10_000 + n))
             ids += [e.order_id for e in events if isinstance(e, OrderAccepted)]
-            ids += [e.trade_id for e in events if isinstance(e, Trade)]
+            ids += [e.trade_id for e in events if isinstance(e, Match)]
         expected = [f"12-{restored + 1}", f"12-{restored + 2}", f"12-{restored + 1}",
                     f"12-{restored + 3}", f"12-{restored + 4}", f"12-{restored + 2}",
                     f"12-{restored + 5}", f"12-{restored + 6}", f"12-{restored + 3}"]
