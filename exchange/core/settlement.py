@@ -6,7 +6,8 @@ order's entries and its hold afterwards:
     OrderAccepted   the hold is bound to the engine's order id
     OrderRejected   the order itself refused: its whole hold is released; a replace refused: that
                     replace's extra hold is released (replaces are answered in the order sent)
-    OrderFilled     (each leg of a Match of ours) TRADE: a buy pays the value from its hold and gets the base; a sell gives
+    Match           settled as the fill of each side that is ours (``maker_fill``, ``taker_fill``)
+    OrderFilled     TRADE: a buy pays the value from its hold and gets the base; a sell gives
                     the base from its hold and gets the value. FEE: the fill's share of the
                     order's fee (below). RELEASE: what the order no longer needs (holds.py)
     OrderReplaced   the replace's extra hold joins the order's; the surplus is released
@@ -68,16 +69,15 @@ def settle(ledger: Ledger, cmd: SettleEvents) -> list[LedgerEvent]:
         previous = event.seq
         if event.seq <= last:
             continue
-        if type(event) is Match:  # each leg of a user of ours, as the fill it stands for
-            legs = [fill for user, fill in ((event.maker_user, event.maker_fill), (event.taker_user, event.taker_fill))
-                    if ledger.owns(user)]
-            for fill in legs:
-                settled = _settle_one(ledger, cmd.engine, fill())
-                if settled is not None:
-                    ledger.apply(settled)
-                    events.append(settled)
+        if type(event) is Match:  # each side of a user of ours, as the fill it stands for
+            ours = [fill() for user, fill in ((event.maker_user, event.maker_fill),
+                                              (event.taker_user, event.taker_fill)) if ledger.owns(user)]
         elif type(event) in _SETTLED and ledger.owns(event.user):
-            settled = _settle_one(ledger, cmd.engine, event)
+            ours = (event,)
+        else:
+            continue
+        for one in ours:
+            settled = _settle_one(ledger, cmd.engine, one)
             if settled is not None:
                 ledger.apply(settled)
                 events.append(settled)
