@@ -1,5 +1,7 @@
 """The notifier under floods: private subscriptions a bounded share of each loop turn, answers to a peer that does not read a bounded queue."""
 
+import time
+
 import zmq
 from exchange.marketdata.notifier import MAX_SUBSCRIPTIONS_PER_TURN, Notifier
 
@@ -78,4 +80,45 @@ def test_a_public_lane_keeps_only_subscriptions_that_name_what_the_feed_carries(
     finally:
         client.close(linger=0)
         lane.close(linger=0)
+        ctx.term()
+
+
+def test_a_flood_of_trades_requests_is_answered_a_budget_of_trades_per_turn(tmp_path):
+    """A TradesRequest answer may hold MAX_RECENT_TRADES trades (about 0.4 ms to build): a turn
+    answers requests until TRADES_ANSWERED_PER_TURN trades are spent, so a flood of them cannot
+    hold the loop (and the feed) for long; the rest wait in the socket, and every one is answered."""
+    from exchange.core.messages import Trade
+    from exchange.core.orders import Side
+    from exchange.marketdata.levels import LevelBook
+    from exchange.marketdata.notifier import TRADES_ANSWERED_PER_TURN, snapshots_socket
+    from exchange.marketdata.publisher import MAX_RECENT_TRADES, Publisher, ReleasedBook
+    from exchange.wire.messages import Decoder, Trades, TradesRequest, encode
+
+    ctx = zmq.Context()
+    sock = snapshots_socket(ctx, f"ipc://{tmp_path}/snapshots")
+    client = ctx.socket(zmq.DEALER)
+    try:
+        client.setsockopt(zmq.RCVHWM, 0)
+        client.connect(f"ipc://{tmp_path}/snapshots")
+        publisher = Publisher({"AAPL": "e2"})
+        publisher.load("AAPL", ReleasedBook(LevelBook("AAPL"), None, 0), batch=1, epoch=1, chan_seqs={}, now=0.0)
+        now = time.time_ns()
+        for n in range(MAX_RECENT_TRADES):
+            publisher.remember(Trade(n + 1, now + n, "AAPL", f"2-{n + 1}", 100, 1, Side.BUY))
+        notifier = object.__new__(Notifier)
+        notifier.snapshots, notifier.publisher, notifier.malformed = sock, publisher, 0
+        asked = 40
+        for _ in range(asked):
+            client.send(encode(TradesRequest("AAPL", 0)))
+        per_turn = -(-TRADES_ANSWERED_PER_TURN // MAX_RECENT_TRADES)  # the request that goes past the budget is answered
+        turns = []
+        while sum(turns) < asked and len(turns) < 20:
+            if sock.poll(5000):
+                turns.append(notifier.answer_requests())
+        assert turns[0] == per_turn < asked and sum(turns) == asked
+        answers = [Decoder(Trades).decode(client.recv()) for _ in range(asked)]
+        assert all(len(answer.trades) == MAX_RECENT_TRADES for answer in answers)
+    finally:
+        client.close(linger=0)
+        sock.close(linger=0)
         ctx.term()
