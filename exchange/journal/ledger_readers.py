@@ -19,7 +19,10 @@ from exchange.core.ledger import Ledger
 from exchange.core.ledger_messages import AnyLedgerEvent
 from exchange.core.messages import AnyEvent
 from exchange.errors import ConfigError
-from exchange.journal.readers import EnginePosition, latest_checkpoint, log_batches, log_events, positions
+from exchange.journal.ledger_rows import is_ledger_stream
+from exchange.journal.readers import (
+    EnginePosition, latest_checkpoint, log_batches, log_events, log_streams, positions,
+)
 from exchange.journal.schema import read_snapshot
 
 _ledger_event_decoder = msgspec.json.Decoder(AnyLedgerEvent)
@@ -38,6 +41,30 @@ def decode_any_event(body: str | bytes):
 def ledger_stream(shard: int) -> str:
     """The journal stream of ledger shard ``shard`` (as ``LedgerConfig.name`` says)."""
     return f"ledger-{shard}"
+
+
+def agree_on_ledger_shards(conn, shards: int) -> None:
+    """Record ``shards``, the config's number of ledger shards, in a journal that has no number yet;
+    raise ConfigError if the journal was started with another one (or, from before the record, holds
+    the streams of another number of shards). A user's shard follows from the number, so with
+    another one their accounts would be looked for on a shard that does not hold them, checkpoint
+    or not. ``shards`` 0 (accounts off) checks nothing: no shard runs."""
+    if not shards:
+        return
+    row = conn.execute("SELECT value FROM meta WHERE key='ledger_shards'").fetchone()
+    if row is not None:
+        recorded, how = int(row[0]), "was started with"
+    else:
+        found = [int(s.rsplit("-", 1)[1]) for s in log_streams(conn) if is_ledger_stream(s)]
+        recorded, how = (max(found) + 1 if found else None), "holds the streams of"
+    if recorded is not None and recorded != shards:
+        raise ConfigError(f"the journal {how} {recorded} ledger shard{'' if recorded == 1 else 's'}, but the"
+                          f" config has {shards}: a user's shard follows from that number (docs/accounts.md),"
+                          " so accounts would be looked for on shards that do not hold them; change `ledgers:`"
+                          " back, or start from a new journal")
+    if row is None:
+        with conn:
+            conn.execute("INSERT INTO meta VALUES ('ledger_shards', ?)", (str(shards),))
 
 
 def recover_ledger(path: str | Path, shard: int, shards: int, terms: Iterable[Terms],

@@ -41,6 +41,7 @@ from exchange.wire.messages import (
 )
 from exchange.journal.sequencer import Sequencer
 from exchange.journal.readers import EnginePosition, positions
+from exchange.journal.ledger_readers import agree_on_ledger_shards
 from exchange.journal.history import HistoryService
 from exchange.journal.release import NOTIFIER_HWM, Release
 from exchange.journal.schema import open_db
@@ -135,6 +136,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
     spec = config.journal
     security = MeshSecurity.for_role(config, "journal-writer")  # before the journal: fail fast
     db = open_db(spec.path, spec.synchronous)
+    agree_on_ledger_shards(db.conn, len(config.ledgers))  # before any shard's batch is written
     writer = Writer(db, config.instrument_map(), config.streams())
     sequencer = Sequencer(positions(db.conn, config.streams()), lambda stream, epoch: db.conn.execute(
         "SELECT COALESCE(MAX(batch), 0) FROM batches WHERE engine=? AND epoch=?", (stream, epoch)).fetchone()[0])

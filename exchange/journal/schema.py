@@ -14,6 +14,7 @@ The journal is a log, and tables built from it for people:
     entries      stream, entry_id, row, seq, kind, account,     a ledger shard's double-entry rows: each
                  asset, delta, balance, ts_event                entry's rows sum to zero per asset
     indexed      stream, batch, seq                             how far the three tables above hold the log
+    meta         key, value                                     the journal's own facts: ``ledger_shards``
 
 The first three are written on the commit path; the others by the indexer (exchange.journal.indexer),
 from the log, a little later and many batches at a time, so they may lag the log under load (a
@@ -90,6 +91,9 @@ def open_db(path: str | Path, synchronous: str = "NORMAL") -> sqlite_utils.Datab
         upgrade_to_log(db)
     # a stream's batches by where their events end: a restart or a settlement gap reads the log from a seq
     db.execute("CREATE INDEX IF NOT EXISTS batches_by_last_seq ON batches(engine, last_seq)")
+    if "meta" not in db.table_names():
+        # facts about the journal as a whole, such as the number of ledger shards it was started with
+        db["meta"].create({"key": str, "value": str}, pk="key")
     if "epochs" not in db.table_names():
         db["epochs"].create({"engine": str, "epoch": int, "batch": int, "seq": int, "ts_opened": int},
                             pk=("engine", "epoch"))
