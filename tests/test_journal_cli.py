@@ -233,6 +233,8 @@ def test_events_filter_by_kind_order_and_time(built):
     at_12 = rows("events", "--since", at(12), "--until", at(13), "--oldest-first", db=built.path)
     assert {e["ts_event"] for e in at_12} == {T0 + 12 * 10**9}
     assert [e["kind"] for e in at_12] == ["OrderAccepted"]  # it rests: what matching decided, no more
+    code, output = run("events", "--kind", "Match", db=built.path)  # no row is one: its fills and trade are
+    assert code == 2 and "'Match' is not one of" in output
     everything = rows("events", "--limit", "0", db=built.path)
     assert len(everything) == sum(len(events) for events in built.events.values())
     assert len(rows("events", "--limit", "5", db=built.path)) == 5

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from exchange.cli.main import cli
-from exchange.core.messages import OrderAccepted, Trade, expand
+from exchange.core.messages import Match, OrderAccepted, OrderFilled, Trade, expand
 from exchange.journal.readers import (
     engine_events, engine_symbols, index_lag, last_trades, open_and_recent_order_events, order_history,
 )
@@ -178,3 +178,15 @@ def test_the_writer_indexes_when_idle_now_and_then_when_busy_every_turn_when_far
     assert pacing.due(IndexPacing.EAGER, idle=False, now=10.06)  # far enough behind: every turn
     assert pacing.poll_ms(IndexPacing.EAGER) == 0
     assert pacing.reads_batches(IndexPacing.MAX_LAG) and not pacing.reads_batches(IndexPacing.MAX_LAG + 1)
+
+
+def test_the_log_read_from_a_fill_goes_on_from_the_next_number(journal):
+    """The tables list a Match as its two fills and its trade; reading the log after one of those
+    numbers gives the rest of the Match, so every number comes once, in order."""
+    path, engine = journal
+    conn = open_readonly(path)
+    match = next(e for e in engine_events(conn, "e1") if type(e) is Match)
+    for after in (match.seq - 2, match.seq - 1):
+        rest = list(engine_events(conn, "e1", after))
+        assert [e.seq for e in expand(rest)] == list(range(after + 1, engine.matcher.seq + 1))
+        assert type(rest[0]) is (OrderFilled if after == match.seq - 2 else Trade)

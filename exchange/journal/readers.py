@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 import msgspec
 from exchange.core import checkpoint
-from exchange.core.messages import AnyCommand, AnyEvent, Match, OrderFilled, OrderReduced, OrderRejected, Trade
+from exchange.core.messages import AnyCommand, AnyEvent, Match, OrderFilled, OrderReduced, OrderRejected, Trade, expand
 from exchange.wire.messages import EventBatch
 from exchange.errors import JournalError
 from exchange.journal.ledger_rows import is_ledger_stream
@@ -111,12 +111,16 @@ def recent_batch_bodies(conn: sqlite3.Connection, stream: str, since_ns: int, li
 
 
 def log_events(conn: sqlite3.Connection, stream: str, after_seq: int = 0) -> Iterator:
-    """Every logged event of ``stream`` after ``after_seq``, in sequence order."""
+    """Every logged event of ``stream`` after ``after_seq``, in sequence order. A Match whose fills
+    ``after_seq`` names (the tables list them) comes as the rest of its three events."""
     for batch in log_batches(conn, stream, after_seq):
         for entry in batch.entries:
             for event in entry.events:
                 if event.seq > after_seq:
-                    yield event
+                    if type(event) is Match and event.seq - 2 <= after_seq:
+                        yield from (part for part in expand([event]) if part.seq > after_seq)
+                    else:
+                        yield event
 
 
 def unindexed_events(conn: sqlite3.Connection, stream: str) -> Iterator:
