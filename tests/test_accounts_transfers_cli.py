@@ -5,6 +5,7 @@ role is not needed to check what the commands send, print and exit with)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 
 import pytest
@@ -74,7 +75,8 @@ def test_a_deposit_is_applied_once_per_reference(mesh):
     again = run(deposit, path, "bob", "USD", "250", "--ref", "wire-1")
     assert again.exit_code == 1
     assert again.output == ("Error: DEPOSIT refused: REJ DUPLICATE_ID reference wire-1 was already used (entry 1);"
-                            " nothing was done now\n")
+                            " nothing was done now. If this is the same transfer sent again (a retry), it was"
+                            " applied then, as that entry: `exchange accounts ledger bob` shows it\n")
     assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)
 
 
@@ -125,3 +127,41 @@ def test_the_key_never_comes_from_the_command_line(tmp_path):
     assert result.exit_code == 1
     assert result.output == "Error: the admin's key is needed: --key-file FILE, or set EXCHANGE_KEY\n"
     assert "--key " not in CliRunner().invoke(deposit, ["--help"]).output
+
+
+class GatewayThatHangsUp:
+    """A text port that answers the login, reads the next line and closes the connection: as a
+    gateway that stops (or restarts) while the transfer is on its way."""
+
+    def __init__(self, address: str):
+        host, port = address.rsplit(":", 1)
+        self.server = socket.create_server((host, int(port)))
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn, conn.makefile("rwb") as stream:
+            self.lines.append(stream.readline().decode())
+            stream.write(b"OK LOGIN ops\n")
+            stream.flush()
+            self.lines.append(stream.readline().decode())
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(10)
+
+
+def test_a_connection_lost_once_the_transfer_was_sent_says_its_outcome_is_unknown(tmp_path):
+    path = loopback_config(tmp_path, accounts=True)
+    gateway = GatewayThatHangsUp(load_config(path).gateway.text)
+    try:
+        result = run(deposit, str(path), "bob", "USD", "5", "--ref", "wire-9")
+    finally:
+        gateway.close()
+    assert gateway.lines[-1] == "DEPOSIT bob USD 5 wire-9\n"
+    assert result.exit_code == 3
+    assert result.output.startswith("Error: the connection to the gateway was lost (")
+    assert result.output.endswith("the DEPOSIT may or may not be applied: run the same command again (same --ref"
+                                  " wire-9)\n")

@@ -3,7 +3,9 @@
 Adapters only: they log in to the gateway's text port as the admin (its key from a file or the
 EXCHANGE_KEY environment variable, never from the command line), send one DEPOSIT or WITHDRAW
 line (docs/protocol.md) and print the answer; a refusal exits 1. The ledger applies a reference
-once, so a transfer whose answer was lost is sent again with the same --ref.
+once, so a transfer whose answer was lost is sent again with the same --ref: when the outcome is
+unknown (no answer in time, the connection lost once the line may have gone, the gateway could
+not tell) the command says so and exits 3.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from exchange.cli.common import config_option, load
 from exchange.client.text import TextClient
 
 KEY_ENV = "EXCHANGE_KEY"
+
+
+class OutcomeUnknown(click.ClickException):
+    """The transfer may or may not be applied: it is to be sent again with the same reference."""
+
+    exit_code = 3
 
 
 def _key(key_file: str | None) -> str:
@@ -44,17 +52,27 @@ def transfer(verb: str, config_path: str, admin: str, key_file: str | None, targ
     line = f"{verb} {target} {asset} {amount} {ref}"
     if len(line.split()) != 5:
         raise click.ClickException("USER, ASSET, AMOUNT and --ref are one word each")
+    again = f"the {verb} may or may not be applied: run the same command again (same --ref {ref})"
+    sent = False
     try:
         with TextClient(host, int(port), timeout=timeout) as client:
             login = client.request(f"LOGIN {admin} {key}")
             if not login.startswith("OK LOGIN"):
                 raise click.ClickException(f"the gateway refused the login of {admin}: {login}")
+            sent = True  # from here on, the line may have reached the gateway
             answer = client.request(line)
     except TimeoutError:
-        raise click.ClickException(f"no answer from the gateway in {timeout:g} s; the {verb} may or may not be"
-                                   f" applied: run the same command again (same --ref {ref})") from None
+        raise OutcomeUnknown(f"no answer from the gateway in {timeout:g} s; {again}") from None
     except OSError as e:  # refused, reset, unreachable
+        if sent:
+            raise OutcomeUnknown(f"the connection to the gateway was lost ({e}); {again}") from None
         raise click.ClickException(f"cannot reach the gateway at {config.gateway.text}: {e}") from None
+    if answer.startswith("REJ UNAVAILABLE"):
+        raise OutcomeUnknown(f"{answer}; {again}")
+    if answer.startswith("REJ DUPLICATE_ID"):
+        raise click.ClickException(f"{verb} refused: {answer}. If this is the same transfer sent again (a retry),"
+                                   f" it was applied then, as that entry: `exchange accounts ledger {target}`"
+                                   " shows it")
     if not answer.startswith(f"OK {verb} "):
         raise click.ClickException(f"{verb} refused: {answer}")
     click.echo(answer)
