@@ -31,7 +31,7 @@ from collections import deque
 import zmq
 
 from exchange.config import Config, LedgerConfig
-from exchange.core.ledger_messages import DepositFunds, ReleaseHold
+from exchange.core.ledger_messages import DepositFunds, ReleaseHold, TransferRejected
 from exchange.core.messages import CancelAll
 from exchange.errors import JournalError, WireError
 from exchange.journal import handshake
@@ -123,8 +123,11 @@ class LedgerProcess:
             for asset, amount in user.opening_balances.items():
                 ref = f"opening:{user.name}:{asset}"
                 if ref not in ledger.transfers:
-                    self.shard.handle_own(DepositFunds(user.name, asset, assets[asset].to_units(amount), ref,
-                                                       time.time_ns()))
+                    for event in self.shard.handle_own(DepositFunds(user.name, asset, assets[asset].to_units(amount),
+                                                                    ref, time.time_ns())):
+                        if isinstance(event, TransferRejected):  # `config check` should have said so
+                            log.error("the opening balance of %s %s %s was refused: %s; it is tried again at"
+                                      " the next start", user.name, amount, asset, event.reason)
 
     def start_settling_now(self, stopper: sockets.Stopper) -> None:
         """Settle each engine from where its journaled history ends now: the orders it holds were

@@ -153,11 +153,13 @@ class Shard:
                 if isinstance(command, _TRANSFERS) and not isinstance(event, HoldRejected):
                     self.balance_changed(user)
 
-    def handle_own(self, command: DepositFunds | ReleaseHold) -> None:
-        """A command of the shard's own (an opening balance, the release of a lost order's hold)."""
+    def handle_own(self, command: DepositFunds | ReleaseHold) -> list:
+        """A command of the shard's own (an opening balance, the release of a lost order's hold);
+        its events."""
         events = self.ledger.handle(command)
         self.entries.append(Entry("", 0, 0, command, events))
         self.balance_changed(command.user)
+        return events
 
     def settled_to(self, engine: str) -> int:
         """The last event of ``engine`` taken in here (journaled, or waiting in ``unsettled``)."""

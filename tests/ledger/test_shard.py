@@ -240,3 +240,20 @@ def test_a_replace_right_after_the_ack_holds_before_the_shard_has_settled_the_ac
     shard.seal()
     [reply] = shard.on_durable(durable(shard)).replies
     assert reply.events[0].code is RejectCode.NOT_YOUR_ORDER
+
+
+def test_an_opening_balance_the_shard_refuses_is_logged_as_an_error(caplog):
+    """Opening balances are deposits the shard makes at its start; one it refuses (here: the shard
+    already holds the most USD it may take in) is said in the log, not passed over."""
+    from exchange.core.ledger import MAX_DEPOSITED
+    from exchange.ledger.role import LedgerProcess
+
+    process = object.__new__(LedgerProcess)
+    process.shard, process.config = shard_for("bob"), CONFIG
+    whale = next(f"whale{n}" for n in range(100) if process.shard.ledger.owns(f"whale{n}"))
+    process.shard.handle_own(DepositFunds(whale, "USD", MAX_DEPOSITED, "whale-1", 1))
+    with caplog.at_level("ERROR", logger="exchange.ledger.role"):
+        process.opening_balances()
+    assert process.shard.ledger.balance("bob", "USD") == (0, 0)
+    assert any(r.levelname == "ERROR" and "the opening balance of bob 10000000 USD was refused" in r.getMessage()
+               for r in caplog.records), caplog.text
