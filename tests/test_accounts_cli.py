@@ -114,3 +114,25 @@ def test_every_accounts_command_is_documented_and_the_documented_lines_parse():
     for name, args in examples:
         if name in group.commands:
             group.commands[name].make_context(name, args.split())  # raises on an unknown option or value
+
+
+def test_a_user_removed_from_the_config_keeps_their_balances_in_view(built, tmp_path):
+    """Removing a user from the config leaves their money on the ledger: `balances` still lists it,
+    and `balances USER` and `ledger USER` still answer for them."""
+    text = Path(CONFIG_PATH).read_text()
+    carol = re.search(r"  - name: carol\n(    .*\n)+", text).group(0)
+    config = tmp_path / "without-carol.yaml"
+    config.write_text(text.replace(carol, "").replace("../var", str(ROOT / "var")))
+    everyone = rows_with(config, "balances", db=built.path)
+    expected = rows("balances", "carol", db=built.path)
+    assert [r for r in everyone if r["user"] == "carol"] == expected and expected
+    assert rows_with(config, "balances", "carol", db=built.path) == expected
+    assert rows_with(config, "ledger", "carol", db=built.path) == rows("ledger", "carol", db=built.path)
+    code, output = run("balances", "nobody", db=built.path, config=str(config))
+    assert code == 1 and "no user nobody" in output
+
+
+def rows_with(config: Path, *args: str, db) -> list[dict]:
+    code, output = run(*args, "--json", db=db, config=str(config))
+    assert code == 0, output
+    return json.loads(output)

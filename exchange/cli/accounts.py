@@ -20,8 +20,9 @@ def _rows(config_path: str, db_path: str | None, query: str, **args) -> list[dic
     """Rows of ``account_queries.<query>`` on the config's journal; one Error: line for any mistake."""
     from exchange.journal import account_queries
 
-    try:  # before opening the journal: with accounts off, say that rather than anything about a file
-        account_queries.check_accounts(load(config_path), args.get("user"), args.get("asset"))
+    try:  # before opening the journal: with accounts off, say that rather than anything about a file (the
+        # user is checked with the journal open: one the config no longer has may still have money there)
+        account_queries.check_accounts(load(config_path), None, args.get("asset"))
     except ExchangeError as e:
         raise click.ClickException(str(e)) from None
     config, _, conn = open_from_config(config_path, db_path)

@@ -23,16 +23,27 @@ ENTRY_COLUMNS = ("entry_id", "ts_event", "kind", "account", "asset", "delta", "b
                  "ref")
 
 
-def check_accounts(config: Config, user: str | None = None, asset: str | None = None) -> None:
-    """Raise ExchangeError unless accounts are on, ``user`` (if given) is a user of the config and
-    ``asset`` (if given) one of its assets."""
+def check_accounts(config: Config, user: str | None = None, asset: str | None = None,
+                   conn: sqlite3.Connection | None = None) -> None:
+    """Raise ExchangeError unless accounts are on, ``user`` (if given) is a user of the config (or,
+    with ``conn``, one whose accounts the journal holds: a user removed from the config keeps their
+    money) and ``asset`` (if given) one of its assets."""
     if not config.accounts:
         raise ExchangeError("accounts are off: the config has no `assets:` (docs/accounts.md), so there are"
                             " no balances")
-    if user is not None and config.user(user) is None:
+    if user is not None and config.user(user) is None and (conn is None or user not in journal_users(conn)):
         raise ExchangeError(f"no user {user}; the users are {', '.join(u.name for u in config.users) or 'none'}")
     if asset is not None and asset not in config.asset_map():
         raise ExchangeError(f"no asset {asset}; the assets are {', '.join(config.asset_map())}")
+
+
+def journal_users(conn: sqlite3.Connection) -> list[str]:
+    """Every user with an account in the journal's ``entries``, in name order (a scan: there is no
+    index by account, which every commit would pay for)."""
+    if not has_table(conn, "entries"):
+        return []
+    accounts = (account for (account,) in conn.execute("SELECT DISTINCT account FROM entries"))
+    return sorted({account.rsplit(":", 1)[0] for account in accounts if not account.startswith("*")})
 
 
 def _latest(conn: sqlite3.Connection, stream: str, account: str, asset: str) -> int | None:
@@ -42,14 +53,16 @@ def _latest(conn: sqlite3.Connection, stream: str, account: str, asset: str) -> 
 
 
 def balances(conn: sqlite3.Connection, config: Config, user: str | None = None) -> list[dict]:
-    """Available and held per asset of ``user``, or of every user with any entry and then the
-    venue's ``*fee`` account (its available is its balance, summed over the shards)."""
-    check_accounts(config, user)
+    """Available and held per asset of ``user``, or of every user with any entry (the config's, then
+    those the config no longer has) and then the venue's ``*fee`` account (its available is its
+    balance, summed over the shards)."""
+    check_accounts(config, user, conn=conn)
     assets = config.asset_map()
     if not has_table(conn, "entries"):
         return []
     rows = []
-    for name in [user] if user else [u.name for u in config.users]:
+    configured = [u.name for u in config.users]
+    for name in [user] if user else [*configured, *(u for u in journal_users(conn) if u not in configured)]:
         stream = config.ledger_of(name).name
         found = {asset: (_latest(conn, stream, available_account(name), asset),
                          _latest(conn, stream, held_account(name), asset)) for asset in assets}
@@ -70,7 +83,7 @@ def entries(conn: sqlite3.Connection, config: Config, user: str, asset: str | No
             limit: int | None = 50) -> list[dict]:
     """``user``'s entry rows, newest first: kind, account (available or held), delta and balance
     after, with the order, trade or transfer reference each came from where the journal says."""
-    check_accounts(config, user, asset)
+    check_accounts(config, user, asset, conn=conn)
     if not has_table(conn, "entries"):
         return []
     assets = config.asset_map()
