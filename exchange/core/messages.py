@@ -158,9 +158,11 @@ class Match(Event):
 
     It stands for what earlier versions sent as three events, and takes their three sequence
     numbers: ``seq - 2`` is the maker's fill, ``seq - 1`` the taker's and ``seq`` the trade, so a
-    stream's numbers (and the journal's tables, which list those three) read as before. ``fills``
-    and ``trade`` give them back; ``expand`` does so for a list of events. The maker's side is the
-    opposite of ``taker_side``; the price is always the maker's.
+    stream's numbers (and the journal's tables, which list those three) read as before.
+    ``maker_fill``, ``taker_fill`` and ``trade`` give them back; ``expand`` does so for a list of
+    events. The maker's side is the opposite of ``taker_side``; the price is always the maker's. Its
+    first seven fields are a Trade's; it is not a subclass of Trade, so that nothing that looks for
+    trades takes a Match (with both users in it) for one.
     """
 
     seq: int
