@@ -1,5 +1,6 @@
-"""The JSON bodies the page sends, validated once at the edge, and the error answer every route
-gives: ``{"error": {"code": CODE, "reason": "what was wrong, and what is allowed"}}``."""
+"""The JSON bodies the page sends, read up to ``MAX_BODY`` bytes and validated once at the edge, and
+the error answer every route gives: ``{"error": {"code": CODE, "reason": "what was wrong, and what
+is allowed"}}``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from exchange.core.orders import Side, TimeInForce
 from exchange.gateway.protocol.messages import PlaceRequest, ReplaceRequest
 
 Text = Annotated[str, Meta(max_length=64)]
+MAX_BODY = 4096  # bytes a request's body may have: a sign-in or an order ticket takes a few hundred
+
+
+class TooLarge(Exception):
+    """A request's body is longer than ``MAX_BODY``: its reason is for the user."""
 
 
 class Login(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,6 +63,29 @@ class Replace(msgspec.Struct, forbid_unknown_fields=True):
 
 def error(status: int, code: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "reason": reason}}, status)
+
+
+def too_large(reason: str) -> JSONResponse:
+    """The answer to a body too large; the connection closes, so the rest of the body is never read."""
+    response = error(413, "TOO_LARGE", reason)
+    response.headers["connection"] = "close"
+    return response
+
+
+async def read(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request's body; raises TooLarge, before reading any of it, if its Content-Length says it is
+    longer than ``limit``, and otherwise as soon as more than ``limit`` bytes have come."""
+    reason = f"the body is larger than {limit} bytes, the most a request here takes"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(reason)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(reason)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def decode(body: bytes, kind: type):

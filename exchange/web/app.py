@@ -39,7 +39,7 @@ from exchange.web.hub import Hub
 from exchange.web.security import (
     ClientAddress, LoginAttempts, SecurityHeaders, ip_address, same_origin, token_matches,
 )
-from exchange.web.sessions import WebSession, WebSessions
+from exchange.web.sessions import SessionsFull, WebSession, WebSessions
 from exchange.wire.security.mesh_keys import MeshSecurity
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,16 @@ class Web:
                                                   " slow down")
         return None
 
+    async def json_body(self, request: Request, kind: type) -> tuple[object, Response | None]:
+        """The request's JSON body as ``kind``, or why not: more than ``api.MAX_BODY`` bytes (413, the
+        rest unread), or malformed (400)."""
+        try:
+            return api.decode(await api.read(request), kind), None
+        except api.TooLarge as e:
+            return None, api.too_large(str(e))
+        except ValueError as e:
+            return None, api.error(400, "MALFORMED", str(e))
+
     def signed_in(self, request: Request) -> tuple[WebSession | None, Response | None]:
         session = self.session(request)
         if session is None:
@@ -104,7 +114,7 @@ class Web:
         if view is None:
             return api.error(404, "UNKNOWN_SYMBOL", f"no instrument {symbol[:32]!r}; there are"
                                                     f" {', '.join(self.hub.markets)}")
-        return JSONResponse(view.snapshot())
+        return Response(view.snapshot_text(), media_type="application/json")
 
     async def whoami(self, request: Request) -> Response:
         session = self.session(request)
@@ -126,13 +136,31 @@ class Web:
         if wait:
             return api.error(429, "LOGIN_THROTTLED", f"too many sign-in attempts from this address;"
                                                      f" try again in {wait:.0f} s")
+        body, refusal = await self.json_body(request, api.Login)
+        if refusal is not None:
+            return refusal
+        previous = self.session(request)
+        if previous is not None:  # signed in already: that session ends (and frees its place) first
+            await self.sessions.sign_out(previous)
         try:
-            body = api.decode(await request.body(), api.Login)
-        except ValueError as e:
-            return api.error(400, "MALFORMED", str(e))
-        if self.sessions.full():
-            return api.error(503, "MAX_SESSIONS", f"{self.config.max_sessions} browsers are signed in, the most"
-                                                  " this server takes; try again later")
+            with self.sessions.place():
+                session, refusal = await self._gateway_sign_in(body, address)
+        except SessionsFull as e:
+            return api.error(503, "MAX_SESSIONS", str(e))
+        if refusal is not None:
+            return refusal
+        try:
+            await session.refresh()  # the page shows the account from the first moment
+        except GatewayBusy:
+            session.dirty.set()
+        log.info("%s signed in from %s", session.user, address or "?")
+        response = JSONResponse({"user": session.user, "csrf": session.csrf})
+        response.set_cookie("session", session.token, **COOKIE)
+        response.set_cookie("csrf", session.csrf, **COOKIE)
+        return response
+
+    async def _gateway_sign_in(self, body: api.Login, address: str) -> tuple[WebSession | None, Response | None]:
+        """Sign ``body``'s user in on the gateway: the new session, or the answer saying why not."""
         holder: list[WebSession] = []  # the session, once the sign-in succeeded
         gateway = GatewaySession(self.ctx, self.gateway_endpoint, self.security,
                                  lambda reply: holder[0].note(reply) if holder else None,
@@ -141,23 +169,14 @@ class Web:
             reply = await gateway.request(LoginRequest(body.user, body.key, address=ip_address(address)))
         except GatewayBusy as e:
             gateway.close()
-            return api.error(503, "UNAVAILABLE", str(e))
+            return None, api.error(503, "UNAVAILABLE", str(e))
         if not isinstance(reply, LoginOk):
             gateway.close()
             code = reply.code.value if isinstance(reply, Rej) else "BAD_LOGIN"
-            return api.error(401 if code == "BAD_LOGIN" else 429 if code == "LOGIN_THROTTLED" else 403, code,
-                             reply.reason if isinstance(reply, Rej) else "the gateway refused the sign-in")
-        session = self.sessions.add(reply.user, gateway)
-        holder.append(session)
-        try:
-            await session.refresh()  # the page shows the account from the first moment
-        except GatewayBusy:
-            session.dirty.set()
-        log.info("%s signed in from %s", reply.user, address or "?")
-        response = JSONResponse({"user": session.user, "csrf": session.csrf})
-        response.set_cookie("session", session.token, **COOKIE)
-        response.set_cookie("csrf", session.csrf, **COOKIE)
-        return response
+            return None, api.error(401 if code == "BAD_LOGIN" else 429 if code == "LOGIN_THROTTLED" else 403, code,
+                                   reply.reason if isinstance(reply, Rej) else "the gateway refused the sign-in")
+        holder.append(self.sessions.add(reply.user, gateway))
+        return holder[0], None
 
     async def logout(self, request: Request) -> Response:
         session, refusal = self.signed_in(request)
@@ -180,8 +199,11 @@ class Web:
         session, refusal = self.signed_in(request)
         if refusal is not None:
             return refusal
+        ticket, refusal = await self.json_body(request, api.OrderTicket)
+        if refusal is not None:
+            return refusal
         try:
-            order = api.decode(await request.body(), api.OrderTicket).request()
+            order = ticket.request()
         except ValueError as e:
             return api.error(400, "MALFORMED", str(e))
         return await self._ask(session, order, (Ack,))
@@ -196,10 +218,10 @@ class Web:
         session, refusal = self.signed_in(request)
         if refusal is not None:
             return refusal
-        try:
-            replace = api.decode(await request.body(), api.Replace).request(request.path_params["order_id"][:64])
-        except ValueError as e:
-            return api.error(400, "MALFORMED", str(e))
+        body, refusal = await self.json_body(request, api.Replace)
+        if refusal is not None:
+            return refusal
+        replace = body.request(request.path_params["order_id"][:64])
         return await self._ask(session, replace, (ReplaceAck,))
 
     async def _ask(self, session: WebSession, request, accepted: tuple[type, ...]) -> Response:

@@ -1,10 +1,14 @@
 """The browsers' WebSockets: which instrument each follows, and what each is sent.
 
 The feed threads' deliveries become ``MarketView`` snapshots and updates here, sent to every
-browser that follows the instrument. A browser's messages wait in a bounded queue; one that
+browser that follows the instrument. A browser's market messages wait in a bounded queue; one that
 falls that far behind gets its queue dropped and, once it is writable again, a fresh snapshot
-(the web side of the re-sync rule). The instrument list (last price, 24 h change) goes to every
-browser at most once a second, when it changed.
+(the web side of the re-sync rule). A snapshot (one a browser asked for, or the one after the
+role's own feed re-synced) is built when the browser's socket can take it, once however often it
+was asked for meanwhile, and shared with every browser that wants the same one. What is not
+market data (the instrument list, the signed-in user's account, the end of the session) waits
+apart, newest only, and is always delivered. The instrument list (last price, 24 h change) goes to
+every browser at most once a second, when it changed.
 """
 
 from __future__ import annotations
@@ -19,8 +23,15 @@ from exchange.web.markets import MarketView
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 256  # messages a browser may have waiting before it is re-synced instead
+MAX_PENDING = 256  # market messages a browser may have waiting before it is re-synced instead
+MAX_ANSWERS = 16  # error answers to a browser's own messages kept waiting (the newest)
+KEPT = ("markets", "account", "signed_out")  # the newest of each always reaches the browser, in this order
 SUMMARY_EVERY_S = 1.0
+
+
+def dumps(message: dict) -> str:
+    """A message as the compact JSON text a socket sends."""
+    return json.dumps(message, separators=(",", ":"))
 
 
 class Client:
@@ -29,35 +40,50 @@ class Client:
     def __init__(self, hub: Hub):
         self.hub = hub
         self.symbol: str | None = None
-        self.pending: deque[str] = deque()
-        self.stale = False
+        self.pending: deque[str] = deque()  # updates and status of the instrument followed, in order
+        self.kept: dict[str, str] = {}  # the newest message of each type in KEPT not sent yet
+        self.answers: deque[str] = deque(maxlen=MAX_ANSWERS)  # errors in answer to what the browser sent
+        self.wants_snapshot = False  # of the instrument followed: it replaces whatever is pending
+        self.stale = False  # it fell behind: the snapshot it wants replaces what it missed
         self.wake = asyncio.Event()
 
     def send(self, message: dict) -> None:
-        if self.stale:
-            return
-        if len(self.pending) >= MAX_PENDING:
+        kind = message["type"]
+        if kind in KEPT:
+            self.kept[kind] = dumps(message)
+        elif kind == "error":
+            self.answers.append(dumps(message))
+        elif self.wants_snapshot:
+            return  # the snapshot it is sent next covers this
+        elif len(self.pending) >= MAX_PENDING:
             self.pending.clear()
-            self.stale = True  # behind: a snapshot replaces what it missed
+            self.stale = self.wants_snapshot = True  # behind: a snapshot replaces what it missed
         else:
-            self.pending.append(json.dumps(message, separators=(",", ":")))
+            self.pending.append(dumps(message))
         self.wake.set()
 
     def follow(self, symbol: str) -> None:
+        """Follow ``symbol`` (or take a new snapshot of it): its snapshot goes out when the socket can take it."""
         self.symbol = symbol
-        self.pending.append(json.dumps(self.hub.markets[symbol].snapshot(), separators=(",", ":")))
+        self.resync()
+
+    def resync(self) -> None:
+        """A snapshot of the instrument followed replaces whatever of it is pending."""
+        self.pending.clear()
+        self.wants_snapshot = True
         self.wake.set()
 
     async def next_batch(self) -> list[str]:
         """What to send now, waiting until there is something."""
         await self.wake.wait()
         self.wake.clear()
-        if self.stale:
-            self.stale = False
-            self.pending.clear()
-            if self.symbol is not None:
-                return [json.dumps(self.hub.markets[self.symbol].snapshot(), separators=(",", ":"))]
-        batch = list(self.pending)
+        batch = [self.kept.pop(kind) for kind in KEPT if kind in self.kept]
+        batch.extend(self.answers)
+        self.answers.clear()
+        if self.wants_snapshot:
+            self.wants_snapshot = self.stale = False
+            batch.append(self.hub.markets[self.symbol].snapshot_text())
+        batch.extend(self.pending)
         self.pending.clear()
         return batch
 
@@ -74,8 +100,12 @@ class Hub:
         """What a feed thread handed the loop (see exchange.web.feeds)."""
         view = self.markets[symbol]
         if kind == "synced":
-            message = view.load(*payload)
+            view.load(*payload)
             self.summary_changed = True
+            message = None
+            for client in self.clients:
+                if client.symbol == symbol:
+                    client.resync()
         elif kind == "events":
             message = view.apply(payload)
             if message is not None and message["trades"]:

@@ -66,7 +66,7 @@ async def _read(web: Web, websocket: WebSocket, client: Client, session: WebSess
         try:
             message = json.loads(frame.get("text") or frame.get("bytes") or b"")
             kind, symbol = message["type"], message["symbol"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: brackets nested too deep
             client.send({"type": "error", "reason": FORM})
             continue
         if kind not in ("subscribe", "resync"):

@@ -10,6 +10,7 @@ further. Prices and quantities go out as decimal text in the instrument's units.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 from exchange.core.instruments import Instrument
@@ -18,6 +19,8 @@ from exchange.core.orders import Side
 from exchange.marketdata.depth import Depth
 from exchange.web.candles import INTERVALS, Candles
 from exchange.wire.messages import DAY_NS
+
+MINUTE_NS = 60 * 1_000_000_000
 
 
 class MarketView:
@@ -30,19 +33,20 @@ class MarketView:
         self.state = "connecting"  # connecting, live, resyncing
         self.seq = 0
         self.tape: deque[Trade] = deque(maxlen=tape_length)
-        self.day: deque[tuple[int, int]] = deque()  # (ts_event, price) of the trades of the last 24 h
+        # [minute, first price, last price] of each minute of the last 24 h that had trades, oldest first
+        self.day: deque[list[int]] = deque(maxlen=DAY_NS // MINUTE_NS)
         self.candles = Candles()
         self.trade_seq = 0  # of the newest trade taken in: each trade counts once, from history or the feed
+        self.snapshot_made: tuple[tuple[int, str], str] | None = None  # ((seq, state), the snapshot's JSON)
 
-    def load(self, bids: list, asks: list, last_trade: Trade | None, trades: list[Trade]) -> dict:
+    def load(self, bids: list, asks: list, last_trade: Trade | None, trades: list[Trade]) -> None:
         """A (re-)sync of the feed: the whole book now, its last trade and the trades that came with
-        it (the notifier's recent trades first, oldest first); the snapshot to send."""
+        it (the notifier's recent trades first, oldest first). Its pages want a new snapshot."""
         self.depth.load(bids, asks, None, last_trade, 0)
         for trade in trades:
             self._trade(trade)
         self.state = "live"
         self.seq += 1
-        return self.snapshot()
 
     def apply(self, events: list) -> dict | None:
         """Events from the feed, in order; the update message they make (None if nothing shown changed)."""
@@ -73,8 +77,23 @@ class MarketView:
             return None
         self.trade_seq = trade.seq
         self.tape.appendleft(trade)
-        self.day.append((trade.ts_event, trade.price))
+        self._day_trade(trade.ts_event, trade.price)
         return self.candles.add(trade.ts_event, trade.price, trade.qty)
+
+    def _day_trade(self, ts: int, price: int) -> None:
+        """Count a trade in its minute of the day, and forget the minutes more than 24 h before it."""
+        minute = ts - ts % MINUTE_NS
+        if self.day and minute <= self.day[-1][0]:  # this minute's (or an earlier one's, if clocks differ)
+            self.day[-1][2] = price
+        else:
+            self.day.append([minute, price, price])
+        self._forget_day_before(ts)
+
+    def _forget_day_before(self, now_ns: int) -> None:
+        """Forget the minutes that began 24 h or more before ``now_ns``'s minute."""
+        oldest = now_ns - now_ns % MINUTE_NS - DAY_NS
+        while self.day and self.day[0][0] <= oldest:
+            self.day.popleft()
 
     def snapshot(self) -> dict:
         fmt = self.instrument
@@ -85,15 +104,22 @@ class MarketView:
                 "trades": [self._trade_row(t) for t in self.tape],
                 "candles": {str(i): [self._candle(c) for c in self.candles.history(i)] for i in INTERVALS}}
 
+    def snapshot_text(self) -> str:
+        """The snapshot as JSON text, made once for each ``seq`` and state and shared by all who ask."""
+        made = self.snapshot_made
+        if made is None or made[0] != (self.seq, self.state):
+            made = self.snapshot_made = ((self.seq, self.state), json.dumps(self.snapshot(), separators=(",", ":")))
+        return made[1]
+
     def summary(self, now_ns: int) -> dict:
-        """Symbol, last price and the change over the last 24 h (the notifier's recent trades, then the feed's)."""
+        """Symbol, last price and the change over the last 24 h, to the minute (the notifier's recent
+        trades, then the feed's)."""
+        self._forget_day_before(now_ns)
         day = self.day
-        while day and day[0][0] < now_ns - DAY_NS:
-            day.popleft()
         last = self.depth.last_trade
         change = None
         if day and day[0][1]:
-            change = f"{(day[-1][1] - day[0][1]) * 100 / day[0][1]:+.2f}"
+            change = f"{(day[-1][2] - day[0][1]) * 100 / day[0][1]:+.2f}"
         return {"symbol": self.symbol, "last": self.instrument.format_price(last.price) if last else None,
                 "change_24h": change, "state": self.state}
 

@@ -9,6 +9,7 @@ gateway decides who the session is, so a browser can never see another user's or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -131,16 +132,35 @@ def _order_row(state: State) -> dict:
             "leaves_qty": state.leaves_qty}
 
 
+class SessionsFull(Exception):
+    """Every one of ``max_sessions`` places is taken: its reason is for the user."""
+
+
 class WebSessions:
     """Every signed-in browser, by session token, with the limits of the `web` config."""
 
     def __init__(self, max_sessions: int, expiry_s: float, rate: float, burst: int):
         self.by_token: dict[str, WebSession] = {}
         self.max_sessions, self.expiry_s, self.rate, self.burst = max_sessions, expiry_s, rate, burst
+        self.signing_in = 0  # places held for browsers whose sign-in the gateway has not answered yet
         self.tasks: set[asyncio.Task] = set()
 
     def full(self) -> bool:
-        return len(self.by_token) >= self.max_sessions
+        return len(self.by_token) + self.signing_in >= self.max_sessions
+
+    @contextlib.contextmanager
+    def place(self):
+        """A place for one browser signing in, held while it does (so that sign-ins at the same
+        time cannot exceed ``max_sessions``); it becomes the session ``add`` makes, or is freed.
+        Raises SessionsFull if every place is taken."""
+        if self.full():
+            raise SessionsFull(f"{self.max_sessions} browsers are signed in, the most this server takes;"
+                               " try again later")
+        self.signing_in += 1
+        try:
+            yield
+        finally:
+            self.signing_in -= 1
 
     def add(self, user: str, gateway: GatewaySession) -> WebSession:
         session = WebSession(user, gateway, TokenBucket(self.rate, self.burst))

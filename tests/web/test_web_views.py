@@ -39,7 +39,8 @@ def test_candles_keep_only_the_newest():
 
 def test_a_view_numbers_its_messages_and_formats_in_the_instruments_units():
     view = MarketView(BTC, tape_length=2)
-    snapshot = view.load([(4300010, 5000)], [(4300100, 2500)], None, [])
+    view.load([(4300010, 5000)], [(4300100, 2500)], None, [])
+    snapshot = view.snapshot()
     assert (snapshot["seq"], snapshot["bids"], snapshot["asks"]) == (1, [["43000.10", "0.5000"]], [["43001.00", "0.2500"]])
     update = view.apply([trade(60, 4300100, 1000), DepthUpdate(2, 60 * S, "BTC-USD", Side.SELL, 4300100, 1500),
                          TopOfBook(2, 60 * S, "BTC-USD", 4300010, 5000, 4300100, 1500)])
@@ -81,7 +82,8 @@ def test_a_browser_that_falls_behind_gets_a_snapshot_instead_of_what_it_missed()
 def test_the_notifiers_recent_trades_fill_the_tape_and_candles_and_no_trade_counts_twice():
     view = MarketView(BTC, tape_length=10)
     history = [trade(60, 100, 1, 1), trade(120, 110, 2, 2)]  # from the notifier's TradesRequest, at a (re-)sync
-    snapshot = view.load([], [], history[-1], history)
+    view.load([], [], history[-1], history)
+    snapshot = view.snapshot()
     assert [t["trade_id"] for t in snapshot["trades"]] == ["1-2", "1-1"]
     assert [c[0] for c in snapshot["candles"]["60"]] == [60, 120]
     assert view.apply([trade(120, 110, 2, 2)]) is None  # the same trade again, from the feed: already there
