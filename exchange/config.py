@@ -15,6 +15,7 @@ import hmac
 import os
 import re
 import secrets
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -331,23 +332,119 @@ def placed_roles(config: Config) -> list[Placed]:
             + ([one("web", "$.web", config.web, [], [])] if config.web is not None else []))
 
 
+_UNSPECIFIED = "0.0.0.0"  # binds every address of its machine; `*` (ZMQ's spelling) means it too
+
+
+def canonical_address(address: str) -> str:
+    """``address`` as bind() takes it: ``localhost`` is 127.0.0.1, ``*`` and the other spellings of
+    the unspecified address are 0.0.0.0, an IPv4 address in any form inet_aton reads (127.1, 0) its
+    dotted quad; host names as they are (in lower case)."""
+    address = address.lower()
+    if address in ("localhost", "*"):
+        return "127.0.0.1" if address == "localhost" else _UNSPECIFIED
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", address):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(address))  # 127.1, 0: what bind() makes of them
+        except OSError:
+            pass
+    return address
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether the canonical ``address`` is a loopback IP address (127.0.0.0/8): only its own machine reaches it."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to elsewhere
+
+
+def bound_at(endpoint: str) -> tuple[str, int] | None:
+    """(canonical address, port) of a tcp:// endpoint; None for ipc://."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    address, port = endpoint[len("tcp://"):].rsplit(":", 1)
+    return canonical_address(address), int(port)
+
+
+def check_endpoints(config: Config) -> None:
+    """Every port a role binds is 1-65535, and no two endpoints bind the same port of one machine:
+    not the same address under two spellings (localhost and 127.0.0.1), nor 0.0.0.0 (every address
+    of its machine) beside any other address. Roles on different hosts are on different machines,
+    unless every host is a loopback address (then they are all this machine); ipc:// paths are
+    compared as written."""
+    addresses = [canonical_address(host.address) for host in config.hosts.values()]
+    one_machine = not addresses or all(_is_loopback(address) for address in addresses)
+    seen: dict[tuple[str | None, int | str], list[tuple[str, str, str]]] = {}  # → (address, endpoint, key)
+    for placed in placed_roles(config):
+        machine = None if one_machine else placed.host
+        for key, endpoint, _ in placed.bound:
+            at = f"`{placed.at}.{key}`"
+            where = bound_at(endpoint)
+            if where is None:
+                address, port = endpoint, endpoint
+            else:
+                address, port = where
+                if not 1 <= port <= 65535:
+                    raise ValueError(f"port {port} of {endpoint} is not between 1 and 65535 - at {at}")
+            for other_address, other, other_at in seen.get((machine, port), []):
+                if other == endpoint:
+                    raise ValueError(f"endpoint {endpoint} is used twice - at {other_at} and {at}")
+                if address == other_address:
+                    raise ValueError(f"{other} and {endpoint} bind the same address and port - at {other_at} and {at}")
+                if _UNSPECIFIED in (address, other_address):
+                    (wildcard, wildcard_at), (beside, beside_at) = (((endpoint, at), (other, other_at))
+                                                                     if address == _UNSPECIFIED
+                                                                     else ((other, other_at), (endpoint, at)))
+                    raise ValueError(f"{wildcard} binds port {port} on every address of its machine, {beside} too"
+                                     f" - at {wildcard_at} and {beside_at}")
+            seen.setdefault((machine, port), []).append((address, endpoint, at))
+
+
+def _check_host_addresses(config: Config) -> None:
+    """Each host has an address of its own; with several hosts, one the others reach it at: not the
+    unspecified address (every address of whichever machine reads it, so any machine passes
+    `--host`), and a loopback address only if every host has one (hosts that are all this machine)."""
+    seen: dict[str, str] = {}
+    for name, host in config.hosts.items():
+        address = canonical_address(host.address)
+        if address in seen:
+            raise ValueError(f"host {name} has the address {host.address} of host {seen[address]}; each"
+                             f" host has its own - at `$.hosts.{name}.address`")
+        seen[address] = name
+    if len(config.hosts) < 2:
+        return
+    elsewhere = [(name, host.address) for name, host in config.hosts.items()
+                 if not _is_loopback(canonical_address(host.address))]
+    for name, host in config.hosts.items():
+        address = canonical_address(host.address)
+        if address == _UNSPECIFIED:
+            raise ValueError(f"host {name}'s address {host.address} is every address of its machine, not one the"
+                             f" other hosts can reach it at; give the address they reach it at (its `public:` may"
+                             f" be 0.0.0.0) - at `$.hosts.{name}.address`")
+        if _is_loopback(address) and elsewhere:
+            other, other_address = elsewhere[0]
+            raise ValueError(f"host {name}'s address {host.address} is a loopback address, which only its own"
+                             f" machine reaches, but host {other} ({other_address}) is elsewhere: loopback"
+                             f" addresses only if every host has one - at `$.hosts.{name}.address`")
+
+
 def roles_on(config: Config, host: str) -> list[str]:
     """The roles placed on ``host``, in start order."""
     return [placed.role for placed in placed_roles(config) if placed.host == host]
 
 
 def check_placement(config: Config, require_curve: bool = True) -> None:
-    """Without `hosts:`, no role names a host. With it: every role names one of them, binds only on
-    its address (or, client-facing, its public one), and roles on two hosts or more need mesh CURVE
+    """Without `hosts:`, no role names a host. With it: each host has an address of its own, one the
+    other hosts can reach (_check_host_addresses), every role names one of them, binds only on its
+    address (or, client-facing, its public one), and roles on two hosts or more need mesh CURVE
     (unless not ``require_curve``: `exchange keys mesh` loads the config to make those keys)."""
     placed = placed_roles(config)
     known = ", ".join(config.hosts) or "none"
-    seen: dict[str, str] = {}
-    for name, host in config.hosts.items():
-        if host.address in seen:
-            raise ValueError(f"host {name} has the address {host.address} of host {seen[host.address]}; each"
-                             f" host has its own - at `$.hosts.{name}.address`")
-        seen[host.address] = name
+    _check_host_addresses(config)
     for role in placed:
         if not config.hosts and role.host is not None:
             raise ValueError(f"{role.role} names host {role.host}, but the config has no `hosts:` section"
@@ -416,11 +513,11 @@ class Config(_Section):
                              ("engine id", [e.id for e in self.engines]),
                              ("user", [u.name for u in self.users]),
                              ("notifier replica name", [r.name for r in self.notifier.replicas]),
-                             ("gateway name", [self.gateway.name, *(r.name for r in self.gateway.replicas)]),
-                             ("endpoint", self.endpoints())):
+                             ("gateway name", [self.gateway.name, *(r.name for r in self.gateway.replicas)])):
             for value in values:
                 if values.count(value) > 1:
                     raise ValueError(f"{what} {value} is used twice")
+        check_endpoints(self)
         if self.web is not None:
             self.web.check()
         if self.web is not None and self.gateway.front_end is None:
@@ -432,18 +529,9 @@ class Config(_Section):
                                  f" `exchange users add {user.name}` - at `$.users[{n}].key_hash`")
 
     def endpoints(self) -> list[str]:
-        """Every address a role binds, for uniqueness checks and for tests."""
-        bound = [endpoint for _, gateway in self.gateway.all()
-                 for endpoint in (gateway.zmq, gateway.replies, f"tcp://{gateway.text}")]
-        bound += [self.gateway.front_end] if self.gateway.front_end else []
-        bound += [self.journal.events, self.journal.watermarks, self.journal.recovery, self.journal.history]
-        for notifier in (self.notifier, *self.notifier.replicas):
-            bound += [notifier.publish, *notifier.lanes, notifier.private, notifier.snapshots]
-        for engine in self.engines:
-            bound += [engine.commands, engine.replay]
-        for ledger in self.ledgers:
-            bound += [ledger.commands, ledger.settle, ledger.replay, ledger.publish]
-        return bound
+        """Every address a role binds (tcp://host:port or ipc://path; the gateways' text ports and the
+        web page's listen as tcp://), in the order of placed_roles."""
+        return [endpoint for placed in placed_roles(self) for _, endpoint, _ in placed.bound]
 
     def roles(self) -> list[str]:
         """Every role's name, as its log file and its mesh key are named: journal-writer, engine-<name>, …"""

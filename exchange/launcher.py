@@ -4,8 +4,11 @@ It creates no ZMQ context (children create their own after the exec). Each child
 end of a pipe and says "ready" on it once it serves (exchange.wire.sockets.report_ready); the banner that
 says the exchange is up comes only when every child has, and a child that exits before it is ready
 is reported as such, with where its log is. A child that dies is restarted with a growing backoff
-(0.5 s doubling to 10 s, reset once it has run for 30 s). On SIGINT or SIGTERM every child gets
-SIGTERM, and SIGKILL if it has not exited after a few seconds.
+(0.5 s doubling to 10 s, reset once it has run for 30 s). On SIGINT, SIGTERM or SIGHUP (its terminal
+or ssh session went away) every child gets SIGTERM, and SIGKILL if it has not exited after a few
+seconds. On Linux each child also asks the kernel for SIGTERM when the launcher dies
+(PR_SET_PDEATHSIG), so that no role outlives a launcher that was killed (SIGKILL, the OOM killer)
+and holds the mesh's ports against the next `exchange up`.
 
 With a `hosts:` section (docs/deployment.md) a launcher runs on each machine and starts only the
 roles the config places on the hosts it is given (`exchange up CONFIG --host NAME`).
@@ -13,6 +16,7 @@ roles the config places on the hosts it is given (`exchange up CONFIG --host NAM
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -32,6 +36,39 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 10.0, 30.0
 WAITING_NOTE_S = 10.0  # while not every role is ready, say which are not this often
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _prctl():
+    """libc's prctl, or None where there is none (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # the C library this Python runs on
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()  # looked up here, not in the forked child
+
+
+def _die_with_parent(parent: int):
+    """The preexec_fn of a child of process ``parent``: SIGTERM for the child when the launcher dies
+    (where prctl is available; None elsewhere). Until its exec the child has SIGTERM's default
+    action, not the launcher's handler (which would only note it, in the child); a launcher that
+    died before the prctl was made is no longer the parent: the child then exits at once."""
+    if _PRCTL is None:
+        return None
+
+    def preexec() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 class Child:
@@ -57,7 +94,8 @@ class Child:
         os.set_blocking(read, False)
         env = {**os.environ, READY_FD_ENV: str(write)}
         try:
-            self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, pass_fds=(write,), env=env)
+            self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, pass_fds=(write,), env=env,
+                                            preexec_fn=_die_with_parent(os.getpid()))
         finally:
             os.close(write)
         self.ready_pipe, self.ready = read, False
@@ -101,7 +139,8 @@ def roles(config: Config, config_path: str, hosts: list[str] | None = None) -> l
 
 
 def not_here(config: Config, hosts: list[str]) -> list[str]:
-    """Which of ``hosts`` this machine is not: their address is none of its own (binding it fails)."""
+    """Which of ``hosts`` this machine is not: their address is none of its own (binding it fails).
+    An unspecified address (0.0.0.0) binds on any machine; the config refuses it for one of several hosts."""
     strangers = []
     for host in hosts:
         address = config.hosts[host].address
@@ -155,7 +194,8 @@ def banner(config: Config, hosts: list[str] | None = None) -> str:
 
 def run(config: Config, config_path: str, hosts: list[str] | None = None) -> None:
     """Start the mesh described by ``config`` (with ``hosts``, only the roles placed on them) and keep
-    it running until SIGINT or SIGTERM."""
+    it running until SIGINT, SIGTERM or SIGHUP. Whatever ends it, exceptions included, stops every
+    child it started."""
     stopping = False
 
     def stop(signum, frame) -> None:
@@ -164,14 +204,17 @@ def run(config: Config, config_path: str, hosts: list[str] | None = None) -> Non
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     raise_fd_limit()
     Path(config.var_dir).mkdir(parents=True, exist_ok=True)
     children = roles(config, config_path, hosts)
-    for child in children:
-        child.start()
     up = False
     next_waiting_note = time.monotonic() + WAITING_NOTE_S
     try:
+        for child in children:
+            if stopping:
+                break
+            child.start()
         while True:
             time.sleep(0.2)
             if stopping:

@@ -118,8 +118,9 @@ def test_up_refuses_an_unknown_host_a_host_of_another_machine_and_host_without_h
     assert "no host 'c' in the config's `hosts:`; there are a (127.0.0.2), b (127.0.0.3)" in up(
         str(placed), "--host", "c").output
     elsewhere = tmp_path / "elsewhere.yaml"
-    elsewhere.write_text(placed.read_text().replace("127.0.0.3", "192.0.2.1"))  # TEST-NET-1: no machine's
+    # two documentation networks (TEST-NET-3 and TEST-NET-2): no machine's; not loopback beside another machine's
+    elsewhere.write_text(placed.read_text().replace("127.0.0.2", "203.0.113.1").replace("127.0.0.3", "198.51.100.1"))
     result = up(str(elsewhere), "--host", "b")
-    assert result.exit_code == 1 and "this machine has no address of host b (192.0.2.1)" in result.output
+    assert result.exit_code == 1 and "this machine has no address of host b (198.51.100.1)" in result.output
     result = up(str(LOCAL), "--host", "a")
     assert result.exit_code == 1 and "no `hosts:` section" in result.output
