@@ -24,7 +24,7 @@ from msgspec import Meta
 
 from exchange.core.assets import Asset, FeeRates, Terms, grid_problem
 from exchange.core.instruments import GridError, Instrument
-from exchange.core.ledger import shard_of
+from exchange.core.ledger import MAX_DEPOSITED, shard_of
 from exchange.core.orders import SelfTradePrevention
 from exchange.errors import ConfigError
 
@@ -674,6 +674,7 @@ def _check_accounts(config: Config) -> None:
         config.fees.rates()
     except ValueError as e:
         raise ValueError(f"{e} - at `$.fees`") from None
+    opened: dict[tuple[int, str], int] = {}  # (shard, asset) → the opening balances of its users so far
     for n, user in enumerate(config.users):
         for name, amount in user.opening_balances.items():
             at = f"`$.users[{n}].opening_balances.{name}`"
@@ -681,9 +682,15 @@ def _check_accounts(config: Config) -> None:
                 raise ValueError(f"{user.name}'s opening balance is in {name}, which is not one of the assets"
                                  f" ({', '.join(assets) or 'none: accounts are off'}) - at {at}")
             try:
-                assets[name].to_units(amount)
+                units = assets[name].to_units(amount)
             except GridError as e:
                 raise ValueError(f"{e.reason} - at {at}") from None
+            key = (shard_of(user.name, len(config.ledgers)), name)
+            opened[key] = opened.get(key, 0) + units
+            if opened[key] > MAX_DEPOSITED:  # the shard would refuse this deposit at its start
+                raise ValueError(f"the opening balances of {name} of ledger shard {key[0]}'s users come to more than"
+                                 f" {assets[name].format(MAX_DEPOSITED)}, the most a shard holds of an asset"
+                                 f" - at {at}")
     for n, instrument in enumerate(config.instruments):
         at = f"`$.instruments[{n}]`"
         if not assets:

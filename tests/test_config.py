@@ -277,3 +277,19 @@ def test_opening_balances_are_in_known_assets_and_whole_units(tmp_path):
     path.write_text(path.read_text().replace('XRP: "1"', 'AAPL: "0.5"'))
     with pytest.raises(ConfigError, match=r"not a multiple of AAPL's unit 1 - at `\$.users\[2\].opening_balances.AAPL`"):
         load_config(path)
+
+
+def test_opening_balances_a_shard_could_not_take_in_are_refused(tmp_path):
+    """A shard takes in at most 10^18 units of an asset (MAX_DEPOSITED): opening balances of its users
+    that come to more would be refused at its start, so the config is refused instead."""
+    from exchange.core.ledger import shard_of
+
+    shards = len(load_config(with_accounts(tmp_path)).ledgers)
+    first, second = [u for u in ("alice", "bob", "carol") if shard_of(u, shards) == shard_of("bob", shards)][:2]
+    big = '{USD: "999999999999"}'  # 0.999... × 10^18 units of USD at 0.000001: each alone is taken
+    path = with_accounts(tmp_path, (f"  - name: {first}\n", f"  - name: {first}\n    opening_balances: {big}\n"))
+    load_config(path)
+    path.write_text(path.read_text().replace(f"  - name: {second}\n", f"  - name: {second}\n    opening_balances: {big}\n", 1))
+    with pytest.raises(ConfigError, match=rf"the opening balances of USD of ledger shard {shard_of('bob', shards)}'s"
+                                          r" users come to more than 1000000000000.000000, the most a shard holds"):
+        load_config(path)
