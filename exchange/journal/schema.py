@@ -104,8 +104,9 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to an existing journal; JournalError if there is none."""
     if not Path(path).exists():
         raise JournalError(f"{path}: no journal here")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    return conn
+    # as a URI of the whole path, quoted: a "#" or "?" in a folder's name would end the path there (and
+    # with it mode=ro), and "%25" would be read as "%"
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
 
 
 @contextmanager
