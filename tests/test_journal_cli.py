@@ -288,6 +288,9 @@ def test_times_keep_nanoseconds():
     assert to_ns("1970-01-01T01:00:00+01:00") == 0
     assert to_ns("1970-01-02") == 86_400 * 10**9
     assert to_iso(86_400 * 10**9 + 5_000) == "1970-01-02T00:00:00.000005Z"
+    # a decimal comma and the basic format are ISO-8601 too: their fraction counts as well
+    assert to_ns("1970-01-01T00:00:01,5Z") == to_ns("19700101T000001.5Z") == 1_500_000_000
+    assert to_ns("1970-01-01T00:00:01.5+01:00") == 1_500_000_000 - 3_600 * 10**9
 
 
 # -- verify ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ EVENT_COLUMNS = ("engine", "seq", "ts_event", "kind", "symbol", "user", "order_i
 COUNT_COLUMNS = ("symbol", "kind", "count")
 _LATER_ORDER_KINDS = ("OrderFilled", "OrderCanceled", "OrderReplaced", "OrderReduced", "OrderExpired")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_FRACTION = re.compile(r"^(.*\d\d:\d\d:\d\d)\.(\d+)(.*)$")
+_FRACTION = re.compile(r"^(.*\d\d:?\d\d:?\d\d)[.,](\d+)(.*)$")  # extended (03:04:05.5) or basic (030405,5)
 _CHUNK = 500  # ids per IN (...) query, well below SQLite's limit on parameters
 Instruments = Mapping[str, Instrument]
 
