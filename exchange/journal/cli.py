@@ -223,18 +223,20 @@ def journal_verify(config_path: str, db_path: str | None) -> None:
     from exchange.journal.verify import verify
     from exchange.journal.ledger_rows import is_ledger_stream
     from exchange.journal.verify_ledger import verify_ledgers
+    from exchange.journal.schema import one_reading
     from exchange.journal.verify_log import verify_log
 
     config, path, conn = open_from_config(config_path, db_path)
     instruments = config.instrument_map()
     try:
-        faults, notes = verify_log(conn)
-        faults += verify(conn, {e.name: [instruments[s] for s in e.instruments] for e in config.engines},
-                         {e.name: e.id for e in config.engines})
-        ledger_faults, ledger_notes = verify_ledgers(conn, config)
-        faults += ledger_faults
-        notes += ledger_notes
-        found = stats(conn, path)
+        with one_reading(conn):  # the journal as at one moment, though the writer goes on meanwhile
+            faults, notes = verify_log(conn)
+            faults += verify(conn, {e.name: [instruments[s] for s in e.instruments] for e in config.engines},
+                             {e.name: e.id for e in config.engines})
+            ledger_faults, ledger_notes = verify_ledgers(conn, config)
+            faults += ledger_faults
+            notes += ledger_notes
+            found = stats(conn, path)
     finally:
         conn.close()
     for note in notes:

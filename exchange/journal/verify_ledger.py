@@ -39,7 +39,7 @@ from exchange.core.messages import OrderAccepted
 from exchange.journal.ledger_readers import decode_ledger_event
 from exchange.journal.ledger_rows import entries_of, event_columns, is_ledger_stream
 from exchange.journal.readers import checkpoint_parts, engine_events, whole_checkpoints
-from exchange.journal.verify import MAX_FAULTS_PER_ENGINE, batch_faults, streams
+from exchange.journal.verify import MAX_FAULTS_PER_ENGINE, batch_faults, indexed_batch, streams
 from exchange.journal.schema import has_table
 
 _ENGINE_AT = f"$[{SettleEvents.__struct_fields__.index('engine') + 1}]"
@@ -93,7 +93,12 @@ class _LedgerCheck:
         self.faults: list[str] = []
         self.dropped = 0
         self.replaying = True
-        self.checkpoints = whole_checkpoints(conn, stream)
+        # the batches the tables hold (the log may hold more, not indexed yet), and their checkpoints
+        self.batches = {batch: (epoch, first, last) for batch, epoch, first, last in conn.execute(
+            "SELECT batch, epoch, first_seq, last_seq FROM batches WHERE engine=? AND batch<=? ORDER BY batch",
+            (stream, indexed_batch(conn, stream)))}
+        last = max((last for _, _, last in self.batches.values()), default=0)
+        self.checkpoints = {seq: at for seq, at in whole_checkpoints(conn, stream).items() if seq <= last}
         self.table = self._table_entries()
         self.ahead = None  # a table entry read and not yet matched with a body's
 
@@ -107,8 +112,7 @@ class _LedgerCheck:
         return _amount(self.assets, asset, units)
 
     def run(self) -> list[str]:
-        batches = {batch: (epoch, first, last) for batch, epoch, first, last in self.conn.execute(
-            "SELECT batch, epoch, first_seq, last_seq FROM batches WHERE engine=? ORDER BY batch", (self.stream,))}
+        batches = self.batches
         for fault in batch_faults(batches):
             self.fault(fault)
         if 0 in self.checkpoints:
