@@ -47,19 +47,20 @@ class Client:
         self.stale = False  # it fell behind: the snapshot it wants replaces what it missed
         self.wake = asyncio.Event()
 
-    def send(self, message: dict) -> None:
+    def send(self, message: dict, text: str | None = None) -> None:
+        """Queue ``message`` (``text``: its JSON, made once for every browser it goes to)."""
         kind = message["type"]
         if kind in KEPT:
-            self.kept[kind] = dumps(message)
+            self.kept[kind] = text or dumps(message)
         elif kind == "error":
-            self.answers.append(dumps(message))
+            self.answers.append(text or dumps(message))
         elif self.wants_snapshot:
             return  # the snapshot it is sent next covers this
         elif len(self.pending) >= MAX_PENDING:
             self.pending.clear()
             self.stale = self.wants_snapshot = True  # behind: a snapshot replaces what it missed
         else:
-            self.pending.append(dumps(message))
+            self.pending.append(text or dumps(message))
         self.wake.set()
 
     def follow(self, symbol: str) -> None:
@@ -115,9 +116,10 @@ class Hub:
             message = {"type": "status", "symbol": symbol, "state": "resyncing"}
             self.summary_changed = True
         if message is not None:
+            text = dumps(message)  # once, for every browser that follows the instrument
             for client in self.clients:
                 if client.symbol == symbol:
-                    client.send(message)
+                    client.send(message, text)
 
     def summaries(self) -> dict:
         now = time.time_ns()
@@ -130,5 +132,6 @@ class Hub:
             if self.summary_changed and self.clients:
                 self.summary_changed = False
                 message = self.summaries()
+                text = dumps(message)
                 for client in self.clients:
-                    client.send(message)
+                    client.send(message, text)

@@ -173,6 +173,27 @@ def test_pages_asking_for_the_same_snapshot_share_one_build(monkeypatch):
     asyncio.run(scenario())
 
 
+def test_an_update_is_made_into_json_once_for_every_page_that_follows_it(monkeypatch):
+    import exchange.web.hub as hub_module
+
+    async def scenario():
+        hub = make_hub()
+        clients = [Client(hub) for _ in range(20)]
+        for client in clients:
+            client.follow("BTC-USD")
+            await asyncio.wait_for(client.next_batch(), DEADLINE_S)  # the snapshot
+        hub.clients.update(clients)
+        made = []
+        dumps = hub_module.dumps
+        monkeypatch.setattr(hub_module, "dumps", lambda message: made.append(message["type"]) or dumps(message))
+        hub.deliver("BTC-USD", "events", [depth_update(1)])
+        batches = [await asyncio.wait_for(client.next_batch(), DEADLINE_S) for client in clients]
+        assert all(len(batch) == 1 and json.loads(batch[0])["type"] == "update" for batch in batches)
+        assert made == ["update"]
+
+    asyncio.run(scenario())
+
+
 def depth_update(n: int) -> DepthUpdate:
     return DepthUpdate(n, 0, "BTC-USD", Side.BUY, MID - 1, n + 1)
 
