@@ -13,11 +13,13 @@ from pathlib import Path
 
 import msgspec
 
-from exchange.config import Config, Name, load_config
+from exchange.config import Config, Name, UserConfig, load_config
 from exchange.errors import ConfigError
 
 _USERS_KEY = re.compile(r"^users:[ \t]*(\[\])?[ \t]*(#.*)?$", re.MULTILINE)
 _TOP_LEVEL = re.compile(r"^[A-Za-z_]", re.MULTILINE)
+_NEXT_ITEM = re.compile(r"^  - |^[A-Za-z_]", re.MULTILINE)
+_CONTENT_LINE = re.compile(r"^[ \t]*[^\s#].*$", re.MULTILINE)  # a line with more than blanks and a comment
 
 
 def check_name(name: str) -> None:
@@ -30,11 +32,15 @@ def check_name(name: str) -> None:
 
 
 def user_block(name: str, key_hash: str, curve_public_key: str) -> str:
-    return f"  - name: {name}\n    key_hash: {key_hash}\n    curve_public_key: '{curve_public_key}'\n"
+    # quoted: a name such as no, null, 123 or 2024-01-01 reads as a boolean, null, number or date otherwise
+    return f"  - name: '{name}'\n    key_hash: {key_hash}\n    curve_public_key: '{curve_public_key}'\n"
 
 
 def add_user(path: str | Path, name: str, block: str) -> Config:
-    """Append ``block`` (a user's lines, from ``user_block``) to the file's users; return the new config."""
+    """Append ``block`` (a user's lines, from ``user_block``) to the file's users; return the new config.
+
+    The block goes after the last user's lines, before the blank and comment lines that lead to
+    the next section."""
     path = Path(path)
     check_name(name)
     config = load_config(path)
@@ -45,14 +51,16 @@ def add_user(path: str | Path, name: str, block: str) -> Config:
     if found is None:
         text = text.rstrip("\n") + "\n\nusers:\n" + block
     else:
-        end = _section_end(text, found.end())
-        head = text[:found.start()] + "users:" + text[found.end():end].rstrip("\n") + "\n"
-        text = head + block + text[end:]
-    return _replace(path, text, config, [*(u.name for u in config.users), name])
+        at = _after_line(text, _content_end(text, found.end(), _section_end(text, found.end())))
+        head = text[:found.start()] + _users_line(found, empty=False) + text[found.end():at]
+        text = head + ("" if head.endswith("\n") else "\n") + block + text[at:]
+    return _replace(path, text, config, config.users, name)
 
 
 def remove_user(path: str | Path, name: str) -> Config:
-    """Remove the user ``name`` (its lines) from the file; return the new config."""
+    """Remove the user ``name`` (its lines) from the file; return the new config.
+
+    The blank and comment lines after the user's last line stay: they lead to what follows."""
     path = Path(path)
     config = load_config(path)
     if config.user(name) is None:
@@ -60,16 +68,18 @@ def remove_user(path: str | Path, name: str) -> Config:
     text = path.read_text()
     found = _USERS_KEY.search(text)
     section_end = _section_end(text, found.end()) if found else 0
-    start = re.compile(rf"^  - name: {re.escape(name)}[ \t]*$", re.MULTILINE).search(
+    written = f"({re.escape(name)}|'{re.escape(name)}'|\"{re.escape(name)}\")"  # bare, '…' or "…"
+    start = re.compile(rf"^  - name:[ \t]*{written}([ \t]+#.*)?[ \t]*$", re.MULTILINE).search(
         text, found.end() if found else 0, section_end)
     if found is None or start is None:
         raise ConfigError(f"{path}: user {name} is not written as `  - name: {name}` under `users:`; edit the"
                           " file by hand")
-    end = re.compile(r"^  - |^[A-Za-z_]", re.MULTILINE).search(text, start.end())
-    text = text[:start.start()] + (text[end.start():] if end else "")
+    following = _NEXT_ITEM.search(text, start.end(), section_end)
+    end = _after_line(text, _content_end(text, start.end(), following.start() if following else section_end))
+    text = text[:start.start()] + text[end:]
     if len(config.users) == 1:  # the last one: an empty section would read as null, not as no users
-        text = text[:found.start()] + "users: []" + text[found.end():]
-    return _replace(path, text, config, [u.name for u in config.users if u.name != name])
+        text = text[:found.start()] + _users_line(found, empty=True) + text[found.end():]
+    return _replace(path, text, config, [u for u in config.users if u.name != name], None)
 
 
 def _section_end(text: str, after: int) -> int:
@@ -78,21 +88,54 @@ def _section_end(text: str, after: int) -> int:
     return following.start() if following else len(text)
 
 
-def _replace(path: Path, text: str, before: Config, users: list[str]) -> Config:
-    """Write ``text`` to ``path`` if it loads as ``before`` with exactly ``users`` (names, in order)
-    and nothing else changed; the old file stays otherwise."""
-    fd, draft = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".yaml", dir=path.parent)
+def _content_end(text: str, start: int, end: int) -> int:
+    """Where the last line of ``text[start:end]`` that holds more than a comment ends (``start`` if none):
+    the blank and comment lines after it belong to what follows."""
+    last = start
+    for line in _CONTENT_LINE.finditer(text, start, end):
+        last = line.end()
+    return last
+
+
+def _after_line(text: str, at: int) -> int:
+    """The start of the line after the one that ``at`` ends."""
+    return at + 1 if text.startswith("\n", at) else at
+
+
+def _users_line(found: re.Match, empty: bool) -> str:
+    """The ``users:`` line, as ``users: []`` if ``empty``, keeping its comment."""
+    if bool(found.group(1)) == empty:
+        return found.group(0)
+    return "users:" + (" []" if empty else "") + (f"  {found.group(2)}" if found.group(2) else "")
+
+
+def _replace(path: Path, text: str, before: Config, kept: list[UserConfig], added: str | None) -> Config:
+    """Write ``text`` to ``path`` if it loads as ``before`` with exactly the users ``kept`` (whole, in
+    order) followed by the new user ``added`` (if any), and nothing else changed; the old file stays otherwise.
+
+    A symlinked ``path`` stays a symlink: the file it points to is the one replaced."""
+    target = Path(os.path.realpath(path))
+    elsewhere = target.parent != Path(os.path.abspath(path)).parent  # a symlink to a file in another folder
+    if elsewhere:  # whose relative paths the draft, next to the file, reads from that folder: compare alike
+        before = load_config(target)
+    fd, draft = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".yaml", dir=target.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        config = load_config(draft)
-        if [u.name for u in config.users] != users or \
+        try:
+            config = load_config(draft)
+        except ConfigError as e:
+            detail = str(e).removeprefix(f"{draft}: ")
+            raise ConfigError(f"{path}: the edited file would not load ({detail}), so it was left as it was;"
+                              " edit the file by hand") from None
+        if config.users[:len(kept)] != kept or [u.name for u in config.users[len(kept):]] != \
+                ([added] if added else []) or \
                 msgspec.structs.replace(config, users=[]) != msgspec.structs.replace(before, users=[]):
             raise ConfigError(f"{path}: its users are not written as a list of `  - name: …` entries under"
                               " `users:`, so this change could not be made safely; edit the file by hand")
-        os.chmod(draft, path.stat().st_mode & 0o777)
-        os.replace(draft, path)
+        os.chmod(draft, target.stat().st_mode & 0o777)
+        os.replace(draft, target)
     except BaseException:
         os.unlink(draft)
         raise
-    return config
+    return load_config(path) if elsewhere else config

@@ -76,7 +76,7 @@ def test_users_add_also_makes_a_curve_key_pair_for_the_private_feed(tmp_path):
 def test_users_add_dry_run_prints_the_lines_and_changes_nothing(tmp_path):
     path = copy_of_local(tmp_path)
     result = CliRunner().invoke(cli, ["users", "add", "frank", "--dry-run", "--config", str(path)])
-    assert result.exit_code == 0 and "  - name: frank\n    key_hash: scrypt$" in result.output
+    assert result.exit_code == 0 and "  - name: 'frank'\n    key_hash: scrypt$" in result.output
     assert path.read_text() == LOCAL.read_text()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from exchange.cli.common import config_option, load
@@ -51,7 +53,15 @@ def keys_mesh(config_path: str, directory: str, force: bool) -> None:
     if kept:
         click.echo(f"kept the secret keys of {', '.join(kept)} that were in {directory}/ (--force replaces"
                    f" them)", err=True)
-    click.echo(config_section(directory, public_keys), nl=False)
+    click.echo(config_section(_from_config(directory, config_path), public_keys), nl=False)
+
+
+def _from_config(directory: str, config_path: str) -> str:
+    """``directory`` (relative to the current folder, or absolute) as the config reads it: a relative path
+    relative to the config's folder, which stays relative so that the folder can be copied to a host."""
+    if os.path.isabs(directory):
+        return directory
+    return os.path.relpath(os.path.abspath(directory), os.path.dirname(os.path.abspath(config_path)))
 
 
 create_option = click.option("--create", is_flag=True, help="Make the secret key file first if there is none"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,10 +116,9 @@ def make_key_pairs(config: Config, directory: str | Path,
 
 
 def config_section(directory: str | Path, public_keys: dict[str, bytes]) -> str:
-    """The ``mesh_curve`` section of the config for these keys, as YAML to paste."""
-    directory = str(directory)
-    if not re.fullmatch(r"[A-Za-z0-9_./\-]+", directory):
-        directory = json.dumps(directory)  # a double-quoted YAML string
-    lines = ["mesh_curve:", f"  secret_key_dir: {directory}", "  public_keys:"]
+    """The ``mesh_curve`` section of the config for these keys, as YAML to paste; a relative ``directory``
+    is read from the config's folder."""
+    # always a double-quoted YAML string: a bare null, no, 123 or 2024-01-01 would read as no string at all
+    lines = ["mesh_curve:", f"  secret_key_dir: {json.dumps(str(directory))}", "  public_keys:"]
     lines += [f"    {role}: '{key.decode()}'" for role, key in public_keys.items()]
     return "\n".join(lines) + "\n"
