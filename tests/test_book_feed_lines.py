@@ -274,3 +274,43 @@ def test_a_feed_keeps_the_snapshots_resting_orders_only_if_it_follows_them(lines
                 pub.recv()
         lines.answer(feed, chan_seq=0, orders=resting)
         assert feed.depth.resting() == (resting if follows_orders else [])
+
+
+def test_ab_lines_on_two_numberings_stay_on_the_one_followed_until_it_falls_silent(lines):
+    """Notifiers that began numberings of their own settle on the oldest (market-data.md, "Two
+    numberings become one"). Meanwhile a feed that follows line A's numbering ignores line B's newer
+    one, message after message, instead of re-syncing on each; once its own falls silent for
+    ``silence_s`` it re-syncs once, to the one left."""
+    with BookFeed(lines.publish, lines.snapshots, SYMBOL, silence_s=1.0) as feed:
+        lines.wait_subscribed(feed)  # synced to epoch 1
+        for n in range(1, 6):
+            lines.send(1, n, epoch=2)  # B: a numbering of its own, newer
+            lines.send(0, n, epoch=1)  # A: the one followed, live
+        assert applied_trades(feed, 0.5) == [f"1-{n}" for n in range(1, 6)]
+        assert feed.resyncs == 0 and not lines.router.poll(0), "B's numbering made the feed re-sync"
+        asked = False
+        deadline = time.monotonic() + 10
+        n = 5
+        while not asked:  # A has taken B's numbering too (or died): only epoch 2 from now on
+            assert time.monotonic() < deadline, "the feed stayed on a numbering nobody publishes"
+            n += 1
+            lines.send(0, n, epoch=2)
+            lines.send(1, n, epoch=2)
+            feed.poll(0.05)
+            asked = lines.router.poll(0)
+        lines.answer(feed, chan_seq=n, epoch=2)
+        assert feed.epoch == 2 and feed.resyncs == 1
+        lines.send(0, n + 1, epoch=2)
+        assert applied_trades(feed, 0.5) == [f"1-{n + 1}"]
+
+
+def test_with_one_line_a_newer_numbering_resyncs_at_once(tmp_path):
+    lines = Lines(tmp_path, count=1)
+    try:
+        with BookFeed(lines.publish[0], lines.snapshots, SYMBOL, silence_s=60) as feed:
+            lines.wait_subscribed(feed)
+            lines.send(0, 1, epoch=2)
+            lines.answer(feed, chan_seq=1, epoch=2, within=2.0)
+            assert feed.epoch == 2 and feed.resyncs == 1
+    finally:
+        lines.close()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import socket
 import time
+import typing
+import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
+from exchange.errors import WireError
 from exchange.wire import sockets
 from exchange.wire.messages import Decoder, PrivateData, private_topic
 from exchange.wire.security.curve_keys import make_client
@@ -16,11 +19,63 @@ HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_A
                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
+PrivateEvent = typing.get_args(typing.get_type_hints(PrivateData)["events"])[0]  # AnyEvent | Balances
+KNOWN_EVENTS = frozenset(kind.__struct_config__.tag for kind in typing.get_args(PrivateEvent))
+
+
+class _Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A PrivateData with its events left as the bytes they came in, to be decoded one by one."""
+
+    user: str
+    engine: str
+    epoch: int
+    events: list[msgspec.Raw]
+
+
+class PrivateDataDecoder:
+    """Reads PrivateData frames as docs/wire.md ("Evolution") asks of a client: an event of a type
+    it does not know (a tag added after it was written) is left out, and the rest of the message
+    kept. Anything else that does not fit (a malformed event of a known type, a bad envelope)
+    raises WireError.
+    """
+
+    def __init__(self):
+        self.whole = Decoder(PrivateData)
+        self.envelope = Decoder(_Envelope)
+        self.event = msgspec.msgpack.Decoder(PrivateEvent)
+
+    def decode(self, frame: bytes) -> PrivateData:
+        try:
+            return self.whole.decode(frame)  # all but always: every event is of a known type
+        except WireError as e:
+            error = e
+        envelope = self.envelope.decode(frame)
+        events = []
+        for raw in envelope.events:
+            try:
+                events.append(self.event.decode(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                if not unknown_tag(raw, KNOWN_EVENTS):
+                    raise error from None
+        return PrivateData(envelope.user, envelope.engine, envelope.epoch, events)
+
+
+def unknown_tag(raw: msgspec.Raw, known: frozenset[str]) -> bool:
+    """Whether ``raw`` is a tagged struct (an array, its type name first) of a type not in ``known``."""
+    try:
+        item = msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(item, list) and bool(item) and isinstance(item[0], str) and item[0] not in known
+
+
 class PrivateFeed:
     """A user's own order updates and balances from the notifier's CURVE-protected private feed.
 
     Each ``receive`` is one PrivateData: an engine's order events of one release, or (accounts on)
-    the user's ledger shard's ``Balances`` after a change, in each asset's smallest unit.
+    the user's ledger shard's ``Balances`` after a change, in each asset's smallest unit. Events
+    of a type this client does not know (added to the feed after it) are left out, so a
+    PrivateData may come with fewer events, or none.
 
     The notifier refuses a key it does not know during the CURVE handshake (its ZAP handler), so
     nothing is ever sent to it. With ``admitted_within`` (seconds) the feed waits for the
@@ -36,7 +91,7 @@ class PrivateFeed:
         self.sub.setsockopt(zmq.SUBSCRIBE, private_topic(user))
         monitor = self.sub.get_monitor_socket(HANDSHAKE_EVENTS) if admitted_within is not None else None
         self.sub.connect(endpoint)
-        self.decoder = Decoder(PrivateData)
+        self.decoder = PrivateDataDecoder()
         if monitor is not None:
             try:
                 refusal = handshake_refusal(monitor, admitted_within, f"{user}'s CURVE key", endpoint)

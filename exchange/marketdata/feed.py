@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import socket
 import time
+import typing
+from collections import deque
+import msgspec
 import zmq
+from exchange.errors import WireError
 from exchange.wire import sockets
 from exchange.marketdata.depth import Depth
 from exchange.wire.messages import (
-    BookSnapshot, Decoder, MarketData, SnapshotReply, SnapshotRequest, encode, topic,
+    BookSnapshot, Decoder, MarketData, MarketDataEvent, SnapshotReply, SnapshotRequest, encode, topic,
 )
 
 
@@ -19,10 +23,69 @@ from exchange.wire.messages import (
 SUBSCRIBER_RCVHWM = 100_000
 
 
-MAX_AHEAD = 10_000  # messages a BookFeed holds past a gap while its other lines may fill it
+# messages a BookFeed holds past a gap while its other lines may fill it, and (the newest ones)
+# while it waits for a snapshot
+MAX_AHEAD = 10_000
 
 
-REFUSED_RETRY_S = 0.5  # a BookFeed refused a snapshot for now ("try again") asks again after this
+# a BookFeed that every notifier it asks refused a snapshot for now ("try again") asks again after this
+REFUSED_RETRY_S = 0.5
+
+
+class _Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A MarketData with its events left as the bytes they came in, to be decoded one by one."""
+
+    symbol: str
+    channel: str
+    epoch: int
+    chan_seq: int
+    events: list[msgspec.Raw]
+
+
+class Skipped(MarketData, frozen=True):
+    """A MarketData whose events were all of types this client does not know, so left out: no
+    heartbeat, its ``chan_seq`` counts like any message's."""
+
+
+KNOWN_EVENTS = frozenset(kind.__struct_config__.tag for kind in typing.get_args(MarketDataEvent))
+
+
+class MarketDataDecoder:
+    """Reads MarketData frames as docs/wire.md ("Evolution") asks of a client: an event of a type
+    it does not know (a tag added after it was written) is left out, and the rest of the message
+    kept. Anything else that does not fit (a malformed event of a known type, a bad envelope)
+    raises WireError.
+    """
+
+    def __init__(self):
+        self.whole = Decoder(MarketData)
+        self.envelope = Decoder(_Envelope)
+        self.event = msgspec.msgpack.Decoder(MarketDataEvent)
+
+    def decode(self, frame: bytes) -> MarketData:
+        try:
+            return self.whole.decode(frame)  # all but always: every event is of a known type
+        except WireError as e:
+            error = e
+        envelope = self.envelope.decode(frame)
+        events = []
+        for raw in envelope.events:
+            try:
+                events.append(self.event.decode(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                if not unknown_tag(raw, KNOWN_EVENTS):
+                    raise error from None
+        kind = Skipped if envelope.events and not events else MarketData
+        return kind(envelope.symbol, envelope.channel, envelope.epoch, envelope.chan_seq, events)
+
+
+def unknown_tag(raw: msgspec.Raw, known: frozenset[str]) -> bool:
+    """Whether ``raw`` is a tagged struct (an array, its type name first) of a type not in ``known``."""
+    try:
+        item = msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(item, list) and bool(item) and isinstance(item[0], str) and item[0] not in known
 
 
 class MarketDataClient:
@@ -34,9 +97,10 @@ class MarketDataClient:
         for symbol in symbols:
             for channel in channels:
                 self.sock.setsockopt(zmq.SUBSCRIBE, topic(symbol, channel))
-        self.decoder = Decoder(MarketData)
+        self.decoder = MarketDataDecoder()
 
     def receive(self, timeout: float = 10.0) -> MarketData:
+        """The next message; events of types this client does not know are left out of it."""
         if not self.sock.poll(int(1000 * timeout)):
             raise TimeoutError("no market data in time")
         return self.decoder.decode(self.sock.recv_multipart()[-1])
@@ -63,20 +127,27 @@ class BookFeed:
 
     With ``orders=True`` it also follows the "l3" channel, and ``depth.resting()`` lists every
     resting order in time priority. It subscribes first, then asks for a snapshot, drops buffered messages the snapshot already
-    covers and applies the rest (the ZeroMQ Guide's Clone pattern). A gap in any channel's
+    covers and applies the rest (the ZeroMQ Guide's Clone pattern). While it waits for the snapshot
+    it keeps the newest ``MAX_AHEAD`` messages: a snapshot older than those it let go of leaves a
+    gap, which re-syncs. A gap in any channel's
     ``chan_seq`` (seen on a message or a heartbeat), a new epoch of the numbering, or silence longer than
     ``silence_s`` makes it re-sync the same way; ``resyncs`` counts how often. Silence is of the
     numbering followed: messages of an older epoch are ignored as stale copies, but notifiers that
     began numberings of their own settle on the oldest one, so a feed that hears nothing but an
-    older numbering for ``silence_s`` re-syncs to it.
+    older numbering for ``silence_s`` re-syncs to it. Events of a type this client does not know
+    (added to the feed after it) are skipped; their messages still count in the numbering.
 
     A/B feeds: given several notifiers (the first and its replicas, which carry the same messages
     with the same ``chan_seq``s), it takes each message from whichever copy arrives first and
     ignores the other. A message missing on one line is filled from another, and losing a
     notifier costs no re-sync; a gap that no line fills within ``gap_wait_s`` does. Events stay in
     order within each channel; messages held for a gap come out once it is filled, so they may
-    follow later events of other channels. Snapshots are asked of one notifier at a time, the
-    next one whenever a request goes unanswered.
+    follow later events of other channels. While notifiers disagree on the numbering (each began
+    its own, and the newer will soon take the older), the feed stays on the one it follows and
+    ignores the others; only once its own has been silent for ``silence_s`` does it re-sync,
+    whichever is left. Snapshots are asked of one notifier at a time, the next one whenever a
+    request goes unanswered or is refused for now ("try again"); once every one has refused, the
+    feed waits ``REFUSED_RETRY_S`` before it asks again.
 
         feed = BookFeed(["tcp://127.0.0.1:7003", "tcp://127.0.0.1:7103"],
                         ["tcp://127.0.0.1:7005", "tcp://127.0.0.1:7105"], "BTC-USD")
@@ -100,16 +171,18 @@ class BookFeed:
             self.sub.connect(endpoint)
         self.snapshot_from = 0  # index into snapshot_endpoints: whom to ask; moves on when one does not answer
         self.dealer: zmq.Socket | None = None
-        self.messages, self.replies = Decoder(MarketData), Decoder(SnapshotReply)
+        self.messages, self.replies = MarketDataDecoder(), Decoder(SnapshotReply)
         self.depth = Depth(symbol)
         self.synced = False
         self.epoch = 0
         self.chan_seq: dict[str, int] = {}
         self.resyncs = -1  # the first sync is not a re-sync
         self.last_heard = time.monotonic()
-        self.buffer: list[MarketData] = []
+        # what came while it waits for a snapshot: the newest MAX_AHEAD messages
+        self.buffer: deque[MarketData] = deque(maxlen=MAX_AHEAD)
         self.asked_at = 0.0
-        self.retry_at = 0.0  # after a refusal for now: when to ask again
+        self.retry_at = 0.0  # after a refusal for now by every snapshot endpoint: when to ask again
+        self.refusals = 0  # refusals for now in a row, since the last snapshot or wait
         # per channel with a gap that another line may still fill: the messages that came after it
         # (by chan_seq), the highest chan_seq known to exist, and since when the gap is open
         self.ahead: dict[str, dict[int, MarketData]] = {}
@@ -171,7 +244,7 @@ class BookFeed:
 
     def _resync(self) -> None:
         self.synced = False
-        self.buffer = []
+        self.buffer = deque(maxlen=MAX_AHEAD)
         self.ahead, self.known, self.gap_since = {}, {}, {}
         self._ask()
 
@@ -181,8 +254,14 @@ class BookFeed:
         if not isinstance(reply, BookSnapshot):
             if "try again" not in reply.reason:
                 raise ValueError(f"snapshot refused: {reply.reason}")
-            self.retry_at = time.monotonic() + REFUSED_RETRY_S  # too many requests at the notifier
+            # busy, or catching up: the next notifier may have the book now; wait once all have said no
+            self.snapshot_from = (self.snapshot_from + 1) % len(self.snapshot_endpoints)
+            self.refusals += 1
+            if self.refusals >= len(self.snapshot_endpoints):
+                self.refusals = 0
+                self.retry_at = time.monotonic() + REFUSED_RETRY_S
             return
+        self.refusals = 0
         # the resting orders only for a feed that follows "l3": otherwise nothing would keep them up to date
         self.depth.load(reply.bids, reply.asks, reply.top, reply.last_trade, reply.seq,
                         reply.orders if self.follows_orders else ())
@@ -190,10 +269,10 @@ class BookFeed:
         self.synced = True
         self.last_heard = time.monotonic()
         self.resyncs += 1
-        buffered, self.buffer = self.buffer, []
+        buffered, self.buffer = self.buffer, deque(maxlen=MAX_AHEAD)
         for message in buffered:
             if message.epoch < self.epoch or (
-                    message.epoch == self.epoch and message.chan_seq <= self.chan_seq[message.channel]):
+                    message.epoch == self.epoch and message.chan_seq <= self.chan_seq.get(message.channel, 0)):
                 continue  # already in the snapshot
             if not self._apply(message, applied):
                 self._resync()
@@ -202,16 +281,20 @@ class BookFeed:
     def _apply(self, message: MarketData, applied: list) -> bool:
         """Apply one message in sequence; False if it shows that something was missed."""
         if message.epoch != self.epoch:
-            return message.epoch < self.epoch  # older: stale, ignore; newer: the numbering began afresh
+            # older: stale, ignore. Newer: the numbering began afresh; with several lines, maybe only
+            # on one notifier, soon to give it up for the older one: the followed numbering's
+            # silence (poll) decides, as for an older one
+            return message.epoch < self.epoch or len(self.lines) > 1
         channel = message.channel
         expected = self.chan_seq.get(channel, 0)
         if message.chan_seq <= expected:
             return True  # another line's copy came first (a heartbeat: nothing new)
-        if not message.events or message.chan_seq > expected + 1:
+        heartbeat = not message.events and not isinstance(message, Skipped)
+        if heartbeat or message.chan_seq > expected + 1:
             # a heartbeat naming a message we lack, or a message after a gap
             if len(self.lines) == 1:
                 return False  # one line: nothing else can fill the gap
-            if message.events:
+            if not heartbeat:
                 held = self.ahead.setdefault(channel, {})
                 held[message.chan_seq] = message
                 if len(held) > MAX_AHEAD:
