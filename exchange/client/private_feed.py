@@ -9,9 +9,9 @@ import typing
 import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
-from exchange.errors import WireError
 from exchange.wire import sockets
-from exchange.wire.messages import Decoder, PrivateData, private_topic
+from exchange.wire.lenient import LenientDecoder
+from exchange.wire.messages import PrivateData, private_topic
 from exchange.wire.security.curve_keys import make_client
 
 
@@ -20,7 +20,6 @@ HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_A
 
 
 PrivateEvent = typing.get_args(typing.get_type_hints(PrivateData)["events"])[0]  # AnyEvent | Balances
-KNOWN_EVENTS = frozenset(kind.__struct_config__.tag for kind in typing.get_args(PrivateEvent))
 
 
 class _Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -33,40 +32,17 @@ class _Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class PrivateDataDecoder:
-    """Reads PrivateData frames as docs/wire.md ("Evolution") asks of a client: an event of a type
-    it does not know (a tag added after it was written) is left out, and the rest of the message
-    kept. Anything else that does not fit (a malformed event of a known type, a bad envelope)
-    raises WireError.
-    """
+    """Reads PrivateData frames, leaving out events of types this client does not know
+    (exchange.wire.lenient)."""
 
     def __init__(self):
-        self.whole = Decoder(PrivateData)
-        self.envelope = Decoder(_Envelope)
-        self.event = msgspec.msgpack.Decoder(PrivateEvent)
+        self.lenient = LenientDecoder(PrivateData, _Envelope, PrivateEvent)
 
     def decode(self, frame: bytes) -> PrivateData:
-        try:
-            return self.whole.decode(frame)  # all but always: every event is of a known type
-        except WireError as e:
-            error = e
-        envelope = self.envelope.decode(frame)
-        events = []
-        for raw in envelope.events:
-            try:
-                events.append(self.event.decode(raw))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                if not unknown_tag(raw, KNOWN_EVENTS):
-                    raise error from None
-        return PrivateData(envelope.user, envelope.engine, envelope.epoch, events)
-
-
-def unknown_tag(raw: msgspec.Raw, known: frozenset[str]) -> bool:
-    """Whether ``raw`` is a tagged struct (an array, its type name first) of a type not in ``known``."""
-    try:
-        item = msgspec.msgpack.decode(raw)
-    except msgspec.DecodeError:
-        return False
-    return isinstance(item, list) and bool(item) and isinstance(item[0], str) and item[0] not in known
+        message, events = self.lenient.decode(frame)
+        if events is None:
+            return message
+        return PrivateData(message.user, message.engine, message.epoch, events)
 
 
 class PrivateFeed:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import socket
 import time
-import typing
 from collections import deque
+
 import msgspec
 import zmq
-from exchange.errors import WireError
 from exchange.wire import sockets
+from exchange.wire.lenient import LenientDecoder
 from exchange.marketdata.depth import Depth
 from exchange.wire.messages import (
     BookSnapshot, Decoder, MarketData, MarketDataEvent, SnapshotReply, SnapshotRequest, encode, topic,
@@ -47,45 +47,19 @@ class Skipped(MarketData, frozen=True):
     heartbeat, its ``chan_seq`` counts like any message's."""
 
 
-KNOWN_EVENTS = frozenset(kind.__struct_config__.tag for kind in typing.get_args(MarketDataEvent))
-
-
 class MarketDataDecoder:
-    """Reads MarketData frames as docs/wire.md ("Evolution") asks of a client: an event of a type
-    it does not know (a tag added after it was written) is left out, and the rest of the message
-    kept. Anything else that does not fit (a malformed event of a known type, a bad envelope)
-    raises WireError.
-    """
+    """Reads MarketData frames, leaving out events of types this client does not know
+    (exchange.wire.lenient); a message whose every event was left out is ``Skipped``."""
 
     def __init__(self):
-        self.whole = Decoder(MarketData)
-        self.envelope = Decoder(_Envelope)
-        self.event = msgspec.msgpack.Decoder(MarketDataEvent)
+        self.lenient = LenientDecoder(MarketData, _Envelope, MarketDataEvent)
 
     def decode(self, frame: bytes) -> MarketData:
-        try:
-            return self.whole.decode(frame)  # all but always: every event is of a known type
-        except WireError as e:
-            error = e
-        envelope = self.envelope.decode(frame)
-        events = []
-        for raw in envelope.events:
-            try:
-                events.append(self.event.decode(raw))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                if not unknown_tag(raw, KNOWN_EVENTS):
-                    raise error from None
-        kind = Skipped if envelope.events and not events else MarketData
-        return kind(envelope.symbol, envelope.channel, envelope.epoch, envelope.chan_seq, events)
-
-
-def unknown_tag(raw: msgspec.Raw, known: frozenset[str]) -> bool:
-    """Whether ``raw`` is a tagged struct (an array, its type name first) of a type not in ``known``."""
-    try:
-        item = msgspec.msgpack.decode(raw)
-    except msgspec.DecodeError:
-        return False
-    return isinstance(item, list) and bool(item) and isinstance(item[0], str) and item[0] not in known
+        message, events = self.lenient.decode(frame)
+        if events is None:
+            return message
+        kind = Skipped if message.events and not events else MarketData
+        return kind(message.symbol, message.channel, message.epoch, message.chan_seq, events)
 
 
 class MarketDataClient:
