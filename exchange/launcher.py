@@ -54,19 +54,24 @@ def _prctl():
 _PRCTL = _prctl()  # looked up here, not in the forked child
 
 
-def _die_with_parent(parent: int):
-    """The preexec_fn of a child of process ``parent``: SIGTERM for the child when the launcher dies
-    (where prctl is available; None elsewhere). Until its exec the child has SIGTERM's default
-    action, not the launcher's handler (which would only note it, in the child); a launcher that
-    died before the prctl was made is no longer the parent: the child then exits at once."""
-    if _PRCTL is None:
-        return None
+def _child_setup(parent: int):
+    """The preexec_fn of a child of process ``parent``.
 
+    - A hang-up is ignored (and stays so across the exec): a closing terminal or ssh session sends
+      SIGHUP to the whole process group, and the roles share the launcher's; the launcher alone
+      takes it and stops them in order, with SIGTERM.
+    - Until its exec the child has SIGTERM's default action, not the launcher's handler (which
+      would only note it, in the child).
+    - Where prctl is available: SIGTERM for the child when the launcher dies; a launcher that died
+      before the prctl was made is no longer the parent, and the child then exits at once.
+    """
     def preexec() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(1)
 
     return preexec
 
@@ -95,7 +100,7 @@ class Child:
         env = {**os.environ, READY_FD_ENV: str(write)}
         try:
             self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, pass_fds=(write,), env=env,
-                                            preexec_fn=_die_with_parent(os.getpid()))
+                                            preexec_fn=_child_setup(os.getpid()))
         finally:
             os.close(write)
         self.ready_pipe, self.ready = read, False

@@ -225,8 +225,7 @@ def _floor_handle(engine_id: int, symbol: str):
 
     def take(command, ts: int, side: Side, price: int | None, tif: TimeInForce) -> list:
         """Every order but a resting GTC limit: a market order, an IOC or FOK limit, or a GTC
-        limit that crosses. Events: accepted, (maker fill, taker fill, trade) per match, the
-        remainder's fate."""
+        limit that crosses. Events: accepted, a Match per match, the remainder's fate."""
         nonlocal seq, best_bid, best_ask, order_tail, order_thousand, order_head, order_tails
         nonlocal trade_tail, trade_thousand, trade_head, trade_tails
         user = command.user

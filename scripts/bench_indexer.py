@@ -29,6 +29,7 @@ from pathlib import Path
 from exchange.config import load_config
 from exchange.core.instruments import Instrument
 from exchange.journal.indexer import Indexer
+from exchange.journal.schema import readonly_uri
 
 TABLES = ("commands", "events", "entries")
 CHUNK = 100  # events per transaction: the journal writer's slices (exchange.journal.role.INDEX_CHUNK)
@@ -80,7 +81,7 @@ def rebuild(journal: Path, instruments: dict[str, Instrument], chunk: int = CHUN
     the rebuilt tables equal the original ones."""
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "journal.db"
-        source = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+        source = sqlite3.connect(readonly_uri(journal), uri=True)
         target = sqlite3.connect(copy)
         source.backup(target)
         source.close()

@@ -165,3 +165,36 @@ def test_a_connection_lost_once_the_transfer_was_sent_says_its_outcome_is_unknow
     assert result.output.startswith("Error: the connection to the gateway was lost (")
     assert result.output.endswith("the DEPOSIT may or may not be applied: run the same command again (same --ref"
                                   " wire-9)\n")
+
+
+class GatewayThatNeverAnswers:
+    """A text port that takes the connection and answers nothing, not even the login."""
+
+    def __init__(self, address: str):
+        host, port = address.rsplit(":", 1)
+        self.server = socket.create_server((host, int(port)))
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn, conn.makefile("rb") as stream:
+            while line := stream.readline():
+                self.lines.append(line.decode())
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(10)
+
+
+def test_no_answer_to_the_login_is_a_refusal_nothing_was_sent(tmp_path):
+    path = loopback_config(tmp_path, accounts=True)
+    gateway = GatewayThatNeverAnswers(load_config(path).gateway.text)
+    try:
+        result = run(deposit, str(path), "bob", "USD", "5", "--ref", "wire-10", "--timeout", "0.5")
+    finally:
+        gateway.close()
+    assert [line.split()[0] for line in gateway.lines] == ["LOGIN"]
+    assert result.exit_code == 1
+    assert result.output.endswith("in 0.5 s; nothing was sent\n")

@@ -76,3 +76,19 @@ def test_roles_already_started_are_stopped_when_starting_another_fails(tmp_path,
             if child.process.poll() is None:
                 child.process.kill()
             child.process.wait()
+
+
+def test_a_hang_up_of_the_whole_process_group_stops_every_role_in_order(tmp_path):
+    """A closing terminal or ssh session sends SIGHUP to the whole process group, roles included: they
+    ignore it, and the launcher stops each with SIGTERM, so each ends as it should ("stopped" in its log)."""
+    path = loopback_config(tmp_path)
+    mesh = Mesh(path, wait_for_engines=False)
+    try:
+        wait_until(lambda: "exchange is up" in mesh.log(), 60, "every role ready")
+        os.killpg(mesh.process.pid, signal.SIGHUP)
+        mesh.process.wait(60)
+        logs = {p.name: p.read_text() for p in (tmp_path / "var").glob("*.log") if not p.name.startswith("launcher")}
+        assert logs and [name for name, text in logs.items() if "stopped" not in text] == []
+    finally:
+        mesh.kill_leftovers()
+        mesh.process.wait()

@@ -20,6 +20,7 @@ from exchange.bench.results import BenchResult
 from exchange.bench.subscribers import SPREAD_SAMPLE
 from exchange.config import Config
 from exchange.journal.readers import wait_for_tables
+from exchange.journal.schema import readonly_uri
 
 TABLES_WAIT_S = 300.0  # the journal's tables catch up with its log after a flood (docs/journal.md)
 
@@ -111,7 +112,7 @@ def finish(result: BenchResult, options: BenchOptions, config: Config, baseline:
 
 def _check_journal(path: str, baseline: dict, answers: Counter, fills: int, connect: bool) -> list[str]:
     """The journal's new events equal what the sessions were told (assumes nobody else traded)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
         counts = Counter()
         for engine, kind, n in conn.execute("SELECT engine, kind, COUNT(*) FROM events WHERE seq > COALESCE("

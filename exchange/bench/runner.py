@@ -29,7 +29,7 @@ from exchange.bench.subscribers import subscriber_main
 from exchange.bench.target import bench_config, cpu_seconds, cpu_wait_seconds, machine, machine_busy, running_roles
 from exchange.config import load_config
 from exchange.journal.readers import last_trades, log_streams
-from exchange.journal.schema import open_readonly
+from exchange.journal.schema import open_readonly, readonly_uri
 from exchange.testing.mesh import Mesh, wait_for_mesh
 
 
@@ -194,7 +194,7 @@ def _measure(options, config, pids, workers, subscribers, start_wall, measure_fr
             result.cpu["machine, all processes"] = round(busy, 3)
             result.cpu["not ours (other processes, kernel)"] = round(busy - ours, 3)
         if reader is None and os.path.exists(config.journal.path):
-            reader = sqlite3.connect(f"file:{config.journal.path}?mode=ro", uri=True)
+            reader = sqlite3.connect(readonly_uri(config.journal.path), uri=True)
         if reader is not None and now >= start_wall:
             journal_samples.append((time.time_ns(), _durable(reader)))
         for n, (p, conn) in enumerate(workers):
@@ -265,7 +265,7 @@ def _durable(reader: sqlite3.Connection) -> dict:
 def _journal_position(path: str) -> dict[str, int]:
     if not os.path.exists(path):
         return {}
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
         return {engine: seq for engine, (seq, _) in _durable(conn).items()}
     except sqlite3.Error:

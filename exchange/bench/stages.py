@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 
 from exchange.bench import latency
+from exchange.journal.schema import readonly_uri
 
 TRACE_EVERY = 8
 
@@ -36,7 +37,7 @@ def ack_stages(journal_path: str, traced: list[tuple[str, str, int, int]]) -> di
     """{stage: {count, p50, p90, p99, max} in µs} for the traced ACKs (user, client order id,
     due wall ns, ACK read wall ns); empty if the journal has no batch timestamps."""
     durations: list[list[int]] = [[] for _ in STAGES]
-    conn = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(journal_path), uri=True)
     wanted = {(user, cid) for user, cid, _, _ in traced}
     try:
         rows = {(user, cid): row for user, cid, *row in conn.execute(_QUERY) if (user, cid) in wanted}

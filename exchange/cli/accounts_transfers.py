@@ -62,6 +62,9 @@ def transfer(verb: str, config_path: str, admin: str, key_file: str | None, targ
             sent = True  # from here on, the line may have reached the gateway
             answer = client.request(line)
     except TimeoutError:
+        if not sent:  # connecting or logging in: the line never went out
+            raise click.ClickException(f"no answer from the gateway at {config.gateway.text} in {timeout:g} s;"
+                                       f" nothing was sent") from None
         raise OutcomeUnknown(f"no answer from the gateway in {timeout:g} s; {again}") from None
     except OSError as e:  # refused, reset, unreachable
         if sent:
@@ -88,7 +91,9 @@ def _transfer_command(verb: str, summary: str):
     AMOUNT is decimal text in ASSET's unit. Needs an admin user of the config (--user) and its
     API key (--key-file, or the {KEY_ENV} environment variable). Prints the gateway's answer,
     `OK {verb} USER ASSET AMOUNT REF <ref> ENTRY <id>`; a refusal (not enough available, a
-    reference already used, not an admin) is one Error: line and exit status 1.
+    reference already used, not an admin) is one Error: line and exit status 1. When the outcome
+    is unknown (no answer once the line was sent, the connection lost then, REJ UNAVAILABLE), the
+    Error: line says so and the exit status is 3: run the same command again, with the same --ref.
     """
     for decorator in reversed([
         click.argument("user"), click.argument("asset"), click.argument("amount"),

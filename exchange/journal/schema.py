@@ -104,9 +104,14 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to an existing journal; JournalError if there is none."""
     if not Path(path).exists():
         raise JournalError(f"{path}: no journal here")
-    # as a URI of the whole path, quoted: a "#" or "?" in a folder's name would end the path there (and
-    # with it mode=ro), and "%25" would be read as "%"
-    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    return sqlite3.connect(readonly_uri(path), uri=True)
+
+
+def readonly_uri(path: str | Path) -> str:
+    """The URI that opens the SQLite file at ``path`` read-only: the whole path, quoted (in a plain
+    "file:" + path, a "#" or "?" in a folder's name ends the path there, and with it mode=ro, and
+    "%25" reads as "%")."""
+    return f"{Path(path).resolve().as_uri()}?mode=ro"
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from pathlib import Path
 from exchange.config import hash_key, load_config
 from exchange.core.messages import CancelAll, CancelOrder, PlaceOrder, ReplaceOrder
 from exchange.journal.readers import decode_command, wait_for_tables
+from exchange.journal.schema import readonly_uri
 from exchange.gateway.protocol.grammar import parse_bytes
 from exchange.gateway.protocol.messages import CancelAllRequest, CancelRequest, PlaceRequest, ReplaceRequest
 
@@ -316,7 +317,7 @@ def run(config_path: Path, gateway_pid: int, lines_per_connection: int, seed: in
 def _journaled_commands(path: str) -> int:
     if not Path(path).exists():
         return 0
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
         return conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM commands").fetchone()[0]
     finally:
@@ -337,7 +338,7 @@ def _still_up(host: str, port: int) -> list[str]:
 def _journal_faults(path: str, after: int, acked: list[str], hostile: list[Hostile],
                     instruments) -> tuple[list[str], int]:
     faults = []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     try:
         commands = [(user, decode_command(body)) for user, body in conn.execute(
             "SELECT user, body FROM commands WHERE rowid > ?", (after,))]
