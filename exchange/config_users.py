@@ -16,7 +16,7 @@ import msgspec
 from exchange.config import Config, Name, UserConfig, load_config
 from exchange.errors import ConfigError
 
-_USERS_KEY = re.compile(r"^users:[ \t]*(\[\])?[ \t]*(#.*)?$", re.MULTILINE)
+_USERS_KEY = re.compile(r"^users:[ \t]*(\[[ \t]*\])?[ \t]*(#.*)?$", re.MULTILINE)  # users: [ ] is empty too
 _TOP_LEVEL = re.compile(r"^[A-Za-z_]", re.MULTILINE)
 _NEXT_ITEM = re.compile(r"^  - |^[A-Za-z_]", re.MULTILINE)
 _CONTENT_LINE = re.compile(r"^[ \t]*[^\s#].*$", re.MULTILINE)  # a line with more than blanks and a comment

@@ -53,7 +53,7 @@ def test_an_absolute_dir_is_printed_as_given(tmp_path, monkeypatch):
     assert load_config(config).mesh_curve.secret_key_dir == str(tmp_path / "keys")
 
 
-@pytest.mark.parametrize("directory", ["null", "no", "123", "2024-01-01", "keys #1"])
+@pytest.mark.parametrize("directory", ["null", "no", "123", "2024-01-01", "keys #1", "keys-\U0001f511", "clés"])
 def test_a_dir_whose_name_yaml_reads_as_something_else_is_quoted(tmp_path, monkeypatch, directory):
     monkeypatch.chdir(tmp_path)
     config = config_in(tmp_path, tmp_path / "var")

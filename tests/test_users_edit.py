@@ -3,6 +3,7 @@ the file's comments where they were, a symlinked config stays a symlink, the oth
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,17 @@ def test_an_edit_that_would_change_another_user_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="could not be made safely"):
         add_user(path, "dave", block)  # max_rate: 5 would go to ops, the user above
     assert path.read_text() == before
+
+
+@pytest.mark.parametrize("empty", ["[]", "[ ]", "[  ]  # nobody yet"])
+def test_a_user_added_to_an_empty_users_section_goes_into_it(tmp_path, empty):
+    text = LOCAL.read_text()
+    start = text.index("users:\n")
+    following = re.compile(r"^[A-Za-z_]", re.MULTILINE).search(text, start + len("users:\n"))
+    end = following.start() if following else len(text)
+    path = copy_of_local(tmp_path, text[:start] + f"users: {empty}\n" + text[end:])
+    assert load_config(path).users == []
+    code, output = users("add", "dave", "--config", str(path))
+    assert code == 0, output
+    after = path.read_text()
+    assert after.count("\nusers:") == 1 and [u.name for u in load_config(path).users] == ["dave"]

@@ -139,16 +139,19 @@ class Web:
         body, refusal = await self.json_body(request, api.Login)
         if refusal is not None:
             return refusal
-        previous = self.session(request)
-        if previous is not None:  # signed in already: that session ends (and frees its place) first
-            await self.sessions.sign_out(previous)
+        previous = self.session(request)  # signed in already: ended once the new sign-in succeeds
         try:
-            with self.sessions.place():
+            with self.sessions.place(replacing=previous):
                 session, refusal = await self._gateway_sign_in(body, address)
         except SessionsFull as e:
             return api.error(503, "MAX_SESSIONS", str(e))
         if refusal is not None:
-            return refusal
+            return refusal  # the browser keeps the session it had
+        replaced = self.sessions.replaced(request.cookies.get("csrf", ""), session)
+        if previous is not None and previous not in replaced and not previous.ended:
+            replaced.append(previous)
+        for old in replaced:  # a browser holds one session: its earlier one, or one of a double click
+            await self.sessions.sign_out(old)
         try:
             await session.refresh()  # the page shows the account from the first moment
         except GatewayBusy:

@@ -143,17 +143,21 @@ class WebSessions:
         self.by_token: dict[str, WebSession] = {}
         self.max_sessions, self.expiry_s, self.rate, self.burst = max_sessions, expiry_s, rate, burst
         self.signing_in = 0  # places held for browsers whose sign-in the gateway has not answered yet
+        # a browser (the csrf cookie its sign-in came with, then its session's) → its session
+        self.by_browser: dict[str, WebSession] = {}
         self.tasks: set[asyncio.Task] = set()
 
-    def full(self) -> bool:
-        return len(self.by_token) + self.signing_in >= self.max_sessions
+    def full(self, replacing: WebSession | None = None) -> bool:
+        taken = len(self.by_token) - (replacing is not None and replacing.token in self.by_token)
+        return taken + self.signing_in >= self.max_sessions
 
     @contextlib.contextmanager
-    def place(self):
+    def place(self, replacing: WebSession | None = None):
         """A place for one browser signing in, held while it does (so that sign-ins at the same
         time cannot exceed ``max_sessions``); it becomes the session ``add`` makes, or is freed.
-        Raises SessionsFull if every place is taken."""
-        if self.full():
+        The place of ``replacing`` (the browser's session now, which a successful sign-in ends)
+        counts as free. Raises SessionsFull if every place is taken."""
+        if self.full(replacing):
             raise SessionsFull(f"{self.max_sessions} browsers are signed in, the most this server takes;"
                                " try again later")
         self.signing_in += 1
@@ -181,6 +185,15 @@ class WebSessions:
         session.last_seen = time.monotonic()
         return session
 
+    def replaced(self, browser: str, session: WebSession) -> list[WebSession]:
+        """Make ``session`` the one of ``browser`` (the csrf cookie its sign-in came with); the live
+        sessions it replaces there, to be signed out: the browser's earlier one, or one that a
+        sign-in at the same moment from the same browser made."""
+        old = [s for s in (self.by_browser.get(browser), self.by_browser.get(session.csrf))
+               if s is not None and s is not session and not s.ended]
+        self.by_browser[browser] = self.by_browser[session.csrf] = session
+        return old
+
     async def sign_out(self, session: WebSession) -> None:
         """The browser signs out: its gateway session ends on the gateway before this returns."""
         self.by_token.pop(session.token, None)
@@ -189,6 +202,8 @@ class WebSessions:
 
     def remove(self, session: WebSession) -> None:
         self.by_token.pop(session.token, None)
+        for browser in [b for b, s in self.by_browser.items() if s is session]:
+            del self.by_browser[browser]
         if not session.ended:
             session.end()
 

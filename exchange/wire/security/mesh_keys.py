@@ -119,6 +119,7 @@ def config_section(directory: str | Path, public_keys: dict[str, bytes]) -> str:
     """The ``mesh_curve`` section of the config for these keys, as YAML to paste; a relative ``directory``
     is read from the config's folder."""
     # always a double-quoted YAML string: a bare null, no, 123 or 2024-01-01 would read as no string at all
-    lines = ["mesh_curve:", f"  secret_key_dir: {json.dumps(str(directory))}", "  public_keys:"]
+    # quoted as JSON, which YAML reads; not as ASCII: YAML reads no JSON surrogate pair (a character past U+FFFF)
+    lines = ["mesh_curve:", f"  secret_key_dir: {json.dumps(str(directory), ensure_ascii=False)}", "  public_keys:"]
     lines += [f"    {role}: '{key.decode()}'" for role, key in public_keys.items()]
     return "\n".join(lines) + "\n"
