@@ -129,9 +129,9 @@ def test_the_key_never_comes_from_the_command_line(tmp_path):
     assert "--key " not in CliRunner().invoke(deposit, ["--help"]).output
 
 
-class GatewayThatHangsUp:
-    """A text port that answers the login, reads the next line and closes the connection: as a
-    gateway that stops (or restarts) while the transfer is on its way."""
+class FakeTextPort:
+    """A text port on ``address`` that serves one connection with ``serve`` (a thread), keeping the
+    lines it read."""
 
     def __init__(self, address: str):
         host, port = address.rsplit(":", 1)
@@ -141,16 +141,24 @@ class GatewayThatHangsUp:
         self.thread.start()
 
     def serve(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(10)
+
+
+class GatewayThatHangsUp(FakeTextPort):
+    """Answers the login, reads the next line and closes the connection: as a gateway that stops
+    (or restarts) while the transfer is on its way."""
+
+    def serve(self) -> None:
         conn, _ = self.server.accept()
         with conn, conn.makefile("rwb") as stream:
             self.lines.append(stream.readline().decode())
             stream.write(b"OK LOGIN ops\n")
             stream.flush()
             self.lines.append(stream.readline().decode())
-
-    def close(self) -> None:
-        self.server.close()
-        self.thread.join(10)
 
 
 def test_a_connection_lost_once_the_transfer_was_sent_says_its_outcome_is_unknown(tmp_path):
@@ -167,25 +175,14 @@ def test_a_connection_lost_once_the_transfer_was_sent_says_its_outcome_is_unknow
                                   " wire-9)\n")
 
 
-class GatewayThatNeverAnswers:
-    """A text port that takes the connection and answers nothing, not even the login."""
-
-    def __init__(self, address: str):
-        host, port = address.rsplit(":", 1)
-        self.server = socket.create_server((host, int(port)))
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+class GatewayThatNeverAnswers(FakeTextPort):
+    """Takes the connection and answers nothing, not even the login."""
 
     def serve(self) -> None:
         conn, _ = self.server.accept()
         with conn, conn.makefile("rb") as stream:
             while line := stream.readline():
                 self.lines.append(line.decode())
-
-    def close(self) -> None:
-        self.server.close()
-        self.thread.join(10)
 
 
 def test_no_answer_to_the_login_is_a_refusal_nothing_was_sent(tmp_path):
