@@ -270,10 +270,22 @@ class Mesh:
     def __enter__(self) -> Mesh:
         try:
             self.wait_ready()
-        except BaseException:
+        except BaseException as e:
             self.close()
+            e.add_note(self.last_words())  # a start that failed says why, in the test's report
             raise
         return self
+
+    def last_words(self, lines: int = 20) -> str:
+        """The end of the launcher's log and of each role's."""
+        parts = []
+        for path in [self.log_path, *sorted(Path(self.config.var_dir).glob("*.log"))]:
+            try:
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            parts.append("\n".join([f"--- the end of {path.name}", *tail]))
+        return "\n".join(parts)
 
     def __exit__(self, kind, value, traceback) -> None:
         stopped = self.close()
