@@ -19,7 +19,7 @@ from exchange.core.client_order_ids import DEFAULT_WINDOW_NS
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
     DepthUpdate, Event, Match, OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderRejected,
-    OrderReplaced, TopOfBook, Trade,
+    OrderReplaced, TopOfBook, Trade, expand,
 )
 from exchange.core.orders import Order
 
@@ -40,9 +40,8 @@ class Replay:
     def apply(self, event: Event) -> None:
         """Change state as the event says it changed; raise ValueError if the events disagree."""
         if type(event) is Match:  # as the three events it stands for
-            self.apply(event.maker_fill())
-            self.apply(event.taker_fill())
-            self.apply(event.trade())
+            for part in expand([event]):
+                self.apply(part)
             return
         if event.seq != self.seq + 1:
             raise ValueError(f"event {event.seq} does not follow {self.seq}")

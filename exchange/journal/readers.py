@@ -130,10 +130,7 @@ def unindexed_events(conn: sqlite3.Connection, stream: str) -> Iterator:
         return
     row = conn.execute("SELECT seq FROM indexed WHERE stream=?", (stream,)).fetchone()
     for event in log_events(conn, stream, row[0] if row else 0):
-        if type(event) is Match:
-            yield from (event.maker_fill(), event.taker_fill(), event.trade())
-        else:
-            yield event
+        yield from expand([event])
 
 
 def index_lag(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:

@@ -62,15 +62,19 @@ async def until(predicate, what: str, timeout: float = DEADLINE_S) -> None:
 
 
 class FakeGateway:
-    """The gateway's front end endpoint: every login is LoginOk (after ``login_delay`` s); the
-    account requests, pings and logouts are answered; ``sessions`` are the DEALERs signed in now."""
+    """The gateway's front end endpoint: every login is LoginOk (with ``hold_logins``, only once the
+    test sets ``logins_open``; ``logins_waiting`` counts those held); the account requests, pings and
+    logouts are answered; ``sessions`` are the DEALERs signed in now."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, directory: str, login_delay: float = 0.0):
+    def __init__(self, ctx: zmq.asyncio.Context, directory: str, hold_logins: bool = False):
         self.endpoint = f"ipc://{directory}/front_end"
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.linger = 0
         self.sock.bind(self.endpoint)
-        self.login_delay = login_delay
+        self.logins_open = asyncio.Event()
+        if not hold_logins:
+            self.logins_open.set()
+        self.logins_waiting = 0
         self.sessions: set[bytes] = set()
         self.decoder = msgspec.msgpack.Decoder(AnyRequest)
         self.answers: set[asyncio.Task] = set()
@@ -85,7 +89,9 @@ class FakeGateway:
 
     async def answer(self, ident: bytes, request) -> None:
         if isinstance(request, LoginRequest):
-            await asyncio.sleep(self.login_delay)
+            self.logins_waiting += 1
+            await self.logins_open.wait()
+            self.logins_waiting -= 1
             self.sessions.add(ident)
             reply = LoginOk(request.user)
         elif isinstance(request, OrdersRequest):
@@ -109,12 +115,12 @@ class FakeGateway:
 
 
 @contextlib.asynccontextmanager
-async def serving(hub: Hub | None = None, login_delay: float = 0.0, **web_options):
+async def serving(hub: Hub | None = None, hold_logins: bool = False, **web_options):
     """(web, "127.0.0.1:port", gateway) while uvicorn serves the app; everything closed afterwards."""
     hub = hub or make_hub()
     directory = tempfile.mkdtemp(prefix="web-test-")
     ctx = zmq.asyncio.Context()
-    gateway = FakeGateway(ctx, directory, login_delay)
+    gateway = FakeGateway(ctx, directory, hold_logins)
     port = free_ports(1)[0]
     web = Web(WebConfig(listen=f"127.0.0.1:{port}", **web_options), hub, ctx, gateway.endpoint)
     server = uvicorn.Server(uvicorn.Config(make_app(web), host="127.0.0.1", port=port, ws="websockets-sansio",

@@ -261,13 +261,20 @@ def test_a_refused_sign_in_leaves_the_browsers_session_as_it_was(monkeypatch):
 
 def test_two_sign_ins_at_once_from_one_browser_leave_it_one_session():
     async def scenario():
-        async with serving(login_delay=0.3, max_sessions=10, max_logins=100) as (web, address, gateway):
+        async with serving(hold_logins=True, max_sessions=10, max_logins=100) as (web, address, gateway):
             async with httpx.AsyncClient(base_url=f"http://{address}", timeout=DEADLINE_S) as browser:
-                assert (await sign_in(browser, "alice")).status_code == 200
+                first = asyncio.create_task(sign_in(browser, "alice"))
+                await until(lambda: gateway.logins_waiting == 1, "the first sign-in at the gateway")
+                gateway.logins_open.set()
+                assert (await first).status_code == 200
+                gateway.logins_open.clear()
                 csrf = browser.cookies["csrf"]
-                answers = await asyncio.gather(*(browser.post(  # a double click
-                    "/api/login", json={"user": "alice", "key": "alice-key"}, headers={"X-CSRF-Token": csrf})
-                    for _ in range(2)))
+                clicks = [asyncio.create_task(browser.post(  # a double click
+                    "/api/login", json={"user": "alice", "key": "alice-key"}, headers={"X-CSRF-Token": csrf}))
+                    for _ in range(2)]
+                await until(lambda: gateway.logins_waiting == 2, "both sign-ins at the gateway at once")
+                gateway.logins_open.set()
+                answers = await asyncio.gather(*clicks)
                 assert [a.status_code for a in answers] == [200, 200]
                 assert len(web.sessions.by_token) == 1 and len(web.sessions.by_browser) <= 2
 
@@ -276,10 +283,15 @@ def test_two_sign_ins_at_once_from_one_browser_leave_it_one_session():
 
 def test_sign_ins_at_the_same_time_do_not_exceed_max_sessions():
     async def scenario():
-        async with serving(login_delay=0.5, max_sessions=2, max_logins=100) as (web, address, gateway):
+        async with serving(hold_logins=True, max_sessions=2, max_logins=100) as (web, address, gateway):
             browsers = [httpx.AsyncClient(base_url=f"http://{address}", timeout=DEADLINE_S) for _ in range(6)]
             try:
-                answers = await asyncio.gather(*(sign_in(b, f"user{n}") for n, b in enumerate(browsers)))
+                tasks = [asyncio.create_task(sign_in(b, f"user{n}")) for n, b in enumerate(browsers)]
+                # every sign-in either waits at the gateway or is answered, all at the same time
+                await until(lambda: gateway.logins_waiting + sum(t.done() for t in tasks) == 6, "every sign-in")
+                assert gateway.logins_waiting == 2  # the places held while they sign in count
+                gateway.logins_open.set()
+                answers = await asyncio.gather(*tasks)
             finally:
                 for browser in browsers:
                     await browser.aclose()
