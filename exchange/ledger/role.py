@@ -6,7 +6,9 @@ Sockets (this process binds the stable side):
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again
     publish   PUB    bound    → notifier: each user's balances after a change, on the private topic
     journal   PUSH   connect  → journal writer: EventBatch per loop turn (stream ``ledger-<shard>``)
-    durable   SUB    connect  ← journal writer: its own Durable watermarks, and the engines'
+    durable   SUB    connect  ← journal writer: its own Durable watermarks
+    watermarks SUB   connect, one per engine ← journal writer: that engine's watermarks, the newest only,
+                                read at each check, never polled (exchange.ledger.watermarks)
     history   DEALER connect  → journal writer's history service: its history at start, missed engine batches
     engines   PUSH   connect, one per engine → the held orders and the cancels, once the hold is durable
     replies   PUSH   connect, one per gateway → the gateway a request came from: refusals, transfer outcomes,
@@ -38,6 +40,7 @@ from exchange.journal import handshake
 from exchange.journal.ledger_readers import restored_ledger
 from exchange.journal.readers import EnginePosition
 from exchange.ledger.shard import Released, Shard
+from exchange.ledger.watermarks import EngineWatermarks
 from exchange.wire import sockets
 from exchange.wire.messages import (
     Decoder, Durable, EventBatch, GetPositions, HistoryReply, OpenEpoch, durable_prefix, PrivateData, Replies,
@@ -94,8 +97,11 @@ class LedgerProcess:
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
                                       peer="journal-writer")
         self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(spec.name))  # its own watermarks
-        for engine in config.engines:  # and the engines': how far the journal holds them (``check``)
-            self.durable.setsockopt(zmq.SUBSCRIBE, durable_prefix(engine.name))
+        # and the engines': how far the journal holds them, for ``check``. They come with every commit of
+        # the journal writer, and the check (once a second) needs only the newest of each, so they
+        # neither wake the loop nor queue up: one socket per engine, keeping its last message only
+        self.engine_watermarks = EngineWatermarks(ctx, config.journal.watermarks, [e.name for e in config.engines],
+                                                  security)
         self.engines = {e.name: sockets.socket(ctx, zmq.PUSH, connect=e.commands, security=security, peer=e.role)
                         for e in config.engines}
         self.replies = {gateway.name: sockets.socket(ctx, zmq.PUSH, connect=gateway.replies, security=security,
@@ -103,8 +109,7 @@ class LedgerProcess:
                         for role, gateway in config.gateway.all()}  # → each gateway, by its name
         self.unsent_forwards: dict[str, deque[bytes]] = {name: deque() for name in self.engines}
         self.batches, self.durables, self.replays = Decoder(EventBatch), Decoder(Durable), Decoder(ReplayRequest)
-        self.journal_holds: dict[str, int] = {}  # engine → the last seq the journal holds (its watermarks)
-        self.journal_seen: dict[str, int] = {}  # the same, at the last check
+        self.journal_seen: dict[str, int] = {}  # engine → the last seq the journal held at the last check
         self.replaying: dict[tuple[bytes, ...], int] = {}
         if ledger.seq == 0:  # a new shard over an existing history: it settles from now on
             self.start_settling_now(stopper)
@@ -218,10 +223,6 @@ class LedgerProcess:
             except WireError as e:
                 log.warning("durable: dropped %s", e)
                 continue
-            if durable.engine in self.engines:  # an engine's: how far the journal holds it
-                if durable.seq >= 0:
-                    self.journal_holds[durable.engine] = durable.seq
-                continue
             released = shard.on_durable(durable)
             if released is not None:
                 self.send(released)
@@ -258,7 +259,7 @@ class LedgerProcess:
         for engine, seq in self.journal_seen.items():
             if shard.settled_to(engine) < seq:
                 self.catch_up(engine)
-        self.journal_seen = dict(self.journal_holds)
+        self.journal_seen = dict(self.engine_watermarks.read())
         shard.settle_pending(everything=True)
 
     # -- sending, never blocking ------------------------------------------------------------------------
@@ -332,6 +333,7 @@ class LedgerProcess:
 
     def close(self) -> None:
         self.history.close()
+        self.engine_watermarks.close()
         sockets.close_all([self.commands, self.settle, self.replay, self.publish, self.to_journal, self.durable,
                            *self.replies.values(), *self.engines.values()], self.auth, self.ctx)
 
