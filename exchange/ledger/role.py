@@ -4,7 +4,8 @@ Sockets (this process binds the stable side):
     commands  PULL   bound    ← gateways: Requests of this shard's users (holds, cancels, transfers, balances)
     settle    PULL   bound    ← journal writer: the engines' EventBatches, each once written
     replay    ROUTER bound    ← journal writer: ReplayRequest → the retained batches again
-    publish   PUB    bound    → notifier: each user's balances after a change, on the private topic
+    publish   XPUB   bound    → notifiers: the balances of each followed user after a change, on their private
+                                topic; the notifiers' subscriptions say who is followed (Shard.followed)
     journal   PUSH   connect  → journal writer: EventBatch per loop turn (stream ``ledger-<shard>``)
     durable   SUB    connect  ← journal writer: its own Durable watermarks
     watermarks SUB   connect, one per engine ← journal writer: that engine's watermarks, the newest only,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_TURN = 200  # gateway messages (each one gateway loop turn's requests) per loop turn
 MAX_SETTLE_PER_TURN = 1000  # engine batches per loop turn
+MAX_SUBSCRIPTIONS_PER_TURN = 1000  # notifiers' (un)subscriptions to users' balances per loop turn
 SETTLE_EVERY_S = 0.005  # engine batches gather this long (or until requests come) to be settled together
 CATCH_UP_EVENTS = 20_000  # engine events read from the journal at a time
 CATCH_UP_WAIT_S = 2.0  # for the journal writer's answer, in the loop; then the next check asks again
@@ -91,7 +93,7 @@ class LedgerProcess:
         self.commands = sockets.socket(ctx, zmq.PULL, bind=spec.commands, security=security)
         self.settle = sockets.socket(ctx, zmq.PULL, bind=spec.settle, security=security)
         self.replay = sockets.socket(ctx, zmq.ROUTER, bind=spec.replay, security=security)
-        self.publish = sockets.socket(ctx, zmq.PUB, bind=spec.publish, security=security)
+        self.publish = sockets.socket(ctx, zmq.XPUB, bind=spec.publish, security=security)
         self.to_journal = sockets.socket(ctx, zmq.PUSH, connect=config.journal.events, security=security,
                                          peer="journal-writer")
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
@@ -171,9 +173,10 @@ class LedgerProcess:
                  len({user for user, _ in shard.ledger.balances if not user.startswith("*")}), spec.commands)
         sockets.report_ready()
         poller = zmq.Poller()
-        for sock in (self.durable, self.replay, self.settle, self.commands):
+        for sock in (self.durable, self.replay, self.settle, self.commands, self.publish):
             poller.register(sock, zmq.POLLIN)
         busy = False
+        watching = True  # whether the loop wakes for its own watermarks (``durable`` polled)
         last_check = time.monotonic()
         settle_at = None  # when to settle the engine batches that came (the socket is not polled meanwhile)
         while not stopper.requested:
@@ -184,12 +187,21 @@ class LedgerProcess:
                 poller.modify(self.commands, 0 if busy else zmq.POLLIN)
                 log.warning("%s", "journal or engines behind: no longer reading requests" if busy
                             else "reading requests again")
+            # A watermark only frees the retained batches, unless one of them holds back replies or
+            # balances, or requests wait for room: only then is it worth waking for. Otherwise the
+            # watermarks are read as the loop comes by (it does at least every 100 ms).
+            wake = busy or shard.awaits_watermark()
+            if wake != watching:
+                watching = wake
+                poller.modify(self.durable, zmq.POLLIN if wake else 0)
             wait_ms = 100 if settle_at is None else max(0.0, (settle_at - time.monotonic()) * 1000)
             ready = dict(poller.poll(wait_ms))
-            if self.durable in ready:
+            if self.durable in ready or self.durable.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 self.on_durable()
             if self.replay in ready:
                 self.on_replay_requests()
+            if self.publish in ready:
+                self.on_subscriptions()
             if self.settle in ready:  # gather a few ms of them: one settlement, one journal batch
                 poller.modify(self.settle, 0)
                 settle_at = time.monotonic() + SETTLE_EVERY_S
@@ -226,6 +238,20 @@ class LedgerProcess:
             released = shard.on_durable(durable)
             if released is not None:
                 self.send(released)
+
+    def on_subscriptions(self) -> None:
+        """The notifiers' (un)subscriptions to users' balances: XPUB passes on the first subscription
+        to a topic and the unsubscription of its last subscriber (a notifier gone unsubscribes all)."""
+        followed = self.shard.followed
+        for _ in range(MAX_SUBSCRIPTIONS_PER_TURN):
+            try:
+                data = self.publish.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if data[:1] == b"\x01":
+                followed.add(data[1:])
+            elif data[:1] == b"\x00":
+                followed.discard(data[1:])
 
     def on_settle(self) -> None:
         for parts in sockets.drain(self.settle, MAX_SETTLE_PER_TURN):

@@ -33,7 +33,7 @@ from exchange.core.messages import CancelAll, CancelOrder
 from exchange.errors import WireError
 from exchange.journal.readers import EnginePosition
 from exchange.wire.messages import (
-    Balance, Balances, Decoder, Durable, Entry, EventBatch, GetBalances, Reply, Request, encode,
+    Balance, Balances, Decoder, Durable, Entry, EventBatch, GetBalances, Reply, Request, encode, private_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,10 @@ class Shard:
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
         self.entries: list[Entry] = []  # this turn's
         self.outputs: list[tuple] = []  # this turn's, in order
-        self.changed: set[str] = set()  # users whose balances this turn changed
+        self.changed: set[str] = set()  # users whose balances this turn changed, of those followed
+        # the private topics (``priv.<user>|``) that some notifier asks for, because a user follows their
+        # own private feed there (exchange.marketdata.notifier); b"" (everything) from older notifiers
+        self.followed: set[bytes] = set()
         self.first_seq = ledger.seq + 1
         # (user, client order id) → (engine, ts_received) of a hold passed on and not yet accepted
         self.awaiting: dict[tuple[str, str], tuple[str, int]] = {}
@@ -276,6 +279,10 @@ class Shard:
                 released.add(output)
         return released
 
+    def awaits_watermark(self) -> bool:
+        """Whether a batch not yet durable holds back something for someone (replies, balances)."""
+        return any(later for _, later in self.unreleased)
+
     def replay_frames(self, from_batch: int) -> list[bytes]:
         return [frame for batch, _, frame in self.retained if batch >= from_batch]
 
@@ -294,8 +301,11 @@ class Shard:
         return Balances(user, rows)
 
     def balance_changed(self, user: str) -> None:
-        """``user``'s balances go out with this turn's batch (once, as they are at its end)."""
-        self.changed.add(user)
+        """``user``'s balances go out with this turn's batch (once, as they are at its end), if someone
+        follows them: nothing is built, held back or sent for a user whom no notifier asks for."""
+        followed = self.followed
+        if followed and (private_topic(user) in followed or b"" in followed):
+            self.changed.add(user)
 
     # -- holds whose order never reached its engine ----------------------------------------------------
 

@@ -3,7 +3,8 @@
 Sockets:
     released   SUB     connect  → the journal writer's watermarks PUB: every engine batch once written
                                   (topic ``released``, exchange.journal.release), and the engines' watermarks
-    upstream   XSUB    connect  → every ledger shard's PUB: each user's balances after a change
+    upstream   XSUB    connect  → every ledger shard's XPUB: the balances of each user who follows their
+                                  private feed here, after each change (subscribed per user)
     public     XPUB    bound    ← anyone: market data, topics ``md.<SYMBOL>.<channel>|`` (a subscription
                                   must be a prefix of one: nothing else is kept)
     lanes      XPUB    bound    ← anyone: the same market data on more endpoints (``notifier.lanes``)
@@ -128,7 +129,10 @@ class Notifier:
         self.upstream = sockets.socket(ctx, zmq.XSUB)  # → ledger shards
         for shard in config.ledgers:
             sockets.connect_to(self.upstream, shard.publish, security, shard.role)
-        self.upstream.send(b"\x01")  # everything: each user's balances
+        # a user's balances are asked of the ledger shards once the user follows their private feed
+        # here (``authorise``); the shards send nobody's otherwise. Never taken back: an unsubscription
+        # does not say whose it is once its peer has gone, and each user is asked for once
+        self.upstream_topics: set[bytes] = set()
         self.siblings = [sockets.socket(ctx, zmq.DEALER, connect=endpoint)
                          for endpoint in sibling_snapshots(config, replica)]
         self.engines = {e.name: sockets.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
@@ -394,6 +398,9 @@ class Notifier:
             user = subscriber(frame)
             if user and topic == private_topic(user):
                 self.private.setsockopt(zmq.SUBSCRIBE, topic)
+                if topic not in self.upstream_topics:
+                    self.upstream_topics.add(topic)
+                    self.upstream.send(b"\x01" + topic)
             else:
                 self.refused += 1
                 if self.refused <= LOGGED_REFUSALS or self.refused % 10_000 == 0:

@@ -13,7 +13,9 @@ from exchange.errors import RejectCode
 from exchange.journal.readers import EnginePosition
 from exchange.ledger.shard import Shard
 from exchange.testing.mesh import toy_config
-from exchange.wire.messages import Balance, Balances, Decoder, Durable, Entry, EventBatch, GetBalances, Request, encode
+from exchange.wire.messages import (
+    Balance, Balances, Decoder, Durable, Entry, EventBatch, GetBalances, Request, encode, private_topic,
+)
 
 CONFIG = toy_config(accounts=True)
 TERMS = CONFIG.terms()
@@ -21,9 +23,12 @@ OWNER = {symbol: e.name for e in CONFIG.engines for symbol in e.instruments}
 USERS = ("alice", "bob", "carol")
 
 
-def shard_for(user: str, shards: int = 2) -> Shard:
+def shard_for(user: str, shards: int = 2, followed: tuple[str, ...] = USERS) -> Shard:
+    """The shard of ``user``, with a notifier asking for the balances of the ``followed`` users."""
     ledger = Ledger(shard_of(user, shards), shards, TERMS.values(), CONFIG.asset_map().values())
-    return Shard(ledger, 1, EnginePosition(), OWNER)
+    shard = Shard(ledger, 1, EnginePosition(), OWNER)
+    shard.followed.update(private_topic(u) for u in followed)
+    return shard
 
 
 def usd(text: str) -> int:
@@ -67,6 +72,25 @@ def test_a_held_order_goes_to_its_engine_at_once_naming_the_batch_that_holds_its
     released = shard.on_durable(durable(shard))
     assert released.forwards == {} and released.balances["alice"].balances[-1].asset == "USD"
     assert shard.ledger.balance("alice", "USD")[1] == 10000 + 3  # 0.01 USD + 2.5 bps, rounded up to 3 units
+
+
+def test_balances_of_a_user_nobody_follows_are_neither_built_nor_held_back():
+    shard = shard_for("alice", followed=())
+    shard.handle_own(DepositFunds("alice", "USD", usd("1000"), "d1"))
+    shard.handle_requests([frame(Request("gw/1", 7, 41, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"))])
+    _, now = shard.seal()
+    assert list(now.forwards) == ["e1"] and not now.balances
+    assert shard.unreleased[-1][1] == []  # nothing waits for the watermark
+    assert shard.on_durable(durable(shard)).balances == {}
+    shard.followed.add(private_topic("alice"))  # a notifier asks for them: from the next change on
+    shard.handle_requests([frame(Request("gw/1", 7, 42, HoldOrder(buy("alice", 1, 10000, "a2")), "e1"))])
+    shard.seal()
+    assert shard.on_durable(durable(shard)).balances["alice"].user == "alice"
+    shard.followed.clear()
+    shard.followed.add(b"")  # everything, as a notifier of an older version asks
+    shard.handle_own(DepositFunds("alice", "USD", usd("1"), "d2"))
+    shard.seal()
+    assert "alice" in shard.on_durable(durable(shard)).balances
 
 
 def test_short_of_funds_is_answered_once_durable_and_nothing_goes_to_the_engine():

@@ -44,11 +44,11 @@ class StandIn:
     """A PUB bound where a role of the config publishes, with that role's mesh security (and, as a
     role has, a context of its own for its ZAP handler)."""
 
-    def __init__(self, config, role: str, endpoint: str):
+    def __init__(self, config, role: str, endpoint: str, kind: int = zmq.PUB):
         self.ctx = zmq.Context()
         security = MeshSecurity.for_role(config, role)
         self.auth = start_authenticator(self.ctx, roles=security.role_keys()) if security else None
-        self.pub = sockets.socket(self.ctx, zmq.PUB, bind=endpoint, security=security)
+        self.pub = sockets.socket(self.ctx, kind, bind=endpoint, security=security)
 
     def send(self, data: PrivateData) -> None:
         self.pub.send_multipart([private_topic(data.user), encode(data)])
@@ -121,5 +121,33 @@ def test_each_user_gets_their_balances_from_their_ledger_shard_and_nobody_elses(
         for private in feeds.values():
             private.close()
         for stand_in in (*stand_ins.values(), journal):
+            stand_in.close()
+        notifier.stop()
+
+
+def test_the_notifier_asks_the_ledger_shards_for_the_balances_of_the_users_who_follow_their_feed_only(config_path):
+    """A shard builds and sends no balances that nobody follows: the notifier subscribes to a user's
+    topic at the shards once that user follows their private feed, and to nothing else."""
+    config = load_config(config_path)
+    notifier = Role(config_path, "notifier")
+    stand_ins = {shard.shard: StandIn(config, shard.role, shard.publish, kind=zmq.XPUB) for shard in config.ledgers}
+    alice = None
+    try:
+        notifier.wait_for(r"notifier ready")
+        alice = feed(config, "alice")
+        asked: dict[int, list[bytes]] = {shard: [] for shard in stand_ins}
+        wanted = b"\x01" + private_topic("alice")
+        deadline = time.monotonic() + JOIN_S
+        while not all(wanted in got for got in asked.values()):
+            assert time.monotonic() < deadline, f"in {JOIN_S} s the shards were asked for {asked}"
+            for shard, stand_in in stand_ins.items():
+                if stand_in.pub.poll(100):
+                    asked[shard].extend(frame for frame, in sockets.drain(stand_in.pub))
+        for got in asked.values():
+            assert got == [wanted], "asked for something besides alice's balances (everything, or someone else's)"
+    finally:
+        if alice is not None:
+            alice.close()
+        for stand_in in stand_ins.values():
             stand_in.close()
         notifier.stop()
