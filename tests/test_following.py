@@ -102,6 +102,20 @@ def test_an_engine_book_from_before_the_engine_restarted_is_never_used():
     assert not follower.live
 
 
+def test_an_engine_book_after_a_restart_goes_live_over_the_older_epochs_batches_passed_on_again():
+    """Defect (a rare start that never ended): a journal writer that starts passes on again the
+    batches of the last seconds, here the engine's epoch 1; a notifier that took them in, then the
+    restarted engine's book (epoch 2, which holds every batch the journal had), dropped that book as
+    if the engine had restarted after it, asked again, and dropped the answer again, for ever."""
+    follower = EngineFollower("e1", SYMBOLS)
+    follower.released(batch(1))
+    follower.released(batch(2))  # epoch 1's, passed on again at the journal writer's start
+    follower.started("BTC-USD", from_engine("BTC-USD", 2, durable=2, engine_epoch=2))
+    step = follower.started("ETH-USD", from_engine("ETH-USD", 2, durable=2, engine_epoch=2))
+    assert follower.live and set(step.starts) == set(SYMBOLS) and step.apply == []
+    assert applied(follower.released(batch(3, epoch=2))[1]) == [(3, None)]
+
+
 def test_a_gap_while_live_stops_the_instruments_and_starts_over():
     follower = EngineFollower("e1", SYMBOLS)
     for symbol in SYMBOLS:

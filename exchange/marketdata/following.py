@@ -126,8 +126,11 @@ class EngineFollower:
         """Live once every instrument has a start and every batch after it is here (see the module)."""
         starts, pending = self.starts, self.pending
         for symbol, start in list(starts.items()):
-            if start.engine_epoch and any(b.epoch != start.engine_epoch and b.batch <= start.batch for b in pending):
-                del starts[symbol]  # the engine restarted before the journal held its book: ask again
+            # a batch of a later epoch numbered within the book: the engine restarted before the journal
+            # held its book, so the book may hold batches that were never released: ask again. (A batch
+            # of an earlier epoch is one the journal held before the engine's restart, and so in the book.)
+            if start.engine_epoch and any(b.epoch > start.engine_epoch and b.batch <= start.batch for b in pending):
+                del starts[symbol]
         if starts.keys() != self.symbols:
             return NOTHING
         if any(not s.released and s.batch > self.last for s in starts.values()):
