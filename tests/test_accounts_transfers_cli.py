@@ -67,17 +67,28 @@ def run(command, config_path: str, *args: str, key: str = "ops-key", user: str =
     return CliRunner().invoke(command, [*args, "--user", user, "--config", config_path], env={"EXCHANGE_KEY": key})
 
 
-def test_a_deposit_is_applied_once_per_reference(mesh):
+def test_a_deposit_is_applied_once_per_reference_and_a_retry_prints_its_outcome_again(mesh):
     path, gateway = mesh
     result = run(deposit, path, "bob", "USD", "250", "--ref", "wire-1")
     assert (result.exit_code, result.output) == (0, "OK DEPOSIT bob USD 250.000000 REF wire-1 ENTRY 1\n")
     assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)
-    again = run(deposit, path, "bob", "USD", "250", "--ref", "wire-1")
-    assert again.exit_code == 1
-    assert again.output == ("Error: DEPOSIT refused: REJ DUPLICATE_ID reference wire-1 was already used (entry 1);"
-                            " nothing was done now. If this is the same transfer sent again (a retry), it was"
-                            " applied then, as that entry: `exchange accounts ledger bob` shows it\n")
+    again = run(deposit, path, "bob", "USD", "250.00", "--ref", "wire-1")  # the same amount, however written
+    assert (again.exit_code, again.output) == (0, "OK DEPOSIT bob USD 250.000000 REF wire-1 ENTRY 1\n")
     assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)
+
+
+def test_a_reference_reused_for_another_transfer_is_refused_and_says_so(mesh):
+    path, gateway = mesh
+    assert run(deposit, path, "bob", "USD", "250", "--ref", "wire-1").exit_code == 0
+    other = run(deposit, path, "bob", "USD", "300", "--ref", "wire-1")
+    assert other.exit_code == 1
+    assert other.output == ("Error: DEPOSIT refused: REJ DUPLICATE_ID reference wire-1 was already used for a deposit"
+                            " of 250.000000 USD (entry 1); nothing was done now. A reference names one transfer of"
+                            " a user: this is not that transfer sent again (that would be answered OK), so choose"
+                            " another --ref; `exchange accounts ledger bob` shows the entry\n")
+    assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)
+    carols = run(deposit, path, "carol", "USD", "300", "--ref", "wire-1")  # another user's wire-1: its own
+    assert (carols.exit_code, carols.output) == (0, "OK DEPOSIT carol USD 300.000000 REF wire-1 ENTRY 2\n")
 
 
 def test_a_withdrawal_takes_from_the_available_balance_and_no_more(mesh, tmp_path):

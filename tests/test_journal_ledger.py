@@ -15,15 +15,17 @@ from click.testing import CliRunner
 from ledger_journal import ASSETS, CONFIG, INSTRUMENTS, TERMS, SELL, LedgerJournal, session
 
 from exchange.cli.main import cli
+from exchange.core import ledger_checkpoint, parts
 from exchange.core.ledger import Ledger
-from exchange.core.ledger_checkpoint import digest_of
+from exchange.core.ledger_checkpoint import LedgerCheckpointPart, digest_of
 from exchange.core.ledger_messages import (
-    OrderHeld, OrderSettled, SettleEvents,
+    OrderHeld, OrderSettled, SettleEvents, TransferRejected, TransferRepeated,
 )
 from exchange.core.messages import OrderCanceled
 from exchange.core.orders import CancelReason
-from exchange.errors import ConfigError
+from exchange.errors import ConfigError, RejectCode
 from exchange.journal.ledger_readers import recover_ledger, released_batches
+from exchange.journal.ledger_rows import read_part
 from exchange.journal.queries import open_journal
 from exchange.journal.readers import EnginePosition, positions
 from exchange.journal.role import answer
@@ -316,6 +318,55 @@ def test_verify_refuses_ledger_streams_when_the_config_has_accounts_off(built):
              "ledger-1: in the journal, but accounts are off in the config; not checked"], [])
     finally:
         conn.close()
+
+
+def previous_version_take(ledger: Ledger) -> list[bytes]:
+    """A checkpoint of ``ledger`` as the version before references were per user wrote it: nine
+    fields, each reference by ref alone (ref → entry id)."""
+    data = msgspec.msgpack.encode((
+        ledger.shard, ledger.shards, ledger.seq, ledger.last_entry, ledger.last_hold,
+        [(account, asset, balance) for (account, asset), balance in sorted(ledger.balances.items())],
+        [ledger.holds[key] for key in sorted(ledger.holds)],
+        [(engine, epoch, seq) for engine, (epoch, seq) in sorted(ledger.positions.items())],
+        sorted((ref, transfer.entry_id) for (_, ref), transfer in ledger.transfers.items())))
+    return [msgspec.msgpack.encode(LedgerCheckpointPart(ledger.shard, ledger.seq, 0, 1, parts.digest(data), data))]
+
+
+def test_a_journal_begun_before_references_were_per_user_verifies_and_lists_a_retry(tmp_path, monkeypatch):
+    """The older version journaled the first transfers and checkpoints knowing references by ref
+    alone; this one restarted from such a checkpoint and went on, writing checkpoints that hold both
+    kinds. Replayed from the first event the ledger knows every reference by user: verify compares
+    each checkpoint with it seen as that checkpoint sees it, and finds no fault."""
+    journal = LedgerJournal(tmp_path / "journal.db", checkpoint_every=2)
+    monkeypatch.setattr(ledger_checkpoint, "take", previous_version_take)
+    for user in ("alice", "bob"):  # on two shards: the older version took wire-1 for each
+        journal.deposit(user, "USD", "1000", ref="wire-1")
+        journal.deposit(user, "USD", "10", ref="wire-2")
+    monkeypatch.undo()
+    journal.ledgers = [ledger_checkpoint.restore(TERMS.values(), previous_version_take(ledger), ASSETS.values())
+                       for ledger in journal.ledgers]  # restarted from the older version's checkpoints
+    [refused] = journal.deposit("bob", "USD", "1000", ref="wire-1")  # what it was for is not known
+    assert isinstance(refused, TransferRejected) and refused.code is RejectCode.DUPLICATE_ID
+    journal.deposit("bob", "USD", "5", ref="wire-3")
+    [repeated] = journal.deposit("bob", "USD", "5", ref="wire-3")
+    assert isinstance(repeated, TransferRepeated)
+    journal.deposit("carol", "USD", "5", ref="wire-3")  # bob's shard: carol's wire-3 is hers
+    journal.deposit("alice", "USD", "7", ref="wire-3")
+    journal.deposit("alice", "USD", "7", ref="wire-4")
+    journal.close()
+    layouts = {(stream, len(msgspec.msgpack.decode(read_part(state).data)))
+               for stream, state in query(journal.path, "SELECT engine, state FROM checkpoints")}
+    assert layouts == {("ledger-0", 9), ("ledger-0", 10), ("ledger-1", 9), ("ledger-1", 10)}  # both kinds
+    conn = open_journal(journal.path)
+    try:
+        assert verify_ledgers(conn, CONFIG) == ([], [])
+    finally:
+        conn.close()
+    result = CliRunner().invoke(cli, ["journal", "events", "--config", CONFIG_PATH, "--db", str(journal.path),
+                                      "--kind", "TransferRepeated", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = msgspec.json.decode(result.output)
+    assert (row["engine"], row["user"], row["detail"]) == ("ledger-0", "bob", "USD, ref wire-3, a retry of entry 3")
 
 
 def test_journal_events_lists_ledger_events_with_a_detail(built):

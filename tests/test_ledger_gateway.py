@@ -14,7 +14,7 @@ import pytest
 
 from exchange.core.ledger_messages import (
     DepositFunds, Entry, EntryKind, FundsDeposited, HoldOrder, HoldRejected, HoldReplace, TransferRejected,
-    WithdrawFunds,
+    TransferRepeated, WithdrawFunds,
 )
 from exchange.core.matching import Matcher
 from exchange.core.messages import ORDER_EVENTS, CancelAll, CancelOrder, PlaceOrder
@@ -213,11 +213,25 @@ def test_an_admin_deposits_to_the_target_users_shard_and_hears_what_happened(sha
                                                "withdrawal needs 0.01000000 BTC, 0.00000000 available"))
     assert ops.take() == ["OK DEPOSIT bob USD 250.500000 REF wire-17 ENTRY 17",
                           "REJ INSUFFICIENT_FUNDS withdrawal needs 0.01000000 BTC, 0.00000000 available"]
-    ops.say("DEPOSIT bob USD 250.5 wire-17")
+    ops.say("DEPOSIT bob USD 300 wire-17")  # wire-17 again, for another amount
     [(_, again)] = shards.take()
-    shards.answer(again, TransferRejected(6, 0, "bob", "USD", 250_500_000, "wire-17", RejectCode.DUPLICATE_ID,
-                                          "reference wire-17 was already used (entry 17); nothing was done now"))
-    assert ops.take() == ["REJ DUPLICATE_ID reference wire-17 was already used (entry 17); nothing was done now"]
+    shards.answer(again, TransferRejected(6, 0, "bob", "USD", 300_000_000, "wire-17", RejectCode.DUPLICATE_ID,
+                                          "reference wire-17 was already used for a deposit of 250.500000 USD"
+                                          " (entry 17); nothing was done now"))
+    assert ops.take() == ["REJ DUPLICATE_ID reference wire-17 was already used for a deposit of 250.500000 USD"
+                          " (entry 17); nothing was done now"]
+
+
+@pytest.mark.parametrize("kind, line", [
+    (EntryKind.DEPOSIT, "OK DEPOSIT bob USD 250.500000 REF wire-17 ENTRY 17"),
+    (EntryKind.WITHDRAWAL, "OK WITHDRAW bob USD 250.500000 REF wire-17 ENTRY 17"),
+])
+def test_a_transfer_sent_again_is_answered_exactly_as_the_first_time(shards, kind, line):
+    ops = shards.session("ops")
+    ops.say(f"{line.split()[1]} bob USD 250.5 wire-17")
+    [(_, again)] = shards.take()
+    shards.answer(again, TransferRepeated(6, 0, "bob", "USD", 250_500_000, "wire-17", kind, 17))
+    assert ops.take() == [line]
 
 
 @pytest.mark.parametrize("line, reason", [

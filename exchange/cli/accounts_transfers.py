@@ -2,10 +2,12 @@
 
 Adapters only: they log in to the gateway's text port as the admin (its key from a file or the
 EXCHANGE_KEY environment variable, never from the command line), send one DEPOSIT or WITHDRAW
-line (docs/protocol.md) and print the answer; a refusal exits 1. The ledger applies a reference
-once, so a transfer whose answer was lost is sent again with the same --ref: when the outcome is
-unknown (no answer in time, the connection lost once the line may have gone, the gateway could
-not tell) the command says so and exits 3.
+line (docs/protocol.md) and print the answer; a refusal exits 1. The ledger applies a transfer
+once per user and reference, and answers the same transfer sent again with the first one's
+``OK`` line, so a transfer whose answer was lost is sent again with the same --ref: when the
+outcome is unknown (no answer in time, the connection lost once the line may have gone, the
+gateway could not tell) the command says so and exits 3, and the same command run again prints
+the outcome, exit 0 if it was applied (then or now).
 """
 
 from __future__ import annotations
@@ -73,9 +75,9 @@ def transfer(verb: str, config_path: str, admin: str, key_file: str | None, targ
     if answer.startswith("REJ UNAVAILABLE"):
         raise OutcomeUnknown(f"{answer}; {again}")
     if answer.startswith("REJ DUPLICATE_ID"):
-        raise click.ClickException(f"{verb} refused: {answer}. If this is the same transfer sent again (a retry),"
-                                   f" it was applied then, as that entry: `exchange accounts ledger {target}`"
-                                   " shows it")
+        raise click.ClickException(f"{verb} refused: {answer}. A reference names one transfer of a user: this"
+                                   " is not that transfer sent again (that would be answered OK), so choose"
+                                   f" another --ref; `exchange accounts ledger {target}` shows the entry")
     if not answer.startswith(f"OK {verb} "):
         raise click.ClickException(f"{verb} refused: {answer}")
     click.echo(answer)
@@ -90,15 +92,17 @@ def _transfer_command(verb: str, summary: str):
 
     AMOUNT is decimal text in ASSET's unit. Needs an admin user of the config (--user) and its
     API key (--key-file, or the {KEY_ENV} environment variable). Prints the gateway's answer,
-    `OK {verb} USER ASSET AMOUNT REF <ref> ENTRY <id>`; a refusal (not enough available, a
-    reference already used, not an admin) is one Error: line and exit status 1. When the outcome
-    is unknown (no answer once the line was sent, the connection lost then, REJ UNAVAILABLE), the
-    Error: line says so and the exit status is 3: run the same command again, with the same --ref.
+    `OK {verb} USER ASSET AMOUNT REF <ref> ENTRY <id>`, the same line again (exit status 0) if
+    this very transfer was applied before; a refusal (not enough available, USER's reference
+    already used for another transfer, not an admin) is one Error: line and exit status 1. When
+    the outcome is unknown (no answer once the line was sent, the connection lost then, REJ
+    UNAVAILABLE), the Error: line says so and the exit status is 3: run the same command again,
+    with the same --ref.
     """
     for decorator in reversed([
         click.argument("user"), click.argument("asset"), click.argument("amount"),
-        click.option("--ref", required=True, help="The transfer's reference: applied once, whatever happens;"
-                     " send the same --ref again to retry safely."),
+        click.option("--ref", required=True, help="The transfer's reference, one per transfer of USER: applied"
+                     " once, whatever happens; the same command again (same --ref) is a safe retry."),
         click.option("--user", "admin", required=True, envvar="EXCHANGE_USER", show_envvar=True,
                      metavar="ADMIN", help="The admin user to log in as."),
         click.option("--key-file", type=click.Path(dir_okay=False), default=None,

@@ -20,7 +20,12 @@ Theory of operation
   that has none, and refuses one that reuses an id its user has on hold (DUPLICATE_ID).
 - ``SettleEvents`` settles engine events (settlement.py), once each: a shard remembers, per
   engine, the last ``seq`` it settled (the engine's sequence continues across its epochs).
-- A deposit or withdrawal is applied once per reference; a second one with it is refused.
+- A deposit or withdrawal is applied once per (user, reference): a reference names one transfer of
+  one user, whichever shard the user is on. The same transfer sent again (same kind, asset and
+  amount) is answered ``TransferRepeated``, the first one's outcome, and moves nothing; another
+  transfer of the user with that reference is refused DUPLICATE_ID. A refused transfer is not
+  remembered: sent again, it is decided again. References restored from a checkpoint of before
+  they were per user (``legacy_refs``: ref → entry id, no user or terms) refuse any reuse.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ import msgspec
 from exchange.core.assets import Asset, Terms
 from exchange.core.holds import EntryWriter, hold_asset, hold_order, hold_replace
 from exchange.core.ledger_messages import (
-    EXTERNAL_ACCOUNT, DepositFunds, Entry, EntryKind, FundsDeposited, FundsWithdrawn, HoldOrder,
+    EXTERNAL_ACCOUNT, AppliedTransfer, DepositFunds, Entry, EntryKind, FundsDeposited, FundsWithdrawn, HoldOrder,
     HoldRejected, HoldReleased, HoldReplace, HoldState, LedgerEvent, OrderHeld, OrderSettled,
     ReleaseHold, ReplaceHeld, SettleEvents, SettlementAdvanced, SettlementGap, TransferRejected,
-    WithdrawFunds, available_account, held_account,
+    TransferRepeated, WithdrawFunds, available_account, held_account,
 )
 from exchange.core.messages import Match
 from exchange.core.settlement import settle
@@ -79,7 +84,8 @@ class Ledger:
         self.holds: dict[tuple[str, str], HoldState] = {}  # (user, client_order_id) → open order's hold
         self.orders: dict[str, tuple[str, str]] = {}  # order_id → (user, client_order_id), once accepted
         self.positions: dict[str, tuple[int, int]] = {}  # engine → (epoch, last settled seq)
-        self.transfers: dict[str, int] = {}  # a deposit's or withdrawal's ref → its entry id
+        self.transfers: dict[tuple[str, str], AppliedTransfer] = {}  # (user, ref) → the transfer applied with it
+        self.legacy_refs: dict[str, int] = {}  # ref → entry id, from a checkpoint of before refs were per user
         self._mine: dict[str, bool] = {}  # a cache of shard_of
 
     def owns(self, user: str) -> bool:
@@ -105,6 +111,10 @@ class Ledger:
         """(available, held) of ``user`` in ``asset``."""
         return (self.balances.get((available_account(user), asset), 0),
                 self.balances.get((held_account(user), asset), 0))
+
+    def knows_transfer(self, user: str, ref: str) -> bool:
+        """Whether ``ref`` is taken for ``user``: by a transfer of theirs, or as a reference of old."""
+        return (user, ref) in self.transfers or ref in self.legacy_refs
 
     def writer(self) -> EntryWriter:
         return EntryWriter(self.balances, self.last_entry)
@@ -151,9 +161,8 @@ class Ledger:
             reason = f"the amount must be positive, not {asset.format(cmd.amount)}"
         elif not cmd.ref:
             reason = "a transfer needs a reference"
-        elif cmd.ref in self.transfers:
-            code, reason = RejectCode.DUPLICATE_ID, (f"reference {cmd.ref} was already used (entry"
-                                                     f" {self.transfers[cmd.ref]}); nothing was done now")
+        elif self.knows_transfer(cmd.user, cmd.ref):
+            return self._reused(cmd, EntryKind.DEPOSIT if deposit else EntryKind.WITHDRAWAL)
         elif not deposit:
             code, reason = RejectCode.INSUFFICIENT_FUNDS, self.short(cmd.user, asset, cmd.amount, "withdrawal ")
         elif cmd.amount - self.balances.get((EXTERNAL_ACCOUNT, cmd.asset), 0) > MAX_DEPOSITED:
@@ -168,6 +177,28 @@ class Ledger:
             return FundsDeposited(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref, entry)
         entry = self.writer().write(EntryKind.WITHDRAWAL, (available, EXTERNAL_ACCOUNT, cmd.asset, cmd.amount))
         return FundsWithdrawn(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref, entry)
+
+    def _reused(self, cmd: DepositFunds | WithdrawFunds, kind: EntryKind) -> LedgerEvent:
+        """The answer to a transfer whose reference its user has used: the first transfer's outcome
+        again if this one is that transfer sent again (a retry), else a refusal naming what the
+        reference was used for. A reference of old (``legacy_refs``) has no terms to compare: refused."""
+        first = self.transfers.get((cmd.user, cmd.ref))
+        if first is None:
+            used = f"(entry {self.legacy_refs[cmd.ref]})"
+        elif (first.kind, first.asset, first.amount) == (kind, cmd.asset, cmd.amount):
+            return TransferRepeated(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref,
+                                    kind, first.entry_id)
+        else:
+            what = "deposit" if first.kind is EntryKind.DEPOSIT else "withdrawal"
+            used = f"for a {what} of {self._amount_text(first.asset, first.amount)} (entry {first.entry_id})"
+        return TransferRejected(self.seq + 1, cmd.ts_received, cmd.user, cmd.asset, cmd.amount, cmd.ref,
+                                RejectCode.DUPLICATE_ID, f"reference {cmd.ref} was already used {used};"
+                                " nothing was done now")
+
+    def _amount_text(self, asset: str, units: int) -> str:
+        """``units`` of ``asset`` as people read them ("100.00 USD"); plain units for an asset no longer known."""
+        known = self.assets.get(asset)
+        return f"{known.format(units) if known else units} {asset}"
 
     def _release_hold(self, cmd: ReleaseHold) -> LedgerEvent:
         hold = self.holds.get((cmd.user, cmd.client_order_id))
@@ -204,10 +235,11 @@ class Ledger:
                 self._set_hold((event.user, event.client_order_id), None)
             case FundsDeposited() | FundsWithdrawn():
                 self._post(event.entry)
-                self.transfers[event.ref] = event.entry.entry_id
+                self.transfers[(event.user, event.ref)] = AppliedTransfer(event.entry.kind, event.asset, event.amount,
+                                                                          event.entry.entry_id)
             case SettlementAdvanced():
                 self.positions[event.engine] = (event.epoch, event.last_seq)
-            case HoldRejected() | TransferRejected() | SettlementGap():
+            case HoldRejected() | TransferRejected() | TransferRepeated() | SettlementGap():
                 pass
 
     def _post(self, entry: Entry | None) -> None:
@@ -272,7 +304,7 @@ class Ledger:
         """Everything that defines this ledger's future behaviour, in a canonical order."""
         return (self.shard, self.shards, self.seq, self.last_entry, self.last_hold,
                 sorted(self.balances.items()), sorted(self.holds.items(), key=_first), sorted(self.positions.items()),
-                sorted(self.transfers.items()))
+                sorted(self.transfers.items(), key=_first), sorted(self.legacy_refs.items()))
 
     def digest(self) -> str:
         """A short hex digest of ``state()``: equal digests mean equal ledgers."""

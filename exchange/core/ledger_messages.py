@@ -95,6 +95,16 @@ class HoldState(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return self.held + sum(p.amount for p in self.pending)
 
 
+class AppliedTransfer(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What a ledger remembers of an applied deposit or withdrawal, by (user, ref): enough to tell a
+    retry of it (the same terms) from another transfer that reuses its reference."""
+
+    kind: EntryKind  # DEPOSIT or WITHDRAWAL
+    asset: str
+    amount: int
+    entry_id: int
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 class LedgerCommand(msgspec.Struct, frozen=True, tag=True, array_like=True, gc=False):
@@ -122,7 +132,7 @@ class DepositFunds(LedgerCommand):
     user: str
     asset: str
     amount: int
-    ref: str  # the transfer's reference: a second transfer with it is not applied again
+    ref: str  # the transfer's reference, one per transfer of the user: a second one with it is not applied
     ts_received: int = 0
 
 
@@ -225,10 +235,19 @@ class FundsWithdrawn(FundsMoved):
 
 
 class TransferRejected(Transfer):
-    """A deposit or withdrawal refused; DUPLICATE_ID: its reference was used (it may be applied)."""
+    """A deposit or withdrawal refused; DUPLICATE_ID: its user used its reference for another transfer."""
 
     code: RejectCode
     reason: str
+
+
+class TransferRepeated(Transfer):
+    """A deposit or withdrawal sent again (same user, reference, kind, asset and amount): nothing moves,
+    and the requester hears the first one's outcome again (entry ``entry_id``), as if it were the first
+    answer, so a transfer whose answer was lost can be retried blindly."""
+
+    kind: EntryKind  # DEPOSIT or WITHDRAWAL
+    entry_id: int
 
 
 class OrderSettled(LedgerEvent):
@@ -279,5 +298,5 @@ class SettlementGap(LedgerEvent):
 AnyLedgerCommand = Union[HoldOrder, HoldReplace, DepositFunds, WithdrawFunds, SettleEvents, ReleaseHold]
 AnyLedgerEvent = Union[
     OrderHeld, ReplaceHeld, HoldRejected, FundsDeposited, FundsWithdrawn, TransferRejected, OrderSettled,
-    HoldReleased, SettlementAdvanced, SettlementGap,
+    HoldReleased, SettlementAdvanced, SettlementGap, TransferRepeated,
 ]

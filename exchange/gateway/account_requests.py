@@ -11,7 +11,7 @@ from __future__ import annotations
 from exchange.config import Config
 from exchange.core.assets import Asset
 from exchange.core.ledger_messages import (
-    DepositFunds, FundsDeposited, FundsWithdrawn, HoldRejected, TransferRejected, WithdrawFunds,
+    DepositFunds, FundsDeposited, FundsWithdrawn, HoldRejected, TransferRejected, TransferRepeated, WithdrawFunds,
 )
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.in_flight import InFlight, Pending
@@ -20,7 +20,8 @@ from exchange.gateway.protocol.messages import BalanceRequest, ClientReply, Depo
 from exchange.gateway.sessions import Session
 from exchange.wire.messages import Balances, GetBalances
 
-LEDGER_ANSWERS = (HoldRejected, FundsDeposited, FundsWithdrawn, TransferRejected, Balances)  # a shard's own replies
+LEDGER_ANSWERS = (HoldRejected, FundsDeposited, FundsWithdrawn, TransferRejected, TransferRepeated,
+                  Balances)  # a shard's own replies
 
 
 class AccountRequests:

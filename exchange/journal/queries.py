@@ -23,7 +23,7 @@ from exchange.core.messages import (
 )
 from exchange.core.orders import OrderStatus
 from exchange.errors import JournalError
-from exchange.core.ledger_messages import FundsMoved, HoldRejected, OrderSettled, TransferRejected
+from exchange.core.ledger_messages import FundsMoved, HoldRejected, OrderSettled, TransferRejected, TransferRepeated
 from exchange.journal.ledger_readers import decode_any_event
 from exchange.journal.readers import decode_event
 from exchange.journal.schema import has_table, open_readonly
@@ -199,6 +199,8 @@ def _detail(event, instrument: Instrument | None) -> str:
             return f"{event.code.value} {event.reason}{cid}"
         case FundsMoved():
             return f"{event.asset}, ref {event.ref}"
+        case TransferRepeated():
+            return f"{event.asset}, ref {event.ref}, a retry of entry {event.entry_id}"
         case OrderSettled():
             return f"{event.engine} event {event.engine_seq}{cid}"
     return ""  # Trade and DepthUpdate: the columns say it all; other ledger events: their entries do

@@ -129,7 +129,7 @@ class LedgerProcess:
                 continue
             for asset, amount in user.opening_balances.items():
                 ref = f"opening:{user.name}:{asset}"
-                if ref not in ledger.transfers:
+                if not ledger.knows_transfer(user.name, ref):
                     for event in self.shard.handle_own(DepositFunds(user.name, asset, assets[asset].to_units(amount),
                                                                     ref, time.time_ns())):
                         if isinstance(event, TransferRejected):  # `config check` should have said so

@@ -359,7 +359,8 @@ class Reply(_Wire):
     """The order events of one command, for the gateway session that sent it (and their users).
 
     From a ledger shard: HoldRejected (an order or replace refused before its engine), the outcome of
-    a deposit or withdrawal (FundsDeposited, FundsWithdrawn, TransferRejected), or Balances.
+    a deposit or withdrawal (FundsDeposited, FundsWithdrawn, TransferRejected, TransferRepeated), or
+    Balances.
     """
 
     session: int

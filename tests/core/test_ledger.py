@@ -10,11 +10,13 @@ import msgspec
 import pytest
 from ledger_scenario import ENGINE, Venue, usd
 
+from exchange.core import parts
 from exchange.core.ledger import Ledger, shard_of
-from exchange.core.ledger_checkpoint import digest_of, restore, take
+from exchange.core.ledger_checkpoint import LedgerCheckpointPart, digest_of, restore, take
 from exchange.core.ledger_messages import (
     AnyLedgerEvent, DepositFunds, EntryKind, FundsDeposited, FundsWithdrawn, HoldOrder, HoldRejected, OrderHeld,
     HoldReplace, OrderSettled, ReleaseHold, ReplaceHeld, SettleEvents, SettlementAdvanced, SettlementGap, TransferRejected,
+    TransferRepeated, WithdrawFunds,
 )
 from exchange.core.messages import (
     CancelOrder, OrderAccepted, OrderExpired, OrderFilled, OrderRejected, PlaceOrder, ReplaceOrder,
@@ -364,7 +366,7 @@ def test_deposits_and_withdrawals_apply_once_per_reference_and_never_overdraw():
     [deposited] = venue.deposit("alice", "USD", 500, "r1")
     assert isinstance(deposited, FundsDeposited)
     [again] = venue.deposit("alice", "USD", 500, "r1")
-    assert isinstance(again, TransferRejected) and again.code is RejectCode.DUPLICATE_ID
+    assert isinstance(again, TransferRepeated) and again.entry_id == deposited.entry.entry_id
     [refused] = venue.withdraw("alice", "USD", 501, "w1")
     assert (refused.code, refused.reason) == (RejectCode.INSUFFICIENT_FUNDS,
                                               "withdrawal needs 5.01 USD, 5.00 available")
@@ -373,6 +375,63 @@ def test_deposits_and_withdrawals_apply_once_per_reference_and_never_overdraw():
     assert venue.balance("alice") == (0, 0)
     assert venue.ledgers[0].balances[("*external", "USD")] == 0
     assert kinds(venue.ledger_events[0]) == ["DEPOSIT", "WITHDRAWAL"]
+
+
+def without_seq(ledger: Ledger) -> tuple:
+    """The ledger's state but its event count."""
+    shard, shards, _, *rest = ledger.state()
+    return (shard, shards, *rest)
+
+
+@pytest.mark.parametrize("command", [DepositFunds("alice", "USD", 500, "r1"), WithdrawFunds("alice", "USD", 200, "r1")])
+def test_a_transfer_sent_again_is_answered_its_first_outcome_and_moves_nothing(command):
+    venue = funded(alice=(usd(10), 0))
+    ledger = venue.shard("alice")
+    [first] = ledger.handle(command)
+    before, seq = without_seq(ledger), ledger.seq
+    [again] = ledger.handle(command)
+    assert again == TransferRepeated(seq + 1, 0, "alice", "USD", command.amount, "r1", first.entry.kind,
+                                     first.entry.entry_id)
+    assert without_seq(ledger) == before and ledger.seq == seq + 1  # no balance, entry or reference changed
+    assert ledger.problems() == []
+
+
+@pytest.mark.parametrize("command, first_use", [
+    (DepositFunds("alice", "USD", 501, "r1"), "a deposit of 5.00 USD (entry 1)"),  # another amount
+    (DepositFunds("alice", "BTC", 500, "r1"), "a deposit of 5.00 USD (entry 1)"),  # another asset
+    (WithdrawFunds("alice", "USD", 500, "r1"), "a deposit of 5.00 USD (entry 1)"),  # another kind
+    (DepositFunds("alice", "USD", 100, "w1"), "a withdrawal of 1.00 USD (entry 2)"),
+])
+def test_a_reference_reused_for_another_transfer_of_its_user_is_refused_naming_its_first_use(command, first_use):
+    venue = Venue()
+    venue.deposit("alice", "USD", 500, "r1")
+    venue.withdraw("alice", "USD", 100, "w1")
+    [refused] = venue.shard("alice").handle(command)
+    assert (refused.code, refused.reason) == (
+        RejectCode.DUPLICATE_ID, f"reference {command.ref} was already used for {first_use}; nothing was done now")
+    assert venue.balance("alice") == (400, 0) and venue.shard("alice").last_entry == 2
+
+
+def test_one_reference_is_one_transfer_of_each_user_even_on_one_shard():
+    venue = Venue()  # one shard: alice and bob on it
+    [alices] = venue.deposit("alice", "USD", 500, "wire-1")
+    [bobs] = venue.deposit("bob", "USD", 700, "wire-1")
+    assert isinstance(alices, FundsDeposited) and isinstance(bobs, FundsDeposited)
+    assert (venue.balance("alice"), venue.balance("bob")) == ((500, 0), (700, 0))
+    [again] = venue.deposit("bob", "USD", 700, "wire-1")
+    assert isinstance(again, TransferRepeated) and again.entry_id == bobs.entry.entry_id
+
+
+def test_a_refused_transfer_is_not_remembered_so_sending_it_again_decides_it_again():
+    venue = funded(alice=(500, 0))
+    [short] = venue.withdraw("alice", "USD", 800, "w1")
+    assert short.code is RejectCode.INSUFFICIENT_FUNDS
+    venue.deposit("alice", "USD", 300, "top-up")
+    [withdrawn] = venue.withdraw("alice", "USD", 800, "w1")
+    assert isinstance(withdrawn, FundsWithdrawn) and venue.balance("alice") == (0, 0)
+    [again] = venue.withdraw("alice", "USD", 800, "w1")
+    assert isinstance(again, TransferRepeated) and again.entry_id == withdrawn.entry.entry_id
+    assert venue.balance("alice") == (0, 0)
 
 
 @pytest.mark.parametrize("asset, amount, ref, reason", [
@@ -538,6 +597,53 @@ def test_a_checkpoint_restores_the_same_ledger_in_parts_of_any_size():
     parts = take(venue.ledgers[0], 64)
     with pytest.raises(ValueError, match="not one whole checkpoint"):
         restore(venue.terms, parts[1:])
+
+
+def test_a_checkpoint_keeps_each_users_references_and_what_they_were_for():
+    venue = Venue()
+    venue.deposit("alice", "USD", 500, "wire-1")
+    venue.deposit("bob", "USD", 700, "wire-1")
+    venue.withdraw("bob", "USD", 200, "out-1")
+    ledger = venue.shard("alice")
+    restored = restore(venue.terms, take(ledger, 64))
+    assert restored.digest() == ledger.digest() and digest_of(restored) == digest_of(ledger)
+    assert restored.transfers == ledger.transfers and len(restored.transfers) == 3
+    [again] = restored.handle(WithdrawFunds("bob", "USD", 200, "out-1"))
+    assert isinstance(again, TransferRepeated) and again.entry_id == 3
+    [other] = restored.handle(DepositFunds("bob", "USD", 1, "wire-1"))
+    assert other.reason == "reference wire-1 was already used for a deposit of 7.00 USD (entry 2); nothing was done now"
+
+
+def previous_version_checkpoint(ledger: Ledger) -> list[bytes]:
+    """A checkpoint of ``ledger`` as the version before references were per user wrote it: nine
+    fields, the references by ref alone (ref → entry id)."""
+    data = msgspec.msgpack.encode((
+        ledger.shard, ledger.shards, ledger.seq, ledger.last_entry, ledger.last_hold,
+        [(account, asset, balance) for (account, asset), balance in sorted(ledger.balances.items())],
+        [ledger.holds[key] for key in sorted(ledger.holds)],
+        [(engine, epoch, seq) for engine, (epoch, seq) in sorted(ledger.positions.items())],
+        sorted((ref, transfer.entry_id) for (_, ref), transfer in ledger.transfers.items())))
+    return [msgspec.msgpack.encode(LedgerCheckpointPart(ledger.shard, ledger.seq, 0, 1, parts.digest(data), data))]
+
+
+def test_a_checkpoint_of_before_references_were_per_user_still_loads_and_refuses_its_references():
+    venue = Venue()
+    venue.deposit("alice", "USD", 500, "wire-1")
+    old = previous_version_checkpoint(venue.shard("alice"))
+    restored = restore(venue.terms, old)
+    assert (restored.legacy_refs, restored.transfers) == ({"wire-1": 1}, {})
+    assert take(restored) == old  # written back byte for byte: the same digest as the older version's
+    assert restored.balance("alice", "USD") == (500, 0)
+    for user, amount in (("alice", 500), ("bob", 500), ("alice", 9)):  # its terms and user are not known
+        [refused] = restored.handle(DepositFunds(user, "USD", amount, "wire-1"))
+        assert (refused.code, refused.reason) == (RejectCode.DUPLICATE_ID, "reference wire-1 was already used"
+                                                  " (entry 1); nothing was done now")
+    assert restored.knows_transfer("bob", "wire-1") and not restored.knows_transfer("bob", "wire-2")
+    [new] = restored.handle(DepositFunds("bob", "USD", 700, "wire-2"))
+    assert isinstance(new, FundsDeposited)
+    again = restore(venue.terms, take(restored))  # both kinds of reference kept
+    assert again.digest() == restored.digest()
+    assert (again.legacy_refs, list(again.transfers)) == ({"wire-1": 1}, [("bob", "wire-2")])
 
 
 def test_entries_balance_and_are_numbered_one_by_one():

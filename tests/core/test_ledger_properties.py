@@ -1,10 +1,14 @@
 """Property tests: two ledger shards and a real matcher against ``ledger_reference.ReferenceAccounts``.
 
 ``LedgerVersusReference`` sends random deposits, withdrawals (some beyond what is available),
-limit and market orders of every time in force, replaces up and down, cancels and cancel-alls
-of four users on two shards and two instruments that share USD, with fee rates that round on
-nearly every fill (one with a maker rebate). After every step it requires:
+transfers sent again and references reused (by their user or another), limit and market orders
+of every time in force, replaces up and down, cancels and cancel-alls of four users on two shards
+and two instruments that share USD, with fee rates that round on nearly every fill (one with a
+maker rebate). After every step it requires:
 - each refusal (INSUFFICIENT_FUNDS) exactly when the reference says the user is short;
+- a transfer sent again answered with its first outcome (``TransferRepeated``, its entry) if it
+  was applied, decided again if it was refused; a user's reference reused for another transfer
+  refused DUPLICATE_ID; the same reference of another user a transfer of its own;
 - every user's available and held balance, and the fees, equal to the reference's;
 - the invariants of every shard (``Ledger.problems``) and ``*clearing`` netting to zero across
   the shards.
@@ -26,7 +30,8 @@ from exchange.core.instruments import Instrument
 from exchange.core.ledger import Ledger, shard_of
 from exchange.core.ledger_checkpoint import restore, take
 from exchange.core.ledger_messages import (
-    AnyLedgerEvent, HoldOrder, HoldRejected, HoldReplace, OrderHeld, ReplaceHeld, TransferRejected,
+    AnyLedgerEvent, DepositFunds, FundsMoved, HoldOrder, HoldRejected, HoldReplace, OrderHeld, ReplaceHeld,
+    TransferRejected, TransferRepeated, WithdrawFunds,
 )
 from exchange.core.messages import CancelAll, CancelOrder, OrderAccepted, PlaceOrder, ReplaceOrder, expand
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
@@ -51,6 +56,7 @@ class LedgerVersusReference(RuleBasedStateMachine):
         self.venue = Venue(shards=2, all_terms=TERMS)
         self.reference = ReferenceAccounts({t.symbol: Money.of(t) for t in TERMS})
         self.refs = 0
+        self.sent: dict[tuple[str, str], tuple] = {}  # (user, ref) → (command, entry id; None: refused)
 
     def _engine(self, command, market_budget: int = 0) -> None:
         for event in expand(self.venue.engine(command)):  # the reference model knows fills and trades
@@ -65,19 +71,60 @@ class LedgerVersusReference(RuleBasedStateMachine):
             for asset in ASSETS:
                 self.deposit(user, asset, 2000)
 
+    def _send(self, command: DepositFunds | WithdrawFunds):
+        """The ledger's answer to a transfer."""
+        send = self.venue.deposit if isinstance(command, DepositFunds) else self.venue.withdraw
+        [event] = send(command.user, command.asset, command.amount, command.ref)
+        return event
+
+    def _transfer(self, command: DepositFunds | WithdrawFunds) -> None:
+        """Send a transfer its user has not applied with its reference; check it against the reference."""
+        event = self._send(command)
+        if isinstance(command, DepositFunds):
+            self.reference.deposit(command.user, command.asset, command.amount)
+        else:
+            assert isinstance(event, TransferRejected) != self.reference.withdraw(command.user, command.asset,
+                                                                                  command.amount)
+        entry_id = event.entry.entry_id if isinstance(event, FundsMoved) else None
+        self.sent[(command.user, command.ref)] = (command, entry_id)
+
     @rule(user=st.sampled_from(USERS), asset=st.sampled_from(ASSETS), n=st.integers(1, 1000))
     def deposit(self, user, asset, n):
-        amount = GRANT[asset] * n // 1000
         self.refs += 1
-        self.venue.deposit(user, asset, amount, f"r{self.refs}")
-        self.reference.deposit(user, asset, amount)
+        self._transfer(DepositFunds(user, asset, max(1, GRANT[asset] * n // 1000), f"r{self.refs}"))
 
     @rule(user=st.sampled_from(USERS), asset=st.sampled_from(ASSETS), extra=st.integers(-50, 3))
     def withdraw(self, user, asset, extra):
-        amount = max(1, self.reference.available(user, asset) + extra)
         self.refs += 1
-        [event] = self.venue.withdraw(user, asset, amount, f"r{self.refs}")
-        assert isinstance(event, TransferRejected) != self.reference.withdraw(user, asset, amount)
+        self._transfer(WithdrawFunds(user, asset, max(1, self.reference.available(user, asset) + extra),
+                                     f"r{self.refs}"))
+
+    @rule(pick=st.integers(0, 10**6))
+    def send_again(self, pick):
+        if not self.sent:
+            return
+        command, entry_id = list(self.sent.values())[pick % len(self.sent)]
+        if entry_id is None:  # refused: not remembered, so decided again
+            return self._transfer(command)
+        event = self._send(command)
+        assert isinstance(event, TransferRepeated) and event.entry_id == entry_id, event
+
+    @rule(pick=st.integers(0, 10**6), user=st.sampled_from(USERS), extra=st.integers(1, 3))
+    def reuse_reference(self, pick, user, extra):
+        """A deposit with a reference already sent (by ``user`` or another): refused DUPLICATE_ID if
+        ``user`` applied another transfer with it, a transfer of its own if ``user`` applied none."""
+        if not self.sent:
+            return
+        first, _ = list(self.sent.values())[pick % len(self.sent)]
+        command = DepositFunds(user, first.asset, first.amount + extra, first.ref)
+        users_own, applied = self.sent.get((user, first.ref), (None, None))
+        if applied is None:
+            return self._transfer(command)
+        event = self._send(command)
+        if users_own == command:  # this very deposit was made before: a retry
+            assert isinstance(event, TransferRepeated) and event.entry_id == applied, event
+        else:
+            assert isinstance(event, TransferRejected) and event.code is RejectCode.DUPLICATE_ID, event
 
     @rule(user=st.sampled_from(USERS), terms=st.sampled_from(TERMS), side=st.sampled_from(Side),
           qty=st.integers(1, 8), offset=st.integers(0, 11),

@@ -122,9 +122,13 @@ def test_an_admin_deposits_and_withdraws_once_per_reference(accounts_mesh):
 
     deposit = accounts("deposit", "bob", "USD", "250.5", "--ref", "wire-1")
     assert deposit.returncode == 0, deposit.stdout + deposit.stderr
-    assert "OK DEPOSIT bob USD 250.500000 REF wire-1" in deposit.stdout
-    again = accounts("deposit", "bob", "USD", "250.5", "--ref", "wire-1")
-    assert again.returncode == 1 and "REJ DUPLICATE_ID" in again.stdout + again.stderr
+    assert deposit.stdout.startswith("OK DEPOSIT bob USD 250.500000 REF wire-1 ENTRY ")
+    again = accounts("deposit", "bob", "USD", "250.5", "--ref", "wire-1")  # a retry: the first answer again
+    assert (again.returncode, again.stdout) == (0, deposit.stdout), again.stdout + again.stderr
+    other = accounts("deposit", "bob", "USD", "300", "--ref", "wire-1")  # wire-1 for another amount
+    assert other.returncode == 1
+    assert (f"REJ DUPLICATE_ID reference wire-1 was already used for a deposit of 250.500000 USD (entry"
+            f" {deposit.stdout.split()[-1]}); nothing was done now") in other.stderr
     too_much = accounts("withdraw", "bob", "USD", "5000", "--ref", "out-1")
     assert too_much.returncode == 1
     assert "REJ INSUFFICIENT_FUNDS withdrawal needs 5000.000000 USD, 1250.500000 available" in (
@@ -132,7 +136,7 @@ def test_an_admin_deposits_and_withdraws_once_per_reference(accounts_mesh):
     out = accounts("withdraw", "bob", "USD", "50", "--ref", "out-2")
     assert out.returncode == 0, out.stdout + out.stderr
     with accounts_mesh.login("bob") as bob:
-        assert balance(bob, "USD") == ("1200.500000", "0.000000")
+        assert balance(bob, "USD") == ("1200.500000", "0.000000")  # 1000 + 250.5 once - 50
         assert bob.request("DEPOSIT bob USD 1 x").startswith("REJ NOT_ALLOWED")
 
 

@@ -12,7 +12,9 @@ from decimal import Decimal
 
 from exchange.core.assets import Asset, Terms
 from exchange.core.instruments import GridError, Instrument, parse_decimal
-from exchange.core.ledger_messages import FundsDeposited, FundsWithdrawn, HoldRejected, TransferRejected
+from exchange.core.ledger_messages import (
+    EntryKind, FundsDeposited, FundsWithdrawn, HoldRejected, TransferRejected, TransferRepeated,
+)
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.protocol.messages import AccountBalances, ClientReply, Rej, TransferOk
 from exchange.gateway.protocol.translate import shown
@@ -53,7 +55,8 @@ def balances_reply(balances: Iterable, assets: dict[str, Asset]) -> AccountBalan
 def ledger_reply(event, assets: dict[str, Asset], client_order_id: str = "") -> ClientReply:
     """What a client is told of a ledger shard's answer to its order (a refused hold) or transfer.
 
-    ``client_order_id`` is the one the client's request named (a refused hold echoes it)."""
+    ``client_order_id`` is the one the client's request named (a refused hold echoes it). A transfer
+    sent again (TransferRepeated) is answered exactly as the first one was, so a retry reads the same."""
     match event:
         case HoldRejected():
             return Rej(event.code, event.reason, client_order_id or shown(event.client_order_id))
@@ -63,4 +66,8 @@ def ledger_reply(event, assets: dict[str, Asset], client_order_id: str = "") -> 
             verb = "DEPOSIT" if isinstance(event, FundsDeposited) else "WITHDRAW"
             return TransferOk(verb, event.user, event.asset, assets[event.asset].format(event.amount), event.ref,
                               event.entry.entry_id)
+        case TransferRepeated():
+            verb = "DEPOSIT" if event.kind is EntryKind.DEPOSIT else "WITHDRAW"
+            return TransferOk(verb, event.user, event.asset, assets[event.asset].format(event.amount), event.ref,
+                              event.entry_id)
     raise TypeError(f"not a ledger answer: {event!r}")
