@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_TURN = 200  # gateway messages (each one gateway loop turn's requests) per loop turn
 MAX_SETTLE_PER_TURN = 1000  # engine batches per loop turn
-MAX_SUBSCRIPTIONS_PER_TURN = 1000  # notifiers' (un)subscriptions to users' balances per loop turn
+MAX_SUBSCRIPTIONS_PER_TURN = 200  # notifiers' (un)subscriptions to users' balances per loop turn (each
+# subscription sends that user's balances, so a notifier that reconnects with many is answered over turns)
+PUBLISH_HWM = 10_000  # balance messages queued per notifier: a few turns of answers to subscriptions
 SETTLE_EVERY_S = 0.005  # engine batches gather this long (or until requests come) to be settled together
 CATCH_UP_EVENTS = 20_000  # engine events read from the journal at a time
 CATCH_UP_WAIT_S = 2.0  # for the journal writer's answer, in the loop; then the next check asks again
@@ -93,7 +95,9 @@ class LedgerProcess:
         self.commands = sockets.socket(ctx, zmq.PULL, bind=spec.commands, security=security)
         self.settle = sockets.socket(ctx, zmq.PULL, bind=spec.settle, security=security)
         self.replay = sockets.socket(ctx, zmq.ROUTER, bind=spec.replay, security=security)
-        self.publish = sockets.socket(ctx, zmq.XPUB, bind=spec.publish, security=security)
+        self.publish = sockets.socket(ctx, zmq.XPUB, sndhwm=PUBLISH_HWM, security=security)
+        self.publish.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription: each gets the balances as they are
+        self.publish.bind(spec.publish)
         self.to_journal = sockets.socket(ctx, zmq.PUSH, connect=config.journal.events, security=security,
                                          peer="journal-writer")
         self.durable = sockets.socket(ctx, zmq.SUB, connect=config.journal.watermarks, security=security,
@@ -240,18 +244,20 @@ class LedgerProcess:
                 self.send(released)
 
     def on_subscriptions(self) -> None:
-        """The notifiers' (un)subscriptions to users' balances: XPUB passes on the first subscription
-        to a topic and the unsubscription of its last subscriber (a notifier gone unsubscribes all)."""
-        followed = self.shard.followed
+        """The notifiers' (un)subscriptions to users' balances. XPUB (verbose) passes on every
+        subscription, a notifier's first one of a user and those it makes again when it reconnects
+        (after this shard restarted, say): each gets the user's balances as they are (Shard.follow).
+        It passes on the unsubscription of a topic's last subscriber (a notifier gone unsubscribes all)."""
+        shard = self.shard
         for _ in range(MAX_SUBSCRIPTIONS_PER_TURN):
             try:
                 data = self.publish.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if data[:1] == b"\x01":
-                followed.add(data[1:])
+                shard.follow(data[1:])
             elif data[:1] == b"\x00":
-                followed.discard(data[1:])
+                shard.unfollow(data[1:])
 
     def on_settle(self) -> None:
         for parts in sockets.drain(self.settle, MAX_SETTLE_PER_TURN):

@@ -24,7 +24,7 @@ from collections import deque
 import msgspec
 
 from exchange.core import ledger_checkpoint
-from exchange.core.ledger import Ledger
+from exchange.core.ledger import Ledger, shard_of
 from exchange.core.ledger_messages import (
     DepositFunds, HoldOrder, HoldRejected, HoldReplace, OrderHeld, OrderSettled, ReleaseHold, ReplaceHeld,
     SettleEvents, WithdrawFunds, available_account, held_account,
@@ -299,6 +299,25 @@ class Shard:
                     or (held_account(user), name) in ledger.balances:
                 rows.append(Balance(name, available, held))
         return Balances(user, rows)
+
+    def follow(self, topic: bytes) -> None:
+        """A notifier asks for ``topic`` (``priv.<user>|``; b"": everything): from now on, the user's
+        balances go out after each change, and now as they are, with this turn's batch (so a notifier
+        that comes back after this shard restarted learns what changed meanwhile)."""
+        if not topic:
+            self.followed.add(topic)
+            return
+        if not (topic.startswith(b"priv.") and topic.endswith(b"|")):
+            return  # not a user's topic: nothing of it is published here
+        user = topic[5:-1].decode(errors="replace")
+        ledger = self.ledger
+        if shard_of(user, ledger.shards) == ledger.shard:  # (not ``owns``: it remembers every name it is asked)
+            self.followed.add(topic)
+            self.changed.add(user)
+
+    def unfollow(self, topic: bytes) -> None:
+        """No notifier asks for ``topic`` any more."""
+        self.followed.discard(topic)
 
     def balance_changed(self, user: str) -> None:
         """``user``'s balances go out with this turn's batch (once, as they are at its end), if someone

@@ -126,7 +126,9 @@ class Notifier:
         self.released.setsockopt(zmq.SUBSCRIBE, RELEASED)
         for engine in config.engines:  # the watermarks tell when an engine's book taken at start is released
             self.released.setsockopt(zmq.SUBSCRIBE, durable_prefix(engine.name))
-        self.upstream = sockets.socket(ctx, zmq.XSUB)  # → ledger shards
+        # → ledger shards. No send limit: on reconnecting, the XSUB sends every user it follows at once
+        # (libzmq drops what exceeds the limit, silently); they are at most the config's users
+        self.upstream = sockets.socket(ctx, zmq.XSUB, sndhwm=0)
         for shard in config.ledgers:
             sockets.connect_to(self.upstream, shard.publish, security, shard.role)
         # a user's balances are asked of the ledger shards once the user follows their private feed

@@ -82,12 +82,39 @@ def test_balances_of_a_user_nobody_follows_are_neither_built_nor_held_back():
     assert list(now.forwards) == ["e1"] and not now.balances
     assert shard.unreleased[-1][1] == []  # nothing waits for the watermark
     assert shard.on_durable(durable(shard)).balances == {}
-    shard.followed.add(private_topic("alice"))  # a notifier asks for them: from the next change on
     shard.handle_requests([frame(Request("gw/1", 7, 42, HoldOrder(buy("alice", 1, 10000, "a2")), "e1"))])
     shard.seal()
+    assert shard.on_durable(durable(shard)).balances == {}
+
+
+def test_a_notifier_that_asks_for_a_users_balances_gets_them_as_they_are_then_after_each_change():
+    """Also what a notifier asks again once this shard has restarted: the balances changed while the
+    shard started (opening balances, the settlement it caught up on) reach the user that way."""
+    shard = shard_for("alice", followed=())
+    shard.handle_own(DepositFunds("alice", "USD", usd("1000"), "opening"))  # at the start: nobody asks yet
+    shard.seal()
+    assert shard.on_durable(durable(shard)).balances == {}
+    shard.follow(private_topic("alice"))
+    _, now = shard.seal()  # nothing waits for a watermark: the balances go at once
+    assert now.balances["alice"] == shard.balances("alice")
+    assert dict((b.asset, b.available) for b in now.balances["alice"].balances)["USD"] == usd("1000")
+    shard.handle_requests([frame(Request("gw/1", 7, 41, HoldOrder(buy("alice", 1, 10000, "a1")), "e1"))])
+    shard.seal()
     assert shard.on_durable(durable(shard)).balances["alice"].user == "alice"
-    shard.followed.clear()
-    shard.followed.add(b"")  # everything, as a notifier of an older version asks
+    shard.unfollow(private_topic("alice"))
+    shard.handle_own(DepositFunds("alice", "USD", usd("1"), "d2"))
+    shard.seal()
+    assert shard.on_durable(durable(shard)).balances == {}
+
+
+def test_a_subscription_to_a_user_of_another_shard_or_no_user_publishes_nothing():
+    shard = shard_for("alice", followed=())
+    other = next(u for u in ("bob", "carol", "dave", "erin") if shard_of(u, 2) != shard.ledger.shard)
+    for topic in (private_topic(other), b"md.BTC-USD.trade|", b"priv.alice"):
+        shard.follow(topic)
+    assert shard.followed == set()
+    assert shard.seal()[1] is None
+    shard.follow(b"")  # everything, as a notifier of an older version asks
     shard.handle_own(DepositFunds("alice", "USD", usd("1"), "d2"))
     shard.seal()
     assert "alice" in shard.on_durable(durable(shard)).balances
