@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from exchange.core import ledger_checkpoint
+import msgspec
+
+from exchange.core import ledger_checkpoint, parts
+from exchange.core.ledger_checkpoint import LedgerCheckpointPart
 from exchange.core.ledger import Ledger, shard_of
 from exchange.core.ledger_messages import DepositFunds, HoldOrder, OrderHeld, SettleEvents, WithdrawFunds
 from exchange.core.matching import Matcher
@@ -146,3 +149,14 @@ def session(path: Path | str, checkpoint_every: int = 0) -> LedgerJournal:
     j.withdraw("bob", "USD", "1000", ref="out-1")
     return j
 
+
+def previous_version_checkpoint(ledger: Ledger, part_size: int | None = None) -> list[bytes]:
+    """A checkpoint of ``ledger`` as the version before transfer references were per user wrote it
+    (``ledger_checkpoint.take`` then): nine fields, the references by ref alone (ref → entry id), one part."""
+    data = msgspec.msgpack.encode((
+        ledger.shard, ledger.shards, ledger.seq, ledger.last_entry, ledger.last_hold,
+        [(account, asset, balance) for (account, asset), balance in sorted(ledger.balances.items())],
+        [ledger.holds[key] for key in sorted(ledger.holds)],
+        [(engine, epoch, seq) for engine, (epoch, seq) in sorted(ledger.positions.items())],
+        sorted((ref, transfer.entry_id) for (_, ref), transfer in ledger.transfers.items())))
+    return [msgspec.msgpack.encode(LedgerCheckpointPart(ledger.shard, ledger.seq, 0, 1, parts.digest(data), data))]

@@ -12,12 +12,14 @@ from pathlib import Path
 import msgspec
 import pytest
 from click.testing import CliRunner
-from ledger_journal import ASSETS, CONFIG, INSTRUMENTS, TERMS, SELL, LedgerJournal, session
+from ledger_journal import (
+    ASSETS, CONFIG, INSTRUMENTS, TERMS, SELL, LedgerJournal, previous_version_checkpoint, session,
+)
 
 from exchange.cli.main import cli
-from exchange.core import ledger_checkpoint, parts
+from exchange.core import ledger_checkpoint
 from exchange.core.ledger import Ledger
-from exchange.core.ledger_checkpoint import LedgerCheckpointPart, digest_of
+from exchange.core.ledger_checkpoint import digest_of
 from exchange.core.ledger_messages import (
     OrderHeld, OrderSettled, SettleEvents, TransferRejected, TransferRepeated,
 )
@@ -320,30 +322,18 @@ def test_verify_refuses_ledger_streams_when_the_config_has_accounts_off(built):
         conn.close()
 
 
-def previous_version_take(ledger: Ledger) -> list[bytes]:
-    """A checkpoint of ``ledger`` as the version before references were per user wrote it: nine
-    fields, each reference by ref alone (ref → entry id)."""
-    data = msgspec.msgpack.encode((
-        ledger.shard, ledger.shards, ledger.seq, ledger.last_entry, ledger.last_hold,
-        [(account, asset, balance) for (account, asset), balance in sorted(ledger.balances.items())],
-        [ledger.holds[key] for key in sorted(ledger.holds)],
-        [(engine, epoch, seq) for engine, (epoch, seq) in sorted(ledger.positions.items())],
-        sorted((ref, transfer.entry_id) for (_, ref), transfer in ledger.transfers.items())))
-    return [msgspec.msgpack.encode(LedgerCheckpointPart(ledger.shard, ledger.seq, 0, 1, parts.digest(data), data))]
-
-
 def test_a_journal_begun_before_references_were_per_user_verifies_and_lists_a_retry(tmp_path, monkeypatch):
     """The older version journaled the first transfers and checkpoints knowing references by ref
     alone; this one restarted from such a checkpoint and went on, writing checkpoints that hold both
     kinds. Replayed from the first event the ledger knows every reference by user: verify compares
     each checkpoint with it seen as that checkpoint sees it, and finds no fault."""
     journal = LedgerJournal(tmp_path / "journal.db", checkpoint_every=2)
-    monkeypatch.setattr(ledger_checkpoint, "take", previous_version_take)
+    monkeypatch.setattr(ledger_checkpoint, "take", previous_version_checkpoint)
     for user in ("alice", "bob"):  # on two shards: the older version took wire-1 for each
         journal.deposit(user, "USD", "1000", ref="wire-1")
         journal.deposit(user, "USD", "10", ref="wire-2")
     monkeypatch.undo()
-    journal.ledgers = [ledger_checkpoint.restore(TERMS.values(), previous_version_take(ledger), ASSETS.values())
+    journal.ledgers = [ledger_checkpoint.restore(TERMS.values(), previous_version_checkpoint(ledger), ASSETS.values())
                        for ledger in journal.ledgers]  # restarted from the older version's checkpoints
     [refused] = journal.deposit("bob", "USD", "1000", ref="wire-1")  # what it was for is not known
     assert isinstance(refused, TransferRejected) and refused.code is RejectCode.DUPLICATE_ID

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from ledger_journal import previous_version_checkpoint
 from ledger_scenario import ENGINE, Venue, usd
 
-from exchange.core import parts
 from exchange.core.ledger import Ledger, shard_of
-from exchange.core.ledger_checkpoint import LedgerCheckpointPart, digest_of, restore, take
+from exchange.core.ledger_checkpoint import digest_of, restore, take
 from exchange.core.ledger_messages import (
     AnyLedgerEvent, DepositFunds, EntryKind, FundsDeposited, FundsWithdrawn, HoldOrder, HoldRejected, OrderHeld,
-    HoldReplace, OrderSettled, ReleaseHold, ReplaceHeld, SettleEvents, SettlementAdvanced, SettlementGap, TransferRejected,
+    HoldReplace, OrderSettled, ReleaseHold, ReplaceHeld, SettleEvents, SettlementAdvanced, SettlementGap,
     TransferRepeated, WithdrawFunds,
 )
 from exchange.core.messages import (
@@ -612,18 +612,6 @@ def test_a_checkpoint_keeps_each_users_references_and_what_they_were_for():
     assert isinstance(again, TransferRepeated) and again.entry_id == 3
     [other] = restored.handle(DepositFunds("bob", "USD", 1, "wire-1"))
     assert other.reason == "reference wire-1 was already used for a deposit of 7.00 USD (entry 2); nothing was done now"
-
-
-def previous_version_checkpoint(ledger: Ledger) -> list[bytes]:
-    """A checkpoint of ``ledger`` as the version before references were per user wrote it: nine
-    fields, the references by ref alone (ref → entry id)."""
-    data = msgspec.msgpack.encode((
-        ledger.shard, ledger.shards, ledger.seq, ledger.last_entry, ledger.last_hold,
-        [(account, asset, balance) for (account, asset), balance in sorted(ledger.balances.items())],
-        [ledger.holds[key] for key in sorted(ledger.holds)],
-        [(engine, epoch, seq) for engine, (epoch, seq) in sorted(ledger.positions.items())],
-        sorted((ref, transfer.entry_id) for (_, ref), transfer in ledger.transfers.items())))
-    return [msgspec.msgpack.encode(LedgerCheckpointPart(ledger.shard, ledger.seq, 0, 1, parts.digest(data), data))]
 
 
 def test_a_checkpoint_of_before_references_were_per_user_still_loads_and_refuses_its_references():
