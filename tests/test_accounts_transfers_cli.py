@@ -10,10 +10,12 @@ import threading
 
 import pytest
 from click.testing import CliRunner
+from ledger_journal import previous_version_checkpoint
 
 from exchange.cli.accounts_transfers import deposit, withdraw
 from exchange.config import load_config
 from exchange.core.ledger import Ledger
+from exchange.core.ledger_checkpoint import restore
 from exchange.gateway.order_entry import OrderEntry
 from exchange.gateway.text_server import TextConnection
 from exchange.testing.mesh import loopback_config
@@ -206,3 +208,20 @@ def test_no_answer_to_the_login_is_a_refusal_nothing_was_sent(tmp_path):
     assert [line.split()[0] for line in gateway.lines] == ["LOGIN"]
     assert result.exit_code == 1
     assert result.output.endswith("in 0.5 s; nothing was sent\n")
+
+
+def test_a_retry_of_a_transfer_known_by_a_reference_of_old_is_not_called_another_transfer(mesh):
+    """Defect: a reference kept from a checkpoint of before references were per user refuses any
+    reuse (its terms are unknown), the exact retry too; the CLI then said that this was not that
+    transfer sent again and to choose another --ref, which would apply it a second time."""
+    path, gateway = mesh
+    first = run(deposit, path, "bob", "USD", "250", "--ref", "wire-1")
+    assert (first.exit_code, first.output) == (0, "OK DEPOSIT bob USD 250.000000 REF wire-1 ENTRY 1\n")
+    shard = gateway.ledgers["ledger-0"]  # upgraded, and restarted from the older version's checkpoint
+    gateway.ledgers["ledger-0"] = restore(shard.terms.values(), previous_version_checkpoint(shard),
+                                          shard.assets.values())
+    again = run(deposit, path, "bob", "USD", "250", "--ref", "wire-1")
+    assert again.exit_code == 1 and "REJ DUPLICATE_ID reference wire-1 was already used (entry 1)" in again.output
+    assert "choose another --ref" in again.output and "this is not that transfer sent again" not in again.output
+    assert "if this is that transfer sent again, it was applied then" in again.output
+    assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)

@@ -13,13 +13,13 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 from ledger_journal import (
-    ASSETS, CONFIG, INSTRUMENTS, TERMS, SELL, LedgerJournal, previous_version_checkpoint, session,
+    ASSETS, CONFIG, INSTRUMENTS, SHARDS, TERMS, SELL, LedgerJournal, previous_version_checkpoint, session,
 )
 
 from exchange.cli.main import cli
 from exchange.core import ledger_checkpoint
 from exchange.core.ledger import Ledger
-from exchange.core.ledger_checkpoint import digest_of
+from exchange.core.ledger_checkpoint import LedgerCheckpointPart, digest_of
 from exchange.core.ledger_messages import (
     OrderHeld, OrderSettled, SettleEvents, TransferRejected, TransferRepeated,
 )
@@ -357,6 +357,63 @@ def test_a_journal_begun_before_references_were_per_user_verifies_and_lists_a_re
     assert result.exit_code == 0, result.output
     (row,) = msgspec.json.decode(result.output)
     assert (row["engine"], row["user"], row["detail"]) == ("ledger-0", "bob", "USD, ref wire-3, a retry of entry 3")
+
+
+def journal_spanning_the_upgrade(tmp_path, monkeypatch) -> LedgerJournal:
+    """Transfers and checkpoints written by the version before references were per user, then the
+    shards restarted from them (the newest checkpoint, then the events after it), as they do."""
+    journal = LedgerJournal(tmp_path / "journal.db", checkpoint_every=3)
+    monkeypatch.setattr(ledger_checkpoint, "take", previous_version_checkpoint)
+    for n in range(4):
+        journal.deposit("bob", "USD", f"{100 + n}", ref=f"old-{n}")
+        journal.deposit("alice", "USD", f"{100 + n}", ref=f"old-{n}")
+    monkeypatch.undo()
+    journal.ledgers = [recover_ledger(journal.path, n, SHARDS, TERMS.values(), ASSETS.values())[0]
+                       for n in range(SHARDS)]
+    assert any(ledger.legacy_refs for ledger in journal.ledgers)
+    for n in range(4):
+        journal.deposit("bob", "USD", "5", ref=f"new-{n}")
+        journal.deposit("bob", "USD", "5", ref=f"new-{n}")  # a retry
+    journal.close()
+    return journal
+
+
+def damage_first_checkpoint(path, stream: str) -> None:
+    """Flip one byte of the data of ``stream``'s first checkpoint; its recorded digest stays."""
+    with sqlite3.connect(path) as conn:
+        rowid, state = conn.execute("SELECT rowid, state FROM checkpoints WHERE engine=? ORDER BY seq LIMIT 1",
+                                    (stream,)).fetchone()
+        part = read_part(state)
+        data = bytearray(part.data)
+        data[-1] ^= 0x01
+        conn.execute("UPDATE checkpoints SET state=? WHERE rowid=?", (msgspec.msgpack.encode(
+            LedgerCheckpointPart(part.shard, part.seq, part.part, part.parts, part.digest, bytes(data))), rowid))
+
+
+def test_a_damaged_checkpoint_of_old_is_reported_as_one_that_does_not_restore(tmp_path, monkeypatch):
+    """Defect: for a checkpoint knowing references by ref alone, verify blamed the replay (a digest
+    that no checkpoint has) instead of the checkpoint, which does not restore."""
+    journal = journal_spanning_the_upgrade(tmp_path, monkeypatch)
+    assert verify_output(journal.path)[0] == 0
+    damage_first_checkpoint(journal.path, "ledger-0")
+    faults = faults_of(journal.path)
+    assert any("ledger-0: the checkpoint at event" in f and "does not restore" in f for f in faults), faults
+    assert not any("the replayed ledger has" in f for f in faults), faults
+
+
+def test_verify_reports_a_retry_that_names_another_transfer_than_the_one_it_repeats(tmp_path):
+    """Defect: replay ignored a journaled TransferRepeated, so one naming an entry and amount that
+    are no transfer of that user and reference (what the requester was told) passed verify."""
+    journal = LedgerJournal(tmp_path / "journal.db")
+    journal.deposit("bob", "USD", "5", ref="wire-1")
+    [repeated] = journal.deposit("bob", "USD", "5", ref="wire-1")
+    assert isinstance(repeated, TransferRepeated)
+    journal.close()
+    told = msgspec.json.encode(msgspec.structs.replace(repeated, entry_id=999, amount=123)).decode()
+    with sqlite3.connect(journal.path) as conn:
+        conn.execute("UPDATE events SET body=? WHERE engine='ledger-0' AND seq=?", (told, repeated.seq))
+    faults = faults_of(journal.path)
+    assert any("a retry of bob's transfer wire-1" in f for f in faults), faults
 
 
 def test_journal_events_lists_ledger_events_with_a_detail(built):

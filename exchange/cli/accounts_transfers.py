@@ -75,9 +75,15 @@ def transfer(verb: str, config_path: str, admin: str, key_file: str | None, targ
     if answer.startswith("REJ UNAVAILABLE"):
         raise OutcomeUnknown(f"{answer}; {again}")
     if answer.startswith("REJ DUPLICATE_ID"):
-        raise click.ClickException(f"{verb} refused: {answer}. A reference names one transfer of a user: this"
-                                   " is not that transfer sent again (that would be answered OK), so choose"
-                                   f" another --ref; `exchange accounts ledger {target}` shows the entry")
+        if " was already used for a " in answer:  # the ledger knows what the reference was used for
+            advice = ("A reference names one transfer of a user: this is not that transfer sent again (that"
+                      " would be answered OK), so choose another --ref")
+        else:  # a reference kept from before the ledger recorded what each one was for
+            advice = ("The ledger kept this reference from before it recorded what each one was for, so it"
+                      " cannot tell a retry from another transfer: if this is that transfer sent again, it was"
+                      " applied then, as that entry; if not, choose another --ref")
+        raise click.ClickException(f"{verb} refused: {answer}. {advice}; `exchange accounts ledger {target}`"
+                                   " shows the entry")
     if not answer.startswith(f"OK {verb} "):
         raise click.ClickException(f"{verb} refused: {answer}")
     click.echo(answer)

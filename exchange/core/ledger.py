@@ -239,8 +239,19 @@ class Ledger:
                                                                           event.entry.entry_id)
             case SettlementAdvanced():
                 self.positions[event.engine] = (event.epoch, event.last_seq)
-            case HoldRejected() | TransferRejected() | TransferRepeated() | SettlementGap():
+            case TransferRepeated():
+                self._check_repeated(event)
+            case HoldRejected() | TransferRejected() | SettlementGap():
                 pass
+
+    def _check_repeated(self, event: TransferRepeated) -> None:
+        """A retry changes nothing, but what it told the requester must be the transfer it repeats
+        (so a replay of the journal checks it): the user's transfer with that ref, the same terms."""
+        first = self.transfers.get((event.user, event.ref))
+        told = AppliedTransfer(event.kind, event.asset, event.amount, event.entry_id)
+        if first != told:
+            raise ValueError(f"ledger event {event.seq}: a retry of {event.user}'s transfer {event.ref} says"
+                             f" {told}, but that transfer is {first}")
 
     def _post(self, entry: Entry | None) -> None:
         if entry is None:

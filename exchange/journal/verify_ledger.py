@@ -223,18 +223,17 @@ class _LedgerCheck:
     def check_checkpoint(self, seq: int) -> None:
         _, digest = self.checkpoints[seq]
         try:
-            restored, error = ledger_checkpoint.restore(self.terms, checkpoint_parts(self.conn, self.stream, seq),
-                                                        self.assets.values()), None
+            restored = ledger_checkpoint.restore(self.terms, checkpoint_parts(self.conn, self.stream, seq),
+                                                 self.assets.values())
         except (ValueError, KeyError, msgspec.DecodeError, msgspec.ValidationError) as e:
-            restored, error = None, e
+            # (before the replay is compared: which references it knows by ref alone is in the checkpoint)
+            self.fault(f"the checkpoint at event {seq} does not restore: {e}")
+            return
         # the replayed ledger knows every transfer by (user, ref); a checkpoint that goes back to an
         # older version's knows some by ref alone: it is compared with the replayed ledger seen that way
-        replayed = ledger_checkpoint.digest_of(self.ledger, restored.legacy_refs if restored else None)
+        replayed = ledger_checkpoint.digest_of(self.ledger, restored.legacy_refs)
         if digest != replayed:
             self.fault(f"the checkpoint at event {seq} has digest {digest}; the replayed ledger has {replayed}")
-            return
-        if restored is None:
-            self.fault(f"the checkpoint at event {seq} does not restore: {error}")
             return
         if ledger_checkpoint.digest_of(restored) != replayed:
             self.fault(f"the checkpoint at event {seq} restores to another ledger than the replayed one")

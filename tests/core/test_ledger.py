@@ -646,3 +646,20 @@ def test_entries_balance_and_are_numbered_one_by_one():
                 sums[row.asset] = sums.get(row.asset, 0) + row.delta
             assert set(sums.values()) == {0}, entry
         assert {e.kind for e in entries} >= {EntryKind.HOLD, EntryKind.TRADE, EntryKind.RELEASE}
+
+
+def test_a_retry_that_names_another_transfer_than_the_one_it_repeats_does_not_apply():
+    """What a retry told its requester (the entry, the terms) is checked when it is applied, so a
+    replay of a journal whose retry disagrees with the transfer it repeats stops there."""
+    for change in ({"entry_id": 2}, {"amount": 501}, {"ref": "wire-2"}, {}):
+        venue = Venue()
+        venue.deposit("bob", "USD", 500, "wire-1")
+        ledger = venue.shard("bob")
+        [repeated] = ledger.handle(DepositFunds("bob", "USD", 500, "wire-1"))
+        assert isinstance(repeated, TransferRepeated) and repeated.entry_id == 1
+        told = msgspec.structs.replace(repeated, seq=ledger.seq + 1, **change)
+        if change:
+            with pytest.raises(ValueError, match="a retry of bob's transfer"):
+                ledger.apply(told)
+        else:
+            ledger.apply(told)  # the very retry, applied again: nothing to say
