@@ -77,6 +77,19 @@ class Lines:
         for chan_seq in chan_seqs:
             self.pubs[line].send_multipart([topic(SYMBOL, "trade"), encode(trade_message(chan_seq, epoch))])
 
+    def send_until_asked(self, feed: BookFeed, after: int, epoch: int, within: float = 10.0) -> int:
+        """Publish trades of ``epoch`` on both lines, numbered on from ``after``, until the feed asks for
+        a snapshot (it re-syncs); return the last number sent."""
+        deadline = time.monotonic() + within
+        n = after
+        while not self.router.poll(0):
+            assert time.monotonic() < deadline, "the feed stayed on a numbering nobody publishes"
+            n += 1
+            self.send(0, n, epoch=epoch)
+            self.send(1, n, epoch=epoch)
+            feed.poll(0.05)
+        return n
+
     def close(self) -> None:
         for sock in (*self.pubs, self.router):
             sock.close(linger=0)
@@ -246,16 +259,7 @@ def test_a_feed_left_on_a_numbering_the_notifiers_gave_up_resyncs_to_the_older_o
                 assert pub.poll(5000), "the feed never subscribed"
                 pub.recv()
         lines.answer(feed, chan_seq=0, epoch=2)  # synced to the newer numbering
-        asked = False
-        deadline = time.monotonic() + 10
-        n = 0
-        while not asked:  # the older numbering keeps both lines busy: trades and heartbeats
-            assert time.monotonic() < deadline, "the feed stayed on a numbering nobody publishes"
-            n += 1
-            lines.send(0, n, epoch=1)
-            lines.send(1, n, epoch=1)
-            feed.poll(0.05)
-            asked = lines.router.poll(0)
+        n = lines.send_until_asked(feed, 0, epoch=1)  # the older numbering keeps both lines busy
         lines.answer(feed, chan_seq=n, epoch=1)
         assert feed.epoch == 1
         lines.send(0, n + 1, n + 2, epoch=1)
@@ -288,16 +292,7 @@ def test_ab_lines_on_two_numberings_stay_on_the_one_followed_until_it_falls_sile
             lines.send(0, n, epoch=1)  # A: the one followed, live
         assert applied_trades(feed, 0.5) == [f"1-{n}" for n in range(1, 6)]
         assert feed.resyncs == 0 and not lines.router.poll(0), "B's numbering made the feed re-sync"
-        asked = False
-        deadline = time.monotonic() + 10
-        n = 5
-        while not asked:  # A has taken B's numbering too (or died): only epoch 2 from now on
-            assert time.monotonic() < deadline, "the feed stayed on a numbering nobody publishes"
-            n += 1
-            lines.send(0, n, epoch=2)
-            lines.send(1, n, epoch=2)
-            feed.poll(0.05)
-            asked = lines.router.poll(0)
+        n = lines.send_until_asked(feed, 5, epoch=2)  # A has taken B's numbering too (or died): epoch 2 only
         lines.answer(feed, chan_seq=n, epoch=2)
         assert feed.epoch == 2 and feed.resyncs == 1
         lines.send(0, n + 1, epoch=2)

@@ -23,6 +23,7 @@ from exchange.core.orders import Side
 from exchange.errors import WireError
 from exchange.marketdata import feed as feed_module
 from exchange.marketdata.feed import BookFeed, MarketDataClient
+from exchange.testing.mesh import wait_until
 from exchange.wire.messages import BookSnapshot, MarketData, SnapshotRefused, encode, private_topic, topic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +52,14 @@ def trade_event(chan_seq: int) -> list:
 
 
 def until(condition, feed: BookFeed | None = None, within: float = 5.0, what: str = "the condition") -> None:
-    """Poll ``feed`` (if any) until ``condition()`` holds; fail after ``within`` seconds."""
+    """Until ``condition()`` holds, polling ``feed`` (if any) meanwhile; fail after ``within`` seconds."""
+    if feed is None:
+        wait_until(condition, within, what)
+        return
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, f"{what} did not come within {within} s"
-        if feed is not None:
-            feed.poll(0.02)
-        else:
-            time.sleep(0.01)
+        feed.poll(0.02)
 
 
 class Notifier:
