@@ -198,7 +198,7 @@ class LedgerProcess:
             if wake != watching:
                 watching = wake
                 poller.modify(self.durable, zmq.POLLIN if wake else 0)
-            wait_ms = 100 if settle_at is None else max(0.0, (settle_at - time.monotonic()) * 1000)
+            wait_ms = 100 if settle_at is None else sockets.poll_ms(settle_at - time.monotonic())
             ready = dict(poller.poll(wait_ms))
             if self.durable in ready or self.durable.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 self.on_durable()

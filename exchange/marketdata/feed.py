@@ -176,7 +176,7 @@ class BookFeed:
                     self._ask()
                 else:
                     left = min(left, self.retry_at - now)
-            socks = dict(self._poller().poll(max(0, int(left * 1000))))
+            socks = dict(self._poller().poll(sockets.poll_ms(left)))
             now = time.monotonic()
             left = deadline - now
             if self.sub in socks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -101,6 +102,14 @@ def freeze_startup_objects() -> None:
     otherwise walk them all while the role's loop waits. Call once, after a role's setup."""
     gc.collect()
     gc.freeze()
+
+
+def poll_ms(seconds: float) -> int:
+    """A wait of ``seconds`` as the whole milliseconds a poll takes, rounded up (0 if none is left).
+
+    zmq's pollers truncate a float timeout to whole milliseconds, so a wait of under 1 ms would poll
+    without waiting, and a loop waiting for a deadline would spin until it passed."""
+    return math.ceil(seconds * 1000) if seconds > 0 else 0
 
 
 def drain(sock: zmq.Socket, limit: int = 10_000) -> list[list[bytes]]:
