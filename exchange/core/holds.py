@@ -144,7 +144,7 @@ def hold_replace(ledger: Ledger, cmd: HoldReplace) -> LedgerEvent:
     if extra:
         entry = ledger.writer().write(EntryKind.HOLD,
                                       (available_account(hold.user), held_account(hold.user), asset.name, extra))
-    pending = hold.pending + (Pending(extra, replace.qty, replace.price),)
+    pending = hold.pending + (Pending(extra, replace.qty, replace.price, replace.ts_received),)
     return ReplaceHeld(ledger.seq + 1, replace.ts_received, hold.user,
                        msgspec.structs.replace(hold, pending=pending), entry, replace)
 

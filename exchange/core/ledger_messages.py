@@ -60,12 +60,19 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     rows: tuple[Row, ...]
 
 
-class Pending(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A replace sent to the engine and not answered yet: its extra hold and its target."""
+class Pending(msgspec.Struct, frozen=True, array_like=True, gc=False, omit_defaults=True):
+    """A replace sent to the engine and not answered yet: its extra hold and its target.
+
+    ``ts`` is the replace's ``ts_received``, which the engine's answer to it (``OrderReplaced``,
+    or ``OrderRejected``) carries as its ``ts_event``: settlement takes each answer for the
+    replace it is for, not for whichever was sent first (the engine answers none of those it drops
+    as too late). 0 in a hold journaled before it (encoded as before, so its digest is unchanged).
+    """
 
     amount: int
     qty: int
     price: int | None  # None: the replace keeps the price
+    ts: int = 0
 
 
 class HoldState(msgspec.Struct, frozen=True, array_like=True, gc=False):

@@ -37,7 +37,7 @@ import msgspec
 from exchange.core.assets import Terms, fee_due
 from exchange.core.holds import EntryWriter, hold_asset, need
 from exchange.core.ledger_messages import (
-    CLEARING_ACCOUNT, FEE_ACCOUNT, Entry, EntryKind, HoldState, LedgerEvent, OrderSettled, SettleEvents,
+    CLEARING_ACCOUNT, FEE_ACCOUNT, Entry, EntryKind, HoldState, LedgerEvent, OrderSettled, Pending, SettleEvents,
     SettlementAdvanced, SettlementGap, available_account, held_account,
 )
 from exchange.core.messages import (
@@ -115,13 +115,14 @@ def _settle_one(ledger: Ledger, engine: str, event) -> OrderSettled | None:
             qty, leaves = hold.qty - event.reduced_qty, hold.leaves_qty - event.reduced_qty
             return _resized(ledger, engine, event, hold, terms, writer, hold.held, qty, hold.price, leaves)
         case OrderReplaced():
-            if not hold.pending:
+            answered = _answered(hold.pending, event.ts_event)
+            if answered is None:
                 raise ValueError(f"engine {engine} event {event.seq}: order {event.order_id} was replaced"
                                  " without a hold for it")
-            first, rest = hold.pending[0], hold.pending[1:]
-            hold = _replace(hold, pending=rest)
-            return _resized(ledger, engine, event, hold, terms, writer, hold.held + first.amount, event.qty,
-                            event.price, event.leaves_qty)
+            lost, extra = hold.pending[:answered], hold.pending[answered].amount
+            hold = _replace(hold, pending=hold.pending[answered + 1:])
+            return _resized(ledger, engine, event, hold, terms, writer, hold.held + extra, event.qty,
+                            event.price, event.leaves_qty, _release(writer, terms, hold, _sum(lost)))
     raise AssertionError(f"unexpected {event!r}")
 
 
@@ -144,14 +145,35 @@ def _rejected(ledger: Ledger, engine: str, event: OrderRejected) -> OrderSettled
     key = ledger.orders.get(event.order_id)
     if key is not None:
         hold = ledger.holds[key]
-    if hold is None or hold.user != event.user or not hold.pending:
+    elif event.order_id and hold is not None and hold.order_id != event.order_id:
+        return None  # a replace of an order that has ended, whose client order id now names another
+    if hold is None or hold.user != event.user:
         return None  # a refused cancel, or a replace of an order that has ended (and released it all)
+    refused = _answered(hold.pending, event.ts_event)
+    if refused is None:
+        return None  # not a replace this order waits for (one of an order that ended, say)
     terms = ledger.terms[hold.symbol]
     writer = ledger.writer()
-    entries = _release(writer, terms, hold, hold.pending[0].amount)
-    hold = _replace(hold, pending=hold.pending[1:])
+    entries = _release(writer, terms, hold, _sum(hold.pending[:refused + 1]))
+    hold = _replace(hold, pending=hold.pending[refused + 1:])
     return _resized(ledger, engine, event, hold, terms, writer, hold.held, hold.qty, hold.price, hold.leaves_qty,
                     entries)
+
+
+def _answered(pending: tuple[Pending, ...], ts: int) -> int | None:
+    """Which of an order's ``pending`` replaces the engine's answer with ``ts_event`` ``ts`` is for,
+    or None. Replaces reach the engine in the order sent, and it answers each but those it drops
+    as too late (or that are lost with it), so the pending replaces before the answered one will
+    never be answered: the caller releases their extras. A hold journaled before replaces had a
+    ``ts`` has its answers taken in the order sent."""
+    for n, replace in enumerate(pending):
+        if replace.ts == ts:
+            return n
+    return 0 if pending and not pending[0].ts else None
+
+
+def _sum(pending: tuple[Pending, ...]) -> int:
+    return sum(p.amount for p in pending)
 
 
 def _filled(ledger: Ledger, engine: str, event: OrderFilled, hold: HoldState, terms: Terms,

@@ -49,6 +49,7 @@ class Venue:
         self.matcher = Matcher(7, [t.instrument for t in self.terms])
         self.ledger_events: list[list] = [[] for _ in range(shards)]
         self.engine_events: list = []
+        self.replaces = 0  # replaces sent: each gets its own ts_received, as the gateway stamps it
 
     def shard(self, user: str) -> Ledger:
         return self.ledgers[shard_of(user, len(self.ledgers))]
@@ -95,10 +96,15 @@ class Venue:
 
     def replace(self, user: str, order_id: str, qty: int, price: int | None = None,
                 symbol: str = "BTC-USD") -> tuple[list, list]:
-        held = self._ledger(user, HoldReplace(ReplaceOrder(user, symbol, qty, price, order_id)))
+        held = self._ledger(user, HoldReplace(self.replace_command(user, order_id, qty, price, symbol)))
         if not isinstance(held[0], ReplaceHeld):
             return held, []
         return held, self.engine(held[0].command)
+
+    def replace_command(self, user: str, order_id: str, qty: int, price: int | None = None,
+                        symbol: str = "BTC-USD") -> ReplaceOrder:
+        self.replaces += 1
+        return ReplaceOrder(user, symbol, qty, price, order_id, ts_received=self.replaces)
 
     def cancel(self, user: str, order_id: str) -> list:
         return self.engine(CancelOrder(user, "", order_id))
