@@ -38,8 +38,10 @@ starts them again the same way; their subscribers see the heartbeats stop and re
 
 Snapshot requests are answered from a cached encoding of the book (one build per batch that
 changes it, then a send each), at most ``MAX_REQUESTS_PER_TURN`` per loop turn, and
-``TradesRequest`` answers holding at most about ``TRADES_ANSWERED_PER_TURN`` trades; a request that
-cannot be read is answered ``RequestRefused`` saying what was wrong. No send here ever blocks.
+``TradesRequest`` answers until they have read about ``TRADES_ANSWERED_PER_TURN`` recent trades
+(an answer reads only those from its ``since_ns`` on, about as many as it holds: none for
+``NO_TRADES``); a request that cannot be read is answered ``RequestRefused`` saying what was wrong.
+No send here ever blocks.
 
 Fairness: one XPUB serves its subscribers in the same order for every message (libzmq walks
 them in a fixed order), so some are always first. With lanes, each public message goes out on
@@ -84,8 +86,9 @@ SUBSCRIBER_HWM = 10_000
 RELEASED_HWM = 10_000  # released batches queued here; the journal writer holds as many more
 MAX_SUBSCRIPTION_SIZE = 4096  # CURVE handshakes need about 512 bytes
 MAX_REQUESTS_PER_TURN = 1000  # snapshot requests read per loop turn, so the feed is forwarded meanwhile
-# trades put into TradesRequest answers per loop turn (a full answer, MAX_RECENT_TRADES, takes about
-# 0.4 ms to build): the request that goes past it is the turn's last
+# recent trades read for TradesRequest answers per loop turn (a full answer, MAX_RECENT_TRADES, takes
+# about 0.4 ms to build): the request that goes past it is the turn's last. Read, not held: an answer
+# holds fewer than it reads when a gateway's clock is behind the others'
 TRADES_ANSWERED_PER_TURN = 50_000
 MAX_SUBSCRIPTIONS_PER_TURN = 1000  # private (un)subscriptions decided per loop turn, for the same reason
 # answers queued for one peer that does not read them (then dropped: it asks again); the
@@ -411,8 +414,8 @@ class Notifier:
 
     def answer_requests(self) -> int:
         """Answer the requests waiting, at most MAX_REQUESTS_PER_TURN of them and until their answers
-        hold TRADES_ANSWERED_PER_TURN trades; the rest wait in the socket for the next turns. Returns
-        how many were answered."""
+        have read TRADES_ANSWERED_PER_TURN recent trades; the rest wait in the socket for the next
+        turns. Returns how many were answered."""
         budget = TRADES_ANSWERED_PER_TURN
         answered = 0
         while answered < MAX_REQUESTS_PER_TURN and budget > 0:
@@ -426,7 +429,7 @@ class Notifier:
 
     def on_request(self, parts: list[bytes]) -> int:
         """Answer a subscriber's request [client, request]: every one gets exactly one answer. Returns
-        how many trades the answer holds."""
+        how many recent trades were read for the answer."""
         client = parts[0]
         request = (decode_notifier_request(parts[1]) if len(parts) == 2 else
                    RequestRefused(f"a message of {len(parts) - 1} frames; {NOTIFIER_REQUEST_FORM}"))
@@ -436,9 +439,9 @@ class Notifier:
             case InstrumentsRequest():
                 self.answer(client, self.instruments)
             case TradesRequest():
-                trades = self.publisher.trades(request.symbol, request.since_ns, time.time_ns())
+                trades, read = self.publisher.answer_trades(request.symbol, request.since_ns, time.time_ns())
                 self.answer(client, encode(trades))
-                return len(trades.trades) if isinstance(trades, Trades) else 0
+                return read
             case RequestRefused():
                 self.malformed += 1
                 log.debug("snapshots: refused a request: %s", request.reason)

@@ -15,12 +15,16 @@ Invariants:
   and the last batch applied; ``snapshot_frame(symbol)`` is the same, encoded once per change, so a
   burst of requests costs one build and then a send each;
 - ``trades(symbol, since)``: the last MAX_RECENT_TRADES trades published (and those the journal had
-  when the notifier started, ``remember``), stamped with the "trade" chan_seq they reach up to.
+  when the notifier started, ``remember``), stamped with the "trade" chan_seq they reach up to; it
+  reads only the recent trades from the first that reaches ``since`` on (``answer_trades`` says how
+  many), so asking for few trades, or none, costs little.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
+from itertools import islice
 
 from exchange.core.messages import ORDER_EVENTS, Match, TopOfBook, Trade
 from exchange.core.orders import Side
@@ -57,6 +61,11 @@ class Publisher:
         self.last_sent: dict[tuple[str, str], float] = {}
         self.snapshot_frames: dict[str, tuple[int, bytes]] = {}  # symbol → (batch, its encoded snapshot)
         self.recent: dict[str, deque[Trade]] = {symbol: deque(maxlen=MAX_RECENT_TRADES) for symbol in engine_of}
+        # for each recent trade, the latest ts_event of the trades up to it. The trades are kept in seq
+        # order, which is ts_event order only roughly (a ts_event is when a gateway received the command,
+        # by that gateway's clock); this never goes back, so it can be bisected for where the trades
+        # since some time begin
+        self.ts_reached: dict[str, deque[int]] = {symbol: deque(maxlen=MAX_RECENT_TRADES) for symbol in engine_of}
 
     def load(self, symbol: str, book: ReleasedBook, batch: int, epoch: int, chan_seqs: dict[str, int],
              now: float) -> None:
@@ -107,16 +116,26 @@ class Publisher:
         """Keep ``trade`` among its instrument's recent trades (once: by its seq)."""
         recent = self.recent[trade.symbol]
         if not recent or trade.seq > recent[-1].seq:
+            reached = self.ts_reached[trade.symbol]
+            reached.append(max(reached[-1], trade.ts_event) if reached else trade.ts_event)
             recent.append(trade)
 
     def trades(self, symbol: str, since_ns: int, now_ns: int) -> Trades | SnapshotRefused:
         """The recent trades of ``symbol`` at or after ``since_ns`` (at most a day's), oldest first, with
         the "trade" channel's chan_seq they reach up to."""
+        return self.answer_trades(symbol, since_ns, now_ns)[0]
+
+    def answer_trades(self, symbol: str, since_ns: int, now_ns: int) -> tuple[Trades | SnapshotRefused, int]:
+        """``trades(symbol, since_ns, now_ns)``, and how many recent trades were read for it: those from
+        the first whose ts_event reaches ``since_ns`` on (found by bisection: none past the newest). A
+        few of them may be left out of the answer, if a gateway's clock is behind the others'."""
         if symbol not in self.books:
-            return SnapshotRefused(symbol, NOT_READY if symbol in self.engine_of else f"no instrument {symbol}")
+            return SnapshotRefused(symbol, NOT_READY if symbol in self.engine_of else f"no instrument {symbol}"), 0
         since = max(since_ns, now_ns - DAY_NS)
+        reached = self.ts_reached[symbol]
+        newest = last(self.recent[symbol], len(reached) - bisect_left(reached, since))
         return Trades(symbol, self.epoch[symbol], self.chan_seq[(symbol, "trade")],
-                      [t for t in self.recent[symbol] if t.ts_event >= since])
+                      [t for t in newest if t.ts_event >= since]), len(newest)
 
     @staticmethod
     def private(engine: str, epoch: int, events: list) -> list[list[bytes]]:
@@ -163,3 +182,11 @@ class Publisher:
                             levels.levels(Side.BUY), levels.levels(Side.SELL),
                             TopOfBook(book.seq, 0, symbol, *levels.best()), book.last_trade, levels.resting(),
                             self.applied[self.engine_of[symbol]])
+
+
+def last(items: deque, count: int) -> list:
+    """The last ``count`` of ``items``, in their order, read from the end (an islice from the front
+    would read every item before them too)."""
+    newest = list(islice(reversed(items), count))
+    newest.reverse()
+    return newest
