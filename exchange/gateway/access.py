@@ -12,8 +12,8 @@ import hashlib
 import logging
 import math
 import secrets
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Mapping
 
 from exchange.config import Config, hash_key, verify_key
 from exchange.errors import ProtocolError, RejectCode
@@ -56,6 +56,10 @@ class LoginThrottle:
 
     Past a limit, logins are refused without checking the key until the oldest failure leaves the
     window. Unknown user names count like known ones, so the answer never tells whether a user exists.
+
+    ``full`` also counts the key checks still running (``Logins``): a login that would fill a limit
+    if they all failed waits for them, so logins sent at once on many connections get no more key
+    checks than logins sent one after another.
     """
 
     def __init__(self, limit: int, window: float):
@@ -83,6 +87,7 @@ class LoginThrottle:
         return self.refusal(address, user, now)[0]
 
     def failed(self, address: str, user: str, now: float) -> None:
+        """Count a failed login at ``now``."""
         for key, limit, _ in self._keys(address, user):
             times = self._recent(key, now)
             if times is None:
@@ -91,6 +96,21 @@ class LoginThrottle:
             self.failures.move_to_end(key)
         while len(self.failures) > MAX_TRACKED:
             self.failures.popitem(last=False)
+
+    def full(self, address: str, user: str, now: float, running: Mapping[tuple[str, ...], int]) -> bool:
+        """Whether a limit would be reached if the ``running`` key checks (by what they count
+        towards, as ``_keys`` names it) all failed."""
+        for key, limit, _ in self._keys(address, user):
+            checks = running.get(key, 0)
+            if checks:
+                times = self._recent(key, now)
+                if (len(times) if times is not None else 0) + checks >= limit:
+                    return True
+        return False
+
+    def counted(self, address: str, user: str) -> tuple[tuple[str, ...], ...]:
+        """What a login for ``user`` from ``address`` counts towards."""
+        return tuple(key for key, _, _ in self._keys(address, user))
 
     def _recent(self, key: tuple[str, ...], now: float) -> deque[float] | None:
         times = self.failures.get(key)
@@ -126,11 +146,17 @@ class Logins:
         self.delay = gateway.login_failure_delay
         self.throttle = LoginThrottle(gateway.max_failed_logins, gateway.failed_login_window)
         self.verified: set[bytes] = set()
+        self.checking: dict[bytes, list[Callable[[ProtocolError | None], None]]] = {}  # key digest → its LOGINs
+        self.running: Counter[tuple[str, ...]] = Counter()  # key checks running, by what they count towards
+        # LOGINs that would fill a limit if the checks running all failed: decided again as each ends
+        # (at most one per connection, so bounded by max_connections)
+        self.waiting: list[tuple[str, str, str, Callable[[ProtocolError | None], None]]] = []
 
     def check(self, user: str, key: str, address: str, done: Callable[[ProtocolError | None], None]) -> None:
         """Decide whether ``user`` may log in with ``key`` from ``address``: ``done(None)`` if so,
         else ``done(error)`` — at once, or after the failure delay."""
-        wait, why = self.throttle.refusal(address, user, self.clock())
+        now = self.clock()
+        wait, why = self.throttle.refusal(address, user, now)
         if wait > 0:
             log.info("login for %r from %s throttled", user, address)
             error = ProtocolError(RejectCode.LOGIN_THROTTLED,
@@ -143,15 +169,39 @@ class Logins:
         if known is not None and digest in self.verified:
             done(None)
             return
+        same = self.checking.get(digest)
+        if same is not None:  # the same key of the same user is being checked: its answer is this one's
+            same.append(done)
+            return
+        if self.throttle.full(address, user, now, self.running):
+            self.waiting.append((user, key, address, done))  # until the checks that may fill it end
+            return
+        self.checking[digest] = [done]
+        counted = self.throttle.counted(address, user)
+        self.running.update(counted)
 
         def verified(ok: bool) -> None:
+            for each in counted:
+                self.running[each] -= 1
+                if not self.running[each]:
+                    del self.running[each]
+            answers = self.checking.pop(digest)
             if ok and known is not None:
                 self.verified.add(digest)
-                done(None)
-                return
-            log.info("failed login for %r from %s", user, address)
-            self.throttle.failed(address, user, self.clock())
-            error = ProtocolError(RejectCode.BAD_LOGIN, "unknown user or wrong key")
-            self.later(self.delay, lambda: done(error))
+                for answer in answers:
+                    answer(None)
+            else:
+                log.info("failed login for %r from %s", user, address)
+                self.throttle.failed(address, user, self.clock())  # one guess, however many sent it
+                error = ProtocolError(RejectCode.BAD_LOGIN, "unknown user or wrong key")
+                for answer in answers:
+                    self.later(self.delay, functools.partial(answer, error))
+            self._check_waiting()
 
         self.run_blocking(lambda: verify_key(key, key_hash), verified)
+
+    def _check_waiting(self) -> None:
+        """Decide again the logins that waited for key checks to end (each may wait again)."""
+        waiting, self.waiting = self.waiting, []
+        for user, key, address, done in waiting:
+            self.check(user, key, address, done)
