@@ -239,6 +239,9 @@ def test_a_transfer_sent_again_is_answered_exactly_as_the_first_time(shards, kin
     ("DEPOSIT bob DOGE 1 r1", "MALFORMED no asset DOGE; there are USD, BTC, ETH, AAPL"),
     ("WITHDRAW bob USD 0.0000001 r1", "MALFORMED amount 0.0000001 is not a multiple of USD's unit 0.000001"),
     ("DEPOSIT bob USD 0 r1", "MALFORMED amount of USD 0 must be positive"),
+    # more units than a message carries: it could not be sent, and the gateway's batch with it
+    ("DEPOSIT bob BTC 999999999999 r1",
+     "MALFORMED amount 999999999999 is more than the most an amount of BTC may be, 92233720368.54775807"),
 ])
 def test_a_transfer_the_gateway_can_tell_is_wrong_never_reaches_a_shard(shards, line, reason):
     ops = shards.session("ops")

@@ -23,6 +23,7 @@ from exchange.errors import RejectCode
 _RATE_TEXT = re.compile(r"-?[0-9]{1,5}(?:\.[0-9]{1,12})?")
 PPM = 1_000_000  # fee rates are in parts per million: 1 bps = 100 ppm
 MAX_TAKER_BPS = 10_000  # 100 %: a fee never exceeds the notional it is charged on
+MAX_UNITS = 2**63 - 1  # the most units an amount given as text may be: what a message carries (a signed 64-bit int)
 
 
 class Asset:
@@ -46,6 +47,9 @@ class Asset:
         if rest:
             raise GridError(RejectCode.MALFORMED,
                             f"amount {text} is not a multiple of {self.name}'s unit {self.unit}")
+        if units > MAX_UNITS:
+            raise GridError(RejectCode.MALFORMED, f"amount {text} is more than the most an amount of {self.name}"
+                            f" may be, {self.format(MAX_UNITS)}")
         return int(units)
 
     def format(self, units: int) -> str:
