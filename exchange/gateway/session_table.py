@@ -59,7 +59,8 @@ class SessionTable:
         now = self.clock()
         self._next_session += 1
         session = Session(self._next_session, write, disconnect, address,
-                          TokenBucket(gateway.max_rate, gateway.max_burst, now), now, gateway.max_unanswered, resume)
+                          TokenBucket(gateway.max_rate, gateway.max_burst, now), now, gateway.max_unanswered, resume,
+                          max_pushed_bytes=gateway.max_write_buffer)
         session.login_timeout = login_timeout
         session.front_end = front_end
         self.sessions[session.id] = session

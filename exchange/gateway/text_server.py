@@ -3,7 +3,8 @@
 Each connection opens a session of exchange.gateway.order_entry.OrderEntry, hands it the request
 lines and writes its replies. Bad input is bounded here (docs/security.md): lines are capped at
 ``max_line``; a client that stops reading is no longer read from, and is cut off once
-``max_write_buffer`` bytes wait for it.
+``max_write_buffer`` bytes wait for it. A client that shuts down its sending side (EOF) gets the
+replies to every line it sent, then the connection closes, as after a LOGOUT.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from exchange.gateway.protocol.messages import Bye, ClientReply, Rej
 from exchange.gateway.sessions import Session
 
 log = logging.getLogger(__name__)
+
+CLOSE_WAIT_S = 5.0  # a closing connection's last replies may take this long to be read; then it is cut
 
 
 class TextConnection(asyncio.Protocol):
@@ -39,6 +42,8 @@ class TextConnection(asyncio.Protocol):
         self.unwritten_size = 0  # ... unless they grow past UNWRITTEN_MAX characters
         self.held = False  # the session has no room for another request: lines wait in ``buffer``
         self.writing_paused = False  # the client does not read fast enough
+        self.input_ended = False  # the client sends nothing more (EOF): its lines are answered, then it ends
+        self.cut_later: asyncio.TimerHandle | None = None  # a close waiting for the client to read: not forever
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
 
@@ -58,8 +63,26 @@ class TextConnection(asyncio.Protocol):
             transport.close()
 
     def connection_lost(self, exc) -> None:
+        if self.cut_later is not None:
+            self.cut_later.cancel()
         if self.session is not None:
             self.entry.close(self.session)
+
+    def eof_received(self) -> bool:
+        """The client shut down its sending side (``nc -N``, ``shutdown(SHUT_WR)``): keep the connection
+        open for the replies still owed, take the lines it sent that wait in ``buffer``, then end the
+        session once they are answered (``end_after_the_last_line``)."""
+        if self.session is None or self.session.closed:
+            return False
+        self.input_ended = True
+        self.end_after_the_last_line()
+        return True
+
+    def end_after_the_last_line(self) -> None:
+        """Once every whole line the client sent is taken (the rest of a line is no request), end the
+        session when they are answered; their engines' answers, or their timeouts, come in bounded time."""
+        if self.input_ended and not self.held and not self.session.closed:
+            self.session.end_once_answered(self.disconnect)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -80,15 +103,17 @@ class TextConnection(asyncio.Protocol):
         if self.held and not self.writing_paused:
             self.held = False
             self.take_lines()
-        if not self.held and not self.writing_paused:
+        if not self.held and not self.writing_paused and not self.input_ended:
             self.transport.resume_reading()
 
     def disconnect(self) -> None:
+        """Close the connection once the replies written so far are read, and end the session now."""
         self.flush()
-        if self.transport.get_write_buffer_size():
-            self.transport.abort()  # it does not read: a graceful close would wait for it forever
-        else:
-            self.transport.close()
+        if self.transport.get_write_buffer_size() and self.cut_later is None:
+            # a client that does not read would keep a graceful close waiting forever
+            self.cut_later = asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self.transport.abort)
+        self.transport.close()
+        self.entry.close(self.session)
 
     def write(self, replies: list[ClientReply]) -> None:
         """Queue reply lines; they leave in one write at the end of this event-loop turn, or at once
@@ -141,6 +166,7 @@ class TextConnection(asyncio.Protocol):
                 self.discarding = True
                 self.entry.on_error(self.session, Rej(
                     RejectCode.TOO_LARGE, f"line longer than {self.max_line} bytes; discarded"))
+        self.end_after_the_last_line()
 
     def may_take(self) -> bool:
         """Whether the session may take a request now; if not, stop reading until ``go_on``."""

@@ -38,7 +38,7 @@ from exchange.wire.security.mesh_keys import MeshSecurity
 log = logging.getLogger(__name__)
 
 MAX_ZMQ_MESSAGE = 64 * 1024  # larger frames cost the client its connection; smaller ones get TOO_LARGE
-MAX_ZMQ_BACKLOG = 10_000  # replies waiting for one ZMQ client before it is cut off
+MAX_ZMQ_BACKLOG = 10_000  # replies that may wait for one ZMQ client (and at most gateway.max_write_buffer bytes)
 ZMQ_STALL_S = 5.0  # seconds a ZMQ client may take no reply at all before it is cut off
 HANDSHAKE_MS = 3000  # a ZMQ client that has not finished its (CURVE) handshake by then is dropped
 
@@ -49,47 +49,75 @@ class ZmqReplies:
     A reply the ROUTER cannot take at once waits here and is tried again every RETRY_S: the
     client's queue may be full, or libzmq may not have seen yet that it has room again (it then
     answers EHOSTUNREACH for a peer that is still there). A client that takes nothing for
-    ZMQ_STALL_S, or lets more than MAX_ZMQ_BACKLOG replies wait, is cut off, as a text client
-    that does not read is: its session ends.
+    ZMQ_STALL_S, or would have more than ``max_bytes`` (``gateway.max_write_buffer``) or
+    MAX_ZMQ_BACKLOG replies wait, is cut off without a word, as a text client that does not read
+    is: its session ends.
     """
 
     RETRY_S = 0.002
 
-    def __init__(self, sock: zmq.Socket, identity: bytes, cut_off, wrote):
+    def __init__(self, sock: zmq.Socket, identity: bytes, cut_off, wrote, max_bytes: int):
         self.sock, self.identity, self.cut_off, self.wrote = sock, identity, cut_off, wrote
+        self.max_bytes = max_bytes
         self.backlog: deque[bytes] = deque()
+        self.waiting = 0  # the bytes in ``backlog``
         self.stalled_since = 0.0
         self.retrying = self.closed = False
 
     def write(self, replies: list[ClientReply]) -> None:
         if self.closed:
             return
-        self.backlog.extend(encode(reply) for reply in replies)
-        if not self.retrying:
+        frames = deque(encode(reply) for reply in replies)
+        if not self.backlog:  # nothing waits: what the ROUTER takes now is never kept
             self.stalled_since = time.monotonic()
-            self.send()
-        if len(self.backlog) > MAX_ZMQ_BACKLOG:
-            self.end(f"{len(self.backlog)} replies wait for it")
+            self.hand_over(frames)
+            self.wrote()
+        if frames:
+            self.keep(frames)
+
+    def keep(self, frames: deque[bytes]) -> None:
+        """Keep ``frames`` to send later, behind the others, if the limits leave room; else cut the client off."""
+        size = sum(map(len, frames))
+        if self.waiting + size > self.max_bytes:
+            self.end(f"{self.waiting + size} bytes of replies would wait for it")
+        elif len(self.backlog) + len(frames) > MAX_ZMQ_BACKLOG:
+            self.end(f"{len(self.backlog) + len(frames)} replies would wait for it")
+        else:
+            self.backlog.extend(frames)
+            self.waiting += size
+            if not self.retrying:
+                self.retry_later()
 
     def send(self) -> None:
+        """Try the waiting replies again."""
         self.retrying = False
         if self.closed:
             return
-        try:
-            while self.backlog:
-                try:
-                    self.sock.send_multipart([self.identity, self.backlog[0]], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    if time.monotonic() - self.stalled_since > ZMQ_STALL_S:
-                        self.end(f"it took no reply for {ZMQ_STALL_S:g} s")
-                    else:
-                        self.retrying = True
-                        asyncio.get_running_loop().call_later(self.RETRY_S, self.send)
-                    return
-                self.backlog.popleft()
-                self.stalled_since = time.monotonic()
-        finally:
-            self.wrote()  # every send, failed ones too, may have taken the edge of the ROUTER's FD
+        self.waiting -= self.hand_over(self.backlog)
+        self.wrote()
+        if not self.backlog:
+            return
+        if time.monotonic() - self.stalled_since > ZMQ_STALL_S:
+            self.end(f"it took no reply for {ZMQ_STALL_S:g} s")
+        else:
+            self.retry_later()
+
+    def hand_over(self, frames: deque[bytes]) -> int:
+        """Send ``frames`` from the first until the ROUTER takes no more; return the bytes it took."""
+        sent = 0
+        while frames:
+            try:
+                self.sock.send_multipart([self.identity, frames[0]], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+            sent += len(frames.popleft())
+        if sent:
+            self.stalled_since = time.monotonic()
+        return sent
+
+    def retry_later(self) -> None:
+        self.retrying = True
+        asyncio.get_running_loop().call_later(self.RETRY_S, self.send)
 
     def end(self, why: str) -> None:
         log.warning("ZMQ client %s does not read its replies (%s); ending its session", self.identity.hex(), why)
@@ -100,6 +128,7 @@ class ZmqReplies:
         """Send nothing more, not even what waits."""
         self.closed = True
         self.backlog.clear()
+        self.waiting = 0
 
 
 class ZmqSession(NamedTuple):
@@ -214,7 +243,8 @@ class ZmqServer:
                      known.session.id)
             known.replies.close()  # nothing more of the old session's goes to this routing id
             self._forget(identity, known.replies)
-        replies = ZmqReplies(sock, identity, lambda: self._forget(identity, replies), self.after_write)
+        replies = ZmqReplies(sock, identity, lambda: self._forget(identity, replies), self.after_write,
+                             self.config.gateway.max_write_buffer)
         try:
             session = self.entry.open(replies.write, lambda: self._forget(identity, replies), proof[1], proof[0],
                                       login_timeout=self.config.gateway.zmq_login_timeout, front_end=self.front_end)
