@@ -160,7 +160,8 @@ class TextConnection(asyncio.Protocol):
                 continue
             self.line_received(line)
         self.buffer = buffer[start:]
-        if not self.held and len(self.buffer) > self.max_line and self.may_take():
+        # a line's \r may come without its \n yet: it does not count towards max_line
+        if not self.held and len(self.buffer) - self.buffer.endswith(b"\r") > self.max_line and self.may_take():
             self.buffer = b""
             if not self.discarding:  # one answer per overlong line, however many pieces it comes in
                 self.discarding = True

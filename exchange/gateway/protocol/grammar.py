@@ -44,7 +44,7 @@ def parse_bytes(raw: bytes, max_line: int) -> ClientRequest | Rej:
 
     The Rej echoes the line's ``#client-order-id`` when it names one.
     """
-    if len(raw) > max_line:
+    if len(raw) - raw.endswith(b"\r") > max_line:  # a \r before the \n does not count
         return Rej(RejectCode.TOO_LARGE, f"line longer than {max_line} bytes; discarded")
     try:
         line = raw.decode("utf-8").rstrip("\r")
