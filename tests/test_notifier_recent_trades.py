@@ -50,6 +50,6 @@ def test_a_trades_answer_holds_the_trades_of_batches_released_while_the_notifier
     n.on_start(encode(snapshot), n.sibling_answers, now=0.0)
     assert n.followers["e1"].live
     n.on_released(batch(3, 30), now=0.0)  # live: published as trade chan_seq 3
-    answer = n.publisher.trades("AAPL", 0, now_ns=100)
+    answer = n.publisher.trades("AAPL", 0, now_ns=100)[0]
     assert answer.chan_seq == 3
     assert [t.seq for t in answer.trades] == [10, 20, 30]

@@ -60,11 +60,11 @@ def test_recent_trades_are_kept_once_each_at_most_a_day_and_stamped_with_the_tra
     for t in (trade(1, 10), trade(2, day + 10), trade(2, day + 10), trade(3, day + 20)):  # 2 comes twice
         publisher.remember(t)
     publisher.market_data("e2", 8, [[trade(4, day + 30, 101)]], now=0.0)  # published: remembered too
-    answer = publisher.trades("AAPL", 0, now_ns=day + 40)
+    answer = publisher.trades("AAPL", 0, now_ns=day + 40)[0]
     assert [t.seq for t in answer.trades] == [2, 3, 4]  # the first is more than a day old
     assert (answer.epoch, answer.chan_seq) == (11, 1)
-    assert [t.seq for t in publisher.trades("AAPL", day + 15, now_ns=day + 40).trades] == [3, 4]
-    assert publisher.trades("MSFT", 0, now_ns=0).reason == NOT_READY
+    assert [t.seq for t in publisher.trades("AAPL", day + 15, now_ns=day + 40)[0].trades] == [3, 4]
+    assert publisher.trades("MSFT", 0, now_ns=0)[0].reason == NOT_READY
 
 
 def test_the_recent_trades_are_bounded():

@@ -106,7 +106,7 @@ def test_a_turn_of_empty_trades_answers_reads_no_more_trades_than_the_budget():
 def test_an_answer_reads_only_the_trades_it_holds():
     now = time.time_ns()
     publisher, recent = publisher_with(one_clock(now))
-    answer = publisher.trades("AAPL", now + MAX_RECENT_TRADES - 10, time.time_ns())
+    answer = publisher.trades("AAPL", now + MAX_RECENT_TRADES - 10, time.time_ns())[0]
     scanned = recent.scanned
     assert [t.seq for t in answer.trades] == list(range(MAX_RECENT_TRADES - 9, MAX_RECENT_TRADES + 1))
     assert scanned == 10
@@ -121,7 +121,7 @@ def test_an_answer_holds_every_trade_at_or_after_since_though_the_gateways_clock
     kept = remembered[-MAX_RECENT_TRADES:]
     for since in (0, now - HOUR_NS, now - HOUR_NS + 501, now - HOUR_NS + 3_000, now, now + 501, now + 777,
                   now + MAX_RECENT_TRADES + 499, now + MAX_RECENT_TRADES + 500):
-        answer = publisher.trades("AAPL", since, now)
+        answer = publisher.trades("AAPL", since, now)[0]
         assert answer.trades == [t for t in kept if t.ts_event >= since], since
 
 

@@ -82,10 +82,6 @@ class LoginThrottle:
                 longest, why = times[0] + self.window - now, name
         return longest, why
 
-    def wait(self, address: str, user: str, now: float) -> float:
-        """Seconds until a login for ``user`` from ``address`` may be tried; 0 if it may now."""
-        return self.refusal(address, user, now)[0]
-
     def failed(self, address: str, user: str, now: float) -> None:
         """Count a failed login at ``now``."""
         for key, limit, _ in self._keys(address, user):

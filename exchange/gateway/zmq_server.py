@@ -69,9 +69,10 @@ class ZmqReplies:
             return
         frames = deque(encode(reply) for reply in replies)
         if not self.backlog:  # nothing waits: what the ROUTER takes now is never kept
-            self.stalled_since = time.monotonic()
             self.hand_over(frames)
             self.wrote()
+            if frames:
+                self.stalled_since = time.monotonic()  # a stall begins now
         if frames:
             self.keep(frames)
 

@@ -439,7 +439,7 @@ class Notifier:
             case InstrumentsRequest():
                 self.answer(client, self.instruments)
             case TradesRequest():
-                trades, read = self.publisher.answer_trades(request.symbol, request.since_ns, time.time_ns())
+                trades, read = self.publisher.trades(request.symbol, request.since_ns, time.time_ns())
                 self.answer(client, encode(trades))
                 return read
             case RequestRefused():

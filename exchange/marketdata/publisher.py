@@ -16,8 +16,8 @@ Invariants:
   burst of requests costs one build and then a send each;
 - ``trades(symbol, since)``: the last MAX_RECENT_TRADES trades published (and those the journal had
   when the notifier started, ``remember``), stamped with the "trade" chan_seq they reach up to; it
-  reads only the recent trades from the first that reaches ``since`` on (``answer_trades`` says how
-  many), so asking for few trades, or none, costs little.
+  reads only the recent trades from the first that reaches ``since`` on (and says how many), so
+  asking for few trades, or none, costs little.
 """
 
 from __future__ import annotations
@@ -120,15 +120,11 @@ class Publisher:
             reached.append(max(reached[-1], trade.ts_event) if reached else trade.ts_event)
             recent.append(trade)
 
-    def trades(self, symbol: str, since_ns: int, now_ns: int) -> Trades | SnapshotRefused:
+    def trades(self, symbol: str, since_ns: int, now_ns: int) -> tuple[Trades | SnapshotRefused, int]:
         """The recent trades of ``symbol`` at or after ``since_ns`` (at most a day's), oldest first, with
-        the "trade" channel's chan_seq they reach up to."""
-        return self.answer_trades(symbol, since_ns, now_ns)[0]
-
-    def answer_trades(self, symbol: str, since_ns: int, now_ns: int) -> tuple[Trades | SnapshotRefused, int]:
-        """``trades(symbol, since_ns, now_ns)``, and how many recent trades were read for it: those from
-        the first whose ts_event reaches ``since_ns`` on (found by bisection: none past the newest). A
-        few of them may be left out of the answer, if a gateway's clock is behind the others'."""
+        the "trade" channel's chan_seq they reach up to; and how many recent trades were read for them:
+        those from the first whose ts_event reaches ``since_ns`` on (found by bisection: none past the
+        newest). A few of them may be left out of the answer, if a gateway's clock is behind the others'."""
         if symbol not in self.books:
             return SnapshotRefused(symbol, NOT_READY if symbol in self.engine_of else f"no instrument {symbol}"), 0
         since = max(since_ns, now_ns - DAY_NS)
