@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import socket
+import decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -301,6 +302,13 @@ class Placed(msgspec.Struct, frozen=True):
     at: str  # its key path, like `$.engines[0]`
     host: str | None
     bound: list[tuple[str, str, bool]]  # (key, endpoint, client-facing)
+
+
+def plain(value: float) -> str:
+    """A number of the config as a person writes it, for messages: 1000000, 0.5, 2.25 (never 1e+06)."""
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return format(decimal.Decimal(repr(value)), "f")
 
 
 def placed_roles(config: Config) -> list[Placed]:

@@ -158,6 +158,15 @@ def test_watch_and_notifier_refuse_a_notifier_replica_the_config_does_not_have(t
         assert list(tmp_path.iterdir()) == [], "refused before it set up logs or made keys"
 
 
+def test_users_list_shows_limits_as_written(tmp_path):
+    path = copy_of_local(tmp_path)
+    path.write_text(path.read_text().replace("  - name: alice\n", "  - name: alice\n"
+                                             "    max_open_orders: 1000000\n    max_rate: 0.5\n", 1))
+    listed = CliRunner().invoke(cli, ["users", "list", "--config", str(path)])
+    assert listed.exit_code == 0, listed.output
+    assert "max_open_orders 1000000, max_rate 0.5" in listed.output.splitlines()[0], listed.output
+
+
 def test_users_add_refuses_a_users_list_it_cannot_edit_safely_and_changes_nothing(tmp_path):
     path = tmp_path / "mesh.yaml"
     text = LOCAL.read_text()

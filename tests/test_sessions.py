@@ -860,3 +860,17 @@ def test_a_disconnect_cancel_that_could_not_be_handed_over_leaves_no_answer_slot
         exchange.release()
     assert exchange.entry.in_flight.pending == {} and len(own.queue) == 0
     assert exchange.matchers["e2"].books["AAPL"].orders == {}
+
+
+def test_limits_in_refusals_read_as_written_in_the_config_never_in_exponent_notation():
+    exchange = Exchange(config=configured(gateway={"max_rate": 1_000_000.0, "max_burst": 2,
+                                                   "idle_timeout": 10_000_000.0}))
+    alice = exchange.session("alice")  # the LOGIN took one token
+    assert alice.say("PING") == ["PONG"]
+    assert alice.say("BUY AAPL 1 @ 5.00 #r1") == [
+        "REJ #r1 RATE_LIMITED more than 1000000 requests per second; slow down"]
+    exchange.now = 20_000_000.0
+    assert exchange.entry.expire_idle() == 1
+    assert alice.take() == ["BYE IDLE_TIMEOUT no request in 10000000 s; send PING to stay connected"]
+    slow = Exchange(config=configured(gateway={"max_rate": 0.25, "max_burst": 1})).session("bob")
+    assert slow.say("PING") == ["REJ RATE_LIMITED more than 0.25 requests per second; slow down"]

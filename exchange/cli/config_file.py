@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from exchange.cli.common import config_option, load, names
-from exchange.config import hash_key, new_key
+from exchange.config import hash_key, new_key, plain
 from exchange.errors import ExchangeError
 
 
@@ -20,7 +20,7 @@ def users_list(config_path: str) -> None:
     """List the config's users: name, whether they have a private-feed key, and their own limits."""
     config = load(config_path)
     for user in config.users:
-        limits = [f"{what} {value:g}" for what, value in (("max_open_orders", user.max_open_orders),
+        limits = [f"{what} {plain(value)}" for what, value in (("max_open_orders", user.max_open_orders),
                                                           ("max_sessions", user.max_sessions),
                                                           ("max_rate", user.max_rate)) if value is not None]
         if user.cancel_on_disconnect:

@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 
-from exchange.config import Config
+from exchange.config import Config, plain
 from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.access import TokenBucket
 from exchange.gateway.protocol.messages import Bye, ClientReply, LoginRequest, Rej
@@ -87,7 +87,7 @@ class SessionTable:
                 if (timeout := self._idle_timeout(session)) and now - session.last_request > timeout]
         for session, timeout in idle:
             log.info("session %d: idle for %g s; closing it", session.id, timeout)
-            session.write([Bye(RejectCode.IDLE_TIMEOUT, f"no request in {timeout:g} s; send PING to stay"
+            session.write([Bye(RejectCode.IDLE_TIMEOUT, f"no request in {plain(timeout)} s; send PING to stay"
                                                         " connected")])
             session.disconnect()
             self.close(session)
@@ -143,7 +143,7 @@ class SessionTable:
         now = self.clock()
         session.last_request = now
         if session.bucket is not None and not session.bucket.take(now):
-            session.fill(session.reserve(), [Rej(RejectCode.RATE_LIMITED, f"more than {session.bucket.rate:g}"
+            session.fill(session.reserve(), [Rej(RejectCode.RATE_LIMITED, f"more than {plain(session.bucket.rate)}"
                                                  " requests per second; slow down", client_order_id)])
             return None
         return session.reserve()

@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from exchange.config import WebConfig
+from exchange.config import WebConfig, plain
 from exchange.gateway.protocol.messages import (
     Ack, CancelRequest, LoginOk, LoginRequest, Out, Rej, ReplaceAck,
 )
@@ -80,7 +80,7 @@ class Web:
             return api.error(403, "CSRF", "missing or wrong X-CSRF-Token header; reload the page"
                                           " (GET /api/session gives the token)")
         if session is not None and not session.bucket.take():
-            return api.error(429, "RATE_LIMITED", f"more than {self.config.max_rate:g} requests per second;"
+            return api.error(429, "RATE_LIMITED", f"more than {plain(self.config.max_rate)} requests per second;"
                                                   " slow down")
         return None
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from exchange.config import plain
 from exchange.web.hub import Client
 from exchange.web.security import same_origin
 from exchange.web.sessions import TokenBucket, WebSession
@@ -60,7 +61,7 @@ async def _read(web: Web, websocket: WebSocket, client: Client, session: WebSess
         if session is not None:
             web.sessions.get(session.token)  # a page in use keeps its session
         if not bucket.take():
-            client.send({"type": "error", "reason": f"more than {web.config.max_rate:g} messages per second;"
+            client.send({"type": "error", "reason": f"more than {plain(web.config.max_rate)} messages per second;"
                                                     " slow down"})
             continue
         try:
