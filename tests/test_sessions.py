@@ -420,6 +420,22 @@ def test_an_idle_session_is_told_bye_and_closed_and_ping_keeps_one_alive():
     assert quiet.say("PING") == []  # a closed session takes nothing more
 
 
+def test_a_session_waiting_for_an_answer_is_not_idle_and_gets_the_whole_timeout_after_it():
+    exchange = Exchange(config=configured(gateway={"idle_timeout": 30.0}))
+    alice = exchange.session("alice")
+    assert alice.say("BUY AAPL 1 @ 5.00 #slow", release=False) == []  # its engine is slow to answer
+    exchange.now = 45.0
+    assert exchange.entry.expire_idle() == 0  # it waits on the exchange, not the other way round
+    assert not alice.disconnected and alice.take() == []
+    exchange.release()
+    assert alice.take()[0].startswith("ACK 2-1 #slow")
+    exchange.now = 70.0
+    assert exchange.entry.expire_idle() == 0  # 25 s after it was last seen waiting
+    exchange.now = 76.0
+    assert exchange.entry.expire_idle() == 1
+    assert alice.take() == ["BYE IDLE_TIMEOUT no request in 30 s; send PING to stay connected"]
+
+
 def test_a_session_nobody_logged_in_on_ends_after_its_login_timeout():
     exchange = Exchange(config=configured(gateway={"idle_timeout": 30.0}), deferred=True)
     anonymous, checking, failed = (Client(exchange, login_timeout=5.0) for _ in range(3))
@@ -435,7 +451,13 @@ def test_a_session_nobody_logged_in_on_ends_after_its_login_timeout():
     assert anonymous.take() == failed.take() == bye and anonymous.disconnected and failed.disconnected
     assert not any(c.disconnected for c in (checking, keyed, text)) and checking.session.user is None
     exchange.now = 31.0
-    assert exchange.entry.expire_idle() == 3  # the others have the idle timeout
+    assert exchange.entry.expire_idle() == 2  # the others have the idle timeout ...
+    assert keyed.disconnected and text.disconnected and not checking.disconnected  # ... but for a LOGIN unanswered
+    exchange.run_blocking()
+    exchange.run_timers()
+    assert checking.take() == ["OK LOGIN bob"]
+    exchange.now = 62.0
+    assert exchange.entry.expire_idle() == 1 and checking.disconnected
 
 
 def test_the_users_max_open_orders_goes_into_each_order():

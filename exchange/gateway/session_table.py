@@ -81,10 +81,18 @@ class SessionTable:
 
     def expire_idle(self) -> int:
         """Close every session that sent nothing for ``gateway.idle_timeout`` seconds, or for its
-        ``login_timeout`` while nobody is logged in on it; return how many."""
+        ``login_timeout`` while nobody is logged in on it; return how many.
+
+        A session with a request still unanswered is not idle: it waits on the exchange (a deposit
+        on a slow ledger shard, say), and a BYE then would leave its client not knowing the outcome.
+        It counts as seen now, so the whole timeout runs again from its last answer (or so)."""
         now = self.clock()
-        idle = [(session, timeout) for session in self.sessions.values()
-                if (timeout := self._idle_timeout(session)) and now - session.last_request > timeout]
+        idle = []
+        for session in self.sessions.values():
+            if session.unanswered:
+                session.last_request = now
+            elif (timeout := self._idle_timeout(session)) and now - session.last_request > timeout:
+                idle.append((session, timeout))
         for session, timeout in idle:
             log.info("session %d: idle for %g s; closing it", session.id, timeout)
             session.write([Bye(RejectCode.IDLE_TIMEOUT, f"no request in {plain(timeout)} s; send PING to stay"
