@@ -188,6 +188,41 @@ def test_a_connection_lost_once_the_transfer_was_sent_says_its_outcome_is_unknow
                                   " wire-9)\n")
 
 
+class GatewayThatAnswers(FakeTextPort):
+    """Answers the login, then the transfer with ``answer``: a BYE, say, from a gateway that ends
+    the session while the transfer waits for its ledger shard."""
+
+    def __init__(self, address: str, answer: bytes):
+        self.answer = answer
+        super().__init__(address)
+
+    def serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn, conn.makefile("rwb") as stream:
+            self.lines.append(stream.readline().decode())
+            stream.write(b"OK LOGIN ops\n")
+            stream.flush()
+            self.lines.append(stream.readline().decode())
+            stream.write(self.answer)
+            stream.flush()
+
+
+@pytest.mark.parametrize("answer", [b"BYE IDLE_TIMEOUT no request in 2 s; send PING to stay connected\n",
+                                    b"REJ INTERNAL a bug in the gateway; the session is closed\n",
+                                    b"PONG\n"])
+def test_an_answer_that_is_neither_ok_nor_a_refusal_says_the_outcome_is_unknown(tmp_path, answer):
+    path = loopback_config(tmp_path, accounts=True)
+    gateway = GatewayThatAnswers(load_config(path).gateway.text, answer)
+    try:
+        result = run(deposit, str(path), "bob", "USD", "5", "--ref", "wire-11")
+    finally:
+        gateway.close()
+    assert gateway.lines[-1] == "DEPOSIT bob USD 5 wire-11\n"
+    assert result.exit_code == 3, result.output
+    assert result.output == (f"Error: {answer.decode().strip()}; the DEPOSIT may or may not be applied: run the"
+                             " same command again (same --ref wire-11)\n")
+
+
 class GatewayThatNeverAnswers(FakeTextPort):
     """Takes the connection and answers nothing, not even the login."""
 

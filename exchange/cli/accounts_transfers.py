@@ -45,6 +45,9 @@ def _key(key_file: str | None) -> str:
     return key
 
 
+_UNKNOWN = ("REJ UNAVAILABLE", "REJ INTERNAL")  # refusals that do not say whether it was applied
+
+
 def transfer(verb: str, config_path: str, admin: str, key_file: str | None, target: str, asset: str,
              amount: str, ref: str, timeout: float) -> None:
     """Log in as ``admin``, send one ``verb`` line, print its answer; ClickException (exit 1) if refused."""
@@ -72,7 +75,8 @@ def transfer(verb: str, config_path: str, admin: str, key_file: str | None, targ
         if sent:
             raise OutcomeUnknown(f"the connection to the gateway was lost ({e}); {again}") from None
         raise click.ClickException(f"cannot reach the gateway at {config.gateway.text}: {e}") from None
-    if answer.startswith("REJ UNAVAILABLE"):
+    if not (answer.startswith(f"OK {verb} ") or answer.startswith("REJ ")) or answer.startswith(_UNKNOWN):
+        # the engine or shard did not answer in time, a bug, or the session ended (BYE) while it waited
         raise OutcomeUnknown(f"{answer}; {again}")
     if answer.startswith("REJ DUPLICATE_ID"):
         if " was already used for a " in answer:  # the ledger knows what the reference was used for
@@ -102,8 +106,8 @@ def _transfer_command(verb: str, summary: str):
     this very transfer was applied before; a refusal (not enough available, USER's reference
     already used for another transfer, not an admin) is one Error: line and exit status 1. When
     the outcome is unknown (no answer once the line was sent, the connection lost then, REJ
-    UNAVAILABLE), the Error: line says so and the exit status is 3: run the same command again,
-    with the same --ref.
+    UNAVAILABLE or INTERNAL, a BYE), the Error: line says so and the exit status is 3: run the
+    same command again, with the same --ref.
     """
     for decorator in reversed([
         click.argument("user"), click.argument("asset"), click.argument("amount"),
