@@ -136,3 +136,24 @@ def rows_with(config: Path, *args: str, db) -> list[dict]:
     code, output = run(*args, "--json", db=db, config=str(config))
     assert code == 0, output
     return json.loads(output)
+
+
+def test_balances_and_ledger_say_when_the_tables_are_behind_the_log(tmp_path):
+    """An admin reading a balance the tables have not caught up with (a deposit answered OK but not
+    indexed yet) is told so, as the journal's own queries tell it, instead of seeing an old balance
+    as if it were the last."""
+    journal = session(tmp_path / "journal.db")
+    before = rows("balances", "bob", db=journal.path)
+    journal.writer.catch_up = lambda: None  # the writer logs the next batch and indexes it later
+    journal.deposit("bob", "USD", "5", ref="wire-late")
+    stream = f"ledger-{journal.shard('bob').shard}"
+    logged = journal.batches[stream]
+    note = (f"note: these tables are behind the journal's log ({stream} up to batch {logged - 1} of {logged});"
+            " the journal writer is indexing the rest, or will when it next starts\n")
+    for args in (["balances", "bob"], ["ledger", "bob"]):
+        result = CliRunner().invoke(cli, ["accounts", *args, "--json", "--config", CONFIG_PATH, "--db",
+                                          str(journal.path)])
+        assert result.exit_code == 0 and result.stderr == note, result.output
+    assert json.loads(CliRunner().invoke(cli, ["accounts", "balances", "bob", "--json", "--config", CONFIG_PATH,
+                                               "--db", str(journal.path)]).stdout) == before
+    journal.close()
