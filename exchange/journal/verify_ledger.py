@@ -247,10 +247,24 @@ def _rows(entry: tuple) -> str:
 # -- 4 and 5: across the shards ----------------------------------------------------------------
 
 def _late_starts(conn: sqlite3.Connection, ledgers: dict[str, Ledger]) -> list[str]:
-    """The shards that began over an existing history: their first event settles engines' events of
-    before them (docs/accounts.md, "Turning accounts on over an existing journal")."""
-    return [name for name in ledgers if conn.execute(
-        "SELECT kind FROM events WHERE engine=? ORDER BY seq LIMIT 1", (name,)).fetchone() == ("SettlementAdvanced",)]
+    """The shards that began over an existing history (docs/accounts.md, "Turning accounts on over an
+    existing journal"): an engine had journaled events before the first ledger shard's first epoch
+    opened, so orders that hold nothing may settle on one side only. Then every shard began over it.
+
+    Not "a shard whose first event is a settlement": on a venue funded by deposits, a shard whose users
+    have no money yet settles the other shard's trades first, though it started with the mesh. (A
+    journal whose ledger epochs have no opening time falls back to that, for want of better.)"""
+    (opened,) = conn.execute("SELECT MIN(ts_opened) FROM epochs WHERE engine IN (%s)"
+                             % ",".join("?" * len(ledgers)), list(ledgers)).fetchone()
+    if opened is None:
+        return [name for name in ledgers if conn.execute(
+            "SELECT kind FROM events WHERE engine=? ORDER BY seq LIMIT 1", (name,)).fetchone()
+            == ("SettlementAdvanced",)]
+    # (a batch without ts_written was written by a version older than any ledger shard)
+    before = conn.execute("SELECT 1 FROM batches WHERE engine NOT IN (%s) AND last_seq >= first_seq"
+                          " AND (ts_written IS NULL OR ts_written < ?) LIMIT 1" % ",".join("?" * len(ledgers)),
+                          [*ledgers, opened]).fetchone()
+    return list(ledgers) if before else []
 
 
 def _across(ledgers: dict[str, Ledger], config: Config, assets: dict[str, Asset], late: list[str]

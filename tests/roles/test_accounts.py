@@ -216,3 +216,49 @@ def test_a_fresh_mesh_takes_the_orders_of_users_of_every_ledger_shard_at_once(de
     for user in shards.values():
         with demo_mesh.login(user) as client:
             assert balance(client, "USD")[0], user
+
+
+def test_a_shard_that_settles_the_other_shards_trades_first_did_not_begin_over_a_history(tmp_path):
+    """Defect: `journal verify` took a shard whose first journaled event is a settlement for one that
+    began over an existing history, and so never checked *clearing across the shards. On a venue
+    funded by deposits, a shard whose users have no money yet settles the other shard's trades first,
+    though it started with the mesh."""
+    from exchange.journal.schema import open_readonly
+    from exchange.journal.verify_ledger import verify_ledgers
+
+    path = loopback_config(tmp_path, accounts=True)
+    path.write_text(re.sub(r"\n    opening_balances: \{[^}]*\}", "", path.read_text()))  # funded by deposits
+    config = load_config(path)
+
+    def read(check):
+        conn = open_readonly(config.journal.path)
+        try:
+            return check(conn)
+        finally:
+            conn.close()
+
+    def first_event(conn) -> str | None:
+        row = conn.execute("SELECT kind FROM events WHERE engine='ledger-1' ORDER BY seq LIMIT 1").fetchone()
+        return row and row[0]
+
+    with Mesh(path) as mesh:
+        with mesh.login("ops") as ops:  # bob and carol are on shard 0, alice on shard 1
+            assert ops.request("DEPOSIT carol USD 1000 c1").startswith("OK DEPOSIT")
+            assert ops.request("DEPOSIT bob BTC 1 b1").startswith("OK DEPOSIT")
+        with mesh.login("bob") as bob, mesh.login("carol") as carol:
+            assert bob.request("SELL BTC-USD 0.01 @ 40000 #s0").startswith("ACK ")
+            assert carol.request("BUY BTC-USD 0.01 @ 40000 #b0").startswith("ACK ")
+        # shard 1 journals that it settled e1's batches, with nothing of its users, once a second
+        wait_until(lambda: read(first_event) == "SettlementAdvanced", 15, "shard 1's first event a settlement")
+        with mesh.login("ops") as ops:
+            assert ops.request("DEPOSIT alice USD 1000 a1").startswith("OK DEPOSIT")
+        with mesh.login("bob") as bob, mesh.login("alice") as alice:
+            assert bob.request("SELL BTC-USD 0.01 @ 40000 #s1").startswith("ACK ")
+            assert alice.request("BUY BTC-USD 0.01 @ 40000 #b1").startswith("ACK ")
+            settles_to(alice, "BTC", ("0.01000000", "0.00000000"))
+        checked = []  # until both shards have settled e1 to its end, *clearing is not checked
+        wait_until(lambda: checked.append(read(lambda conn: verify_ledgers(conn, config)))
+                   or not any("different seqs" in note for note in checked[-1][1]), 15, "both shards settled e1")
+        assert checked[-1] == ([], []), checked[-1]
+    out = verify(path)
+    assert "not checked" not in out and "*clearing" not in out, out
