@@ -40,6 +40,7 @@ first order of the same user: if that is not enough, the order expires and no bo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from exchange.core.book import OrderBook
@@ -523,6 +524,9 @@ class Matcher(Replay):
 
     def _check_limits(self, book: OrderBook, cmd: PlaceOrder) -> list[Event] | None:
         """The rejection of a PlaceOrder that breaks a risk limit, or None (see ``handle``)."""
+        if cmd.max_open_orders < 0:  # no gateway sends one; a direct sender to the engine might
+            return self._reject(cmd, RejectCode.MALFORMED, f"max_open_orders {cmd.max_open_orders} is negative;"
+                                                           " 0 means no limit of the user's")
         instrument = book.instrument
         qty = cmd.qty
         price = cmd.price
@@ -544,7 +548,8 @@ class Matcher(Replay):
         """Why the user may not rest another order on this book, or "" if they may."""
         limits = [n for n in (book.instrument.max_open_orders, cmd.max_open_orders) if n]
         limit = min(limits)
-        if book.open_orders_of(cmd.user, up_to=limit) < limit:
+        # (a limit beyond sys.maxsize, which a uint64 on the wire can be, is one no user reaches)
+        if book.open_orders_of(cmd.user, up_to=min(limit, sys.maxsize)) < limit:
             return ""
         return (f"user {cmd.user} has {limit} open orders on {book.symbol}, the most allowed;"
                 f" cancel one first")

@@ -115,6 +115,15 @@ def test_the_users_own_limit_in_the_command_applies_too(market):
     market.run(buy("alice", "0.1", at="1.00"))  # without the field: no limit from the user
 
 
+def test_a_users_own_limit_out_of_range_is_refused_or_read_as_it_says_never_raised(market):
+    """Defect: a negative or huge limit (which no gateway sends, but a direct sender to an engine may)
+    raised inside the matcher, and the engine died with the other commands of its batch unjournaled."""
+    negative = PlaceOrder("mallory", "BTC-USD", Side.BUY, 100, 100, TimeInForce.GTC, max_open_orders=-1)
+    assert refused(market, negative) == "MALFORMED: max_open_orders -1 is negative; 0 means no limit of the user's"
+    huge = PlaceOrder("mallory", "BTC-USD", Side.BUY, 100, 100, TimeInForce.GTC, max_open_orders=2**64 - 1)
+    assert market(huge)[0].startswith("accepted")  # a limit no user can reach
+
+
 def test_a_users_limit_counts_the_orders_that_rested_before_any_limit_was_asked_for(market):
     # The book indexes every user's open orders (cancel-all reads it too), limit or not: the first
     # limited command counts what is already resting, and every later add, fill and cancel keeps it.
