@@ -37,6 +37,28 @@ def test_an_order_that_comes_too_late_is_journaled_but_not_executed_nor_answered
     assert [reply.request_id for reply in batch.replies()] == [1]  # only the fresh order is answered
 
 
+def test_an_order_stamped_ahead_of_the_engines_clock_is_journaled_but_not_executed():
+    """Defect: one placement stamped a day ahead (a direct sender, a gateway whose clock jumped) made
+    the engine forget every user's client order ids at once (it forgets by the command's stamp): a
+    resend within the window executed a second time."""
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
+    engine.max_order_age_ns = 5 * S
+    now = 1_000 * S
+    handle(engine, PlaceOrder("bob", "BTC-USD", Side.SELL, 2, 100_000, ts_received=now), now_ns=now)
+    first = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, client_order_id="x", ts_received=now + S)
+    assert [type(e).__name__ for e in handle(engine, first, now_ns=now + S).entries[0].events] == [
+        "OrderAccepted", "Match"]
+    ahead = PlaceOrder("mallory", "BTC-USD", Side.BUY, 1, 100_000, client_order_id="z", ts_received=now + 86_400 * S)
+    within = PlaceOrder("carol", "BTC-USD", Side.BUY, 1, 1, ts_received=now + 6 * S)  # as far ahead as allowed
+    batch = handle(engine, ahead, within, now_ns=now + S)
+    assert [(e.command, len(e.events)) for e in batch.entries][0] == (ahead, 0)  # in the journal, no events
+    assert len(batch.entries[1].events) > 0 and engine.too_old == 0 and engine.ahead == 1
+    assert [reply.request_id for reply in batch.replies()] == [1]  # the one stamped ahead is not answered
+    resend = PlaceOrder("alice", "BTC-USD", Side.BUY, 1, 100_000, client_order_id="x", ts_received=now + 2 * S)
+    [rejected] = handle(engine, resend, now_ns=now + 2 * S).entries[0].events
+    assert rejected.code.value == "DUPLICATE_ID"
+
+
 def test_a_cancel_executes_however_late_it_comes():
     engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition())
     engine.max_order_age_ns = 5 * S

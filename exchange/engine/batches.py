@@ -42,6 +42,7 @@ class Engine:
         self.epoch = epoch
         self.max_order_age_ns = 0  # 0: no limit (see handle_requests)
         self.too_old = 0  # orders not executed because they came too late
+        self.ahead = 0  # orders not executed because they were stamped ahead of this engine's clock
         self.batch = position.batch  # the last batch number used
         self.durable_batch = position.batch
         self.retained: deque[tuple[int, int, bytes]] = deque()  # (batch, event count, frame)
@@ -58,6 +59,11 @@ class Engine:
         ``now_ns`` is not executed: its gateway has answered it or is about to (UNAVAILABLE, outcome
         unknown), and it must not trade behind that answer. It is journaled with no events and gets no
         reply. Cancels always execute: late or not, they only take risk away.
+
+        So is one stamped more than ``max_order_age_ns`` after ``now_ns``: the matcher keeps time by
+        the commands' stamps (a client order id is free again a window after the stamp of the order
+        that used it), and one stamped far ahead would free every user's ids at once. Only a gateway
+        whose clock is that far ahead of the engine's, or a sender that is not a gateway, stamps so.
         """
         handle = self.matcher.handle
         entries = []
@@ -68,6 +74,7 @@ class Engine:
         after: dict[tuple[str, int], int] = {}
         first_seq = self.matcher.seq + 1
         oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
+        newest = now_ns + self.max_order_age_ns if oldest else None
         for parts in frames:
             try:
                 requests: list[Request] = decoder.decode(parts[-1])
@@ -83,8 +90,12 @@ class Engine:
                     log.warning("commands: dropped a %s from %s (not an engine's command)", type(command).__name__,
                                 request.gateway)
                     continue
-                if command.ts_received < oldest and isinstance(command, (PlaceOrder, ReplaceOrder)):
-                    self.too_old += 1
+                if oldest and not oldest <= command.ts_received <= newest \
+                        and isinstance(command, (PlaceOrder, ReplaceOrder)):
+                    if command.ts_received < oldest:
+                        self.too_old += 1
+                    else:
+                        self.ahead += 1
                     entries.append(Entry(request.gateway, request.session, request.request_id, command, []))
                     continue
                 events = handle(command)

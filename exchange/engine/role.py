@@ -108,7 +108,7 @@ class EngineProcess:
             if self.replay in ready:
                 self.on_engine_requests()
             if self.commands in ready:
-                too_old = engine.too_old
+                too_old, ahead = engine.too_old, engine.ahead
                 frame = engine.handle_requests(sockets.drain(self.commands, MAX_MESSAGES_PER_BATCH), self.requests,
                                                time.time_ns())
                 if frame is not None:
@@ -116,6 +116,10 @@ class EngineProcess:
                 if engine.too_old > too_old:
                     log.warning("%d orders came more than %.1f s after their gateway received them; not executed"
                                 " (their gateway answers UNAVAILABLE)", engine.too_old - too_old,
+                                engine.max_order_age_ns / 1e9)
+                if engine.ahead > ahead:
+                    log.warning("%d orders were stamped more than %.1f s ahead of this engine's clock; not executed"
+                                " (is the gateway's clock in sync with this host's?)", engine.ahead - ahead,
                                 engine.max_order_age_ns / 1e9)
             self.send_to_journal()
             self.resume_replays()
