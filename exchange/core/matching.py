@@ -40,7 +40,6 @@ first order of the same user: if that is not enough, the order expires and no bo
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 
 from exchange.core.book import OrderBook
@@ -548,8 +547,9 @@ class Matcher(Replay):
         """Why the user may not rest another order on this book, or "" if they may."""
         limits = [n for n in (book.instrument.max_open_orders, cmd.max_open_orders) if n]
         limit = min(limits)
-        # (a limit beyond sys.maxsize, which a uint64 on the wire can be, is one no user reaches)
-        if book.open_orders_of(cmd.user, up_to=min(limit, sys.maxsize)) < limit:
+        # (counted up to 2**62 at most: a uint64 on the wire can be more than a count may be, and no
+        # book holds that many orders)
+        if book.open_orders_of(cmd.user, up_to=min(limit, 1 << 62)) < limit:
             return ""
         return (f"user {cmd.user} has {limit} open orders on {book.symbol}, the most allowed;"
                 f" cancel one first")
