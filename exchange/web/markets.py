@@ -99,6 +99,7 @@ class MarketView:
         fmt = self.instrument
         return {"type": "snapshot", "symbol": self.symbol, "seq": self.seq, "state": self.state,
                 "tick_size": fmt.tick_size, "lot_size": fmt.lot_size,
+                "tape_length": self.tape.maxlen,  # the page keeps this many trades as updates come
                 "bids": [[fmt.format_price(p), fmt.format_qty(q)] for p, q in self.depth.levels(Side.BUY)],
                 "asks": [[fmt.format_price(p), fmt.format_qty(q)] for p, q in self.depth.levels(Side.SELL)],
                 "trades": [self._trade_row(t) for t in self.tape],

@@ -3,9 +3,10 @@
 Peers: the notifier (its snapshot endpoint for the instrument list; its public feed through one
 ``BookFeed`` per instrument, each on its own thread) and the gateway (one ZMQ order entry session
 per signed-in browser, on the gateway's endpoint for trusted front ends). Serves HTTP and
-WebSockets with uvicorn on ``web.listen``. It keeps no keys, opens no journal and holds no state
-that matters across a restart: a restarted web role starts with empty candles and tapes, and its
-browsers sign in again.
+WebSockets with uvicorn on ``web.listen``, its connections bounded in number and in the time a
+request may take to arrive (exchange.web.connections). It keeps no keys, opens no journal and holds
+no state that matters across a restart: a restarted web role starts with empty candles and tapes,
+and its browsers sign in again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import zmq.asyncio
 from exchange.config import Config
 from exchange.errors import ConfigError
 from exchange.web.app import Web, make_app
+from exchange.web.connections import fit_descriptor_limit, make_server
 from exchange.web.feeds import FeedThread, fetch_instruments
 from exchange.web.hub import Hub
 from exchange.web.markets import MarketView
@@ -36,12 +38,8 @@ def run(config: Config) -> None:
 
 async def serve(config: Config) -> None:
     web_config = config.web
-    host, port = web_config.listen.rsplit(":", 1)
     ctx = zmq.asyncio.Context()
     ctx.linger = sockets.LINGER_MS
-    server = uvicorn.Server(uvicorn.Config(None, host=host, port=int(port), ws="websockets-sansio", lifespan="off",
-                                           log_config=None, access_log=False, ws_max_size=4096,
-                                           proxy_headers=False, server_header=False))
     # SIGINT and SIGTERM set this flag; while uvicorn serves, its own handlers stop it, and it
     # passes the signal on to these when it is done, so that the role closes everything and exits 0
     stopper = sockets.Stopper()
@@ -54,7 +52,7 @@ async def serve(config: Config) -> None:
         return
     hub = Hub({i.symbol: MarketView(i, web_config.tape_length) for i in instruments})
     web = Web(web_config, hub, ctx, config.gateway.front_end, MeshSecurity.for_role(config, "web"))
-    server.config.app = make_app(web)
+    server = make_server(make_app(web), web_config, fit_descriptor_limit(web_config, len(instruments)))
     server.config.load()
     crashed = []
 

@@ -77,10 +77,10 @@ function decimals(step) {
   return step && step.includes(".") ? step.split(".")[1].length : 0;
 }
 
-function renderTape(trades) {
+function renderTape(trades) { // the feed keeps the role's tape length of them (web.tape_length)
   const body = document.querySelector("#tape tbody");
   body.replaceChildren();
-  for (const t of trades.slice(0, 50)) {
+  for (const t of trades) {
     const tr = row(body, [[new Date(t.ts).toISOString().slice(11, 19)], [t.price, "num"], [t.qty, "num"],
                           [t.taker_side === "BUY" ? "buy" : "sell", t.taker_side === "BUY" ? "bid" : "ask"]]);
     tr.dataset.tradeId = t.trade_id;

@@ -6,7 +6,7 @@ export class Feed {
   constructor(handlers) {
     this.handlers = handlers;
     this.symbol = null;
-    this.book = null; // {symbol, seq, bids: Map, asks: Map, trades: [], candles: {}}
+    this.book = null; // {symbol, seq, tick, lot, tapeLength, bids: Map, asks: Map, trades: [], candles: {}}
     this.retry = 500;
     this.connect();
   }
@@ -58,7 +58,8 @@ export class Feed {
 
   snapshot(m) {
     if (m.symbol !== this.symbol) return;
-    this.book = {symbol: m.symbol, seq: m.seq, tick: m.tick_size, lot: m.lot_size,
+    // the tape keeps as many trades as the role's (web.tape_length), also when it starts empty
+    this.book = {symbol: m.symbol, seq: m.seq, tick: m.tick_size, lot: m.lot_size, tapeLength: m.tape_length,
                  bids: new Map(m.bids), asks: new Map(m.asks), trades: m.trades, candles: m.candles};
     this.state(m.state === "live" ? "live" : "resyncing");
     this.handlers.onbook(this.book, true);
@@ -78,7 +79,7 @@ export class Feed {
       const levels = side === "BUY" ? book.bids : book.asks;
       if (Number(qty) === 0) levels.delete(price); else levels.set(price, qty);
     }
-    if (m.trades.length) book.trades = [...m.trades.slice().reverse(), ...book.trades].slice(0, 50);
+    if (m.trades.length) book.trades = [...m.trades.slice().reverse(), ...book.trades].slice(0, book.tapeLength);
     for (const [interval, candle] of Object.entries(m.candles)) {
       const series = book.candles[interval] || (book.candles[interval] = []);
       if (series.length && series[series.length - 1][0] === candle[0]) series[series.length - 1] = candle;
