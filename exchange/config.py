@@ -271,16 +271,39 @@ class WebConfig(_Section):
     # reverse proxies (IP addresses or networks) whose X-Forwarded-For names the browser; from any other
     # peer the header is ignored and the browser is the peer itself
     trusted_proxies: list[str] = []
+    # the origin browsers load the page from when it is not the role's own address, as behind a TLS-terminating
+    # proxy (https://exchange.example): a request whose Origin is this one is not refused as another site's
+    public_origin: str | None = None
     host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
 
+    _ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?", re.IGNORECASE)
+
     def check(self) -> None:
-        """ValueError naming the key of a trusted proxy that is not an IP address or network."""
+        """ValueError naming the key of a trusted proxy that is not an IP address or network, or of a
+        public origin that is not one."""
         for n, proxy in enumerate(self.trusted_proxies):
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"{proxy!r} is not an IP address or network (like 10.0.0.5 or 10.0.0.0/24)"
                                  f" - at `$.web.trusted_proxies[{n}]`") from None
+        self.origin()
+
+    def origin(self) -> str | None:
+        """``public_origin`` as a browser's Origin header says it (scheme and host in lower case, no
+        default port: https://exchange.example for HTTPS://Exchange.example:443); ValueError naming the
+        key if it is not an origin."""
+        if self.public_origin is None:
+            return None
+        match = self._ORIGIN.fullmatch(self.public_origin)
+        port = int(match.group(3)) if match and match.group(3) else None
+        if match is None or port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"{self.public_origin!r} is not an origin: http or https, a host, maybe a port, and"
+                             f" nothing after (like https://exchange.example or http://10.0.0.5:8080)"
+                             f" - at `$.web.public_origin`")
+        scheme, host = match.group(1).lower(), match.group(2).lower()
+        default = 443 if scheme == "https" else 80
+        return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 # -- placement: which host each role runs on -------------------------------------------------

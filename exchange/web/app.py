@@ -11,7 +11,7 @@ Routes (docs/web.md has the messages):
 
 Every state-changing request needs the ``X-CSRF-Token`` header to match the ``csrf`` cookie
 (double submit) and, once signed in, the session's token; an ``Origin`` other than this server's
-is refused; signed-in requests take a token from the session's rate bucket.
+(or ``web.public_origin``) is refused; signed-in requests take a token from the session's rate bucket.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 import msgspec
 import zmq.asyncio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from exchange.config import WebConfig, plain
+from exchange.errors import RejectCode
 from exchange.gateway.protocol.messages import (
     Ack, CancelRequest, LoginOk, LoginRequest, Out, Rej, ReplaceAck,
 )
@@ -59,6 +60,7 @@ class Web:
         self.sessions = WebSessions(config.max_sessions, config.session_expiry, config.max_rate, config.max_burst)
         self.logins = LoginAttempts(config.max_logins)
         self.addresses = ClientAddress(config.trusted_proxies)
+        self.public_origin = config.origin()  # an Origin also accepted as this server's (a TLS proxy's)
         self.sockets = 0  # WebSockets open now
 
     def session(self, request: Request | WebSocket) -> WebSession | None:
@@ -73,7 +75,7 @@ class Web:
 
     def refused(self, request: Request, session: WebSession | None) -> Response | None:
         """Why a state-changing request may not go on (None: it may)."""
-        if not same_origin(request.headers, request.url.scheme):
+        if not same_origin(request.headers, request.url.scheme, self.public_origin):
             return api.error(403, "CSRF", "requests from another site's page are refused")
         expected = session.csrf if session is not None else request.cookies.get("csrf")
         if not token_matches(request.headers.get("x-csrf-token"), expected):
@@ -89,6 +91,8 @@ class Web:
         rest unread), or malformed (400)."""
         try:
             return api.decode(await api.read(request), kind), None
+        except ClientDisconnect:  # gone (or cut at the connection's deadline) before its body was whole
+            return None, api.error(400, "MALFORMED", "the request's body did not arrive whole")
         except api.TooLarge as e:
             return None, api.too_large(str(e))
         except ValueError as e:
@@ -165,9 +169,11 @@ class Web:
     async def _gateway_sign_in(self, body: api.Login, address: str) -> tuple[WebSession | None, Response | None]:
         """Sign ``body``'s user in on the gateway: the new session, or the answer saying why not."""
         holder: list[WebSession] = []  # the session, once the sign-in succeeded
+        # the gateway ending its session (Bye, or NOT_LOGGED_IN after it restarted) ends the browser's at once
         gateway = GatewaySession(self.ctx, self.gateway_endpoint, self.security,
                                  lambda reply: holder[0].note(reply) if holder else None,
-                                 lambda reply: holder[0].on_push(reply) if holder else None, lambda: None)
+                                 lambda reply: holder[0].on_push(reply) if holder else None,
+                                 lambda: self.sessions.remove(holder[0]) if holder else None)
         try:  # the gateway throttles failed logins by the browser's address, which it believes from us only
             reply = await gateway.request(LoginRequest(body.user, body.key, address=ip_address(address)))
         except GatewayBusy as e:
@@ -231,13 +237,23 @@ class Web:
         try:
             reply = await session.gateway.request(request)
         except GatewayBusy as e:
+            if session.ended:  # the gateway ended the session, or the browser signed out, while it waited
+                return self.ended()
             return api.error(503, "UNAVAILABLE", str(e))
+        if isinstance(reply, Rej) and reply.code is RejectCode.NOT_LOGGED_IN:  # the session ended with it
+            return self.ended()
         if isinstance(reply, Rej):
             return api.error(400 if reply.code.value not in ("BUSY", "UNAVAILABLE", "RATE_LIMITED") else 503,
                              reply.code.value, reply.reason)
         if not isinstance(reply, accepted):
             return api.error(502, "INTERNAL", f"the gateway answered {type(reply).__name__}")
         return JSONResponse({"type": type(reply).__name__, **msgspec.to_builtins(reply)})
+
+    @staticmethod
+    def ended() -> Response:
+        """The answer to a request whose session ended while the gateway had it: not signed in (any
+        more), as a request after it would be told; the page hears ``signed_out`` on its socket."""
+        return api.error(401, "NOT_LOGGED_IN", "the session ended; sign in again")
 
 
 def make_app(web: Web) -> SecurityHeaders:

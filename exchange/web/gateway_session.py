@@ -8,6 +8,11 @@ in between; so a reply is matched to the oldest request still waiting, and anyth
 pushed. The one ambiguity is ``Out``: it answers a ``CancelRequest`` (status CANCELED, no reason,
 naming the order asked for) and is otherwise pushed. Sends never block: a gateway that cannot take
 a request at once is the caller's ``GatewayBusy``.
+
+The session ends when the gateway says so (``Bye``) and when it answers ``NOT_LOGGED_IN``: a
+gateway that restarted has no login for this DEALER, which reconnects to it by itself, and answers
+so every request that needs one. A PING it answers Pong all the same, so the keep-alive is a
+request that needs a login.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from exchange.errors import RejectCode
 from exchange.gateway.protocol.messages import (
-    AnyReply, Bye, CancelRequest, ClientReply, ClientRequest, Fill, LogoutRequest, Out, PingRequest, Reduced,
+    AnyReply, Bye, CancelRequest, ClientReply, ClientRequest, Fill, LogoutRequest, Out, Reduced, Rej, StatusRequest,
 )
 from exchange.wire import sockets
 from exchange.wire.messages import encode
@@ -32,6 +38,9 @@ log = logging.getLogger(__name__)
 PUSHED = (Fill, Out, Reduced)
 LOGOUT_LINGER_MS = 1000  # a closed session's LogoutRequest may take this long to leave
 LOGOUT_WAIT_S = 2.0  # a sign-out waits this long for the gateway to say the session ended
+# the keep-alive: a STATUS of an order id no engine makes (engine ids start at 1), which the gateway answers
+# from its own memory, NOT_YOUR_ORDER, while logged in, and NOT_LOGGED_IN once it has forgotten the session
+KEEP_ALIVE = StatusRequest(order_id="0-0")
 
 
 class GatewayBusy(Exception):
@@ -54,6 +63,7 @@ class GatewaySession:
         self.decoder = msgspec.msgpack.Decoder(AnyReply)
         self.waiting: deque[tuple[ClientRequest, asyncio.Future]] = deque()
         self.ended = self.logged_out = False
+        self.forgotten = False  # the gateway answered NOT_LOGGED_IN: it holds a session for us, without a login
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     async def request(self, request: ClientRequest) -> ClientReply:
@@ -73,9 +83,10 @@ class GatewaySession:
             raise GatewayBusy(f"no answer from the gateway in {self.timeout_s:g} s") from None
 
     async def ping(self) -> None:
-        """Keep the gateway session from idling out."""
+        """Keep the gateway session from idling out, and learn within one ping that the gateway forgot
+        it (a PING would be answered all the same)."""
         try:
-            await self.request(PingRequest())
+            await self.request(KEEP_ALIVE)
         except GatewayBusy as e:
             log.info("ping: %s", e)
 
@@ -98,6 +109,11 @@ class GatewaySession:
                         future.set_result(reply)
                 else:
                     self.on_push(reply)
+                if isinstance(reply, Rej) and reply.code is RejectCode.NOT_LOGGED_IN:
+                    # whichever request it answers, no other request of this session will be answered either
+                    log.info("the gateway no longer knows a session (it restarted?): %s", reply.reason)
+                    self.forgotten = True
+                    break
         except (asyncio.CancelledError, zmq.ZMQError):
             pass
         finally:
@@ -136,8 +152,9 @@ class GatewaySession:
         self.close()
 
     def close(self) -> None:
-        """End the session: tell the gateway (without waiting), as a closed DEALER is not seen leaving."""
-        if not self.ended and not self.logged_out:
+        """End the session: tell the gateway (without waiting), as a closed DEALER is not seen leaving
+        (one it forgot it still holds, without a login, until it hears this or its login timeout ends it)."""
+        if (not self.ended or self.forgotten) and not self.logged_out:
             try:
                 self.sock.send(encode(LogoutRequest()), zmq.NOBLOCK)
                 self.sock.linger = LOGOUT_LINGER_MS

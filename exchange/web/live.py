@@ -24,7 +24,7 @@ FORM = 'a message is a JSON object {"type": "subscribe" or "resync", "symbol": S
 
 
 async def serve(web: Web, websocket: WebSocket) -> None:
-    if not same_origin(websocket.headers, websocket.url.scheme):
+    if not same_origin(websocket.headers, websocket.url.scheme, web.public_origin):
         await websocket.close(code=1008, reason="another site's page may not open this socket")
         return
     if web.sockets >= web.config.max_sockets:

@@ -43,10 +43,15 @@ class SecurityHeaders:
         return await self.app(scope, receive, with_headers)
 
 
-def same_origin(headers, scheme: str) -> bool:
-    """Whether a request's Origin (if it has one) is this server itself."""
+def same_origin(headers, scheme: str, public_origin: str | None = None) -> bool:
+    """Whether a request's Origin (if it has one) is this server itself: the scheme and Host it was
+    reached by, or ``public_origin`` (web.public_origin, as WebConfig.origin writes it), the one
+    browsers load the page from behind a TLS-terminating proxy, which reaches this server by plain
+    HTTP. X-Forwarded-Proto and -Host are not read: anyone may write them, and the origin is known."""
     origin = headers.get("origin")
     if origin is None:
+        return True
+    if public_origin is not None and origin == public_origin:
         return True
     host = headers.get("host", "")
     return origin in (f"{scheme}://{host}", f"{'https' if scheme in ('https', 'wss') else 'http'}://{host}")

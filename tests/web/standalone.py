@@ -18,7 +18,6 @@ import tempfile
 import time
 
 import msgspec
-import uvicorn
 import zmq
 import zmq.asyncio
 
@@ -28,10 +27,11 @@ from exchange.core.messages import Trade
 from exchange.core.orders import Side
 from exchange.gateway.protocol.messages import (
     AccountBalances, AnyRequest, BalanceRequest, LoginOk, LoginRequest, LogoutOk, LogoutRequest, Orders,
-    OrdersRequest, PingRequest, Pong,
+    OrdersRequest, PingRequest, Pong, Rej, RejectCode, StatusRequest,
 )
 from exchange.testing.mesh import free_ports
 from exchange.web.app import Web, make_app
+from exchange.web.connections import make_server, max_connections
 from exchange.web.hub import Hub
 from exchange.web.markets import MarketView
 from exchange.wire.messages import encode
@@ -63,8 +63,9 @@ async def until(predicate, what: str, timeout: float = DEADLINE_S) -> None:
 
 class FakeGateway:
     """The gateway's front end endpoint: every login is LoginOk (with ``hold_logins``, only once the
-    test sets ``logins_open``; ``logins_waiting`` counts those held); the account requests, pings and
-    logouts are answered; ``sessions`` are the DEALERs signed in now."""
+    test sets ``logins_open``; ``logins_waiting`` counts those held); the account requests, pings, the
+    role's keep-alive (a STATUS of no order) and logouts are answered; ``sessions`` are the DEALERs
+    signed in now."""
 
     def __init__(self, ctx: zmq.asyncio.Context, directory: str, hold_logins: bool = False):
         self.endpoint = f"ipc://{directory}/front_end"
@@ -100,6 +101,8 @@ class FakeGateway:
             reply = AccountBalances([("USD", "100.00", "0.00")])
         elif isinstance(request, PingRequest):
             reply = Pong()
+        elif isinstance(request, StatusRequest):
+            reply = Rej(RejectCode.NOT_YOUR_ORDER, f"order {request.order_id} is not yours")
         elif isinstance(request, LogoutRequest):
             self.sessions.discard(ident)
             reply = LogoutOk()
@@ -122,10 +125,10 @@ async def serving(hub: Hub | None = None, hold_logins: bool = False, **web_optio
     ctx = zmq.asyncio.Context()
     gateway = FakeGateway(ctx, directory, hold_logins)
     port = free_ports(1)[0]
-    web = Web(WebConfig(listen=f"127.0.0.1:{port}", **web_options), hub, ctx, gateway.endpoint)
-    server = uvicorn.Server(uvicorn.Config(make_app(web), host="127.0.0.1", port=port, ws="websockets-sansio",
-                                           lifespan="off", log_config=None, access_log=False, ws_max_size=4096,
-                                           proxy_headers=False, server_header=False, log_level="warning"))
+    config = WebConfig(listen=f"127.0.0.1:{port}", **web_options)
+    web = Web(config, hub, ctx, gateway.endpoint)
+    # the role's own server, with its bounds on connections
+    server = make_server(make_app(web), config, max_connections(config), log_level="warning")
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
         await until(lambda: server.started or task.done(), "the server listening")
