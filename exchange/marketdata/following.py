@@ -13,7 +13,13 @@ once it has a start for every instrument of the engine and every batch after the
 each instrument then gets the batches after its own start. Live, each batch must follow the last
 (+1); one that does not means batches were lost on the way, and the follower starts over (the
 notifier stops publishing that engine's instruments meanwhile; their subscribers re-sync).
-A batch seen before (the journal writer passes recent batches on again when it restarts) is dropped.
+
+A start can be ahead of the batches received: another notifier may have published batches that
+are still on their way here, and an engine's book holds batches the journal has released but not
+yet passed on. Such batches, when they come, are new (their users' order events and their trades
+are not in the start) but the books hold them already: they are neither applied nor published
+again. Only a batch at or below the highest received is one seen before (the journal writer passes
+recent batches on again when it restarts), and is dropped.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ class EngineFollower:
     def __init__(self, engine: str, symbols: list[str]):
         self.engine, self.symbols = engine, frozenset(symbols)
         self.live = False
-        self.last = 0  # the last batch received (live: applied)
+        self.received = 0  # the highest batch received: any batch at or below it is a repeat
+        self.last = 0  # live: the last batch the books hold (their start's, or the last applied)
         self.pending: deque[EventBatch] = deque()  # not live: every batch since the oldest start may need
         self.starts: dict[str, Start] = {}
         self.restarts = 0  # how often it lost track and started over
@@ -66,16 +73,19 @@ class EngineFollower:
 
     def released(self, batch: EventBatch) -> tuple[bool, Step]:
         """A released batch: (whether it is new, what to do)."""
-        if batch.batch <= self.last:
+        if batch.batch <= self.received:
             return False, NOTHING
         if self.live:
+            if batch.batch <= self.last:  # one the start went live ahead of: in the books already
+                self.received = batch.batch
+                return True, NOTHING
             if batch.batch == self.last + 1:
-                self.last = batch.batch
+                self.received = self.last = batch.batch
                 return True, Step({}, [(batch, None)])
             self.live, self.starts = False, {}  # batches were lost on the way: start over
             self.restarts += 1
             self.pending = deque([batch])
-            self.last = batch.batch
+            self.received = batch.batch
             return True, Step({}, [], stopped=True)
         if self.pending and batch.batch != self.pending[-1].batch + 1 or len(self.pending) >= MAX_PENDING:
             # a gap (or too many): the starts must be newer than what was held, and an engine's book
@@ -83,7 +93,7 @@ class EngineFollower:
             self.pending.clear()
             self.starts = {symbol: start for symbol, start in self.starts.items() if start.released}
         self.pending.append(batch)
-        self.last = batch.batch
+        self.received = batch.batch
         return True, self._go_live()
 
     def durable(self, engine_epoch: int, batch: int) -> Step:
@@ -133,17 +143,19 @@ class EngineFollower:
                 del starts[symbol]
         if starts.keys() != self.symbols:
             return NOTHING
-        if any(not s.released and s.batch > self.last for s in starts.values()):
+        if any(not s.released and s.batch > self.received for s in starts.values()):
             return NOTHING  # an engine's book holds batches the journal has not released yet
-        until = max(self.last, max(s.batch for s in starts.values()))
+        until = max(self.received, max(s.batch for s in starts.values()))
         first = pending[0].batch if pending else None
         behind = [symbol for symbol, s in starts.items() if s.batch < until and (first is None or first > s.batch + 1)]
         for symbol in behind:
             del starts[symbol]  # batches after this start were released before they could be held: ask again
         if behind:
             return NOTHING
-        if until > self.last and any(s.batch < until for s in starts.values()):
+        if until > self.received and any(s.batch < until for s in starts.values()):
             return NOTHING  # another notifier has published batches that are still on their way here
+        # the books hold every batch up to ``until``: those of them not received yet, when they come,
+        # are new (above ``received``) but not applied again (not above ``last``)
         self.live, self.starts, self.pending, self.last = True, {}, deque(), until
         oldest = min(s.batch for s in starts.values())
         apply = [(b, frozenset(symbol for symbol, start in starts.items() if start.batch < b.batch))

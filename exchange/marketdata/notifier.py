@@ -246,10 +246,11 @@ class Notifier:
             events = [event for entry in batch.entries for event in entry.events]
             for frames in self.publisher.private(batch.engine, batch.epoch, events):
                 self.private.send_multipart(frames)
-            if not (was_live and follower.live):
-                # held, not published at once (the notifier gathers its start): its trades are recent
-                # trades all the same, or an answer to a TradesRequest would have a hole (a batch
-                # published at once is remembered as it is published)
+            if not (was_live and step.apply):
+                # not published at once (held while the notifier gathers its start, or already in the
+                # book it started from): its trades are recent trades all the same, or an answer to a
+                # TradesRequest would have a hole (a batch published at once is remembered as it is
+                # published)
                 remember = self.publisher.remember
                 for event in events:
                     if type(event) is Match and event.symbol in self.publisher.recent:
@@ -272,7 +273,7 @@ class Notifier:
         if isinstance(reply, Trades):  # the numbering a sibling publishes the instrument in
             self.on_sibling_numbering(engine, reply, now)
             return
-        if isinstance(reply, BookSnapshot) and reply.batch:
+        if isinstance(reply, BookSnapshot) and reply.batch is not None:  # batch 0: live before any batch
             where = (reply.batch, reply.epoch, dict(reply.chan_seqs), 0, True)
         elif isinstance(reply, EngineBook):
             where = (reply.batch, 0, {}, reply.engine_epoch, reply.durable_batch >= reply.batch)

@@ -408,7 +408,9 @@ class BookSnapshot(_Wire, tag=True):
     # the resting orders, for the "l3" channel: (order_id, side, price, qty), each side best price
     # first and each level in time priority (empty from an engine older than that channel)
     orders: list[tuple[str, Side, int, int]] = []
-    batch: int = 0  # the last of its engine's released batches the snapshot includes (0: not said)
+    # the last of its engine's released batches the snapshot includes, 0 before the first; None: not
+    # said (a snapshot from a version older than this field, whose book cannot be followed)
+    batch: int | None = None
 
 
 class EngineBook(_Wire, tag=True):
