@@ -21,8 +21,16 @@ it can spend. The loop is the mesh's, in one process:
 After each run the shards' invariants must hold (no negative balance, every asset summing to
 zero, held = what open orders hold, clearing netting to zero across shards) or the run fails.
 
+With ``--wire``, each run also passes the stream through the roles' own ``Shard`` (exchange.ledger.shard),
+with every message encoded and decoded as it is between the processes, but no socket (timed:
+**shards on the wire**): each turn of ``--settle-every`` commands, the gateway's requests as one
+frame per shard, the shards' held orders encoded for the engine, the engine's batch decoded and
+its events matched and encoded as one EventBatch, which each shard decodes, settles and journals
+(seal: its batch encoded). What this adds to hold + settle is the shards' work besides the core.
+
     .venv/bin/python scripts/bench_ledger.py                          # 200,000 commands, 3 runs
     .venv/bin/python scripts/bench_ledger.py --commands 20000 --runs 1 --json out.json
+    .venv/bin/python scripts/bench_ledger.py --commands 100000 --wire   # and the shards on the wire
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ from exchange.core.ledger_messages import (  # noqa: E402
 )
 from exchange.core.matching import Matcher  # noqa: E402
 from exchange.core.messages import PlaceOrder  # noqa: E402
+from exchange.journal.readers import EnginePosition  # noqa: E402
+from exchange.ledger.shard import Shard  # noqa: E402
+from exchange.wire.messages import Decoder, Durable, Entry, EventBatch, Request, encode  # noqa: E402
 
 ENGINE = "e1"
 QUOTE = Asset("USD", "0.00001")  # one lot (0.001) at one tick (0.01)
@@ -103,15 +114,71 @@ def run_once(commands: list, shards: int, settle_every: int) -> dict:
         start = clock()
         settled += _settle(ledgers, pending)
         settle += clock() - start
+    problems = _problems(ledgers)
+    if refused:
+        problems.append(f"{refused} orders were refused their hold (the users are funded for all)")
+    return {"seconds": {"hold": hold, "match": match, "settle": settle}, "held": held,
+            "settled": settled, "problems": problems}
+
+
+def run_on_the_wire(commands: list, shards: int, settle_every: int) -> dict:
+    """One pass of ``commands`` through fresh role-side Shards and a matcher, every message encoded and
+    decoded as between the processes: seconds of the shards' part, and problems found after."""
+    venue = [terms()]
+    owner = {INSTRUMENT.symbol: ENGINE}
+    roles = [Shard(Ledger(n, shards, venue), 1, EnginePosition(), owner) for n in range(shards)]
+    for user in sorted({command.user for command in commands}):
+        for asset in (QUOTE.name, BASE.name):
+            roles[shard_of(user, shards)].handle_own(DepositFunds(user, asset, FUNDS, f"bench:{user}:{asset}"))
+    for role in roles:
+        role.seal()
+        role.on_durable(Durable(role.name, 1, role.batch, role.ledger.seq))
+    handle = Matcher(ENGINE_ID, [INSTRUMENT]).handle
+    to_engine, to_shards = Decoder(list[Request]), [Decoder(EventBatch) for _ in roles]
+    clock = time.perf_counter
+    spent = 0.0
+    batch = last_seq = 0
+    gc.collect()
+    for start in range(0, len(commands), settle_every):
+        frames: list[list[Request]] = [[] for _ in roles]
+        for n, command in enumerate(commands[start:start + settle_every], start):  # as the gateway sends them
+            held = HoldOrder(command) if type(command) is PlaceOrder else command
+            frames[shard_of(command.user, shards)].append(Request("gw/1", 1, n, held, engine=ENGINE))
+        frames = [encode(requests) for requests in frames]
+        began = clock()
+        forwards = []
+        for role, frame in zip(roles, frames):
+            role.handle_requests([[frame]])
+            released = role.seal()[1]
+            if released is not None:
+                forwards += [encode(requests) for requests in released.forwards.values()]
+        spent += clock() - began
+        entries, first = [], last_seq + 1  # the engine: not timed
+        for frame in forwards:
+            for request in to_engine.decode(frame):
+                events = handle(request.command)
+                entries.append(Entry(request.gateway, request.session, request.request_id, request.command, events))
+                last_seq = events[-1].seq if events else last_seq
+        batch += 1
+        released_batch = encode(EventBatch(ENGINE, 1, batch, first, last_seq, entries))
+        began = clock()
+        for role, decoder in zip(roles, to_shards):
+            role.settle(decoder.decode(released_batch))
+            role.settle_pending()
+            role.seal()
+            role.on_durable(Durable(role.name, 1, role.batch, role.ledger.seq))
+        spent += clock() - began
+    return {"seconds": spent, "problems": _problems([role.ledger for role in roles])}
+
+
+def _problems(ledgers: list[Ledger]) -> list[str]:
+    """Each shard's broken invariants, and clearing that does not net to zero across the shards."""
     problems = [f"shard {ledger.shard}: {problem}" for ledger in ledgers for problem in ledger.problems()]
     for asset in (QUOTE.name, BASE.name):
         net = sum(ledger.balances.get((CLEARING_ACCOUNT, asset), 0) for ledger in ledgers)
         if net:
             problems.append(f"{CLEARING_ACCOUNT} {asset} nets to {net} across shards")
-    if refused:
-        problems.append(f"{refused} orders were refused their hold (the users are funded for all)")
-    return {"seconds": {"hold": hold, "match": match, "settle": settle}, "held": held,
-            "settled": settled, "problems": problems}
+    return problems
 
 
 def _settle(ledgers: list[Ledger], events: list) -> int:
@@ -132,6 +199,8 @@ def summary(runs: list[dict], commands: int) -> dict:
     per_command = {part: spread([r["seconds"][part] / commands * 1e6 for r in runs]) for part in PARTS}
     per_command["ledger"] = spread([(r["seconds"]["hold"] + r["seconds"]["settle"]) / commands * 1e6
                                     for r in runs])
+    if "wire" in runs[0]["seconds"]:
+        per_command["wire"] = spread([r["seconds"]["wire"] / commands * 1e6 for r in runs])
     first = runs[0]
     return {
         "us_per_command": per_command,
@@ -150,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=2, help="ledger shards the users are spread over")
     parser.add_argument("--settle-every", type=int, default=40,
                         help="commands between settlements (one SettleEvents per shard each time)")
+    parser.add_argument("--wire", action="store_true",
+                        help="also run the stream through the roles' Shard, messages encoded as between processes")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.commands < 1 or args.runs < 1 or args.shards < 1 or args.settle_every < 1:
@@ -165,15 +236,21 @@ def main(argv: list[str] | None = None) -> int:
         if result["problems"]:
             print(f"run {n}: the ledgers are wrong:", *result["problems"][:10], sep="\n  ")
             return 1
+        if args.wire:
+            wire = run_on_the_wire(commands, args.shards, args.settle_every)
+            if wire["problems"]:
+                print(f"run {n}: the shards on the wire are wrong:", *wire["problems"][:10], sep="\n  ")
+                return 1
+            result["seconds"]["wire"] = wire["seconds"]
         runs.append(result)
         seconds = result["seconds"]
-        print(f"run {n}: " + ", ".join(f"{part} {seconds[part] / len(commands) * 1e6:.2f}" for part in PARTS)
+        print(f"run {n}: " + ", ".join(f"{part} {seconds[part] / len(commands) * 1e6:.2f}" for part in seconds)
               + " µs per command")
     figures = summary(runs, len(commands))
     print(f"median of {args.runs} runs (min..max), µs per command of the stream:")
     for part, values in figures["us_per_command"].items():
-        label = "hold + settle" if part == "ledger" else part
-        print(f"  {label:<14} {values['median']:6.2f} ({values['min']:.2f}..{values['max']:.2f})")
+        label = {"ledger": "hold + settle", "wire": "shards on the wire"}.get(part, part)
+        print(f"  {label:<18} {values['median']:6.2f} ({values['min']:.2f}..{values['max']:.2f})")
     print(f"  a hold: {figures['us_per_hold']['median']:.2f} µs ({figures['holds_per_command']:.2f} per command);"
           f" a settled event: {figures['us_per_settled_event']['median']:.2f} µs"
           f" ({figures['settled_events_per_command']:.2f} per command, over all shards)")

@@ -59,3 +59,25 @@ def test_main_reports_per_command_figures_and_writes_them(bench, tmp_path, capsy
 def test_main_refuses_nonsense_arguments(bench):
     with pytest.raises(SystemExit):
         bench.main(["--settle-every", "0"])
+
+
+def test_the_shards_on_the_wire_hold_and_settle_everything_and_a_lost_batch_fails_the_run(bench, monkeypatch):
+    commands, _ = bench.make_stream(3_000, 42)
+    result = bench.run_on_the_wire(commands, shards=2, settle_every=40)
+    assert result["problems"] == [] and result["seconds"] > 0
+    real = bench.Shard.settle
+
+    def deaf(shard, batch):  # shard 1 never hears of the engine's batches: its holds are never released
+        return real(shard, batch) if shard.ledger.shard == 0 else True
+
+    monkeypatch.setattr(bench.Shard, "settle", deaf)
+    problems = bench.run_on_the_wire(commands, shards=2, settle_every=40)["problems"]
+    assert any("nets to" in p for p in problems), problems
+
+
+def test_main_with_wire_reports_the_shards_on_the_wire(bench, tmp_path, capsys):
+    out = tmp_path / "ledger.json"
+    assert bench.main(["--commands", "2000", "--runs", "1", "--wire", "--json", str(out)]) == 0
+    per_command = json.loads(out.read_text())["us_per_command"]
+    assert per_command["wire"]["median"] > 0
+    assert "shards on the wire" in capsys.readouterr().out
