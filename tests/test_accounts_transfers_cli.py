@@ -161,38 +161,12 @@ class FakeTextPort:
         self.thread.join(10)
 
 
-class GatewayThatHangsUp(FakeTextPort):
-    """Answers the login, reads the next line and closes the connection: as a gateway that stops
-    (or restarts) while the transfer is on its way."""
-
-    def serve(self) -> None:
-        conn, _ = self.server.accept()
-        with conn, conn.makefile("rwb") as stream:
-            self.lines.append(stream.readline().decode())
-            stream.write(b"OK LOGIN ops\n")
-            stream.flush()
-            self.lines.append(stream.readline().decode())
-
-
-def test_a_connection_lost_once_the_transfer_was_sent_says_its_outcome_is_unknown(tmp_path):
-    path = loopback_config(tmp_path, accounts=True)
-    gateway = GatewayThatHangsUp(load_config(path).gateway.text)
-    try:
-        result = run(deposit, str(path), "bob", "USD", "5", "--ref", "wire-9")
-    finally:
-        gateway.close()
-    assert gateway.lines[-1] == "DEPOSIT bob USD 5 wire-9\n"
-    assert result.exit_code == 3
-    assert result.output.startswith("Error: the connection to the gateway was lost (")
-    assert result.output.endswith("the DEPOSIT may or may not be applied: run the same command again (same --ref"
-                                  " wire-9)\n")
-
-
 class GatewayThatAnswers(FakeTextPort):
-    """Answers the login, then the transfer with ``answer``: a BYE, say, from a gateway that ends
-    the session while the transfer waits for its ledger shard."""
+    """Answers the login, then the transfer with ``answer`` (a BYE, say, from a gateway that ends the
+    session while the transfer waits for its ledger shard), or with none, closing the connection (as
+    a gateway that stops, or restarts, while the transfer is on its way)."""
 
-    def __init__(self, address: str, answer: bytes):
+    def __init__(self, address: str, answer: bytes | None):
         self.answer = answer
         super().__init__(address)
 
@@ -203,8 +177,23 @@ class GatewayThatAnswers(FakeTextPort):
             stream.write(b"OK LOGIN ops\n")
             stream.flush()
             self.lines.append(stream.readline().decode())
-            stream.write(self.answer)
-            stream.flush()
+            if self.answer is not None:
+                stream.write(self.answer)
+                stream.flush()
+
+
+def test_a_connection_lost_once_the_transfer_was_sent_says_its_outcome_is_unknown(tmp_path):
+    path = loopback_config(tmp_path, accounts=True)
+    gateway = GatewayThatAnswers(load_config(path).gateway.text, None)  # it hangs up
+    try:
+        result = run(deposit, str(path), "bob", "USD", "5", "--ref", "wire-9")
+    finally:
+        gateway.close()
+    assert gateway.lines[-1] == "DEPOSIT bob USD 5 wire-9\n"
+    assert result.exit_code == 3
+    assert result.output.startswith("Error: the connection to the gateway was lost (")
+    assert result.output.endswith("the DEPOSIT may or may not be applied: run the same command again (same --ref"
+                                  " wire-9)\n")
 
 
 @pytest.mark.parametrize("answer", [b"BYE IDLE_TIMEOUT no request in 2 s; send PING to stay connected\n",

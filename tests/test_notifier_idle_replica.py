@@ -9,39 +9,22 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
 from pathlib import Path
 
 import msgpack
 import zmq
 
 from exchange.marketdata.feed import MarketDataClient
-from exchange.marketdata.following import EngineFollower
 from exchange.marketdata.notifier import HEARTBEAT_S, NUMBERING_CHECK_S, REPLICA_ENGINE_AFTER_S, Notifier
-from exchange.marketdata.publisher import Publisher
 from exchange.testing.mesh import Mesh, free_ports, loopback_config, wait_until
-from exchange.wire.messages import (
-    BookSnapshot, Decoder, Durable, EngineBookReply, EventBatch, NotifierReply, SnapshotReply, SnapshotRequest, Trades,
-    encode,
-)
+from exchange.wire.messages import BookSnapshot, Decoder, NotifierReply, SnapshotReply, SnapshotRequest, encode
+from notifier_stub import stub_notifier
 
 
-class Sink:
-    def send_multipart(self, parts, *a):
-        pass
 
 
 def notifier() -> Notifier:
-    """A notifier stubbed around its publisher and follower, as in test_notifier_recent_trades.py."""
-    n = object.__new__(Notifier)
-    n.publisher = Publisher({"AAPL": "e2"})
-    n.followers = {"e2": EngineFollower("e2", ["AAPL"])}
-    n.following_since, n.asked, n.reported = {"e2": 0.0}, {"e2": 0.0}, True
-    n.public = n.private = Sink()
-    n.lanes, n.published, n.forwarded = [n.public], Counter(), 0
-    n.batches, n.durables = Decoder(EventBatch), Decoder(Durable)
-    n.sibling_answers, n.engine_books = Decoder(SnapshotReply | Trades), Decoder(EngineBookReply)
-    return n
+    return stub_notifier("e2")
 
 
 def idle_snapshot() -> BookSnapshot:

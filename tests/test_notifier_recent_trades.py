@@ -1,32 +1,15 @@
 """A notifier's recent trades (its answers to TradesRequest) have no hole below the chan_seq they
 claim: the trades of the batches it held while it gathered its start are remembered too."""
 
-from collections import Counter
-
 from exchange.core.messages import PlaceOrder, Trade
 from exchange.core.orders import Side
-from exchange.marketdata.following import EngineFollower
 from exchange.marketdata.notifier import Notifier
-from exchange.marketdata.publisher import Publisher
-from exchange.wire.messages import (BookSnapshot, Decoder, Durable, Entry, EventBatch, SnapshotReply, Trades,
-                                    encode)
-
-
-class Sink:
-    def send_multipart(self, parts, *a):
-        pass
+from exchange.wire.messages import BookSnapshot, Entry, EventBatch, encode
+from notifier_stub import stub_notifier
 
 
 def notifier() -> Notifier:
-    n = object.__new__(Notifier)
-    n.publisher = Publisher({"AAPL": "e1"})
-    n.followers = {"e1": EngineFollower("e1", ["AAPL"])}
-    n.following_since, n.asked, n.reported = {"e1": 0.0}, {"e1": 0.0}, True
-    n.public = n.private = Sink()
-    n.lanes, n.published, n.forwarded = [n.public], Counter(), 0
-    n.batches, n.durables = Decoder(EventBatch), Decoder(Durable)
-    n.sibling_answers = Decoder(SnapshotReply | Trades)
-    return n
+    return stub_notifier("e1")
 
 
 def trade(seq):

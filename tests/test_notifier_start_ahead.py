@@ -4,40 +4,22 @@ they come: their private order events go to their users and their trades join th
 but they are not applied to the books again nor published again (the book's start holds them).
 Only a batch at or below the highest one received is a repeat.
 
-The notifier is stubbed around its publisher and followers, as in test_notifier_recent_trades.py."""
-
-from collections import Counter
+The notifier is stubbed around its publisher and followers (notifier_stub)."""
 
 from exchange.core.messages import OrderAccepted, PlaceOrder, Trade
 from exchange.core.orders import SelfTradePrevention, Side, TimeInForce
 from exchange.marketdata.following import EngineFollower, Start
 from exchange.marketdata.levels import LevelBook
 from exchange.marketdata.notifier import Notifier
-from exchange.marketdata.publisher import Publisher, ReleasedBook
-from exchange.wire.messages import (
-    BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, Entry, EventBatch, MarketData, PrivateData,
-    SnapshotReply, Trades, encode,
-)
+from exchange.marketdata.publisher import ReleasedBook
+from exchange.wire.messages import BookSnapshot, Decoder, EngineBook, Entry, EventBatch, MarketData, PrivateData, encode
+from notifier_stub import stub_notifier
 
 
-class Sink:
-    def __init__(self):
-        self.sent = []
-
-    def send_multipart(self, parts, *a):
-        self.sent.append(parts)
 
 
 def notifier() -> Notifier:
-    n = object.__new__(Notifier)
-    n.publisher = Publisher({"AAPL": "e1"})
-    n.followers = {"e1": EngineFollower("e1", ["AAPL"])}
-    n.following_since, n.asked, n.reported = {"e1": 0.0}, {"e1": 0.0}, True
-    n.public, n.private = Sink(), Sink()
-    n.lanes, n.published, n.forwarded = [n.public], Counter(), 0
-    n.batches, n.durables = Decoder(EventBatch), Decoder(Durable)
-    n.sibling_answers, n.engine_books = Decoder(SnapshotReply | Trades), Decoder(EngineBookReply)
-    return n
+    return stub_notifier("e1")
 
 
 def trade(seq):

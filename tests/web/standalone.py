@@ -31,7 +31,7 @@ from exchange.gateway.protocol.messages import (
 )
 from exchange.testing.mesh import free_ports
 from exchange.web.app import Web, make_app
-from exchange.web.connections import make_server, max_connections
+from exchange.web.connections import REQUEST_DEADLINE_S, make_server, max_connections
 from exchange.web.hub import Hub
 from exchange.web.markets import MarketView
 from exchange.wire.messages import encode
@@ -120,20 +120,29 @@ class FakeGateway:
 @contextlib.asynccontextmanager
 async def serving(hub: Hub | None = None, hold_logins: bool = False, **web_options):
     """(web, "127.0.0.1:port", gateway) while uvicorn serves the app; everything closed afterwards."""
+    async with serving_bounded(None, REQUEST_DEADLINE_S, hub, hold_logins, **web_options) as (web, address, gateway, _):
+        yield web, address, gateway
+
+
+@contextlib.asynccontextmanager
+async def serving_bounded(most: int | None, request_deadline_s: float, hub: Hub | None = None,
+                          hold_logins: bool = False, **web_options):
+    """(web, "127.0.0.1:port", gateway, server) while the role's own server serves the app, with at most
+    ``most`` connections (None: the role's cap) and this deadline for a whole request; everything
+    closed afterwards."""
     hub = hub or make_hub()
     directory = tempfile.mkdtemp(prefix="web-test-")
     ctx = zmq.asyncio.Context()
     gateway = FakeGateway(ctx, directory, hold_logins)
-    port = free_ports(1)[0]
-    config = WebConfig(listen=f"127.0.0.1:{port}", **web_options)
+    config = WebConfig(listen=f"127.0.0.1:{free_ports(1)[0]}", **web_options)
     web = Web(config, hub, ctx, gateway.endpoint)
-    # the role's own server, with its bounds on connections
-    server = make_server(make_app(web), config, max_connections(config), log_level="warning")
+    most = max_connections(config) if most is None else most
+    server = make_server(make_app(web), config, most, request_deadline_s, log_level="warning")
     task = asyncio.get_running_loop().create_task(server.serve())
     try:
         await until(lambda: server.started or task.done(), "the server listening")
         assert server.started, "the server did not start"
-        yield web, f"127.0.0.1:{port}", gateway
+        yield web, config.listen, gateway, server
     finally:
         server.should_exit = server.force_exit = True
         with contextlib.suppress(Exception):

@@ -15,24 +15,19 @@ import json
 import logging
 import resource
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import zmq.asyncio
 import pytest
 from websockets.asyncio.client import connect
 
 from exchange.config import WebConfig
-from exchange.testing.mesh import free_ports
-from exchange.web.app import Web, make_app
-from exchange.web.connections import make_server, max_connections
-from .standalone import DEADLINE_S, FakeGateway, connect as connect_tcp, make_hub, until
+from exchange.web.connections import max_connections
+from .standalone import DEADLINE_S, connect as connect_tcp, serving_bounded, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,28 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HALF_HEAD = b"GET /api/markets HTTP/1.1\r\nHost: x\r\n"  # and the blank line never comes
 
 
-@contextlib.asynccontextmanager
-async def bounded_serving(most: int, request_deadline_s: float, hold_logins: bool = False, **web_options):
-    """(web, "127.0.0.1:port", gateway, server) while the server serves; everything closed afterwards."""
-    directory = tempfile.mkdtemp(prefix="web-test-")
-    ctx = zmq.asyncio.Context()
-    gateway = FakeGateway(ctx, directory, hold_logins)
-    config = WebConfig(listen=f"127.0.0.1:{free_ports(1)[0]}", **web_options)
-    web = Web(config, make_hub(), ctx, gateway.endpoint)
-    server = make_server(make_app(web), config, most, request_deadline_s, log_level="warning")
-    task = asyncio.get_running_loop().create_task(server.serve())
-    try:
-        await until(lambda: server.started or task.done(), "the server listening")
-        assert server.started, "the server did not start"
-        yield web, config.listen, gateway, server
-    finally:
-        server.should_exit = server.force_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-        web.sessions.close()
-        gateway.close()
-        ctx.destroy(linger=0)
-        shutil.rmtree(directory, ignore_errors=True)
+def bounded_serving(most: int, request_deadline_s: float, hold_logins: bool = False, **web_options):
+    """(web, "127.0.0.1:port", gateway, server) while the role's server serves with these bounds."""
+    return serving_bounded(most, request_deadline_s, hold_logins=hold_logins, **web_options)
 
 
 async def closed(sock: socket.socket, timeout: float = DEADLINE_S) -> float:

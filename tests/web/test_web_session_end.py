@@ -11,6 +11,7 @@ with a real gateway killed and restarted by the launcher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -61,6 +62,17 @@ async def sign_in(browser: httpx.AsyncClient, user: str) -> httpx.Response:
                               headers={"X-CSRF-Token": csrf})
 
 
+@contextlib.asynccontextmanager
+async def page_of(browser: httpx.AsyncClient, address: str, user: str):
+    """``user`` signed in on ``browser``, and the WebSocket of their page, once it has their account."""
+    assert (await sign_in(browser, user)).status_code == 200
+    cookie = {"Cookie": f"session={browser.cookies['session']}"}
+    async with connect_async(f"ws://{address}/ws", additional_headers=cookie, proxy=None,
+                             open_timeout=DEADLINE_S) as ws:
+        assert (await next_of_type(ws, "account"))["user"] == user
+        yield ws
+
+
 async def next_of_type(ws, kind: str) -> dict:
     """The first message of type ``kind`` on ``ws`` (others skipped), within DEADLINE_S."""
     async def read():
@@ -75,11 +87,7 @@ def test_a_request_the_gateway_answers_not_logged_in_ends_the_browsers_session(f
     async def scenario():
         async with serving(max_sessions=1, max_logins=100) as (web, address, gateway):
             async with httpx.AsyncClient(base_url=f"http://{address}", timeout=DEADLINE_S) as browser:
-                assert (await sign_in(browser, "alice")).status_code == 200
-                cookie = {"Cookie": f"session={browser.cookies['session']}"}
-                async with connect_async(f"ws://{address}/ws", additional_headers=cookie, proxy=None,
-                                         open_timeout=DEADLINE_S) as ws:
-                    assert (await next_of_type(ws, "account"))["user"] == "alice"
+                async with page_of(browser, address, "alice") as ws:
                     gateway.forgot = True
                     csrf = browser.cookies["csrf"]
                     answer = await browser.post("/api/orders", headers={"X-CSRF-Token": csrf}, json={
@@ -104,11 +112,7 @@ def test_an_idle_page_learns_within_one_keep_alive_that_the_gateway_forgot_its_s
     async def scenario():
         async with serving(max_logins=100) as (web, address, gateway):
             async with httpx.AsyncClient(base_url=f"http://{address}", timeout=DEADLINE_S) as browser:
-                assert (await sign_in(browser, "alice")).status_code == 200
-                cookie = {"Cookie": f"session={browser.cookies['session']}"}
-                async with connect_async(f"ws://{address}/ws", additional_headers=cookie, proxy=None,
-                                         open_timeout=DEADLINE_S) as ws:
-                    assert (await next_of_type(ws, "account"))["user"] == "alice"
+                async with page_of(browser, address, "alice") as ws:
                     gateway.forgot = True  # and the page only listens
                     assert (await next_of_type(ws, "signed_out"))["reason"] == "the session ended; sign in again"
                 assert gateway.refused == 1  # the keep-alive, which needs a login where a PING does not
