@@ -18,7 +18,11 @@ from exchange.journal.handshake import START_WAIT_S, JournalClient
 from exchange.wire.messages import HistoryReply, LoggedBatchesRequest, OrderEventsRequest, OrderHistoryRequest
 from exchange.wire.security.mesh_keys import MeshSecurity
 
-LOOKUP_WAIT_S = 5.0  # one order's history: then the resend is answered as if the journal had none
+LOOKUP_WAIT_S = 5.0  # one order's history, all its answers: then the resend is answered UNAVAILABLE
+# events of one order read at most (the history service sends them 5,000 an answer): an order's fills
+# have no bound but its quantity, and the gateway holds them all to judge it, so beyond this the lookup
+# fails (the resend is answered UNAVAILABLE) rather than judge the order from part of its history
+MAX_ORDER_EVENTS = 100_000
 MISSED_EVENTS = 5_000  # events of missed batches asked for at a time
 BUSY_RETRY_S = 1.0  # the history service has too many readings under way: ask again after this
 
@@ -50,8 +54,21 @@ class JournalReads:
             cursor = chunk.cursor
 
     def order_history(self, order_id: str) -> list:
-        """The journaled order events of one order, in order (empty if none)."""
-        return self._client().ask(OrderHistoryRequest(time.time_ns(), order_id), LOOKUP_WAIT_S).events
+        """The journaled order events of one order, in order (empty if none), over as many answers as
+        they take. JournalError if the journal writer does not answer them all within LOOKUP_WAIT_S, or
+        the order has more than MAX_ORDER_EVENTS events."""
+        client = self._client()
+        deadline = time.monotonic() + LOOKUP_WAIT_S
+        events: list = []
+        while True:
+            after = events[-1].seq if events else 0
+            chunk = client.ask(OrderHistoryRequest(time.time_ns(), order_id, after), deadline - time.monotonic())
+            events += chunk.events
+            if chunk.last:
+                return events
+            if len(events) >= MAX_ORDER_EVENTS:  # before asking for more
+                raise JournalError(f"order {order_id} has more than {MAX_ORDER_EVENTS:,} events in the journal;"
+                                   " a gateway reads at most that many of one order")
 
     def logged_batches(self, engine: str, after_batch: int, before_batch: int) -> list[bytes]:
         """The next of ``engine``'s batches numbered after ``after_batch`` and before ``before_batch``,

@@ -11,7 +11,10 @@ know (open ones, and recent ones whose client order ids still count), later for 
 one order (a resend it never saw answered), and for the engine batches passed on to it that never
 arrived (``LoggedBatchesRequest``: the batches as logged, to take as if they had come). Each answer is one message of at most ``MAX_EVENTS`` events or one
 checkpoint part (which the engine made at most ``checkpoint_part_size``), and a reader asks for the
-next only once it has the last, so neither side ever holds more than a chunk.
+next only once it has the last, so neither side ever holds more than a chunk. One order's history
+comes the same way: ``OrderHistoryRequest.after_seq`` is the seq of the last event the asker has,
+and ``last`` says whether more follow. A bound asked below the least there is (a limit of recent
+trades, the events of batches asked for) is taken as that least: no trades, one batch.
 
 A gateway's reading is one read transaction over several answers: the service keeps it open under
 a cursor, at most ``MAX_CURSORS`` at a time (beyond: refused, "try again"), each closed once read to
@@ -38,8 +41,8 @@ import zmq
 from exchange.wire import sockets
 from exchange.errors import WireError
 from exchange.journal.readers import (
-    EnginePosition, checkpoint_parts, engine_symbols, last_trades, latest_checkpoint_seq, log_events,
-    logged_batch_bodies, open_and_recent_order_events, order_history, positions, recent_trades,
+    EnginePosition, engine_symbols, last_trades, latest_checkpoint_seq, log_events, logged_batch_bodies,
+    open_and_recent_order_events, order_history, positions, recent_trades,
 )
 from exchange.journal.ledger_readers import released_batches
 from exchange.journal.schema import one_reading, open_readonly
@@ -68,7 +71,7 @@ def answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
 
 def _answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
     if isinstance(request, OrderHistoryRequest):
-        return Events(request.nonce, order_history(path, request.order_id)[:MAX_EVENTS], True)
+        return _order_history_chunk(path, request)
     stream = request.stream if isinstance(request, EventsRequest) else request.engine
     if stream not in streams:
         return JournalRefused(request.nonce, f"no engine or ledger shard {stream} in this journal writer's config")
@@ -76,23 +79,34 @@ def _answer(conn: sqlite3.Connection, path: str, request, streams: set[str]):
         case EngineHistoryRequest(nonce=nonce, engine=engine):
             pos = positions(conn, [engine]).get(engine, EnginePosition())
             seq = latest_checkpoint_seq(conn, engine)
-            parts = len(checkpoint_parts(conn, engine, seq)) if seq else 0
+            parts = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE engine=? AND seq=?",
+                                 (engine, seq)).fetchone()[0] if seq else 0  # counted, not read
             return EngineHistory(nonce, (pos.epoch, pos.batch, pos.seq), seq, parts, engine_symbols(conn, engine),
                                  sorted(last_trades(conn, engine).values(), key=lambda t: t.seq))
         case CheckpointPartRequest(nonce=nonce, engine=engine, seq=seq, part=part):
-            states = checkpoint_parts(conn, engine, seq)
-            if not 0 <= part < len(states):
+            row = conn.execute("SELECT state FROM checkpoints WHERE engine=? AND seq=? AND part=?",
+                               (engine, seq, part)).fetchone()  # that part alone: a restart asks for each in turn
+            if row is None:
                 return JournalRefused(nonce, f"engine {engine} has no part {part} of a checkpoint at seq {seq}")
-            return CheckpointPart(nonce, states[part])
+            return CheckpointPart(nonce, row[0])
         case EventsRequest(nonce=nonce, stream=stream, after_seq=after):
             chunk = list(islice(log_events(conn, stream, after), MAX_EVENTS + 1))
             return Events(nonce, chunk[:MAX_EVENTS], len(chunk) <= MAX_EVENTS)
         case RecentTradesRequest(nonce=nonce, engine=engine, symbol=symbol, since_ns=since, limit=limit):
-            return RecentTrades(nonce, recent_trades(conn, engine, symbol, since, min(limit, MAX_EVENTS)))
+            # at least 0: SQLite takes a negative LIMIT as none
+            return RecentTrades(nonce, recent_trades(conn, engine, symbol, since, max(0, min(limit, MAX_EVENTS))))
         case ReleasedBatchesRequest(nonce=nonce, engine=engine, after_seq=after, max_events=most):
-            return ReleasedBatches(nonce, released_batches(path, engine, after, min(most, MAX_EVENTS)))
+            # at least 1: released_batches gives none for 0, which a shard would take for "nothing new"
+            return ReleasedBatches(nonce, released_batches(path, engine, after, max(1, min(most, MAX_EVENTS))))
         case LoggedBatchesRequest(nonce=nonce, engine=engine, after_batch=after, before_batch=before, max_events=most):
-            return LoggedBatches(nonce, logged_batch_bodies(conn, engine, after, before, min(most, MAX_EVENTS)))
+            return LoggedBatches(nonce, logged_batch_bodies(conn, engine, after, before, max(1, min(most, MAX_EVENTS))))
+
+
+def _order_history_chunk(path: str, request: OrderHistoryRequest) -> Events:
+    """The next chunk of one order's events after ``request.after_seq``, read one past the chunk to
+    know whether more follow."""
+    chunk = order_history(path, request.order_id, request.after_seq, MAX_EVENTS + 1)
+    return Events(request.nonce, chunk[:MAX_EVENTS], len(chunk) <= MAX_EVENTS)
 
 
 class Cursors:
@@ -157,6 +171,8 @@ class HistoryService:
         conn = open_readonly(self.path)
         try:
             while not self.stopped.is_set():
+                # every turn, idle or not: an abandoned reading's snapshot pins the WAL until it is closed
+                cursors.expire(time.monotonic())
                 if not self.sock.poll(POLL_MS):
                     continue
                 for parts in sockets.drain(self.sock, 10):

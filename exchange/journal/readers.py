@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 import msgspec
-from exchange.core import checkpoint
 from exchange.core.messages import AnyCommand, AnyEvent, Match, OrderFilled, OrderReduced, OrderRejected, Trade, expand
 from exchange.wire.messages import EventBatch
 from exchange.errors import JournalError
@@ -219,7 +219,7 @@ def recent_trades(conn: sqlite3.Connection, engine: str, symbol: str, since_ns: 
         trades = [_event_decoder.decode(body) for (body,) in rows][::-1]
     trades += [event for event in unindexed_events(conn, engine)
                if type(event) is Trade and event.symbol == symbol and event.ts_event >= since_ns]
-    return trades[-limit:]
+    return trades[-limit:] if limit > 0 else []
 
 
 _WHOLE_CHECKPOINTS = ("SELECT seq, MIN(batch), MIN(digest) FROM checkpoints WHERE engine=? GROUP BY seq"
@@ -278,9 +278,14 @@ def open_and_recent_order_events(path: str | Path, since_ns: int) -> Iterator:
                                f" (ts_event >= ? OR order_id NOT IN ({_ENDED})))", (since_ns,), "engine, seq")
 
 
-def order_history(path: str | Path, order_id: str) -> list:
-    """The journaled order events of one order, in sequence order (empty if none or no journal)."""
-    return list(_order_events(path, "order_id=?", (order_id,), "seq", order_id))
+def order_history(path: str | Path, order_id: str, after_seq: int = 0, most: int | None = None) -> list:
+    """The journaled order events of one order after ``after_seq``, in sequence order, at most ``most``
+    of them (empty if none or no journal). An order's events are all of one engine: their seqs rise."""
+    events = _order_events(path, "order_id=? AND seq>?", (order_id, after_seq), "seq", order_id)
+    try:  # the log past the tables is filtered by order only: the seq here
+        return list(islice((event for event in events if event.seq > after_seq), most))
+    finally:
+        events.close()  # ends its read transaction
 
 
 def _order_events(path: str | Path, where: str, params: tuple, order: str, order_id: str | None = None) -> Iterator:

@@ -289,10 +289,13 @@ class OrderEventsRequest(_Wire, tag=True):
 
 
 class OrderHistoryRequest(_Wire, tag=True):
-    """A gateway asks for the journaled order events of one order (a resend it never saw answered)."""
+    """A gateway asks for the journaled order events of one order (a resend it never saw answered):
+    those after ``after_seq`` (0: from the first), at most a chunk; the answer's ``last`` says whether
+    more follow, asked for after the seq of the last one."""
 
     nonce: int
     order_id: str
+    after_seq: int = 0
 
 
 class Events(_Wire, tag=True):
