@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
+
 from exchange.core.instruments import Instrument
 from exchange.core.messages import (
     OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderReduced, OrderRejected, OrderReplaced,
@@ -39,6 +41,7 @@ _LATER_ORDER_KINDS = ("OrderFilled", "OrderCanceled", "OrderReplaced", "OrderRed
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _FRACTION = re.compile(r"^(.*\d\d:?\d\d:?\d\d)[.,](\d+)(.*)$")  # extended (03:04:05.5) or basic (030405,5)
 _CHUNK = 500  # ids per IN (...) query, well below SQLite's limit on parameters
+TIME_MIN_NS, TIME_MAX_NS = -2**63, 2**63 - 1  # the journal's times are int64 ns, SQLite's integers
 Instruments = Mapping[str, Instrument]
 
 
@@ -57,18 +60,23 @@ def open_journal(path: str | Path) -> sqlite3.Connection:
 
 
 def to_ns(text: str) -> int:
-    """ISO-8601 text (UTC unless it names an offset) → int ns since the UNIX epoch; ValueError if not."""
-    fraction = "0"
-    match = _FRACTION.match(text.strip())
+    """ISO-8601 text (UTC unless it names an offset) → int ns since the UNIX epoch; ValueError if it is
+    not one, or not within TIME_MIN_NS..TIME_MAX_NS (about 1677..2262)."""
+    iso, fraction = text.strip(), "0"
+    match = _FRACTION.match(iso)
     if match:  # datetime keeps microseconds only; the journal counts nanoseconds
-        text, fraction = match.group(1) + match.group(3), match.group(2)
+        iso, fraction = match.group(1) + match.group(3), match.group(2)
     try:
-        moment = datetime.fromisoformat(text.strip())
+        moment = datetime.fromisoformat(iso)
     except ValueError:
         raise ValueError(f"{text!r} is not an ISO-8601 time such as 2026-11-25T13:52:10Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return (moment - _EPOCH) // timedelta(seconds=1) * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))
+    ns = (moment - _EPOCH) // timedelta(seconds=1) * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))
+    if not TIME_MIN_NS <= ns <= TIME_MAX_NS:  # SQLite cannot take it as a bound (and holds no time there)
+        raise ValueError(f"{text!r} is outside the journal's time range"
+                         f" ({to_iso(TIME_MIN_NS)} .. {to_iso(TIME_MAX_NS)})")
+    return ns
 
 
 def to_iso(ns: int) -> str:
@@ -92,7 +100,7 @@ def orders(conn: sqlite3.Connection, instruments: Instruments, symbol: str | Non
         where += f" AND json_extract(body, '{_CLIENT_ORDER_ID_AT}')=?"
         args.append(client_order_id.removeprefix("#"))
     accepted = [decode_event(body) for (body,) in conn.execute(
-        f"SELECT body FROM events WHERE {where} {_order_by(oldest_first)} {_limit(limit)}", args)]
+        f"SELECT body FROM events WHERE {where} {_order_by(oldest_first)} {_limit(limit, args)}", args)]
     later: dict[str, list] = {a.order_id: [] for a in accepted}
     kinds = ",".join("?" * len(_LATER_ORDER_KINDS))
     for chunk in _chunks(list(later)):
@@ -139,7 +147,7 @@ def trades(conn: sqlite3.Connection, instruments: Instruments, symbol: str | Non
             where += f" AND trade_id IN (SELECT trade_id FROM events WHERE kind='OrderFilled' AND {column}=?)"
             args.append(value)
     found = [decode_event(body) for (body,) in conn.execute(
-        f"SELECT body FROM events WHERE {where} {_order_by(oldest_first)} {_limit(limit)}", args)]
+        f"SELECT body FROM events WHERE {where} {_order_by(oldest_first)} {_limit(limit, args)}", args)]
     fills: dict[str, dict[bool, OrderFilled]] = {t.trade_id: {} for t in found}
     for symbol_, ids in _by_symbol(found).items():
         for chunk in _chunks(ids):
@@ -164,12 +172,18 @@ def events(conn: sqlite3.Connection, instruments: Instruments, symbol: str | Non
            user: str | None = None, order_id: str | None = None, since_ns: int | None = None,
            until_ns: int | None = None, limit: int | None = 50, oldest_first: bool = False,
            kind: str | None = None) -> list[dict]:
-    """Journaled events as their columns, plus ``detail``: what the body says beyond them."""
+    """Journaled events as their columns, plus ``detail``: what the body says beyond them, or
+    ``(body not understood: …)`` for a body this version does not decode (a newer version's kind)."""
     where, args = _where(kind, symbol, since_ns, until_ns, user=user, order_id=order_id)
     rows = []
     for *columns, body in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS[:-1])}, body FROM events"
-                                       f" WHERE {where} {_order_by(oldest_first)} {_limit(limit)}", args):
-        event = decode_any_event(body)  # a ledger shard's too
+                                       f" WHERE {where} {_order_by(oldest_first)} {_limit(limit, args)}", args):
+        try:
+            event = decode_any_event(body)  # a ledger shard's too
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            # a kind a newer version wrote (or a damaged body): its columns still say what it is
+            rows.append(dict(zip(EVENT_COLUMNS, (*columns, f"(body not understood: {e})"))))
+            continue
         rows.append(dict(zip(EVENT_COLUMNS, (*columns, _detail(event, instruments.get(getattr(event, "symbol", "")))))))
     return rows
 
@@ -274,8 +288,12 @@ def _order_by(oldest_first: bool) -> str:
     return f"ORDER BY ts_event {way}, engine {way}, seq {way}"
 
 
-def _limit(limit: int | None) -> str:
-    return f"LIMIT {int(limit)}" if limit else ""
+def _limit(limit: int | None, args: list) -> str:
+    """The LIMIT clause of ``limit`` (none for 0 or None), its value bound as the last of ``args``."""
+    if not limit:
+        return ""
+    args.append(limit)
+    return "LIMIT ?"
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:

@@ -73,6 +73,38 @@ def indexed_batch(conn: sqlite3.Connection, stream: str) -> float:
     return row[0] if row else 0
 
 
+def table_batches(conn: sqlite3.Connection, stream: str) -> dict[int, tuple[int, int, int]]:
+    """batch → (epoch, first_seq, last_seq) of the batches of ``stream`` the tables hold, in order: those
+    the checks of the tables take. The log may hold more, which the indexer has not reached yet
+    (exchange.journal.verify_log checks the log, and notes how far the tables lag it)."""
+    return {batch: (epoch, first, last) for batch, epoch, first, last in conn.execute(
+        "SELECT batch, epoch, first_seq, last_seq FROM batches WHERE engine=? AND batch<=? ORDER BY batch",
+        (stream, indexed_batch(conn, stream)))}
+
+
+def table_checkpoints(conn: sqlite3.Connection, stream: str, batches: Mapping[int, tuple[int, int, int]]
+                      ) -> dict[int, tuple[int, str]]:
+    """seq → (batch, digest) of the whole checkpoints of ``stream`` within ``batches``: those a replay of
+    the tables reaches."""
+    last = max((last for _, _, last in batches.values()), default=0)
+    return {seq: at for seq, at in whole_checkpoints(conn, stream).items() if seq <= last}
+
+
+def coverage(conn: sqlite3.Connection) -> list[dict]:
+    """What the checks of the tables cover, per stream (engines and ledger shards): the events they read
+    (``first_seq``..``last_seq``, None if none), the ``batches`` the tables hold, and the ``checkpoints``
+    within them. When ``verify`` and ``verify_ledger.verify_ledgers`` find no fault they have checked all
+    of it: a replay stops short of a checkpoint only at a fault. (``verify_ledger`` picks a shard's
+    batches and checkpoints as table_batches and table_checkpoints do.)"""
+    covered = []
+    for stream in streams(conn):
+        batches = table_batches(conn, stream)
+        first, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM events WHERE engine=?", (stream,)).fetchone()
+        covered.append({"stream": stream, "first_seq": first, "last_seq": last, "batches": len(batches),
+                        "checkpoints": len(table_checkpoints(conn, stream, batches))})
+    return covered
+
+
 def _engines(conn: sqlite3.Connection) -> list[str]:
     return [name for name in streams(conn) if not is_ledger_stream(name)]
 
@@ -93,12 +125,7 @@ class _EngineCheck:
         self.fills: dict[str, list[OrderFilled]] = {}  # trade id → fills before its Trade
         self.trades: set[str] = set()
         self.column_faults: dict[str, list] = {}  # column → [count, first seq, column value, body value]
-        # the batches the tables hold: the log may hold more, which the indexer has not reached yet
-        # (exchange.journal.verify_log checks the log, and notes how far the tables lag it)
-        indexed = indexed_batch(conn, engine)
-        self.batches = {batch: (epoch, first, last) for batch, epoch, first, last in conn.execute(
-            "SELECT batch, epoch, first_seq, last_seq FROM batches WHERE engine=? AND batch<=? ORDER BY batch",
-            (engine, indexed))}
+        self.batches = table_batches(conn, engine)
         self.checkpoints = self._checkpoints()
 
     def fault(self, text: str) -> None:
@@ -280,8 +307,7 @@ class _EngineCheck:
                        f" checked{unchecked}")
 
     def _checkpoints(self) -> dict[int, tuple]:
-        last = max((last for _, _, last in self.batches.values()), default=0)
-        found = {seq: at for seq, at in whole_checkpoints(self.conn, self.engine).items() if seq <= last}
+        found = table_checkpoints(self.conn, self.engine, self.batches)
         if found and self.matcher is not None:  # replay with the client order id window they were taken with
             first = checkpoint_parts(self.conn, self.engine, min(found))[0]
             self.matcher.client_order_ids.window = checkpoint.read(first).client_order_id_window
@@ -318,10 +344,12 @@ class _EngineCheck:
         return f"{instrument.format_qty(qty)} @ {instrument.format_price(price)}"
 
 
-def batch_faults(batches: Mapping[int, tuple[int, int, int]]) -> list[str]:
+def batch_faults(batches: Mapping[int, tuple[int, int, int]],
+                 after: tuple[int, int, int] = (0, 0, 0)) -> list[str]:
     """What is wrong with a stream's batches (batch → (epoch, first_seq, last_seq), in batch order):
-    numbered 1..M, each starting where the one before ended, epochs never going back."""
-    faults, previous = [], (0, 0, 0)  # batch, epoch, last_seq
+    numbered on from ``after`` (the batch before them as (batch, epoch, last_seq); none by default, so
+    1..M), each starting where the one before ended, epochs never going back."""
+    faults, previous = [], after
     for batch, (epoch, first, last) in batches.items():
         if batch != previous[0] + 1:
             faults.append(_missing("batch", previous[0] + 1, batch - 1, "batches"))

@@ -7,7 +7,9 @@ Per stream (engine or ledger shard), reading the log once in batch order:
    events it stands for, as the tables list it);
 2. every batch the tables hold (``indexed``) has exactly its commands and events there: each
    ``commands`` and ``events`` row's body is its log record as JSON, none missing, none extra;
-3. ``indexed`` never claims more of a stream than its log holds.
+3. the batches past those the tables hold go on from them: numbered on, each starting where the one
+   before ended, epochs never going back (the checks of the tables check the batches they hold);
+4. ``indexed`` never claims more of a stream than its log holds.
 
 The other checks (exchange.journal.verify, exchange.journal.verify_ledger) read the tables: a note
 says how much of the log they did not reach when the tables lag it.
@@ -22,6 +24,7 @@ import msgspec
 from exchange.core.messages import expand
 from exchange.journal.readers import log_streams
 from exchange.journal.schema import has_table
+from exchange.journal.verify import batch_faults
 from exchange.wire.messages import EventBatch
 
 MAX_FAULTS_PER_STREAM = 20
@@ -52,10 +55,18 @@ def verify_log(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
 def _stream(conn: sqlite3.Connection, stream: str, indexed: int) -> tuple[list[str], int]:
     """(faults, last logged batch) of one stream's log."""
     faults, last = [], 0
+    # the checks of the tables check the numbering of the batches the tables hold; the rest of the log
+    # must go on from the last of them, or what a restarting engine reads from the log has a hole
+    last_held = (0, 0, 0)  # (batch, epoch, last_seq) of the last batch the tables hold
+    beyond: dict[int, tuple[int, int, int]] = {}  # batch → (epoch, first_seq, last_seq) of the rest
     rows = conn.execute("SELECT batch, epoch, first_seq, last_seq, body FROM batches WHERE engine=? ORDER BY batch",
                         (stream,))
     for batch, epoch, first_seq, last_seq, body in rows:
         last = batch
+        if batch <= indexed:
+            last_held = (batch, epoch, max(last_seq, first_seq - 1))
+        else:
+            beyond[batch] = (epoch, first_seq, last_seq)
         try:
             logged = _batch.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as e:
@@ -70,6 +81,7 @@ def _stream(conn: sqlite3.Connection, stream: str, indexed: int) -> tuple[list[s
             faults.append(f"batch {batch}: its events are numbered {_span(seqs)}, not {first_seq}..{last_seq}")
         if batch <= indexed:
             faults += [f"batch {batch}: {fault}" for fault in _tables_agree(conn, stream, logged)]
+    faults += batch_faults(beyond, after=last_held)
     if indexed > last:
         faults.append(f"the tables claim batches up to {indexed}, but the log ends at {last}")
     return faults, last
