@@ -157,3 +157,10 @@ def test_balances_and_ledger_say_when_the_tables_are_behind_the_log(tmp_path):
     assert json.loads(CliRunner().invoke(cli, ["accounts", "balances", "bob", "--json", "--config", CONFIG_PATH,
                                                "--db", str(journal.path)]).stdout) == before
     journal.close()
+
+
+def test_a_limit_beyond_what_sqlite_counts_is_a_usage_error_and_the_largest_lists_everything(built):
+    code, output = run("ledger", "bob", "--limit", "99999999999999999999", db=built.path)
+    assert code == 2 and "Invalid value for '--limit'" in output, output
+    assert rows("ledger", "bob", "--limit", str(2**63 - 1), db=built.path) == rows("ledger", "bob", "--limit", "0",
+                                                                                db=built.path)

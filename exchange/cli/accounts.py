@@ -54,7 +54,7 @@ def balances(user: str | None, config_path: str, db_path: str | None, as_json: b
 @accounts_group.command("ledger")
 @click.argument("user")
 @click.option("--asset", default=None, help="Only this asset's entries, e.g. USD.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0, max=2**63 - 1),
               help="At most this many rows; 0 for all.")
 @with_options(config_option, db_option, *output_options)
 def ledger(user: str, asset: str | None, limit: int, config_path: str, db_path: str | None, as_json: bool,

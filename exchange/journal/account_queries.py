@@ -90,11 +90,15 @@ def entries(conn: sqlite3.Connection, config: Config, user: str, asset: str | No
     where, args = "", [config.ledger_of(user).name, available_account(user), held_account(user)]
     if asset is not None:
         where, args = " AND e.asset=?", [*args, asset]
+    if limit:
+        where, args = where + " ORDER BY e.entry_id DESC, e.row DESC LIMIT ?", [*args, limit]
+    else:
+        where += " ORDER BY e.entry_id DESC, e.row DESC"
     rows = []
     for entry_id, ts, kind, account, asset_, delta, balance, body in conn.execute(
             "SELECT e.entry_id, e.ts_event, e.kind, e.account, e.asset, e.delta, e.balance, v.body FROM entries e"
             " JOIN events v ON v.engine = e.stream AND v.seq = e.seq WHERE e.stream=? AND e.account IN (?, ?)"
-            f"{where} ORDER BY e.entry_id DESC, e.row DESC{f' LIMIT {int(limit)}' if limit else ''}", args):
+            + where, args):
         unit = assets[asset_]
         order_id, trade_id, ref = _source(conn, decode_ledger_event(body), kind)
         rows.append({"entry_id": entry_id, "ts_event": ts, "kind": kind, "account": account.rsplit(":", 1)[1],
