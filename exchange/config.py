@@ -42,6 +42,14 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
+# seconds: the longest most durations in the file may be. Without a bound, .inf or 1e300 would pass and
+# then break each role that turns the value into nanoseconds or whole seconds (int(), math.ceil)
+_DAY = 86400
+# requests per second: far above what a session (or the whole mesh) takes, and finite (a rate of .inf
+# would make the token buckets' arithmetic fail)
+MAX_RATE = 1_000_000.0
+
+
 AssetName = Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9.\-]{0,11}$", description="an asset's name, like USD")]
 Bps = Annotated[str, Meta(pattern=r"^-?[0-9]{1,5}(\.[0-9]{1,2})?$", description="basis points, like 2.5 or -1")]
 
@@ -147,22 +155,24 @@ class GatewayConfig(_Section):
     front_end: Endpoint | None = None
     name: Name = "gateway"
     max_line: Annotated[int, Meta(ge=64, le=65536)] = 1024  # longest accepted request line, bytes
-    request_timeout: Annotated[float, Meta(gt=0)] = 10.0  # seconds to wait for an engine's answer
+    # seconds to wait for an engine's answer; also the engines' and shards' oldest order (half of it, in ns) and
+    # how far back the journal writer passes batches on again when it starts: an hour at most, and finite
+    request_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     max_in_flight: Annotated[int, Meta(ge=1)] = 5000  # unanswered orders per engine before BUSY
     # who may connect, and how much: docs/security.md
     zmq_auth: Annotated[str, Meta(pattern="^(curve|login)$")] = "curve"  # ZMQ clients: CURVE key, or LOGIN
     secret_key_file: str = "var/gateway.key"  # CURVE secret of the zmq endpoint; made if missing
     max_connections: Annotated[int, Meta(ge=1)] = 1000  # text connections + ZMQ sessions, all users
     max_sessions_per_user: Annotated[int, Meta(ge=1)] = 20  # a user's own max_sessions overrides it
-    max_rate: Annotated[float, Meta(gt=0)] = 1000.0  # requests per second per session, sustained
+    max_rate: Annotated[float, Meta(gt=0, le=MAX_RATE)] = 1000.0  # requests per second per session, sustained
     max_burst: Annotated[int, Meta(ge=1)] = 2000  # requests a session may send at once (bucket size)
-    idle_timeout: Annotated[float, Meta(ge=0)] = 300.0  # seconds without a request; 0: never
-    zmq_login_timeout: Annotated[float, Meta(gt=0)] = 5.0  # the same, for a ZMQ session nobody logged in on
+    idle_timeout: Annotated[float, Meta(ge=0, le=_DAY)] = 300.0  # seconds without a request; 0: never
+    zmq_login_timeout: Annotated[float, Meta(gt=0, le=_DAY)] = 5.0  # the same, for a ZMQ session nobody logged in on
     max_write_buffer: Annotated[int, Meta(ge=65536)] = 1024 * 1024  # unread reply bytes before a disconnect
     max_unanswered: Annotated[int, Meta(ge=16)] = 8192  # a session's requests not yet answered: reading stops
     login_failure_delay: Annotated[float, Meta(ge=0, le=30)] = 1.0  # seconds before a BAD_LOGIN answer
     max_failed_logins: Annotated[int, Meta(ge=1)] = 5  # per user name from one address, in the window (4x per address or name)
-    failed_login_window: Annotated[float, Meta(gt=0)] = 60.0  # seconds
+    failed_login_window: Annotated[float, Meta(gt=0, le=_DAY)] = 60.0  # seconds
     host: Name | None = None  # with `hosts:`, the host it runs on (docs/deployment.md)
     replicas: list[GatewayReplicaConfig] = []  # more gateway processes taking orders at once
 
@@ -242,7 +252,7 @@ class UserConfig(_Section):
     curve_public_key: CurveKey | None = None
     max_open_orders: Annotated[int, Meta(ge=1)] | None = None  # per instrument, besides the instrument's own
     max_sessions: Annotated[int, Meta(ge=1)] | None = None  # None: gateway.max_sessions_per_user
-    max_rate: Annotated[float, Meta(gt=0)] | None = None  # None: gateway.max_rate (and max_burst)
+    max_rate: Annotated[float, Meta(gt=0, le=MAX_RATE)] | None = None  # None: gateway.max_rate (and max_burst)
     cancel_on_disconnect: bool = False  # default for the user's sessions; LOGIN … CANCEL_ON_DISCONNECT asks too
     admin: bool = False  # may DEPOSIT and WITHDRAW for any user (with accounts on); an admin does not trade
     # with accounts on: asset → amount deposited once, when the user's ledger shard first starts with
@@ -261,10 +271,10 @@ class WebConfig(_Section):
     """The browser view (`exchange web`, docs/web.md): where it listens, its sessions and its limits."""
 
     listen: Annotated[str, Meta(pattern=HOST_PORT)]  # host:port of its HTTP and WebSocket server
-    session_expiry: Annotated[float, Meta(gt=0)] = 1800.0  # seconds a signed-in browser may stay silent
+    session_expiry: Annotated[float, Meta(gt=0, le=_DAY)] = 1800.0  # seconds a signed-in browser may stay silent
     max_sessions: Annotated[int, Meta(ge=1)] = 200  # signed-in browsers at once; each holds one gateway session
     max_sockets: Annotated[int, Meta(ge=1)] = 1000  # WebSockets open at once
-    max_rate: Annotated[float, Meta(gt=0)] = 20.0  # requests per second per signed-in browser, sustained
+    max_rate: Annotated[float, Meta(gt=0, le=MAX_RATE)] = 20.0  # requests per second per signed-in browser, sustained
     max_burst: Annotated[int, Meta(ge=1)] = 40  # requests a signed-in browser may send at once
     max_logins: Annotated[int, Meta(ge=1)] = 10  # sign-in attempts per client address per minute
     tape_length: Annotated[int, Meta(ge=1, le=1000)] = 50  # trades the page's tape shows
@@ -405,8 +415,9 @@ def check_endpoints(config: Config) -> None:
     """Every port a role binds is 1-65535, and no two endpoints bind the same port of one machine:
     not the same address under two spellings (localhost and 127.0.0.1), nor 0.0.0.0 (every address
     of its machine) beside any other address. Roles on different hosts are on different machines,
-    unless every host is a loopback address (then they are all this machine); ipc:// paths are
-    compared as written."""
+    unless every host is a loopback address (then they are all this machine). ipc:// paths are
+    compared as they stand: as written while the file is decoded, then once more after load_config
+    has made them absolute, so that one file under two spellings is caught."""
     addresses = [canonical_address(host.address) for host in config.hosts.values()]
     one_machine = not addresses or all(_is_loopback(address) for address in addresses)
     seen: dict[tuple[str | None, int | str], list[tuple[str, str, str]]] = {}  # → (address, endpoint, key)
@@ -523,6 +534,8 @@ class Config(_Section):
     hosts: dict[Name, HostConfig] = {}  # where roles run (docs/deployment.md); none: all on this machine
 
     def __post_init__(self) -> None:
+        if not self.instruments:
+            raise ValueError("the config has no instruments; a mesh needs at least one - at `$.instruments`")
         symbols = [i.symbol for i in self.instruments]
         for symbol in symbols:
             if symbols.count(symbol) > 1:
@@ -540,6 +553,10 @@ class Config(_Section):
         for symbol in symbols:
             if symbol not in owners:
                 raise ValueError(f"instrument {symbol} is owned by no engine - at `$.engines`")
+        for n, engine in enumerate(self.engines):
+            if not engine.instruments:  # a notifier follows each engine's books and cannot start without one
+                raise ValueError(f"engine {engine.name} owns no instruments; give it one or remove it"
+                                 f" - at `$.engines[{n}].instruments`")
         for what, values in (("engine name", [e.name for e in self.engines]),
                              ("engine id", [e.id for e in self.engines]),
                              ("user", [u.name for u in self.users]),
@@ -555,9 +572,14 @@ class Config(_Section):
             raise ValueError("the web role signs browsers in through the gateway's endpoint for front ends; add one"
                              " (front_end: tcp://127.0.0.1:7015, say) - at `$.gateway.front_end`")
         for n, user in enumerate(self.users):
-            if not _KEY_HASH.fullmatch(user.key_hash):
+            match = _KEY_HASH.fullmatch(user.key_hash)
+            if not match:
                 raise ValueError(f"key_hash of {user.name} is not scrypt$<n>$<salt>$<hash>; make one with"
                                  f" `exchange users add {user.name}` - at `$.users[{n}].key_hash`")
+            if not _scrypt_cost_ok(match.group(1)):
+                raise ValueError(f"key_hash of {user.name} has scrypt cost n={match.group(1)[:12]}, which is not a"
+                                 f" power of two from 2 to {_SCRYPT_MAX_N}, so no login could be checked; make one"
+                                 f" with `exchange users add {user.name}` - at `$.users[{n}].key_hash`")
 
     def endpoints(self) -> list[str]:
         """Every address a role binds (tcp://host:port or ipc://path; the gateways' text ports and the
@@ -655,7 +677,12 @@ def load_config(path: str | Path, mesh_keys: bool = True) -> Config:
             _check_mesh_keys(config, config.mesh_curve)
         except ValueError as e:
             raise ConfigError(f"{path}: {e}") from None
-    return _anchored(config, path.parent)
+    try:
+        # replacing the paths runs Config.__post_init__ again, now on absolute ipc:// paths: one file
+        # written two ways (ipc://mesh.sock, ipc://./mesh.sock) is one endpoint used twice
+        return _anchored(config, path.parent)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 _PATH_FIELDS = {"path", "var_dir", "secret_key_file", "secret_key_dir"}  # file and folder names in the file
@@ -670,15 +697,23 @@ def _anchored(section, folder: Path):
             changes[name] = _anchored(value, folder)
         elif isinstance(value, list) and value and isinstance(value[0], msgspec.Struct):
             changes[name] = [_anchored(item, folder) for item in value]
+        elif isinstance(value, list) and any(isinstance(item, str) and item.startswith("ipc://") for item in value):
+            changes[name] = [_ipc_anchored(item, folder) for item in value]  # notifier lanes
         elif isinstance(value, str) and value.startswith("ipc://"):
-            changes[name] = "ipc://" + _absolute(value[len("ipc://"):], folder)
+            changes[name] = _ipc_anchored(value, folder)
         elif isinstance(value, str) and name in _PATH_FIELDS:
             changes[name] = _absolute(value, folder)
     return msgspec.structs.replace(section, **changes) if changes else section
 
 
+def _ipc_anchored(endpoint: str, folder: Path) -> str:
+    """An ``ipc://`` endpoint with its path made absolute from ``folder``; any other as it is."""
+    return "ipc://" + _absolute(endpoint[len("ipc://"):], folder) if endpoint.startswith("ipc://") else endpoint
+
+
 def _absolute(path: str, folder: Path) -> str:
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(os.path.abspath(folder), path))
+    """``path`` from ``folder`` if relative, normalised either way (/a/./b and /a/x/../b are /a/b)."""
+    return os.path.normpath(os.path.join(os.path.abspath(folder), path))
 
 
 def _check_accounts(config: Config) -> None:
@@ -785,8 +820,19 @@ def _is_z85_key(text: str) -> bool:
 
 # -- API keys ---------------------------------------------------------------------------------
 
-_KEY_HASH = re.compile(r"scrypt\$[0-9]+\$[0-9a-f]{32}\$[0-9a-f]{64}")
+_KEY_HASH = re.compile(r"scrypt\$([0-9]+)\$[0-9a-f]{32}\$[0-9a-f]{64}")
 _SCRYPT_N = 2**14
+# hashlib.scrypt refuses an n that is not a power of two above 1, and (with r=8, under its default
+# memory limit of 32 MiB) one above 2**14: verify_key could check no key against such a hash
+_SCRYPT_MAX_N = 2**14
+
+
+def _scrypt_cost_ok(digits: str) -> bool:
+    """Whether the n of a key_hash (its digits) is a cost verify_key can compute."""
+    if len(digits) > 12:  # far beyond the bound, and int() refuses thousands of digits
+        return False
+    n = int(digits)
+    return 2 <= n <= _SCRYPT_MAX_N and n & (n - 1) == 0
 
 
 def hash_key(key: str, salt: bytes | None = None, n: int = _SCRYPT_N) -> str:

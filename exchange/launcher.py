@@ -178,8 +178,10 @@ def banner(config: Config, hosts: list[str] | None = None) -> str:
             f"  orders, text protocol   {config.gateway.text}   (try: nc {config.gateway.text.replace(':', ' ')})",
             f"  orders, ZMQ DEALER      {config.gateway.zmq}"]
     if here is None or "notifier" in here:
+        # load_config refuses a config without instruments; the banner still names one only if there is one
+        watch = f"   (try: exchange watch {config.instruments[0].symbol})" if config.instruments else ""
         lines += [
-            f"  market data, ZMQ SUB    {notifier.publish}   (try: exchange watch {config.instruments[0].symbol})",
+            f"  market data, ZMQ SUB    {notifier.publish}{watch}",
             f"  book snapshots, DEALER  {notifier.snapshots}",
             f"  private updates, CURVE  {notifier.private}   (server key: exchange keys notifier)"]
     for replica in config.gateway.replicas:
