@@ -2,13 +2,24 @@
 
 The file is edited as text, so its comments and layout stay; the new text is loaded with
 ``load_config`` (every check a start-up makes) before it replaces the old one, atomically.
+
+Two edits at once would each write the file as it was plus their own change, and the first would be
+lost: an edit holds an exclusive flock on ``.<name>.lock`` beside the file (the file a symlink points
+to) from its first read until the file is replaced, and another waits for it (``_locked``). The lock
+file is there only while an edit runs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 import re
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -20,6 +31,18 @@ _USERS_KEY = re.compile(r"^users:[ \t]*(\[[ \t]*\])?[ \t]*(#.*)?$", re.MULTILINE
 _TOP_LEVEL = re.compile(r"^[A-Za-z_]", re.MULTILINE)
 _NEXT_ITEM = re.compile(r"^  - |^[A-Za-z_]", re.MULTILINE)
 _CONTENT_LINE = re.compile(r"^[ \t]*[^\s#].*$", re.MULTILINE)  # a line with more than blanks and a comment
+
+LOCK_WAIT_S = 10.0  # an edit waits this long for another one's lock, then gives up
+_LOCK_POLL_S = 0.05
+_EDIT_TRIES = 3  # an edit that finds the file changed since it read it makes its change again, this often
+
+
+class _HeldLocks(threading.local):
+    def __init__(self) -> None:
+        self.paths: set[Path] = set()  # the lock files this thread holds
+
+
+_held = _HeldLocks()
 
 
 def check_name(name: str) -> None:
@@ -43,10 +66,14 @@ def add_user(path: str | Path, name: str, block: str) -> Config:
     the next section."""
     path = Path(path)
     check_name(name)
+    return _edit(path, functools.partial(_add_user, path, name, block))
+
+
+def _add_user(path: Path, name: str, block: str) -> Config:
     config = load_config(path)
     if config.user(name) is not None:
         raise ConfigError(f"{path}: user {name} exists already; `exchange users remove {name}` first")
-    text = path.read_text()
+    text = read = path.read_text()
     found = _USERS_KEY.search(text)
     if found is None:
         text = text.rstrip("\n") + "\n\nusers:\n" + block
@@ -54,7 +81,7 @@ def add_user(path: str | Path, name: str, block: str) -> Config:
         at = _after_line(text, _content_end(text, found.end(), _section_end(text, found.end())))
         head = text[:found.start()] + _users_line(found, empty=False) + text[found.end():at]
         text = head + ("" if head.endswith("\n") else "\n") + block + text[at:]
-    return _replace(path, text, config, config.users, name)
+    return _replace(path, read, text, config, config.users, name)
 
 
 def remove_user(path: str | Path, name: str) -> Config:
@@ -62,10 +89,14 @@ def remove_user(path: str | Path, name: str) -> Config:
 
     The blank and comment lines after the user's last line stay: they lead to what follows."""
     path = Path(path)
+    return _edit(path, functools.partial(_remove_user, path, name))
+
+
+def _remove_user(path: Path, name: str) -> Config:
     config = load_config(path)
     if config.user(name) is None:
         raise ConfigError(f"{path}: no user {name}; there are {', '.join(u.name for u in config.users) or 'none'}")
-    text = path.read_text()
+    text = read = path.read_text()
     found = _USERS_KEY.search(text)
     section_end = _section_end(text, found.end()) if found else 0
     written = f"({re.escape(name)}|'{re.escape(name)}'|\"{re.escape(name)}\")"  # bare, '…' or "…"
@@ -79,7 +110,78 @@ def remove_user(path: str | Path, name: str) -> Config:
     text = text[:start.start()] + text[end:]
     if len(config.users) == 1:  # the last one: an empty section would read as null, not as no users
         text = text[:found.start()] + _users_line(found, empty=True) + text[found.end():]
-    return _replace(path, text, config, [u for u in config.users if u.name != name], None)
+    return _replace(path, read, text, config, [u for u in config.users if u.name != name], None)
+
+
+class _Changed(Exception):
+    """The file is no longer the text the edit read: the edit is made again on what it is now."""
+
+
+def _edit(path: Path, edit: Callable[[], Config]) -> Config:
+    """``edit()`` (which reads the file, changes it and replaces it) under the file's lock; again if
+    the file changed before it was replaced (an editor that takes no lock)."""
+    with _locked(path):
+        for _ in range(_EDIT_TRIES):
+            try:
+                return edit()
+            except _Changed:
+                continue
+    raise ConfigError(f"{path}: the file changed while this command edited it, {_EDIT_TRIES} times; nothing"
+                      " was changed: try again")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the config at ``path`` (waiting at most LOCK_WAIT_S for another
+    edit's); within it, this thread may edit the file again (it would wait for itself otherwise).
+
+    The lock file is removed by its holder, while it still holds it: an edit that waited on the
+    removed file finds it is no longer the one at the path, and locks the one that is."""
+    target = Path(os.path.realpath(path))
+    if not target.is_file():
+        load_config(path)  # nothing to edit: the error every command gives, and no lock file beside nothing
+    lock = target.parent / f".{target.name}.lock"
+    if lock in _held.paths:
+        yield
+        return
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot open its lock file {lock}: {e.strerror}") from None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ConfigError(f"{path}: another `exchange users` command has been editing it for"
+                                          f" {LOCK_WAIT_S:g} s (it holds {lock}); nothing was changed: try"
+                                          " again when it is done") from None
+                    time.sleep(_LOCK_POLL_S)  # flock cannot wait with a time limit
+            try:
+                current = os.stat(lock)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the edit that held it removed it: lock the one at the path now
+    _held.paths.add(lock)
+    try:
+        yield
+    finally:
+        _held.paths.discard(lock)
+        try:
+            os.unlink(lock)  # before letting go of it, so that a waiter on this file tries again
+        except OSError:
+            pass  # left in place: the next edit locks it as it is
+        os.close(fd)
 
 
 def _section_end(text: str, after: int) -> int:
@@ -109,9 +211,10 @@ def _users_line(found: re.Match, empty: bool) -> str:
     return "users:" + (" []" if empty else "") + (f"  {found.group(2)}" if found.group(2) else "")
 
 
-def _replace(path: Path, text: str, before: Config, kept: list[UserConfig], added: str | None) -> Config:
+def _replace(path: Path, read: str, text: str, before: Config, kept: list[UserConfig], added: str | None) -> Config:
     """Write ``text`` to ``path`` if it loads as ``before`` with exactly the users ``kept`` (whole, in
     order) followed by the new user ``added`` (if any), and nothing else changed; the old file stays otherwise.
+    Raise _Changed if the file is no longer ``read``, the text the edit started from.
 
     A symlinked ``path`` stays a symlink: the file it points to is the one replaced."""
     target = Path(os.path.realpath(path))
@@ -133,6 +236,8 @@ def _replace(path: Path, text: str, before: Config, kept: list[UserConfig], adde
                 msgspec.structs.replace(config, users=[]) != msgspec.structs.replace(before, users=[]):
             raise ConfigError(f"{path}: its users are not written as a list of `  - name: …` entries under"
                               " `users:`, so this change could not be made safely; edit the file by hand")
+        if target.read_text() != read:
+            raise _Changed
         os.chmod(draft, target.stat().st_mode & 0o777)
         os.replace(draft, target)
     except BaseException:

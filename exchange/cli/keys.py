@@ -95,3 +95,5 @@ def _print_server_key(path: str, role: str, create: bool) -> None:
         click.echo(public_key(server_secret_key(path)).decode())
     except ExchangeError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a file where its folder should be, a folder where the file should be, no permission
+        raise click.ClickException(f"{e.filename or path}: {e.strerror}") from None

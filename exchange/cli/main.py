@@ -35,13 +35,24 @@ def up(config_file: str | None, config_path: str, hosts: tuple[str, ...]) -> Non
     CONFIG is the same as --config (either names the file).
     """
     from exchange import launcher
-    from exchange.wire import sockets
 
     config_path = config_file or config_path
     config = load(config_path)
     placed = _hosts_to_run(config, list(dict.fromkeys(hosts)))
-    sockets.setup_logging("-".join(["launcher", *(placed or [])]), config.var_dir)
+    _setup_logging("-".join(["launcher", *(placed or [])]), config.var_dir)
     launcher.run(config, config_path, placed)
+
+
+def _setup_logging(label: str, var_dir: str | None) -> None:
+    """Log to stderr and to var_dir/<label>.log; a var_dir that cannot be made or written in (a file
+    in the way, no permission) is one error line naming the path, not a traceback."""
+    from exchange.wire import sockets
+
+    try:
+        sockets.setup_logging(label, var_dir)
+    except OSError as e:
+        raise click.ClickException(f"{e.filename or var_dir}: {e.strerror}; var_dir must be a folder this"
+                                   " user can make and write the logs in") from None
 
 
 def _hosts_to_run(config, hosts: list[str]) -> list[str] | None:
@@ -82,8 +93,6 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
     def command(config_path: str, name: str | None = None) -> None:
         import importlib
 
-        from exchange.wire import sockets
-
         config = load(config_path)
         if name_required and not name:
             names_of = (names(e.name for e in config.engines) if role == "engine"
@@ -99,7 +108,7 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
         except ExchangeError as e:
             raise click.ClickException(str(e)) from None
         label = f"{role}-{name}" if name_help and name else role
-        sockets.setup_logging(label, config.var_dir)
+        _setup_logging(label, config.var_dir)
         module = importlib.import_module(ROLE_MODULES[role])
         try:
             if name_help:

@@ -194,7 +194,15 @@ class Logins:
                     self.later(self.delay, functools.partial(answer, error))
             self._check_waiting()
 
-        self.run_blocking(lambda: verify_key(key, key_hash), verified)
+        def check_key() -> bool:
+            try:
+                return verify_key(key, key_hash)
+            except Exception as e:  # e.g. scrypt refuses the hash's cost: a failed login, not one left unanswered
+                log.warning("the key of %r could not be checked, so the login failed: %s: %s; give the user a"
+                            " new key_hash (`exchange users remove`, then `users add`)", user, type(e).__name__, e)
+                return False
+
+        self.run_blocking(check_key, verified)
 
     def _check_waiting(self) -> None:
         """Decide again the logins that waited for key checks to end (each may wait again)."""

@@ -93,6 +93,8 @@ class Gateway:
         self.executor = concurrent.futures.ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking")
 
         def run_blocking(fn, done) -> None:
+            # fn returns its failures (Logins.check's key check, OrderEntry._look_up's read): one it
+            # raised would end here, in the loop's log, and ``done`` would never answer its client
             loop.run_in_executor(self.executor, fn).add_done_callback(
                 lambda future: None if future.cancelled() else done(future.result()))
 
