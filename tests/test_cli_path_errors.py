@@ -78,3 +78,20 @@ def test_a_server_key_file_that_cannot_be_made_or_read_is_one_error_line(tmp_pat
     path.write_text(text)
     run = _exchange("keys", role, "--create", "--config", str(path), cwd=tmp_path)
     _one_error_line(run, f"{named}: {why}")
+
+
+@pytest.mark.parametrize("role", ["notifier", "gateway"])
+def test_a_key_file_that_holds_no_key_is_one_error_line(tmp_path, role):
+    """It was a ValueError traceback from zmq (and the role itself failed on it at every start)."""
+    path = loopback_config(tmp_path)
+    key = tmp_path / f"{role}.key"
+    key.write_text("not a key at all\n")
+    text = path.read_text()
+    if role == "notifier":
+        text, found = re.subn(r"(?m)^  secret_key_file: .*notifier\.key$", f"  secret_key_file: {key}", text)
+    else:
+        text, found = re.subn(r"(?m)^gateway:\n", f"gateway:\n  secret_key_file: {key}\n", text)
+    assert found == 1
+    path.write_text(text)
+    run = _exchange("keys", role, "--config", str(path), cwd=tmp_path)
+    _one_error_line(run, str(key), "not a CURVE secret key")

@@ -8,11 +8,13 @@ import os
 import tempfile
 from pathlib import Path
 import zmq
+from exchange.errors import ConfigError
 from exchange.wire.security.zap import USERS
 
 
 def server_secret_key(path: str | Path) -> bytes:
-    """The Z85 secret key stored at ``path``, made (readable by its owner only) if there is none."""
+    """The Z85 secret key stored at ``path``, made (readable by its owner only) if there is none;
+    ConfigError if the file holds something else."""
     path = Path(path)
     if not path.exists():
         # written aside, then linked into place: when several notifiers start at once, one key wins
@@ -30,7 +32,13 @@ def server_secret_key(path: str | Path) -> bytes:
             _write_new(path, secret)
         finally:
             os.unlink(draft)
-    return path.read_bytes().strip()
+    secret = path.read_bytes().strip()
+    try:
+        zmq.curve_public(secret)  # what every use of it does first
+    except ValueError:
+        raise ConfigError(f"{path}: not a CURVE secret key (40 Z85 characters on one line); move it away to have"
+                          " a new one made, and give its users the new public key") from None
+    return secret
 
 
 def _write_new(path: Path, secret: bytes) -> None:
