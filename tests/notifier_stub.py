@@ -8,7 +8,7 @@ from collections import Counter
 from exchange.marketdata.following import EngineFollower
 from exchange.marketdata.notifier import Notifier
 from exchange.marketdata.publisher import Publisher
-from exchange.wire.messages import Decoder, Durable, EngineBookReply, EventBatch, SnapshotReply, Trades
+from exchange.wire.messages import Decoder, Durable, EngineBookReply, EventBatch, SnapshotReply, Trades, TradesRefused
 
 
 class Sink:
@@ -31,5 +31,5 @@ def stub_notifier(engine: str, symbol: str = "AAPL") -> Notifier:
     n.public, n.private = Sink(), Sink()
     n.lanes, n.published, n.forwarded = [n.public], Counter(), 0
     n.batches, n.durables = Decoder(EventBatch), Decoder(Durable)
-    n.sibling_answers, n.engine_books = Decoder(SnapshotReply | Trades), Decoder(EngineBookReply)
+    n.sibling_answers, n.engine_books = Decoder(SnapshotReply | Trades | TradesRefused), Decoder(EngineBookReply)
     return n

@@ -16,7 +16,7 @@ from exchange.core.orders import Side
 from exchange.marketdata.levels import LevelBook
 from exchange.marketdata.notifier import MAX_REQUESTS_PER_TURN, NO_TRADES, TRADES_ANSWERED_PER_TURN, Notifier
 from exchange.marketdata.publisher import MAX_RECENT_TRADES, Publisher, ReleasedBook
-from exchange.wire.messages import Decoder, Trades, TradesRequest, encode
+from exchange.wire.messages import Decoder, Trades, TradesRefused, TradesRequest, encode
 
 HOUR_NS = 3_600 * 10**9
 
@@ -135,3 +135,14 @@ def test_a_turn_is_charged_for_the_trades_it_reads_not_only_those_it_answers():
     assert scanned <= TRADES_ANSWERED_PER_TURN + MAX_RECENT_TRADES, f"{answered} answers read {scanned} trades"
     answers = [Decoder(Trades).decode(answer) for answer in notifier.snapshots.answers]
     assert all(len(answer.trades) == MAX_RECENT_TRADES // 2 for answer in answers)
+
+
+def test_a_trades_request_that_gets_no_trades_is_refused_with_a_tag_of_its_own():
+    """It was answered SnapshotRefused: a client that asked for a snapshot and the trades of one symbol
+    at once could not tell which was refused."""
+    publisher = Publisher({"AAPL": "e2"})
+    refused, read = publisher.trades("DOGE-USD", 0, time.time_ns())
+    assert (refused, read) == (TradesRefused("DOGE-USD", "no instrument DOGE-USD"), 0)
+    not_ready, _ = publisher.trades("AAPL", 0, time.time_ns())  # its books not taken yet
+    assert type(not_ready) is TradesRefused and "try again" in not_ready.reason
+    assert type(publisher.snapshot("DOGE-USD")).__name__ == "SnapshotRefused"

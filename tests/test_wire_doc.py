@@ -31,7 +31,7 @@ NAMESPACE = {name: getattr(module, name) for module in (wire, messages, protocol
 CLIENT_MESSAGES = {
     wire.MarketData, messages.Trade, messages.TopOfBook, messages.DepthUpdate, *messages.BOOK_ORDER_EVENTS,
     wire.SnapshotRequest, wire.InstrumentsRequest, wire.TradesRequest, wire.BookSnapshot, wire.SnapshotRefused,
-    wire.Instruments, wire.Trades,
+    wire.Instruments, wire.Trades, wire.TradesRefused,
     wire.InstrumentSpec, wire.RequestRefused, wire.PrivateData, wire.Balances, wire.Balance,
     # a Match stays inside the mesh: the private feed tells each side of it their OrderFilled
     *(cls for cls in messages.ORDER_EVENTS if cls is not messages.Match),
@@ -91,6 +91,15 @@ def test_every_client_message_has_a_layout_line_listing_its_fields_in_order():
     for cls in CLIENT_MESSAGES:
         assert documented.get(cls.__name__) == layout(cls), f"docs/wire.md: `{cls.__name__}` = `{layout(cls)}`"
     assert set(documented) <= {cls.__name__ for cls in CLIENT_MESSAGES}, "a layout line names no client message"
+
+
+def test_the_request_refused_example_gives_the_form_a_notifier_says_today():
+    """The example is the encoder's bytes for the text the doc wrote, which could grow stale against the
+    reason the notifier really gives: it must end with that form."""
+    [example] = [block for _, block, _ in BLOCK.findall(WIRE_MD.read_text())
+                 if block.startswith("RequestRefused(")]
+    reason = eval(split_block(example)[0], dict(NAMESPACE)).reason
+    assert reason.endswith("; " + wire.NOTIFIER_REQUEST_FORM), reason
 
 
 def test_every_enum_value_is_listed():

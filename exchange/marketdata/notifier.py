@@ -74,7 +74,7 @@ from exchange.wire.security.mesh_keys import MeshSecurity
 from exchange.wire.messages import (
     DAY_NS, NOTIFIER_REQUEST_FORM, RELEASED, BookSnapshot, Decoder, Durable, EngineBook, EngineBookReply, EventBatch,
     HistoryReply, Instruments, InstrumentSpec, InstrumentsRequest, RecentTradesRequest, RequestRefused, SnapshotReply,
-    SnapshotRequest, Trades, TradesRequest, decode_notifier_request,
+    SnapshotRequest, Trades, TradesRefused, TradesRequest, decode_notifier_request,
     durable_prefix, encode, private_topic, topic,
 )
 from exchange.wire.security.curve_keys import make_server, server_secret_key
@@ -150,7 +150,8 @@ class Notifier:
         self.asked = dict.fromkeys(self.followers, 0.0)
         self.engine_after = REPLICA_ENGINE_AFTER_S if replica else ENGINE_AFTER_S
         self.batches, self.durables = Decoder(EventBatch), Decoder(Durable)
-        self.sibling_answers, self.engine_books = Decoder(SnapshotReply | Trades), Decoder(EngineBookReply)
+        self.sibling_answers = Decoder(SnapshotReply | Trades | TradesRefused)
+        self.engine_books = Decoder(EngineBookReply)
         self.numbering_checked = now
         self.instruments = instruments_frame(config)  # the answer to every InstrumentsRequest
         self.forwarded = self.refused = self.malformed = 0

@@ -30,7 +30,7 @@ from exchange.core.messages import ORDER_EVENTS, Match, TopOfBook, Trade
 from exchange.core.orders import Side
 from exchange.marketdata.levels import LevelBook, level_changes
 from exchange.wire.messages import (
-    CHANNELS, DAY_NS, BookSnapshot, MarketData, PrivateData, SnapshotRefused, Trades, encode, private_topic, topic,
+    CHANNELS, DAY_NS, BookSnapshot, MarketData, PrivateData, SnapshotRefused, Trades, TradesRefused, encode, private_topic, topic,
 )
 
 CHANNEL_NAMES = ("trade", "bbo", "l2", "l3")
@@ -120,13 +120,13 @@ class Publisher:
             reached.append(max(reached[-1], trade.ts_event) if reached else trade.ts_event)
             recent.append(trade)
 
-    def trades(self, symbol: str, since_ns: int, now_ns: int) -> tuple[Trades | SnapshotRefused, int]:
+    def trades(self, symbol: str, since_ns: int, now_ns: int) -> tuple[Trades | TradesRefused, int]:
         """The recent trades of ``symbol`` at or after ``since_ns`` (at most a day's), oldest first, with
         the "trade" channel's chan_seq they reach up to; and how many recent trades were read for them:
         those from the first whose ts_event reaches ``since_ns`` on (found by bisection: none past the
         newest). A few of them may be left out of the answer, if a gateway's clock is behind the others'."""
         if symbol not in self.books:
-            return SnapshotRefused(symbol, NOT_READY if symbol in self.engine_of else f"no instrument {symbol}"), 0
+            return TradesRefused(symbol, NOT_READY if symbol in self.engine_of else f"no instrument {symbol}"), 0
         since = max(since_ns, now_ns - DAY_NS)
         reached = self.ts_reached[symbol]
         newest = last(self.recent[symbol], len(reached) - bisect_left(reached, since))

@@ -498,8 +498,17 @@ class Trades(_Wire, tag=True):
     trades: list[Trade]
 
 
+class TradesRefused(_Wire, tag=True):
+    """The answer to a TradesRequest that gets no trades: an unknown symbol, or (a reason containing
+    "try again") a notifier still taking its books. Its own tag, so that a client with a snapshot and
+    trades of one symbol asked for at once knows which of them was refused."""
+
+    symbol: str
+    reason: str
+
+
 NotifierRequest = SnapshotRequest | InstrumentsRequest | TradesRequest
-NotifierReply = BookSnapshot | SnapshotRefused | Instruments | Trades | RequestRefused
+NotifierReply = BookSnapshot | SnapshotRefused | Instruments | Trades | TradesRefused | RequestRefused
 NOTIFIER_REQUEST_FORM = ('a request is one frame holding one msgpack array, its type first:'
                          ' ["SnapshotRequest", symbol], ["InstrumentsRequest"] or ["TradesRequest", symbol, since_ns]')
 
