@@ -58,6 +58,17 @@ def test_a_role_with_a_var_dir_it_cannot_use_says_so_in_one_line(tmp_path, probl
     _one_error_line(run, str(named))
 
 
+def _key_file_at(path: Path, role: str, key: Path) -> None:
+    """Make the config at ``path`` keep ``role``'s CURVE secret key at ``key``."""
+    text = path.read_text()
+    if role == "notifier":
+        text, found = re.subn(r"(?m)^  secret_key_file: .*notifier\.key$", f"  secret_key_file: {key}", text)
+    else:
+        text, found = re.subn(r"(?m)^gateway:\n", f"gateway:\n  secret_key_file: {key}\n", text)
+    assert found == 1
+    path.write_text(text)
+
+
 @pytest.mark.parametrize("role", ["notifier", "gateway"])
 @pytest.mark.parametrize("problem", ["folder-is-a-file", "key-is-a-folder"])
 def test_a_server_key_file_that_cannot_be_made_or_read_is_one_error_line(tmp_path, role, problem):
@@ -69,13 +80,7 @@ def test_a_server_key_file_that_cannot_be_made_or_read_is_one_error_line(tmp_pat
         key = named = tmp_path / f"{role}-key-folder"
         key.mkdir()
         why = "Is a directory"
-    text = path.read_text()
-    if role == "notifier":
-        text, found = re.subn(r"(?m)^  secret_key_file: .*notifier\.key$", f"  secret_key_file: {key}", text)
-    else:
-        text, found = re.subn(r"(?m)^gateway:\n", f"gateway:\n  secret_key_file: {key}\n", text)
-    assert found == 1
-    path.write_text(text)
+    _key_file_at(path, role, key)
     run = _exchange("keys", role, "--create", "--config", str(path), cwd=tmp_path)
     _one_error_line(run, f"{named}: {why}")
 
@@ -86,12 +91,6 @@ def test_a_key_file_that_holds_no_key_is_one_error_line(tmp_path, role):
     path = loopback_config(tmp_path)
     key = tmp_path / f"{role}.key"
     key.write_text("not a key at all\n")
-    text = path.read_text()
-    if role == "notifier":
-        text, found = re.subn(r"(?m)^  secret_key_file: .*notifier\.key$", f"  secret_key_file: {key}", text)
-    else:
-        text, found = re.subn(r"(?m)^gateway:\n", f"gateway:\n  secret_key_file: {key}\n", text)
-    assert found == 1
-    path.write_text(text)
+    _key_file_at(path, role, key)
     run = _exchange("keys", role, "--config", str(path), cwd=tmp_path)
     _one_error_line(run, str(key), "not a CURVE secret key")
