@@ -94,8 +94,8 @@ def coverage(conn: sqlite3.Connection) -> list[dict]:
     """What the checks of the tables cover, per stream (engines and ledger shards): the events they read
     (``first_seq``..``last_seq``, None if none), the ``batches`` the tables hold, and the ``checkpoints``
     within them. When ``verify`` and ``verify_ledger.verify_ledgers`` find no fault they have checked all
-    of it: a replay stops short of a checkpoint only at a fault. (``verify_ledger`` picks a shard's
-    batches and checkpoints as table_batches and table_checkpoints do.)"""
+    of it: a replay stops short of a checkpoint only at a fault (``verify_ledger`` takes a shard's
+    batches and checkpoints with table_batches and table_checkpoints too)."""
     covered = []
     for stream in streams(conn):
         batches = table_batches(conn, stream)

@@ -40,8 +40,10 @@ from exchange.core.matching import Matcher
 from exchange.core.messages import OrderAccepted
 from exchange.journal.ledger_readers import decode_ledger_event
 from exchange.journal.ledger_rows import entries_of, event_columns, is_ledger_stream
-from exchange.journal.readers import checkpoint_parts, engine_events, whole_checkpoints
-from exchange.journal.verify import MAX_FAULTS_PER_ENGINE, batch_faults, indexed_batch, streams
+from exchange.journal.readers import checkpoint_parts, engine_events
+from exchange.journal.verify import (
+    MAX_FAULTS_PER_ENGINE, batch_faults, streams, table_batches, table_checkpoints,
+)
 from exchange.journal.schema import has_table
 
 _ENGINE_AT = f"$[{SettleEvents.__struct_fields__.index('engine') + 1}]"
@@ -96,11 +98,8 @@ class _LedgerCheck:
         self.dropped = 0
         self.replaying = True
         # the batches the tables hold (the log may hold more, not indexed yet), and their checkpoints
-        self.batches = {batch: (epoch, first, last) for batch, epoch, first, last in conn.execute(
-            "SELECT batch, epoch, first_seq, last_seq FROM batches WHERE engine=? AND batch<=? ORDER BY batch",
-            (stream, indexed_batch(conn, stream)))}
-        last = max((last for _, _, last in self.batches.values()), default=0)
-        self.checkpoints = {seq: at for seq, at in whole_checkpoints(conn, stream).items() if seq <= last}
+        self.batches = table_batches(conn, stream)
+        self.checkpoints = table_checkpoints(conn, stream, self.batches)
         self.table = self._table_entries()
         self.ahead = None  # a table entry read and not yet matched with a body's
 
