@@ -16,7 +16,6 @@ import functools
 import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,14 +34,6 @@ _CONTENT_LINE = re.compile(r"^[ \t]*[^\s#].*$", re.MULTILINE)  # a line with mor
 LOCK_WAIT_S = 10.0  # an edit waits this long for another one's lock, then gives up
 _LOCK_POLL_S = 0.05
 _EDIT_TRIES = 3  # an edit that finds the file changed since it read it makes its change again, this often
-
-
-class _HeldLocks(threading.local):
-    def __init__(self) -> None:
-        self.paths: set[Path] = set()  # the lock files this thread holds
-
-
-_held = _HeldLocks()
 
 
 def check_name(name: str) -> None:
@@ -132,8 +123,8 @@ def _edit(path: Path, edit: Callable[[], Config]) -> Config:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold the exclusive lock of the config at ``path`` (waiting at most LOCK_WAIT_S for another
-    edit's); within it, this thread may edit the file again (it would wait for itself otherwise).
+    """Hold the exclusive lock of the config at ``path``, waiting at most LOCK_WAIT_S for another
+    edit's.
 
     The lock file is removed by its holder, while it still holds it: an edit that waited on the
     removed file finds it is no longer the one at the path, and locks the one that is."""
@@ -141,9 +132,6 @@ def _locked(path: Path) -> Iterator[None]:
     if not target.is_file():
         load_config(path)  # nothing to edit: the error every command gives, and no lock file beside nothing
     lock = target.parent / f".{target.name}.lock"
-    if lock in _held.paths:
-        yield
-        return
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
@@ -160,7 +148,7 @@ def _locked(path: Path) -> Iterator[None]:
                         raise ConfigError(f"{path}: another `exchange users` command has been editing it for"
                                           f" {LOCK_WAIT_S:g} s (it holds {lock}); nothing was changed: try"
                                           " again when it is done") from None
-                    time.sleep(_LOCK_POLL_S)  # flock cannot wait with a time limit
+                    _wait_for_lock()
             try:
                 current = os.stat(lock)
             except FileNotFoundError:
@@ -172,16 +160,19 @@ def _locked(path: Path) -> Iterator[None]:
         if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
             break
         os.close(fd)  # the edit that held it removed it: lock the one at the path now
-    _held.paths.add(lock)
     try:
         yield
     finally:
-        _held.paths.discard(lock)
         try:
             os.unlink(lock)  # before letting go of it, so that a waiter on this file tries again
         except OSError:
             pass  # left in place: the next edit locks it as it is
         os.close(fd)
+
+
+def _wait_for_lock() -> None:
+    """A moment before trying the lock again: flock cannot wait with a time limit."""
+    time.sleep(_LOCK_POLL_S)
 
 
 def _section_end(text: str, after: int) -> int:
