@@ -321,14 +321,19 @@ class OrderEntry:
         then answer the reply. A journal that cannot be read answers this request only."""
         order_id = reply.events[0].order_id
 
-        def read() -> list | JournalError:
+        def read() -> list | Exception:
+            # any failure is this request's: one raised here would never reach ``done``, and the
+            # client would wait for an answer that never comes
             try:
                 return list(self.history(order_id))
             except JournalError as e:
                 return e
+            except Exception as e:
+                log.exception("reading order %s from the journal failed", order_id)
+                return e
 
-        def done(history: list | JournalError) -> None:
-            if isinstance(history, JournalError):
+        def done(history: list | Exception) -> None:
+            if isinstance(history, Exception):
                 log.warning("could not read order %s from the journal: %s", order_id, history)
                 pending.answer([Rej(RejectCode.UNAVAILABLE, f"could not tell from the journal whether this is"
                                     f" order {order_id}; the outcome is unknown: send the same order again with its"
