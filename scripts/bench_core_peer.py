@@ -109,6 +109,8 @@ def peer_worker(stream_file: str) -> None:
                       for command in commands for e in process(command) if type(e) is Trade]
             Path(request[1]).write_bytes(msgspec.msgpack.encode(trades))
             answer({"trades": len(trades)})
+        elif request[0] == "memory-at":  # what holds the memory just before command number K (0-based)
+            answer({"held": memory_held(lambda: MatchingEngine().process, commands, int(request[1]))})
         elif request[0] == "memory":
             gc.collect()
             tracemalloc.start()
@@ -120,7 +122,59 @@ def peer_worker(stream_file: str) -> None:
             answer({"peak": peak})
 
 
+def memory_held(new_handle, commands: list, position: int, top: int = 8) -> list:
+    """Traced bytes held just before ``commands[position]`` by a fresh core (``new_handle()``, made
+    while tracing, as for the peak), by the source line that allocated them: the ``top`` largest as
+    [file:line, source, bytes, blocks], then the rest summed. Runs on both sides (imports nothing
+    of ours)."""
+    import linecache
+
+    gc.collect()
+    tracemalloc.start(1)
+    handle = new_handle()
+    for command in commands[:position]:
+        handle(command)
+    statistics_ = tracemalloc.take_snapshot().statistics("lineno")
+    tracemalloc.stop()
+    held = []
+    for stat in statistics_[:top]:
+        frame = stat.traceback[0]
+        held.append([f"{Path(frame.filename).name}:{frame.lineno}",
+                     linecache.getline(frame.filename, frame.lineno).strip(), stat.size, stat.count])
+    rest = statistics_[top:]
+    held.append(["(the rest)", "", sum(s.size for s in rest), sum(s.count for s in rest)])
+    return held
+
+
 # -- our side ----------------------------------------------------------------------------------------
+
+
+def peak_command(commands: list, new_handle) -> tuple[int, int]:
+    """(position, bytes): the command during which traced memory peaks, and that peak, for a fresh
+    core made while tracing (``new_handle()``), as ``peak_memory`` measures it."""
+    from array import array
+
+    peaks = array("q", [0]) * len(commands)  # made before tracing, so it is not counted
+    gc.collect()
+    tracemalloc.start()
+    handle = new_handle()
+    reset, traced = tracemalloc.reset_peak, tracemalloc.get_traced_memory
+    for position, command in enumerate(commands):
+        reset()
+        handle(command)
+        peaks[position] = traced()[1]
+    tracemalloc.stop()
+    position = max(range(len(commands)), key=peaks.__getitem__)
+    return position, peaks[position]
+
+
+def print_memory_held(ours: list, theirs: list, position: int) -> None:
+    """Both sides' memory just before command ``position``, largest holders first."""
+    print(f"memory held just before command {position:,} (where ours peaks), by the line that allocated it:")
+    for name, held in (("ours", ours), ("matching-engine", theirs)):
+        print(f"  {name}: {sum(row[2] for row in held) / 1024:,.1f} KiB")
+        for where, source, size, blocks in held:
+            print(f"    {size / 1024:>6,.1f} KiB {blocks:>6,} blocks  {where:<22} {source[:70]}")
 
 
 def peer_python(explicit: str | None) -> Path:
@@ -241,6 +295,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42, help="seed of the stream generator")
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     parser.add_argument("--peer-python", metavar="PATH", help="a python >= 3.12 to make .venv-peer with")
+    parser.add_argument("--memory", action="store_true",
+                        help="only say where the memory is: both sides' holdings where our peak is (no timing)")
     parser.add_argument("--peer-worker", metavar="STREAM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer_worker:
@@ -276,6 +332,16 @@ def main() -> int:
                 print(f"the trades differ: {mismatch}", file=sys.stderr)
                 return 1
             print(f"trades: {len(our_trades):,}, the same on both sides (price, qty, maker and taker order)")
+            if args.memory:
+                def new_handle():
+                    return Matcher(ENGINE_ID, [INSTRUMENT]).handle
+
+                position, our_peak = peak_command(commands, new_handle)
+                ours_held = memory_held(new_handle, commands, position)
+                print_memory_held(ours_held, peer.ask("memory-at", str(position))["held"], position)
+                print(f"peak memory (tracemalloc): ours {our_peak / 1024:,.0f} KiB during command {position:,},"
+                      f" matching-engine {peer.ask('memory')['peak'] / 1024:,.0f} KiB")
+                return 0
             ours, theirs = [], []
             for run in range(1, args.runs + 1):
                 seconds, events = timed_run(commands)

@@ -92,3 +92,35 @@ def test_both_cores_make_the_same_trades_and_both_rates_are_reported(bench, tmp_
     assert figures["ratio"] == pytest.approx(figures["ours"]["median"] / figures["peer"]["median"])
     assert ("target (ratio >= 1.3 and our peak memory <= matching-engine's): met" in done.stdout
             or "not met" in done.stdout)
+
+
+def test_the_peak_is_found_at_its_command_and_what_holds_memory_adds_up(bench):
+    """--memory: the command where ours peaks is the whole run's peak, and the holdings just before
+    it sum to what tracemalloc traced, the resting orders among the largest."""
+    from exchange.core.matching import Matcher
+
+    core = import_script("bench_core")
+    commands, _ = core.make_stream(3000, 7)
+    def new_handle():
+        return Matcher(core.ENGINE_ID, [core.INSTRUMENT]).handle
+
+    position, peak = bench.peak_command(commands, new_handle)
+    assert abs(peak - core.peak_memory(commands)) < 256
+    held = bench.memory_held(new_handle, commands, position, top=3)
+    assert len(held) == 4 and held[-1][0] == "(the rest)"
+    assert [row[2] for row in held[:3]] == sorted((row[2] for row in held[:3]), reverse=True)
+    assert any("Order(" in source for _, source, _, _ in held[:3])
+    assert 0 < sum(row[2] for row in held) <= peak
+
+
+def test_memory_says_where_both_sides_hold_theirs(bench):
+    try:
+        bench.peer_python(None)
+    except bench.PeerUnavailable as problem:
+        pytest.skip(f"matching-engine cannot be set up: {problem}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_core_peer.py"), "--commands", "3000", "--memory"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "(where ours peaks)" in done.stdout and "RestingOrder(" in done.stdout
+    assert "run 1:" not in done.stdout  # nothing timed
