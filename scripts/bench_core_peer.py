@@ -32,6 +32,7 @@ here and rejected there.
 
     .venv/bin/python scripts/bench_core_peer.py                          # 300,000 commands, 5 runs
     .venv/bin/python scripts/bench_core_peer.py --commands 3000 --runs 1 --json out.json
+    .venv/bin/python scripts/bench_core_peer.py --memory     # untimed: what each core holds at our peak
 """
 
 from __future__ import annotations
