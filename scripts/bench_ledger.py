@@ -27,6 +27,9 @@ with every message encoded and decoded as it is between the processes, but no so
 frame per shard, the shards' held orders encoded for the engine, the engine's batch decoded and
 its events matched and encoded as one EventBatch, which each shard decodes, settles and journals
 (seal: its batch encoded). What this adds to hold + settle is the shards' work besides the core.
+Of that, **the codec alone** is the encoding and decoding by themselves: the same frames (the
+gateway's, the engine's batches once per shard) decoded again, and what the shards sent (their
+batches and the held orders) encoded again from its decoded form, timed after the run.
 
     .venv/bin/python scripts/bench_ledger.py                          # 200,000 commands, 3 runs
     .venv/bin/python scripts/bench_ledger.py --commands 20000 --runs 1 --json out.json
@@ -58,6 +61,7 @@ from exchange.core.matching import Matcher  # noqa: E402
 from exchange.core.messages import PlaceOrder  # noqa: E402
 from exchange.journal.readers import EnginePosition  # noqa: E402
 from exchange.ledger.shard import Shard  # noqa: E402
+from exchange.errors import WireError  # noqa: E402
 from exchange.wire.messages import Decoder, Durable, Entry, EventBatch, Request, encode  # noqa: E402
 
 ENGINE = "e1"
@@ -137,6 +141,8 @@ def run_on_the_wire(commands: list, shards: int, settle_every: int) -> dict:
     to_engine, to_shards = Decoder(list[Request]), [Decoder(EventBatch) for _ in roles]
     clock = time.perf_counter
     spent = 0.0
+    taken: list[bytes] = []  # what the shards decoded: the gateway's frames; each engine batch once per shard
+    sent: list[bytes] = []  # what they encoded: their own batches, and the held orders for the engine
     batch = last_seq = 0
     gc.collect()
     for start in range(0, len(commands), settle_every):
@@ -149,10 +155,14 @@ def run_on_the_wire(commands: list, shards: int, settle_every: int) -> dict:
         forwards = []
         for role, frame in zip(roles, frames):
             role.handle_requests([[frame]])
-            released = role.seal()[1]
+            own, released = role.seal()
+            if own is not None:
+                sent.append(own)
             if released is not None:
                 forwards += [encode(requests) for requests in released.forwards.values()]
         spent += clock() - began
+        taken += frames
+        sent += forwards
         entries, first = [], last_seq + 1  # the engine: not timed
         for frame in forwards:
             for request in to_engine.decode(frame):
@@ -165,10 +175,37 @@ def run_on_the_wire(commands: list, shards: int, settle_every: int) -> dict:
         for role, decoder in zip(roles, to_shards):
             role.settle(decoder.decode(released_batch))
             role.settle_pending()
-            role.seal()
+            own = role.seal()[0]
+            if own is not None:
+                sent.append(own)
             role.on_durable(Durable(role.name, 1, role.batch, role.ledger.seq))
         spent += clock() - began
-    return {"seconds": spent, "problems": _problems([role.ledger for role in roles])}
+        taken += [released_batch] * len(roles)
+    return {"seconds": spent, "codec": codec_seconds(taken, sent),
+            "problems": _problems([role.ledger for role in roles])}
+
+
+def codec_seconds(taken: list[bytes], sent: list[bytes]) -> float:
+    """Seconds to decode ``taken`` and to encode what ``sent`` holds, and nothing else: each frame is
+    an EventBatch or a list of Requests (the held orders for an engine, the gateway's requests)."""
+    batches, requests = Decoder(EventBatch), Decoder(list[Request])
+
+    def decoder(frame: bytes) -> Decoder:
+        try:
+            batches.decode(frame)
+            return batches
+        except WireError:
+            return requests
+
+    taken = [(decoder(frame).decode, frame) for frame in taken]
+    sent = [decoder(frame).decode(frame) for frame in sent]
+    gc.collect()
+    start = time.perf_counter()
+    for decode, frame in taken:
+        decode(frame)
+    for message in sent:
+        encode(message)
+    return time.perf_counter() - start
 
 
 def _problems(ledgers: list[Ledger]) -> list[str]:
@@ -199,8 +236,9 @@ def summary(runs: list[dict], commands: int) -> dict:
     per_command = {part: spread([r["seconds"][part] / commands * 1e6 for r in runs]) for part in PARTS}
     per_command["ledger"] = spread([(r["seconds"]["hold"] + r["seconds"]["settle"]) / commands * 1e6
                                     for r in runs])
-    if "wire" in runs[0]["seconds"]:
-        per_command["wire"] = spread([r["seconds"]["wire"] / commands * 1e6 for r in runs])
+    for part in ("wire", "codec"):
+        if part in runs[0]["seconds"]:
+            per_command[part] = spread([r["seconds"][part] / commands * 1e6 for r in runs])
     first = runs[0]
     return {
         "us_per_command": per_command,
@@ -242,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {n}: the shards on the wire are wrong:", *wire["problems"][:10], sep="\n  ")
                 return 1
             result["seconds"]["wire"] = wire["seconds"]
+            result["seconds"]["codec"] = wire["codec"]
         runs.append(result)
         seconds = result["seconds"]
         print(f"run {n}: " + ", ".join(f"{part} {seconds[part] / len(commands) * 1e6:.2f}" for part in seconds)
@@ -249,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = summary(runs, len(commands))
     print(f"median of {args.runs} runs (min..max), µs per command of the stream:")
     for part, values in figures["us_per_command"].items():
-        label = {"ledger": "hold + settle", "wire": "shards on the wire"}.get(part, part)
+        label = {"ledger": "hold + settle", "wire": "shards on the wire", "codec": "  the codec alone"}.get(part, part)
         print(f"  {label:<18} {values['median']:6.2f} ({values['min']:.2f}..{values['max']:.2f})")
     print(f"  a hold: {figures['us_per_hold']['median']:.2f} µs ({figures['holds_per_command']:.2f} per command);"
           f" a settled event: {figures['us_per_settled_event']['median']:.2f} µs"

@@ -79,5 +79,23 @@ def test_main_with_wire_reports_the_shards_on_the_wire(bench, tmp_path, capsys):
     out = tmp_path / "ledger.json"
     assert bench.main(["--commands", "2000", "--runs", "1", "--wire", "--json", str(out)]) == 0
     per_command = json.loads(out.read_text())["us_per_command"]
-    assert per_command["wire"]["median"] > 0
-    assert "shards on the wire" in capsys.readouterr().out
+    assert 0 < per_command["codec"]["median"] < per_command["wire"]["median"]
+    printed = capsys.readouterr().out
+    assert "shards on the wire" in printed and "the codec alone" in printed
+
+
+def test_the_codec_alone_decodes_what_was_taken_and_encodes_what_was_sent(bench, monkeypatch):
+    """The shards' frames are all handed to the codec measurement: 10 turns of 40 commands, each two
+    gateway frames and one engine batch decoded by both shards; and what they sent, encoded again
+    from its decoded form, is what they sent."""
+    commands, _ = bench.make_stream(400, 42)
+    frames = {}
+    monkeypatch.setattr(bench, "codec_seconds", lambda taken, sent: frames.update(taken=taken, sent=sent) or 0.0)
+    bench.run_on_the_wire(commands, shards=2, settle_every=40)
+    monkeypatch.undo()
+    assert len(frames["taken"]) == 10 * (2 + 2)
+    encoded = []
+    real_encode = bench.encode
+    monkeypatch.setattr(bench, "encode", lambda message: encoded.append(real_encode(message)) or encoded[-1])
+    assert bench.codec_seconds(frames["taken"], frames["sent"]) > 0
+    assert encoded == frames["sent"] and len(encoded) > 20
