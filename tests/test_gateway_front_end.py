@@ -97,6 +97,17 @@ def test_nothing_behind_a_logout_is_answered_even_while_a_login_is_checked():
     assert alice.session.closed and exchange.sent == []
 
 
+def test_no_bad_line_nor_refusal_behind_a_logout_is_answered_while_a_login_is_checked():
+    exchange = Exchange(config=configured(gateway={"max_burst": 3}), deferred=True)
+    mallory = Client(exchange)
+    for line in ("LOGIN bob wrong-key", "LOGOUT", "HELLO", "", "PING"):  # the last two: over the rate
+        mallory.say(line)
+    exchange.run_blocking()
+    exchange.run_timers()
+    assert mallory.take() == ["REJ BAD_LOGIN unknown user or wrong key", "OK LOGOUT"]
+    assert mallory.session.closed
+
+
 def test_logout_is_a_disconnect_for_cancel_on_disconnect():
     exchange = Exchange()
     alice = Client(exchange)

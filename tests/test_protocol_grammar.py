@@ -247,6 +247,37 @@ def test_a_zmq_request_missing_a_field_is_told_the_fields_of_its_type():
                           ' "type" and side, symbol, qty, price, tif, stp, client_order_id, funds (docs/wire.md)')
 
 
+def test_a_small_zmq_frame_nested_too_deeply_is_malformed_like_any_frame_that_does_not_decode():
+    deep = b"\x91" * 1000 + b"\xc0"  # 1000 arrays, one in the other, around a nil: 1001 bytes
+    in_a_field = msgspec.msgpack.encode({"type": "PingRequest", "x": None})[:-1] + deep  # a field no request has
+    for frame in (deep, in_a_field):
+        rej = decode_request(frame, MAX_LINE)
+        assert isinstance(rej, Rej) and rej.code is RejectCode.MALFORMED, rej
+
+
+@pytest.mark.parametrize("fields", [
+    {"type": "PlaceRequest", "side": "BUY", "symbol": "BAD$", "qty": "1", "price": "5"},  # refused by the grammar
+    {"type": "PlaceRequest", "side": "BUY", "symbol": "AAPL", "qty": "1", "price": "5", "tif": "DAY"},  # by its type
+    {"type": "CancelRequest", "order_id": "1-1"},  # names both ids
+    {"type": "StatusRequest", "order_id": 7},
+])
+def test_a_zmq_reject_names_the_client_order_id_of_the_request_as_the_text_form_does(fields):
+    rej = decode_request(msgspec.msgpack.encode({**fields, "client_order_id": "c1"}), MAX_LINE)
+    assert isinstance(rej, Rej) and rej.code is RejectCode.MALFORMED and rej.client_order_id == "c1", rej
+
+
+@pytest.mark.parametrize("cid", ["x" * 37, "a b", 7, ["c1"]])
+def test_a_zmq_reject_never_names_a_client_order_id_that_is_none(cid):
+    for fields in ({"type": "CancelRequest"}, {"type": "CancelRequest", "order_id": 1}):
+        assert decode_request(msgspec.msgpack.encode({**fields, "client_order_id": cid}), MAX_LINE).client_order_id == ""
+
+
+def test_a_zmq_reject_names_no_client_order_id_for_a_request_that_has_none():
+    """As a text LOGIN never echoes one: a LoginRequest carrying the key is refused without it."""
+    rej = decode_request(msgspec.msgpack.encode({"type": "LoginRequest", "user": 7, "client_order_id": "c1"}), MAX_LINE)
+    assert isinstance(rej, Rej) and rej.code is RejectCode.MALFORMED and rej.client_order_id == "", rej
+
+
 def test_wire_md_shows_the_reject_a_msgpack_array_really_gets():
     from test_wire_doc import BLOCK, WIRE_MD, split_block, NAMESPACE
     [shown] = [eval(split_block(m.group(2))[0], dict(NAMESPACE)) for m in BLOCK.finditer(WIRE_MD.read_text())

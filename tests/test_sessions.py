@@ -160,6 +160,19 @@ def test_a_resend_while_the_first_is_in_flight_waits_for_the_same_answer(exchang
     assert len(exchange.matchers["e2"].books["AAPL"].orders) == 1
 
 
+def test_a_resend_from_another_session_of_the_user_gets_the_ack_before_the_orders_fills(exchange):
+    bob = exchange.session("bob")
+    bob.say("SELL AAPL 5 @ 10.00")
+    lost, again, other = exchange.session("alice"), exchange.session("alice"), exchange.session("alice")
+    lost.say("BUY AAPL 2 @ 10.00 #r", release=False)
+    lost.close()  # its connection dropped before the answer
+    assert again.say("BUY AAPL 2 @ 10.00 #r", release=False) == []  # a resend: it waits for the same answer
+    exchange.release()
+    fills = ["FILL 2-2 #r 2 @ 10.00 LEAVES 0 TRADE 2-1", "OUT 2-2 #r FILLED"]
+    assert again.take() == ["ACK 2-2 #r BUY AAPL 2 @ 10.00 GTC", *fills]
+    assert other.take() == fills
+
+
 def test_replies_to_another_incarnations_requests_only_update_the_views(exchange):
     alice = exchange.session("alice")
     alice.say("SELL AAPL 2 @ 12.00 #v", release=False)

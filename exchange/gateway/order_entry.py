@@ -112,6 +112,8 @@ class OrderEntry:
         slot = self.table.admit(session, getattr(request, "client_order_id", ""))
         if slot is None:
             return
+        if isinstance(request, LogoutRequest):
+            session.logging_out = True  # nothing after it is answered, even while it waits behind a LOGIN
         if session.waiting is not None:  # a LOGIN is being checked: this request waits its turn
             session.waiting.append((request, slot))
             return
@@ -123,9 +125,6 @@ class OrderEntry:
             session.fill(slot, [error])
 
     def _handle(self, session: Session, request: ClientRequest, slot: list) -> None:
-        if session.ending is not None:  # it waited behind a LOGIN, and a LOGOUT came before it: no answer
-            session.fill(slot, [])
-            return
         try:
             replies = self._dispatch(session, request, slot)
         except ProtocolError as e:
@@ -286,6 +285,11 @@ class OrderEntry:
                     pushed.append((session, lines))
         if pending is not None and isinstance(original or answer, OrderAccepted):
             self._placed(pending.session, (original or answer).order_id)
+        # resends of the order get its ACK before its pushed lines, which may go to their sessions too
+        if pending is not None and answer is not None:
+            for session, slot in pending.also:
+                if session.id in self.sessions:
+                    session.fill(slot, [reply_for_event(original or answer, self.instruments.get(answer.symbol))])
         for session, lines in pushed:  # a write may close a session: it then takes no more
             session.push(lines)
         if answer is not None and requester.id in self.sessions:
@@ -300,10 +304,6 @@ class OrderEntry:
                 pending.session.fill(pending.slot, [head, *pending.lines])
         elif requester is not None and own:
             requester.push(own)
-        if pending is not None and answer is not None:
-            for session, slot in pending.also:
-                if session.id in self.sessions:
-                    session.fill(slot, [reply_for_event(original or answer, self.instruments.get(answer.symbol))])
 
     def _original(self, rejected: OrderRejected, resent: PlaceOrder):
         """The original acceptance of a resent order, or the reject if it differs.

@@ -138,7 +138,7 @@ class SessionTable:
         """The slot for one more request of the session; None if it is answered RATE_LIMITED, or
         ended because it has ``max_unanswered`` requests already (a transport that stops reading
         at ``Session.has_room`` never gets there; a ZMQ client, which cannot be left unread, may)."""
-        if session.closed or session.ending is not None:  # after a LOGOUT, nothing more is answered
+        if session.closed or session.logging_out:  # after a LOGOUT, nothing more is answered
             return None
         if not session.has_room():
             limit = session.max_unanswered

@@ -65,6 +65,7 @@ class Session:
         self.keyed = False  # logged in by its connection's CURVE key (ZMQ), not by a LOGIN
         self.front_end = False  # a trusted front end's (the web role's): its LOGIN may say the user's address
         self.ending: Callable[[], None] | None = None  # LOGOUT: ends the session once its answer is written
+        self.logging_out = False  # a LOGOUT was taken (it may wait behind a LOGIN): nothing after it is answered
         self.after_answers: Callable[[], None] | None = None  # no more requests come: ends it once all are answered
         self.login_seen = False
         self.cancel_on_disconnect = False

@@ -201,24 +201,33 @@ class ZmqServer:
         if self.router.closed:  # a read scheduled before the gateway stopped
             return
         sync = self._sync_router
+        more = True  # messages may still wait: read on at the end of this turn, also if a bug cut it short
+        try:
+            for _ in range(10_000):  # then let the rest of the loop run; the next turn goes on
+                if not sync.get(zmq.EVENTS) & zmq.POLLIN:
+                    more = False
+                    return
+                parts = sync.recv_multipart(zmq.NOBLOCK, copy=False)
+                session = self._session(sync, parts[0].bytes, parts[-1])
+                if session is not None:  # a bug on one message ends its session only
+                    self.entry.guarded(session, self._take, session, parts)
+        finally:
+            if more:
+                self.after_write()
+
+    def _take(self, session: Session, parts: list[zmq.Frame]) -> None:
+        """One message from ``session``'s client (its routing id, then its frames): its request, or the Rej
+        for what is none."""
         max_line = self.config.gateway.max_line
-        for _ in range(10_000):  # then let the rest of the loop run; the next turn goes on
-            if not sync.get(zmq.EVENTS) & zmq.POLLIN:
-                return
-            parts = sync.recv_multipart(zmq.NOBLOCK, copy=False)
-            session = self._session(sync, parts[0].bytes, parts[-1])
-            if session is None:
-                continue
-            if len(parts) != 2:
-                self.entry.on_error(session, Rej(RejectCode.MALFORMED,
-                                                 f"a request is one frame of at most {max_line} bytes"))
-                continue
-            request = decode_request(parts[1].bytes, max_line)
-            if isinstance(request, Rej):
-                self.entry.on_error(session, request)
-            else:
-                self.entry.on_request(session, request)
-        self.after_write()
+        if len(parts) != 2:
+            self.entry.on_error(session, Rej(RejectCode.MALFORMED,
+                                             f"a request is one frame of at most {max_line} bytes"))
+            return
+        request = decode_request(parts[1].bytes, max_line)
+        if isinstance(request, Rej):
+            self.entry.on_error(session, request)
+        else:
+            self.entry.on_request(session, request)
 
     def after_write(self) -> None:
         """Read the ROUTER again at the end of this turn: a write may have taken its FD's edge."""

@@ -47,7 +47,7 @@ def parse_bytes(raw: bytes, max_line: int) -> ClientRequest | Rej:
     if len(raw) - raw.endswith(b"\r") > max_line:  # a \r before the \n does not count
         return Rej(RejectCode.TOO_LARGE, f"line longer than {max_line} bytes; discarded")
     try:
-        line = raw.decode("utf-8").rstrip("\r")
+        line = raw.decode("utf-8").removesuffix("\r")  # one \r before the \n is ignored, not more
     except UnicodeDecodeError:
         return Rej(RejectCode.MALFORMED, "the line is not UTF-8")
     try:
@@ -59,17 +59,23 @@ def parse_bytes(raw: bytes, max_line: int) -> ClientRequest | Rej:
 
 
 def decode_request(frame: bytes, max_size: int) -> ClientRequest | Rej:
-    """One ZMQ frame (a msgpack map) → a request held to the text grammar, or its Rej. Never raises."""
+    """One ZMQ frame (a msgpack map) → a request held to the text grammar, or its Rej. Never raises.
+
+    The Rej names the request's client order id when it names one, as a text line's does.
+    """
     if len(frame) > max_size:
         return Rej(RejectCode.TOO_LARGE, f"a request is one frame of at most {max_size} bytes")
     try:
-        return check_request(_request_decoder.decode(frame))
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        request = _request_decoder.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as e:  # RecursionError: nested too deeply
         # the decoder quotes what it was given: keep the reason one printable line
         reason = "".join(c if c.isprintable() else "?" for c in str(e)[:200])
-        return Rej(RejectCode.MALFORMED, f"bad request: {reason}; {_expected(frame)}")
+        fields = _fields(frame)
+        return Rej(RejectCode.MALFORMED, f"bad request: {reason}; {_expected(fields)}", _echoed(fields))
+    try:
+        return check_request(request)
     except ProtocolError as e:
-        return Rej(e.code, e.reason)
+        return Rej(e.code, e.reason, _valid(getattr(request, "client_order_id", "")))
 
 
 _REQUEST_TYPES = {kind.__name__: kind for kind in AnyRequest.__args__}
@@ -77,16 +83,41 @@ REQUEST_FORM = ('a request is one msgpack map: {"type": "<request>", "<field>": 
                 + ", ".join(_REQUEST_TYPES) + " (docs/wire.md)")
 
 
-def _expected(frame: bytes) -> str:
-    """What a frame that did not decode should have been: the fields of the type it names, or any request."""
+def _fields(frame: bytes) -> dict:
+    """A frame that did not decode as a request, as the map it may be (empty if it is none)."""
     try:
-        kind = _REQUEST_TYPES.get(msgspec.msgpack.decode(frame).get("type"))
-    except (msgspec.DecodeError, AttributeError, TypeError):  # not msgpack, not a map, an unhashable type
-        kind = None
+        fields = msgspec.msgpack.decode(frame)
+    except (msgspec.DecodeError, RecursionError):  # not msgpack, or nested too deeply
+        return {}
+    return fields if isinstance(fields, dict) else {}
+
+
+def _expected(fields: dict) -> str:
+    """What a frame that did not decode should have been: the fields of the type it names, or any request."""
+    name = fields.get("type")
+    kind = _REQUEST_TYPES.get(name) if isinstance(name, str) else None
     if kind is None:
         return REQUEST_FORM
-    fields = ", ".join(field.name for field in msgspec.structs.fields(kind)) or "nothing else"
-    return f'a {kind.__name__} is a msgpack map of "type" and {fields} (docs/wire.md)'
+    names = ", ".join(field.name for field in msgspec.structs.fields(kind)) or "nothing else"
+    return f'a {kind.__name__} is a msgpack map of "type" and {names} (docs/wire.md)'
+
+
+def _echoed(fields: dict) -> str:
+    """The client order id a frame that did not decode names, for its Rej: only a valid one, and
+    only if the type it names has one (or it names no type we know, as a text line's unknown verb)."""
+    client_order_id = fields.get("client_order_id")
+    name = fields.get("type")
+    kind = _REQUEST_TYPES.get(name) if isinstance(name, str) else None
+    if kind is not None and "client_order_id" not in kind.__struct_fields__:
+        return ""
+    return _valid(client_order_id)
+
+
+def _valid(client_order_id: object) -> str:
+    """``client_order_id`` if it is a valid one, for a Rej to name; else nothing."""
+    if isinstance(client_order_id, str) and _CLIENT_ORDER_ID.fullmatch("#" + client_order_id):
+        return client_order_id
+    return ""
 
 
 def parse_line(line: str) -> ClientRequest:
