@@ -77,6 +77,38 @@ def test_an_engine_epoch_that_needs_a_ledger_batch_lost_in_a_restart_is_refused(
     assert written(sequencer.accept([batch(1, epoch=2)])[0]) == [(2, 1)]
 
 
+def test_a_shard_restart_that_loses_the_ledger_batch_an_engine_batch_waits_for_refuses_its_epoch_at_once():
+    """Opening the shard's new epoch is what makes its batch 5 lost for good: the engine's epoch is
+    refused then, not when some batch next arrives (on an idle market none may, and the engine went
+    on matching in an epoch never written, refusing the next order with it)."""
+    sequencer = Sequencer({"e1": P(1, 0, 0), "ledger-0": P(3, 4, 8)})
+    assert sequencer.accept([after(batch(1), ("ledger-0", 3, 5)), batch(2)]) == ([], {"ledger-0"})
+    assert sequencer.open_epoch("ledger-0", 4) == P(4, 4, 8)  # before the journal had its batch 5
+    assert ("e1", 1) in sequencer.refused and sequencer.held["e1"] == {}
+    assert sequencer.gaps() == set()  # nothing waits for ledger-0 any more: no replay asked of it
+    assert sequencer.accept([]) == ([], set())
+
+
+def test_a_shard_restart_that_keeps_what_engine_batches_wait_for_refuses_nothing():
+    sequencer = Sequencer({"e1": P(1, 0, 0), "e2": P(1, 0, 0), "ledger-0": P(3, 4, 8)})
+    sequencer.accept([after(batch(1), ("ledger-0", 3, 4)), batch(3),  # e1: batch 1 written, 3 held behind a gap
+                      after(batch(1, engine="e2"), ("ledger-0", 4, 5))])  # e2: needs the new epoch's batch 5
+    sequencer.open_epoch("ledger-0", 4)
+    assert sequencer.refused == set() and set(sequencer.held["e1"]) == {3} and set(sequencer.held["e2"]) == {1}
+    assert sequencer.gaps() == {"e1", "ledger-0"}
+    to_write, gaps = sequencer.accept([batch(5, epoch=4, engine="ledger-0"), batch(2)])
+    assert [(b.engine, b.batch) for b in to_write] == [("e1", 2), ("e1", 3), ("ledger-0", 5), ("e2", 1)]
+    assert gaps == set()
+
+
+def test_an_engine_restart_drops_its_held_batches_and_stops_asking_for_the_ledger_batches_they_waited_for():
+    sequencer = Sequencer({"e1": P(1, 0, 0), "ledger-0": P(3, 4, 8)})
+    sequencer.accept([after(batch(1), ("ledger-0", 3, 5))])
+    assert sequencer.gaps() == {"ledger-0"}
+    sequencer.open_epoch("e1", 2)
+    assert sequencer.refused == set() and sequencer.gaps() == set()
+
+
 def test_a_batch_seen_before_is_dropped():
     sequencer = Sequencer({"e1": P(1, 0, 0)})
     sequencer.accept([batch(1), batch(2)])

@@ -229,6 +229,7 @@ def run(config: Config, name: str = "journal-writer") -> None:
                                 sequencer.positions[engine].batch)
                     ask_replay(engine)
             if recovery in ready:  # after this turn's batches: an epoch opens after all they wrote
+                refused = set(sequencer.refused)
                 for parts in sockets.drain(recovery, 100):
                     try:
                         reply = answer(requests.decode(parts[-1]), sequencer, writer, config)
@@ -241,6 +242,10 @@ def run(config: Config, name: str = "journal-writer") -> None:
                         log.warning("recovery: answer not sent (%s)", e)
                     if isinstance(reply, EpochOpened):
                         changed.add(reply.engine)
+                # a shard's new epoch refuses at once the engine epochs that needed a batch its old one
+                # lost (Sequencer.open_epoch): each is told now, before it matches more in an epoch
+                # never written (nothing of it was written, so no commit comes first)
+                changed.update(engine for engine, _ in sequencer.refused - refused)
             now = time.monotonic()
             lag = writer.unindexed()
             if pacing.due(lag, not ready, now):

@@ -9,7 +9,9 @@ An engine batch that names ledger shards' batches (``EventBatch.after``: the bat
 holds of its orders) is written only once they are, in the same transaction or an earlier one, so
 no order's execution is durable before its hold. If such a ledger batch can never come (its shard
 restarted before the journal had it, and batch numbers went on in a new epoch), the engine's epoch
-is refused (``refused``): nothing more of it is written, and the engine is told to start again.
+is refused (``refused``): nothing more of it is written, and the engine is told to start again. That
+is decided as soon as the shard's new epoch opens, not when the next batch arrives (on an idle market
+none may).
 """
 
 from __future__ import annotations
@@ -61,11 +63,21 @@ class Sequencer:
         self.last_batch_of = last_batch_of
 
     def open_epoch(self, engine: str, epoch: int) -> EnginePosition:
-        """``engine`` restarted in ``epoch``: from now on only that epoch's batches count."""
+        """``engine`` restarted in ``epoch``: from now on only that epoch's batches count.
+
+        The batches held here are judged again at once: an engine batch that waits for a ledger
+        batch this shard's old epoch never reached can never be written, and its engine must hear
+        so now (``refused``), not when some batch next arrives. On an idle market none may: the
+        engine would go on matching in an epoch that is never written, and answer the next order
+        in it with UNAVAILABLE when the refusal came. Nothing becomes writable by an opening (a
+        batch of the new epoch is numbered past where the old one ended), so nothing is written
+        here; what waits is noted again (``waiting``), so no replay is asked for what no held
+        batch waits for any more (a restarted engine's own held batches are dropped)."""
         pos = self.positions.get(engine, EnginePosition())
         self.epoch_ends[(engine, pos.epoch)] = pos.batch
         self.positions[engine] = pos = EnginePosition(epoch, pos.batch, pos.seq)
         self.held.pop(engine, None)
+        self._judge(take=False)
         return pos
 
     def accept(self, batches: list[EventBatch]) -> tuple[list[EventBatch], set[str]]:
@@ -87,6 +99,16 @@ class Sequencer:
                                 " dropping them (nothing of them was released)", b.engine, b.epoch, pos.epoch)
                 continue  # an older start's, already written, or of a refused epoch
             self.held.setdefault(b.engine, {})[b.batch] = b
+        to_write = self._judge()
+        for stream, held in self.held.items():
+            if len(held) > MAX_HELD_BATCHES:
+                held.clear()  # they will come again with the replay
+        return to_write, self.gaps()
+
+    def _judge(self, take: bool = True) -> list[EventBatch]:
+        """Walk each stream's held batches from its next one: the batches to write in order (with
+        ``take``: they are taken, and the positions advance past them); an engine epoch whose next
+        batch needs a lost ledger batch is refused; ``waiting`` is what the first one left waits for."""
         to_write: list[EventBatch] = []
         waiting: set[str] = set()
         progress = True
@@ -105,16 +127,15 @@ class Sequencer:
                     if missing:
                         waiting.update(missing)
                         break
+                    if not take:
+                        break  # left for the next accept, which writes it
                     del held[pos.batch + 1]
                     to_write.append(nxt)
                     pos = EnginePosition(nxt.epoch, nxt.batch, nxt.last_seq)
                     progress = True
                 self.positions[stream] = pos
-        for stream, held in self.held.items():
-            if len(held) > MAX_HELD_BATCHES:
-                held.clear()  # they will come again with the replay
         self.waiting = waiting
-        return to_write, self.gaps()
+        return to_write
 
     def gaps(self) -> set[str]:
         """The streams to ask for a replay: a gap before a batch held here, or a ledger batch that a
