@@ -48,6 +48,9 @@ _DAY = 86400
 # requests per second: far above what a session (or the whole mesh) takes, and finite (a rate of .inf
 # would make the token buckets' arithmetic fail)
 MAX_RATE = 1_000_000.0
+# ledger shards: each takes in up to MAX_DEPOSITED of an asset, and all of them together must stay
+# below 2^63 so that every balance (and *external, *clearing) fits the journal's signed 64 bits: 9
+MAX_LEDGER_SHARDS = (2**63 - 1) // MAX_DEPOSITED
 
 
 AssetName = Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9.\-]{0,11}$", description="an asset's name, like USD")]
@@ -727,6 +730,10 @@ def _check_accounts(config: Config) -> None:
     if shards != list(range(len(shards))):
         raise ValueError(f"ledger shards must be listed in order 0 to {len(shards) - 1}; they are"
                          f" {', '.join(map(str, shards))} - at `$.ledgers`")
+    if len(shards) > MAX_LEDGER_SHARDS:
+        raise ValueError(f"{len(shards)} ledger shards is more than the {MAX_LEDGER_SHARDS} a journal can take: each"
+                         f" shard takes in up to 10^18 units of an asset, and the balances of more shards could"
+                         f" pass the journal's 64-bit integers - at `$.ledgers`")
     for n, engine in enumerate(config.engines):
         if engine.name.startswith("ledger-"):
             raise ValueError(f"engine name {engine.name}: names starting ledger- are the ledger shards'"

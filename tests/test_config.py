@@ -293,3 +293,30 @@ def test_opening_balances_a_shard_could_not_take_in_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=rf"the opening balances of USD of ledger shard {shard_of('bob', shards)}'s"
                                           r" users come to more than 1000000000000.000000, the most a shard holds"):
         load_config(path)
+
+
+def _ledgers(count: int) -> str:
+    """A `ledgers:` section of ``count`` shards, each on its own four ports."""
+    return "ledgers:\n" + "".join(
+        f"  - shard: {n}\n"
+        + "".join(f"    {name}: tcp://127.0.0.1:{7200 + 4 * n + k}\n"
+                  for k, name in enumerate(("commands", "settle", "replay", "publish")))
+        for n in range(count))
+
+
+@pytest.mark.parametrize("count", [9, 10, 12])
+def test_at_most_nine_ledger_shards(tmp_path, count):
+    """Each shard takes in up to 10^18 units of an asset (MAX_DEPOSITED), and balances stay within the
+    journal's signed 64 bits only while shards × 10^18 < 2^63: nine shards at most."""
+    path = with_accounts(tmp_path)
+    text = path.read_text()
+    assert text.rstrip().endswith("publish: tcp://127.0.0.1:7053")  # `ledgers:` is the last section
+    path.write_text(text[:text.index("ledgers:\n")] + _ledgers(count))
+    if count <= 9:
+        assert len(load_config(path).ledgers) == count
+        return
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(f"{path}: ")
+    assert f"{count} ledger shards is more than the 9 a journal can take" in str(raised.value)
+    assert str(raised.value).endswith("- at `$.ledgers`")

@@ -5,10 +5,13 @@ remaining quantity costs at its limit price plus the most fee it can still be ch
 
     need = n + fee_due(fee_exact + n × taker) − fee_due(fee_exact),   n = notional(leaves, price)
 
-where ``fee_exact`` is the fee charged so far before rounding. After every fill, reduce or
-replace the ledger releases ``held − need``; that is never negative (a fill is at the limit
-price or better and at a rate no higher than the taker's), so holding ``need`` is always
-enough. A market buy holds its budget until it ends. ``hold_order`` and ``hold_replace`` decide
+where ``fee_exact`` is the order's fee so far before rounding (millionths of a quote unit), kept
+modulo PPM (``HoldState``): ``fee_due(q × PPM + x) = q + fee_due(x)`` for every integer q, so the
+difference is the same as with the whole sum, or any value congruent to it (a hold journaled
+before the fee was kept modulo PPM has the whole sum, and needs just the same). After every
+fill, reduce or replace the ledger releases ``held − need``; that is never negative (a fill is at
+the limit price or better and at a rate no higher than the taker's), so holding ``need`` is
+always enough. A market buy holds its budget until it ends. ``hold_order`` and ``hold_replace`` decide
 a command's hold (``Ledger.handle`` applies it); entries are built by ``EntryWriter``.
 """
 
@@ -40,7 +43,9 @@ def hold_asset(terms: Terms, side: Side) -> Asset:
 
 
 def need(terms: Terms, side: Side, price: int | None, leaves_qty: int, fee_exact: int) -> int:
-    """What a limit order (or any sell) with ``leaves_qty`` still open must hold (see the module)."""
+    """What a limit order (or any sell) with ``leaves_qty`` still open must hold (see the module).
+
+    ``fee_exact`` is the order's fee so far before rounding, or that modulo PPM: the answer is the same."""
     if side is not BUY:
         return terms.base_amount(leaves_qty)
     value = terms.notional(leaves_qty, price)

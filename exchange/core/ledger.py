@@ -50,7 +50,9 @@ from exchange.errors import RejectCode
 
 # The most of an asset a shard may have taken in from outside (its ``*external`` account, negated):
 # every balance is then far inside the journal's 64-bit integers (msgpack), whatever the trades
-# between users and shards move, for up to nine shards.
+# between users and shards move, for up to nine shards (MAX_DEPOSITED × shards < 2^63; the config
+# refuses more: MAX_LEDGER_SHARDS in exchange/config.py). A hold's exact fee so far is kept modulo
+# PPM (settlement.py), so it too fits whatever the order's size.
 MAX_DEPOSITED = 10**18
 
 

@@ -79,9 +79,12 @@ class HoldState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One order's hold: what it still holds and what the ledger knows of the order.
 
     ``held`` is in the quote for a buy, the base for a sell; ``pending`` replaces hold more on
-    top of it. ``fee_exact`` is the fee so far in millionths of a quote unit (before rounding);
-    the order has been charged ``fee_due(fee_exact)``. ``order_id`` is "" until the engine
-    accepts the order.
+    top of it. ``fee_exact`` is the order's fee so far in millionths of a quote unit (before
+    rounding: the sum of value × rate over its fills) modulo PPM, in [0, PPM) even for rebates:
+    settlement only ever uses ``fee_due(fee_exact + d) - fee_due(fee_exact)``, which is the same
+    for every value congruent modulo PPM (``fee_due(q × PPM + x) = q + fee_due(x)``), and the whole
+    sum would not fit the journal's 64-bit integers on a big order. A hold journaled before this
+    (the whole sum, any int) settles the same. ``order_id`` is "" until the engine accepts the order.
     """
 
     user: str

@@ -14,11 +14,15 @@ order's entries and its hold afterwards:
     OrderReduced    the surplus is released
     OrderCanceled, OrderExpired, and the last fill: everything still held is released
 
-Fees: each order keeps its fee so far before rounding (``fee_exact``, at the maker rate for its
-maker fills and the taker rate for its taker fills); a fill is charged the rounded total minus
-what the order was charged before, so rounding never adds up across partial fills, and the
-total never exceeds the rounded taker fee on what was held. A buy's fee (or rebate) is settled
-against its hold; a sell's against what the fill paid it.
+Fees: each order's fee so far before rounding is the sum over its fills of value × rate (the
+maker rate on its maker fills, the taker rate on its taker fills), in millionths of a quote unit;
+a fill is charged the rounded total after it minus the rounded total before it, so rounding never
+adds up across partial fills, and the total never exceeds the rounded taker fee on what was held.
+Only such differences are ever used, and ``fee_due(q × PPM + x) = q + fee_due(x)`` for every
+integer q, so the hold keeps that sum modulo PPM only (``HoldState.fee_exact``, in [0, PPM)):
+what each fill is charged is the same as with the whole sum, which on a big order would not fit
+the journal's 64-bit integers. A buy's fee (or rebate) is settled against its hold; a sell's
+against what the fill paid it.
 
 Each fill's legs go through ``*clearing``, so a shard settles its own user's side alone; the
 other side's shard books the opposite legs, and ``*clearing`` nets to zero across shards.
@@ -34,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from exchange.core.assets import Terms, fee_due
+from exchange.core.assets import PPM, Terms, fee_due
 from exchange.core.holds import EntryWriter, hold_asset, need
 from exchange.core.ledger_messages import (
     CLEARING_ACCOUNT, FEE_ACCOUNT, Entry, EntryKind, HoldState, LedgerEvent, OrderSettled, Pending, SettleEvents,
@@ -183,6 +187,7 @@ def _filled(ledger: Ledger, engine: str, event: OrderFilled, hold: HoldState, te
     amount = terms.base_amount(event.last_qty)
     fee_exact = hold.fee_exact + value * (terms.rates.maker if event.maker else terms.rates.taker)
     fee = fee_due(fee_exact) - fee_due(hold.fee_exact)
+    fee_exact %= PPM  # the fee so far, modulo PPM (floor: in [0, PPM), rebates too): see Fees above
     held_in, free = held_account(user), available_account(user)
     if hold.side is BUY:
         entries = [writer.write(EntryKind.TRADE, (held_in, CLEARING_ACCOUNT, quote, value),
