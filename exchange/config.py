@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
+import yaml
 from msgspec import Meta
 
 from exchange.core.assets import Asset, FeeRates, Terms, grid_problem
@@ -645,6 +646,43 @@ class Config(_Section):
         return next((u for u in self.users if u.name == name), None)
 
 
+def repeated_key(text: bytes) -> str | None:
+    """The first key that a mapping of the YAML ``text`` gives twice, said with its lines and where
+    it is; None if there is none. YAML keeps the last of them silently, so a section pasted twice
+    (a second `gateway:`) would quietly replace the first."""
+    try:
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return None  # the decoder has said what is wrong already, or will
+
+    seen: set[int] = set()  # an alias is the node it names: each is walked once (and a loop ends)
+
+    def walk(node, where: str) -> str | None:
+        if id(node) in seen:
+            return None
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name in lines:
+                    return (f"key `{name}` is given twice, on lines {lines[name]} and {key.start_mark.line + 1};"
+                            f" only one may stay - at `{where}`")
+                if name is not None:
+                    lines[name] = key.start_mark.line + 1
+                found = walk(value, f"{where}.{name}")
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for n, item in enumerate(node.value):
+                found = walk(item, f"{where}[{n}]")
+                if found:
+                    return found
+        return None
+
+    return walk(root, "$")
+
+
 def load_config(path: str | Path, mesh_keys: bool = True) -> Config:
     """Read and validate the YAML file at ``path``; ConfigError says what is wrong and where.
 
@@ -656,6 +694,9 @@ def load_config(path: str | Path, mesh_keys: bool = True) -> Config:
         text = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror}") from None
+    repeated = repeated_key(text)
+    if repeated:
+        raise ConfigError(f"{path}: {repeated}")
     try:
         config = msgspec.yaml.decode(text, type=Config)
     except msgspec.ValidationError as e:

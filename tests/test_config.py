@@ -69,6 +69,29 @@ def test_a_missing_file_and_bad_yaml_are_config_errors(tmp_path):
         load_config(path)
 
 
+def test_a_key_given_twice_is_refused_with_its_lines_and_where(tmp_path):
+    """YAML would keep the last silently: a `gateway:` section pasted twice would drop the first."""
+    text = Path("configs/local.yaml").read_text()
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "\ngateway:\n  text: 127.0.0.1:7999\n")
+    line = 1 + text.splitlines().index("gateway:")
+    with pytest.raises(ConfigError, match=rf"twice.yaml: key `gateway` is given twice, on lines {line} and \d+;"
+                                          r" only one may stay - at `\$`"):
+        load_config(path)
+    first = text.index("- name: e1")
+    path.write_text(text[:first] + "- name: e0\n    " + text[first + 2:])
+    with pytest.raises(ConfigError, match=r"key `name` is given twice.* - at `\$.engines\[0\]`"):
+        load_config(path)
+
+
+def test_yaml_aliases_are_not_keys_given_twice(tmp_path):
+    path = tmp_path / "aliases.yaml"
+    path.write_text(Path("configs/local.yaml").read_text().replace("engines:", "x-one: &one {a: 1}\nx-two: *one\nengines:", 1))
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert "given twice" not in str(refused.value)  # refused for the unknown keys, not for the alias
+
+
 def test_key_hashes_are_salted_and_verify_only_their_key():
     first, second = hash_key("s3cret"), hash_key("s3cret")
     assert first != second and "s3cret" not in first
