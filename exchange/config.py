@@ -869,7 +869,7 @@ def _is_z85_key(text: str) -> bool:
 # -- API keys ---------------------------------------------------------------------------------
 
 _KEY_HASH = re.compile(r"scrypt\$([0-9]+)\$[0-9a-f]{32}\$[0-9a-f]{64}")
-_SCRYPT_N = 2**14
+DEFAULT_SCRYPT_N = 2**14  # the cost of the key hashes `exchange users add` makes
 # hashlib.scrypt refuses an n that is not a power of two above 1, and (with r=8, under its default
 # memory limit of 32 MiB) one above 2**14: verify_key could check no key against such a hash
 _SCRYPT_MAX_N = 2**14
@@ -883,7 +883,7 @@ def _scrypt_cost_ok(digits: str) -> bool:
     return 2 <= n <= _SCRYPT_MAX_N and n & (n - 1) == 0
 
 
-def hash_key(key: str, salt: bytes | None = None, n: int = _SCRYPT_N) -> str:
+def hash_key(key: str, salt: bytes | None = None, n: int = DEFAULT_SCRYPT_N) -> str:
     """A salted scrypt hash of an API key, in the form the config stores."""
     salt = salt if salt is not None else secrets.token_bytes(16)
     digest = hashlib.scrypt(key.encode(), salt=salt, n=n, r=8, p=1, dklen=32)

@@ -15,7 +15,7 @@ import secrets
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 
-from exchange.config import Config, hash_key, verify_key
+from exchange.config import DEFAULT_SCRYPT_N, Config, hash_key, verify_key
 from exchange.errors import ProtocolError, RejectCode
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,17 @@ class LoginThrottle:
 
 
 @functools.cache
-def _unknown_user_hash() -> str:
-    """A hash no key matches: an unknown user's LOGIN costs one scrypt, like a known user's."""
-    return hash_key(secrets.token_urlsafe(16))
+def _unknown_user_hash(n: int) -> str:
+    """A hash of scrypt cost ``n`` that no key matches: an unknown user's LOGIN costs one scrypt,
+    like a known user's. Made once per process and cost."""
+    return hash_key(secrets.token_urlsafe(16), n=n)
+
+
+def _usual_cost(config: Config) -> int:
+    """The scrypt cost most of the configured users' key hashes have (the default without users):
+    an unknown name is checked at it, so that its answer takes as long as a wrong key's."""
+    costs = Counter(int(user.key_hash.split("$")[1]) for user in config.users)
+    return costs.most_common(1)[0][0] if costs else DEFAULT_SCRYPT_N
 
 
 class Logins:
@@ -141,6 +149,8 @@ class Logins:
         gateway = config.gateway
         self.delay = gateway.login_failure_delay
         self.throttle = LoginThrottle(gateway.max_failed_logins, gateway.failed_login_window)
+        # made here, before any LOGIN: a first unknown name must not run scrypt on the event loop
+        self.unknown_user_hash = _unknown_user_hash(_usual_cost(config))
         self.verified: set[bytes] = set()
         self.checking: dict[bytes, list[Callable[[ProtocolError | None], None]]] = {}  # key digest → its LOGINs
         self.running: Counter[tuple[str, ...]] = Counter()  # key checks running, by what they count towards
@@ -160,7 +170,7 @@ class Logins:
             self.later(self.delay, lambda: done(error))
             return
         known = self.config.user(user)
-        key_hash = known.key_hash if known is not None else _unknown_user_hash()
+        key_hash = known.key_hash if known is not None else self.unknown_user_hash
         digest = hashlib.sha256(f"{user}\0{key}\0{key_hash}".encode()).digest()
         if known is not None and digest in self.verified:
             done(None)
