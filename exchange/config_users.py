@@ -50,17 +50,19 @@ def user_block(name: str, key_hash: str, curve_public_key: str) -> str:
     return f"  - name: '{name}'\n    key_hash: {key_hash}\n    curve_public_key: '{curve_public_key}'\n"
 
 
-def add_user(path: str | Path, name: str, block: str) -> Config:
+def add_user(path: str | Path, name: str, block: str, dry_run: bool = False) -> Config:
     """Append ``block`` (a user's lines, from ``user_block``) to the file's users; return the new config.
+    ``dry_run``: make every check of the edit (the edited file loads, with the users it should have)
+    but leave the file as it is.
 
     The block goes after the last user's lines, before the blank and comment lines that lead to
     the next section."""
     path = Path(path)
     check_name(name)
-    return _edit(path, functools.partial(_add_user, path, name, block))
+    return _edit(path, functools.partial(_add_user, path, name, block, dry_run))
 
 
-def _add_user(path: Path, name: str, block: str) -> Config:
+def _add_user(path: Path, name: str, block: str, dry_run: bool) -> Config:
     config = load_config(path)
     if config.user(name) is not None:
         raise ConfigError(f"{path}: user {name} exists already; `exchange users remove {name}` first")
@@ -72,7 +74,7 @@ def _add_user(path: Path, name: str, block: str) -> Config:
         at = _after_line(text, _content_end(text, found.end(), _section_end(text, found.end())))
         head = text[:found.start()] + _users_line(found, empty=False) + text[found.end():at]
         text = head + ("" if head.endswith("\n") else "\n") + block + text[at:]
-    return _replace(path, read, text, config, config.users, name)
+    return _replace(path, read, text, config, config.users, name, dry_run)
 
 
 def remove_user(path: str | Path, name: str) -> Config:
@@ -202,10 +204,12 @@ def _users_line(found: re.Match, empty: bool) -> str:
     return "users:" + (" []" if empty else "") + (f"  {found.group(2)}" if found.group(2) else "")
 
 
-def _replace(path: Path, read: str, text: str, before: Config, kept: list[UserConfig], added: str | None) -> Config:
+def _replace(path: Path, read: str, text: str, before: Config, kept: list[UserConfig], added: str | None,
+             dry_run: bool = False) -> Config:
     """Write ``text`` to ``path`` if it loads as ``before`` with exactly the users ``kept`` (whole, in
     order) followed by the new user ``added`` (if any), and nothing else changed; the old file stays otherwise.
-    Raise _Changed if the file is no longer ``read``, the text the edit started from.
+    Raise _Changed if the file is no longer ``read``, the text the edit started from. ``dry_run``:
+    every check, and no write.
 
     A symlinked ``path`` stays a symlink: the file it points to is the one replaced."""
     target = Path(os.path.realpath(path))
@@ -229,6 +233,9 @@ def _replace(path: Path, read: str, text: str, before: Config, kept: list[UserCo
                               " `users:`, so this change could not be made safely; edit the file by hand")
         if target.read_text() != read:
             raise _Changed
+        if dry_run:
+            os.unlink(draft)
+            return config
         os.chmod(draft, target.stat().st_mode & 0o777)
         os.replace(draft, target)
     except BaseException:

@@ -4,7 +4,11 @@ It creates no ZMQ context (children create their own after the exec). Each child
 end of a pipe and says "ready" on it once it serves (exchange.wire.sockets.report_ready); the banner that
 says the exchange is up comes only when every child has, and a child that exits before it is ready
 is reported as such, with where its log is. A child that dies is restarted with a growing backoff
-(0.5 s doubling to 10 s, reset once it has run for 30 s). On SIGINT, SIGTERM or SIGHUP (its terminal
+(0.5 s doubling to 10 s, reset once it has run for 30 s). One that exits with CANNOT_START_EXIT
+(an address it binds is another process's) before the exchange is up stops the start: restarting it
+would fail the same way, so the launcher stops every role and raises RoleCannotStart. Once the
+exchange is up, it is restarted like any other (the rest of the exchange keeps running, and the
+address may be free again). On SIGINT, SIGTERM or SIGHUP (its terminal
 or ssh session went away) every child gets SIGTERM, and SIGKILL if it has not exited after a few
 seconds. On Linux each child also asks the kernel for SIGTERM when the launcher dies
 (PR_SET_PDEATHSIG), so that no role outlives a launcher that was killed (SIGKILL, the OOM killer)
@@ -21,6 +25,7 @@ import errno
 import logging
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 
 from exchange.config import Config, roles_on
+from exchange.errors import ExchangeError
 from exchange.wire.sockets import READY_FD_ENV
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,13 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 10.0, 30.0
 WAITING_NOTE_S = 10.0  # while not every role is ready, say which are not this often
+# the exit status of a role that cannot start in a way a restart cannot fix (an address it binds is
+# another process's); it has said why on stderr. 78 is EX_CONFIG of sysexits.h: no other exit uses it
+CANNOT_START_EXIT = 78
+
+
+class RoleCannotStart(ExchangeError):
+    """A role exited with CANNOT_START_EXIT: the launcher stopped every role instead of restarting it."""
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -164,10 +177,12 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def banner(config: Config, hosts: list[str] | None = None) -> str:
+def banner(config: Config, config_path: str, hosts: list[str] | None = None) -> str:
     """What `exchange up` prints once the roles are started: where to connect, and how to try it
-    (with ``hosts``, only what runs here, after the list of those roles)."""
+    (with ``hosts``, only what runs here, after the list of those roles). The commands it suggests
+    name ``config_path`` unless they would load it anyway."""
     notifier = config.notifier
+    given = _config_option(config_path)
     here = {role for host in hosts for role in roles_on(config, host)} if hosts is not None else None
     lines = ["exchange is up (Ctrl-C stops):"]
     if hosts is not None:
@@ -179,11 +194,11 @@ def banner(config: Config, hosts: list[str] | None = None) -> str:
             f"  orders, ZMQ DEALER      {config.gateway.zmq}"]
     if here is None or "notifier" in here:
         # load_config refuses a config without instruments; the banner still names one only if there is one
-        watch = f"   (try: exchange watch {config.instruments[0].symbol})" if config.instruments else ""
+        watch = f"   (try: exchange watch {config.instruments[0].symbol}{given})" if config.instruments else ""
         lines += [
             f"  market data, ZMQ SUB    {notifier.publish}{watch}",
             f"  book snapshots, DEALER  {notifier.snapshots}",
-            f"  private updates, CURVE  {notifier.private}   (server key: exchange keys notifier)"]
+            f"  private updates, CURVE  {notifier.private}   (server key: exchange keys notifier{given})"]
     for replica in config.gateway.replicas:
         if here is None or f"gateway-{replica.name}" in here:
             lines.append(f"  gateway {replica.name}: text protocol {replica.text}, ZMQ DEALER {replica.zmq}")
@@ -194,9 +209,20 @@ def banner(config: Config, hosts: list[str] | None = None) -> str:
     if config.web is not None and (here is None or "web" in here):
         lines.append(f"  web page                http://{config.web.listen}/   (open it in a browser)")
     if here is None or "journal-writer" in here:
-        lines.append(f"  journal                 {config.journal.path}   (try: exchange journal trades)")
+        lines.append(f"  journal                 {config.journal.path}   (try: exchange journal trades{given})")
     lines.append(f"  logs                    {config.var_dir}/")
     return "\n".join(lines)
+
+
+def _config_option(config_path: str) -> str:
+    """`` --config PATH`` for a command typed to read ``config_path``; nothing if the command reads that
+    file without it: it is $EXCHANGE_CONFIG, or configs/local.yaml of this folder."""
+    from exchange.cli.common import CONFIG_ENV, DEFAULT_CONFIG
+
+    default = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    if Path(config_path).resolve() == Path(default).resolve():
+        return ""
+    return f" --config {shlex.quote(config_path)}"
 
 
 def run(config: Config, config_path: str, hosts: list[str] | None = None) -> None:
@@ -239,6 +265,9 @@ def run(config: Config, config_path: str, hosts: list[str] | None = None) -> Non
                         child.backoff = BACKOFF_FIRST_S
                     continue
                 child.close_pipe()
+                if code == CANNOT_START_EXIT and not up:  # once up, a restart may find the address free again
+                    raise RoleCannotStart(f"the {child.label} cannot start, and starting it again would not help"
+                                          " (it said why above); every role is stopped")
                 how = "" if ready else " before it was ready"
                 log.warning("%s exited with %s%s; restarting in %.1f s (its log: %s/%s.log)", child.label, code,
                             how, child.backoff, config.var_dir, child.log_name)
@@ -246,7 +275,7 @@ def run(config: Config, config_path: str, hosts: list[str] | None = None) -> Non
                 child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
             if not up and all(child.ready for child in children):
                 up = True
-                print(banner(config, hosts), file=sys.stderr, flush=True)
+                print(banner(config, config_path, hosts), file=sys.stderr, flush=True)
             elif not up and now >= next_waiting_note:
                 next_waiting_note = now + WAITING_NOTE_S
                 log.warning("not up yet: waiting for %s", ", ".join(c.label for c in children if not c.ready))

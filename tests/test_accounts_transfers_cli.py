@@ -249,3 +249,15 @@ def test_a_retry_of_a_transfer_known_by_a_reference_of_old_is_not_called_another
     assert "choose another --ref" in again.output and "this is not that transfer sent again" not in again.output
     assert "if this is that transfer sent again, it was applied then" in again.output
     assert gateway.ledgers["ledger-0"].balance("bob", "USD") == (250_000_000, 0)
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "1e300", "86401"])
+def test_a_timeout_that_is_no_positive_bounded_duration_is_a_usage_error(tmp_path, timeout):
+    """Each was a traceback (-1, nan, inf, 1e300) or a false "cannot reach the gateway" (0: a socket
+    that does not wait), after the command had tried to connect."""
+    path = str(loopback_config(tmp_path, accounts=True))
+    for command in (deposit, withdraw):
+        result = run(command, path, "bob", "USD", "1", "--ref", "r1", "--timeout", timeout)
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--timeout'" in result.output, result.output
+        assert "gateway" not in result.output  # refused before it tried to reach one

@@ -78,6 +78,29 @@ def test_users_add_dry_run_prints_the_lines_and_changes_nothing(tmp_path):
     result = CliRunner().invoke(cli, ["users", "add", "frank", "--dry-run", "--config", str(path)])
     assert result.exit_code == 0 and "  - name: 'frank'\n    key_hash: scrypt$" in result.output
     assert path.read_text() == LOCAL.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.yaml"]  # no draft or lock file left behind
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["add", "dry-run"])
+@pytest.mark.parametrize("problem", ["user-exists", "no-config-file", "flow-style-users"])
+def test_users_add_dry_run_refuses_what_an_add_refuses(tmp_path, problem, dry_run):
+    """--dry-run printed the lines (exit 0) for a user who exists and for a config that is not there."""
+    path = copy_of_local(tmp_path)
+    name, why = "dave", "edit the file by hand"
+    if problem == "user-exists":
+        name, why = "alice", "user alice exists already"
+    elif problem == "no-config-file":
+        path.unlink()
+        why = f"{path}: cannot read the config"
+    else:
+        users = [{"name": u.name, "key_hash": u.key_hash} for u in load_config(LOCAL).users]
+        path.write_text(LOCAL.read_text().split("users:\n", 1)[0] + f"users: {json.dumps(users)}\n")
+    before = path.read_text() if path.exists() else None
+    result = CliRunner().invoke(cli, ["users", "add", name, "--config", str(path), *dry_run])
+    assert result.exit_code == 1 and why in result.output, result.output
+    assert "API key" not in result.output and "key_hash" not in result.output
+    assert (path.read_text() if path.exists() else None) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if before is None else ["mesh.yaml"])
 
 
 @pytest.mark.parametrize("name, why", [("bad name", "is not a user name"), ("alice", "user alice exists already"),

@@ -84,7 +84,7 @@ def test_a_config_without_instruments_is_refused(tmp_path):
 def test_the_banner_of_a_config_without_instruments_does_not_name_one(tmp_path):
     config = load_config(LOCAL)
     msgspec.structs.force_setattr(config, "instruments", [])  # load_config no longer makes one
-    text = launcher.banner(config)
+    text = launcher.banner(config, str(LOCAL))
     assert f"market data, ZMQ SUB    {config.notifier.publish}\n" in text
     assert "exchange watch" not in text
 

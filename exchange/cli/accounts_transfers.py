@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from exchange.cli.common import config_option, load
+from exchange.cli.common import DAY_S, FiniteFloatRange, config_option, load
 from exchange.client.text import TextClient
 
 KEY_ENV = "EXCHANGE_KEY"
@@ -117,8 +117,9 @@ def _transfer_command(verb: str, summary: str):
                      metavar="ADMIN", help="The admin user to log in as."),
         click.option("--key-file", type=click.Path(dir_okay=False), default=None,
                      help=f"A file whose first line is the admin's API key (else ${KEY_ENV})."),
-        click.option("--timeout", type=float, default=10.0, show_default=True,
-                     help="Seconds to wait for each answer."),
+        # above 0: a timeout of 0 makes the socket not wait at all, so even connecting fails
+        click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True, max=DAY_S), default=10.0,
+                     show_default=True, help="Seconds to wait for each answer."),
         config_option,
     ]):
         command = decorator(command)

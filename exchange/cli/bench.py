@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 import click
 
-from exchange.cli.common import config_option, load
+from exchange.cli.common import DAY_S, FiniteFloatRange, config_option, load
 from exchange.errors import ExchangeError
+
+MAX_RATE = 10_000_000.0  # requests/s: far above what a mesh takes, and a schedule whose steps are still finite
 
 
 @click.command()
 @config_option
 @click.option("--connect", is_flag=True,
               help="Load the mesh already running from --config instead of starting a fresh one.")
-@click.option("--rate", type=click.FloatRange(min=1), default=10_000, show_default=True,
+@click.option("--rate", type=FiniteFloatRange(min=1, max=MAX_RATE), default=10_000, show_default=True,
               help="Requests offered per second over all sessions, on a fixed schedule (open loop).")
 @click.option("--max", "as_fast", is_flag=True,
               help="As fast as possible instead: --window requests outstanding per session.")
-@click.option("--duration", type=click.FloatRange(min=1), default=10, show_default=True,
+@click.option("--duration", type=FiniteFloatRange(min=1, max=DAY_S), default=10, show_default=True,
               help="Seconds measured, after the warmup.")
-@click.option("--warmup", type=click.FloatRange(min=0), default=2, show_default=True,
+@click.option("--warmup", type=FiniteFloatRange(min=0, max=DAY_S), default=2, show_default=True,
               help="Seconds of load before measuring.")
 @click.option("--sessions", type=click.IntRange(min=1), default=8, show_default=True,
               help="Order entry sessions (TCP text, or ZMQ with --zmq).")
@@ -79,6 +82,10 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
         except ImportError:
             raise click.ClickException("--plot needs matplotlib: pip install 'exchange[plot]'"
                                        " (or pip install 'matplotlib>=3.7')") from None
+    if json_path and json_path != "-":
+        _check_writable("--json", json_path)
+    if plot_path:
+        _check_writable("--plot", plot_path)
     config = load(config_path)
     modes = [False, True] if config.accounts and not connect and accounts in (None, "compare") else [
         accounts != "off" if config.accounts and not connect else config.accounts]
@@ -107,9 +114,35 @@ def bench(config_path: str, connect: bool, rate: float, as_fast: bool, duration:
     result = results[-1]
     if json_path:  # one result as an object; without and with accounts as a list of the two
         text = result.to_json() if len(results) == 1 else "[" + ",\n".join(r.to_json() for r in results) + "]"
-        click.echo(text, file=None if json_path == "-" else open(json_path, "w"))
+        if json_path == "-":
+            click.echo(text)
+        else:
+            try:
+                with open(json_path, "w") as f:
+                    click.echo(text, file=f)
+            except OSError as e:  # checked before the run, but a disk can fill up, a folder go
+                raise _cannot_write("--json", json_path, e) from None
     if plot_path:
-        bench_lib.plot(result, plot_path)
+        try:
+            bench_lib.plot(result, plot_path)
+        except OSError as e:
+            raise _cannot_write("--plot", plot_path, e) from None
         click.echo(f"plot: {plot_path}", err=True)
     if not all(r.ok for r in results):
         raise SystemExit(1)
+
+
+def _check_writable(option: str, path: str) -> None:
+    """Refuse now, not after the whole run, a file the result could not be written to: open it to
+    append (which changes nothing in a file that is there), and remove it again if that made it."""
+    existed = os.path.lexists(path)
+    try:
+        open(path, "a").close()
+    except OSError as e:
+        raise _cannot_write(option, path, e) from None
+    if not existed:
+        os.unlink(path)
+
+
+def _cannot_write(option: str, path: str, error: OSError) -> click.ClickException:
+    return click.ClickException(f"{option} {path}: {error.strerror}")

@@ -1,6 +1,9 @@
-"""What every `exchange` subcommand shares: the --config option and loading the file for click."""
+"""What every `exchange` subcommand shares: the --config option, loading the file for click, and
+number options that refuse nan."""
 
 from __future__ import annotations
+
+import math
 
 import click
 
@@ -12,6 +15,20 @@ CONFIG_ENV = "EXCHANGE_CONFIG"
 config_option = click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True,
                              envvar=CONFIG_ENV, show_envvar=True, type=click.Path(dir_okay=False),
                              help="The mesh's YAML file (relative paths inside it are relative to it).")
+
+
+DAY_S = 86_400.0  # the longest a command's wait or run may be: beyond it a typo is likelier than a plan
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan, which compares false with both bounds and so passes
+    them (give a ``max``, and inf is refused as above it)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
 
 
 def names(items) -> str:

@@ -52,13 +52,13 @@ def users_add(name: str, config_path: str, dry_run: bool) -> None:
     key = new_key()
     public, secret = zmq.curve_keypair()
     block = user_block(name, hash_key(key), public.decode())
+    try:  # a dry run too: it refuses what the add would
+        add_user(config_path, name, block, dry_run)
+    except ExchangeError as e:
+        raise click.ClickException(str(e)) from None
     if dry_run:
         click.echo(block, nl=False)
     else:
-        try:
-            add_user(config_path, name, block)
-        except ExchangeError as e:
-            raise click.ClickException(str(e)) from None
         click.echo(f"added {name} to {config_path}", err=True)
     click.echo(f"API key for {name} (shown once; give it to the user): {key}", err=True)
     click.echo(f"CURVE secret key for {name}'s private feed (shown once): {secret.decode()}", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import re
 import signal
 
 import click
@@ -14,6 +16,7 @@ from exchange.cli.config_file import config_group, users
 from exchange.cli.keys import keys
 from exchange.errors import ExchangeError
 from exchange.journal.cli import journal_group
+from exchange.launcher import CANNOT_START_EXIT
 
 
 @click.group()
@@ -40,7 +43,10 @@ def up(config_file: str | None, config_path: str, hosts: tuple[str, ...]) -> Non
     config = load(config_path)
     placed = _hosts_to_run(config, list(dict.fromkeys(hosts)))
     _setup_logging("-".join(["launcher", *(placed or [])]), config.var_dir)
-    launcher.run(config, config_path, placed)
+    try:
+        launcher.run(config, config_path, placed)
+    except launcher.RoleCannotStart as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _setup_logging(label: str, var_dir: str | None) -> None:
@@ -87,11 +93,19 @@ ROLE_MODULES = {"gateway": "exchange.gateway.role", "engine": "exchange.engine.r
                 "ledger": "exchange.ledger.role", "web": "exchange.web.role"}
 
 
+class CannotStart(click.ClickException):
+    """A role cannot start, and starting it again would not help: the launcher stops instead of restarting it."""
+
+    exit_code = CANNOT_START_EXIT
+
+
 def _role(role: str, name_help: str | None = None, name_required: bool = False):
     """The command that runs ``role``; with ``name_help`` it takes --name (which engine, notifier, gateway)."""
 
     def command(config_path: str, name: str | None = None) -> None:
         import importlib
+
+        import zmq
 
         config = load(config_path)
         if name_required and not name:
@@ -117,12 +131,40 @@ def _role(role: str, name_help: str | None = None, name_required: bool = False):
                 module.run(config)
         except ExchangeError as e:  # e.g. its mesh secret key file is missing
             raise click.ClickException(str(e)) from None
+        except (OSError, zmq.ZMQError) as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            raise CannotStart(_in_use(config, label, e)) from None
 
     command.__doc__ = f"Run the {role} role (normally started by `exchange up`)."
     command = config_option(command)
     if name_help:
         command = click.option("--name", default=None, help=name_help)(command)
     return command
+
+
+def _in_use(config, label: str, error: Exception) -> str:
+    """What role ``label`` says when an address it binds is another process's (``error``, EADDRINUSE
+    from zmq or from asyncio's create_server): the address and the config's key that binds it."""
+    from exchange.config import bound_at, placed_roles
+
+    named = re.search(r"\(addr='([^']+)'\)", str(error))  # pyzmq's: (addr='tcp://127.0.0.1:7003')
+    if named is None:  # asyncio's: error while attempting to bind on address ('127.0.0.1', 7001): …
+        named = re.search(r"address \('([^']*)', (\d+)", str(error))
+        address = f"tcp://{named.group(1)}:{named.group(2)}" if named else None
+    else:
+        address = named.group(1)
+    if address is None:
+        return f"an address of {label} is already in use ({error}): another process listens there"
+    bindings = [(placed, key, endpoint) for placed in placed_roles(config) for key, endpoint, _ in placed.bound
+                if (bound_at(endpoint) or endpoint) == (bound_at(address) or address)]
+    bindings.sort(key=lambda binding: binding[0].role != label)  # its own key first
+    if not bindings:
+        return f"{address} is already in use: another process listens there"
+    placed, key, endpoint = bindings[0]
+    shown = endpoint.removeprefix("tcp://") if key in ("text", "listen") else endpoint  # as the config writes it
+    return (f"{shown} is already in use (`{placed.at}.{key}`): another process listens there; stop it, or"
+            " change that port in the config")
 
 
 cli.command("gateway")(_role("gateway", "Which replica (gateway.replicas); none: the first gateway."))
@@ -144,12 +186,16 @@ cli.command("web")(_role("web"))
                    " (needs their CURVE secret key).")
 @click.option("--secret-key", envvar="EXCHANGE_CURVE_SECRET", default=None, metavar="Z85",
               help="USER's CURVE secret key (or set EXCHANGE_CURVE_SECRET).")
+@click.option("--notifier-key", envvar="EXCHANGE_NOTIFIER_KEY", default=None, metavar="Z85",
+              help="With --mine, the notifier's public key, as `exchange keys notifier` prints it on its host"
+                   " (or set EXCHANGE_NOTIFIER_KEY); without it, read from notifier.secret_key_file if that"
+                   " file is on this machine.")
 @click.option("--notifier", "replica", metavar="NAME", default=None,
               help="Watch through this notifier replica (notifier.replicas) instead of the first notifier.")
 @click.option("--every-notifier", is_flag=True,
               help="Take the book from the first notifier and every replica at once, as A/B lines.")
 def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | None,
-          secret_key: str | None, replica: str | None, every_notifier: bool) -> None:
+          secret_key: str | None, notifier_key: str | None, replica: str | None, every_notifier: bool) -> None:
     """Show SYMBOL's book, last trades and feed health live (Ctrl-C stops)."""
     import sys
 
@@ -171,8 +217,8 @@ def watch(symbol: str, config_path: str, plain: bool, depth: bool, user: str | N
             raise click.ClickException("--mine needs the user's CURVE secret key: --secret-key or"
                                        " EXCHANGE_CURVE_SECRET")
         try:
-            mine = private_feed(config, notifier, user, secret_key.encode())
-        except ExchangeError as e:  # the key is not the user's, or the notifier refused it
+            mine = private_feed(config, notifier, user, secret_key.encode(), notifier_key)
+        except ExchangeError as e:  # the key is not the user's, no notifier key here, or the notifier refused it
             raise click.ClickException(str(e)) from None
     stopping = []
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))

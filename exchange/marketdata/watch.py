@@ -9,15 +9,18 @@ on, also the user's balances (``Own``), as their ledger shard publishes them aft
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
 import zmq
+from zmq.utils import z85
 
 from exchange.client.private_feed import PrivateFeed
 from exchange.marketdata.feed import BookFeed
@@ -31,22 +34,30 @@ from exchange.journal.queries import to_iso
 from exchange.gateway.protocol.grammar import balance_line, format_reply
 from exchange.gateway.protocol.translate import replies_for_event
 from exchange.wire.messages import Balance, Balances, PrivateData
-from exchange.wire.security.curve_keys import public_key, server_secret_key
+from exchange.wire.security.curve_keys import public_key
 
 LEVELS = 10
 TRADES = 12
 ADMITTED_WITHIN_S = 10.0  # how long --mine waits for the notifier's verdict on the user's key
 
 
-def private_feed(config: Config, notifier: NotifierConfig, user: str, secret: bytes) -> PrivateFeed:
-    """``user``'s private feed from ``notifier``, once the notifier has admitted the key ``secret``.
+def private_feed(config: Config, notifier: NotifierConfig, user: str, secret: bytes,
+                 notifier_key: str | None = None) -> PrivateFeed:
+    """``user``'s private feed from ``notifier``, once the notifier has admitted the key ``secret``;
+    ``notifier_key``: the notifier's public key (None: read it from its secret key file, see
+    notifier_public_key).
 
     Raises ExchangeError, saying why, if the key is not the one the config lists for ``user`` or
     the notifier refuses it (it knows another key for them: an outdated one on either side).
     """
     listed = config.user(user)
-    if listed is None or not listed.curve_public_key:
-        raise ExchangeError(f"the config lists no CURVE key for {user}; `exchange users add {user}` makes one")
+    if listed is None:
+        raise ExchangeError(f"the config has no user {user}; `exchange users add {user}` adds them with a CURVE key")
+    if not listed.curve_public_key:
+        # `users add` would refuse (the user exists), and removing the user first would lose their settings
+        raise ExchangeError(f"the config lists no CURVE key for {user}: make a pair with `exchange keys new`, put"
+                            f" its public half in {user}'s `curve_public_key` in the config, restart the notifiers,"
+                            " and give its secret half with --secret-key")
     try:
         public = zmq.curve_public(secret)
     except ValueError:
@@ -54,11 +65,42 @@ def private_feed(config: Config, notifier: NotifierConfig, user: str, secret: by
     if public.decode() != listed.curve_public_key:
         raise ExchangeError(f"the CURVE secret key given is not {user}'s: its public half is {public.decode()},"
                             f" the config lists {listed.curve_public_key}")
-    server = public_key(server_secret_key(notifier.secret_key_file))
+    server = notifier_public_key(notifier, notifier_key)
     try:
         return PrivateFeed(notifier.private, server, user, public, secret, admitted_within=ADMITTED_WITHIN_S)
     except (PermissionError, TimeoutError) as e:
         raise ExchangeError(str(e)) from None
+
+
+def notifier_public_key(notifier: NotifierConfig, given: str | None) -> bytes:
+    """The public key of ``notifier``'s private feed: ``given`` (as `exchange keys notifier` prints it
+    on the notifier's host), else the one of its secret key file, which is only read, never made: a
+    key made on this machine would not be the notifier's, and the handshake would fail.
+
+    Raises ExchangeError if ``given`` is not a key, or there is none to read and what to do then."""
+    if given is not None:
+        try:
+            if len(z85.decode(given)) == 32:
+                return given.encode()
+        except (ValueError, KeyError, struct.error):  # a length, a character, a group too large for Z85
+            pass
+        raise ExchangeError("the notifier key given is not a CURVE public key: it must be 40 characters of Z85,"
+                            " as `exchange keys notifier` prints it")
+    path = notifier.secret_key_file
+    try:
+        secret = Path(path).read_bytes().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        # its secret belongs on the notifier's host only: the public key is all a client needs
+        raise ExchangeError(f"{path}: no notifier key here (the notifier makes it on its own host); give the"
+                            " notifier's public key with --notifier-key (or EXCHANGE_NOTIFIER_KEY), as"
+                            " `exchange keys notifier` prints it on that host") from None
+    except OSError as e:  # a folder where the file should be, no permission
+        raise ExchangeError(f"{path}: {e.strerror}") from None
+    try:
+        return public_key(secret)
+    except ValueError:
+        raise ExchangeError(f"{path}: not a CURVE secret key (40 Z85 characters on one line), so not the"
+                            " notifier's key file") from None
 
 
 def describe(event, instrument: Instrument) -> str:

@@ -12,13 +12,15 @@ import time
 import zmq
 from test_market_data import DEMO_SECRETS
 
+from exchange.wire.security.curve_keys import public_key, server_secret_key
+
 WATCH_EXIT_S = 20  # --mine waits up to 10 s for the notifier's answer to its key
 
 
-def start_watch(mesh, symbol: str, user: str, secret: bytes, config_path=None) -> subprocess.Popen:
+def start_watch(mesh, symbol: str, user: str, secret: bytes, config_path=None, *more: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "exchange", "watch", symbol, "--plain", "--config",
-         str(config_path or mesh.config_path), "--mine", user],
+         str(config_path or mesh.config_path), "--mine", user, *more],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
         env={**os.environ, "EXCHANGE_CURVE_SECRET": secret.decode()})
 
@@ -105,3 +107,23 @@ def test_watch_mine_with_a_key_the_notifier_does_not_know_stops_with_an_error(mo
     assert code != 0
     assert re.search(r"^Error: the notifier refused alice's CURVE key", err, re.M), err
     assert not re.search(r"Traceback", err)
+
+
+def test_watch_mine_on_a_machine_without_the_notifiers_key_file_takes_its_public_key(module_mesh, tmp_path):
+    """A client machine has the config but not the feed host's key file (docs/deployment.md): given
+    the notifier's public key, as `exchange keys notifier` prints it there, --mine works, and no key
+    file is made here."""
+    config = module_mesh.config_path.read_text()
+    key_file = module_mesh.config.notifier.secret_key_file
+    elsewhere = tmp_path / "not-here" / "notifier.key"
+    config_path = tmp_path / "client.yaml"
+    config_path.write_text(config.replace(f"secret_key_file: {key_file}", f"secret_key_file: {elsewhere}"))
+    server = public_key(server_secret_key(key_file)).decode()  # what `exchange keys notifier` prints
+    watch = start_watch(module_mesh, "AAPL", "alice", DEMO_SECRETS["alice"], config_path, "--notifier-key", server)
+    try:
+        with module_mesh.login("alice") as alice:
+            read_until(watch, b"MINE ACK", probe=probe_with(alice, "SELL AAPL 3 @ 201.00"))
+    finally:
+        watch.terminate()
+        watch.wait(10)
+    assert not elsewhere.parent.exists()
