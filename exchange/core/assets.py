@@ -15,7 +15,7 @@ An instrument's ``Terms`` turn its integer grids into amounts, exactly:
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from exchange.core.instruments import GridError, Instrument, parse_decimal
 from exchange.errors import RejectCode
@@ -24,6 +24,9 @@ _RATE_TEXT = re.compile(r"-?[0-9]{1,5}(?:\.[0-9]{1,12})?")
 PPM = 1_000_000  # fee rates are in parts per million: 1 bps = 100 ppm
 MAX_TAKER_BPS = 10_000  # 100 %: a fee never exceeds the notional it is charged on
 MAX_UNITS = 2**63 - 1  # the most units an amount given as text may be: what a message carries (a signed 64-bit int)
+# exact for units (up to 20 digits, with a sign: a balance may be below MAX_UNITS' negative) times a unit
+# (at most 24 digits: 12 before and 12 after the point)
+_EXACT = Context(prec=50)
 
 
 class Asset:
@@ -53,8 +56,10 @@ class Asset:
         return int(units)
 
     def format(self, units: int) -> str:
-        """Units → decimal text with the unit's places (``215043`` → ``"2150.43"``)."""
-        return f"{units * self._unit:.{self._places}f}"
+        """Units → decimal text with the unit's places (``215043`` → ``"2150.43"``), exact for any
+        amount a message carries (the default context's 28 digits would round a unit with many
+        significant digits times 10^18 units)."""
+        return f"{_EXACT.multiply(units, self._unit):.{self._places}f}"
 
     def units_in(self, amount: Decimal) -> Decimal:
         """How many units ``amount`` (a Decimal of this asset) is; not always whole."""

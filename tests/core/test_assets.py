@@ -110,3 +110,13 @@ def test_market_buy_budget_fits_value_and_rounded_fee_in_the_funds(funds, taker_
                   FeeRates("0", taker_bps))
     assert terms.budget(funds) == budget
     assert terms.with_taker_fee(terms.notional(1, budget)) <= funds < terms.with_taker_fee(terms.notional(1, budget + 1))
+
+
+@pytest.mark.parametrize("units", [10**18 - 1, -(10**18 - 1), 2**63 - 1, 7])
+def test_an_amount_is_formatted_exactly_whatever_the_units_digits(units):
+    """A unit with 12 significant digits times 10^18 units has 30 digits: the default context's 28
+    would round them, and BALANCE would show an amount that is not the balance."""
+    gold = Asset("GOLD", "0.123456789012")
+    exact = abs(units) * 123456789012  # in 10^-12 of GOLD
+    sign = "-" if units < 0 else ""
+    assert gold.format(units) == f"{sign}{exact // 10**12}.{exact % 10**12:012d}"
