@@ -134,10 +134,11 @@ class Notifier:
         self.upstream = sockets.socket(ctx, zmq.XSUB, sndhwm=0)
         for shard in config.ledgers:
             sockets.connect_to(self.upstream, shard.publish, security, shard.role)
-        # a user's balances are asked of the ledger shards once the user follows their private feed
-        # here (``authorise``); the shards send nobody's otherwise. Never taken back: an unsubscription
-        # does not say whose it is once its peer has gone, and each user is asked for once
-        self.upstream_topics: set[bytes] = set()
+        # a user's balances are asked of the ledger shards each time the user follows their private
+        # feed here (``authorise``): a shard answers each subscription with the balances as they are
+        # (its XPUB is verbose), so a second subscriber gets them at once too, not when they next
+        # change; the shards send nobody's otherwise. Never taken back: an unsubscription does not say
+        # whose it is once its peer has gone
         self.siblings = [sockets.socket(ctx, zmq.DEALER, connect=endpoint)
                          for endpoint in sibling_snapshots(config, replica)]
         self.engines = {e.name: sockets.socket(ctx, zmq.DEALER, connect=e.replay, security=security, peer=e.role)
@@ -405,9 +406,7 @@ class Notifier:
             user = subscriber(frame)
             if user and topic == private_topic(user):
                 self.private.setsockopt(zmq.SUBSCRIBE, topic)
-                if topic not in self.upstream_topics:
-                    self.upstream_topics.add(topic)
-                    self.upstream.send(b"\x01" + topic)
+                self.upstream.send(b"\x01" + topic)  # and the shards answer it with the balances as they are
             else:
                 self.refused += 1
                 if self.refused <= LOGGED_REFUSALS or self.refused % 10_000 == 0:

@@ -151,3 +151,39 @@ def test_the_notifier_asks_the_ledger_shards_for_the_balances_of_the_users_who_f
         for stand_in in stand_ins.values():
             stand_in.close()
         notifier.stop()
+
+
+def test_each_subscription_of_a_user_asks_the_shards_again_so_it_gets_the_balances_as_they_are(config_path):
+    """A second `watch --mine` (or the first, restarted) must get the balances at once too, not only
+    when they next change: the shard answers each subscription it is passed (its XPUB is verbose)
+    with the balances as they are, so the notifier passes on each one it admits."""
+    config = load_config(config_path)
+    notifier = Role(config_path, "notifier")
+    stand_ins = {shard.shard: StandIn(config, shard.role, shard.publish, kind=zmq.XPUB) for shard in config.ledgers}
+    for stand_in in stand_ins.values():
+        stand_in.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # as a ledger shard's
+    wanted = b"\x01" + private_topic("alice")
+    asked: dict[int, list[bytes]] = {shard: [] for shard in stand_ins}
+
+    def asked_times(times: int) -> None:
+        deadline = time.monotonic() + JOIN_S
+        while not all(got.count(wanted) >= times for got in asked.values()):
+            assert time.monotonic() < deadline, f"in {JOIN_S} s the shards were asked for {asked}"
+            for shard, stand_in in stand_ins.items():
+                if stand_in.pub.poll(100):
+                    asked[shard].extend(frame for frame, in sockets.drain(stand_in.pub))
+
+    try:
+        notifier.wait_for(r"notifier ready")
+        first = feed(config, "alice")
+        asked_times(1)
+        first.close()
+        again = feed(config, "alice")
+        try:
+            asked_times(2)
+        finally:
+            again.close()
+    finally:
+        for stand_in in stand_ins.values():
+            stand_in.close()
+        notifier.stop()
