@@ -289,9 +289,9 @@ class Matcher(Replay):
         for book in books:
             if order_ids is None:  # the user's own orders, oldest first: no walk over the book
                 mine = book.orders_of(user)
-            else:  # only these, if they are open orders of the user's
-                found = (book.orders.get(order_id) for order_id in dict.fromkeys(order_ids))
-                mine = [order for order in found if order is not None and order.user == user]
+            else:  # only these, if they are open orders of the user's: also oldest first
+                wanted = set(order_ids)
+                mine = [order for order in book.orders_of(user) if order.order_id in wanted]
             for order in mine:
                 self._cancel_resting(book, order, reason, ts, events)
         return events
@@ -334,6 +334,11 @@ class Matcher(Replay):
             level_qty = level.qty
             first_number = number
             while taker_leaves and level_qty:  # (a level with orders has qty > 0)
+                if budget is not None and budget < price:
+                    # not one more lot at this price, nor at any worse one: before self-trade
+                    # prevention, which must not cancel the user's own order that no trade could reach
+                    spent = True
+                    break
                 maker = level.first
                 if maker.user == taker_user:
                     level.qty = level_qty
@@ -350,10 +355,7 @@ class Matcher(Replay):
                 maker_leaves = maker.leaves_qty
                 qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
                 if budget is not None:
-                    affordable = budget // price
-                    if not affordable:
-                        spent = True  # not one more lot at this price, nor at any worse one
-                        break
+                    affordable = budget // price  # at least one lot (checked above)
                     if affordable < qty:
                         qty = affordable
                     budget -= qty * price

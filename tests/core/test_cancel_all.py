@@ -13,7 +13,8 @@ import pytest
 
 from exchange.core import checkpoint
 from exchange.core.matching import Matcher
-from exchange.core.messages import OrderCanceled
+from exchange.core.messages import CancelAll, OrderCanceled
+from exchange.core.orders import CancelReason
 from scenario import BTC, ETH, Market, buy, cancel, cancel_all, replace, sell
 
 
@@ -134,3 +135,12 @@ def test_a_restored_matcher_cancels_in_the_same_order_as_the_live_one(how):
         restored = Matcher.rebuild(7, [BTC, ETH], events)
     assert_index_is_the_book(restored)
     assert restored.handle(cancel_all("alice")) == live.handle(cancel_all("alice"))
+
+
+def test_a_cancel_all_narrowed_to_some_orders_cancels_them_oldest_first_too(market):
+    """The gateway's cancel on disconnect names the session's orders in the order they were placed; a
+    replace that lost priority entered the book again, so the book's order is another."""
+    market.run(buy("alice", "1", at="90.00"), buy("alice", "1", at="91.00"), buy("alice", "1", at="92.00"),
+               replace("alice", "7-1", "2", at="90.00"))  # 7-1 loses its priority: now the newest
+    narrowed = CancelAll("alice", None, 0, CancelReason.DISCONNECT, ("7-1", "7-3", "7-2"))
+    assert [e.order_id for e in market.handle(narrowed) if isinstance(e, OrderCanceled)] == ["7-2", "7-3", "7-1"]

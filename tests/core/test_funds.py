@@ -84,3 +84,29 @@ def test_replaying_a_budgeted_market_buy_gives_the_live_state():
 
 def test_an_order_without_funds_has_no_budget():
     assert PlaceOrder("u", "BTC-USD", Side.BUY, 1, None, TimeInForce.IOC).funds == 0
+
+
+@pytest.mark.parametrize("stp", ["CANCEL_NEWEST", "CANCEL_OLDEST", "CANCEL_BOTH", "DECREMENT"])
+def test_a_spent_budget_stops_before_the_users_own_order_whatever_its_self_trade_mode(market, stp):
+    """The budget ran out before the sweep reached carol's own ask: no trade with it was possible,
+    so self-trade prevention has nothing to prevent; her ask stays and the rest expires FUNDS."""
+    market.run(sell("alice", "1", at="100.00"), sell("carol", "1", at="101.00"))
+    assert market(with_funds(buy("carol", "5", tif="IOC", stp=stp), "100.00")) == [
+        "accepted 7-3 carol BUY 5.000 @ MARKET IOC",
+        "fill 7-1 alice maker 1.000 @ 100.00 leaves 0.000",
+        "fill 7-3 carol taker 1.000 @ 100.00 leaves 4.000",
+        "trade 7-1 1.000 @ 100.00 BUY",
+        "expired 7-3 carol 4.000 FUNDS",
+        "depth SELL 100.00 0.000",
+        "top - | 1.000 @ 101.00",
+    ]
+    assert market.book() == drawn("| 101.00 | 1.000 carol")
+
+
+def test_a_budget_short_of_one_lot_at_the_users_own_best_ask_touches_nothing(market):
+    market.run(sell("carol", "1", at="100.00"))
+    assert market(with_funds(buy("carol", "1", tif="IOC", stp="CANCEL_OLDEST"), "0.09")) == [
+        "accepted 7-2 carol BUY 1.000 @ MARKET IOC",
+        "expired 7-2 carol 1.000 FUNDS",
+    ]
+    assert market.book() == drawn("| 100.00 | 1.000 carol")
