@@ -64,14 +64,18 @@ class Shards:
     def pass_on(self) -> None:
         """Each shard holds every order sent (enough funds for all) and its engine answers."""
         for way, request in self.take():
-            command = request.command
-            if isinstance(command, (HoldOrder, HoldReplace)):
-                command = command.order if isinstance(command, HoldOrder) else command.replace
-            if isinstance(command, PlaceOrder) and not command.client_order_id:
-                self.assigned += 1
-                command = msgspec.structs.replace(command, client_order_id=f"~{way[-1]}-{self.assigned}")
-            events = self.matchers[request.engine].handle(command)
-            self.answer(request, *[e for e in events if isinstance(e, ORDER_EVENTS)])
+            self.execute(way, request)
+
+    def execute(self, way: str, request: Request) -> None:
+        """The shard holds this order (or passes this cancel on), and its engine answers."""
+        command = request.command
+        if isinstance(command, (HoldOrder, HoldReplace)):
+            command = command.order if isinstance(command, HoldOrder) else command.replace
+        if isinstance(command, PlaceOrder) and not command.client_order_id:
+            self.assigned += 1
+            command = msgspec.structs.replace(command, client_order_id=f"~{way[-1]}-{self.assigned}")
+        events = self.matchers[request.engine].handle(command)
+        self.answer(request, *[e for e in events if isinstance(e, ORDER_EVENTS)])
 
     def session(self, user: str, option: str = "") -> Client:
         client = Client(self)
@@ -192,6 +196,67 @@ def test_balance_asks_the_users_shard_and_prints_one_line_per_asset_then_an_end_
     assert alice.take() == ["BALANCE USD AVAILABLE 9890.000000 HELD 110.000000",
                             "BALANCE BTC AVAILABLE 0.00000000 HELD 0.00000000", "END BALANCE 2",
                             "BALANCE BTC AVAILABLE 1.00000000 HELD 0.50000000", "END BALANCE 1"]
+
+
+def kinds(sent: list[tuple[str, Request]]) -> list[str]:
+    return [type(request.command).__name__ for _, request in sent]
+
+
+def test_a_balance_behind_an_order_is_asked_once_the_order_is_answered_naming_every_engine_seen(shards):
+    """So that it shows what the order did: the shard answers once it has settled each engine as far as
+    this gateway had taken it in (the events that answered the order among them)."""
+    alice, bob = shards.session("alice"), shards.session("bob")
+    bob.say("BUY AAPL 1 @ 100 #b1")
+    shards.pass_on()
+    alice.say("BUY BTC-USD 0.5 @ 43000 #a1")
+    alice.say("BALANCE")
+    assert kinds(shards.sent) == ["HoldOrder"]  # the BALANCE waits for the order's answer
+    shards.pass_on()
+    [(way, asked)] = shards.take()
+    assert (way, asked.command) == ("ledger-1", GetBalances("alice", None, {"e2": 1, "e1": 1}))
+    shards.answer(asked, Balances("alice", [Balance("USD", 9_890_000_000, 110_000_000)]))
+    assert alice.take() == ["ACK 1-1 #a1 BUY BTC-USD 0.5000 @ 43000.00 GTC",
+                            "BALANCE USD AVAILABLE 9890.000000 HELD 110.000000", "END BALANCE 1"]
+
+
+def test_balances_wait_for_no_request_sent_after_them_nor_for_each_other(shards):
+    alice = shards.session("alice")
+    alice.say("BUY BTC-USD 0.5 @ 43000 #a1")
+    alice.say("BALANCE")
+    alice.say("BALANCE BTC")
+    alice.say("BUY ETH-USD 1 @ 2500 #a2")  # after the BALANCEs: they do not wait for it
+    first, second = shards.take()
+    assert kinds([first, second]) == ["HoldOrder", "HoldOrder"]
+    shards.execute(*first)
+    assert [request.command for _, request in shards.take()] == [GetBalances("alice", None, {"e1": 1}),
+                                                                  GetBalances("alice", "BTC", {"e1": 1})]
+    assert alice.take() == ["ACK 1-1 #a1 BUY BTC-USD 0.5000 @ 43000.00 GTC"]
+
+
+def test_a_balance_behind_an_order_given_up_on_is_asked_after_its_unavailable(shards):
+    alice = shards.session("alice")
+    alice.say("BUY BTC-USD 0.5 @ 43000 #a1")
+    alice.say("BALANCE")
+    assert kinds(shards.take()) == ["HoldOrder"]
+    shards.now = 11.0
+    shards.entry.expire(10.0)
+    assert alice.take() == ["REJ #a1 UNAVAILABLE no answer from the engine in 10 s; the outcome is unknown: send"
+                            " the same order again with its #client-order-id, or ask STATUS"]
+    [(_, asked)] = shards.take()
+    assert asked.command == GetBalances("alice", None, {})
+    shards.now = 15.0
+    assert shards.entry.expire(10.0) == 0  # its own time runs from when it was asked
+
+
+def test_a_balance_whose_turn_finds_its_shard_busy_is_refused_in_its_turn(shards):
+    alice = shards.session("alice")
+    alice.say("BUY BTC-USD 0.5 @ 43000 #a1")
+    alice.say("BALANCE")
+    shards.full.add("ledger-1")
+    shards.pass_on()
+    assert alice.take() == ["ACK 1-1 #a1 BUY BTC-USD 0.5000 @ 43000.00 GTC",
+                            "REJ BUSY ledger shard 1 is busy; try again"]
+    assert shards.take() == [] and not shards.entry.in_flight.pending
 
 
 def test_balance_of_an_asset_the_exchange_does_not_have_is_refused_at_the_gateway(shards):
@@ -325,8 +390,7 @@ def test_a_shards_answer_to_a_request_given_up_on_is_dropped(shards):
     [(_, request)] = shards.take()
     shards.now = 100.0
     shards.entry.expire(10.0)
-    assert alice.take() == ["REJ UNAVAILABLE no answer from ledger shard 1 in 10 s; the outcome is unknown: send the"
-                            " same transfer again with its reference, or ask BALANCE"]
+    assert alice.take() == ["REJ UNAVAILABLE no answer from ledger shard 1 in 10 s; ask BALANCE again"]
     shards.answer(request, Balances("alice", []))
     assert alice.take() == [] and not alice.disconnected
 

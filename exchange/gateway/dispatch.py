@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from exchange.config import Config
 from exchange.core.instruments import Instrument
@@ -44,7 +45,7 @@ class Dispatcher:
     """Turns requests into commands for the engines that own them, sent through ``in_flight``."""
 
     def __init__(self, config: Config, instruments: dict[str, Instrument], views: OrderViews, in_flight: InFlight,
-                 books: BookRequests):
+                 books: BookRequests, guarded: Callable = lambda session, fn, *args: fn(*args)):
         self.engines = [e.name for e in config.engines]
         self.instruments = instruments
         self.owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
@@ -53,7 +54,7 @@ class Dispatcher:
         self.in_flight = in_flight
         self.books = books
         self.terms = config.terms()  # empty with accounts off
-        self.accounts = AccountRequests(config, in_flight)
+        self.accounts = AccountRequests(config, in_flight, guarded)
 
     def dispatch(self, session: Session, user: str, request: ClientRequest, slot: list):
         """Send ``user``'s request on; return its replies now, a callable that makes them in the

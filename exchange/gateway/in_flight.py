@@ -25,7 +25,7 @@ from exchange.errors import ProtocolError, RejectCode
 from exchange.gateway.ledger_routes import LEDGER_PREFIX, Routes, way_name
 from exchange.gateway.protocol.messages import ClientReply, Rej
 from exchange.gateway.sessions import Session
-from exchange.wire.messages import Reply
+from exchange.wire.messages import GetBalances, Reply
 
 MAX_TIMED_OUT = 10_000  # timed-out placements remembered for their sessions (see ``InFlight.timed_out``)
 
@@ -187,7 +187,9 @@ class InFlight:
                     del self.timed_out[next(iter(self.timed_out))]
             reason = (f"no answer from the engine in {timeout:.0f} s; the outcome is unknown: send the same"
                       " order again with its #client-order-id, or ask STATUS")
-            if pending.engine and pending.engine.startswith(LEDGER_PREFIX):  # a shard's own request
+            if isinstance(pending.command, GetBalances):  # nothing was done: only the answer is missing
+                reason = f"no answer from {way_name(pending.engine)} in {timeout:.0f} s; ask BALANCE again"
+            elif pending.engine and pending.engine.startswith(LEDGER_PREFIX):  # a shard's own request
                 reason = (f"no answer from {way_name(pending.engine)} in {timeout:.0f} s; the outcome is unknown:"
                           " send the same transfer again with its reference, or ask BALANCE")
             # a CANCELALL's OUT lines from the engines that did answer still follow

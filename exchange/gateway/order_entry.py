@@ -38,7 +38,8 @@ from exchange.gateway.in_flight import InFlight, Pending, engines_are_busy
 from exchange.gateway.ledger_routes import Routes
 from exchange.gateway.order_views import OrderViews
 from exchange.gateway.protocol.messages import (
-    CancelAllOk, ClientReply, ClientRequest, LoginOk, LoginRequest, LogoutOk, LogoutRequest, PingRequest, Pong, Rej,
+    CancelAllOk, CancelAllRequest, CancelRequest, ClientReply, ClientRequest, LoginOk, LoginRequest, LogoutOk,
+    LogoutRequest, PingRequest, PlaceRequest, Pong, Rej, ReplaceRequest,
 )
 from exchange.gateway.protocol.translate import replies_for_event, reply_for_event
 from exchange.gateway.session_table import SessionTable
@@ -48,6 +49,7 @@ from exchange.wire.messages import Reply
 log = logging.getLogger(__name__)
 
 _ANSWERS_ONLY = (OrderAccepted, OrderRejected, OrderReplaced)  # events only the requester is told of
+_ORDER_REQUESTS = (PlaceRequest, CancelRequest, ReplaceRequest, CancelAllRequest)  # what changes balances
 
 
 class OrderEntry:
@@ -77,7 +79,8 @@ class OrderEntry:
         self.table = SessionTable(config, clock, self._ended)
         self.in_flight = InFlight(config, send, clock, Routes(config))
         self.books = BookRequests(self.instruments, ask_book, clock)
-        self.dispatcher = Dispatcher(config, self.instruments, self.views, self.in_flight, self.books)
+        self.dispatcher = Dispatcher(config, self.instruments, self.views, self.in_flight, self.books, self.guarded)
+        self.accounts = self.dispatcher.accounts if config.accounts else None
         self.run_blocking = run_blocking or (lambda fn, done: done(fn()))
         self.logins = Logins(config, self.run_blocking, later or (lambda delay, fn: fn()), clock)
         # what the transports and the role call, from the part that does it
@@ -131,6 +134,8 @@ class OrderEntry:
             replies = [Rej(e.code, e.reason, getattr(request, "client_order_id", ""))]
         if replies is not None:
             session.fill(slot, replies)
+        elif self.accounts is not None and isinstance(request, _ORDER_REQUESTS) and not slot[0]:
+            session.await_answer(slot)  # a BALANCE after it shows what it did (exchange.gateway.account_requests)
 
     def _dispatch(self, session: Session, request: ClientRequest, slot: list) -> list | None:
         if isinstance(request, PingRequest):
@@ -231,6 +236,8 @@ class OrderEntry:
             if pending is not None:  # a shard's answer changes no order: nobody else hears of it
                 self.guarded(pending.session, self._ledger_answered, reply.events[0], pending)
             return
+        if reply.events and self.accounts is not None:  # before its answer lets a BALANCE go (``seen``)
+            self.accounts.taken(reply.events[-1])
         if pending is None:
             self._replied(reply, None)
             late = self.in_flight.timed_out.pop(reply.request_id, None) if reply.gateway == self.gateway else None

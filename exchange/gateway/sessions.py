@@ -37,6 +37,10 @@ class Session:
     lines held back are no requests), and the transport then stops reading the client; ``resume`` is
     called when half of them are gone. Pushed lines held back are bounded on their own: once more
     than ``max_pushed_bytes`` of them (as text) would wait, the session ends with a BYE instead.
+
+    A request may also wait to be *sent* until the requests before it are answered (a BALANCE, whose
+    answer must include what they did): ``await_answer`` marks a request whose answer later ones
+    wait for, ``when_awaited_answered`` runs what waits once all those taken before it are answered.
     """
 
     def __init__(self, session_id: int, write: Callable[[list[ClientReply]], None],
@@ -72,6 +76,11 @@ class Session:
         self.max_open_orders = 0  # the user's own limit, copied into each PlaceOrder
         self.own_orders: dict[str, None] = {}  # open orders this session placed, oldest first
         self.waiting: deque[tuple[ClientRequest, list]] | None = None  # requests behind a LOGIN being checked
+        # requests whose answers what comes after them waits for: id of their slot → their number, oldest
+        # first, until answered; and what waits: (the number of the last such request before it, what to do)
+        self.awaited: dict[int, int] = {}
+        self.awaited_taken = 0
+        self.after_awaited: deque[tuple[int, Callable[[], None]]] = deque()
 
     def has_room(self) -> bool:
         """Whether the session may take one more request now; if not, ``resume`` says when."""
@@ -99,16 +108,37 @@ class Session:
         slot[0] = True
         if callable(replies):
             slot[1] = replies
+            self.flush()
         elif self.queue and self.queue[0] is slot and not slot[1]:
             # its turn has come (the common case): the lines leave now, so ``held`` need not count them
             self.queue.popleft()
             self.unanswered -= 1
             self.flush(replies)
-            return
         else:
             slot[1].extend(replies)
             self._count(replies, +1)
-        self.flush()
+            self.flush()
+        if self.awaited and self.awaited.pop(id(slot), None) is not None and self.after_awaited:
+            self._awaited_answered()
+
+    def await_answer(self, slot: list) -> None:
+        """What ``when_awaited_answered`` is given from now on waits for the answer that fills ``slot``."""
+        self.awaited_taken += 1
+        self.awaited[id(slot)] = self.awaited_taken
+
+    def when_awaited_answered(self, then: Callable[[], None]) -> None:
+        """``then()`` once every request awaited so far is answered (now, if none waits), whatever
+        is taken after it."""
+        if self.awaited:
+            self.after_awaited.append((self.awaited_taken, then))
+        else:
+            then()
+
+    def _awaited_answered(self) -> None:
+        oldest = next(iter(self.awaited.values()), None)  # the oldest awaited request not yet answered
+        after = self.after_awaited
+        while after and not self.closed and (oldest is None or after[0][0] < oldest):
+            after.popleft()[1]()
 
     def push(self, replies: list[ClientReply]) -> None:
         if self.closed:

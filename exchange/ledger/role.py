@@ -13,7 +13,8 @@ Sockets (this process binds the stable side):
     history   DEALER connect  → journal writer's history service: its history at start, missed engine batches
     engines   PUSH   connect, one per engine → the held orders and the cancels, once the hold is durable
     replies   PUSH   connect, one per gateway → the gateway a request came from: refusals, transfer outcomes,
-                                balances, released at the watermark
+                                balances (once the engines are settled as far as the question names), released
+                                at the watermark
 
 Settlement reads each engine's released batches as they come; a batch that does not follow the
 last one settled, or what the journal held a check (a second) ago and has not come (the engines'
@@ -85,7 +86,9 @@ class LedgerProcess:
             raise JournalError(f"{spec.name}: the journal holds batch {held.batch} seq {held.seq}, but its events"
                                f" rebuild batch {position.batch} seq {ledger.seq}; run `exchange journal verify`")
         owner = {symbol: e.name for e in config.engines for symbol in e.instruments}
-        self.shard = Shard(ledger, opened.epoch, held, owner, spec.checkpoint_every, spec.checkpoint_part_size)
+        # a balance question waits for settlement no longer than its gateway waits for the answer
+        self.shard = Shard(ledger, opened.epoch, held, owner, spec.checkpoint_every, spec.checkpoint_part_size,
+                           max_balance_wait_s=config.gateway.request_timeout)
         for hold in ledger.holds.values():  # passed on before a restart, maybe never arrived
             if not hold.order_id:
                 self.shard.awaiting[(hold.user, hold.client_order_id)] = (owner[hold.symbol], time.time_ns())
@@ -208,7 +211,8 @@ class LedgerProcess:
                 self.on_subscriptions()
             if self.settle in ready:  # gather a few ms of them: one settlement, one journal batch
                 poller.modify(self.settle, 0)
-                settle_at = time.monotonic() + SETTLE_EVERY_S
+                # unless a balance question waits for them (its gateway heard of them first)
+                settle_at = time.monotonic() + (0.0 if shard.asking else SETTLE_EVERY_S)
             # but before requests: what a user was told is settled before their next order holds (the
             # journal writer passes a batch to the shards before the gateway)
             if settle_at is not None and (self.commands in ready or time.monotonic() >= settle_at):

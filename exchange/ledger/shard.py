@@ -12,7 +12,8 @@ the private feed. Held orders and cancels go on to their engines at once, in the
 (so a cancel never overtakes its order); a held order names the shard's batch that holds its hold
 (``Request.after``), and the journal writes the engine's batch of it only after that one, so an
 ACK (which comes from the engine, once its batch is durable) always follows a durable hold. A
-balance question is answered with the batch before it, or at once when nothing waits.
+balance question waits until the engines are settled as far as its gateway had seen them
+(``GetBalances.seen``), then is answered with the batch before it, or at once when nothing waits.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import msgspec
 from exchange.core import ledger_checkpoint
 from exchange.core.ledger import Ledger, shard_of
 from exchange.core.ledger_messages import (
-    DepositFunds, HoldOrder, HoldRejected, HoldReplace, OrderHeld, OrderSettled, ReleaseHold, ReplaceHeld,
-    SettleEvents, WithdrawFunds, available_account, held_account,
+    DepositFunds, HoldOrder, HoldReplace, OrderHeld, OrderSettled, ReleaseHold, ReplaceHeld, SettleEvents,
+    WithdrawFunds, available_account, held_account,
 )
 from exchange.core.messages import CancelAll, CancelOrder
 from exchange.errors import WireError
@@ -39,7 +40,12 @@ from exchange.wire.messages import (
 log = logging.getLogger(__name__)
 
 _replace = msgspec.structs.replace
-_TRANSFERS = (DepositFunds, WithdrawFunds)
+
+
+def moves_funds(event) -> bool:
+    """Whether a shard's event changed balances: it carries an entry (a hold, a transfer applied, a
+    release); a refused or repeated transfer, or a refused hold, changes none."""
+    return getattr(event, "entry", None) is not None
 
 
 class Released(msgspec.Struct):
@@ -64,7 +70,8 @@ class Shard:
 
     def __init__(self, ledger: Ledger, epoch: int, position: EnginePosition, owner: dict[str, str],
                  checkpoint_every: int = 100_000,
-                 checkpoint_part_size: int = ledger_checkpoint.DEFAULT_PART_SIZE):
+                 checkpoint_part_size: int = ledger_checkpoint.DEFAULT_PART_SIZE,
+                 max_balance_wait_s: float = 10.0):
         self.ledger = ledger
         self.name = f"ledger-{ledger.shard}"
         self.epoch = epoch
@@ -91,6 +98,11 @@ class Shard:
         self.engine_clock: dict[str, int] = {}  # engine → ts_matched of the last batch of it settled
         # engine → (epoch, first seq, last seq, events of ours) taken in and not settled yet
         self.unsettled: dict[str, tuple[int, int, int, list]] = {}
+        # GetBalances waiting for settlement to reach what they name (``seen``): (give up at, the request),
+        # at most ``max_balance_wait_s`` each (the gateways' request_timeout: by then the gateway has
+        # answered UNAVAILABLE, and a late answer could lack what the user was told)
+        self.asking: deque[tuple[float, Request]] = deque()
+        self.max_balance_wait_s = max_balance_wait_s
         self.requests = Decoder(list[Request])
 
     # -- one turn ---------------------------------------------------------------------------------
@@ -130,8 +142,10 @@ class Shard:
             log.error("commands: user %s belongs to another shard; is every role on the same config?", user)
             return
         if isinstance(command, GetBalances):
-            self.outputs.append(("reply", "", Reply(request.session, request.request_id,
-                                                    [self.balances(user, command.asset)], request.gateway)))
+            if self.behind(command.seen):  # its gateway has taken in engine events this shard has not: at ``seal``
+                self.asking.append((time.monotonic() + self.max_balance_wait_s, request))
+            else:
+                self.answer_balances_to(request)
             return
         events = self.ledger.handle(command)
         self.entries.append(Entry(request.gateway, request.session, request.request_id, command, events))
@@ -153,7 +167,7 @@ class Shard:
             else:  # refused, or a transfer's outcome: the requester hears it once it is durable
                 self.outputs.append(("reply", "", Reply(request.session, request.request_id, [event],
                                                         request.gateway)))
-                if isinstance(command, _TRANSFERS) and not isinstance(event, HoldRejected):
+                if moves_funds(event):
                     self.balance_changed(user)
 
     def handle_own(self, command: DepositFunds | ReleaseHold) -> list:
@@ -161,8 +175,41 @@ class Shard:
         its events."""
         events = self.ledger.handle(command)
         self.entries.append(Entry("", 0, 0, command, events))
-        self.balance_changed(command.user)
+        if any(map(moves_funds, events)):
+            self.balance_changed(command.user)
         return events
+
+    # -- balance questions ------------------------------------------------------------------------------
+
+    def behind(self, seen: dict[str, int]) -> list[tuple[str, int]]:
+        """The (engine, seq) of ``seen`` that this shard has not taken in yet (engines it does not
+        settle aside: they never will be)."""
+        return [(engine, seq) for engine, seq in seen.items()
+                if engine in self.engines and self.settled_to(engine) < seq]
+
+    def answer_balances_to(self, request: Request) -> None:
+        """Answer a GetBalances with its user's balances now, the engine events taken in settled first."""
+        self.settle_pending()
+        command: GetBalances = request.command
+        self.outputs.append(("reply", "", Reply(request.session, request.request_id,
+                                                [self.balances(command.user, command.asset)], request.gateway)))
+
+    def answer_balances(self) -> None:
+        """Answer each GetBalances waiting whose engines are now settled as far as it names (what its
+        gateway had taken in: the answers to the session's earlier requests among them); give up on
+        those that waited ``max_balance_wait_s``."""
+        now, waiting = time.monotonic(), deque()
+        for give_up_at, request in self.asking:
+            behind = self.behind(request.command.seen)
+            if not behind:
+                self.answer_balances_to(request)
+            elif now >= give_up_at:
+                log.warning("gave up on a balance question of %s: %s not settled to seq %d in %.0f s (its"
+                            " gateway answers UNAVAILABLE)", request.command.user, *behind[0],
+                            self.max_balance_wait_s)
+            else:
+                waiting.append((give_up_at, request))
+        self.asking = waiting
 
     def settled_to(self, engine: str) -> int:
         """The last event of ``engine`` taken in here (journaled, or waiting in ``unsettled``)."""
@@ -220,7 +267,10 @@ class Shard:
 
         Orders and cancels leave at once, in order: a held order names this batch (``after``), and the
         journal writes its engine's batch only after this one. Replies and balances wait for the
-        watermark, behind any batch before them."""
+        watermark, behind any batch before them; the balance questions settled far enough are
+        answered first (``answer_balances``)."""
+        if self.asking:
+            self.answer_balances()
         entries, outputs = self.entries, self.outputs
         self.entries, self.outputs = [], []
         if self.changed:

@@ -46,10 +46,16 @@ class _Wire(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class GetBalances(_Wire, tag=True):
-    """A user asks their ledger shard for their balances (one asset, or all): not journaled."""
+    """A user asks their ledger shard for their balances (one asset, or all): not journaled.
+
+    ``seen``: engine → the last seq of it that the asking gateway had taken in when it asked (after
+    the answers to the session's earlier requests); the shard answers once it has settled each of
+    them that far, so the balances hold everything those answers told. Empty (older gateways):
+    answered as they are."""
 
     user: str
     asset: str | None = None
+    seen: dict[str, int] = {}
 
 
 class Balance(_Wire):

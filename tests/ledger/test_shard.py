@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from exchange.core.ledger import Ledger, shard_of
-from exchange.core.ledger_messages import DepositFunds, HoldOrder, HoldRejected, OrderHeld, ReleaseHold
+from exchange.core.ledger_messages import (
+    DepositFunds, FundsDeposited, HoldOrder, HoldRejected, OrderHeld, ReleaseHold, TransferRejected, TransferRepeated,
+    WithdrawFunds,
+)
 from exchange.core.matching import Matcher
 from exchange.core.messages import CancelOrder, OrderAccepted, PlaceOrder
 from exchange.core.orders import Side, TimeInForce
@@ -308,3 +313,94 @@ def test_an_opening_balance_the_shard_refuses_is_logged_as_an_error(caplog):
     assert process.shard.ledger.balance("bob", "USD") == (0, 0)
     assert any(r.levelname == "ERROR" and "the opening balance of bob 10000000 USD was refused" in r.getMessage()
                for r in caplog.records), caplog.text
+
+
+# -- balances: once settled as far as the gateway has seen; pushed only when funds moved ----------------
+
+def filled_buy(shard: Shard) -> tuple[EventBatch, list]:
+    """alice's order of 1 lot at 100.00, held and passed on, and the engine batch that fills it (not
+    given to the shard yet: the one before it, with a sell of another shard's user, neither); and
+    alice's balances before it."""
+    shard.handle_requests([frame(Request("gw/1", 7, 70, HoldOrder(buy("alice", 1, 10000, "f1")), "e1"))])
+    [request] = shard.seal()[1].forwards["e1"]
+    shard.on_durable(durable(shard))
+    matcher = Matcher(1, [CONFIG.instrument_map()[s] for s in ("BTC-USD", "ETH-USD")])
+    seller = next(u for u in ("bob", "carol", "dave", "erin") if not shard.ledger.owns(u))
+    matcher.handle(PlaceOrder(seller, "BTC-USD", Side.SELL, 1, 10000, ts_received=time.time_ns()))
+    return engine_batch(matcher, [request.command]), shard.balances("alice").balances
+
+
+def test_a_balance_waits_until_the_engines_are_settled_as_far_as_its_gateway_had_seen_them():
+    shard = funded("alice")
+    filled, before = filled_buy(shard)
+    asked = GetBalances("alice", None, {"e1": filled.last_seq, "e9": 5})  # an engine it does not settle: no wait
+    shard.handle_requests([frame(Request("gw/1", 7, 71, asked, ""))])
+    assert shard.seal() == (None, None) and shard.asking  # not before the fill is settled
+    assert shard.settle(EventBatch("e1", 1, 1, 1, filled.first_seq - 1, []))  # the engine's batch before it
+    assert shard.seal() == (None, None)
+    assert shard.settle(filled)
+    batch_frame, now = shard.seal()  # settled, then answered behind that batch
+    assert now is None and batch_frame is not None and not shard.asking
+    [reply] = shard.on_durable(durable(shard)).replies
+    [balances] = reply.events
+    assert reply.request_id == 71 and balances == shard.balances("alice") and balances.balances != before
+    assert dict((b.asset, b.available) for b in balances.balances)["BTC"] == 10_000  # 0.0001 BTC
+    assert shard.seal() == (None, None)  # answered once
+
+
+def test_a_balance_asked_by_an_older_gateway_or_of_engines_already_settled_is_answered_at_once():
+    shard = funded("alice")
+    filled, _ = filled_buy(shard)
+    assert shard.settle(EventBatch("e1", 1, 1, 1, filled.first_seq - 1, [])) and shard.settle(filled)
+    shard.handle_requests([frame(Request("gw/1", 7, 72, GetBalances("alice", "BTC"), ""),
+                                 Request("gw/1", 7, 73, GetBalances("alice", "BTC", {"e1": filled.last_seq}), ""))])
+    shard.seal()  # the fill taken in is settled before the answers
+    replies = shard.on_durable(durable(shard)).replies
+    assert [(r.request_id, r.events) for r in replies] == [
+        (72, [Balances("alice", [Balance("BTC", 10_000, 0)])]), (73, [Balances("alice", [Balance("BTC", 10_000, 0)])])]
+    # as an older gateway sends it (no ``seen``), and as an older shard reads a newer gateway's
+    old = msgspec.msgpack.encode(["GetBalances", "alice", None])
+    assert msgspec.msgpack.decode(old, type=GetBalances) == GetBalances("alice", None, {})
+
+    class OldGetBalances(msgspec.Struct, frozen=True, array_like=True, tag="GetBalances"):
+        user: str
+        asset: str | None = None
+
+    new = encode(GetBalances("alice", "BTC", {"e1": 9}))
+    assert msgspec.msgpack.decode(new, type=OldGetBalances) == OldGetBalances("alice", "BTC")
+
+
+def test_a_balance_whose_settlement_never_comes_is_given_up_after_the_wait_and_never_answered(caplog):
+    """Its gateway has answered it UNAVAILABLE by then (the wait is the gateway's request_timeout):
+    answering it later with balances that may lack the fill would tell the user something false."""
+    shard = funded("alice")
+    shard.max_balance_wait_s = 0.0
+    filled, _ = filled_buy(shard)
+    shard.handle_requests([frame(Request("gw/1", 7, 74, GetBalances("alice", None, {"e1": filled.last_seq}), ""))])
+    with caplog.at_level("WARNING", logger="exchange.ledger.shard"):
+        assert shard.seal() == (None, None)
+    assert not shard.asking
+    assert "gave up on a balance question of alice" in caplog.text
+    assert shard.settle(EventBatch("e1", 1, 1, 1, filled.first_seq - 1, [])) and shard.settle(filled)
+    shard.settle_pending()
+    shard.seal()
+    assert shard.on_durable(durable(shard)).replies == []
+
+
+def test_a_refused_or_repeated_transfer_pushes_no_balances():
+    """Only what moved funds changes balances (docs/market-data.md): a refused withdrawal, a transfer
+    sent again and a refused deposit of the shard's own push nothing to the user's private feed."""
+    shard = funded("alice", "100")
+    for request_id, transfer in enumerate([WithdrawFunds("alice", "USD", usd("500"), "w1"),
+                                           DepositFunds("alice", "USD", usd("5"), "d2"),
+                                           DepositFunds("alice", "USD", usd("5"), "d2")], 80):
+        shard.handle_requests([frame(Request("gw/1", 7, request_id, transfer, ""))])
+        shard.seal()
+        released = shard.on_durable(durable(shard))
+        [reply] = released.replies
+        moved = isinstance(reply.events[0], FundsDeposited)
+        assert isinstance(reply.events[0], (TransferRejected, FundsDeposited, TransferRepeated))
+        assert list(released.balances) == (["alice"] if moved else [])
+    shard.handle_own(DepositFunds("alice", "USD", 0, "opening:alice:USD"))  # refused: not positive
+    shard.seal()
+    assert shard.on_durable(durable(shard)).balances == {}
