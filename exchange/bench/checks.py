@@ -7,6 +7,7 @@ add up per instrument (bought = sold); the journal holds what the sessions were 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections import Counter, defaultdict
 
@@ -57,12 +58,14 @@ def finish(result: BenchResult, options: BenchOptions, config: Config, baseline:
     result.counts = {"sent": dict(sent), "requests": requests, "answered": answered,
                      "unanswered": sum(r["unanswered"] for r in reports), "answers": dict(answers),
                      "rejects": dict(rejects.most_common()), "reject_reasons": reasons, "late_fills": sum(r["late_fills"] for r in reports)}
-    first, last = int(options.warmup), int(options.warmup + options.duration)
+    acked = sum(r["acked_in_window"] for r in reports)  # counted at the window's ends (load.py), not whole seconds
+    # the slowest and fastest of the whole seconds (from the start) inside the window
+    first, last = math.ceil(options.warmup), math.floor(options.warmup + options.duration)
     measured = [acked_per_second.get(s, 0) for s in range(first, last)]
     for entry in result.series:
         entry["acked"] = acked_per_second.get(entry["t"] - 1, 0)
     result.throughput = {
-        "offered_per_s": options.rate, "acked_per_s": round(sum(measured) / window, 1),
+        "offered_per_s": options.rate, "acked_per_s": round(acked / window, 1),
         "acked_per_s_min_second": min(measured) if measured else 0,
         "acked_per_s_max_second": max(measured) if measured else 0,
         "requests_per_s": round(requests / (options.warmup + options.duration), 1)}

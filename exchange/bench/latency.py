@@ -6,6 +6,7 @@ significant digits), so the orchestrating process can add them up.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from hdrh.histogram import HdrHistogram
@@ -16,7 +17,13 @@ HIGHEST_US = 3_600_000_000  # one hour, in µs
 
 
 def pick(sorted_values: list[int], q: float) -> int:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] if sorted_values else 0
+    """The nearest-rank ``q`` quantile (the ⌈q·n⌉-th value), as HdrHistogram gives the others: the
+    p99 of 1..100 is 99. q·n is rounded first so that float noise (0.07 * 100 = 7.000000000000001)
+    does not push it up a rank."""
+    if not sorted_values:
+        return 0
+    rank = math.ceil(round(q * len(sorted_values), 9))
+    return sorted_values[min(len(sorted_values), max(1, rank)) - 1]
 
 
 def record(histogram: HdrHistogram, values: list[int]) -> None:

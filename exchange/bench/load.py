@@ -67,6 +67,7 @@ class Worker:
         self.histograms = {k: HdrHistogram(1, HIGHEST_US, 3) for k in KINDS[:4]}
         self.fills = [[0, 0, 0, 0] for _ in self.instruments]  # buy count, sell count, buy units, sell units
         self.acked_in_second: Counter[int] = Counter()
+        self.acked_at: list[int] = []  # the acks counted so far when the window opened, and closed
         self.traced: list[tuple[str, str, int, int]] = []  # sampled ACKs: user, cid, due, read (perf ns)
         self.sessions: list[Session] = []
         self.running = False
@@ -90,6 +91,10 @@ class Worker:
 
     def outstanding(self) -> int:
         return sum(len(s.outstanding) for s in self.sessions)
+
+    def acked_in_window(self) -> int:
+        """Acks received in the measured window [measure_from, end), to one turn of the event loop."""
+        return self.acked_at[1] - self.acked_at[0]
 
     def interval(self) -> dict:
         """Move this second's latencies into the histograms; return a progress record."""
@@ -145,6 +150,7 @@ async def _generate(plan: dict, conn) -> None:
                 session.next_request(time.perf_counter_ns())
             session.flush()
     ticker = loop.create_task(_tick(w, conn))
+    counting = loop.create_task(_count_window(w))
     if w.rate is not None:
         await _schedule(w)
     else:
@@ -154,6 +160,7 @@ async def _generate(plan: dict, conn) -> None:
     while w.outstanding() and time.monotonic() < deadline and not all(s.closed for s in w.sessions):
         await asyncio.sleep(0.01)
     ticker.cancel()
+    await counting
     conn.send(("drained", w.outstanding()))
     await loop.run_in_executor(None, conn.recv)  # every worker is drained: pushed lines are all written
     for session in w.sessions:
@@ -173,7 +180,7 @@ async def _generate(plan: dict, conn) -> None:
         "late_fills": w.late_fills,
         "rejects": dict(w.rejects), "reject_reasons": w.reject_reasons, "faults": w.faults, "fault_count": w.fault_count,
         "histograms": {k: h.encode() for k, h in w.histograms.items()},
-        "fills": w.fills, "acked_per_second": dict(w.acked_in_second),
+        "fills": w.fills, "acked_per_second": dict(w.acked_in_second), "acked_in_window": w.acked_in_window(),
         "traced": [(user, cid, due + wall_offset, read + wall_offset) for user, cid, due, read in w.traced],
         "cpu_s": times.user + times.system}))
 
@@ -198,6 +205,15 @@ async def _schedule(w: Worker) -> None:
             session.flush()
         wait = (w.start + n * interval - time.perf_counter_ns()) / 1e9
         await asyncio.sleep(max(wait, 0.0002))
+
+
+async def _count_window(w: Worker) -> None:
+    """Note the acks counted so far when the measured window opens and when it closes. The
+    per-second counts are whole seconds from the start, which a fractional --warmup or
+    --duration cuts through."""
+    for moment in (w.measure_from, w.end):
+        await asyncio.sleep(max(0.0, (moment - time.perf_counter_ns()) / 1e9))
+        w.acked_at.append(sum(w.acked_in_second.values()))
 
 
 async def _tick(w: Worker, conn) -> None:

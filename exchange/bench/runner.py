@@ -167,6 +167,7 @@ def _measure(options, config, pids, workers, subscribers, start_wall, measure_fr
     cpu_start: dict[str, float] = {}
     wait_start: dict[str, float | None] = {}
     busy_start = None
+    sampled_from = 0.0  # when cpu_start was sampled: the CPU figures are per second of [sampled_from, now]
     ticks: dict[int, list[dict]] = defaultdict(list)
     journal_samples = []
     done: dict[int, dict] = {}
@@ -178,13 +179,14 @@ def _measure(options, config, pids, workers, subscribers, start_wall, measure_fr
             cpu_start = {label: cpu_seconds(pid) for label, pid in {**pids, **own}.items()}
             wait_start = {label: cpu_wait_seconds(pid) for label, pid in pids.items()}
             busy_start = machine_busy()
+            sampled_from = now
             if options.profile_dir:
                 profilers += start_profilers(pids, options.profile_dir, options.duration)
         if busy_start is not None and not result.cpu and now >= measure_to:
             cpu_end = {label: cpu_seconds(pid) for label, pid in {**pids, **own}.items()}
             wait_end = {label: cpu_wait_seconds(pid) for label, pid in pids.items()}
             busy_end = machine_busy()
-            window = now - measure_from
+            window = now - sampled_from
             result.cpu = {label: round((cpu_end[label] - cpu_start[label]) / window, 3)
                           for label in cpu_end if cpu_end[label] is not None and cpu_start.get(label) is not None}
             result.cpu_wait = {label: round((wait_end[label] - wait_start[label]) / window, 3) for label in wait_end
@@ -216,7 +218,13 @@ def _measure(options, config, pids, workers, subscribers, start_wall, measure_fr
         second = min((len(t) for t in ticks.values()), default=0)
         if len(ticks) == len(workers) and second > len(result.series):
             result.series.append(_progress(ticks, second - 1, start_wall, options, result, pids, say))
-        time.sleep(max(0.0, 1.0 - (time.time() - now)) if len(drained) < len(workers) else 0.05)
+        pause = max(0.0, 1.0 - (time.time() - now)) if len(drained) < len(workers) else 0.05
+        # wake at the window's ends themselves to sample the CPU there: on the one-second beat
+        # alone the samples came up to a second late, and the tail after measure_to was counted
+        cpu_moment = measure_from if busy_start is None else measure_to if not result.cpu else None
+        if cpu_moment is not None:
+            pause = min(pause, max(0.0, cpu_moment - time.time()))
+        time.sleep(pause)
     if reader is not None:
         reader.close()
     result.journal["samples"] = [(t, seqs) for t, seqs in journal_samples]
