@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
-from exchange.wire.messages import encode
 
 
 PUSHED = ("FILL ", "OUT ", "REDUCED ")  # lines the gateway sends without a request
@@ -14,7 +13,12 @@ PUSHED = ("FILL ", "OUT ", "REDUCED ")  # lines the gateway sends without a requ
 
 class TextClient:
     """A text-protocol session over TCP. ``request`` sends a line and returns its one reply line;
-    pushed lines (FILL, OUT, REDUCED) that arrive meanwhile are kept in ``pushed``."""
+    pushed lines (FILL, OUT, REDUCED) that arrive meanwhile are kept in ``pushed``.
+
+    A request whose reply does not come in time raises TimeoutError, and the session stays usable:
+    the gateway answers every request, in order, so that reply (or the rest of its block) is still
+    owed, and the next requests read it and drop it before their own. They never take it for theirs.
+    """
 
     def __init__(self, host: str, port: int, timeout: float = 10.0, source: str | None = None):
         self.timeout = timeout
@@ -22,6 +26,10 @@ class TextClient:
                                              source_address=(source, 0) if source else None)
         self.buffer = b""
         self.pushed: deque[str] = deque()
+        # the requests whose replies are still to come, oldest first: (a block?, the order id of a
+        # CANCEL, whose reply is an OUT line); and the lines of the oldest one's block read so far
+        self.owed: deque[tuple[bool, str | None]] = deque()
+        self.partial: list[str] = []
 
     def send_line(self, line: str | bytes) -> None:
         data = line if isinstance(line, bytes) else line.encode()
@@ -66,23 +74,45 @@ class TextClient:
         self.send_line(line)
         words = line.split()
         canceling = words[1] if len(words) == 2 and words[0].upper() == "CANCEL" else None
-        return self.read_reply(timeout, canceling)
+        return self._answer(False, canceling, timeout)[0]
 
     def request_block(self, line: str, timeout: float | None = None) -> list[str]:
-        """Send an ORDERS or a BOOK; return the lines of its reply, up to its END line (or its REJ)."""
-        lines = [self.request(line, timeout)]
-        while not lines[-1].startswith(("END ", "REJ ")):
-            lines.append(self.read_reply(timeout))
+        """Send an ORDERS, a BOOK or a BALANCE; return the lines of its reply, up to its END line (or its REJ)."""
+        self.send_line(line)
+        return self._answer(True, None, timeout)
+
+    def _answer(self, block: bool, canceling: str | None, timeout: float | None) -> list[str]:
+        """The reply to the request just sent, within ``timeout``: the replies still owed to
+        requests before it that timed out come first, and are read and dropped."""
+        self.owed.append((block, canceling))
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while True:
+            lines = self._took(self.read_reply(max(0.0, deadline - time.monotonic()), self.owed[0][1]))
+            if lines is not None and not self.owed:
+                return lines
+
+    def _took(self, line: str) -> list[str] | None:
+        """``line`` is (part of) the oldest owed reply: its lines once whole (it is then no longer
+        owed), else None."""
+        self.partial.append(line)
+        if self.owed[0][0] and not line.startswith(("END ", "REJ ")):
+            return None
+        lines, self.partial = self.partial, []
+        self.owed.popleft()
         return lines
 
     def next_pushed(self, timeout: float | None = None) -> str:
         """The next pushed line (FILL, OUT, REDUCED), from ``pushed`` or the socket."""
         if self.pushed:
             return self.pushed.popleft()
-        line = self.read_line(timeout)
-        if not line.startswith(PUSHED):
-            raise AssertionError(f"expected a pushed line, got {line!r}")
-        return line
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if line.startswith(PUSHED):
+                return line
+            if not self.owed:
+                raise AssertionError(f"expected a pushed line, got {line!r}")
+            self._took(line)  # a late reply to a request that timed out: dropped
 
     def close(self) -> None:
         self.sock.close()
