@@ -10,6 +10,12 @@ way to the engine (or to the user's ledger shard) is full, the request is refuse
 unanswered for ``request_timeout`` is answered UNAVAILABLE: its outcome is unknown; if the engine
 accepted the order all the same, the order is still its session's, for cancel on disconnect.
 
+With accounts on, a placement may be refused by its user's ledger shard for a client order id on
+hold for an order this gateway has not taken in yet (placed on another gateway: docs/configuration.md).
+It then waits here too (``resends``), for that order's acceptance or refusal in a released batch, still
+counted against its engine, and is answered UNAVAILABLE if none comes within ``request_timeout`` of
+its sending.
+
 The gateway's own requests (cancels of a session that ended) have no session waiting for them;
 one an engine had no room for is sent again at the next ``expire``.
 """
@@ -33,7 +39,7 @@ class Pending:
     """A request sent to engines whose answer has not been released yet."""
 
     __slots__ = ("session", "slot", "command", "waiting", "count", "key", "sent", "also", "engine", "lines",
-                 "counted", "unreached")
+                 "counted", "unreached", "refusal", "awaited")
 
     def __init__(self, session: Session, slot: list, command: Command, waiting: int = 1, key=None,
                  sent: float = 0.0):
@@ -45,6 +51,10 @@ class Pending:
         self.counted: list[str] = []  # the engines whose in-flight count this request holds
         self.lines: list[ClientReply] = []  # CANCELALL: the requester's OUT lines, until all engines answer
         self.unreached: list[str] = []  # CANCELALL: engines it could not be sent to (their orders stay)
+        # a placement waiting in ``InFlight.resends``: its reply if it is not the order that holds its client
+        # order id (the shard's DUPLICATE_ID), and that order's id if the shard named it
+        self.refusal: list[ClientReply] = []
+        self.awaited = ""
 
     def answer(self, replies: list[ClientReply]) -> None:
         """Give the requester, and whoever resent the same order, these replies."""
@@ -83,6 +93,9 @@ class InFlight:
         # an order the engine accepted all the same is still its session's (cancel on disconnect);
         # the oldest are forgotten past MAX_TIMED_OUT
         self.timed_out: dict[int, Session] = {}
+        # placements refused by their ledger shard for a client order id held by an order not taken in here
+        # yet: (user, client order id) → those waiting for that order's acceptance or refusal
+        self.resends: dict[tuple[str, str], list[Pending]] = {}
 
     def forward(self, session: Session, slot: list, engine: str, command: Command, key=None, sent=None) -> None:
         """Send ``command`` to ``engine`` (``sent`` in its place, if given: the ledger shard's wrapping of
@@ -150,6 +163,40 @@ class InFlight:
         if pending.key:
             self.placements.pop(pending.key, None)
 
+    def wait_for_order(self, pending: Pending, refusal: list[ClientReply], order_id: str = "") -> None:
+        """``pending`` (a placement with a client order id, answered by its shard) waits for the order that
+        holds its id (``order_id``, if the shard named it) to be taken in; it counts as in flight meanwhile."""
+        pending.refusal, pending.awaited = refusal, order_id
+        for engine in pending.counted:
+            self.waiting_on[engine] += 1
+        self.resends.setdefault(pending.key, []).append(pending)
+
+    def heard(self, key: tuple[str, str]) -> list[Pending]:
+        """The placements that waited for the order with this (user, client order id): they wait no more."""
+        waiting = self.resends.pop(key, None)
+        if not waiting:
+            return []
+        for pending in waiting:
+            for engine in pending.counted:
+                self.waiting_on[engine] -= 1
+        return waiting
+
+    def stop_waiting(self, which: Callable[[Pending], bool]) -> list[Pending]:
+        """The placements waiting in ``resends`` for which ``which(pending)``: they wait no more."""
+        stopped: list[Pending] = []
+        for key, waiting in list(self.resends.items()):
+            kept: list[Pending] = []
+            for pending in waiting:
+                (stopped if which(pending) else kept).append(pending)
+            if not kept:
+                del self.resends[key]
+            elif len(kept) < len(waiting):
+                self.resends[key] = kept
+        for pending in stopped:
+            for engine in pending.counted:
+                self.waiting_on[engine] -= 1
+        return stopped
+
     def not_sent(self, engine: str, request_id: int) -> None:
         """The gateway could not hand this request to its engine after all: answer BUSY now, or keep
         a cancel-on-disconnect for the next retry. A request to several engines (CANCELALL) is
@@ -195,4 +242,10 @@ class InFlight:
             # a CANCELALL's OUT lines from the engines that did answer still follow
             pending.answer([Rej(RejectCode.UNAVAILABLE, reason, getattr(pending.command, "client_order_id", "")),
                             *pending.lines])
-        return len(late)
+        unheard = self.stop_waiting(lambda pending: now - pending.sent > timeout) if self.resends else []
+        for pending in unheard:  # the order that holds its client order id never reached this gateway
+            cid = pending.command.client_order_id
+            pending.answer([Rej(RejectCode.UNAVAILABLE, f"client order id #{cid} is held by an order this gateway"
+                                f" has not heard of in {timeout:.0f} s; the outcome is unknown: send the same order"
+                                " again with its #client-order-id, or ask STATUS", cid)])
+        return len(late) + len(unheard)

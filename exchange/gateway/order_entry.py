@@ -247,20 +247,67 @@ class OrderEntry:
         if not isinstance(pending.command, CancelAll):
             answer = reply.events[0] if reply.events else None
             if pending.refused_as_duplicate(answer) and answer.order_id not in self.orders:
-                self._look_up(reply, pending)  # the engine knows the order and this gateway does not
+                # the engine knows the order and this gateway does not: the views learn it from the journal
+                # (or, if it cannot be read, only the events; the request is answered UNAVAILABLE)
+                self._look_up(answer.order_id, pending, lambda read: self._replied(reply, pending if read else None))
                 return
         self.guarded(pending.session, self._replied, reply, pending)
 
     def _ledger_answered(self, answer, pending: Pending) -> None:
         """A ledger shard answered: a refused hold, balances or a transfer's outcome. A hold refused
-        DUPLICATE_ID for an order this gateway knows is a resend: it gets the original ACK."""
-        if isinstance(answer, HoldRejected) and answer.code is RejectCode.DUPLICATE_ID and answer.order_id:
-            view = self.orders.get(answer.order_id)
-            if view is not None and isinstance(pending.command, PlaceOrder) and same_order(view.accepted,
-                                                                                           pending.command):
-                pending.answer([reply_for_event(view.accepted, self.instruments[view.symbol])])
-                return
-        pending.answer(self.dispatcher.accounts.answer(answer, pending))
+        DUPLICATE_ID may be a resend: see ``_in_use``."""
+        replies = self.dispatcher.accounts.answer(answer, pending)
+        if (isinstance(answer, HoldRejected) and answer.code is RejectCode.DUPLICATE_ID and pending.key
+                and isinstance(pending.command, PlaceOrder)):
+            self._in_use(pending, replies, answer.order_id)
+            return
+        pending.answer(replies)
+
+    def _in_use(self, pending: Pending, refusal: list[ClientReply], order_id: str, looked_up: bool = False) -> None:
+        """A placement with a client order id was refused because an order holds that id: ``order_id``, or
+        one the shard has not bound to its order id yet (""). The same order gets the original ACK, another
+        one ``refusal`` (DUPLICATE_ID). An order placed on another gateway may not have reached this one
+        yet (the shard's answer and the journal writer's batch come from different peers): the placement
+        then waits for its acceptance or refusal (``_heard``); one this gateway never will take in is read
+        from the journal."""
+        command = pending.command
+        order_id = order_id or self.views.client_order_ids.taken(pending.key, command.ts_received)
+        view = self.orders.get(order_id) if order_id else None
+        if view is not None:
+            pending.answer([reply_for_event(view.accepted, self.instruments[view.symbol])]
+                           if same_order(view.accepted, command) else refusal)
+        elif order_id and looked_up:
+            pending.answer(refusal)  # not in the journal either
+        elif order_id and self.views.passed(order_id):
+            self._look_up(order_id, pending, lambda read: read and self._in_use(pending, refusal, order_id, True))
+        else:
+            self.in_flight.wait_for_order(pending, refusal, order_id)
+
+    def _heard(self, event) -> None:
+        """An engine's answer to a placement was taken in: answer the placements that waited for it
+        (``_in_use``), and those waiting for an order that this one shows will not come."""
+        in_flight = self.in_flight
+        if isinstance(event, OrderAccepted) or (isinstance(event, OrderRejected) and event.command == "PlaceOrder"):
+            for pending in in_flight.heard((event.user, event.client_order_id)):
+                self.guarded(pending.session, self._answer_resend, pending, event)
+        if isinstance(event, OrderAccepted) and in_flight.resends:
+            passed = self.views.passed
+            for pending in in_flight.stop_waiting(lambda pending: pending.awaited and passed(pending.awaited)):
+                self.guarded(pending.session, self._in_use, pending, pending.refusal, pending.awaited)
+
+    def _answer_resend(self, pending: Pending, event: OrderAccepted | OrderRejected) -> None:
+        """Answer a placement that waited for the order that holds its client order id, now taken in:
+        the same order gets the original answer (its ACK, or the engine's refusal of it), another one
+        DUPLICATE_ID."""
+        command = pending.command
+        if isinstance(event, OrderAccepted):
+            pending.answer([reply_for_event(event, self.instruments[event.symbol])] if same_order(event, command)
+                           else pending.refusal)
+        elif event.code is RejectCode.DUPLICATE_ID and event.order_id:
+            self._in_use(pending, pending.refusal, event.order_id)  # the held order was itself a resend
+        else:  # the order was refused: its id is free again, and a resend of it gets that refusal
+            pending.answer([reply_for_event(event, self.instruments.get(event.symbol))]
+                           if event.symbol == command.symbol else pending.refusal)
 
     def _replied(self, reply: Reply, pending: Pending | None) -> None:
         answer = original = None
@@ -292,6 +339,8 @@ class OrderEntry:
                     pushed.append((session, lines))
         if pending is not None and isinstance(original or answer, OrderAccepted):
             self._placed(pending.session, (original or answer).order_id)
+        if self.in_flight.resends and reply.events:  # a placement's answer comes first in its reply
+            self._heard(reply.events[0])
         # resends of the order get its ACK before its pushed lines, which may go to their sessions too
         if pending is not None and answer is not None:
             for session, slot in pending.also:
@@ -323,10 +372,10 @@ class OrderEntry:
             return view.accepted
         return rejected
 
-    def _look_up(self, reply: Reply, pending: Pending) -> None:
-        """Read the history of the order a resend duplicates from the journal, off the event loop;
-        then answer the reply. A journal that cannot be read answers this request only."""
-        order_id = reply.events[0].order_id
+    def _look_up(self, order_id: str, pending: Pending, then: Callable[[bool], None]) -> None:
+        """Read the history of the order a resend duplicates from the journal, off the event loop; the
+        views learn it, then ``then(True)``. A journal that cannot be read answers this request only
+        (UNAVAILABLE), then ``then(False)``."""
 
         def read() -> list | Exception:
             # any failure is this request's: one raised here would never reach ``done``, and the
@@ -345,10 +394,9 @@ class OrderEntry:
                 pending.answer([Rej(RejectCode.UNAVAILABLE, f"could not tell from the journal whether this is"
                                     f" order {order_id}; the outcome is unknown: send the same order again with its"
                                     " #client-order-id, or ask STATUS", pending.command.client_order_id)])
-                self._replied(reply, None)  # the views learn the events; nobody else is answered
+                then(False)
                 return
-            for event in history:
-                self.views.track(event)
-            self._replied(reply, pending)
+            self.views.learn(history)
+            then(True)
 
         self.run_blocking(read, lambda history: self.guarded(pending.session, done, history))

@@ -69,6 +69,9 @@ class OrderViews:
         self.open_by_user: dict[str, dict[str, None]] = {}  # user → ids of their open orders, oldest first
         # (user, client order id) → order id, read like a dict (``in``, ``[]``, ``get``)
         self.client_order_ids = ClientOrderIds(client_order_id_window, self._is_open)
+        # symbol → the id of the last order accepted on it that the gateway has taken in (from the start's
+        # load and the released batches, which come in order): an engine numbers its orders in order
+        self.last_accepted: dict[str, str] = {}
 
     def _is_open(self, order_id: str, symbol: str) -> bool:
         view = self.orders.get(order_id)
@@ -85,6 +88,28 @@ class OrderViews:
         for event in events:
             self.track(event)
         return len(self.orders) - before
+
+    def learn(self, events: Iterable) -> None:
+        """Learn one order's journaled events, read out of turn (a resend of an order not taken in): unlike
+        the released batches, they say nothing of how far its engine's batches were taken in."""
+        last = dict(self.last_accepted)
+        for event in events:
+            self.track(event)
+        self.last_accepted = last
+
+    def passed(self, order_id: str) -> bool:
+        """Whether the gateway has taken in the acceptance of ``order_id`` or of an order its engine
+        numbered after it: then ``order_id``'s acceptance has come (it may be forgotten since) or never
+        will (its batch was skipped, or it came before what was loaded at start). An id that is not an
+        engine's counts as passed."""
+        head, _, number = order_id.rpartition("-")
+        if not head or not number.isdigit():
+            return True
+        for last in self.last_accepted.values():
+            last_head, _, last_number = last.rpartition("-")
+            if last_head == head and last_number.isdigit() and int(last_number) >= int(number):
+                return True
+        return False
 
     def own(self, user: str, order_id: str, client_order_id: str) -> OrderView:
         """The user's order named by its id or client order id; ProtocolError NOT_YOUR_ORDER if none."""
@@ -120,6 +145,7 @@ class OrderViews:
         """Update the view of the order the event is about (if it is an order event)."""
         if isinstance(event, OrderAccepted):
             self.orders[event.order_id] = OrderView.of(event)
+            self.last_accepted[event.symbol] = event.order_id
             self.open_by_user.setdefault(event.user, {})[event.order_id] = None
             if event.client_order_id:
                 self.client_order_ids.add((event.user, event.client_order_id), event.order_id, event.symbol,
