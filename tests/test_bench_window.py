@@ -69,11 +69,12 @@ def test_a_role_busy_exactly_in_the_window_reads_one_core_sampled_at_its_ends(mo
     result = runner._measure(options, config, {"gateway": 1}, [(FakeProcess(), parent)], [], start_wall,
                              measure_from, measure_to, tmp_path, [], lines.append)
     thread.join(5)
-    assert result.cpu["gateway"] == pytest.approx(1.0, abs=0.02), result.cpu
-    assert result.cpu["load generator 0"] == pytest.approx(1.0, abs=0.02), result.cpu
-    assert result.cpu_wait["gateway"] == pytest.approx(0.5, abs=0.01), result.cpu_wait
-    assert min(sampled) == pytest.approx(measure_from, abs=0.05)  # not half a second later
-    assert max(sampled) == pytest.approx(measure_to, abs=0.05)
+    # (before: 0.6 cores, sampled half a second late; the slack is for a slow, busy machine's sleeps)
+    assert result.cpu["gateway"] == pytest.approx(1.0, abs=0.1), result.cpu
+    assert result.cpu["load generator 0"] == pytest.approx(1.0, abs=0.1), result.cpu
+    assert result.cpu_wait["gateway"] == pytest.approx(0.5, abs=0.05), result.cpu_wait
+    assert min(sampled) == pytest.approx(measure_from, abs=0.25)  # not half a second later
+    assert max(sampled) == pytest.approx(measure_to, abs=0.25)
     assert len(result.series) == 2 and len(lines) == 2, lines  # the progress lines still come
 
 
@@ -125,7 +126,7 @@ def test_a_load_generator_counts_the_acks_it_receives_inside_the_window():
 
     asyncio.run(run())
     inside = sum(1 for t in received if w.measure_from <= t < w.end)
-    assert abs(w.acked_in_window() - inside) <= 2, (w.acked_in_window(), inside)  # one loop turn each end
+    assert abs(w.acked_in_window() - inside) <= 10, (w.acked_in_window(), inside)  # a loop turn each end, on a busy machine
     assert w.acked_in_window() < len(received) - 20  # not the warmup's nor the tail's
 
 
