@@ -18,23 +18,11 @@ gateway taking them in) runs when a test says so.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from exchange.core.ledger import Ledger
-from exchange.core.ledger_messages import DepositFunds
-from exchange.core.matching import Matcher
-from exchange.gateway.ledger_routes import Routes
-from exchange.gateway.order_entry import OrderEntry
-from exchange.gateway.protocol.grammar import format_reply, parse_bytes
-from exchange.gateway.protocol.messages import Rej
-from exchange.journal.readers import EnginePosition
-from exchange.ledger.shard import Released, Shard
-from exchange.testing.mesh import toy_config
-from exchange.wire.messages import Durable, Entry, EventBatch, Request, encode
+import memory_mesh
+from memory_mesh import CONFIG, Client
 
-CONFIG = toy_config(accounts=True)  # alice on ledger-1; AAPL on engine e2 (order ids 2-n)
 TIMEOUT = CONFIG.gateway.request_timeout
 A, B = "gw/a", "gw/b"
 ORDER = "SELL AAPL 1 @ 200.00 #c1"
@@ -45,98 +33,15 @@ UNKNOWN = (f"REJ #c1 UNAVAILABLE client order id #c1 is held by an order this ga
            " or ask STATUS")
 
 
-class TwoGateways:
-    """Gateways A and B, every shard and every engine of CONFIG, turned by hand."""
+class TwoGateways(memory_mesh.MemoryMesh):
+    """Gateways A and B; the shards take their turn as soon as they settle the engines' batches."""
 
     def __init__(self):
-        self.now = 0.0  # both gateways' clock
-        self.routes = Routes(CONFIG)
-        instruments = CONFIG.instrument_map()
-        self.matchers = {e.name: Matcher(e.id, [instruments[s] for s in e.instruments],
-                                         round(e.client_order_id_window * 1e9)) for e in CONFIG.engines}
-        self.engine_batch = {e.name: 0 for e in CONFIG.engines}
-        owner = {symbol: e.name for e in CONFIG.engines for symbol in e.instruments}
-        terms, assets = list(CONFIG.terms().values()), list(CONFIG.asset_map().values())
-        self.shards = {s.name: Shard(Ledger(s.shard, len(CONFIG.ledgers), terms, assets), 1, EnginePosition(), owner)
-                       for s in CONFIG.ledgers}
-        self.to_shard: dict[str, list[Request]] = {name: [] for name in self.shards}
-        self.to_engine: dict[str, list[Request]] = {name: [] for name in self.matchers}
-        self.unsettled: list[EventBatch] = []  # engine batches the shards have not got yet
-        self.untaken: dict[str, list[EventBatch]] = {A: [], B: []}  # ... each gateway has not taken in yet
-        self.journal: list = []  # every engine event, for the gateways' journal look-ups
-        self.gateways = {name: OrderEntry(CONFIG, self.sender(name), name, clock=lambda: self.now,
-                                          history=self.history)
-                         for name in (A, B)}
-
-    def sender(self, gateway: str):
-        def send(engine: str, command, session_id: int, request_id: int) -> bool:
-            way, request = self.routes.route(gateway, engine, command, session_id, request_id)
-            self.to_shard[way].append(request)
-            return True
-        return send
-
-    def history(self, order_id: str) -> list:
-        return [e for e in self.journal if getattr(e, "order_id", "") == order_id]
-
-    def deposit(self, user: str, asset: str, amount: str) -> None:
-        shard = self.shards[CONFIG.ledger_of(user).name]
-        shard.handle_own(DepositFunds(user, asset, CONFIG.asset_map()[asset].to_units(amount), f"d-{user}-{asset}"))
-        self.shard_turns()
-
-    def shard_turns(self) -> None:
-        """A turn of every shard: the gateways' requests, its batch (durable at once), what that releases:
-        held orders to the engines, refusals to the gateway asked."""
-        for shard in self.shards.values():
-            requests, self.to_shard[shard.name] = self.to_shard[shard.name], []
-            if requests:
-                shard.handle_requests([[encode(requests)]])
-            shard.settle_pending(everything=True)
-            _, now = shard.seal()
-            self.deliver(now)
-            self.deliver(shard.on_durable(Durable(shard.name, shard.epoch, shard.batch, shard.ledger.seq)))
-
-    def deliver(self, released: Released | None) -> None:
-        if released is None:
-            return
-        for engine, requests in released.forwards.items():
-            self.to_engine[engine].extend(requests)
-        for reply in released.replies:
-            self.gateways[reply.gateway].on_reply(reply)
-
-    def engine_turns(self) -> None:
-        """A turn of every engine with requests; its batch is on its way to the shards and to both gateways."""
-        for engine, matcher in self.matchers.items():
-            requests, self.to_engine[engine] = self.to_engine[engine], []
-            if not requests:
-                continue
-            first = matcher.seq + 1
-            entries = [Entry(r.gateway, r.session, r.request_id, r.command, matcher.handle(r.command))
-                       for r in requests]
-            self.engine_batch[engine] += 1
-            batch = EventBatch(engine, 1, self.engine_batch[engine], first, matcher.seq, entries, b"", time.time_ns())
-            self.journal.extend(e for entry in entries for e in entry.events)
-            self.unsettled.append(batch)
-            for batches in self.untaken.values():
-                batches.append(batch)
+        super().__init__((A, B))
 
     def settle(self) -> None:
-        """The shards settle every engine batch on its way to them."""
-        batches, self.unsettled = self.unsettled, []
-        for batch in batches:
-            for shard in self.shards.values():
-                assert shard.settle(batch)
+        super().settle()
         self.shard_turns()
-
-    def take_in(self, gateway: str) -> None:
-        """``gateway`` takes in the engine batches on their way to it."""
-        batches, self.untaken[gateway] = self.untaken[gateway], []
-        for batch in batches:
-            for reply in batch.replies():
-                self.gateways[gateway].on_reply(reply)
-
-    def lose(self, gateway: str) -> None:
-        """The engine batches on their way to ``gateway`` never reach it."""
-        self.untaken[gateway] = []
 
     def run(self) -> None:
         """Everything goes its way, the shards first, then A, then B."""
@@ -151,31 +56,6 @@ class TwoGateways:
         return [self.gateways[name].expire(TIMEOUT) for name in (A, B)]
 
 
-class Client:
-    def __init__(self, mesh: TwoGateways, gateway: str, user: str):
-        self.entry = mesh.gateways[gateway]
-        self.lines: list[str] = []
-        self.session = self.entry.open(self.write, lambda: None, "10.0.0.1", None)
-        self.send(f"LOGIN {user} {user}-key")
-        assert self.take() == [f"OK LOGIN {user}"]
-
-    def write(self, replies) -> None:
-        for reply in replies:
-            self.lines.extend(format_reply(reply).split("\n"))
-
-    def send(self, *lines: str) -> None:
-        for line in lines:
-            request = parse_bytes(line.encode(), CONFIG.gateway.max_line)
-            if isinstance(request, Rej):
-                self.entry.on_error(self.session, request)
-            else:
-                self.entry.on_request(self.session, request)
-
-    def take(self) -> list[str]:
-        lines, self.lines = self.lines, []
-        return lines
-
-
 @pytest.fixture
 def mesh() -> TwoGateways:
     mesh = TwoGateways()
@@ -186,7 +66,7 @@ def mesh() -> TwoGateways:
 
 
 def sessions(mesh: TwoGateways) -> tuple[Client, Client]:
-    return Client(mesh, A, "alice"), Client(mesh, B, "alice")
+    return Client(mesh, "alice", A), Client(mesh, "alice", B)
 
 
 def nothing_waits(mesh: TwoGateways) -> bool:
@@ -299,7 +179,7 @@ def test_a_waiting_resend_whose_session_closed_is_answered_to_nobody_and_forgott
 
 
 def test_a_resend_on_b_of_an_order_the_engine_refused_gets_the_same_refusal(mesh):
-    bob = Client(mesh, A, "bob")
+    bob = Client(mesh, "bob", A)
     bob.send("BUY AAPL 1 @ 250.00 #b1")
     mesh.run()
     assert bob.take() == ["ACK 2-1 #b1 BUY AAPL 1 @ 250.00 GTC"]

@@ -17,10 +17,10 @@ from exchange.journal.readers import wait_for_tables
 from exchange.testing.mesh import Mesh, free_ports, loopback_config, wait_until
 
 
-def with_second_gateway(tmp_path: Path) -> Path:
-    """The loopback test config, accounts on, plus gateway g2 on free ports."""
+def with_second_gateway(tmp_path: Path, accounts: bool = True) -> Path:
+    """The loopback test config (accounts on, unless not), plus gateway g2 on free ports."""
     port, zmq_port, replies = free_ports(3)
-    return add_replica(loopback_config(tmp_path, accounts=True), r"\n  replies: tcp://127\.0\.0\.1:\d+\n", "g2", {
+    return add_replica(loopback_config(tmp_path, accounts=accounts), r"\n  replies: tcp://127\.0\.0\.1:\d+\n", "g2", {
         "text": f"127.0.0.1:{port}", "zmq": f"tcp://127.0.0.1:{zmq_port}", "replies": f"tcp://127.0.0.1:{replies}"})
 
 
@@ -30,11 +30,11 @@ def mesh(tmp_path_factory):
         yield running
 
 
-def login(mesh, gateway: str, user: str) -> TextClient:
+def login(mesh, gateway: str, user: str, timeout: float = 10.0) -> TextClient:
     section = mesh.config.gateway.replica(None if gateway == "gateway" else gateway)
     host, port = section.text.rsplit(":", 1)
     wait_until(lambda: listening(host, int(port)), 30, f"gateway {gateway} listens")  # g2 may start after the first
-    client = TextClient(host, int(port), timeout=10)
+    client = TextClient(host, int(port), timeout=timeout)
     assert client.request(f"LOGIN {user} {user}-key") == f"OK LOGIN {user}"
     return client
 

@@ -10,26 +10,16 @@ it was sent to has heard of the order: it waits for it, rather than calling it a
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 
-from conftest import add_replica
-from exchange.client.text import TextClient
 from exchange.journal.readers import wait_for_tables
-from exchange.testing.mesh import Mesh, free_ports, loopback_config, wait_until
+from exchange.testing.mesh import Mesh
+from test_gateways import login as login_on, with_second_gateway
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def with_second_gateway(tmp_path: Path, accounts: bool) -> Path:
-    """The loopback test config plus gateway g2 on free ports."""
-    port, zmq_port, replies = free_ports(3)
-    return add_replica(loopback_config(tmp_path, accounts=accounts), r"\n  replies: tcp://127\.0\.0\.1:\d+\n", "g2", {
-        "text": f"127.0.0.1:{port}", "zmq": f"tcp://127.0.0.1:{zmq_port}", "replies": f"tcp://127.0.0.1:{replies}"})
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["accounts-on", "accounts-off"])
@@ -38,21 +28,8 @@ def mesh(request, tmp_path_factory):
         yield running
 
 
-def listening(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def login(mesh, gateway: str, user: str) -> TextClient:
-    section = mesh.config.gateway.replica(None if gateway == "gateway" else gateway)
-    host, port = section.text.rsplit(":", 1)
-    wait_until(lambda: listening(host, int(port)), 30, f"gateway {gateway} listens")  # g2 may start after the first
-    client = TextClient(host, int(port), timeout=15)  # more than request_timeout: an UNAVAILABLE would show
-    assert client.request(f"LOGIN {user} {user}-key") == f"OK LOGIN {user}"
-    return client
+def login(mesh, gateway: str, user: str):
+    return login_on(mesh, gateway, user, timeout=15)  # more than request_timeout: an UNAVAILABLE would show
 
 
 def placed(mesh, cid: str) -> int:
