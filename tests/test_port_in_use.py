@@ -118,3 +118,14 @@ def test_once_up_a_role_whose_port_is_taken_is_restarted_until_it_is_free_again(
         assert mesh.process.poll() is None and mesh.role_pid("notifier") != notifier
         with mesh.login("alice") as alice:  # the rest ran on
             assert alice.request("PING") == "PONG"
+
+
+def test_a_web_role_whose_port_is_taken_names_the_address_and_its_key(tmp_path):
+    """Its socket is bound before anything else: uvicorn, binding it itself, logged the error and
+    exited with a status the launcher restarted forever."""
+    path = loopback_config(tmp_path, web=True)
+    host, port = load_config(path).web.listen.rsplit(":", 1)
+    with socket.create_server((host, int(port))):
+        run = _role(path, "web")
+    assert run.returncode == CANNOT_START_EXIT, run.stderr[-2000:]
+    _one_error_line(run.stderr, f"Error: 127.0.0.1:{port} is already in use (`$.web.listen`)")

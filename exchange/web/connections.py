@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import time
 
 import h11
@@ -163,6 +164,24 @@ def bounded_protocol(most: int, request_deadline_s: float = REQUEST_DEADLINE_S) 
     within ``request_deadline_s``."""
     return type("BoundedH11Protocol", (BoundedH11Protocol,),
                 {"cap": ConnectionCap(most), "request_deadline_s": request_deadline_s})
+
+
+def listening_socket(listen: str) -> socket.socket:
+    """The web role's TCP socket, bound to ``listen`` (host:port) before anything else starts, so
+    that an address another process holds stops the role at once with that address (OSError
+    EADDRINUSE, worded as asyncio words it), rather than inside uvicorn, which logs it and exits."""
+    host, port = listen.rsplit(":", 1)
+    family, kind, proto, _, address = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"error while attempting to bind on address ('{host}', {port}):"
+                               f" {(e.strerror or str(e)).lower()}") from None
+    return sock
 
 
 def make_server(app, config: WebConfig, most: int, request_deadline_s: float = REQUEST_DEADLINE_S,

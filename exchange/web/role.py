@@ -20,7 +20,7 @@ import zmq.asyncio
 from exchange.config import Config
 from exchange.errors import ConfigError
 from exchange.web.app import Web, make_app
-from exchange.web.connections import fit_descriptor_limit, make_server
+from exchange.web.connections import fit_descriptor_limit, listening_socket, make_server
 from exchange.web.feeds import FeedThread, fetch_instruments
 from exchange.web.hub import Hub
 from exchange.web.markets import MarketView
@@ -37,6 +37,15 @@ def run(config: Config) -> None:
 
 
 async def serve(config: Config) -> None:
+    web_config = config.web
+    listening = listening_socket(web_config.listen)  # first: an address in use stops the role at once
+    try:
+        await _serve(config, listening)
+    finally:
+        listening.close()
+
+
+async def _serve(config: Config, listening) -> None:
     web_config = config.web
     ctx = zmq.asyncio.Context()
     ctx.linger = sockets.LINGER_MS
@@ -67,7 +76,7 @@ async def serve(config: Config) -> None:
     summaries = loop.create_task(hub.send_summaries())
     ready = loop.create_task(_report_ready(server, hub, web_config.listen))
     try:
-        await server.serve()
+        await server.serve(sockets=[listening])
     finally:
         ready.cancel()
         summaries.cancel()
