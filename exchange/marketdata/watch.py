@@ -38,6 +38,7 @@ from exchange.wire.security.curve_keys import public_key
 
 LEVELS = 10
 TRADES = 12
+WAITING_NOTE_S = 5.0  # plain mode: without a book for this long, say so (a stopped mesh looks like a quiet market)
 ADMITTED_WITHIN_S = 10.0  # how long --mine waits for the notifier's verdict on the user's key
 
 
@@ -189,6 +190,8 @@ class Watch:
         self.trades: deque[Trade] = deque(maxlen=TRADES)
         self.latency_ms: float | None = None
         self.resyncs = 0
+        self.unsynced_since: float | None = time.monotonic()  # when the feed last lost (or had not yet) its book
+        self.waiting_said = False
 
     def step(self, timeout: float = 0.2, with_depth: bool = False) -> list[str]:
         lines = []
@@ -202,10 +205,26 @@ class Watch:
             self.resyncs = self.feed.resyncs
             lines.append(f"{to_iso(time.time_ns())} RESYNC {self.feed.symbol}: a gap or silence; book reloaded"
                          f" from a snapshot (re-syncs so far: {self.resyncs})")
+        lines += self._waiting(time.monotonic())
         if self.mine is not None:
             while self.mine.sub.poll(0):
                 lines += self.own.take(self.mine.receive(0), time.time_ns())
         return lines
+
+    def _waiting(self, now: float) -> list[str]:
+        """A line once the feed has had no book for WAITING_NOTE_S (none yet, or it lost it to silence
+        or a gap and no snapshot has come since): the notifier may be down, and the book shown old."""
+        if self.feed.synced:
+            self.unsynced_since, self.waiting_said = None, False
+            return []
+        if self.unsynced_since is None:
+            self.unsynced_since = now
+        if self.waiting_said or now - self.unsynced_since < WAITING_NOTE_S:
+            return []
+        self.waiting_said = True
+        endpoints = ", ".join(self.feed.snapshot_endpoints)
+        return [f"{to_iso(time.time_ns())} WAITING {self.feed.symbol}: no book from the notifier for"
+                f" {now - self.unsynced_since:.0f} s ({endpoints}); is it running? Still asking"]
 
     def render(self) -> Group:
         p, q = self.instrument.format_price, self.instrument.format_qty
