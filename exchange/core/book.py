@@ -143,6 +143,7 @@ class OrderBook:
             self.drop_level(side, price)
             return 0
         prev, after = order.prev, order.next
+        order.next = None  # (see ``unlist``)
         if prev is None:
             level.first = after
             after.prev = None
@@ -184,6 +185,9 @@ class OrderBook:
                 self.user_last[order.user] = before
             else:
                 after.user_prev = prev
+        # an order gone from the book links to no newer one: a chain of gone orders would be freed
+        # one inside the other, and a long one (a cancel-all of 150,000) overflows the C stack
+        order.user_next = None
 
     def orders_of(self, user: str) -> list[Order]:
         """``user``'s orders on this book, oldest first."""

@@ -381,6 +381,7 @@ class Matcher(Replay):
                 unlist(maker)
                 if level_qty:
                     after = maker.next
+                    maker.next = None  # a filled order links to no newer one (see ``OrderBook.unlist``)
                     level.first = after
                     after.prev = None
                 else:

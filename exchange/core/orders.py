@@ -70,7 +70,9 @@ class Order(msgspec.Struct, eq=False, gc=False):
     The last four fields chain the order into two queues of its book (exchange.core.book): the
     orders at its price, and its user's orders, each oldest first. A link to a newer order is the
     order itself; a link to an older one is that order's id, looked up in the book when needed.
-    So links only ever point forward in time, and orders never form a cycle.
+    So links only ever point forward in time, and orders never form a cycle. An order that leaves
+    the book drops its forward links (``OrderBook.unlist``, ``remove``): freed orders chained to
+    each other would be freed one inside the other, and msgspec has no guard against that depth.
 
     A mutable msgspec Struct rather than a plain class with ``__slots__`` because one is built
     for nearly every command and Struct's C constructor costs about half as much. ``eq=False``

@@ -9,6 +9,10 @@ prevention mode) and require, after every command, that the index is a scan of t
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from exchange.core import checkpoint
@@ -144,3 +148,31 @@ def test_a_cancel_all_narrowed_to_some_orders_cancels_them_oldest_first_too(mark
                replace("alice", "7-1", "2", at="90.00"))  # 7-1 loses its priority: now the newest
     narrowed = CancelAll("alice", None, 0, CancelReason.DISCONNECT, ("7-1", "7-3", "7-2"))
     assert [e.order_id for e in market.handle(narrowed) if isinstance(e, OrderCanceled)] == ["7-2", "7-3", "7-1"]
+
+
+def test_an_order_gone_from_the_book_links_to_no_other(market):
+    """Gone orders chained to newer ones would be freed one inside the other (see the next test)."""
+    market.run(sell("alice", "1", at="100.00"), sell("alice", "1", at="100.00"), sell("alice", "1", at="100.00"),
+               sell("alice", "1", at="101.00"))
+    book = market.matcher.books["BTC-USD"]
+    first, second, third, fourth = (book.orders[f"7-{n}"] for n in range(1, 5))
+    market.run(buy("bob", "1", at="100.00"), cancel("alice", "7-2"), cancel_all("alice"))
+    for gone in (first, second, third, fourth):
+        assert gone.next is None and gone.user_next is None and not gone.live
+
+
+def test_a_cancel_all_of_a_quarter_million_orders_does_not_crash_the_engine():
+    """The canceled orders, freed together at the end of the command, were still chained to each
+    other: freeing the chain recursed once per order and overflowed the C stack (SIGSEGV)."""
+    script = (
+        "from exchange.core.instruments import Instrument\n"
+        "from exchange.core.matching import Matcher\n"
+        "from exchange.core.messages import CancelAll, PlaceOrder\n"
+        "from exchange.core.orders import Side\n"
+        "m = Matcher(7, [Instrument('X', tick_size='1', lot_size='1')])\n"
+        "for _ in range(250_000):\n"
+        "    m.handle(PlaceOrder('alice', 'X', Side.SELL, 1, 100))\n"
+        "print(len(m.handle(CancelAll('alice', 'X'))))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "250000", (done.returncode, done.stderr[-500:])
