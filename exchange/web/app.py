@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = {"httponly": True, "samesite": "strict", "path": "/"}
+# a refused sign-in's HTTP status, by the gateway's code, as docs/web.md lists them (any other: 400, as every
+# gateway refusal); MAX_SESSIONS: the user has as many gateway sessions as allowed, a wait that may end
+LOGIN_STATUS = {"BAD_LOGIN": 401, "LOGIN_THROTTLED": 429, "MAX_SESSIONS": 503, "BUSY": 503, "UNAVAILABLE": 503,
+                "RATE_LIMITED": 503}
 
 
 class Web:
@@ -182,7 +186,7 @@ class Web:
         if not isinstance(reply, LoginOk):
             gateway.close()
             code = reply.code.value if isinstance(reply, Rej) else "BAD_LOGIN"
-            return None, api.error(401 if code == "BAD_LOGIN" else 429 if code == "LOGIN_THROTTLED" else 403, code,
+            return None, api.error(LOGIN_STATUS.get(code, 400), code,  # the gateway's other refusals: 400
                                    reply.reason if isinstance(reply, Rej) else "the gateway refused the sign-in")
         holder.append(self.sessions.add(reply.user, gateway))
         return holder[0], None

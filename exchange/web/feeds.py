@@ -33,12 +33,17 @@ POLL_S = 0.05  # a feed thread hands the loop what it applied at most this often
 RECENT_TRADES_WAIT_S = 2.0
 
 
-async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: Stopper,
+async def fetch_instruments(ctx: zmq.asyncio.Context, endpoints: str | list[str], stopper: Stopper,
                             timeout_s: float = 0.5) -> list[Instrument]:
-    """Every instrument, asked of the notifier's snapshot endpoint until it answers (or a stop is asked)."""
+    """Every instrument, asked of the notifiers' snapshot endpoints (the notifier, then its replicas, in
+    turn, so that the role starts while any one of them answers) until one answers (or a stop is asked)."""
+    endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
     decoder = Decoder(NotifierReply)
     said = False
+    asked = 0
     while not stopper.requested:
+        endpoint = endpoints[asked % len(endpoints)]
+        asked += 1
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.connect(endpoint)
@@ -50,9 +55,9 @@ async def fetch_instruments(ctx: zmq.asyncio.Context, endpoint: str, stopper: St
                     return [Instrument(s.symbol, s.tick_size, s.lot_size, s.min_qty, s.max_qty, s.max_price)
                             for s in reply.instruments]
                 raise RuntimeError(f"the notifier refused the instrument list: {reply}")  # our request was wrong
-            if not said:
+            if not said and asked >= len(endpoints):
                 said = True
-                log.info("no instrument list from %s yet; asking until it answers", endpoint)
+                log.info("no instrument list from %s yet; asking until one answers", ", ".join(endpoints))
         finally:
             dealer.close()
     return []
@@ -86,7 +91,8 @@ class FeedThread(threading.Thread):
                     resyncs, synced = feed.resyncs, True
                     depth = feed.depth
                     self._hand("synced", (depth.levels(Side.BUY), depth.levels(Side.SELL), depth.last_trade,
-                                          self._recent_trades() + [e for e in events if type(e) is Trade]))
+                                          self._recent_trades(feed.snapshot_from)
+                                          + [e for e in events if type(e) is Trade]))
                     continue
                 if events:
                     self._hand("events", events)
@@ -94,23 +100,27 @@ class FeedThread(threading.Thread):
                     synced = False
                     self._hand("resyncing", None)
 
-    def _recent_trades(self) -> list[Trade]:
-        """The notifier's recent trades of the last day (its TradesRequest), oldest first; none if it
-        does not answer within RECENT_TRADES_WAIT_S (the page then has the trades from now on)."""
+    def _recent_trades(self, first: int = 0) -> list[Trade]:
+        """The notifier's recent trades of the last day (its TradesRequest), oldest first, asked of the
+        snapshot endpoints in turn from ``first`` (the one the book just came from: it answers), as
+        BookFeed asks for snapshots; none if no one answers within RECENT_TRADES_WAIT_S each (the
+        page then has the trades from now on)."""
         ctx = zmq.Context.instance()
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.linger = 0
-        try:
-            dealer.connect(self.snapshots[0])
-            dealer.send(encode(TradesRequest(self.symbol, time.time_ns() - DAY_NS)))
-            if dealer.poll(int(RECENT_TRADES_WAIT_S * 1000)):
-                reply = Decoder(NotifierReply).decode(dealer.recv())
-                if isinstance(reply, Trades):
-                    return reply.trades
-            log.info("no recent trades of %s from the notifier; the page has those from now on", self.symbol)
-            return []
-        finally:
-            dealer.close()
+        for i in range(len(self.snapshots)):
+            endpoint = self.snapshots[(first + i) % len(self.snapshots)]
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.linger = 0
+            try:
+                dealer.connect(endpoint)
+                dealer.send(encode(TradesRequest(self.symbol, time.time_ns() - DAY_NS)))
+                if dealer.poll(int(RECENT_TRADES_WAIT_S * 1000)):
+                    reply = Decoder(NotifierReply).decode(dealer.recv())
+                    if isinstance(reply, Trades):
+                        return reply.trades
+            finally:
+                dealer.close()
+        log.info("no recent trades of %s from a notifier; the page has those from now on", self.symbol)
+        return []
 
     def _hand(self, kind: str, payload) -> None:
         try:

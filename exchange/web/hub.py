@@ -8,7 +8,8 @@ role's own feed re-synced) is built when the browser's socket can take it, once 
 was asked for meanwhile, and shared with every browser that wants the same one. What is not
 market data (the instrument list, the signed-in user's account, the end of the session) waits
 apart, newest only, and is always delivered. The instrument list (last price, 24 h change) goes to
-every browser at most once a second, when it changed.
+every browser at most once a second, when it changed (a trade, or only the clock: the 24 h change
+moves as minutes leave the day).
 """
 
 from __future__ import annotations
@@ -95,26 +96,22 @@ class Hub:
     def __init__(self, views: dict[str, MarketView]):
         self.markets = views
         self.clients: set[Client] = set()
-        self.summary_changed = True
+        self.summary_sent: str | None = None  # the instrument list last sent to every browser
 
     def deliver(self, symbol: str, kind: str, payload) -> None:
         """What a feed thread handed the loop (see exchange.web.feeds)."""
         view = self.markets[symbol]
         if kind == "synced":
             view.load(*payload)
-            self.summary_changed = True
             message = None
             for client in self.clients:
                 if client.symbol == symbol:
                     client.resync()
         elif kind == "events":
             message = view.apply(payload)
-            if message is not None and message["trades"]:
-                self.summary_changed = True
         else:
             view.state = "resyncing"
             message = {"type": "status", "symbol": symbol, "state": "resyncing"}
-            self.summary_changed = True
         if message is not None:
             text = dumps(message)  # once, for every browser that follows the instrument
             for client in self.clients:
@@ -126,12 +123,16 @@ class Hub:
         return {"type": "markets", "markets": [view.summary(now) for view in self.markets.values()]}
 
     async def send_summaries(self) -> None:
-        """The instrument list to every browser, whenever it changed (at most once a second)."""
+        """The instrument list to every browser, whenever it changed (at most once a second). It is
+        made anew each time and compared with the last one sent: not only trades and (re-)syncs
+        change it, but time too, as the oldest minutes of the 24 h change leave the day."""
         while True:
             await asyncio.sleep(SUMMARY_EVERY_S)
-            if self.summary_changed and self.clients:
-                self.summary_changed = False
-                message = self.summaries()
-                text = dumps(message)
+            if not self.clients:
+                continue
+            message = self.summaries()
+            text = dumps(message)
+            if text != self.summary_sent:
+                self.summary_sent = text
                 for client in self.clients:
                     client.send(message, text)

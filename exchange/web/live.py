@@ -39,6 +39,10 @@ async def serve(web: Web, websocket: WebSocket) -> None:
     if session is not None:
         session.listeners.add(client.send)
         client.send(session.account())
+    elif websocket.cookies.get("session"):
+        # a page reconnecting after its session ended (it expired or the gateway ended it while the socket
+        # was down) would otherwise go on showing the account: it hears what it would have heard then
+        client.send({"type": "signed_out", "reason": "the session ended; sign in again"})
     writer = asyncio.get_running_loop().create_task(_write(websocket, client))
     try:
         await _read(web, websocket, client, session)

@@ -54,7 +54,7 @@ async def _serve(config: Config, listening) -> None:
     stopper = sockets.Stopper()
     loop = asyncio.get_running_loop()
     notifiers = [config.notifier, *config.notifier.replicas]
-    instruments = await fetch_instruments(ctx, config.notifier.snapshots, stopper)
+    instruments = await fetch_instruments(ctx, [n.snapshots for n in notifiers], stopper)  # whichever answers
     if stopper.requested:
         ctx.destroy(linger=0)
         log.info("stopped")

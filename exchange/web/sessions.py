@@ -15,8 +15,10 @@ import secrets
 import time
 from collections import deque
 
+from exchange.errors import RejectCode
 from exchange.gateway.protocol.messages import (
-    AccountBalances, Ack, BalanceRequest, ClientReply, Fill, Orders, OrdersRequest, Out, Reduced, ReplaceAck, State,
+    AccountBalances, Ack, BalanceRequest, ClientReply, Fill, Orders, OrdersRequest, Out, Reduced, Rej, ReplaceAck,
+    State, StatusRequest,
 )
 from exchange.web.gateway_session import GatewayBusy, GatewaySession
 
@@ -26,6 +28,8 @@ FILLS_KEPT = 200
 # a third of the gateway's idle time for a front end's sessions (30 s, exchange.gateway.session_table): a
 # session this role keeps never idles out there, and one it can no longer ping (it died) ends there in 30 s
 PING_EVERY_S = 10.0
+# what the page's account view shows is asked again at every ping too: the user's other clients (another
+# browser, a ZMQ or text session) place, replace and cancel orders that no reply to this session tells of
 
 
 class TokenBucket:
@@ -56,7 +60,10 @@ class WebSession:
         self.orders: list[dict] = []
         self.sides: dict[str, tuple[str, str]] = {}  # order id → (symbol, side), to name a fill's
         self.fills: deque[dict] = deque(maxlen=FILLS_KEPT)
-        self.balances: list[dict] | None = None  # None: accounts are off
+        self.balances: list[dict] | None = []  # None: accounts are off (the gateway's NOT_ALLOWED)
+        # why the orders or balances shown may be out of date (the gateway's reason, say a ledger shard
+        # busy): they are the last ones it gave, and they are asked for again every second until it answers
+        self.stale: str | None = None
         self.listeners: set = set()  # callables given the account message on every change
         self.dirty = asyncio.Event()
         self.ended = False
@@ -64,6 +71,8 @@ class WebSession:
     def on_push(self, reply: ClientReply) -> None:
         """A fill, an out or a reduction of one of the user's orders."""
         if isinstance(reply, Fill):
+            # an order this session does not know (placed from another of the user's sessions) is named
+            # by the refresh this fill sets off, which asks the gateway for its STATUS if need be
             symbol, side = self.sides.get(reply.order_id, ("", ""))
             self.fills.appendleft({"order_id": reply.order_id, "symbol": symbol, "side": side, "qty": reply.qty,
                                    "price": reply.price, "leaves_qty": reply.leaves_qty, "trade_id": reply.trade_id,
@@ -79,21 +88,50 @@ class WebSession:
 
     async def refresh(self) -> None:
         """Ask the gateway for the user's open orders and balances; tell the listeners."""
-        orders = await self.gateway.request(OrdersRequest())
-        if isinstance(orders, Orders):
-            self.orders = [_order_row(state) for state in orders.orders]
-            for state in orders.orders:
-                self.sides[state.order_id] = (state.symbol, state.side.value)
-        balances = await self.gateway.request(BalanceRequest())
-        self.balances = ([{"asset": a, "available": free, "held": held} for a, free, held in balances.balances]
-                         if isinstance(balances, AccountBalances) else None)
+        stale = None
+        try:
+            orders = await self.gateway.request(OrdersRequest())
+            if isinstance(orders, Orders):
+                self.orders = [_order_row(state) for state in orders.orders]
+                for state in orders.orders:
+                    self.sides[state.order_id] = (state.symbol, state.side.value)
+            else:
+                stale = _why(orders)
+            await self._name_fills()
+            balances = await self.gateway.request(BalanceRequest())
+            if isinstance(balances, AccountBalances):
+                self.balances = [{"asset": a, "available": free, "held": held}
+                                 for a, free, held in balances.balances]
+            elif isinstance(balances, Rej) and balances.code is RejectCode.NOT_ALLOWED:
+                self.balances = None  # accounts are off on this exchange
+            else:  # busy or unavailable (a ledger shard down, say): the balances shown stay, marked so
+                stale = stale or _why(balances)
+        except GatewayBusy as e:  # no answer in time: what is shown stays, marked so
+            stale = str(e)
+        self.stale = stale
         message = self.account()
         for listener in list(self.listeners):
             listener(message)
 
+    async def _name_fills(self) -> None:
+        """Name the fills of orders this session did not know of when they came (another of the user's
+        sessions placed them): by the open orders just asked for, or else by the order's STATUS."""
+        for order_id in {f["order_id"] for f in self.fills if not f["symbol"]}:
+            if order_id not in self.sides:
+                state = await self.gateway.request(StatusRequest(order_id=order_id))
+                if isinstance(state, Rej) and state.code not in (RejectCode.BUSY, RejectCode.UNAVAILABLE):
+                    self.sides[order_id] = ("", "")  # the gateway cannot say: not asked again
+                if not isinstance(state, State):
+                    continue  # busy: asked again at the next refresh
+                self.sides[order_id] = (state.symbol, state.side.value)
+            symbol, side = self.sides[order_id]
+            for fill in self.fills:
+                if fill["order_id"] == order_id:
+                    fill["symbol"], fill["side"] = symbol, side
+
     def account(self) -> dict:
         return {"type": "account", "user": self.user, "orders": self.orders, "fills": list(self.fills),
-                "balances": self.balances}
+                "balances": self.balances, "stale": self.stale}
 
     async def keep(self, expiry_s: float, on_expired) -> None:
         """The session's life: refresh when something changed, ping the gateway, expire when silent."""
@@ -108,12 +146,13 @@ class WebSession:
                 on_expired(self)
                 return
             try:
-                if self.dirty.is_set():
-                    self.dirty.clear()
-                    await self.refresh()
                 if now - pinged > PING_EVERY_S:
                     pinged = now
                     await self.gateway.ping()
+                    self.dirty.set()  # what the user's other sessions changed shows within a ping
+                if self.dirty.is_set() or self.stale is not None:  # stale: asked again every second
+                    self.dirty.clear()
+                    await self.refresh()
             except GatewayBusy as e:
                 log.info("session of %s: %s", self.user, e)
                 self.dirty.set()
@@ -124,6 +163,13 @@ class WebSession:
         for listener in list(self.listeners):
             listener({"type": "signed_out", "reason": "the session ended; sign in again"})
         self.listeners.clear()
+
+
+def _why(reply: ClientReply) -> str:
+    """Why the gateway did not give what was asked, for the page."""
+    if isinstance(reply, Rej):
+        return f"{reply.code.value}: {reply.reason}"
+    return f"the gateway answered {type(reply).__name__}"
 
 
 def _order_row(state: State) -> dict:

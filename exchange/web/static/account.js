@@ -121,6 +121,8 @@ export class Account {
     const balances = document.querySelector("#balances tbody");
     balances.replaceChildren();
     if (m.balances === null) cell(balances.insertRow(), "accounts are off on this exchange");
+    // the gateway could not answer just now (a ledger shard busy, say): the last figures stay, marked so
+    if (m.stale) cell(balances.insertRow(), `may be out of date (${m.stale}); asking again`);
     for (const b of m.balances || []) {
       const row = balances.insertRow();
       row.dataset.asset = b.asset;
