@@ -188,3 +188,38 @@ def test_a_command_that_names_many_orders_weighs_by_its_size():
     huge = CancelAll("alice", None, 1, order_ids=tuple(f"1-{n}" for n in range(100_000)))  # none of them open
     frame = engine.handle_requests([[encode([Request("gw", 1, 1, huge)])]], Decoder(Requests))
     assert engine.matcher.seq == 0 and engine.retained_events == len(frame) // BYTES_PER_EVENT > 3_000
+
+
+def test_a_turn_past_the_batch_budget_goes_out_as_several_whole_batches():
+    """Defect: a turn's output went out as one EventBatch of any size; past the mesh's message cap
+    (64 MiB: a gateway that stops cancels every session's orders at once) the journal writer's PULL
+    dropped it, and every later batch waited behind the gap for good. Past ``max_batch_bytes`` (a
+    small one here) the engine closes the batch and starts the next, each numbered, sequenced,
+    retained and naming the ledger batches of its own holds; an entry is never split."""
+    from exchange.engine.batches import BYTES_PER_EVENT, MAX_BATCH_BYTES
+    from exchange.wire import sockets
+
+    assert MAX_BATCH_BYTES <= sockets.MAX_MSG_SIZE // 4
+    engine = Engine("e1", Matcher(1, INSTRUMENTS), 1, EnginePosition(1, 10, 0), checkpoint_every=150,
+                    checkpoint_part_size=4096)
+    for user in ("alice", "bob", "carol"):
+        handle(engine, *[PlaceOrder(user, "BTC-USD", Side.BUY, 1, 100_000 + n) for n in range(40)], now_ns=0)
+    engine.unsent.clear()
+    seq = engine.matcher.seq
+    engine.max_batch_bytes = 30 * BYTES_PER_EVENT  # a cancel-all of 40 orders passes it
+    requests = [Request("gw", 1, 1, CancelAll("alice", None, 1), after=("ledger-1", 3, 8)),
+                Request("gw", 1, 2, CancelAll("bob", None, 1), after=("ledger-0", 2, 5)),
+                Request("gw", 1, 3, CancelOrder("carol", "BTC-USD", order_id="nope")),
+                Request("gw", 1, 4, CancelAll("carol", None, 1))]
+    last = engine.handle_requests([[encode(requests[:2])], [encode(requests[2:])]], Decoder(Requests))
+    batches = [Decoder(EventBatch).decode(frame) for frame in engine.unsent]
+    assert last == engine.unsent[-1]
+    assert [b.batch for b in batches] == [14, 15, 16] and engine.batch == 16
+    assert [[e.request_id for e in b.entries] for b in batches] == [[1], [2], [3, 4]]
+    assert [(b.first_seq - seq, b.last_seq - seq) for b in batches] == [(1, 40), (41, 80), (81, 121)]
+    assert engine.matcher.seq == seq + 121
+    assert [b.after for b in batches] == [[("ledger-1", 3, 8)], [("ledger-0", 2, 5)], []]
+    # the checkpoint (due since the placements) starts with the first batch, one part per batch
+    assert batches[0].checkpoint and engine.checkpoint_seq == seq + 40
+    assert [(batch, frame) for batch, _, frame in engine.retained][-3:] == list(zip([14, 15, 16], engine.unsent))
+    assert all(b.replies() for b in batches)

@@ -14,7 +14,7 @@ from exchange.core.messages import Command, Match, PlaceOrder, ReplaceOrder, Tra
 from exchange.core.orders import Side
 from exchange.errors import JournalError, WireError
 from exchange.wire.messages import (
-    Decoder, Durable, EngineBook, Entry, EventBatch, ReplayRequest, Request, Requests, SnapshotRefused, encode,
+    Decoder, Durable, EngineBook, Entry, EventBatch, Request, Requests, SnapshotRefused, encode,
 )
 from exchange.journal.readers import EnginePosition
 
@@ -22,6 +22,10 @@ from exchange.journal.readers import EnginePosition
 log = logging.getLogger(__name__)
 
 BYTES_PER_EVENT = 256  # of a batch's frame, weighed as one event against max_undurable_events (well above an event's size)
+# what a batch may grow to, its commands' bytes plus BYTES_PER_EVENT per event, before the next
+# entry starts a new one: a quarter of the mesh's message cap (exchange.wire.sockets.MAX_MSG_SIZE),
+# which a batch past it never crosses to the journal writer (and every later batch waits behind it)
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 
 _SINGLE_REQUEST = Decoder(Request)
@@ -50,10 +54,16 @@ class Engine:
         # for a notifier that starts (``book``): each symbol's last Trade, or the Match it comes from
         self.last_trades: dict[str, Trade | Match] = dict(last_trades or {})
         self.unsent: deque[bytes] = deque()  # batches the journal PUSH had no room for yet
+        self.max_batch_bytes = MAX_BATCH_BYTES
 
     def handle_requests(self, frames: list[list[bytes]], decoder: Decoder, now_ns: int = 0) -> bytes | None:
-        """Match every request of every frame (each a Requests list); return the EventBatch frame
-        (None if no request was valid).
+        """Match every request of every frame (each a Requests list) into EventBatch frames, queued
+        in ``unsent`` and retained; return the last (None if no request was valid).
+
+        A turn makes one batch, or more when its entries weigh more than ``max_batch_bytes``
+        (``MAX_BATCH_BYTES``): an entry that takes a batch past it is the batch's last. One entry is
+        never split (its events answer one command), so a single cancel-all of more orders than
+        fit is the one batch that can still pass the message cap.
 
         A placement or replace received by its gateway more than ``max_order_age_ns`` before
         ``now_ns`` is not executed: its gateway has answered it or is about to (UNAVAILABLE, outcome
@@ -66,13 +76,15 @@ class Engine:
         whose clock is that far ahead of the engine's, or a sender that is not a gateway, stamps so.
         """
         handle = self.matcher.handle
-        entries = []
+        entries: list[Entry] = []
         last_trades = self.last_trades
         # (ledger stream, its epoch) → the last of its batches that this batch's holds are in; per
         # epoch, not per stream: a shard that restarted lost the end of its old epoch, and an order
         # held there must stop this batch even when an order held after the restart comes with it
         after: dict[tuple[str, int], int] = {}
         first_seq = self.matcher.seq + 1
+        weight = 0  # of the batch's entries so far: their commands' bytes, BYTES_PER_EVENT per event
+        frame = None
         oldest = now_ns - self.max_order_age_ns if now_ns and self.max_order_age_ns else 0
         newest = now_ns + self.max_order_age_ns if oldest else None
         for parts in frames:
@@ -84,6 +96,7 @@ class Engine:
                 except WireError:
                     log.warning("commands: dropped %s", e)
                     continue
+            weight += len(parts[-1])  # its commands, counted in the batch they start in
             for request in requests:
                 command = request.command
                 if not isinstance(command, Command):  # a ledger shard's command, sent here by mistake
@@ -108,8 +121,17 @@ class Engine:
                 for event in events:
                     if type(event) is Match:
                         last_trades[event.symbol] = event
-        if not entries:
-            return None
+                weight += len(events) * BYTES_PER_EVENT
+                if weight >= self.max_batch_bytes:
+                    frame = self.close_batch(entries, first_seq, after)
+                    entries, after, first_seq, weight = [], {}, self.matcher.seq + 1, 0
+        if entries:
+            frame = self.close_batch(entries, first_seq, after)
+        return frame
+
+    def close_batch(self, entries: list[Entry], first_seq: int, after: dict[tuple[str, int], int]) -> bytes:
+        """The next batch, of ``entries`` (events ``first_seq`` to the matcher's seq): encoded,
+        retained and queued for the journal."""
         self.batch += 1
         # A checkpoint goes out one part per batch (each far below the mesh's message cap); the
         # journal uses it once it holds every part. No digest of the books is computed here.
@@ -126,6 +148,7 @@ class Engine:
         count = max(self.matcher.seq - first_seq + 1, len(entries), len(frame) // BYTES_PER_EVENT)
         self.retained.append((self.batch, count, frame))
         self.retained_events += count
+        self.unsent.append(frame)
         return frame
 
     def on_durable(self, durable: Durable) -> None:
@@ -149,9 +172,6 @@ class Engine:
         last = self.last_trades.get(symbol)
         return EngineBook(symbol, self.epoch, self.batch, self.durable_batch, self.matcher.seq, resting_orders(book),
                           last.trade() if type(last) is Match else last)
-
-    def replay_frames(self, request: ReplayRequest) -> list[bytes]:
-        return [frame for batch, _, frame in self.retained if batch >= request.from_batch]
 
 
 def resting_orders(book) -> list[tuple[str, Side, int, int]]:
