@@ -334,13 +334,11 @@ class Matcher(Replay):
             level_qty = level.qty
             first_number = number
             while taker_leaves and level_qty:  # (a level with orders has qty > 0)
-                if budget is not None and budget < price:
-                    # not one more lot at this price, nor at any worse one: before self-trade
-                    # prevention, which must not cancel the user's own order that no trade could reach
-                    spent = True
-                    break
                 maker = level.first
                 if maker.user == taker_user:
+                    if budget is not None and budget < price:
+                        spent = True  # (as below) before self-trade prevention: no trade reaches this order
+                        break
                     level.qty = level_qty
                     self.seq = seq
                     taker.leaves_qty = taker_leaves
@@ -355,7 +353,10 @@ class Matcher(Replay):
                 maker_leaves = maker.leaves_qty
                 qty = maker_leaves if maker_leaves < taker_leaves else taker_leaves
                 if budget is not None:
-                    affordable = budget // price  # at least one lot (checked above)
+                    affordable = budget // price
+                    if not affordable:
+                        spent = True  # not one more lot at this price, nor at any worse one
+                        break
                     if affordable < qty:
                         qty = affordable
                     budget -= qty * price
