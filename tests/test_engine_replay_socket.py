@@ -5,6 +5,7 @@ matching loop, so what one turn does there, and what it holds, must stay bounded
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 import zmq
@@ -42,6 +43,14 @@ class ReplaySocket:
         self.process = process = EngineProcess.__new__(EngineProcess)
         process.engine = engine
         process.open_replay(self.ctx, self.endpoint, None)
+        self.taken = 0  # requests the handler has read so far
+        decode = process.engine_requests.decode
+
+        def counted(frame):
+            self.taken += 1
+            return decode(frame)
+
+        process.engine_requests = SimpleNamespace(decode=counted)
         self.peers: list[zmq.Socket] = []
 
     def peer(self, rcvhwm: int = 1000) -> zmq.Socket:
@@ -51,13 +60,14 @@ class ReplaySocket:
         self.peers.append(sock)
         return sock
 
-    def turn(self, expected: int) -> None:
-        """Wait until ``expected`` requests are queued on the ROUTER, then run one turn's handler."""
-        deadline = time.monotonic() + 5
-        while self.process.replay.get(zmq.EVENTS) & zmq.POLLIN == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1 + expected / 10_000)  # the rest of them
-        self.process.on_engine_requests()
+    def turns(self, expected: int) -> None:
+        """The loop's turns on this socket until the handler has read ``expected`` more requests (each
+        turn reads at most MAX_ENGINE_REQUESTS_PER_TURN of those that have come)."""
+        until, deadline = self.taken + expected, time.monotonic() + 10
+        while self.taken < until:
+            assert time.monotonic() < deadline, f"{until - self.taken} requests never came"
+            if self.process.replay.poll(100):
+                self.process.on_engine_requests()
 
     def close(self) -> None:
         for sock in self.peers:
@@ -79,9 +89,14 @@ def replay_socket(tmp_path):
         each.close()
 
 
-def received(peer: zmq.Socket) -> list[bytes]:
-    time.sleep(0.1)
-    return [parts[-1] for parts in sockets.drain(peer)]
+def received(peer: zmq.Socket, count: int) -> list[bytes]:
+    """The next ``count`` answers to ``peer``, as they come."""
+    frames, deadline = [], time.monotonic() + 10
+    while len(frames) < count:
+        assert time.monotonic() < deadline, f"{len(frames)} answers of {count}"
+        if peer.poll(100):
+            frames += [parts[-1] for parts in sockets.drain(peer)]
+    return frames
 
 
 def test_snapshot_requests_of_one_batch_walk_the_book_once_and_share_the_answer(replay_socket):
@@ -94,26 +109,25 @@ def test_snapshot_requests_of_one_batch_walk_the_book_once_and_share_the_answer(
     engine.book = lambda symbol: builds.append(symbol) or build(symbol)
     replay = replay_socket(engine)
     first, second = replay.peer(), replay.peer()
-    time.sleep(0.1)
     for _ in range(30):
         first.send(encode(SnapshotRequest("BTC-USD")))
         second.send(encode(SnapshotRequest("BTC-USD")))
     second.send(encode(SnapshotRequest("ETH-USD")))
-    replay.turn(61)
+    replay.turns(61)
     assert builds == ["BTC-USD", "ETH-USD"]  # once per instrument
-    answers = received(first) + received(second)
+    answers = received(first, 30) + received(second, 31)
     assert len(answers) == 61 and len(set(answers)) == 2  # the very same frame for every requester
     assert Decoder(EngineBook).decode(answers[0]).batch == 1
 
     # the answer is of the batch it was asked at: a new batch, or a new watermark, builds it again
     place(engine, 1, start=1_000)
     first.send(encode(SnapshotRequest("BTC-USD")))
-    replay.turn(1)
+    replay.turns(1)
     engine.on_durable(Durable("e1", 1, 2, engine.matcher.seq))
     first.send(encode(SnapshotRequest("BTC-USD")))
-    replay.turn(1)
+    replay.turns(1)
     assert builds == ["BTC-USD", "ETH-USD", "BTC-USD", "BTC-USD"]
-    books = [Decoder(EngineBook).decode(frame) for frame in received(first)]
+    books = [Decoder(EngineBook).decode(frame) for frame in received(first, 2)]
     assert [(b.batch, b.durable_batch, len(b.orders)) for b in books] == [(2, 0, 1_001), (2, 2, 1_001)]
 
 
@@ -128,11 +142,9 @@ def test_a_requester_that_reads_nothing_has_few_answers_queued_in_the_engine(rep
     answer = replay.process.answer
     replay.process.answer = lambda envelope, frames: sent.append(answer(envelope, frames)) or sent[-1]
     stuck = replay.peer(rcvhwm=1)  # reads nothing, and holds next to nothing on its side
-    time.sleep(0.1)
     for _ in range(300):
         stuck.send(encode(SnapshotRequest("BTC-USD")))
-    for _ in range(5):
-        replay.turn(300)
+    replay.turns(300)  # five turns
     assert len(sent) == 300 and set(sent) <= {0, 1}  # never blocks: dropped, or queued
     assert sum(sent) <= role.ANSWERS_PER_PEER + 8, f"{sum(sent)} books queued for a peer that reads none"
 
@@ -151,17 +163,15 @@ def test_replays_are_kept_one_per_requester_and_a_bounded_number_at_once(replay_
     batches(engine, 300)
     replay = replay_socket(engine)
     stuck = replay.peer(rcvhwm=1)  # reads nothing
-    time.sleep(0.1)
     for n in range(200):
         stuck.send_multipart([str(n).encode(), encode(ReplayRequest("e1", 1))])
-    replay.turn(200)
+    replay.turns(200)
     assert len(replay.process.replays) == 1  # one per requester (its routing id)
 
     others = [replay.peer(rcvhwm=1) for _ in range(20)]
-    time.sleep(0.1)
     for other in others:
         other.send(encode(ReplayRequest("e1", 1)))
-    replay.turn(20)
+    replay.turns(20)
     assert len(replay.process.replays) == role.MAX_REPLAYS
     assert "dropped the oldest" in caplog.text
 
@@ -172,15 +182,14 @@ def test_a_replay_goes_on_from_where_it_stopped_until_the_last_batch(replay_sock
     engine.on_durable(Durable("e1", 1, 20, 0))  # batches 1..20 are no longer retained
     replay = replay_socket(engine)
     writer = replay.peer(rcvhwm=1)
-    time.sleep(0.1)
     writer.send(encode(ReplayRequest("e1", 5)))
-    replay.turn(1)
+    replay.turns(1)
     got = []
     for _ in range(1_000):  # the loop's turns, while the writer reads at its own pace
         got.extend(Decoder(EventBatch).decode(parts[-1]).batch for parts in sockets.drain(writer, 7))
         replay.process.resume_replays()
-        if not replay.process.replays and len(got) == 280:
+        if not replay.process.replays:
             break
-        time.sleep(0.001)
-    got.extend(Decoder(EventBatch).decode(frame).batch for frame in received(writer))
+        writer.poll(10)  # until something more has come to read
+    got.extend(Decoder(EventBatch).decode(frame).batch for frame in received(writer, 280 - len(got)))
     assert got == list(range(21, 301)) and not replay.process.replays
