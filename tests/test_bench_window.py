@@ -42,10 +42,14 @@ def test_a_role_busy_exactly_in_the_window_reads_one_core_sampled_at_its_ends(mo
     measure_from = start_wall + options.warmup
     measure_to = measure_from + options.duration
     sampled = []
+    ended = threading.Event()  # the window's end has been sampled
 
     def busy_one_core_in_window(pid):  # every process: one core, in the window only
-        sampled.append(time.time())
-        return min(max(time.time(), measure_from), measure_to) - measure_from
+        now = time.time()
+        sampled.append(now)
+        if now >= measure_to:
+            ended.set()
+        return min(max(now, measure_from), measure_to) - measure_from
 
     monkeypatch.setattr(runner, "cpu_seconds", busy_one_core_in_window)
     monkeypatch.setattr(runner, "cpu_wait_seconds",  # waits for a CPU half of the window
@@ -53,11 +57,10 @@ def test_a_role_busy_exactly_in_the_window_reads_one_core_sampled_at_its_ends(mo
     parent, child = Pipe()
     tick = {"sent": 0, "answered": 0, "acks": 0, "p50": 0, "p99": 0, "max": 0, "outstanding": 0}
 
-    def worker():  # ticks each second, then drains and reports after the window, like a load generator
+    def worker():  # two seconds' ticks, then drained and its report once the window is over, like a load generator
         for _ in range(2):
-            time.sleep(1.0)
             child.send(("tick", tick))
-        time.sleep(max(0.0, measure_to - time.time()) + 1.2)
+        ended.wait(30)  # (if it never comes, the assertions below say why)
         child.send(("drained", 0))
         child.recv()  # the "ping"
         child.send(("done", {}))
@@ -69,7 +72,7 @@ def test_a_role_busy_exactly_in_the_window_reads_one_core_sampled_at_its_ends(mo
     result = runner._measure(options, config, {"gateway": 1}, [(FakeProcess(), parent)], [], start_wall,
                              measure_from, measure_to, tmp_path, [], lines.append)
     thread.join(5)
-    # (before: 0.6 cores, sampled half a second late; the slack is for a slow, busy machine's sleeps)
+    # (before: 0.6 cores, sampled half a second late; the slack is for a slow, busy machine)
     assert result.cpu["gateway"] == pytest.approx(1.0, abs=0.1), result.cpu
     assert result.cpu["load generator 0"] == pytest.approx(1.0, abs=0.1), result.cpu
     assert result.cpu_wait["gateway"] == pytest.approx(0.5, abs=0.05), result.cpu_wait
@@ -108,26 +111,37 @@ def test_the_slowest_and_fastest_seconds_are_whole_seconds_inside_the_window(mon
     assert (throughput["acked_per_s_min_second"], throughput["acked_per_s_max_second"]) == (100, 120)
 
 
-def test_a_load_generator_counts_the_acks_it_receives_inside_the_window():
+def test_a_load_generator_counts_the_acks_it_receives_inside_the_window(monkeypatch):
+    """It reads its ack count when the window opens and when it closes: the acks before, and those
+    after (the drain), are not the window's."""
     w = load.Worker({"rate": None, "seed": 0, "instruments": []})
-    received = []
+    w.measure_from = w.end = 0
+    moments: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+
+    async def until_told(delay):  # its wait for each end of the window lasts until the test says
+        moment = asyncio.Event()
+        await moments.put(moment)
+        await moment.wait()
+
+    monkeypatch.setattr(load, "asyncio", SimpleNamespace(sleep=until_told))
+
+    def acks(count: int, second: int) -> None:  # as session.py counts them
+        w.acked_in_second[second] += count
 
     async def run():
-        w.start = time.perf_counter_ns()
-        w.measure_from = w.start + 150_000_000
-        w.end = w.measure_from + 250_000_000
         counting = asyncio.create_task(load._count_window(w))
-        while time.perf_counter_ns() < w.end + 100_000_000:  # an ack every 5 ms, as session.py counts them
-            now = time.perf_counter_ns()
-            w.acked_in_second[int(now - w.start) // 1_000_000_000] += 1
-            received.append(now)
-            await asyncio.sleep(0.005)
+        opening = await moments.get()
+        acks(5, 0)  # the warmup's
+        opening.set()
+        closing = await moments.get()  # it has read the count at the opening
+        acks(7, 0)
+        acks(4, 1)  # a window across a second's boundary
+        closing.set()
         await counting
+        acks(3, 1)  # the drain's
 
     asyncio.run(run())
-    inside = sum(1 for t in received if w.measure_from <= t < w.end)
-    assert abs(w.acked_in_window() - inside) <= 10, (w.acked_in_window(), inside)  # a loop turn each end, on a busy machine
-    assert w.acked_in_window() < len(received) - 20  # not the warmup's nor the tail's
+    assert w.acked_in_window() == 11
 
 
 @pytest.mark.parametrize("n, q", [(100, 0.99), (10, 0.5), (1000, 0.9), (200, 0.5), (100, 0.07), (3, 0.5)])
