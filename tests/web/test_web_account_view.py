@@ -56,6 +56,20 @@ class ScriptedGateway:
         return self.answers[type(request)].pop(0)
 
 
+def answering(monkeypatch, kind: type, reply) -> None:
+    """The fake gateway answers a request of ``kind`` with ``reply(gateway)``, or as it would if that is None."""
+    original = standalone.FakeGateway.answer
+
+    async def answer(self, ident, request):
+        made = reply(self) if isinstance(request, kind) else None
+        if made is None:
+            await original(self, ident, request)
+        else:
+            await self.sock.send_multipart([ident, encode(made)])
+
+    monkeypatch.setattr(standalone.FakeGateway, "answer", answer)
+
+
 def resting(order_id: str, symbol: str = "ETH-USD", side: Side = Side.SELL) -> State:
     return State(order_id, "", "NEW", "0", "1", side, symbol, "1500.00")
 
@@ -95,16 +109,11 @@ def test_balances_the_gateway_did_not_give_are_asked_for_again(monkeypatch):
     """A BUSY balance answer is asked again (every second) until the gateway gives the balances."""
     busy = Rej(RejectCode.BUSY, "ledger shard 1 is busy; try again")
 
-    async def answer(self, ident, request):
-        if isinstance(request, BalanceRequest):
-            self.balance_asks = getattr(self, "balance_asks", 0) + 1
-            if self.balance_asks == 1:  # the sign-in's
-                await self.sock.send_multipart([ident, encode(busy)])
-                return
-        await original(self, ident, request)
+    def balances(gateway):
+        gateway.balance_asks = getattr(gateway, "balance_asks", 0) + 1
+        return busy if gateway.balance_asks == 1 else None  # the sign-in's is refused
 
-    original = standalone.FakeGateway.answer
-    monkeypatch.setattr(standalone.FakeGateway, "answer", answer)
+    answering(monkeypatch, BalanceRequest, balances)
 
     async def scenario():
         async with serving(max_logins=100) as (web, address, gateway):
@@ -148,14 +157,7 @@ def test_a_page_reconnecting_with_the_cookie_of_an_ended_session_hears_signed_ou
 @pytest.mark.parametrize("code, status", [(RejectCode.MALFORMED, 400), (RejectCode.MAX_SESSIONS, 503),
                                           (RejectCode.BAD_LOGIN, 401), (RejectCode.LOGIN_THROTTLED, 429)])
 def test_a_sign_in_the_gateway_refuses_has_the_documented_status(monkeypatch, code, status):
-    async def answer(self, ident, request):
-        if isinstance(request, LoginRequest):
-            await self.sock.send_multipart([ident, encode(Rej(code, "refused"))])
-            return
-        await original(self, ident, request)
-
-    original = standalone.FakeGateway.answer
-    monkeypatch.setattr(standalone.FakeGateway, "answer", answer)
+    answering(monkeypatch, LoginRequest, lambda gateway: Rej(code, "refused"))
 
     async def scenario():
         async with serving(max_logins=100) as (web, address, gateway):
@@ -173,14 +175,8 @@ def test_an_order_another_session_placed_shows_within_a_keep_alive(monkeypatch):
     """Nothing this browser did or was pushed says so: the refresh at each keep-alive shows it."""
     monkeypatch.setattr(sessions, "PING_EVERY_S", 0.2)  # the session's loop looks every second
 
-    async def answer(self, ident, request):
-        if isinstance(request, OrdersRequest) and getattr(self, "placed_elsewhere", False):
-            await self.sock.send_multipart([ident, encode(Orders([resting("1-42")], 1))])
-            return
-        await original(self, ident, request)
-
-    original = standalone.FakeGateway.answer
-    monkeypatch.setattr(standalone.FakeGateway, "answer", answer)
+    answering(monkeypatch, OrdersRequest,
+              lambda gateway: Orders([resting("1-42")], 1) if getattr(gateway, "placed_elsewhere", False) else None)
 
     async def scenario():
         async with serving(max_logins=100) as (web, address, gateway):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -23,15 +22,6 @@ def account(browser) -> dict:
 def text_session(web, user: str):
     host, port = web.config.gateway.text.rsplit(":", 1)
     return login(host, int(port), user)
-
-
-def shown_within(browser, predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate(account(browser)):
-            return True
-        time.sleep(0.5)
-    return predicate(account(browser))
 
 
 def test_a_fill_of_an_order_placed_from_another_client_names_its_symbol_and_side(web):
@@ -55,12 +45,12 @@ def test_orders_placed_and_canceled_from_another_client_show_within_a_keep_alive
         assert ack.startswith("ACK"), ack
         order = ack.split()[1]
         try:
-            assert shown_within(alice_web, lambda a: any(o["order_id"] == order for o in a["orders"]), 13), \
-                f"order {order}, placed by alice's text client, not in the web's open orders after 13 s"
+            wait_until(lambda: any(o["order_id"] == order for o in account(alice_web)["orders"]), 13,
+                       f"order {order}, placed by alice's text client, in the web's open orders")
         finally:
             assert alice_text.request(f"CANCEL {order}").startswith("OUT")
-    assert shown_within(alice_web, lambda a: not any(o["order_id"] == order for o in a["orders"]), 13), \
-        f"order {order}, canceled from alice's text client, still shown open on the web after 13 s"
+    wait_until(lambda: not any(o["order_id"] == order for o in account(alice_web)["orders"]), 13,
+               f"order {order}, canceled from alice's text client, gone from the web's open orders")
 
 
 def test_a_sign_in_the_gateway_finds_malformed_is_a_400(web):
